@@ -1,0 +1,34 @@
+# Two entry points, both idempotent on a fresh Debian machine:
+#   make run   - virtualenv, install, create the SQLite store, run the gateway on loopback
+#   make test  - test peers (Debian packages), test extras, the whole suite
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= etc/purplegw.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test test-deps bench clean
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python setup.py
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed setup.py
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/purplegw --config $(CONFIG) db init
+	exec $(VENV)/bin/purplegw --config $(CONFIG) run
+
+test-deps:
+	sh scripts/install-test-peers.sh
+
+test: test-deps $(VENV)/.installed-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Protocol adapters, discovered through the ``purplegw.protocols`` entry points."""

@@ -1,0 +1,266 @@
+"""The adapter contract: what every protocol plugin provides.
+
+A protocol plugin is a distribution that registers an ``Adapter`` subclass
+in the ``purplegw.protocols`` entry-point group (the bundled XMPP, IRC and
+dummy adapters are registered the same way, in setup.py).  The entry-point
+name must equal ``Adapter.name``.
+
+Two objects per protocol:
+
+``Adapter``
+    Stateless descriptor, one per protocol per process: name, aliases,
+    default config fragment, config schema, environment check, and a
+    factory for sessions.
+
+``Session``
+    One logged-in external account, owned by exactly one account actor.
+    All its coroutines run on the asyncio loop the account actor hands it
+    (``SessionContext.loop``) and must never block that loop: other
+    accounts share it.  The session reports what happens on the network
+    through the ``SessionEvents`` callbacks it was given; those callbacks
+    are plain functions, safe to call from the loop, and never raise.
+
+Error mapping (see ``purplegw.protocols.errors``): a coroutine that raises
+``NotImplementedError`` means "this protocol cannot do that" (SIP 501),
+``BadCredentialsError`` stops retrying until the account row changes,
+``TransientError`` is retried with backoff, ``DeliveryError`` is a per-
+message failure (SIP 4xx/5xx hint in ``status_hint``), anything else is a
+bug in the adapter (SIP 500 and a log line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from purplegw.exceptions import AdapterError
+
+if TYPE_CHECKING:
+    from purplegw.presence import ContactPresence, Presence
+
+
+class ConnectionState(enum.Enum):
+    """What an account's external connection is doing (reported by sessions)."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    TRANSIENT_DISCONNECT = "transient_disconnect"  # will be retried with backoff
+    BAD_CREDENTIALS = "bad_credentials"  # not retried until the row changes
+    UNKNOWN_ERROR = "unknown_error"
+    LOGGED_OUT = "logged_out"
+
+
+class TypingState(enum.Enum):
+    """Chat states common to XEP-0085 and RFC 3994 (is-composing)."""
+
+    ACTIVE = "active"  # RFC 3994 state=idle after a message; XEP-0085 <active/>
+    COMPOSING = "composing"  # RFC 3994 state=active; XEP-0085 <composing/>
+    PAUSED = "paused"  # XEP-0085 <paused/>; RFC 3994 idle
+    INACTIVE = "inactive"
+    GONE = "gone"
+
+
+class AuthorizationAnswer(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+# --- errors a session raises -------------------------------------------------
+
+
+class SessionError(AdapterError):
+    """Base of the errors a session raises on purpose."""
+
+    status_hint: int = 500
+
+
+class TransientError(SessionError):
+    """Network trouble, server down, timeout: retry later with backoff."""
+
+    status_hint = 503
+
+
+class BadCredentialsError(SessionError):
+    """The server rejected the account's credentials: do not retry."""
+
+    status_hint = 403
+
+
+class DeliveryError(SessionError):
+    """One message could not be handed to the network."""
+
+    def __init__(self, message: str, status_hint: int = 480) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+
+
+class Ignore(Exception):  # noqa: N818 - a sentinel, not an error
+    """Raised by a session to say "drop this request silently"."""
+
+
+# --- what a session is given ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """HTTP CONNECT proxy for outgoing connections ([proxy] in the config)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class AccountCredentials:
+    """One row of the account table, password already decrypted."""
+
+    account_id: int
+    sip_user: str
+    ext_user: str
+    protocol: str  # canonical adapter name, aliases resolved
+    password: str = field(repr=False)
+    original_protocol: str = ""  # the row's ext_prot as written (e.g. "gtalk")
+
+
+class SessionEvents(Protocol):
+    """Callbacks a session calls when something happens on its network.
+
+    Implemented by the account actor.  Contacts are given in the network's
+    own id form (``bob@example.org`` for XMPP, ``nick`` for IRC); the SIP
+    side turns them into SIP URIs.
+    """
+
+    def on_connection_state(self, state: ConnectionState, reason: str = "") -> None:
+        """Triggered when the connection changes state; ``reason`` for operators."""
+
+    def on_message(self, contact: str, text: str, message_id: str | None = None) -> None:
+        """Triggered when a contact sends the account a text message."""
+
+    def on_contact_presence(self, presence: ContactPresence) -> None:
+        """Triggered when a contact's presence changes (all resources, current)."""
+
+    def on_authorization_request(self, contact: str, text: str = "") -> None:
+        """Triggered when a contact asks to see the account's presence."""
+
+    def on_authorization_answer(self, contact: str, answer: AuthorizationAnswer) -> None:
+        """Triggered when a contact accepts or refuses our subscription request."""
+
+    def on_typing(self, contact: str, state: TypingState) -> None:
+        """Triggered when a contact starts/stops typing to the account."""
+
+    def on_receipt(self, contact: str, message_id: str) -> None:
+        """Triggered when the network confirms a message reached the contact."""
+
+
+@dataclass
+class SessionContext:
+    """Everything a session needs besides its credentials."""
+
+    loop: asyncio.AbstractEventLoop
+    events: SessionEvents
+    config: dict[str, Any]  # the [protocols.<name>] section, validated
+    proxy: ProxySettings | None = None
+    shared: dict[str, Any] = field(default_factory=dict)  # per-process caches (ssl context...)
+
+
+class Session:
+    """One external account's connection.  Subclass and override.
+
+    Every method is a coroutine run on ``context.loop``.  The default
+    implementations raise ``NotImplementedError`` (mapped to SIP 501).
+    """
+
+    def __init__(self, credentials: AccountCredentials, context: SessionContext) -> None:
+        self.credentials = credentials
+        self.context = context
+
+    async def login(self) -> None:
+        """Triggered when the account actor starts or reconnects the account.
+
+        Return once logged in (roster received where the protocol has one).
+        Raise ``BadCredentialsError`` or ``TransientError``.
+        """
+        raise NotImplementedError
+
+    async def logout(self) -> None:
+        """Triggered on shutdown, row removal, or PIDF basic=closed.
+
+        Must not raise when already disconnected.
+        """
+        raise NotImplementedError
+
+    async def send_message(self, contact: str, text: str, message_id: str) -> None:
+        """Triggered when the SIP user sends ``text`` to ``contact``.
+
+        Return once the network took the message (not when it was read).
+        ``message_id`` is stable across retries: use it for receipts and
+        to let the server drop duplicates where the protocol allows.
+        Raise ``DeliveryError`` for a message that cannot be delivered.
+        """
+        raise NotImplementedError
+
+    async def set_presence(self, presence: Presence) -> None:
+        """Triggered when the SIP user publishes a new presence (PUBLISH)."""
+        raise NotImplementedError
+
+    async def add_contact(self, contact: str) -> None:
+        """Triggered when the SIP user subscribes to ``contact``'s presence.
+
+        Add it to the roster/watch list and ask for authorization where the
+        protocol requires it; current presence arrives by ``on_contact_presence``.
+        """
+        raise NotImplementedError
+
+    async def remove_contact(self, contact: str) -> None:
+        """Triggered when the last SIP subscription to ``contact`` ends."""
+        raise NotImplementedError
+
+    async def answer_authorization(self, contact: str, answer: AuthorizationAnswer) -> None:
+        """Triggered when the SIP user allows or denies a contact's request."""
+        raise NotImplementedError
+
+    async def send_typing(self, contact: str, state: TypingState) -> None:
+        """Triggered when the SIP user's client reports is-composing (RFC 3994)."""
+        raise NotImplementedError
+
+
+class Adapter:
+    """Descriptor of one protocol.  Subclass, set the class attributes.
+
+    ``name`` must equal the entry-point name.  ``aliases`` are other ids
+    that may appear in the ``ext_prot`` column (the original module's
+    libpurple plugin ids such as ``prpl-jabber``).
+    """
+
+    name: ClassVar[str]
+    dist_name: ClassVar[str] = "purplegw"
+    version: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    # Which SIP URI hosts this protocol can reach without an explicit
+    # ;proto= marker: True means "any user@host" (XMPP), False means only
+    # explicit addressing (IRC nicks).
+    addresses_user_at_host: ClassVar[bool] = False
+
+    def get_default_config(self) -> dict[str, Any]:
+        """Default values of ``[protocols.<name>]``; must contain ``enabled``."""
+        return {"enabled": True}
+
+    def validate_config(self, section: dict[str, Any]) -> list[str]:
+        """Problems with ``[protocols.<name>]`` as "key: what is wrong" strings."""
+        return []
+
+    def validate_environment(self) -> None:
+        """Raise ``AdapterError`` when a dependency is missing or unusable."""
+
+    def create_session(
+        self, credentials: AccountCredentials, context: SessionContext
+    ) -> Session:
+        """Triggered once per login attempt by the account actor."""
+        raise NotImplementedError
+
+    def normalize_contact(self, contact: str) -> str:
+        """The canonical form of a contact id (case, resource stripped...)."""
+        return contact

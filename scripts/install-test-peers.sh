@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs the real servers the test suite talks to (Debian packages), only
+# those whose binaries are missing, so a second `make test` costs nothing.
+# The suite starts its own instances on loopback, free ports, temp dirs: the
+# packages' own system services are not used and are stopped if apt started them.
+set -eu
+
+need=""
+check() { command -v "$1" >/dev/null 2>&1 || [ -x "$2" ] || need="$need $3"; }
+check prosody /usr/bin/prosody prosody
+check mariadbd /usr/sbin/mariadbd "mariadb-server mariadb-client"
+check ngircd /usr/sbin/ngircd ngircd
+check tinyproxy /usr/bin/tinyproxy tinyproxy
+check kamailio /usr/sbin/kamailio "kamailio kamailio-presence-modules kamailio-xmpp-modules"
+check sipp /usr/bin/sipp sip-tester
+check sipsak /usr/bin/sipsak sipsak
+check openssl /usr/bin/openssl openssl
+[ -e /usr/lib/x86_64-linux-gnu/lua/5.4/dbi/sqlite3.so ] || [ -n "$(ls /usr/lib/*/lua/*/dbi/sqlite3.so 2>/dev/null)" ] || need="$need lua-dbi-sqlite3"
+
+if [ -z "$need" ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "missing test peers:$need; install them with: sudo apt-get install$need" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $need >/dev/null
+# Package scripts may start system instances; the suite runs its own.
+for svc in prosody mariadb ngircd tinyproxy kamailio; do
+    (service "$svc" stop || true) >/dev/null 2>&1
+done

@@ -1,0 +1,54 @@
+"""purplegw: a SIP <-> instant-messaging and presence gateway."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "purplegw" / "__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="purplegw",
+    version=VERSION,
+    description="SIP <-> instant messaging and presence gateway (successor of Kamailio's purple module)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.11",
+    packages=find_packages(include=["purplegw", "purplegw.*"]),
+    include_package_data=True,
+    package_data={"purplegw": ["py.typed", "etc/*.toml", "protocols/*/defaults.toml"]},
+    install_requires=[
+        "click>=8.1",
+        # pykka's private runtime hooks are used by the actor runtime: pin the
+        # minor version so an upgrade fails loudly in the test suite, not in prod.
+        "pykka>=4.5,<4.6",
+        "slixmpp>=1.17,<1.18",
+        "PyMySQL>=1.1",
+        "cryptography>=41",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "pjsua2-python>=2.15",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["purplegw=purplegw.cli:main"],
+        "purplegw.protocols": [
+            "dummy=purplegw.protocols.dummy:Adapter",
+            "xmpp=purplegw.protocols.xmpp:Adapter",
+            "irc=purplegw.protocols.irc:Adapter",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Communications :: Internet Phone",
+        "Topic :: Communications :: Chat",
+    ],
+)
