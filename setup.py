@@ -29,6 +29,8 @@ setup(
         "slixmpp>=1.17,<1.18",
         "PyMySQL>=1.1",
         "cryptography>=41",
+        # HTTP CONNECT proxy tunnels for outgoing IM connections (asyncio).
+        "python-socks>=2.4",
     ],
     extras_require={
         "test": [
