@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "purplegw.protocols"
 
+# The original module's ext_prot values, kept valid even when the adapter
+# that normally declares them failed to load, so that the account table
+# stays readable and the error says "xmpp is broken", not "unknown id".
+BUNDLED_ALIASES = {"prpl-jabber": "xmpp", "jabber": "xmpp", "gtalk": "xmpp", "prpl-irc": "irc"}
+
 
 class AdapterStatus(enum.Enum):
     ENABLED = "enabled"
@@ -55,19 +60,25 @@ class AdapterRegistry:
             return key
         if key in self.aliases:
             return self.aliases[key]
-        known = ", ".join(self.known_ids())
+        known = ", ".join(self.known_ids(include_aliases=True))
         raise UnknownProtocolError(f"unknown protocol {protocol_id!r}; known ids: {known}")
 
     def get(self, protocol_id: str) -> Adapter:
         """The usable adapter for ``protocol_id``; ``AdapterError`` if it is not usable."""
-        info = self.infos[self.canonical(protocol_id)]
+        name = self.canonical(protocol_id)
+        info = self.infos.get(name)
+        if info is None:
+            raise AdapterError(f"protocol {name!r} is not installed")
         if info.adapter is None or info.status is not AdapterStatus.ENABLED:
             detail = f": {info.error}" if info.error else ""
             raise AdapterError(f"protocol {info.name!r} is {info.status.value}{detail}")
         return info.adapter
 
-    def known_ids(self) -> list[str]:
-        return sorted(set(self.infos) | set(self.aliases))
+    def known_ids(self, *, include_aliases: bool = False) -> list[str]:
+        ids = set(self.infos)
+        if include_aliases:
+            ids |= set(self.aliases)
+        return sorted(ids)
 
     def enabled(self) -> dict[str, Adapter]:
         return {
@@ -88,6 +99,7 @@ def load_adapters(
     if entry_points is None:
         entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
     registry = AdapterRegistry()
+    registry.aliases.update(BUNDLED_ALIASES)
     for ep in sorted(entry_points, key=lambda e: e.name):
         info = _load_one(ep, protocols_config.get(ep.name, {}), check_environment)
         registry.infos[info.name] = info
