@@ -31,6 +31,8 @@ setup(
         "cryptography>=41",
         # HTTP CONNECT proxy tunnels for outgoing IM connections (asyncio).
         "python-socks>=2.4",
+        # PIDF bodies come from untrusted peers: entity-expansion bombs must be refused.
+        "defusedxml>=0.7",
     ],
     extras_require={
         "test": [
