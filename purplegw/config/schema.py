@@ -1,0 +1,72 @@
+"""The config schema: every section and key purplegw knows, with its type.
+
+Defaults are not here: they live, documented, in ``etc/purplegw.toml``
+(packaged as ``purplegw/config/default.toml``), and a test checks that file
+and this schema name exactly the same keys.  Per-protocol sections
+(``[protocols.<name>]``) are checked against each adapter's own defaults.
+"""
+
+from __future__ import annotations
+
+from purplegw.config import types as t
+
+SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
+    "sip": {
+        "listen": t.List(t.ListenAddress()),
+        "domain": t.Hostname(),
+        "outbound_proxy": t.String(),
+        "trusted": t.List(t.Network()),
+        "tls_certificate": t.Path(),
+        "tls_private_key": t.Path(),
+        "max_message_size": t.Integer(minimum=1024, maximum=16 * 1024 * 1024),
+        "tcp_idle_timeout": t.Integer(minimum=1),
+        "max_connections": t.Integer(minimum=1),
+        "t1_ms": t.Integer(minimum=1),
+        "t2_ms": t.Integer(minimum=1),
+        "t4_ms": t.Integer(minimum=1),
+    },
+    "store": {
+        "data_dir": t.Path(optional=False),
+        "db_url": t.Secret(),  # may carry a MySQL password
+        "db_table": t.String(optional=False),
+        "key_file": t.Path(),
+        "connect_timeout": t.Integer(minimum=1),
+    },
+    "proxy": {
+        "http_host": t.Hostname(),
+        "http_port": t.Port(),
+        "username": t.String(),
+        "password": t.Secret(),
+    },
+    "actors": {
+        "workers": t.Integer(minimum=0, maximum=256),
+        "login_timeout": t.Float(minimum=0.1),
+        "backoff_initial": t.Float(minimum=0.01),
+        "backoff_max": t.Float(minimum=0.01),
+        "backoff_jitter": t.Float(minimum=0.0, maximum=1.0),
+        "flap_attempts": t.Integer(minimum=1),
+        "flap_window": t.Float(minimum=0.1),
+        "flap_retry_in": t.Float(minimum=0.1),
+        "flap_max_retry": t.Integer(minimum=-1),
+        "queue_limit": t.Integer(minimum=0),
+        "shutdown_timeout": t.Float(minimum=0.1),
+    },
+    "daemon": {
+        "pid_file": t.Path(),
+        "control_socket": t.Path(),
+    },
+    "logging": {
+        "level": t.LogLevel(),
+        "format": t.String(optional=False),
+        "file": t.Path(),
+        "sip_wire": t.Boolean(),
+    },
+}
+
+# Sections whose keys are free-form (name -> value).
+FREE_SECTIONS: dict[str, t.ConfigValue] = {
+    "loglevels": t.LogLevel(),
+}
+
+# Sections holding one sub-table per plugin: [protocols.<name>].
+PLUGIN_SECTIONS = ("protocols",)

@@ -1,0 +1,49 @@
+"""SQLite backend: the embedded default, ``sqlite:///absolute/path.db``."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from purplegw.exceptions import StoreError
+from purplegw.store.database import Database, check_identifier
+
+
+@Database.register("sqlite")
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, url: str, **_options: Any) -> None:
+        super().__init__(url)
+        # Everything after "sqlite://" is the path: sqlite:///var/lib/x.db is
+        # absolute, sqlite://var/x.db relative to the working directory.
+        path = url.split("?", 1)[0][len("sqlite://"):]
+        if path.startswith("//"):
+            path = path[1:]
+        if path in ("/:memory:", ":memory:"):
+            path = ":memory:"
+        if not path or path.endswith("/"):
+            raise StoreError(f"sqlite URL needs a file path: {url!r} "
+                             "(e.g. sqlite:///var/lib/purplegw/purplegw.db)")
+        self.path = path
+
+    def connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
+                                   isolation_level="DEFERRED")
+            conn.execute("PRAGMA journal_mode=WAL")  # readers never block the daemon's writes
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        return conn
+
+    def table_exists(self, name: str) -> bool:
+        return bool(self.fetchall(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name=?", (name,)))
+
+    def columns(self, table: str) -> dict[str, str]:
+        check_identifier(table)
+        return {row[1]: str(row[2]).lower() for row in self.fetchall(f"PRAGMA table_info({table})")}
