@@ -1,0 +1,58 @@
+"""Fixtures shared by the whole suite.
+
+Servers are started once per session on loopback and free ports; tests get
+fresh databases/accounts inside them.  Missing servers fail under CI.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from purplegw.store import AccountRepository, Database, PasswordCipher
+from purplegw.store.crypto import generate_key_file
+from purplegw.store.upgrades import run_upgrades
+from purplegw.testing.binaries import missing_peer
+from purplegw.testing.mariadb import MariaDB, mariadb_binaries
+
+_db_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    if mariadb_binaries() is None:
+        missing_peer("MariaDB server", "mariadb-server")
+    with MariaDB() as server:
+        yield server
+
+
+@pytest.fixture
+def mysql_url(mariadb: MariaDB) -> str:
+    return mariadb.create_database(f"purplegw_test_{next(_db_names)}")
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on the embedded default and on a real MariaDB."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'purplegw.db'}"
+    return request.getfixturevalue("mysql_url")
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "purplegw.key"
+    generate_key_file(path)
+    return path
+
+
+@pytest.fixture
+def accounts(db_url: str, key_file: Path) -> Iterator[AccountRepository]:
+    """An upgraded, empty account table on each backend."""
+    db = Database.create(db_url)
+    run_upgrades(db, "purplemap")
+    yield AccountRepository(db, "purplemap", PasswordCipher(key_file))
+    db.close()
