@@ -29,6 +29,7 @@ setup(
         "slixmpp>=1.17,<1.18",
         "PyMySQL>=1.1",
         "cryptography>=41",
+        "tomli-w>=1.0",  # `purplegw config check` prints TOML
         # HTTP CONNECT proxy tunnels for outgoing IM connections (asyncio).
         "python-socks>=2.4",
         # PIDF bodies come from untrusted peers: entity-expansion bombs must be refused.

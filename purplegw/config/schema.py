@@ -28,7 +28,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
     "store": {
         "data_dir": t.Path(optional=False),
         "db_url": t.Secret(),  # may carry a MySQL password
-        "db_table": t.String(optional=False),
+        "db_table": t.Identifier(),
         "key_file": t.Path(),
         "connect_timeout": t.Integer(minimum=1),
     },

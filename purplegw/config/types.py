@@ -122,6 +122,16 @@ class HostPort(ConfigValue):
         return value
 
 
+class Identifier(ConfigValue):
+    """An SQL table name: it is put into statements, so only a bare identifier."""
+
+    def deserialize(self, value: Any) -> str:
+        value = String(optional=False).deserialize(value)
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", value):
+            raise ValueError(f"{value!r} is not a table name (letters, digits, _; at most 64)")
+        return value
+
+
 class Path(String):
     """A filesystem path; relative paths are resolved by the loader."""
 

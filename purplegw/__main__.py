@@ -1,0 +1,3 @@
+from purplegw.cli import main
+
+main()

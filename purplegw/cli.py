@@ -1,0 +1,350 @@
+"""The ``purplegw`` command line (click).
+
+Exit codes: 0 success, 1 the operation failed (store, daemon...), 2 bad
+usage (click's own), 78 invalid configuration (EX_CONFIG).  Every error is
+one message on stderr that says what to do; nothing is written on error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from purplegw import __version__, logs
+from purplegw.config import Config, load_config
+from purplegw.exceptions import ConfigError, GatewayError, StoreError, UnknownProtocolError
+
+logger = logging.getLogger(__name__)
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78
+CSV_COLUMNS = ("sip_user", "ext_user", "ext_prot", "ext_pass")
+
+
+class Context:
+    """Lazily loaded config and store, shared by the subcommands."""
+
+    def __init__(self, config_path: str | None, verbosity: int) -> None:
+        self.config_path = config_path
+        self.verbosity = verbosity
+        self._config: Config | None = None
+        self._registry: Any = None
+        self.daemon = False  # set by `run`: log at the configured level
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from purplegw.protocols.loader import load_adapters  # noqa: PLC0415
+
+            self._registry = load_adapters(check_environment=False)
+        return self._registry
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            defaults = {
+                name: info.adapter.get_default_config()
+                for name, info in self.registry.infos.items()
+                if info.adapter is not None
+            }
+            try:
+                self._config = load_config(self.config_path, protocol_defaults=defaults)
+            except ConfigError as exc:
+                fail("invalid configuration:\n  " + "\n  ".join(exc.errors), EXIT_CONFIG)
+            logs.setup(self._config, verbosity=self.verbosity, admin=not self.daemon)
+        return self._config
+
+    def store(self, *, check: bool = True) -> Any:
+        from purplegw.store import open_store  # noqa: PLC0415
+
+        repo = open_store(self.config)
+        if check:
+            pending = repo.check()
+            if pending:
+                logger.warning("%d database upgrade(s) pending: run `purplegw db upgrade`",
+                               pending)
+        return repo
+
+    def canonical_protocol(self, protocol: str) -> str:
+        try:
+            return self.registry.canonical(protocol)
+        except UnknownProtocolError as exc:
+            fail(str(exc))
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"purplegw: error: {message}", err=True)
+    sys.exit(code)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="PURPLEGW_CONFIG", show_envvar=True,
+              help="Config file (TOML); defaults to the built-in etc/purplegw.toml values.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for TRACE).")
+@click.version_option(__version__, prog_name="purplegw")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """SIP <-> instant messaging and presence gateway."""
+    logs.bootstrap()
+    ctx.obj = Context(config_path, verbose)
+
+
+# --- run / reload / status -------------------------------------------------------------
+
+
+@main.command()
+@pass_ctx
+def run(ctx: Context) -> None:
+    """Run the gateway in the foreground (SIGHUP reloads accounts, SIGTERM stops)."""
+    from purplegw.app import run_gateway  # noqa: PLC0415
+
+    ctx.daemon = True
+    config = ctx.config
+    try:
+        repo = ctx.store()
+        code = run_gateway(config, repo, ctx.registry)
+    except GatewayError as exc:
+        fail(str(exc))
+    sys.exit(code)
+
+
+@main.command()
+@pass_ctx
+def reload(ctx: Context) -> None:
+    """Make the running gateway re-read the account table (sends SIGHUP)."""
+    from purplegw.actors.process import send_reload  # noqa: PLC0415
+
+    try:
+        pid = send_reload(ctx.config.pid_file)
+    except (GatewayError, OSError) as exc:
+        fail(f"cannot signal the gateway ({ctx.config.pid_file}): {exc}")
+    click.echo(f"reload requested from pid {pid}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """Show every account's state, last error and counters (asks the running gateway)."""
+    from purplegw.actors.process import query_status  # noqa: PLC0415
+
+    try:
+        accounts = query_status(ctx.config.control_socket)
+    except (GatewayError, OSError) as exc:
+        fail(f"cannot reach the gateway at {ctx.config.control_socket}: {exc}")
+    if as_json:
+        click.echo(json.dumps(accounts, indent=2, sort_keys=True))
+        return
+    rows = [(str(a.get("account_id", "")), a.get("sip_user", ""), a.get("protocol", ""),
+             a.get("ext_user", ""), a.get("state", ""), a.get("last_error") or "")
+            for a in accounts]
+    _table(("ID", "SIP USER", "PROTOCOL", "EXTERNAL USER", "STATE", "LAST ERROR"), rows)
+
+
+# --- db ------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Create and upgrade the store."""
+
+
+@db.command("init")
+@pass_ctx
+def db_init(ctx: Context) -> None:
+    """Create the data directory, the password key file and the tables (idempotent)."""
+    from purplegw.store.crypto import generate_key_file  # noqa: PLC0415
+    from purplegw.store.upgrades import run_upgrades  # noqa: PLC0415
+
+    config = ctx.config
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        repo = ctx.store(check=False)
+        done = run_upgrades(repo.db, repo.table)
+        created = generate_key_file(config.key_file)
+    except (GatewayError, OSError) as exc:
+        fail(str(exc))
+    from purplegw.store.database import redact_url  # noqa: PLC0415
+
+    click.echo(f"store: {redact_url(config.db_url)} table {repo.table}"
+               + (f" (applied {len(done)} upgrade(s))" if done else " (up to date)"))
+    click.echo(f"key file: {config.key_file} ({'created' if created else 'kept'})")
+
+
+@db.command("upgrade")
+@click.option("--no-encrypt", is_flag=True, help="Leave plaintext passwords as they are.")
+@pass_ctx
+def db_upgrade(ctx: Context, no_encrypt: bool) -> None:
+    """Apply schema upgrades, then encrypt legacy plaintext passwords."""
+    from purplegw.store.upgrades import run_upgrades  # noqa: PLC0415
+
+    try:
+        repo = ctx.store(check=False)
+        done = run_upgrades(repo.db, repo.table)
+        encrypted = 0 if no_encrypt else repo.encrypt_plaintext()
+    except GatewayError as exc:
+        fail(str(exc))
+    for line in done:
+        click.echo(f"applied upgrade {line}")
+    if not done:
+        click.echo("schema up to date")
+    if not no_encrypt:
+        click.echo(f"encrypted {encrypted} plaintext password(s)")
+
+
+# --- accounts ----------------------------------------------------------------------
+
+
+@main.group()
+def accounts() -> None:
+    """Manage the external accounts of SIP users (the purplemap table)."""
+
+
+@accounts.command("add")
+@click.argument("sip_user")
+@click.argument("ext_user")
+@click.argument("protocol")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input (first line).")
+@pass_ctx
+def accounts_add(ctx: Context, sip_user: str, ext_user: str, protocol: str,
+                 password_stdin: bool) -> None:
+    """Give SIP_USER the EXT_USER account on PROTOCOL (xmpp, irc, or an alias).
+
+    Without --password-stdin the password is read from standard input when
+    it is not a terminal, and prompted for (hidden) when it is.
+    """
+    from purplegw.store import NewAccount  # noqa: PLC0415
+
+    ctx.canonical_protocol(protocol)
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        account_id = ctx.store().add(NewAccount(sip_user, ext_user, protocol.lower(), password))
+    except GatewayError as exc:
+        fail(str(exc))
+    click.echo(f"added account {account_id}: {sip_user} -> {ext_user} ({protocol.lower()})")
+
+
+@accounts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def accounts_list(ctx: Context, as_json: bool) -> None:
+    """List accounts (passwords are never shown)."""
+    try:
+        rows = ctx.store().list()
+    except GatewayError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps([
+            {"id": r.id, "sip_user": r.sip_user, "ext_user": r.ext_user,
+             "protocol": r.ext_prot, "password": _password_state(r)} for r in rows], indent=2))
+        return
+    _table(("ID", "SIP USER", "EXTERNAL USER", "PROTOCOL", "PASSWORD"),
+           [(str(r.id), r.sip_user, r.ext_user, r.ext_prot, _password_state(r)) for r in rows])
+
+
+@accounts.command("remove")
+@click.argument("account_id", type=int)
+@pass_ctx
+def accounts_remove(ctx: Context, account_id: int) -> None:
+    """Remove the account with id ACCOUNT_ID."""
+    try:
+        removed = ctx.store().remove(account_id)
+    except GatewayError as exc:
+        fail(str(exc))
+    if not removed:
+        fail(f"no account with id {account_id}")
+    click.echo(f"removed account {account_id}")
+
+
+@accounts.command("import")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8"))
+@pass_ctx
+def accounts_import(ctx: Context, csv_file: Any) -> None:
+    """Add every row of CSV_FILE, or none if any row is bad.
+
+    The first line names the columns: sip_user,ext_user,ext_prot,ext_pass
+    (the original module's column names; ext_pass may be empty).
+    """
+    from purplegw.store import NewAccount  # noqa: PLC0415
+
+    reader = csv.DictReader(csv_file)
+    missing = [c for c in CSV_COLUMNS[:3] if c not in (reader.fieldnames or [])]
+    if missing:
+        fail(f"{csv_file.name}: header must name {','.join(CSV_COLUMNS)}; missing {missing}")
+    new, errors = [], []
+    for row in reader:
+        line = reader.line_num
+        try:
+            ctx.registry.canonical(row.get("ext_prot") or "")
+        except UnknownProtocolError as exc:
+            errors.append(f"{csv_file.name}:{line}: ext_prot: {exc}")
+            continue
+        if any(v is None for v in row.values()) or None in row:
+            errors.append(f"{csv_file.name}:{line}: expected {len(reader.fieldnames or [])} "
+                          "columns")
+            continue
+        new.append(NewAccount(row["sip_user"], row["ext_user"], row["ext_prot"].lower(),
+                              row.get("ext_pass") or ""))
+    if errors:
+        fail("nothing imported:\n  " + "\n  ".join(errors))
+    try:
+        repo = ctx.store()
+        with click.progressbar(length=len(new), label="importing", file=sys.stderr) as bar:
+            ids = repo.add_many(new, progress=bar.update)
+    except StoreError as exc:
+        fail(f"nothing imported: {exc}")
+    click.echo(f"imported {len(ids)} account(s)")
+
+
+def _password_state(row: Any) -> str:
+    if not row.has_password:
+        return "none"
+    return "encrypted" if row.password_encrypted else "plaintext"
+
+
+# --- config ------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+@pass_ctx
+def config_check(ctx: Context, as_json: bool) -> None:
+    """Validate the config and print the effective values, secrets masked."""
+    import tomli_w  # noqa: PLC0415
+
+    config = ctx.config
+    masked = config.masked()
+    source = str(config.path) if config.path else "built-in defaults"
+    if as_json:
+        click.echo(json.dumps(masked, indent=2, sort_keys=True))
+    else:
+        click.echo(f"# effective configuration from {source}; secrets masked")
+        click.echo(tomli_w.dumps(masked))
+    click.echo("configuration OK", err=True)
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
