@@ -1,0 +1,509 @@
+"""Header fields: an ordered, case-insensitive, multi-valued ``Headers`` store.
+
+The parser hands each header line over untouched (name resolved through the
+registry, value stripped); typed values (``Via``, ``CSeq``, ``NameAddr``...)
+are parsed on first access and cached until the field changes.  Compact forms
+(RFC 3261 7.3.3) are normalized to the full name, and list-valued fields
+(RFC 3261 7.3.1: ``field: a, b`` equals two ``field`` lines) are split at
+commas outside quotes and angle brackets when they enter the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+from . import _abnf
+from .errors import LocalProtocolError, RemoteProtocolError
+from .uri import NameAddr, Params, _params_of, parse_name_addr
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "HEADER_TYPES",
+    "CSeq",
+    "HeaderType",
+    "Headers",
+    "Via",
+    "canonical_name",
+    "parse_cseq",
+    "parse_delta_seconds",
+    "parse_via",
+    "split_list",
+]
+
+MAX_CSEQ = 2**32 - 1  # RFC 3261 8.1.1.5: the sequence number is a 32-bit unsigned integer
+MAX_DELTA = 2**32 - 1  # RFC 3261 20.19: larger Expires values are clamped
+
+
+def _bad(header: str, value: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"Bad Request: malformed {header} header: {value[:80]!r}", 400)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a ``#element`` list at commas outside quoted strings and ``<...>``."""
+    if '"' not in value and "<" not in value:
+        return [part.strip(" \t") for part in value.split(",")]
+    parts: list[str] = []
+    start = 0
+    in_quote = in_angle = escaped = False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quote:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+        elif ch == "<":
+            in_angle = True
+        elif ch == ">":
+            in_angle = False
+        elif ch == "," and not in_angle:
+            parts.append(value[start:i].strip(" \t"))
+            start = i + 1
+    parts.append(value[start:].strip(" \t"))
+    return parts
+
+
+@dataclass(slots=True)
+class Via:
+    """One ``via-parm`` (RFC 3261 20.42, RFC 3581 rport)."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def has_rport(self) -> bool:
+        return "rport" in self.params
+
+    @property
+    def rport(self) -> int | None:
+        value = self.params.get("rport")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def with_params(self, **params: str | None) -> Via:
+        merged = dict(self.params)
+        merged.update(params)
+        return replace(self, params=merged)
+
+    def __str__(self) -> str:
+        out = [self.protocol, "/", self.transport, " ", self.sent_by]
+        for name, value in self.params.items():
+            out += (";", name) if value is None else (";", name, "=", value)
+        return "".join(out)
+
+
+def parse_via(value: str) -> Via:
+    m = _abnf.VIA_RE.fullmatch(value)
+    if m is None:
+        raise _bad("Via", value)
+    name, version, transport, host, port_text, param_text = m.groups()
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:  # noqa: PLR2004
+            raise _bad("Via", value)
+    params = _params_of(param_text) if param_text else {}
+    rport = params.get("rport")
+    if rport is not None and not rport.isdigit():
+        raise _bad("Via", value)
+    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name.upper()}/{version}"
+    return Via(transport.upper(), host, port, params, protocol)
+
+
+class CSeq(NamedTuple):
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    m = _abnf.CSEQ_RE.fullmatch(value)
+    if m is None:
+        raise _bad("CSeq", value)
+    digits = m.group(1)
+    number = int(digits) if len(digits) <= 10 else MAX_CSEQ + 1  # noqa: PLR2004
+    if number > MAX_CSEQ:
+        raise RemoteProtocolError(f"Bad Request: CSeq number out of range: {digits[:30]}", 400)
+    return CSeq(number, m.group(2))
+
+
+def parse_delta_seconds(value: str) -> int:
+    """``delta-seconds``; values beyond 2**32-1 are clamped (RFC 3261 20.19)."""
+    if _abnf.DIGITS_RE.fullmatch(value) is None:
+        raise _bad("delta-seconds", value)
+    return min(int(value), MAX_DELTA) if len(value) <= 12 else MAX_DELTA  # noqa: PLR2004
+
+
+def _parse_max_forwards(value: str) -> int:
+    if _abnf.DIGITS_RE.fullmatch(value) is None or len(value) > 5 or int(value) > 255:  # noqa: PLR2004
+        raise _bad("Max-Forwards", value)
+    return int(value)
+
+
+def _parse_content_length(value: str) -> int:
+    if _abnf.DIGITS_RE.fullmatch(value) is None:
+        raise RemoteProtocolError(f"Bad Request: malformed Content-Length: {value[:30]!r}", 400)
+    return int(value) if len(value) <= 12 else 10**12  # noqa: PLR2004
+
+
+def _parse_call_id(value: str) -> str:
+    # callid = word [ "@" word ]: any visible character but no whitespace
+    if not value or any(ch in value for ch in " \t"):
+        raise _bad("Call-ID", value)
+    return value
+
+
+def _parse_contact(value: str) -> NameAddr | str:
+    return "*" if value == "*" else parse_name_addr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderType:
+    """Registry entry: full name, compact form, list-valued?, value parser."""
+
+    name: str
+    compact: str | None = None
+    multi: bool = False
+    parse: Callable[[str], Any] | None = None
+    # list-valued fields whose empty elements are errors, not noise
+    strict_list: bool = False
+
+
+_TYPES: tuple[HeaderType, ...] = (
+    HeaderType("Accept", multi=True),
+    HeaderType("Accept-Contact", "a", multi=True),
+    HeaderType("Accept-Encoding", multi=True),
+    HeaderType("Accept-Language", multi=True),
+    HeaderType("Alert-Info", multi=True),
+    HeaderType("Allow", multi=True),
+    HeaderType("Allow-Events", "u", multi=True),
+    HeaderType("Authentication-Info"),
+    HeaderType("Authorization"),
+    HeaderType("Call-ID", "i", parse=_parse_call_id),
+    HeaderType("Call-Info", multi=True),
+    HeaderType("Contact", "m", multi=True, parse=_parse_contact, strict_list=True),
+    HeaderType("Content-Disposition"),
+    HeaderType("Content-Encoding", "e", multi=True),
+    HeaderType("Content-Language", multi=True),
+    HeaderType("Content-Length", "l", parse=_parse_content_length),
+    HeaderType("Content-Type", "c"),
+    HeaderType("CSeq", parse=parse_cseq),
+    HeaderType("Date"),
+    HeaderType("Error-Info", multi=True),
+    HeaderType("Event", "o"),
+    HeaderType("Expires", parse=parse_delta_seconds),
+    HeaderType("From", "f", parse=parse_name_addr),
+    HeaderType("Identity", "y"),
+    HeaderType("In-Reply-To", multi=True),
+    HeaderType("Max-Forwards", parse=_parse_max_forwards),
+    HeaderType("MIME-Version"),
+    HeaderType("Min-Expires", parse=parse_delta_seconds),
+    HeaderType("Organization"),
+    HeaderType("Path", multi=True, parse=parse_name_addr, strict_list=True),
+    HeaderType("Priority"),
+    HeaderType("Proxy-Authenticate"),
+    HeaderType("Proxy-Authorization"),
+    HeaderType("Proxy-Require", multi=True),
+    HeaderType("Record-Route", multi=True, parse=parse_name_addr, strict_list=True),
+    HeaderType("Refer-To", "r", parse=parse_name_addr),
+    HeaderType("Referred-By", "b", parse=parse_name_addr),
+    HeaderType("Reject-Contact", "j", multi=True),
+    HeaderType("Reply-To", parse=parse_name_addr),
+    HeaderType("Request-Disposition", "d", multi=True),
+    HeaderType("Require", multi=True),
+    HeaderType("Retry-After"),
+    HeaderType("Route", multi=True, parse=parse_name_addr, strict_list=True),
+    HeaderType("Server"),
+    HeaderType("Session-Expires", "x"),
+    HeaderType("SIP-ETag"),
+    HeaderType("SIP-If-Match"),
+    HeaderType("Subject", "s"),
+    HeaderType("Subscription-State"),
+    HeaderType("Supported", "k", multi=True),
+    HeaderType("Timestamp"),
+    HeaderType("To", "t", parse=parse_name_addr),
+    HeaderType("Unsupported", multi=True),
+    HeaderType("User-Agent"),
+    HeaderType("Via", "v", multi=True, parse=parse_via, strict_list=True),
+    HeaderType("Warning", multi=True),
+    HeaderType("WWW-Authenticate"),
+)
+
+HEADER_TYPES: dict[str, HeaderType] = {t.name.lower(): t for t in _TYPES}
+_GENERIC = HeaderType("")
+# spelling -> (key, canonical name, header type); exact spellings skip .lower()
+_LOOKUP: dict[str, tuple[str, str, HeaderType]] = {}
+for _t in _TYPES:
+    _entry = (_t.name.lower(), _t.name, _t)
+    for _spelling in (_t.name, _t.name.lower(), _t.compact, (_t.compact or "").upper()):
+        if _spelling:
+            _LOOKUP[_spelling] = _entry
+
+
+def _resolve(name: str) -> tuple[str, str, HeaderType]:
+    entry = _LOOKUP.get(name)
+    if entry is not None:
+        return entry
+    name = name.rstrip(" \t")
+    lower = name.lower()
+    entry = _LOOKUP.get(lower)
+    if entry is not None:
+        return entry
+    if _abnf.TOKEN_RE.fullmatch(name) is None:
+        raise RemoteProtocolError(f"Bad Request: malformed header name {name[:40]!r}", 400)
+    return lower, name, _GENERIC
+
+
+def _key(name: str) -> str:
+    entry = _LOOKUP.get(name) or _LOOKUP.get(name.lower())
+    return entry[0] if entry is not None else name.lower()
+
+
+def canonical_name(name: str) -> str:
+    """``"v"`` -> ``"Via"``, ``"call-id"`` -> ``"Call-ID"``, unknown names unchanged."""
+    return _resolve(name)[1]
+
+
+def _explode(key: str, htype: HeaderType, value: str) -> Iterator[str]:
+    if not htype.multi or "," not in value:
+        yield value
+        return
+    for part in split_list(value):
+        if part or htype.strict_list:
+            yield part
+
+
+class Headers:
+    """Ordered, case-insensitive, multi-valued header fields."""
+
+    __slots__ = ("_cache", "_items")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = []
+        self._cache: dict[str, Any] = {}
+        for name, value in items:
+            self.add(name, value)
+
+    @classmethod
+    def _from_lines(cls, lines: list[str]) -> Headers:
+        """The parser's fast path: one ``name: value`` string per line."""
+        self = cls.__new__(cls)
+        self._cache = {}
+        items: list[tuple[str, str, str]] = []
+        append = items.append
+        lookup = _LOOKUP.get
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise RemoteProtocolError(f"Bad Request: header line without colon: {line[:60]!r}", 400)
+            entry = lookup(name) or _resolve(name)
+            key, canon, htype = entry
+            value = value.strip(" \t")
+            if htype.multi and "," in value:
+                for part in _explode(key, htype, value):
+                    append((key, canon, part))
+            else:
+                append((key, canon, value))
+        self._items = items
+        return self
+
+    # -- plain access -----------------------------------------------------
+    def get(self, name: str) -> str | None:
+        key = _key(name)
+        for k, _, value in self._items:
+            if k == key:
+                return value
+        return None
+
+    def getall(self, name: str) -> list[str]:
+        key = _key(name)
+        return [value for k, _, value in self._items if k == key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for _, name, value in self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(name, value) for _, name, value in self._items]
+
+    def copy(self) -> Headers:
+        new = Headers.__new__(Headers)
+        new._items = list(self._items)
+        new._cache = dict(self._cache)
+        return new
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+    # -- mutation ----------------------------------------------------------
+    def _checked(self, name: str, value: str) -> tuple[str, str, HeaderType]:
+        if "\r" in value or "\n" in value:
+            raise LocalProtocolError(f"header value with CR/LF for {name}", 500)
+        try:
+            return _resolve(name)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(exc.reason, 500) from None
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        """Append a value (``first=True`` puts it above the others, e.g. a new Via)."""
+        key, canon, htype = self._checked(name, value)
+        self._cache.pop(key, None)
+        new = [(key, canon, part) for part in _explode(key, htype, value.strip(" \t"))]
+        if first:
+            self._items[0:0] = new
+        else:
+            self._items.extend(new)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every value of ``name`` by ``value``, keeping the first position."""
+        key, canon, htype = self._checked(name, value)
+        self._cache.pop(key, None)
+        new = [(key, canon, part) for part in _explode(key, htype, value.strip(" \t"))]
+        for i, item in enumerate(self._items):
+            if item[0] == key:
+                rest = [it for it in self._items[i:] if it[0] != key]
+                self._items[i:] = new + rest
+                return
+        self._items.extend(new)
+
+    def remove(self, name: str) -> None:
+        key = _key(name)
+        self._cache.pop(key, None)
+        self._items = [item for item in self._items if item[0] != key]
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first value only (the top Via after adding received/rport)."""
+        key, canon, _ = self._checked(name, value)
+        self._cache.pop(key, None)
+        for i, item in enumerate(self._items):
+            if item[0] == key:
+                self._items[i] = (key, canon, value)
+                return
+        self._items.append((key, canon, value))
+
+    # -- typed access --------------------------------------------------------
+    def _values(self, key: str) -> list[Any]:
+        cached = self._cache.get(key)
+        if cached is None:
+            htype = HEADER_TYPES.get(key)
+            parse = htype.parse if htype is not None else None
+            values = [value for k, _, value in self._items if k == key]
+            cached = [parse(v) for v in values] if parse is not None else values
+            self._cache[key] = cached
+        return cached
+
+    def _first(self, key: str) -> Any:
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._values(key)
+        return cached[0] if cached else None
+
+    def _parse_eager(self, keys: frozenset[str]) -> None:
+        """Parse every value of ``keys`` in one pass (the parser's validation)."""
+        cache = self._cache
+        for key, _, value in self._items:
+            if key in keys:
+                parse = HEADER_TYPES[key].parse
+                if parse is None:
+                    continue
+                lst = cache.get(key)
+                if lst is None:
+                    cache[key] = lst = []
+                lst.append(parse(value))
+        for key in keys:
+            if key not in cache:
+                cache[key] = []
+
+    def parsed_all(self, name: str) -> list[Any]:
+        """Every value of ``name`` through its registered parser (cached)."""
+        return list(self._values(_key(name)))
+
+    def parsed(self, name: str) -> Any:
+        """The first value of ``name`` parsed, or ``None`` if absent."""
+        return self._first(_key(name))
+
+    def via(self) -> list[Via]:
+        return list(self._values("via"))
+
+    def top_via(self) -> Via | None:
+        value: Via | None = self._first("via")
+        return value
+
+    def cseq(self) -> CSeq | None:
+        value: CSeq | None = self._first("cseq")
+        return value
+
+    def from_(self) -> NameAddr | None:
+        value: NameAddr | None = self._first("from")
+        return value
+
+    def to(self) -> NameAddr | None:
+        value: NameAddr | None = self._first("to")
+        return value
+
+    def call_id(self) -> str | None:
+        value: str | None = self._first("call-id")
+        return value
+
+    def content_length(self) -> int | None:
+        value: int | None = self._first("content-length")
+        return value
+
+    def max_forwards(self) -> int | None:
+        value: int | None = self._first("max-forwards")
+        return value
+
+    def expires(self) -> int | None:
+        value: int | None = self._first("expires")
+        return value
+
+    def contacts(self) -> list[NameAddr | str]:
+        """Contact values; the wildcard is the string ``"*"``."""
+        return list(self._values("contact"))
+
+    def routes(self) -> list[NameAddr]:
+        return list(self._values("route"))
+
+    def record_routes(self) -> list[NameAddr]:
+        return list(self._values("record-route"))
+
+    def tokens(self, name: str) -> list[str]:
+        """Comma-list of tokens (Allow, Supported, Require...) as lower-case tokens."""
+        return [v.lower() for v in self.getall(name) if v]

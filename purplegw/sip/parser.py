@@ -1,0 +1,205 @@
+"""Bytes to messages: ``parse_datagram`` (UDP) and ``StreamParser`` (TCP/TLS).
+
+The parse is lazy where it can be and strict where RFC 3261 says MUST:
+
+* the start line is checked strictly (single SP separators, token method,
+  SIP/2.0, 3-digit status); RFC 4475 3.1.2.7-3.1.2.10 allow rejecting the
+  liberal variants and we do (400), unknown versions get 505;
+* header lines are split once, unfolded, names resolved through the
+  registry; values stay strings until accessed, except the fields every
+  element acts on before anything else: Via, CSeq (also against the method),
+  From, To, Call-ID, Max-Forwards and Content-Length are validated here, so a
+  message that comes out of the parser can always be answered;
+* presence and uniqueness of mandatory fields is an application-level check
+  (``message.validate_request``), as RFC 4475 3.3.1 and 3.3.8 ask.
+
+Framing: a datagram is one message; Content-Length, if present, truncates the
+body and may not exceed it (RFC 3261 18.3).  On a stream Content-Length is
+mandatory; a framing error leaves the parser broken (every later call raises
+the same error), since the connection must be closed (RFC 4475 3.1.2.3).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+
+from . import _abnf
+from .errors import RemoteProtocolError, SipError
+from .headers import Headers
+from .message import Message, Request, Response
+from .uri import parse_uri
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NEED_DATA", "NeedData", "StreamParser", "parse_datagram", "parse_head"]
+
+
+class NeedData(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA = NeedData.NEED_DATA
+
+_FOLD_RE = re.compile(r"\r\n[ \t]++")
+_SIP_URI_SCHEMES = ("sip", "sips", "tel")
+_EAGER = frozenset({"via", "cseq", "from", "to", "call-id", "max-forwards", "content-length"})
+
+
+def _bad(reason: str, status: int = 400) -> RemoteProtocolError:
+    return RemoteProtocolError(reason, status)
+
+
+def _parse_request_line(line: str) -> tuple[str, str | object]:
+    parts = line.split(" ")
+    if len(parts) != 3:  # noqa: PLR2004 - Method SP Request-URI SP SIP-Version
+        if len(parts) > 3 and parts[-1].upper().startswith("SIP/"):  # noqa: PLR2004
+            raise _bad("Bad Request: malformed Request-Line (extra whitespace)")
+        raise _bad("Bad Request: malformed Request-Line")
+    method, uri_text, version = parts
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+        if version.upper().startswith("SIP/"):
+            raise _bad(f"Version Not Supported: {version[:20]}", 505)
+        raise _bad("Bad Request: malformed Request-Line")
+    if _abnf.METHOD_RE.fullmatch(method) is None:
+        raise _bad("Bad Request: malformed method")
+    colon = uri_text.find(":")
+    scheme = uri_text[:colon].lower()
+    if scheme in _SIP_URI_SCHEMES:
+        uri = parse_uri(uri_text)
+        if uri.headers:
+            # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI
+            raise _bad("Bad Request: header fields in the Request-URI")
+        if "lr" in uri.params and uri.params["lr"] is not None:
+            pass
+        return method, uri
+    if _abnf.ABSOLUTE_URI_RE.fullmatch(uri_text) is None:
+        raise _bad("Bad Request: malformed Request-URI")
+    return method, uri_text
+
+
+def parse_head(head: bytes) -> Message:
+    """Parse a start line and header block (no final CRLF CRLF), body empty."""
+    text = head.decode("utf-8", "surrogateescape")
+    if "\r\n " in text or "\r\n\t" in text:
+        text = _FOLD_RE.sub(" ", text)
+    ncrlf = text.count("\r\n")
+    if text.count("\n") != ncrlf or text.count("\r") != ncrlf:
+        raise _bad("Bad Request: bare CR or LF in the header section")
+    lines = text.split("\r\n")
+    first = lines[0]
+    headers = Headers._from_lines(lines[1:])  # noqa: SLF001
+    msg: Message
+    if first.startswith("SIP/"):
+        parts = first.split(" ", 2)
+        if len(parts) != 3:  # noqa: PLR2004
+            raise _bad("Bad Request: malformed Status-Line")
+        version, code, reason = parts
+        if version != "SIP/2.0":
+            raise _bad(f"Version Not Supported: {version[:20]}", 505)
+        if _abnf.STATUS_CODE_RE.fullmatch(code) is None:
+            raise _bad("Bad Request: malformed status code")
+        msg = Response(int(code), reason, headers)
+    else:
+        method, uri = _parse_request_line(first)
+        msg = Request(method, uri, headers)  # type: ignore[arg-type]
+    # the fields every element acts on: fail now rather than halfway through
+    headers._parse_eager(_EAGER)  # noqa: SLF001
+    if msg.__class__ is Request:
+        cseq = headers.cseq()
+        if cseq is not None and cseq.method != msg.method:  # type: ignore[union-attr]
+            raise _bad("Bad Request: CSeq method does not match the request method")
+    return msg
+
+
+def _content_length(msg: Message) -> int | None:
+    values = msg.headers.getall("Content-Length")
+    if not values:
+        return None
+    if len(values) > 1 and len(set(values)) > 1:
+        raise _bad("Bad Request: conflicting Content-Length values")
+    return msg.headers.content_length()
+
+
+def parse_datagram(data: bytes) -> Message:
+    """Parse one UDP datagram.  Raises ``RemoteProtocolError``."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise _bad("Bad Request: no empty line after the header section")
+    msg = parse_head(data[:end])
+    body = data[end + 4 :]
+    length = _content_length(msg)
+    if length is not None:
+        if length > len(body):
+            raise _bad("Bad Request: Content-Length larger than the datagram")
+        if length < len(body):
+            body = body[:length]
+    msg.body = body
+    return msg
+
+
+class StreamParser:
+    """Incremental parser for one stream connection (h11-style).
+
+    ``feed(data)`` appends bytes; ``next_message()`` returns a message or
+    ``NEED_DATA``.  CRLFs between messages (RFC 5626 keep-alives) are skipped
+    and counted in ``keepalives``.  Exceeding the size caps raises with
+    status hint 513 (Message Too Large).
+    """
+
+    def __init__(self, max_message_size: int = 65536, max_header_size: int = 16384) -> None:
+        self.max_message_size = max_message_size
+        self.max_header_size = max_header_size
+        self.keepalives = 0
+        self._buf = bytearray()
+        self._pending: tuple[Message, int] | None = None
+        self._error: SipError | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_message(self) -> Message | NeedData:
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next()
+        except SipError as exc:
+            self._error = exc
+            raise
+
+    def _next(self) -> Message | NeedData:
+        buf = self._buf
+        if self._pending is None:
+            skip = 0
+            while buf.startswith(b"\r\n", skip):
+                skip += 2
+            if skip:
+                self.keepalives += skip // 4 or 1
+                del buf[:skip]
+            end = buf.find(b"\r\n\r\n", 0, self.max_header_size + 4)
+            if end < 0:
+                if len(buf) > self.max_header_size:
+                    raise _bad("Message Too Large: header section over the limit", 513)
+                return NEED_DATA
+            msg = parse_head(bytes(buf[:end]))
+            length = _content_length(msg)
+            if length is None:
+                raise _bad("Bad Request: missing Content-Length on a stream transport")
+            if end + 4 + length > self.max_message_size:
+                raise _bad("Message Too Large: body over the limit", 513)
+            del buf[: end + 4]
+            self._pending = (msg, length)
+        msg, length = self._pending
+        if len(buf) < length:
+            return NEED_DATA
+        msg.body = bytes(buf[:length])
+        del buf[:length]
+        self._pending = None
+        return msg
