@@ -1,0 +1,639 @@
+"""The SIP front: transports, transactions and request routing on one loop thread.
+
+``SipFront(config, router)`` owns an asyncio loop running in its own thread
+(``purplegw-sip-front``). Everything SIP happens there: the transports hand
+each parsed message to :meth:`SipFront._on_message`, which matches it to a
+server transaction (absorbing retransmissions), answers what the front
+answers itself (OPTIONS, INVITE, unknown methods, malformed requests), and
+gives the rest to the router. The hot path is deliberately short: parse,
+match transaction, route, answer; nothing on it blocks or crosses threads.
+
+Router interface (see docs/sip-front.md)::
+
+    class Router(Protocol):
+        allow: frozenset[str]          # methods the router handles, e.g. {"MESSAGE", ...}
+        def attach(self, front: SipFront) -> None: ...     # optional, called once on start
+        def handle(self, request: Request, source: Source, reply: Reply) -> Response | None: ...
+
+``handle`` runs on the front's loop thread and must not block. It returns the
+final response, or ``None`` and calls ``reply(response)`` later, from any
+thread (an account actor, for example). An exception in ``handle`` becomes a
+500 and a log line. A request not answered within ``deferred_timeout``
+seconds gets a 500 so the transaction does not leak.
+
+Method policy (why): the gateway does instant messages and presence, not
+calls. INVITE therefore gets **405 Method Not Allowed** with an Allow header
+(RFC 3261 21.4.6: the method is known but not supported by this resource), not
+488 (that code is about the session description and invites a retry with
+another offer). The 405 is sent statelessly, as Kamailio's ``sl_send_reply``
+does: a retransmitted INVITE is answered again and its ACK is dropped, so no
+INVITE server transaction (timers G/H/I) is kept for a call that never
+happens. Other methods that RFC 3261 or its extensions define but the router
+does not handle also get 405 + Allow; unknown methods get **501 Not
+Implemented** + Allow (RFC 3261 8.2.1, RFC 4475 3.1.1.2 "intmeth").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from purplegw.actors.timers import TimerService
+from purplegw.actors.transport import (
+    Address,
+    Listener,
+    Source,
+    StreamConnection,
+    TransportConfig,
+    TransportLayer,
+    format_hostport,
+    normalize_host,
+)
+from purplegw.sip import actions as sip_actions
+from purplegw.sip.errors import RemoteProtocolError
+from purplegw.sip.headers import Headers
+from purplegw.sip.message import Request, Response, make_response, serialize, validate_request
+from purplegw.sip.rport import response_destination, stamp_request
+from purplegw.sip.transaction import (
+    ClientTransaction,
+    ServerTransaction,
+    Timers,
+    TransactionKey,
+    server_key,
+)
+
+logger = logging.getLogger(__name__)
+
+# RFC 3261 and the extensions a UA meets: known methods -> 405, others -> 501
+KNOWN_METHODS = frozenset({
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+})
+ACCEPT = "application/pidf+xml, application/xpidf+xml, text/plain, message/cpim"
+SUPPORTED = "path, 100rel"  # options we tolerate in requests; we never require any
+USER_AGENT = "purplegw"
+
+Reply = Callable[[Response], None]
+
+
+class Router(Protocol):
+    """What the front asks about every request it does not answer itself."""
+
+    allow: frozenset[str]
+
+    def handle(self, request: Request, source: Source, reply: Reply) -> Response | None: ...
+
+
+@dataclass
+class FrontConfig:
+    listen: list[str] = field(default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"])
+    domain: str = "localhost"
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    tls_ca_certificates: str | None = None
+    tls_verify: bool = True
+    max_message_size: int = 65536
+    tcp_idle_timeout: float = 300.0
+    max_connections: int = 1024
+    t1_ms: int = 500
+    t2_ms: int = 4000
+    t4_ms: int = 5000
+    deferred_timeout: float = 30.0
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None) -> FrontConfig:
+        section = dict(section or {})
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in section.items() if k in known}
+        for key in ("tls_certificate", "tls_private_key", "tls_ca_certificates"):
+            if values.get(key) == "":
+                values[key] = None
+        if isinstance(values.get("listen"), str):
+            values["listen"] = [values["listen"]]
+        return cls(**values)
+
+    def transport_config(self) -> TransportConfig:
+        return TransportConfig(
+            max_message_size=self.max_message_size,
+            tcp_idle_timeout=self.tcp_idle_timeout,
+            max_connections=self.max_connections,
+            tls_certificate=self.tls_certificate,
+            tls_private_key=self.tls_private_key,
+            tls_ca_certificates=self.tls_ca_certificates,
+            tls_verify=self.tls_verify,
+        )
+
+
+class _ServerTxn:
+    """A server transaction plus where its responses go."""
+
+    __slots__ = ("answered", "key", "machine", "request", "source")
+
+    def __init__(self, key: TransactionKey, machine: ServerTransaction, request: Request, source: Source) -> None:
+        self.key = key
+        self.machine = machine
+        self.request = request
+        self.source = source
+        self.answered = False
+
+
+class _ClientTxn:
+    __slots__ = ("connection", "dest", "future", "key", "machine")
+
+    def __init__(self, key: tuple[str, str], machine: ClientTransaction, dest: Address,
+                 connection: StreamConnection | None, future: concurrent.futures.Future[Response]) -> None:
+        self.key = key
+        self.machine = machine
+        self.dest = dest
+        self.connection = connection
+        self.future = future
+
+
+class SipFront:
+    """The SIP front. ``start()`` binds the listeners; ``stop()`` closes everything."""
+
+    def __init__(self, config: FrontConfig | dict[str, Any], router: Router) -> None:
+        self.config = config if isinstance(config, FrontConfig) else FrontConfig.from_section(config)
+        self.router = router
+        self.timer_values = Timers(
+            t1=self.config.t1_ms / 1000, t2=self.config.t2_ms / 1000, t4=self.config.t4_ms / 1000,
+        )
+        self.loop = asyncio.new_event_loop()
+        self.transports = TransportLayer(
+            self.loop, self.config.transport_config(), self._on_message, self._on_bad_message,
+        )
+        self.timers = TimerService(self.loop)
+        self.server_transactions: dict[TransactionKey, _ServerTxn] = {}
+        self.client_transactions: dict[tuple[str, str], _ClientTxn] = {}
+        self._thread: threading.Thread | None = None
+        self._branch_prefix = "z9hG4bK" + os.urandom(4).hex()
+        self._branch_counter = 0
+        self.stats = {"requests": 0, "retransmissions": 0, "errors": 0}
+
+    # ---- lifecycle ------------------------------------------------------
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return list(self.transports.listeners)
+
+    @property
+    def listen(self) -> list[str]:
+        """The bound addresses as listen strings (ports resolved when 0 was asked for)."""
+        return [listener.listen_string for listener in self.transports.listeners]
+
+    def start(self, timeout: float = 10.0) -> SipFront:
+        self._thread = threading.Thread(target=self._run, name="purplegw-sip-front", daemon=True)
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start_listeners(), self.loop)
+        try:
+            future.result(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        attach = getattr(self.router, "attach", None)
+        if attach is not None:
+            attach(self)
+        logger.info("SIP front listening on %s", ", ".join(self.listen))
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    async def _start_listeners(self) -> None:
+        for spec in self.config.listen:
+            await self.transports.listen(spec)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        if self.loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+            try:
+                future.result(timeout)
+            except Exception:
+                logger.exception("SIP front shutdown")
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        self._thread = None
+        self.loop.close()
+        logger.info("SIP front stopped")
+
+    async def _shutdown(self) -> None:
+        self.timers.clear()
+        for txn in list(self.client_transactions.values()):
+            if not txn.future.done():
+                txn.future.set_exception(ConnectionAbortedError("SIP front stopped"))
+        self.client_transactions.clear()
+        self.server_transactions.clear()
+        await self.transports.close()
+
+    def __enter__(self) -> SipFront:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the front's loop soon (thread-safe).
+
+        From the loop thread itself it is queued too, not run inline: a router
+        that sends a NOTIFY while handling a SUBSCRIBE must see its 202 leave first.
+        """
+        if threading.current_thread() is self._thread:
+            self.loop.call_soon(fn, *args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # ---- incoming -------------------------------------------------------
+
+    def _on_message(self, message: Request | Response, source: Source) -> None:
+        try:
+            if message.__class__ is Response:
+                self._on_response(message, source)  # type: ignore[arg-type]
+            else:
+                self._on_request(message, source)  # type: ignore[arg-type]
+        except Exception:
+            # the last line of defence: nothing a peer sends may kill the loop
+            self.stats["errors"] += 1
+            logger.exception("failed to process %r from %s", message, source)
+            if message.__class__ is Request:
+                self._reply_stateless(message, source, 500, "Server Internal Error")  # type: ignore[arg-type]
+
+    def _on_request(self, request: Request, source: Source) -> None:
+        self.stats["requests"] += 1
+        method = request.method
+        via = request.top_via
+        if via is None:
+            raise RemoteProtocolError("Bad Request: missing Via", 400)
+        if method == "ACK":
+            return  # only ever acknowledges our stateless INVITE rejections
+        if method == "CANCEL":
+            self._on_cancel(request, source)
+            return
+        key = server_key(request)
+        txn = self.server_transactions.get(key)
+        if txn is not None:
+            self.stats["retransmissions"] += 1
+            self._run_server_actions(txn, txn.machine.receive_request(request))
+            return
+        stamp_request(request, (source.host, source.port))
+        try:
+            validate_request(request)
+        except RemoteProtocolError as exc:
+            self._reply_stateless(request, source, exc.status_hint, exc.reason)
+            return
+        allow = self._allow()
+        if method == "INVITE":
+            self._reply_stateless(request, source, 405, None, [("Allow", allow)])
+            return
+        machine = ServerTransaction(request, None, reliable=source.transport != "udp", timers=self.timer_values)
+        txn = _ServerTxn(key, machine, request, source)
+        self.server_transactions[key] = txn
+        self._run_server_actions(txn, machine.start())
+        if method == "OPTIONS" and "OPTIONS" not in self.router.allow:
+            self.respond(txn, self._options_response(request, allow))
+        elif method not in self.router.allow:
+            status = 405 if method in KNOWN_METHODS else 501
+            self.respond(txn, make_response(request, status, headers=[("Allow", allow)]))
+        else:
+            self._route(txn)
+
+    def _route(self, txn: _ServerTxn) -> None:
+        request = txn.request
+        replied = False
+
+        def reply(response: Response) -> None:
+            nonlocal replied
+            if replied:
+                logger.warning("second reply to %r ignored", request)
+                return
+            replied = True
+            self.call_in_loop(self.respond, txn, response)
+
+        try:
+            response = self.router.handle(request, txn.source, reply)
+        except Exception:
+            logger.exception("router failed on %r from %s", request, txn.source)
+            replied = True
+            response = make_response(request, 500, "Server Internal Error")
+        if response is not None:
+            if not replied:
+                replied = True
+                self.respond(txn, response)
+        elif not txn.answered:
+            self.timers.start((txn.key, "deferred"), self.config.deferred_timeout, lambda: self._deferred_expired(txn))
+
+    def _deferred_expired(self, txn: _ServerTxn) -> None:
+        if not txn.answered:
+            logger.warning("no answer to %r within %ss", txn.request, self.config.deferred_timeout)
+            self.respond(txn, make_response(txn.request, 500, "Server Internal Error: no answer in time"))
+
+    def respond(self, txn: _ServerTxn, response: Response) -> None:
+        """Send a response through its server transaction (loop thread only)."""
+        if txn.key not in self.server_transactions:
+            logger.debug("response %r for a finished transaction dropped", response)
+            return
+        if response.status >= 200:
+            if txn.answered:
+                return
+            txn.answered = True
+            self.timers.cancel((txn.key, "deferred"))
+        if "Server" not in response.headers:
+            response.headers.add("Server", USER_AGENT)
+        self._run_server_actions(txn, txn.machine.send_response(response))
+
+    def _run_server_actions(self, txn: _ServerTxn, actions: Iterable[Any]) -> None:
+        for action in actions:
+            kind = action.__class__
+            if kind is sip_actions.Send:
+                self._send_response(action.message, txn.request, txn.source)
+            elif kind is sip_actions.StartTimer:
+                self.timers.start((txn.key, action.name), action.seconds,
+                                  lambda n=action.name: self._server_timer(txn, n))
+            elif kind is sip_actions.CancelTimer:
+                self.timers.cancel((txn.key, action.name))
+            elif kind is sip_actions.Terminated:
+                if self.server_transactions.get(txn.key) is txn:
+                    del self.server_transactions[txn.key]
+            # DeliverToTU of the request: the front routes right after start()
+
+    def _server_timer(self, txn: _ServerTxn, name: str) -> None:
+        self._run_server_actions(txn, txn.machine.on_timer(name))
+
+    def _on_cancel(self, request: Request, source: Source) -> None:
+        # A non-INVITE transaction is not affected by CANCEL (RFC 3261 9.2) and
+        # INVITEs are answered statelessly: 200 if the transaction exists, else 481.
+        key = server_key(request)
+        exists = key[0] == "3261" and any(
+            (*key[:3], method) in self.server_transactions for method in self.router.allow | {"OPTIONS"}
+        )
+        self._reply_stateless(request, source, 200 if exists else 481, None)
+
+    def _on_bad_message(self, error: RemoteProtocolError, raw: bytes, source: Source) -> None:
+        self.stats["errors"] += 1
+        logger.info("malformed message from %s: %s", source, error.reason)
+        if raw[:8] == b"SIP/2.0 ":
+            return  # a malformed response is dropped (RFC 3261 18.1.2)
+        data = error_response_bytes(raw, error.status_hint, error.reason)
+        if data is not None:
+            # the Via could not be parsed: the packet's source is the best guess (as with rport)
+            self.transports.send(data, source.address, connection=source.connection)
+
+    def _reply_stateless(self, request: Request, source: Source, status: int, reason: str | None,
+                         headers: Iterable[tuple[str, str]] = ()) -> None:
+        response = make_response(request, status, reason, to_tag=self._tag(), headers=headers)
+        response.headers.add("Server", USER_AGENT)
+        self._send_response(response, request, source)
+
+    def _send_response(self, response: Response, request: Request, source: Source) -> None:
+        """Send to the connection of the request, else where the stamped Via says (RFC 3261 18.2.2)."""
+        if source.transport == "udp":
+            via = request.top_via
+            if via is None:
+                return
+            host, port = response_destination(via)
+            dest = Address("udp", normalize_host(host), port)
+        else:
+            dest = source.address
+        self.transports.send(serialize(response), dest, connection=source.connection)
+
+    def _allow(self) -> str:
+        return ", ".join(sorted(set(self.router.allow) | {"OPTIONS", "ACK", "CANCEL"}))
+
+    def _options_response(self, request: Request, allow: str) -> Response:
+        return make_response(request, 200, to_tag=self._tag(), headers=[
+            ("Allow", allow), ("Accept", ACCEPT), ("Accept-Encoding", "identity"),
+            ("Accept-Language", "en"), ("Supported", SUPPORTED),
+        ])
+
+    def _tag(self) -> str:
+        return os.urandom(6).hex()
+
+    # ---- outgoing requests ------------------------------------------------
+
+    def new_branch(self) -> str:
+        self._branch_counter += 1
+        return f"{self._branch_prefix}.{self._branch_counter:x}"
+
+    def send_request(self, request: Request, destination: Address | Source | str) -> concurrent.futures.Future[Response]:
+        """Send ``request`` (MESSAGE, NOTIFY...) in a client transaction; thread-safe.
+
+        ``destination`` is an :class:`Address`, a ``"udp:host:port"`` string, or
+        the :class:`Source` of an earlier request (its connection is reused).
+        The returned future resolves with the final response; timer F expiry
+        resolves it with a locally made 408, a transport error with a 503
+        (RFC 3261 8.1.3.1). A top Via with a fresh branch is added.
+        """
+        future: concurrent.futures.Future[Response] = concurrent.futures.Future()
+        self.call_in_loop(self._send_request, request, destination, future)
+        return future
+
+    def _send_request(self, request: Request, destination: Address | Source | str,
+                      future: concurrent.futures.Future[Response]) -> None:
+        try:
+            connection = None
+            if isinstance(destination, Source):
+                connection = destination.connection
+                dest = destination.address
+            elif isinstance(destination, str):
+                from purplegw.actors.transport import parse_listen  # noqa: PLC0415
+                dest = parse_listen(destination)
+            else:
+                dest = destination
+            listener = self.transports.listener_for(dest.transport, dest.host)
+            if listener is None:
+                raise ConnectionError(f"no {dest.transport} listener to send {request.method} from")
+            branch = self.new_branch()
+            request.headers.add("Via", f"SIP/2.0/{dest.transport.upper()} {listener.sent_by};branch={branch};rport",
+                                first=True)
+            if "Max-Forwards" not in request.headers:
+                request.headers.add("Max-Forwards", "70")
+            if "User-Agent" not in request.headers:
+                request.headers.add("User-Agent", USER_AGENT)
+            machine = ClientTransaction(request, None, reliable=dest.transport != "udp", timers=self.timer_values)
+            key = (branch, request.method)
+            txn = _ClientTxn(key, machine, dest, connection, future)
+            self.client_transactions[key] = txn
+            self._run_client_actions(txn, machine.start())
+        except Exception as exc:
+            logger.exception("cannot send %r to %s", request, destination)
+            if not future.done():
+                future.set_exception(exc)
+
+    def _on_response(self, response: Response, source: Source) -> None:
+        via = response.top_via
+        cseq = response.cseq
+        if via is None or cseq is None:
+            return
+        txn = self.client_transactions.get((via.branch or "", cseq.method))
+        if txn is None:
+            logger.debug("stray response %r from %s dropped", response, source)
+            return
+        self._run_client_actions(txn, txn.machine.receive_response(response))
+
+    def _run_client_actions(self, txn: _ClientTxn, actions: Iterable[Any]) -> None:
+        for action in actions:
+            kind = action.__class__
+            if kind is sip_actions.Send:
+                self.transports.send(serialize(action.message), txn.dest, connection=txn.connection,
+                                     on_error=lambda exc: self._client_transport_error(txn, exc))
+            elif kind is sip_actions.StartTimer:
+                self.timers.start((txn.key, action.name), action.seconds,
+                                  lambda n=action.name: self._client_timer(txn, n))
+            elif kind is sip_actions.CancelTimer:
+                self.timers.cancel((txn.key, action.name))
+            elif kind is sip_actions.DeliverToTU:
+                message = action.message
+                if txn.future.done():
+                    continue
+                if action.timeout:
+                    txn.future.set_result(make_response(txn.machine.request, 408, "Request Timeout"))
+                elif action.transport_error:
+                    txn.future.set_result(make_response(txn.machine.request, 503, "Service Unavailable: transport error"))
+                elif message is not None and message.status >= 200:
+                    txn.future.set_result(message)
+            elif kind is sip_actions.Terminated:
+                if self.client_transactions.get(txn.key) is txn:
+                    del self.client_transactions[txn.key]
+                if not txn.future.done():
+                    txn.future.set_result(make_response(txn.machine.request, 408, "Request Timeout"))
+
+    def _client_timer(self, txn: _ClientTxn, name: str) -> None:
+        self._run_client_actions(txn, txn.machine.on_timer(name))
+
+    def _client_transport_error(self, txn: _ClientTxn, exc: Exception) -> None:
+        logger.info("transport error sending to %s: %s", txn.dest, exc)
+        self._run_client_actions(txn, txn.machine.transport_error())
+
+
+# ---- helpers for responses ------------------------------------------------
+
+
+_COPY_HEADERS = (b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq")
+
+
+def error_response_bytes(raw: bytes, status: int, reason: str) -> bytes | None:
+    """A stateless error response to a request the parser rejected.
+
+    The request cannot be parsed, so the headers a response must echo (RFC
+    3261 8.2.6.2) are copied textually; without Via, Call-ID and CSeq the peer
+    could not match a response, so none is sent.
+    """
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")[1:]
+    unfolded: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and unfolded:
+            unfolded[-1] += b" " + line.strip()
+        else:
+            unfolded.append(line)
+    copied = []
+    seen: set[bytes] = set()
+    for line in unfolded:
+        name = line.split(b":", 1)[0].strip().lower()
+        if name in _COPY_HEADERS and b":" in line:
+            canonical = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}.get(name, name)
+            seen.add(canonical)
+            copied.append(line)
+    if not {b"via", b"call-id", b"cseq"} <= seen:
+        return None
+    reason_bytes = reason.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+    out = [b"SIP/2.0 %d %s" % (status, reason_bytes), *copied, b"Server: " + USER_AGENT.encode(), b"Content-Length: 0"]
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+# ---- a static router for tests and benchmarks --------------------------------
+
+
+class StaticRouter:
+    """A minimal routing table: known users get MESSAGE and SUBSCRIBE answered.
+
+    ``users`` is a set of user parts (``None``: every user is known). MESSAGE
+    to a known user -> ``message_status`` (202 by default: "accepted for
+    delivery"); SUBSCRIBE -> 202 with Expires and Contact, then a NOTIFY
+    (``Subscription-State: active``, or ``terminated`` for Expires: 0) sent to
+    the subscriber in the new dialog; PUBLISH -> 200 with a SIP-ETag. Unknown
+    users get 404. The received requests are kept in ``received`` for tests.
+    """
+
+    allow = frozenset({"MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "OPTIONS"})
+
+    def __init__(self, users: Iterable[str] | None = None, *, message_status: int = 202,
+                 max_expires: int = 3600, keep: bool = True) -> None:
+        self.users = None if users is None else frozenset(users)
+        self.message_status = message_status
+        self.max_expires = max_expires
+        self.keep = keep
+        self.received: list[Request] = []
+        self.notify_results: list[concurrent.futures.Future[Response]] = []
+        self.front: SipFront | None = None
+        self.allow = StaticRouter.allow - {"OPTIONS"}
+
+    def attach(self, front: SipFront) -> None:
+        self.front = front
+
+    def handle(self, request: Request, source: Source, reply: Reply) -> Response | None:
+        if self.keep:
+            self.received.append(request)
+        user = request.ruri.user
+        if self.users is not None and user not in self.users:
+            return make_response(request, 404, "Not Found", to_tag=os.urandom(4).hex())
+        method = request.method
+        if method == "MESSAGE":
+            return make_response(request, self.message_status, to_tag=os.urandom(4).hex())
+        if method == "SUBSCRIBE":
+            return self._subscribe(request, source)
+        if method == "PUBLISH":
+            return make_response(request, 200, headers=[("SIP-ETag", os.urandom(6).hex()),
+                                                        ("Expires", str(min(request.expires or 3600, self.max_expires)))])
+        return make_response(request, 200, to_tag=os.urandom(4).hex())
+
+    def _subscribe(self, request: Request, source: Source) -> Response:
+        requested = request.expires
+        expires = self.max_expires if requested is None else min(requested, self.max_expires)
+        to = request.to
+        tag = to.tag if to is not None and to.tag else os.urandom(4).hex()
+        contact = f"<sip:{request.ruri.user}@{source.listener.sent_by};transport={source.transport}>"
+        response = make_response(request, 202, to_tag=tag, headers=[("Expires", str(expires)), ("Contact", contact)])
+        assert to is not None and request.from_ is not None
+        notify_headers = Headers()
+        notify_headers.add("From", str(to.with_tag(tag)))
+        notify_headers.add("To", request.headers.get("From") or "")
+        notify_headers.add("Call-ID", request.call_id or "")
+        notify_headers.add("CSeq", f"{int(time.time()) % 100000 + (1 if expires else 2)} NOTIFY")
+        notify_headers.add("Contact", contact)
+        notify_headers.add("Event", request.headers.get("Event") or "presence")
+        state = f"active;expires={expires}" if expires else "terminated;reason=timeout"
+        notify_headers.add("Subscription-State", state)
+        target = request.headers.contacts()
+        uri = str(target[0].uri) if target and not isinstance(target[0], str) else str(request.from_.uri)
+        notify = Request("NOTIFY", uri, notify_headers, b"")
+        if self.front is not None:
+            self.notify_results.append(self.front.send_request(notify, source))
+        return response
+
+
+# ---- entry point for `purplegw run` ---------------------------------------------
+
+
+def start_front(config_section: dict[str, Any], router: Router | None = None) -> SipFront:
+    """Start a SIP front from the ``[sip]`` config section; returns it started.
+
+    The handle has ``.listen`` (bound addresses) and ``.stop()``. Without a
+    router, a :class:`StaticRouter` knowing no users answers (404 to MESSAGE
+    and SUBSCRIBE) until account routing is plugged in.
+    """
+    front = SipFront(FrontConfig.from_section(config_section), router or StaticRouter(users=()))
+    return front.start()
+
+
+def format_address(host: str, port: int) -> str:
+    return format_hostport(host, port)
