@@ -1,0 +1,68 @@
+"""Via ``received``/``rport`` stamping and the response destination.
+
+RFC 3261 18.2.1: a server adds ``received`` to the top Via when the sent-by
+host differs from the packet's source address.  RFC 3581 4: when the top Via
+carries an empty ``rport`` the server fills in the source port (and always adds
+``received``).  RFC 3261 18.2.2 + RFC 3581 4 then say where responses go.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import RemoteProtocolError
+from .headers import Via
+from .message import Request
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_PORTS", "response_destination", "stamp_via", "stamp_request"]
+
+DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
+
+
+def _bare(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def stamp_via(via: Via, source: tuple[str, int]) -> Via:
+    """The top Via as RFC 3261 18.2.1 and RFC 3581 4 want it after reception."""
+    src_host, src_port = source
+    params: dict[str, str | None] = {}
+    if via.has_rport:
+        params["received"] = src_host
+        params["rport"] = str(src_port)
+    elif _bare(via.host).lower() != src_host.lower():
+        params["received"] = src_host
+    if not params:
+        return via
+    return via.with_params(**params)
+
+
+def stamp_request(request: Request, source: tuple[str, int]) -> Via:
+    """Stamp the top Via of ``request`` in place and return the new top Via."""
+    top = request.top_via
+    if top is None:
+        raise RemoteProtocolError("Bad Request: missing Via", 400)
+    stamped = stamp_via(top, source)
+    if stamped is not top:
+        request.headers.replace_first("Via", str(stamped))
+    return stamped
+
+
+def response_destination(via: Via, *, reliable: bool = False) -> tuple[str, int] | None:
+    """Where responses to a request with (stamped) top ``via`` go.
+
+    Returns ``None`` when the response must go back over the connection the
+    request came on (reliable transports, RFC 3261 18.2.2 first bullet).
+    Otherwise the (host, port): ``maddr`` if present, else ``received`` with
+    ``rport`` (or the sent-by port, or the transport default), else sent-by.
+    """
+    if reliable:
+        return None
+    default = DEFAULT_PORTS.get(via.transport, 5060)
+    if via.maddr:
+        return _bare(via.maddr), via.port or default
+    host = via.received or via.host
+    port = via.rport or via.port or default
+    return _bare(host), port

@@ -1,0 +1,49 @@
+"""SIP message builders for tests (RFC 3261-shaped defaults, loopback addresses)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from purplegw.sip.headers import Headers
+from purplegw.sip.message import Request, serialize
+from purplegw.sip.uri import parse_uri
+
+__all__ = ["make_request", "request_bytes"]
+
+_counter = itertools.count(1)
+
+
+def make_request(  # noqa: PLR0913 - a builder's job is to take many knobs
+    method: str = "MESSAGE",
+    uri: str = "sip:bob@127.0.0.1",
+    *,
+    from_: str = "<sip:alice@127.0.0.1>",
+    from_tag: str | None = "fromtag1",
+    to: str = "<sip:bob@127.0.0.1>",
+    to_tag: str | None = None,
+    call_id: str | None = None,
+    cseq: int = 1,
+    branch: str | None = None,
+    via: str = "SIP/2.0/UDP 127.0.0.1:5070",
+    body: bytes = b"",
+    content_type: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+) -> Request:
+    n = next(_counter)
+    headers = Headers()
+    headers.add("Via", f"{via};branch={branch or f'z9hG4bK-test{n}'}")
+    headers.add("Max-Forwards", "70")
+    headers.add("From", f"{from_};tag={from_tag}" if from_tag else from_)
+    headers.add("To", f"{to};tag={to_tag}" if to_tag else to)
+    headers.add("Call-ID", call_id or f"call-{n}@127.0.0.1")
+    headers.add("CSeq", f"{cseq} {method}")
+    if content_type:
+        headers.add("Content-Type", content_type)
+    for name, value in extra:
+        headers.add(name, value)
+    return Request(method, parse_uri(uri), headers, body)
+
+
+def request_bytes(method: str = "MESSAGE", **kwargs: object) -> bytes:
+    return serialize(make_request(method, **kwargs))  # type: ignore[arg-type]
