@@ -63,13 +63,13 @@ class Context:
     def store(self, *, check: bool = True) -> Any:
         from purplegw.store import open_store  # noqa: PLC0415
 
-        repo = open_store(self.config)
+        store = open_store(self.config)
         if check:
-            pending = repo.check()
+            pending = store.check()
             if pending:
                 logger.warning("%d database upgrade(s) pending: run `purplegw db upgrade`",
                                pending)
-        return repo
+        return store
 
     def canonical_protocol(self, protocol: str) -> str:
         try:
@@ -111,8 +111,8 @@ def run(ctx: Context) -> None:
     ctx.daemon = True
     config = ctx.config
     try:
-        repo = ctx.store()
-        code = run_gateway(config, repo, ctx.registry)
+        store = ctx.store()
+        code = run_gateway(config, store, ctx.registry)
     except GatewayError as exc:
         fail(str(exc))
     sys.exit(code)
@@ -164,19 +164,18 @@ def db() -> None:
 def db_init(ctx: Context) -> None:
     """Create the data directory, the password key file and the tables (idempotent)."""
     from purplegw.store.crypto import generate_key_file  # noqa: PLC0415
-    from purplegw.store.upgrades import run_upgrades  # noqa: PLC0415
 
     config = ctx.config
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        repo = ctx.store(check=False)
-        done = run_upgrades(repo.db, repo.table)
+        store = ctx.store(check=False)
+        done = store.upgrade()
         created = generate_key_file(config.key_file)
     except (GatewayError, OSError) as exc:
         fail(str(exc))
     from purplegw.store.database import redact_url  # noqa: PLC0415
 
-    click.echo(f"store: {redact_url(config.db_url)} table {repo.table}"
+    click.echo(f"store: {redact_url(config.db_url)} table {store.tables.accounts}"
                + (f" (applied {len(done)} upgrade(s))" if done else " (up to date)"))
     click.echo(f"key file: {config.key_file} ({'created' if created else 'kept'})")
 
@@ -186,12 +185,10 @@ def db_init(ctx: Context) -> None:
 @pass_ctx
 def db_upgrade(ctx: Context, no_encrypt: bool) -> None:
     """Apply schema upgrades, then encrypt legacy plaintext passwords."""
-    from purplegw.store.upgrades import run_upgrades  # noqa: PLC0415
-
     try:
-        repo = ctx.store(check=False)
-        done = run_upgrades(repo.db, repo.table)
-        encrypted = 0 if no_encrypt else repo.encrypt_plaintext()
+        store = ctx.store(check=False)
+        done = store.upgrade()
+        encrypted = 0 if no_encrypt else store.accounts.encrypt_plaintext()
     except GatewayError as exc:
         fail(str(exc))
     for line in done:
@@ -232,7 +229,7 @@ def accounts_add(ctx: Context, sip_user: str, ext_user: str, protocol: str,
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        account_id = ctx.store().add(NewAccount(sip_user, ext_user, protocol.lower(), password))
+        account_id = ctx.store().accounts.add(NewAccount(sip_user, ext_user, protocol.lower(), password))
     except GatewayError as exc:
         fail(str(exc))
     click.echo(f"added account {account_id}: {sip_user} -> {ext_user} ({protocol.lower()})")
@@ -244,7 +241,7 @@ def accounts_add(ctx: Context, sip_user: str, ext_user: str, protocol: str,
 def accounts_list(ctx: Context, as_json: bool) -> None:
     """List accounts (passwords are never shown)."""
     try:
-        rows = ctx.store().list()
+        rows = ctx.store().accounts.list()
     except GatewayError as exc:
         fail(str(exc))
     if as_json:
@@ -262,7 +259,7 @@ def accounts_list(ctx: Context, as_json: bool) -> None:
 def accounts_remove(ctx: Context, account_id: int) -> None:
     """Remove the account with id ACCOUNT_ID."""
     try:
-        removed = ctx.store().remove(account_id)
+        removed = ctx.store().accounts.remove(account_id)
     except GatewayError as exc:
         fail(str(exc))
     if not removed:
@@ -302,7 +299,7 @@ def accounts_import(ctx: Context, csv_file: Any) -> None:
     if errors:
         fail("nothing imported:\n  " + "\n  ".join(errors))
     try:
-        repo = ctx.store()
+        repo = ctx.store().accounts
         with click.progressbar(length=len(new), label="importing", file=sys.stderr) as bar:
             ids = repo.add_many(new, progress=bar.update)
     except StoreError as exc:
@@ -314,6 +311,71 @@ def _password_state(row: Any) -> str:
     if not row.has_password:
         return "none"
     return "encrypted" if row.password_encrypted else "plaintext"
+
+
+# --- users ---------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Manage the gateway's own SIP users (standalone mode; Kamailio subscriber table)."""
+
+
+def _split_aor(ctx: Context, user: str) -> tuple[str, str]:
+    user = user.removeprefix("sip:")
+    name, sep, domain = user.partition("@")
+    return name, (domain if sep else ctx.config["sip"]["domain"]).lower()
+
+
+@users.command("add")
+@click.argument("user")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--keep-plaintext", is_flag=True,
+              help="Also store the plaintext password (needed for SHA-256 digest).")
+@pass_ctx
+def users_add(ctx: Context, user: str, password_stdin: bool, keep_plaintext: bool) -> None:
+    """Add SIP user USER (name@domain; the domain defaults to [sip] domain)."""
+    username, domain = _split_aor(ctx, user)
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        ctx.store().users.add(username, domain, password, keep_plaintext=keep_plaintext)
+    except GatewayError as exc:
+        fail(str(exc))
+    click.echo(f"added SIP user {username}@{domain}")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def users_list(ctx: Context, as_json: bool) -> None:
+    """List SIP users (credentials are never shown)."""
+    try:
+        rows = ctx.store().users.list()
+    except GatewayError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps([{"id": u.id, "username": u.username, "domain": u.domain}
+                               for u in rows], indent=2))
+        return
+    _table(("ID", "USER", "DOMAIN"), [(str(u.id), u.username, u.domain) for u in rows])
+
+
+@users.command("remove")
+@click.argument("user")
+@pass_ctx
+def users_remove(ctx: Context, user: str) -> None:
+    """Remove SIP user USER (name@domain)."""
+    username, domain = _split_aor(ctx, user)
+    try:
+        removed = ctx.store().users.remove(username, domain)
+    except GatewayError as exc:
+        fail(str(exc))
+    if not removed:
+        fail(f"no SIP user {username}@{domain}")
+    click.echo(f"removed SIP user {username}@{domain}")
 
 
 # --- config ------------------------------------------------------------------------

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from purplegw.store import AccountRepository, Database, PasswordCipher
+from purplegw.store import (
+    AccountRepository,
+    Database,
+    OutboxRepository,
+    PasswordCipher,
+    Store,
+    Tables,
+    UserRepository,
+)
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from purplegw.testing.binaries import missing_peer
@@ -55,4 +63,16 @@ def accounts(db_url: str, key_file: Path) -> Iterator[AccountRepository]:
     db = Database.create(db_url)
     run_upgrades(db, "purplemap")
     yield AccountRepository(db, "purplemap", PasswordCipher(key_file))
+    db.close()
+
+
+@pytest.fixture
+def store(db_url: str, key_file: Path) -> Iterator[Store]:
+    """A fully upgraded store (all repositories) on each backend."""
+    db = Database.create(db_url)
+    tables = Tables()
+    run_upgrades(db, tables)
+    yield Store(db=db, tables=tables,
+                accounts=AccountRepository(db, tables.accounts, PasswordCipher(key_file)),
+                users=UserRepository(db, tables.subscribers), outbox=OutboxRepository(db))
     db.close()

@@ -29,6 +29,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "data_dir": t.Path(optional=False),
         "db_url": t.Secret(),  # may carry a MySQL password
         "db_table": t.Identifier(),
+        "subscriber_table": t.Identifier(),
         "key_file": t.Path(),
         "connect_timeout": t.Integer(minimum=1),
     },

@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
+from purplegw.store.outbox import OutboxRepository
+from purplegw.store.upgrades import Tables, check_schema, run_upgrades
+from purplegw.store.users import UserRepository
 
 if TYPE_CHECKING:
     from purplegw.config import Config
 
-__all__ = ["AccountRepository", "AccountRow", "Database", "NewAccount", "PasswordCipher",
-           "open_store"]
+__all__ = ["AccountRepository", "AccountRow", "Database", "NewAccount", "OutboxRepository",
+           "PasswordCipher", "Store", "Tables", "UserRepository", "open_store"]
 
 
-def open_store(config: Config) -> AccountRepository:
-    """The account repository for a loaded config (connection opened lazily)."""
-    db = Database.create(config.db_url, connect_timeout=config["store"]["connect_timeout"])
-    return AccountRepository(db, config["store"]["db_table"], PasswordCipher(config.key_file))
+@dataclass
+class Store:
+    """One database and its repositories."""
+
+    db: Database
+    tables: Tables
+    accounts: AccountRepository
+    users: UserRepository
+    outbox: OutboxRepository
+
+    def check(self) -> int:
+        """Raise if unusable (schema too new, no account table); return pending upgrades."""
+        return check_schema(self.db, self.tables)
+
+    def upgrade(self) -> list[str]:
+        return run_upgrades(self.db, self.tables)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_store(config: Config) -> Store:
+    """The store for a loaded config (the connection opens on first use)."""
+    section = config["store"]
+    db = Database.create(config.db_url, connect_timeout=section["connect_timeout"])
+    tables = Tables(accounts=section["db_table"], subscribers=section["subscriber_table"])
+    return Store(
+        db=db,
+        tables=tables,
+        accounts=AccountRepository(db, tables.accounts, PasswordCipher(config.key_file)),
+        users=UserRepository(db, tables.subscribers),
+        outbox=OutboxRepository(db),
+    )

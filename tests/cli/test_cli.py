@@ -200,3 +200,17 @@ def test_db_upgrade_encrypts_a_legacy_table(tmp_path: Path) -> None:
     assert listed[0]["password"] == "encrypted"
     raw = sqlite3.connect(db_path).execute("SELECT ext_pass FROM purplemap").fetchone()[0]
     assert "plainpw" not in raw
+
+
+def test_users_add_list_remove(config: Path) -> None:
+    added = purplegw(config, "users", "add", "alice@example.org", stdin="pw\n")
+    assert added.returncode == 0, added.stderr
+    assert purplegw(config, "users", "add", "bob", stdin="pw\n").returncode == 0  # [sip] domain
+    dup = purplegw(config, "users", "add", "sip:alice@example.org", stdin="x\n")
+    assert dup.returncode == 1
+    assert "already exists" in dup.stderr
+    rows = json.loads(purplegw(config, "users", "list", "--json").stdout)
+    assert [(r["username"], r["domain"]) for r in rows] == [
+        ("alice", "example.org"), ("bob", "localhost")]
+    assert purplegw(config, "users", "remove", "alice@example.org").returncode == 0
+    assert purplegw(config, "users", "remove", "alice@example.org").returncode == 1

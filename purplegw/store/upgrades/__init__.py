@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from purplegw.exceptions import SchemaTooNewError, StoreError
 from purplegw.store.database import Database, check_identifier
@@ -20,7 +21,24 @@ logger = logging.getLogger(__name__)
 
 VERSION_TABLE = "purplegw_version"
 
-Upgrade = Callable[[Database, str], None]
+
+@dataclass(frozen=True)
+class Tables:
+    """Names of the tables that config may rename (shared with Kamailio)."""
+
+    accounts: str = "purplemap"
+    subscribers: str = "subscriber"
+
+    def __post_init__(self) -> None:
+        check_identifier(self.accounts)
+        check_identifier(self.subscribers)
+
+
+def _tables(tables: Tables | str) -> Tables:
+    return Tables(accounts=tables) if isinstance(tables, str) else tables
+
+
+Upgrade = Callable[[Database, Tables], None]
 UPGRADES: list[tuple[str, Upgrade]] = []
 
 
@@ -43,9 +61,9 @@ def current_version(db: Database) -> int:
     return int(row[0]) if row else 0
 
 
-def check_schema(db: Database, table: str) -> int:
+def check_schema(db: Database, tables: Tables | str) -> int:
     """Raise if the code cannot use this database; return pending upgrade count."""
-    check_identifier(table)
+    table = _tables(tables).accounts
     version = current_version(db)
     if version > latest_version():
         raise SchemaTooNewError(
@@ -56,12 +74,12 @@ def check_schema(db: Database, table: str) -> int:
     return latest_version() - version
 
 
-def run_upgrades(db: Database, table: str) -> list[str]:
+def run_upgrades(db: Database, tables: Tables | str) -> list[str]:
     """Apply pending upgrades in order, each in its own transaction; return what ran."""
-    check_identifier(table)
+    tables = _tables(tables)
     version = current_version(db)
     if version > latest_version():
-        check_schema(db, table)
+        check_schema(db, tables)
     done = []
     if not db.table_exists(VERSION_TABLE):
         db.execute(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)")
@@ -73,10 +91,15 @@ def run_upgrades(db: Database, table: str) -> list[str]:
         # MySQL commits DDL implicitly; each step is written to be re-runnable
         # so an interrupted upgrade can simply be started again.
         with db.transaction():
-            func(db, table)
+            func(db, tables)
             db.execute(f"UPDATE {VERSION_TABLE} SET version = ?", (number,))  # noqa: S608
         done.append(f"{number}: {description}")
     return done
 
 
-from purplegw.store.upgrades import v001_purplemap, v002_wide_passwords  # noqa: E402, F401
+from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in order
+    v001_purplemap,
+    v002_wide_passwords,
+    v003_subscriber,
+    v004_outbox,
+)

@@ -1,11 +1,12 @@
 """The original module's account table, created only where it is missing."""
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import upgrade
+from purplegw.store.upgrades import Tables, upgrade
 
 
 @upgrade("account table (the purple module's purplemap layout)")
-def create_account_table(db: Database, table: str) -> None:
+def create_account_table(db: Database, tables: Tables) -> None:
+    table = tables.accounts
     if db.table_exists(table):
         missing = {"id", "sip_user", "ext_user", "ext_prot", "ext_pass"} - set(db.columns(table))
         if missing:

@@ -6,10 +6,11 @@ refuse it.  SQLite does not enforce VARCHAR lengths, so only MySQL changes.
 """
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import upgrade
+from purplegw.store.upgrades import Tables, upgrade
 
 
 @upgrade("ext_pass wide enough for encrypted passwords")
-def widen_ext_pass(db: Database, table: str) -> None:
+def widen_ext_pass(db: Database, tables: Tables) -> None:
+    table = tables.accounts
     if db.dialect == "mysql":
         db.execute(f"ALTER TABLE {table} MODIFY ext_pass VARCHAR(512)")

@@ -1,0 +1,70 @@
+"""SIP users (Kamailio subscriber layout) and the durable outbox, on both backends."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from purplegw.exceptions import StoreError
+from purplegw.store import Store
+
+
+def test_users_store_kamailio_compatible_ha1(store: Store) -> None:
+    store.users.add("alice", "example.org", "pw")
+    row = store.db.fetchone("SELECT username, domain, password, ha1, ha1b FROM subscriber")
+    assert row == ("alice", "example.org", "",
+                   hashlib.md5(b"alice:example.org:pw").hexdigest(),  # noqa: S324 - RFC 2617
+                   hashlib.md5(b"alice@example.org:example.org:pw").hexdigest())  # noqa: S324
+    user = store.users.get("alice", "EXAMPLE.org")
+    assert user is not None
+    assert user.aor == "alice@example.org"
+    assert user.password == ""
+    assert "ha1" not in repr(user) or user.ha1 not in repr(user)
+
+
+def test_users_add_list_remove(store: Store) -> None:
+    store.users.add("bob", "example.org", "pw", keep_plaintext=True)
+    store.users.add("alice", "example.org", "pw")
+    with pytest.raises(StoreError, match="already exists"):
+        store.users.add("bob", "example.org", "other")
+    with pytest.raises(StoreError, match="invalid SIP username"):
+        store.users.add("bad user", "example.org", "pw")
+    assert [u.aor for u in store.users.list()] == ["alice@example.org", "bob@example.org"]
+    assert store.users.get("bob", "example.org").password == "pw"  # type: ignore[union-attr]
+    assert store.users.remove("bob", "example.org") is True
+    assert store.users.remove("bob", "example.org") is False
+    assert store.users.get("bob", "example.org") is None
+
+
+def test_plaintext_only_rows_still_authenticate(store: Store) -> None:
+    # kamctl with STORE_PLAINTEXT_PW=1 and calculate_ha1: password set, ha1 empty.
+    store.db.execute("INSERT INTO subscriber (username, domain, password, ha1, ha1b) "
+                     "VALUES ('carol', 'example.org', 'cpw', '', '')")
+    user = store.users.get("carol", "example.org")
+    assert user is not None
+    assert user.ha1 == hashlib.md5(b"carol:example.org:cpw").hexdigest()  # noqa: S324
+
+
+def test_outbox_keeps_order_and_utf8_until_done(store: Store) -> None:
+    bodies = [f"message {i} — ünïcödé ✓".encode() for i in range(5)]
+    seqs = [store.outbox.put(sip_user="alice@example.org", account_id=1, protocol="xmpp",
+                             contact="bob@jabber.example", body=b) for b in bodies]
+    store.outbox.put(sip_user="zed@example.org", account_id=2, protocol="irc", contact="n",
+                     body=b"other user")
+    pending = store.outbox.pending("alice@example.org")
+    assert [m.seq for m in pending] == seqs
+    assert [m.body for m in pending] == bodies
+    assert store.outbox.users_with_pending() == ["alice@example.org", "zed@example.org"]
+    store.outbox.failed_attempt(seqs[0], "408 Request Timeout")
+    assert store.outbox.pending("alice@example.org")[0].attempts == 1
+    store.outbox.done(seqs[0])
+    assert [m.seq for m in store.outbox.pending("alice@example.org")] == seqs[1:]
+    assert store.outbox.count() == 5
+
+
+def test_large_bodies_survive(store: Store) -> None:
+    body = ("x" * 9999 + "é").encode()
+    store.outbox.put(sip_user="a@example.org", account_id=1, protocol="xmpp", contact="b@x",
+                     body=body)
+    assert store.outbox.pending()[0].body == body
