@@ -1,0 +1,192 @@
+"""Nothing but SipError ever leaves the parser: fuzz seeds and property tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from purplegw.sip.errors import SipError
+from purplegw.sip.headers import split_list
+from purplegw.sip.message import Request, make_response, serialize, validate_request
+from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
+from purplegw.sip.uri import parse_name_addr, parse_uri
+from purplegw.testing.corpus import corpus_dir
+
+FUZZ = corpus_dir() / "fuzz"
+SIP_SEEDS = sorted(
+    p for d in ("pjproject-fuzz-sip", "pjproject-fuzz-sip-dialog") for p in (FUZZ / d).iterdir()
+)
+URI_SEEDS = sorted((FUZZ / "pjproject-fuzz-uri").iterdir())
+RFC4475 = sorted((corpus_dir() / "rfc4475").glob("*.dat"))
+VALID_SEEDS = [p.read_bytes() for p in RFC4475] + [p.read_bytes() for p in SIP_SEEDS]
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def exercise(data: bytes) -> None:
+    """Parse and touch every accessor a SIP element might use."""
+    try:
+        msg = parse_datagram(data)
+    except SipError:
+        return
+    for accessor in (
+        lambda: msg.headers.contacts(),
+        lambda: msg.headers.routes(),
+        lambda: msg.headers.record_routes(),
+        lambda: msg.headers.expires(),
+        lambda: validate_request(msg) if isinstance(msg, Request) else None,
+        lambda: msg.ruri if isinstance(msg, Request) else None,
+    ):
+        try:
+            accessor()
+        except SipError:
+            pass
+    if isinstance(msg, Request):
+        try:
+            serialize(make_response(msg, 200, to_tag="x"))
+        except SipError:
+            pass
+    serialize(msg)
+
+
+@pytest.mark.parametrize("path", SIP_SEEDS, ids=lambda p: p.name)
+def test_fuzz_seed_sip(path: Path) -> None:
+    data = path.read_bytes()
+    exercise(data)
+    stream = StreamParser()
+    stream.feed(data)
+    try:
+        stream.next_message()
+    except SipError:
+        pass
+
+
+def test_lf_only_seed_is_rejected_cleanly() -> None:
+    data = (FUZZ / "pjproject-fuzz-sip" / "input.1.sip").read_bytes()
+    with pytest.raises(SipError):
+        parse_datagram(data)
+
+
+@pytest.mark.parametrize("path", URI_SEEDS, ids=lambda p: p.name)
+def test_fuzz_seed_uri(path: Path) -> None:
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        for parse in (parse_uri, parse_name_addr):
+            try:
+                parse(line)
+            except SipError:
+                pass
+
+
+def test_uri_seed_values() -> None:
+    na = parse_name_addr("<cid:my%ffheader2@example.org>")
+    assert na.uri.scheme == "cid" and not na.uri.is_sip
+
+
+@FAST
+@given(st.binary(max_size=600))
+def test_random_bytes(data: bytes) -> None:
+    exercise(data)
+
+
+@FAST
+@given(st.sampled_from(VALID_SEEDS), st.data())
+def test_mutated_messages(seed: bytes, data: st.DataObject) -> None:
+    buf = bytearray(seed)
+    for _ in range(data.draw(st.integers(1, 8))):
+        if not buf:
+            break
+        pos = data.draw(st.integers(0, len(buf) - 1))
+        op = data.draw(st.sampled_from(["flip", "delete", "insert", "dup"]))
+        if op == "flip":
+            buf[pos] = data.draw(st.sampled_from(b' \t\r\n:;,<>"\\@%=0aZ\x00\xff'))
+        elif op == "delete":
+            del buf[pos : pos + data.draw(st.integers(1, 20))]
+        elif op == "insert":
+            buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=10))
+        else:
+            buf[pos:pos] = buf[pos : pos + data.draw(st.integers(1, 40))]
+    exercise(bytes(buf))
+
+
+@FAST
+@given(st.text(max_size=120))
+def test_random_uri_text(text: str) -> None:
+    for parse in (parse_uri, parse_name_addr, split_list):
+        try:
+            parse(text)
+        except SipError:
+            pass
+
+
+@FAST
+@given(st.sampled_from(VALID_SEEDS), st.lists(st.integers(1, 64), max_size=20))
+def test_stream_chunking_never_raises_other_errors(seed: bytes, cuts: list[int]) -> None:
+    stream = StreamParser(max_message_size=4096, max_header_size=2048)
+    data = seed * 2
+    pos = 0
+    try:
+        for cut in [*cuts, len(data)]:
+            stream.feed(data[pos : pos + cut])
+            pos += cut
+            while stream.next_message() is not NEED_DATA:
+                pass
+    except SipError:
+        pass
+
+
+# -- round trip of generated messages -----------------------------------------
+TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
+                min_size=1, max_size=12)
+HOST = st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9]{0,8}){0,2}", fullmatch=True)
+USER = st.from_regex(r"[A-Za-z0-9_.!~*'()&=+$,;?/-]{1,12}", fullmatch=True)
+QUOTED = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes:
+    method = draw(TOKEN)
+    uri = f"sip:{draw(USER)}@{draw(HOST)}"
+    if draw(st.booleans()):
+        uri += f":{draw(st.integers(1, 65535))}"
+    display = draw(QUOTED).replace("\\", "\\\\").replace('"', '\\"')
+    vias = [
+        f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {draw(HOST)};branch=z9hG4bK{draw(TOKEN)}"
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+    body = draw(st.binary(max_size=80))
+    extra = draw(st.lists(st.tuples(st.sampled_from(["X-Foo", "Subject", "User-Agent", "Supported"]),
+                                    st.text("abc xyz,;=", max_size=20)), max_size=4))
+    lines = [f"{method} {uri} SIP/2.0"]
+    if draw(st.booleans()):
+        lines.append(f"Via: {', '.join(vias)}")
+    else:
+        lines += [f"v: {v}" for v in vias]
+    lines += [
+        f'From: "{display}" <sip:{draw(USER)}@{draw(HOST)}>;tag={draw(TOKEN)}',
+        f"t: <{uri}>",
+        f"i: {draw(TOKEN)}@{draw(HOST)}",
+        f"CSeq: {draw(st.integers(0, 2**32 - 1))} {method}",
+        f"Max-Forwards: {draw(st.integers(0, 255))}",
+        *[f"{k}: {v.strip()}" for k, v in extra],
+        f"l: {len(body)}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@FAST
+@given(messages())
+def test_round_trip_generated(data: bytes) -> None:
+    msg = parse_datagram(data)
+    assert isinstance(msg, Request)
+    validate_request(msg)
+    wire = serialize(msg)
+    again = parse_datagram(wire)
+    assert serialize(again) == wire
+    assert again.headers.items() == msg.headers.items()
+    assert again.body == msg.body
+    assert [str(v) for v in again.via] == [str(v) for v in msg.via]
+    assert again.from_ == msg.from_
+    assert str(parse_uri(str(msg.uri))) == str(msg.uri)

@@ -1,0 +1,249 @@
+"""Non-INVITE transactions driven by a fake clock, alone and back to back."""
+
+from __future__ import annotations
+
+import pytest
+
+from purplegw.sip.actions import CancelTimer, DeliverToTU, Send, StartTimer, Terminated
+from purplegw.sip.errors import LocalProtocolError
+from purplegw.sip.message import Request, Response, make_response
+from purplegw.sip.parser import parse_datagram
+from purplegw.sip.transaction import (
+    CLIENT_TRANSITIONS,
+    SERVER_TRANSITIONS,
+    ClientTransaction,
+    ServerTransaction,
+    State,
+    Timers,
+    TransactionLayer,
+    server_key,
+)
+from purplegw.testing.corpus import corpus_dir
+from purplegw.testing.sip_pair import SipPair
+from purplegw.testing.sipmsg import make_request
+
+T = Timers(t1=0.5, t2=4.0, t4=5.0)
+
+
+def test_tables_are_literal_dicts_of_states() -> None:
+    for table in (CLIENT_TRANSITIONS, SERVER_TRANSITIONS):
+        assert all(isinstance(s, State) and isinstance(e, str) for s, e in table)
+        assert all(isinstance(v, State) for v in table.values())
+
+
+def test_client_start_unreliable_arms_e_and_f() -> None:
+    txn = ClientTransaction(make_request(), ("127.0.0.1", 5060), timers=T)
+    actions = txn.start()
+    assert isinstance(actions[0], Send)
+    assert StartTimer("timer_e", 0.5) in actions
+    assert StartTimer("timer_f", 32.0) in actions
+
+
+def test_client_start_reliable_has_no_timer_e() -> None:
+    txn = ClientTransaction(make_request(), None, reliable=True, timers=T)
+    assert [a for a in txn.start() if isinstance(a, StartTimer)] == [StartTimer("timer_f", 32.0)]
+
+
+def test_timer_e_doubles_up_to_t2_then_f_times_out() -> None:
+    txn = ClientTransaction(make_request(), None, timers=T)
+    txn.start()
+    intervals = []
+    for _ in range(6):
+        actions = txn.on_timer("timer_e")
+        assert isinstance(actions[0], Send)
+        (timer,) = [a for a in actions if isinstance(a, StartTimer)]
+        intervals.append(timer.seconds)
+    assert intervals == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    actions = txn.on_timer("timer_f")
+    assert DeliverToTU(None, timeout=True) in actions
+    assert isinstance(actions[-1], Terminated)
+    assert txn.state is State.TERMINATED
+
+
+def test_provisional_then_timer_e_uses_t2() -> None:
+    req = make_request()
+    txn = ClientTransaction(req, None, timers=T)
+    txn.start()
+    actions = txn.receive_response(make_response(req, 100))
+    assert actions == [DeliverToTU(actions[0].message)]  # type: ignore[union-attr]
+    assert txn.state is State.PROCEEDING
+    assert StartTimer("timer_e", 4.0) in txn.on_timer("timer_e")
+
+
+def test_final_response_completes_then_k_terminates_and_absorbs_retransmissions() -> None:
+    req = make_request()
+    txn = ClientTransaction(req, None, timers=T)
+    txn.start()
+    ok = make_response(req, 200, to_tag="t")
+    actions = txn.receive_response(ok)
+    assert actions[0] == DeliverToTU(ok)
+    assert CancelTimer("timer_e") in actions and CancelTimer("timer_f") in actions
+    assert StartTimer("timer_k", 5.0) in actions
+    assert txn.receive_response(ok) == []
+    assert txn.on_timer("timer_e") == []  # stale timer after cancel: ignored
+    assert txn.on_timer("timer_k") == [Terminated("completed")]
+
+
+def test_reliable_final_terminates_at_once() -> None:
+    req = make_request()
+    txn = ClientTransaction(req, None, reliable=True, timers=T)
+    txn.start()
+    actions = txn.receive_response(make_response(req, 404))
+    assert isinstance(actions[-1], Terminated)
+    assert txn.state is State.TERMINATED
+
+
+def test_client_transport_error() -> None:
+    txn = ClientTransaction(make_request(), None, timers=T)
+    txn.start()
+    actions = txn.transport_error()
+    assert DeliverToTU(None, transport_error=True) in actions
+    assert txn.state is State.TERMINATED
+
+
+def test_client_refuses_invite() -> None:
+    with pytest.raises(LocalProtocolError):
+        ClientTransaction(make_request("INVITE"), None)
+
+
+def test_server_absorbs_then_replays_last_response() -> None:
+    req = make_request()
+    txn = ServerTransaction(req, ("127.0.0.1", 5070), timers=T)
+    assert txn.start() == [DeliverToTU(req)]
+    assert txn.receive_request(req) == []  # Trying: absorbed
+    trying = make_response(req, 100)
+    assert txn.send_response(trying) == [Send(trying, ("127.0.0.1", 5070))]
+    assert txn.receive_request(req) == [Send(trying, ("127.0.0.1", 5070))]
+    ok = make_response(req, 200, to_tag="x")
+    actions = txn.send_response(ok)
+    assert actions == [Send(ok, ("127.0.0.1", 5070)), StartTimer("timer_j", 32.0)]
+    assert txn.receive_request(req) == [Send(ok, ("127.0.0.1", 5070))]
+    with pytest.raises(LocalProtocolError):
+        txn.send_response(make_response(req, 500))
+    assert txn.on_timer("timer_j") == [Terminated("completed")]
+    assert txn.state is State.TERMINATED
+
+
+def test_server_reliable_final_terminates() -> None:
+    req = make_request()
+    txn = ServerTransaction(req, None, reliable=True, timers=T)
+    txn.start()
+    actions = txn.send_response(make_response(req, 200, to_tag="x"))
+    assert isinstance(actions[-1], Terminated)
+
+
+def test_layer_matches_retransmission_by_branch_and_sent_by() -> None:
+    layer = TransactionLayer(T)
+    req = make_request(branch="z9hG4bK-abc")
+    first = layer.receive_request(req, ("127.0.0.1", 5070))
+    assert [a for _, a in first] == [DeliverToTU(req)]
+    again = parse_datagram(
+        b"MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-abc\r\n"
+        b"From: <sip:x@y>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: other\r\nCSeq: 9 MESSAGE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(again, Request)
+    assert layer.receive_request(again, ("127.0.0.1", 5070)) == []  # same key: absorbed
+    # a different sent-by with the same branch is a different transaction (17.2.3)
+    other = make_request(branch="z9hG4bK-abc", via="SIP/2.0/UDP 127.0.0.2:5070")
+    assert len(layer.receive_request(other, None)) == 1
+    assert len(layer.servers) == 2
+
+
+def test_rfc2543_fallback_key_for_badbranch() -> None:
+    msg = parse_datagram((corpus_dir() / "rfc4475" / "badbranch.dat").read_bytes())
+    assert isinstance(msg, Request)
+    key = server_key(msg)
+    assert key[0] == "2543"
+    assert msg.call_id in key
+    layer = TransactionLayer(T)
+    assert len(layer.receive_request(msg, None)) == 1
+    assert layer.receive_request(msg, None) == []  # matched by the fallback key
+
+
+def test_layer_drops_unmatched_response() -> None:
+    layer = TransactionLayer(T)
+    assert layer.receive_response(make_response(make_request(), 200)) == []
+
+
+def test_pair_round_trip_and_timer_k_cleanup() -> None:
+    pair = SipPair(T)
+    pair.server.on_request = lambda r: [make_response(r, 200, to_tag="srv")]
+    req = make_request(body=b"hi", content_type="text/plain")
+    pair.send_request(req)
+    (got,) = pair.server.delivered
+    assert isinstance(got.message, Request) and got.message.body == b"hi"
+    (resp,) = [d for d in pair.client.delivered if d.message is not None]
+    assert isinstance(resp.message, Response) and resp.message.status == 200
+    assert resp.message.to is not None and resp.message.to.tag == "srv"
+    assert pair.client.layer.clients  # Completed, waiting for timer K
+    pair.advance(5.0)
+    assert not pair.client.layer.clients
+    pair.advance(32.0)
+    assert not pair.server.layer.servers
+
+
+def test_pair_lost_request_is_retransmitted_on_schedule() -> None:
+    pair = SipPair(T)
+    pair.server.on_request = lambda r: [make_response(r, 202)]
+    lost = {"n": 3}
+
+    def drop(ep, msg):  # noqa: ANN001, ANN202
+        if ep is pair.client and lost["n"]:
+            lost["n"] -= 1
+            return True
+        return False
+
+    pair.drop = drop
+    pair.send_request(make_request())
+    pair.advance(10)
+    times = [t for t, _ in pair.client.sent]
+    assert times == [0.0, 0.5, 1.5, 3.5]  # E = 0.5, 1, 2 ... then it got through
+    assert [d.message.status for d in pair.client.delivered if d.message] == [202]  # type: ignore[union-attr]
+
+
+def test_pair_lost_response_is_replayed_from_server_transaction() -> None:
+    pair = SipPair(T)
+    calls = []
+
+    def respond(r: Request) -> list[Response]:
+        calls.append(r)
+        return [make_response(r, 200, to_tag="a")]
+
+    pair.server.on_request = respond
+    dropped = {"n": 1}
+
+    def drop(ep, msg):  # noqa: ANN001, ANN202
+        if ep is pair.server and dropped["n"]:
+            dropped["n"] -= 1
+            return True
+        return False
+
+    pair.drop = drop
+    pair.send_request(make_request())
+    pair.advance(0.5)  # timer E retransmits; server replays its 200
+    assert len(calls) == 1  # the TU saw the request once
+    assert len(pair.server.sent) == 2
+    assert [d.message.status for d in pair.client.delivered if d.message] == [200]  # type: ignore[union-attr]
+
+
+def test_pair_timeout_reaches_tu_at_64_t1() -> None:
+    pair = SipPair(T)
+    pair.drop = lambda ep, msg: True
+    pair.send_request(make_request())
+    pair.advance(31.9)
+    assert pair.client.delivered == []
+    pair.advance(0.2)
+    assert pair.client.delivered == [DeliverToTU(None, timeout=True)]
+    assert not pair.client.layer.clients
+    # 0, .5, 1.5, 3.5, 7.5, 11.5, ... every 4 s up to 32
+    assert [t for t, _ in pair.client.sent] == [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+
+
+def test_pair_reliable_has_no_retransmissions() -> None:
+    pair = SipPair(T, reliable=True)
+    pair.drop = lambda ep, msg: True
+    pair.send_request(make_request())
+    pair.advance(40)
+    assert len(pair.client.sent) == 1
+    assert pair.client.delivered == [DeliverToTU(None, timeout=True)]
