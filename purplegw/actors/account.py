@@ -1,0 +1,563 @@
+"""Account actors: one per (sip_user, ext_prot) row, owning one Session.
+
+An account actor logs its session in, keeps it connected (restart policy
+in ``purplegw.actors.state``), queues requests while offline, and turns the
+session's callbacks into ``listener`` events.  All of an account's state
+lives on its asyncio loop thread; the pykka methods only hop onto it.  A
+login or send that never returns is cut by ``login_timeout`` /
+``send_timeout``; an exception is caught and becomes a state; so one
+account's trouble never reaches another's.
+
+Two runtimes (``[actors] runtime``, measured in docs/runtime.md):
+``shared_loop`` -- ``LoopAccountActor``, the actor itself runs on the
+process's shared loop thread; ``thread_per_account`` --
+``ThreadAccountActor``, a pykka thread plus a private loop thread each.
+
+Others talk to an account through ``AccountHandle`` (or its worker-process
+twin ``purplegw.actors.workers.RemoteAccountHandle``): every method returns
+a ``pykka.Future[Outcome]`` at once and never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pykka
+from pykka import messages
+
+from purplegw.actors import listener
+from purplegw.actors.listener import AccountInfo
+from purplegw.actors.loop import LoopActor, LoopThread
+from purplegw.actors.state import (
+    AccountState,
+    AccountStatus,
+    ActorsConfig,
+    Outcome,
+    RestartPolicy,
+)
+from purplegw.protocols.base import (
+    AccountCredentials,
+    Adapter,
+    AuthorizationAnswer,
+    BadCredentialsError,
+    ConnectionState,
+    DeliveryError,
+    Ignore,
+    ProxySettings,
+    Session,
+    SessionContext,
+    TransientError,
+    TypingState,
+)
+
+if TYPE_CHECKING:
+    from purplegw.presence import ContactPresence, Presence
+
+logger = logging.getLogger(__name__)
+
+# Requests that wait in the queue while the account is offline.  Typing
+# notifications are dropped instead: stale "is typing" is worse than none.
+_QUEUED_OPS = frozenset({"send_message", "add_contact", "remove_contact", "answer_authorization"})
+_OPS = _QUEUED_OPS | {"set_presence", "send_typing"}
+
+
+@dataclass
+class _Request:
+    op: str
+    args: tuple[Any, ...]
+    reply: pykka.Future[Outcome] | None
+    answered: bool = False  # the caller already got 202
+
+    def answer(self, outcome: Outcome) -> None:
+        if self.reply is not None and not self.answered:
+            self.answered = True
+            self.reply.set(outcome)
+
+
+class _Events:
+    """The ``SessionEvents`` given to one session (one login attempt).
+
+    Bound to its generation: callbacks from a session the actor already
+    abandoned (timed out, replaced) are ignored instead of corrupting the
+    current connection's state.
+    """
+
+    def __init__(self, core: AccountCore, generation: int) -> None:
+        self._core = core
+        self._generation = generation
+
+    def _current(self) -> bool:
+        return self._core._generation == self._generation  # noqa: SLF001
+
+    def on_connection_state(self, state: ConnectionState, reason: str = "") -> None:
+        if self._current():
+            self._core._session_state(state, reason)  # noqa: SLF001
+
+    def on_message(self, contact: str, text: str, message_id: str | None = None) -> None:
+        if self._current():
+            self._core.account_status.messages_in += 1
+            self._core._emit("on_message", contact=contact, text=text, message_id=message_id)  # noqa: SLF001
+
+    def on_contact_presence(self, presence: ContactPresence) -> None:
+        if self._current():
+            self._core._emit("on_contact_presence", presence=presence)  # noqa: SLF001
+
+    def on_authorization_request(self, contact: str, text: str = "") -> None:
+        if self._current():
+            self._core._emit("on_authorization_request", contact=contact, text=text)  # noqa: SLF001
+
+    def on_authorization_answer(self, contact: str, answer: AuthorizationAnswer) -> None:
+        if self._current():
+            self._core._emit("on_authorization_answer", contact=contact, answer=answer)  # noqa: SLF001
+
+    def on_typing(self, contact: str, state: TypingState) -> None:
+        if self._current():
+            self._core._emit("on_typing", contact=contact, state=state)  # noqa: SLF001
+
+    def on_receipt(self, contact: str, message_id: str) -> None:
+        if self._current():
+            self._core._emit("on_receipt", contact=contact, message_id=message_id)  # noqa: SLF001
+
+
+class AccountCore:
+    """The account logic shared by both runtimes (mixed into a pykka actor).
+
+    Keyword-only constructor (Mopidy's actor shape).  ``loop`` is where the
+    session runs; subclasses provide it.
+    """
+
+    _loop: asyncio.AbstractEventLoop
+
+    def _setup(
+        self,
+        *,
+        credentials: AccountCredentials,
+        adapter: Adapter,
+        config: ActorsConfig,
+        protocol_config: dict[str, Any] | None = None,
+        proxy: ProxySettings | None = None,
+        shared: dict[str, Any] | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.info = AccountInfo(
+            credentials.account_id, credentials.sip_user, credentials.protocol,
+            credentials.ext_user,
+        )
+        self._adapter = adapter
+        self._config = config
+        self._protocol_config = dict(protocol_config or {})
+        self._proxy = proxy
+        self._shared = shared if shared is not None else {}
+        self._policy = RestartPolicy(config)
+        self._generation = 0
+        self._session: Session | None = None
+        self._connected = False
+        self._lost: asyncio.Event | None = None
+        self._lost_reason = ""
+        self._lost_bad_credentials = False
+        self._outbox: collections.deque[_Request] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._presence: Presence | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.account_status = AccountStatus(
+            account_id=credentials.account_id,
+            sip_user=credentials.sip_user,
+            protocol=credentials.protocol,
+            ext_user=credentials.ext_user,
+            since=time.time(),
+        )
+
+    # --- pykka methods (any thread) -------------------------------------
+
+    def ping(self) -> bool:
+        return True
+
+    def request(self, op: str, args: tuple[Any, ...], reply: pykka.Future[Outcome] | None) -> None:
+        """Queue or run one request; ``reply`` gets its ``Outcome``."""
+        self._on_loop(self._accept, _Request(op, tuple(args), reply))
+
+    def status(self) -> dict[str, Any]:
+        snapshot = self.account_status.as_dict()
+        snapshot["queued"] = len(self._outbox)
+        return snapshot
+
+    def shutdown(self) -> concurrent.futures.Future[None]:
+        """Log out, answer what is queued, then stop the actor.
+
+        Returns a future that completes once logged out (the supervisor
+        waits on it, bounded by ``shutdown_timeout``).
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._on_loop(self._start_shutdown, done)
+        return done
+
+    # --- loop side --------------------------------------------------------
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _begin(self) -> None:
+        self._lost = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._run_task = self._loop.create_task(
+            self._run(), name=f"account-{self.info.sip_user}-{self.info.protocol}"
+        )
+
+    def _emit(self, event: str, **kwargs: Any) -> None:
+        listener.send(event, account=self.info, **kwargs)
+
+    def _set_state(self, state: AccountState, reason: str = "") -> None:
+        status = self.account_status
+        if reason:
+            status.last_error = reason
+        if status.state == state.value and not reason:
+            return
+        status.state = state.value
+        status.since = time.time()
+        logger.info(
+            "Account %s/%s (%s): %s%s", self.info.sip_user, self.info.protocol,
+            self.info.ext_user, state.name, f" ({reason})" if reason else "",
+        )
+        self._emit("on_connection_state", state=state, reason=reason)
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug in this module, not in the adapter: keep it visible.
+            logger.exception("Account %s/%s: runtime failure", *self.info[1:3])
+            self._set_state(AccountState.UNKNOWN_ERROR, f"internal error: {exc!r}")
+            self._fail_queue(Outcome(480, "account failed"))
+
+    async def _connect_loop(self) -> None:
+        config = self._config
+        status = self.account_status
+        while not self._stopping:
+            self._generation += 1
+            self._set_state(AccountState.CONNECTING)
+            context = SessionContext(
+                loop=self._loop,
+                events=_Events(self, self._generation),
+                config=self._protocol_config,
+                proxy=self._proxy,
+                shared=self._shared,
+            )
+            error = ""
+            state = AccountState.TRANSIENT_DISCONNECT
+            session: Session | None = None
+            try:
+                session = self._adapter.create_session(self.credentials, context)
+                self._session = session
+                await asyncio.wait_for(session.login(), config.login_timeout)
+            except BadCredentialsError as exc:
+                await self._discard(session)
+                self._bad_credentials(str(exc) or "credentials rejected")
+                return
+            except TimeoutError:
+                error = f"login timed out after {config.login_timeout:g}s"
+            except (TransientError, OSError) as exc:
+                error = str(exc) or type(exc).__name__
+            except Exception as exc:
+                logger.warning("Account %s/%s: login failed", *self.info[1:3], exc_info=True)
+                state, error = AccountState.UNKNOWN_ERROR, repr(exc)
+            else:
+                bad = await self._stay_connected(session)
+                if bad:
+                    return
+                error, state = self._lost_reason, AccountState.TRANSIENT_DISCONNECT
+            if self._stopping:
+                return
+            await self._discard(session)
+            delay = self._policy.next_delay()
+            status.flapping = self._policy.flapping
+            if delay is None:
+                status.gave_up = True
+                status.next_retry_in = None
+                self._set_state(
+                    AccountState.UNKNOWN_ERROR,
+                    f"gave up after {self._policy.flap_pauses - 1} flapping pauses: {error}",
+                )
+                self._fail_queue(Outcome(480, "account gave up reconnecting"))
+                return
+            status.next_retry_in = delay
+            self._set_state(state, error)
+            await asyncio.sleep(delay)
+            status.next_retry_in = None
+            status.reconnects += 1
+
+    async def _stay_connected(self, session: Session) -> bool:
+        """Serve one connection until it is lost; True if credentials went bad."""
+        assert self._lost is not None
+        self._lost.clear()
+        self._lost_reason = ""
+        self._lost_bad_credentials = False
+        self._connected = True
+        self._policy.connected()
+        self.account_status.flapping = False
+        self._set_state(AccountState.CONNECTED)
+        if self._presence is not None:
+            self._loop.create_task(self._apply_presence(session, self._presence))
+        self._drain_task = self._loop.create_task(self._drain(session))
+        try:
+            await self._lost.wait()
+        finally:
+            self._connected = False
+            self._drain_task.cancel()
+            await asyncio.gather(self._drain_task, return_exceptions=True)
+            self._drain_task = None
+        if self._lost_bad_credentials:
+            await self._discard(session)
+            self._bad_credentials(self._lost_reason or "credentials rejected")
+            return True
+        return False
+
+    def _bad_credentials(self, reason: str) -> None:
+        # Rule 1: no retry until the row changes (a reload replaces us).
+        self.account_status.next_retry_in = None
+        self._set_state(AccountState.BAD_CREDENTIALS, reason)
+        self._fail_queue(Outcome(403, "bad credentials"))
+
+    def _session_state(self, state: ConnectionState, reason: str) -> None:
+        if not self._connected or self._lost is None:
+            return
+        if state in (AccountState.CONNECTED, AccountState.CONNECTING):
+            return
+        self._lost_reason = reason or state.value
+        self._lost_bad_credentials = state is AccountState.BAD_CREDENTIALS
+        self._lost.set()
+
+    async def _discard(self, session: Session | None) -> None:
+        """Close a session we no longer use, whatever state it is in."""
+        if session is None:
+            return
+        if session is self._session:
+            self._session = None
+        try:
+            await asyncio.wait_for(session.logout(), self._config.logout_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the session is being dropped anyway
+            logger.debug("Account %s/%s: logout failed", *self.info[1:3], exc_info=True)
+
+    async def _apply_presence(self, session: Session, presence: Presence) -> None:
+        await self._execute(session, _Request("set_presence", (presence,), None))
+
+    def _accept(self, request: _Request) -> None:
+        if request.op not in _OPS:
+            request.answer(Outcome(501, f"unknown request {request.op}"))
+            return
+        status = self.account_status
+        if self._stopping:
+            request.answer(Outcome(480, "account stopping"))
+            return
+        if status.state == AccountState.BAD_CREDENTIALS.value:
+            request.answer(Outcome(403, "bad credentials"))
+            return
+        if status.gave_up:
+            request.answer(Outcome(480, "account gave up reconnecting"))
+            return
+        if request.op == "set_presence":
+            # Only the latest presence matters; it is re-applied on every login.
+            self._presence = request.args[0]
+            if not self._connected:
+                request.answer(Outcome(202, "applied at next login"))
+                return
+        elif request.op == "send_typing" and not self._connected:
+            request.answer(Outcome(480, "account offline"))
+            return
+        if len(self._outbox) >= self._config.queue_limit:
+            request.answer(Outcome(480, "queue full"))
+            return
+        if not self._connected:
+            request.answer(Outcome(202, "queued until the account is online"))
+        self._outbox.append(request)
+        status.queued = len(self._outbox)
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _drain(self, session: Session) -> None:
+        assert self._wake is not None
+        while True:
+            while self._outbox:
+                request = self._outbox.popleft()
+                try:
+                    outcome = await self._execute(session, request)
+                except asyncio.CancelledError:
+                    # Connection lost mid-request: retry it on the next
+                    # connection (message ids are stable across retries).
+                    self._outbox.appendleft(request)
+                    raise
+                self.account_status.queued = len(self._outbox)
+                self._finish(request, outcome)
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _execute(self, session: Session, request: _Request) -> Outcome:
+        method = getattr(session, request.op)
+        try:
+            await asyncio.wait_for(method(*request.args), self._config.send_timeout)
+        except TimeoutError:
+            return Outcome(504, f"{request.op} timed out after {self._config.send_timeout:g}s")
+        except NotImplementedError:
+            return Outcome(501, f"{self.info.protocol} cannot {request.op}")
+        except Ignore:
+            return Outcome(200, "ignored")
+        except DeliveryError as exc:
+            return Outcome(exc.status_hint, str(exc))
+        except BadCredentialsError as exc:
+            self._session_state(AccountState.BAD_CREDENTIALS, str(exc))
+            return Outcome(403, str(exc) or "bad credentials")
+        except (TransientError, OSError) as exc:
+            return Outcome(503, str(exc) or type(exc).__name__)
+        except Exception as exc:
+            logger.exception("Account %s/%s: %s failed", self.info.sip_user,
+                             self.info.protocol, request.op)
+            return Outcome(500, repr(exc))
+        if request.op == "send_message":
+            self.account_status.messages_out += 1
+        return Outcome(200, "sent")
+
+    def _finish(self, request: _Request, outcome: Outcome) -> None:
+        if request.answered:
+            if request.op == "send_message":
+                self._emit("on_send_result", message_id=request.args[2], outcome=outcome)
+        else:
+            request.answer(outcome)
+
+    def _fail_queue(self, outcome: Outcome) -> None:
+        while self._outbox:
+            self._finish(self._outbox.popleft(), outcome)
+        self.account_status.queued = 0
+
+    def _start_shutdown(self, done: concurrent.futures.Future[None]) -> None:
+        if self._stopping:
+            done.set_result(None)
+            return
+        self._stopping = True
+        self._loop.create_task(self._shutdown(done))
+
+    async def _shutdown(self, done: concurrent.futures.Future[None]) -> None:
+        try:
+            task = self._run_task
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+                await asyncio.gather(self._drain_task, return_exceptions=True)
+            self._connected = False
+            await self._discard(self._session)
+            self._fail_queue(Outcome(480, "account logged out"))
+            self.account_status.next_retry_in = None
+            self._set_state(AccountState.LOGGED_OUT)
+        finally:
+            self._generation += 1
+            try:
+                self.actor_ref.stop(block=False)  # type: ignore[attr-defined]
+            except pykka.ActorDeadError:
+                pass
+            if not done.done():
+                done.set_result(None)
+
+
+class LoopAccountActor(AccountCore, LoopActor):
+    """Account actor of the ``shared_loop`` runtime (runs on the loop)."""
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        LoopActor.__init__(self, loop=loop)
+        self._loop = loop
+        self._setup(**kwargs)
+
+    def on_start(self) -> None:
+        self._begin()
+
+
+class ThreadAccountActor(AccountCore, pykka.ThreadingActor):
+    """Account actor of the ``thread_per_account`` runtime."""
+
+    use_daemon_thread = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        pykka.ThreadingActor.__init__(self)
+        kwargs.pop("loop", None)
+        self._loop_thread = LoopThread(name=f"loop-{kwargs['credentials'].sip_user}").start()
+        self._loop = self._loop_thread.loop
+        self._setup(**kwargs)
+
+    def on_start(self) -> None:
+        self._loop.call_soon_threadsafe(self._begin)
+
+    def on_stop(self) -> None:
+        self._loop_thread.stop()
+
+    def on_failure(self, *_exc: object) -> None:
+        self._loop_thread.stop()
+
+
+ACTOR_CLASSES: dict[str, type[AccountCore]] = {
+    "shared_loop": LoopAccountActor,
+    "thread_per_account": ThreadAccountActor,
+}
+
+
+class AccountHandle:
+    """What the rest of the gateway holds to talk to one account.
+
+    Every method returns at once with a ``pykka.Future[Outcome]``; call
+    ``.get(timeout=...)`` off the loop, or add a callback with
+    ``future.add_done_callback`` where blocking is not allowed.
+    """
+
+    def __init__(self, ref: pykka.ActorRef[Any], info: AccountInfo) -> None:
+        self.ref = ref
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"AccountHandle({self.info.sip_user!r}, {self.info.protocol!r})"
+
+    def _request(self, op: str, *args: Any) -> pykka.Future[Outcome]:
+        future: pykka.Future[Outcome] = pykka.ThreadingFuture()
+        try:
+            self.ref.tell(messages.ProxyCall(attr_path=("request",), args=(op, args, future), kwargs={}))
+        except pykka.ActorDeadError:
+            future.set(Outcome(480, "account not running"))
+        return future
+
+    def send_message(self, contact: str, text: str, message_id: str) -> pykka.Future[Outcome]:
+        """Send ``text`` to ``contact``: 200 sent, 202 queued, 403/480/5xx failed."""
+        return self._request("send_message", contact, text, message_id)
+
+    def set_presence(self, presence: Presence) -> pykka.Future[Outcome]:
+        return self._request("set_presence", presence)
+
+    def add_contact(self, contact: str) -> pykka.Future[Outcome]:
+        return self._request("add_contact", contact)
+
+    def remove_contact(self, contact: str) -> pykka.Future[Outcome]:
+        return self._request("remove_contact", contact)
+
+    def answer_authorization(self, contact: str, answer: AuthorizationAnswer) -> pykka.Future[Outcome]:
+        return self._request("answer_authorization", contact, answer)
+
+    def send_typing(self, contact: str, state: TypingState) -> pykka.Future[Outcome]:
+        return self._request("send_typing", contact, state)
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.ref.ask(messages.ProxyCall(attr_path=("status",), args=(), kwargs={}), timeout=timeout)

@@ -1,0 +1,119 @@
+"""Fan-out of account events to whoever listens (the SIP side, tests...).
+
+Shape of Mopidy's ``mopidy/listener.py``: the sender never waits.  Events
+go to every running pykka actor that subclasses ``EventSink`` with
+``tell`` -- never ``ask``: an account actor asking a SIP actor that is
+itself asking the account would deadlock, and a slow sink would stall the
+shared loop.  Sinks catch and log their own errors (``EventSink.on_event``)
+so one broken subscriber cannot kill the sender or the other sinks.
+
+Plain objects may also listen (``add_sink``): worker processes use that to
+forward events to the main process.  They are called inline on the
+sender's thread, so they must be quick, thread-safe and must not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pykka
+from pykka import messages
+
+if TYPE_CHECKING:
+    from purplegw.actors.state import Outcome
+    from purplegw.presence import ContactPresence
+    from purplegw.protocols.base import (
+        AuthorizationAnswer,
+        ConnectionState,
+        TypingState,
+    )
+
+logger = logging.getLogger(__name__)
+
+
+class AccountInfo(NamedTuple):
+    """Which account an event is about (picklable: it crosses processes)."""
+
+    account_id: int
+    sip_user: str
+    protocol: str
+    ext_user: str
+
+
+class EventSink:
+    """Receiver of account events.  Subclass, override what you need.
+
+    As a pykka actor (``class SipFront(pykka.ThreadingActor, EventSink)``)
+    it receives events by ``tell`` on its own thread.  Each method is
+    "Triggered when..." and must not raise (errors are logged anyway).
+    """
+
+    def on_event(self, event: str, **kwargs: Any) -> None:
+        """Dispatch one event to the method of the same name, logging errors."""
+        try:
+            getattr(self, event)(**kwargs)
+        except Exception:
+            logger.exception("%s failed to handle %s", type(self).__name__, event)
+
+    def on_connection_state(
+        self, account: AccountInfo, state: ConnectionState, reason: str
+    ) -> None:
+        """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT)."""
+
+    def on_message(
+        self, account: AccountInfo, contact: str, text: str, message_id: str | None
+    ) -> None:
+        """Triggered when an external contact sends the SIP user a message."""
+
+    def on_contact_presence(self, account: AccountInfo, presence: ContactPresence) -> None:
+        """Triggered when an external contact's presence changes."""
+
+    def on_authorization_request(self, account: AccountInfo, contact: str, text: str) -> None:
+        """Triggered when an external contact asks to see the SIP user's presence."""
+
+    def on_authorization_answer(
+        self, account: AccountInfo, contact: str, answer: AuthorizationAnswer
+    ) -> None:
+        """Triggered when a contact accepts or refuses the SIP user's request."""
+
+    def on_typing(self, account: AccountInfo, contact: str, state: TypingState) -> None:
+        """Triggered when an external contact starts/stops typing."""
+
+    def on_receipt(self, account: AccountInfo, contact: str, message_id: str) -> None:
+        """Triggered when the network confirms a message reached the contact."""
+
+    def on_send_result(self, account: AccountInfo, message_id: str, outcome: Outcome) -> None:
+        """Triggered when a message that was queued (202) was finally sent or failed."""
+
+
+_plain_sinks: list[EventSink] = []
+_plain_lock = threading.Lock()
+
+
+def add_sink(sink: EventSink) -> None:
+    """Make a plain (non-actor) object receive every event inline."""
+    with _plain_lock:
+        _plain_sinks.append(sink)
+
+
+def remove_sink(sink: EventSink) -> None:
+    with _plain_lock:
+        if sink in _plain_sinks:
+            _plain_sinks.remove(sink)
+
+
+def send(event: str, **kwargs: Any) -> None:
+    """Send ``event`` to every sink.  Never blocks, never raises."""
+    call = messages.ProxyCall(attr_path=("on_event",), args=(event,), kwargs=kwargs)
+    for ref in pykka.ActorRegistry.get_by_class(EventSink):
+        try:
+            ref.tell(call)
+        except pykka.ActorDeadError:
+            # It stopped between the registry lookup and the tell.
+            logger.debug("Event sink %s stopped; dropped %s", ref, event)
+    with _plain_lock:
+        sinks = list(_plain_sinks)
+    for sink in sinks:
+        sink.on_event(event, **kwargs)

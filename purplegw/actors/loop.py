@@ -1,0 +1,209 @@
+"""The asyncio loop thread and pykka actors that run on it.
+
+Adapter sessions (slixmpp, the IRC client...) are asyncio code: their
+objects may only be touched on their loop's thread.  In the default
+``shared_loop`` runtime every account actor of a process runs *on* one
+shared loop thread (``LoopActor``), so an account's state, its session and
+its callbacks all live on one thread with no locks, and 5,000 accounts
+cost 2 OS threads instead of 5,000 (measurements in docs/runtime.md).
+
+``LoopActor`` plugs into pykka through its runtime hooks
+(``_create_actor_inbox``, ``_create_future``, ``_start_actor_loop``) and
+reuses its private ``_handle_receive``/``_stop``/``_handle_failure``; pykka
+is pinned to 4.5.x in setup.py and tests/actors/test_loop.py fails loudly
+if those change.
+
+Rules for code on the loop: never block (no ``Future.get()``, no blocking
+I/O: use ``run_in_executor``), never ``await`` a pykka future (its
+``__await__`` blocks the loop), use ``tell`` not ``ask`` towards other actors.
+Other threads reach the loop through ``call_soon_threadsafe`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pykka
+from pykka import ActorDeadError, messages
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A callback that holds the loop longer than this is reported: one account
+# blocking the shared loop delays every other account of the process.
+SLOW_CALLBACK_SECONDS = 0.5
+
+
+class LoopThread:
+    """One asyncio event loop running forever in its own daemon thread."""
+
+    def __init__(self, name: str = "purplegw-loop") -> None:
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self.loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = threading.Event()
+
+    def start(self) -> LoopThread:
+        self._thread.start()
+        self._started.wait()
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        # slixmpp's disconnect() leaves run_filters tasks behind: cancel
+        # every leftover task and let it unwind before closing the loop.
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(
+                asyncio.gather(*pending, return_exceptions=True)
+            )
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the loop; safe from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` on the loop; safe from any thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # closed meanwhile
+            return
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+class _LoopInbox:
+    """A pykka inbox whose ``put`` schedules processing on the loop."""
+
+    def __init__(self, actor: LoopActor) -> None:
+        self._actor = actor
+        self._queue: collections.deque[Any] = collections.deque()
+
+    def put(self, envelope: Any, /) -> None:
+        self._queue.append(envelope)
+        try:
+            self._actor.actor_loop.call_soon_threadsafe(self._actor._process_one)
+        except RuntimeError:  # loop closed: the process is shutting down
+            self._actor._fail_pending()
+
+    def get(self) -> Any:
+        return self._queue.popleft()
+
+    def empty(self) -> bool:
+        return not self._queue
+
+
+class LoopActor(pykka.Actor):
+    """A pykka actor whose messages are handled on an asyncio loop thread.
+
+    Subclasses pass ``loop=`` to ``start()``/``__init__``.  Everything else
+    is ordinary pykka: ``ActorRef.tell``/``ask``, proxies, the registry.
+    """
+
+    def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        # Must be set before pykka creates the inbox.
+        self.actor_loop = loop
+        super().__init__(*args, **kwargs)
+
+    def _create_actor_inbox(self) -> Any:  # type: ignore[override]
+        return _LoopInbox(self)
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return pykka.ThreadingFuture()
+
+    def _start_actor_loop(self) -> None:
+        self.actor_loop.call_soon_threadsafe(self._actor_loop_setup)
+
+    def _process_one(self) -> None:
+        """Handle one envelope: the body of pykka's ``_actor_loop_running``."""
+        if self.actor_stopped.is_set():
+            self._fail_pending()
+            return
+        envelope = self.actor_inbox.get()
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                logger.info("Exception returned from %s to caller:", self, exc_info=True)
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:  # noqa: BLE001 - pykka's own policy
+                    self._handle_failure(*sys.exc_info())
+        except BaseException:
+            # pykka stops everything on SystemExit/KeyboardInterrupt: do the
+            # same, but never let them escape into the shared loop.
+            logger.debug("%r in %s. Stopping all actors.", sys.exc_info()[1], self)
+            self._stop()
+            pykka.ActorRegistry.stop_all(block=False)
+        if self.actor_stopped.is_set():
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            if envelope.reply_to is None:
+                continue
+            if isinstance(envelope.message, messages._ActorStop):  # noqa: SLF001
+                envelope.reply_to.set(None)
+            else:
+                error = ActorDeadError(f"{self.actor_ref} stopped before handling the message")
+                envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+
+
+_shared: LoopThread | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_loop() -> LoopThread:
+    """The process's shared loop thread, started on first use."""
+    global _shared  # noqa: PLW0603 - one loop per process is the point
+    with _shared_lock:
+        if _shared is None or _shared.loop.is_closed() or not _shared.thread.is_alive():
+            _shared = LoopThread().start()
+        return _shared
+
+
+def stop_shared_loop(timeout: float = 10.0) -> None:
+    global _shared  # noqa: PLW0603
+    with _shared_lock:
+        if _shared is not None:
+            _shared.stop(timeout)
+            _shared = None

@@ -1,0 +1,333 @@
+"""The supervisor: one account actor per account row, and the reload diff.
+
+pykka has no supervision, so this is explicit policy (STYLE.md rule 11):
+the account actors keep their own connections up (restart policy in
+``state.py``); the supervisor starts and stops them as rows come and go,
+restarts an actor that died of an unhandled exception, and publishes the
+running accounts in a ``Directory`` that other actors read without asking
+(an ``ask`` per SIP request would serialise the whole gateway on us).
+
+Reload diff (SIGHUP): rows are keyed by (sip_user, protocol).  An added row
+starts an actor, a removed row logs out and stops, a row whose credentials
+changed in any field (password, ext_user...) is stopped and started again;
+every other account is not touched and keeps its connection.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pykka
+from pykka import messages
+
+from purplegw.actors.account import ACTOR_CLASSES, AccountHandle
+from purplegw.actors.listener import AccountInfo
+from purplegw.actors.loop import shared_loop
+from purplegw.actors.state import (
+    AccountKey,
+    AccountState,
+    AccountStatus,
+    ActorsConfig,
+)
+from purplegw.protocols.base import AccountCredentials, Adapter, ProxySettings
+
+logger = logging.getLogger(__name__)
+
+# How often dead account actors are looked for.
+CHECK_INTERVAL = 1.0
+
+
+class AdapterLookup(Protocol):
+    def get(self, protocol_id: str) -> Adapter: ...
+
+
+@dataclass
+class ReloadSummary:
+    added: list[AccountKey] = field(default_factory=list)
+    removed: list[AccountKey] = field(default_factory=list)
+    changed: list[AccountKey] = field(default_factory=list)
+    unchanged: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": [list(k) for k in self.added],
+            "removed": [list(k) for k in self.removed],
+            "changed": [list(k) for k in self.changed],
+            "unchanged": self.unchanged,
+        }
+
+    def merge(self, other: ReloadSummary) -> None:
+        self.added += other.added
+        self.removed += other.removed
+        self.changed += other.changed
+        self.unchanged += other.unchanged
+
+
+def diff_rows(
+    current: dict[AccountKey, AccountCredentials], rows: Iterable[AccountCredentials]
+) -> tuple[dict[AccountKey, AccountCredentials], ReloadSummary]:
+    """Compare the running rows with the table (pure; used by both runtimes)."""
+    wanted: dict[AccountKey, AccountCredentials] = {}
+    for row in rows:
+        key = AccountKey.of(row)
+        if key in wanted:
+            logger.warning("Duplicate account row for %s/%s: keeping the first", *key)
+            continue
+        wanted[key] = row
+    summary = ReloadSummary()
+    for key, row in wanted.items():
+        if key not in current:
+            summary.added.append(key)
+        elif current[key] != row:  # dataclass equality compares the password too
+            summary.changed.append(key)
+        else:
+            summary.unchanged += 1
+    summary.removed = [key for key in current if key not in wanted]
+    return wanted, summary
+
+
+class Directory:
+    """Thread-safe, lock-free-to-read map of the running accounts."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[AccountKey, Any] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, key: AccountKey, handle: Any | None) -> None:
+        with self._lock:
+            updated = dict(self._by_key)
+            if handle is None:
+                updated.pop(key, None)
+            else:
+                updated[key] = handle
+            self._by_key = updated  # readers see the old or the new dict, whole
+
+    def get(self, sip_user: str, protocol: str) -> Any | None:
+        """The handle of ``sip_user``'s account on ``protocol`` (canonical name)."""
+        return self._by_key.get(AccountKey(sip_user, protocol))
+
+    def of_user(self, sip_user: str) -> list[Any]:
+        """All of ``sip_user``'s accounts (e.g. to apply a PUBLISH to each)."""
+        return [h for k, h in self._by_key.items() if k.sip_user == sip_user]
+
+    def all(self) -> list[Any]:
+        return list(self._by_key.values())
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def _call(ref: pykka.ActorRef[Any], method: str, *args: Any) -> pykka.Future[Any]:
+    return ref.ask(messages.ProxyCall(attr_path=(method,), args=args, kwargs={}), block=False)
+
+
+class Supervisor(pykka.ThreadingActor):
+    """Starts, stops and revives the account actors of one process."""
+
+    def __init__(
+        self,
+        *,
+        config: ActorsConfig,
+        adapters: AdapterLookup,
+        protocols_config: dict[str, dict[str, Any]] | None = None,
+        proxy: ProxySettings | None = None,
+        directory: Directory | None = None,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._adapters = adapters
+        self._protocols_config = protocols_config or {}
+        self._proxy = proxy
+        self.directory = directory if directory is not None else Directory()
+        self._rows: dict[AccountKey, AccountCredentials] = {}
+        self._refs: dict[AccountKey, pykka.ActorRef[Any]] = {}
+        self._broken: dict[AccountKey, AccountStatus] = {}
+        self._shared: dict[str, Any] = {}  # per-process caches for sessions
+        self._actor_class = ACTOR_CLASSES[config.runtime]
+        self._ticker_stop = threading.Event()
+
+    def on_start(self) -> None:
+        threading.Thread(target=self._tick, name="supervisor-check", daemon=True).start()
+
+    def on_stop(self) -> None:
+        self._ticker_stop.set()
+
+    def _tick(self) -> None:
+        while not self._ticker_stop.wait(CHECK_INTERVAL):
+            try:
+                self.actor_ref.tell(messages.ProxyCall(attr_path=("check",), args=(), kwargs={}))
+            except pykka.ActorDeadError:
+                return
+
+    def ping(self) -> bool:
+        return True
+
+    # --- rows ---------------------------------------------------------------
+
+    def apply(self, rows: Sequence[AccountCredentials]) -> ReloadSummary:
+        """Make the running accounts match ``rows``; touch only what changed."""
+        wanted, summary = diff_rows(self._rows, rows)
+        leaving = summary.removed + summary.changed
+        self._stop_accounts(leaving)
+        for key in summary.removed:
+            self._rows.pop(key, None)
+        for key in summary.added + summary.changed:
+            self._rows[key] = wanted[key]
+            self._start_account(key)
+        if leaving or summary.added:
+            logger.info(
+                "Accounts: %d added, %d removed, %d changed, %d unchanged",
+                len(summary.added), len(summary.removed), len(summary.changed),
+                summary.unchanged,
+            )
+        return summary
+
+    def _start_account(self, key: AccountKey) -> None:
+        row = self._rows[key]
+        self._broken.pop(key, None)
+        try:
+            adapter = self._adapters.get(row.protocol)
+        except Exception as exc:  # noqa: BLE001 - unknown or broken protocol: report, go on
+            status = AccountStatus(
+                account_id=row.account_id, sip_user=row.sip_user, protocol=row.protocol,
+                ext_user=row.ext_user, state=AccountState.UNKNOWN_ERROR.value,
+                last_error=f"protocol unavailable: {exc}", since=time.time(), pid=os.getpid(),
+            )
+            self._broken[key] = status
+            logger.error("Account %s/%s not started: %s", row.sip_user, row.protocol, exc)
+            return
+        kwargs: dict[str, Any] = {
+            "credentials": row,
+            "adapter": adapter,
+            "config": self._config,
+            "protocol_config": self._protocols_config.get(row.protocol, {}),
+            "proxy": self._proxy,
+            "shared": self._shared,
+        }
+        if self._config.runtime == "shared_loop":
+            kwargs["loop"] = shared_loop().loop
+        ref = self._actor_class.start(**kwargs)  # type: ignore[attr-defined]
+        self._refs[key] = ref
+        info = AccountInfo(row.account_id, row.sip_user, row.protocol, row.ext_user)
+        self.directory.publish(key, AccountHandle(ref, info))
+
+    def _stop_accounts(self, keys: Sequence[AccountKey]) -> None:
+        pending: list[tuple[pykka.ActorRef[Any], pykka.Future[Any]]] = []
+        for key in keys:
+            self.directory.publish(key, None)
+            self._broken.pop(key, None)
+            ref = self._refs.pop(key, None)
+            if ref is None:
+                continue
+            try:
+                pending.append((ref, _call(ref, "shutdown")))
+            except pykka.ActorDeadError:
+                continue
+        deadline = time.monotonic() + self._config.shutdown_timeout
+        for ref, future in pending:
+            try:
+                done: concurrent.futures.Future[None] = future.get(
+                    timeout=max(0.1, deadline - time.monotonic())
+                )
+                done.result(timeout=max(0.1, deadline - time.monotonic()))
+            except (pykka.ActorDeadError, concurrent.futures.TimeoutError, pykka.Timeout):
+                logger.warning("Account actor %s did not log out in time", ref)
+            except Exception:
+                logger.exception("Account actor %s failed to log out", ref)
+            if ref.is_alive():
+                ref.stop(block=False)
+
+    def stop_accounts(self) -> None:
+        """Log every account out (SIGTERM), bounded by ``shutdown_timeout``."""
+        self._stop_accounts(list(self._refs))
+        self._rows.clear()
+        self._broken.clear()
+
+    # --- health ---------------------------------------------------------------
+
+    def check(self) -> list[AccountKey]:
+        """Restart account actors that died of an unhandled exception."""
+        revived = []
+        for key, ref in list(self._refs.items()):
+            if not ref.is_alive():
+                logger.error("Account actor %s/%s died; restarting it", *key)
+                del self._refs[key]
+                self._start_account(key)
+                revived.append(key)
+        return revived
+
+    def status(self) -> list[dict[str, Any]]:
+        futures = [( key, _call(ref, "status")) for key, ref in self._refs.items()]
+        result = [s.as_dict() for s in self._broken.values()]
+        pid = os.getpid()
+        for key, future in futures:
+            try:
+                entry = future.get(timeout=5.0)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                row = self._rows[key]
+                entry = AccountStatus(
+                    account_id=row.account_id, sip_user=row.sip_user, protocol=row.protocol,
+                    ext_user=row.ext_user, state=AccountState.UNKNOWN_ERROR.value,
+                    last_error="actor not responding",
+                ).as_dict()
+            entry["pid"] = pid
+            result.append(entry)
+        result.sort(key=lambda e: (e["sip_user"], e["protocol"]))
+        return result
+
+
+class LocalAccounts:
+    """Accounts hosted in this process (``[actors] workers = 0``)."""
+
+    def __init__(
+        self,
+        config: ActorsConfig,
+        adapters: AdapterLookup,
+        protocols_config: dict[str, dict[str, Any]] | None = None,
+        proxy: ProxySettings | None = None,
+    ) -> None:
+        self.config = config
+        self.directory = Directory()
+        self._ref = Supervisor.start(
+            config=config, adapters=adapters, protocols_config=protocols_config,
+            proxy=proxy, directory=self.directory,
+        )
+        self._supervisor = self._ref.proxy()
+        self._supervisor.ping().get()
+
+    def apply(self, rows: Sequence[AccountCredentials]) -> ReloadSummary:
+        return self._supervisor.apply(list(rows)).get()
+
+    def status(self) -> list[dict[str, Any]]:
+        return self._supervisor.status().get()
+
+    def stop(self) -> None:
+        if not self._ref.is_alive():
+            return
+        try:
+            self._supervisor.stop_accounts().get(timeout=self.config.shutdown_timeout + 10)
+        finally:
+            self._ref.stop()
+
+
+def start_accounts(
+    config: ActorsConfig,
+    adapters: AdapterLookup,
+    protocols_config: dict[str, dict[str, Any]] | None = None,
+    proxy: ProxySettings | None = None,
+    *,
+    adapter_loader: Callable[[], AdapterLookup] | None = None,
+) -> Any:
+    """``LocalAccounts`` or, with ``workers > 0``, a ``WorkerPool``."""
+    if config.workers == 0:
+        return LocalAccounts(config, adapters, protocols_config, proxy)
+    from purplegw.actors.workers import WorkerPool  # noqa: PLC0415 - only with workers
+
+    return WorkerPool(config, protocols_config, proxy)
