@@ -1,0 +1,82 @@
+"""XMPP adapter (slixmpp): ``ext_prot`` ``xmpp``, ``prpl-jabber``, ``jabber``, ``gtalk``.
+
+``gtalk`` rows are plain XMPP accounts whose server defaults to
+``gtalk_server`` (talk.google.com:5222) unless ``server`` is set.  The
+session lives in ``session.py``; the presence table in ``presence_map.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from purplegw.exceptions import AdapterError
+from purplegw.protocols import base
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
+
+_POSITIVE_NUMBERS = ("connect_timeout", "login_timeout")
+
+
+class Adapter(base.Adapter):
+    name = "xmpp"
+    aliases = ("prpl-jabber", "jabber", "gtalk")
+    addresses_user_at_host = True
+
+    def get_default_config(self) -> dict[str, Any]:
+        with DEFAULTS_PATH.open("rb") as f:
+            return tomllib.load(f)
+
+    def validate_config(self, section: dict[str, Any]) -> list[str]:
+        from purplegw.protocols.xmpp.session import parse_server
+
+        problems = []
+        for key in ("server", "gtalk_server"):
+            try:
+                parse_server(str(section.get(key, "") or ""))
+            except ValueError:
+                problems.append(f"{key}: expected host:port, got {section.get(key)!r}")
+        if section.get("allow_plaintext") and section.get("require_tls", True):
+            problems.append("allow_plaintext: needs require_tls = false")
+        ca_file = section.get("ca_file") or ""
+        if ca_file and not Path(ca_file).is_file():
+            problems.append(f"ca_file: {ca_file} is not a readable file")
+        for key in _POSITIVE_NUMBERS:
+            value = section.get(key, 1)
+            if not isinstance(value, (int, float)) or value <= 0:
+                problems.append(f"{key}: must be a positive number of seconds, got {value!r}")
+        keepalive = section.get("keepalive", 0)
+        if not isinstance(keepalive, (int, float)) or keepalive < 0:
+            problems.append(f"keepalive: must be >= 0 seconds, got {keepalive!r}")
+        return problems
+
+    def validate_environment(self) -> None:
+        try:
+            import slixmpp  # noqa: F401
+        except ImportError as exc:
+            raise AdapterError(f"the XMPP adapter needs slixmpp: {exc}") from exc
+
+    def create_session(
+        self, credentials: base.AccountCredentials, context: base.SessionContext
+    ) -> base.Session:
+        from purplegw.protocols.xmpp.session import XmppSession
+
+        config = {**self.get_default_config(), **context.config}
+        if config is not context.config:
+            context = base.SessionContext(
+                loop=context.loop,
+                events=context.events,
+                config=config,
+                proxy=context.proxy,
+                shared=context.shared,
+            )
+        return XmppSession(credentials, context)
+
+    def normalize_contact(self, contact: str) -> str:
+        """Bare JID, lower-cased local part and domain (resource dropped)."""
+        bare = contact.strip().partition("/")[0]
+        return bare.lower()

@@ -1,0 +1,653 @@
+"""One XMPP account's connection: slixmpp ``ClientXMPP`` behind the ``Session`` contract.
+
+Threading: the client is created, driven and closed on ``context.loop`` only
+(``loop=`` is passed to slixmpp); the account actor calls the coroutines there.
+
+TLS: one ``ssl.SSLContext`` per process and CA file, kept in
+``context.shared`` (slixmpp would otherwise build ~930 KB and ~40 ms CPU of
+context per client).
+
+Delivery guarantee (XEP-0198 stream management, when the server offers it):
+
+* ``send_message`` returns when the stanza is written; it stays in the
+  session's ledger until the server acks it (an ack is requested after every
+  stanza).
+* After a lost connection the session tries *one* stream resumption (no other
+  reconnects: backoff is the account actor's job).  On success slixmpp resends
+  the unacked stanzas and the ledger empties as acks arrive.
+* If resumption fails (server restarted, hibernation expired, network still
+  down) the session reports ``TRANSIENT_DISCONNECT`` and
+  ``unacked_messages()`` returns every message the server never acked, in
+  send order, with their original ids, for the caller to resend through the
+  next session.  A message may thus arrive twice (same id), never silently
+  not at all.  While not connected, ``send_message`` raises
+  ``DeliveryError`` (503): the caller keeps the message.
+* Without stream management on the server there is no ledger: messages
+  written just before a connection loss may be lost; XEP-0184 receipts
+  (requested on every message, reported through ``on_receipt``) are then the
+  only end-to-end confirmation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from purplegw.presence import ContactPresence, Presence, Status
+from purplegw.protocols.base import (
+    AccountCredentials,
+    AuthorizationAnswer,
+    BadCredentialsError,
+    ConnectionState,
+    DeliveryError,
+    ProxySettings,
+    Session,
+    SessionContext,
+    TransientError,
+    TypingState,
+)
+from purplegw.protocols.xmpp.message_text import message_text
+from purplegw.protocols.xmpp.presence_map import parse_presence, presence_from_xmpp, presence_to_xmpp
+
+logger = logging.getLogger(__name__)
+
+GTALK_IDS = ("gtalk",)
+IDLE_NS = "urn:xmpp:idle:1"
+SM_ACK_REQUEST = "<r xmlns='urn:xmpp:sm:3'/>"
+
+
+class TlsVerificationError(TransientError):
+    """The server's certificate could not be verified (wrong CA, wrong name, expired).
+
+    Transient because the operator (or the server admin) may fix it without
+    touching the account row; the message names the host for them.
+    """
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message the server has not acknowledged yet (see ``unacked_messages``)."""
+
+    contact: str
+    text: str
+    message_id: str
+
+
+def shared_ssl_context(shared: dict[str, Any], ca_file: str = "") -> ssl.SSLContext:
+    """The process-wide client TLS context for ``ca_file`` (created once)."""
+    key = ("xmpp.ssl_context", ca_file or "")
+    context = shared.get(key)
+    if context is None:
+        context = ssl.create_default_context(cafile=ca_file or None)
+        context.check_hostname = True
+        context.verify_mode = ssl.CERT_REQUIRED
+        shared[key] = context
+    return context
+
+
+def parse_server(value: str, default_port: int = 5222) -> tuple[str, int] | None:
+    """``"host:port"`` (or ``"host"``, ``"[v6]:port"``) -> (host, port); ``""`` -> None."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port else default_port
+    if value.count(":") == 1:
+        host, port = value.split(":")
+        return host, int(port)
+    return value, default_port
+
+
+def _make_client_class() -> type:
+    """ClientXMPP subclass that can tunnel through an HTTP CONNECT proxy.
+
+    Built lazily so importing the adapter does not import slixmpp.  slixmpp
+    1.17 has no proxy support of its own; ``_attempt_connection`` is its one
+    place that opens sockets, so the tunnel goes there (tested against
+    tinyproxy; slixmpp is pinned to 1.17.x in setup.py).
+    """
+    import slixmpp
+
+    class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
+        http_proxy: ProxySettings | None = None
+        connect_timeout: float = 15.0
+
+        async def _attempt_connection(  # noqa: ANN202
+            self, host: str, port: int, tls: bool, server_hostname: str | None
+        ):
+            if self.http_proxy is None:
+                return await super()._attempt_connection(host, port, tls, server_hostname)
+            self.event_when_connected = "connected"
+            if self._current_connection_attempt is None:
+                return False
+            try:
+                sock = await open_tunnel(self.http_proxy, host, port, self.connect_timeout)
+                await self.loop.create_connection(
+                    lambda: self,
+                    sock=sock,
+                    ssl=self.get_ssl_context() if tls else None,
+                    server_hostname=server_hostname if tls else None,
+                )
+            except (OSError, TransientError) as exc:
+                logger.debug("connection through proxy failed: %s", exc)
+                self.event("connection_failed", exc)
+                return False
+            return True
+
+    return Client
+
+
+async def open_tunnel(proxy: ProxySettings, host: str, port: int, timeout: float):  # noqa: ANN201
+    """A socket connected to ``host:port`` through the HTTP CONNECT ``proxy``."""
+    from python_socks import ProxyError, ProxyType
+    from python_socks.async_.asyncio import Proxy
+
+    tunnel = Proxy(
+        ProxyType.HTTP,
+        proxy.host,
+        proxy.port,
+        username=proxy.username,
+        password=proxy.password,
+        rdns=True,
+        loop=asyncio.get_running_loop(),
+    )
+    where = f"HTTP proxy {proxy.host}:{proxy.port}"
+    try:
+        return await tunnel.connect(dest_host=host, dest_port=port, timeout=timeout)
+    except ProxyError as exc:
+        raise TransientError(f"{where} refused CONNECT {host}:{port}: {exc}") from exc
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise TransientError(f"{where} unreachable for {host}:{port}: {exc}") from exc
+
+
+_client_class: type | None = None
+
+
+def client_class() -> type:
+    global _client_class  # noqa: PLW0603 - built once, on first use
+    if _client_class is None:
+        _client_class = _make_client_class()
+    return _client_class
+
+
+class XmppSession(Session):
+    """An XMPP account logged in through slixmpp (see the module docstring)."""
+
+    def __init__(self, credentials: AccountCredentials, context: SessionContext) -> None:
+        super().__init__(credentials, context)
+        self.config = context.config
+        self.client: Any = None
+        self.state = ConnectionState.LOGGED_OUT
+        self._closing = False
+        self._logged_in = False
+        self._unacked: OrderedDict[str, OutgoingMessage] = OrderedDict()
+        self._resources: dict[str, dict[str, Presence]] = {}
+        self._outcome: asyncio.Future[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._resume_task: asyncio.Task[None] | None = None
+        self._last_presence: Presence | None = None
+
+    # --- helpers ----------------------------------------------------------------
+
+    @property
+    def events(self):  # noqa: ANN201
+        return self.context.events
+
+    def _report(self, state: ConnectionState, reason: str = "") -> None:
+        self.state = state
+        try:
+            self.events.on_connection_state(state, reason)
+        except Exception:
+            logger.exception("on_connection_state callback failed")
+
+    def _call(self, name: str, *args: Any) -> None:
+        """Invoke one ``SessionEvents`` callback; a bad callback never breaks the stream."""
+        try:
+            getattr(self.events, name)(*args)
+        except Exception:
+            logger.exception("%s callback failed", name)
+
+    def server_address(self) -> tuple[str, int] | None:
+        """Where to connect: ``server``, the gtalk default for gtalk rows, else DNS."""
+        explicit = parse_server(str(self.config.get("server", "")))
+        if explicit:
+            return explicit
+        if (self.credentials.original_protocol or "").lower() in GTALK_IDS:
+            return parse_server(str(self.config.get("gtalk_server", "talk.google.com:5222")))
+        return None
+
+    def _label(self) -> str:
+        address = self.server_address()
+        domain = self.credentials.ext_user.partition("@")[2].partition("/")[0]
+        if address:
+            return f"{domain} ({address[0]}:{address[1]})"
+        return domain
+
+    def _settle(self, exc: BaseException | None) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            if exc is None:
+                self._outcome.set_result(None)
+            else:
+                self._outcome.set_exception(exc)
+
+    def _build_client(self) -> Any:
+        cfg = self.config
+        jid = self.credentials.ext_user
+        if "/" not in jid and cfg.get("resource"):
+            jid = f"{jid}/{cfg['resource']}"
+        require_tls = bool(cfg.get("require_tls", True))
+        plaintext = bool(cfg.get("allow_plaintext", False)) and not require_tls
+        ca_file = str(cfg.get("ca_file", "") or "")
+        plugin_config = {
+            "feature_mechanisms": {"unencrypted_plain": plaintext, "unencrypted_scram": not require_tls},
+        }
+        client = client_class()(
+            jid,
+            self.credentials.password,
+            plugin_config=plugin_config,
+            loop=self.context.loop,
+            ssl_context=shared_ssl_context(self.context.shared, ca_file),
+        )
+        client.http_proxy = self.context.proxy
+        client.connect_timeout = float(cfg.get("connect_timeout", 15))
+        client.enable_direct_tls = bool(cfg.get("direct_tls", False))
+        client.enable_starttls = not plaintext and not client.enable_direct_tls
+        client.enable_plaintext = not require_tls or plaintext
+        client.use_aiodns = False
+        # slixmpp's own keepalive only writes whitespace; ours pings (below).
+        client.whitespace_keepalive = False
+        for plugin in ("xep_0030", "xep_0085", "xep_0184", "xep_0199", "xep_0071", "xep_0198"):
+            client.register_plugin(plugin)
+        client.plugin["xep_0184"].auto_ack = True
+        client.plugin["xep_0184"].auto_request = False
+        # Subscription requests are the SIP user's decision, never automatic.
+        client.roster.auto_authorize = None
+        client.roster.auto_subscribe = False
+
+        client.add_event_handler("session_start", self._on_session_start)
+        client.add_event_handler("failed_all_auth", self._on_auth_failed)
+        client.add_event_handler("connection_failed", self._on_connection_failed)
+        client.add_event_handler("ssl_invalid_chain", self._on_ssl_invalid)
+        client.add_event_handler("stream_error", self._on_stream_error)
+        client.add_event_handler("disconnected", self._on_disconnected)
+        client.add_event_handler("session_resumed", self._on_session_resumed)
+        client.add_event_handler("session_end", self._on_session_end)
+        client.add_event_handler("stanza_acked", self._on_stanza_acked)
+        client.add_event_handler("message", self._on_message)
+        client.add_event_handler("receipt_received", self._on_receipt)
+        client.add_event_handler("presence_available", self._on_presence)
+        client.add_event_handler("presence_unavailable", self._on_presence)
+        client.add_event_handler("presence_subscribe", self._on_subscribe)
+        client.add_event_handler("presence_subscribed", self._on_subscribed)
+        client.add_event_handler("presence_unsubscribed", self._on_unsubscribed)
+        return client
+
+    # --- login / logout -----------------------------------------------------------
+
+    async def login(self) -> None:
+        if self._logged_in:
+            return
+        self._closing = False
+        self._report(ConnectionState.CONNECTING)
+        self.client = self._build_client()
+        self._outcome = self.context.loop.create_future()
+        address = self.server_address()
+        if address:
+            self.client.connect(*address)
+        else:
+            self.client.connect()
+        timeout = float(self.config.get("connect_timeout", 15)) + float(
+            self.config.get("login_timeout", 30)
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(self._outcome), timeout)
+        except asyncio.TimeoutError:
+            exc: BaseException = TransientError(
+                f"XMPP login of {self.credentials.ext_user} via {self._label()} timed out after {timeout:.0f}s"
+            )
+        except BadCredentialsError as e:
+            exc = e
+        except TransientError as e:
+            exc = e
+        except asyncio.CancelledError:
+            await self._teardown()
+            raise
+        else:
+            self._logged_in = True
+            self._report(ConnectionState.CONNECTED)
+            self._start_keepalive()
+            return
+        await self._teardown()
+        if isinstance(exc, BadCredentialsError):
+            self._report(ConnectionState.BAD_CREDENTIALS, str(exc))
+        else:
+            self._report(ConnectionState.TRANSIENT_DISCONNECT, str(exc))
+        raise exc
+
+    async def logout(self) -> None:
+        if self._closing and self.client is None:
+            return
+        self._closing = True
+        was_open = self.client is not None
+        await self._teardown(graceful=True)
+        if was_open or self.state is not ConnectionState.LOGGED_OUT:
+            self._report(ConnectionState.LOGGED_OUT)
+
+    async def _teardown(self, *, graceful: bool = False) -> None:
+        """Close the stream and cancel every task slixmpp or we left on the loop."""
+        self._closing = True
+        self._logged_in = False
+        for task in (self._keepalive_task, self._resume_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._keepalive_task = self._resume_task = None
+        client, self.client = self.client, None
+        if client is None:
+            return
+        client.cancel_connection_attempt()
+        if graceful and client.transport is not None:
+            if self._last_presence is None or self._last_presence.is_open:
+                with contextlib.suppress(Exception):
+                    client.send_presence(ptype="unavailable")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(wait=2.0), 5.0)
+        if client.transport is not None:
+            client.abort()
+        # disconnect() leaves the outgoing filter task running.
+        filters = getattr(client, "_run_out_filters", None)
+        if filters is not None and not filters.done():
+            filters.cancel()
+
+    def _start_keepalive(self) -> None:
+        interval = float(self.config.get("keepalive", 60) or 0)
+        if interval > 0:
+            self._keepalive_task = self.context.loop.create_task(self._keepalive(interval))
+
+    async def _keepalive(self, interval: float) -> None:
+        """Ping the server; an unanswered ping closes the transport (-> disconnected)."""
+        while True:
+            await asyncio.sleep(interval)
+            client = self.client
+            if client is None:
+                return
+            if client.transport is None:
+                continue
+            try:
+                await client.plugin["xep_0199"].send_ping(client.boundjid.domain, timeout=interval)
+            except Exception as exc:  # IqTimeout, IqError, connection gone
+                if self.client is client and client.transport is not None:
+                    logger.info("%s: keepalive ping failed (%s), dropping connection",
+                                self.credentials.ext_user, exc)
+                    client.abort()
+
+    # --- slixmpp events: connection ----------------------------------------------------
+
+    async def _on_session_start(self, _event: Any) -> None:
+        client = self.client
+        if self._logged_in:
+            # A fresh session after a failed resumption: the ledger is not
+            # valid on it; treat it as the lost connection it is.
+            self._fail_resumption("stream resumption failed; server started a new session")
+            return
+        try:
+            await client.get_roster(timeout=float(self.config.get("login_timeout", 30)))
+        except Exception as exc:
+            self._settle(TransientError(f"roster request failed on {self._label()}: {exc}"))
+            return
+        for jid in client.client_roster:
+            if client.client_roster[jid]["pending_out"]:
+                logger.debug("%s: subscription to %s still pending", self.credentials.ext_user, jid)
+        self._send_own_presence(self._last_presence or Presence(Status.AVAILABLE))
+        self._settle(None)
+
+    def _on_auth_failed(self, _event: Any) -> None:
+        client = self.client
+        secure = client is not None and client.transport is not None and (
+            client.transport.get_extra_info("ssl_object") is not None
+        )
+        if not secure and self.config.get("require_tls", True):
+            self._settle(TransientError(
+                f"{self._label()} offered no usable TLS; refusing to send the password in the clear"
+            ))
+        else:
+            self._settle(BadCredentialsError(
+                f"{self._label()} rejected the credentials of {self.credentials.ext_user}"
+            ))
+
+    def _on_connection_failed(self, error: Any) -> None:
+        self._settle(TransientError(f"cannot connect to {self._label()}: {error}"))
+        if self._resume_task is not None:
+            self._fail_resumption(f"reconnect to {self._label()} failed: {error}")
+
+    def _on_ssl_invalid(self, error: Any) -> None:
+        message = (
+            f"TLS certificate of {self._label()} could not be verified: {error} "
+            "(set ca_file to trust a private CA)"
+        )
+        self._settle(TlsVerificationError(message))
+        if self._resume_task is not None:
+            self._fail_resumption(message)
+
+    def _on_stream_error(self, error: Any) -> None:
+        condition = error["condition"] if error is not None else ""
+        text = error["text"] if error is not None else ""
+        logger.info("%s: stream error %s %s", self.credentials.ext_user, condition, text)
+        if condition == "not-authorized":
+            self._settle(BadCredentialsError(f"{self._label()}: {condition} {text}".strip()))
+        else:
+            self._settle(TransientError(f"{self._label()} closed the stream: {condition} {text}".strip()))
+
+    def _on_disconnected(self, reason: Any) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            self._settle(TransientError(f"{self._label()} closed the connection during login: {reason}"))
+            return
+        if self._closing or not self._logged_in:
+            return
+        client = self.client
+        sm = client.plugin["xep_0198"] if client is not None else None
+        if sm is not None and sm.sm_id and self._resume_task is None:
+            self._report(ConnectionState.CONNECTING, f"connection lost ({reason}); resuming stream")
+            self._resume_task = self.context.loop.create_task(self._resume())
+            return
+        if self._resume_task is not None:
+            self._fail_resumption(f"connection lost again while resuming: {reason}")
+            return
+        self._lost(f"connection to {self._label()} lost: {reason}")
+
+    async def _resume(self) -> None:
+        """One XEP-0198 resumption attempt; slixmpp resends the unacked stanzas."""
+        client = self.client
+        address = self.server_address()
+        if address:
+            client.connect(*address)
+        else:
+            client.connect()
+        timeout = float(self.config.get("connect_timeout", 15)) + float(
+            self.config.get("login_timeout", 30)
+        )
+        await asyncio.sleep(timeout)
+        self._fail_resumption(f"stream resumption with {self._label()} timed out")
+
+    def _on_session_resumed(self, _event: Any) -> None:
+        task, self._resume_task = self._resume_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        logger.info("%s: stream resumed, %d message(s) resent", self.credentials.ext_user, len(self._unacked))
+        self._report(ConnectionState.CONNECTED, "stream resumed")
+
+    def _on_session_end(self, _event: Any) -> None:
+        if self._resume_task is not None:
+            self._fail_resumption(f"{self._label()} refused stream resumption")
+
+    def _fail_resumption(self, reason: str) -> None:
+        if self._closing:
+            return
+        self._lost(reason)
+
+    def _lost(self, reason: str) -> None:
+        """The connection is gone for good: report it, keep the ledger for the caller."""
+        self._logged_in = False
+        self._closing = True
+        if self._unacked:
+            reason = f"{reason}; {len(self._unacked)} message(s) not acknowledged"
+        logger.info("%s: %s", self.credentials.ext_user, reason)
+        self.context.loop.create_task(self._teardown())
+        self._report(ConnectionState.TRANSIENT_DISCONNECT, reason)
+
+    def _on_stanza_acked(self, stanza: Any) -> None:
+        if stanza.name == "message":
+            self._unacked.pop(stanza["id"], None)
+
+    # --- slixmpp events: traffic ----------------------------------------------------------
+
+    def _on_message(self, msg: Any) -> None:
+        mtype = msg["type"]
+        if mtype in ("error", "groupchat", "headline"):
+            if mtype == "error":
+                logger.info("%s: error for message %s from %s: %s", self.credentials.ext_user,
+                            msg["id"], msg["from"], msg["error"]["condition"])
+            return
+        contact = msg["from"].bare
+        text = message_text(msg.xml)
+        if text is not None:
+            self._call("on_message", contact, text, msg["id"] or None)
+            return
+        state = msg["chat_state"]
+        if state:
+            try:
+                typing = TypingState(state)
+            except ValueError:
+                return
+            self._call("on_typing", contact, typing)
+
+    def _on_receipt(self, msg: Any) -> None:
+        self._call("on_receipt", msg["from"].bare, msg["receipt"])
+
+    def _on_presence(self, pres: Any) -> None:
+        client = self.client
+        if client is None:
+            return
+        jid = pres["from"]
+        if jid.bare == client.boundjid.bare:
+            return  # our own other resources
+        parsed = parse_presence(pres.xml)
+        current = self._resources.setdefault(jid.bare, {})
+        presence = presence_from_xmpp(parsed.type, parsed.show, parsed.status, idle=parsed.idle)
+        if presence.status is Status.OFFLINE:
+            current.pop(jid.resource, None)
+            snapshot = dict(current) or {jid.resource: presence}
+            if not current:
+                del self._resources[jid.bare]
+        else:
+            current[jid.resource] = presence
+            snapshot = dict(current)
+        self._call("on_contact_presence", ContactPresence(jid.bare, snapshot))
+
+    def _on_subscribe(self, pres: Any) -> None:
+        self._call("on_authorization_request", pres["from"].bare, pres["status"] or "")
+
+    def _on_subscribed(self, pres: Any) -> None:
+        self._call("on_authorization_answer", pres["from"].bare, AuthorizationAnswer.ALLOW)
+
+    def _on_unsubscribed(self, pres: Any) -> None:
+        self._call("on_authorization_answer", pres["from"].bare, AuthorizationAnswer.DENY)
+
+    # --- requests from the SIP side -------------------------------------------------------
+
+    def _require_connected(self) -> Any:
+        client = self.client
+        if client is None or not self._logged_in or client.transport is None or self._resume_task:
+            raise DeliveryError(f"{self.credentials.ext_user} is not connected to XMPP", 503)
+        return client
+
+    def _jid(self, contact: str) -> Any:
+        from slixmpp import JID
+        from slixmpp.jid import InvalidJID
+
+        try:
+            jid = JID(contact)
+        except InvalidJID as exc:
+            raise DeliveryError(f"{contact!r} is not a valid XMPP address: {exc}", 404) from exc
+        if not jid.user or not jid.domain:
+            raise DeliveryError(f"{contact!r} is not a user@domain XMPP address", 404)
+        return jid
+
+    def unacked_messages(self) -> list[OutgoingMessage]:
+        """Messages sent but never acknowledged by the server, oldest first.
+
+        Meaningful once the session reported ``TRANSIENT_DISCONNECT``: resend
+        them (same ``message_id``) through the next session.
+        """
+        return list(self._unacked.values())
+
+    async def send_message(self, contact: str, text: str, message_id: str) -> None:
+        jid = self._jid(contact)
+        client = self._require_connected()
+        msg = client.make_message(mto=jid, mbody=text, mtype="chat")
+        msg["id"] = message_id
+        msg["request_receipt"] = True
+        msg["chat_state"] = "active"
+        tracked = client.plugin["xep_0198"].enabled_out
+        if tracked:
+            self._unacked[message_id] = OutgoingMessage(jid.bare, text, message_id)
+        msg.send()
+        if tracked:
+            # Queued behind the message: slixmpp's own ack requests are
+            # written *before* the stanza that triggers them, so the last
+            # message would stay unacknowledged until the next one.
+            client.send(SM_ACK_REQUEST)
+
+    async def send_typing(self, contact: str, state: TypingState) -> None:
+        jid = self._jid(contact)
+        client = self._require_connected()
+        msg = client.make_message(mto=jid, mtype="chat")
+        msg["chat_state"] = state.value
+        msg.send()
+
+    def _send_own_presence(self, presence: Presence) -> None:
+        client = self.client
+        xp = presence_to_xmpp(presence, int(self.config.get("priority", 0)))
+        stanza = client.make_presence(
+            pshow=xp.show, pstatus=xp.status, ptype=xp.type,
+            ppriority=xp.priority if xp.type is None else None,
+        )
+        if xp.idle and xp.type is None:
+            from xml.etree.ElementTree import Element
+
+            stanza.append(Element(f"{{{IDLE_NS}}}idle"))
+        stanza.send()
+
+    async def set_presence(self, presence: Presence) -> None:
+        self._last_presence = presence
+        client = self.client
+        if client is None or not self._logged_in:
+            return  # sent as initial presence by the next login
+        self._send_own_presence(presence)
+
+    async def add_contact(self, contact: str) -> None:
+        jid = self._jid(contact)
+        client = self._require_connected()
+        try:
+            await client.update_roster(jid.bare, timeout=float(self.config.get("login_timeout", 30)))
+        except Exception as exc:
+            raise DeliveryError(f"roster add of {jid.bare} failed: {exc}", 500) from exc
+        client.send_presence(pto=jid.bare, ptype="subscribe")
+
+    async def remove_contact(self, contact: str) -> None:
+        jid = self._jid(contact)
+        client = self._require_connected()
+        client.send_presence(pto=jid.bare, ptype="unsubscribe")
+        self._resources.pop(jid.bare, None)
+
+    async def answer_authorization(self, contact: str, answer: AuthorizationAnswer) -> None:
+        jid = self._jid(contact)
+        client = self._require_connected()
+        ptype = "subscribed" if answer is AuthorizationAnswer.ALLOW else "unsubscribed"
+        client.send_presence(pto=jid.bare, ptype=ptype)

@@ -1,0 +1,296 @@
+"""An independent XMPP client for tests: the "other person" on the XMPP side.
+
+It uses slixmpp directly, not purplegw's adapter, on its own asyncio loop in
+its own thread, so tests written in plain blocking style can drive it::
+
+    with XmppPeer(user.jid, user.password, prosody.host, prosody.port,
+                  ca_file=prosody.ca_file) as bob:
+        bob.send_message("alice@localhost", "hi", msg_id="m1", request_receipt=True)
+        bob.send_presence(show="dnd", status="in a meeting")
+        bob.send_chat_state("alice@localhost", "composing")
+        bob.subscribe("alice@localhost")
+        bob.answer_subscription("alice@localhost", allow=True)
+        got = bob.wait_for(lambda e: e.kind == "message" and e.body == "hello")
+
+Everything it receives is recorded as ``PeerEvent`` (``kind`` one of
+"message", "chat_state", "receipt", "presence", "subscribe", "subscribed",
+"unsubscribed", "unsubscribe") in ``events``; ``wait_for`` polls that list.
+Incoming receipt requests (XEP-0184) are answered automatically, subscription
+requests never are (tests answer them).  After a lost connection it
+reconnects on its own (stream management resumes where the server kept the
+state): it is a test tool, not the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    kind: str
+    sender: str  # full JID
+    body: str | None = None
+    msg_id: str | None = None
+    show: str | None = None
+    status: str | None = None
+    ptype: str | None = None
+    chat_state: str | None = None
+    receipt_for: str | None = None
+    receipt_requested: bool = False
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def bare(self) -> str:
+        return self.sender.partition("/")[0]
+
+
+class XmppPeer:
+    def __init__(
+        self,
+        jid: str,
+        password: str,
+        host: str,
+        port: int,
+        *,
+        ca_file: str | None = None,
+        resource: str = "peer",
+        reconnect: bool = True,
+    ) -> None:
+        self.jid = jid if "/" in jid else f"{jid}/{resource}"
+        self.password = password
+        self.host = host
+        self.port = port
+        self.ca_file = ca_file
+        self.reconnect = reconnect
+        self.events: list[PeerEvent] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"xmpp-peer {jid}", daemon=True)
+        self._client: Any = None
+        self._stopping = False
+        self._online: asyncio.Event | None = None
+        self.sessions_started = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> XmppPeer:
+        self._thread.start()
+        self._run(self._start(), timeout)
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self._run(self._stop(), 10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def __enter__(self) -> XmppPeer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, coro: Any, timeout: float) -> Any:
+        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result(timeout)
+
+    def _call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        async def wrapper() -> Any:
+            return fn()
+
+        return self._run(wrapper(), timeout)
+
+    async def _start(self) -> None:
+        import ssl
+
+        import slixmpp
+
+        context = ssl.create_default_context(cafile=self.ca_file)
+        client = slixmpp.ClientXMPP(self.jid, self.password, loop=self._loop, ssl_context=context)
+        client.enable_direct_tls = False
+        client.use_aiodns = False
+        for plugin in ("xep_0030", "xep_0085", "xep_0184", "xep_0199", "xep_0071", "xep_0198"):
+            client.register_plugin(plugin)
+        client.plugin["xep_0184"].auto_ack = True
+        client.plugin["xep_0184"].auto_request = False
+        client.roster.auto_authorize = None
+        client.roster.auto_subscribe = False
+        self._online = asyncio.Event()
+        client.add_event_handler("session_start", self._on_session_start)
+        client.add_event_handler("session_resumed", lambda _e: self._online.set())
+        client.add_event_handler("disconnected", self._on_disconnected)
+        client.add_event_handler("message", self._on_message)
+        client.add_event_handler("receipt_received", self._on_receipt)
+        for kind in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            client.add_event_handler(f"presence_{kind}", self._recorder(kind))
+        client.add_event_handler("presence_available", self._recorder("presence"))
+        client.add_event_handler("presence_unavailable", self._recorder("presence"))
+        self._client = client
+        client.connect(self.host, self.port)
+        await asyncio.wait_for(self._online.wait(), 30)
+
+    async def _on_session_start(self, _event: Any) -> None:
+        await self._client.get_roster()
+        self._client.send_presence()
+        self.sessions_started += 1
+        self._online.set()
+
+    def _on_disconnected(self, _reason: Any) -> None:
+        self._online.clear()
+        if not self._stopping and self.reconnect:
+            self._loop.call_later(0.2, self._client.connect, self.host, self.port)
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        client = self._client
+        if client is None:
+            return
+        client.cancel_connection_attempt()
+        if client.transport is not None:
+            try:
+                await asyncio.wait_for(client.disconnect(wait=1.0), 5)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                client.abort()
+        task = getattr(client, "_run_out_filters", None)
+        if task is not None and not task.done():
+            task.cancel()
+        pending = [t for t in asyncio.all_tasks(self._loop) if t is not asyncio.current_task()]
+        for t in pending:
+            t.cancel()
+
+    def wait_online(self, timeout: float = 30.0) -> None:
+        async def wait() -> None:
+            assert self._online is not None
+            await self._online.wait()
+
+        self._run(wait(), timeout)
+
+    # --- recording -----------------------------------------------------------------
+
+    def _record(self, event: PeerEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def _recorder(self, kind: str) -> Callable[[Any], None]:
+        def record(pres: Any) -> None:
+            self._record(
+                PeerEvent(
+                    kind=kind,
+                    sender=str(pres["from"]),
+                    show=pres["show"] or None,
+                    status=pres["status"] or None,
+                    ptype=pres["type"] or None,
+                )
+            )
+
+        return record
+
+    def _on_message(self, msg: Any) -> None:
+        if msg["type"] == "error":
+            return
+        body = msg["body"] or None
+        state = msg["chat_state"] or None
+        kind = "message" if body is not None else ("chat_state" if state else "other")
+        self._record(
+            PeerEvent(
+                kind=kind,
+                sender=str(msg["from"]),
+                body=body,
+                msg_id=msg["id"] or None,
+                chat_state=state,
+                receipt_requested=bool(msg["request_receipt"]),
+            )
+        )
+
+    def _on_receipt(self, msg: Any) -> None:
+        self._record(PeerEvent(kind="receipt", sender=str(msg["from"]), receipt_for=msg["receipt"]))
+
+    def snapshot(self) -> list[PeerEvent]:
+        with self._lock:
+            return list(self.events)
+
+    def wait_for(self, predicate: Callable[[PeerEvent], bool], timeout: float = 20.0) -> PeerEvent:
+        """The first recorded event matching ``predicate`` (polls until ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.snapshot():
+                if predicate(event):
+                    return event
+            if time.monotonic() > deadline:
+                kinds = [(e.kind, e.bare, e.body or e.show or e.chat_state) for e in self.snapshot()[-15:]]
+                raise AssertionError(f"{self.jid}: no matching event within {timeout}s; last: {kinds}")
+            time.sleep(0.02)
+
+    # --- actions -----------------------------------------------------------------
+
+    def send_message(
+        self,
+        to: str,
+        body: str | None,
+        *,
+        msg_id: str | None = None,
+        xhtml: str | None = None,
+        request_receipt: bool = False,
+        chat_state: str | None = None,
+    ) -> str:
+        """Send a chat message; ``xhtml`` is the inner XHTML-IM body markup. Returns its id."""
+
+        def send() -> str:
+            msg = self._client.make_message(mto=to, mbody=body, mtype="chat")
+            if msg_id:
+                msg["id"] = msg_id
+            elif not msg["id"]:
+                msg["id"] = self._client.new_id()
+            if xhtml is not None:
+                from xml.etree import ElementTree as ET
+
+                html = ET.fromstring(
+                    "<html xmlns='http://jabber.org/protocol/xhtml-im'>"
+                    f"<body xmlns='http://www.w3.org/1999/xhtml'>{xhtml}</body></html>"
+                )
+                msg.xml.append(html)
+            if request_receipt:
+                msg["request_receipt"] = True
+            if chat_state:
+                msg["chat_state"] = chat_state
+            msg.send()
+            return msg["id"]
+
+        return self._call(send)
+
+    def send_chat_state(self, to: str, state: str) -> None:
+        def send() -> None:
+            msg = self._client.make_message(mto=to, mtype="chat")
+            msg["chat_state"] = state
+            msg.send()
+
+        self._call(send)
+
+    def send_presence(
+        self, *, show: str | None = None, status: str | None = None, ptype: str | None = None, to: str | None = None
+    ) -> None:
+        self._call(lambda: self._client.send_presence(pshow=show, pstatus=status, ptype=ptype, pto=to))
+
+    def subscribe(self, to: str, status: str | None = None) -> None:
+        self._call(lambda: self._client.send_presence(pto=to, ptype="subscribe", pstatus=status))
+
+    def answer_subscription(self, to: str, *, allow: bool) -> None:
+        ptype = "subscribed" if allow else "unsubscribed"
+        self._call(lambda: self._client.send_presence(pto=to, ptype=ptype))
+
+    def received_bodies(self, sender_bare: str) -> list[str]:
+        return [e.body for e in self.snapshot() if e.kind == "message" and e.bare == sender_bare and e.body]
