@@ -41,7 +41,7 @@ import xml.etree.ElementTree as ET  # noqa: N817 - the conventional name; used f
 from datetime import datetime
 from typing import TYPE_CHECKING
 from xml.parsers import expat
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
@@ -587,7 +587,7 @@ def _read_xpidf_address(atom_id: str | None, address: ET.Element) -> PidfTuple:
 # the literal names "presence", "tuple", "status", "basic", "note": PIDF
 # elements must be unprefixed and the extension prefixes fixed (dm:, rpid:),
 # which ElementTree can only do by mutating its process-wide prefix registry.
-# Escaping is the standard library's.
+# Attribute quoting is the standard library's.
 
 # XML 1.0 section 2.2 Char: anything else cannot be written at all.
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -605,8 +605,11 @@ def xml_id(prefix: str, value: str) -> str:
 
 
 def _esc(value: str) -> str:
-    # \r survives only as a character reference: parsers fold a literal one into \n.
-    return escape(xml_text(value), {"\r": "&#13;"})
+    # Only what XML requires: pjsip's parser does not decode entity references,
+    # so every one we write is shown literally on pjsip phones ("&gt;").  \r
+    # survives only as a character reference: parsers fold a literal one into \n.
+    text = xml_text(value).replace("&", "&amp;").replace("<", "&lt;").replace("]]>", "]]&gt;")
+    return text.replace("\r", "&#13;")
 
 
 def _attr_out(value: str) -> str:

@@ -227,7 +227,7 @@ def test_written_shape(status: Status, first_activity: str) -> None:
     text = body.decode()
     # pjsip matches these literal, unprefixed names; extensions use dm:/rpid:.
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf"')
-    for literal in ("<tuple id=", "<status>", "<basic>open</basic>", '<note xml:lang="en">note &lt;1&gt;</note>',
+    for literal in ("<tuple id=", "<status>", "<basic>open</basic>", '<note xml:lang="en">note &lt;1></note>',
                     "<dm:person id=", "<rpid:activities>", '<dm:note xml:lang="en">'):
         assert literal in text
     root = ET.fromstring(body)

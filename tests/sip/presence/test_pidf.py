@@ -299,3 +299,11 @@ def test_ids_that_are_not_xml_names_are_replaced_by_stable_ones() -> None:
     assert first.tuples[0].id == again.tuples[0].id
     assert first.tuples[0].id.startswith("t")
     assert first.tuples[0].id != "bob@example.com/phone 1"
+
+
+def test_text_is_escaped_only_where_xml_requires() -> None:
+    # pjsip shows entity references literally, so write as few as XML allows.
+    original = PidfDocument(entity=None, notes=(Note("a > b & c < d ]]> e\rf"),))
+    body = serialize_pidf(original)
+    assert b"<note>a > b &amp; c &lt; d ]]&gt; e&#13;f</note>" in body
+    assert parse_pidf(body, PIDF).notes == original.notes
