@@ -21,6 +21,7 @@ fixtures in tests/protocols/conftest.py turn that into skip/fail.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -105,12 +106,14 @@ class Ngircd:
         host: str = "127.0.0.1",
         server_name: str = "irc.test.invalid",
         ping_timeout: int = 120,
+        pong_timeout: int = 20,
     ) -> None:
         self.host = host
         self.password = password
         self.tls = tls
         self.server_name = server_name
         self.ping_timeout = ping_timeout
+        self.pong_timeout = pong_timeout
         self.port = free_port("tcp", host)
         self.tls_port = free_port("tcp", host) if tls else None
         self.ca_file: Path | None = None
@@ -135,14 +138,15 @@ class Ngircd:
             "MaxConnectionsIP = 0",
             "MaxNickLength = 30",
             f"PingTimeout = {self.ping_timeout}",
-            "PongTimeout = 20",
+            f"PongTimeout = {self.pong_timeout}",
+            # No flood throttling: tests send bursts (split long messages,
+            # PING round trips right after a PRIVMSG).
+            "MaxPenaltyTime = 0",
             "[Options]",
             "PAM = no",
             "Ident = no",
             "DNS = no",
             "ConnectIPv6 = no",
-            # No flood throttling: tests send bursts (split long messages).
-            "MaxPenaltyTime = 0",
         ]
         if self.tls:
             cert, key = write_self_signed_cert(run_dir, self.host)
@@ -220,3 +224,143 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# --- an independent peer and an event recorder for adapter tests ---------------------
+
+
+class RawIrcClient:
+    """A deliberately naive IRC client over plain asyncio streams.
+
+    It shares no code with purplegw's IRC adapter (no parser, no
+    serializer): lines are split by hand, so a bug in the adapter's
+    protocol module cannot hide itself in the test's peer.
+    """
+
+    def __init__(self, host: str, port: int, nick: str, password: str | None = None) -> None:
+        self.host, self.port, self.nick, self.password = host, port, nick, password
+        self.lines: list[str] = []
+        self._reader = None
+        self._writer = None
+        self._new = None
+        self._task = None
+
+    async def connect(self, timeout: float = 20.0) -> RawIrcClient:
+        import asyncio
+
+        self._new = asyncio.Event()
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._task = asyncio.create_task(self._pump())
+        if self.password:
+            self.send(f"PASS {self.password}")
+        self.send(f"NICK {self.nick}")
+        self.send(f"USER {self.nick} 0 * :raw test peer")
+        await self.wait_line(lambda l: f" 376 {self.nick} " in l or f" 422 {self.nick} " in l, timeout)
+        return self
+
+    async def _pump(self) -> None:
+        assert self._reader is not None and self._new is not None
+        while True:
+            raw = await self._reader.readline()
+            if not raw:
+                self.lines.append("<EOF>")
+                self._new.set()
+                return
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("PING "):
+                self.send("PONG " + line[5:])
+            self.lines.append(line)
+            self._new.set()
+
+    def send(self, line: str) -> None:
+        assert self._writer is not None
+        self._writer.write(line.encode("utf-8") + b"\r\n")
+
+    async def wait_line(self, predicate, timeout: float = 20.0, start: int = 0) -> str:  # noqa: ANN001
+        """The first line (from index ``start``) matching ``predicate``."""
+        import asyncio
+
+        assert self._new is not None
+        async with asyncio.timeout(timeout):
+            index = start
+            while True:
+                while index < len(self.lines):
+                    if predicate(self.lines[index]):
+                        return self.lines[index]
+                    index += 1
+                self._new.clear()
+                await self._new.wait()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self.send("QUIT :bye")
+                await self._writer.drain()
+            self._writer.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+class RecordingEvents:
+    """``SessionEvents`` that records every callback; ``wait_for`` polls them.
+
+    ``events`` holds ``(name, args)`` tuples in arrival order.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, tuple]] = []
+        self._waiters: list = []
+
+    def _record(self, name: str, *args: object) -> None:
+        self.events.append((name, args))
+        for waiter in self._waiters:
+            waiter.set()
+
+    def on_connection_state(self, state, reason: str = "") -> None:  # noqa: ANN001
+        self._record("state", state, reason)
+
+    def on_message(self, contact: str, text: str, message_id: str | None = None) -> None:
+        self._record("message", contact, text)
+
+    def on_contact_presence(self, presence) -> None:  # noqa: ANN001
+        self._record("presence", presence.contact, presence.aggregate)
+
+    def on_authorization_request(self, contact: str, text: str = "") -> None:
+        self._record("auth_request", contact, text)
+
+    def on_authorization_answer(self, contact: str, answer) -> None:  # noqa: ANN001
+        self._record("auth_answer", contact, answer)
+
+    def on_typing(self, contact: str, state) -> None:  # noqa: ANN001
+        self._record("typing", contact, state)
+
+    def on_receipt(self, contact: str, message_id: str) -> None:
+        self._record("receipt", contact, message_id)
+
+    def of(self, name: str) -> list[tuple]:
+        return [args for kind, args in self.events if kind == name]
+
+    def mark(self) -> int:
+        """Index to pass as ``since`` to wait only for later events."""
+        return len(self.events)
+
+    async def wait_for(  # noqa: ANN001
+        self, name: str, predicate=lambda args: True, timeout: float = 20.0, since: int = 0
+    ) -> tuple:
+        """The first ``name`` event from index ``since`` whose args match ``predicate``."""
+        import asyncio
+
+        event = asyncio.Event()
+        self._waiters.append(event)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for kind, args in self.events[since:]:
+                        if kind == name and predicate(args):
+                            return args
+                    event.clear()
+                    await event.wait()
+        finally:
+            self._waiters.remove(event)

@@ -1,0 +1,77 @@
+"""IRC adapter: one nick per account, private messages and nick presence.
+
+Account ids are ``nick@server[:port]`` (see ``account.py`` and docs/irc.md).
+Contacts are nicks; SIP addresses them explicitly (``;proto=irc``), so
+``addresses_user_at_host`` is False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from purplegw.protocols import base
+
+logger = logging.getLogger(__name__)
+
+_DEFAULTS = Path(__file__).with_name("defaults.toml")
+_CHOICES = {
+    "auth": ("auto", "sasl", "pass", "nickserv", "none"),
+    "presence_method": ("auto", "monitor", "ison"),
+}
+_POSITIVE = ("connect_timeout", "ison_interval", "keepalive_interval")
+
+
+class Adapter(base.Adapter):
+    name: ClassVar[str] = "irc"
+    aliases: ClassVar[tuple[str, ...]] = ("prpl-irc",)
+    addresses_user_at_host: ClassVar[bool] = False
+
+    def get_default_config(self) -> dict[str, Any]:
+        with _DEFAULTS.open("rb") as f:
+            return tomllib.load(f)
+
+    def validate_config(self, section: dict[str, Any]) -> list[str]:
+        from purplegw.protocols.irc.account import InvalidAccountError, split_host_port
+
+        problems: list[str] = []
+        known = self.get_default_config()
+        for key in section:
+            if key not in known:
+                problems.append(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+        for key, choices in _CHOICES.items():
+            if key in section and section[key] not in choices:
+                problems.append(f"{key}: must be one of {', '.join(choices)}")
+        for key in _POSITIVE:
+            value = section.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                problems.append(f"{key}: must be a positive number of seconds")
+        if "tls" in section and not isinstance(section["tls"], bool):
+            problems.append("tls: must be true or false")
+        if section.get("server"):
+            try:
+                split_host_port(str(section["server"]), 6697)
+            except InvalidAccountError as exc:
+                problems.append(f"server: {exc}")
+        ca_file = section.get("ca_file")
+        if ca_file and not Path(ca_file).is_file():
+            problems.append(f"ca_file: {ca_file} is not a file")
+        return problems
+
+    def create_session(
+        self, credentials: base.AccountCredentials, context: base.SessionContext
+    ) -> base.Session:
+        from purplegw.protocols.irc.session import IrcSession
+
+        merged = {**self.get_default_config(), **context.config}
+        return IrcSession(credentials, dataclasses.replace(context, config=merged))
+
+    def normalize_contact(self, contact: str) -> str:
+        from purplegw.protocols.irc.protocol import casefold
+
+        return casefold(contact.strip())

@@ -1,0 +1,51 @@
+"""Real IM servers for the protocol adapter tests (loopback, free ports)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from purplegw.testing.binaries import missing_peer
+from purplegw.testing.ngircd import Ngircd, ngircd_binary
+from purplegw.testing.tinyproxy import tinyproxy_binary
+
+
+def require_ngircd() -> None:
+    if ngircd_binary() is None:
+        missing_peer("ngIRCd", "ngircd")
+
+
+def require_tinyproxy() -> None:
+    if tinyproxy_binary() is None:
+        missing_peer("tinyproxy", "tinyproxy")
+
+
+@pytest.fixture(scope="session")
+def ngircd() -> Iterator[Ngircd]:
+    """One ngIRCd for the session: plaintext port plus a TLS port, no password."""
+    require_ngircd()
+    with Ngircd(tls=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ngircd_password() -> Iterator[Ngircd]:
+    """An ngIRCd that requires the server password ``letmein``."""
+    require_ngircd()
+    with Ngircd(password="letmein") as server:
+        yield server
+
+
+# --- XMPP ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prosody():  # noqa: ANN201 - Iterator[Prosody]
+    """One Prosody for the session (STARTTLS with a self-signed cert, smacks)."""
+    from purplegw.testing.prosody import Prosody, prosody_binary
+
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+    with Prosody() as server:
+        yield server
