@@ -24,6 +24,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,43 @@ logger = logging.getLogger(__name__)
 # notifications are dropped instead: stale "is typing" is worse than none.
 _QUEUED_OPS = frozenset({"send_message", "add_contact", "remove_contact", "answer_authorization"})
 _OPS = _QUEUED_OPS | {"set_presence", "send_typing"}
+
+
+class OutcomeFuture(pykka.ThreadingFuture[Outcome]):
+    """A pykka future that can also call back when it is set.
+
+    Callbacks run on the thread that sets the result (often the shared
+    loop): they must be quick and must not block -- hop to your own thread
+    or actor (``tell``) from there.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Any] = []
+        self._callbacks_lock = threading.Lock()
+        self._is_set = False
+
+    def set(self, value: Any = None) -> None:
+        super().set(value)
+        with self._callbacks_lock:
+            self._is_set = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._run(callback)
+
+    def add_done_callback(self, callback: Any) -> None:
+        """Call ``callback(future)`` once the outcome is known."""
+        with self._callbacks_lock:
+            if not self._is_set:
+                self._callbacks.append(callback)
+                return
+        self._run(callback)
+
+    def _run(self, callback: Any) -> None:
+        try:
+            callback(self)
+        except Exception:
+            logger.exception("Outcome callback %r failed", callback)
 
 
 @dataclass
@@ -520,9 +558,9 @@ ACTOR_CLASSES: dict[str, type[AccountCore]] = {
 class AccountHandle:
     """What the rest of the gateway holds to talk to one account.
 
-    Every method returns at once with a ``pykka.Future[Outcome]``; call
-    ``.get(timeout=...)`` off the loop, or add a callback with
-    ``future.add_done_callback`` where blocking is not allowed.
+    Every method returns at once with an ``OutcomeFuture`` (a
+    ``pykka.Future[Outcome]``); call ``.get(timeout=...)`` off the loop, or
+    ``future.add_done_callback(fn)`` where blocking is not allowed.
     """
 
     def __init__(self, ref: pykka.ActorRef[Any], info: AccountInfo) -> None:
@@ -532,8 +570,8 @@ class AccountHandle:
     def __repr__(self) -> str:
         return f"AccountHandle({self.info.sip_user!r}, {self.info.protocol!r})"
 
-    def _request(self, op: str, *args: Any) -> pykka.Future[Outcome]:
-        future: pykka.Future[Outcome] = pykka.ThreadingFuture()
+    def _request(self, op: str, *args: Any) -> OutcomeFuture:
+        future = OutcomeFuture()
         try:
             self.ref.tell(messages.ProxyCall(attr_path=("request",), args=(op, args, future), kwargs={}))
         except pykka.ActorDeadError:

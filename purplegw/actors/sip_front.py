@@ -170,7 +170,7 @@ class SipFront:
             self.loop, self.config.transport_config(), self._on_message, self._on_bad_message,
         )
         self.timers = TimerService(self.loop)
-        self.server_transactions: dict[TransactionKey, _ServerTxn] = {}
+        self.server_transactions: dict[TransactionKey, _ServerTxn | tuple[bytes, str, int]] = {}
         self.client_transactions: dict[tuple[str, str], _ClientTxn] = {}
         self._thread: threading.Thread | None = None
         self._branch_prefix = "z9hG4bK" + os.urandom(4).hex()
@@ -282,7 +282,11 @@ class SipFront:
         txn = self.server_transactions.get(key)
         if txn is not None:
             self.stats["retransmissions"] += 1
-            self._run_server_actions(txn, txn.machine.receive_request(request))
+            if txn.__class__ is tuple:  # Completed over UDP: resend the final response
+                data, host, port = txn  # type: ignore[misc]
+                self.transports.send(data, Address("udp", host, port))
+            else:
+                self._run_server_actions(txn, txn.machine.receive_request(request))  # type: ignore[union-attr]
             return
         stamp_request(request, (source.host, source.port))
         try:
@@ -329,7 +333,7 @@ class SipFront:
                 replied = True
                 self.respond(txn, response)
         elif not txn.answered:
-            self.timers.start((txn.key, "deferred"), self.config.deferred_timeout, lambda: self._deferred_expired(txn))
+            self.timers.start((txn.key, "deferred"), self.config.deferred_timeout, self._server_timer_fired)
 
     def _deferred_expired(self, txn: _ServerTxn) -> None:
         if not txn.answered:
@@ -341,23 +345,34 @@ class SipFront:
         if txn.key not in self.server_transactions:
             logger.debug("response %r for a finished transaction dropped", response)
             return
+        if txn.answered:
+            return
         if response.status >= 200:
-            if txn.answered:
-                return
             txn.answered = True
             self.timers.cancel((txn.key, "deferred"))
         if "Server" not in response.headers:
             response.headers.add("Server", USER_AGENT)
-        self._run_server_actions(txn, txn.machine.send_response(response))
+        actions = txn.machine.send_response(response)
+        self._run_server_actions(txn, actions, compact=response.status >= 200 and txn.source.transport == "udp")
 
-    def _run_server_actions(self, txn: _ServerTxn, actions: Iterable[Any]) -> None:
+    def _run_server_actions(self, txn: _ServerTxn, actions: Iterable[Any], *, compact: bool = False) -> None:
+        """Perform a server machine's actions.
+
+        ``compact``: the final response over UDP. The Completed state (RFC 3261
+        17.2.2: resend the final response on each retransmission until timer J)
+        is then kept as a ``(bytes, host, port)`` tuple in place of the machine,
+        its request and its response. A busy front holds 64*T1 = 32 s of
+        completed transactions; as plain tuples the garbage collector does not
+        walk them, which keeps the per-request cost flat under load.
+        """
         for action in actions:
             kind = action.__class__
             if kind is sip_actions.Send:
-                self._send_response(action.message, txn.request, txn.source)
+                sent = self._send_response(action.message, txn.request, txn.source)
+                if compact and sent is not None and self.server_transactions.get(txn.key) is txn:
+                    self.server_transactions[txn.key] = sent  # type: ignore[assignment]
             elif kind is sip_actions.StartTimer:
-                self.timers.start((txn.key, action.name), action.seconds,
-                                  lambda n=action.name: self._server_timer(txn, n))
+                self.timers.start((txn.key, action.name), action.seconds, self._server_timer_fired)
             elif kind is sip_actions.CancelTimer:
                 self.timers.cancel((txn.key, action.name))
             elif kind is sip_actions.Terminated:
@@ -365,8 +380,19 @@ class SipFront:
                     del self.server_transactions[txn.key]
             # DeliverToTU of the request: the front routes right after start()
 
-    def _server_timer(self, txn: _ServerTxn, name: str) -> None:
-        self._run_server_actions(txn, txn.machine.on_timer(name))
+    def _server_timer_fired(self, timer_key: tuple[TransactionKey, str]) -> None:
+        key, name = timer_key
+        txn = self.server_transactions.get(key)
+        if txn is None:
+            return
+        if txn.__class__ is tuple:
+            if name == "timer_j":  # the compact Completed state ends like the machine's
+                del self.server_transactions[key]
+            return
+        if name == "deferred":
+            self._deferred_expired(txn)  # type: ignore[arg-type]
+        else:
+            self._run_server_actions(txn, txn.machine.on_timer(name))  # type: ignore[union-attr]
 
     def _on_cancel(self, request: Request, source: Source) -> None:
         # A non-INVITE transaction is not affected by CANCEL (RFC 3261 9.2) and
@@ -393,17 +419,21 @@ class SipFront:
         response.headers.add("Server", USER_AGENT)
         self._send_response(response, request, source)
 
-    def _send_response(self, response: Response, request: Request, source: Source) -> None:
-        """Send to the connection of the request, else where the stamped Via says (RFC 3261 18.2.2)."""
+    def _send_response(self, response: Response, request: Request, source: Source) -> tuple[bytes, str, int] | None:
+        """Send to the connection of the request, else where the stamped Via says (RFC 3261 18.2.2).
+
+        Returns ``(bytes, host, port)`` of a UDP send, for the compact Completed state.
+        """
+        data = serialize(response)
         if source.transport == "udp":
             via = request.top_via
             if via is None:
-                return
+                return None
             host, port = response_destination(via)
-            dest = Address("udp", normalize_host(host), port)
-        else:
-            dest = source.address
-        self.transports.send(serialize(response), dest, connection=source.connection)
+            self.transports.send(data, Address("udp", host, port))
+            return (data, host, port)
+        self.transports.send(data, source.address, connection=source.connection)
+        return None
 
     def _allow(self) -> str:
         return ", ".join(sorted(set(self.router.allow) | {"OPTIONS", "ACK", "CANCEL"}))
@@ -486,8 +516,7 @@ class SipFront:
                 self.transports.send(serialize(action.message), txn.dest, connection=txn.connection,
                                      on_error=lambda exc: self._client_transport_error(txn, exc))
             elif kind is sip_actions.StartTimer:
-                self.timers.start((txn.key, action.name), action.seconds,
-                                  lambda n=action.name: self._client_timer(txn, n))
+                self.timers.start((txn.key, action.name), action.seconds, self._client_timer_fired)
             elif kind is sip_actions.CancelTimer:
                 self.timers.cancel((txn.key, action.name))
             elif kind is sip_actions.DeliverToTU:
@@ -506,8 +535,11 @@ class SipFront:
                 if not txn.future.done():
                     txn.future.set_result(make_response(txn.machine.request, 408, "Request Timeout"))
 
-    def _client_timer(self, txn: _ClientTxn, name: str) -> None:
-        self._run_client_actions(txn, txn.machine.on_timer(name))
+    def _client_timer_fired(self, timer_key: tuple[tuple[str, str], str]) -> None:
+        key, name = timer_key
+        txn = self.client_transactions.get(key)
+        if txn is not None:
+            self._run_client_actions(txn, txn.machine.on_timer(name))
 
     def _client_transport_error(self, txn: _ClientTxn, exc: Exception) -> None:
         logger.info("transport error sending to %s: %s", txn.dest, exc)

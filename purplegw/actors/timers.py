@@ -21,6 +21,7 @@ import heapq
 import itertools
 import logging
 import math
+from typing import Any
 from collections.abc import Callable, Hashable
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class TimerService:
         self._loop = loop
         self._resolution = resolution
         self._heap: list[tuple[float, int, Hashable]] = []
-        self._timers: dict[Hashable, tuple[int, Callable[[], object]]] = {}
+        self._timers: dict[Hashable, tuple[int, Callable[[Any], object]]] = {}
         self._seq = itertools.count()
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at = math.inf
@@ -41,8 +42,12 @@ class TimerService:
     def __len__(self) -> int:
         return len(self._timers)
 
-    def start(self, key: Hashable, delay: float, callback: Callable[[], object]) -> None:
-        """Run ``callback`` after ``delay`` seconds; restarting a key replaces its timer."""
+    def start(self, key: Hashable, delay: float, callback: Callable[[Any], object]) -> None:
+        """Run ``callback(key)`` after ``delay`` seconds; restarting a key replaces its timer.
+
+        The key is passed back so callers can share one callback object for
+        all timers instead of allocating a closure per timer.
+        """
         r = self._resolution
         deadline = math.ceil((self._loop.time() + delay) / r) * r
         seq = next(self._seq)
@@ -84,7 +89,7 @@ class TimerService:
                 continue  # cancelled or restarted since
             del timers[key]
             try:
-                entry[1]()
+                entry[1](key)
             except Exception:
                 # one broken timer callback must not stop the others
                 logger.exception("timer %r failed", key)

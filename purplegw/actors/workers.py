@@ -1,0 +1,416 @@
+"""Worker processes hosting account actors (``[actors] workers = N``).
+
+Accounts are sharded by ``sip_user`` (``state.shard_of``, a stable hash) so
+that a user's accounts live in one worker.  Each worker runs its own
+``LocalAccounts`` (supervisor, shared loop, account actors); the main
+process keeps the SIP front and presence actors and talks to workers over
+one duplex pipe each, carrying small tuples:
+
+main -> worker: ``("apply", id, rows)``, ``("status", id)``,
+               ``("request", id, (sip_user, protocol), op, args)``, ``("stop", id)``
+worker -> main: ``("reply", id, value)``, ``("error", id, text)``,
+               ``("event", name, kwargs)``
+
+Workers are started with the ``spawn`` context: forking a process that
+already runs threads (the loop, pykka actors) can copy a held lock into the
+child.  A monitor thread waits on the worker sentinels; a worker that dies
+(SIGKILL, OOM) is started again after ``worker_restart_delay`` and its
+accounts log in again, while the other workers carry on.  Requests for
+its accounts meanwhile answer 480.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pykka
+
+from purplegw.actors import listener
+from purplegw.actors.account import OutcomeFuture
+from purplegw.actors.listener import AccountInfo, EventSink
+from purplegw.actors.state import AccountKey, ActorsConfig, Outcome, shard_of
+from purplegw.actors.supervisor import Directory, ReloadSummary
+from purplegw.protocols.base import AccountCredentials, ProxySettings
+
+logger = logging.getLogger(__name__)
+
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+class WorkerError(RuntimeError):
+    """A worker died or failed while answering a command."""
+
+
+# --- the worker side ------------------------------------------------------------
+
+
+class _Forwarder(EventSink):
+    """Sends every account event of the worker to the main process."""
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+
+    def on_event(self, event: str, **kwargs: Any) -> None:
+        try:
+            self._send(("event", event, kwargs))
+        except (OSError, ValueError):  # main process gone: we exit soon
+            logger.debug("Dropped event %s: pipe closed", event)
+
+
+def worker_main(
+    index: int,
+    conn: multiprocessing.connection.Connection,
+    config: dict[str, Any],
+    protocols_config: dict[str, dict[str, Any]],
+    proxy: ProxySettings | None,
+    log_level: int,
+) -> None:
+    """Entry point of a worker process."""
+    # The main process coordinates shutdown and reload; a signal sent to the
+    # whole process group must not kill workers before they log out.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: pykka.debug.log_thread_tracebacks())
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s worker{index}[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    import pykka.debug  # noqa: PLC0415 - for the SIGUSR1 handler above
+
+    from purplegw.actors.supervisor import LocalAccounts  # noqa: PLC0415
+    from purplegw.protocols.loader import load_adapters  # noqa: PLC0415
+
+    lock = threading.Lock()
+
+    def send(message: Any) -> None:
+        with lock:
+            conn.send(message)
+
+    actors_config = ActorsConfig.from_section({**config, "workers": 0})
+    adapters = load_adapters(protocols_config)
+    accounts = LocalAccounts(actors_config, adapters, protocols_config, proxy)
+    listener.add_sink(_Forwarder(send))
+    send(("ready", os.getpid()))
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                logger.warning("Main process gone; worker %d stopping", index)
+                break
+            if message[0] == "stop":
+                accounts.stop()
+                send(("reply", message[1], None))
+                break
+            _serve(message, accounts, send)
+    finally:
+        if accounts is not None:
+            accounts.stop()
+        pykka.ActorRegistry.stop_all()
+        from purplegw.actors.loop import stop_shared_loop  # noqa: PLC0415
+
+        stop_shared_loop()
+        conn.close()
+
+
+def _serve(message: tuple[Any, ...], accounts: Any, send: Any) -> None:
+    kind, request_id = message[0], message[1]
+    try:
+        if kind == "request":
+            key, op, args = message[2], message[3], message[4]
+            handle = accounts.directory.get(*key)
+            if handle is None:
+                send(("reply", request_id, Outcome(480, "no such account")))
+                return
+            future = handle._request(op, *args)  # noqa: SLF001
+            future.add_done_callback(lambda f: send(("reply", request_id, f.get())))
+        elif kind == "apply":
+            send(("reply", request_id, accounts.apply(message[2])))
+        elif kind == "status":
+            send(("reply", request_id, accounts.status()))
+        else:
+            send(("error", request_id, f"unknown command {kind!r}"))
+    except Exception as exc:
+        logger.exception("Worker command %s failed", kind)
+        send(("error", request_id, repr(exc)))
+
+
+# --- the main-process side ----------------------------------------------------------
+
+
+class RemoteAccountHandle:
+    """``AccountHandle`` for an account hosted in a worker process."""
+
+    def __init__(self, pool: WorkerPool, worker: int, info: AccountInfo) -> None:
+        self._pool = pool
+        self._worker = worker
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"RemoteAccountHandle({self.info.sip_user!r}, {self.info.protocol!r}, worker={self._worker})"
+
+    def _request(self, op: str, *args: Any) -> OutcomeFuture:
+        future = OutcomeFuture()
+        key = (self.info.sip_user, self.info.protocol)
+        self._pool._workers[self._worker].request(key, op, args, future)  # noqa: SLF001
+        return future
+
+    def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
+        return self._request("send_message", contact, text, message_id)
+
+    def set_presence(self, presence: Any) -> OutcomeFuture:
+        return self._request("set_presence", presence)
+
+    def add_contact(self, contact: str) -> OutcomeFuture:
+        return self._request("add_contact", contact)
+
+    def remove_contact(self, contact: str) -> OutcomeFuture:
+        return self._request("remove_contact", contact)
+
+    def answer_authorization(self, contact: str, answer: Any) -> OutcomeFuture:
+        return self._request("answer_authorization", contact, answer)
+
+    def send_typing(self, contact: str, state: Any) -> OutcomeFuture:
+        return self._request("send_typing", contact, state)
+
+
+class _Worker:
+    """The main process's end of one worker."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.rows: list[AccountCredentials] = []
+        self.process: Any = None
+        self.conn: multiprocessing.connection.Connection | None = None
+        self.pid = 0
+        self.restarts = 0
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, Any] = {}
+        self._pending_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        parent, child = _CONTEXT.Pipe(duplex=True)
+        pool = self.pool
+        self._ready.clear()
+        self.process = _CONTEXT.Process(
+            target=worker_main,
+            args=(self.index, child, pool.config.as_dict(), pool.protocols_config, pool.proxy,
+                  logging.getLogger("purplegw").getEffectiveLevel()),
+            name=f"purplegw-worker-{self.index}",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self.conn = parent
+        threading.Thread(
+            target=self._read, args=(parent,), name=f"worker-{self.index}-reader", daemon=True
+        ).start()
+        if not self._ready.wait(pool.config.worker_start_timeout):
+            msg = f"worker {self.index} did not start within {pool.config.worker_start_timeout:g}s"
+            raise WorkerError(msg)
+        logger.info("Worker %d started (pid %d)", self.index, self.pid)
+
+    def _read(self, conn: multiprocessing.connection.Connection) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "event":
+                listener.send(message[1], **message[2])
+            elif kind == "ready":
+                self.pid = message[1]
+                self._ready.set()
+            elif kind in ("reply", "error"):
+                with self._pending_lock:
+                    waiter = self._pending.pop(message[1], None)
+                if waiter is None:
+                    continue
+                if kind == "reply":
+                    waiter.set(message[2])
+                else:
+                    self._fail(waiter, WorkerError(message[2]))
+        self._fail_all()
+
+    @staticmethod
+    def _fail(waiter: Any, error: Exception) -> None:
+        if isinstance(waiter, OutcomeFuture):
+            waiter.set(Outcome(480, "worker unavailable"))
+        else:
+            waiter.set_exception(exc_info=(type(error), error, None))
+
+    def _fail_all(self) -> None:
+        with self._pending_lock:
+            waiters, self._pending = list(self._pending.values()), {}
+        for waiter in waiters:
+            self._fail(waiter, WorkerError(f"worker {self.index} died"))
+
+    def _send(self, message_for: Any, waiter: Any) -> None:
+        request_id = next(self._ids)
+        with self._pending_lock:
+            self._pending[request_id] = waiter
+        try:
+            with self._send_lock:
+                if self.conn is None:
+                    raise OSError("no worker")
+                self.conn.send(message_for(request_id))
+        except (OSError, ValueError) as exc:
+            with self._pending_lock:
+                self._pending.pop(request_id, None)
+            self._fail(waiter, WorkerError(str(exc)))
+
+    def request(self, key: tuple[str, str], op: str, args: tuple[Any, ...], future: OutcomeFuture) -> None:
+        self._send(lambda rid: ("request", rid, key, op, args), future)
+
+    def call(self, kind: str, *args: Any, timeout: float) -> Any:
+        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        self._send(lambda rid: (kind, rid, *args), future)
+        return future.get(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+
+class WorkerPool:
+    """Accounts hosted in ``[actors] workers`` processes."""
+
+    def __init__(
+        self,
+        config: ActorsConfig,
+        protocols_config: dict[str, dict[str, Any]] | None = None,
+        proxy: ProxySettings | None = None,
+    ) -> None:
+        self.config = config
+        self.protocols_config = protocols_config or {}
+        self.proxy = proxy
+        self.directory = Directory()
+        self._workers = [_Worker(self, i) for i in range(config.workers)]
+        self._stopping = threading.Event()
+        self._apply_lock = threading.Lock()
+        for worker in self._workers:
+            worker.start()
+        self._monitor = threading.Thread(target=self._watch, name="worker-monitor", daemon=True)
+        self._monitor.start()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers]
+
+    def _timeout(self) -> float:
+        return self.config.shutdown_timeout + 30.0
+
+    def apply(self, rows: Sequence[AccountCredentials]) -> ReloadSummary:
+        groups: list[list[AccountCredentials]] = [[] for _ in self._workers]
+        for row in rows:
+            groups[shard_of(row.sip_user, len(self._workers))].append(row)
+        summary = ReloadSummary()
+        with self._apply_lock:
+            for worker, group in zip(self._workers, groups, strict=True):
+                worker.rows = group
+                try:
+                    summary.merge(worker.call("apply", group, timeout=self._timeout()))
+                except (WorkerError, pykka.Timeout) as exc:
+                    # The monitor restarts it with its new rows.
+                    logger.warning("Worker %d did not take its rows: %s", worker.index, exc)
+                self._publish(worker)
+        return summary
+
+    def _publish(self, worker: _Worker) -> None:
+        keep = {AccountKey.of(r) for w in self._workers for r in w.rows}
+        for handle in self.directory.all():
+            key = AccountKey(handle.info.sip_user, handle.info.protocol)
+            if key not in keep:
+                self.directory.publish(key, None)
+        for row in worker.rows:
+            info = AccountInfo(row.account_id, row.sip_user, row.protocol, row.ext_user)
+            self.directory.publish(AccountKey.of(row), RemoteAccountHandle(self, worker.index, info))
+
+    def status(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = []
+        for worker in self._workers:
+            try:
+                result += worker.call("status", timeout=10.0)
+            except (WorkerError, pykka.Timeout):
+                for row in worker.rows:
+                    result.append({
+                        "account_id": row.account_id, "sip_user": row.sip_user,
+                        "protocol": row.protocol, "ext_user": row.ext_user,
+                        "state": "unknown_error", "last_error": f"worker {worker.index} restarting",
+                        "pid": 0,
+                    })
+        result.sort(key=lambda e: (e["sip_user"], e["protocol"]))
+        return result
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            sentinels = {w.process.sentinel: w for w in self._workers if w.process is not None}
+            ready = multiprocessing.connection.wait(list(sentinels), timeout=0.5)
+            for sentinel in ready:
+                worker = sentinels[sentinel]
+                if self._stopping.is_set():
+                    return
+                worker.process.join(1)  # reap it, for the exit code
+                code = worker.process.exitcode
+                logger.error(
+                    "Worker %d (pid %d) died (exit code %s); restarting it with its %d accounts",
+                    worker.index, worker.pid, code, len(worker.rows),
+                )
+                self._restart(worker)
+
+    def _restart(self, worker: _Worker) -> None:
+        with self._apply_lock:
+            if worker.conn is not None:
+                worker.conn.close()
+            worker.restarts += 1
+            while not self._stopping.is_set():
+                self._stopping.wait(self.config.worker_restart_delay)
+                if self._stopping.is_set():
+                    return
+                try:
+                    worker.start()
+                    worker.call("apply", worker.rows, timeout=self._timeout())
+                    return
+                except (WorkerError, pykka.Timeout, OSError) as exc:
+                    logger.error("Worker %d failed to restart: %s", worker.index, exc)
+                    if worker.process is not None and worker.process.is_alive():
+                        worker.process.kill()
+                        worker.process.join(5)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for worker in self._workers:
+            if not worker.alive():
+                continue
+            try:
+                worker.call("stop", timeout=self._timeout())
+            except (WorkerError, pykka.Timeout) as exc:
+                logger.warning("Worker %d did not stop cleanly: %s", worker.index, exc)
+        for worker in self._workers:
+            if worker.process is None:
+                continue
+            worker.process.join(10)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(5)
+            if worker.conn is not None:
+                worker.conn.close()
+        self._monitor.join(2)
+
+
+if sys.platform == "win32":  # pragma: no cover
+    msg = "worker processes need POSIX"
+    raise ImportError(msg)
