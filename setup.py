@@ -41,6 +41,7 @@ setup(
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "pjsua2-python>=2.15",
+            "mypy>=1.10",
         ],
     },
     entry_points={
