@@ -29,7 +29,7 @@ from . import _abnf
 from .errors import RemoteProtocolError, SipError
 from .headers import Headers
 from .message import Message, Request, Response
-from .uri import parse_uri
+from .uri import SipURI, parse_uri
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _bad(reason: str, status: int = 400) -> RemoteProtocolError:
     return RemoteProtocolError(reason, status)
 
 
-def _parse_request_line(line: str) -> tuple[str, str | object]:
+def _parse_request_line(line: str) -> tuple[str, SipURI | str]:
     parts = line.split(" ")
     if len(parts) != 3:  # noqa: PLR2004 - Method SP Request-URI SP SIP-Version
         if len(parts) > 3 and parts[-1].upper().startswith("SIP/"):  # noqa: PLR2004
@@ -71,8 +71,6 @@ def _parse_request_line(line: str) -> tuple[str, str | object]:
         if uri.headers:
             # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI
             raise _bad("Bad Request: header fields in the Request-URI")
-        if "lr" in uri.params and uri.params["lr"] is not None:
-            pass
         return method, uri
     if _abnf.ABSOLUTE_URI_RE.fullmatch(uri_text) is None:
         raise _bad("Bad Request: malformed Request-URI")
@@ -103,12 +101,12 @@ def parse_head(head: bytes) -> Message:
         msg = Response(int(code), reason, headers)
     else:
         method, uri = _parse_request_line(first)
-        msg = Request(method, uri, headers)  # type: ignore[arg-type]
+        msg = Request(method, uri, headers)
     # the fields every element acts on: fail now rather than halfway through
     headers._parse_eager(_EAGER)  # noqa: SLF001
-    if msg.__class__ is Request:
+    if isinstance(msg, Request):
         cseq = headers.cseq()
-        if cseq is not None and cseq.method != msg.method:  # type: ignore[union-attr]
+        if cseq is not None and cseq.method != msg.method:
             raise _bad("Bad Request: CSeq method does not match the request method")
     return msg
 
