@@ -37,7 +37,7 @@ import hashlib
 import logging
 import math
 import re
-import xml.etree.ElementTree as ET  # noqa: N817 - the conventional name; used for types and errors only
+import xml.etree.ElementTree as ET  # types and ParseError only; parsing is defusedxml's
 from datetime import datetime
 from typing import TYPE_CHECKING
 from xml.parsers import expat
@@ -217,7 +217,9 @@ def _strict_parse(body: bytes) -> ET.Element:
 
 def _xml_error(exc: Exception) -> PidfError:
     if isinstance(exc, DefusedXmlException):
-        return PidfError(f"Bad Request: presence body declares entities or external references ({exc})")
+        return PidfError(
+            f"Bad Request: presence body declares entities or external references ({exc})"
+        )
     if isinstance(exc, ET.ParseError):
         return PidfError(f"Bad Request: presence body is not well-formed XML: {exc}")
     return PidfError(f"Bad Request: presence body cannot be decoded: {exc}")
@@ -246,6 +248,21 @@ def _local_of(qname: bytes) -> bytes:
     return qname.rsplit(b":", 1)[-1]
 
 
+def _shown(name: bytes) -> str:
+    return name.decode("ascii", "replace")
+
+
+def _fixed_end_tag(end: bytes, expected: bytes, gt: bytes, repairs: list[str]) -> bytes | None:
+    """The end tag to write instead of ``</end`` + ``gt``; None if it cannot be fixed."""
+    if end != expected:
+        if _local_of(end) != _local_of(expected):
+            return None
+        repairs.append(f"end tag </{_shown(end)}> closes <{_shown(expected)}>")
+    if not gt:
+        repairs.append(f"end tag </{_shown(end)} lacked its '>'")
+    return b"</" + expected + b">"
+
+
 def _repair_end_tags(body: bytes) -> tuple[bytes, list[str]] | None:
     """Fix unterminated end tags and end tags with the wrong prefix (Rule 4).
 
@@ -256,28 +273,19 @@ def _repair_end_tags(body: bytes) -> tuple[bytes, list[str]] | None:
     stack: list[bytes] = []
     pos = 0
     for match in _TOKEN.finditer(body):
-        if match.group("start") is not None:
-            if not match.group("empty"):
-                stack.append(match.group("start"))
-            continue
-        end = match.group("end")
+        start, end = match.group("start"), match.group("end")
+        if start is not None and not match.group("empty"):
+            stack.append(start)
         if end is None:
             continue
         if not stack:
             return None
-        expected = stack.pop()
-        name = end
-        if end != expected:
-            if _local_of(end) != _local_of(expected):
-                return None
-            name = expected
-            repairs.append(f"end tag </{end.decode('ascii', 'replace')}> closes <{expected.decode('ascii', 'replace')}>")
-        gt = match.group("gt")
-        if not gt:
-            repairs.append(f"end tag </{end.decode('ascii', 'replace')} lacked its '>'")
-        if name != end or not gt:
-            out.append(body[pos : match.start()])
-            out.append(b"</" + name + b">")
+        before = len(repairs)
+        fixed = _fixed_end_tag(end, stack.pop(), match.group("gt"), repairs)
+        if fixed is None:
+            return None
+        if len(repairs) > before:
+            out += [body[pos : match.start()], fixed]
             pos = match.end()
     if not repairs:
         return None
@@ -503,7 +511,9 @@ def _read_person(element: ET.Element) -> Person:
                 activities.extend(_tokens(_text(child)))
             elif _is_rpid_ns(ns):
                 activities.append(local)
-    timestamp = next((_timestamp(_text(c)) for c in element if _is(c, _DM_FAMILY, "timestamp")), None)
+    timestamp = next(
+        (_timestamp(_text(c)) for c in element if _is(c, _DM_FAMILY, "timestamp")), None
+    )
     return Person(
         id=_attr(element, "id"),
         activities=tuple(dict.fromkeys(activities)),
@@ -518,7 +528,9 @@ def _read_person(element: ET.Element) -> Person:
 
 def _read_device(element: ET.Element) -> Device:
     device_id = next((_text(c) or None for c in element if _is(c, _DM_FAMILY, "deviceID")), None)
-    timestamp = next((_timestamp(_text(c)) for c in element if _is(c, _DM_FAMILY, "timestamp")), None)
+    timestamp = next(
+        (_timestamp(_text(c)) for c in element if _is(c, _DM_FAMILY, "timestamp")), None
+    )
     return Device(
         id=_attr(element, "id"),
         device_id=device_id,
@@ -640,12 +652,12 @@ def _activities_out(person: Person, indent: str) -> Iterator[str]:
     others = list(person.other_activities)
     for note in person.activity_notes:
         yield _note_out("rpid:note", note, indent + " ")
-    for token in person.activities:
-        if token == "other":
+    for activity in person.activities:
+        if activity == "other":
             text = others.pop(0) if others else ""
             yield f"{indent} <rpid:other>{_esc(text)}</rpid:other>"
-        elif _NCNAME.match(token):
-            yield f"{indent} <rpid:{token}/>"
+        elif _NCNAME.match(activity):
+            yield f"{indent} <rpid:{activity}/>"
     for text in others:
         yield f"{indent} <rpid:other>{_esc(text)}</rpid:other>"
     yield f"{indent}</rpid:activities>"
@@ -666,9 +678,7 @@ def serialize_pidf(doc: PidfDocument) -> bytes:
     """
     lines = ['<?xml version="1.0" encoding="UTF-8"?>']
     entity = f" entity={_attr_out(doc.entity)}" if doc.entity else ""
-    lines.append(
-        f'<presence xmlns="{PIDF_NS}" xmlns:dm="{DM_NS}" xmlns:rpid="{RPID_NS}"{entity}>'
-    )
+    lines.append(f'<presence xmlns="{PIDF_NS}" xmlns:dm="{DM_NS}" xmlns:rpid="{RPID_NS}"{entity}>')
     for tup in doc.tuples:
         lines.append(f" <tuple{_id_out(tup.id, 't')}>")
         lines.append("  <status>")

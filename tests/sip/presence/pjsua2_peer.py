@@ -55,8 +55,8 @@ class Buddy(pj.Buddy):
         )
 
 
-def main() -> None:
-    gateway_port = int(sys.argv[1])
+def start_endpoint() -> tuple[pj.Endpoint, int, int]:
+    """The pjsua2 library on 127.0.0.1: (endpoint, transport id, UDP port)."""
     ep = pj.Endpoint()
     ep.libCreate()
     cfg = pj.EpConfig()
@@ -65,16 +65,39 @@ def main() -> None:
     cfg.uaConfig.mainThreadOnly = True
     cfg.logConfig.level = 0
     cfg.logConfig.consoleLevel = 0
-    cfg.medConfig.noVad = True
     ep.libInit(cfg)
     ep.audDevManager().setNullDev()
     tcfg = pj.TransportConfig()
     tcfg.boundAddress = "127.0.0.1"
     tcfg.port = 0
     tid = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-    port = ep.transportGetInfo(tid).localName.rsplit(":", 1)[1]
+    port = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
     ep.libStart()
+    return ep, tid, port
 
+
+def run_command(cmd: dict[str, object], acc: pj.Account, buddies: list[Buddy]) -> bool:
+    """Carry out one command; False once told to quit."""
+    if cmd["cmd"] == "subscribe":
+        bcfg = pj.BuddyConfig()
+        bcfg.uri = str(cmd["uri"])
+        bcfg.subscribe = True
+        buddy = Buddy()
+        buddy.create(acc, bcfg)
+        buddies.append(buddy)
+    elif cmd["cmd"] == "publish":
+        status = pj.PresenceStatus()
+        online = bool(cmd["online"])
+        status.status = pj.PJSUA_BUDDY_STATUS_ONLINE if online else pj.PJSUA_BUDDY_STATUS_OFFLINE
+        status.activity = ACTIVITIES[str(cmd.get("activity", "unknown"))]
+        status.note = str(cmd.get("note", ""))
+        acc.setOnlineStatus(status)
+    return cmd["cmd"] != "quit"
+
+
+def main() -> None:
+    gateway_port = int(sys.argv[1])
+    ep, tid, port = start_endpoint()
     acfg = pj.AccountConfig()
     acfg.idUri = f"sip:alice@127.0.0.1:{gateway_port}"
     acfg.presConfig.publishEnabled = True
@@ -82,8 +105,7 @@ def main() -> None:
     acc = pj.Account()
     acc.create(acfg)
     buddies: list[Buddy] = []
-    emit(event="ready", port=int(port))
-
+    emit(event="ready", port=port)
     running = True
     while running:
         ep.libHandleEvents(20)
@@ -93,25 +115,8 @@ def main() -> None:
         line = sys.stdin.readline()
         if not line:
             break
-        cmd = json.loads(line)
         try:
-            if cmd["cmd"] == "subscribe":
-                bcfg = pj.BuddyConfig()
-                bcfg.uri = cmd["uri"]
-                bcfg.subscribe = True
-                buddy = Buddy()
-                buddy.create(acc, bcfg)
-                buddies.append(buddy)
-            elif cmd["cmd"] == "publish":
-                status = pj.PresenceStatus()
-                status.status = (
-                    pj.PJSUA_BUDDY_STATUS_ONLINE if cmd["online"] else pj.PJSUA_BUDDY_STATUS_OFFLINE
-                )
-                status.activity = ACTIVITIES[cmd.get("activity", "unknown")]
-                status.note = cmd.get("note", "")
-                acc.setOnlineStatus(status)
-            elif cmd["cmd"] == "quit":
-                running = False
+            running = run_command(json.loads(line), acc, buddies)
         except pj.Error as exc:
             emit(event="error", message=exc.info())
     buddies.clear()

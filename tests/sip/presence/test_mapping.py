@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET  # noqa: N817
 from datetime import UTC, datetime
 
 import pytest
+from defusedxml.ElementTree import fromstring
 
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.sip.presence.mapping import (
@@ -20,10 +20,32 @@ PIDF = "application/pidf+xml"
 
 # RFC 4480 section 3.2, every activity token the RFC defines.
 RFC4480_ACTIVITIES = [
-    "appointment", "away", "breakfast", "busy", "dinner", "holiday", "in-transit",
-    "looking-for-work", "lunch", "meal", "meeting", "on-the-phone", "performance",
-    "permanent-absence", "playing", "presentation", "shopping", "sleeping", "spectator",
-    "steering", "travel", "tv", "unknown", "vacation", "working", "worship",
+    "appointment",
+    "away",
+    "breakfast",
+    "busy",
+    "dinner",
+    "holiday",
+    "in-transit",
+    "looking-for-work",
+    "lunch",
+    "meal",
+    "meeting",
+    "on-the-phone",
+    "performance",
+    "permanent-absence",
+    "playing",
+    "presentation",
+    "shopping",
+    "sleeping",
+    "spectator",
+    "steering",
+    "travel",
+    "tv",
+    "unknown",
+    "vacation",
+    "working",
+    "worship",
 ]
 
 
@@ -39,6 +61,12 @@ def read(inner: str, *, lang: str | None = None) -> Presence:
 
 def tup(basic: str = "open", extra: str = "", tid: str = "t1") -> str:
     return f'<tuple id="{tid}"><status><basic>{basic}</basic></status>{extra}</tuple>'
+
+
+IDLE_DEVICE = (
+    '<dm:device id="d"><rpid:user-input>idle</rpid:user-input>'
+    "<dm:deviceID>x</dm:deviceID></dm:device>"
+)
 
 
 def person(inner: str) -> str:
@@ -85,7 +113,9 @@ def test_no_basic_at_all_does_not_log_out() -> None:
     ],
 )
 @pytest.mark.parametrize("where", ["person", "tuple"])
-def test_note_keywords_of_activity_less_documents(note: str, expected: Presence, where: str) -> None:
+def test_note_keywords_of_activity_less_documents(
+    note: str, expected: Presence, where: str
+) -> None:
     if where == "person":
         body = tup() + person(f"<dm:note>{note}</dm:note>")
     else:
@@ -101,7 +131,9 @@ def test_keyword_table_matches_the_original_module() -> None:
 
 
 def test_a_document_with_activities_means_its_note_as_text() -> None:
-    body = tup() + person("<rpid:activities><rpid:unknown/></rpid:activities><dm:note>Busy</dm:note>")
+    body = tup() + person(
+        "<rpid:activities><rpid:unknown/></rpid:activities><dm:note>Busy</dm:note>"
+    )
     assert read(body) == Presence(Status.AVAILABLE, "Busy")
 
 
@@ -110,7 +142,10 @@ def test_a_document_with_activities_means_its_note_as_text() -> None:
     [
         ("person", tup() + person("<rpid:user-input>idle</rpid:user-input>")),
         ("tuple", tup(extra="<rpid:user-input>idle</rpid:user-input>")),
-        ("device", tup() + '<dm:device id="d"><rpid:user-input>idle</rpid:user-input><dm:deviceID>x</dm:deviceID></dm:device>'),
+        (
+            "device",
+            tup() + IDLE_DEVICE,
+        ),
     ],
 )
 def test_user_input_idle_means_idle(where: str, body: str) -> None:
@@ -121,25 +156,26 @@ def test_user_input_idle_means_idle(where: str, body: str) -> None:
 
 
 def test_person_user_input_active_overrides_device_idle() -> None:
-    body = tup() + person("<rpid:user-input>active</rpid:user-input>") + (
-        '<dm:device id="d"><rpid:user-input>idle</rpid:user-input><dm:deviceID>x</dm:deviceID></dm:device>'
-    )
+    body = tup() + person("<rpid:user-input>active</rpid:user-input>") + (IDLE_DEVICE)
     assert not read(body).idle
 
 
-# --- RPID activities -------------------------------------------------------------------------------
+# --- RPID activities -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("token", RFC4480_ACTIVITIES)
-def test_every_rfc4480_activity_maps_per_the_table(token: str) -> None:
-    pres = read(tup() + person(f"<rpid:activities><rpid:{token}/></rpid:activities>"))
-    assert pres.status is ACTIVITY_STATUS.get(token, Status.AVAILABLE)
-    assert pres.activities == (() if token == "unknown" else (token,))
+@pytest.mark.parametrize("activity", RFC4480_ACTIVITIES)
+def test_every_rfc4480_activity_maps_per_the_table(activity: str) -> None:
+    pres = read(tup() + person(f"<rpid:activities><rpid:{activity}/></rpid:activities>"))
+    assert pres.status is ACTIVITY_STATUS.get(activity, Status.AVAILABLE)
+    assert pres.activities == (() if activity == "unknown" else (activity,))
 
 
 def test_table_covers_the_expected_classes() -> None:
     assert {t for t, s in ACTIVITY_STATUS.items() if s is Status.EXTENDED_AWAY} == {
-        "vacation", "holiday", "sleeping", "permanent-absence",
+        "vacation",
+        "holiday",
+        "sleeping",
+        "permanent-absence",
     }
     assert set(ACTIVITY_STATUS) <= set(RFC4480_ACTIVITIES)
 
@@ -151,8 +187,13 @@ def test_least_available_activity_wins() -> None:
 
 @pytest.mark.parametrize(
     ("text", "status"),
-    [("Free for chat", Status.CHAT), ("free-for-chat", Status.CHAT), ("Extended away", Status.EXTENDED_AWAY),
-     ("xa", Status.EXTENDED_AWAY), ("knitting", Status.AVAILABLE)],
+    [
+        ("Free for chat", Status.CHAT),
+        ("free-for-chat", Status.CHAT),
+        ("Extended away", Status.EXTENDED_AWAY),
+        ("xa", Status.EXTENDED_AWAY),
+        ("knitting", Status.AVAILABLE),
+    ],
 )
 def test_other_activity_markers(text: str, status: Status) -> None:
     body = tup() + person(f"<rpid:activities><rpid:other>{text}</rpid:other></rpid:activities>")
@@ -163,16 +204,17 @@ def test_other_activity_markers(text: str, status: Status) -> None:
 
 def test_legacy_status_activities_of_exosip() -> None:
     body = (
-        '<presence xmlns="urn:ietf:params:xml:ns:pidf" '
-        'xmlns:es="urn:ietf:params:xml:ns:pidf:status:rpid-status" entity="sip:a@example.com">'
-        '<tuple id="t"><status><basic>open</basic><es:activities><es:activity>on-the-phone</es:activity>'
-        "</es:activities></status><note>on the phone</note></tuple></presence>"
-    ).encode()
+        b'<presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        b'xmlns:es="urn:ietf:params:xml:ns:pidf:status:rpid-status" entity="sip:a@example.com">'
+        b'<tuple id="t"><status><basic>open</basic>'
+        b"<es:activities><es:activity>on-the-phone</es:activity>"
+        b"</es:activities></status><note>on the phone</note></tuple></presence>"
+    )
     pres = pidf_to_presence(parse_pidf(body, PIDF))
     assert pres == Presence(Status.BUSY, "on the phone", ("on-the-phone",))
 
 
-# --- Which note --------------------------------------------------------------------------------------
+# --- Which note ----------------------------------------------------------------------------------
 
 
 def test_person_note_beats_tuple_note() -> None:
@@ -190,9 +232,8 @@ def test_best_tuple_gives_the_note() -> None:
 
 
 def test_newest_tuple_breaks_priority_ties() -> None:
-    body = (
-        tup(extra="<note>old</note><timestamp>2020-01-01T00:00:00Z</timestamp>", tid="a")
-        + tup(extra="<note>new</note><timestamp>2021-01-01T00:00:00</timestamp>", tid="b")
+    body = tup(extra="<note>old</note><timestamp>2020-01-01T00:00:00Z</timestamp>", tid="a") + tup(
+        extra="<note>new</note><timestamp>2021-01-01T00:00:00</timestamp>", tid="b"
     )
     assert read(body).note == "new"
 
@@ -204,7 +245,7 @@ def test_note_language_preference() -> None:
     assert read(tup(extra=notes)).note == "Do not disturb"
 
 
-# --- Writing: the shape pjsip reads ------------------------------------------------------------------
+# --- Writing: the shape pjsip reads --------------------------------------------------------------
 
 
 def q(ns: str, local: str) -> str:
@@ -226,11 +267,20 @@ def test_written_shape(status: Status, first_activity: str) -> None:
     body = presence_to_pidf("sip:bob@example.com", contact, lang="en")
     text = body.decode()
     # pjsip matches these literal, unprefixed names; extensions use dm:/rpid:.
-    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf"')
-    for literal in ("<tuple id=", "<status>", "<basic>open</basic>", '<note xml:lang="en">note &lt;1></note>',
-                    "<dm:person id=", "<rpid:activities>", '<dm:note xml:lang="en">'):
+    assert text.startswith(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf"'
+    )
+    for literal in (
+        "<tuple id=",
+        "<status>",
+        "<basic>open</basic>",
+        '<note xml:lang="en">note &lt;1></note>',
+        "<dm:person id=",
+        "<rpid:activities>",
+        '<dm:note xml:lang="en">',
+    ):
         assert literal in text
-    root = ET.fromstring(body)
+    root = fromstring(body)
     assert root.tag == q(PIDF_NS, "presence")
     assert root.get("entity") == "sip:bob@example.com"
     tuple_el, person_el = list(root)
@@ -243,7 +293,7 @@ def test_written_shape(status: Status, first_activity: str) -> None:
 
 def test_offline_contact_has_no_activities() -> None:
     body = presence_to_pidf("sip:bob@example.com", ContactPresence("bob@example.com"))
-    root = ET.fromstring(body)
+    root = fromstring(body)
     (tuple_el, person_el) = list(root)
     assert tuple_el.findtext(f"{q(PIDF_NS, 'status')}/{q(PIDF_NS, 'basic')}") == "closed"
     assert person_el.find(q(RPID_NS, "activities")) is None
@@ -260,7 +310,11 @@ def test_one_tuple_per_resource_most_available_first() -> None:
     )
     doc = parse_pidf(presence_to_pidf("sip:bob@example.com", contact), PIDF)
     assert [t.basic for t in doc.tuples] == ["open", "open", "closed"]
-    assert [t.notes[0].text if t.notes else None for t in doc.tuples] == ["on the move", "at lunch", None]
+    assert [t.notes[0].text if t.notes else None for t in doc.tuples] == [
+        "on the move",
+        "at lunch",
+        None,
+    ]
     assert [t.user_input for t in doc.tuples] == [None, "idle", None]
     assert len({t.id for t in doc.tuples}) == 3
     assert pidf_to_presence(doc) == Presence(Status.AVAILABLE, "on the move")
@@ -274,7 +328,9 @@ def test_timestamp_is_the_callers() -> None:
 
 
 def test_extra_activities_are_kept_when_they_agree_with_the_status() -> None:
-    contact = ContactPresence("b", {"": Presence(Status.BUSY, activities=("on-the-phone", "vacation"))})
+    contact = ContactPresence(
+        "b", {"": Presence(Status.BUSY, activities=("on-the-phone", "vacation"))}
+    )
     doc = parse_pidf(presence_to_pidf("sip:b@example.com", contact), PIDF)
     # Both map to a status no worse than BUSY, so reading them back still says BUSY.
     assert doc.persons[0].activities == ("busy", "on-the-phone", "vacation")
@@ -295,15 +351,19 @@ def test_extended_away_named_by_a_token_needs_no_marker() -> None:
     assert pidf_to_presence(doc).status is Status.EXTENDED_AWAY
 
 
-# --- Round trips ---------------------------------------------------------------------------------------
+# --- Round trips ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", list(Status))
-@pytest.mark.parametrize("note", [None, "In a meeting until 3", "Busy", "Away", "Idle", "  spaced  "])
+@pytest.mark.parametrize(
+    "note", [None, "In a meeting until 3", "Busy", "Away", "Idle", "  spaced  "]
+)
 @pytest.mark.parametrize("idle", [False, True])
-def test_round_trip_every_status(status: Status, note: str | None, idle: bool) -> None:
+def test_round_trip_every_status(status: Status, note: str | None, idle: bool) -> None:  # noqa: FBT001
     sent = Presence(status, note, idle=idle)
-    body = presence_to_pidf("sip:bob@example.com", ContactPresence("bob@example.com", {"res": sent}))
+    body = presence_to_pidf(
+        "sip:bob@example.com", ContactPresence("bob@example.com", {"res": sent})
+    )
     got = pidf_to_presence(parse_pidf(body, PIDF))
     assert got.status is status
     assert got.note == (note.strip() if note else None)

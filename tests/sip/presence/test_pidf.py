@@ -32,7 +32,7 @@ def doc(inner: str, *, extra_ns: str = "", entity: str = 'entity="sip:alice@exam
 OPEN_TUPLE = '<tuple id="t1"><status><basic>open</basic></status></tuple>'
 
 
-# --- Rule 1: untrusted input ------------------------------------------------------------------
+# --- Rule 1: untrusted input ---------------------------------------------------------------------
 
 
 def test_billion_laughs_is_refused_not_expanded() -> None:
@@ -61,9 +61,9 @@ def test_quadratic_blowup_is_refused() -> None:
 
 def test_external_entity_is_refused() -> None:
     body = (
-        '<?xml version="1.0"?><!DOCTYPE presence [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-        '<presence xmlns="urn:ietf:params:xml:ns:pidf"><note>&e;</note></presence>'
-    ).encode()
+        b'<?xml version="1.0"?><!DOCTYPE presence [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b'<presence xmlns="urn:ietf:params:xml:ns:pidf"><note>&e;</note></presence>'
+    )
     with pytest.raises(PidfError, match="entities or external references"):
         parse_pidf(body, PIDF)
 
@@ -84,7 +84,9 @@ def test_deep_nesting_is_refused() -> None:
         parse_pidf(body, PIDF)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/dialog-info+xml", "application/sdp"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/dialog-info+xml", "application/sdp"]
+)
 def test_unsupported_content_type_is_415(content_type: str) -> None:
     with pytest.raises(PidfError, match="Unsupported Media Type") as info:
         parse_pidf(doc(OPEN_TUPLE), content_type)
@@ -129,12 +131,13 @@ def test_error_carries_reason_and_hint() -> None:
     assert "status_hint=400" in repr(err)
 
 
-# --- Rule 2/3: dialects and namespace families -------------------------------------------------
+# --- Rule 2/3: dialects and namespace families ---------------------------------------------------
 
 
 def test_xpidf_is_recognised_by_its_root_whatever_the_label() -> None:
     body = (
-        b'<?xml version="1.0"?>\n<!DOCTYPE presence PUBLIC "-//IETF//DTD RFCxxxx XPIDF 1.0//EN" "xpidf.dtd">\n'
+        b'<?xml version="1.0"?>\n'
+        b'<!DOCTYPE presence PUBLIC "-//IETF//DTD RFCxxxx XPIDF 1.0//EN" "xpidf.dtd">\n'
         b'<presence><presentity uri="sip:bob@example.com;method=SUBSCRIBE"/>'
         b'<atom id="7"><address uri="sip:bob@192.0.2.4" priority="0.8">'
         b'<status status="inuse"/></address></atom></presence>'
@@ -144,25 +147,36 @@ def test_xpidf_is_recognised_by_its_root_whatever_the_label() -> None:
     assert parsed.entity == "sip:bob@example.com;method=SUBSCRIBE"
     (tup,) = parsed.tuples
     assert (tup.id, tup.basic, tup.xpidf_status, tup.contact, tup.priority) == (
-        "7", "open", "inuse", "sip:bob@192.0.2.4", 0.8,
+        "7",
+        "open",
+        "inuse",
+        "sip:bob@192.0.2.4",
+        0.8,
     )
     # inuse without a sub-status: on a call
     assert tup.activities == ("on-the-phone",)
 
 
 def test_namespace_less_lpidf() -> None:
-    body = b'<presence entity="sip:a@example.com"><tuple id="a"><status><basic>closed</basic></status></tuple></presence>'
+    body = (
+        b'<presence entity="sip:a@example.com">'
+        b'<tuple id="a"><status><basic>closed</basic></status></tuple></presence>'
+    )
     parsed = parse_pidf(body, "application/lpidf+xml")
-    assert (parsed.format, parsed.basic, parsed.entity) == (DocumentFormat.PIDF, "closed", "sip:a@example.com")
+    assert (parsed.format, parsed.basic, parsed.entity) == (
+        DocumentFormat.PIDF,
+        "closed",
+        "sip:a@example.com",
+    )
 
 
 def test_prefixed_pidf_and_notes_with_lang() -> None:
     body = (
-        '<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf" entity="pres:a@example.com">'
-        '<p:tuple id="x"><p:status><p:basic>OPEN</p:basic></p:status>'
-        '<p:note xml:lang="en">Hi</p:note><p:note xml:lang="fr">Salut</p:note></p:tuple>'
-        "</p:presence>"
-    ).encode()
+        b'<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf" entity="pres:a@example.com">'
+        b'<p:tuple id="x"><p:status><p:basic>OPEN</p:basic></p:status>'
+        b'<p:note xml:lang="en">Hi</p:note><p:note xml:lang="fr">Salut</p:note></p:tuple>'
+        b"</p:presence>"
+    )
     parsed = parse_pidf(body, PIDF)
     assert parsed.basic == "open"  # basic is case-insensitive, as the original module read it
     assert parsed.tuples[0].notes == (Note("Hi", "en"), Note("Salut", "fr"))
@@ -175,7 +189,12 @@ def test_iso_8859_1_and_utf16_bodies_are_decoded() -> None:
         "</status><note>Ne d\u00e9rangez pas</note></tuple></presence>"
     ).encode("iso-8859-1")
     assert parse_pidf(latin, PIDF).all_notes == (Note("Ne d\u00e9rangez pas"),)
-    utf16 = doc(OPEN_TUPLE + "<note>\u00e7a</note>").decode().replace("UTF-8", "UTF-16").encode("utf-16")
+    utf16 = (
+        doc(OPEN_TUPLE + "<note>\u00e7a</note>")
+        .decode()
+        .replace("UTF-8", "UTF-16")
+        .encode("utf-16")
+    )
     assert parse_pidf(utf16, PIDF).notes == (Note("\u00e7a"),)
 
 
@@ -186,31 +205,40 @@ def test_leading_blank_lines_are_tolerated() -> None:
 def test_values_that_do_not_parse_are_dropped() -> None:
     body = doc(
         '<tuple id="t"><status><basic>maybe</basic></status>'
-        '<contact priority="high">sip:a@example.com</contact><timestamp>yesterday</timestamp></tuple>'
+        '<contact priority="high">sip:a@example.com</contact>'
+        "<timestamp>yesterday</timestamp></tuple>"
         '<tuple id="u"><status><basic>open</basic></status>'
         '<contact priority="0.5">sip:b@example.com</contact>'
         "<timestamp>2021-06-07T13:30:35.944Z</timestamp></tuple>"
     )
     first, second = parse_pidf(body, PIDF).tuples
-    assert (first.basic, first.priority, first.timestamp, first.contact) == (None, None, None, "sip:a@example.com")
+    assert (first.basic, first.priority, first.timestamp, first.contact) == (
+        None,
+        None,
+        None,
+        "sip:a@example.com",
+    )
     assert second.priority == 0.5
     assert second.timestamp == datetime(2021, 6, 7, 13, 30, 35, 944000, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("priority", ["2", "-0.1", "nan", "inf"])
 def test_priority_outside_zero_one_is_dropped(priority: str) -> None:
-    body = doc(f'<tuple id="t"><status><basic>open</basic></status><contact priority="{priority}">sip:a@b</contact></tuple>')
+    body = doc(
+        f'<tuple id="t"><status><basic>open</basic></status>'
+        f'<contact priority="{priority}">sip:a@b</contact></tuple>'
+    )
     assert parse_pidf(body, PIDF).tuples[0].priority is None
 
 
 def test_rfc4479_person_device_and_user_input() -> None:
     body = doc(
-        OPEN_TUPLE
-        + '<dm:person id="p1"><rpid:activities><rpid:note>brb</rpid:note><rpid:meal/>'
+        OPEN_TUPLE + '<dm:person id="p1"><rpid:activities><rpid:note>brb</rpid:note><rpid:meal/>'
         "<rpid:other>knitting</rpid:other></rpid:activities>"
         "<rpid:user-input>active</rpid:user-input><dm:note>Lunch</dm:note>"
         "<dm:timestamp>2005-05-30T16:09:44+05:00</dm:timestamp></dm:person>"
-        '<dm:device id="d1"><rpid:user-input last-input="2004-10-21T13:20:00-05:00">IDLE</rpid:user-input>'
+        '<dm:device id="d1">'
+        '<rpid:user-input last-input="2004-10-21T13:20:00-05:00">IDLE</rpid:user-input>'
         "<dm:deviceID>mac:8asd7d7d70</dm:deviceID><dm:note>PC</dm:note></dm:device>"
     )
     parsed = parse_pidf(body, PIDF)
@@ -225,7 +253,9 @@ def test_rfc4479_person_device_and_user_input() -> None:
         user_input="active",
         timestamp=datetime(2005, 5, 30, 16, 9, 44, tzinfo=timezone(timedelta(hours=5))),
     )
-    assert parsed.devices == (Device(id="d1", device_id="mac:8asd7d7d70", user_input="idle", notes=(Note("PC"),)),)
+    assert parsed.devices == (
+        Device(id="d1", device_id="mac:8asd7d7d70", user_input="idle", notes=(Note("PC"),)),
+    )
     assert [n.text for n in parsed.all_notes] == ["brb", "Lunch", "PC"]
 
 
@@ -236,11 +266,13 @@ def test_empty_activities_element_is_still_stated() -> None:
 
 
 def test_comments_and_processing_instructions_are_ignored() -> None:
-    body = doc('<!-- c --><?pi x?><tuple id="t"><status><!-- c --><basic>open</basic></status></tuple>')
+    body = doc(
+        '<!-- c --><?pi x?><tuple id="t"><status><!-- c --><basic>open</basic></status></tuple>'
+    )
     assert parse_pidf(body, PIDF).tuples[0].status_extensions == ()
 
 
-# --- Rule 4: repairs ---------------------------------------------------------------------------
+# --- Rule 4: repairs -----------------------------------------------------------------------------
 
 
 def test_unterminated_end_tag_is_repaired_and_reported() -> None:
@@ -257,7 +289,9 @@ def test_end_tag_with_other_local_name_is_not_guessed() -> None:
 
 
 def test_repairs_do_not_hide_other_faults() -> None:
-    body = doc('<tuple id="t"><status><basic>open</basic></status><note>a &bogus; b</note\n</tuple>')
+    body = doc(
+        '<tuple id="t"><status><basic>open</basic></status><note>a &bogus; b</note\n</tuple>'
+    )
     with pytest.raises(PidfError, match="not well-formed"):
         parse_pidf(body, PIDF)
 
@@ -271,16 +305,27 @@ def test_serialize_then_parse_gives_the_same_model() -> None:
         entity="sip:bob@example.com",
         tuples=(
             PidfTuple(
-                id="t1", basic="open", notes=(Note("a & <b>", "en"),), contact="sip:bob@192.0.2.1",
-                priority=0.8, timestamp=stamp, user_input="idle", device_id="urn:x-mac:1",
+                id="t1",
+                basic="open",
+                notes=(Note("a & <b>", "en"),),
+                contact="sip:bob@192.0.2.1",
+                priority=0.8,
+                timestamp=stamp,
+                user_input="idle",
+                device_id="urn:x-mac:1",
             ),
             PidfTuple(id="t2", basic="closed"),
         ),
         persons=(
             Person(
-                id="p1", activities=("busy", "on-the-phone", "other"), other_activities=("Call",),
-                has_activities=True, activity_notes=(Note("note in activities"),),
-                notes=(Note("In a call"),), user_input="active", timestamp=stamp,
+                id="p1",
+                activities=("busy", "on-the-phone", "other"),
+                other_activities=("Call",),
+                has_activities=True,
+                activity_notes=(Note("note in activities"),),
+                notes=(Note("In a call"),),
+                user_input="active",
+                timestamp=stamp,
             ),
         ),
         devices=(Device(id="d1", device_id="urn:x-mac:1", user_input="idle", notes=(Note("PC"),)),),
@@ -288,12 +333,18 @@ def test_serialize_then_parse_gives_the_same_model() -> None:
     )
     parsed = parse_pidf(serialize_pidf(original), PIDF)
     assert (parsed.entity, parsed.tuples, parsed.persons, parsed.devices, parsed.notes) == (
-        original.entity, original.tuples, original.persons, original.devices, original.notes,
+        original.entity,
+        original.tuples,
+        original.persons,
+        original.devices,
+        original.notes,
     )
 
 
 def test_ids_that_are_not_xml_names_are_replaced_by_stable_ones() -> None:
-    original = PidfDocument(entity=None, tuples=(PidfTuple(id="bob@example.com/phone 1", basic="open"),))
+    original = PidfDocument(
+        entity=None, tuples=(PidfTuple(id="bob@example.com/phone 1", basic="open"),)
+    )
     first = parse_pidf(serialize_pidf(original), PIDF)
     again = parse_pidf(serialize_pidf(original), PIDF)
     assert first.tuples[0].id == again.tuples[0].id
