@@ -133,12 +133,21 @@ class XmppPeer:
         client.add_event_handler("session_start", self._on_session_start)
         client.add_event_handler("session_resumed", lambda _e: self._online.set())
         client.add_event_handler("disconnected", self._on_disconnected)
-        client.add_event_handler("message", self._on_message)
+        # The "message" event needs a <body/>; record bare chat states too.
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+
+        client.register_handler(Callback("peer message", MatchXPath("{jabber:client}message"), self._on_message))
         client.add_event_handler("receipt_received", self._on_receipt)
         for kind in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
             client.add_event_handler(f"presence_{kind}", self._recorder(kind))
-        client.add_event_handler("presence_available", self._recorder("presence"))
-        client.add_event_handler("presence_unavailable", self._recorder("presence"))
+        record_presence = self._recorder("presence")
+        # presence_available is not fired for <show/> stanzas (slixmpp names
+        # the event after the show value), so filter the generic event.
+        client.add_event_handler(
+            "presence",
+            lambda p: record_presence(p) if p.xml.get("type") in (None, "unavailable") else None,
+        )
         self._client = client
         client.connect(self.host, self.port)
         await asyncio.wait_for(self._online.wait(), 30)
@@ -193,7 +202,7 @@ class XmppPeer:
                     sender=str(pres["from"]),
                     show=pres["show"] or None,
                     status=pres["status"] or None,
-                    ptype=pres["type"] or None,
+                    ptype=pres.xml.get("type"),
                 )
             )
 

@@ -280,10 +280,18 @@ class XmppSession(Session):
         client.add_event_handler("session_resumed", self._on_session_resumed)
         client.add_event_handler("session_end", self._on_session_end)
         client.add_event_handler("stanza_acked", self._on_stanza_acked)
-        client.add_event_handler("message", self._on_message)
+        # slixmpp's "message" event only fires for messages with a <body/>;
+        # XHTML-only messages and bare chat states need every <message/>.
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+
+        client.register_handler(
+            Callback("purplegw message", MatchXPath(f"{{{client.default_ns}}}message"), self._on_message)
+        )
         client.add_event_handler("receipt_received", self._on_receipt)
-        client.add_event_handler("presence_available", self._on_presence)
-        client.add_event_handler("presence_unavailable", self._on_presence)
+        # Not presence_available: slixmpp names that event after <show/>
+        # (presence_dnd, presence_away, ...).
+        client.add_event_handler("presence", self._on_presence)
         client.add_event_handler("presence_subscribe", self._on_subscribe)
         client.add_event_handler("presence_subscribed", self._on_subscribed)
         client.add_event_handler("presence_unsubscribed", self._on_unsubscribed)
@@ -446,7 +454,12 @@ class XmppSession(Session):
 
     def _on_disconnected(self, reason: Any) -> None:
         if self._outcome is not None and not self._outcome.done():
-            self._settle(TransientError(f"{self._label()} closed the connection during login: {reason}"))
+            if isinstance(reason, ssl.SSLError):
+                # asyncio reports a failed STARTTLS handshake as the lost
+                # connection, before slixmpp's ssl_invalid_chain event.
+                self._on_ssl_invalid(reason)
+            else:
+                self._settle(TransientError(f"{self._label()} closed the connection during login: {reason}"))
             return
         if self._closing or not self._logged_in:
             return
@@ -538,6 +551,8 @@ class XmppSession(Session):
         if jid.bare == client.boundjid.bare:
             return  # our own other resources
         parsed = parse_presence(pres.xml)
+        if parsed.type not in (None, "unavailable"):
+            return  # subscription management and errors: handled elsewhere
         current = self._resources.setdefault(jid.bare, {})
         presence = presence_from_xmpp(parsed.type, parsed.show, parsed.status, idle=parsed.idle)
         if presence.status is Status.OFFLINE:

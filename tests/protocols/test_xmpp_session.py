@@ -1,0 +1,304 @@
+"""XmppSession against a real Prosody, with an independent slixmpp client as the contact."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from purplegw.presence import Presence, Status
+from purplegw.protocols.base import (
+    AuthorizationAnswer,
+    BadCredentialsError,
+    ConnectionState,
+    DeliveryError,
+    TransientError,
+    TypingState,
+)
+from purplegw.protocols.xmpp.session import TlsVerificationError
+from purplegw.testing.ports import free_port
+from purplegw.testing.prosody import Prosody
+from purplegw.testing.xmpp_peer import XmppPeer
+
+from .xmpp_harness import LoopThread, make_session
+
+pytestmark = pytest.mark.timeout(120)
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture
+def users(prosody: Prosody):
+    """Two fresh accounts per test: ours (alice*) and the peer's (bob*)."""
+    n = next(_names)
+    return prosody.create_user(f"alice{n}"), prosody.create_user(f"bob{n}")
+
+
+def config(prosody: Prosody, **extra):
+    return {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 0, **extra}
+
+
+@pytest.fixture
+def alice(loop, prosody, users):
+    session, events = make_session(loop, users[0].jid, users[0].password, config(prosody))
+    loop.run(session.login())
+    yield session, events
+    loop.run(session.logout())
+
+
+@pytest.fixture
+def bob(prosody, users):
+    with XmppPeer(users[1].jid, users[1].password, prosody.host, prosody.port, ca_file=prosody.ca_file) as peer:
+        yield peer
+
+
+def befriend(loop, session, events, peer, our_jid: str) -> None:
+    """Mutual presence subscription, driven through the session's API."""
+    loop.run(session.add_contact(peer.jid.partition("/")[0]))
+    peer.wait_for(lambda e: e.kind == "subscribe" and e.bare == our_jid)
+    peer.answer_subscription(our_jid, allow=True)
+    events.wait_for("auth_answer", lambda c, a: a is AuthorizationAnswer.ALLOW)
+    peer.subscribe(our_jid)
+    events.wait_for("auth_request", lambda c, t: c == peer.jid.partition("/")[0])
+    loop.run(session.answer_authorization(peer.jid.partition("/")[0], AuthorizationAnswer.ALLOW))
+    peer.wait_for(lambda e: e.kind == "subscribed" and e.bare == our_jid)
+
+
+# --- login --------------------------------------------------------------------------
+
+
+def test_login_reports_connecting_then_connected_and_logout_is_idempotent(loop, prosody, users):
+    session, events = make_session(loop, users[0].jid, users[0].password, config(prosody))
+    loop.run(session.login())
+    states = [args[0] for args in events.of("state")]
+    assert states == [ConnectionState.CONNECTING, ConnectionState.CONNECTED]
+    loop.run(session.logout())
+    loop.run(session.logout())
+    assert [args[0] for args in events.of("state")][-1] is ConnectionState.LOGGED_OUT
+    assert [args[0] for args in events.of("state")].count(ConnectionState.LOGGED_OUT) == 1
+    with pytest.raises(DeliveryError) as info:
+        loop.run(session.send_message(users[1].jid, "after logout", "late-1"))
+    assert info.value.status_hint == 503
+
+
+def test_bad_password_is_bad_credentials(loop, prosody, users):
+    session, events = make_session(loop, users[0].jid, "wrong-password", config(prosody))
+    with pytest.raises(BadCredentialsError, match=users[0].jid):
+        loop.run(session.login())
+    assert events.of("state")[-1][0] is ConnectionState.BAD_CREDENTIALS
+
+
+def test_unreachable_server_is_transient(loop, users):
+    port = free_port("tcp")  # nothing listens there
+    session, events = make_session(
+        loop, users[0].jid, users[0].password, {"server": f"127.0.0.1:{port}", "keepalive": 0}
+    )
+    started = time.monotonic()
+    with pytest.raises(TransientError, match=f"127.0.0.1:{port}"):
+        loop.run(session.login())
+    assert time.monotonic() - started < 10  # refused is reported at once, not after the timeout
+    assert events.of("state")[-1][0] is ConnectionState.TRANSIENT_DISCONNECT
+
+
+def test_untrusted_certificate_fails_naming_the_host(loop, prosody, users):
+    cfg = config(prosody)
+    del cfg["ca_file"]  # system CAs only: the self-signed cert is not trusted
+    session, events = make_session(loop, users[0].jid, users[0].password, cfg)
+    with pytest.raises(TlsVerificationError) as info:
+        loop.run(session.login())
+    message = str(info.value)
+    assert "localhost" in message and prosody.address in message
+    assert "certificate" in message.lower()
+    assert events.of("state")[-1][0] is ConnectionState.TRANSIENT_DISCONNECT
+
+
+def test_plaintext_login_for_loopback_tests(loop, prosody, users, bob):
+    cfg = config(prosody, require_tls=False, allow_plaintext=True, ca_file="")
+    session, events = make_session(loop, users[0].jid, users[0].password, cfg)
+    loop.run(session.login())
+    try:
+        assert session.client.transport.get_extra_info("ssl_object") is None
+        loop.run(session.send_message(bob.jid.partition("/")[0], "in the clear", "plain-1"))
+        bob.wait_for(lambda e: e.kind == "message" and e.body == "in the clear")
+    finally:
+        loop.run(session.logout())
+
+
+def test_sessions_share_one_ssl_context(loop, prosody, users):
+    shared: dict = {}
+    other = prosody.create_user(f"carol{next(_names)}")
+    s1, _ = make_session(loop, users[0].jid, users[0].password, config(prosody), shared=shared)
+    s2, _ = make_session(loop, other.jid, other.password, config(prosody), shared=shared)
+    loop.run(s1.login())
+    loop.run(s2.login())
+    try:
+        assert s1.client.ssl_context is s2.client.ssl_context
+        assert len([k for k in shared if k[0] == "xmpp.ssl_context"]) == 1
+        assert s1.client.transport.get_extra_info("ssl_object") is not None
+    finally:
+        loop.run(s1.logout())
+        loop.run(s2.logout())
+
+
+# --- messages -----------------------------------------------------------------------
+
+
+def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    loop.run(session.send_message(theirs, "hello bob", "sip-msg-1"))
+    got = bob.wait_for(lambda e: e.kind == "message" and e.body == "hello bob")
+    assert got.msg_id == "sip-msg-1"
+    assert got.receipt_requested
+    assert got.bare == ours
+    # bob's client answered the receipt request: reported with our id
+    assert events.wait_for("receipt", lambda c, mid: mid == "sip-msg-1")[0] == theirs
+    # the server acknowledged it, nothing left to resend
+    deadline = time.monotonic() + 10
+    while session.unacked_messages() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert session.unacked_messages() == []
+
+    mid = bob.send_message(ours, "hi alice, ünïcode ✓", request_receipt=True)
+    contact, text, message_id = events.wait_for("message")
+    assert (contact, text, message_id) == (theirs, "hi alice, ünïcode ✓", mid)
+    # and we answered bob's receipt request
+    bob.wait_for(lambda e: e.kind == "receipt" and e.receipt_for == mid)
+
+
+def test_xhtml_im_bodies_become_plain_text(loop, alice, bob, users):
+    _session, events = alice
+    ours = users[0].jid
+    bob.send_message(ours, None, msg_id="x-only", xhtml="<p>Hello <strong>bold</strong> world</p><p>line 2</p>")
+    _c, text, _m = events.wait_for("message", lambda c, t, m: m == "x-only")
+    assert text == "Hello bold world\nline 2"
+    bob.send_message(ours, "the plain body", msg_id="x-both", xhtml="<p><em>the</em> rich body</p>")
+    _c, text, _m = events.wait_for("message", lambda c, t, m: m == "x-both")
+    assert text == "the plain body"
+
+
+def test_chat_states_both_ways(loop, alice, bob, users):
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    bob.send_chat_state(ours, "composing")
+    assert events.wait_for("typing") == (theirs, TypingState.COMPOSING)
+    bob.send_chat_state(ours, "paused")
+    events.wait_for("typing", lambda c, s: s is TypingState.PAUSED)
+    loop.run(session.send_typing(theirs, TypingState.COMPOSING))
+    got = bob.wait_for(lambda e: e.kind == "chat_state")
+    assert (got.bare, got.chat_state, got.body) == (ours, "composing", None)
+
+
+def test_invalid_contact_is_a_delivery_error(loop, alice):
+    session, _events = alice
+    with pytest.raises(DeliveryError) as info:
+        loop.run(session.send_message("not a jid@@", "x", "bad-1"))
+    assert info.value.status_hint == 404
+
+
+# --- roster and presence ----------------------------------------------------------------
+
+
+def test_subscription_request_and_approval_both_directions(loop, alice, bob, users):
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    # we ask: roster add + subscribe reach bob; bob approves
+    loop.run(session.add_contact(theirs))
+    assert theirs in session.client.client_roster
+    bob.wait_for(lambda e: e.kind == "subscribe" and e.bare == ours)
+    bob.answer_subscription(ours, allow=True)
+    assert events.wait_for("auth_answer") == (theirs, AuthorizationAnswer.ALLOW)
+    # bob asks with a text; the SIP user allows
+    bob.subscribe(ours, status="may I?")
+    assert events.wait_for("auth_request") == (theirs, "may I?")
+    loop.run(session.answer_authorization(theirs, AuthorizationAnswer.ALLOW))
+    bob.wait_for(lambda e: e.kind == "subscribed" and e.bare == ours)
+
+
+def test_subscription_refusals_both_directions(loop, alice, bob, users):
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    loop.run(session.add_contact(theirs))
+    bob.wait_for(lambda e: e.kind == "subscribe" and e.bare == ours)
+    bob.answer_subscription(ours, allow=False)
+    assert events.wait_for("auth_answer") == (theirs, AuthorizationAnswer.DENY)
+    bob.subscribe(ours)
+    events.wait_for("auth_request")
+    loop.run(session.answer_authorization(theirs, AuthorizationAnswer.DENY))
+    bob.wait_for(lambda e: e.kind == "unsubscribed" and e.bare == ours)
+    # refused: bob never sees our presence
+    loop.run(session.set_presence(Presence(Status.BUSY, note="secret")))
+    time.sleep(0.5)
+    assert not [e for e in bob.snapshot() if e.kind == "presence" and e.status == "secret"]
+
+
+def test_presence_with_show_status_and_note_both_ways(loop, alice, bob, users):
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    befriend(loop, session, events, bob, ours)
+
+    loop.run(session.set_presence(Presence(Status.BUSY, note="On the phone")))
+    got = bob.wait_for(lambda e: e.kind == "presence" and e.bare == ours and e.show == "dnd")
+    assert got.status == "On the phone"
+    loop.run(session.set_presence(Presence(Status.AWAY, activities=("on-the-phone",))))
+    got = bob.wait_for(lambda e: e.kind == "presence" and e.bare == ours and e.show == "away")
+    assert got.status == "On the phone"
+    loop.run(session.set_presence(Presence(Status.EXTENDED_AWAY, note="on holiday")))
+    bob.wait_for(lambda e: e.kind == "presence" and e.show == "xa" and e.status == "on holiday")
+
+    bob.send_presence(show="away", status="lunch")
+    (cp,) = events.wait_for(
+        "presence", lambda p: p.contact == theirs and p.aggregate.status is Status.AWAY
+    )
+    assert cp.resources == {"peer": Presence(Status.AWAY, note="lunch")}
+    bob.send_presence(show="chat", status="talk to me")
+    events.wait_for("presence", lambda p: p.aggregate == Presence(Status.CHAT, note="talk to me"))
+
+
+def test_contact_presence_has_one_entry_per_resource(loop, prosody, alice, bob, users):
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    befriend(loop, session, events, bob, ours)
+    bob.send_presence(show="dnd", status="desk")
+    events.wait_for("presence", lambda p: p.resources.get("peer") == Presence(Status.BUSY, note="desk"))
+    with XmppPeer(f"{theirs}/phone", users[1].password, prosody.host, prosody.port, ca_file=prosody.ca_file) as phone:
+        phone.send_presence(show="away", status="pocket")
+        (cp,) = events.wait_for(
+            "presence",
+            lambda p: set(p.resources) == {"peer", "phone"} and p.resources["phone"].note == "pocket",
+        )
+        assert cp.resources == {
+            "phone": Presence(Status.AWAY, note="pocket"),
+            "peer": Presence(Status.BUSY, note="desk"),
+        }
+        assert cp.aggregate.status is Status.AWAY  # away beats dnd in the summary order
+        mark = events.mark()
+    (cp,) = events.wait_for("presence", lambda p: set(p.resources) == {"peer"}, since=mark)
+    assert cp.resources["peer"].status is Status.BUSY
+
+
+def test_remove_contact_unsubscribes(loop, alice, bob, users):
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    befriend(loop, session, events, bob, ours)
+    loop.run(session.remove_contact(theirs))
+    bob.wait_for(lambda e: e.kind == "unsubscribe" and e.bare == ours)
+
+
+def test_gtalk_rows_use_the_configured_server(loop, prosody, users):
+    cfg = {"ca_file": prosody.ca_file, "keepalive": 0, "gtalk_server": prosody.address}
+    session, events = make_session(loop, users[0].jid, users[0].password, cfg, original_protocol="gtalk")
+    assert session.server_address() == (prosody.host, prosody.port)
+    loop.run(session.login())
+    loop.run(session.logout())
+    plain, _ = make_session(loop, users[0].jid, users[0].password, {}, original_protocol="gtalk")
+    assert plain.server_address() == ("talk.google.com", 5222)
