@@ -42,6 +42,8 @@ setup(
             "hypothesis>=6.100",
             "pjsua2-python>=2.15",
             "mypy>=1.10",
+            # defusedxml ships no annotations; purplegw/sip/presence is checked strictly.
+            "types-defusedxml>=0.7",
         ],
     },
     entry_points={
