@@ -218,7 +218,8 @@ def split_utf8(text: str, max_bytes: int) -> list[str]:
             # UTF-8 continuation byte (10xxxxxx).
             while (encoded[cut] & 0xC0) == 0x80:
                 cut -= 1
-            space = encoded.rfind(b" ", 0, cut)
+            # A space right at the cut counts too (it is dropped, not sent).
+            space = encoded.rfind(b" ", 0, cut + 1)
             if space > max_bytes // 2:
                 head, rest = encoded[:space], encoded[space + 1 :]
             else:

@@ -82,6 +82,9 @@ ERR_SASLABORTED = "906"
 ERR_SASLALREADY = "907"
 RPL_SASLMECHS = "908"
 
+# Seconds to wait for the answer to CAP LS before assuming no CAP support.
+_CAP_WAIT = 5.0
+
 # Capabilities we use when the server offers them.
 WANTED_CAPS = ("message-tags", "away-notify", "multi-prefix")
 
@@ -253,8 +256,14 @@ class IrcSession(Session):
         auth = self._cfg("auth", "auto")
         realname = self._cfg("realname", "") or self.nick
         self._send("CAP", "LS", "302")
-        offered = await self._cap_ls()
-        use_sasl = bool(password) and "sasl" in offered and auth in ("auto", "sasl")
+        try:
+            # Servers without CAP answer 421/451; one that stays silent until
+            # NICK/USER is treated as having no CAP after a short wait.
+            async with asyncio.timeout(_CAP_WAIT):
+                offered = await self._cap_ls()
+        except TimeoutError:
+            offered = None
+        use_sasl = bool(password) and "sasl" in (offered or {}) and auth in ("auto", "sasl")
         if auth == "sasl" and not use_sasl:
             raise BadCredentialsError(
                 f"{self.account.server_label} does not offer SASL (auth = \"sasl\")"
