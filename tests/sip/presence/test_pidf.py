@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from purplegw.sip.errors import RemoteProtocolError
 from purplegw.sip.presence.errors import PidfError
 from purplegw.sip.presence.model import (
     Device,
@@ -129,6 +130,8 @@ def test_error_carries_reason_and_hint() -> None:
     err = PidfError("Bad Request: x")
     assert (err.reason, err.status_hint, str(err)) == ("Bad Request: x", 400, "Bad Request: x")
     assert "status_hint=400" in repr(err)
+    # The SIP front answers every RemoteProtocolError at one boundary.
+    assert isinstance(err, RemoteProtocolError)
 
 
 # --- Rule 2/3: dialects and namespace families ---------------------------------------------------
