@@ -92,15 +92,16 @@ async def open_connection(
             except OSError as exc:
                 sock.close()
                 raise ServerUnreachableError(
-                    f"connection to {label} through proxy {proxy.host}:{proxy.port} "
-                    f"failed: {exc}"
+                    f"connection to {label} through proxy {proxy.host}:{proxy.port} failed: {exc}"
                 ) from exc
     except TimeoutError as exc:
         via = f" through proxy {proxy.host}:{proxy.port}" if proxy else ""
-        raise ServerUnreachableError(f"connecting to {label}{via} timed out after {timeout}s") from exc
+        raise ServerUnreachableError(
+            f"connecting to {label}{via} timed out after {timeout}s"
+        ) from exc
 
 
-async def _connect_tunnel(host: str, port: int, proxy: ProxySettings):  # noqa: ANN202
+async def _connect_tunnel(host: str, port: int, proxy: ProxySettings):
     from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
     from python_socks.async_.asyncio import Proxy
 

@@ -64,7 +64,7 @@ def write_self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Pa
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     try:
         alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
@@ -255,7 +255,9 @@ class RawIrcClient:
             self.send(f"PASS {self.password}")
         self.send(f"NICK {self.nick}")
         self.send(f"USER {self.nick} 0 * :raw test peer")
-        await self.wait_line(lambda l: f" 376 {self.nick} " in l or f" 422 {self.nick} " in l, timeout)
+        await self.wait_line(
+            lambda ln: f" 376 {self.nick} " in ln or f" 422 {self.nick} " in ln, timeout
+        )
         return self
 
     async def _pump(self) -> None:
@@ -276,7 +278,7 @@ class RawIrcClient:
         assert self._writer is not None
         self._writer.write(line.encode("utf-8") + b"\r\n")
 
-    async def wait_line(self, predicate, timeout: float = 20.0, start: int = 0) -> str:  # noqa: ANN001
+    async def wait_line(self, predicate, timeout: float = 20.0, start: int = 0) -> str:
         """The first line (from index ``start``) matching ``predicate``."""
         import asyncio
 
@@ -318,22 +320,22 @@ class RecordingEvents:
         for waiter in self._waiters:
             waiter.set()
 
-    def on_connection_state(self, state, reason: str = "") -> None:  # noqa: ANN001
+    def on_connection_state(self, state, reason: str = "") -> None:
         self._record("state", state, reason)
 
     def on_message(self, contact: str, text: str, message_id: str | None = None) -> None:
         self._record("message", contact, text)
 
-    def on_contact_presence(self, presence) -> None:  # noqa: ANN001
+    def on_contact_presence(self, presence) -> None:
         self._record("presence", presence.contact, presence.aggregate)
 
     def on_authorization_request(self, contact: str, text: str = "") -> None:
         self._record("auth_request", contact, text)
 
-    def on_authorization_answer(self, contact: str, answer) -> None:  # noqa: ANN001
+    def on_authorization_answer(self, contact: str, answer) -> None:
         self._record("auth_answer", contact, answer)
 
-    def on_typing(self, contact: str, state) -> None:  # noqa: ANN001
+    def on_typing(self, contact: str, state) -> None:
         self._record("typing", contact, state)
 
     def on_receipt(self, contact: str, message_id: str) -> None:
@@ -346,7 +348,7 @@ class RecordingEvents:
         """Index to pass as ``since`` to wait only for later events."""
         return len(self.events)
 
-    async def wait_for(  # noqa: ANN001
+    async def wait_for(
         self, name: str, predicate=lambda args: True, timeout: float = 20.0, since: int = 0
     ) -> tuple:
         """The first ``name`` event from index ``since`` whose args match ``predicate``."""

@@ -32,7 +32,7 @@ def nick(base: str) -> str:
     return f"{base}{next(_ids)}"
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -46,12 +46,14 @@ def test_private_messages_both_ways(ngircd: Ngircd) -> None:
         peer = await RawIrcClient("127.0.0.1", ngircd.port, peer_nick).connect()
         try:
             await session.send_message(peer_nick, "hello Bob, ça va? ✓", "m1")
-            line = await peer.wait_line(lambda l: " PRIVMSG " in l)
+            line = await peer.wait_line(lambda ln: " PRIVMSG " in ln)
             assert line.startswith(f":{me}!")
             assert line.endswith(f"PRIVMSG {peer_nick} :hello Bob, ça va? ✓")
 
             await session.send_message(peer_nick, "/me waves", "m2")
-            await peer.wait_line(lambda l: l.endswith(f"PRIVMSG {peer_nick} :\x01ACTION waves\x01"))
+            await peer.wait_line(
+                lambda ln: ln.endswith(f"PRIVMSG {peer_nick} :\x01ACTION waves\x01")
+            )
 
             peer.send(f"PRIVMSG {me} :hi from raw ünïcode")
             args = await events.wait_for("message")
@@ -81,7 +83,7 @@ def test_long_message_is_split_on_utf8_boundaries(ngircd: Ngircd) -> None:
             got: list[str] = []
             start = 0
             while "".join(got) != text:
-                line = await peer.wait_line(lambda l: " PRIVMSG " in l, start=start)
+                line = await peer.wait_line(lambda ln: " PRIVMSG " in ln, start=start)
                 start = peer.lines.index(line, start) + 1
                 assert len(line.encode()) + 2 <= 512
                 got.append(line.split(" :", 1)[1])
@@ -115,23 +117,22 @@ def test_own_away_is_visible_to_peer(ngircd: Ngircd) -> None:
         peer = await RawIrcClient("127.0.0.1", ngircd.port, peer_nick).connect()
         try:
             await session.set_presence(Presence(Status.BUSY, note="On the phone"))
-            await asyncio.sleep(0)  # let the AWAY line leave before the peer asks
             mark = len(peer.lines)
             peer.send(f"PRIVMSG {me} :are you there?")
-            line = await peer.wait_line(lambda l: " 301 " in l, start=mark)
+            line = await peer.wait_line(lambda ln: " 301 " in ln, start=mark)
             assert line.endswith(f"301 {peer_nick} {me} :On the phone")
 
             await session.set_presence(Presence(Status.AVAILABLE))
             mark = len(peer.lines)
             peer.send(f"WHOIS {me}")
-            await peer.wait_line(lambda l: " 318 " in l, start=mark)
-            assert not [l for l in peer.lines[mark:] if " 301 " in l]
+            await peer.wait_line(lambda ln: " 318 " in ln, start=mark)
+            assert not [ln for ln in peer.lines[mark:] if " 301 " in ln]
 
             # OFFLINE only marks away (logging out is the account actor's job).
             await session.set_presence(Presence(Status.OFFLINE))
             mark = len(peer.lines)
             peer.send(f"WHOIS {me}")
-            line = await peer.wait_line(lambda l: " 301 " in l, start=mark)
+            line = await peer.wait_line(lambda ln: " 301 " in ln, start=mark)
             assert line.endswith(":Offline")
         finally:
             await peer.close()
@@ -156,9 +157,7 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
             )
             mark = events.mark()
             peer = await RawIrcClient("127.0.0.1", ngircd.port, carol).connect()
-            await events.wait_for(
-                "presence", lambda a: a[1].status is Status.AVAILABLE, since=mark
-            )
+            await events.wait_for("presence", lambda a: a[1].status is Status.AVAILABLE, since=mark)
             peer.send("AWAY :out for lunch")
             await events.wait_for(
                 "presence",
@@ -175,7 +174,6 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
             mark = events.mark()
             peer = await RawIrcClient("127.0.0.1", ngircd.port, carol).connect()
             await asyncio.sleep(1.0)  # three poll intervals: nothing may arrive
-            assert events.of("presence")[len(events.of("presence")) :] == []
             assert [e for e in events.events[mark:] if e[0] == "presence"] == []
             await peer.close()
         finally:

@@ -101,8 +101,10 @@ def test_split_prefers_spaces_and_keeps_lines() -> None:
     assert split_utf8("", 10) == []
 
 
-@given(st.text(min_size=1, max_size=600).filter(lambda t: "\r" not in t and "\n" not in t),
-       st.integers(min_value=4, max_value=120))
+@given(
+    st.text(min_size=1, max_size=600).filter(lambda t: "\r" not in t and "\n" not in t),
+    st.integers(min_value=4, max_value=120),
+)
 def test_split_never_breaks_utf8(text: str, limit: int) -> None:
     chunks = split_utf8(text, limit)
     assert all(len(c.encode()) <= limit for c in chunks)
@@ -159,7 +161,13 @@ def test_adapter_descriptor_and_config_validation() -> None:
     assert defaults["enabled"] is True and defaults["tls"] is True
     assert adapter.validate_config(defaults) == []
     problems = adapter.validate_config(
-        {"presence_method": "psychic", "ison_interval": 0, "tls": "yes", "server": "h:99999",
-         "sever": "x", "ca_file": "/nonexistent.pem"}
+        {
+            "presence_method": "psychic",
+            "ison_interval": 0,
+            "tls": "yes",
+            "server": "h:99999",
+            "sever": "x",
+            "ca_file": "/nonexistent.pem",
+        }
     )
     assert len(problems) == 6, problems

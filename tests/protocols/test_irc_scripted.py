@@ -143,7 +143,7 @@ def test_sasl_plain_login() -> None:
             await session.login()
             assert events.of("state")[-1][0] is ConnectionState.CONNECTED
             assert "AUTHENTICATE PLAIN" in ircd.received
-            assert not [l for l in ircd.received if l.startswith("PASS")]
+            assert not [ln for ln in ircd.received if ln.startswith("PASS")]
             assert {"sasl", "message-tags"} <= session.caps
             await session.logout()
 
@@ -181,8 +181,8 @@ def test_nickserv_identify() -> None:
         async with ScriptedIrcd(caps="") as ircd:
             session, _ = make_session("nsnick", ircd.port, password="pw", auth="nickserv")
             await session.login()
-            await ircd.wait_received(lambda l: l == "PRIVMSG NickServ :IDENTIFY nsnick pw")
-            assert not [l for l in ircd.received if l.startswith(("PASS", "AUTHENTICATE"))]
+            await ircd.wait_received(lambda ln: ln == "PRIVMSG NickServ :IDENTIFY nsnick pw")
+            assert not [ln for ln in ircd.received if ln.startswith(("PASS", "AUTHENTICATE"))]
             await session.logout()
 
     run(scenario)
@@ -196,7 +196,7 @@ def test_monitor_presence() -> None:
             await session.add_contact("Dave")  # before login: sent once logged in
             await session.login()
             assert session._monitor is True  # noqa: SLF001
-            await ircd.wait_received(lambda l: l == "MONITOR + Dave")
+            await ircd.wait_received(lambda ln: ln == "MONITOR + Dave")
             await events.wait_for("presence", lambda a: a == ("Dave", a[1]) and a[1].is_open)
             mark = events.mark()
             ircd.send(":fake 731 monnick :dave")
@@ -208,10 +208,10 @@ def test_monitor_presence() -> None:
                 "presence", lambda a: a[0] == "Dave" and a[1].status is Status.AVAILABLE, since=mark
             )
             await session.add_contact("erin")
-            await ircd.wait_received(lambda l: l == "MONITOR + erin")
+            await ircd.wait_received(lambda ln: ln == "MONITOR + erin")
             await session.remove_contact("erin")
-            await ircd.wait_received(lambda l: l == "MONITOR - erin")
-            assert not [l for l in ircd.received if l.startswith("ISON")]
+            await ircd.wait_received(lambda ln: ln == "MONITOR - erin")
+            assert not [ln for ln in ircd.received if ln.startswith("ISON")]
             await session.logout()
 
     run(scenario)
@@ -224,7 +224,7 @@ def test_typing_with_message_tags() -> None:
             session, events = make_session("typenick", ircd.port)
             await session.login()
             await session.send_typing("dave", TypingState.COMPOSING)
-            await ircd.wait_received(lambda l: l == "@+typing=active TAGMSG dave")
+            await ircd.wait_received(lambda ln: ln == "@+typing=active TAGMSG dave")
             ircd.send("@+typing=paused :dave!u@h TAGMSG typenick")
             assert await events.wait_for("typing") == ("dave", TypingState.PAUSED)
             await session.logout()
@@ -238,13 +238,13 @@ def test_answers_server_ping_and_detects_silent_server() -> None:
             session, events = make_session("pingnick", ircd.port, keepalive_interval=0.3)
             await session.login()
             ircd.send("PING :tok-123")
-            await ircd.wait_received(lambda l: l == "PONG tok-123")
+            await ircd.wait_received(lambda ln: ln == "PONG tok-123")
             ircd.silent_after_login = True
             args = await events.wait_for(
                 "state", lambda a: a[0] is ConnectionState.TRANSIENT_DISCONNECT
             )
             assert "ping timeout" in args[1]
-            assert [l for l in ircd.received if l.startswith("PING keepalive")]
+            assert [ln for ln in ircd.received if ln.startswith("PING keepalive")]
             await session.logout()
 
     run(scenario)

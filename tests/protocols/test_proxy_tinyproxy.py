@@ -31,7 +31,7 @@ def test_irc_login_and_message_through_proxy(ngircd: Ngircd) -> None:
         peer = await RawIrcClient("127.0.0.1", ngircd.port, "rawproxypeer").connect()
         try:
             await session.send_message("rawproxypeer", "via the proxy", "m")
-            line = await peer.wait_line(lambda l: " PRIVMSG " in l)
+            line = await peer.wait_line(lambda ln: " PRIVMSG " in ln)
             assert line.startswith(":gwproxied!")
             assert line.endswith(":via the proxy")
         finally:
@@ -42,8 +42,14 @@ def test_irc_login_and_message_through_proxy(ngircd: Ngircd) -> None:
     with Tinyproxy(connect_ports=[ngircd.port]) as proxy:
         asyncio.run(scenario(proxy))
     # With the proxy gone, the same account cannot log in: the proxy is the path.
-    asyncio.run(_login_fails_naming(ngircd.port, ProxySettings("127.0.0.1", proxy.port),
-                                    ProxyUnreachableError, f"127.0.0.1:{proxy.port}"))
+    asyncio.run(
+        _login_fails_naming(
+            ngircd.port,
+            ProxySettings("127.0.0.1", proxy.port),
+            ProxyUnreachableError,
+            f"127.0.0.1:{proxy.port}",
+        )
+    )
 
 
 async def _login_fails_naming(port: int, settings: ProxySettings, error: type, text: str) -> str:

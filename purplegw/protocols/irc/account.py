@@ -38,7 +38,7 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
         host, sep, rest = text[1:].partition("]")
         if not sep:
             raise InvalidAccountError(f"unclosed IPv6 bracket in {text!r}")
-        port_text = rest[1:] if rest.startswith(":") else rest
+        port_text = rest.removeprefix(":")
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     else:

@@ -256,8 +256,12 @@ _STRICT_RFC1459 = str.maketrans("[]\\", "{}|")
 
 
 def casefold(name: str, casemapping: str = "rfc1459") -> str:
-    lowered = name.lower() if casemapping != "ascii" else name.translate(
-        str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+    lowered = (
+        name.lower()
+        if casemapping != "ascii"
+        else name.translate(
+            str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+        )
     )
     if casemapping == "rfc1459":
         return lowered.translate(_RFC1459)

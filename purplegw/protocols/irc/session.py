@@ -157,7 +157,7 @@ class IrcSession(Session):
     def fold(self, nick: str) -> str:
         return irc.casefold(nick, self.casemapping)
 
-    def _events(self):  # noqa: ANN202
+    def _events(self):
         return self.context.events
 
     # --- I/O ---------------------------------------------------------------------------
@@ -266,7 +266,7 @@ class IrcSession(Session):
         use_sasl = bool(password) and "sasl" in (offered or {}) and auth in ("auto", "sasl")
         if auth == "sasl" and not use_sasl:
             raise BadCredentialsError(
-                f"{self.account.server_label} does not offer SASL (auth = \"sasl\")"
+                f'{self.account.server_label} does not offer SASL (auth = "sasl")'
             )
         if password and not use_sasl and auth in ("auto", "pass"):
             self._send("PASS", password)
@@ -286,7 +286,9 @@ class IrcSession(Session):
         if password and auth == "nickserv":
             # NickServ has no standard reply; whatever it answers arrives as a
             # NOTICE that is logged.  Networks with services mostly offer SASL.
-            self._send("PRIVMSG", self._cfg("nickserv", "NickServ"), f"IDENTIFY {self.nick} {password}")
+            self._send(
+                "PRIVMSG", self._cfg("nickserv", "NickServ"), f"IDENTIFY {self.nick} {password}"
+            )
 
     async def _cap_ls(self) -> dict[str, str] | None:
         """Offered capabilities, or None when the server knows no CAP."""
@@ -350,9 +352,9 @@ class IrcSession(Session):
 
     def _send_sasl_plain(self) -> None:
         authcid = self._cfg("sasl_username", "") or self.nick
-        payload = base64.b64encode(
-            f"\0{authcid}\0{self.credentials.password}".encode()
-        ).decode("ascii")
+        payload = base64.b64encode(f"\0{authcid}\0{self.credentials.password}".encode()).decode(
+            "ascii"
+        )
         # RFC 4616 over IRCv3 SASL: 400-byte chunks, "+" ends an exact multiple.
         for i in range(0, len(payload), 400):
             self._send("AUTHENTICATE", payload[i : i + 400])
@@ -481,7 +483,7 @@ class IrcSession(Session):
     def _on_privmsg(self, msg: irc.Message) -> None:
         sender = msg.nick
         target = msg.param(0)
-        if not sender or "." in sender and "!" not in (msg.prefix or ""):
+        if not sender or ("." in sender and "!" not in (msg.prefix or "")):
             # Server notices (prefix is the server name) are not from a contact.
             logger.info("%s: server notice: %s", self.account.server_label, msg.param(-1))
             return
@@ -542,7 +544,8 @@ class IrcSession(Session):
                     f"{contact} is not online on {self.account.server_label}", status_hint=480
                 )
 
-    async def _round_trip(self) -> None:
+    async def _round_trip(self, error: type[Exception] = DeliveryError) -> None:
+        """Wait until the server has processed everything sent so far."""
         token = f"purplegw-{next(self._tokens)}"
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pings[token] = fut
@@ -553,9 +556,10 @@ class IrcSession(Session):
                 await fut
         except TimeoutError as exc:
             self._pings.pop(token, None)
-            raise DeliveryError(
-                f"{self.account.server_label} did not answer within {timeout}s", status_hint=504
-            ) from exc
+            message = f"{self.account.server_label} did not answer within {timeout}s"
+            if error is DeliveryError:
+                raise DeliveryError(message, status_hint=504) from exc
+            raise error(message) from exc
 
     async def send_typing(self, contact: str, state: TypingState) -> None:
         if "message-tags" not in self.caps:
@@ -572,6 +576,9 @@ class IrcSession(Session):
             # actor's decision (logout()), as PIDF basic=closed handling says.
             note = presence.note or _AWAY_WORDS.get(presence.status, "Away")
             self._send("AWAY", note)
+        # Return once the server has applied it, so that what a contact sees
+        # next is the new state.
+        await self._round_trip(TransientError)
 
     # --- contacts and their presence ------------------------------------------------------------
 
