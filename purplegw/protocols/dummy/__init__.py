@@ -56,7 +56,8 @@ class DummyNetwork:
         with self._lock:
             self.sent: list[SentMessage] = []
             self.sessions: dict[str, DummySession] = {}  # logged-in, by ext_user
-            self.logins: dict[str, int] = {}
+            self.logins: dict[str, int] = {}  # successful logins
+            self.attempts: dict[str, int] = {}  # login attempts, failed ones included
             self.behaviours: dict[str, str] = {}
             self.presences: dict[str, Presence] = {}
             self.contacts: dict[str, set[str]] = {}
@@ -144,6 +145,9 @@ class DummySession(base.Session):
         self.context.loop.call_soon_threadsafe(callback, *args)
 
     async def login(self) -> None:
+        with NETWORK._lock:  # noqa: SLF001
+            ext_user = self.credentials.ext_user
+            NETWORK.attempts[ext_user] = NETWORK.attempts.get(ext_user, 0) + 1
         behaviour = self._behaviour()
         delay = float(self.context.config.get("login_delay", 0.0))
         if delay:

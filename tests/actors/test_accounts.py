@@ -1,0 +1,207 @@
+"""Account actors with the dummy adapter: isolation, queueing, restart policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from purplegw.actors.state import Outcome
+from purplegw.presence import Presence, Status
+from purplegw.protocols.base import AuthorizationAnswer, TypingState
+
+from .conftest import Recorder, row, state_of, wait_for
+
+GOOD = 8
+MISBEHAVING = {
+    # sip user -> dummy ext_user that misbehaves that way
+    "raiser": "raise@dummy",
+    "hanger": "hang@dummy",
+    "dropper": "drop@dummy",
+    "badpass": "badpass@dummy",
+    "flaky": "flaky@dummy",
+    "sendhang": "sendhang@dummy",
+    "sendraise": "sendraise@dummy",
+}
+
+
+def _rows() -> list[Any]:
+    rows = [row(n) for n in range(GOOD)]
+    for n, (sip_user, ext_user) in enumerate(MISBEHAVING.items(), start=100):
+        rows.append(row(n, ext_user=ext_user, sip_user=sip_user))
+    return rows
+
+
+def _exchange_round(accounts: Any, recorder: Recorder, round_no: int) -> None:
+    """Every good account sends one message to the next one; all arrive."""
+    futures = []
+    for n in range(GOOD):
+        peer = (n + 1) % GOOD
+        handle = accounts.directory.get(f"sip{n}", "dummy")
+        futures.append(handle.send_message(f"user{peer}@dummy", f"r{round_no} from {n}", f"m{round_no}-{n}"))
+    assert [f.get(timeout=20) for f in futures] == [Outcome(200, "sent")] * GOOD
+    for n in range(GOOD):
+        sender = f"user{(n - 1) % GOOD}@dummy"
+        wait_for(
+            lambda n=n, sender=sender: (sender, f"r{round_no} from {(n - 1) % GOOD}")
+            in recorder.messages_to(f"sip{n}"),
+            what=f"round {round_no} message to sip{n}",
+        )
+
+
+@pytest.mark.parametrize("runtime", ["shared_loop", "thread_per_account"])
+def test_one_account_failing_never_stops_the_others(
+    make_accounts: Any, recorder: Recorder, network: Any, runtime: str
+) -> None:
+    accounts = make_accounts(runtime=runtime, protocols={"dummy": {"drop_after": 0.1}})
+    accounts.apply(_rows())
+    wait_for(lambda: len(network.online() & {f"user{n}@dummy" for n in range(GOOD)}) == GOOD,
+             what="good accounts online")
+    # While the others raise, hang, drop, reconnect and time out, the good
+    # ones keep exchanging messages, round after round.
+    hanging_sends = [
+        accounts.directory.get("sendhang", "dummy").send_message("user0@dummy", "x", f"h{i}")
+        for i in range(3)
+    ]
+    for round_no in range(5):
+        _exchange_round(accounts, recorder, round_no)
+    raising_send = accounts.directory.get("sendraise", "dummy").send_message("user0@dummy", "x", "r")
+    assert raising_send.get(timeout=20).status == 500
+    assert [f.get(timeout=20).status for f in hanging_sends] == [504, 504, 504]
+
+    wait_for(lambda: state_of(accounts, "dropper")["reconnects"] >= 2, what="dropper reconnects")
+    wait_for(lambda: state_of(accounts, "flaky")["reconnects"] >= 2, what="flaky retries")
+    wait_for(lambda: state_of(accounts, "hanger")["reconnects"] >= 1, what="hanger retries")
+    states = {e["sip_user"]: e for e in accounts.status()}
+    assert states["badpass"]["state"] == "bad_credentials"
+    assert "login timed out" in states["hanger"]["last_error"]
+    assert "RuntimeError" in states["raiser"]["last_error"]
+    assert states["raiser"]["state"] in ("unknown_error", "connecting")
+    assert "unreachable" in states["flaky"]["last_error"]
+    assert states["sendhang"]["state"] == "connected"
+    for n in range(GOOD):
+        entry = states[f"sip{n}"]
+        assert entry["state"] == "connected"
+        assert entry["reconnects"] == 0
+        assert entry["messages_out"] == 5
+        assert entry["messages_in"] == 5
+    _exchange_round(accounts, recorder, 99)
+
+
+def test_bad_credentials_are_not_retried(make_accounts: Any, network: Any, recorder: Recorder) -> None:
+    accounts = make_accounts()
+    accounts.apply([row(1, password="wrong"), row(2)])
+    wait_for(lambda: state_of(accounts, "sip1").get("state") == "bad_credentials")
+    wait_for(lambda: "user2@dummy" in network.online())
+    handle = accounts.directory.get("sip1", "dummy")
+    assert handle.send_message("user2@dummy", "hi", "m1").get(timeout=10) == Outcome(403, "bad credentials")
+    # several backoff periods later: still exactly one attempt
+    for _ in range(20):
+        accounts.directory.get("sip2", "dummy").send_message("echo@dummy", "tick", "t").get(timeout=10)
+    wait_for(lambda: len(recorder.messages_to("sip2")) >= 20)
+    assert network.attempts["user1@dummy"] == 1
+    reported = [kw["state"].value for kw in recorder.of("on_connection_state", "sip1")]
+    assert reported[-1] == "bad_credentials"
+
+
+def test_flapping_account_gives_up_visibly(make_accounts: Any, network: Any) -> None:
+    accounts = make_accounts(
+        protocols={"dummy": {"drop_after": 0.01}},
+        flap_attempts=3, flap_window=30, flap_retry_in=0.1, flap_max_retry=1,
+    )
+    accounts.apply([row(1, ext_user="drop@dummy"), row(2)])
+    wait_for(lambda: state_of(accounts, "sip1").get("gave_up"), what="give up")
+    entry = state_of(accounts, "sip1")
+    assert entry["state"] == "unknown_error"
+    assert "gave up" in entry["last_error"]
+    attempts = network.attempts["drop@dummy"]
+    assert attempts == 6  # 2 flapping periods of 3 attempts
+    handle = accounts.directory.get("sip1", "dummy")
+    assert handle.send_message("x@dummy", "hi", "m").get(timeout=10).status == 480
+    assert state_of(accounts, "sip2")["state"] == "connected"
+
+
+def test_messages_queue_while_offline_then_go_out(
+    make_accounts: Any, network: Any, recorder: Recorder
+) -> None:
+    network.set_behaviour("user1@dummy", "flaky")
+    accounts = make_accounts(queue_limit=3)
+    accounts.apply([row(1), row(2)])
+    wait_for(lambda: state_of(accounts, "sip1").get("reconnects", 0) >= 1)
+    handle = accounts.directory.get("sip1", "dummy")
+    outcomes = [handle.send_message("user2@dummy", f"q{i}", f"q{i}").get(timeout=10) for i in range(4)]
+    assert [o.status for o in outcomes] == [202, 202, 202, 480]
+    assert outcomes[3].reason == "queue full"
+    assert handle.send_typing("user2@dummy", TypingState.COMPOSING).get(timeout=10).status == 480
+    network.set_behaviour("user1@dummy", None)
+    wait_for(lambda: len(recorder.messages_to("sip2")) == 3, what="queued messages delivered")
+    assert recorder.messages_to("sip2") == [("user1@dummy", f"q{i}") for i in range(3)]
+    results = recorder.of("on_send_result", "sip1")
+    assert [(kw["message_id"], kw["outcome"].status) for kw in results] == [
+        ("q0", 200), ("q1", 200), ("q2", 200)
+    ]
+
+
+def test_presence_contacts_typing_and_authorization(
+    make_accounts: Any, network: Any, recorder: Recorder
+) -> None:
+    accounts = make_accounts()
+    accounts.apply([row(1), row(2)])
+    wait_for(lambda: network.online() == {"user1@dummy", "user2@dummy"})
+    one = accounts.directory.get("sip1", "dummy")
+    two = accounts.directory.get("sip2", "dummy")
+    assert one.add_contact("user2@dummy").get(timeout=10).status == 200
+    assert two.set_presence(Presence(Status.AWAY, note="lunch")).get(timeout=10).status == 200
+    wait_for(lambda: recorder.of("on_contact_presence", "sip1"))
+    presence = recorder.of("on_contact_presence", "sip1")[-1]["presence"]
+    assert presence.contact == "user2@dummy"
+    assert presence.resources[""].note == "lunch"
+    assert two.send_typing("user1@dummy", TypingState.COMPOSING).get(timeout=10).status == 200
+    wait_for(lambda: recorder.of("on_typing", "sip1"))
+    assert two.answer_authorization("user1@dummy", AuthorizationAnswer.ALLOW).get(timeout=10).ok
+    wait_for(lambda: recorder.of("on_authorization_answer", "sip1"))
+    assert network.inject("user1@dummy", "on_authorization_request", "carol@dummy", "hi")
+    wait_for(lambda: recorder.of("on_authorization_request", "sip1"))
+    assert one.remove_contact("user2@dummy").get(timeout=10).ok
+
+
+def test_presence_set_while_offline_is_applied_at_login(make_accounts: Any, network: Any) -> None:
+    network.set_behaviour("user1@dummy", "flaky")
+    accounts = make_accounts()
+    accounts.apply([row(1)])
+    handle = accounts.directory.get("sip1", "dummy")
+    assert handle.set_presence(Presence(Status.BUSY)).get(timeout=10).status == 202
+    network.set_behaviour("user1@dummy", None)
+    wait_for(lambda: network.presences.get("user1@dummy") == Presence(Status.BUSY))
+
+
+def test_dropped_connection_reconnects_and_keeps_counting(
+    make_accounts: Any, network: Any, recorder: Recorder
+) -> None:
+    accounts = make_accounts()
+    accounts.apply([row(1)])
+    wait_for(lambda: network.session("user1@dummy"))
+    first = network.session("user1@dummy")
+    assert network.drop("user1@dummy")
+    wait_for(lambda: network.session("user1@dummy") not in (None, first), what="new session")
+    entry = state_of(accounts, "sip1")
+    assert entry["reconnects"] == 1
+    assert entry["last_error"] == "connection reset by test"
+    # a late event from the abandoned session is ignored
+    first.call_event("on_message", "ghost@dummy", "boo", None)
+    handle = accounts.directory.get("sip1", "dummy")
+    assert handle.send_message("echo@dummy", "ping", "p1").get(timeout=10).status == 200
+    wait_for(lambda: ("echo@dummy", "ping") in recorder.messages_to("sip1"))
+    assert ("ghost@dummy", "boo") not in recorder.messages_to("sip1")
+
+
+def test_unknown_protocol_is_reported_not_fatal(make_accounts: Any, network: Any) -> None:
+    accounts = make_accounts()
+    odd = row(5)
+    odd = type(odd)(**{**odd.__dict__, "protocol": "nosuch", "sip_user": "odd"})
+    accounts.apply([odd, row(1)])
+    wait_for(lambda: "user1@dummy" in network.online())
+    entry = state_of(accounts, "odd")
+    assert entry["state"] == "unknown_error"
+    assert "protocol unavailable" in entry["last_error"]
+    assert accounts.directory.get("odd", "nosuch") is None

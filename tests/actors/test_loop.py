@@ -1,0 +1,117 @@
+"""LoopActor: pykka actors handled on the shared asyncio loop thread.
+
+These also guard the pykka private hooks the runtime relies on: an upgrade
+that renames them fails here, not in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pykka
+import pytest
+
+from purplegw.actors.loop import LoopActor, LoopThread
+
+
+class Counter(LoopActor):
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.count = 0
+        self.threads: set[str] = set()
+        self.started_on = ""
+
+    def on_start(self) -> None:
+        self.started_on = threading.current_thread().name
+
+    def add(self, n: int) -> int:
+        self.threads.add(threading.current_thread().name)
+        self.count += n
+        return self.count
+
+    def boom(self) -> None:
+        raise ValueError("boom")
+
+    def running_loop(self) -> bool:
+        return asyncio.get_running_loop() is self.actor_loop
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    thread = LoopThread(name="test-loop").start()
+    yield thread
+    pykka.ActorRegistry.stop_all()
+    thread.stop()
+
+
+def test_pykka_hooks_exist() -> None:
+    for name in ("_create_actor_inbox", "_create_future", "_start_actor_loop",
+                 "_handle_receive", "_stop", "_handle_failure", "_actor_loop_setup"):
+        assert hasattr(pykka.Actor, name), f"pykka.Actor.{name} is gone: update purplegw.actors.loop"
+
+
+def test_messages_run_in_order_on_the_loop_thread(loop_thread: LoopThread) -> None:
+    ref = Counter.start(loop=loop_thread.loop)
+    proxy = ref.proxy()
+    futures = [proxy.add(1) for _ in range(200)]
+    assert [f.get(timeout=10) for f in futures] == list(range(1, 201))
+    assert proxy.threads.get(timeout=10) == {"test-loop"}
+    assert proxy.started_on.get(timeout=10) == "test-loop"
+    assert proxy.running_loop().get(timeout=10) is True
+
+
+def test_exception_goes_to_the_caller_and_actor_survives(loop_thread: LoopThread) -> None:
+    ref = Counter.start(loop=loop_thread.loop)
+    with pytest.raises(ValueError, match="boom"):
+        ref.proxy().boom().get(timeout=10)
+    assert ref.proxy().add(2).get(timeout=10) == 2
+
+
+def test_tell_to_a_stopped_actor_raises_actor_dead(loop_thread: LoopThread) -> None:
+    ref = Counter.start(loop=loop_thread.loop)
+    ref.stop(timeout=10)
+    assert not ref.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("anything")
+
+
+def test_unhandled_exception_in_tell_stops_only_that_actor(loop_thread: LoopThread) -> None:
+    bad = Counter.start(loop=loop_thread.loop)
+    good = Counter.start(loop=loop_thread.loop)
+    bad.tell(pykka.messages.ProxyCall(attr_path=("boom",), args=(), kwargs={}))
+    good_proxy = good.proxy()
+    assert good_proxy.add(1).get(timeout=10) == 1
+    for _ in range(500):
+        if not bad.is_alive():
+            break
+        good_proxy.add(0).get(timeout=10)
+    assert not bad.is_alive()
+    assert good.is_alive()
+
+
+def test_many_actors_share_one_thread(loop_thread: LoopThread) -> None:
+    before = threading.active_count()
+    refs = [Counter.start(loop=loop_thread.loop) for _ in range(300)]
+    futures = [ref.proxy().add(1) for ref in refs]
+    assert all(f.get(timeout=20) == 1 for f in futures)
+    assert threading.active_count() == before
+
+
+def test_loop_stop_cancels_leftover_tasks() -> None:
+    thread = LoopThread(name="leftovers").start()
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    thread.call(lambda: thread.loop.create_task(forever()))
+    thread.submit(asyncio.sleep(0)).result(timeout=10)
+    thread.stop()
+    assert cancelled.is_set()
+    assert thread.loop.is_closed()

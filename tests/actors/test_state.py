@@ -1,0 +1,134 @@
+"""Pure tests of the restart policy, config section, sharding and reload diff."""
+
+from __future__ import annotations
+
+import pytest
+
+from purplegw.actors.state import (
+    AccountKey,
+    ActorsConfig,
+    RestartPolicy,
+    backoff_delay,
+    shard_of,
+)
+from purplegw.actors.supervisor import diff_rows
+from purplegw.exceptions import ConfigError
+
+from .conftest import row
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_grows_exponentially_up_to_the_maximum() -> None:
+    no_jitter = [backoff_delay(n, 1.0, 30.0, 0.5, lambda: 0.0) for n in range(7)]
+    assert no_jitter == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    full_jitter = backoff_delay(3, 1.0, 30.0, 0.5, lambda: 0.999999)
+    assert 4.0 <= full_jitter < 4.01
+    assert backoff_delay(10_000, 1.0, 30.0, 0.0, lambda: 0.5) == 30.0
+
+
+def test_policy_backs_off_then_resets_after_a_stable_connection() -> None:
+    clock = FakeClock()
+    config = ActorsConfig(backoff_initial=1, backoff_max=100, backoff_jitter=0,
+                          flap_attempts=100, flap_window=60)
+    policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
+    delays = []
+    for _ in range(4):
+        delays.append(policy.next_delay())
+        clock.now += 5
+    assert delays == [1, 2, 4, 8]
+    policy.connected()
+    clock.now += 60  # stayed up a while
+    assert policy.next_delay() == 1
+
+
+def test_connection_that_drops_at_once_keeps_backing_off() -> None:
+    clock = FakeClock()
+    config = ActorsConfig(backoff_initial=1, backoff_max=100, backoff_jitter=0,
+                          flap_attempts=100)
+    policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
+    delays = []
+    for _ in range(3):
+        policy.connected()
+        clock.now += 0.1
+        delays.append(policy.next_delay())
+    assert delays == [1, 2, 4]
+
+
+def test_flapping_pauses_then_gives_up() -> None:
+    clock = FakeClock()
+    config = ActorsConfig(backoff_initial=1, backoff_jitter=0, flap_attempts=3,
+                          flap_window=10, flap_retry_in=50, flap_max_retry=2)
+    policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
+    results = []
+    for _ in range(9):
+        results.append(policy.next_delay())
+        clock.now += 1
+    # three attempts in the window -> pause; twice; the third time: give up
+    assert results[:3] == [1, 2, 50]
+    assert policy.flap_pauses == 3
+    assert results[5] == 50
+    assert results[8] is None
+
+
+def test_attempts_outside_the_window_are_not_flapping() -> None:
+    clock = FakeClock()
+    config = ActorsConfig(backoff_initial=1, backoff_max=1, backoff_jitter=0,
+                          flap_attempts=3, flap_window=10, flap_max_retry=0)
+    policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
+    for _ in range(10):
+        assert policy.next_delay() == 1
+        clock.now += 6
+
+
+def test_flap_max_retry_minus_one_never_gives_up() -> None:
+    clock = FakeClock()
+    config = ActorsConfig(flap_attempts=1, flap_retry_in=5, flap_max_retry=-1)
+    policy = RestartPolicy(config, clock=clock)
+    assert all(policy.next_delay() == 5 for _ in range(50))
+
+
+def test_config_section_defaults_and_types() -> None:
+    config = ActorsConfig.from_section({"workers": 2, "backoff_initial": 3, "queue_limit": 7.0})
+    assert config.workers == 2
+    assert config.backoff_initial == 3.0
+    assert isinstance(config.backoff_initial, float)
+    assert config.queue_limit == 7
+    assert ActorsConfig.from_section(None) == ActorsConfig()
+
+
+def test_config_section_collects_every_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        ActorsConfig.from_section(
+            {"workers": -1, "bogus": 1, "backoff_jitter": 2, "login_timeout": "x",
+             "runtime": "gevent"}
+        )
+    text = str(info.value)
+    for key in ("workers", "bogus", "backoff_jitter", "login_timeout", "runtime"):
+        assert f"actors.{key}" in text
+
+
+def test_shard_is_stable_and_spreads() -> None:
+    assert shard_of("alice", 4) == shard_of("alice", 4)
+    assert shard_of("alice", 0) == 0
+    shards = {shard_of(f"user{n}", 4) for n in range(100)}
+    assert shards == {0, 1, 2, 3}
+    # crc32, not the per-process salted hash(): fixed across interpreters
+    assert shard_of("alice", 7) == 5
+
+
+def test_diff_rows_finds_added_removed_changed() -> None:
+    current = {AccountKey.of(r): r for r in (row(1), row(2), row(3))}
+    new = [row(1), row(2, password="new"), row(4)]
+    wanted, summary = diff_rows(current, new)
+    assert summary.added == [AccountKey("sip4", "dummy")]
+    assert summary.removed == [AccountKey("sip3", "dummy")]
+    assert summary.changed == [AccountKey("sip2", "dummy")]
+    assert summary.unchanged == 1
+    assert set(wanted) == {AccountKey(f"sip{n}", "dummy") for n in (1, 2, 4)}
