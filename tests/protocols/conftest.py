@@ -41,7 +41,7 @@ def ngircd_password() -> Iterator[Ngircd]:
 
 
 @pytest.fixture(scope="session")
-def prosody():
+def prosody():  # noqa: ANN201 - Iterator[Prosody]
     """One Prosody for the session (STARTTLS with a self-signed cert, smacks)."""
     from purplegw.testing.prosody import Prosody, prosody_binary
 
