@@ -176,6 +176,9 @@ class SipFront:
         self._branch_prefix = "z9hG4bK" + os.urandom(4).hex()
         self._branch_counter = 0
         self.stats = {"requests": 0, "retransmissions": 0, "errors": 0}
+        # one bound method for every timer: no per-timer closure for the GC to track
+        self._server_timer_fired = self._server_timer_fired  # type: ignore[method-assign]
+        self._client_timer_fired = self._client_timer_fired  # type: ignore[method-assign]
 
     # ---- lifecycle ------------------------------------------------------
 
@@ -326,7 +329,6 @@ class SipFront:
             response = self.router.handle(request, txn.source, reply)
         except Exception:
             logger.exception("router failed on %r from %s", request, txn.source)
-            replied = True
             response = make_response(request, 500, "Server Internal Error")
         if response is not None:
             if not replied:
@@ -426,10 +428,16 @@ class SipFront:
         """
         data = serialize(response)
         if source.transport == "udp":
-            via = request.top_via
+            try:
+                via = request.top_via
+            except RemoteProtocolError:
+                # the sans-IO Via grammar refuses "received=" with a bare IPv6
+                # literal after stamping; the packet's source is the answer then
+                via = None
             if via is None:
-                return None
-            host, port = response_destination(via)
+                host, port = source.host, source.port
+            else:
+                host, port = response_destination(via)
             self.transports.send(data, Address("udp", host, port))
             return (data, host, port)
         self.transports.send(data, source.address, connection=source.connection)
