@@ -279,6 +279,7 @@ class SipFront:
         if method == "ACK":
             return  # only ever acknowledges our stateless INVITE rejections
         if method == "CANCEL":
+            self._stamp(request, source)
             self._on_cancel(request, source)
             return
         key = server_key(request)
@@ -291,12 +292,13 @@ class SipFront:
             else:
                 self._run_server_actions(txn, txn.machine.receive_request(request))  # type: ignore[union-attr]
             return
-        stamp_request(request, (source.host, source.port))
         try:
             validate_request(request)
         except RemoteProtocolError as exc:
+            self._stamp(request, source)
             self._reply_stateless(request, source, exc.status_hint, exc.reason)
             return
+        self._stamp(request, source)
         allow = self._allow()
         if method == "INVITE":
             self._reply_stateless(request, source, 405, None, [("Allow", allow)])
@@ -395,6 +397,15 @@ class SipFront:
             self._deferred_expired(txn)  # type: ignore[arg-type]
         else:
             self._run_server_actions(txn, txn.machine.on_timer(name))  # type: ignore[union-attr]
+
+    @staticmethod
+    def _stamp(request: Request, source: Source) -> None:
+        """received/rport on the top Via (RFC 3261 18.2.1, RFC 3581), after validation:
+        the stamped Via is not re-validated (an IPv6 ``received`` trips the grammar)."""
+        try:
+            stamp_request(request, (source.host, source.port))
+        except RemoteProtocolError:
+            logger.debug("cannot stamp Via of %r", request)
 
     def _on_cancel(self, request: Request, source: Source) -> None:
         # A non-INVITE transaction is not affected by CANCEL (RFC 3261 9.2) and
