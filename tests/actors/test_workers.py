@@ -1,0 +1,80 @@
+"""Worker processes: sharding, events across the pipe, SIGKILL recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from purplegw.actors.state import ActorsConfig, shard_of
+from purplegw.actors.workers import WorkerPool
+
+from .conftest import FAST, Recorder, row, wait_for
+
+
+@pytest.fixture
+def pool() -> Iterator[WorkerPool]:
+    workers = WorkerPool(ActorsConfig.from_section({**FAST, "workers": 2}), {"dummy": {}})
+    yield workers
+    workers.stop()
+
+
+def _connected(pool: WorkerPool) -> dict[str, dict[str, Any]]:
+    return {e["sip_user"]: e for e in pool.status() if e["state"] == "connected"}
+
+
+def _echo(pool: WorkerPool, recorder: Recorder, sip_user: str, text: str) -> None:
+    handle = pool.directory.get(sip_user, "dummy")
+    assert handle.send_message("echo@dummy", text, text).get(timeout=20).status == 200
+    wait_for(lambda: ("echo@dummy", text) in recorder.messages_to(sip_user), what=f"echo {text}")
+
+
+def test_worker_killed_is_restarted_and_the_others_carry_on(
+    pool: WorkerPool, recorder: Recorder
+) -> None:
+    rows = [row(n) for n in range(12)]
+    pool.apply(rows)
+    wait_for(lambda: len(_connected(pool)) == 12, what="12 accounts connected")
+    status = _connected(pool)
+    pids = pool.pids
+    assert len(set(pids)) == 2
+    for sip_user, entry in status.items():
+        assert entry["pid"] == pids[shard_of(sip_user, 2)]
+    victims = [r.sip_user for r in rows if shard_of(r.sip_user, 2) == 0]
+    survivors = [r.sip_user for r in rows if shard_of(r.sip_user, 2) == 1]
+    assert victims and survivors
+    for sip_user in status:
+        _echo(pool, recorder, sip_user, f"before-{sip_user}")
+
+    os.kill(pids[0], signal.SIGKILL)
+    # The other worker's accounts keep exchanging messages meanwhile.
+    for round_no in range(3):
+        for sip_user in survivors:
+            _echo(pool, recorder, sip_user, f"during{round_no}-{sip_user}")
+    wait_for(lambda: pool.pids[0] not in (0, pids[0]), what="worker 0 restarted")
+    wait_for(lambda: set(victims) <= set(_connected(pool)), what="victims logged in again")
+    after = _connected(pool)
+    for sip_user in victims:
+        assert after[sip_user]["pid"] == pool.pids[0]
+        _echo(pool, recorder, sip_user, f"after-{sip_user}")
+    for sip_user in survivors:
+        assert after[sip_user]["pid"] == pids[1]
+        assert after[sip_user]["reconnects"] == 0
+
+
+def test_reload_across_workers_and_dead_handles(pool: WorkerPool, recorder: Recorder) -> None:
+    pool.apply([row(n) for n in range(6)])
+    wait_for(lambda: len(_connected(pool)) == 6)
+    old = pool.directory.get("sip2", "dummy")
+    summary = pool.apply([row(n) for n in range(6) if n not in (2, 4)] + [row(4, password="new"), row(9)])
+    assert [k.sip_user for k in summary.removed] == ["sip2"]
+    assert [k.sip_user for k in summary.changed] == ["sip4"]
+    assert [k.sip_user for k in summary.added] == ["sip9"]
+    assert summary.unchanged == 4
+    assert pool.directory.get("sip2", "dummy") is None
+    assert old.send_message("echo@dummy", "x", "x").get(timeout=20).status == 480
+    wait_for(lambda: set(_connected(pool)) == {"sip0", "sip1", "sip3", "sip4", "sip5", "sip9"})
+    _echo(pool, recorder, "sip9", "new one")
