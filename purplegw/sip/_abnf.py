@@ -134,3 +134,14 @@ NAME_ADDR_RE = re.compile(
 
 # delta-seconds = 1*DIGIT ; Max-Forwards = 1*DIGIT                 (25.1)
 DIGITS_RE = re.compile(r"[0-9]++")
+
+# Fast path for the everyday shape of From/To/Contact/Route: a lower-case
+# sip/sips URI without headers inside <>, matched in the same pass as the
+# name-addr around it.  Anything else goes through NAME_ADDR_RE + parse_uri.
+#   1 quoted display, 2 token display, 3 scheme, 4 user, 5 password, 6 host,
+#   7 port, 8 uri-parameters, 9 header params
+NAME_ADDR_SIP_RE = re.compile(
+    rf"({QUOTED_STRING})?{SWS}((?:{TOKEN}{SWS})*+)<(sips?):"
+    rf"(?:({USER})(?::({PASSWORD}))?@)?({HOST})(?::([0-9]{{1,5}}))?({URI_PARAMS})>"
+    rf"({GENERIC_PARAMS}){SWS}"
+)

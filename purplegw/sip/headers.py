@@ -127,12 +127,21 @@ def parse_via(value: str) -> Via:
         port = int(port_text)
         if port > 65535:  # noqa: PLR2004
             raise _bad("Via", value)
-    params = _params_of(param_text) if param_text else {}
-    rport = params.get("rport")
-    if rport is not None and not rport.isdigit():
-        raise _bad("Via", value)
-    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name.upper()}/{version}"
-    return Via(transport.upper(), host, port, params, protocol)
+    if param_text:
+        params = _params_of(param_text)
+        rport = params.get("rport")
+        if rport is not None and not _digits(rport):
+            raise _bad("Via", value)
+    else:
+        params = {}
+    if name != "SIP" or version != "2.0":
+        name = f"{name.upper()}/{version}"
+    else:
+        name = "SIP/2.0"
+    return Via(transport if transport in _TRANSPORTS else transport.upper(), host, port, params, name)
+
+
+_TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "SCTP", "WS", "WSS"})
 
 
 class CSeq(NamedTuple):
@@ -161,21 +170,26 @@ def parse_delta_seconds(value: str) -> int:
     return min(int(value), MAX_DELTA) if len(value) <= 12 else MAX_DELTA  # noqa: PLR2004
 
 
+def _digits(value: str) -> bool:
+    # 1*DIGIT; str.isdigit alone would take other scripts' digits
+    return value.isdigit() and value.isascii()
+
+
 def _parse_max_forwards(value: str) -> int:
-    if _abnf.DIGITS_RE.fullmatch(value) is None or len(value) > 5 or int(value) > 255:  # noqa: PLR2004
+    if not _digits(value) or len(value) > 5 or int(value) > 255:  # noqa: PLR2004
         raise _bad("Max-Forwards", value)
     return int(value)
 
 
 def _parse_content_length(value: str) -> int:
-    if _abnf.DIGITS_RE.fullmatch(value) is None:
+    if not _digits(value):
         raise RemoteProtocolError(f"Bad Request: malformed Content-Length: {value[:30]!r}", 400)
     return int(value) if len(value) <= 12 else 10**12  # noqa: PLR2004
 
 
 def _parse_call_id(value: str) -> str:
     # callid = word [ "@" word ]: any visible character but no whitespace
-    if not value or any(ch in value for ch in " \t"):
+    if not value or " " in value or "\t" in value:
         raise _bad("Call-ID", value)
     return value
 
@@ -279,6 +293,16 @@ def _resolve(name: str) -> tuple[str, str, HeaderType]:
     if _abnf.TOKEN_RE.fullmatch(name) is None:
         raise RemoteProtocolError(f"Bad Request: malformed header name {name[:40]!r}", 400)
     return lower, name, _GENERIC
+
+
+def eager_parsers(*keys: str) -> dict[str, Callable[[str], Any]]:
+    """``{key: parser}`` for ``Headers._parse_eager``."""
+    out: dict[str, Callable[[str], Any]] = {}
+    for key in keys:
+        parse = HEADER_TYPES[key].parse
+        assert parse is not None
+        out[key] = parse
+    return out
 
 
 def _key(name: str) -> str:
@@ -435,19 +459,18 @@ class Headers:
             cached = self._values(key)
         return cached[0] if cached else None
 
-    def _parse_eager(self, keys: frozenset[str]) -> None:
-        """Parse every value of ``keys`` in one pass (the parser's validation)."""
+    def _parse_eager(self, parsers: dict[str, Callable[[str], Any]]) -> None:
+        """Parse every value of the given keys in one pass (the parser's validation)."""
         cache = self._cache
+        get = parsers.get
         for key, _, value in self._items:
-            if key in keys:
-                parse = HEADER_TYPES[key].parse
-                if parse is None:
-                    continue
+            parse = get(key)
+            if parse is not None:
                 lst = cache.get(key)
                 if lst is None:
                     cache[key] = lst = []
                 lst.append(parse(value))
-        for key in keys:
+        for key in parsers:
             if key not in cache:
                 cache[key] = []
 

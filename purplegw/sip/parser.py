@@ -27,7 +27,7 @@ import re
 
 from . import _abnf
 from .errors import RemoteProtocolError, SipError
-from .headers import Headers
+from .headers import Headers, eager_parsers
 from .message import Message, Request, Response
 from .uri import SipURI, parse_uri
 
@@ -44,7 +44,7 @@ NEED_DATA = NeedData.NEED_DATA
 
 _FOLD_RE = re.compile(r"\r\n[ \t]++")
 _SIP_URI_SCHEMES = ("sip", "sips", "tel")
-_EAGER = frozenset({"via", "cseq", "from", "to", "call-id", "max-forwards", "content-length"})
+_EAGER = eager_parsers("via", "cseq", "from", "to", "call-id", "max-forwards", "content-length")
 
 
 def _bad(reason: str, status: int = 400) -> RemoteProtocolError:
@@ -64,9 +64,7 @@ def _parse_request_line(line: str) -> tuple[str, SipURI | str]:
         raise _bad("Bad Request: malformed Request-Line")
     if _abnf.METHOD_RE.fullmatch(method) is None:
         raise _bad("Bad Request: malformed method")
-    colon = uri_text.find(":")
-    scheme = uri_text[:colon].lower()
-    if scheme in _SIP_URI_SCHEMES:
+    if uri_text.startswith("sip:") or uri_text[: uri_text.find(":")].lower() in _SIP_URI_SCHEMES:
         uri = parse_uri(uri_text)
         if uri.headers:
             # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI
@@ -82,10 +80,10 @@ def parse_head(head: bytes) -> Message:
     text = head.decode("utf-8", "surrogateescape")
     if "\r\n " in text or "\r\n\t" in text:
         text = _FOLD_RE.sub(" ", text)
-    ncrlf = text.count("\r\n")
+    lines = text.split("\r\n")
+    ncrlf = len(lines) - 1
     if text.count("\n") != ncrlf or text.count("\r") != ncrlf:
         raise _bad("Bad Request: bare CR or LF in the header section")
-    lines = text.split("\r\n")
     first = lines[0]
     headers = Headers._from_lines(lines[1:])  # noqa: SLF001
     msg: Message

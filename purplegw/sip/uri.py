@@ -161,6 +161,8 @@ def _parse_uri_params(text: str, pos: int, end: int, whole: str) -> Params:
 
 def parse_uri(text: str) -> SipURI:
     """Parse a URI; raise ``RemoteProtocolError`` (400) if it is malformed."""
+    if text.startswith("sip:"):
+        return _parse_sip("sip", text[4:], text)
     scheme, sep, rest = text.partition(":")
     if not sep or _abnf.SCHEME_RE.fullmatch(scheme) is None:
         raise _bad("URI", text)
@@ -189,11 +191,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
         port = int(port_text)
         if port > 65535:  # noqa: PLR2004 - the largest port number
             raise _bad("URI port", text)
-    params: Params = {}
-    if param_text:
-        for item in param_text[1:].split(";"):
-            name, eq, value = item.partition("=")
-            params[name.lower()] = value if eq else None
+    params = _uri_params(param_text) if param_text else {}
     headers: tuple[tuple[str, str], ...] = ()
     if header_text is not None:
         pairs = []
@@ -227,7 +225,22 @@ def parse_params(text: str, pos: int = 0) -> Params:
 def _params_of(validated: str) -> Params:
     # the text already matched GENERIC_PARAMS; gen-value is never empty, so
     # an empty second group means "no value"
-    return {name.lower(): value or None for name, value in _abnf.SEMI_PARAM_RE.findall(validated)}
+    params: Params = {}
+    for name, value in _findall_params(validated):
+        params[name.lower()] = value or None
+    return params
+
+
+_findall_params = _abnf.SEMI_PARAM_RE.findall
+_name_addr_sip = _abnf.NAME_ADDR_SIP_RE.fullmatch
+
+
+def _uri_params(text: str) -> Params:
+    params: Params = {}
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        params[name.lower()] = value if eq else None
+    return params
 
 
 @dataclass(slots=True)
@@ -256,15 +269,31 @@ class NameAddr:
 def parse_name_addr(text: str) -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters."""
     text = text.strip(" \t")
+    m = _name_addr_sip(text)
+    if m is not None:
+        quoted, words, scheme, user, password, host, port_text, uparams, param_text = m.groups()
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:  # noqa: PLR2004
+                raise _bad("URI port", text)
+        uri = SipURI(scheme, user, password, host, port, _uri_params(uparams) if uparams else {})
+        if quoted is not None:
+            if words:
+                raise _bad("display name", text)
+            display: str | None = unquote_string(quoted)
+        else:
+            display = words.rstrip(" \t") or None
+        return NameAddr(uri, display, _params_of(param_text) if param_text else {})
     m = _abnf.NAME_ADDR_RE.fullmatch(text)
     if m is not None:
         quoted, words, uri_text, param_text = m.groups()
         if quoted is not None:
             if words:
                 raise _bad("display name", text)
-            display: str | None = unquote_string(quoted)
+            display = unquote_string(quoted)
         else:
-            display = " ".join(words.split()) or None
+            display = words.rstrip(" \t") or None
         return NameAddr(parse_uri(uri_text), display, _params_of(param_text) if param_text else {})
     if text.startswith('"') and _abnf.QUOTED_STRING_RE.match(text) is None:
         raise RemoteProtocolError(f"Bad Request: unterminated quoted string: {text[:80]!r}", 400)
