@@ -1,0 +1,61 @@
+"""Composition of the running gateway: store -> accounts -> SIP front.
+
+Start order (reverse on stop): the actor runtime with the account actors
+(purplegw.actors.process.run owns signals, pid file and control socket),
+then, as a service of that runtime, the gateway router and the SIP front,
+so that no SIP request arrives before the accounts it needs are known.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from purplegw.config import Config
+    from purplegw.protocols.loader import AdapterRegistry
+    from purplegw.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
+    """Run until SIGTERM; the process exit code."""
+    from purplegw.actors.gateway import Gateway, GatewaySettings  # noqa: PLC0415
+    from purplegw.actors.process import run  # noqa: PLC0415
+    from purplegw.actors.sip_front import FrontConfig, SipFront  # noqa: PLC0415
+
+    def account_source() -> list[Any]:
+        rows, problems = store.accounts.credentials(registry.canonical)
+        for problem in problems:
+            logger.error("Account not started: %s", problem)
+        return rows
+
+    def user_at_host(protocol: str) -> bool:
+        info = registry.infos.get(protocol)
+        return bool(info and info.adapter and info.adapter.addresses_user_at_host)
+
+    def sip_service(runtime: Any) -> Any:
+        gateway = Gateway(
+            settings=GatewaySettings.from_section(config["sip"]),
+            store=store,
+            directory=runtime.directory,
+            canonical=registry.canonical,
+            user_at_host=user_at_host,
+        )
+        front = SipFront(FrontConfig.from_section(config["sip"]), gateway).start()
+
+        def stop() -> None:
+            front.stop()
+            gateway.stop()
+
+        return stop
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return run(
+        config.sections,
+        account_source,
+        services=[sip_service],
+        pidfile=config.pid_file,
+        control_socket=config.control_socket,
+    )
