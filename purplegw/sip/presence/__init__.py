@@ -14,13 +14,16 @@ from purplegw.sip.presence.errors import PidfError
 from purplegw.sip.presence.mapping import pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.model import PidfDocument
 from purplegw.sip.presence.pidf import CONTENT_TYPE_PIDF, parse_pidf, serialize_pidf
+from purplegw.sip.presence.watcherinfo import parse_watcherinfo, serialize_watcherinfo
 
 __all__ = [
     "CONTENT_TYPE_PIDF",
     "PidfDocument",
     "PidfError",
     "parse_pidf",
+    "parse_watcherinfo",
     "pidf_to_presence",
     "presence_to_pidf",
     "serialize_pidf",
+    "serialize_watcherinfo",
 ]

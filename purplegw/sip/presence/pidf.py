@@ -73,6 +73,7 @@ __all__ = [
     "PIDF_NS",
     "RPID_NS",
     "parse_pidf",
+    "parse_untrusted_xml",
     "serialize_pidf",
     "xml_id",
 ]
@@ -154,17 +155,7 @@ def parse_pidf(body: bytes, content_type: str, *, max_size: int = MAX_PIDF_SIZE)
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in _ACCEPTED_TYPES:
         raise PidfError(f"Unsupported Media Type: {media_type} is not a presence document", 415)
-    if len(body) > max_size:
-        raise PidfError(
-            f"Request Entity Too Large: presence body of {len(body)} bytes exceeds {max_size}", 413
-        )
-    # Leading blank lines before the XML declaration are an XML error, but
-    # hand-written SIPp scenarios and templates ship them.
-    body = body.lstrip(b" \t\r\n")
-    if not body:
-        raise PidfError("Bad Request: empty presence body")
-    root, repairs = _parse_xml(body)
-    _check_depth(root)
+    root, repairs = parse_untrusted_xml(body, max_size=max_size, repair=True)
     ns, local = _split(root.tag)
     if local != "presence" or ns not in _PIDF_FAMILY:
         raise PidfError(f"Bad Request: root element is {_show(root.tag)}, not a PIDF <presence>")
@@ -188,14 +179,36 @@ def _with_repairs(doc: PidfDocument, repairs: list[str]) -> PidfDocument:
 # XML layer
 
 
-def _parse_xml(body: bytes) -> tuple[ET.Element, list[str]]:
+def parse_untrusted_xml(
+    body: bytes, *, max_size: int = MAX_PIDF_SIZE, repair: bool = False
+) -> tuple[ET.Element, list[str]]:
+    """Rule 1 (and Rule 4 when ``repair``) for any presence-related XML body.
+
+    Returns the root element and the repairs made; raises ``PidfError`` only.
+    Shared with ``watcherinfo`` so every XML body from a peer gets the same guards.
+    """
+    if len(body) > max_size:
+        raise PidfError(
+            f"Request Entity Too Large: presence body of {len(body)} bytes exceeds {max_size}", 413
+        )
+    # Leading blank lines before the XML declaration are an XML error, but
+    # hand-written SIPp scenarios and templates ship them.
+    body = body.lstrip(b" \t\r\n")
+    if not body:
+        raise PidfError("Bad Request: empty presence body")
+    root, repairs = _parse_xml(body, repair=repair)
+    _check_depth(root)
+    return root, repairs
+
+
+def _parse_xml(body: bytes, *, repair: bool) -> tuple[ET.Element, list[str]]:
     try:
         return _strict_parse(body), []
     except ET.ParseError as exc:
         first_error = exc
     except _ET_ERRORS as exc:
         raise _xml_error(exc) from None
-    if first_error.code not in _REPAIRABLE_CODES:
+    if not repair or first_error.code not in _REPAIRABLE_CODES:
         raise _xml_error(first_error) from None
     repaired = _repair_end_tags(body)
     if repaired is None:
