@@ -140,3 +140,26 @@ def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own
             time.sleep(0.02)
         assert session.unacked_messages() == []
         loop.run(session.logout())
+
+
+def test_frozen_server_is_detected_by_keepalive(loop, own_prosody):
+    """No TCP close at all (server process stopped): the ping keepalive notices."""
+    import os
+    import signal
+
+    prosody = own_prosody
+    alice = prosody.create_user("kalice")
+    cfg = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 1,
+           "connect_timeout": 1, "login_timeout": 1}
+    session, events = login_with_retry(loop, prosody, alice, cfg, time.monotonic() + 30)
+    assert prosody.proc is not None
+    os.kill(prosody.proc.pid, signal.SIGSTOP)
+    try:
+        state, reason = events.wait_for("state", lambda s, r: s is ConnectionState.TRANSIENT_DISCONNECT, timeout=30)
+    finally:
+        os.kill(prosody.proc.pid, signal.SIGCONT)
+    assert "resum" in reason
+    with pytest.raises(DeliveryError):
+        loop.run(session.send_message("nobody@localhost", "x", "k-1"))
+    loop.run(session.logout())
+    assert events.of("state")[-1][0] is ConnectionState.LOGGED_OUT

@@ -340,12 +340,9 @@ class XmppSession(Session):
         raise exc
 
     async def logout(self) -> None:
-        if self._closing and self.client is None:
-            return
         self._closing = True
-        was_open = self.client is not None
         await self._teardown(graceful=True)
-        if was_open or self.state is not ConnectionState.LOGGED_OUT:
+        if self.state is not ConnectionState.LOGGED_OUT:
             self._report(ConnectionState.LOGGED_OUT)
 
     async def _teardown(self, *, graceful: bool = False) -> None:
@@ -634,9 +631,12 @@ class XmppSession(Session):
             ppriority=xp.priority if xp.type is None else None,
         )
         if xp.idle and xp.type is None:
+            import datetime
             from xml.etree.ElementTree import Element
 
-            stanza.append(Element(f"{{{IDLE_NS}}}idle"))
+            # XEP-0319 requires "since"; PIDF idle carries no time, so: now.
+            since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stanza.xml.append(Element(f"{{{IDLE_NS}}}idle", since=since))
         stanza.send()
 
     async def set_presence(self, presence: Presence) -> None:
