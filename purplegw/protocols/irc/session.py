@@ -463,12 +463,13 @@ class IrcSession(Session):
         elif cmd == RPL_USERHOST:
             self._on_userhost(msg.param(-1).split())
         elif cmd == RPL_AWAY:
-            self._away_notes[self.fold(msg.param(1))] = msg.param(-1)
+            if self.fold(msg.param(1)) in self._watch:
+                self._away_notes[self.fold(msg.param(1))] = msg.param(-1)
             self._set_away(msg.param(1), away=True)
         elif cmd == "AWAY":
             # away-notify: only for contacts sharing a channel, but cheap to honour.
             if msg.nick:
-                if msg.params:
+                if msg.params and self.fold(msg.nick) in self._watch:
                     self._away_notes[self.fold(msg.nick)] = msg.param(-1)
                 self._set_away(msg.nick, away=bool(msg.params))
         elif cmd == "QUIT" and msg.nick:
