@@ -143,16 +143,19 @@ _XPIDF_STATUS_ACTIVITIES: dict[str, tuple[str, ...]] = {
 _ET_ERRORS = (ET.ParseError, DefusedXmlException, ValueError, LookupError)
 
 
-def parse_pidf(body: bytes, content_type: str, *, max_size: int = MAX_PIDF_SIZE) -> PidfDocument:
+def parse_pidf(
+    body: bytes, content_type: str | None, *, max_size: int = MAX_PIDF_SIZE
+) -> PidfDocument:
     """Read a presence body (PUBLISH or NOTIFY).
 
-    ``content_type`` is the Content-Type header value (parameters allowed).
+    ``content_type`` is the Content-Type header value (parameters allowed; None
+    when the header is missing, then the root element alone decides).
     Raises ``PidfError`` -- and nothing else -- when the body cannot be read;
     its ``status_hint`` is the SIP response to send.  A body-less PUBLISH is a
     refresh (RFC 3903 section 4.1) and must not be passed here: an empty body
     is an error, not a "closed" document.
     """
-    media_type = content_type.split(";", 1)[0].strip().lower()
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type not in _ACCEPTED_TYPES:
         raise PidfError(f"Unsupported Media Type: {media_type} is not a presence document", 415)
     root, repairs = parse_untrusted_xml(body, max_size=max_size, repair=True)

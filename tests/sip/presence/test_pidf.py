@@ -103,9 +103,10 @@ def test_unsupported_content_type_is_415(content_type: str) -> None:
         "application/lpidf+xml",
         "application/xml",
         "",
+        None,
     ],
 )
-def test_presence_content_types_are_accepted(content_type: str) -> None:
+def test_presence_content_types_are_accepted(content_type: str | None) -> None:
     assert parse_pidf(doc(OPEN_TUPLE), content_type).basic == "open"
 
 
