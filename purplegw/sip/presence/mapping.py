@@ -8,8 +8,8 @@ and where they deviate from Kamailio's purple module.
 
 Reading rules, applied in this order:
 
-Rule 1. basic: open when any tuple is open, closed when every tuple that says
-        is closed.  closed -> OFFLINE (the accounts log out), whatever the
+Rule 1. basic: open when any tuple is open, closed when every tuple that has
+        a <basic> says closed.  closed -> OFFLINE (the accounts log out), whatever the
         rest of the document says.  No <basic> at all counts as open: logging
         a user out is destructive, and RFC 3863 makes <basic> optional.
 Rule 2. RPID activities (person, and tuple-level ones of pre-RFC clients and
