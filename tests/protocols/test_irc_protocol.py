@@ -171,3 +171,12 @@ def test_adapter_descriptor_and_config_validation() -> None:
         }
     )
     assert len(problems) == 6, problems
+
+
+def test_loaded_through_entry_point_with_alias() -> None:
+    from purplegw.protocols.loader import AdapterStatus, load_adapters
+
+    registry = load_adapters()
+    assert registry.infos["irc"].status is AdapterStatus.ENABLED
+    assert isinstance(registry.get("prpl-irc"), Adapter)
+    assert registry.canonical("prpl-irc") == "irc"
