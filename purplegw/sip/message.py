@@ -26,6 +26,7 @@ __all__ = [
     "Response",
     "make_response",
     "serialize",
+    "unsupported_extensions",
     "validate_request",
 ]
 
@@ -192,6 +193,12 @@ def make_response(
     for name, value in headers:
         out.add(name, value)
     return Response(status, reason if reason is not None else REASON_PHRASES.get(status, ""), out, body)
+
+
+def unsupported_extensions(request: Request, supported: Iterable[str]) -> list[str]:
+    """Require option-tags we do not support (answer 420 with them in Unsupported, 8.2.2.3)."""
+    known = {tag.lower() for tag in supported}
+    return [tag for tag in request.headers.getall("Require") if tag and tag.lower() not in known]
 
 
 def validate_request(request: Request) -> None:

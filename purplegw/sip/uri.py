@@ -26,6 +26,7 @@ __all__ = [
     "parse_name_addr",
     "parse_params",
     "parse_uri",
+    "require_sip_uri",
     "unquote_string",
     "uri_equal",
 ]
@@ -202,6 +203,14 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
             pairs.append((hm.group(1), hm.group(2)))
         headers = tuple(pairs)
     return SipURI(scheme, user, password, host, port, params, headers)
+
+
+def require_sip_uri(uri: SipURI | str) -> SipURI:
+    """``uri`` as a sip/sips URI, or ``RemoteProtocolError`` 416 (RFC 3261 8.2.2.1)."""
+    parsed = uri if isinstance(uri, SipURI) else parse_uri(uri)
+    if not parsed.is_sip:
+        raise RemoteProtocolError(f"Unsupported URI Scheme: {parsed.scheme}", 416)
+    return parsed
 
 
 def unquote_string(text: str) -> str:

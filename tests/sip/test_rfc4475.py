@@ -246,3 +246,27 @@ def test_ncl_and_mcl01_break_a_stream() -> None:
 def test_baddn_crlf_fixed_variant_rejected_for_the_display_name() -> None:
     with pytest.raises(RemoteProtocolError, match="name-addr|display"):
         parse_datagram(load("variants/baddn.crlf-fixed.dat"))
+
+
+def test_unkscm_and_novelsc_get_416_from_the_app_helper() -> None:
+    from purplegw.sip.uri import require_sip_uri
+
+    for name in ("unkscm.dat", "novelsc.dat"):
+        msg = parse_datagram(load(name))
+        assert isinstance(msg, Request)
+        with pytest.raises(RemoteProtocolError) as exc:
+            require_sip_uri(msg.uri)
+        assert exc.value.status_hint == 416
+    ok = parse_datagram(load("zeromf.dat"))
+    assert isinstance(ok, Request) and require_sip_uri(ok.uri).is_sip
+    assert ok.max_forwards == 0
+
+
+def test_bext01_require_lists_unsupported_tags() -> None:
+    from purplegw.sip.message import unsupported_extensions
+
+    msg = parse_datagram(load("bext01.dat"))
+    assert isinstance(msg, Request)
+    assert unsupported_extensions(msg, ["path"]) == ["nothingSupportsThis", "nothingSupportsThisEither"]
+    assert unsupported_extensions(msg, ["nothingsupportsthis", "NOTHINGSUPPORTSTHISEITHER"]) == []
+    assert msg.headers.getall("Proxy-Require") == ["noProxiesSupportThis", "norDoAnyProxiesSupportThis"]
