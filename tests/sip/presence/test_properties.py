@@ -24,7 +24,7 @@ SEEDS = sorted(
     for p in folder.rglob("*.xml")
 )
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def read_or_refuse(body: bytes, content_type: str) -> None:
@@ -171,7 +171,7 @@ resources = st.dictionaries(
 )
 
 
-@FAST
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(resources)
 def test_round_trip_of_the_aggregate(res: dict[str, Presence]) -> None:
     contact = ContactPresence("bob@example.com", res)
