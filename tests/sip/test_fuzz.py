@@ -190,3 +190,45 @@ def test_round_trip_generated(data: bytes) -> None:
     assert [str(v) for v in again.via] == [str(v) for v in msg.via]
     assert again.from_ == msg.from_
     assert str(parse_uri(str(msg.uri))) == str(msg.uri)
+
+
+PARAMCHAR = st.from_regex(r"[A-Za-z0-9_.!~*'()\[\]/:&+$-]{1,8}", fullmatch=True)
+
+
+@st.composite
+def sip_uris(draw: st.DrawFn) -> str:
+    scheme = draw(st.sampled_from(["sip", "sips"]))
+    user = draw(st.one_of(st.none(), USER))
+    host = draw(st.one_of(HOST, st.sampled_from(["[2001:db8::1]", "192.0.2.7", "[::1]"])))
+    out = f"{scheme}:"
+    if user is not None:
+        out += user
+        if draw(st.booleans()):
+            out += ":" + draw(st.from_regex(r"[A-Za-z0-9&=+$,]{0,6}", fullmatch=True))
+        out += "@"
+    out += host
+    if draw(st.booleans()):
+        out += f":{draw(st.integers(0, 65535))}"
+    for name in draw(st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), max_size=3,
+                              unique=True)):
+        out += f";{name}" + (f"={draw(PARAMCHAR)}" if draw(st.booleans()) else "")
+    return out
+
+
+@FAST
+@given(sip_uris(), st.one_of(st.none(), QUOTED), st.one_of(st.none(), TOKEN))
+def test_uri_and_name_addr_round_trip(text: str, display: str | None, tag: str | None) -> None:
+    uri = parse_uri(text)
+    assert str(uri) == text
+    assert parse_uri(str(uri)) == uri
+    assert hash(parse_uri(text)) == hash(uri)
+    value = f"<{text}>"
+    if display:
+        value = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '" ' + value
+    if tag:
+        value += f";tag={tag}"
+    na = parse_name_addr(value)
+    assert na.uri == uri
+    assert na.tag == tag
+    assert (na.display_name or None) == (display or None)
+    assert parse_name_addr(str(na)) == na
