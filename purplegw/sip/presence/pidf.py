@@ -25,8 +25,9 @@ Rule 4. A body that is not well-formed gets ONE repair attempt for the two
         faults eXosip2 shipped for years: an end tag missing its ``>``
         (``</note`` followed by ``</tuple>``) and an end tag whose prefix differs
         from its start tag's (``<es:activity>...</e:activity>``).  Nothing else
-        is guessed: a truncated body stays an error.  ``PidfDocument.repairs``
-        says what was fixed.
+        is guessed: a truncated body stays an error, and so does one that
+        needs more than ``MAX_REPAIRS`` fixes.  ``PidfDocument.repairs`` says
+        what was fixed.
 Rule 5. Values that do not parse (priority, timestamp) are dropped, not fatal:
         the status is what matters to the gateway.
 """
@@ -90,6 +91,8 @@ CONTENT_TYPE_XPIDF = "application/xpidf+xml"
 # A PUBLISH body is a few hundred bytes; RFC 4480's full example is 2.5 KiB.
 MAX_PIDF_SIZE = 64 * 1024
 MAX_DEPTH = 32
+# eXosip2's templates need one or two; a body needing many is not that quirk.
+MAX_REPAIRS = 4
 
 # The PIDF namespace, the pre-RFC draft's (draft-ietf-impp-cpim-pidf, with and
 # without its odd trailing colon) and none at all (SER "lpidf", sloppy clients).
@@ -303,7 +306,7 @@ def _repair_end_tags(body: bytes) -> tuple[bytes, list[str]] | None:
         if len(repairs) > before:
             out += [body[pos : match.start()], fixed]
             pos = match.end()
-    if not repairs:
+    if not repairs or len(repairs) > MAX_REPAIRS:
         return None
     out.append(body[pos:])
     return b"".join(out), repairs

@@ -362,3 +362,10 @@ def test_text_is_escaped_only_where_xml_requires() -> None:
     body = serialize_pidf(original)
     assert b"<note>a > b &amp; c &lt; d ]]&gt; e&#13;f</note>" in body
     assert parse_pidf(body, PIDF).notes == original.notes
+
+
+def test_a_body_needing_many_repairs_is_refused() -> None:
+    body = doc(OPEN_TUPLE + "<note>x</note\n" * 5)
+    with pytest.raises(PidfError, match="not well-formed"):
+        parse_pidf(body, PIDF)
+    assert parse_pidf(doc(OPEN_TUPLE + "<note>x</note\n" * 4), PIDF).repairs
