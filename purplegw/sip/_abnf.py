@@ -20,7 +20,10 @@ Deliberate deviations (also listed in docs/sip-core.md):
 
 from __future__ import annotations
 
+import logging
 import re
+
+logger = logging.getLogger(__name__)
 
 # alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
 #   token = 1*(alphanum / "-" / "." / "!" / "%" / "*"

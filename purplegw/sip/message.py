@@ -174,19 +174,34 @@ def make_response(
     """
     if not 100 <= status <= 699:  # noqa: PLR2004
         raise LocalProtocolError(f"status code {status} out of range", 500)
-    src = request.headers._items  # noqa: SLF001
-    items = [item for item in src if item[0] == "via"]
-    items.extend(item for item in src if item[0] == "from")
-    to_value = request.headers.get("To")
-    if to_value is not None:
-        if to_tag is not None and status != 100:  # noqa: PLR2004
-            to = request.headers.to()
-            if to is not None and to.tag is None:
-                to_value = f"{to_value};tag={to_tag}"
-        items.append(("to", "To", to_value))
-    items.extend(item for item in src if item[0] in ("call-id", "cseq"))
-    if 200 <= status < 300 and request.method in DIALOG_CREATING_METHODS:  # noqa: PLR2004
-        items.extend(item for item in src if item[0] == "record-route")
+    vias: list[tuple[str, str, str]] = []
+    rest: list[tuple[str, str, str]] = []
+    routes: list[tuple[str, str, str]] = []
+    to_item = None
+    for item in request.headers._items:  # noqa: SLF001
+        key = item[0]
+        if key == "via":
+            vias.append(item)
+        elif key == "from" or key == "call-id" or key == "cseq":  # noqa: PLR1714
+            rest.append(item)
+        elif key == "to":
+            if to_item is None:
+                to_item = item
+        elif key == "record-route":
+            routes.append(item)
+    if to_item is not None and to_tag is not None and status != 100:  # noqa: PLR2004
+        to = request.headers.to()
+        if to is not None and to.tag is None:
+            to_item = ("to", "To", f"{to_item[2]};tag={to_tag}")
+    items = vias
+    for item in rest:
+        if item[0] == "from":
+            items.append(item)
+    if to_item is not None:
+        items.append(to_item)
+    items.extend(item for item in rest if item[0] != "from")
+    if routes and 200 <= status < 300 and request.method in DIALOG_CREATING_METHODS:  # noqa: PLR2004
+        items.extend(routes)
     out = Headers.__new__(Headers)
     out._items = items  # noqa: SLF001
     out._cache = {}  # noqa: SLF001
