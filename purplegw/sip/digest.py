@@ -53,6 +53,11 @@ def _h(algorithm: str, text: str) -> str:
     return ALGORITHMS[algorithm](text.encode("utf-8"))
 
 
+def _b(text: str) -> bytes:
+    # compare_digest refuses non-ASCII str; peers may send anything
+    return text.encode("utf-8", "surrogateescape")
+
+
 def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
     """H(username:realm:password), what a credential store keeps (``-sess`` uses the base)."""
     return _h(algorithm, f"{username}:{realm}:{password}")
@@ -167,7 +172,7 @@ class DigestServer:
         """Issue time of a nonce we made, or None if it is forged or foreign."""
         payload, _, mac = nonce.rpartition(".")
         expected = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()[:32]
-        if not payload or not hmac.compare_digest(mac, expected):
+        if not payload or not hmac.compare_digest(_b(mac), _b(expected)):
             return None
         stamp = payload.partition(".")[0]
         return int(stamp) if stamp.isdigit() else None
@@ -213,7 +218,7 @@ class DigestServer:
         if ha1 is None:
             return AuthResult(ok=False, username=username, reason="unknown user")
         expected = _response(algorithm, ha1, p["nonce"], p["nc"], p["cnonce"], "auth", method, p["uri"])
-        if not hmac.compare_digest(expected, p["response"].lower()):
+        if not hmac.compare_digest(_b(expected), _b(p["response"].lower())):
             return AuthResult(ok=False, username=username, reason="wrong response")
         last = self._nc.get(p["nonce"])
         if last is not None and nc <= last[0]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from purplegw.sip.digest import (
     DigestServer,
@@ -11,6 +13,7 @@ from purplegw.sip.digest import (
     parse_auth_params,
     parse_challenge,
 )
+from purplegw.sip.errors import RemoteProtocolError
 from purplegw.testing.corpus import corpus_dir
 
 SECRET = b"s3cret-key"
@@ -90,6 +93,9 @@ def test_failures() -> None:
     assert not server.verify("REGISTER", "Basic YWxpY2U6d29uZGVybGFuZA==", 1, lookup).ok
     assert not server.verify("REGISTER", "Digest garbage", 1, lookup).ok
     assert server.challenge(0, b"y", stale=True)[0].endswith("stale=true")
+    non_ascii = auth().replace(ch.nonce, ch.nonce[:-2] + "é\udcff")
+    assert server.verify("REGISTER", non_ascii, 1, lookup).reason == "unknown nonce"
+    assert not server.verify("REGISTER", auth().replace('response="', 'response="é'), 1, lookup).ok
 
 
 def test_regaut01_unknown_scheme_is_refused_not_crashed() -> None:
@@ -102,3 +108,15 @@ def test_regaut01_unknown_scheme_is_refused_not_crashed() -> None:
     assert scheme == "nooneknowsthisscheme"
     result = DigestServer("example.com", SECRET).verify("REGISTER", value, 0, lookup)
     assert not result.ok and "scheme" in result.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_verify_never_raises(value: str) -> None:
+    server = DigestServer("example.com", SECRET)
+    result = server.verify("REGISTER", "Digest " + value, 0, lookup)
+    assert not result.ok
+    try:
+        parse_challenge(value)
+    except RemoteProtocolError:
+        pass
