@@ -110,3 +110,28 @@ def test_offline_user_gets_every_message_in_order_across_a_restart(
             agent.wait_for(lambda e, t=text: e["event"] == "im" and e["body"] == t, timeout=60)
         received = [e["body"] for e in agent.matching(lambda e: e["event"] == "im")]
         assert received == sent
+
+
+def test_typing_both_ways(setup: dict[str, Any]) -> None:
+    gateway, account, bob, peer = (setup[k] for k in ("gateway", "account", "bob", "peer"))
+    with phone(gateway) as agent:
+        # RFC 3994 is-composing from the phone -> XEP-0085 <composing/> at the contact.
+        agent.typing(f"sip:{bob.jid}", composing=True)
+        got = peer.wait_for(lambda e: e.kind == "chat_state" and e.chat_state == "composing")
+        assert got.bare == account.jid
+        # XEP-0085 from the contact -> is-composing at the phone.
+        peer.send_chat_state(account.jid, "composing")
+        event = agent.wait_for(lambda e: e["event"] == "typing" and e["composing"])
+        assert f"{bob.jid};proto=xmpp" in event["from"]
+        peer.send_chat_state(account.jid, "paused")
+        agent.wait_for(lambda e: e["event"] == "typing" and not e["composing"])
+
+
+def test_cpim_body_is_unwrapped(setup: dict[str, Any]) -> None:
+    gateway, bob, peer = setup["gateway"], setup["bob"], setup["peer"]
+    cpim = ("From: <sip:alice@sip.test>\r\nTo: <sip:" + bob.jid + ">\r\n\r\n"
+            "Content-Type: text/plain;charset=utf-8\r\n\r\nwrapped in CPIM ✓")
+    with phone(gateway) as agent:
+        agent.message(f"sip:{bob.jid}", cpim, content_type="message/cpim")
+        assert agent.wait_for(lambda e: e["event"] == "im_status")["code"] == 202
+        peer.wait_for(lambda e: e.kind == "message" and e.body == "wrapped in CPIM ✓")
