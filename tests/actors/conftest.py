@@ -116,3 +116,15 @@ def state_of(accounts: Any, sip_user: str) -> dict[str, Any]:
         if entry["sip_user"] == sip_user:
             return entry
     return {}
+
+
+@pytest.fixture(scope="session")
+def prosody() -> Iterator[Any]:
+    """One Prosody for the actor tests (STARTTLS, self-signed certificate)."""
+    from purplegw.testing.binaries import missing_peer  # noqa: PLC0415
+    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+    with Prosody() as server:
+        yield server
