@@ -183,6 +183,12 @@ class RemoteAccountHandle:
     def send_typing(self, contact: str, state: Any) -> OutcomeFuture:
         return self._request("send_typing", contact, state)
 
+    def logout(self) -> OutcomeFuture:
+        return self._request("logout")
+
+    def login(self) -> OutcomeFuture:
+        return self._request("login")
+
 
 class _Worker:
     """The main process's end of one worker."""
