@@ -21,10 +21,11 @@ Rule 3. Only a document with no activities at all (the original module never
         original module's note keywords, ``NOTE_KEYWORDS``.  A document that
         states activities -- even just <rpid:unknown/> -- means its note as
         free text.
-Rule 4. The note: the person's <dm:note>, else the note inside its
-        <rpid:activities>, else the notes of the best tuple (open first, then
-        highest contact priority, then newest timestamp, then first), else the
-        presentity-level <note>.  Among notes in several languages, the one
+Rule 4. The note: the person's <dm:note> (with several persons, as an
+        aggregating presence server sends, the one whose activities set
+        the status), else the note inside its <rpid:activities>, else the
+        notes of the best tuple (open first, then highest contact priority,
+        then newest timestamp, then first), else the presentity-level <note>.  Among notes in several languages, the one
         matching ``lang`` if asked, else the first.
 Rule 5. idle: the person's <rpid:user-input> when it has one, else the best
         tuple's, else any device's (RFC 4480 section 3.11).
@@ -166,14 +167,11 @@ def pidf_to_presence(doc: PidfDocument, *, lang: str | None = None) -> Presence:
     note = _choose_note(doc, best, lang)
     idle = _idle(doc, best)
     activities = tuple(a for a in doc.activities if a not in {"unknown", "other"})
-    others = [text for person in doc.persons for text in person.other_activities]
     if doc.basic == BASIC_CLOSED:
         return Presence(Status.OFFLINE, note.text if note else None, activities, idle)
-    status = Status.AVAILABLE
-    for token in doc.activities:
-        status = _worse(status, ACTIVITY_STATUS.get(token, Status.AVAILABLE))
-    for text in others:
-        status = _worse(status, OTHER_STATUS.get(_norm(text), Status.AVAILABLE))
+    status = _activity_status(doc.activities, ())
+    for person in doc.persons:
+        status = _worse(status, _person_status(person))
     if not doc.has_activities and note is not None:
         keyword = NOTE_KEYWORDS.get(_norm(note.text))
         if keyword is not None:
@@ -184,6 +182,19 @@ def pidf_to_presence(doc: PidfDocument, *, lang: str | None = None) -> Presence:
 
 def _worse(a: Status, b: Status) -> Status:
     return b if _SEVERITY[b] > _SEVERITY[a] else a
+
+
+def _activity_status(tokens: Sequence[str], others: Sequence[str]) -> Status:
+    status = Status.AVAILABLE
+    for token in tokens:
+        status = _worse(status, ACTIVITY_STATUS.get(token, Status.AVAILABLE))
+    for text in others:
+        status = _worse(status, OTHER_STATUS.get(_norm(text), Status.AVAILABLE))
+    return status
+
+
+def _person_status(person: Person) -> Status:
+    return _activity_status(person.activities, person.other_activities)
 
 
 def _epoch(value: datetime | None) -> float:
@@ -226,8 +237,11 @@ def _pick(notes: Sequence[Note], lang: str | None) -> Note | None:
 
 
 def _choose_note(doc: PidfDocument, best: PidfTuple | None, lang: str | None) -> Note | None:
-    candidates: list[Sequence[Note]] = [p.notes for p in doc.persons]
-    candidates += [p.activity_notes for p in doc.persons]
+    # Aggregators (Kamailio's presence_xml) merge several publications into one
+    # document with several persons: the note goes with the status that won.
+    persons = sorted(doc.persons, key=lambda p: _SEVERITY[_person_status(p)], reverse=True)
+    candidates: list[Sequence[Note]] = [p.notes for p in persons]
+    candidates += [p.activity_notes for p in persons]
     if best is not None:
         candidates.append(best.notes)
     candidates.append(doc.notes)

@@ -222,6 +222,19 @@ def test_person_note_beats_tuple_note() -> None:
     assert read(body).note == "person"
 
 
+def test_with_several_persons_the_note_follows_the_status() -> None:
+    # The shape of a Kamailio presence_xml aggregate of two publications.
+    body = (
+        tup(extra="<note>at lunch</note>", tid="a")
+        + '<dm:person id="pa"><rpid:activities><rpid:away/></rpid:activities>'
+        "<dm:note>at lunch</dm:note></dm:person>"
+        + tup(extra="<note>in a call</note>", tid="b")
+        + '<dm:person id="pb"><rpid:activities><rpid:busy/></rpid:activities>'
+        "<dm:note>in a call</dm:note></dm:person>"
+    )
+    assert read(body) == Presence(Status.BUSY, "in a call", ("away", "busy"))
+
+
 def test_best_tuple_gives_the_note() -> None:
     body = (
         tup("closed", '<contact priority="1.0">a</contact><note>closed one</note>', "a")
