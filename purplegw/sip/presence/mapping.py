@@ -25,8 +25,9 @@ Rule 4. The note: the person's <dm:note> (with several persons, as an
         aggregating presence server sends, the one whose activities set
         the status), else the note inside its <rpid:activities>, else the
         notes of the best tuple (open first, then highest contact priority,
-        then newest timestamp, then first), else the presentity-level <note>.  Among notes in several languages, the one
-        matching ``lang`` if asked, else the first.
+        then newest timestamp, then first), else the presentity-level <note>.
+        Among notes in several languages, the one matching ``lang`` if
+        asked, else the first.
 Rule 5. idle: the person's <rpid:user-input> when it has one, else the best
         tuple's, else any device's (RFC 4480 section 3.11).
 
