@@ -199,6 +199,7 @@ class AccountCore:
         self._generation = 0
         self._session: Session | None = None
         self._connected = False
+        self._resuming = False
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
         self._lost_bad_credentials = False
@@ -231,6 +232,13 @@ class AccountCore:
         snapshot = self.account_status.as_dict()
         snapshot["queued"] = len(self._outbox)
         return snapshot
+
+    def current_session(self) -> Session | None:
+        """The live Session object, for tests and debugging only.
+
+        Its objects belong to the loop: read attributes, call nothing.
+        """
+        return self._session if self._connected else None
 
     def shutdown(self) -> concurrent.futures.Future[None]:
         """Log out, answer what is queued, then stop the actor.
@@ -318,7 +326,9 @@ class AccountCore:
             except (TransientError, OSError) as exc:
                 error = str(exc) or type(exc).__name__
             except Exception as exc:
-                logger.warning("Account %s/%s: login failed", *self.info[1:3], exc_info=True)
+                # An adapter bug: the traceback once per streak, not per retry.
+                logger.warning("Account %s/%s: login failed: %r", *self.info[1:3], exc,
+                               exc_info=status.last_error != repr(exc))
                 state, error = AccountState.UNKNOWN_ERROR, repr(exc)
             else:
                 bad = await self._stay_connected(session)
@@ -352,6 +362,7 @@ class AccountCore:
         self._lost_reason = ""
         self._lost_bad_credentials = False
         self._connected = True
+        self._resuming = False
         self._policy.connected()
         self.account_status.flapping = False
         self._set_state(AccountState.CONNECTED)
@@ -380,7 +391,18 @@ class AccountCore:
     def _session_state(self, state: ConnectionState, reason: str) -> None:
         if not self._connected or self._lost is None:
             return
-        if state in (AccountState.CONNECTED, AccountState.CONNECTING):
+        if state is AccountState.CONNECTING:
+            # The session repairs its own stream (XEP-0198 resumption):
+            # requests queue meanwhile instead of failing on a dead stream.
+            self._resuming = True
+            self._set_state(AccountState.CONNECTING, reason)
+            return
+        if state is AccountState.CONNECTED:
+            if self._resuming:
+                self._resuming = False
+                self._set_state(AccountState.CONNECTED)
+                assert self._wake is not None
+                self._wake.set()
             return
         self._lost_reason = reason or state.value
         self._lost_bad_credentials = state is AccountState.BAD_CREDENTIALS
@@ -419,19 +441,20 @@ class AccountCore:
         if status.gave_up:
             request.answer(Outcome(480, "account gave up reconnecting"))
             return
+        online = self._connected and not self._resuming
         if request.op == "set_presence":
             # Only the latest presence matters; it is re-applied on every login.
             self._presence = request.args[0]
-            if not self._connected:
+            if not online:
                 request.answer(Outcome(202, "applied at next login"))
                 return
-        elif request.op == "send_typing" and not self._connected:
+        elif request.op == "send_typing" and not online:
             request.answer(Outcome(480, "account offline"))
             return
         if len(self._outbox) >= self._config.queue_limit:
             request.answer(Outcome(480, "queue full"))
             return
-        if not self._connected:
+        if not online:
             request.answer(Outcome(202, "queued until the account is online"))
         self._outbox.append(request)
         status.queued = len(self._outbox)
@@ -441,7 +464,7 @@ class AccountCore:
     async def _drain(self, session: Session) -> None:
         assert self._wake is not None
         while True:
-            while self._outbox:
+            while self._outbox and not self._resuming:
                 request = self._outbox.popleft()
                 try:
                     outcome = await self._execute(session, request)
@@ -637,6 +660,11 @@ class AccountHandle:
     def login(self) -> pykka.Future[Outcome]:
         """Undo ``logout``: connect again (202); no-op for a running account."""
         return self._request("login")
+
+    def current_session(self, timeout: float = 5.0) -> Session | None:
+        """See ``AccountCore.current_session`` (tests and debugging only)."""
+        call = messages.ProxyCall(attr_path=("current_session",), args=(), kwargs={})
+        return self.ref.ask(call, timeout=timeout)
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         return self.ref.ask(messages.ProxyCall(attr_path=("status",), args=(), kwargs={}), timeout=timeout)
