@@ -296,7 +296,7 @@ def _resolve(name: str) -> tuple[str, str, HeaderType]:
 
 
 def eager_parsers(*keys: str) -> dict[str, Callable[[str], Any]]:
-    """``{key: parser}`` for ``Headers._parse_eager``."""
+    """``{key: parser}`` for the ``eager`` argument of ``Headers._from_lines``."""
     out: dict[str, Callable[[str], Any]] = {}
     for key in keys:
         parse = HEADER_TYPES[key].parse
@@ -336,25 +336,41 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_lines(cls, lines: list[str]) -> Headers:
-        """The parser's fast path: one ``name: value`` string per line."""
+    def _from_lines(
+        cls, lines: list[str], eager: dict[str, Callable[[str], Any]] | None = None
+    ) -> Headers:
+        """The parser's fast path: one ``name: value`` string per line.
+
+        Values of the ``eager`` keys are parsed (and cached) in the same pass.
+        """
         self = cls.__new__(cls)
-        self._cache = {}
+        cache: dict[str, Any] = {}
+        self._cache = cache
         items: list[tuple[str, str, str]] = []
         append = items.append
         lookup = _LOOKUP.get
+        parser_for = (eager or {}).get
         for line in lines:
             name, sep, value = line.partition(":")
             if not sep:
                 raise RemoteProtocolError(f"Bad Request: header line without colon: {line[:60]!r}", 400)
-            entry = lookup(name) or _resolve(name)
-            key, canon, htype = entry
+            key, canon, htype = lookup(name) or _resolve(name)
             value = value.strip(" \t")
-            if htype.multi and "," in value:
-                for part in _explode(key, htype, value):
-                    append((key, canon, part))
-            else:
-                append((key, canon, value))
+            parts = _explode(key, htype, value) if htype.multi and "," in value else (value,)
+            parse = parser_for(key)
+            for part in parts:
+                append((key, canon, part))
+                if parse is not None:
+                    parsed = parse(part)
+                    known = cache.get(key)
+                    if known is None:
+                        cache[key] = [parsed]
+                    else:
+                        known.append(parsed)
+        if eager:
+            for key in eager:
+                if key not in cache:
+                    cache[key] = []
         self._items = items
         return self
 
@@ -458,21 +474,6 @@ class Headers:
         if cached is None:
             cached = self._values(key)
         return cached[0] if cached else None
-
-    def _parse_eager(self, parsers: dict[str, Callable[[str], Any]]) -> None:
-        """Parse every value of the given keys in one pass (the parser's validation)."""
-        cache = self._cache
-        get = parsers.get
-        for key, _, value in self._items:
-            parse = get(key)
-            if parse is not None:
-                lst = cache.get(key)
-                if lst is None:
-                    cache[key] = lst = []
-                lst.append(parse(value))
-        for key in parsers:
-            if key not in cache:
-                cache[key] = []
 
     def parsed_all(self, name: str) -> list[Any]:
         """Every value of ``name`` through its registered parser (cached)."""

@@ -85,7 +85,9 @@ def parse_head(head: bytes) -> Message:
     if text.count("\n") != ncrlf or text.count("\r") != ncrlf:
         raise _bad("Bad Request: bare CR or LF in the header section")
     first = lines[0]
-    headers = Headers._from_lines(lines[1:])  # noqa: SLF001
+    # the fields every element acts on are parsed in the same pass: fail now
+    # rather than halfway through handling the message
+    headers = Headers._from_lines(lines[1:], _EAGER)  # noqa: SLF001
     msg: Message
     if first.startswith("SIP/"):
         parts = first.split(" ", 2)
@@ -100,8 +102,6 @@ def parse_head(head: bytes) -> Message:
     else:
         method, uri = _parse_request_line(first)
         msg = Request(method, uri, headers)
-    # the fields every element acts on: fail now rather than halfway through
-    headers._parse_eager(_EAGER)  # noqa: SLF001
     if isinstance(msg, Request):
         cseq = headers.cseq()
         if cseq is not None and cseq.method != msg.method:
