@@ -36,6 +36,8 @@ setup(
         "defusedxml>=0.7",
     ],
     extras_require={
+        # Only for bench/accounts.py's gevent runtime comparison.
+        "bench": ["gevent>=26.9", "asyncio-gevent>=0.2.5"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
