@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
 from purplegw.store.outbox import OutboxRepository
+from purplegw.store.subscriptions import StoredSubscription, SubscriptionRepository
 from purplegw.store.upgrades import Tables, check_schema, run_upgrades
 from purplegw.store.users import UserRepository
 
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
     from purplegw.config import Config
 
 __all__ = ["AccountRepository", "AccountRow", "Database", "NewAccount", "OutboxRepository",
-           "PasswordCipher", "Store", "Tables", "UserRepository", "open_store"]
+           "PasswordCipher", "Store", "StoredSubscription", "SubscriptionRepository", "Tables",
+           "UserRepository", "open_store"]
 
 
 @dataclass
@@ -28,6 +30,12 @@ class Store:
     accounts: AccountRepository
     users: UserRepository
     outbox: OutboxRepository
+    # Defaulted so that code building a Store by hand keeps working.
+    subscriptions: SubscriptionRepository = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.subscriptions is None:
+            self.subscriptions = SubscriptionRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

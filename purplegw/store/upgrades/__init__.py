@@ -102,4 +102,5 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v002_wide_passwords,
     v003_subscriber,
     v004_outbox,
+    v005_subscriptions,
 )
