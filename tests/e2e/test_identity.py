@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.gateway_harness import GatewayProcess
+from purplegw.testing.gateway import GatewayProcess
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from purplegw.testing.kamailio import Kamailio, kamailio_binary
 from purplegw.testing.pjsua_agent import PjsuaAgent
 from purplegw.testing.ports import free_port
 from purplegw.testing.xmpp_peer import XmppPeer
-from tests.e2e.gateway_harness import GatewayProcess
+from purplegw.testing.gateway import GatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_IP = "127.0.0.2"  # its own loopback address: "trusted" must not cover the phone

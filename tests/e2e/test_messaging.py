@@ -16,7 +16,7 @@ import pytest
 
 from purplegw.testing.pjsua_agent import PjsuaAgent
 from purplegw.testing.xmpp_peer import XmppPeer
-from tests.e2e.gateway_harness import GatewayProcess
+from purplegw.testing.gateway import GatewayProcess
 
 
 @pytest.fixture

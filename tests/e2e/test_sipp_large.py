@@ -15,7 +15,7 @@ from purplegw.testing.binaries import missing_peer
 from purplegw.testing.ports import free_port
 from purplegw.testing.sipp import sipp_binary
 from purplegw.testing.xmpp_peer import XmppPeer
-from tests.e2e.gateway_harness import GatewayProcess
+from purplegw.testing.gateway import GatewayProcess
 
 BODY = ("Grüße, 你好, ✓ — " * 400)[:5000].strip()  # about 10 kB of UTF-8
 

@@ -1,4 +1,4 @@
-"""Runs ``purplegw run`` as a real daemon process with a temp config, for e2e tests."""
+"""Runs ``purplegw run`` as a real daemon process with a temp config (e2e tests, benchmarks)."""
 
 from __future__ import annotations
 
