@@ -52,6 +52,16 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "queue_limit": t.Integer(minimum=0),
         "shutdown_timeout": t.Float(minimum=0.1),
     },
+    "presence": {
+        "authorization": t.String(optional=False, choices=("ask", "allow_roster", "deny")),
+        "keep_online": t.Boolean(),
+        "publish_min_expires": t.Integer(minimum=1),
+        "publish_max_expires": t.Integer(minimum=1),
+        "publish_default_expires": t.Integer(minimum=1),
+        "subscribe_min_expires": t.Integer(minimum=1),
+        "subscribe_max_expires": t.Integer(minimum=1),
+        "subscribe_default_expires": t.Integer(minimum=1),
+    },
     "daemon": {
         "pid_file": t.Path(),
         "control_socket": t.Path(),
