@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pykka
+
 from purplegw.actors.timers import TimerService
 from purplegw.actors.transport import (
     Address,
@@ -670,6 +672,36 @@ class StaticRouter:
         if self.front is not None:
             self.notify_results.append(self.front.send_request(notify, source))
         return response
+
+
+# ---- the front as a pykka actor -------------------------------------------------
+
+
+class SipFrontActor(pykka.ThreadingActor):
+    """The front in the actor tree: started and stopped with the other actors.
+
+    The SIP hot path stays on the front's own loop thread; the actor only owns
+    its lifecycle, so ``ping().get()`` after ``start`` means "listening".
+    """
+
+    def __init__(self, *, config: FrontConfig | dict[str, Any], router: Router) -> None:
+        super().__init__()
+        self.front = SipFront(config, router)
+
+    def on_start(self) -> None:
+        self.front.start()
+
+    def on_stop(self) -> None:
+        self.front.stop()
+
+    def ping(self) -> bool:
+        return True
+
+    def listen(self) -> list[str]:
+        return self.front.listen
+
+    def send_request(self, request: Request, destination: Address | Source | str) -> concurrent.futures.Future[Response]:
+        return self.front.send_request(request, destination)
 
 
 # ---- entry point for `purplegw run` ---------------------------------------------

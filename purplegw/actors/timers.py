@@ -34,7 +34,11 @@ class TimerService:
         self._loop = loop
         self._resolution = resolution
         self._heap: list[tuple[float, int, Hashable]] = []
-        self._timers: dict[Hashable, tuple[int, Callable[[Any], object]]] = {}
+        # key -> (seq, callback index): a tuple of ints, which the garbage
+        # collector stops tracking, unlike one holding the callback itself
+        self._timers: dict[Hashable, tuple[int, int]] = {}
+        self._callbacks: list[Callable[[Any], object]] = []
+        self._callback_index: dict[Callable[[Any], object], int] = {}
         self._seq = itertools.count()
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at = math.inf
@@ -46,12 +50,18 @@ class TimerService:
         """Run ``callback(key)`` after ``delay`` seconds; restarting a key replaces its timer.
 
         The key is passed back so callers can share one callback object for
-        all timers instead of allocating a closure per timer.
+        all timers instead of allocating a closure per timer. Callbacks are
+        remembered for the service's lifetime: pass long-lived callables
+        (a stored bound method), not a fresh lambda per timer.
         """
         r = self._resolution
         deadline = math.ceil((self._loop.time() + delay) / r) * r
         seq = next(self._seq)
-        self._timers[key] = (seq, callback)
+        index = self._callback_index.get(callback)
+        if index is None:
+            index = self._callback_index[callback] = len(self._callbacks)
+            self._callbacks.append(callback)
+        self._timers[key] = (seq, index)
         heapq.heappush(self._heap, (deadline, seq, key))
         if deadline < self._wakeup_at:
             self._schedule(deadline)
@@ -89,7 +99,7 @@ class TimerService:
                 continue  # cancelled or restarted since
             del timers[key]
             try:
-                entry[1](key)
+                self._callbacks[entry[1]](key)
             except Exception:
                 # one broken timer callback must not stop the others
                 logger.exception("timer %r failed", key)

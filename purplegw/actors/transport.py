@@ -8,8 +8,8 @@ Design notes (why, not what):
 
 * UDP does not use asyncio's datagram transport: that reads one datagram per
   selector wake-up. ``add_reader`` plus draining the socket until it would
-  block reads a burst with one wake-up, which measurably raises the rate the
-  front sustains on one core (see bench/sip_front.py). Sends are direct
+  block reads a burst with one wake-up and no per-datagram transport
+  bookkeeping (bench/sip_front.py measures the whole path). Sends are direct
   non-blocking ``sendto``: a full socket buffer drops the datagram, which UDP
   retransmission (timer A/E, or the peer's) recovers.
 * Streams keep a table of open connections keyed by the peer's address, so a

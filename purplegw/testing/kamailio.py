@@ -55,6 +55,7 @@ class Kamailio:
         cpu: int | None = None,
         shm_mb: int = 64,
         extra_args: tuple[str, ...] = (),
+        command_prefix: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.port = port or free_port("udp", host)
@@ -62,6 +63,7 @@ class Kamailio:
         self.cpu = cpu
         self.shm_mb = shm_mb
         self.extra_args = extra_args
+        self.command_prefix = command_prefix  # e.g. ("chrt", "-f", "10") for benchmarks
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.log_path: Path | None = None
@@ -82,6 +84,7 @@ class Kamailio:
         ]
         if self.cpu is not None:
             cmd = ["taskset", "-c", str(self.cpu), *cmd]
+        cmd = [*self.command_prefix, *cmd]
         logger.debug("starting %s", cmd)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

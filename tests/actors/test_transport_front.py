@@ -509,3 +509,17 @@ def test_start_front_from_config_section():
         assert handle.config.domain == "example.test"
     finally:
         handle.stop()
+
+
+def test_front_as_pykka_actor(peer):
+    from purplegw.actors.sip_front import SipFrontActor
+
+    ref = SipFrontActor.start(config={"listen": ["udp:127.0.0.1:0"]}, router=StaticRouter(users={"alice"}))
+    try:
+        proxy = ref.proxy()
+        assert proxy.ping().get(timeout=TIMEOUT)
+        port = int(proxy.listen().get(timeout=TIMEOUT)[0].rsplit(":", 1)[1])
+        peer.send(sip_request("MESSAGE", port, peer.port), port)
+        assert parse_datagram(peer.recv()).status == 202
+    finally:
+        ref.stop()
