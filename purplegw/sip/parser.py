@@ -33,7 +33,7 @@ from .uri import SipURI, parse_uri
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NEED_DATA", "NeedData", "StreamParser", "parse_datagram", "parse_head"]
+__all__ = ["NEED_DATA", "NeedData", "StreamParser", "is_keepalive", "parse_datagram", "parse_head"]
 
 
 class NeedData(enum.Enum):
@@ -91,6 +91,8 @@ def parse_head(head: bytes) -> Message:
     msg: Message
     if first.startswith("SIP/"):
         parts = first.split(" ", 2)
+        if len(parts) == 2:  # noqa: PLR2004 - "SIP/2.0 200" without SP: tolerated
+            parts.append("")
         if len(parts) != 3:  # noqa: PLR2004
             raise _bad("Bad Request: malformed Status-Line")
         version, code, reason = parts
@@ -118,8 +120,19 @@ def _content_length(msg: Message) -> int | None:
     return msg.headers.content_length()
 
 
+def is_keepalive(data: bytes) -> bool:
+    """A CRLF keep-alive datagram ("\\r\\n" or "\\r\\n\\r\\n", RFC 5626 style): drop it."""
+    return bool(data) and not data.strip(b"\r\n")
+
+
 def parse_datagram(data: bytes) -> Message:
-    """Parse one UDP datagram.  Raises ``RemoteProtocolError``."""
+    """Parse one UDP datagram.  Raises ``RemoteProtocolError``.
+
+    CRLFs before the start line are skipped (RFC 3261 7.5 asks that of
+    streams; on UDP they are keep-alives glued to a message).
+    """
+    if data.startswith(b"\r\n"):
+        data = data.lstrip(b"\r\n")
     end = data.find(b"\r\n\r\n")
     if end < 0:
         raise _bad("Bad Request: no empty line after the header section")

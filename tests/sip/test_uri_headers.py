@@ -196,3 +196,21 @@ def test_request_uri_headers_and_sip_uri_object() -> None:
     assert isinstance(req.uri, SipURI) and req.ruri.transport == "udp"
     wire = serialize(req)
     assert wire.startswith(b"MESSAGE sip:bob@127.0.0.1;transport=udp SIP/2.0\r\n")
+
+
+def test_keepalives_and_tolerated_status_line() -> None:
+    from purplegw.sip.parser import is_keepalive
+
+    assert is_keepalive(b"\r\n\r\n") and is_keepalive(b"\r\n")
+    assert not is_keepalive(b"") and not is_keepalive(request_bytes())
+    msg = parse_datagram(b"\r\n\r\n" + request_bytes())
+    assert isinstance(msg, Request)
+    with pytest.raises(RemoteProtocolError):
+        parse_datagram(b"\r\n\r\n")
+    resp = parse_datagram(b"SIP/2.0 200\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n\r\n")
+    assert isinstance(resp, Response) and resp.status == 200 and resp.reason == ""
+    with pytest.raises(RemoteProtocolError) as exc:
+        parse_datagram(b"SIP/3.0 200 OK\r\n\r\n")
+    assert exc.value.status_hint == 505
+    with pytest.raises(RemoteProtocolError, match="bare CR or LF"):
+        parse_datagram(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\nX: y\r\n\r\n")
