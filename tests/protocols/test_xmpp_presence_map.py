@@ -125,3 +125,4 @@ def test_xhtml_only_and_body_preference():
     assert message_text(ET.fromstring("<message><body>  </body></message>")) is None
     html = ET.fromstring(f"<html {ns}><body xmlns='http://www.w3.org/1999/xhtml'>a &amp; b</body></html>")
     assert xhtml_to_text(html) == "a & b"
+
