@@ -178,6 +178,8 @@ class SipFront:
         self._branch_prefix = "z9hG4bK" + os.urandom(4).hex()
         self._branch_counter = 0
         self.stats = {"requests": 0, "retransmissions": 0, "errors": 0}
+        self._allow_for: frozenset[str] | None = None
+        self._allow_text = ""
         # one bound method for every timer: no per-timer closure for the GC to track
         self._server_timer_fired = self._server_timer_fired  # type: ignore[method-assign]
         self._client_timer_fired = self._client_timer_fired  # type: ignore[method-assign]
@@ -457,7 +459,11 @@ class SipFront:
         return None
 
     def _allow(self) -> str:
-        return ", ".join(sorted(set(self.router.allow) | {"OPTIONS", "ACK", "CANCEL"}))
+        allow = self.router.allow
+        if allow is not self._allow_for:  # a router may swap its set; the string follows
+            self._allow_for = allow
+            self._allow_text = ", ".join(sorted(set(allow) | {"OPTIONS", "ACK", "CANCEL"}))
+        return self._allow_text
 
     def _options_response(self, request: Request, allow: str) -> Response:
         return make_response(request, 200, to_tag=self._tag(), headers=[
@@ -617,7 +623,7 @@ class StaticRouter:
     users get 404. The received requests are kept in ``received`` for tests.
     """
 
-    allow = frozenset({"MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "OPTIONS"})
+    allow = frozenset({"MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH"})
 
     def __init__(self, users: Iterable[str] | None = None, *, message_status: int = 202,
                  max_expires: int = 3600, keep: bool = True) -> None:
@@ -628,32 +634,38 @@ class StaticRouter:
         self.received: list[Request] = []
         self.notify_results: list[concurrent.futures.Future[Response]] = []
         self.front: SipFront | None = None
-        self.allow = StaticRouter.allow - {"OPTIONS"}
+        self._tag_prefix = os.urandom(3).hex()
+        self._tags = 0
 
     def attach(self, front: SipFront) -> None:
         self.front = front
+
+    def _tag(self) -> str:
+        # unique per response and unguessable enough for tests; no syscall per request
+        self._tags += 1
+        return f"{self._tag_prefix}{self._tags:x}"
 
     def handle(self, request: Request, source: Source, reply: Reply) -> Response | None:
         if self.keep:
             self.received.append(request)
         user = request.ruri.user
         if self.users is not None and user not in self.users:
-            return make_response(request, 404, "Not Found", to_tag=os.urandom(4).hex())
+            return make_response(request, 404, "Not Found", to_tag=self._tag())
         method = request.method
         if method == "MESSAGE":
-            return make_response(request, self.message_status, to_tag=os.urandom(4).hex())
+            return make_response(request, self.message_status, to_tag=self._tag())
         if method == "SUBSCRIBE":
             return self._subscribe(request, source)
         if method == "PUBLISH":
             return make_response(request, 200, headers=[("SIP-ETag", os.urandom(6).hex()),
                                                         ("Expires", str(min(request.expires or 3600, self.max_expires)))])
-        return make_response(request, 200, to_tag=os.urandom(4).hex())
+        return make_response(request, 200, to_tag=self._tag())
 
     def _subscribe(self, request: Request, source: Source) -> Response:
         requested = request.expires
         expires = self.max_expires if requested is None else min(requested, self.max_expires)
         to = request.to
-        tag = to.tag if to is not None and to.tag else os.urandom(4).hex()
+        tag = to.tag if to is not None and to.tag else self._tag()
         contact = f"<sip:{request.ruri.user}@{source.listener.sent_by};transport={source.transport}>"
         response = make_response(request, 202, to_tag=tag, headers=[("Expires", str(expires)), ("Contact", contact)])
         assert to is not None and request.from_ is not None
