@@ -62,3 +62,18 @@ def test_proxy_refusing_the_port_is_transient_and_names_the_proxy(loop, prosody,
         )
         with pytest.raises(TransientError, match=f"127.0.0.1:{proxy.port}"):
             loop.run(session.login())
+
+
+def test_proxy_with_basic_auth(loop, prosody, need_tinyproxy):
+    alice = prosody.create_user("aalice")
+    cfg = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 0, "connect_timeout": 5}
+    with Tinyproxy(connect_ports=[prosody.port], auth=("gw", "s3cret")) as proxy:
+        wrong, _ = make_session(loop, alice.jid, alice.password, cfg,
+                                proxy=ProxySettings("127.0.0.1", proxy.port, "gw", "wrong"))
+        with pytest.raises(TransientError, match="proxy"):
+            loop.run(wrong.login())
+        session, _ = make_session(loop, alice.jid, alice.password, cfg,
+                                  proxy=ProxySettings("127.0.0.1", proxy.port, "gw", "s3cret"))
+        loop.run(session.login())
+        loop.run(session.logout())
+        assert proxy.saw_connect(prosody.host, prosody.port)

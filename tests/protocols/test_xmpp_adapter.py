@@ -1,0 +1,48 @@
+"""The XMPP Adapter descriptor: discovery, ids, defaults, config checks."""
+
+from __future__ import annotations
+
+import tomllib
+
+from purplegw.protocols.loader import AdapterStatus, load_adapters
+from purplegw.protocols.xmpp import DEFAULTS_PATH, Adapter
+from purplegw.protocols.xmpp.session import parse_server
+
+
+def test_found_through_the_entry_point_with_its_aliases():
+    registry = load_adapters()
+    assert registry.infos["xmpp"].status is AdapterStatus.ENABLED, registry.infos["xmpp"].error
+    assert isinstance(registry.get("xmpp"), Adapter)
+    for alias in ("prpl-jabber", "jabber", "gtalk", "PRPL-JABBER"):
+        assert registry.canonical(alias) == "xmpp"
+    assert Adapter.addresses_user_at_host is True
+
+
+def test_defaults_file_is_the_default_config_and_is_valid():
+    with DEFAULTS_PATH.open("rb") as f:
+        defaults = tomllib.load(f)
+    adapter = Adapter()
+    assert adapter.get_default_config() == defaults
+    assert set(defaults) >= {
+        "enabled", "server", "require_tls", "allow_plaintext", "ca_file", "resource",
+        "connect_timeout", "login_timeout", "keepalive",
+    }
+    assert defaults["require_tls"] is True and defaults["allow_plaintext"] is False
+    assert adapter.validate_config(defaults) == []
+
+
+def test_config_problems_are_all_reported(tmp_path):
+    problems = Adapter().validate_config({
+        "server": "host:notaport", "allow_plaintext": True, "require_tls": True,
+        "ca_file": str(tmp_path / "missing.pem"), "connect_timeout": 0, "keepalive": -1,
+    })
+    keys = sorted(p.split(":", 1)[0] for p in problems)
+    assert keys == ["allow_plaintext", "ca_file", "connect_timeout", "keepalive", "server"]
+
+
+def test_parse_server_and_normalize():
+    assert parse_server("") is None
+    assert parse_server("xmpp.example.org") == ("xmpp.example.org", 5222)
+    assert parse_server("127.0.0.1:5299") == ("127.0.0.1", 5299)
+    assert parse_server("[::1]:5299") == ("::1", 5299)
+    assert Adapter().normalize_contact(" Bob@Example.ORG/phone ") == "bob@example.org"
