@@ -1,0 +1,278 @@
+"""Messages end to end through purplegw, beside the same traffic straight to Prosody.
+
+    .venv/bin/python bench/messaging.py [--rates 50,100,200,400] [--seconds 3]
+
+SIP -> XMPP: sipp sends MESSAGE at each rate to the running `purplegw run`
+daemon (trusted source, no digest), which sends through the user's XMPP
+account; an XMPP client counts what arrives and when.  Reference: an XMPP
+client sending the same messages at the same rate straight to the receiver.
+
+XMPP -> SIP: an XMPP client sends at each rate to the user's XMPP account;
+the gateway delivers SIP MESSAGEs to its outbound proxy, here a plain UDP
+responder that timestamps each one and answers 200.  Reference: the same
+XMPP traffic to another XMPP client.
+
+Reported per direction and rate: delivered messages/s, lost (sent minus
+delivered after a drain period), p50/p99 end-to-end latency, the reference
+numbers, and the ratio purplegw/reference of delivered msgs/s.  Prosody is
+restarted before each measured direction (it slows down as it ages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from purplegw.testing.gateway import GatewayProcess  # noqa: E402
+from purplegw.testing.ports import free_port  # noqa: E402
+from purplegw.testing.prosody import Prosody  # noqa: E402
+from purplegw.testing.sipp import sipp_binary  # noqa: E402
+from purplegw.testing.xmpp_peer import XmppPeer  # noqa: E402
+
+# Bodies carry their send time; each kind of run has its own prefix so a
+# watcher never counts another run's messages.
+STAMP = re.compile(r"^sip n=(\d+) r=(\d+) t=[^\t]*\t[^\t]*\t([0-9.]+)")  # sipp's [timestamp]
+REF_STAMP = re.compile(r"^ref n=(\d+) r=(\d+) t=([0-9]+\.[0-9]+)")
+GW_STAMP = re.compile(r"^gw n=(\d+) r=(\d+) t=([0-9]+\.[0-9]+)")
+
+SCENARIO = """<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="bench MESSAGE">
+  <send retrans="500">
+    <![CDATA[
+
+      MESSAGE sip:{contact} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:alice@sip.test>;tag=[pid]T[call_number]
+      To: <sip:{contact}>
+      Call-ID: [call_id]
+      CSeq: 1 MESSAGE
+      Content-Type: text/plain
+      Content-Length: [len]
+
+      sip n=[call_number] r={rate} t=[timestamp]
+    ]]>
+  </send>
+  <recv response="202"/>
+</scenario>
+"""
+
+
+class Arrivals:
+    """(n, latency) of messages of one run, keyed by the rate tag in the body."""
+
+    def __init__(self) -> None:
+        self.by_rate: dict[int, dict[int, float]] = {}
+        self.lock = threading.Lock()
+
+    def record(self, body: str, now: float, pattern: re.Pattern[str]) -> None:
+        match = pattern.search(body)
+        if match is None:
+            return
+        n, rate, sent = int(match[1]), int(match[2]), float(match[3])
+        with self.lock:
+            self.by_rate.setdefault(rate, {}).setdefault(n, now - sent)
+
+    def of(self, rate: int) -> dict[int, float]:
+        with self.lock:
+            return dict(self.by_rate.get(rate, {}))
+
+
+def watch_peer(peer: XmppPeer, arrivals: Arrivals, pattern: re.Pattern[str],
+               stop: threading.Event) -> threading.Thread:
+    offset = time.time() - time.monotonic()
+
+    def run() -> None:
+        seen = 0
+        while not stop.is_set():
+            events = peer.snapshot()
+            for event in events[seen:]:
+                if event.kind == "message" and event.body:
+                    arrivals.record(event.body, event.at + offset, pattern)
+            seen = len(events)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+class UdpResponder:
+    """The outbound proxy stand-in: answers 200 to every MESSAGE, timestamps it."""
+
+    def __init__(self, arrivals: Arrivals) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", free_port("udp")))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.arrivals = arrivals
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except OSError:
+                continue
+            now = time.time()
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode(errors="replace").split("\r\n")
+            if not lines[0].startswith("MESSAGE"):
+                continue
+            keep = [ln for ln in lines[1:] if ln.split(":", 1)[0].lower() in
+                    ("via", "from", "to", "call-id", "cseq")]
+            reply = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
+            self.sock.sendto(reply.encode(), addr)
+            self.arrivals.record(body.decode(errors="replace"), now, GW_STAMP)
+
+
+def summarize(rate: int, sent: int, got: dict[int, float], seconds: float) -> dict[str, float]:
+    latencies = sorted(got.values())
+    p = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+         if latencies else float("nan"))
+    return {"rate": rate, "sent": sent, "delivered": len(got), "lost": sent - len(got),
+            "per_s": len(got) / seconds, "p50": p(0.50), "p99": p(0.99)}
+
+
+def paced(rate: int, seconds: float, send: callable) -> int:  # type: ignore[valid-type]
+    count = int(rate * seconds)
+    start = time.monotonic()
+    for i in range(1, count + 1):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        send(i)
+    return count
+
+
+def main() -> None:  # noqa: PLR0915
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rates", default="50,100,200,400")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--drain", type=float, default=5.0)
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    if sipp_binary() is None:
+        sys.exit("sipp (Debian sip-tester) is required")
+
+    base = Path(tempfile.mkdtemp(prefix="purplegw-bench-msg-"))
+    prosody = Prosody().start()
+    account, bob, carol = (prosody.create_user(n) for n in ("gwalice", "benchbob", "benchcarol"))
+    sip_arrivals = Arrivals()
+    responder = UdpResponder(sip_arrivals)
+    gateway = GatewayProcess(base, extra_config="\n".join([
+        "[protocols.xmpp]", f'server = "127.0.0.1:{prosody.port}"', f'ca_file = "{prosody.ca_file}"',
+        "keepalive = 0",
+    ]))
+    text = gateway.config.read_text().replace('level = "DEBUG"', 'level = "WARNING"')
+    gateway.config.write_text(text.replace(
+        'domain = "sip.test"',
+        'domain = "sip.test"\ntrusted = ["127.0.0.1/32"]\n'
+        f'outbound_proxy = "sip:127.0.0.1:{responder.port}"'))
+    gateway.cli("db", "init")
+    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
+                stdin=account.password + "\n")
+    gateway.start()
+    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    stop = threading.Event()
+    try:
+        # --- SIP -> XMPP -------------------------------------------------------------
+        prosody.restart()
+        gateway.wait_accounts("connected", timeout=120)
+        receiver = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
+        sender = XmppPeer(carol.jid, carol.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
+        arrivals = Arrivals()
+        watcher = watch_peer(receiver, arrivals, STAMP, stop)
+        for rate in rates:
+            scenario = base / f"s{rate}.xml"
+            scenario.write_text(SCENARIO.format(contact=bob.jid, rate=rate))
+            count = int(rate * args.seconds)
+            started = time.monotonic()
+            subprocess.run(
+                [sipp_binary(), f"127.0.0.1:{gateway.port}", "-sf", str(scenario), "-m", str(count),
+                 "-r", str(rate), "-i", "127.0.0.1", "-p", str(free_port("both")), "-nostdin",
+                 "-timeout", f"{int(args.seconds * 4 + 30)}s"],
+                cwd=base, capture_output=True, check=False)
+            time.sleep(args.drain)
+            elapsed = max(args.seconds, time.monotonic() - started - args.drain)
+            ours = summarize(rate, count, arrivals.of(rate), elapsed)
+            # Reference: the same messages from an XMPP client straight to the receiver.
+            ref_peer_arrivals = Arrivals()
+            ref_watch_stop = threading.Event()
+            ref_watcher = watch_peer(receiver, ref_peer_arrivals, REF_STAMP, ref_watch_stop)
+            started = time.monotonic()
+            sent = paced(rate, args.seconds, lambda i, r=rate: sender.send_message(
+                bob.jid, f"ref n={i} r={r} t={time.time():.6f}"))
+            time.sleep(args.drain)
+            ref_watch_stop.set()
+            ref_watcher.join()
+            elapsed = max(args.seconds, time.monotonic() - started - args.drain)
+            rows.append(("SIP->XMPP", ours, summarize(rate, sent, ref_peer_arrivals.of(rate), elapsed)))
+        stop.set()
+        watcher.join()
+        receiver.stop()
+
+        # --- XMPP -> SIP -------------------------------------------------------------
+        prosody.restart()
+        gateway.wait_accounts("connected", timeout=120)
+        sender = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
+        ref_receiver = XmppPeer(carol.jid, carol.password, "127.0.0.1", prosody.port,
+                                ca_file=prosody.ca_file, resource="ref").start()
+        for rate in rates:
+            started = time.monotonic()
+            sent = paced(rate, args.seconds, lambda i, r=rate: sender.send_message(
+                account.jid, f"gw n={i} r={r} t={time.time():.6f}"))
+            time.sleep(args.drain)
+            elapsed = max(args.seconds, time.monotonic() - started - args.drain)
+            ours = summarize(rate, sent, sip_arrivals.of(rate), elapsed)
+            ref = Arrivals()
+            ref_stop = threading.Event()
+            ref_watcher = watch_peer(ref_receiver, ref, REF_STAMP, ref_stop)
+            started = time.monotonic()
+            sent = paced(rate, args.seconds, lambda i, r=rate: sender.send_message(
+                carol.jid, f"ref n={i} r={r} t={time.time():.6f}"))
+            time.sleep(args.drain)
+            ref_stop.set()
+            ref_watcher.join()
+            elapsed = max(args.seconds, time.monotonic() - started - args.drain)
+            rows.append(("XMPP->SIP", ours, summarize(rate, sent, ref.of(rate), elapsed)))
+        sender.stop()
+        ref_receiver.stop()
+    finally:
+        stop.set()
+        gateway.stop()
+        responder.stop.set()
+        prosody.cleanup()
+
+    header = (f"{'direction':<10} {'rate':>5} | {'purplegw/s':>10} {'lost':>5} {'p50 ms':>8} "
+              f"{'p99 ms':>8} | {'reference/s':>11} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} | "
+              f"{'ratio':>5}")
+    print(header)
+    print("-" * len(header))
+    for direction, ours, ref in rows:
+        ratio = ours["per_s"] / ref["per_s"] if ref["per_s"] else float("nan")
+        print(f"{direction:<10} {ours['rate']:>5} | {ours['per_s']:>10.1f} {ours['lost']:>5} "
+              f"{ours['p50']:>8.1f} {ours['p99']:>8.1f} | {ref['per_s']:>11.1f} {ref['lost']:>5} "
+              f"{ref['p50']:>8.1f} {ref['p99']:>8.1f} | {ratio:>5.2f}")
+    for direction in ("SIP->XMPP", "XMPP->SIP"):
+        clean = [o for d, o, _ in rows if d == direction and o["lost"] == 0]
+        best = max(clean, key=lambda o: o["rate"]) if clean else None
+        print(f"{direction}: highest rate with zero loss: "
+              f"{best['rate'] if best else 'none'} msg/s")
+
+
+if __name__ == "__main__":
+    main()
