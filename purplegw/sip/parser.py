@@ -112,12 +112,12 @@ def parse_head(head: bytes) -> Message:
 
 
 def _content_length(msg: Message) -> int | None:
-    values = msg.headers.getall("Content-Length")
+    values: list[int] = msg.headers._values("content-length")  # noqa: SLF001 - parsed eagerly
     if not values:
         return None
     if len(values) > 1 and len(set(values)) > 1:
         raise _bad("Bad Request: conflicting Content-Length values")
-    return msg.headers.content_length()
+    return values[0]
 
 
 def is_keepalive(data: bytes) -> bool:

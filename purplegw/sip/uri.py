@@ -235,8 +235,14 @@ def _params_of(validated: str) -> Params:
     # the text already matched GENERIC_PARAMS; gen-value is never empty, so
     # an empty second group means "no value"
     params: Params = {}
-    for name, value in _findall_params(validated):
-        params[name.lower()] = value or None
+    if '"' in validated or " " in validated or "\t" in validated:
+        for name, value in _findall_params(validated):
+            params[name.lower()] = value or None
+        return params
+    # no quotes and no LWS: ";" and "=" can only be separators
+    for item in validated[1:].split(";"):
+        name, eq, value = item.partition("=")
+        params[name.lower()] = value if eq else None
     return params
 
 
