@@ -147,9 +147,12 @@ Message = Request | Response
 def serialize(msg: Message) -> bytes:
     """Wire form of ``msg``; Content-Length is always (re)computed from the body."""
     if isinstance(msg, Request):
-        lines = [f"{msg.method} {msg.uri} SIP/2.0"]
+        start = f"{msg.method} {msg.uri} SIP/2.0"
     else:
-        lines = [f"SIP/2.0 {msg.status} {msg.reason}"]
+        start = f"SIP/2.0 {msg.status} {msg.reason}"
+    if "\r" in start or "\n" in start:
+        raise LocalProtocolError(f"CR/LF in the start line {start[:60]!r}", 500)
+    lines = [start]
     lines.extend([f"{name}: {value}" for key, name, value in msg.headers._items  # noqa: SLF001
                   if key != "content-length"])
     lines.append(f"Content-Length: {len(msg.body)}\r\n\r\n")

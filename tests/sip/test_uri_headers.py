@@ -214,3 +214,10 @@ def test_keepalives_and_tolerated_status_line() -> None:
     assert exc.value.status_hint == 505
     with pytest.raises(RemoteProtocolError, match="bare CR or LF"):
         parse_datagram(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\nX: y\r\n\r\n")
+
+
+def test_serialize_refuses_injection_in_start_line() -> None:
+    req = make_request()
+    resp = make_response(req, 200, "OK\r\nX-Injected: 1")
+    with pytest.raises(LocalProtocolError):
+        serialize(resp)
