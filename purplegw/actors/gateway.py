@@ -44,10 +44,17 @@ from typing import Any
 from defusedxml import ElementTree
 
 from purplegw.actors.listener import AccountInfo, EventSink, add_sink, remove_sink
+from purplegw.actors.presence import PresenceService, PresenceSettings
 from purplegw.actors.state import Outcome
 from purplegw.actors.transport import Address, Source
 from purplegw.addressing import NoRoute, contact_uri, resolve
-from purplegw.protocols.base import AccountCredentials, TypingState
+from purplegw.presence import ContactPresence
+from purplegw.protocols.base import (
+    AccountCredentials,
+    AuthorizationAnswer,
+    ConnectionState,
+    TypingState,
+)
 from purplegw.sip.digest import DigestServer, compute_ha1
 from purplegw.sip.errors import SipError
 from purplegw.sip.headers import Headers
@@ -82,12 +89,12 @@ class GatewaySettings:
             domain=section.get("domain", "localhost"),
             trusted=list(section.get("trusted", [])),
             outbound_proxy=section.get("outbound_proxy", ""),
-            auth_algorithms=tuple(section.get("auth_algorithms", ["MD5"])),
+            auth_algorithms=tuple(section.get("auth_algorithms") or ["MD5"]),
         )
 
 
 class Gateway(EventSink):
-    allow = frozenset({"REGISTER", "MESSAGE"})
+    allow = frozenset({"REGISTER", "MESSAGE", "PUBLISH", "SUBSCRIBE"})
 
     def __init__(  # noqa: PLR0913
         self,
@@ -98,6 +105,7 @@ class Gateway(EventSink):
         canonical: Callable[[str], str],
         user_at_host: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
+        presence: PresenceSettings | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -119,12 +127,16 @@ class Gateway(EventSink):
         self._retry_index: dict[str, int] = {}
         self._stopped = False
         self.proxy_address = _proxy_address(settings.outbound_proxy)
+        # PUBLISH, SUBSCRIBE/NOTIFY, authorization requests (docs/presence.md)
+        self.presence = PresenceService(gateway=self, settings=presence or PresenceSettings(),
+                                        clock=clock)
 
     # --- lifecycle ------------------------------------------------------
 
     def attach(self, front: Any) -> None:
         self.front = front
         add_sink(self)
+        self._submit(self.presence.restore)
         # Messages left from an earlier run: in proxy mode they can go now;
         # in standalone mode they wait for their user's REGISTER.
         if self.proxy_address is not None:
@@ -163,6 +175,10 @@ class Gateway(EventSink):
                 reply(self._register(request, source))
             elif request.method == "MESSAGE":
                 self._message(request, source, reply)
+            elif request.method == "PUBLISH":
+                self.presence.publish(request, source, reply)
+            elif request.method == "SUBSCRIBE":
+                self.presence.subscribe(request, source, reply)
             else:
                 reply(self._response(request, 405, headers=[("Allow", ", ".join(self.allow))]))
         except SipError as exc:
@@ -268,6 +284,9 @@ class Gateway(EventSink):
         if isinstance(route, NoRoute):
             reply(self._response(request, route.status, f"{_phrase(route.status)}: {route.reason}"))
             return
+        if kind == "text" and self.presence.intercept_answer(sender, route, payload):
+            reply(self._response(request, 200))  # "allow"/"deny": answered, not forwarded
+            return
         handle = self.directory.get(route.account.sip_user, route.account.protocol)
         if handle is None:
             reply(self._response(request, 480, "Temporarily Unavailable: account not running"))
@@ -302,6 +321,20 @@ class Gateway(EventSink):
 
     def on_typing(self, account: AccountInfo, contact: str, state: TypingState) -> None:
         self._submit(self._typing, account, contact, state)
+
+    def on_contact_presence(self, account: AccountInfo, presence: ContactPresence) -> None:
+        self._submit(self.presence.contact_presence, account, presence)
+
+    def on_authorization_request(self, account: AccountInfo, contact: str, text: str) -> None:
+        self._submit(self.presence.authorization_request, account, contact, text)
+
+    def on_authorization_answer(self, account: AccountInfo, contact: str,
+                                answer: AuthorizationAnswer) -> None:
+        self._submit(self.presence.authorization_answer, account, contact, answer)
+
+    def on_connection_state(self, account: AccountInfo, state: ConnectionState,
+                            reason: str) -> None:
+        self._submit(self.presence.connection_state, account, state)
 
     def _incoming(self, account: AccountInfo, contact: str, text: str) -> None:
         self.store.outbox.put(sip_user=account.sip_user, account_id=account.account_id,

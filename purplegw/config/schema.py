@@ -24,6 +24,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "t1_ms": t.Integer(minimum=1),
         "t2_ms": t.Integer(minimum=1),
         "t4_ms": t.Integer(minimum=1),
+        "auth_algorithms": t.List(t.String(optional=False, choices=("MD5", "SHA-256"))),
     },
     "store": {
         "data_dir": t.Path(optional=False),
@@ -41,7 +42,10 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
     },
     "actors": {
         "workers": t.Integer(minimum=0, maximum=256),
+        "runtime": t.String(optional=False, choices=("shared_loop", "thread_per_account")),
         "login_timeout": t.Float(minimum=0.1),
+        "send_timeout": t.Float(minimum=0.1),
+        "logout_timeout": t.Float(minimum=0.1),
         "backoff_initial": t.Float(minimum=0.01),
         "backoff_max": t.Float(minimum=0.01),
         "backoff_jitter": t.Float(minimum=0.0, maximum=1.0),
@@ -51,6 +55,8 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "flap_max_retry": t.Integer(minimum=-1),
         "queue_limit": t.Integer(minimum=0),
         "shutdown_timeout": t.Float(minimum=0.1),
+        "worker_restart_delay": t.Float(minimum=0.0),
+        "worker_start_timeout": t.Float(minimum=0.1),
     },
     "presence": {
         "authorization": t.String(optional=False, choices=("ask", "allow_roster", "deny")),
