@@ -5,10 +5,18 @@ INVITE): ``Dialog.from_request`` builds it from the dialog-creating request
 (12.1.1), ``receive_request`` applies in-dialog CSeq ordering and target
 refresh (12.2.2), ``create_request`` builds in-dialog requests (12.2.1.1),
 including strict-routing route sets.
+
+States (table ``TRANSITIONS``): a UAS dialog made by SUBSCRIBE is born
+CONFIRMED (RFC 6665 4.1.2.2: no early state for SUBSCRIBE dialogs).
+
+1. In-dialog requests keep it CONFIRMED (after the CSeq check).
+2. ``terminate()`` ends it; afterwards requests from the peer are 481 and
+   creating requests is a LocalProtocolError.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass, field
 
@@ -19,10 +27,23 @@ from .uri import NameAddr, SipURI
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Dialog", "DialogId", "TARGET_REFRESH_METHODS"]
+__all__ = ["TARGET_REFRESH_METHODS", "TRANSITIONS", "Dialog", "DialogId", "DialogState"]
 
 # RFC 3261 12.2 + RFC 6665 4.1/4.2: these requests may change the remote target
 TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
+
+
+class DialogState(enum.Enum):
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+TRANSITIONS: dict[tuple[DialogState, str], DialogState] = {
+    (DialogState.CONFIRMED, "request"): DialogState.CONFIRMED,
+    (DialogState.CONFIRMED, "send_request"): DialogState.CONFIRMED,
+    (DialogState.CONFIRMED, "terminate"): DialogState.TERMINATED,
+    (DialogState.TERMINATED, "terminate"): DialogState.TERMINATED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +78,18 @@ class Dialog:
     local_cseq: int = 0
     remote_cseq: int | None = None
     local_contact: str | None = None
+    state: DialogState = DialogState.CONFIRMED
+
+    def _go(self, event: str) -> None:
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            if event == "request":
+                raise RemoteProtocolError("Call/Transaction Does Not Exist: dialog terminated", 481)
+            raise LocalProtocolError(f"{event} in a {self.state.value} dialog", 500)
+        self.state = new
+
+    def terminate(self) -> None:
+        self._go("terminate")
 
     @classmethod
     def from_request(
@@ -82,6 +115,7 @@ class Dialog:
 
     def receive_request(self, request: Request) -> None:
         """An in-dialog request: check CSeq order (12.2.2) and refresh the target."""
+        self._go("request")
         cseq = request.cseq
         if cseq is None:
             raise RemoteProtocolError("Bad Request: missing CSeq", 400)
@@ -106,8 +140,9 @@ class Dialog:
         body: bytes = b"",
     ) -> Request:
         """An in-dialog request (RFC 3261 12.2.1.1); ``via`` is the full top Via value."""
-        if method == "ACK" or method == "CANCEL":
+        if method in ("ACK", "CANCEL"):
             raise LocalProtocolError(f"{method} does not take a new CSeq", 500)
+        self._go("send_request")
         self.local_cseq += 1
         out = Headers()
         out.add("Via", via)

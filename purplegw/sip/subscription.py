@@ -140,6 +140,10 @@ class Subscription:
         self.pending_notifies[self.dialog.local_cseq] = reason or self.state.value
         return Send(notify, None)
 
+    def _end_dialog(self) -> None:
+        if self.dialog is not None:
+            self.dialog.terminate()
+
     # -- SUBSCRIBE -------------------------------------------------------------
     def receive_subscribe(  # noqa: PLR0913
         self,
@@ -185,6 +189,7 @@ class Subscription:
         actions: list[Action] = [Send(response, None)]
         if self.state is TERMINATED:
             actions += [self._notify(now, reason="timeout"), CancelTimer(TIMER), Terminated("unsubscribed")]
+            self.dialog.terminate()
         else:
             actions += [self._notify(now), StartTimer(TIMER, granted)]
         return actions
@@ -198,7 +203,9 @@ class Subscription:
     def terminate(self, now: float, reason: str = "deactivated") -> list[Action]:
         """End it: reason ``rejected``, ``deactivated``, ``noresource``..."""
         self._go("terminate")
-        return [self._notify(now, reason=reason), CancelTimer(TIMER), Terminated(reason)]
+        actions: list[Action] = [self._notify(now, reason=reason), CancelTimer(TIMER), Terminated(reason)]
+        self._end_dialog()
+        return actions
 
     def notify(self, now: float, body: bytes) -> list[Action]:
         """A state change of the resource: send it (PENDING sends no body, RFC 6665 4.2.2)."""
@@ -210,7 +217,9 @@ class Subscription:
         if name != TIMER or self.state not in (ACTIVE, PENDING):
             return []
         self._go("timer")
-        return [self._notify(now, reason="timeout"), Terminated("timeout")]
+        actions: list[Action] = [self._notify(now, reason="timeout"), Terminated("timeout")]
+        self._end_dialog()
+        return actions
 
     def receive_notify_response(self, response: Response) -> list[Action]:
         """Outcome of one of our NOTIFYs; failures end the subscription (4.2.2)."""
@@ -220,6 +229,7 @@ class Subscription:
         if response.status < 300 or self.state is TERMINATED:  # noqa: PLR2004
             return []
         self._go("notify_failed")
+        self._end_dialog()
         return [CancelTimer(TIMER), Terminated(f"NOTIFY answered {response.status}")]
 
     def notify_timeout(self) -> list[Action]:
@@ -227,4 +237,5 @@ class Subscription:
         if self.state is TERMINATED:
             return []
         self._go("notify_failed")
+        self._end_dialog()
         return [CancelTimer(TIMER), Terminated("NOTIFY timed out")]

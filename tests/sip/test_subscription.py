@@ -89,6 +89,12 @@ def test_initial_active_then_notify_refresh_unsubscribe() -> None:
     assert final.headers.get("Subscription-State") == "terminated;reason=timeout"
     assert Terminated("unsubscribed") in actions and CancelTimer("subscription_expires") in actions
     assert sub.state is TERMINATED
+    assert sub.dialog is not None and sub.dialog.state.value == "terminated"
+    with pytest.raises(RemoteProtocolError) as exc:  # a late refresh: 481
+        sub.dialog.receive_request(subscribe(600, cseq=4, to_tag="gw1"))
+    assert exc.value.status_hint == 481
+    with pytest.raises(LocalProtocolError):
+        sub.dialog.create_request("NOTIFY", via="SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK9")
 
 
 def test_min_expires_423_and_max_clamp() -> None:
