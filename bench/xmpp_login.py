@@ -93,7 +93,9 @@ async def run_reference(prosody: Prosody, users: list) -> tuple[float, float]:
         client.use_aiodns = False
         done = asyncio.get_running_loop().create_future()
 
-        async def on_start(_event: object, client: slixmpp.ClientXMPP = client, done: asyncio.Future = done) -> None:
+        async def on_start(
+            _event: object, client: slixmpp.ClientXMPP = client, done: asyncio.Future = done
+        ) -> None:
             await client.get_roster()
             client.send_presence()
             done.set_result(None)
@@ -128,7 +130,9 @@ def measure_one(name: str, address: str, ca_file: str, accounts: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--one", choices=["purplegw", "reference"], help=argparse.SUPPRESS)
@@ -148,19 +152,35 @@ def main() -> None:
                 # A fresh process per run: RSS growth is not blurred by the
                 # previous run's freed memory.
                 out = subprocess.run(
-                    [sys.executable, __file__, "--one", name, "--accounts", str(args.accounts),
-                     "--server", prosody.address, "--ca-file", prosody.ca_file],
-                    check=True, capture_output=True, text=True,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        name,
+                        "--accounts",
+                        str(args.accounts),
+                        "--server",
+                        prosody.address,
+                        "--ca-file",
+                        prosody.ca_file,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 ).stdout.split()
                 results[name].append((float(out[-2]), float(out[-1])))
     ref_rate = max(r[0] for r in results["reference"])
     ref_mem = min(r[1] for r in results["reference"])
-    print(f"{args.accounts} concurrent XMPP logins (STARTTLS, SCRAM, roster, presence), one loop, best of {args.repeat}")
+    print(
+        f"{args.accounts} concurrent XMPP logins (STARTTLS, SCRAM, roster, presence), one loop, best of {args.repeat}"
+    )
     print(f"{'implementation':<24}{'logins/s':>10}{'ratio':>8}{'KiB/account':>14}{'ratio':>8}")
     for name, runs in results.items():
         rate = max(r[0] for r in runs)
         mem = min(r[1] for r in runs)
-        print(f"{labels[name]:<24}{rate:>10.0f}{rate / ref_rate:>8.2f}{mem:>14.0f}{mem / ref_mem if ref_mem else 0:>8.2f}")
+        print(
+            f"{labels[name]:<24}{rate:>10.0f}{rate / ref_rate:>8.2f}{mem:>14.0f}{mem / ref_mem if ref_mem else 0:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

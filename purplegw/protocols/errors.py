@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import ParamSpec
+from typing import TYPE_CHECKING, ParamSpec, Self
 
 from purplegw.protocols.base import Ignore, SessionError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +115,21 @@ def outcome_for(exc: BaseException, *, what: str = "session call", account: str 
 class session_errors:  # noqa: N801 - used like a function: ``with session_errors(...)``
     """Context manager: swallow an ``Exception`` from the block and record its ``outcome``."""
 
-    def __init__(self, what: str = "session call", *, account: str = "", success: Outcome = OK) -> None:
+    def __init__(
+        self, what: str = "session call", *, account: str = "", success: Outcome = OK
+    ) -> None:
         self.what = what
         self.account = account
         self.outcome = success
 
-    def __enter__(self) -> session_errors:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> bool:
         if exc is None or not isinstance(exc, Exception):
             return False  # success, or BaseException (cancellation) passes through

@@ -41,7 +41,8 @@ installed (tests then skip, or fail under CI).
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
+import ipaddress
 import logging
 import os
 import shutil
@@ -52,6 +53,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from purplegw.testing.ports import free_port
 
@@ -121,24 +128,17 @@ def _lua_string(value: str) -> str:
 
 def make_self_signed_cert(cert_path: Path, key_path: Path, hostname: str) -> None:
     """A self-signed certificate for ``hostname`` (also valid for 127.0.0.1)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -203,7 +203,7 @@ class Prosody:
         cmd = [binary, "-F", "--config", str(self.config_path)]
         logger.debug("starting %s", cmd)
         with (self.run_dir / "stdout.log").open("ab") as out:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.run_dir
             )
         try:
@@ -263,7 +263,7 @@ class Prosody:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> Prosody:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -319,7 +319,7 @@ class Prosody:
         accounts = self.run_dir / "data" / _encode(self.domain) / "accounts"
         accounts.mkdir(parents=True, exist_ok=True)
         (accounts / f"{_encode(localpart)}.dat").write_text(
-            f"return {{\n\t[\"password\"] = {_lua_string(password)};\n}};\n"
+            f'return {{\n\t["password"] = {_lua_string(password)};\n}};\n'
         )
         return XmppUser(f"{localpart}@{self.domain}", password)
 

@@ -25,12 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
+from xml.etree import ElementTree as ET
+
+import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Future
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ class PeerEvent:
 
 
 class XmppPeer:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - a connection needs these
         self,
         jid: str,
         password: str,
@@ -75,7 +83,9 @@ class XmppPeer:
         self.events: list[PeerEvent] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"xmpp-peer {jid}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"xmpp-peer {jid}", daemon=True
+        )
         self._client: Any = None
         self._stopping = False
         self._online: asyncio.Event | None = None
@@ -98,7 +108,7 @@ class XmppPeer:
             self._thread.join(10)
             self._loop.close()
 
-    def __enter__(self) -> XmppPeer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -115,10 +125,6 @@ class XmppPeer:
         return self._run(wrapper(), timeout)
 
     async def _start(self) -> None:
-        import ssl
-
-        import slixmpp
-
         context = ssl.create_default_context(cafile=self.ca_file)
         client = slixmpp.ClientXMPP(self.jid, self.password, loop=self._loop, ssl_context=context)
         client.enable_direct_tls = False
@@ -134,10 +140,9 @@ class XmppPeer:
         client.add_event_handler("session_resumed", lambda _e: self._online.set())
         client.add_event_handler("disconnected", self._on_disconnected)
         # The "message" event needs a <body/>; record bare chat states too.
-        from slixmpp.xmlstream.handler import Callback
-        from slixmpp.xmlstream.matcher import MatchXPath
-
-        client.register_handler(Callback("peer message", MatchXPath("{jabber:client}message"), self._on_message))
+        client.register_handler(
+            Callback("peer message", MatchXPath("{jabber:client}message"), self._on_message)
+        )
         client.add_event_handler("receipt_received", self._on_receipt)
         for kind in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
             client.add_event_handler(f"presence_{kind}", self._recorder(kind))
@@ -240,13 +245,18 @@ class XmppPeer:
                 if predicate(event):
                     return event
             if time.monotonic() > deadline:
-                kinds = [(e.kind, e.bare, e.body or e.show or e.chat_state) for e in self.snapshot()[-15:]]
-                raise AssertionError(f"{self.jid}: no matching event within {timeout}s; last: {kinds}")
+                kinds = [
+                    (e.kind, e.bare, e.body or e.show or e.chat_state)
+                    for e in self.snapshot()[-15:]
+                ]
+                raise AssertionError(
+                    f"{self.jid}: no matching event within {timeout}s; last: {kinds}"
+                )
             time.sleep(0.02)
 
     # --- actions -----------------------------------------------------------------
 
-    def send_message(
+    def send_message(  # noqa: PLR0913 - one keyword per optional payload
         self,
         to: str,
         body: str | None,
@@ -265,9 +275,7 @@ class XmppPeer:
             elif not msg["id"]:
                 msg["id"] = self._client.new_id()
             if xhtml is not None:
-                from xml.etree import ElementTree as ET
-
-                html = ET.fromstring(
+                html = ET.fromstring(  # noqa: S314 - markup written by the test itself
                     "<html xmlns='http://jabber.org/protocol/xhtml-im'>"
                     f"<body xmlns='http://www.w3.org/1999/xhtml'>{xhtml}</body></html>"
                 )
@@ -290,9 +298,16 @@ class XmppPeer:
         self._call(send)
 
     def send_presence(
-        self, *, show: str | None = None, status: str | None = None, ptype: str | None = None, to: str | None = None
+        self,
+        *,
+        show: str | None = None,
+        status: str | None = None,
+        ptype: str | None = None,
+        to: str | None = None,
     ) -> None:
-        self._call(lambda: self._client.send_presence(pshow=show, pstatus=status, ptype=ptype, pto=to))
+        self._call(
+            lambda: self._client.send_presence(pshow=show, pstatus=status, ptype=ptype, pto=to)
+        )
 
     def subscribe(self, to: str, status: str | None = None) -> None:
         self._call(lambda: self._client.send_presence(pto=to, ptype="subscribe", pstatus=status))
@@ -302,4 +317,8 @@ class XmppPeer:
         self._call(lambda: self._client.send_presence(pto=to, ptype=ptype))
 
     def received_bodies(self, sender_bare: str) -> list[str]:
-        return [e.body for e in self.snapshot() if e.kind == "message" and e.bare == sender_bare and e.body]
+        return [
+            e.body
+            for e in self.snapshot()
+            if e.kind == "message" and e.bare == sender_bare and e.body
+        ]

@@ -8,14 +8,23 @@ import logging
 import pytest
 
 from purplegw.protocols.base import BadCredentialsError, DeliveryError, Ignore, TransientError
-from purplegw.protocols.errors import ACCEPTED, Outcome, maps_session_errors, outcome_for, session_errors
+from purplegw.protocols.errors import (
+    ACCEPTED,
+    Outcome,
+    maps_session_errors,
+    outcome_for,
+    session_errors,
+)
 from purplegw.protocols.xmpp.session import TlsVerificationError
 
 
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (NotImplementedError(), Outcome(501, "Not Implemented", "send_typing is not supported by this protocol")),
+        (
+            NotImplementedError(),
+            Outcome(501, "Not Implemented", "send_typing is not supported by this protocol"),
+        ),
         (BadCredentialsError("bad pw"), Outcome(403, "Forbidden", "bad pw")),
         (TransientError("down"), Outcome(503, "Service Unavailable", "down")),
         (TlsVerificationError("cert of x"), Outcome(503, "Service Unavailable", "cert of x")),

@@ -24,18 +24,31 @@ def test_defaults_file_is_the_default_config_and_is_valid():
     adapter = Adapter()
     assert adapter.get_default_config() == defaults
     assert set(defaults) >= {
-        "enabled", "server", "require_tls", "allow_plaintext", "ca_file", "resource",
-        "connect_timeout", "login_timeout", "keepalive",
+        "enabled",
+        "server",
+        "require_tls",
+        "allow_plaintext",
+        "ca_file",
+        "resource",
+        "connect_timeout",
+        "login_timeout",
+        "keepalive",
     }
     assert defaults["require_tls"] is True and defaults["allow_plaintext"] is False
     assert adapter.validate_config(defaults) == []
 
 
 def test_config_problems_are_all_reported(tmp_path):
-    problems = Adapter().validate_config({
-        "server": "host:notaport", "allow_plaintext": True, "require_tls": True,
-        "ca_file": str(tmp_path / "missing.pem"), "connect_timeout": 0, "keepalive": -1,
-    })
+    problems = Adapter().validate_config(
+        {
+            "server": "host:notaport",
+            "allow_plaintext": True,
+            "require_tls": True,
+            "ca_file": str(tmp_path / "missing.pem"),
+            "connect_timeout": 0,
+            "keepalive": -1,
+        }
+    )
     keys = sorted(p.split(":", 1)[0] for p in problems)
     assert keys == ["allow_plaintext", "ca_file", "connect_timeout", "keepalive", "server"]
 

@@ -22,8 +22,13 @@ from purplegw.testing.corpus import corpus_dir
 XMPP_CORPUS = corpus_dir() / "xmpp"
 
 # The documented table, written out independently of the module's dicts.
-EXPECTED_STATUS = {"-": Status.AVAILABLE, "chat": Status.CHAT, "away": Status.AWAY,
-                   "xa": Status.EXTENDED_AWAY, "dnd": Status.BUSY}
+EXPECTED_STATUS = {
+    "-": Status.AVAILABLE,
+    "chat": Status.CHAT,
+    "away": Status.AWAY,
+    "xa": Status.EXTENDED_AWAY,
+    "dnd": Status.BUSY,
+}
 
 
 def manifest_rows(stanza: str) -> list[dict[str, str]]:
@@ -71,7 +76,9 @@ def test_corpus_message_body(row):
 def test_idle_and_priority_are_read():
     parsed = parse_presence(load("xep0319_auto_away_idle.xml"))
     assert parsed.idle and parsed.show == "away"
-    assert presence_from_stanza(load("xep0319_auto_away_idle.xml")) == Presence(Status.AWAY, idle=True)
+    assert presence_from_stanza(load("xep0319_auto_away_idle.xml")) == Presence(
+        Status.AWAY, idle=True
+    )
     assert parse_presence(load("rfc6121_s4.7.2.3_priority.xml")).priority == 1
 
 
@@ -98,8 +105,14 @@ def test_status_language_choice():
         (Presence(Status.AWAY, note="brb"), XmppPresence(None, "away", "brb", 5)),
         (Presence(Status.EXTENDED_AWAY), XmppPresence(None, "xa", None, 5)),
         (Presence(Status.BUSY, note="Busy"), XmppPresence(None, "dnd", "Busy", 5)),
-        (Presence(Status.BUSY, activities=("on-the-phone",)), XmppPresence(None, "dnd", "On the phone", 5)),
-        (Presence(Status.BUSY, note="call", activities=("meeting",)), XmppPresence(None, "dnd", "call", 5)),
+        (
+            Presence(Status.BUSY, activities=("on-the-phone",)),
+            XmppPresence(None, "dnd", "On the phone", 5),
+        ),
+        (
+            Presence(Status.BUSY, note="call", activities=("meeting",)),
+            XmppPresence(None, "dnd", "call", 5),
+        ),
         (Presence(Status.AVAILABLE, idle=True), XmppPresence(None, "away", None, 5, idle=True)),
         (Presence(Status.BUSY, idle=True), XmppPresence(None, "dnd", None, 5, idle=True)),
         (Presence(Status.OFFLINE, note="gone"), XmppPresence("unavailable", None, "gone", 0)),
@@ -117,12 +130,15 @@ def test_activities_text():
 
 def test_xhtml_only_and_body_preference():
     ns = "xmlns='http://jabber.org/protocol/xhtml-im'"
-    xhtml = (f"<message xmlns='jabber:client'><html {ns}><body xmlns='http://www.w3.org/1999/xhtml'>"
-             "<p>Hi <b>there</b>,</p><p>second&#160;line<br/>third</p><script>x()</script></body></html></message>")
+    xhtml = (
+        f"<message xmlns='jabber:client'><html {ns}><body xmlns='http://www.w3.org/1999/xhtml'>"
+        "<p>Hi <b>there</b>,</p><p>second&#160;line<br/>third</p><script>x()</script></body></html></message>"
+    )
     assert message_text(ET.fromstring(xhtml)) == "Hi there,\nsecond\xa0line\nthird"
     both = xhtml.replace("<html", "<body>plain wins</body><html")
     assert message_text(ET.fromstring(both)) == "plain wins"
     assert message_text(ET.fromstring("<message><body>  </body></message>")) is None
-    html = ET.fromstring(f"<html {ns}><body xmlns='http://www.w3.org/1999/xhtml'>a &amp; b</body></html>")
+    html = ET.fromstring(
+        f"<html {ns}><body xmlns='http://www.w3.org/1999/xhtml'>a &amp; b</body></html>"
+    )
     assert xhtml_to_text(html) == "a & b"
-

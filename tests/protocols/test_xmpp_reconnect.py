@@ -58,14 +58,21 @@ def login_with_retry(loop, prosody, user, cfg, deadline):
 def test_prosody_restart_mid_conversation_loses_no_message(loop, own_prosody):
     prosody = own_prosody
     alice, bob_user = prosody.create_user("ralice"), prosody.create_user("rbob")
-    cfg = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 0,
-           "connect_timeout": 5, "login_timeout": 10}
+    cfg = {
+        "server": prosody.address,
+        "ca_file": prosody.ca_file,
+        "keepalive": 0,
+        "connect_timeout": 5,
+        "login_timeout": 10,
+    }
     total, restart_at = 120, 40
     sent_ids = [f"r-{i}" for i in range(total)]
     resent = 0
     surfaced_by_ledger = 0
     sessions = 1
-    with XmppPeer(bob_user.jid, bob_user.password, prosody.host, prosody.port, ca_file=prosody.ca_file) as bob:
+    with XmppPeer(
+        bob_user.jid, bob_user.password, prosody.host, prosody.port, ca_file=prosody.ca_file
+    ) as bob:
         session, events = login_with_retry(loop, prosody, alice, cfg, time.monotonic() + 30)
         restarter = threading.Thread(target=prosody.restart)
         pending: list[tuple[str, str]] = []
@@ -108,8 +115,10 @@ def test_prosody_restart_mid_conversation_loses_no_message(loop, own_prosody):
         received = [e.msg_id for e in bob.snapshot() if e.kind == "message" and e.bare == alice.jid]
         missing = sorted(set(sent_ids) - set(received), key=lambda m: int(m[2:]))
         loop.run(session.logout())
-    print(f"sent {total}, received {len(set(received))} distinct / {len(received)} total, "
-          f"resent {resent} ({surfaced_by_ledger} from the unacked ledger), sessions {sessions}")
+    print(
+        f"sent {total}, received {len(set(received))} distinct / {len(received)} total, "
+        f"resent {resent} ({surfaced_by_ledger} from the unacked ledger), sessions {sessions}"
+    )
     assert sessions >= 2, "the restart was not noticed"
     assert not missing, f"lost {len(missing)} message(s): {missing}"
 
@@ -118,7 +127,9 @@ def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own
     prosody = own_prosody
     alice, bob_user = prosody.create_user("salice"), prosody.create_user("sbob")
     cfg = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 0}
-    with XmppPeer(bob_user.jid, bob_user.password, prosody.host, prosody.port, ca_file=prosody.ca_file) as bob:
+    with XmppPeer(
+        bob_user.jid, bob_user.password, prosody.host, prosody.port, ca_file=prosody.ca_file
+    ) as bob:
         session, events = login_with_retry(loop, prosody, alice, cfg, time.monotonic() + 30)
 
         async def send_then_cut() -> None:
@@ -128,7 +139,9 @@ def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own
             session.client.transport.abort()
 
         loop.run(send_then_cut())
-        resumed = events.wait_for("state", lambda s, r: s is ConnectionState.CONNECTED and "resumed" in r)
+        resumed = events.wait_for(
+            "state", lambda s, r: s is ConnectionState.CONNECTED and "resumed" in r
+        )
         assert resumed
         loop.run(session.send_message(bob_user.jid, "after the cut", "cut-2"))
         bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "cut-2")
@@ -149,13 +162,20 @@ def test_frozen_server_is_detected_by_keepalive(loop, own_prosody):
 
     prosody = own_prosody
     alice = prosody.create_user("kalice")
-    cfg = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 1,
-           "connect_timeout": 1, "login_timeout": 1}
+    cfg = {
+        "server": prosody.address,
+        "ca_file": prosody.ca_file,
+        "keepalive": 1,
+        "connect_timeout": 1,
+        "login_timeout": 1,
+    }
     session, events = login_with_retry(loop, prosody, alice, cfg, time.monotonic() + 30)
     assert prosody.proc is not None
     os.kill(prosody.proc.pid, signal.SIGSTOP)
     try:
-        state, reason = events.wait_for("state", lambda s, r: s is ConnectionState.TRANSIENT_DISCONNECT, timeout=30)
+        state, reason = events.wait_for(
+            "state", lambda s, r: s is ConnectionState.TRANSIENT_DISCONNECT, timeout=30
+        )
     finally:
         os.kill(prosody.proc.pid, signal.SIGCONT)
     assert "resum" in reason

@@ -57,7 +57,9 @@ def alice(loop, prosody, users):
 
 @pytest.fixture
 def bob(prosody, users):
-    with XmppPeer(users[1].jid, users[1].password, prosody.host, prosody.port, ca_file=prosody.ca_file) as peer:
+    with XmppPeer(
+        users[1].jid, users[1].password, prosody.host, prosody.port, ca_file=prosody.ca_file
+    ) as peer:
         yield peer
 
 
@@ -178,7 +180,9 @@ def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
 def test_xhtml_im_bodies_become_plain_text(loop, alice, bob, users):
     _session, events = alice
     ours = users[0].jid
-    bob.send_message(ours, None, msg_id="x-only", xhtml="<p>Hello <strong>bold</strong> world</p><p>line 2</p>")
+    bob.send_message(
+        ours, None, msg_id="x-only", xhtml="<p>Hello <strong>bold</strong> world</p><p>line 2</p>"
+    )
     _c, text, _m = events.wait_for("message", lambda c, t, m: m == "x-only")
     assert text == "Hello bold world\nline 2"
     bob.send_message(ours, "the plain body", msg_id="x-both", xhtml="<p><em>the</em> rich body</p>")
@@ -269,12 +273,18 @@ def test_contact_presence_has_one_entry_per_resource(loop, prosody, alice, bob, 
     ours, theirs = users[0].jid, users[1].jid
     befriend(loop, session, events, bob, ours)
     bob.send_presence(show="dnd", status="desk")
-    events.wait_for("presence", lambda p: p.resources.get("peer") == Presence(Status.BUSY, note="desk"))
-    with XmppPeer(f"{theirs}/phone", users[1].password, prosody.host, prosody.port, ca_file=prosody.ca_file) as phone:
+    events.wait_for(
+        "presence", lambda p: p.resources.get("peer") == Presence(Status.BUSY, note="desk")
+    )
+    with XmppPeer(
+        f"{theirs}/phone", users[1].password, prosody.host, prosody.port, ca_file=prosody.ca_file
+    ) as phone:
         phone.send_presence(show="away", status="pocket")
         (cp,) = events.wait_for(
             "presence",
-            lambda p: set(p.resources) == {"peer", "phone"} and p.resources["phone"].note == "pocket",
+            lambda p: (
+                set(p.resources) == {"peer", "phone"} and p.resources["phone"].note == "pocket"
+            ),
         )
         assert cp.resources == {
             "phone": Presence(Status.AWAY, note="pocket"),
@@ -296,7 +306,9 @@ def test_remove_contact_unsubscribes(loop, alice, bob, users):
 
 def test_gtalk_rows_use_the_configured_server(loop, prosody, users):
     cfg = {"ca_file": prosody.ca_file, "keepalive": 0, "gtalk_server": prosody.address}
-    session, events = make_session(loop, users[0].jid, users[0].password, cfg, original_protocol="gtalk")
+    session, events = make_session(
+        loop, users[0].jid, users[0].password, cfg, original_protocol="gtalk"
+    )
     assert session.server_address() == (prosody.host, prosody.port)
     loop.run(session.login())
     loop.run(session.logout())

@@ -67,7 +67,11 @@ class RecordingEvents:
         return len(self.snapshot())
 
     def wait_for(
-        self, name: str, predicate: Callable[..., bool] = lambda *a: True, timeout: float = 20.0, since: int = 0
+        self,
+        name: str,
+        predicate: Callable[..., bool] = lambda *a: True,
+        timeout: float = 20.0,
+        since: int = 0,
     ) -> tuple[Any, ...]:
         deadline = time.monotonic() + timeout
         while True:
@@ -85,7 +89,9 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="session-loop", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="session-loop", daemon=True
+        )
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
@@ -116,11 +122,18 @@ def make_session(
 ) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()
     credentials = AccountCredentials(
-        account_id=1, sip_user="sip:alice@127.0.0.1", ext_user=jid, protocol="xmpp",
-        password=password, original_protocol=original_protocol,
+        account_id=1,
+        sip_user="sip:alice@127.0.0.1",
+        ext_user=jid,
+        protocol="xmpp",
+        password=password,
+        original_protocol=original_protocol,
     )
     context = SessionContext(
-        loop=loop.loop, events=events, config=config, proxy=proxy,
+        loop=loop.loop,
+        events=events,
+        config=config,
+        proxy=proxy,
         shared=shared if shared is not None else {},
     )
     return Adapter().create_session(credentials, context), events

@@ -32,7 +32,7 @@ class Adapter(base.Adapter):
             return tomllib.load(f)
 
     def validate_config(self, section: dict[str, Any]) -> list[str]:
-        from purplegw.protocols.xmpp.session import parse_server
+        from purplegw.protocols.xmpp.session import parse_server  # noqa: PLC0415
 
         problems = []
         for key in ("server", "gtalk_server"):
@@ -56,14 +56,15 @@ class Adapter(base.Adapter):
 
     def validate_environment(self) -> None:
         try:
-            import slixmpp  # noqa: F401
+            import slixmpp  # noqa: F401, PLC0415 - checked, not used here
         except ImportError as exc:
             raise AdapterError(f"the XMPP adapter needs slixmpp: {exc}") from exc
 
     def create_session(
         self, credentials: base.AccountCredentials, context: base.SessionContext
     ) -> base.Session:
-        from purplegw.protocols.xmpp.session import XmppSession
+        # Lazy: importing the adapter must not import slixmpp (loader, CLI).
+        from purplegw.protocols.xmpp.session import XmppSession  # noqa: PLC0415
 
         config = {**self.get_default_config(), **context.config}
         if config is not context.config:

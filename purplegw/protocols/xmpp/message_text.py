@@ -9,7 +9,10 @@ parsed (slixmpp/ElementTree), so no markup is ever handled as a string.
 
 from __future__ import annotations
 
-from xml.etree.ElementTree import Element
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
 
 XHTML_IM_NS = "http://jabber.org/protocol/xhtml-im"
 XHTML_NS = "http://www.w3.org/1999/xhtml"

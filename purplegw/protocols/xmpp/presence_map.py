@@ -36,7 +36,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from xml.etree.ElementTree import Element
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
 
 from purplegw.presence import Presence, Status
 

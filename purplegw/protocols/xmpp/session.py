@@ -32,11 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import hashlib
 import logging
 import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from xml.etree.ElementTree import Element
+
+import slixmpp
+from python_socks import ProxyError, ProxyType
+from python_socks.async_.asyncio import Proxy
+from slixmpp.jid import InvalidJID
+from slixmpp.util.sasl.mechanisms import SCRAM
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import (
@@ -52,7 +63,14 @@ from purplegw.protocols.base import (
     TypingState,
 )
 from purplegw.protocols.xmpp.message_text import message_text
-from purplegw.protocols.xmpp.presence_map import parse_presence, presence_from_xmpp, presence_to_xmpp
+from purplegw.protocols.xmpp.presence_map import (
+    parse_presence,
+    presence_from_xmpp,
+    presence_to_xmpp,
+)
+
+if TYPE_CHECKING:
+    import socket
 
 logger = logging.getLogger(__name__)
 
@@ -105,44 +123,42 @@ def parse_server(value: str, default_port: int = 5222) -> tuple[str, int] | None
     return value, default_port
 
 
-def _make_client_class() -> type:
-    """ClientXMPP subclass that can tunnel through an HTTP CONNECT proxy.
+class Client(slixmpp.ClientXMPP):
+    """ClientXMPP that can tunnel through an HTTP CONNECT proxy.
 
-    Built lazily so importing the adapter does not import slixmpp.  slixmpp
-    1.17 has no proxy support of its own; ``_attempt_connection`` is its one
-    place that opens sockets, so the tunnel goes there (tested against
-    tinyproxy; slixmpp is pinned to 1.17.x in setup.py).
+    slixmpp 1.17 has no proxy support of its own; ``_attempt_connection`` is
+    its one place that opens sockets, so the tunnel goes there (tested
+    against tinyproxy; slixmpp is pinned to 1.17.x in setup.py).
     """
-    import slixmpp
 
-    class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
-        http_proxy: ProxySettings | None = None
-        connect_timeout: float = 15.0
+    http_proxy: ProxySettings | None = None
+    connect_timeout: float = 15.0
 
-        async def _attempt_connection(  # noqa: ANN202
-            self, host: str, port: int, tls: bool, server_hostname: str | None
-        ):
-            if self.http_proxy is None:
-                return await super()._attempt_connection(host, port, tls, server_hostname)
-            self.event_when_connected = "connected"
-            if self._current_connection_attempt is None:
-                return False
-            try:
-                sock = await open_tunnel(self.http_proxy, host, port, self.connect_timeout)
-                await self.loop.create_connection(
-                    lambda: self,
-                    sock=sock,
-                    ssl=self.get_ssl_context() if tls else None,
-                    server_hostname=server_hostname if tls else None,
-                )
-            except (OSError, TransientError) as exc:
-                logger.debug("connection through proxy failed: %s", exc)
-                self.event("connection_failed", exc)
-                return False
-            return True
-
-    _install_fast_scram()
-    return Client
+    async def _attempt_connection(
+        self,
+        host: str,
+        port: int,
+        tls: bool,  # noqa: FBT001 - slixmpp signature
+        server_hostname: str | None,
+    ) -> bool:
+        if self.http_proxy is None:
+            return await super()._attempt_connection(host, port, tls, server_hostname)
+        self.event_when_connected = "connected"
+        if self._current_connection_attempt is None:
+            return False
+        try:
+            sock = await open_tunnel(self.http_proxy, host, port, self.connect_timeout)
+            await self.loop.create_connection(
+                lambda: self,
+                sock=sock,
+                ssl=self.get_ssl_context() if tls else None,
+                server_hostname=server_hostname if tls else None,
+            )
+        except (OSError, TransientError) as exc:
+            logger.debug("connection through proxy failed: %s", exc)
+            self.event("connection_failed", exc)
+            return False
+        return True
 
 
 def _install_fast_scram() -> None:
@@ -154,10 +170,6 @@ def _install_fast_scram() -> None:
     Hi() *is* PBKDF2 with dkLen = the hash size; tests check the result is
     identical to slixmpp's own.
     """
-    import hashlib
-
-    from slixmpp.util.sasl.mechanisms import SCRAM
-
     if getattr(SCRAM.Hi, "purplegw_fast", False):
         return
 
@@ -169,11 +181,8 @@ def _install_fast_scram() -> None:
     SCRAM.Hi = hi
 
 
-async def open_tunnel(proxy: ProxySettings, host: str, port: int, timeout: float):  # noqa: ANN201
+async def open_tunnel(proxy: ProxySettings, host: str, port: int, timeout: float) -> socket.socket:  # noqa: ASYNC109
     """A socket connected to ``host:port`` through the HTTP CONNECT ``proxy``."""
-    from python_socks import ProxyError, ProxyType
-    from python_socks.async_.asyncio import Proxy
-
     tunnel = Proxy(
         ProxyType.HTTP,
         proxy.host,
@@ -188,18 +197,14 @@ async def open_tunnel(proxy: ProxySettings, host: str, port: int, timeout: float
         return await tunnel.connect(dest_host=host, dest_port=port, timeout=timeout)
     except ProxyError as exc:
         raise TransientError(f"{where} refused CONNECT {host}:{port}: {exc}") from exc
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise TransientError(f"{where} unreachable for {host}:{port}: {exc}") from exc
 
 
-_client_class: type | None = None
-
-
-def client_class() -> type:
-    global _client_class  # noqa: PLW0603 - built once, on first use
-    if _client_class is None:
-        _client_class = _make_client_class()
-    return _client_class
+def client_class() -> type[Client]:
+    """The client class, with the fast SCRAM derivation installed."""
+    _install_fast_scram()
+    return Client
 
 
 class XmppSession(Session):
@@ -222,7 +227,7 @@ class XmppSession(Session):
     # --- helpers ----------------------------------------------------------------
 
     @property
-    def events(self):  # noqa: ANN201
+    def events(self):
         return self.context.events
 
     def _report(self, state: ConnectionState, reason: str = "") -> None:
@@ -271,7 +276,10 @@ class XmppSession(Session):
         plaintext = bool(cfg.get("allow_plaintext", False)) and not require_tls
         ca_file = str(cfg.get("ca_file", "") or "")
         plugin_config = {
-            "feature_mechanisms": {"unencrypted_plain": plaintext, "unencrypted_scram": not require_tls},
+            "feature_mechanisms": {
+                "unencrypted_plain": plaintext,
+                "unencrypted_scram": not require_tls,
+            },
         }
         client = client_class()(
             jid,
@@ -307,11 +315,10 @@ class XmppSession(Session):
         client.add_event_handler("stanza_acked", self._on_stanza_acked)
         # slixmpp's "message" event only fires for messages with a <body/>;
         # XHTML-only messages and bare chat states need every <message/>.
-        from slixmpp.xmlstream.handler import Callback
-        from slixmpp.xmlstream.matcher import MatchXPath
-
         client.register_handler(
-            Callback("purplegw message", MatchXPath(f"{{{client.default_ns}}}message"), self._on_message)
+            Callback(
+                "purplegw message", MatchXPath(f"{{{client.default_ns}}}message"), self._on_message
+            )
         )
         client.add_event_handler("receipt_received", self._on_receipt)
         # Not presence_available: slixmpp names that event after <show/>
@@ -341,9 +348,10 @@ class XmppSession(Session):
         )
         try:
             await asyncio.wait_for(asyncio.shield(self._outcome), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             exc: BaseException = TransientError(
-                f"XMPP login of {self.credentials.ext_user} via {self._label()} timed out after {timeout:.0f}s"
+                f"XMPP login of {self.credentials.ext_user} via {self._label()} "
+                f"timed out after {timeout:.0f}s"
             )
         except BadCredentialsError as e:
             exc = e
@@ -411,10 +419,13 @@ class XmppSession(Session):
                 continue
             try:
                 await client.plugin["xep_0199"].send_ping(client.boundjid.domain, timeout=interval)
-            except Exception as exc:  # IqTimeout, IqError, connection gone
+            except Exception as exc:  # noqa: BLE001 - IqTimeout, IqError, gone: all mean dead
                 if self.client is client and client.transport is not None:
-                    logger.info("%s: keepalive ping failed (%s), dropping connection",
-                                self.credentials.ext_user, exc)
+                    logger.info(
+                        "%s: keepalive ping failed (%s), dropping connection",
+                        self.credentials.ext_user,
+                        exc,
+                    )
                     client.abort()
 
     # --- slixmpp events: connection ----------------------------------------------------
@@ -428,7 +439,7 @@ class XmppSession(Session):
             return
         try:
             await client.get_roster(timeout=float(self.config.get("login_timeout", 30)))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure here fails the login
             self._settle(TransientError(f"roster request failed on {self._label()}: {exc}"))
             return
         for jid in client.client_roster:
@@ -439,17 +450,24 @@ class XmppSession(Session):
 
     def _on_auth_failed(self, _event: Any) -> None:
         client = self.client
-        secure = client is not None and client.transport is not None and (
-            client.transport.get_extra_info("ssl_object") is not None
+        secure = (
+            client is not None
+            and client.transport is not None
+            and (client.transport.get_extra_info("ssl_object") is not None)
         )
         if not secure and self.config.get("require_tls", True):
-            self._settle(TransientError(
-                f"{self._label()} offered no usable TLS; refusing to send the password in the clear"
-            ))
+            self._settle(
+                TransientError(
+                    f"{self._label()} offered no usable TLS; "
+                    "refusing to send the password in the clear"
+                )
+            )
         else:
-            self._settle(BadCredentialsError(
-                f"{self._label()} rejected the credentials of {self.credentials.ext_user}"
-            ))
+            self._settle(
+                BadCredentialsError(
+                    f"{self._label()} rejected the credentials of {self.credentials.ext_user}"
+                )
+            )
 
     def _on_connection_failed(self, error: Any) -> None:
         self._settle(TransientError(f"cannot connect to {self._label()}: {error}"))
@@ -472,7 +490,9 @@ class XmppSession(Session):
         if condition == "not-authorized":
             self._settle(BadCredentialsError(f"{self._label()}: {condition} {text}".strip()))
         else:
-            self._settle(TransientError(f"{self._label()} closed the stream: {condition} {text}".strip()))
+            self._settle(
+                TransientError(f"{self._label()} closed the stream: {condition} {text}".strip())
+            )
 
     def _on_disconnected(self, reason: Any) -> None:
         if self._outcome is not None and not self._outcome.done():
@@ -481,7 +501,9 @@ class XmppSession(Session):
                 # connection, before slixmpp's ssl_invalid_chain event.
                 self._on_ssl_invalid(reason)
             else:
-                self._settle(TransientError(f"{self._label()} closed the connection during login: {reason}"))
+                self._settle(
+                    TransientError(f"{self._label()} closed the connection during login: {reason}")
+                )
             return
         if self._closing or not self._logged_in:
             return
@@ -514,7 +536,11 @@ class XmppSession(Session):
         task, self._resume_task = self._resume_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        logger.info("%s: stream resumed, %d message(s) resent", self.credentials.ext_user, len(self._unacked))
+        logger.info(
+            "%s: stream resumed, %d message(s) resent",
+            self.credentials.ext_user,
+            len(self._unacked),
+        )
         self._report(ConnectionState.CONNECTED, "stream resumed")
 
     def _on_session_end(self, _event: Any) -> None:
@@ -546,8 +572,13 @@ class XmppSession(Session):
         mtype = msg["type"]
         if mtype in ("error", "groupchat", "headline"):
             if mtype == "error":
-                logger.info("%s: error for message %s from %s: %s", self.credentials.ext_user,
-                            msg["id"], msg["from"], msg["error"]["condition"])
+                logger.info(
+                    "%s: error for message %s from %s: %s",
+                    self.credentials.ext_user,
+                    msg["id"],
+                    msg["from"],
+                    msg["error"]["condition"],
+                )
             return
         contact = msg["from"].bare
         text = message_text(msg.xml)
@@ -605,11 +636,8 @@ class XmppSession(Session):
         return client
 
     def _jid(self, contact: str) -> Any:
-        from slixmpp import JID
-        from slixmpp.jid import InvalidJID
-
         try:
-            jid = JID(contact)
+            jid = slixmpp.JID(contact)
         except InvalidJID as exc:
             raise DeliveryError(f"{contact!r} is not a valid XMPP address: {exc}", 404) from exc
         if not jid.user or not jid.domain:
@@ -652,15 +680,14 @@ class XmppSession(Session):
         client = self.client
         xp = presence_to_xmpp(presence, int(self.config.get("priority", 0)))
         stanza = client.make_presence(
-            pshow=xp.show, pstatus=xp.status, ptype=xp.type,
+            pshow=xp.show,
+            pstatus=xp.status,
+            ptype=xp.type,
             ppriority=xp.priority if xp.type is None else None,
         )
         if xp.idle and xp.type is None:
-            import datetime
-            from xml.etree.ElementTree import Element
-
             # XEP-0319 requires "since"; PIDF idle carries no time, so: now.
-            since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             stanza.xml.append(Element(f"{{{IDLE_NS}}}idle", since=since))
         stanza.send()
 
@@ -675,7 +702,9 @@ class XmppSession(Session):
         jid = self._jid(contact)
         client = self._require_connected()
         try:
-            await client.update_roster(jid.bare, timeout=float(self.config.get("login_timeout", 30)))
+            await client.update_roster(
+                jid.bare, timeout=float(self.config.get("login_timeout", 30))
+            )
         except Exception as exc:
             raise DeliveryError(f"roster add of {jid.bare} failed: {exc}", 500) from exc
         client.send_presence(pto=jid.bare, ptype="subscribe")
