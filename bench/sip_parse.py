@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from purplegw.sip.message import make_response, serialize  # noqa: E402
-from purplegw.sip.parser import parse_datagram  # noqa: E402
+from purplegw.sip.message import make_response, serialize
+from purplegw.sip.parser import parse_datagram
 
 MESSAGE = (
     b"MESSAGE sip:bob@example.com SIP/2.0\r\n"
@@ -65,7 +65,9 @@ def ours_respond() -> bytes:
     return serialize(make_response(msg, 200, to_tag="abc"))  # type: ignore[arg-type]
 
 
-def per_op_us(ref: Callable[[], object], ours: Callable[[], object], number: int) -> tuple[float, float]:
+def per_op_us(
+    ref: Callable[[], object], ours: Callable[[], object], number: int
+) -> tuple[float, float]:
     """Best-of-N for both, interleaved so a noisy neighbour hits both alike."""
     best_ref = best_ours = float("inf")
     for _ in range(15):
@@ -81,8 +83,10 @@ def main() -> None:
         ("parse", *per_op_us(reference_parse, ours_parse, number)),
         ("parse + 200 response", *per_op_us(reference_respond, ours_respond, number)),
     ]
-    print(f"{'operation (typical MESSAGE)':<28} {'reference us':>13} {'purplegw us':>12} {'ratio':>6} "
-          f"{'purplegw op/s':>14}")
+    print(
+        f"{'operation (typical MESSAGE)':<28} {'reference us':>13} {'purplegw us':>12} "
+        f"{'ratio':>6} {'purplegw op/s':>14}"
+    )
     for name, ref, ours in rows:
         print(f"{name:<28} {ref:>13.2f} {ours:>12.2f} {ours / ref:>6.1f} {1e6 / ours:>14,.0f}")
     print("reference = split lines + dict + format, no validation: a lower bound")

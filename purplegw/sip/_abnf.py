@@ -42,7 +42,7 @@ LWS = r"[ \t]++"
 # Deviation D1: qdtext is any char but DQUOTE, backslash, CR, LF.
 QUOTED_STRING = r'"(?:[^"\\\r\n]++|\\[^\r\n])*+"'
 QUOTED_STRING_RE = re.compile(QUOTED_STRING)
-QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 
 # hostname = *( domainlabel "." ) toplabel [ "." ]               (25.1)
 # IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
@@ -101,7 +101,7 @@ PASSWORD = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*+"
 URI_PARAMS = rf"(?:;{PARAMCHARS}(?:={PARAMCHARS})?)*+"
 SIP_URI_REST_RE = re.compile(
     rf"(?:({USER})(?::({PASSWORD}))?@)?({HOST})(?::([0-9]{{1,5}}))?({URI_PARAMS})(?:\?(.*+))?",
-    re.S,
+    re.DOTALL,
 )
 # headers = "?" header *( "&" header ) ; header = hname "=" hvalue
 # hname = 1*( hnv-unreserved / unreserved / escaped ) ; hvalue = *( ... )

@@ -93,7 +93,12 @@ class Dialog:
 
     @classmethod
     def from_request(
-        cls, request: Request, local_tag: str, *, local_cseq: int = 0, local_contact: str | None = None
+        cls,
+        request: Request,
+        local_tag: str,
+        *,
+        local_cseq: int = 0,
+        local_contact: str | None = None,
     ) -> Dialog:
         """UAS dialog from a dialog-creating request (RFC 3261 12.1.1)."""
         to, frm, cseq, call_id = request.to, request.from_, request.cseq, request.call_id
@@ -104,8 +109,12 @@ class Dialog:
             raise RemoteProtocolError("Bad Request: missing Contact", 400)
         return cls(
             id=DialogId(call_id, local_tag, frm.tag),
-            local=NameAddr(to.uri, to.display_name, {k: v for k, v in to.params.items() if k != "tag"}),
-            remote=NameAddr(frm.uri, frm.display_name, {k: v for k, v in frm.params.items() if k != "tag"}),
+            local=NameAddr(
+                to.uri, to.display_name, {k: v for k, v in to.params.items() if k != "tag"}
+            ),
+            remote=NameAddr(
+                frm.uri, frm.display_name, {k: v for k, v in frm.params.items() if k != "tag"}
+            ),
             remote_target=target,
             route_set=list(request.headers.record_routes()),
             local_cseq=local_cseq,
@@ -119,7 +128,11 @@ class Dialog:
         cseq = request.cseq
         if cseq is None:
             raise RemoteProtocolError("Bad Request: missing CSeq", 400)
-        if self.remote_cseq is not None and cseq.number <= self.remote_cseq and request.method != "ACK":
+        if (
+            self.remote_cseq is not None
+            and cseq.number <= self.remote_cseq
+            and request.method != "ACK"
+        ):
             raise RemoteProtocolError("Server Internal Error: CSeq out of order", 500)
         self.remote_cseq = cseq.number
         if request.method in TARGET_REFRESH_METHODS:
@@ -147,10 +160,26 @@ class Dialog:
         out = Headers()
         out.add("Via", via)
         out.add("Max-Forwards", "70")
-        out.add("From", str(NameAddr(self.local.uri, self.local.display_name,
-                                     {**self.local.params, "tag": self.id.local_tag})))
-        out.add("To", str(NameAddr(self.remote.uri, self.remote.display_name,
-                                   {**self.remote.params, "tag": self.id.remote_tag})))
+        out.add(
+            "From",
+            str(
+                NameAddr(
+                    self.local.uri,
+                    self.local.display_name,
+                    {**self.local.params, "tag": self.id.local_tag},
+                )
+            ),
+        )
+        out.add(
+            "To",
+            str(
+                NameAddr(
+                    self.remote.uri,
+                    self.remote.display_name,
+                    {**self.remote.params, "tag": self.id.remote_tag},
+                )
+            ),
+        )
         out.add("Call-ID", self.id.call_id)
         out.add("CSeq", f"{self.local_cseq} {method}")
         uri = self.remote_target

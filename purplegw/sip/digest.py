@@ -109,8 +109,14 @@ def parse_challenge(value: str) -> Challenge:
     if algorithm is None:
         raise RemoteProtocolError(f"unsupported digest algorithm {params.get('algorithm')}", 400)
     qop = tuple(q.strip() for q in params.get("qop", "").split(",") if q.strip())
-    return Challenge(params["realm"], params["nonce"], algorithm, qop, params.get("opaque"),
-                     params.get("stale", "").lower() == "true")
+    return Challenge(
+        params["realm"],
+        params["nonce"],
+        algorithm,
+        qop,
+        params.get("opaque"),
+        params.get("stale", "").lower() == "true",
+    )
 
 
 def build_authorization(  # noqa: PLR0913
@@ -128,12 +134,21 @@ def build_authorization(  # noqa: PLR0913
     if ha1 is None:
         if password is None:
             raise ValueError("need a password or an HA1")
-        ha1 = compute_ha1(username, challenge.realm, password, challenge.algorithm.removesuffix("-sess"))
-    parts = [f'username="{username}"', f'realm="{challenge.realm}"', f'nonce="{challenge.nonce}"',
-             f'uri="{uri}"', f"algorithm={challenge.algorithm}"]
+        ha1 = compute_ha1(
+            username, challenge.realm, password, challenge.algorithm.removesuffix("-sess")
+        )
+    parts = [
+        f'username="{username}"',
+        f'realm="{challenge.realm}"',
+        f'nonce="{challenge.nonce}"',
+        f'uri="{uri}"',
+        f"algorithm={challenge.algorithm}",
+    ]
     if "auth" in challenge.qop:
         ncs = f"{nc:08x}"
-        resp = _response(challenge.algorithm, ha1, challenge.nonce, ncs, cnonce, "auth", method, uri)
+        resp = _response(
+            challenge.algorithm, ha1, challenge.nonce, ncs, cnonce, "auth", method, uri
+        )
         parts += [f'response="{resp}"', "qop=auth", f"nc={ncs}", f'cnonce="{cnonce}"']
     else:  # RFC 2069 compatibility: KD(HA1, nonce:HA2)
         ha2 = _h(challenge.algorithm, f"{method}:{uri}")
@@ -182,11 +197,15 @@ class DigestServer:
         nonce = self.make_nonce(now, random)
         out = []
         for algorithm in self.algorithms:
-            value = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={algorithm}, qop="auth"'
+            value = (
+                f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={algorithm}, qop="auth"'
+            )
             out.append(value + (", stale=true" if stale else ""))
         return out
 
-    def verify(self, method: str, authorization: str, now: float, lookup_ha1: Ha1Lookup) -> AuthResult:
+    def verify(
+        self, method: str, authorization: str, now: float, lookup_ha1: Ha1Lookup
+    ) -> AuthResult:
         """Check an Authorization value; never raises for bad credentials."""
         try:
             scheme, p = parse_auth_params(authorization)
@@ -209,7 +228,9 @@ class DigestServer:
         if now - issued > self.nonce_lifetime:
             return AuthResult(ok=False, username=username, stale=True, reason="stale nonce")
         if p.get("qop") != "auth" or "nc" not in p or "cnonce" not in p:
-            return AuthResult(ok=False, username=username, reason="qop=auth with nc and cnonce required")
+            return AuthResult(
+                ok=False, username=username, reason="qop=auth with nc and cnonce required"
+            )
         try:
             nc = int(p["nc"], 16)
         except ValueError:
@@ -217,7 +238,9 @@ class DigestServer:
         ha1 = lookup_ha1(username, self.realm, algorithm.removesuffix("-sess"))
         if ha1 is None:
             return AuthResult(ok=False, username=username, reason="unknown user")
-        expected = _response(algorithm, ha1, p["nonce"], p["nc"], p["cnonce"], "auth", method, p["uri"])
+        expected = _response(
+            algorithm, ha1, p["nonce"], p["nc"], p["cnonce"], "auth", method, p["uri"]
+        )
         if not hmac.compare_digest(_b(expected), _b(p["response"].lower())):
             return AuthResult(ok=False, username=username, reason="wrong response")
         last = self._nc.get(p["nonce"])
@@ -228,6 +251,6 @@ class DigestServer:
         return AuthResult(ok=True, username=username)
 
     def _prune(self, now: float) -> None:
-        if len(self._nc) > 1024:  # noqa: PLR2004 - prune in batches, not per request
+        if len(self._nc) > 1024:
             horizon = now - self.nonce_lifetime
             self._nc = {n: v for n, v in self._nc.items() if v[1] >= horizon}

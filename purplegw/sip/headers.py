@@ -125,7 +125,7 @@ def parse_via(value: str) -> Via:
     port = None
     if port_text is not None:
         port = int(port_text)
-        if port > 65535:  # noqa: PLR2004
+        if port > 65535:
             raise _bad("Via", value)
     if param_text:
         params = _params_of(param_text)
@@ -138,7 +138,9 @@ def parse_via(value: str) -> Via:
         name = f"{name.upper()}/{version}"
     else:
         name = "SIP/2.0"
-    return Via(transport if transport in _TRANSPORTS else transport.upper(), host, port, params, name)
+    return Via(
+        transport if transport in _TRANSPORTS else transport.upper(), host, port, params, name
+    )
 
 
 _TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "SCTP", "WS", "WSS"})
@@ -157,7 +159,7 @@ def parse_cseq(value: str) -> CSeq:
     if m is None:
         raise _bad("CSeq", value)
     digits = m.group(1)
-    number = int(digits) if len(digits) <= 10 else MAX_CSEQ + 1  # noqa: PLR2004
+    number = int(digits) if len(digits) <= 10 else MAX_CSEQ + 1
     if number > MAX_CSEQ:
         raise RemoteProtocolError(f"Bad Request: CSeq number out of range: {digits[:30]}", 400)
     return CSeq(number, m.group(2))
@@ -167,7 +169,7 @@ def parse_delta_seconds(value: str) -> int:
     """``delta-seconds``; values beyond 2**32-1 are clamped (RFC 3261 20.19)."""
     if _abnf.DIGITS_RE.fullmatch(value) is None:
         raise _bad("delta-seconds", value)
-    return min(int(value), MAX_DELTA) if len(value) <= 12 else MAX_DELTA  # noqa: PLR2004
+    return min(int(value), MAX_DELTA) if len(value) <= 12 else MAX_DELTA
 
 
 def _digits(value: str) -> bool:
@@ -176,7 +178,7 @@ def _digits(value: str) -> bool:
 
 
 def _parse_max_forwards(value: str) -> int:
-    if not _digits(value) or len(value) > 5 or int(value) > 255:  # noqa: PLR2004
+    if not _digits(value) or len(value) > 5 or int(value) > 255:
         raise _bad("Max-Forwards", value)
     return int(value)
 
@@ -184,7 +186,7 @@ def _parse_max_forwards(value: str) -> int:
 def _parse_content_length(value: str) -> int:
     if not _digits(value):
         raise RemoteProtocolError(f"Bad Request: malformed Content-Length: {value[:30]!r}", 400)
-    return int(value) if len(value) <= 12 else 10**12  # noqa: PLR2004
+    return int(value) if len(value) <= 12 else 10**12
 
 
 def _parse_call_id(value: str) -> str:
@@ -315,7 +317,7 @@ def canonical_name(name: str) -> str:
     return _resolve(name)[1]
 
 
-def _explode(key: str, htype: HeaderType, value: str) -> Iterator[str]:
+def _explode(htype: HeaderType, value: str) -> Iterator[str]:
     if not htype.multi or "," not in value:
         yield value
         return
@@ -328,6 +330,7 @@ class Headers:
     """Ordered, case-insensitive, multi-valued header fields."""
 
     __slots__ = ("_cache", "_items")
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by content
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
@@ -353,10 +356,12 @@ class Headers:
         for line in lines:
             name, sep, value = line.partition(":")
             if not sep:
-                raise RemoteProtocolError(f"Bad Request: header line without colon: {line[:60]!r}", 400)
+                raise RemoteProtocolError(
+                    f"Bad Request: header line without colon: {line[:60]!r}", 400
+                )
             key, canon, htype = lookup(name) or _resolve(name)
             value = value.strip(" \t")
-            parts = _explode(key, htype, value) if htype.multi and "," in value else (value,)
+            parts = _explode(htype, value) if htype.multi and "," in value else (value,)
             parse = parser_for(key)
             for part in parts:
                 append((key, canon, part))
@@ -425,7 +430,7 @@ class Headers:
         """Append a value (``first=True`` puts it above the others, e.g. a new Via)."""
         key, canon, htype = self._checked(name, value)
         self._cache.pop(key, None)
-        new = [(key, canon, part) for part in _explode(key, htype, value.strip(" \t"))]
+        new = [(key, canon, part) for part in _explode(htype, value.strip(" \t"))]
         if first:
             self._items[0:0] = new
         else:
@@ -435,7 +440,7 @@ class Headers:
         """Replace every value of ``name`` by ``value``, keeping the first position."""
         key, canon, htype = self._checked(name, value)
         self._cache.pop(key, None)
-        new = [(key, canon, part) for part in _explode(key, htype, value.strip(" \t"))]
+        new = [(key, canon, part) for part in _explode(htype, value.strip(" \t"))]
         for i, item in enumerate(self._items):
             if item[0] == key:
                 rest = [it for it in self._items[i:] if it[0] != key]

@@ -31,31 +31,77 @@ __all__ = [
 ]
 
 REASON_PHRASES: dict[int, str] = {
-    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
-    183: "Session Progress", 200: "OK", 202: "Accepted", 204: "No Notification",
-    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
-    305: "Use Proxy", 380: "Alternative Service", 400: "Bad Request", 401: "Unauthorized",
-    402: "Payment Required", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout",
-    410: "Gone", 412: "Conditional Request Failed", 413: "Request Entity Too Large",
-    414: "Request-URI Too Long", 415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
-    423: "Interval Too Brief", 480: "Temporarily Unavailable",
-    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
-    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
-    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
-    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
-    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
-    604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
 }
 
 # RFC 3261 12.1 / RFC 6665 4.1: a 2xx to these creates a dialog (Record-Route copied)
 DIALOG_CREATING_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 # RFC 3261 8.1.1: a valid request carries at least these; only one value each
 _REQUIRED = ("To", "From", "CSeq", "Call-ID", "Via")
-_SINGLE = ("To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Length", "Content-Type",
-           "Expires", "Event")
+_SINGLE = (
+    "To",
+    "From",
+    "CSeq",
+    "Call-ID",
+    "Max-Forwards",
+    "Content-Length",
+    "Content-Type",
+    "Expires",
+    "Event",
+)
 
 
 class _MessageMixin:
@@ -135,7 +181,7 @@ class Response(_MessageMixin):
 
     @property
     def is_provisional(self) -> bool:
-        return self.status < 200  # noqa: PLR2004
+        return self.status < 200
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason!r} call-id={self.headers.get('Call-ID')!r}>"
@@ -153,8 +199,13 @@ def serialize(msg: Message) -> bytes:
     if "\r" in start or "\n" in start:
         raise LocalProtocolError(f"CR/LF in the start line {start[:60]!r}", 500)
     lines = [start]
-    lines.extend([f"{name}: {value}" for key, name, value in msg.headers._items  # noqa: SLF001
-                  if key != "content-length"])
+    lines.extend(
+        [
+            f"{name}: {value}"
+            for key, name, value in msg.headers._items  # noqa: SLF001
+            if key != "content-length"
+        ]
+    )
     lines.append(f"Content-Length: {len(msg.body)}\r\n\r\n")
     head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
     return head + msg.body if msg.body else head
@@ -175,7 +226,7 @@ def make_response(
     and gets ``to_tag`` unless it already has a tag (or this is a 100).  For a
     2xx to a dialog-creating request Record-Route is copied too (12.1.1).
     """
-    if not 100 <= status <= 699:  # noqa: PLR2004
+    if not 100 <= status <= 699:
         raise LocalProtocolError(f"status code {status} out of range", 500)
     vias: list[tuple[str, str, str]] = []
     rest: list[tuple[str, str, str]] = []
@@ -192,7 +243,7 @@ def make_response(
                 to_item = item
         elif key == "record-route":
             routes.append(item)
-    if to_item is not None and to_tag is not None and status != 100:  # noqa: PLR2004
+    if to_item is not None and to_tag is not None and status != 100:
         to = request.headers.to()
         if to is not None and to.tag is None:
             to_item = ("to", "To", f"{to_item[2]};tag={to_tag}")
@@ -203,14 +254,16 @@ def make_response(
     if to_item is not None:
         items.append(to_item)
     items.extend(item for item in rest if item[0] != "from")
-    if routes and 200 <= status < 300 and request.method in DIALOG_CREATING_METHODS:  # noqa: PLR2004
+    if routes and 200 <= status < 300 and request.method in DIALOG_CREATING_METHODS:
         items.extend(routes)
     out = Headers.__new__(Headers)
     out._items = items  # noqa: SLF001
     out._cache = {}  # noqa: SLF001
     for name, value in headers:
         out.add(name, value)
-    return Response(status, reason if reason is not None else REASON_PHRASES.get(status, ""), out, body)
+    return Response(
+        status, reason if reason is not None else REASON_PHRASES.get(status, ""), out, body
+    )
 
 
 def unsupported_extensions(request: Request, supported: Iterable[str]) -> list[str]:

@@ -53,8 +53,8 @@ def _bad(reason: str, status: int = 400) -> RemoteProtocolError:
 
 def _parse_request_line(line: str) -> tuple[str, SipURI | str]:
     parts = line.split(" ")
-    if len(parts) != 3:  # noqa: PLR2004 - Method SP Request-URI SP SIP-Version
-        if len(parts) > 3 and parts[-1].upper().startswith("SIP/"):  # noqa: PLR2004
+    if len(parts) != 3:  # Method SP Request-URI SP SIP-Version, single SPs
+        if len(parts) > 3 and parts[-1].upper().startswith("SIP/"):
             raise _bad("Bad Request: malformed Request-Line (extra whitespace)")
         raise _bad("Bad Request: malformed Request-Line")
     method, uri_text, version = parts
@@ -91,9 +91,9 @@ def parse_head(head: bytes) -> Message:
     msg: Message
     if first.startswith("SIP/"):
         parts = first.split(" ", 2)
-        if len(parts) == 2:  # noqa: PLR2004 - "SIP/2.0 200" without SP: tolerated
+        if len(parts) == 2:
             parts.append("")
-        if len(parts) != 3:  # noqa: PLR2004
+        if len(parts) != 3:
             raise _bad("Bad Request: malformed Status-Line")
         version, code, reason = parts
         if version != "SIP/2.0":

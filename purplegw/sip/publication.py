@@ -95,24 +95,39 @@ class PublicationStore:
                 return PublishResult(400, "Bad Request: initial PUBLISH with Expires: 0")
             pub = Publication(resource, event, self._new_etag(), body, content_type, expires)
             self._by_etag[pub.etag] = pub
-            return PublishResult(200, "OK", pub.etag, expires, change="created", publication=pub,
-                                 actions=[StartTimer(TIMER_PREFIX + pub.etag, expires)])
+            return PublishResult(
+                200,
+                "OK",
+                pub.etag,
+                expires,
+                change="created",
+                publication=pub,
+                actions=[StartTimer(TIMER_PREFIX + pub.etag, expires)],
+            )
         old = self._by_etag.get(if_match)
         if old is None or old.resource != resource or old.event != event:
             return PublishResult(412, "Conditional Request Failed")
         del self._by_etag[if_match]
         cancel = CancelTimer(TIMER_PREFIX + if_match)
         if expires == 0:
-            return PublishResult(200, "OK", if_match, 0, change="removed", publication=old,
-                                 actions=[cancel])
+            return PublishResult(
+                200, "OK", if_match, 0, change="removed", publication=old, actions=[cancel]
+            )
         old.etag = self._new_etag()
         old.expires = expires
         change = "refreshed"
         if body:
             old.body, old.content_type, change = body, content_type, "modified"
         self._by_etag[old.etag] = old
-        return PublishResult(200, "OK", old.etag, expires, change=change, publication=old,
-                             actions=[cancel, StartTimer(TIMER_PREFIX + old.etag, expires)])
+        return PublishResult(
+            200,
+            "OK",
+            old.etag,
+            expires,
+            change=change,
+            publication=old,
+            actions=[cancel, StartTimer(TIMER_PREFIX + old.etag, expires)],
+        )
 
     def on_timer(self, name: str) -> Publication | None:
         """An expiry timer fired: drop and return the publication (None if already gone)."""

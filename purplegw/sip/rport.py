@@ -16,7 +16,7 @@ from .message import Request
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PORTS", "response_destination", "stamp_via", "stamp_request"]
+__all__ = ["DEFAULT_PORTS", "response_destination", "stamp_request", "stamp_via"]
 
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
 

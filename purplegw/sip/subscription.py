@@ -73,11 +73,14 @@ TRANSITIONS: dict[tuple[SubState, str], SubState] = {
     (ACTIVE, "notify_failed"): TERMINATED,
 }
 
-REASONS = frozenset({"deactivated", "probation", "rejected", "timeout", "giveup", "noresource",
-                     "invariant"})
+REASONS = frozenset(
+    {"deactivated", "probation", "rejected", "timeout", "giveup", "noresource", "invariant"}
+)
 
 
-def subscription_state(state: SubState, *, expires: int | None = None, reason: str | None = None) -> str:
+def subscription_state(
+    state: SubState, *, expires: int | None = None, reason: str | None = None
+) -> str:
     """The Subscription-State value (RFC 6665 8.2.3)."""
     if state is TERMINATED:
         if reason is not None and reason not in REASONS:
@@ -110,7 +113,9 @@ class Subscription:
     def _go(self, event: str) -> SubState:
         new = TRANSITIONS.get((self.state, event))
         if new is None:
-            raise LocalProtocolError(f"{event} not allowed in subscription state {self.state.value}", 500)
+            raise LocalProtocolError(
+                f"{event} not allowed in subscription state {self.state.value}", 500
+            )
         self.state = new
         return new
 
@@ -125,18 +130,25 @@ class Subscription:
     def _notify(self, now: float, *, reason: str | None = None, body: bytes | None = None) -> Send:
         if self.dialog is None:
             raise LocalProtocolError("no dialog yet", 500)
-        remaining = max(0, int(round(self.expires_at - now)))
+        remaining = max(0, round(self.expires_at - now))
         extra = Headers()
         event = self.event if self.event_id is None else f"{self.event};id={self.event_id}"
         extra.add("Event", event)
-        extra.add("Subscription-State",
-                  subscription_state(self.state, expires=None if self.state is TERMINATED else remaining,
-                                     reason=reason))
+        extra.add(
+            "Subscription-State",
+            subscription_state(
+                self.state, expires=None if self.state is TERMINATED else remaining, reason=reason
+            ),
+        )
         payload = self.last_body if body is None else body
         if payload:
             extra.add("Content-Type", self.content_type)
         notify = self.dialog.create_request(
-            "NOTIFY", via=f"{self.local_via};branch={self.new_branch()}", headers=extra, body=payload)
+            "NOTIFY",
+            via=f"{self.local_via};branch={self.new_branch()}",
+            headers=extra,
+            body=payload,
+        )
         self.pending_notifies[self.dialog.local_cseq] = reason or self.state.value
         return Send(notify, None)
 
@@ -145,7 +157,7 @@ class Subscription:
             self.dialog.terminate()
 
     # -- SUBSCRIBE -------------------------------------------------------------
-    def receive_subscribe(  # noqa: PLR0913
+    def receive_subscribe(
         self,
         request: Request,
         now: float,
@@ -172,8 +184,11 @@ class Subscription:
                 name, _, value = param.strip().partition("=")
                 if name.lower() == "id" and value:
                     self.event_id = value
-            event = "subscribe_fetch" if granted == 0 else (
-                "subscribe_active" if authorized else "subscribe_pending")
+            event = (
+                "subscribe_fetch"
+                if granted == 0
+                else ("subscribe_active" if authorized else "subscribe_pending")
+            )
         else:
             if self.dialog is None:
                 raise LocalProtocolError("subscription without dialog", 500)
@@ -182,13 +197,24 @@ class Subscription:
         self._go(event)
         self.expires_at = now + granted
         status = 202 if self.state is PENDING else 200
-        response = make_response(request, status, to_tag=self.dialog.id.local_tag,
-                                 headers=[("Expires", str(granted))]
-                                 + ([("Contact", local_contact or self.dialog.local_contact or "")]
-                                    if (local_contact or self.dialog.local_contact) else []))
+        response = make_response(
+            request,
+            status,
+            to_tag=self.dialog.id.local_tag,
+            headers=[("Expires", str(granted))]
+            + (
+                [("Contact", local_contact or self.dialog.local_contact or "")]
+                if (local_contact or self.dialog.local_contact)
+                else []
+            ),
+        )
         actions: list[Action] = [Send(response, None)]
         if self.state is TERMINATED:
-            actions += [self._notify(now, reason="timeout"), CancelTimer(TIMER), Terminated("unsubscribed")]
+            actions += [
+                self._notify(now, reason="timeout"),
+                CancelTimer(TIMER),
+                Terminated("unsubscribed"),
+            ]
             self.dialog.terminate()
         else:
             actions += [self._notify(now), StartTimer(TIMER, granted)]
@@ -203,7 +229,11 @@ class Subscription:
     def terminate(self, now: float, reason: str = "deactivated") -> list[Action]:
         """End it: reason ``rejected``, ``deactivated``, ``noresource``..."""
         self._go("terminate")
-        actions: list[Action] = [self._notify(now, reason=reason), CancelTimer(TIMER), Terminated(reason)]
+        actions: list[Action] = [
+            self._notify(now, reason=reason),
+            CancelTimer(TIMER),
+            Terminated(reason),
+        ]
         self._end_dialog()
         return actions
 
@@ -226,7 +256,7 @@ class Subscription:
         cseq = response.cseq
         if cseq is not None:
             self.pending_notifies.pop(cseq.number, None)
-        if response.status < 300 or self.state is TERMINATED:  # noqa: PLR2004
+        if response.status < 300 or self.state is TERMINATED:
             return []
         self._go("notify_failed")
         self._end_dialog()

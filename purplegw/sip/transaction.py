@@ -171,7 +171,7 @@ class ClientTransaction(_Machine):
         return [Terminated("completed")]  # timer_k
 
     def receive_response(self, response: Response) -> list[Action]:
-        event = "provisional" if response.status < 200 else "final"  # noqa: PLR2004
+        event = "provisional" if response.status < 200 else "final"
         new = self._next(event)
         if new is None:
             return []  # retransmission absorbed in Completed
@@ -179,7 +179,11 @@ class ClientTransaction(_Machine):
         self.last_response = response
         if new is PROCEEDING:
             return [DeliverToTU(response)]
-        actions: list[Action] = [DeliverToTU(response), CancelTimer("timer_e"), CancelTimer("timer_f")]
+        actions: list[Action] = [
+            DeliverToTU(response),
+            CancelTimer("timer_e"),
+            CancelTimer("timer_f"),
+        ]
         if self.reliable:
             self.state = TERMINATED
             actions.append(Terminated("completed"))
@@ -192,8 +196,12 @@ class ClientTransaction(_Machine):
         if new is None:
             return []
         self.state = new
-        return [CancelTimer("timer_e"), CancelTimer("timer_f"),
-                DeliverToTU(None, transport_error=True), Terminated("transport error")]
+        return [
+            CancelTimer("timer_e"),
+            CancelTimer("timer_f"),
+            DeliverToTU(None, transport_error=True),
+            Terminated("transport error"),
+        ]
 
 
 class ServerTransaction(_Machine):
@@ -226,7 +234,7 @@ class ServerTransaction(_Machine):
         return [Send(self.last_response, self.destination)]
 
     def send_response(self, response: Response) -> list[Action]:
-        final = response.status >= 200  # noqa: PLR2004
+        final = response.status >= 200
         new = self._next("send_final" if final else "send_provisional")
         assert new is not None  # local events raise instead
         self.state = new
@@ -252,8 +260,11 @@ class ServerTransaction(_Machine):
         if new is None:
             return []
         self.state = new
-        return [CancelTimer("timer_j"), DeliverToTU(None, transport_error=True),
-                Terminated("transport error")]
+        return [
+            CancelTimer("timer_j"),
+            DeliverToTU(None, transport_error=True),
+            Terminated("transport error"),
+        ]
 
 
 TransactionKey = tuple[str, ...]
@@ -329,7 +340,9 @@ class TransactionLayer:
         self.servers[key] = txn
         return self._collect(key, txn.start())
 
-    def send_response(self, request: Request, response: Response) -> list[tuple[TransactionKey, Action]]:
+    def send_response(
+        self, request: Request, response: Response
+    ) -> list[tuple[TransactionKey, Action]]:
         key = server_key(request)
         txn = self.servers.get(key)
         if txn is None:
@@ -358,7 +371,9 @@ class TransactionLayer:
         return self._collect(key, txn.receive_response(response))
 
     def on_timer(self, key: TransactionKey, name: str) -> list[tuple[TransactionKey, Action]]:
-        txn: ServerTransaction | ClientTransaction | None = self.servers.get(key) or self.clients.get(key)
+        txn: ServerTransaction | ClientTransaction | None = self.servers.get(
+            key
+        ) or self.clients.get(key)
         if txn is None:
             return []
         return self._collect(key, txn.on_timer(name))

@@ -137,7 +137,11 @@ def uri_equal(a: SipURI, b: SipURI) -> bool:
             other = b.params[name]
             if (value is None) != (other is None):
                 return False
-            if value is not None and other is not None and _unescape(value).lower() != _unescape(other).lower():
+            if (
+                value is not None
+                and other is not None
+                and _unescape(value).lower() != _unescape(other).lower()
+            ):
                 return False
     ha = {(_unescape(k).lower(), _unescape(v)) for k, v in a.headers}
     hb = {(_unescape(k).lower(), _unescape(v)) for k, v in b.headers}
@@ -190,7 +194,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
     port = None
     if port_text is not None:
         port = int(port_text)
-        if port > 65535:  # noqa: PLR2004 - the largest port number
+        if port > 65535:
             raise _bad("URI port", text)
     params = _uri_params(param_text) if param_text else {}
     headers: tuple[tuple[str, str], ...] = ()
@@ -215,7 +219,7 @@ def require_sip_uri(uri: SipURI | str) -> SipURI:
 
 def unquote_string(text: str) -> str:
     """The content of a quoted-string, quoted-pairs resolved; other text as is."""
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':  # noqa: PLR2004
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
         return _abnf.QUOTED_PAIR_RE.sub(r"\1", text[1:-1])
     return text
 
@@ -290,7 +294,7 @@ def parse_name_addr(text: str) -> NameAddr:
         port = None
         if port_text is not None:
             port = int(port_text)
-            if port > 65535:  # noqa: PLR2004
+            if port > 65535:
                 raise _bad("URI port", text)
         uri = SipURI(scheme, user, password, host, port, _uri_params(uparams) if uparams else {})
         if quoted is not None:

@@ -89,13 +89,17 @@ class SipPair:
 
     def _deliver(self, ep: Endpoint, msg: Message) -> None:
         if isinstance(msg, Request):
-            self._run(ep, ep.layer.receive_request(msg, ("127.0.0.1", 5060), reliable=self.reliable))
+            self._run(
+                ep, ep.layer.receive_request(msg, ("127.0.0.1", 5060), reliable=self.reliable)
+            )
         else:
             self._run(ep, ep.layer.receive_response(msg))
 
     def send_request(self, request: Request) -> None:
-        self._run(self.client, self.client.layer.send_request(request, ("127.0.0.1", 5060),
-                                                              reliable=self.reliable))
+        self._run(
+            self.client,
+            self.client.layer.send_request(request, ("127.0.0.1", 5060), reliable=self.reliable),
+        )
 
     def respond(self, request: Request, response: Response) -> None:
         self._run(self.server, self.server.layer.send_response(request, response))

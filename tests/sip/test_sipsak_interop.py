@@ -66,7 +66,7 @@ class MiniUAS(threading.Thread):
             except SipError as exc:
                 self.errors.append(exc)
 
-    def answer(self, msg: Request):  # noqa: ANN201
+    def answer(self, msg: Request):
         now = time.time()
         auth = msg.headers.get("Authorization")
         if auth is None:

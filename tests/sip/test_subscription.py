@@ -38,7 +38,7 @@ def new_sub() -> Subscription:
                         min_expires=60, max_expires=3600)
 
 
-def sends(actions: list) -> list:  # noqa: ANN001 - actions list
+def sends(actions: list) -> list:
     return [a.message for a in actions if isinstance(a, Send)]
 
 

@@ -188,7 +188,7 @@ def test_pair_lost_request_is_retransmitted_on_schedule() -> None:
     pair.server.on_request = lambda r: [make_response(r, 202)]
     lost = {"n": 3}
 
-    def drop(ep, msg):  # noqa: ANN001, ANN202
+    def drop(ep, msg):
         if ep is pair.client and lost["n"]:
             lost["n"] -= 1
             return True
@@ -213,7 +213,7 @@ def test_pair_lost_response_is_replayed_from_server_transaction() -> None:
     pair.server.on_request = respond
     dropped = {"n": 1}
 
-    def drop(ep, msg):  # noqa: ANN001, ANN202
+    def drop(ep, msg):
         if ep is pair.server and dropped["n"]:
             dropped["n"] -= 1
             return True
