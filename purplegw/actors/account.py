@@ -582,6 +582,11 @@ class LoopAccountActor(AccountCore, LoopActor):
     def on_start(self) -> None:
         self._begin()
 
+    def on_failure(self, *_exc: object) -> None:
+        # The actor is gone but its session task would live on the shared
+        # loop: log it out so the supervisor's replacement is the only one.
+        self._start_shutdown(concurrent.futures.Future())
+
 
 class ThreadAccountActor(AccountCore, pykka.ThreadingActor):
     """Account actor of the ``thread_per_account`` runtime."""

@@ -232,7 +232,11 @@ def _run(
             return EXIT_STARTUP_FAILED
         runtime = Runtime(accounts, account_source)
         for service in services:
-            stop = service(runtime)
+            try:
+                stop = service(runtime)
+            except Exception:
+                logger.exception("Service %r failed to start", service)
+                return EXIT_STARTUP_FAILED
             if stop is not None:
                 stops.append(stop)
         try:

@@ -205,3 +205,22 @@ def test_unknown_protocol_is_reported_not_fatal(make_accounts: Any, network: Any
     assert entry["state"] == "unknown_error"
     assert "protocol unavailable" in entry["last_error"]
     assert accounts.directory.get("odd", "nosuch") is None
+
+
+def test_dead_account_actor_is_replaced_by_the_supervisor(make_accounts: Any, network: Any) -> None:
+    import pykka
+
+    accounts = make_accounts()
+    accounts.apply([row(1), row(2)])
+    wait_for(lambda: network.online() == {"user1@dummy", "user2@dummy"})
+    old = accounts.directory.get("sip1", "dummy")
+    first_session = network.session("user1@dummy")
+    # An unhandled exception in a told message kills the actor (pykka policy).
+    old.ref.tell(pykka.messages.ProxyCall(attr_path=("no_such_method",), args=(), kwargs={}))
+    wait_for(lambda: accounts.directory.get("sip1", "dummy") is not old, what="replacement")
+    wait_for(lambda: network.session("user1@dummy") not in (None, first_session))
+    assert network.logins["user1@dummy"] == 2
+    assert network.logins["user2@dummy"] == 1
+    wait_for(lambda: not first_session._online, what="the dead actor's session logged out")
+    new = accounts.directory.get("sip1", "dummy")
+    assert new.send_message("echo@dummy", "hi", "m").get(timeout=10).status == 200
