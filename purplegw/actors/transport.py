@@ -20,7 +20,8 @@ Design notes (why, not what):
   once), ``max_message_size`` bytes buffered per connection (the parser
   raises and the connection is closed, since framing is lost),
   ``tcp_idle_timeout`` seconds without traffic, and a partial message may not
-  stay incomplete for longer than ``tcp_idle_timeout`` either (slow-loris).
+  stay incomplete for longer than ``tcp_idle_timeout`` either (slow-loris),
+  and at most WRITE_BUFFER_LIMIT bytes queued towards a peer that does not read.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 wire_logger = logging.getLogger("purplegw.sip.wire")
 
 STREAM_TRANSPORTS = ("tcp", "tls")
+WRITE_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued towards one stream peer before we give up on it
 UDP_BURST = 64  # datagrams read per wake-up before yielding to other callbacks
 
 
@@ -443,6 +445,12 @@ class StreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.last_activity = time.monotonic()
             self.transport.write(data)
+            # a peer that never reads must not make us buffer without end
+            if self.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                logger.warning("closing %s: peer does not read (%d bytes queued)",
+                               self, self.transport.get_write_buffer_size())
+                self.transport.abort()
+                self.close()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:

@@ -10,7 +10,8 @@ Usage::
     with Kamailio(cfg_text) as kam:
         send_to(("127.0.0.1", kam.port))
 
-or through :func:`kamailio_fixture`-style pytest fixtures built on it.
+In a pytest fixture, call :func:`require_kamailio` first (fail under CI,
+skip elsewhere when the binary is missing).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ def kamailio_binary() -> str | None:
     if os.access(KAMAILIO_BINARY, os.X_OK):
         return KAMAILIO_BINARY
     return shutil.which("kamailio")
+
+
+def require_kamailio() -> str:
+    """The kamailio binary; a test fails under CI and skips elsewhere when it is missing."""
+    binary = kamailio_binary()
+    if binary is None:
+        from purplegw.testing.binaries import missing_peer  # noqa: PLC0415 - pytest only in tests
+
+        missing_peer("kamailio", "kamailio")
+    assert binary is not None
+    return binary
 
 
 class KamailioError(RuntimeError):

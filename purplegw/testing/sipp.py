@@ -104,7 +104,10 @@ def run_sipp(
         if max_concurrent is not None:
             cmd += ["-l", str(max_concurrent)]
         if trace_rtt:
-            cmd += ["-trace_rtt", "-rtt_freq", "1000"]
+            # sipp writes response times in batches of rtt_freq calls and drops a
+            # last partial batch: use a batch size that divides the call count
+            freq = max(d for d in range(1, min(calls, 1000) + 1) if calls % d == 0)
+            cmd += ["-trace_rtt", "-rtt_freq", str(freq)]
         cmd += list(extra_args)
         if cpu is not None:
             cmd = ["taskset", "-c", str(cpu), *cmd]
