@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -470,6 +471,8 @@ class XmppSession(Session):
             )
 
     def _on_connection_failed(self, error: Any) -> None:
+        if isinstance(error, OSError) and error.errno:
+            error = os.strerror(error.errno)  # "Connection refused", not "[Errno 111] ..."
         self._settle(TransientError(f"cannot connect to {self._label()}: {error}"))
         if self._resume_task is not None:
             self._fail_resumption(f"reconnect to {self._label()} failed: {error}")
