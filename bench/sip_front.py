@@ -33,7 +33,22 @@ from purplegw.testing.ports import free_port  # noqa: E402
 from purplegw.testing.sipp import run_sipp, sipp_binary  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "e2e" / "scenarios" / "message.xml"
-DEFAULT_RATES = (2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000, 22000, 25000, 28000, 32000)
+DEFAULT_RATES = (
+    2000,
+    4000,
+    6000,
+    8000,
+    10000,
+    12000,
+    14000,
+    16000,
+    18000,
+    20000,
+    22000,
+    25000,
+    28000,
+    32000,
+)
 
 
 def serve(port: int) -> None:
@@ -43,7 +58,9 @@ def serve(port: int) -> None:
     from purplegw.actors.sip_front import SipFront, StaticRouter  # noqa: PLC0415
 
     logging.basicConfig(level=logging.WARNING)
-    front = SipFront({"listen": [f"udp:127.0.0.1:{port}"]}, StaticRouter(message_status=200, keep=False)).start()
+    front = SipFront(
+        {"listen": [f"udp:127.0.0.1:{port}"]}, StaticRouter(message_status=200, keep=False)
+    ).start()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     print("ready", flush=True)
@@ -77,29 +94,69 @@ def step(name: str, server: tuple[int, int], rate: int, duration: float, sipp_cp
     port, pgid = server
     calls = int(rate * duration)
     cpu_before = cpu_seconds(pgid)
-    result = run_sipp(SCENARIO, "127.0.0.1", port, service="bench", calls=calls, rate=rate,
-                      rate_period_ms=1000, timeout=duration * 4 + 20, cpu=sipp_cpu, trace_rtt=True,
-                      extra_args=("-max_recv_loops", "10000"))
+    result = run_sipp(
+        SCENARIO,
+        "127.0.0.1",
+        port,
+        service="bench",
+        calls=calls,
+        rate=rate,
+        rate_period_ms=1000,
+        timeout=duration * 4 + 20,
+        cpu=sipp_cpu,
+        trace_rtt=True,
+        extra_args=("-max_recv_loops", "10000"),
+    )
     cpu_us = (cpu_seconds(pgid) - cpu_before) / max(result.successful, 1) * 1e6
     achieved = float(result.stats.get("CallRate(C)", "0") or 0)
-    ok = result.returncode == 0 and result.failed == 0 and result.retransmissions == 0 and result.successful == calls
-    row = {"name": name, "rate": rate, "achieved": achieved, "ok": ok, "cpu_us": cpu_us,
-           "p50": percentile(result.response_times_ms, 50), "p99": percentile(result.response_times_ms, 99)}
-    print(f"  {name:9} rate {rate:6}/s: ok={result.successful:7} failed={result.failed:6} "
-          f"retrans={result.retransmissions:6} achieved={achieved:8.0f}/s p50={row['p50']:.0f}ms "
-          f"p99={row['p99']:.0f}ms cpu={cpu_us:.0f}us/req {'PASS' if ok else 'FAIL'}", flush=True)
+    ok = (
+        result.returncode == 0
+        and result.failed == 0
+        and result.retransmissions == 0
+        and result.successful == calls
+    )
+    row = {
+        "name": name,
+        "rate": rate,
+        "achieved": achieved,
+        "ok": ok,
+        "cpu_us": cpu_us,
+        "p50": percentile(result.response_times_ms, 50),
+        "p99": percentile(result.response_times_ms, 99),
+    }
+    print(
+        f"  {name:9} rate {rate:6}/s: ok={result.successful:7} failed={result.failed:6} "
+        f"retrans={result.retransmissions:6} achieved={achieved:8.0f}/s p50={row['p50']:.0f}ms "
+        f"p99={row['p99']:.0f}ms cpu={cpu_us:.0f}us/req {'PASS' if ok else 'FAIL'}",
+        flush=True,
+    )
     return row
 
 
-def ramp(servers: dict[str, tuple[int, int]], rates: list[int], duration: float, sipp_cpu: int, attempts: int) -> dict:
+def ramp(
+    servers: dict[str, tuple[int, int]],
+    rates: list[int],
+    duration: float,
+    sipp_cpu: int,
+    attempts: int,
+) -> dict:
     """Raise the rate for all servers in lock-step, so both meet the same machine load.
 
     A step counts as passed when one of ``attempts`` runs is clean (a loaded
     shared machine produces the odd stray retransmission); a server stops at its
     first failed step.
     """
-    best = {name: {"name": name, "rate": 0, "achieved": 0.0, "p50": float("nan"), "p99": float("nan"),
-                   "cpu_us": float("nan")} for name in servers}
+    best = {
+        name: {
+            "name": name,
+            "rate": 0,
+            "achieved": 0.0,
+            "p50": float("nan"),
+            "p99": float("nan"),
+            "cpu_us": float("nan"),
+        }
+        for name in servers
+    }
     running = dict(servers)
     for rate in rates:
         for name, port in list(running.items()):
@@ -120,9 +177,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per rate step")
     parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
-    parser.add_argument("--no-realtime", dest="realtime", action="store_false",
-                        help="run the servers without SCHED_FIFO priority")
-    parser.add_argument("--attempts", type=int, default=2, help="runs per step before it counts as failed")
+    parser.add_argument(
+        "--no-realtime",
+        dest="realtime",
+        action="store_false",
+        help="run the servers without SCHED_FIFO priority",
+    )
+    parser.add_argument(
+        "--attempts", type=int, default=2, help="runs per step before it counts as failed"
+    )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--sipp-cpu", type=int, default=1)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -134,17 +197,33 @@ def main() -> int:
         print("needs sipp (sip-tester) and kamailio installed", file=sys.stderr)
         return 2
     rates = [int(r) for r in args.rates.split(",")]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the servers
+    signal.signal(
+        signal.SIGTERM, lambda *_: sys.exit(143)
+    )  # run the finally blocks: stop the servers
 
-    print(f"servers pinned to cpu {args.server_cpu}{' (SCHED_FIFO)' if args.realtime else ''}, sipp on cpu {args.sipp_cpu}; {os.cpu_count()} cpus, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"servers pinned to cpu {args.server_cpu}{' (SCHED_FIFO)' if args.realtime else ''}, "
+        f"sipp on cpu {args.sipp_cpu}; {os.cpu_count()} cpus, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
     port = free_port("udp")
     # SCHED_FIFO for both servers: on a shared machine other processes on the
     # server core would otherwise decide the result; sipp stays a normal process.
     prefix = ("chrt", "-f", "10") if args.realtime else ()
     proc = subprocess.Popen(
-        [*prefix, "taskset", "-c", str(args.server_cpu), sys.executable, __file__, "--serve", str(port)],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            *prefix,
+            "taskset",
+            "-c",
+            str(args.server_cpu),
+            sys.executable,
+            __file__,
+            "--serve",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     cfg = (ROOT / "bench" / "kamailio" / "sl_reply.cfg").read_text()
     try:
@@ -153,8 +232,13 @@ def main() -> int:
             return 1
         with Kamailio(cfg, cpu=args.server_cpu, command_prefix=prefix) as kam:
             assert kam.proc is not None
-            best = ramp({"purplegw": (port, proc.pid), "kamailio": (kam.port, kam.proc.pid)}, rates, args.duration, args.sipp_cpu,
-                        args.attempts)
+            best = ramp(
+                {"purplegw": (port, proc.pid), "kamailio": (kam.port, kam.proc.pid)},
+                rates,
+                args.duration,
+                args.sipp_cpu,
+                args.attempts,
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -164,17 +248,27 @@ def main() -> int:
     ours, ref = best["purplegw"], best["kamailio"]
 
     print()
-    print(f"MESSAGE -> 2xx over UDP, one core each, {args.duration:.0f} s per step, "
-          "highest rate with 0 failed calls and 0 retransmissions")
-    print(f"{'server':10} {'rate/s':>8} {'achieved/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>11}")
+    print(
+        f"MESSAGE -> 2xx over UDP, one core each, {args.duration:.0f} s per step, "
+        "highest rate with 0 failed calls and 0 retransmissions"
+    )
+    print(
+        f"{'server':10} {'rate/s':>8} {'achieved/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>11}"
+    )
     for row in (ours, ref):
-        print(f"{row['name']:10} {row['rate']:8} {row['achieved']:11.0f} {row['p50']:7.0f} {row['p99']:7.0f}"
-              f" {row['cpu_us']:11.0f}")
+        print(
+            f"{row['name']:10} {row['rate']:8} {row['achieved']:11.0f} {row['p50']:7.0f} {row['p99']:7.0f}"
+            f" {row['cpu_us']:11.0f}"
+        )
     ratio = ours["rate"] / ref["rate"] if ref["rate"] else float("nan")
     print(f"ratio purplegw/kamailio (highest clean rate): {ratio:.2f} (bar 0.50, target 0.80)")
     # The clean-rate ratio is only meaningful while Kamailio, not sipp, is the
     # limit; the CPU cost per request says how far each server could go alone.
-    cpu_ratio = ref["cpu_us"] / ours["cpu_us"] if ours["cpu_us"] == ours["cpu_us"] and ours["cpu_us"] else float("nan")
+    cpu_ratio = (
+        ref["cpu_us"] / ours["cpu_us"]
+        if ours["cpu_us"] == ours["cpu_us"] and ours["cpu_us"]
+        else float("nan")
+    )
     print(f"ratio by server CPU per request (kamailio us / purplegw us): {cpu_ratio:.2f}")
     if ref["rate"] == rates[-1]:
         print("note: Kamailio passed the highest step; its limit (and sipp's) lies above it")

@@ -56,7 +56,6 @@ from purplegw.actors.transport import (
     TransportConfig,
     TransportLayer,
     format_hostport,
-    normalize_host,
 )
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.errors import RemoteProtocolError
@@ -74,10 +73,24 @@ from purplegw.sip.transaction import (
 logger = logging.getLogger(__name__)
 
 # RFC 3261 and the extensions a UA meets: known methods -> 405, others -> 501
-KNOWN_METHODS = frozenset({
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
-    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
-})
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)
 ACCEPT = "application/pidf+xml, application/xpidf+xml, text/plain, message/cpim"
 SUPPORTED = "path, 100rel"  # options we tolerate in requests; we never require any
 USER_AGENT = "purplegw"
@@ -112,7 +125,7 @@ class FrontConfig:
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> FrontConfig:
         section = dict(section or {})
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in section.items() if k in known}
         for key in ("tls_certificate", "tls_private_key", "tls_ca_certificates"):
             if values.get(key) == "":
@@ -138,7 +151,9 @@ class _ServerTxn:
 
     __slots__ = ("answered", "key", "machine", "request", "source")
 
-    def __init__(self, key: TransactionKey, machine: ServerTransaction, request: Request, source: Source) -> None:
+    def __init__(
+        self, key: TransactionKey, machine: ServerTransaction, request: Request, source: Source
+    ) -> None:
         self.key = key
         self.machine = machine
         self.request = request
@@ -149,8 +164,14 @@ class _ServerTxn:
 class _ClientTxn:
     __slots__ = ("connection", "dest", "future", "key", "machine")
 
-    def __init__(self, key: tuple[str, str], machine: ClientTransaction, dest: Address,
-                 connection: StreamConnection | None, future: concurrent.futures.Future[Response]) -> None:
+    def __init__(
+        self,
+        key: tuple[str, str],
+        machine: ClientTransaction,
+        dest: Address,
+        connection: StreamConnection | None,
+        future: concurrent.futures.Future[Response],
+    ) -> None:
         self.key = key
         self.machine = machine
         self.dest = dest
@@ -162,14 +183,21 @@ class SipFront:
     """The SIP front. ``start()`` binds the listeners; ``stop()`` closes everything."""
 
     def __init__(self, config: FrontConfig | dict[str, Any], router: Router) -> None:
-        self.config = config if isinstance(config, FrontConfig) else FrontConfig.from_section(config)
+        self.config = (
+            config if isinstance(config, FrontConfig) else FrontConfig.from_section(config)
+        )
         self.router = router
         self.timer_values = Timers(
-            t1=self.config.t1_ms / 1000, t2=self.config.t2_ms / 1000, t4=self.config.t4_ms / 1000,
+            t1=self.config.t1_ms / 1000,
+            t2=self.config.t2_ms / 1000,
+            t4=self.config.t4_ms / 1000,
         )
         self.loop = asyncio.new_event_loop()
         self.transports = TransportLayer(
-            self.loop, self.config.transport_config(), self._on_message, self._on_bad_message,
+            self.loop,
+            self.config.transport_config(),
+            self._on_message,
+            self._on_bad_message,
         )
         self.timers = TimerService(self.loop)
         self.server_transactions: dict[TransactionKey, _ServerTxn | tuple[bytes, str, int]] = {}
@@ -307,7 +335,9 @@ class SipFront:
         if method == "INVITE":
             self._reply_stateless(request, source, 405, None, [("Allow", allow)])
             return
-        machine = ServerTransaction(request, None, reliable=source.transport != "udp", timers=self.timer_values)
+        machine = ServerTransaction(
+            request, None, reliable=source.transport != "udp", timers=self.timer_values
+        )
         txn = _ServerTxn(key, machine, request, source)
         self.server_transactions[key] = txn
         self._run_server_actions(txn, machine.start())
@@ -341,12 +371,16 @@ class SipFront:
                 replied = True
                 self.respond(txn, response)
         elif not txn.answered:
-            self.timers.start((txn.key, "deferred"), self.config.deferred_timeout, self._server_timer_fired)
+            self.timers.start(
+                (txn.key, "deferred"), self.config.deferred_timeout, self._server_timer_fired
+            )
 
     def _deferred_expired(self, txn: _ServerTxn) -> None:
         if not txn.answered:
             logger.warning("no answer to %r within %ss", txn.request, self.config.deferred_timeout)
-            self.respond(txn, make_response(txn.request, 500, "Server Internal Error: no answer in time"))
+            self.respond(
+                txn, make_response(txn.request, 500, "Server Internal Error: no answer in time")
+            )
 
     def respond(self, txn: _ServerTxn, response: Response) -> None:
         """Send a response through its server transaction (loop thread only)."""
@@ -361,9 +395,13 @@ class SipFront:
         if "Server" not in response.headers:
             response.headers.add("Server", USER_AGENT)
         actions = txn.machine.send_response(response)
-        self._run_server_actions(txn, actions, compact=response.status >= 200 and txn.source.transport == "udp")
+        self._run_server_actions(
+            txn, actions, compact=response.status >= 200 and txn.source.transport == "udp"
+        )
 
-    def _run_server_actions(self, txn: _ServerTxn, actions: Iterable[Any], *, compact: bool = False) -> None:
+    def _run_server_actions(
+        self, txn: _ServerTxn, actions: Iterable[Any], *, compact: bool = False
+    ) -> None:
         """Perform a server machine's actions.
 
         ``compact``: the final response over UDP. The Completed state (RFC 3261
@@ -416,7 +454,8 @@ class SipFront:
         # INVITEs are answered statelessly: 200 if the transaction exists, else 481.
         key = server_key(request)
         exists = key[0] == "3261" and any(
-            (*key[:3], method) in self.server_transactions for method in self.router.allow | {"OPTIONS"}
+            (*key[:3], method) in self.server_transactions
+            for method in self.router.allow | {"OPTIONS"}
         )
         self._reply_stateless(request, source, 200 if exists else 481, None)
 
@@ -430,13 +469,21 @@ class SipFront:
             # the Via could not be parsed: the packet's source is the best guess (as with rport)
             self.transports.send(data, source.address, connection=source.connection)
 
-    def _reply_stateless(self, request: Request, source: Source, status: int, reason: str | None,
-                         headers: Iterable[tuple[str, str]] = ()) -> None:
+    def _reply_stateless(
+        self,
+        request: Request,
+        source: Source,
+        status: int,
+        reason: str | None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
         response = make_response(request, status, reason, to_tag=self._tag(), headers=headers)
         response.headers.add("Server", USER_AGENT)
         self._send_response(response, request, source)
 
-    def _send_response(self, response: Response, request: Request, source: Source) -> tuple[bytes, str, int] | None:
+    def _send_response(
+        self, response: Response, request: Request, source: Source
+    ) -> tuple[bytes, str, int] | None:
         """Send to the connection of the request, else where the stamped Via says (RFC 3261 18.2.2).
 
         Returns ``(bytes, host, port)`` of a UDP send, for the compact Completed state.
@@ -466,10 +513,18 @@ class SipFront:
         return self._allow_text
 
     def _options_response(self, request: Request, allow: str) -> Response:
-        return make_response(request, 200, to_tag=self._tag(), headers=[
-            ("Allow", allow), ("Accept", ACCEPT), ("Accept-Encoding", "identity"),
-            ("Accept-Language", "en"), ("Supported", SUPPORTED),
-        ])
+        return make_response(
+            request,
+            200,
+            to_tag=self._tag(),
+            headers=[
+                ("Allow", allow),
+                ("Accept", ACCEPT),
+                ("Accept-Encoding", "identity"),
+                ("Accept-Language", "en"),
+                ("Supported", SUPPORTED),
+            ],
+        )
 
     def _tag(self) -> str:
         return os.urandom(6).hex()
@@ -480,7 +535,9 @@ class SipFront:
         self._branch_counter += 1
         return f"{self._branch_prefix}.{self._branch_counter:x}"
 
-    def send_request(self, request: Request, destination: Address | Source | str) -> concurrent.futures.Future[Response]:
+    def send_request(
+        self, request: Request, destination: Address | Source | str
+    ) -> concurrent.futures.Future[Response]:
         """Send ``request`` (MESSAGE, NOTIFY...) in a client transaction; thread-safe.
 
         ``destination`` is an :class:`Address`, a ``"udp:host:port"`` string, or
@@ -493,8 +550,12 @@ class SipFront:
         self.call_in_loop(self._send_request, request, destination, future)
         return future
 
-    def _send_request(self, request: Request, destination: Address | Source | str,
-                      future: concurrent.futures.Future[Response]) -> None:
+    def _send_request(
+        self,
+        request: Request,
+        destination: Address | Source | str,
+        future: concurrent.futures.Future[Response],
+    ) -> None:
         try:
             connection = None
             if isinstance(destination, Source):
@@ -502,6 +563,7 @@ class SipFront:
                 dest = destination.address
             elif isinstance(destination, str):
                 from purplegw.actors.transport import parse_listen  # noqa: PLC0415
+
                 dest = parse_listen(destination)
             else:
                 dest = destination
@@ -509,13 +571,18 @@ class SipFront:
             if listener is None:
                 raise ConnectionError(f"no {dest.transport} listener to send {request.method} from")
             branch = self.new_branch()
-            request.headers.add("Via", f"SIP/2.0/{dest.transport.upper()} {listener.sent_by};branch={branch};rport",
-                                first=True)
+            request.headers.add(
+                "Via",
+                f"SIP/2.0/{dest.transport.upper()} {listener.sent_by};branch={branch};rport",
+                first=True,
+            )
             if "Max-Forwards" not in request.headers:
                 request.headers.add("Max-Forwards", "70")
             if "User-Agent" not in request.headers:
                 request.headers.add("User-Agent", USER_AGENT)
-            machine = ClientTransaction(request, None, reliable=dest.transport != "udp", timers=self.timer_values)
+            machine = ClientTransaction(
+                request, None, reliable=dest.transport != "udp", timers=self.timer_values
+            )
             key = (branch, request.method)
             txn = _ClientTxn(key, machine, dest, connection, future)
             self.client_transactions[key] = txn
@@ -540,8 +607,12 @@ class SipFront:
         for action in actions:
             kind = action.__class__
             if kind is sip_actions.Send:
-                self.transports.send(serialize(action.message), txn.dest, connection=txn.connection,
-                                     on_error=lambda exc: self._client_transport_error(txn, exc))
+                self.transports.send(
+                    serialize(action.message),
+                    txn.dest,
+                    connection=txn.connection,
+                    on_error=lambda exc: self._client_transport_error(txn, exc),
+                )
             elif kind is sip_actions.StartTimer:
                 self.timers.start((txn.key, action.name), action.seconds, self._client_timer_fired)
             elif kind is sip_actions.CancelTimer:
@@ -551,16 +622,24 @@ class SipFront:
                 if txn.future.done():
                     continue
                 if action.timeout:
-                    txn.future.set_result(make_response(txn.machine.request, 408, "Request Timeout"))
+                    txn.future.set_result(
+                        make_response(txn.machine.request, 408, "Request Timeout")
+                    )
                 elif action.transport_error:
-                    txn.future.set_result(make_response(txn.machine.request, 503, "Service Unavailable: transport error"))
+                    txn.future.set_result(
+                        make_response(
+                            txn.machine.request, 503, "Service Unavailable: transport error"
+                        )
+                    )
                 elif message is not None and message.status >= 200:
                     txn.future.set_result(message)
             elif kind is sip_actions.Terminated:
                 if self.client_transactions.get(txn.key) is txn:
                     del self.client_transactions[txn.key]
                 if not txn.future.done():
-                    txn.future.set_result(make_response(txn.machine.request, 408, "Request Timeout"))
+                    txn.future.set_result(
+                        make_response(txn.machine.request, 408, "Request Timeout")
+                    )
 
     def _client_timer_fired(self, timer_key: tuple[tuple[str, str], str]) -> None:
         key, name = timer_key
@@ -605,7 +684,12 @@ def error_response_bytes(raw: bytes, status: int, reason: str) -> bytes | None:
     if not {b"via", b"call-id", b"cseq"} <= seen:
         return None
     reason_bytes = reason.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
-    out = [b"SIP/2.0 %d %s" % (status, reason_bytes), *copied, b"Server: " + USER_AGENT.encode(), b"Content-Length: 0"]
+    out = [
+        b"SIP/2.0 %d %s" % (status, reason_bytes),
+        *copied,
+        b"Server: " + USER_AGENT.encode(),
+        b"Content-Length: 0",
+    ]
     return b"\r\n".join(out) + b"\r\n\r\n"
 
 
@@ -625,8 +709,14 @@ class StaticRouter:
 
     allow = frozenset({"MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH"})
 
-    def __init__(self, users: Iterable[str] | None = None, *, message_status: int = 202,
-                 max_expires: int = 3600, keep: bool = True) -> None:
+    def __init__(
+        self,
+        users: Iterable[str] | None = None,
+        *,
+        message_status: int = 202,
+        max_expires: int = 3600,
+        keep: bool = True,
+    ) -> None:
         self.users = None if users is None else frozenset(users)
         self.message_status = message_status
         self.max_expires = max_expires
@@ -657,8 +747,14 @@ class StaticRouter:
         if method == "SUBSCRIBE":
             return self._subscribe(request, source)
         if method == "PUBLISH":
-            return make_response(request, 200, headers=[("SIP-ETag", os.urandom(6).hex()),
-                                                        ("Expires", str(min(request.expires or 3600, self.max_expires)))])
+            return make_response(
+                request,
+                200,
+                headers=[
+                    ("SIP-ETag", os.urandom(6).hex()),
+                    ("Expires", str(min(request.expires or 3600, self.max_expires))),
+                ],
+            )
         return make_response(request, 200, to_tag=self._tag())
 
     def _subscribe(self, request: Request, source: Source) -> Response:
@@ -666,8 +762,12 @@ class StaticRouter:
         expires = self.max_expires if requested is None else min(requested, self.max_expires)
         to = request.to
         tag = to.tag if to is not None and to.tag else self._tag()
-        contact = f"<sip:{request.ruri.user}@{source.listener.sent_by};transport={source.transport}>"
-        response = make_response(request, 202, to_tag=tag, headers=[("Expires", str(expires)), ("Contact", contact)])
+        contact = (
+            f"<sip:{request.ruri.user}@{source.listener.sent_by};transport={source.transport}>"
+        )
+        response = make_response(
+            request, 202, to_tag=tag, headers=[("Expires", str(expires)), ("Contact", contact)]
+        )
         assert to is not None and request.from_ is not None
         notify_headers = Headers()
         notify_headers.add("From", str(to.with_tag(tag)))
@@ -679,7 +779,11 @@ class StaticRouter:
         state = f"active;expires={expires}" if expires else "terminated;reason=timeout"
         notify_headers.add("Subscription-State", state)
         target = request.headers.contacts()
-        uri = str(target[0].uri) if target and not isinstance(target[0], str) else str(request.from_.uri)
+        uri = (
+            str(target[0].uri)
+            if target and not isinstance(target[0], str)
+            else str(request.from_.uri)
+        )
         notify = Request("NOTIFY", uri, notify_headers, b"")
         if self.front is not None:
             self.notify_results.append(self.front.send_request(notify, source))
@@ -712,7 +816,9 @@ class SipFrontActor(pykka.ThreadingActor):
     def listen(self) -> list[str]:
         return self.front.listen
 
-    def send_request(self, request: Request, destination: Address | Source | str) -> concurrent.futures.Future[Response]:
+    def send_request(
+        self, request: Request, destination: Address | Source | str
+    ) -> concurrent.futures.Future[Response]:
         return self.front.send_request(request, destination)
 
 
@@ -728,7 +834,3 @@ def start_front(config_section: dict[str, Any], router: Router | None = None) ->
     """
     front = SipFront(FrontConfig.from_section(config_section), router or StaticRouter(users=()))
     return front.start()
-
-
-def format_address(host: str, port: int) -> str:
-    return format_hostport(host, port)

@@ -21,8 +21,8 @@ import heapq
 import itertools
 import logging
 import math
-from typing import Any
 from collections.abc import Callable, Hashable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 

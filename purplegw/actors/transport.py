@@ -99,7 +99,14 @@ class Source:
 
     __slots__ = ("connection", "host", "listener", "port", "transport")
 
-    def __init__(self, transport: str, host: str, port: int, listener: Listener, connection: StreamConnection | None) -> None:
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int,
+        listener: Listener,
+        connection: StreamConnection | None,
+    ) -> None:
         self.transport = transport
         self.host = host
         self.port = port
@@ -170,7 +177,9 @@ class TransportLayer:
         self.on_bad_message = on_bad_message
         self.listeners: list[Listener] = []
         self.connections: dict[tuple[str, str, int], StreamConnection] = {}
-        self._connecting: dict[tuple[str, str, int], list[tuple[bytes, SendErrorCallback | None]]] = {}
+        self._connecting: dict[
+            tuple[str, str, int], list[tuple[bytes, SendErrorCallback | None]]
+        ] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.dropped_datagrams = 0
         self.rejected_connections = 0
@@ -198,7 +207,12 @@ class TransportLayer:
             ssl_ctx = self._server_ssl_context() if address.transport == "tls" else None
             server = await self.loop.create_server(
                 lambda: StreamConnection(self, listener, outgoing=False),
-                address.host, address.port, family=family, ssl=ssl_ctx, reuse_address=True, backlog=512,
+                address.host,
+                address.port,
+                family=family,
+                ssl=ssl_ctx,
+                reuse_address=True,
+                backlog=512,
             )
             listener.server = server
             listener.port = server.sockets[0].getsockname()[1]
@@ -234,7 +248,7 @@ class TransportLayer:
             if listener.server is not None:
                 try:
                     await asyncio.wait_for(listener.server.wait_closed(), 2)
-                except (TimeoutError, asyncio.TimeoutError):
+                except TimeoutError:
                     pass
         self.listeners.clear()
 
@@ -276,7 +290,9 @@ class TransportLayer:
                 self.on_bad_message(exc, data, source)
                 continue
             if wire_logger.isEnabledFor(logging.DEBUG):
-                wire_logger.debug("recv %s from %s\n%s", len(data), source, data.decode(errors="replace"))
+                wire_logger.debug(
+                    "recv %s from %s\n%s", len(data), source, data.decode(errors="replace")
+                )
             on_message(message, source)
 
     # ---- sending ---------------------------------------------------------
@@ -289,7 +305,11 @@ class TransportLayer:
         connection: StreamConnection | None = None,
         on_error: SendErrorCallback | None = None,
     ) -> None:
-        """Send ``data`` to ``dest``; stream sends reuse ``connection`` or any open one, else connect."""
+        """Send ``data`` to ``dest``.
+
+        Stream sends reuse ``connection``, else any open connection to ``dest``,
+        else connect first (queueing what is sent meanwhile).
+        """
         if wire_logger.isEnabledFor(logging.DEBUG):
             wire_logger.debug("send %s to %s\n%s", len(data), dest, data.decode(errors="replace"))
         if dest.transport == "udp":
@@ -334,12 +354,14 @@ class TransportLayer:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
                     lambda: StreamConnection(self, listener, outgoing=True),
-                    dest.host, dest.port, ssl=ssl_ctx,
+                    dest.host,
+                    dest.port,
+                    ssl=ssl_ctx,
                     server_hostname=dest.host if ssl_ctx else None,
                 ),
                 self.config.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError, TimeoutError, ssl.SSLError) as exc:
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
             for _, on_error in self._connecting.pop(dest.key, []):
                 self._fail(on_error, exc if isinstance(exc, Exception) else OSError(str(exc)))
             return
@@ -348,15 +370,17 @@ class TransportLayer:
 
     # ---- stream bookkeeping ---------------------------------------------
 
-    def _register(self, conn: StreamConnection) -> bool:
+    def register(self, conn: StreamConnection) -> bool:
         if len(self.connections) >= self.config.max_connections:
             self.rejected_connections += 1
-            logger.warning("connection limit %d reached, refusing %s", self.config.max_connections, conn)
+            logger.warning(
+                "connection limit %d reached, refusing %s", self.config.max_connections, conn
+            )
             return False
         self.connections[conn.key] = conn
         return True
 
-    def _unregister(self, conn: StreamConnection) -> None:
+    def unregister(self, conn: StreamConnection) -> None:
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
 
@@ -405,7 +429,7 @@ class StreamConnection(asyncio.Protocol):
         host, port = normalize_host(peer[0]), peer[1]
         self.key = (self.transport_name, host, port)
         self.source = Source(self.transport_name, host, port, self.listener, self)
-        if not self.layer._register(self):
+        if not self.layer.register(self):
             self.closed = True
             transport.abort()
             return
@@ -415,7 +439,7 @@ class StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.registered:
-            self.layer._unregister(self)
+            self.layer.unregister(self)
         logger.debug("connection %s closed (%s)", self, exc)
 
     def data_received(self, data: bytes) -> None:
@@ -439,7 +463,9 @@ class StreamConnection(asyncio.Protocol):
             self.layer.on_bad_message(exc, data, source)
             self.close()
             return
-        self.partial_since = (self.partial_since or self.last_activity) if parser_has_partial(parser) else None
+        self.partial_since = (
+            (self.partial_since or self.last_activity) if parser_has_partial(parser) else None
+        )
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -447,8 +473,11 @@ class StreamConnection(asyncio.Protocol):
             self.transport.write(data)
             # a peer that never reads must not make us buffer without end
             if self.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-                logger.warning("closing %s: peer does not read (%d bytes queued)",
-                               self, self.transport.get_write_buffer_size())
+                logger.warning(
+                    "closing %s: peer does not read (%d bytes queued)",
+                    self,
+                    self.transport.get_write_buffer_size(),
+                )
                 self.transport.abort()
                 self.close()
 
@@ -456,7 +485,7 @@ class StreamConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.closed = True
             if self.registered:
-                self.layer._unregister(self)
+                self.layer.unregister(self)
             self.transport.close()
 
 

@@ -90,8 +90,21 @@ class Kamailio:
         cfg.write_text(self.cfg_text)
         self.log_path = run_dir / "kamailio.log"
         cmd = [
-            binary, "-f", str(cfg), "-DD", "-E", "-m", str(self.shm_mb), "-M", "8",
-            "-Y", str(run_dir), "-w", str(run_dir), "-P", str(run_dir / "kamailio.pid"),
+            binary,
+            "-f",
+            str(cfg),
+            "-DD",
+            "-E",
+            "-m",
+            str(self.shm_mb),
+            "-M",
+            "8",
+            "-Y",
+            str(run_dir),
+            "-w",
+            str(run_dir),
+            "-P",
+            str(run_dir / "kamailio.pid"),
             *self.extra_args,
         ]
         if self.cpu is not None:
@@ -99,7 +112,9 @@ class Kamailio:
         cmd = [*self.command_prefix, *cmd]
         logger.debug("starting %s", cmd)
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -118,7 +133,9 @@ class Kamailio:
             n = 0
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise KamailioError(f"kamailio exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
+                    raise KamailioError(
+                        f"kamailio exited with {self.proc.returncode}: {self.log_text()[-2000:]}"
+                    )
                 n += 1
                 probe = (
                     f"OPTIONS sip:{self.host}:{self.port} SIP/2.0\r\n"

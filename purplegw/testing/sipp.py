@@ -61,7 +61,8 @@ class SippResult:
     def describe(self) -> str:
         return (
             f"sipp rc={self.returncode} ok={self.successful} failed={self.failed} "
-            f"retrans={self.retransmissions}\nstderr: {self.stderr[-1500:]}\nerrors: {self.errors[-3000:]}"
+            f"retrans={self.retransmissions}\nstderr: {self.stderr[-1500:]}\n"
+            f"errors: {self.errors[-3000:]}"
         )
 
 
@@ -93,11 +94,36 @@ def run_sipp(
         local_host = "::1" if ":" in host else "127.0.0.1"
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         cmd = [
-            binary, target, "-sf", str(scenario), "-m", str(calls), "-s", service,
-            "-t", TRANSPORT_FLAGS[transport], "-i", local_host, "-p", str(free_port("both", local_host)),
-            "-cp", str(free_port("udp")), "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
-            "-recv_timeout", "10000", "-trace_stat", "-stf", str(stats_file), "-fd", "1",
-            "-trace_err", "-error_file", str(error_file),
+            binary,
+            target,
+            "-sf",
+            str(scenario),
+            "-m",
+            str(calls),
+            "-s",
+            service,
+            "-t",
+            TRANSPORT_FLAGS[transport],
+            "-i",
+            local_host,
+            "-p",
+            str(free_port("both", local_host)),
+            "-cp",
+            str(free_port("udp")),
+            "-nostdin",
+            "-timeout",
+            f"{int(timeout)}s",
+            "-timeout_error",
+            "-recv_timeout",
+            "10000",
+            "-trace_stat",
+            "-stf",
+            str(stats_file),
+            "-fd",
+            "1",
+            "-trace_err",
+            "-error_file",
+            str(error_file),
         ]
         if rate is not None:
             cmd += ["-r", str(rate), "-rp", str(rate_period_ms)]

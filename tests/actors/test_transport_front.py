@@ -17,7 +17,7 @@ import pytest
 from purplegw.actors.sip_front import SipFront, StaticRouter, start_front
 from purplegw.actors.transport import Address, parse_listen
 from purplegw.sip.headers import Headers
-from purplegw.sip.message import Request, Response, make_response
+from purplegw.sip.message import Request, make_response
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
 from purplegw.testing.corpus import corpus_dir
 
@@ -35,9 +35,19 @@ def wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str =
         time.sleep(0.01)
 
 
-def sip_request(method: str, port: int, lport: int, *, transport: str = "UDP", user: str = "alice",
-                branch: str = "z9hG4bK-t1", call_id: str = "c1@127.0.0.1", body: bytes = b"",
-                extra: str = "", cseq_method: str | None = None) -> bytes:
+def sip_request(
+    method: str,
+    port: int,
+    lport: int,
+    *,
+    transport: str = "UDP",
+    user: str = "alice",
+    branch: str = "z9hG4bK-t1",
+    call_id: str = "c1@127.0.0.1",
+    body: bytes = b"",
+    extra: str = "",
+    cseq_method: str | None = None,
+) -> bytes:
     head = (
         f"{method} sip:{user}@127.0.0.1:{port} SIP/2.0\r\n"
         f"Via: SIP/2.0/{transport} 127.0.0.1:{lport};branch={branch};rport\r\n"
@@ -85,7 +95,11 @@ def router() -> StaticRouter:
 
 @pytest.fixture
 def front(router: StaticRouter) -> Iterator[SipFront]:
-    config = {"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], "tcp_idle_timeout": 30, "max_connections": 8}
+    config = {
+        "listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
+        "tcp_idle_timeout": 30,
+        "max_connections": 8,
+    }
     with SipFront(config, router) as f:
         yield f
 
@@ -122,7 +136,8 @@ def test_response_carries_received_and_rport_and_goes_to_source_port(front, peer
     port = port_of(front, "udp")
     # the Via claims another host and port; rport asks for the packet's source
     data = sip_request("OPTIONS", port, peer.port).replace(
-        f"127.0.0.1:{peer.port};branch".encode(), b"192.0.2.1:5999;branch")
+        f"127.0.0.1:{peer.port};branch".encode(), b"192.0.2.1:5999;branch"
+    )
     peer.send(data, port)
     response = parse_datagram(peer.recv())
     via = response.top_via
@@ -144,7 +159,9 @@ def test_options_lists_capabilities(front, peer):
 
 def test_invite_is_refused_with_405_and_allow_statelessly(front, peer):
     port = port_of(front, "udp")
-    invite = sip_request("INVITE", port, peer.port, branch="z9hG4bK-inv", extra="Contact: <sip:t@127.0.0.1>\r\n")
+    invite = sip_request(
+        "INVITE", port, peer.port, branch="z9hG4bK-inv", extra="Contact: <sip:t@127.0.0.1>\r\n"
+    )
     peer.send(invite, port)
     response = parse_datagram(peer.recv())
     assert response.status == 405
@@ -180,11 +197,26 @@ def test_unknown_user_404(front, peer):
     ("data", "status", "reason_part"),
     [
         # no Call-ID: the message parses, validation names the missing field
-        (lambda p, lp: sip_request("MESSAGE", p, lp).replace(b"Call-ID: c1@127.0.0.1\r\n", b""), 400, "Call-ID"),
+        (
+            lambda p, lp: sip_request("MESSAGE", p, lp).replace(b"Call-ID: c1@127.0.0.1\r\n", b""),
+            400,
+            "Call-ID",
+        ),
         (lambda p, lp: sip_request("MESSAGE", p, lp, cseq_method="OPTIONS"), 400, "CSeq"),
-        (lambda p, lp: sip_request("MESSAGE", p, lp).replace(b"CSeq: 1 MESSAGE", b"CSeq: x MESSAGE"), 400, "CSeq"),
-        (lambda p, lp: sip_request("MESSAGE", p, lp, body=b"hello").replace(b"Content-Length: 5", b"Content-Length: 50"),
-         400, "Content-Length"),
+        (
+            lambda p, lp: sip_request("MESSAGE", p, lp).replace(
+                b"CSeq: 1 MESSAGE", b"CSeq: x MESSAGE"
+            ),
+            400,
+            "CSeq",
+        ),
+        (
+            lambda p, lp: sip_request("MESSAGE", p, lp, body=b"hello").replace(
+                b"Content-Length: 5", b"Content-Length: 50"
+            ),
+            400,
+            "Content-Length",
+        ),
     ],
     ids=["missing-call-id", "cseq-method-mismatch", "bad-cseq-number", "content-length-too-large"],
 )
@@ -201,7 +233,12 @@ def test_malformed_request_gets_400_naming_the_fault(front, peer, data, status, 
 def _corpus_request(name: str, port: int, lport: int) -> bytes:
     data = (corpus_dir() / "rfc4475" / f"{name}.dat").read_bytes()
     # answer to our socket, not example.com: rewrite the top Via sent-by
-    return re.sub(rb"Via: SIP/2.0/\w+ [^;\r\n]+", f"Via: SIP/2.0/UDP 127.0.0.1:{lport}".encode(), data, count=1)
+    return re.sub(
+        rb"Via: SIP/2.0/\w+ [^;\r\n]+",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{lport}".encode(),
+        data,
+        count=1,
+    )
 
 
 @pytest.mark.parametrize(
@@ -288,12 +325,18 @@ def test_tcp_framing_across_partial_writes_and_pipelining(front, router):
     port = port_of(front, "tcp")
     with tcp_connect(port) as sock:
         lport = sock.getsockname()[1]
-        one = sip_request("MESSAGE", port, lport, transport="TCP", branch="z9hG4bK-p1", body=b"part")
+        one = sip_request(
+            "MESSAGE", port, lport, transport="TCP", branch="z9hG4bK-p1", body=b"part"
+        )
         for i in range(0, len(one), 7):  # dribble the message in 7-byte writes
-            sock.sendall(one[i:i + 7])
+            sock.sendall(one[i : i + 7])
             time.sleep(0.002)
-        two = sip_request("MESSAGE", port, lport, transport="TCP", branch="z9hG4bK-p2", call_id="c2", body=b"b2")
-        three = sip_request("OPTIONS", port, lport, transport="TCP", branch="z9hG4bK-p3", call_id="c3")
+        two = sip_request(
+            "MESSAGE", port, lport, transport="TCP", branch="z9hG4bK-p2", call_id="c2", body=b"b2"
+        )
+        three = sip_request(
+            "OPTIONS", port, lport, transport="TCP", branch="z9hG4bK-p3", call_id="c3"
+        )
         sock.sendall(b"\r\n\r\n" + two + three)  # a keep-alive, then two messages in one write
         responses = read_messages(sock, 3)
     assert [r.status for r in responses] == [202, 202, 200]
@@ -305,7 +348,9 @@ def test_tcp_stream_error_answers_and_closes(front):
     port = port_of(front, "tcp")
     with tcp_connect(port) as sock:
         lport = sock.getsockname()[1]
-        bad = sip_request("MESSAGE", port, lport, transport="TCP").replace(b"Content-Length: 0\r\n", b"")
+        bad = sip_request("MESSAGE", port, lport, transport="TCP").replace(
+            b"Content-Length: 0\r\n", b""
+        )
         sock.sendall(bad)
         data = b""
         while chunk := sock.recv(65535):
@@ -376,20 +421,31 @@ def _self_signed(tmp_path: Path) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     import ipaddress
 
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return str(cert_path), str(key_path)
 
 
@@ -399,8 +455,10 @@ def test_tls_listener_answers(tmp_path):
     with SipFront(config, StaticRouter(users={"alice"})) as f:
         port = port_of(f, "tls")
         ctx = ssl.create_default_context(cafile=cert)
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+        ):
             lport = sock.getsockname()[1]
             sock.sendall(sip_request("MESSAGE", port, lport, transport="TLS"))
             assert read_messages(sock, 1)[0].status == 202
@@ -456,13 +514,18 @@ def test_send_request_udp_gets_final_response(front, peer):
     assert request.method == "MESSAGE"
     assert request.body == b"from the gateway"
     assert request.top_via.branch.startswith("z9hG4bK")
-    peer.send(b"SIP/2.0 200 OK\r\n" + _echo_headers(request) + b"Content-Length: 0\r\n\r\n",
-              port_of(front, "udp"))
+    peer.send(
+        b"SIP/2.0 200 OK\r\n" + _echo_headers(request) + b"Content-Length: 0\r\n\r\n",
+        port_of(front, "udp"),
+    )
     assert future.result(TIMEOUT).status == 200
 
 
 def _echo_headers(request: Request) -> bytes:
-    return "".join(f"{name}: {request.headers.get(name)}\r\n" for name in ("Via", "From", "To", "Call-ID", "CSeq")).encode()
+    return "".join(
+        f"{name}: {request.headers.get(name)}\r\n"
+        for name in ("Via", "From", "To", "Call-ID", "CSeq")
+    ).encode()
 
 
 def test_send_request_times_out_with_408(peer):
@@ -487,7 +550,11 @@ def test_send_request_tcp_opens_connection_and_reuses_it(front):
             conn.settimeout(TIMEOUT)
             requests = read_messages(conn, 2)
             for request in requests:
-                conn.sendall(b"SIP/2.0 202 Accepted\r\n" + _echo_headers(request) + b"Content-Length: 0\r\n\r\n")
+                conn.sendall(
+                    b"SIP/2.0 202 Accepted\r\n"
+                    + _echo_headers(request)
+                    + b"Content-Length: 0\r\n\r\n"
+                )
             assert [fut.result(TIMEOUT).status for fut in futures] == [202, 202]
         server.settimeout(0.2)
         with pytest.raises(TimeoutError):
@@ -503,7 +570,9 @@ def test_send_request_connection_refused_gives_503(front):
 
 
 def test_start_front_from_config_section():
-    handle = start_front({"listen": ["udp:127.0.0.1:0"], "domain": "example.test", "unknown_key": 1})
+    handle = start_front(
+        {"listen": ["udp:127.0.0.1:0"], "domain": "example.test", "unknown_key": 1}
+    )
     try:
         assert handle.listen[0].startswith("udp:127.0.0.1:")
         assert handle.config.domain == "example.test"
@@ -514,7 +583,9 @@ def test_start_front_from_config_section():
 def test_front_as_pykka_actor(peer):
     from purplegw.actors.sip_front import SipFrontActor
 
-    ref = SipFrontActor.start(config={"listen": ["udp:127.0.0.1:0"]}, router=StaticRouter(users={"alice"}))
+    ref = SipFrontActor.start(
+        config={"listen": ["udp:127.0.0.1:0"]}, router=StaticRouter(users={"alice"})
+    )
     try:
         proxy = ref.proxy()
         assert proxy.ping().get(timeout=TIMEOUT)

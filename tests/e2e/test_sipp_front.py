@@ -34,7 +34,9 @@ def front(router: StaticRouter) -> Iterator[SipFront]:
 
 def sipp(front: SipFront, scenario: str, transport: str, **kwargs) -> SippResult:
     port = next(lst.port for lst in front.listeners if lst.transport == transport)
-    return run_sipp(SCENARIOS / f"{scenario}.xml", "127.0.0.1", port, transport=transport, timeout=20, **kwargs)
+    return run_sipp(
+        SCENARIOS / f"{scenario}.xml", "127.0.0.1", port, transport=transport, timeout=20, **kwargs
+    )
 
 
 def assert_passed(result: SippResult, calls: int = 1) -> None:
@@ -78,7 +80,9 @@ def test_subscribe_gets_202_and_notify_then_unsubscribe(front, router, transport
 def test_many_messages_each_delivered_once(front, router, transport):
     before = len(router.received)
     calls = 300
-    result = sipp(front, "message", transport, service="alice", calls=calls, rate=300, max_concurrent=50)
+    result = sipp(
+        front, "message", transport, service="alice", calls=calls, rate=300, max_concurrent=50
+    )
     assert_passed(result, calls)
     call_ids = [r.call_id for r in router.received[before:]]
     assert len(call_ids) == calls

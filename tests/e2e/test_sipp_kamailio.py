@@ -29,8 +29,15 @@ def kamailio() -> Iterator[Kamailio]:
 
 
 def test_message_scenario_passes_against_kamailio(kamailio):
-    result = run_sipp(ROOT / "tests" / "e2e" / "scenarios" / "message.xml", "127.0.0.1", kamailio.port,
-                      calls=50, rate=100, timeout=20, trace_rtt=True)
+    result = run_sipp(
+        ROOT / "tests" / "e2e" / "scenarios" / "message.xml",
+        "127.0.0.1",
+        kamailio.port,
+        calls=50,
+        rate=100,
+        timeout=20,
+        trace_rtt=True,
+    )
     assert result.returncode == 0, result.describe()
     assert result.successful == 50
     assert len(result.response_times_ms) == 50
@@ -38,8 +45,13 @@ def test_message_scenario_passes_against_kamailio(kamailio):
 
 def test_scenario_fails_when_the_answer_is_wrong(kamailio):
     # Kamailio answers 200, the scenario wants 404: sipp must report the failure
-    result = run_sipp(ROOT / "tests" / "e2e" / "scenarios" / "message_404.xml", "127.0.0.1", kamailio.port,
-                      calls=1, timeout=15)
+    result = run_sipp(
+        ROOT / "tests" / "e2e" / "scenarios" / "message_404.xml",
+        "127.0.0.1",
+        kamailio.port,
+        calls=1,
+        timeout=15,
+    )
     assert result.returncode != 0
     assert result.failed == 1
 
