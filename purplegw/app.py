@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     """Run until SIGTERM; the process exit code."""
     from purplegw.actors.gateway import Gateway, GatewaySettings  # noqa: PLC0415
+    from purplegw.actors.presence import PresenceSettings  # noqa: PLC0415
     from purplegw.actors.process import run  # noqa: PLC0415
     from purplegw.actors.sip_front import FrontConfig, SipFront  # noqa: PLC0415
 
@@ -42,6 +43,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             directory=runtime.directory,
             canonical=registry.canonical,
             user_at_host=user_at_host,
+            presence=PresenceSettings.from_section(config.sections.get("presence")),
         )
         front = SipFront(FrontConfig.from_section(config["sip"]), gateway).start()
 

@@ -1,0 +1,150 @@
+"""Presence end to end: pjsua2 phones <-> purplegw daemon <-> Prosody <-> an XMPP user.
+
+pjsip's own stack publishes (PUBLISH, PIDF+RPID), subscribes (SUBSCRIBE) and
+reports the NOTIFYs it accepts as buddy states; the XMPP user is an
+independent slixmpp client on a real Prosody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from purplegw.testing.pjsua_agent import PjsuaAgent
+from purplegw.testing.xmpp_peer import XmppPeer
+from purplegw.testing.gateway import GatewayProcess
+
+
+@pytest.fixture
+def setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    tag = tmp_path.name[-8:].replace("_", "").lower()
+    account = prosody.create_user(f"palice{tag}")
+    bob = prosody.create_user(f"pbob{tag}")
+    gateway = GatewayProcess(tmp_path, extra_config="\n".join([
+        "[protocols.xmpp]",
+        f'server = "127.0.0.1:{prosody.port}"',
+        f'ca_file = "{prosody.ca_file}"',
+    ]))
+    gateway.cli("db", "init")
+    gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin="sippw\n")
+    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
+                stdin=account.password + "\n")
+    gateway.start()
+    peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
+    try:
+        gateway.wait_accounts("connected")
+        peer.start()
+        yield {"gateway": gateway, "account": account, "bob": bob, "peer": peer}
+    finally:
+        peer.stop()
+        code = gateway.stop()
+        assert code == 0, gateway.log_text()
+
+
+def phone(gateway: GatewayProcess, *, publish: bool = False) -> PjsuaAgent:
+    agent = PjsuaAgent.start()
+    agent.account("sip:alice@sip.test", registrar=gateway.uri, username="alice",
+                  password="sippw", proxy=f"{gateway.uri};lr", publish=publish)
+    event = agent.wait_for(lambda e: e["event"] == "reg")
+    assert event["code"] == 200, event
+    return agent
+
+
+def buddy(agent: PjsuaAgent, uri: str, **want: str) -> dict[str, Any]:
+    return agent.wait_for(
+        lambda e: e["event"] == "buddy" and e["uri"] == uri
+        and all(e.get(k) == v for k, v in want.items()), timeout=30)
+
+
+def test_publish_reaches_xmpp_and_contact_request_is_answered_from_the_phone(
+    setup: dict[str, Any],
+) -> None:
+    gateway, account, bob, peer = (setup[k] for k in ("gateway", "account", "bob", "peer"))
+    with phone(gateway, publish=True) as agent:
+        # bob asks to see alice's presence: the phone gets a MESSAGE and answers it.
+        peer.subscribe(account.jid)
+        ask = agent.wait_for(lambda e: e["event"] == "im" and "asks to see your presence"
+                             in e["body"], timeout=30)
+        assert bob.jid in ask["body"], ask
+        assert f"sip:{bob.jid};proto=xmpp" in ask["from"]
+        agent.message(ask["from"].strip("<>"), "Allow")
+        status = agent.wait_for(lambda e: e["event"] == "im_status" and e["body"] == "Allow")
+        assert status["code"] == 200, (status, gateway.log_text())
+        peer.wait_for(lambda e: e.kind == "subscribed" and e.bare == account.jid, timeout=30)
+
+        agent.publish(True, "away", "in a meeting")
+        got = peer.wait_for(lambda e: e.kind == "presence" and e.bare == account.jid
+                            and e.show == "away", timeout=30)
+        assert got.status == "in a meeting", got
+
+        # basic=closed logs the XMPP account out, open logs it in again.
+        agent.publish(False)
+        peer.wait_for(lambda e: e.kind == "presence" and e.bare == account.jid
+                      and e.ptype == "unavailable" and e.at > got.at, timeout=30)
+        gateway.wait_accounts("logged_out", timeout=30)
+        agent.publish(True, "busy", "on a call")
+        back = peer.wait_for(lambda e: e.kind == "presence" and e.bare == account.jid
+                             and e.show == "dnd" and e.at > got.at, timeout=60)
+        assert back.status == "on a call"
+        gateway.wait_accounts("connected", timeout=30)
+    # The "Allow" answer was consumed by the gateway, never sent to bob.
+    assert "Allow" not in peer.received_bodies(account.jid)
+
+
+def test_subscribe_pending_then_active_notifies_every_device_and_survives_restart(
+    setup: dict[str, Any],
+) -> None:
+    gateway, account, bob, peer = (setup[k] for k in ("gateway", "account", "bob", "peer"))
+    uri = f"sip:{bob.jid}"
+    first = phone(gateway)
+    second: PjsuaAgent | None = None
+    try:
+        first.subscribe(uri)
+        buddy(first, uri, sub_state="PENDING")
+        peer.wait_for(lambda e: e.kind == "subscribe" and e.bare == account.jid, timeout=30)
+        peer.answer_subscription(account.jid, allow=True)
+        buddy(first, uri, sub_state="ACTIVE", status="online")
+
+        peer.send_presence(show="dnd", status="deep in code")
+        state = buddy(first, uri, activity="busy", note="deep in code")
+        assert state["status"] == "online"
+
+        # A second device of the same user: active at once, with the current state.
+        second = phone(gateway)
+        second.subscribe(uri)
+        buddy(second, uri, sub_state="ACTIVE", note="deep in code")
+        peer.send_presence(show="away", status="lunch")
+        for agent in (first, second):
+            buddy(agent, uri, activity="away", note="lunch")
+
+        # Unsubscribe one device: the other keeps getting changes.
+        second.unsubscribe(uri)
+        buddy(second, uri, sub_state="TERMINATED")
+        seen_by_second = len(second.matching(lambda e: e["event"] == "buddy"))
+
+        # The subscription survives a gateway restart (kept in the store).
+        assert gateway.stop() == 0
+        gateway.start()
+        gateway.wait_accounts("connected")
+        peer.send_presence(show="xa", status="gone fishing")
+        buddy(first, uri, note="gone fishing")
+        assert len(second.matching(lambda e: e["event"] == "buddy")) == seen_by_second
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_refused_subscription_is_terminated_rejected(setup: dict[str, Any]) -> None:
+    gateway, account, bob, peer = (setup[k] for k in ("gateway", "account", "bob", "peer"))
+    uri = f"sip:{bob.jid}"
+    with phone(gateway) as agent:
+        agent.subscribe(uri)
+        buddy(agent, uri, sub_state="PENDING")
+        peer.wait_for(lambda e: e.kind == "subscribe" and e.bare == account.jid, timeout=30)
+        peer.answer_subscription(account.jid, allow=False)
+        state = buddy(agent, uri, sub_state="TERMINATED")
+        assert state["sub_term_reason"] == "rejected", state
