@@ -392,8 +392,6 @@ class SipFront:
         if response.status >= 200:
             txn.answered = True
             self.timers.cancel((txn.key, "deferred"))
-        if "Server" not in response.headers:
-            response.headers.add("Server", USER_AGENT)
         actions = txn.machine.send_response(response)
         self._run_server_actions(
             txn, actions, compact=response.status >= 200 and txn.source.transport == "udp"
@@ -500,7 +498,7 @@ class SipFront:
                 host, port = source.host, source.port
             else:
                 host, port = response_destination(via)
-            self.transports.send(data, Address("udp", host, port))
+            self.transports.send_datagram(data, host, port, source.listener)
             return (data, host, port)
         self.transports.send(data, source.address, connection=source.connection)
         return None

@@ -297,6 +297,26 @@ class TransportLayer:
 
     # ---- sending ---------------------------------------------------------
 
+    def send_datagram(self, data: bytes, host: str, port: int, listener: Listener) -> None:
+        """UDP fast path for responses: from the socket the request came in on."""
+        sock = listener.sock
+        if sock is None or (":" in host) != (":" in listener.host):
+            self.send(data, Address("udp", host, port))
+            return
+        if wire_logger.isEnabledFor(logging.DEBUG):
+            wire_logger.debug(
+                "send %s to udp:%s\n%s",
+                len(data),
+                format_hostport(host, port),
+                data.decode(errors="replace"),
+            )
+        try:
+            sock.sendto(data, (host, port))
+        except BlockingIOError:
+            self.dropped_datagrams += 1
+        except OSError as exc:
+            logger.info("udp send to %s failed: %s", format_hostport(host, port), exc)
+
     def send(
         self,
         data: bytes,
