@@ -152,8 +152,9 @@ class StreamParser:
     """Incremental parser for one stream connection (h11-style).
 
     ``feed(data)`` appends bytes; ``next_message()`` returns a message or
-    ``NEED_DATA``.  CRLFs between messages (RFC 5626 keep-alives) are skipped
-    and counted in ``keepalives``.  Exceeding the size caps raises with
+    ``NEED_DATA``.  CRLFs between messages are skipped; CRLFCRLF pings (RFC
+    5626) are counted in ``keepalives`` so the driver can answer each with a
+    CRLF pong.  Exceeding the size caps raises with
     status hint 513 (Message Too Large).
     """
 
@@ -161,6 +162,7 @@ class StreamParser:
         self.max_message_size = max_message_size
         self.max_header_size = max_header_size
         self.keepalives = 0
+        self._crlfs = 0
         self._buf = bytearray()
         self._pending: tuple[Message, int] | None = None
         self._error: SipError | None = None
@@ -190,8 +192,14 @@ class StreamParser:
             while buf.startswith(b"\r\n", skip):
                 skip += 2
             if skip:
-                self.keepalives += skip // 4 or 1
+                # RFC 5626 3.5.1: a ping is CRLFCRLF (possibly split across
+                # reads), a lone CRLF is a pong and needs no answer
+                self._crlfs += skip // 2
+                self.keepalives += self._crlfs // 2
+                self._crlfs %= 2
                 del buf[:skip]
+            if buf and buf[0] != 0x0D:  # a message starts: no ping in progress
+                self._crlfs = 0
             end = buf.find(b"\r\n\r\n", 0, self.max_header_size + 4)
             if end < 0:
                 if len(buf) > self.max_header_size:

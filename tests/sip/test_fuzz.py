@@ -232,3 +232,22 @@ def test_uri_and_name_addr_round_trip(text: str, display: str | None, tag: str |
     assert na.tag == tag
     assert (na.display_name or None) == (display or None)
     assert parse_name_addr(str(na)) == na
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(messages(), min_size=1, max_size=4), st.lists(st.integers(1, 200), max_size=30),
+       st.booleans())
+def test_stream_framing_matches_datagrams(batch: list[bytes], cuts: list[int], pings: bool) -> None:
+    wire = b"".join((b"\r\n\r\n" if pings else b"") + serialize(parse_datagram(m)) for m in batch)
+    stream = StreamParser()
+    got = []
+    pos = 0
+    for cut in [*cuts, len(wire)]:
+        stream.feed(wire[pos : pos + cut])
+        pos += cut
+        while (msg := stream.next_message()) is not NEED_DATA:
+            got.append(msg)
+    expected = [parse_datagram(m) for m in batch]
+    assert [serialize(m) for m in got] == [serialize(m) for m in expected]
+    assert stream.buffered == 0
+    assert stream.keepalives == (len(batch) if pings else 0)
