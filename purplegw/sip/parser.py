@@ -176,6 +176,11 @@ class StreamParser:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def has_partial(self) -> bool:
+        """Bytes of an incomplete message are waiting (for idle-timeout policies)."""
+        return self._pending is not None or bool(self._buf.strip(b"\r\n"))
+
     def next_message(self) -> Message | NeedData:
         if self._error is not None:
             raise self._error

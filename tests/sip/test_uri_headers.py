@@ -221,3 +221,16 @@ def test_serialize_refuses_injection_in_start_line() -> None:
     resp = make_response(req, 200, "OK\r\nX-Injected: 1")
     with pytest.raises(LocalProtocolError):
         serialize(resp)
+
+
+def test_stream_has_partial() -> None:
+    parser = StreamParser()
+    assert not parser.has_partial
+    parser.feed(b"\r\n\r\n")
+    assert not parser.has_partial  # only a ping
+    parser.feed(request_bytes(body=b"12345")[:-2])
+    assert parser.next_message() is NEED_DATA
+    assert parser.has_partial
+    parser.feed(b"45")
+    assert isinstance(parser.next_message(), Request)
+    assert not parser.has_partial
