@@ -500,7 +500,18 @@ class SipFront:
                 host, port = response_destination(via)
             self.transports.send_datagram(data, host, port, source.listener)
             return (data, host, port)
-        self.transports.send(data, source.address, connection=source.connection)
+        dest = source.address
+        if source.connection is None or source.connection.closed:
+            # RFC 3261 18.2.2: the connection is gone; open one to the Via's
+            # received address and sent-by port (not to the old ephemeral port)
+            try:
+                via = request.top_via
+            except RemoteProtocolError:
+                via = None
+            if via is not None:
+                host, port = response_destination(via)
+                dest = Address(source.transport, host, port)
+        self.transports.send(data, dest, connection=source.connection)
         return None
 
     def _allow(self) -> str:

@@ -594,3 +594,34 @@ def test_front_as_pykka_actor(peer):
         assert parse_datagram(peer.recv()).status == 202
     finally:
         ref.stop()
+
+
+def test_tcp_response_after_the_connection_closed_goes_to_via_port():
+    class Late:
+        allow = frozenset({"MESSAGE"})
+
+        def __init__(self):
+            self.pending = []
+
+        def handle(self, request, source, reply):
+            self.pending.append((request, reply))
+
+    router = Late()
+    with SipFront({"listen": ["tcp:127.0.0.1:0"]}, router) as f, socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(TIMEOUT)
+        via_port = server.getsockname()[1]
+        port = port_of(f, "tcp")
+        with tcp_connect(port) as sock:
+            sock.sendall(
+                sip_request("MESSAGE", port, via_port, transport="TCP").replace(b";rport", b"")
+            )
+            wait_for(lambda: router.pending, what="request routed")
+        wait_for(lambda: not f.transports.connections, what="connection gone")
+        request, reply = router.pending[0]
+        reply(make_response(request, 202))
+        conn, _ = server.accept()  # the front connected to the Via sent-by port
+        with conn:
+            conn.settimeout(TIMEOUT)
+            assert read_messages(conn, 1)[0].status == 202
