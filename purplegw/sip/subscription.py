@@ -8,8 +8,8 @@ Rules:
    423 with Min-Expires and changes nothing (RFC 6665 4.2.1.1).  Longer than
    ``max_expires`` is lowered; absent means ``default_expires``.
 2. The initial SUBSCRIBE creates the dialog (our To tag), is answered 200
-   (or 202 while PENDING), and is followed at once by a NOTIFY
-   (4.2.1.2): ``active;expires=N`` or ``pending;expires=N``.
+   even while PENDING (RFC 6665 8.3.1 retired 202), and is followed at once
+   by a NOTIFY (4.2.1.2): ``active;expires=N`` or ``pending;expires=N``.
 3. A refresh (in-dialog SUBSCRIBE, Expires > 0) answers 200, re-arms the
    expiry timer ``subscription_expires`` and sends a NOTIFY.
 4. Expires: 0 (initial "fetch" or unsubscribe) answers 200 and sends a final
@@ -196,7 +196,7 @@ class Subscription:
             event = "unsubscribe" if granted == 0 else "refresh"
         self._go(event)
         self.expires_at = now + granted
-        status = 202 if self.state is PENDING else 200
+        status = 200  # also while pending: RFC 6665 8.3.1 retired 202 for SUBSCRIBE
         response = make_response(
             request,
             status,
