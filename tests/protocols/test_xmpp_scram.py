@@ -1,4 +1,9 @@
-"""slixmpp's SCRAM key derivation, replaced by hashlib's PBKDF2, gives the same keys."""
+"""Process-level tuning done by the XMPP session module.
+
+slixmpp's SCRAM key derivation, replaced by hashlib's PBKDF2, gives the same
+keys; asyncio's TLS read buffer is shrunk (every TLS test in this directory
+runs with it).
+"""
 
 from __future__ import annotations
 
@@ -40,3 +45,12 @@ def test_fast_scram_derivation_equals_slixmpps(hash_name):
             fast(Mech(), b"password", b"salt", 4096).hex()
             == "4b007901b765489abead49d926f721d065a429c1"
         )
+
+
+def test_asyncio_tls_read_buffer_is_limited():
+    from asyncio import sslproto
+
+    from purplegw.protocols.xmpp.session import TLS_READ_BUFFER, client_class
+
+    client_class()
+    assert sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 16 * 1024
