@@ -233,6 +233,13 @@ class AccountCore:
         snapshot["queued"] = len(self._outbox)
         return snapshot
 
+    def _undeliverable(self, message: Any) -> None:
+        # A request told just before the actor stopped still gets an answer.
+        if isinstance(message, messages.ProxyCall) and message.attr_path == ("request",):
+            reply = message.args[2]
+            if reply is not None:
+                reply.set(Outcome(480, "account stopped"))
+
     def current_session(self) -> Session | None:
         """The live Session object, for tests and debugging only.
 
@@ -605,6 +612,19 @@ class ThreadAccountActor(AccountCore, pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         self._loop_thread.stop()
+
+    def _actor_loop_teardown(self) -> None:
+        # pykka drops tells left in the inbox; answer our requests first.
+        asks = []
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            if envelope.reply_to is None:
+                self._undeliverable(envelope.message)
+            else:
+                asks.append(envelope)
+        for envelope in asks:
+            self.actor_inbox.put(envelope)
+        super()._actor_loop_teardown()
 
     def on_failure(self, *_exc: object) -> None:
         self._loop_thread.stop()

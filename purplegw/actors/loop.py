@@ -176,10 +176,14 @@ class LoopActor(pykka.Actor):
         if self.actor_stopped.is_set():
             self._fail_pending()
 
+    def _undeliverable(self, message: Any) -> None:
+        """Triggered for a ``tell`` that arrived after the actor stopped."""
+
     def _fail_pending(self) -> None:
         while not self.actor_inbox.empty():
             envelope = self.actor_inbox.get()
             if envelope.reply_to is None:
+                self._undeliverable(envelope.message)
                 continue
             if isinstance(envelope.message, messages._ActorStop):  # noqa: SLF001
                 envelope.reply_to.set(None)

@@ -24,7 +24,7 @@ FAST = {
     "login_timeout": 0.5,
     "send_timeout": 0.5,
     "logout_timeout": 0.5,
-    "shutdown_timeout": 5.0,
+    "shutdown_timeout": 20.0,
     "flap_attempts": 1000,
     "worker_restart_delay": 0.2,
 }

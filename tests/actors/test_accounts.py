@@ -57,6 +57,7 @@ def test_one_account_failing_never_stops_the_others(
     accounts.apply(_rows())
     wait_for(lambda: len(network.online() & {f"user{n}@dummy" for n in range(GOOD)}) == GOOD,
              what="good accounts online")
+    wait_for(lambda: {"sendhang@dummy", "sendraise@dummy"} <= network.online())
     # While the others raise, hang, drop, reconnect and time out, the good
     # ones keep exchanging messages, round after round.
     hanging_sends = [

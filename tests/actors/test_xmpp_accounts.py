@@ -89,6 +89,7 @@ def test_200_xmpp_accounts_one_failing_each_way(
     good = list(range(2, N))
     wait_for(lambda: _online(accounts, {f"x{i}" for i in good}), timeout=120,
              what="198 XMPP accounts online")
+    wait_for(lambda: {"sendhang@dummy", "sendraise@dummy"} <= network.online(), timeout=60)
     wait_for(lambda: state_of(accounts, "x0")["state"] == "bad_credentials", timeout=60)
     wait_for(lambda: state_of(accounts, "x1")["state"] == "bad_credentials", timeout=60)
 
