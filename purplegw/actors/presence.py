@@ -24,7 +24,8 @@ Rule 2. basic=closed (or the last publication removed or expired) logs the
 Rule 3. SUBSCRIBE (RFC 6665/3856, Event: presence) from a SIP user to an
         external contact: the Request-URI is resolved as for MESSAGE
         (purplegw.addressing).  While the contact has not authorized the
-        user, the subscription is ``pending`` (202) and the contact is added
+        user, the subscription is ``pending`` (the NOTIFY says so; the answer is
+        200, RFC 6665 retired 202) and the contact is added
         to the account's roster, which sends the subscription request.  The
         contact's answer or presence makes it ``active``; a refusal
         terminates it with ``reason=rejected``.
