@@ -39,7 +39,7 @@ from .message import Request, Response, make_response
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRANSITIONS", "SubState", "Subscription", "subscription_state"]
+__all__ = ["TIMER", "TRANSITIONS", "SubState", "Subscription", "subscription_state"]
 
 TIMER = "subscription_expires"
 
