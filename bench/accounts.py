@@ -13,6 +13,9 @@ Runtimes (``--runtimes``, default all three):
                         monkey-patched process, without pykka (pykka 3+ has no
                         gevent runtime).  Needs ``pip install -e .[bench]``.
 
+``--network dummy`` replaces Prosody by the in-process ``dummy`` adapter:
+what the runtime itself costs, without TLS, XML and a server.
+
 Every measurement runs in a fresh process (clean RSS, gevent patches
 isolated) against a throw-away Prosody on loopback (STARTTLS with one shared
 SSL context, XMPP adapter as in production), restarted before every run
@@ -67,19 +70,25 @@ def child(args: argparse.Namespace) -> None:
     from purplegw.actors import listener
     from purplegw.actors.state import AccountState, ActorsConfig
     from purplegw.protocols.base import AccountCredentials
-    from purplegw.protocols.xmpp import Adapter
+    if args.network == "dummy":
+        from purplegw.protocols.dummy import Adapter
+    else:
+        from purplegw.protocols.xmpp import Adapter
+    protocol = "dummy" if args.network == "dummy" else "xmpp"
+    domain = "dummy" if args.network == "dummy" else "localhost"
 
     n = args.accounts
     pings = args.pings
     xmpp = {"server": args.server, "ca_file": args.ca_file, "keepalive": 0,
             "connect_timeout": 300, "login_timeout": 300}
+    protocol_config = xmpp if protocol == "xmpp" else {}
     config = ActorsConfig.from_section({
         "runtime": args.child if args.child != "gevent" else "shared_loop",
         "login_timeout": 600, "send_timeout": 120, "queue_limit": 1000,
         "backoff_initial": 1.0,
     })
-    rows = [AccountCredentials(i, f"b{i}", f"{args.prefix}{i}@localhost", "xmpp",
-                               f"pw{i}-{args.prefix}", "xmpp") for i in range(n)]
+    rows = [AccountCredentials(i, f"b{i}", f"{args.prefix}{i}@{domain}", protocol,
+                               f"pw{i}-{args.prefix}", protocol) for i in range(n)]
     lock = threading.Lock()
     connected: set[int] = set()
     handles: dict[str, object] = {}
@@ -115,7 +124,7 @@ def child(args: argparse.Namespace) -> None:
                         handles[me].send_message(jid_of[me + 1], f"ping {left}", f"m{left}")
 
     listener.add_sink(Sink())
-    adapters = {"xmpp": Adapter()}
+    adapters = {protocol: Adapter()}
 
     class Registry:
         def get(self, protocol: str) -> Adapter:
@@ -135,8 +144,8 @@ def child(args: argparse.Namespace) -> None:
         class GeventAccount(AccountCore):
             def __init__(self, row: AccountCredentials) -> None:
                 self._loop = loop
-                self._setup(credentials=row, adapter=adapters["xmpp"], config=config,
-                            protocol_config=xmpp, shared=shared)
+                self._setup(credentials=row, adapter=adapters[protocol], config=config,
+                            protocol_config=protocol_config, shared=shared)
 
             def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
                 future = OutcomeFuture()
@@ -162,7 +171,7 @@ def child(args: argparse.Namespace) -> None:
             time.sleep(seconds)
 
         shared_loop()
-        accounts = LocalAccounts(config, Registry(), {"xmpp": xmpp})
+        accounts = LocalAccounts(config, Registry(), {protocol: protocol_config})
         base = rss_kib()
         started = time.perf_counter()
         accounts.apply(rows)
@@ -204,9 +213,12 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(prosody: object, runtime: str, n: int, prefix: str, pings: int, timeout: float) -> dict:
-    prosody.restart()
-    command = [sys.executable, __file__, "--child", runtime, "--accounts", str(n),
-               "--server", prosody.address, "--ca-file", prosody.ca_file,
+    if prosody is None:
+        server = ["--network", "dummy"]
+    else:
+        prosody.restart()
+        server = ["--server", prosody.address, "--ca-file", prosody.ca_file]
+    command = [sys.executable, __file__, "--child", runtime, "--accounts", str(n), *server,
                "--prefix", prefix, "--pings", str(pings), "--timeout", str(timeout)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout + 900,
                             check=False)
@@ -247,6 +259,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default=",".join(RUNTIMES))
     parser.add_argument("--pings", type=int, default=5, help="round trips per pair of accounts")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for all logins")
+    parser.add_argument("--network", choices=("prosody", "dummy"), default="prosody",
+                        help="dummy: in-process fake network, measures the runtime alone")
     parser.add_argument("--child", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--server", help=argparse.SUPPRESS)
     parser.add_argument("--ca-file", help=argparse.SUPPRESS)
@@ -258,21 +272,30 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from purplegw.testing.prosody import Prosody, prosody_binary
-
-    if prosody_binary() is None:
-        sys.exit("Prosody is not installed (Debian package: prosody)")
     counts = [int(c) for c in args.accounts.split(",")]
     runtimes = [r for r in args.runtimes.split(",") if r]
     results = []
-    with Prosody() as prosody:
-        prosody.create_users(max(counts), prefix="bench")
+
+    def measure_all(prosody: object) -> None:
         for n in counts:
             for runtime in runtimes:
                 result = measure(prosody, runtime, n, "bench", args.pings, args.timeout)
                 print(json.dumps(result), file=sys.stderr, flush=True)
                 results.append(result)
-    print(f"Accounts online through Prosody on loopback, {os.cpu_count()} CPUs; "
+
+    if args.network == "dummy":
+        measure_all(None)
+        where = "the in-process dummy network (runtime cost alone)"
+    else:
+        from purplegw.testing.prosody import Prosody, prosody_binary
+
+        if prosody_binary() is None:
+            sys.exit("Prosody is not installed (Debian package: prosody)")
+        with Prosody() as prosody:
+            prosody.create_users(max(counts), prefix="bench")
+            measure_all(prosody)
+        where = "Prosody on loopback"
+    print(f"Accounts online through {where}, {os.cpu_count()} CPUs; "
           f"ratios to {REFERENCE} (higher is better, except KiB/acct)")
     print(table(results))
 
