@@ -99,6 +99,13 @@ def test_bad_password_is_bad_credentials(loop, prosody, users):
     assert events.of("state")[-1][0] is ConnectionState.BAD_CREDENTIALS
 
 
+def test_invalid_account_jid_is_bad_credentials(loop, prosody):
+    session, events = make_session(loop, "no jid@@", "x", config(prosody))
+    with pytest.raises(BadCredentialsError, match="not a valid JID"):
+        loop.run(session.login())
+    assert events.of("state")[-1][0] is ConnectionState.BAD_CREDENTIALS
+
+
 def test_unreachable_server_is_transient(loop, users):
     port = free_port("tcp")  # nothing listens there
     # Timeouts far beyond the test's own: a refused connection must be

@@ -358,7 +358,13 @@ class XmppSession(Session):
             return
         self._closing = False
         self._report(ConnectionState.CONNECTING)
-        self.client = self._build_client()
+        try:
+            self.client = self._build_client()
+        except InvalidJID as exc:
+            # Retrying cannot help: the account row itself is wrong.
+            error = BadCredentialsError(f"{self.credentials.ext_user!r} is not a valid JID: {exc}")
+            self._report(ConnectionState.BAD_CREDENTIALS, str(error))
+            raise error from exc
         self._outcome = self.context.loop.create_future()
         address = self.server_address()
         if address:
