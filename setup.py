@@ -27,6 +27,8 @@ setup(
         # minor version so an upgrade fails loudly in the test suite, not in prod.
         "pykka>=4.5,<4.6",
         "slixmpp>=1.17,<1.18",
+        # DNS SRV (_xmpp-client._tcp) lookups for XMPP domains; slixmpp uses it when installed.
+        "aiodns>=4.0",
         "PyMySQL>=1.1",
         "cryptography>=41",
         "tomli-w>=1.0",  # `purplegw config check` prints TOML
