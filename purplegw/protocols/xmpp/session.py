@@ -315,7 +315,6 @@ class XmppSession(Session):
         client.enable_direct_tls = bool(cfg.get("direct_tls", False))
         client.enable_starttls = not plaintext and not client.enable_direct_tls
         client.enable_plaintext = not require_tls or plaintext
-        client.use_aiodns = False
         # slixmpp's own keepalive only writes whitespace; ours pings (below).
         client.whitespace_keepalive = False
         for plugin in ("xep_0030", "xep_0085", "xep_0184", "xep_0199", "xep_0071", "xep_0198"):
