@@ -241,7 +241,7 @@ def table(results: list[dict]) -> str:
                 lines.append(f"{n:>8}  {r['runtime']:<19} failed: {r['error']}")
                 continue
 
-            def ratio(key: str, r: dict = r) -> str:
+            def ratio(key: str, r: dict = r, ref: dict | None = ref) -> str:
                 return f"{r[key] / ref[key]:.2f}" if ref else "-"
 
             lines.append(

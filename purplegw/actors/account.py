@@ -654,7 +654,8 @@ class AccountHandle:
     def _request(self, op: str, *args: Any) -> OutcomeFuture:
         future = OutcomeFuture()
         try:
-            self.ref.tell(messages.ProxyCall(attr_path=("request",), args=(op, args, future), kwargs={}))
+            call = messages.ProxyCall(attr_path=("request",), args=(op, args, future), kwargs={})
+            self.ref.tell(call)
         except pykka.ActorDeadError:
             future.set(Outcome(480, "account not running"))
         return future
@@ -672,7 +673,9 @@ class AccountHandle:
     def remove_contact(self, contact: str) -> pykka.Future[Outcome]:
         return self._request("remove_contact", contact)
 
-    def answer_authorization(self, contact: str, answer: AuthorizationAnswer) -> pykka.Future[Outcome]:
+    def answer_authorization(
+        self, contact: str, answer: AuthorizationAnswer
+    ) -> pykka.Future[Outcome]:
         return self._request("answer_authorization", contact, answer)
 
     def send_typing(self, contact: str, state: TypingState) -> pykka.Future[Outcome]:
@@ -692,4 +695,5 @@ class AccountHandle:
         return self.ref.ask(call, timeout=timeout)
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
-        return self.ref.ask(messages.ProxyCall(attr_path=("status",), args=(), kwargs={}), timeout=timeout)
+        call = messages.ProxyCall(attr_path=("status",), args=(), kwargs={})
+        return self.ref.ask(call, timeout=timeout)

@@ -66,7 +66,9 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 class ControlServer:
     """Serves ``commands`` (name -> zero-argument callable) on ``path``."""
 
-    def __init__(self, path: str | os.PathLike[str], commands: dict[str, Callable[[], Any]]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], commands: dict[str, Callable[[], Any]]
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_socket():
@@ -118,6 +120,8 @@ def call(path: str | os.PathLike[str], command: str, timeout: float = 30.0) -> A
     return response["result"]
 
 
-def query_status(control_socket_path: str | os.PathLike[str], timeout: float = 30.0) -> list[dict[str, Any]]:
+def query_status(
+    control_socket_path: str | os.PathLike[str], timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """Every account's status dict, as ``purplegw status`` prints it."""
     return call(control_socket_path, "status", timeout)

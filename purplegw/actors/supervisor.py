@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -322,8 +322,6 @@ def start_accounts(
     adapters: AdapterLookup,
     protocols_config: dict[str, dict[str, Any]] | None = None,
     proxy: ProxySettings | None = None,
-    *,
-    adapter_loader: Callable[[], AdapterLookup] | None = None,
 ) -> Any:
     """``LocalAccounts`` or, with ``workers > 0``, a ``WorkerPool``."""
     if config.workers == 0:

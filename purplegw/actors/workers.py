@@ -29,7 +29,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,7 +156,8 @@ class RemoteAccountHandle:
         self.info = info
 
     def __repr__(self) -> str:
-        return f"RemoteAccountHandle({self.info.sip_user!r}, {self.info.protocol!r}, worker={self._worker})"
+        info = self.info
+        return f"RemoteAccountHandle({info.sip_user!r}, {info.protocol!r}, worker={self._worker})"
 
     def _request(self, op: str, *args: Any) -> OutcomeFuture:
         future = OutcomeFuture()
@@ -279,7 +279,9 @@ class _Worker:
                 self._pending.pop(request_id, None)
             self._fail(waiter, WorkerError(str(exc)))
 
-    def request(self, key: tuple[str, str], op: str, args: tuple[Any, ...], future: OutcomeFuture) -> None:
+    def request(
+        self, key: tuple[str, str], op: str, args: tuple[Any, ...], future: OutcomeFuture
+    ) -> None:
         self._send(lambda rid: ("request", rid, key, op, args), future)
 
     def call(self, kind: str, *args: Any, timeout: float) -> Any:
@@ -343,7 +345,8 @@ class WorkerPool:
                 self.directory.publish(key, None)
         for row in worker.rows:
             info = AccountInfo(row.account_id, row.sip_user, row.protocol, row.ext_user)
-            self.directory.publish(AccountKey.of(row), RemoteAccountHandle(self, worker.index, info))
+            handle = RemoteAccountHandle(self, worker.index, info)
+            self.directory.publish(AccountKey.of(row), handle)
 
     def status(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = []
@@ -355,7 +358,8 @@ class WorkerPool:
                     result.append({
                         "account_id": row.account_id, "sip_user": row.sip_user,
                         "protocol": row.protocol, "ext_user": row.ext_user,
-                        "state": "unknown_error", "last_error": f"worker {worker.index} restarting",
+                        "state": "unknown_error",
+                        "last_error": f"worker {worker.index} restarting",
                         "pid": 0,
                     })
         result.sort(key=lambda e: (e["sip_user"], e["protocol"]))
