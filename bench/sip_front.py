@@ -105,7 +105,9 @@ def step(name: str, server: tuple[int, int], rate: int, duration: float, sipp_cp
         timeout=duration * 4 + 20,
         cpu=sipp_cpu,
         trace_rtt=True,
-        extra_args=("-max_recv_loops", "10000"),
+        # sipp's default 64 KiB socket buffers drop response bursts on a busy
+        # machine, which then count as retransmissions of the server under test
+        extra_args=("-max_recv_loops", "10000", "-buff_size", "4194304"),
     )
     cpu_us = (cpu_seconds(pgid) - cpu_before) / max(result.successful, 1) * 1e6
     achieved = float(result.stats.get("CallRate(C)", "0") or 0)
@@ -260,8 +262,12 @@ def main() -> int:
             f"{row['name']:10} {row['rate']:8} {row['achieved']:11.0f} {row['p50']:7.0f} {row['p99']:7.0f}"
             f" {row['cpu_us']:11.0f}"
         )
-    ratio = ours["rate"] / ref["rate"] if ref["rate"] else float("nan")
-    print(f"ratio purplegw/kamailio (highest clean rate): {ratio:.2f} (bar 0.50, target 0.80)")
+    # achieved, not target: on a loaded machine sipp may not reach the rate it was asked for
+    ratio = ours["achieved"] / ref["achieved"] if ref["achieved"] else float("nan")
+    print(
+        f"ratio purplegw/kamailio (achieved rate at the highest clean step): {ratio:.2f} "
+        "(bar 0.50, target 0.80)"
+    )
     # The clean-rate ratio is only meaningful while Kamailio, not sipp, is the
     # limit; the CPU cost per request says how far each server could go alone.
     cpu_ratio = (
