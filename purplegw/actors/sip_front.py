@@ -300,7 +300,24 @@ class SipFront:
             self.stats["errors"] += 1
             logger.exception("failed to process %r from %s", message, source)
             if message.__class__ is Request:
+                self._abandon(message)  # type: ignore[arg-type]
                 self._reply_stateless(message, source, 500, "Server Internal Error")  # type: ignore[arg-type]
+
+    def _abandon(self, request: Request) -> None:
+        """Forget the transaction of a request whose processing failed halfway.
+
+        Otherwise it would sit in Trying without a timer for ever, and swallow
+        the client's retransmissions.
+        """
+        try:
+            key = server_key(request)
+        except Exception:  # noqa: BLE001 - the request may be too broken to key
+            return
+        txn = self.server_transactions.get(key)
+        if txn is not None and txn.__class__ is not tuple:
+            del self.server_transactions[key]
+            for name in ("timer_j", "deferred"):
+                self.timers.cancel((key, name))
 
     def _on_request(self, request: Request, source: Source) -> None:
         self.stats["requests"] += 1
@@ -359,7 +376,7 @@ class SipFront:
                 logger.warning("second reply to %r ignored", request)
                 return
             replied = True
-            self.call_in_loop(self.respond, txn, response)
+            self.call_in_loop(self._respond_later, txn, response)
 
         try:
             response = self.router.handle(request, txn.source, reply)
@@ -381,6 +398,14 @@ class SipFront:
             self.respond(
                 txn, make_response(txn.request, 500, "Server Internal Error: no answer in time")
             )
+
+    def _respond_later(self, txn: _ServerTxn, response: Response) -> None:
+        try:
+            self.respond(txn, response)
+        except Exception:
+            logger.exception("cannot send %r for %r", response, txn.request)
+            self._abandon(txn.request)
+            self._reply_stateless(txn.request, txn.source, 500, "Server Internal Error")
 
     def respond(self, txn: _ServerTxn, response: Response) -> None:
         """Send a response through its server transaction (loop thread only)."""

@@ -625,3 +625,22 @@ def test_tcp_response_after_the_connection_closed_goes_to_via_port():
         with conn:
             conn.settimeout(TIMEOUT)
             assert read_messages(conn, 1)[0].status == 202
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["direct", "deferred"])
+def test_unsendable_router_response_gives_500_and_no_stuck_transaction(peer, deferred):
+    class BadHeaders:
+        allow = frozenset({"MESSAGE"})
+
+        def handle(self, request, source, reply):
+            response = make_response(request, 200, "OK\r\nInjected: header")  # serialize refuses it
+            if deferred:
+                threading.Thread(target=reply, args=(response,)).start()
+                return None
+            return response
+
+    with SipFront({"listen": ["udp:127.0.0.1:0"]}, BadHeaders()) as f:
+        port = port_of(f, "udp")
+        peer.send(sip_request("MESSAGE", port, peer.port), port)
+        assert parse_datagram(peer.recv()).status == 500
+        wait_for(lambda: not f.server_transactions, what="transaction forgotten")
