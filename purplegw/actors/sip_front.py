@@ -40,7 +40,6 @@ import concurrent.futures
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -55,7 +54,6 @@ from purplegw.actors.transport import (
     StreamConnection,
     TransportConfig,
     TransportLayer,
-    format_hostport,
 )
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.errors import RemoteProtocolError
@@ -760,6 +758,7 @@ class StaticRouter:
         self.front: SipFront | None = None
         self._tag_prefix = os.urandom(3).hex()
         self._tags = 0
+        self._notify_cseq = 0
 
     def attach(self, front: SipFront) -> None:
         self.front = front
@@ -807,7 +806,9 @@ class StaticRouter:
         notify_headers.add("From", str(to.with_tag(tag)))
         notify_headers.add("To", request.headers.get("From") or "")
         notify_headers.add("Call-ID", request.call_id or "")
-        notify_headers.add("CSeq", f"{int(time.time()) % 100000 + (1 if expires else 2)} NOTIFY")
+        # one counter for all dialogs: strictly increasing within each (RFC 3261 12.2.1.1)
+        self._notify_cseq += 1
+        notify_headers.add("CSeq", f"{self._notify_cseq} NOTIFY")
         notify_headers.add("Contact", contact)
         notify_headers.add("Event", request.headers.get("Event") or "presence")
         state = f"active;expires={expires}" if expires else "terminated;reason=timeout"
