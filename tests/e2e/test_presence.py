@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import time
+
 import pytest
 
 from purplegw.testing.pjsua_agent import PjsuaAgent
@@ -20,6 +22,17 @@ from purplegw.testing.gateway import GatewayProcess
 
 @pytest.fixture
 def setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    yield from _setup(prosody, tmp_path, "")
+
+
+@pytest.fixture
+def short_setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Subscriptions last 10 s at most, so that expiry plays out in the test."""
+    yield from _setup(prosody, tmp_path, "[presence]\nsubscribe_min_expires = 1\n"
+                      "subscribe_max_expires = 10")
+
+
+def _setup(prosody: Any, tmp_path: Path, extra: str) -> Iterator[dict[str, Any]]:
     tag = tmp_path.name[-8:].replace("_", "").lower()
     account = prosody.create_user(f"palice{tag}")
     bob = prosody.create_user(f"pbob{tag}")
@@ -27,6 +40,7 @@ def setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
         "[protocols.xmpp]",
         f'server = "127.0.0.1:{prosody.port}"',
         f'ca_file = "{prosody.ca_file}"',
+        extra,
     ]))
     gateway.cli("db", "init")
     gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin="sippw\n")
@@ -148,3 +162,36 @@ def test_refused_subscription_is_terminated_rejected(setup: dict[str, Any]) -> N
         peer.answer_subscription(account.jid, allow=False)
         state = buddy(agent, uri, sub_state="TERMINATED")
         assert state["sub_term_reason"] == "rejected", state
+
+
+def test_dead_phone_delays_nobody_and_its_subscription_expires(
+    short_setup: dict[str, Any],
+) -> None:
+    gateway, account, bob, peer = (short_setup[k] for k in ("gateway", "account", "bob", "peer"))
+    uri = f"sip:{bob.jid}"
+    alive, dead = phone(gateway), phone(gateway)
+    try:
+        alive.subscribe(uri)
+        buddy(alive, uri, sub_state="PENDING")
+        peer.wait_for(lambda e: e.kind == "subscribe" and e.bare == account.jid, timeout=30)
+        peer.answer_subscription(account.jid, allow=True)
+        buddy(alive, uri, sub_state="ACTIVE", status="online")
+        dead.subscribe(uri)
+        buddy(dead, uri, sub_state="ACTIVE", status="online")
+        dead.process.kill()  # gone without unsubscribing: its NOTIFYs go nowhere
+        dead.process.wait()
+
+        peer.send_presence(show="away", status="first change")
+        buddy(alive, uri, note="first change")
+        # 10 s lifetime: the dead phone's subscription times out, the live one
+        # is refreshed by pjsip and keeps working.
+        deadline = time.monotonic() + 40
+        while "ended: timeout" not in gateway.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "ended: timeout" in gateway.log.read_text(), gateway.log_text()
+        peer.send_presence(show="dnd", status="second change")
+        state = buddy(alive, uri, note="second change")
+        assert state["sub_state"] == "ACTIVE"
+    finally:
+        alive.stop()
+        dead.stop()
