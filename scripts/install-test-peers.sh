@@ -15,7 +15,6 @@ check kamailio /usr/sbin/kamailio "kamailio kamailio-presence-modules kamailio-x
 check sipp /usr/bin/sipp sip-tester
 check sipsak /usr/bin/sipsak sipsak
 check openssl /usr/bin/openssl openssl
-[ -e /usr/lib/x86_64-linux-gnu/lua/5.4/dbi/sqlite3.so ] || [ -n "$(ls /usr/lib/*/lua/*/dbi/sqlite3.so 2>/dev/null)" ] || need="$need lua-dbi-sqlite3"
 
 if [ -z "$need" ]; then
     exit 0
