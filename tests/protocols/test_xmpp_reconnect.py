@@ -10,6 +10,7 @@ silence is not.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -152,22 +153,37 @@ def test_prosody_restart_mid_conversation_loses_no_message(loop, own_prosody):
     assert not missing, f"lost {len(missing)} message(s): {missing}"
 
 
-def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own_prosody):
+@pytest.mark.parametrize("order", ["send_then_cut", "loss_seen_before_write"])
+def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own_prosody, order):
     prosody = own_prosody
-    alice, bob_user = prosody.create_user("salice"), prosody.create_user("sbob")
+    alice = prosody.create_user(f"salice{order}")
+    bob_user = prosody.create_user(f"sbob{order}")
     cfg = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 0}
     with XmppPeer(
         bob_user.jid, bob_user.password, prosody.host, prosody.port, ca_file=prosody.ca_file
     ) as bob:
         session, events = login_with_retry(loop, prosody, alice, cfg, time.monotonic() + 30)
 
-        async def send_then_cut() -> None:
-            # Written to the socket buffer, then the TCP connection dies before
-            # any ack can come back: only resumption can get it delivered.
-            await session.send_message(bob_user.jid, "before the cut", "cut-1")
-            session.client.transport.abort()
+        async def cut() -> None:
+            # The TCP connection dies before any ack can come back: only
+            # resumption can get the message delivered.
+            if order == "send_then_cut":
+                # queued, written by slixmpp's send task, tracked by its SM queue
+                await session.send_message(bob_user.jid, "before the cut", "cut-1")
+                session.client.transport.abort()
+            else:
+                # The loss is processed before slixmpp's send task writes the
+                # queued stanza: slixmpp drops it (NotConnectedError, not in
+                # its SM queue), only the session's ledger remembers it.  To
+                # hit that window every time, slixmpp hears of the loss
+                # synchronously and the real transport's own report goes nowhere.
+                transport = session.client.transport
+                transport.set_protocol(asyncio.Protocol())
+                await session.send_message(bob_user.jid, "before the cut", "cut-1")
+                session.client.connection_lost(ConnectionResetError("cut by the test"))
+                transport.abort()
 
-        loop.run(send_then_cut())
+        loop.run(cut())
         resumed = events.wait_for(
             "state", lambda s, r: s is ConnectionState.CONNECTED and "resumed" in r
         )

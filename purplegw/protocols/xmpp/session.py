@@ -565,10 +565,19 @@ class XmppSession(Session):
         task, self._resume_task = self._resume_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+        # slixmpp resent what its own queue held.  A message queued just as
+        # the connection died never reached that queue (slixmpp drops it
+        # with a log line): only our ledger knows it, so send it again here.
+        sm = self.client.plugin["xep_0198"]
+        tracked = {stanza["id"] for _seq, stanza in sm.unacked_queue if stanza.name == "message"}
+        lost = [m for m in self._unacked.values() if m.message_id not in tracked]
+        for message in lost:
+            self._send_chat(self.client, message)
         logger.info(
-            "%s: stream resumed, %d message(s) resent",
+            "%s: stream resumed, %d message(s) unacknowledged, %d of them sent again by us",
             self.credentials.ext_user,
             len(self._unacked),
+            len(lost),
         )
         self._report(ConnectionState.CONNECTED, "stream resumed")
 
@@ -684,13 +693,16 @@ class XmppSession(Session):
     async def send_message(self, contact: str, text: str, message_id: str) -> None:
         jid = self._jid(contact)
         client = self._require_connected()
-        msg = client.make_message(mto=jid, mbody=text, mtype="chat")
-        msg["id"] = message_id
+        self._send_chat(client, OutgoingMessage(str(jid), text, message_id))
+
+    def _send_chat(self, client: Any, message: OutgoingMessage) -> None:
+        msg = client.make_message(mto=message.contact, mbody=message.text, mtype="chat")
+        msg["id"] = message.message_id
         msg["request_receipt"] = True
         msg["chat_state"] = "active"
         tracked = client.plugin["xep_0198"].enabled_out
         if tracked:
-            self._unacked[message_id] = OutgoingMessage(jid.bare, text, message_id)
+            self._unacked[message.message_id] = message
         msg.send()
         if tracked:
             # Queued behind the message: slixmpp's own ack requests are
