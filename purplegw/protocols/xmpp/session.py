@@ -14,7 +14,8 @@ Delivery guarantee (XEP-0198 stream management, when the server offers it):
   stanza).
 * After a lost connection the session tries *one* stream resumption (no other
   reconnects: backoff is the account actor's job).  On success slixmpp resends
-  the unacked stanzas and the ledger empties as acks arrive.
+  the unacked stanzas it tracked, the session resends ledger messages slixmpp
+  dropped unwritten, and the ledger empties as acks arrive.
 * If resumption fails (server restarted, hibernation expired, network still
   down) the session reports ``TRANSIENT_DISCONNECT`` and
   ``unacked_messages()`` returns every message the server never acked, in
