@@ -530,11 +530,13 @@ class PresenceService:
         sub = watch.subscription
         try:
             response = done.result()
-        except Exception as exc:  # noqa: BLE001 - no transport to send it
+        except Exception as exc:  # noqa: BLE001
+            # Our side failed (front stopping, no listener): not the
+            # subscriber's fault, so the subscription stays (and survives a
+            # restart); the next change is NOTIFYed as usual.
             logger.info(
-                "NOTIFY to %s failed: %s", sub.dialog.remote.uri if sub.dialog else "?", exc
+                "NOTIFY to %s not sent: %s", sub.dialog.remote.uri if sub.dialog else "?", exc
             )
-            self._run(watch, sub.notify_timeout())
             return
         if response.status == 408:  # noqa: PLR2004 - timer F: the subscriber is gone
             logger.info("NOTIFY to %s timed out; subscription ended", watch.dialog_id)

@@ -496,3 +496,13 @@ def test_deny_and_allow_roster_policies(store: Store) -> None:
     assert [m.contact for m in store.outbox.pending(USER)] == ["carol@example.org"]
     with pytest.raises(ValueError, match="authorization"):
         PresenceSettings.from_section({"authorization": "maybe"})
+
+
+def test_a_local_send_failure_keeps_the_subscription(store: Store) -> None:
+    rig = Rig(store)
+    rig.subscribe(5071)
+    for _request, _destination, future in rig.front.sent:  # e.g. the front stopping
+        future.set_exception(ConnectionAbortedError("SIP front stopped"))
+    assert store.subscriptions.count() == 1
+    rig.presence.authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
+    assert notified(rig.front.notifies(5071)[-1])[0] == "active;expires=600"
