@@ -276,6 +276,20 @@ def test_presence_with_show_status_and_note_both_ways(loop, alice, bob, users):
     assert cp.resources == {"peer": Presence(Status.AWAY, note="lunch")}
     bob.send_presence(show="chat", status="talk to me")
     events.wait_for("presence", lambda p: p.aggregate == Presence(Status.CHAT, note="talk to me"))
+    mark = events.mark()
+    bob.send_presence(ptype="unavailable", status="bye for now")
+    (cp,) = events.wait_for("presence", lambda p: p.aggregate.status is Status.OFFLINE, since=mark)
+    assert cp.resources == {"peer": Presence(Status.OFFLINE, note="bye for now")}
+    bob.send_presence()  # back online: the server sends him presence again
+
+    # idle (RPID user-input) reads as away on XMPP; offline is type=unavailable
+    loop.run(session.set_presence(Presence(Status.AVAILABLE, idle=True)))
+    bob.wait_for(
+        lambda e: e.kind == "presence" and e.bare == ours and e.show == "away" and not e.status
+    )
+    loop.run(session.set_presence(Presence(Status.OFFLINE, note="gone home")))
+    got = bob.wait_for(lambda e: e.kind == "presence" and e.status == "gone home")
+    assert (got.bare, got.ptype, got.show) == (ours, "unavailable", None)
 
 
 def test_contact_presence_has_one_entry_per_resource(loop, prosody, alice, bob, users):

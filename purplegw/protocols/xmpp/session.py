@@ -648,6 +648,8 @@ class XmppSession(Session):
         current = self._resources.setdefault(jid.bare, {})
         presence = presence_from_xmpp(parsed.type, parsed.show, parsed.status, idle=parsed.idle)
         if presence.status is Status.OFFLINE:
+            if not jid.resource:
+                current.clear()  # from the bare JID: every resource is gone (RFC 6121 4.5.3)
             current.pop(jid.resource, None)
             snapshot = dict(current) or {jid.resource: presence}
             if not current:
