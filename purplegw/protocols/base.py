@@ -125,6 +125,15 @@ class AccountCredentials:
     original_protocol: str = ""  # the row's ext_prot as written (e.g. "gtalk")
 
 
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message a session sent that the network never acknowledged."""
+
+    contact: str
+    text: str
+    message_id: str
+
+
 class SessionEvents(Protocol):
     """Callbacks a session calls when something happens on its network.
 
@@ -225,6 +234,16 @@ class Session:
     async def send_typing(self, contact: str, state: TypingState) -> None:
         """Triggered when the SIP user's client reports is-composing (RFC 3994)."""
         raise NotImplementedError
+
+    def unacked_messages(self) -> list[OutgoingMessage]:
+        """Triggered when the session reported ``TRANSIENT_DISCONNECT``.
+
+        Return the messages ``send_message`` accepted but the network never
+        acknowledged, oldest first: the account actor resends them (same
+        ``message_id``) through the next session.  Default: the protocol
+        tracks nothing, so nothing is returned.
+        """
+        return []
 
 
 class Adapter:
