@@ -39,7 +39,6 @@ import logging
 import os
 import ssl
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
@@ -58,6 +57,7 @@ from purplegw.protocols.base import (
     BadCredentialsError,
     ConnectionState,
     DeliveryError,
+    OutgoingMessage,
     ProxySettings,
     Session,
     SessionContext,
@@ -87,15 +87,6 @@ class TlsVerificationError(TransientError):
     Transient because the operator (or the server admin) may fix it without
     touching the account row; the message names the host for them.
     """
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """A message the server has not acknowledged yet (see ``unacked_messages``)."""
-
-    contact: str
-    text: str
-    message_id: str
 
 
 def shared_ssl_context(shared: dict[str, Any], ca_file: str = "") -> ssl.SSLContext:
