@@ -48,7 +48,6 @@ Rule 6. An external contact asking to see the user's presence is answered
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import secrets
@@ -56,9 +55,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from purplegw.actors.listener import AccountInfo
 from purplegw.actors.transport import Address, Source
 from purplegw.addressing import NoRoute, Route, contact_uri, resolve
 from purplegw.presence import ContactPresence, Presence, Status
@@ -70,9 +68,14 @@ from purplegw.sip.message import Request, Response, make_response
 from purplegw.sip.presence import PidfError, parse_pidf, pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import CONTENT_TYPE_PIDF
 from purplegw.sip.publication import PublicationStore
-from purplegw.sip.subscription import TIMER, SubState, Subscription
+from purplegw.sip.subscription import TIMER, Subscription, SubState
 from purplegw.sip.uri import NameAddr, parse_name_addr, parse_uri
 from purplegw.store.subscriptions import StoredSubscription, dialog_key
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from purplegw.actors.listener import AccountInfo
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +245,7 @@ class PresenceService:
 
     # --- PUBLISH (Rules 1, 2) -------------------------------------------------
 
-    def publish(self, request: Request, source: Source, reply: Reply) -> None:
+    def publish(self, request: Request, source: Source, reply: Reply) -> None:  # noqa: C901 - one branch per RFC 3903 outcome
         user, refusal = self.gateway._identify(request, source)  # noqa: SLF001
         if refusal is not None:
             reply(refusal)
@@ -270,7 +273,7 @@ class PresenceService:
                         _reason(exc),
                         headers=[("Accept", CONTENT_TYPE_PIDF)] if exc.status_hint == 415 else None,
                     )
-                )  # noqa: PLR2004
+                )
                 return
         result = self.publications.publish(
             user,
@@ -281,7 +284,7 @@ class PresenceService:
             content_type=request.content_type,
         )
         headers: list[tuple[str, str]] = []
-        if result.etag is not None and result.status == 200:  # noqa: PLR2004
+        if result.etag is not None and result.status == 200:
             headers += [("SIP-ETag", result.etag), ("Expires", str(result.expires))]
         if result.min_expires is not None:
             headers.append(("Min-Expires", str(result.min_expires)))
@@ -344,7 +347,9 @@ class PresenceService:
 
     # --- SUBSCRIBE (Rules 3-5) --------------------------------------------------
 
-    def subscribe(self, request: Request, source: Source, reply: Reply) -> None:
+    def subscribe(  # noqa: C901, PLR0911 - one return per refusal
+        self, request: Request, source: Source, reply: Reply
+    ) -> None:
         bad_event = self._check_event(request)
         if bad_event is not None:
             reply(bad_event)
@@ -538,7 +543,7 @@ class PresenceService:
                 "NOTIFY to %s not sent: %s", sub.dialog.remote.uri if sub.dialog else "?", exc
             )
             return
-        if response.status == 408:  # noqa: PLR2004 - timer F: the subscriber is gone
+        if response.status == 408:
             logger.info("NOTIFY to %s timed out; subscription ended", watch.dialog_id)
             self._run(watch, sub.notify_timeout())
             return
@@ -770,7 +775,7 @@ def _reason(exc: Exception) -> str:
 def _log_outcome(future: Any, handle: Any, op: str) -> None:
     def done(result: Any) -> None:
         outcome = result.get()
-        if outcome.status >= 300:  # noqa: PLR2004
+        if outcome.status >= 300:
             logger.info("%s %s: %s %s", handle, op, outcome.status, outcome.reason)
 
     future.add_done_callback(done)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
-from purplegw.store.database import Database
+if TYPE_CHECKING:
+    from purplegw.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,21 @@ class StoredSubscription:
 
 def dialog_key(call_id: str, local_tag: str, remote_tag: str) -> str:
     """Fixed-width primary key for a dialog id (Call-IDs can be long)."""
-    return hashlib.sha1(f"{call_id}\0{local_tag}\0{remote_tag}".encode(),  # noqa: S324 - a key
-                        usedforsecurity=False).hexdigest()
+    return hashlib.sha1(
+        f"{call_id}\0{local_tag}\0{remote_tag}".encode(), usedforsecurity=False
+    ).hexdigest()
 
 
 _COLUMNS = [f.name for f in fields(StoredSubscription)]
 _INTS = {"account_id", "local_cseq", "remote_cseq", "port"}
+
+
+def _typed(row: tuple[Any, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
+    for name in _INTS:
+        out[name] = int(out[name])
+    out["expires_at"] = float(out["expires_at"])
+    return out
 
 
 class SubscriptionRepository:
@@ -61,19 +72,28 @@ class SubscriptionRepository:
     def save(self, sub: StoredSubscription) -> None:
         values = tuple(getattr(sub, name) for name in _COLUMNS)
         with self.db.transaction():
-            self.db.execute(f"DELETE FROM {self.TABLE} WHERE dialog_key = ?",  # noqa: S608
-                            (sub.dialog_key,))
+            self.db.execute(
+                f"DELETE FROM {self.TABLE} WHERE dialog_key = ?",  # noqa: S608
+                (sub.dialog_key,),
+            )
             self.db.execute(
                 f"INSERT INTO {self.TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
-                f"VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                values,
+            )
 
     def advance_cseq(self, key: str, local_cseq: int) -> None:
-        self.db.execute(f"UPDATE {self.TABLE} SET local_cseq = ? "  # noqa: S608
-                        "WHERE dialog_key = ? AND local_cseq < ?", (local_cseq, key, local_cseq))
+        self.db.execute(
+            f"UPDATE {self.TABLE} SET local_cseq = ? "  # noqa: S608
+            "WHERE dialog_key = ? AND local_cseq < ?",
+            (local_cseq, key, local_cseq),
+        )
 
     def set_state(self, key: str, state: str) -> None:
-        self.db.execute(f"UPDATE {self.TABLE} SET state = ? WHERE dialog_key = ?",  # noqa: S608
-                        (state, key))
+        self.db.execute(
+            f"UPDATE {self.TABLE} SET state = ? WHERE dialog_key = ?",  # noqa: S608
+            (state, key),
+        )
 
     def delete(self, key: str) -> None:
         self.db.execute(f"DELETE FROM {self.TABLE} WHERE dialog_key = ?", (key,))  # noqa: S608
@@ -81,10 +101,10 @@ class SubscriptionRepository:
     def live(self, now: float) -> list[StoredSubscription]:
         rows = self.db.fetchall(
             f"SELECT {', '.join(_COLUMNS)} FROM {self.TABLE} "  # noqa: S608
-            "WHERE expires_at > ? ORDER BY sip_user, dialog_key", (now,))
-        return [StoredSubscription(**{
-            name: (int(value) if name in _INTS else float(value) if name == "expires_at" else value)
-            for name, value in zip(_COLUMNS, row, strict=True)}) for row in rows]
+            "WHERE expires_at > ? ORDER BY sip_user, dialog_key",
+            (now,),
+        )
+        return [StoredSubscription(**_typed(row)) for row in rows]
 
     def purge(self, now: float) -> int:
         return self.db.execute(f"DELETE FROM {self.TABLE} WHERE expires_at <= ?", (now,))  # noqa: S608

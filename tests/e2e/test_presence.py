@@ -7,17 +7,18 @@ independent slixmpp client on a real Prosody.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from purplegw.testing.gateway import GatewayProcess
 from purplegw.testing.pjsua_agent import PjsuaAgent
 from purplegw.testing.xmpp_peer import XmppPeer
-from purplegw.testing.gateway import GatewayProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture
@@ -28,24 +29,37 @@ def setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def short_setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Subscriptions last 10 s at most, so that expiry plays out in the test."""
-    yield from _setup(prosody, tmp_path, "[presence]\nsubscribe_min_expires = 1\n"
-                      "subscribe_max_expires = 10")
+    yield from _setup(
+        prosody, tmp_path, "[presence]\nsubscribe_min_expires = 1\nsubscribe_max_expires = 10"
+    )
 
 
 def _setup(prosody: Any, tmp_path: Path, extra: str) -> Iterator[dict[str, Any]]:
     tag = tmp_path.name[-8:].replace("_", "").lower()
     account = prosody.create_user(f"palice{tag}")
     bob = prosody.create_user(f"pbob{tag}")
-    gateway = GatewayProcess(tmp_path, extra_config="\n".join([
-        "[protocols.xmpp]",
-        f'server = "127.0.0.1:{prosody.port}"',
-        f'ca_file = "{prosody.ca_file}"',
-        extra,
-    ]))
+    gateway = GatewayProcess(
+        tmp_path,
+        extra_config="\n".join(
+            [
+                "[protocols.xmpp]",
+                f'server = "127.0.0.1:{prosody.port}"',
+                f'ca_file = "{prosody.ca_file}"',
+                extra,
+            ]
+        ),
+    )
     gateway.cli("db", "init")
     gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin="sippw\n")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
     gateway.start()
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     try:
@@ -60,8 +74,14 @@ def _setup(prosody: Any, tmp_path: Path, extra: str) -> Iterator[dict[str, Any]]
 
 def phone(gateway: GatewayProcess, *, publish: bool = False) -> PjsuaAgent:
     agent = PjsuaAgent.start()
-    agent.account("sip:alice@sip.test", registrar=gateway.uri, username="alice",
-                  password="sippw", proxy=f"{gateway.uri};lr", publish=publish)
+    agent.account(
+        "sip:alice@sip.test",
+        registrar=gateway.uri,
+        username="alice",
+        password="sippw",  # noqa: S106 - the test user's password
+        proxy=f"{gateway.uri};lr",
+        publish=publish,
+    )
     event = agent.wait_for(lambda e: e["event"] == "reg")
     assert event["code"] == 200, event
     return agent
@@ -69,8 +89,13 @@ def phone(gateway: GatewayProcess, *, publish: bool = False) -> PjsuaAgent:
 
 def buddy(agent: PjsuaAgent, uri: str, **want: str) -> dict[str, Any]:
     return agent.wait_for(
-        lambda e: e["event"] == "buddy" and e["uri"] == uri
-        and all(e.get(k) == v for k, v in want.items()), timeout=30)
+        lambda e: (
+            e["event"] == "buddy"
+            and e["uri"] == uri
+            and all(e.get(k) == v for k, v in want.items())
+        ),
+        timeout=30,
+    )
 
 
 def test_publish_reaches_xmpp_and_contact_request_is_answered_from_the_phone(
@@ -80,8 +105,9 @@ def test_publish_reaches_xmpp_and_contact_request_is_answered_from_the_phone(
     with phone(gateway, publish=True) as agent:
         # bob asks to see alice's presence: the phone gets a MESSAGE and answers it.
         peer.subscribe(account.jid)
-        ask = agent.wait_for(lambda e: e["event"] == "im" and "asks to see your presence"
-                             in e["body"], timeout=30)
+        ask = agent.wait_for(
+            lambda e: e["event"] == "im" and "asks to see your presence" in e["body"], timeout=30
+        )
         assert bob.jid in ask["body"], ask
         assert f"sip:{bob.jid};proto=xmpp" in ask["from"]
         agent.message(ask["from"].strip("<>"), "Allow")
@@ -89,19 +115,32 @@ def test_publish_reaches_xmpp_and_contact_request_is_answered_from_the_phone(
         assert status["code"] == 200, (status, gateway.log_text())
         peer.wait_for(lambda e: e.kind == "subscribed" and e.bare == account.jid, timeout=30)
 
-        agent.publish(True, "away", "in a meeting")
-        got = peer.wait_for(lambda e: e.kind == "presence" and e.bare == account.jid
-                            and e.show == "away", timeout=30)
+        agent.publish(online=True, activity="away", note="in a meeting")
+        got = peer.wait_for(
+            lambda e: e.kind == "presence" and e.bare == account.jid and e.show == "away",
+            timeout=30,
+        )
         assert got.status == "in a meeting", got
 
         # basic=closed logs the XMPP account out, open logs it in again.
-        agent.publish(False)
-        peer.wait_for(lambda e: e.kind == "presence" and e.bare == account.jid
-                      and e.ptype == "unavailable" and e.at > got.at, timeout=30)
+        agent.publish(online=False)
+        peer.wait_for(
+            lambda e: (
+                e.kind == "presence"
+                and e.bare == account.jid
+                and e.ptype == "unavailable"
+                and e.at > got.at
+            ),
+            timeout=30,
+        )
         gateway.wait_accounts("logged_out", timeout=30)
-        agent.publish(True, "busy", "on a call")
-        back = peer.wait_for(lambda e: e.kind == "presence" and e.bare == account.jid
-                             and e.show == "dnd" and e.at > got.at, timeout=60)
+        agent.publish(online=True, activity="busy", note="on a call")
+        back = peer.wait_for(
+            lambda e: (
+                e.kind == "presence" and e.bare == account.jid and e.show == "dnd" and e.at > got.at
+            ),
+            timeout=60,
+        )
         assert back.status == "on a call"
         gateway.wait_accounts("connected", timeout=30)
     # The "Allow" answer was consumed by the gateway, never sent to bob.

@@ -19,7 +19,9 @@ from tests.actors.conftest import (  # noqa: F401 - fixtures
 
 @pytest.mark.parametrize("runtime", ["shared_loop", "thread_per_account"])
 def test_logout_parks_the_account_and_login_brings_it_back(
-    make_accounts: Any, network: Any, runtime: str,
+    make_accounts: Any,  # noqa: F811 - the fixture imported above
+    network: Any,  # noqa: F811
+    runtime: str,
 ) -> None:
     accounts = make_accounts(runtime=runtime)
     accounts.apply([row(1)])

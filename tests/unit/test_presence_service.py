@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -39,6 +37,10 @@ from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from purplegw.testing.corpus import corpus_dir
 from purplegw.testing.sipmsg import make_request
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 USER = "alice@sip.test"
 BOB = "bob@example.org"
@@ -86,7 +88,7 @@ class Handle:
         return self._op("answer_authorization", contact, answer)
 
     def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
-        return self._op("send_message", contact, text)
+        return self._op("send_message", contact, text, message_id)
 
 
 class Directory:
@@ -130,14 +132,19 @@ class Front:
     def call_in_loop(self, fn: Any, *args: Any) -> None:
         fn(*args)
 
-    def send_request(self, request: Request, destination: Any) -> concurrent.futures.Future[Response]:
+    def send_request(
+        self, request: Request, destination: Any
+    ) -> concurrent.futures.Future[Response]:
         future: concurrent.futures.Future[Response] = concurrent.futures.Future()
         self.sent.append((request, destination, future))
         return future
 
     def notifies(self, port: int | None = None) -> list[Request]:
-        return [r for r, d, _f in self.sent if r.method == "NOTIFY"
-                and (port is None or getattr(d, "port", None) == port)]
+        return [
+            r
+            for r, d, _f in self.sent
+            if r.method == "NOTIFY" and (port is None or getattr(d, "port", None) == port)
+        ]
 
     def answer_all(self, status: int = 200) -> None:
         for request, _d, future in self.sent:
@@ -160,25 +167,40 @@ def store(tmp_path: Path) -> Iterator[Store]:
     run_upgrades(db, tables)
     key = tmp_path / "key"
     generate_key_file(key)
-    yield Store(db=db, tables=tables,
-                accounts=AccountRepository(db, tables.accounts, PasswordCipher(key)),
-                users=UserRepository(db, tables.subscribers), outbox=OutboxRepository(db))
+    yield Store(
+        db=db,
+        tables=tables,
+        accounts=AccountRepository(db, tables.accounts, PasswordCipher(key)),
+        users=UserRepository(db, tables.subscribers),
+        outbox=OutboxRepository(db),
+    )
     db.close()
 
 
 class Rig:
     """A gateway whose worker is the test thread."""
 
-    def __init__(self, store: Store, settings: PresenceSettings | None = None,
-                 clock: Clock | None = None, handles: list[Handle] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: PresenceSettings | None = None,
+        clock: Clock | None = None,
+        handles: list[Handle] | None = None,
+    ) -> None:
         self.clock = clock or Clock()
         self.handle = Handle(USER, "xmpp", "alice@example.org")
         self.directory = Directory(*(handles or [self.handle]))
         self.gateway = Gateway(
-            settings=GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"]), store=store,
-            directory=self.directory, canonical=str.lower, user_at_host=lambda p: p == "xmpp",
-            clock=self.clock, presence=settings or PresenceSettings(publish_default_expires=1800))
-        self.gateway._submit = lambda fn, *args: fn(*args)  # type: ignore[method-assign]
+            settings=GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"]),
+            store=store,
+            directory=self.directory,
+            canonical=str.lower,
+            user_at_host=lambda p: p == "xmpp",
+            clock=self.clock,
+            presence=settings or PresenceSettings(publish_default_expires=1800),
+        )
+        # The worker thread is the test's own: every step runs inline, in order.
+        self.gateway._submit = lambda fn, *args: fn(*args)  # type: ignore[method-assign]  # noqa: SLF001
         self.front = Front()
         self.gateway.front = self.front
         self.presence = self.gateway.presence
@@ -188,30 +210,63 @@ class Rig:
         replies: list[Response] = []
         listener = SimpleNamespace(sent_by="127.0.0.1:5060")
         source = Source("udp", "127.0.0.1", port, listener, None)  # type: ignore[arg-type]
-        self.gateway._handle(request, source, replies.append)
+        self.gateway._handle(request, source, replies.append)  # noqa: SLF001 - skip the worker hop
         assert len(replies) == 1, replies
         return replies[0]
 
-    def publish(self, body: bytes = b"", *, etag: str | None = None, expires: int | None = None,
-                content_type: str = "application/pidf+xml", user: str = USER) -> Response:
+    def publish(
+        self,
+        body: bytes = b"",
+        *,
+        etag: str | None = None,
+        expires: int | None = None,
+        content_type: str = "application/pidf+xml",
+        user: str = USER,
+    ) -> Response:
         extra = [("Event", "presence")]
         if etag:
             extra.append(("SIP-If-Match", etag))
         if expires is not None:
             extra.append(("Expires", str(expires)))
-        return self.request(make_request(
-            "PUBLISH", f"sip:{user}", from_=f"<sip:{USER}>", to=f"<sip:{user}>", body=body,
-            content_type=content_type if body else None, extra=extra))
+        return self.request(
+            make_request(
+                "PUBLISH",
+                f"sip:{user}",
+                from_=f"<sip:{USER}>",
+                to=f"<sip:{user}>",
+                body=body,
+                content_type=content_type if body else None,
+                extra=extra,
+            )
+        )
 
-    def subscribe(self, port: int, *, expires: int | None = 600, to_tag: str | None = None,
-                  call_id: str | None = None, cseq: int = 1, event: str = "presence") -> Response:
+    def subscribe(  # noqa: PLR0913 - one knob per header
+        self,
+        port: int,
+        *,
+        expires: int | None = 600,
+        to_tag: str | None = None,
+        call_id: str | None = None,
+        cseq: int = 1,
+        event: str = "presence",
+    ) -> Response:
         extra = [("Event", event), ("Contact", f"<sip:alice@127.0.0.1:{port}>")]
         if expires is not None:
             extra.append(("Expires", str(expires)))
-        return self.request(make_request(
-            "SUBSCRIBE", f"sip:{BOB}", from_=f"<sip:{USER}>", from_tag=f"ft{port}",
-            to=f"<sip:{BOB}>", to_tag=to_tag, call_id=call_id or f"sub-{port}", cseq=cseq,
-            extra=extra), port=port)
+        return self.request(
+            make_request(
+                "SUBSCRIBE",
+                f"sip:{BOB}",
+                from_=f"<sip:{USER}>",
+                from_tag=f"ft{port}",
+                to=f"<sip:{BOB}>",
+                to_tag=to_tag,
+                call_id=call_id or f"sub-{port}",
+                cseq=cseq,
+                extra=extra,
+            ),
+            port=port,
+        )
 
     def account(self) -> AccountInfo:
         return self.handle.info
@@ -235,13 +290,15 @@ def test_publish_follows_rfc3903_etags_refresh_modify_and_remove(store: Store) -
     created = rig.publish(pidf("open", "away", "in a meeting"), expires=3600)
     assert created.status == 200
     etag = created.headers.get("SIP-ETag")
-    assert etag and created.headers.get("Expires") == "3600"
+    assert etag
+    assert created.headers.get("Expires") == "3600"
     assert rig.handle.calls == [("set_presence", Presence(Status.AWAY, "in a meeting", ("away",)))]
 
     refreshed = rig.publish(etag=etag, expires=3600)  # body-less refresh: nothing changes
     assert refreshed.status == 200
     new_etag = refreshed.headers.get("SIP-ETag")
-    assert new_etag and new_etag != etag
+    assert new_etag
+    assert new_etag != etag
     assert len(rig.handle.calls) == 1
     assert rig.publish(etag=etag).status == 412  # the old tag is gone
 
@@ -267,8 +324,13 @@ def test_closed_logs_out_open_logs_in_and_expiry_logs_out(store: Store) -> None:
     assert first.status == 200
     assert rig.handle.calls == [("logout",)]
     etag = rig.publish(pidf("open", note="back"), etag=first.headers.get("SIP-ETag"))
-    assert rig.handle.calls[1:] == [("login",), ("set_presence", Presence(Status.AVAILABLE, "back"))]
-    rig.front.timers.fire(lambda k: k == ("presence", f"publication:{etag.headers.get('SIP-ETag')}"))
+    assert rig.handle.calls[1:] == [
+        ("login",),
+        ("set_presence", Presence(Status.AVAILABLE, "back")),
+    ]
+    rig.front.timers.fire(
+        lambda k: k == ("presence", f"publication:{etag.headers.get('SIP-ETag')}")
+    )
     assert rig.handle.calls[-1] == ("logout",)
     assert rig.presence.publications.states(USER) == []
 
@@ -290,9 +352,17 @@ def test_two_phones_the_most_available_publication_wins(store: Store) -> None:
 
 def test_publish_refusals_change_nothing(store: Store) -> None:
     rig = Rig(store)
-    wrong_event = rig.request(make_request(
-        "PUBLISH", f"sip:{USER}", from_=f"<sip:{USER}>", to=f"<sip:{USER}>", body=pidf(),
-        content_type="application/pidf+xml", extra=[("Event", "dialog")]))
+    wrong_event = rig.request(
+        make_request(
+            "PUBLISH",
+            f"sip:{USER}",
+            from_=f"<sip:{USER}>",
+            to=f"<sip:{USER}>",
+            body=pidf(),
+            content_type="application/pidf+xml",
+            extra=[("Event", "dialog")],
+        )
+    )
     assert wrong_event.status == 489
     assert wrong_event.headers.get("Allow-Events") == "presence"
     assert rig.publish(pidf(), user="carol@sip.test").status == 403
@@ -306,13 +376,19 @@ def _corpus_documents() -> list[tuple[str, str, str]]:
     manifest = corpus_dir() / "pidf" / "manifest.tsv"
     with manifest.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    return [(r["file"], r["basic_status"], r["well_formed_xml"])
-            for r in rows if r["file"].endswith(".xml")]
+    return [
+        (r["file"], r["basic_status"], r["well_formed_xml"])
+        for r in rows
+        if r["file"].endswith(".xml")
+    ]
 
 
 @pytest.mark.parametrize(("name", "basic", "well_formed"), _corpus_documents())
 def test_every_corpus_document_is_read_or_refused_with_a_clear_4xx(
-    store: Store, name: str, basic: str, well_formed: str,
+    store: Store,
+    name: str,
+    basic: str,
+    well_formed: str,
 ) -> None:
     rig = Rig(store)
     body = (corpus_dir() / "pidf" / name).read_bytes()
@@ -354,10 +430,19 @@ def test_pending_until_authorized_then_every_dialog_gets_every_change(store: Sto
     for port in (5071, 5072):
         state, presence = notified(rig.front.notifies(port)[-1])
         assert state == "active;expires=600"
-        assert presence is not None and presence.status is Status.OFFLINE  # nothing known yet
+        assert presence is not None
+        assert presence.status is Status.OFFLINE
 
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {
-        "laptop": Presence(Status.BUSY, "deep in code"), "phone": Presence(Status.EXTENDED_AWAY)}))
+    rig.presence.contact_presence(
+        rig.account(),
+        ContactPresence(
+            BOB,
+            {
+                "laptop": Presence(Status.BUSY, "deep in code"),
+                "phone": Presence(Status.EXTENDED_AWAY),
+            },
+        ),
+    )
     for port in (5071, 5072):
         notify = rig.front.notifies(port)[-1]
         state, presence = notified(notify)
@@ -450,11 +535,13 @@ def test_subscriptions_survive_a_restart(store: Store) -> None:
 
     again = Rig(store, clock=rig.clock)  # a new process: the same store
     assert len(again.front.timers.pending) == 1  # expiry re-armed
-    again.presence.contact_presence(again.account(),
-                                    ContactPresence(BOB, {"": Presence(Status.BUSY, "back")}))
+    again.presence.contact_presence(
+        again.account(), ContactPresence(BOB, {"": Presence(Status.BUSY, "back")})
+    )
     (after,) = again.front.notifies(5071)
     assert after.call_id == before.call_id
-    assert after.to.tag == "ft5071" and after.from_.tag == response.to.tag
+    assert after.to.tag == "ft5071"
+    assert after.from_.tag == response.to.tag
     assert after.cseq.number > before.cseq.number
     assert notified(after) == ("active;expires=600", Presence(Status.BUSY, "back", ("busy",)))
     again.gateway.stop()
@@ -470,15 +557,30 @@ def test_ask_policy_sends_a_message_and_the_reply_answers_it(store: Store) -> No
     assert queued.contact == BOB
     assert queued.body.decode() == f"{BOB} asks to see your presence. Reply 'allow' or 'deny'."
 
-    reply = rig.request(make_request(
-        "MESSAGE", f"sip:{BOB};proto=xmpp", from_=f"<sip:{USER}>", to=f"<sip:{BOB}>",
-        body=b" ALLOW ", content_type="text/plain"))
+    reply = rig.request(
+        make_request(
+            "MESSAGE",
+            f"sip:{BOB};proto=xmpp",
+            from_=f"<sip:{USER}>",
+            to=f"<sip:{BOB}>",
+            body=b" ALLOW ",
+            content_type="text/plain",
+        )
+    )
     assert reply.status == 200
     assert rig.handle.calls == [("answer_authorization", BOB, AuthorizationAnswer.ALLOW)]
     # No request open any more: the same word is an ordinary message now.
-    rig.request(make_request("MESSAGE", f"sip:{BOB}", from_=f"<sip:{USER}>", to=f"<sip:{BOB}>",
-                             body=b"allow", content_type="text/plain"))
-    assert rig.handle.calls[-1] == ("send_message", BOB, "allow")
+    rig.request(
+        make_request(
+            "MESSAGE",
+            f"sip:{BOB}",
+            from_=f"<sip:{USER}>",
+            to=f"<sip:{BOB}>",
+            body=b"allow",
+            content_type="text/plain",
+        )
+    )
+    assert rig.handle.calls[-1][:3] == ("send_message", BOB, "allow")
 
 
 def test_deny_and_allow_roster_policies(store: Store) -> None:
@@ -491,7 +593,8 @@ def test_deny_and_allow_roster_policies(store: Store) -> None:
     roster.subscribe(5071)
     roster.presence.authorization_request(roster.account(), BOB, "")
     assert roster.calls("answer_authorization") == [
-        ("answer_authorization", BOB, AuthorizationAnswer.ALLOW)]
+        ("answer_authorization", BOB, AuthorizationAnswer.ALLOW)
+    ]
     roster.presence.authorization_request(roster.account(), "carol@example.org", "")
     assert [m.contact for m in store.outbox.pending(USER)] == ["carol@example.org"]
     with pytest.raises(ValueError, match="authorization"):

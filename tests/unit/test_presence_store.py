@@ -11,14 +11,28 @@ from purplegw.store.subscriptions import dialog_key
 def _sub(n: int, expires_at: float) -> StoredSubscription:
     call_id = f"{n}-" + "c" * 300  # Call-IDs may be long
     return StoredSubscription(
-        dialog_key=dialog_key(call_id, f"lt{n}", f"rt{n}"), sip_user="alice@sip.test",
-        account_id=1, protocol="xmpp", contact=f"bob{n}@example.org", event_id="",
-        call_id=call_id, local_tag=f"lt{n}", remote_tag=f"rt{n}",
-        local_uri=f"sip:bob{n}@example.org", remote_uri="sip:alice@sip.test",
+        dialog_key=dialog_key(call_id, f"lt{n}", f"rt{n}"),
+        sip_user="alice@sip.test",
+        account_id=1,
+        protocol="xmpp",
+        contact=f"bob{n}@example.org",
+        event_id="",
+        call_id=call_id,
+        local_tag=f"lt{n}",
+        remote_tag=f"rt{n}",
+        local_uri=f"sip:bob{n}@example.org",
+        remote_uri="sip:alice@sip.test",
         remote_target="sip:alice@127.0.0.1:5062;transport=udp",
         route_set="<sip:127.0.0.1:5070;lr>\n<sip:127.0.0.1:5071;lr>",
-        local_contact="<sip:bob@127.0.0.1:5060>", local_cseq=1, remote_cseq=7,
-        state="pending", expires_at=expires_at, transport="udp", host="127.0.0.1", port=5062)
+        local_contact="<sip:bob@127.0.0.1:5060>",
+        local_cseq=1,
+        remote_cseq=7,
+        state="pending",
+        expires_at=expires_at,
+        transport="udp",
+        host="127.0.0.1",
+        port=5062,
+    )
 
 
 def test_save_refresh_advance_delete_and_expiry(store: Store) -> None:
@@ -32,7 +46,8 @@ def test_save_refresh_advance_delete_and_expiry(store: Store) -> None:
     store.subscriptions.advance_cseq(live.dialog_key, 3)  # never goes back
     store.subscriptions.set_state(live.dialog_key, "active")
     assert store.subscriptions.live(1000.0) == [
-        dataclasses.replace(refreshed, local_cseq=5, state="active")]
+        dataclasses.replace(refreshed, local_cseq=5, state="active")
+    ]
     assert store.subscriptions.purge(1000.0) == 1
     assert store.subscriptions.count() == 1
     store.subscriptions.delete(live.dialog_key)

@@ -14,8 +14,9 @@ from purplegw.store.upgrades import Tables, upgrade
 def create_subscriptions(db: Database, tables: Tables) -> None:  # noqa: ARG001
     if db.table_exists("purplegw_subscriptions"):
         return
-    text, real, integer = ("TEXT", "DOUBLE", "INT UNSIGNED") if db.dialect == "mysql" else (
-        "TEXT", "REAL", "INTEGER")
+    text, real, integer = (
+        ("TEXT", "DOUBLE", "INT UNSIGNED") if db.dialect == "mysql" else ("TEXT", "REAL", "INTEGER")
+    )
     columns = (
         " dialog_key CHAR(40) PRIMARY KEY NOT NULL,"
         " sip_user VARCHAR(128) NOT NULL,"
@@ -40,9 +41,11 @@ def create_subscriptions(db: Database, tables: Tables) -> None:  # noqa: ARG001
         f" port {integer} NOT NULL"
     )
     if db.dialect == "mysql":
-        db.execute(f"CREATE TABLE purplegw_subscriptions ({columns},"
-                   " INDEX subscriptions_user_idx (sip_user)"
-                   ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        db.execute(
+            f"CREATE TABLE purplegw_subscriptions ({columns},"
+            " INDEX subscriptions_user_idx (sip_user)"
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     else:
         db.execute(f"CREATE TABLE purplegw_subscriptions ({columns})")
         db.execute("CREATE INDEX subscriptions_user_idx ON purplegw_subscriptions (sip_user)")
