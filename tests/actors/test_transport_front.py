@@ -644,3 +644,30 @@ def test_unsendable_router_response_gives_500_and_no_stuck_transaction(peer, def
         peer.send(sip_request("MESSAGE", port, peer.port), port)
         assert parse_datagram(peer.recv()).status == 500
         wait_for(lambda: not f.server_transactions, what="transaction forgotten")
+
+
+def test_send_request_over_tls_verifies_the_peer(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    config = {
+        "listen": ["tls:127.0.0.1:0"],
+        "tls_certificate": cert,
+        "tls_private_key": key,
+        "tls_ca_certificates": cert,
+    }
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    with SipFront(config, StaticRouter()) as f, socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(TIMEOUT)
+        uport = server.getsockname()[1]
+        future = f.send_request(_outgoing(uport), Address("tls", "127.0.0.1", uport))
+        raw, _ = server.accept()
+        with server_ctx.wrap_socket(raw, server_side=True) as conn:
+            conn.settimeout(TIMEOUT)
+            request = read_messages(conn, 1)[0]
+            assert request.top_via.transport == "TLS"
+            conn.sendall(
+                b"SIP/2.0 200 OK\r\n" + _echo_headers(request) + b"Content-Length: 0\r\n\r\n"
+            )
+            assert future.result(TIMEOUT).status == 200
