@@ -272,6 +272,7 @@ class TransportLayer:
         sock = listener.sock
         assert sock is not None
         on_message = self.on_message
+        max_size = self.config.max_message_size
         for _ in range(UDP_BURST):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -285,6 +286,8 @@ class TransportLayer:
                 continue  # RFC 5626 keep-alive
             source = Source("udp", addr[0], addr[1], listener, None)
             try:
+                if len(data) > max_size:
+                    raise RemoteProtocolError("Message Too Large", 513)
                 message = parse_datagram(data)
             except RemoteProtocolError as exc:
                 self.on_bad_message(exc, data, source)

@@ -671,3 +671,10 @@ def test_send_request_over_tls_verifies_the_peer(tmp_path):
                 b"SIP/2.0 200 OK\r\n" + _echo_headers(request) + b"Content-Length: 0\r\n\r\n"
             )
             assert future.result(TIMEOUT).status == 200
+
+
+def test_oversized_udp_request_gets_513(peer):
+    with SipFront({"listen": ["udp:127.0.0.1:0"], "max_message_size": 1024}, StaticRouter()) as f:
+        port = port_of(f, "udp")
+        peer.send(sip_request("MESSAGE", port, peer.port, body=b"x" * 2000), port)
+        assert peer.recv().startswith(b"SIP/2.0 513 ")
