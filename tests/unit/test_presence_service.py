@@ -609,3 +609,34 @@ def test_a_local_send_failure_keeps_the_subscription(store: Store) -> None:
     assert store.subscriptions.count() == 1
     rig.presence.authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
     assert notified(rig.front.notifies(5071)[-1])[0] == "active;expires=600"
+
+
+def _fuzz_seeds() -> list[Path]:
+    base = corpus_dir() / "fuzz"
+    return sorted(
+        [*base.glob("pjproject-fuzz-pidf/*.xml"), *base.glob("pjproject-fuzz-presence/*.xml")]
+    )
+
+
+@pytest.mark.parametrize("seed", _fuzz_seeds(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_mangled_presence_bodies_get_200_or_a_clear_4xx_never_an_error(
+    store: Store, seed: Path
+) -> None:
+    import random  # noqa: PLC0415
+
+    rng = random.Random(seed.name)  # noqa: S311 - reproducible mutations, not crypto
+    original = seed.read_bytes()
+    content_type = "application/xpidf+xml" if "xpidf" in seed.name else "application/pidf+xml"
+    bodies = [original] + [original[: rng.randrange(1, len(original))] for _ in range(10)]
+    for _ in range(20):
+        mangled = bytearray(original)
+        for _ in range(rng.randrange(1, 4)):
+            mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+        bodies.append(bytes(mangled))
+    rig = Rig(store)
+    for body in bodies:
+        response = rig.publish(body, content_type=content_type)
+        assert response.status in (200, 400, 415), (body, response.status, response.reason)
+        if response.status != 200:
+            assert response.reason
+    rig.gateway.stop()
