@@ -71,6 +71,8 @@ RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)  # undelivered outbox messages
 # goes over a congestion-controlled transport; phones also cap UDP reads
 # (pjsip at 4000 bytes), so a long message over UDP would arrive truncated.
 UDP_SIZE_LIMIT = 1300
+# Outcomes of a queued (202) message that mean "not now" rather than "never".
+RETRIED_LATER = frozenset({408, 480, 503, 504})
 
 
 @dataclass
@@ -126,6 +128,7 @@ class Gateway(EventSink):
         self._retry_timers: dict[str, threading.Timer] = {}
         self._retry_index: dict[str, int] = {}
         self._stopped = False
+        self._unsent: dict[tuple[str, str], list[Any]] = {}
         self.proxy_address = _proxy_address(settings.outbound_proxy)
         # PUBLISH, SUBSCRIBE/NOTIFY, authorization requests (docs/presence.md)
         self.presence = PresenceService(gateway=self, settings=presence or PresenceSettings(),
@@ -137,6 +140,7 @@ class Gateway(EventSink):
         self.front = front
         add_sink(self)
         self._submit(self.presence.restore)
+        self._submit(self._load_unsent)
         # Messages left from an earlier run: in proxy mode they can go now;
         # in standalone mode they wait for their user's REGISTER.
         if self.proxy_address is not None:
@@ -296,11 +300,17 @@ class Gateway(EventSink):
             ok_status = 200
         else:
             message_id = _message_id(request)
+            # Recorded before the account is asked: a 202 survives a crash.
+            self.store.sendq.put(sip_user=route.account.sip_user,
+                                 protocol=route.account.protocol, contact=route.contact,
+                                 body=payload, message_id=message_id)
             future = handle.send_message(route.contact, payload, message_id)
             ok_status = 202
 
         def answered(done: Any) -> None:
             outcome: Outcome = done.get()
+            if kind != "typing" and outcome.status != 202:  # noqa: PLR2004 - 202: still queued
+                self._submit(self.store.sendq.done, message_id)
             if outcome.ok:
                 reply(self._response(request, ok_status))
             else:
@@ -335,6 +345,44 @@ class Gateway(EventSink):
     def on_connection_state(self, account: AccountInfo, state: ConnectionState,
                             reason: str) -> None:
         self._submit(self.presence.connection_state, account, state)
+        if state is ConnectionState.CONNECTED:
+            self._submit(self._resend_unsent, account)
+
+    def on_send_result(self, account: AccountInfo, message_id: str, outcome: Outcome) -> None:
+        """A message answered 202 (queued) reached an outcome."""
+        if outcome.status in RETRIED_LATER:
+            # The account stopped (shutdown, reload, gave up) before the network
+            # took it: it stays recorded and goes out after the next start.
+            logger.info("Queued message %s of %s kept for later: %d %s", message_id,
+                        account.sip_user, outcome.status, outcome.reason)
+            return
+        if not outcome.ok:
+            logger.warning("Queued message %s of %s could not be sent: %d %s", message_id,
+                           account.sip_user, outcome.status, outcome.reason)
+        self._submit(self.store.sendq.done, message_id)
+
+    # --- accepted messages left from an earlier run -------------------------------------
+
+    def _load_unsent(self) -> None:
+        for row in self.store.sendq.pending():
+            self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
+        if self._unsent:
+            logger.info("%d accepted message(s) from an earlier run wait for their account",
+                        sum(len(rows) for rows in self._unsent.values()))
+
+    def _resend_unsent(self, account: AccountInfo) -> None:
+        rows = self._unsent.pop((account.sip_user, account.protocol), [])
+        handle = self.directory.get(account.sip_user, account.protocol)
+        if handle is None:
+            return
+        for row in rows:
+            future = handle.send_message(row.contact, row.body, row.message_id)
+
+            def sent(done: Any, message_id: str = row.message_id) -> None:
+                if done.get().status != 202:  # noqa: PLR2004 - 202: the actor queued it again
+                    self._submit(self.store.sendq.done, message_id)
+
+            future.add_done_callback(sent)
 
     def _incoming(self, account: AccountInfo, contact: str, text: str) -> None:
         self.store.outbox.put(sip_user=account.sip_user, account_id=account.account_id,

@@ -9,6 +9,7 @@ from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
 from purplegw.store.outbox import OutboxRepository
+from purplegw.store.sendq import SendQueueRepository
 from purplegw.store.subscriptions import StoredSubscription, SubscriptionRepository
 from purplegw.store.upgrades import Tables, check_schema, run_upgrades
 from purplegw.store.users import UserRepository
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from purplegw.config import Config
 
 __all__ = ["AccountRepository", "AccountRow", "Database", "NewAccount", "OutboxRepository",
-           "PasswordCipher", "Store", "StoredSubscription", "SubscriptionRepository", "Tables",
+           "PasswordCipher", "SendQueueRepository", "Store", "StoredSubscription", "SubscriptionRepository", "Tables",
            "UserRepository", "open_store"]
 
 
@@ -32,10 +33,13 @@ class Store:
     outbox: OutboxRepository
     # Defaulted so that code building a Store by hand keeps working.
     subscriptions: SubscriptionRepository = field(default=None)  # type: ignore[assignment]
+    sendq: SendQueueRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
             self.subscriptions = SubscriptionRepository(self.db)
+        if self.sendq is None:
+            self.sendq = SendQueueRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

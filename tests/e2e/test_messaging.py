@@ -135,3 +135,27 @@ def test_cpim_body_is_unwrapped(setup: dict[str, Any]) -> None:
         agent.message(f"sip:{bob.jid}", cpim, content_type="message/cpim")
         assert agent.wait_for(lambda e: e["event"] == "im_status")["code"] == 202
         peer.wait_for(lambda e: e.kind == "message" and e.body == "wrapped in CPIM ✓")
+
+
+def test_accepted_message_survives_outage_and_restart(prosody: Any, setup: dict[str, Any]) -> None:
+    """202 while the XMPP server is down, then a gateway restart: still delivered."""
+    gateway, account, bob, peer = (setup[k] for k in ("gateway", "account", "bob", "peer"))
+    import time
+
+    with phone(gateway) as agent:
+        prosody.stop()
+        try:
+            deadline = time.monotonic() + 30
+            while gateway.status()[0]["state"] == "connected" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            agent.message(f"sip:{bob.jid}", "accepted while the server was down ✓")
+            status = agent.wait_for(lambda e: e["event"] == "im_status")
+            assert status["code"] == 202, status
+            assert gateway.stop() == 0
+        finally:
+            prosody.start()
+    gateway.start()
+    gateway.wait_accounts("connected")
+    got = peer.wait_for(lambda e: e.kind == "message"
+                        and e.body == "accepted while the server was down ✓", timeout=60)
+    assert got.bare == account.jid

@@ -68,3 +68,15 @@ def test_large_bodies_survive(store: Store) -> None:
     store.outbox.put(sip_user="a@example.org", account_id=1, protocol="xmpp", contact="b@x",
                      body=body)
     assert store.outbox.pending()[0].body == body
+
+
+def test_send_queue_records_once_until_done(store: Store) -> None:
+    assert store.sendq.put(sip_user="a@example.org", protocol="xmpp", contact="b@x.example",
+                           body="hé ✓", message_id="m1") is True
+    assert store.sendq.put(sip_user="a@example.org", protocol="xmpp", contact="b@x.example",
+                           body="hé ✓", message_id="m1") is False  # a resend, not a new message
+    store.sendq.put(sip_user="a@example.org", protocol="irc", contact="n", body="2",
+                    message_id="m2")
+    assert [(p.message_id, p.body) for p in store.sendq.pending()] == [("m1", "hé ✓"), ("m2", "2")]
+    store.sendq.done("m1")
+    assert [p.message_id for p in store.sendq.pending()] == ["m2"]

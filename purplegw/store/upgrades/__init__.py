@@ -103,4 +103,5 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v003_subscriber,
     v004_outbox,
     v005_subscriptions,
+    v006_sendq,
 )
