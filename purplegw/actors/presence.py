@@ -44,6 +44,13 @@ Rule 6. An external contact asking to see the user's presence is answered
         MESSAGE from the contact's SIP URI through the durable outbox.  The
         user's MESSAGE "allow" or "deny" (any case) to that contact, while a
         request is open, answers it and is not forwarded to the contact.
+Rule 7. Upstream mode (``[presence] upstream``, as the original module did
+        with Kamailio's ``presence``): every contact presence the accounts
+        report is also PUBLISHed there (RFC 3903, one publication per
+        contact: initial with a body, modify with SIP-If-Match, body-less
+        refresh before expiry, 412 -> publish afresh), so that phones can
+        subscribe at that server.  One PUBLISH in flight per contact; the
+        latest state waits for it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ import logging
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +72,7 @@ from purplegw.protocols.base import AccountCredentials, AuthorizationAnswer
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import Dialog, DialogId
 from purplegw.sip.errors import SipError
+from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, Response, make_response
 from purplegw.sip.presence import PidfError, parse_pidf, pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import CONTENT_TYPE_PIDF
@@ -96,6 +105,8 @@ class PresenceSettings:
     subscribe_min_expires: int = 60
     subscribe_max_expires: int = 3600
     subscribe_default_expires: int = 3600
+    upstream: str = ""
+    upstream_expires: int = 3600
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> PresenceSettings:
@@ -164,6 +175,11 @@ class PresenceService:
         self.asking: dict[PresentityKey, str] = {}  # open authorization requests
         self._applied: dict[str, Presence] = {}  # what each user's accounts were last told
         self._logged_out: set[str] = set()
+        self.upstream = (
+            UpstreamPublisher(self, settings.upstream, settings.upstream_expires)
+            if settings.upstream
+            else None
+        )
 
     # --- helpers shared with the gateway --------------------------------------------
 
@@ -663,6 +679,8 @@ class PresenceService:
             sub = watch.subscription
             if sub.state is SubState.ACTIVE:
                 self._run(watch, sub.notify(now, body))
+        if self.upstream is not None:
+            self.upstream.publish(presentity.entity, body)
 
     # --- authorization requests (Rule 6) -------------------------------------------
 
@@ -726,6 +744,93 @@ class PresenceService:
         if event == EVENT:
             return None
         return self._response(request, 489, "Bad Event", headers=[("Allow-Events", EVENT)])
+
+
+@dataclass
+class _Upstream:
+    etag: str | None = None
+    body: bytes = b""  # the last state published (for a 412)
+    in_flight: bool = False
+    waiting: bytes | None = None  # newest state while a PUBLISH is in flight
+
+
+class UpstreamPublisher:
+    """PUBLISH contacts' presence into an upstream presence server (Rule 7)."""
+
+    def __init__(self, service: PresenceService, uri: str, expires: int) -> None:
+        self.service = service
+        self.expires = expires
+        target = parse_uri(uri)
+        self.address = Address(
+            (target.params.get("transport") or "udp").lower(),
+            target.host.strip("[]"),
+            target.port or 5060,
+        )
+        self.entities: dict[str, _Upstream] = {}
+
+    def publish(self, entity: str, body: bytes) -> None:
+        """Publish ``body`` for ``entity`` (b"" refreshes the current one)."""
+        state = self.entities.setdefault(entity, _Upstream())
+        if state.in_flight:
+            state.waiting = body or state.waiting
+            return
+        self._send(entity, state, body)
+
+    def _send(self, entity: str, state: _Upstream, body: bytes) -> None:
+        front = self.service.gateway.front
+        if front is None:
+            return
+        if not body and state.etag is None:
+            body = state.body  # nothing to refresh: publish afresh
+        if body:
+            state.body = body
+        headers = Headers()
+        headers.add("From", f"<{entity}>;tag={os.urandom(4).hex()}")
+        headers.add("To", f"<{entity}>")
+        headers.add("Call-ID", f"{uuid.uuid4().hex}@{self.service.gateway.settings.domain}")
+        headers.add("CSeq", "1 PUBLISH")
+        headers.add("Event", EVENT)
+        headers.add("Expires", str(self.expires))
+        if state.etag is not None:
+            headers.add("SIP-If-Match", state.etag)
+        if body:
+            headers.add("Content-Type", CONTENT_TYPE_PIDF)
+        state.in_flight = True
+        future = front.send_request(Request("PUBLISH", entity, headers, body), self.address)
+
+        def answered(done: concurrent.futures.Future[Response]) -> None:
+            self.service._submit(self._answered, entity, done)  # noqa: SLF001
+
+        future.add_done_callback(answered)
+
+    def _answered(self, entity: str, done: concurrent.futures.Future[Response]) -> None:
+        state = self.entities[entity]
+        state.in_flight = False
+        try:
+            response = done.result()
+        except Exception as exc:  # noqa: BLE001 - our side; the next change retries
+            logger.info("Upstream PUBLISH of %s not sent: %s", entity, exc)
+            state.etag = None
+            return
+        if 200 <= response.status < 300:
+            state.etag = response.headers.get("SIP-ETag")
+            granted = response.expires or self.expires
+            self.service._start_timer(  # noqa: SLF001
+                ("upstream", entity), max(1.0, granted * 0.8), self._refresh, entity
+            )
+        else:
+            logger.info("Upstream PUBLISH of %s: %d %s", entity, response.status, response.reason)
+            state.etag = None
+            if response.status == 412 and state.waiting is None:
+                state.waiting = state.body  # the server lost it: publish afresh
+        waiting, state.waiting = state.waiting, None
+        if waiting is not None:
+            self._send(entity, state, waiting)
+
+    def _refresh(self, entity: str) -> None:
+        state = self.entities.get(entity)
+        if state is not None and not state.in_flight:
+            self._send(entity, state, b"")
 
 
 # --- helpers ------------------------------------------------------------------------

@@ -67,6 +67,8 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "subscribe_min_expires": t.Integer(minimum=1),
         "subscribe_max_expires": t.Integer(minimum=1),
         "subscribe_default_expires": t.Integer(minimum=1),
+        "upstream": t.String(),
+        "upstream_expires": t.Integer(minimum=60),
     },
     "daemon": {
         "pid_file": t.Path(),

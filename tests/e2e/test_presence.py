@@ -8,6 +8,7 @@ independent slixmpp client on a real Prosody.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,7 +19,6 @@ from purplegw.testing.xmpp_peer import XmppPeer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 @pytest.fixture
@@ -234,3 +234,95 @@ def test_dead_phone_delays_nobody_and_its_subscription_expires(
     finally:
         alive.stop()
         dead.stop()
+
+
+KAMAILIO_PRESENCE = """#!KAMAILIO
+debug=2
+log_stderror=yes
+children=2
+listen=udp:LISTEN
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "xlog.so"
+loadmodule "db_text.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "presence.so"
+loadmodule "presence_xml.so"
+modparam("presence", "db_url", "text://DBDIR")
+modparam("presence", "server_address", "sip:127.0.0.1:PORT")
+modparam("presence_xml", "db_url", "text://DBDIR")
+modparam("presence_xml", "force_active", 1)
+
+request_route {
+    if (is_method("OPTIONS")) { sl_send_reply("200", "OK"); exit; }
+    if (is_method("REGISTER")) { save("location"); exit; }
+    if (is_method("PUBLISH|SUBSCRIBE")) {
+        if (!t_newtran()) { sl_reply_error(); exit; }
+        if (is_method("PUBLISH")) { handle_publish(); } else { handle_subscribe(); }
+        t_release();
+        exit;
+    }
+    sl_send_reply("404", "Not here");
+}
+"""
+
+
+@pytest.fixture
+def kamailio_presence(tmp_path: Path) -> Iterator[Any]:
+    """Kamailio's presence server (presence + presence_xml on db_text)."""
+    import shutil  # noqa: PLC0415
+
+    from purplegw.testing.kamailio import Kamailio, require_kamailio  # noqa: PLC0415
+    from purplegw.testing.ports import free_port  # noqa: PLC0415
+
+    require_kamailio()
+    schema = Path("/usr/share/kamailio/dbtext/kamailio")
+    if not schema.is_dir():
+        pytest.skip("Kamailio db_text schema files are not installed")
+    db_dir = tmp_path / "kamailio-db"
+    shutil.copytree(schema, db_dir)
+    port = free_port("udp")
+    config = KAMAILIO_PRESENCE.replace("DBDIR", str(db_dir)).replace("PORT", str(port))
+    server = Kamailio(config, port=port).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_upstream_mode_publishes_contacts_into_kamailio_presence(
+    prosody: Any, tmp_path: Path, kamailio_presence: Any
+) -> None:
+    upstream = f'[presence]\nupstream = "sip:127.0.0.1:{kamailio_presence.port}"'
+    setup = _setup(prosody, tmp_path, upstream)
+    state = next(setup)
+    gateway, account, bob, peer = (state[k] for k in ("gateway", "account", "bob", "peer"))
+    uri = f"sip:{bob.jid}"
+    through_gateway = phone(gateway)
+    through_kamailio = PjsuaAgent.start()
+    try:
+        # The contact gets on the roster through the gateway, as usual...
+        through_gateway.subscribe(uri)
+        peer.wait_for(lambda e: e.kind == "subscribe" and e.bare == account.jid, timeout=30)
+        peer.answer_subscription(account.jid, allow=True)
+        buddy(through_gateway, uri, sub_state="ACTIVE", status="online")
+        # ...and a phone subscribed at Kamailio sees what the gateway published there.
+        kamailio = f"sip:127.0.0.1:{kamailio_presence.port}"
+        through_kamailio.account("sip:watcher@sip.test", registrar=kamailio, proxy=f"{kamailio};lr")
+        # pjsua drops a subscription asked for before its account is ready.
+        through_kamailio.wait_for(lambda e: e["event"] == "reg" and e["code"] == 200)
+        through_kamailio.subscribe(uri)
+        buddy(through_kamailio, uri, sub_state="ACTIVE", status="online")
+        peer.send_presence(show="dnd", status="published upstream")
+        got = buddy(through_kamailio, uri, note="published upstream")
+        assert got["activity"] == "busy", got
+    finally:
+        through_gateway.stop()
+        through_kamailio.stop()
+        next(setup, None)

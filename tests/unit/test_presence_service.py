@@ -640,3 +640,42 @@ def test_mangled_presence_bodies_get_200_or_a_clear_4xx_never_an_error(
         if response.status != 200:
             assert response.reason
     rig.gateway.stop()
+
+
+def test_upstream_publications_follow_rfc3903(store: Store) -> None:
+    rig = Rig(store, PresenceSettings(upstream="sip:127.0.0.1:5070", upstream_expires=600))
+
+    def publishes() -> list[tuple[Request, Any, concurrent.futures.Future[Response]]]:
+        return [(r, d, f) for r, d, f in rig.front.sent if r.method == "PUBLISH"]
+
+    def answer(index: int, status: int = 200, etag: str = "") -> None:
+        request, _d, future = publishes()[index]
+        headers = [("SIP-ETag", etag), ("Expires", "600")] if status == 200 else []
+        future.set_result(make_response(request, status, headers=headers))
+
+    away = ContactPresence(BOB, {"": Presence(Status.AWAY, "out")})
+    rig.presence.contact_presence(rig.account(), away)
+    (first, destination, _f) = publishes()[0]
+    assert (destination.host, destination.port) == ("127.0.0.1", 5070)
+    assert str(first.ruri) == f"sip:{BOB}"
+    assert first.headers.get("Event") == "presence"
+    assert "SIP-If-Match" not in first.headers
+    assert pidf_to_presence(parse_pidf(first.body, first.content_type)).note == "out"
+    # Two changes while the first is in flight: only the newest goes out, after it.
+    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.BUSY)}))
+    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.CHAT)}))
+    assert len(publishes()) == 1
+    answer(0, etag="e1")
+    second = publishes()[1][0]
+    assert second.headers.get("SIP-If-Match") == "e1"
+    assert pidf_to_presence(parse_pidf(second.body, second.content_type)).status is Status.CHAT
+    answer(1, etag="e2")
+    # Refresh before expiry: no body, the current tag.
+    rig.front.timers.fire(lambda k: k == ("presence", ("upstream", f"sip:{BOB}")))
+    refresh = publishes()[2][0]
+    assert (refresh.body, refresh.headers.get("SIP-If-Match")) == (b"", "e2")
+    # The server forgot it (412): publish the whole state afresh.
+    answer(2, status=412)
+    fresh = publishes()[3][0]
+    assert "SIP-If-Match" not in fresh.headers
+    assert pidf_to_presence(parse_pidf(fresh.body, fresh.content_type)).status is Status.CHAT
