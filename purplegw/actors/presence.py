@@ -312,9 +312,11 @@ class PresenceService:
                 )
             elif isinstance(action, sip_actions.CancelTimer):
                 self._cancel_timer(action.name)
-        if result.change is not None:
-            logger.info("PUBLISH from %s: %s (etag %s)", user, result.change, result.etag)
-            self._apply_user_presence(user)
+        if result.change is None:
+            logger.info("PUBLISH from %s: %d %s", user, result.status, result.reason)
+            return
+        logger.info("PUBLISH from %s: %s (etag %s)", user, result.change, result.etag)
+        self._apply_user_presence(user)
 
     def _publication_expired(self, name: str) -> None:
         publication = self.publications.on_timer(name)
