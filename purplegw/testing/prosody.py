@@ -14,6 +14,7 @@ Usage as a pytest fixture (``tests/protocols/conftest.py`` exposes it as
         alice = prosody.create_user("alice")      # -> XmppUser(jid, password)
         users = prosody.create_users(500)         # fast: writes the data files
         host, port = prosody.host, prosody.port   # c2s on 127.0.0.1:<free port>
+        prosody.tls_port                          # direct TLS (XEP-0368) c2s port
         prosody.ca_file                           # PEM of its self-signed cert
         prosody.restart()                         # same port, same data
         prosody.log_text()                        # for assertion messages
@@ -75,7 +76,8 @@ log = {{ {log_level} = "{run_dir}/prosody.log" }}
 interfaces = {{ "{host}" }}
 local_interfaces = {{ "{host}" }}
 c2s_ports = {{ {port} }}
-c2s_direct_tls_ports = {{ }}
+c2s_direct_tls_ports = {{ {tls_port} }}
+c2s_direct_tls_ssl = {{ certificate = "{run_dir}/certs/{domain}.crt", key = "{run_dir}/certs/{domain}.key" }}
 s2s_ports = {{ }}
 admins = {{ }}
 modules_enabled = {{
@@ -183,6 +185,7 @@ class Prosody:
         self.domain = domain
         self.host = host
         self.port = port or free_port("tcp", host)
+        self.tls_port = free_port("tcp", host)  # XEP-0368 direct TLS
         self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -206,6 +209,7 @@ class Prosody:
                     run_dir=self.run_dir,
                     host=self.host,
                     port=self.port,
+                    tls_port=self.tls_port,
                     domain=self.domain,
                     log_level=self.log_level,
                 )

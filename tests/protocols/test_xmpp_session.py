@@ -142,6 +142,17 @@ def test_plaintext_login_for_loopback_tests(loop, prosody, users, bob):
         loop.run(session.logout())
 
 
+def test_direct_tls_login(loop, prosody, users):
+    cfg = config(prosody, server=f"{prosody.host}:{prosody.tls_port}", direct_tls=True)
+    session, events = make_session(loop, users[0].jid, users[0].password, cfg)
+    loop.run(session.login())
+    try:
+        assert session.client.transport.get_extra_info("ssl_object") is not None
+        assert events.of("state")[-1][0] is ConnectionState.CONNECTED
+    finally:
+        loop.run(session.logout())
+
+
 def test_sessions_share_one_ssl_context(loop, prosody, users):
     shared: dict = {}
     other = prosody.create_user(f"carol{next(_names)}")
