@@ -45,6 +45,7 @@ from xml.etree.ElementTree import Element
 import slixmpp
 from python_socks import ProxyError, ProxyType
 from python_socks.async_.asyncio import Proxy
+from slixmpp.exceptions import IqError
 from slixmpp.jid import InvalidJID
 from slixmpp.util.sasl.mechanisms import SCRAM
 from slixmpp.xmlstream.handler import Callback
@@ -438,7 +439,9 @@ class XmppSession(Session):
                 continue
             try:
                 await client.plugin["xep_0199"].send_ping(client.boundjid.domain, timeout=interval)
-            except Exception as exc:  # noqa: BLE001 - IqTimeout, IqError, gone: all mean dead
+            except IqError:
+                continue  # an error reply is still a reply: the stream is alive
+            except Exception as exc:  # noqa: BLE001 - timeout or connection gone: dead
                 if self.client is client and client.transport is not None:
                     logger.info(
                         "%s: keepalive ping failed (%s), dropping connection",
@@ -461,9 +464,6 @@ class XmppSession(Session):
         except Exception as exc:  # noqa: BLE001 - any failure here fails the login
             self._settle(TransientError(f"roster request failed on {self._label()}: {exc}"))
             return
-        for jid in client.client_roster:
-            if client.client_roster[jid]["pending_out"]:
-                logger.debug("%s: subscription to %s still pending", self.credentials.ext_user, jid)
         self._send_own_presence(self._last_presence or Presence(Status.AVAILABLE))
         self._settle(None)
 
