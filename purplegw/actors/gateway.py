@@ -25,6 +25,10 @@ Rule 3. External -> SIP: a message is written to the outbox before anything
         only after a 2xx.  One message in flight per user: order is kept.
         Undelivered messages wait for the user's next REGISTER, or a retry
         timer, and survive restarts.
+Rule 4. Presence: PUBLISH and SUBSCRIBE, the accounts' presence and
+        authorization events, and a MESSAGE "allow"/"deny" answering an
+        open authorization request go to ``self.presence``
+        (purplegw.actors.presence, docs/presence.md), on the same thread.
 """
 
 from __future__ import annotations
