@@ -239,6 +239,8 @@ def _params_of(validated: str) -> Params:
     # the text already matched GENERIC_PARAMS; gen-value is never empty, so
     # an empty second group means "no value"
     params: Params = {}
+    if not validated:
+        return params
     if '"' in validated or " " in validated or "\t" in validated:
         for name, value in _findall_params(validated):
             params[name.lower()] = value or None

@@ -234,3 +234,11 @@ def test_stream_has_partial() -> None:
     parser.feed(b"45")
     assert isinstance(parser.next_message(), Request)
     assert not parser.has_partial
+
+
+def test_addr_spec_without_params_has_no_params() -> None:
+    from purplegw.sip.uri import parse_name_addr
+
+    bare = parse_name_addr("sip:bob@example.com")
+    assert bare.params == {}
+    assert str(bare.with_tag("t1")) == "<sip:bob@example.com>;tag=t1"
