@@ -391,7 +391,6 @@ class PresenceService:
             return
         account = route.account
         presentity = self._presentity(user, account.protocol, route.contact, account.account_id)
-        _bracket_to(request)
         sub = self._new_subscription()
         if presentity.authorized:
             sub.last_body = presentity.document(self.clock())
@@ -836,19 +835,6 @@ class UpstreamPublisher:
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def _bracket_to(request: Request) -> None:
-    """Rewrite a bare ``To: sip:bob@host`` as ``<sip:bob@host>`` (same meaning).
-
-    parse_name_addr reads a bare addr-spec without parameters as having one
-    empty parameter, which the dialog would write back as ``;;tag=``.
-    """
-    to = request.to
-    if to is None or "" not in to.params:
-        return
-    params = {k: v for k, v in to.params.items() if k}
-    request.headers.replace_first("To", str(NameAddr(to.uri, to.display_name, params)))
 
 
 def _id_parts(dialog_id: DialogId) -> tuple[str, str, str]:
