@@ -117,9 +117,14 @@ TEL_NUMBER_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()pw]++")
 # via-parm = sent-protocol LWS sent-by *( SEMI via-params )
 # sent-protocol = protocol-name SLASH protocol-version SLASH transport
 # SLASH = SWS "/" SWS ; sent-by = host [ COLON port ]
+# via-received = "received" EQUAL (IPv4address / IPv6address)         (25.1)
+# IPv6address is bare there (RFC 5118 4.5: received=2001:db8::9), which the
+# generic gen-value grammar does not cover, so Via params also take it.
+VIA_GEN_VALUE = rf"(?:[0-9A-Fa-f]*+:[0-9A-Fa-f:.]++|{TOKEN}|{IPV6_REFERENCE}|{QUOTED_STRING})"
+VIA_PARAMS = rf"(?:{SWS};{SWS}{TOKEN}(?:{SWS}={SWS}{VIA_GEN_VALUE})?)*+"
 VIA_RE = re.compile(
     rf"({TOKEN}){SWS}/{SWS}({TOKEN}){SWS}/{SWS}({TOKEN}){LWS}"
-    rf"({HOST})(?:{SWS}:{SWS}([0-9]{{1,5}}))?({GENERIC_PARAMS}){SWS}"
+    rf"({HOST})(?:{SWS}:{SWS}([0-9]{{1,5}}))?({VIA_PARAMS}){SWS}"
 )
 
 # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method                          (20.16)

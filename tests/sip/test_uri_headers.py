@@ -242,3 +242,12 @@ def test_addr_spec_without_params_has_no_params() -> None:
     bare = parse_name_addr("sip:bob@example.com")
     assert bare.params == {}
     assert str(bare.with_tag("t1")) == "<sip:bob@example.com>;tag=t1"
+
+
+def test_via_received_takes_a_bare_ipv6_address() -> None:
+    # RFC 3261 25.1 via-received = "received" EQUAL (IPv4address / IPv6address); RFC 5118 4.5
+    from purplegw.sip.headers import parse_via
+
+    via = parse_via("SIP/2.0/UDP [2001:db8::1]:5060;received=2001:db8::9;branch=z9hG4bKx;rport=7")
+    assert (via.received, via.rport, via.branch) == ("2001:db8::9", 7, "z9hG4bKx")
+    assert parse_via("SIP/2.0/UDP [::1]:5060;branch=z9hG4bKy;received=::1").received == "::1"
