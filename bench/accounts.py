@@ -240,7 +240,10 @@ def measure(prosody: object, runtime: str, n: int, prefix: str, pings: int, time
     if not lines:
         return {"runtime": runtime, "accounts": n,
                 "error": (result.stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    result.setdefault("runtime", runtime)
+    result.setdefault("accounts", n)
+    return result
 
 
 def table(results: list[dict]) -> str:
