@@ -224,10 +224,7 @@ def accounts_add(ctx: Context, sip_user: str, ext_user: str, protocol: str,
     from purplegw.store import NewAccount  # noqa: PLC0415
 
     ctx.canonical_protocol(protocol)
-    if password_stdin or not sys.stdin.isatty():
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
     try:
         account_id = ctx.store().accounts.add(NewAccount(sip_user, ext_user, protocol.lower(), password))
     except GatewayError as exc:
@@ -307,6 +304,13 @@ def accounts_import(ctx: Context, csv_file: Any) -> None:
     click.echo(f"imported {len(ids)} account(s)")
 
 
+def _read_password(from_stdin: bool) -> str:
+    """The first line of stdin when asked for or piped; a hidden prompt on a terminal."""
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
 def _password_state(row: Any) -> str:
     if not row.has_password:
         return "none"
@@ -336,10 +340,7 @@ def _split_aor(ctx: Context, user: str) -> tuple[str, str]:
 def users_add(ctx: Context, user: str, password_stdin: bool, keep_plaintext: bool) -> None:
     """Add SIP user USER (name@domain; the domain defaults to [sip] domain)."""
     username, domain = _split_aor(ctx, user)
-    if password_stdin or not sys.stdin.isatty():
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
     try:
         ctx.store().users.add(username, domain, password, keep_plaintext=keep_plaintext)
     except GatewayError as exc:
