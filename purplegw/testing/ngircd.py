@@ -22,8 +22,6 @@ fixtures in tests/protocols/conftest.py turn that into skip/fail.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import logging
 import os
 import shutil
@@ -34,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from purplegw.testing.certs import write_self_signed_cert
 from purplegw.testing.ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -50,49 +49,6 @@ def ngircd_binary() -> str | None:
 
 class NgircdError(RuntimeError):
     pass
-
-
-def write_self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A self-signed certificate for ``host`` (also valid as its own CA file).
-
-    Returns ``(cert_path, key_path)``.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    alt_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    try:
-        alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        alt_names.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "cert.pem"
-    key_path = directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 class Ngircd:
@@ -149,7 +105,8 @@ class Ngircd:
             "ConnectIPv6 = no",
         ]
         if self.tls:
-            cert, key = write_self_signed_cert(run_dir, self.host)
+            cert, key = run_dir / "cert.pem", run_dir / "key.pem"
+            write_self_signed_cert(cert, key, self.host)
             self.ca_file = cert
             lines += [
                 "[SSL]",

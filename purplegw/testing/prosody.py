@@ -42,8 +42,6 @@ installed (tests then skip, or fail under CI).
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import logging
 import os
 import shutil
@@ -56,11 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from purplegw.testing.certs import write_self_signed_cert
 from purplegw.testing.ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -139,38 +134,6 @@ def _lua_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def make_self_signed_cert(cert_path: Path, key_path: Path, hostname: str) -> None:
-    """A self-signed certificate for ``hostname`` (also valid for 127.0.0.1)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
 class Prosody:
     """A running Prosody; c2s on ``host:port``, virtual host ``domain``."""
 
@@ -203,7 +166,7 @@ class Prosody:
             self.run_dir = Path(self._tmp.name)
             (self.run_dir / "certs").mkdir()
             (self.run_dir / "data").mkdir()
-            make_self_signed_cert(self.cert_path, self.key_path, self.domain)
+            write_self_signed_cert(self.cert_path, self.key_path, self.domain)
             self.config_path.write_text(
                 CONFIG_TEMPLATE.format(
                     run_dir=self.run_dir,

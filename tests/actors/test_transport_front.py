@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 import socket
 import ssl
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from purplegw.testing.certs import write_self_signed_cert
 from purplegw.actors.sip_front import SipFront, StaticRouter, start_front
 from purplegw.actors.transport import Address, parse_listen
 from purplegw.sip.headers import Headers
@@ -414,38 +414,8 @@ def test_oversized_message_and_slow_loris_are_cut_off():
 
 
 def _self_signed(tmp_path: Path) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_self_signed_cert(cert_path, key_path, "127.0.0.1")
     return str(cert_path), str(key_path)
 
 
