@@ -102,14 +102,19 @@ class _Signals:
 
 
 def proxy_settings(section: Any) -> ProxySettings | None:
-    """``[proxy]`` as ProxySettings; None when no host is configured."""
+    """``[proxy]`` as ProxySettings; None without a host or port (direct connections).
+
+    Keys: ``http_host``, ``http_port`` (etc/purplegw.toml; ``host``/``port``
+    are accepted too), ``username``, ``password``.
+    """
     if section is None or isinstance(section, ProxySettings):
         return section
-    host = section.get("host") or ""
-    if not host:
+    host = section.get("http_host") or section.get("host") or ""
+    port = int(section.get("http_port") or section.get("port") or 0)
+    if not host or not port:
         return None
     return ProxySettings(
-        host=host, port=int(section.get("port", 3128)),
+        host=host, port=port,
         username=section.get("username") or None, password=section.get("password") or None,
     )
 

@@ -117,3 +117,18 @@ def test_daemon_status_reload_and_clean_stop(daemon: Daemon) -> None:
     assert not daemon.socket.exists()
     with pytest.raises(ControlError):
         send_reload(daemon.pidfile)
+
+
+def test_proxy_section_to_settings() -> None:
+    from purplegw.actors.process import proxy_settings
+    from purplegw.protocols.base import ProxySettings
+
+    assert proxy_settings({"http_host": "", "http_port": 0}) is None
+    assert proxy_settings({"http_host": "127.0.0.1", "http_port": 0}) is None
+    assert proxy_settings(None) is None
+    assert proxy_settings(
+        {"http_host": "127.0.0.1", "http_port": 8888, "username": "u", "password": "p"}
+    ) == ProxySettings("127.0.0.1", 8888, "u", "p")
+    assert proxy_settings({"http_host": "127.0.0.1", "http_port": 8888, "username": ""}) == (
+        ProxySettings("127.0.0.1", 8888)
+    )
