@@ -132,3 +132,47 @@ def test_proxy_section_to_settings() -> None:
     assert proxy_settings({"http_host": "127.0.0.1", "http_port": 8888, "username": ""}) == (
         ProxySettings("127.0.0.1", 8888)
     )
+
+
+def test_bad_actors_section_exits_16() -> None:
+    from purplegw.actors.process import EXIT_STARTUP_FAILED, run
+
+    assert run({"actors": {"workers": -1}}, list) == EXIT_STARTUP_FAILED
+
+
+def test_run_in_process_orders_services_around_the_accounts(network: Any) -> None:
+    from purplegw.actors import listener
+    from purplegw.actors.process import EXIT_OK, run
+    from purplegw.protocols.base import AccountCredentials
+
+    journal: list[str] = []
+
+    class Sink(listener.EventSink):
+        def on_connection_state(self, account: Any, state: Any, reason: str) -> None:
+            journal.append(f"{account.sip_user}:{state.name}")
+
+    sink = Sink()
+
+    def service(runtime: Any) -> Any:
+        journal.append("service started")
+        listener.add_sink(sink)
+
+        def stop() -> None:
+            listener.remove_sink(sink)
+            journal.append("service stopped")
+
+        return stop
+
+    def ready(runtime: Any) -> None:
+        wait_for(lambda: "alice@dummy" in network.online())
+        handle = runtime.directory.get("alice", "dummy")
+        assert handle.send_message("echo@dummy", "hi", "m1").get(timeout=10).status == 200
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    rows = [AccountCredentials(1, "alice", "alice@dummy", "dummy", "pw", "dummy")]
+    code = run({"actors": {"shutdown_timeout": 10}, "protocols": {"dummy": {}}},
+               lambda: rows, services=[service], ready=ready)
+    assert code == EXIT_OK
+    assert journal[0] == "service started"
+    assert journal[-2:] == ["alice:LOGGED_OUT", "service stopped"]
+    assert "alice:CONNECTED" in journal
