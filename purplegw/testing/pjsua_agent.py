@@ -138,8 +138,6 @@ class PjsuaAgent:
 
 
 def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
-    import select  # noqa: PLC0415
-
     import pjsua2 as pj  # noqa: PLC0415
 
     def emit(**event: object) -> None:
@@ -262,14 +260,24 @@ def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
                 buddies[cmd["uri"]].subscribePresence(False)
         return name != "quit"
 
+    # stdin is read by a thread (several commands may arrive in one read);
+    # every pjsua2 call stays on this thread.
+    commands: queue.Queue[str | None] = queue.Queue()
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            commands.put(line)
+        commands.put(None)
+
+    threading.Thread(target=read_commands, daemon=True).start()
     running = True
     while running:
         ep.libHandleEvents(10)
-        readable, _, _ = select.select([sys.stdin], [], [], 0)
-        if not readable:
+        try:
+            line = commands.get_nowait()
+        except queue.Empty:
             continue
-        line = sys.stdin.readline()
-        if not line:
+        if line is None:
             break
         try:
             running = run(json.loads(line))

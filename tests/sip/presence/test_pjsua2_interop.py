@@ -14,20 +14,15 @@ tested elsewhere); only 127.0.0.1 is used.
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import socket
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from purplegw.testing.pjsua_agent import PjsuaAgent
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.sip.presence.mapping import pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import parse_pidf
@@ -42,7 +37,6 @@ except ImportError:
         pytest.fail("pjsua2 is missing: pip install -e '.[test]' (pjsua2-python)", pytrace=False)
     pytest.skip("pjsua2-python (a test extra) is not installed", allow_module_level=True)
 
-PEER = Path(__file__).with_name("pjsua2_peer.py")
 TIMEOUT = 20.0
 
 
@@ -153,62 +147,6 @@ class LoopbackUas:
         self.sock.sendto(head.encode() + b"\r\n\r\n" + body, subscribe.source)
 
 
-class Peer:
-    """The pjsua2 child process."""
-
-    def __init__(self, gateway_port: int) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-            [sys.executable, str(PEER), str(gateway_port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.events: queue.Queue[dict[str, object]] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = int(self.wait("ready")["port"])  # type: ignore[call-overload]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.events.put(json.loads(line))
-        self.events.put({"event": "exit"})
-
-    def send(self, **cmd: object) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-
-    def wait(self, event: str, timeout: float = TIMEOUT, **match: object) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"pjsua2 reported no {event} {match} within {timeout} s")
-            try:
-                ev = self.events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if ev["event"] == "exit":
-                stderr = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"pjsua2 peer exited: {stderr[-2000:]}")
-            if ev["event"] == event and all(ev.get(k) == v for k, v in match.items()):
-                return ev
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send(cmd="quit")
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def uas() -> Iterator[LoopbackUas]:
     server = LoopbackUas()
@@ -217,15 +155,16 @@ def uas() -> Iterator[LoopbackUas]:
 
 
 @pytest.fixture(scope="module")
-def peer(uas: LoopbackUas) -> Iterator[Peer]:
-    proc = Peer(uas.port)
-    yield proc
-    proc.stop()
+def peer(uas: LoopbackUas) -> Iterator[PjsuaAgent]:
+    agent = PjsuaAgent.start()
+    agent.account(f"sip:alice@127.0.0.1:{uas.port}", register=False, publish=True)
+    yield agent
+    agent.stop()
 
 
 @pytest.fixture(scope="module")
-def subscription(peer: Peer, uas: LoopbackUas) -> SipMessage:
-    peer.send(cmd="subscribe", uri=f"sip:bob@127.0.0.1:{uas.port}")
+def subscription(peer: PjsuaAgent, uas: LoopbackUas) -> SipMessage:
+    peer.subscribe(f"sip:bob@127.0.0.1:{uas.port}")
     sub = uas.receive("SUBSCRIBE")
     assert sub.header("Event") == "presence"
     uas.reply(sub, 200, "OK", "Expires: 600\r\n")
@@ -246,20 +185,20 @@ PJSIP_VIEW = {
 
 @pytest.mark.parametrize("status", list(Status))
 def test_pjsip_reads_our_notify(
-    status: Status, peer: Peer, uas: LoopbackUas, subscription: SipMessage
+    status: Status, peer: PjsuaAgent, uas: LoopbackUas, subscription: SipMessage
 ) -> None:
     note = f"{status.value}: back > 5 pm, caf\u00e9"
     contact = ContactPresence("bob@127.0.0.1", {"desk": Presence(status, note)})
     uas.notify(subscription, presence_to_pidf(f"sip:bob@127.0.0.1:{uas.port}", contact))
     answer = uas.receive("NOTIFY")
     assert answer.first_line == "SIP/2.0 200 OK"
-    seen = peer.wait("buddy", note=note)
+    seen = peer.wait_for(lambda e: e["event"] == "buddy" and e["note"] == note)
     assert (seen["status"], seen["activity"]) == PJSIP_VIEW[status]
     assert seen["status_text"] == note
 
 
 def test_pjsip_shows_the_most_available_resource(
-    peer: Peer, uas: LoopbackUas, subscription: SipMessage
+    peer: PjsuaAgent, uas: LoopbackUas, subscription: SipMessage
 ) -> None:
     contact = ContactPresence(
         "bob@127.0.0.1",
@@ -271,7 +210,7 @@ def test_pjsip_shows_the_most_available_resource(
     )
     uas.notify(subscription, presence_to_pidf(f"sip:bob@127.0.0.1:{uas.port}", contact))
     uas.receive("NOTIFY")
-    seen = peer.wait("buddy", note="in a call (phone)")
+    seen = peer.wait_for(lambda e: e["event"] == "buddy" and e["note"] == "in a call (phone)")
     assert (seen["status"], seen["activity"]) == ("online", "busy")
 
 
@@ -285,10 +224,10 @@ def test_pjsip_shows_the_most_available_resource(
     ],
 )
 def test_we_read_pjsip_publish(
-    basic: str, activity: str, expected: Status, peer: Peer, uas: LoopbackUas
+    basic: str, activity: str, expected: Status, peer: PjsuaAgent, uas: LoopbackUas
 ) -> None:
     note = f"pjsua2 {activity} {basic} \u00e9t\u00e9"
-    peer.send(cmd="publish", online=basic == "open", activity=activity, note=note)
+    peer.publish(online=basic == "open", activity=activity, note=note)
     while True:
         publish = uas.receive("PUBLISH")
         uas.reply(publish, 200, "OK", "SIP-ETag: pidf-test\r\nExpires: 600\r\n")
