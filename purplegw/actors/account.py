@@ -233,6 +233,26 @@ class AccountCore:
         snapshot["queued"] = len(self._outbox)
         return snapshot
 
+    def retry_if_given_up(self) -> None:
+        """Triggered on reload: an account that gave up flapping tries again.
+
+        (Bad credentials are not retried: only a changed row does that.)
+        """
+        self._on_loop(self._revive)
+
+    def _revive(self) -> None:
+        status = self.account_status
+        if self._stopping or not status.gave_up:
+            return
+        if self._run_task is not None and not self._run_task.done():
+            return
+        logger.info("Account %s/%s: retrying after reload", *self.info[1:3])
+        status.gave_up = False
+        self._policy = RestartPolicy(self._config)
+        self._run_task = self._loop.create_task(
+            self._run(), name=f"account-{self.info.sip_user}-{self.info.protocol}"
+        )
+
     def _undeliverable(self, message: Any) -> None:
         # A request told just before the actor stopped still gets an answer.
         if isinstance(message, messages.ProxyCall) and message.attr_path == ("request",):

@@ -10,7 +10,8 @@ running accounts in a ``Directory`` that other actors read without asking
 Reload diff (SIGHUP): rows are keyed by (sip_user, protocol).  An added row
 starts an actor, a removed row logs out and stops, a row whose credentials
 changed in any field (password, ext_user...) is stopped and started again;
-every other account is not touched and keeps its connection.
+every other account keeps its connection (one that gave up after flapping
+tries again; one with bad credentials waits for its row to change).
 """
 
 from __future__ import annotations
@@ -181,6 +182,13 @@ class Supervisor(pykka.ThreadingActor):
         for key in summary.added + summary.changed:
             self._rows[key] = wanted[key]
             self._start_account(key)
+        retry = messages.ProxyCall(attr_path=("retry_if_given_up",), args=(), kwargs={})
+        for key, ref in self._refs.items():
+            if key not in summary.added and key not in summary.changed:
+                try:
+                    ref.tell(retry)
+                except pykka.ActorDeadError:
+                    pass  # check() replaces it
         if leaving or summary.added:
             logger.info(
                 "Accounts: %d added, %d removed, %d changed, %d unchanged",

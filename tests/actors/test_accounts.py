@@ -120,6 +120,13 @@ def test_flapping_account_gives_up_visibly(make_accounts: Any, network: Any) -> 
     handle = accounts.directory.get("sip1", "dummy")
     assert handle.send_message("x@dummy", "hi", "m").get(timeout=10).status == 480
     assert state_of(accounts, "sip2")["state"] == "connected"
+    # A reload (same rows) makes it try again; the healthy account is untouched.
+    network.set_behaviour("drop@dummy", "")
+    accounts.apply([row(1, ext_user="drop@dummy"), row(2)])
+    wait_for(lambda: state_of(accounts, "sip1")["state"] == "connected", what="retry on reload")
+    assert not state_of(accounts, "sip1")["gave_up"]
+    assert network.attempts["drop@dummy"] == 7
+    assert network.logins["user2@dummy"] == 1
 
 
 def test_messages_queue_while_offline_then_go_out(
