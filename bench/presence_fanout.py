@@ -103,7 +103,8 @@ class Watchers:
         deadline = time.monotonic() + timeout
         while (got := len(self.lines("init", "active"))) < self.n:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sipp exited early ({got}/{self.n} subscribed): {self.errors()}")
+                raise RuntimeError(
+                    f"sipp exited early ({got}/{self.n} subscribed): {self.errors()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {got}/{self.n} watchers got their initial NOTIFY")
             time.sleep(0.2)
@@ -201,7 +202,7 @@ def prime(gateway_port: int, target: str, peer: XmppPeer, account_jid: str) -> N
             elif first.startswith("NOTIFY"):
                 _answer_200(sock, raw, addr)
                 states.append(headers.get("subscription-state", [""])[0])
-                if states[-1].startswith("active") and to_tag and len(states) == 2:  # noqa: PLR2004
+                if states[-1].startswith("active") and to_tag and len(states) == 2:
                     subscribe(2, 0, to_tag)
                 if states[-1].startswith("terminated"):
                     return
@@ -233,9 +234,9 @@ def publish(sock: socket.socket, server: tuple[str, int], entity: str, note: str
     while True:
         first, headers, _ = _parse(sock.recv(65535))
         code = int(first.split(" ", 2)[1])
-        if code >= 300:  # noqa: PLR2004
+        if code >= 300:
             raise RuntimeError(f"PUBLISH answered {first}")
-        if code >= 200:  # noqa: PLR2004
+        if code >= 200:
             return headers.get("sip-etag", [""])[0]
 
 
@@ -245,9 +246,10 @@ def run_purplegw(prosody: Prosody, base: Path, n: int, rate: int) -> Result:
     prosody.restart()
     tag = uuid.uuid4().hex[:6]
     account, bob = prosody.create_user(f"fanalice{tag}"), prosody.create_user(f"fanbob{tag}")
-    gateway = GatewayProcess(Path(tempfile.mkdtemp(prefix="gw-", dir=base)), extra_config="\n".join([
-        "[protocols.xmpp]", f'server = "127.0.0.1:{prosody.port}"', f'ca_file = "{prosody.ca_file}"',
-        "keepalive = 0",
+    work = Path(tempfile.mkdtemp(prefix="gw-", dir=base))
+    gateway = GatewayProcess(work, extra_config="\n".join([
+        "[protocols.xmpp]", f'server = "127.0.0.1:{prosody.port}"',
+        f'ca_file = "{prosody.ca_file}"', "keepalive = 0",
     ]))
     text = gateway.config.read_text().replace('level = "DEBUG"', 'level = "WARNING"')
     gateway.config.write_text(text.replace(
