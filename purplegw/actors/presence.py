@@ -88,6 +88,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# NOTIFY CSeqs reserved in the store at a time (see Watch.cseq_reserved).
+CSEQ_BLOCK = 100
+
 EVENT = "presence"
 POLICIES = ("ask", "allow_roster", "deny")
 ASK_TEXT = "{contact} asks to see your presence. Reply 'allow' or 'deny'."
@@ -125,6 +128,8 @@ class Watch:
     key: PresentityKey
     account_id: int
     destination: Address | Source
+    # Highest CSeq the store promises is above every NOTIFY sent in this dialog.
+    cseq_reserved: int = 0
 
     @property
     def dialog_id(self) -> DialogId:
@@ -254,7 +259,8 @@ class PresenceService:
         presentity = self._presentity(row.sip_user, row.protocol, row.contact, row.account_id)
         if row.state == "active":
             presentity.authorized = True
-        watch = Watch(sub, presentity.key, row.account_id, destination)
+        watch = Watch(sub, presentity.key, row.account_id, destination,
+                      cseq_reserved=row.local_cseq)
         presentity.watches[dialog.id] = watch
         self.watches[dialog.id] = watch
         self._start_timer(dialog.id, max(0.0, row.expires_at - now), self._expired, dialog.id)
@@ -537,9 +543,13 @@ class PresenceService:
         notify.headers.remove("Via")  # the front adds its own
         dialog_id = watch.dialog_id
         cseq = notify.cseq
-        if cseq is not None and dialog_id in self.watches:
+        if cseq is not None and dialog_id in self.watches and cseq.number > watch.cseq_reserved:
+            # A restored dialog resumes above the stored value, so storing a
+            # block ahead keeps CSeq increasing across restarts with one write
+            # per CSEQ_BLOCK NOTIFYs instead of one per NOTIFY (gaps are legal).
+            watch.cseq_reserved = cseq.number + CSEQ_BLOCK
             self.gateway.store.subscriptions.advance_cseq(
-                dialog_key(*_id_parts(dialog_id)), cseq.number
+                dialog_key(*_id_parts(dialog_id)), watch.cseq_reserved
             )
         future = front.send_request(notify, watch.destination)
 

@@ -547,6 +547,29 @@ def test_subscriptions_survive_a_restart(store: Store) -> None:
     again.gateway.stop()
 
 
+
+def test_cseq_stays_increasing_across_a_restart_after_many_notifies(store: Store) -> None:
+    """CSeqs are reserved in blocks; a restart past a block boundary still goes up."""
+    from purplegw.actors.presence import CSEQ_BLOCK
+
+    rig = Rig(store)
+    rig.subscribe(5071)
+    for n in range(CSEQ_BLOCK + 20):
+        status = Status.AWAY if n % 2 else Status.BUSY
+        rig.presence.contact_presence(
+            rig.account(), ContactPresence(BOB, {"": Presence(status, f"n{n}")}))
+    sent = [n.cseq.number for n in rig.front.notifies(5071)]
+    assert sent == sorted(set(sent))
+    assert max(sent) > CSEQ_BLOCK  # the store's first reservation was used up
+    rig.gateway.stop()
+
+    again = Rig(store, clock=rig.clock)
+    again.presence.contact_presence(
+        again.account(), ContactPresence(BOB, {"": Presence(Status.AVAILABLE, "after")}))
+    (after,) = again.front.notifies(5071)
+    assert after.cseq.number > max(sent)
+    again.gateway.stop()
+
 # --- authorization requests ----------------------------------------------------------
 
 
