@@ -34,7 +34,7 @@ from pykka import messages
 
 from purplegw.actors import listener
 from purplegw.actors.listener import AccountInfo
-from purplegw.actors.loop import LoopActor, LoopThread
+from purplegw.actors.loop import LoopActor, LoopThread, login_gate
 from purplegw.actors.state import (
     AccountState,
     AccountStatus,
@@ -341,9 +341,10 @@ class AccountCore:
             state = AccountState.TRANSIENT_DISCONNECT
             session: Session | None = None
             try:
-                session = self._adapter.create_session(self.credentials, context)
-                self._session = session
-                await asyncio.wait_for(session.login(), config.login_timeout)
+                async with login_gate(self._loop, config.max_concurrent_logins):
+                    session = self._adapter.create_session(self.credentials, context)
+                    self._session = session
+                    await asyncio.wait_for(session.login(), config.login_timeout)
             except BadCredentialsError as exc:
                 await self._discard(session)
                 self._bad_credentials(str(exc) or "credentials rejected")

@@ -27,6 +27,7 @@ import concurrent.futures
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -211,3 +212,24 @@ def stop_shared_loop(timeout: float = 10.0) -> None:
         if _shared is not None:
             _shared.stop(timeout)
             _shared = None
+
+
+_login_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+_gates_lock = threading.Lock()
+
+
+def login_gate(loop: asyncio.AbstractEventLoop, limit: int) -> asyncio.Semaphore:
+    """The semaphore that bounds concurrent logins of the accounts on ``loop``.
+
+    Thousands of accounts starting together (start-up, reload, a server
+    back from an outage) would otherwise all connect in the same instant,
+    overflow the server's listen backlog and end up in backoff; with a
+    bounded number in flight the server works at its own pace.
+    """
+    with _gates_lock:
+        gate = _login_gates.get(loop)
+        if gate is None:
+            gate = _login_gates[loop] = asyncio.Semaphore(limit)
+        return gate

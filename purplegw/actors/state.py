@@ -97,6 +97,9 @@ class ActorsConfig:
     flap_max_retry: int = 5
     queue_limit: int = 100
     login_timeout: float = 60.0
+    # Logins in progress at once per loop: a reload or restart of thousands of
+    # accounts must not hit the server (and its listen backlog) all at once.
+    max_concurrent_logins: int = 100
     send_timeout: float = 30.0
     logout_timeout: float = 5.0
     shutdown_timeout: float = 20.0
@@ -142,6 +145,8 @@ class ActorsConfig:
             problems.append("actors.backoff_jitter: must be between 0 and 1")
         if self.flap_attempts < 1:
             problems.append("actors.flap_attempts: must be >= 1")
+        if self.max_concurrent_logins < 1:
+            problems.append("actors.max_concurrent_logins: must be >= 1")
         if self.queue_limit < 0:
             problems.append("actors.queue_limit: must be >= 0")
         for name in ("backoff_initial", "backoff_max", "flap_window", "flap_retry_in",

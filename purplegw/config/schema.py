@@ -44,6 +44,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "workers": t.Integer(minimum=0, maximum=256),
         "runtime": t.String(optional=False, choices=("shared_loop", "thread_per_account")),
         "login_timeout": t.Float(minimum=0.1),
+        "max_concurrent_logins": t.Integer(minimum=1),
         "send_timeout": t.Float(minimum=0.1),
         "logout_timeout": t.Float(minimum=0.1),
         "backoff_initial": t.Float(minimum=0.01),
