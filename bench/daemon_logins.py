@@ -1,0 +1,127 @@
+"""The whole daemon logging in thousands of XMPP accounts: in-process vs worker processes.
+
+    .venv/bin/python bench/daemon_logins.py [--accounts 2000,10000] [--workers 2]
+
+For each size, Prosody (restarted) gets N accounts, the account table gets N
+rows (`purplegw accounts import`), and `purplegw run` is started twice: with
+`[actors] workers = 0` (the reference: one process, one shared loop) and with
+`workers = W`.  Reported: seconds until `purplegw status` shows every account
+connected, logins/s, and the RSS of the daemon and its workers per account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from purplegw.testing.gateway import GatewayProcess  # noqa: E402
+from purplegw.testing.prosody import Prosody  # noqa: E402
+
+
+POLL = 3.0  # seconds between status polls (the time resolution of the table)
+
+
+def rss_kib(root_pid: int) -> int:
+    """RSS of a process and all its descendants."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True, text=True,
+                         check=True).stdout
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for line in out.splitlines():
+        pid, ppid, kib = (int(x) for x in line.split())
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = kib
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def run_once(prosody: Prosody, users: list, workers: int, base: Path, timeout: float) -> dict:
+    gateway = GatewayProcess(base, extra_config="\n".join([
+        "[protocols.xmpp]", f'server = "127.0.0.1:{prosody.port}"', f'ca_file = "{prosody.ca_file}"',
+        "keepalive = 0",
+    ]))
+    text = gateway.config.read_text().replace('level = "DEBUG"', 'level = "WARNING"')
+    gateway.config.write_text(text.replace("[actors]", f"[actors]\nworkers = {workers}"))
+    gateway.cli("db", "init")
+    table = base / "accounts.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sip_user", "ext_user", "ext_prot", "ext_pass"])
+        for i, user in enumerate(users):
+            writer.writerow([f"u{i}@sip.test", user.jid, "xmpp", user.password])
+    gateway.cli("accounts", "import", str(table))
+    started = time.monotonic()
+    gateway.start()
+    connected = 0
+    try:
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = json.loads(gateway.cli("status", "--json").stdout)
+            except RuntimeError:  # control socket not up yet
+                time.sleep(0.5)
+                continue
+            connected = sum(1 for a in status if a.get("state") == "connected")
+            if connected == len(users):
+                break
+            # `purplegw status` asks every account actor: polling it often
+            # would compete with the logins being measured.
+            time.sleep(POLL)
+        elapsed = time.monotonic() - started
+        assert gateway.process is not None
+        rss = rss_kib(gateway.process.pid)
+    finally:
+        gateway.stop(timeout=120)
+    return {"workers": workers, "accounts": len(users), "connected": connected,
+            "seconds": elapsed, "logins_per_s": connected / elapsed,
+            "kib_per_account": rss / max(1, connected), "rss_mib": rss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", default="2000,10000")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    rows = []
+    prosody = Prosody().start()
+    try:
+        for n in (int(x) for x in args.accounts.split(",")):
+            users = prosody.create_users(n, prefix=f"d{n}x")
+            for workers in (0, args.workers):
+                prosody.restart()
+                with tempfile.TemporaryDirectory(prefix="purplegw-bench-daemon-") as tmp:
+                    rows.append(run_once(prosody, users, workers, Path(tmp), args.timeout))
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        prosody.cleanup()
+    print()
+    header = (f"{'accounts':>8} {'workers':>7} | {'online':>6} {'seconds':>8} {'logins/s':>9} "
+              f"{'ratio':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5}")
+    print(header)
+    print("-" * len(header))
+    reference: dict[int, dict] = {}
+    for row in rows:
+        ref = reference.setdefault(row["accounts"], row)
+        print(f"{row['accounts']:>8} {row['workers']:>7} | {row['connected']:>6} "
+              f"{row['seconds']:>8.1f} {row['logins_per_s']:>9.1f} "
+              f"{row['logins_per_s'] / ref['logins_per_s']:>5.2f} | {row['rss_mib']:>8.0f} "
+              f"{row['kib_per_account']:>8.1f} {row['kib_per_account'] / ref['kib_per_account']:>5.2f}")
+    print("reference: workers = 0 (one process); ratios > 1 for logins/s are better")
+
+
+if __name__ == "__main__":
+    main()
