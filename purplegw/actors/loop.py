@@ -214,9 +214,9 @@ def stop_shared_loop(timeout: float = 10.0) -> None:
             _shared = None
 
 
-_login_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+_login_gates: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[int, asyncio.Semaphore]
+] = weakref.WeakKeyDictionary()
 _gates_lock = threading.Lock()
 
 
@@ -226,10 +226,12 @@ def login_gate(loop: asyncio.AbstractEventLoop, limit: int) -> asyncio.Semaphore
     Thousands of accounts starting together (start-up, reload, a server
     back from an outage) would otherwise all connect in the same instant,
     overflow the server's listen backlog and end up in backoff; with a
-    bounded number in flight the server works at its own pace.
+    bounded number in flight the server works at its own pace.  The shared
+    loop outlives a configuration (tests, a restarted runtime), so a new
+    limit gets a new semaphore.
     """
     with _gates_lock:
-        gate = _login_gates.get(loop)
-        if gate is None:
-            gate = _login_gates[loop] = asyncio.Semaphore(limit)
-        return gate
+        current = _login_gates.get(loop)
+        if current is None or current[0] != limit:
+            current = _login_gates[loop] = (limit, asyncio.Semaphore(limit))
+        return current[1]
