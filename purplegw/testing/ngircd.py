@@ -26,13 +26,12 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from purplegw.testing.certs import write_self_signed_cert
+from purplegw.testing.launcher import launch, stop_process, wait_listening
 from purplegw.testing.ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -125,25 +124,16 @@ class Ngircd:
         conf = run_dir / "ngircd.conf"
         conf.write_text(self._config(run_dir))
         self.log_path = run_dir / "ngircd.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [binary, "-n", "-f", str(conf)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=run_dir,
-            )
-        deadline = time.monotonic() + timeout
+        self.proc = launch([binary, "-n", "-f", str(conf)], cwd=run_dir, output=self.log_path)
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise NgircdError(f"ngircd exited with {self.proc.returncode}:\n{self.log()}")
-            if all(_accepts(self.host, p) for p in ports if p):
-                logger.debug("ngircd up on %s:%s", self.host, self.port)
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise NgircdError(f"ngircd did not listen within {timeout}s:\n{self.log()}")
+        try:
+            wait_listening(self.proc, self.host, ports, timeout,
+                           lambda why: NgircdError(f"ngircd {why}:\n{self.log()}"))
+        except NgircdError:
+            self.stop()
+            raise
+        logger.debug("ngircd up on %s:%s", self.host, self.port)
+        return self
 
     def log(self) -> str:
         if self.log_path and self.log_path.exists():
@@ -157,13 +147,7 @@ class Ngircd:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -173,14 +157,6 @@ class Ngircd:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # --- an independent peer and an event recorder for adapter tests ---------------------

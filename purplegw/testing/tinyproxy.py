@@ -18,13 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from purplegw.testing.launcher import launch, stop_process, wait_listening
 from purplegw.testing.ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -91,28 +90,14 @@ class Tinyproxy:
         conf.write_text(self._config(run_dir))
         self.log_path = run_dir / "tinyproxy.log"
         self._stdout = run_dir / "stdout.log"
-        with self._stdout.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [binary, "-d", "-c", str(conf)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=run_dir,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise TinyproxyError(
-                    f"tinyproxy exited with {self.proc.returncode}:\n"
-                    f"{self._stdout.read_text(errors='replace')}\n{self.log()}"
-                )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise TinyproxyError(f"tinyproxy did not listen within {timeout}s")
+        self.proc = launch([binary, "-d", "-c", str(conf)], cwd=run_dir, output=self._stdout)
+        try:
+            wait_listening(self.proc, self.host, [self.port], timeout, lambda why: TinyproxyError(
+                f"tinyproxy {why}:\n{self._stdout.read_text(errors='replace')}\n{self.log()}"))
+        except TinyproxyError:
+            self.stop()
+            raise
+        return self
 
     def log(self) -> str:
         if self.log_path and self.log_path.exists():
@@ -124,13 +109,7 @@ class Tinyproxy:
         return f"CONNECT {host}:{port}" in self.log()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
