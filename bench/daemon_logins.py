@@ -49,12 +49,8 @@ def rss_kib(root_pid: int) -> int:
 
 
 def run_once(prosody: Prosody, users: list, workers: int, base: Path, timeout: float) -> dict:
-    gateway = GatewayProcess(base, extra_config="\n".join([
-        "[protocols.xmpp]", f'server = "127.0.0.1:{prosody.port}"', f'ca_file = "{prosody.ca_file}"',
-        "keepalive = 0",
-    ]))
-    text = gateway.config.read_text().replace('level = "DEBUG"', 'level = "WARNING"')
-    gateway.config.write_text(text.replace("[actors]", f"[actors]\nworkers = {workers}"))
+    gateway = GatewayProcess(base, extra_config=prosody.gateway_section(keepalive=0),
+                             actors={"workers": workers}, log_level="WARNING")
     gateway.cli("db", "init")
     table = base / "accounts.csv"
     with table.open("w", newline="") as handle:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,15 +172,10 @@ def main() -> None:  # noqa: PLR0915
     account, bob, carol = (prosody.create_user(n) for n in ("gwalice", "benchbob", "benchcarol"))
     sip_arrivals = Arrivals()
     responder = UdpResponder(sip_arrivals)
-    gateway = GatewayProcess(base, extra_config="\n".join([
-        "[protocols.xmpp]", f'server = "127.0.0.1:{prosody.port}"', f'ca_file = "{prosody.ca_file}"',
-        "keepalive = 0",
-    ]))
-    text = gateway.config.read_text().replace('level = "DEBUG"', 'level = "WARNING"')
-    gateway.config.write_text(text.replace(
-        'domain = "sip.test"',
-        'domain = "sip.test"\ntrusted = ["127.0.0.1/32"]\n'
-        f'outbound_proxy = "sip:127.0.0.1:{responder.port}"'))
+    gateway = GatewayProcess(base, extra_config=prosody.gateway_section(keepalive=0), sip={
+        "trusted": ["127.0.0.1/32"],
+        "outbound_proxy": f"sip:127.0.0.1:{responder.port}",
+    }, log_level="WARNING")
     gateway.cli("db", "init")
     gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
                 stdin=account.password + "\n")

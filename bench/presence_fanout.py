@@ -247,13 +247,8 @@ def run_purplegw(prosody: Prosody, base: Path, n: int, rate: int) -> Result:
     tag = uuid.uuid4().hex[:6]
     account, bob = prosody.create_user(f"fanalice{tag}"), prosody.create_user(f"fanbob{tag}")
     work = Path(tempfile.mkdtemp(prefix="gw-", dir=base))
-    gateway = GatewayProcess(work, extra_config="\n".join([
-        "[protocols.xmpp]", f'server = "127.0.0.1:{prosody.port}"',
-        f'ca_file = "{prosody.ca_file}"', "keepalive = 0",
-    ]))
-    text = gateway.config.read_text().replace('level = "DEBUG"', 'level = "WARNING"')
-    gateway.config.write_text(text.replace(
-        'domain = "sip.test"', 'domain = "sip.test"\ntrusted = ["127.0.0.1/32"]'))
+    gateway = GatewayProcess(work, extra_config=prosody.gateway_section(keepalive=0),
+                             sip={"trusted": ["127.0.0.1/32"]}, log_level="WARNING")
     gateway.cli("db", "init")
     gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
                 stdin=account.password + "\n")

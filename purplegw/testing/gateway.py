@@ -11,30 +11,46 @@ import time
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from purplegw.testing.ports import free_port
 
 
 class GatewayProcess:
-    def __init__(self, base: Path, *, extra_config: str = "", domain: str = "sip.test",
-                 transport: str = "udp") -> None:
+    """A daemon on a free loopback port with its own data directory.
+
+    ``sip`` and ``actors`` add or override keys of those sections;
+    ``extra_config`` is appended as is (other sections: [protocols.*],
+    [presence]...).
+    """
+
+    def __init__(  # noqa: PLR0913 - each is a config knob the callers set
+        self,
+        base: Path,
+        *,
+        extra_config: str = "",
+        domain: str = "sip.test",
+        sip: dict[str, Any] | None = None,
+        actors: dict[str, Any] | None = None,
+        log_level: str = "DEBUG",
+    ) -> None:
         self.base = base
         self.port = free_port("both")
         self.domain = domain
         self.config = base / "purplegw.toml"
         self.log = base / "gateway.log"
-        self.config.write_text("\n".join([
-            "[sip]",
-            f'listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]',
-            f'domain = "{domain}"',
-            "[store]",
-            f'data_dir = "{base / "data"}"',
-            "[actors]",
-            "backoff_initial = 0.2",
-            "backoff_max = 2.0",
-            "[logging]",
-            'level = "DEBUG"',
-            extra_config,
-        ]) + "\n")
+        sections = {
+            "sip": {
+                "listen": [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}"],
+                "domain": domain,
+                **(sip or {}),
+            },
+            "store": {"data_dir": str(base / "data")},
+            # Fast reconnects: tests restart servers under the gateway.
+            "actors": {"backoff_initial": 0.2, "backoff_max": 2.0, **(actors or {})},
+            "logging": {"level": log_level},
+        }
+        self.config.write_text(tomli_w.dumps(sections) + "\n" + extra_config + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -52,8 +52,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
+
+import tomli_w
 
 from purplegw.testing.certs import write_self_signed_cert
 from purplegw.testing.ports import free_port
@@ -273,6 +275,11 @@ class Prosody:
     def address(self) -> str:
         """``host:port`` of the c2s listener (the ``server`` config value)."""
         return f"{self.host}:{self.port}"
+
+    def gateway_section(self, **extra: Any) -> str:
+        """``[protocols.xmpp]`` pointing purplegw at this server, its certificate trusted."""
+        section = {"server": self.address, "ca_file": self.ca_file, **extra}
+        return tomli_w.dumps({"protocols": {"xmpp": section}})
 
     def log_text(self) -> str:
         if self.run_dir is None:

@@ -14,12 +14,8 @@ from purplegw.testing.raw_ua import RawUA
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(tmp_path, extra_config="\n".join([
-        "[protocols.dummy]", "enabled = true",
-    ]))
-    gw.config.write_text(gw.config.read_text().replace(
-        'domain = "sip.test"', 'domain = "sip.test"\ntrusted = ["127.0.0.1/32"]').replace(
-        "[actors]", "[actors]\nqueue_limit = 2"))
+    gw = GatewayProcess(tmp_path, sip={"trusted": ["127.0.0.1/32"]}, actors={"queue_limit": 2},
+                        extra_config="[protocols.dummy]\nenabled = true")
     gw.cli("db", "init")
     for user, ext in (("hung", "hang@dummy"), ("locked", "badpass@dummy"),
                       ("fine", "fine@dummy")):

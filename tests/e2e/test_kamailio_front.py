@@ -45,17 +45,11 @@ def deployment(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     account = prosody.create_user(f"kalice{tag}")
     bob = prosody.create_user(f"kbob{tag}")
     kamailio_port = free_port("both", KAMAILIO_IP)
-    gateway = GatewayProcess(tmp_path, extra_config="\n".join([
-        "[protocols.xmpp]",
-        f'server = "127.0.0.1:{prosody.port}"',
-        f'ca_file = "{prosody.ca_file}"',
-    ]))
     # [sip] trusted / outbound_proxy: the values etc/kamailio.cfg asks for.
-    text = gateway.config.read_text().replace(
-        'domain = "sip.test"',
-        f'domain = "sip.test"\ntrusted = ["{KAMAILIO_IP}/32"]\n'
-        f'outbound_proxy = "sip:{KAMAILIO_IP}:{kamailio_port}"')
-    gateway.config.write_text(text)
+    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(), sip={
+        "trusted": [f"{KAMAILIO_IP}/32"],
+        "outbound_proxy": f"sip:{KAMAILIO_IP}:{kamailio_port}",
+    })
     gateway.cli("db", "init")
     gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
                 stdin=account.password + "\n")

@@ -14,44 +14,12 @@ from typing import Any
 
 import pytest
 
-from purplegw.testing.pjsua_agent import PjsuaAgent
-from purplegw.testing.xmpp_peer import XmppPeer
-from purplegw.testing.gateway import GatewayProcess
+from tests.e2e.deployment import deployment, phone
 
 
 @pytest.fixture
 def setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    tag = tmp_path.name[-8:].replace("_", "").lower()
-    account = prosody.create_user(f"alice{tag}")
-    bob = prosody.create_user(f"bob{tag}")
-    gateway = GatewayProcess(tmp_path, extra_config="\n".join([
-        "[protocols.xmpp]",
-        f'server = "127.0.0.1:{prosody.port}"',
-        f'ca_file = "{prosody.ca_file}"',
-    ]))
-    gateway.cli("db", "init")
-    gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin="sippw\n")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
-    gateway.start()
-    peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
-    try:
-        gateway.wait_accounts("connected")
-        peer.start()
-        yield {"gateway": gateway, "account": account, "bob": bob, "peer": peer}
-    finally:
-        peer.stop()
-        code = gateway.stop()
-        assert code == 0, gateway.log_text()
-
-
-def phone(gateway: GatewayProcess) -> PjsuaAgent:
-    agent = PjsuaAgent.start()
-    agent.account("sip:alice@sip.test", registrar=gateway.uri, username="alice",
-                  password="sippw", proxy=f"{gateway.uri};lr")
-    event = agent.wait_for(lambda e: e["event"] == "reg")
-    assert event["code"] == 200, event
-    return agent
+    yield from deployment(prosody, tmp_path)
 
 
 def test_phone_to_xmpp_and_back(setup: dict[str, Any]) -> None:

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from purplegw.testing.gateway import GatewayProcess
 from purplegw.testing.pjsua_agent import PjsuaAgent
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.e2e.deployment import deployment, phone
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,68 +22,15 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    yield from _setup(prosody, tmp_path, "")
+    yield from deployment(prosody, tmp_path, "p")
 
 
 @pytest.fixture
 def short_setup(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Subscriptions last 10 s at most, so that expiry plays out in the test."""
-    yield from _setup(
-        prosody, tmp_path, "[presence]\nsubscribe_min_expires = 1\nsubscribe_max_expires = 10"
+    yield from deployment(
+        prosody, tmp_path, "p", "[presence]\nsubscribe_min_expires = 1\nsubscribe_max_expires = 10"
     )
-
-
-def _setup(prosody: Any, tmp_path: Path, extra: str) -> Iterator[dict[str, Any]]:
-    tag = tmp_path.name[-8:].replace("_", "").lower()
-    account = prosody.create_user(f"palice{tag}")
-    bob = prosody.create_user(f"pbob{tag}")
-    gateway = GatewayProcess(
-        tmp_path,
-        extra_config="\n".join(
-            [
-                "[protocols.xmpp]",
-                f'server = "127.0.0.1:{prosody.port}"',
-                f'ca_file = "{prosody.ca_file}"',
-                extra,
-            ]
-        ),
-    )
-    gateway.cli("db", "init")
-    gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin="sippw\n")
-    gateway.cli(
-        "accounts",
-        "add",
-        "alice@sip.test",
-        account.jid,
-        "xmpp",
-        "--password-stdin",
-        stdin=account.password + "\n",
-    )
-    gateway.start()
-    peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
-    try:
-        gateway.wait_accounts("connected")
-        peer.start()
-        yield {"gateway": gateway, "account": account, "bob": bob, "peer": peer}
-    finally:
-        peer.stop()
-        code = gateway.stop()
-        assert code == 0, gateway.log_text()
-
-
-def phone(gateway: GatewayProcess, *, publish: bool = False) -> PjsuaAgent:
-    agent = PjsuaAgent.start()
-    agent.account(
-        "sip:alice@sip.test",
-        registrar=gateway.uri,
-        username="alice",
-        password="sippw",  # noqa: S106 - the test user's password
-        proxy=f"{gateway.uri};lr",
-        publish=publish,
-    )
-    event = agent.wait_for(lambda e: e["event"] == "reg")
-    assert event["code"] == 200, event
-    return agent
 
 
 def buddy(agent: PjsuaAgent, uri: str, **want: str) -> dict[str, Any]:
@@ -315,7 +261,7 @@ def test_upstream_mode_publishes_contacts_into_kamailio_presence(
     prosody: Any, tmp_path: Path, kamailio_presence: Any
 ) -> None:
     upstream = f'[presence]\nupstream = "sip:127.0.0.1:{kamailio_presence.port}"'
-    setup = _setup(prosody, tmp_path, upstream)
+    setup = deployment(prosody, tmp_path, "p", upstream)
     state = next(setup)
     gateway, account, bob, peer = (state[k] for k in ("gateway", "account", "bob", "peer"))
     uri = f"sip:{bob.jid}"

@@ -72,15 +72,10 @@ def test_ten_kilobytes_both_ways(prosody: Any, tmp_path: Path) -> None:
     account = prosody.create_user("bigalice")
     bob = prosody.create_user("bigbob")
     uas_port = free_port("both")
-    gateway = GatewayProcess(tmp_path, extra_config="\n".join([
-        "[protocols.xmpp]",
-        f'server = "127.0.0.1:{prosody.port}"',
-        f'ca_file = "{prosody.ca_file}"',
-    ]))
-    gateway.config.write_text(gateway.config.read_text().replace(
-        'domain = "sip.test"',
-        'domain = "sip.test"\ntrusted = ["127.0.0.1/32"]\n'
-        f'outbound_proxy = "sip:127.0.0.1:{uas_port};transport=tcp"'))
+    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(), sip={
+        "trusted": ["127.0.0.1/32"],
+        "outbound_proxy": f"sip:127.0.0.1:{uas_port};transport=tcp",
+    })
     gateway.cli("db", "init")
     gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
                 stdin=account.password + "\n")
