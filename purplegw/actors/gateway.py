@@ -416,12 +416,11 @@ class Gateway(EventSink):
         message = pending[0]
         destinations = self._destinations(sip_user, message.protocol)
         if not destinations:
-            logger.debug("%s not registered; %d message(s) wait", sip_user,
-                         len(self.store.outbox.pending(sip_user)))
+            logger.debug("%s not registered; messages wait", sip_user)
             return
-        info = AccountInfo(message.account_id, sip_user, message.protocol, "")
-        ext_user = self._ext_user(sip_user, message.protocol, message.account_id)
-        info = info._replace(ext_user=ext_user)
+        handle = self.directory.get(sip_user, message.protocol)
+        info = AccountInfo(message.account_id, sip_user, message.protocol,
+                           handle.info.ext_user if handle is not None else "")
         futures = []
         for destination, ruri in destinations:
             request = self._outgoing(info, message.contact, ruri, message.body,
@@ -491,10 +490,6 @@ class Gateway(EventSink):
                 transport = binding.source[0]
                 out.append((Address(transport, binding.source[1], binding.source[2]), str(uri)))
         return out
-
-    def _ext_user(self, sip_user: str, protocol: str, account_id: int) -> str:
-        handle = self.directory.get(sip_user, protocol)
-        return handle.info.ext_user if handle is not None else ""
 
     def _outgoing(self, account: AccountInfo, contact: str, ruri: str, body: bytes,
                   content_type: str) -> Request:
