@@ -45,7 +45,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -58,6 +57,7 @@ from typing import Any, Self
 import tomli_w
 
 from purplegw.testing.certs import write_self_signed_cert
+from purplegw.testing.launcher import stop_process
 from purplegw.testing.ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -224,13 +224,7 @@ class Prosody:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout)
 
     def restart(self, timeout: float = 20.0) -> None:
         """Stop and start again on the same port with the same data."""
