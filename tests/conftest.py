@@ -25,6 +25,7 @@ from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from purplegw.testing.binaries import missing_peer
 from purplegw.testing.mariadb import MariaDB, mariadb_binaries
+from purplegw.testing.tally import REPORT
 
 _db_names = itertools.count(1)
 
@@ -76,3 +77,11 @@ def store(db_url: str, key_file: Path) -> Iterator[Store]:
                 accounts=AccountRepository(db, tables.accounts, PasswordCipher(key_file)),
                 users=UserRepository(db, tables.subscribers), outbox=OutboxRepository(db))
     db.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Fault tallies and fuzz counts: the numbers, not just a pass."""
+    if REPORT:
+        terminalreporter.section("fault tallies and fuzz counts")
+        for line in REPORT:
+            terminalreporter.write_line(line)

@@ -1,0 +1,20 @@
+"""Fault cases get servers of their own: they stop and restart them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from purplegw.testing.binaries import missing_peer
+
+
+@pytest.fixture
+def own_prosody() -> Iterator[object]:
+    """A Prosody this test alone may stop, restart or kill."""
+    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+    with Prosody() as server:
+        yield server
