@@ -13,6 +13,15 @@ The parse is lazy where it can be and strict where RFC 3261 says MUST:
 * presence and uniqueness of mandatory fields is an application-level check
   (``message.validate_request``), as RFC 4475 3.3.1 and 3.3.8 ask.
 
+Limits (the caller's config, with defaults here): ``max_header_size`` bytes
+of start line plus header section, on datagrams as on streams (513: the
+message is longer than we process; it also bounds any single line), and
+``max_headers`` header lines (400: a "header bomb" of thousands of tiny
+fields under the byte limit costs ~40x its size in objects; the request is
+not malformed, but 413 is about the body, 494 means Security Agreement
+Required (RFC 3329), and a 5xx would invite a fronting proxy to fail over
+and retry it elsewhere; see docs/sip-front.md).
+
 Framing: a datagram is one message; Content-Length, if present, truncates the
 body and may not exceed it (RFC 3261 18.3).  On a stream Content-Length is
 mandatory; a framing error leaves the parser broken (every later call raises
@@ -44,6 +53,8 @@ NEED_DATA = NeedData.NEED_DATA
 
 _FOLD_RE = re.compile(r"\r\n[ \t]++")
 _SIP_URI_SCHEMES = ("sip", "sips", "tel")
+MAX_HEADER_SIZE = 16384  # bytes of start line + header section
+MAX_HEADERS = 256  # header lines (folded continuation lines count)
 _EAGER = eager_parsers("via", "cseq", "from", "to", "call-id", "max-forwards", "content-length")
 
 
@@ -75,8 +86,11 @@ def _parse_request_line(line: str) -> tuple[str, SipURI | str]:
     return method, uri_text
 
 
-def parse_head(head: bytes) -> Message:
+def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:
     """Parse a start line and header block (no final CRLF CRLF), body empty."""
+    # counted on the bytes, before any object is made for a line
+    if head.count(b"\n") > max_headers:
+        raise _bad(f"Bad Request: too many header fields (limit {max_headers})")
     text = head.decode("utf-8", "surrogateescape")
     if "\r\n " in text or "\r\n\t" in text:
         text = _FOLD_RE.sub(" ", text)
@@ -125,7 +139,9 @@ def is_keepalive(data: bytes) -> bool:
     return bool(data) and not data.strip(b"\r\n")
 
 
-def parse_datagram(data: bytes) -> Message:
+def parse_datagram(
+    data: bytes, max_header_size: int = MAX_HEADER_SIZE, max_headers: int = MAX_HEADERS
+) -> Message:
     """Parse one UDP datagram.  Raises ``RemoteProtocolError``.
 
     CRLFs before the start line are skipped (RFC 3261 7.5 asks that of
@@ -133,10 +149,12 @@ def parse_datagram(data: bytes) -> Message:
     """
     if data.startswith(b"\r\n"):
         data = data.lstrip(b"\r\n")
-    end = data.find(b"\r\n\r\n")
+    end = data.find(b"\r\n\r\n", 0, max_header_size + 4)
     if end < 0:
+        if len(data) > max_header_size and data.find(b"\r\n\r\n") >= 0:
+            raise _bad("Message Too Large: header section over the limit", 513)
         raise _bad("Bad Request: no empty line after the header section")
-    msg = parse_head(data[:end])
+    msg = parse_head(data[:end], max_headers)
     body = data[end + 4 :]
     length = _content_length(msg)
     if length is not None:
@@ -155,12 +173,20 @@ class StreamParser:
     ``NEED_DATA``.  CRLFs between messages are skipped; CRLFCRLF pings (RFC
     5626) are counted in ``keepalives`` so the driver can answer each with a
     CRLF pong.  Exceeding the size caps raises with
-    status hint 513 (Message Too Large).
+    status hint 513 (Message Too Large); an endless header section (bytes
+    that never reach CRLFCRLF) raises as soon as ``max_header_size`` bytes
+    are buffered, so it never holds more than that plus one read.
     """
 
-    def __init__(self, max_message_size: int = 65536, max_header_size: int = 16384) -> None:
+    def __init__(
+        self,
+        max_message_size: int = 65536,
+        max_header_size: int = MAX_HEADER_SIZE,
+        max_headers: int = MAX_HEADERS,
+    ) -> None:
         self.max_message_size = max_message_size
         self.max_header_size = max_header_size
+        self.max_headers = max_headers
         self.keepalives = 0
         self._crlfs = 0
         self._buf = bytearray()
@@ -210,7 +236,7 @@ class StreamParser:
                 if len(buf) > self.max_header_size:
                     raise _bad("Message Too Large: header section over the limit", 513)
                 return NEED_DATA
-            msg = parse_head(bytes(buf[:end]))
+            msg = parse_head(bytes(buf[:end]), self.max_headers)
             length = _content_length(msg)
             if length is None:
                 raise _bad("Bad Request: missing Content-Length on a stream transport")

@@ -117,6 +117,20 @@ class RateLimiter:
         self.dropped += 1
         return DROP
 
+    def would_drop(self, key: Hashable, now: float) -> bool:
+        """Whether ``hit`` would say DROP, without taking a token (a pre-parse gate).
+
+        A True answer counts as a drop.
+        """
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return False
+        gained = max(0.0, now - bucket.stamp) * self.rate
+        if bucket.tokens + gained >= 1.0 or bucket.answers + gained >= 1.0:
+            return False
+        self.dropped += 1
+        return True
+
     def retry_after(self, key: Hashable, now: float) -> int:
         """Whole seconds until ``key`` has a token again (at least 1)."""
         bucket = self._buckets.get(key)

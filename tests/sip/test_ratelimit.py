@@ -19,6 +19,19 @@ def test_burst_then_refuse_then_drop() -> None:
     assert (limiter.allowed, limiter.refused, limiter.dropped) == (3, 3, 2)
 
 
+def test_would_drop_agrees_with_hit_and_takes_nothing() -> None:
+    limiter = RateLimiter(rate=1, burst=2)
+    assert not limiter.would_drop("new", 0.0)
+    assert "new" not in limiter
+    for expected in [ALLOW, ALLOW, REFUSE, REFUSE]:
+        assert not limiter.would_drop("a", 0.0)
+        assert limiter.hit("a", 0.0) is expected
+    assert limiter.would_drop("a", 0.0)
+    assert limiter.would_drop("a", 0.5)
+    assert not limiter.would_drop("a", 1.0)  # a token is back
+    assert limiter.hit("a", 1.0) is ALLOW
+
+
 def test_tokens_come_back_at_the_rate() -> None:
     limiter = RateLimiter(rate=2, burst=2)
     assert [limiter.hit("a", 0.0) for _ in range(3)] == [ALLOW, ALLOW, REFUSE]
