@@ -19,9 +19,16 @@ Design notes (why, not what):
 * Abuse bounds: ``max_connections`` open streams (new ones are closed at
   once), ``max_message_size`` bytes buffered per connection (the parser
   raises and the connection is closed, since framing is lost),
+  ``max_header_size`` bytes before the end of a header section (an endless
+  stream with no CRLFCRLF is cut there) and ``max_headers`` header lines,
   ``tcp_idle_timeout`` seconds without traffic, and a partial message may not
-  stay incomplete for longer than ``tcp_idle_timeout`` either (slow-loris),
+  stay incomplete for longer than ``tcp_message_timeout`` (slow-loris: a
+  client that trickles bytes is never idle, but its message never ends),
   and at most WRITE_BUFFER_LIMIT bytes queued towards a peer that does not read.
+* ``udp_gate(host)``, when set, is asked before a datagram is parsed: a
+  source that the rate limiter would drop anyway costs one dict lookup,
+  not a parse (a flood far above the limit must not crowd out the socket
+  buffer for everyone else).
 """
 
 from __future__ import annotations
@@ -38,7 +45,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from purplegw.sip.errors import RemoteProtocolError
-from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
+from purplegw.sip.parser import (
+    MAX_HEADER_SIZE,
+    MAX_HEADERS,
+    NEED_DATA,
+    StreamParser,
+    parse_datagram,
+)
 
 logger = logging.getLogger(__name__)
 wire_logger = logging.getLogger("purplegw.sip.wire")
@@ -154,6 +167,9 @@ class TransportConfig:
     max_message_size: int = 65535
     tcp_idle_timeout: float = 120.0
     max_connections: int = 1024
+    max_header_size: int = MAX_HEADER_SIZE
+    max_headers: int = MAX_HEADERS
+    tcp_message_timeout: float | None = None  # None: tcp_idle_timeout
     tls_certificate: str | None = None
     tls_private_key: str | None = None
     tls_ca_certificates: str | None = None
@@ -183,6 +199,8 @@ class TransportLayer:
         self._sweeper: asyncio.TimerHandle | None = None
         self.dropped_datagrams = 0
         self.rejected_connections = 0
+        self.gated_datagrams = 0
+        self.udp_gate: Callable[[str], bool] | None = None
 
     # ---- listeners -------------------------------------------------------
 
@@ -273,6 +291,9 @@ class TransportLayer:
         assert sock is not None
         on_message = self.on_message
         max_size = self.config.max_message_size
+        max_header_size = self.config.max_header_size
+        max_headers = self.config.max_headers
+        gate = self.udp_gate
         for _ in range(UDP_BURST):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -284,11 +305,14 @@ class TransportLayer:
                 continue
             if len(data) <= 4 and not data.strip():
                 continue  # RFC 5626 keep-alive
+            if gate is not None and not gate(addr[0]):
+                self.gated_datagrams += 1
+                continue
             source = Source("udp", addr[0], addr[1], listener, None)
             try:
                 if len(data) > max_size:
                     raise RemoteProtocolError("Message Too Large", 513)
-                message = parse_datagram(data)
+                message = parse_datagram(data, max_header_size, max_headers)
             except RemoteProtocolError as exc:
                 self.on_bad_message(exc, data, source)
                 continue
@@ -407,20 +431,28 @@ class TransportLayer:
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
 
+    @property
+    def message_timeout(self) -> float:
+        """Longest time a partial message may stay incomplete: never above the idle timeout."""
+        limit = self.config.tcp_message_timeout
+        idle = self.config.tcp_idle_timeout
+        return idle if limit is None else min(limit, idle)
+
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
-            interval = max(0.05, min(self.config.tcp_idle_timeout / 4, 5.0))
+            interval = max(0.05, min(self.message_timeout / 4, 5.0))
             self._sweeper = self.loop.call_later(interval, self._sweep, interval)
 
     def _sweep(self, interval: float) -> None:
         now = time.monotonic()
         limit = self.config.tcp_idle_timeout
+        partial_limit = self.message_timeout
         for conn in list(self.connections.values()):
             if now - conn.last_activity > limit:
                 logger.info("closing idle connection %s", conn)
                 conn.close()
-            elif conn.partial_since is not None and now - conn.partial_since > limit:
-                logger.info("closing %s: message incomplete for %.0fs", conn, limit)
+            elif conn.partial_since is not None and now - conn.partial_since > partial_limit:
+                logger.info("closing %s: message incomplete for %.1fs", conn, partial_limit)
                 conn.close()
         self._sweeper = self.loop.call_later(interval, self._sweep, interval)
 
@@ -433,7 +465,11 @@ class StreamConnection(asyncio.Protocol):
         self.listener = listener
         self.outgoing = outgoing
         self.transport_name = listener.transport
-        self.parser = StreamParser(max_message_size=layer.config.max_message_size)
+        self.parser = StreamParser(
+            max_message_size=layer.config.max_message_size,
+            max_header_size=layer.config.max_header_size,
+            max_headers=layer.config.max_headers,
+        )
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.key: tuple[str, str, int] = (self.transport_name, "", 0)
@@ -472,12 +508,14 @@ class StreamConnection(asyncio.Protocol):
         parser = self.parser
         source = self.source
         assert source is not None
+        completed = False
         try:
             parser.feed(data)
             while True:
                 message = parser.next_message()
                 if message is NEED_DATA:
                     break
+                completed = True
                 if wire_logger.isEnabledFor(logging.DEBUG):
                     wire_logger.debug("recv from %s\n%s", source, message)
                 self.layer.on_message(message, source)
@@ -486,9 +524,12 @@ class StreamConnection(asyncio.Protocol):
             self.layer.on_bad_message(exc, data, source)
             self.close()
             return
-        self.partial_since = (
-            (self.partial_since or self.last_activity) if parser_has_partial(parser) else None
-        )
+        if not parser_has_partial(parser):
+            self.partial_since = None
+        elif completed or self.partial_since is None:
+            # a busy peer's reads often end mid-message: the clock runs for
+            # the message now incomplete, not since the connection's first byte
+            self.partial_since = self.last_activity
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
