@@ -31,15 +31,27 @@ INVITE server transaction (timers G/H/I) is kept for a call that never
 happens. Other methods that RFC 3261 or its extensions define but the router
 does not handle also get 405 + Allow; unknown methods get **501 Not
 Implemented** + Allow (RFC 3261 8.2.1, RFC 4475 3.1.1.2 "intmeth").
+
+Rate limit per source (``rate_per_source``, ``burst_per_source``; sources in
+``trusted`` are exempt, since a fronting proxy carries many users from one
+address): checked before validation, transactions, routing, digest or store
+work. Over the limit a request gets a stateless **503 Service Unavailable +
+Retry-After** (RFC 3261 21.5.4), while the source's answer budget lasts
+(purplegw.sip.ratelimit Rule 2); beyond that UDP requests are dropped without
+an answer, before they are even parsed, so a flood buys neither CPU nor
+reflected traffic. A retransmission over the limit is dropped, never given a
+503 after its first answer. IPv6 sources are keyed by /64.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,6 +71,8 @@ from purplegw.sip import actions as sip_actions
 from purplegw.sip.errors import RemoteProtocolError
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, Response, make_response, serialize, validate_request
+from purplegw.sip.parser import MAX_HEADER_SIZE, MAX_HEADERS
+from purplegw.sip.ratelimit import RateLimiter, Verdict
 from purplegw.sip.rport import response_destination, stamp_request
 from purplegw.sip.transaction import (
     ClientTransaction,
@@ -113,8 +127,16 @@ class FrontConfig:
     tls_ca_certificates: str | None = None
     tls_verify: bool = True
     max_message_size: int = 65536
+    max_header_size: int = MAX_HEADER_SIZE
+    max_headers: int = MAX_HEADERS
     tcp_idle_timeout: float = 300.0
+    tcp_message_timeout: float = 32.0
     max_connections: int = 1024
+    trusted: list[str] = field(default_factory=list)
+    # 0: no per-source limit (the library default; the daemon's is in etc/purplegw.toml)
+    rate_per_source: float = 0.0
+    burst_per_source: int = 200
+    rate_limit_table_size: int = 16384
     t1_ms: int = 500
     t2_ms: int = 4000
     t4_ms: int = 5000
@@ -135,6 +157,9 @@ class FrontConfig:
     def transport_config(self) -> TransportConfig:
         return TransportConfig(
             max_message_size=self.max_message_size,
+            max_header_size=self.max_header_size,
+            max_headers=self.max_headers,
+            tcp_message_timeout=self.tcp_message_timeout,
             tcp_idle_timeout=self.tcp_idle_timeout,
             max_connections=self.max_connections,
             tls_certificate=self.tls_certificate,
@@ -203,7 +228,24 @@ class SipFront:
         self._thread: threading.Thread | None = None
         self._branch_prefix = "z9hG4bK" + os.urandom(4).hex()
         self._branch_counter = 0
-        self.stats = {"requests": 0, "retransmissions": 0, "errors": 0}
+        self.stats = {
+            "requests": 0,
+            "retransmissions": 0,
+            "errors": 0,
+            "rate_limited": 0,  # answered 503 by the per-source limit
+            "rate_dropped": 0,  # over the answer budget too: no answer
+        }
+        self.source_limiter: RateLimiter | None = None
+        if self.config.rate_per_source > 0:
+            self.source_limiter = RateLimiter(
+                self.config.rate_per_source,
+                self.config.burst_per_source,
+                max_keys=self.config.rate_limit_table_size,
+            )
+            self.transports.udp_gate = self._udp_gate
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in self.config.trusted]
+        self._source_keys: dict[str, str | None] = {}
+        self._limit_logged_at = 0.0
         self._allow_for: frozenset[str] | None = None
         self._allow_text = ""
         # one bound method for every timer: no per-timer closure for the GC to track
@@ -325,13 +367,24 @@ class SipFront:
             raise RemoteProtocolError("Bad Request: missing Via", 400)
         if method == "ACK":
             return  # only ever acknowledges our stateless INVITE rejections
+        verdict = self._admit(source)
+        if verdict is Verdict.DROP and source.transport == "udp":
+            self.stats["rate_dropped"] += 1
+            return
         if method == "CANCEL":
             self._stamp(request, source)
+            if verdict is not Verdict.ALLOW:
+                self._refuse(request, source)
+                return
             self._on_cancel(request, source)
             return
         key = server_key(request)
         txn = self.server_transactions.get(key)
         if txn is not None:
+            if verdict is not Verdict.ALLOW:
+                # its first answer stands: a retransmission never gets a different one
+                self.stats["rate_dropped"] += 1
+                return
             self.stats["retransmissions"] += 1
             if txn.__class__ is tuple:  # Completed over UDP: resend the final response
                 data, host, port = txn  # type: ignore[misc]
@@ -346,6 +399,9 @@ class SipFront:
             self._reply_stateless(request, source, exc.status_hint, exc.reason)
             return
         self._stamp(request, source)
+        if verdict is not Verdict.ALLOW:
+            self._refuse(request, source)
+            return
         allow = self._allow()
         if method == "INVITE":
             self._reply_stateless(request, source, 405, None, [("Allow", allow)])
@@ -363,6 +419,70 @@ class SipFront:
             self.respond(txn, make_response(request, status, headers=[("Allow", allow)]))
         else:
             self._route(txn)
+
+    # ---- per-source rate limit ------------------------------------------
+
+    def _source_key(self, host: str) -> str | None:
+        """The limiter's key for a source address; None for trusted sources (exempt)."""
+        keys = self._source_keys
+        key = keys.get(host, "")
+        if key != "":
+            return key
+        if len(keys) >= 4096:  # noqa: PLR2004 - a cache, not state: spoofed floods just refill it
+            keys.clear()
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            key = host
+        else:
+            if any(address in network for network in self._trusted):
+                key = None
+            elif address.version == 6:  # noqa: PLR2004
+                # one host holds a whole /64: per-address keys would be free to rotate
+                key = str(ipaddress.ip_network(f"{address}/64", strict=False))
+            else:
+                key = host
+        keys[host] = key
+        return key
+
+    def _admit(self, source: Source) -> Verdict:
+        limiter = self.source_limiter
+        if limiter is None:
+            return Verdict.ALLOW
+        key = self._source_key(source.host)
+        if key is None:
+            return Verdict.ALLOW
+        return limiter.hit(key, time.monotonic())
+
+    def _udp_gate(self, host: str) -> bool:
+        """Before parsing a datagram: False drops it (its source is over budget)."""
+        limiter = self.source_limiter
+        key = self._source_key(host)
+        if limiter is None or key is None or not limiter.would_drop(key, time.monotonic()):
+            return True
+        self.stats["rate_dropped"] += 1
+        return False
+
+    def _refuse(self, request: Request, source: Source) -> None:
+        """503 + Retry-After (RFC 3261 21.5.4), statelessly: no transaction, no router."""
+        limiter = self.source_limiter
+        assert limiter is not None
+        now = time.monotonic()
+        key = self._source_key(source.host) or source.host
+        self.stats["rate_limited"] += 1
+        if now - self._limit_logged_at >= 10.0:  # noqa: PLR2004 - one line per 10 s under a flood
+            self._limit_logged_at = now
+            logger.warning(
+                "rate limit: %s over %.0f requests/s; so far %d refused (503), %d dropped",
+                key,
+                limiter.rate,
+                self.stats["rate_limited"],
+                self.stats["rate_dropped"],
+            )
+        retry = str(limiter.retry_after(key, now))
+        self._reply_stateless(
+            request, source, 503, "Service Unavailable: rate limit", [("Retry-After", retry)]
+        )
 
     def _route(self, txn: _ServerTxn) -> None:
         request = txn.request
