@@ -12,7 +12,9 @@ Rule 1. Identity: a request from a ``[sip] trusted`` network speaks for the
         other request must carry digest credentials of a user of the
         subscriber table, and its From must be that user (403 otherwise).
         Nobody sends as someone else, and nobody without an account row can
-        use the gateway at all: it is never an open relay.
+        use the gateway at all: it is never an open relay.  Once identified,
+        a user's REGISTERs and MESSAGEs share one token bucket
+        (``[sip] rate_per_user``): over it, 503 + Retry-After.
 Rule 2. SIP -> external: the Request-URI is resolved by purplegw.addressing;
         the final response says what happened: 202 once the account actor
         took the message (sent or queued), 404 no account reaches the
@@ -63,6 +65,7 @@ from purplegw.sip.digest import DigestServer, compute_ha1
 from purplegw.sip.errors import SipError
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, Response, make_response
+from purplegw.sip.ratelimit import RateLimiter, Verdict
 from purplegw.sip.registrar import BindingTable
 from purplegw.sip.uri import parse_uri
 
@@ -88,6 +91,9 @@ class GatewaySettings:
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 3600
+    rate_per_user: float = 0.0  # 0: no limit
+    burst_per_user: int = 50
+    rate_limit_table_size: int = 16384
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> GatewaySettings:
@@ -96,6 +102,9 @@ class GatewaySettings:
             trusted=list(section.get("trusted", [])),
             outbound_proxy=section.get("outbound_proxy", ""),
             auth_algorithms=tuple(section.get("auth_algorithms") or ["MD5"]),
+            rate_per_user=section.get("rate_per_user", 0.0),
+            burst_per_user=section.get("burst_per_user", 50),
+            rate_limit_table_size=section.get("rate_limit_table_size", 16384),
         )
 
 
@@ -127,6 +136,9 @@ class Gateway(EventSink):
                                      default_expires=settings.default_expires)
         self._sources: dict[tuple[str, str], Source] = {}  # (aor, contact uri) -> where it registered
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted]
+        self.user_limiter = (RateLimiter(settings.rate_per_user, settings.burst_per_user,
+                                         max_keys=settings.rate_limit_table_size)
+                             if settings.rate_per_user > 0 else None)
         self._work = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="purplegw-gateway")
         self._in_flight: set[str] = set()
         self._retry_timers: dict[str, threading.Timer] = {}
@@ -232,6 +244,18 @@ class Gateway(EventSink):
         challenges = self.digest.challenge(now, secrets.token_bytes(8), stale=stale)
         return None, self._response(request, status, headers=[(name, c) for c in challenges])
 
+    def _over_user_limit(self, request: Request, user: str) -> Response | None:
+        """503 + Retry-After (RFC 3261 21.5.4) when ``user`` is over its rate, else None."""
+        limiter = self.user_limiter
+        if limiter is None:
+            return None
+        now = self.clock()
+        if limiter.hit(user, now) is Verdict.ALLOW:
+            return None
+        logger.debug("%s over its rate limit: %s refused", user, request.method)
+        return self._response(request, 503, "Service Unavailable: rate limit",
+                              headers=[("Retry-After", str(limiter.retry_after(user, now)))])
+
     def _lookup_ha1(self, username: str, realm: str, algorithm: str) -> str | None:
         user = self.store.users.get(username, realm)
         if user is None:
@@ -246,6 +270,9 @@ class Gateway(EventSink):
         identity, refusal = self._identify(request, source)
         if refusal is not None:
             return refusal
+        assert identity is not None
+        if (limited := self._over_user_limit(request, identity)) is not None:
+            return limited
         to = request.to
         if to is None or to.uri.user is None:
             return self._response(request, 400, "Bad Request: To is not a SIP user")
@@ -275,6 +302,9 @@ class Gateway(EventSink):
             reply(refusal)
             return
         assert sender is not None
+        if (limited := self._over_user_limit(request, sender)) is not None:
+            reply(limited)
+            return
         kind, payload = _read_body(request)
         if kind == "unsupported":
             reply(self._response(request, 415, headers=[("Accept", ACCEPT)]))
