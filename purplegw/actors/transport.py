@@ -520,8 +520,10 @@ class StreamConnection(asyncio.Protocol):
                     wire_logger.debug("recv from %s\n%s", source, message)
                 self.layer.on_message(message, source)
         except RemoteProtocolError as exc:
-            # framing is lost after a stream error: answer if possible, then close
-            self.layer.on_bad_message(exc, data, source)
+            # framing is lost after a stream error: answer if possible, then close.
+            # The answer copies Via/Call-ID/CSeq from the message's own start,
+            # which an endless header section sent long before this read.
+            self.layer.on_bad_message(exc, parser.head() or data, source)
             self.close()
             return
         if not parser_has_partial(parser):

@@ -202,6 +202,10 @@ class StreamParser:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def head(self) -> bytes:
+        """The buffered start of the message being parsed: what an error answer copies from."""
+        return bytes(self._buf[: self.max_header_size + 4])
+
     @property
     def has_partial(self) -> bool:
         """Bytes of an incomplete message are waiting (for idle-timeout policies)."""
