@@ -65,6 +65,7 @@ from purplegw.protocols.base import (
     TransientError,
     TypingState,
 )
+from purplegw.protocols.xmpp import log_redaction
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
     parse_presence,
@@ -219,6 +220,7 @@ def client_class() -> type[Client]:
     """The client class, with the fast SCRAM derivation and small TLS buffers installed."""
     _install_fast_scram()
     _limit_asyncio_tls_buffers()
+    log_redaction.install()
     return Client
 
 
