@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .headers import Headers
+from .headers import MAX_CSEQ, Headers
 from .message import Request
 from .uri import NameAddr, SipURI
 
@@ -155,6 +155,9 @@ class Dialog:
         """An in-dialog request (RFC 3261 12.2.1.1); ``via`` is the full top Via value."""
         if method in ("ACK", "CANCEL"):
             raise LocalProtocolError(f"{method} does not take a new CSeq", 500)
+        if self.local_cseq >= MAX_CSEQ:
+            # RFC 3261 8.1.1.5: a CSeq is a 32-bit number; one more would not parse at the peer
+            raise LocalProtocolError("CSeq space of the dialog exhausted", 500)
         self._go("send_request")
         self.local_cseq += 1
         out = Headers()
