@@ -162,12 +162,16 @@ class IrcSession(Session):
 
     # --- I/O ---------------------------------------------------------------------------
 
-    def _send(self, command: str, *params: str, tags: dict[str, str] | None = None) -> None:
+    def _send(
+        self, command: str, *params: str, tags: dict[str, str] | None = None, secret: bool = False
+    ) -> None:
+        """Write one line; ``secret`` lines (and PASS, AUTHENTICATE) are logged without params."""
         if self._writer is None or self._writer.is_closing():
             raise TransientError(f"not connected to {self.account.server_label}")
         data = irc.serialize(irc.message(command, *params, tags=tags))
         if wire_logger.isEnabledFor(logging.DEBUG):
-            shown = data if command not in ("PASS", "AUTHENTICATE") else command.encode()
+            hidden = secret or command in ("PASS", "AUTHENTICATE")
+            shown = command.encode() if hidden else data
             wire_logger.debug(">> %s", shown.rstrip())
         self._writer.write(data)
 
@@ -287,7 +291,10 @@ class IrcSession(Session):
             # NickServ has no standard reply; whatever it answers arrives as a
             # NOTICE that is logged.  Networks with services mostly offer SASL.
             self._send(
-                "PRIVMSG", self._cfg("nickserv", "NickServ"), f"IDENTIFY {self.nick} {password}"
+                "PRIVMSG",
+                self._cfg("nickserv", "NickServ"),
+                f"IDENTIFY {self.nick} {password}",
+                secret=True,
             )
 
     async def _cap_ls(self) -> dict[str, str] | None:
