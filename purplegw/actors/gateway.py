@@ -43,6 +43,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ from purplegw.actors.presence import PresenceService, PresenceSettings
 from purplegw.actors.state import Outcome
 from purplegw.actors.transport import Address, Source
 from purplegw.addressing import NoRoute, contact_uri, resolve
+from purplegw.exceptions import StoreError
 from purplegw.presence import ContactPresence
 from purplegw.protocols.base import (
     AccountCredentials,
@@ -80,6 +82,10 @@ RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)  # undelivered outbox messages
 UDP_SIZE_LIMIT = 1300
 # Outcomes of a queued (202) message that mean "not now" rather than "never".
 RETRIED_LATER = frozenset({408, 480, 503, 504})
+# Received messages the outbox could not take (database down) are kept in
+# memory and written again this often; SIP senders are told Retry-After.
+STORE_RETRY_DELAY = 2.0
+STORE_RETRY_AFTER = 10
 
 
 @dataclass
@@ -145,6 +151,8 @@ class Gateway(EventSink):
         self._retry_index: dict[str, int] = {}
         self._stopped = False
         self._unsent: dict[tuple[str, str], list[Any]] = {}
+        self._unstored: deque[tuple[AccountInfo, str, str]] = deque()  # oldest first
+        self._store_timer: threading.Timer | None = None
         self.proxy_address = _proxy_address(settings.outbound_proxy)
         # PUBLISH, SUBSCRIBE/NOTIFY, authorization requests (docs/presence.md)
         self.presence = PresenceService(gateway=self, settings=presence or PresenceSettings(),
@@ -165,9 +173,13 @@ class Gateway(EventSink):
     def stop(self) -> None:
         self._stopped = True
         remove_sink(self)
-        for timer in list(self._retry_timers.values()):
-            timer.cancel()
+        for timer in [*self._retry_timers.values(), self._store_timer]:
+            if timer is not None:
+                timer.cancel()
         self._work.shutdown(wait=True, cancel_futures=False)
+        if self._unstored:
+            logger.error("%d received message(s) never reached the outbox (store unavailable)",
+                         len(self._unstored))
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._stopped:
@@ -203,6 +215,12 @@ class Gateway(EventSink):
                 reply(self._response(request, 405, headers=[("Allow", ", ".join(self.allow))]))
         except SipError as exc:
             reply(self._response(request, exc.status_hint, getattr(exc, "reason", str(exc))))
+        except StoreError as exc:
+            # Database down: refuse now, so the sender knows and can retry, instead
+            # of leaving the transaction to the front's deferred timeout (500).
+            logger.warning("%s from %s refused, store unavailable: %s", request.method, source, exc)
+            reply(self._response(request, 503, "Service Unavailable: store unavailable",
+                                 headers=[("Retry-After", str(STORE_RETRY_AFTER))]))
 
     def _response(self, request: Request, status: int, reason: str | None = None, *,
                   headers: list[tuple[str, str]] | None = None) -> Response:
@@ -419,10 +437,42 @@ class Gateway(EventSink):
             future.add_done_callback(sent)
 
     def _incoming(self, account: AccountInfo, contact: str, text: str) -> None:
-        self.store.outbox.put(sip_user=account.sip_user, account_id=account.account_id,
-                              protocol=account.protocol, contact=contact,
-                              body=text.encode("utf-8"))
-        self._flush(account.sip_user)
+        # The network already handed the message over: if the outbox cannot take
+        # it now it waits in memory, behind any older one, until the store is back.
+        self._unstored.append((account, contact, text))
+        self._store_incoming()
+
+    def _store_incoming(self) -> None:
+        stored: list[str] = []
+        while self._unstored:
+            account, contact, text = self._unstored[0]
+            try:
+                self.store.outbox.put(sip_user=account.sip_user, account_id=account.account_id,
+                                      protocol=account.protocol, contact=contact,
+                                      body=text.encode("utf-8"))
+            except StoreError as exc:
+                logger.warning("Outbox unavailable, %d received message(s) kept in memory: %s",
+                               len(self._unstored), exc)
+                self._schedule_store_retry()
+                break
+            self._unstored.popleft()
+            if account.sip_user not in stored:
+                stored.append(account.sip_user)
+        for sip_user in stored:
+            self._flush(sip_user)
+
+    def _schedule_store_retry(self) -> None:
+        if self._stopped or self._store_timer is not None:
+            return
+
+        def fire() -> None:
+            self._store_timer = None
+            self._submit(self._store_incoming)
+
+        timer = threading.Timer(STORE_RETRY_DELAY, fire)
+        timer.daemon = True
+        self._store_timer = timer
+        timer.start()
 
     def _typing(self, account: AccountInfo, contact: str, state: TypingState) -> None:
         # Best effort, never queued: a stale "is typing" is worse than none.

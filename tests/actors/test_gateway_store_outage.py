@@ -1,0 +1,146 @@
+"""The gateway while its database is unreachable.
+
+A real Gateway on a real SQLite store whose connection is cut and cannot be
+reopened (what a stopped MariaDB looks like to the store): messages from
+the external network must not be dropped, and SIP requests get a 503 at
+once.  tests/faults/test_mariadb_outage.py plays the same through the daemon
+with a MariaDB that is really stopped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from purplegw.actors import gateway as gateway_module
+from purplegw.actors.gateway import Gateway, GatewaySettings
+from purplegw.actors.listener import AccountInfo
+from purplegw.actors.transport import Source
+from purplegw.exceptions import StoreError
+from purplegw.sip.message import Response
+from purplegw.store import (
+    AccountRepository,
+    Database,
+    OutboxRepository,
+    PasswordCipher,
+    Store,
+    Tables,
+    UserRepository,
+)
+from purplegw.store.crypto import generate_key_file
+from purplegw.store.upgrades import run_upgrades
+from purplegw.testing.sipmsg import make_request
+
+ALICE = AccountInfo(1, "alice@sip.test", "xmpp", "alice@example.org")
+
+
+class Outage:
+    """Cuts the store's connection and makes every reconnect fail until ``end()``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def begin(self) -> None:
+        def refuse() -> None:
+            raise StoreError("cannot connect: Connection refused")
+
+        self.db.close()
+        self.db.connect = refuse  # type: ignore[method-assign]
+
+    def end(self) -> None:
+        del self.db.connect  # the class's connect() again
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    db = Database.create(f"sqlite://{tmp_path / 'gw.db'}")
+    tables = Tables()
+    run_upgrades(db, tables)
+    generate_key_file(tmp_path / "key")
+    yield Store(db=db, tables=tables,
+                accounts=AccountRepository(db, tables.accounts, PasswordCipher(tmp_path / "key")),
+                users=UserRepository(db, tables.subscribers), outbox=OutboxRepository(db))
+    db.close()
+
+
+@pytest.fixture
+def gateway(store: Store) -> Iterator[Gateway]:
+    gw = Gateway(settings=GatewaySettings(domain="sip.test"), store=store,
+                 directory=SimpleNamespace(get=lambda *_: None, all=list),
+                 canonical=str.lower, user_at_host=lambda p: p == "xmpp")
+    yield gw
+    gw.stop()
+
+
+def _wait(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_messages_received_while_the_store_is_down_reach_the_outbox_in_order(
+    store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gateway_module, "STORE_RETRY_DELAY", 0.05)
+    gateway.on_message(ALICE, "bob@example.org", "before", None)
+    _wait(lambda: store.outbox.count() == 1)
+
+    outage = Outage(store.db)
+    outage.begin()
+    for n in range(3):
+        gateway.on_message(ALICE, "bob@example.org", f"during {n}", None)
+    _wait(lambda: len(gateway._unstored) == 3)  # noqa: SLF001 - held, not dropped
+    time.sleep(0.2)  # a few retries fail while it is down
+    assert len(gateway._unstored) == 3  # noqa: SLF001
+    outage.end()
+
+    gateway.on_message(ALICE, "carol@example.org", "after", None)
+    _wait(lambda: store.outbox.count() == 5)
+    bodies = [m.body.decode() for m in store.outbox.pending(ALICE.sip_user)]
+    assert bodies == ["before", "during 0", "during 1", "during 2", "after"]
+
+
+def test_retry_timer_writes_held_messages_without_new_traffic(
+    store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gateway_module, "STORE_RETRY_DELAY", 0.05)
+    outage = Outage(store.db)
+    outage.begin()
+    gateway.on_message(ALICE, "bob@example.org", "held", None)
+    _wait(lambda: len(gateway._unstored) == 1)  # noqa: SLF001
+    outage.end()
+    _wait(lambda: store.outbox.count() == 1)
+    assert not gateway._unstored  # noqa: SLF001
+
+
+def test_sip_request_while_the_store_is_down_is_answered_503_at_once(
+    store: Store, gateway: Gateway,
+) -> None:
+    Outage(store.db).begin()
+    source = Source("udp", "127.0.0.1", 5070, SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
+    for method, ruri, header in (("MESSAGE", "sip:bob@example.org", "Proxy-Authorization"),
+                                 ("REGISTER", "sip:sip.test", "Authorization")):
+        replies: list[Response] = []
+
+        def request(extra: list[tuple[str, str]], method: str = method, ruri: str = ruri,
+                    replies: list[Response] = replies) -> None:
+            gateway._handle(  # noqa: SLF001 - skip the worker hop
+                make_request(method, ruri, from_="<sip:alice@sip.test>",
+                             to="<sip:alice@sip.test>", body=b"hi", content_type="text/plain",
+                             extra=extra),
+                source, replies.append)
+
+        request([])  # the challenge needs no store
+        nonce = re.search(r'nonce="([^"]+)"', str(replies[0].headers)).group(1)  # type: ignore[union-attr]
+        credentials = (f'Digest username="alice", realm="sip.test", nonce="{nonce}", '
+                       f'uri="{ruri}", response="{"0" * 32}", algorithm=MD5, qop=auth, '
+                       'nc=00000001, cnonce="c0ffee"')
+        request([(header, credentials)])
+        assert [r.status for r in replies] == [401 if method == "REGISTER" else 407, 503]
+        assert replies[1].headers.get("Retry-After") == str(gateway_module.STORE_RETRY_AFTER)
