@@ -18,3 +18,14 @@ def own_prosody() -> Iterator[object]:
         missing_peer("Prosody", "prosody")
     with Prosody() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def prosody() -> Iterator[object]:
+    """One Prosody for the fault cases that only need it to stay up."""
+    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+    with Prosody() as server:
+        yield server
