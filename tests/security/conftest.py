@@ -1,0 +1,150 @@
+"""Real peers for the security tests: Prosody, ngIRCd with TLS, tinyproxy, the daemon.
+
+Servers are session-scoped and started on loopback, free ports.  The
+"mismatched" servers present a certificate that the client trusts (its
+``ca_file``) but that names another host: only the hostname check can
+refuse them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from purplegw.testing.binaries import missing_peer
+from purplegw.testing.gateway import GatewayProcess
+from purplegw.testing.ngircd import Ngircd, ngircd_binary
+from purplegw.testing.prosody import Prosody, prosody_binary
+from purplegw.testing.tinyproxy import tinyproxy_binary
+
+IRC_SERVER_PASSWORD = "irc-Srv-pass-7c1e9b"  # noqa: S105 - the test server's password
+WRONG_NAME = "wrong-name.invalid"
+
+
+def write_cert_for_other_name(cert_path: Path, key_path: Path, name: str = WRONG_NAME) -> None:
+    """A self-signed CA certificate naming only ``name`` (no localhost, no 127.0.0.1)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+
+
+def _require_prosody() -> None:
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+
+
+def _require_ngircd() -> None:
+    if ngircd_binary() is None:
+        missing_peer("ngIRCd", "ngircd")
+
+
+def require_tinyproxy() -> None:
+    if tinyproxy_binary() is None:
+        missing_peer("tinyproxy", "tinyproxy")
+
+
+@pytest.fixture(scope="session")
+def prosody() -> Iterator[Prosody]:
+    """STARTTLS with a self-signed certificate for ``localhost`` (trusted only via ca_file)."""
+    _require_prosody()
+    with Prosody() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prosody_wrong_name() -> Iterator[Prosody]:
+    """A Prosody whose (trusted) certificate names another host than its domain."""
+    _require_prosody()
+    with Prosody() as server:
+        write_cert_for_other_name(server.cert_path, server.key_path)
+        server.restart()  # Prosody reads its certificate at start
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ngircd_tls() -> Iterator[Ngircd]:
+    """ngIRCd with a TLS port (self-signed certificate) and a server password."""
+    _require_ngircd()
+    with Ngircd(tls=True, password=IRC_SERVER_PASSWORD) as server:
+        yield server
+
+
+class _WrongNameNgircd(Ngircd):
+    def _config(self, run_dir: Path) -> str:
+        text = super()._config(run_dir)
+        write_cert_for_other_name(run_dir / "cert.pem", run_dir / "key.pem")
+        return text
+
+
+@pytest.fixture(scope="session")
+def ngircd_wrong_name() -> Iterator[Ngircd]:
+    _require_ngircd()
+    with _WrongNameNgircd(tls=True) as server:
+        yield server
+
+
+# --- the daemon ---------------------------------------------------------------------------
+
+
+def set_config(gateway: GatewayProcess, **sections: dict[str, Any]) -> None:
+    """Merge keys into sections of the daemon's TOML config file."""
+    config = tomllib.loads(gateway.config.read_text())
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    gateway.config.write_text(tomli_w.dumps(config))
+
+
+def wait_states(gateway: GatewayProcess, want: dict[str, str | Callable[[str], bool]],
+                timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+    """Poll ``status --json`` until each ext_user is in the wanted state; {ext_user: status}."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        if gateway.process is not None and gateway.process.poll() is not None:
+            raise RuntimeError(f"gateway exited {gateway.process.returncode}:\n"
+                               f"{gateway.log_text()}")
+        try:
+            last = {a["ext_user"]: a for a in gateway.status()}
+        except RuntimeError:
+            last = {}
+        if all(user in last and (state(last[user]["state"]) if callable(state)
+                                 else last[user]["state"] == state)
+               for user, state in want.items()):
+            return last
+        time.sleep(0.2)
+    raise TimeoutError(f"states not reached after {timeout}s: {last}\n{gateway.log_text()}")
+
+
+@pytest.fixture(scope="session")
+def ngircd_open() -> Iterator[Ngircd]:
+    """ngIRCd on a plaintext port, no server password (NickServ-style logins)."""
+    _require_ngircd()
+    with Ngircd() as server:
+        yield server
