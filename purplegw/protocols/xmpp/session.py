@@ -498,10 +498,14 @@ class XmppSession(Session):
             self._fail_resumption(f"reconnect to {self._label()} failed: {error}")
 
     def _on_ssl_invalid(self, error: Any) -> None:
-        message = (
-            f"TLS certificate of {self._label()} could not be verified: {error} "
-            "(set ca_file to trust a private CA)"
-        )
+        ca_file = self.config.get("ca_file")
+        if "mismatch" in str(error):  # a trusted certificate for another name: ca_file won't help
+            hint = "the certificate names another host"
+        elif ca_file:
+            hint = f"not signed by a CA in ca_file {ca_file}"
+        else:
+            hint = "set ca_file to trust a private CA"
+        message = f"TLS certificate of {self._label()} could not be verified: {error} ({hint})"
         self._settle(TlsVerificationError(message))
         if self._resume_task is not None:
             self._fail_resumption(message)
