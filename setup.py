@@ -40,6 +40,9 @@ setup(
     extras_require={
         # Only for bench/accounts.py's gevent runtime comparison.
         "bench": ["gevent>=26.9", "asyncio-gevent>=0.2.5"],
+        # Coverage-guided long fuzz runs (make fuzz); the CI fuzz test needs only the stdlib.
+        # Not in "test": atheris ships wheels for few platforms and builds from source with clang.
+        "fuzz": ["atheris>=2.3"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
