@@ -1,12 +1,15 @@
 # Two entry points, both idempotent on a fresh Debian machine:
 #   make run   - virtualenv, install, create the SQLite store, run the gateway on loopback
 #   make test  - test peers (Debian packages), test extras, the whole suite
+#   make fuzz  - fuzz the SIP core for FUZZ_SECONDS (atheris when it installs), see docs/sip-core.md
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= etc/purplegw.toml
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 3600
+FUZZ_ARGS ?=
 
-.PHONY: run test test-deps bench clean
+.PHONY: run test test-deps bench clean fuzz
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -29,6 +32,14 @@ test-deps:
 
 test: test-deps $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(VENV)/.installed-fuzz: $(VENV)/.installed-test setup.py
+	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris unavailable: the seeded random engine fuzzes instead"
+	touch $@
+
+# make fuzz FUZZ_SECONDS=3600 FUZZ_ARGS="--seed 7 parser-stream"; crashes land in var/fuzz/crashes
+fuzz: $(VENV)/.installed-fuzz
+	$(PY) -m purplegw.testing.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
