@@ -365,26 +365,16 @@ class SipFront:
         via = request.top_via
         if via is None:
             raise RemoteProtocolError("Bad Request: missing Via", 400)
-        if method == "ACK":
-            return  # only ever acknowledges our stateless INVITE rejections
-        verdict = self._admit(source)
-        if verdict is Verdict.DROP and source.transport == "udp":
-            self.stats["rate_dropped"] += 1
+        # an ACK only ever acknowledges our stateless INVITE rejections
+        if method == "ACK" or not self._admitted(request, source):
             return
         if method == "CANCEL":
             self._stamp(request, source)
-            if verdict is not Verdict.ALLOW:
-                self._refuse(request, source)
-                return
             self._on_cancel(request, source)
             return
         key = server_key(request)
         txn = self.server_transactions.get(key)
         if txn is not None:
-            if verdict is not Verdict.ALLOW:
-                # its first answer stands: a retransmission never gets a different one
-                self.stats["rate_dropped"] += 1
-                return
             self.stats["retransmissions"] += 1
             if txn.__class__ is tuple:  # Completed over UDP: resend the final response
                 data, host, port = txn  # type: ignore[misc]
@@ -399,9 +389,6 @@ class SipFront:
             self._reply_stateless(request, source, exc.status_hint, exc.reason)
             return
         self._stamp(request, source)
-        if verdict is not Verdict.ALLOW:
-            self._refuse(request, source)
-            return
         allow = self._allow()
         if method == "INVITE":
             self._reply_stateless(request, source, 405, None, [("Allow", allow)])
@@ -428,7 +415,7 @@ class SipFront:
         key = keys.get(host, "")
         if key != "":
             return key
-        if len(keys) >= 4096:  # noqa: PLR2004 - a cache, not state: spoofed floods just refill it
+        if len(keys) >= 4096:  # a cache, not state: spoofed floods just refill it
             keys.clear()
         try:
             address = ipaddress.ip_address(host)
@@ -437,7 +424,7 @@ class SipFront:
         else:
             if any(address in network for network in self._trusted):
                 key = None
-            elif address.version == 6:  # noqa: PLR2004
+            elif address.version == 6:
                 # one host holds a whole /64: per-address keys would be free to rotate
                 key = str(ipaddress.ip_network(f"{address}/64", strict=False))
             else:
@@ -445,14 +432,19 @@ class SipFront:
         keys[host] = key
         return key
 
-    def _admit(self, source: Source) -> Verdict:
+    def _admitted(self, request: Request, source: Source) -> bool:
+        """Take a token for ``request``; if there was none, deal with it and say False."""
         limiter = self.source_limiter
         if limiter is None:
-            return Verdict.ALLOW
+            return True
         key = self._source_key(source.host)
         if key is None:
-            return Verdict.ALLOW
-        return limiter.hit(key, time.monotonic())
+            return True
+        verdict = limiter.hit(key, time.monotonic())
+        if verdict is Verdict.ALLOW:
+            return True
+        self._over_limit(request, source, verdict)
+        return False
 
     def _udp_gate(self, host: str) -> bool:
         """Before parsing a datagram: False drops it (its source is over budget)."""
@@ -463,6 +455,24 @@ class SipFront:
         self.stats["rate_dropped"] += 1
         return False
 
+    def _over_limit(self, request: Request, source: Source, verdict: Verdict) -> None:
+        """A request over its source's limit: dropped or refused, never routed."""
+        if verdict is Verdict.DROP and source.transport == "udp":
+            self.stats["rate_dropped"] += 1
+            return
+        if request.method != "CANCEL" and server_key(request) in self.server_transactions:
+            # its first answer stands: a retransmission never gets a different one
+            self.stats["rate_dropped"] += 1
+            return
+        try:
+            validate_request(request)
+        except RemoteProtocolError as exc:
+            self._stamp(request, source)
+            self._reply_stateless(request, source, exc.status_hint, exc.reason)
+            return
+        self._stamp(request, source)
+        self._refuse(request, source)
+
     def _refuse(self, request: Request, source: Source) -> None:
         """503 + Retry-After (RFC 3261 21.5.4), statelessly: no transaction, no router."""
         limiter = self.source_limiter
@@ -470,7 +480,7 @@ class SipFront:
         now = time.monotonic()
         key = self._source_key(source.host) or source.host
         self.stats["rate_limited"] += 1
-        if now - self._limit_logged_at >= 10.0:  # noqa: PLR2004 - one line per 10 s under a flood
+        if now - self._limit_logged_at >= 10.0:  # one line per 10 s under a flood
             self._limit_logged_at = now
             logger.warning(
                 "rate limit: %s over %.0f requests/s; so far %d refused (503), %d dropped",

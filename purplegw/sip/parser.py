@@ -86,11 +86,15 @@ def _parse_request_line(line: str) -> tuple[str, SipURI | str]:
     return method, uri_text
 
 
-def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:
-    """Parse a start line and header block (no final CRLF CRLF), body empty."""
+def _check_header_count(head: bytes, max_headers: int) -> None:
     # counted on the bytes, before any object is made for a line
     if head.count(b"\n") > max_headers:
         raise _bad(f"Bad Request: too many header fields (limit {max_headers})")
+
+
+def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:
+    """Parse a start line and header block (no final CRLF CRLF), body empty."""
+    _check_header_count(head, max_headers)
     text = head.decode("utf-8", "surrogateescape")
     if "\r\n " in text or "\r\n\t" in text:
         text = _FOLD_RE.sub(" ", text)

@@ -82,7 +82,7 @@ def request_bytes(method: str, ruri: str, from_user: str, port: int, *,
         f"To: <{ruri if method != 'REGISTER' else 'sip:' + from_user}>",
         f"Call-ID: {uuid.uuid4().hex}",
         f"CSeq: 1 {method}",
-        f"Contact: <sip:{from_user.split('@')[0]}@127.0.0.1:{port}>",
+        f"Contact: <sip:{from_user.split('@', maxsplit=1)[0]}@127.0.0.1:{port}>",
         *(extra or []),
         "Content-Type: text/plain",
         f"Content-Length: {len(body.encode())}",
@@ -116,9 +116,9 @@ class Flood:
             except TimeoutError:
                 continue
             status = int(data.split(" ", 2)[1])
-            if status >= 200:  # noqa: PLR2004
+            if status >= 200:
                 self.statuses[status] += 1
-                if status == 503:  # noqa: PLR2004
+                if status == 503:
                     match = re.search(r"\r\nRetry-After: (\d+)", data)
                     self.retry_after.append(int(match.group(1)) if match else -1)
 
@@ -129,7 +129,7 @@ class Flood:
         for i, packet in enumerate(batch):
             self.sock.sendto(packet, self.target)
             self.sent += 1
-            if i % 50 == 49:  # noqa: PLR2004 - bursts of 50, paced to the planned duration
+            if i % 50 == 49:
                 delay = start + seconds * (i + 1) / len(batch) - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
