@@ -248,7 +248,8 @@ class Gateway(EventSink):
         now = self.clock()
         stale = False
         for value in request.headers.getall(header):
-            result = self.digest.verify(request.method, value, now, self._lookup_ha1)
+            result = self.digest.verify(request.method, value, now, self._lookup_ha1,
+                                        request_uri=str(request.ruri))
             if result.ok:
                 identity = f"{result.username}@{self.settings.domain}"
                 if identity != claimed:

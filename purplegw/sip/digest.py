@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from . import _abnf
 from .errors import RemoteProtocolError
 from .headers import split_list
-from .uri import unquote_string
+from .uri import parse_uri, unquote_string, uri_equal
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,16 @@ def build_authorization(  # noqa: PLR0913
     return "Digest " + ", ".join(parts)
 
 
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    """RFC 3261 19.1.4 equality, so that harmless spelling differences pass."""
+    if digest_uri == request_uri:
+        return True
+    try:
+        return uri_equal(parse_uri(digest_uri), parse_uri(request_uri))
+    except RemoteProtocolError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     ok: bool
@@ -203,10 +213,21 @@ class DigestServer:
             out.append(value + (", stale=true" if stale else ""))
         return out
 
-    def verify(
-        self, method: str, authorization: str, now: float, lookup_ha1: Ha1Lookup
+    def verify(  # noqa: PLR0911 - one early return per way to fail
+        self,
+        method: str,
+        authorization: str,
+        now: float,
+        lookup_ha1: Ha1Lookup,
+        *,
+        request_uri: str | None = None,
     ) -> AuthResult:
-        """Check an Authorization value; never raises for bad credentials."""
+        """Check an Authorization value; never raises for bad credentials.
+
+        ``request_uri``, when given, must equal the digest's ``uri`` (RFC 2617
+        3.2.2.5, RFC 3261 22.4): otherwise credentials captured on the way
+        to one target could be sent, unused, to another.
+        """
         try:
             scheme, p = parse_auth_params(authorization)
         except RemoteProtocolError as exc:
@@ -219,6 +240,10 @@ class DigestServer:
         username = p["username"]
         if p["realm"] != self.realm:
             return AuthResult(ok=False, username=username, reason="wrong realm")
+        if request_uri is not None and not _same_uri(p["uri"], request_uri):
+            return AuthResult(
+                ok=False, username=username, reason="digest uri does not match the Request-URI"
+            )
         algorithm = _CANON_ALGORITHM.get(p.get("algorithm", "MD5").lower())
         if algorithm is None or algorithm.removesuffix("-sess") not in self.algorithms:
             return AuthResult(ok=False, username=username, reason="unsupported algorithm")
