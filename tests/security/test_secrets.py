@@ -278,3 +278,28 @@ def test_config_and_store_errors_do_not_echo_secrets(tmp_path: Path, store: dict
     text = "\n".join(outputs)
     assert "error" in text.lower()  # the broken part was reported
     assert not leaks(text, secrets), text
+
+
+def test_stanza_log_redaction_covers_scram_and_legacy_auth(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """What the daemon run cannot show: SCRAM proofs, XEP-0078 and XEP-0077 passwords."""
+    from purplegw.protocols.xmpp import log_redaction  # noqa: PLC0415
+
+    log_redaction.install()
+    log_redaction.install()  # idempotent: one filter
+    stream_logger = logging.getLogger(log_redaction.STREAM_LOGGER)
+    assert stream_logger.filters.count(log_redaction._FILTER) == 1  # noqa: SLF001
+    proof = base64.b64encode(b"c=biws,r=abc,p=" + XMPP_PASSWORD.encode()).decode()
+    stanzas = [
+        f'<response xmlns="urn:ietf:params:xml:ns:xmpp-sasl">{proof}</response>',
+        (f"<iq type='set'><query xmlns='jabber:iq:auth'><password>{XMPP_PASSWORD}</password>"
+         f"<digest>{XMPP_PASSWORD}</digest></query></iq>"),
+        f"<iq><query xmlns='jabber:iq:register'><password>{XMPP_PASSWORD}</password></query></iq>",
+    ]
+    caplog.set_level(logging.DEBUG, logger=log_redaction.STREAM_LOGGER)
+    for stanza in stanzas:
+        stream_logger.debug("SEND: %s", stanza)
+    assert caplog.text.count("(redacted)") == 4
+    assert not leaks(caplog.text, {"xmpp": XMPP_PASSWORD})
+    stream_logger.debug("SEND: %s", "<message><body>hello</body></message>")
+    assert "<body>hello</body>" in caplog.text  # other stanzas are logged as they are

@@ -17,13 +17,24 @@ server and the verification failure.
 
 from __future__ import annotations
 
+import logging
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 
+from purplegw.actors.sip_front import SipFront, StaticRouter
+from purplegw.actors.transport import Address
+from purplegw.sip.headers import Headers
+from purplegw.sip.message import Request
+from purplegw.sip.uri import parse_uri
+from purplegw.testing.certs import write_self_signed_cert
 from purplegw.testing.gateway import GatewayProcess
 from purplegw.testing.ngircd import Ngircd
 from purplegw.testing.prosody import Prosody
@@ -168,3 +179,55 @@ def test_tls_through_the_proxy_checks_the_im_server(daemons: dict[str, Any]) -> 
     # The connections really went through the tunnel.
     for port in daemons["ports"][1:]:
         assert f"CONNECT 127.0.0.1:{port}" in daemons["proxy_log"], daemons["proxy_log"]
+
+
+# --- SIP over TLS from the gateway (MESSAGE to a tls contact or outbound proxy) --------
+
+
+def _message_to(port: int) -> Request:
+    headers = Headers()
+    headers.add("From", "<sip:gw@127.0.0.1>;tag=gw1")
+    headers.add("To", f"<sip:alice@127.0.0.1:{port}>")
+    headers.add("Call-ID", f"tls-{time.monotonic_ns()}@127.0.0.1")
+    headers.add("CSeq", "1 MESSAGE")
+    headers.add("Content-Type", "text/plain")
+    return Request("MESSAGE", parse_uri(f"sip:alice@127.0.0.1:{port};transport=tls"), headers,
+                   b"for a verified peer only")
+
+
+def test_sip_tls_client_refuses_an_untrusted_peer(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed_cert(cert, key, "127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    received: list[bytes] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(30)
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            raw, _ = server.accept()
+            try:
+                with server_ctx.wrap_socket(raw, server_side=True) as conn:
+                    conn.settimeout(5)
+                    received.append(conn.recv(65535))
+            except (OSError, ssl.SSLError):
+                pass  # the client hung up during the handshake: what we want
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        # The gateway's own listener has a certificate; no CA file for peers: the default.
+        config = {"listen": ["tls:127.0.0.1:0"], "tls_certificate": str(cert),
+                  "tls_private_key": str(key)}
+        caplog.set_level(logging.INFO, logger="purplegw.actors")
+        with SipFront(config, StaticRouter()) as front:
+            response = front.send_request(_message_to(port),
+                                          Address("tls", "127.0.0.1", port)).result(30)
+        thread.join(10)
+    assert response.status == 503
+    assert received == []  # not a byte of the MESSAGE went to the unverified peer
+    assert f"tls:127.0.0.1:{port}" in caplog.text
+    assert UNTRUSTED in caplog.text

@@ -1,0 +1,354 @@
+"""Attempts to get past digest authentication, against the real daemon with raw SIP.
+
+tests/e2e/test_identity.py covers the plain cases (no credentials, wrong
+password, an exact replay, From of another user, relaying, REGISTER for
+another user).  These are the crafted ones: each Authorization below is
+correct except for the one thing under test, and a control request built the
+same way with that one thing right is accepted, so a refusal can only come
+from the check under test.
+
+The daemon offers SHA-256 only (``auth_algorithms = ["SHA-256"]``), so that
+answering with MD5 is a downgrade it must refuse.  Stale nonces need a clock
+the test controls: that case drives the ``Gateway`` object in-process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from purplegw.actors.gateway import Gateway, GatewaySettings
+from purplegw.actors.transport import Source
+from purplegw.sip.message import Response
+from purplegw.store import Database, Tables, UserRepository
+from purplegw.store.upgrades import run_upgrades
+from purplegw.testing.gateway import GatewayProcess
+from purplegw.testing.raw_ua import RawUA
+from purplegw.testing.sipmsg import make_request
+
+REALM = "sip.test"
+TARGET = "sip:bob@dummy.example"
+OTHER_TARGET = "sip:carol@dummy.example"
+PASSWORDS = {"alice": "alice-pw-9f2c", "mallory": "mallory-pw-4b7e"}
+TRUSTED_HOST = "127.0.0.2"
+OTHER_REALM = "other.test"
+OTHER_ALICE_PASSWORD = "other-alice-pw-71d3"  # noqa: S105
+
+
+def h(algorithm: str, text: str) -> str:
+    name = "md5" if algorithm.upper().startswith("MD5") else "sha256"
+    return hashlib.new(name, text.encode()).hexdigest()
+
+
+@dataclass
+class Answer:
+    """The fields of one Authorization value; ``value()`` computes the response."""
+
+    nonce: str
+    username: str = "alice"
+    password: str = PASSWORDS["alice"]
+    realm: str = REALM
+    uri: str = TARGET
+    method: str = "MESSAGE"
+    algorithm: str | None = "SHA-256"
+    qop: str | None = "auth"
+    nc: str | None = "00000001"
+    cnonce: str | None = "0a4f113b"
+    response: str | None = None  # None: computed
+
+    def computed(self) -> str:
+        algorithm = self.algorithm or "MD5"
+        ha1 = h(algorithm, f"{self.username}:{self.realm}:{self.password}")
+        if algorithm.endswith("-sess"):
+            ha1 = h(algorithm, f"{ha1}:{self.nonce}:{self.cnonce}")
+        ha2 = h(algorithm, f"{self.method}:{self.uri}")
+        if self.qop is None:  # RFC 2069
+            return h(algorithm, f"{ha1}:{self.nonce}:{ha2}")
+        return h(algorithm, f"{ha1}:{self.nonce}:{self.nc}:{self.cnonce}:{self.qop}:{ha2}")
+
+    def value(self) -> str:
+        response = self.computed() if self.response is None else self.response
+        parts = [f'username="{self.username}"', f'realm="{self.realm}"', f'nonce="{self.nonce}"',
+                 f'uri="{self.uri}"', f'response="{response}"']
+        if self.algorithm is not None:
+            parts.append(f"algorithm={self.algorithm}")
+        if self.qop is not None:
+            parts.append(f"qop={self.qop}")
+        if self.nc is not None:
+            parts.append(f"nc={self.nc}")
+        if self.cnonce is not None:
+            parts.append(f'cnonce="{self.cnonce}"')
+        return "Digest " + ", ".join(parts)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("digest"),
+        extra_config="[protocols.dummy]\nenabled = true\n",
+        # Many requests from one user in a few seconds: not a flood here.
+        sip={"auth_algorithms": ["SHA-256"], "trusted": [f"{TRUSTED_HOST}/32"],
+             "rate_per_user": 1000.0, "burst_per_user": 1000},
+    )
+    gw.cli("db", "init")
+    for user, password in PASSWORDS.items():
+        # SHA-256 digests are computed from the password, so it is kept.
+        gw.cli("users", "add", f"{user}@{REALM}", "--keep-plaintext", "--password-stdin",
+               stdin=password + "\n")
+    # Another domain's alice in the same subscriber table (shared with a proxy).
+    gw.cli("users", "add", f"alice@{OTHER_REALM}", "--keep-plaintext", "--password-stdin",
+           stdin=OTHER_ALICE_PASSWORD + "\n")
+    gw.cli("accounts", "add", f"alice@{REALM}", "alice@dummy.example", "dummy",
+           "--password-stdin", stdin="x\n")
+    gw.start()
+    gw.wait_accounts("connected")
+    yield gw
+    assert gw.stop() == 0, gw.log_text()
+
+
+@pytest.fixture
+def ua(gateway: GatewayProcess) -> RawUA:
+    return RawUA(gateway)
+
+
+def challenge(ua: RawUA, ruri: str = TARGET, method: str = "MESSAGE") -> tuple[str, str]:
+    """A fresh nonce from a 401/407, and the challenge text."""
+    status, data = ua.request(method, ruri, f"alice@{REALM}", to=ruri)
+    assert status in (401, 407), data
+    match = re.search(r'nonce="([^"]+)"', data)
+    assert match is not None, data
+    return match.group(1), data
+
+
+def send(ua: RawUA, answer: Answer, *, ruri: str = TARGET, from_user: str = f"alice@{REALM}",
+         method: str = "MESSAGE") -> int:
+    return ua.request(method, ruri, from_user, to=ruri, auth=answer.value())[0]
+
+
+def test_control_a_correct_answer_is_accepted(ua: RawUA) -> None:
+    nonce, data = challenge(ua)
+    assert "algorithm=SHA-256" in data
+    assert "algorithm=MD5" not in data
+    assert send(ua, Answer(nonce)) == 202
+
+
+def test_wrong_realm(ua: RawUA) -> None:
+    # The other domain's alice answers for her own realm: she is not our alice.
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, realm=OTHER_REALM, password=OTHER_ALICE_PASSWORD)) == 407
+    # Our alice's password over a realm we did not offer.
+    assert send(ua, Answer(nonce, realm=OTHER_REALM)) == 407
+    assert send(ua, Answer(nonce)) == 202
+
+
+def test_digest_uri_must_be_the_request_uri(ua: RawUA) -> None:
+    # A captured Authorization for a MESSAGE to bob, not yet used, sent to carol.
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, uri=TARGET), ruri=OTHER_TARGET) == 407
+    assert send(ua, Answer(nonce, uri=OTHER_TARGET), ruri=OTHER_TARGET) == 202
+    # The same URI spelt differently (RFC 3261 19.1.4: host case) is still the same.
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, uri="sip:bob@DUMMY.example")) == 202
+
+
+def test_method_is_bound(ua: RawUA) -> None:
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, method="REGISTER")) == 407
+
+
+@pytest.mark.parametrize("missing", ["qop", "nc", "cnonce"])
+def test_qop_auth_with_nc_and_cnonce_is_required(ua: RawUA, missing: str) -> None:
+    # Without qop (RFC 2069) there is no nonce-count, so nothing stops a replay.
+    nonce, _ = challenge(ua)
+    answer = Answer(nonce)
+    if missing == "qop":
+        answer.qop = None
+    else:
+        response = answer.computed()
+        setattr(answer, missing, None)
+        answer.response = response
+    assert send(ua, answer) == 407
+    assert send(ua, Answer(nonce)) == 202
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "MD5-sess", None])
+def test_algorithm_downgrade_is_refused(ua: RawUA, algorithm: str | None) -> None:
+    # Only SHA-256 is offered; an MD5 answer (None = no algorithm: MD5) is refused.
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, algorithm=algorithm)) == 407
+    assert send(ua, Answer(nonce, algorithm="SHA-256-sess")) == 202
+
+
+@pytest.mark.parametrize("response", ["", "0" * 64])
+def test_empty_or_zero_response(ua: RawUA, response: str) -> None:
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, response=response)) == 407
+
+
+def test_nonce_must_be_ours_and_untouched(ua: RawUA) -> None:
+    nonce, _ = challenge(ua)
+    stamp, random, mac = nonce.split(".")
+    forged = [
+        f"{int(stamp) + 10_000}.{random}.{mac}",  # pushed into the future: a longer life
+        f"{stamp}.{random}.{'0' * len(mac)}",  # made up
+        f"{stamp}.{random}",  # no MAC at all
+        "",
+    ]
+    for fake in forged:
+        assert send(ua, Answer(fake)) == 407, fake
+    assert send(ua, Answer(nonce)) == 202
+
+
+def test_nonce_count_must_increase(ua: RawUA) -> None:
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, nc="00000002")) == 202
+    assert send(ua, Answer(nonce, nc="00000001")) == 407  # an older, unused capture
+    assert send(ua, Answer(nonce, nc="00000002", cnonce="other")) == 407
+    assert send(ua, Answer(nonce, nc="00000003")) == 202
+
+
+def test_a_nonce_issued_to_another_user_does_not_help(ua: RawUA) -> None:
+    # Mallory asks for a challenge, then answers with alice's name but his password.
+    status, data = ua.request("MESSAGE", TARGET, f"mallory@{REALM}")
+    assert status == 407
+    nonce = re.search(r'nonce="([^"]+)"', data).group(1)  # type: ignore[union-attr]
+    assert send(ua, Answer(nonce, username="alice", password=PASSWORDS["mallory"])) == 407
+    assert send(ua, Answer(nonce, username="alice",
+                           password=PASSWORDS["mallory"]), from_user=f"mallory@{REALM}") == 407
+    # And his own valid answer does not speak for alice.
+    assert send(ua, Answer(nonce, username="mallory", password=PASSWORDS["mallory"])) == 403
+
+
+@pytest.mark.parametrize("username", ["ALICE", "Alice", f"alice@{REALM}", "alice ", "alice\x00"])
+def test_username_spelt_otherwise_is_not_alice(ua: RawUA, username: str) -> None:
+    nonce, _ = challenge(ua)
+    assert send(ua, Answer(nonce, username=username)) in (403, 407)
+
+
+@pytest.mark.parametrize("from_user", [f"ALICE@{REALM}", "alice@evil.example", "alice"])
+def test_from_other_than_the_authenticated_user_is_forbidden(ua: RawUA, from_user: str) -> None:
+    nonce, _ = challenge(ua)
+    status = send(ua, Answer(nonce), from_user=from_user)
+    assert status in (400, 403), status
+    assert send(ua, Answer(nonce, nc="00000002")) == 202
+
+
+def test_basic_credentials_are_not_accepted(ua: RawUA) -> None:
+    basic = "Basic " + base64.b64encode(
+        f"alice:{PASSWORDS['alice']}".encode()).decode()
+    assert ua.request("MESSAGE", TARGET, f"alice@{REALM}", auth=basic)[0] == 407
+
+
+def test_via_claiming_a_trusted_address_is_not_trusted(gateway: GatewayProcess) -> None:
+    """Trust follows the packet's source address, not what the request says about itself."""
+    spoofed = _raw_message(gateway, bind=("127.0.0.1", 0), via_host=TRUSTED_HOST)
+    assert spoofed == 407
+    # Control: from the trusted address itself, no challenge.
+    assert _raw_message(gateway, bind=(TRUSTED_HOST, 0), via_host=TRUSTED_HOST) == 202
+
+
+def _raw_message(gateway: GatewayProcess, *, bind: tuple[str, int], via_host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(bind)
+        sock.settimeout(10)
+        port = sock.getsockname()[1]
+        lines = [
+            f"MESSAGE {TARGET} SIP/2.0",
+            f"Via: SIP/2.0/UDP {via_host}:{port};branch=z9hG4bK{uuid.uuid4().hex}",
+            "Max-Forwards: 70",
+            f"From: <sip:alice@{REALM}>;tag={uuid.uuid4().hex[:8]}",
+            f"To: <{TARGET}>",
+            f"Call-ID: {uuid.uuid4().hex}",
+            "CSeq: 1 MESSAGE",
+            "Content-Type: text/plain",
+            "Content-Length: 2",
+            "",
+            "hi",
+        ]
+        sock.sendto("\r\n".join(lines).encode(), ("127.0.0.1", gateway.port))
+        while True:
+            data = sock.recv(65535).decode()
+            status = int(data.split(" ", 2)[1])
+            if status >= 200:
+                return status
+
+
+# --- stale nonces: the Gateway in-process, on a clock the test moves ---------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class NoAccounts:
+    def all(self) -> list[object]:
+        return []
+
+    def get(self, *_args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[tuple[Gateway, Clock]]:
+    db = Database.create(f"sqlite://{tmp_path / 'gw.db'}")
+    tables = Tables()
+    run_upgrades(db, tables)
+    users = UserRepository(db, tables.subscribers)
+    users.add("alice", REALM, PASSWORDS["alice"])
+    clock = Clock()
+    gateway = Gateway(settings=GatewaySettings(domain=REALM), store=SimpleNamespace(users=users),
+                      directory=NoAccounts(), canonical=str.lower,
+                      user_at_host=lambda _p: False, clock=clock)
+    yield gateway, clock
+    gateway.stop()
+    db.close()
+
+
+def _register(gateway: Gateway, auth: str | None = None) -> Response:
+    extra = [("Contact", "<sip:alice@127.0.0.1:5070>"), ("Expires", "600")]
+    if auth:
+        extra.append(("Authorization", auth))
+    request = make_request("REGISTER", f"sip:{REALM}", from_=f"<sip:alice@{REALM}>",
+                           to=f"<sip:alice@{REALM}>", extra=extra)
+    replies: list[Response] = []
+    source = Source("udp", "127.0.0.1", 5070,
+                    SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
+    gateway._handle(request, source, replies.append)  # noqa: SLF001 - no worker hop
+    assert len(replies) == 1
+    return replies[0]
+
+
+def test_stale_nonce_is_refused_with_stale_true(rig: tuple[Gateway, Clock]) -> None:
+    gateway, clock = rig
+    first = _register(gateway)
+    assert first.status == 401
+    nonce = re.search(r'nonce="([^"]+)"', first.headers.get("WWW-Authenticate") or "")
+    assert nonce is not None
+
+    def answer(nc: str) -> str:
+        return Answer(nonce.group(1), uri=f"sip:{REALM}", method="REGISTER", algorithm="MD5",
+                      nc=nc).value()
+
+    clock.now += 10
+    assert _register(gateway, answer("00000001")).status == 200  # control: fresh
+    clock.now += gateway.digest.nonce_lifetime + 1
+    late = _register(gateway, answer("00000002"))  # correct, but the nonce is too old
+    assert late.status == 401
+    challenges = late.headers.getall("WWW-Authenticate")
+    assert challenges
+    assert all("stale=true" in c for c in challenges)
+    new_nonce = re.search(r'nonce="([^"]+)"', challenges[0]).group(1)  # type: ignore[union-attr]
+    assert new_nonce != nonce.group(1)
