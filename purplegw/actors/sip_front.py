@@ -132,6 +132,7 @@ class FrontConfig:
     tcp_idle_timeout: float = 300.0
     tcp_message_timeout: float = 32.0
     max_connections: int = 1024
+    max_connections_per_source: int = 0  # 0: no per-source bound
     trusted: list[str] = field(default_factory=list)
     # 0: no per-source limit (the library default; the daemon's is in etc/purplegw.toml)
     rate_per_source: float = 0.0
@@ -162,6 +163,7 @@ class FrontConfig:
             tcp_message_timeout=self.tcp_message_timeout,
             tcp_idle_timeout=self.tcp_idle_timeout,
             max_connections=self.max_connections,
+            max_connections_per_source=self.max_connections_per_source,
             tls_certificate=self.tls_certificate,
             tls_private_key=self.tls_private_key,
             tls_ca_certificates=self.tls_ca_certificates,
@@ -245,6 +247,7 @@ class SipFront:
             self.transports.udp_gate = self._udp_gate
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in self.config.trusted]
         self._source_keys: dict[str, str | None] = {}
+        self.transports.source_key = self._source_key
         self._limit_logged_at = 0.0
         self._allow_for: frozenset[str] | None = None
         self._allow_text = ""

@@ -17,7 +17,9 @@ Design notes (why, not what):
   connection to the Via address (RFC 3261 18.2.2), and outgoing requests reuse
   connections too.
 * Abuse bounds: ``max_connections`` open streams (new ones are closed at
-  once), ``max_message_size`` bytes buffered per connection (the parser
+  once), ``max_connections_per_source`` incoming ones per source (keyed by
+  ``source_key``: the front keys IPv6 by /64 and exempts trusted networks),
+  so that one address cannot take every slot, ``max_message_size`` bytes buffered per connection (the parser
   raises and the connection is closed, since framing is lost),
   ``max_header_size`` bytes before the end of a header section (an endless
   stream with no CRLFCRLF is cut there) and ``max_headers`` header lines,
@@ -170,6 +172,7 @@ class TransportConfig:
     max_header_size: int = MAX_HEADER_SIZE
     max_headers: int = MAX_HEADERS
     tcp_message_timeout: float | None = None  # None: tcp_idle_timeout
+    max_connections_per_source: int = 0  # 0: no per-source bound
     tls_certificate: str | None = None
     tls_private_key: str | None = None
     tls_ca_certificates: str | None = None
@@ -201,6 +204,9 @@ class TransportLayer:
         self.rejected_connections = 0
         self.gated_datagrams = 0
         self.udp_gate: Callable[[str], bool] | None = None
+        # incoming connections per source key; None from source_key: not counted
+        self.source_key: Callable[[str], str | None] = lambda host: host
+        self._per_source: dict[str, int] = {}
 
     # ---- listeners -------------------------------------------------------
 
@@ -424,12 +430,29 @@ class TransportLayer:
                 "connection limit %d reached, refusing %s", self.config.max_connections, conn
             )
             return False
+        if not conn.outgoing:
+            source = conn.source_key = self.source_key(conn.key[1])
+            if source is not None:
+                count = self._per_source.get(source, 0)
+                cap = self.config.max_connections_per_source
+                if cap and count >= cap:
+                    self.rejected_connections += 1
+                    logger.info("%s has %d connections open, refusing another", source, count)
+                    return False
+                self._per_source[source] = count + 1
         self.connections[conn.key] = conn
         return True
 
     def unregister(self, conn: StreamConnection) -> None:
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
+            source = conn.source_key
+            if source is not None:
+                left = self._per_source.get(source, 1) - 1
+                if left > 0:
+                    self._per_source[source] = left
+                else:
+                    self._per_source.pop(source, None)
 
     @property
     def message_timeout(self) -> float:
@@ -477,6 +500,7 @@ class StreamConnection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self.partial_since: float | None = None
         self.registered = False
+        self.source_key: str | None = None  # what the per-source connection count is keyed by
 
     def __repr__(self) -> str:
         return f"StreamConnection({self.key[0]}:{format_hostport(self.key[1], self.key[2])})"

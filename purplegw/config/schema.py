@@ -24,6 +24,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "tcp_idle_timeout": t.Integer(minimum=1),
         "tcp_message_timeout": t.Float(minimum=0.1),
         "max_connections": t.Integer(minimum=1),
+        "max_connections_per_source": t.Integer(minimum=0),
         "rate_per_source": t.Float(minimum=0.0),
         "burst_per_source": t.Integer(minimum=1),
         "rate_per_user": t.Float(minimum=0.0),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -149,3 +150,37 @@ def test_source_keys_ipv6_by_64_and_trusted_none() -> None:
         assert front._source_key("192.0.2.7") == "192.0.2.7"  # noqa: SLF001
     finally:
         front.loop.close()
+
+
+def accepted(sock: socket.socket, port: int) -> bool:
+    """Whether the front serves this connection (a refused one is closed at once)."""
+    try:
+        sock.sendall(request("OPTIONS", port, sock.getsockname()[1], transport="TCP"))
+        sock.settimeout(TIMEOUT)
+        return sock.recv(65535).startswith(b"SIP/2.0 200 ")
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+
+
+def connect(port: int, host: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT, source_address=(host, 0))
+
+
+def test_connections_per_source_are_bounded() -> None:
+    with front_with(max_connections_per_source=2, trusted=["127.0.0.3/32"]) as front:
+        port = port_of(front, "tcp")
+        first, second, third = (connect(port, "127.0.0.1") for _ in range(3))
+        assert accepted(first, port)
+        assert accepted(second, port)
+        assert not accepted(third, port)
+        others = [connect(port, "127.0.0.2"), *(connect(port, "127.0.0.3") for _ in range(4))]
+        assert all(accepted(sock, port) for sock in others)  # other and trusted sources
+        first.close()
+        deadline = time.monotonic() + TIMEOUT
+        while len(front.transports.connections) != 6:  # the front saw the close
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with connect(port, "127.0.0.1") as again:
+            assert accepted(again, port)
+        for sock in [second, third, *others]:
+            sock.close()

@@ -29,6 +29,7 @@ BURST_PER_SOURCE = 20
 RATE_PER_USER = 5
 BURST_PER_USER = 10
 MESSAGE_TIMEOUT = 1.0  # [sip] tcp_message_timeout
+CONNECTIONS_PER_SOURCE = 4
 TRUSTED_PROXY = "127.0.0.3"
 TIMEOUT = 20.0
 
@@ -45,6 +46,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
             "rate_per_user": RATE_PER_USER,
             "burst_per_user": BURST_PER_USER,
             "tcp_message_timeout": MESSAGE_TIMEOUT,
+            "max_connections_per_source": CONNECTIONS_PER_SOURCE,
         },
         log_level="INFO",  # a debug line per flooded request would measure the log, not us
     )
@@ -369,3 +371,40 @@ def test_slow_loris_is_cut_after_the_message_timeout(gateway: GatewayProcess) ->
     assert served_meanwhile
     report(f"limits: slow-loris TCP connection cut after {closed_after:.1f}s "
            f"(tcp_message_timeout {MESSAGE_TIMEOUT}s); another connection served meanwhile")
+
+
+def test_one_source_cannot_take_every_connection(gateway: GatewayProcess) -> None:
+    held = [tcp_client(gateway, "127.0.0.12") for _ in range(CONNECTIONS_PER_SOURCE * 3)]
+    try:
+        # a refused connection is closed at once: no answer to a request on it
+        served = sum(tcp_options_ok_on(sock) for sock in held)
+        assert served == CONNECTIONS_PER_SOURCE
+        assert tcp_options_ok(gateway, "127.0.0.13")
+        through_proxy = [tcp_client(gateway, TRUSTED_PROXY)
+                         for _ in range(CONNECTIONS_PER_SOURCE * 2)]
+        try:
+            assert all(tcp_options_ok_on(sock) for sock in through_proxy)
+        finally:
+            for sock in through_proxy:
+                sock.close()
+    finally:
+        for sock in held:
+            sock.close()
+    report(f"limits: {len(held)} TCP connections from one address, "
+           f"{CONNECTIONS_PER_SOURCE} served (max_connections_per_source); other addresses and "
+           "the trusted proxy unaffected")
+
+
+def tcp_options_ok_on(sock: socket.socket) -> bool:
+    try:
+        sock.sendall(request_bytes("OPTIONS", "sip:sip.test", "carol@sip.test",
+                                   sock.getsockname()[1], transport="TCP", body=""))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65535)
+            if not chunk:
+                return False
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+    return data.startswith(b"SIP/2.0 200 ")
