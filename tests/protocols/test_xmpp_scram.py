@@ -54,3 +54,54 @@ def test_asyncio_tls_read_buffer_is_limited():
 
     client_class()
     assert sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def hashed_prosody():
+    """A Prosody that keeps SCRAM keys, not passwords (its production default)."""
+    from purplegw.testing.binaries import missing_peer
+    from purplegw.testing.prosody import Prosody, prosody_binary
+
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+    with Prosody(hashed=True, scram_iterations=4096) as server:
+        yield server
+
+
+def test_scram_login_against_stored_keys_answers_the_challenge_off_the_loop(hashed_prosody):
+    """Login works against hashed accounts; the salted password is derived once.
+
+    The challenge handler is the coroutine that runs the derivation in an
+    executor (slixmpp's own would run it on the loop); the second login of the
+    same account finds the key in the cache.
+    """
+    from slixmpp.xmlstream.handler import CoroutineCallback
+
+    from purplegw.protocols.xmpp.session import salted_password
+
+    from .xmpp_harness import LoopThread, make_session
+
+    user = hashed_prosody.create_user("hashed1")
+    wrong = hashed_prosody.create_user("hashed2")
+    config = {"server": hashed_prosody.address, "ca_file": hashed_prosody.ca_file, "keepalive": 0}
+    loop = LoopThread()
+    try:
+        salted_password.cache_clear()
+        for attempt in (1, 2):
+            session, _ = make_session(loop, user.jid, user.password, config)
+            loop.run(session.login())
+            handlers = [h for h in session.client._XMLStream__handlers
+                        if h.name == "SASL Challenge"]
+            assert len(handlers) == 1
+            assert isinstance(handlers[0], CoroutineCallback)
+            loop.run(session.logout())
+            info = salted_password.cache_info()
+            assert (info.misses, info.hits) == (1, attempt - 1)
+        # A wrong password still fails cleanly through the executor path.
+        from purplegw.protocols.base import BadCredentialsError
+
+        session, _ = make_session(loop, wrong.jid, "not-" + wrong.password, config)
+        with pytest.raises(BadCredentialsError):
+            loop.run(session.login())
+    finally:
+        loop.close()

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -47,8 +48,10 @@ from python_socks import ProxyError, ProxyType
 from python_socks.async_.asyncio import Proxy
 from slixmpp.exceptions import IqError
 from slixmpp.jid import InvalidJID
+from slixmpp.features.feature_mechanisms import stanza as sasl_stanza
+from slixmpp.util import sasl
 from slixmpp.util.sasl.mechanisms import SCRAM
-from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from purplegw.presence import ContactPresence, Presence, Status
@@ -129,6 +132,35 @@ class Client(slixmpp.ClientXMPP):
     http_proxy: ProxySettings | None = None
     connect_timeout: float = 15.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The SCRAM challenge is where the key derivation runs (milliseconds
+        # of CPU in C, GIL released): answered from a thread, it no longer
+        # stalls every other account on the loop, and uses a second core.
+        self.remove_handler("SASL Challenge")
+        self.register_handler(CoroutineCallback(
+            "SASL Challenge", MatchXPath(sasl_stanza.Challenge.tag_name()),
+            self.handle_sasl_challenge))
+
+    async def handle_sasl_challenge(self, challenge: Any) -> None:
+        """slixmpp's ``_handle_challenge`` with ``mech.process`` run in the default executor."""
+        mechanisms = self.plugin["feature_mechanisms"]
+        mech = mechanisms.mech
+        response = mechanisms.stanza.Response(self)
+        try:
+            response["value"] = await asyncio.get_running_loop().run_in_executor(
+                None, mech.process, challenge["value"])
+        except sasl.SASLMutualAuthFailed:
+            logger.error("XMPP server %s failed SCRAM mutual authentication", self.boundjid.domain)
+            mechanisms.attempted_mechs.add(mech.name)
+            self.disconnect()
+        except (sasl.SASLCancelled, sasl.SASLFailed):
+            mechanisms.stanza.Abort(self).send()
+        else:
+            if response.get_value() == "":
+                response.del_value()
+            response.send()
+
     async def _attempt_connection(
         self,
         host: str,
@@ -156,20 +188,33 @@ class Client(slixmpp.ClientXMPP):
         return True
 
 
+#: Salted passwords kept per (hash, password, salt, iterations): RFC 5802 5.1
+#: lets a client cache them.  A server restart makes every account log in at
+#: once; with the cache those reconnects derive no key at all.  Memory only,
+#: and no more than the passwords the process already holds.
+SALTED_PASSWORD_CACHE_SIZE = 65536
+
+
+@functools.lru_cache(maxsize=SALTED_PASSWORD_CACHE_SIZE)
+def salted_password(hash_name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+    return hashlib.pbkdf2_hmac(hash_name, password, salt, iterations)
+
+
 def _install_fast_scram() -> None:
-    """Make slixmpp's SCRAM key derivation use hashlib's C PBKDF2.
+    """Make slixmpp's SCRAM key derivation use hashlib's C PBKDF2, cached.
 
     slixmpp 1.17 derives the SCRAM salted password with a pure-Python HMAC
     loop: ~100 ms of CPU per login at Prosody's 10,000 iterations, run on
     the shared loop, so every login stalled every other account.  RFC 5802's
     Hi() *is* PBKDF2 with dkLen = the hash size; tests check the result is
-    identical to slixmpp's own.
+    identical to slixmpp's own.  (``Client.handle_sasl_challenge`` moves the
+    call off the loop thread.)
     """
     if getattr(SCRAM.Hi, "purplegw_fast", False):
         return
 
     def hi(self: Any, text: Any, salt: Any, iterations: int) -> bytes:
-        return hashlib.pbkdf2_hmac(self.hash().name, bytes(text), bytes(salt), iterations)
+        return salted_password(self.hash().name, bytes(text), bytes(salt), iterations)
 
     hi.purplegw_fast = True  # type: ignore[attr-defined]
     hi.slixmpp_original = SCRAM.Hi  # type: ignore[attr-defined]
