@@ -250,36 +250,86 @@ def test_basic_credentials_are_not_accepted(ua: RawUA) -> None:
 
 def test_via_claiming_a_trusted_address_is_not_trusted(gateway: GatewayProcess) -> None:
     """Trust follows the packet's source address, not what the request says about itself."""
-    spoofed = _raw_message(gateway, bind=("127.0.0.1", 0), via_host=TRUSTED_HOST)
-    assert spoofed == 407
+    spoofed = raw_request(gateway, "MESSAGE", TARGET, f"alice@{REALM}", via_host=TRUSTED_HOST)
+    assert spoofed[0] == 407
     # Control: from the trusted address itself, no challenge.
-    assert _raw_message(gateway, bind=(TRUSTED_HOST, 0), via_host=TRUSTED_HOST) == 202
+    assert raw_request(gateway, "MESSAGE", TARGET, f"alice@{REALM}", bind=TRUSTED_HOST,
+                       via_host=TRUSTED_HOST)[0] == 202
 
 
-def _raw_message(gateway: GatewayProcess, *, bind: tuple[str, int], via_host: str) -> int:
+@pytest.mark.parametrize("from_user", [f"nobody@{REALM}", "alice@elsewhere.example"])
+def test_trusted_proxy_does_not_make_an_open_relay(gateway: GatewayProcess,
+                                                   from_user: str) -> None:
+    """Even a trusted proxy's request is only carried for a user with an account."""
+    status, data = raw_request(gateway, "MESSAGE", TARGET, from_user, bind=TRUSTED_HOST,
+                               via_host=TRUSTED_HOST)
+    assert status in (403, 404), data
+
+
+PIDF = (f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        f'entity="sip:alice@{REALM}"><tuple id="t1"><status><basic>open</basic></status>'
+        "</tuple></presence>")
+
+
+def test_publish_for_another_user_is_forbidden(gateway: GatewayProcess) -> None:
+    """Mallory, authenticated as himself, cannot set alice's presence on her accounts."""
+    alice_uri = f"sip:alice@{REALM}"
+    extra = [("Event", "presence"), ("Expires", "600")]
+
+    def publish(username: str, from_user: str) -> tuple[int, str]:
+        status, data = raw_request(gateway, "PUBLISH", alice_uri, from_user, to=alice_uri,
+                                   extra=extra, body=PIDF,
+                                   content_type="application/pidf+xml")
+        assert status == 407, data
+        nonce = re.search(r'nonce="([^"]+)"', data).group(1)  # type: ignore[union-attr]
+        answer = Answer(nonce, username=username, password=PASSWORDS[username], uri=alice_uri,
+                        method="PUBLISH")
+        return raw_request(gateway, "PUBLISH", alice_uri, from_user, to=alice_uri,
+                           extra=[*extra, ("Proxy-Authorization", answer.value())], body=PIDF,
+                           content_type="application/pidf+xml")
+
+    status, data = publish("mallory", f"mallory@{REALM}")
+    assert status == 403, data
+    status, data = publish("alice", f"alice@{REALM}")  # control
+    assert status == 200, data
+
+
+def test_subscribe_needs_credentials(gateway: GatewayProcess) -> None:
+    status, data = raw_request(gateway, "SUBSCRIBE", TARGET, f"alice@{REALM}",
+                               extra=[("Event", "presence"), ("Expires", "600")], body="")
+    assert status == 407, data
+
+
+def raw_request(gateway: GatewayProcess, method: str, ruri: str, from_user: str, *,  # noqa: PLR0913
+                to: str | None = None, bind: str = "127.0.0.1", via_host: str = "127.0.0.1",
+                extra: list[tuple[str, str]] | None = None, body: str = "hi",
+                content_type: str = "text/plain") -> tuple[int, str]:
+    """One request from a UDP socket bound to ``bind``, its Via naming ``via_host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(bind)
+        sock.bind((bind, 0))
         sock.settimeout(10)
         port = sock.getsockname()[1]
         lines = [
-            f"MESSAGE {TARGET} SIP/2.0",
+            f"{method} {ruri} SIP/2.0",
             f"Via: SIP/2.0/UDP {via_host}:{port};branch=z9hG4bK{uuid.uuid4().hex}",
             "Max-Forwards: 70",
-            f"From: <sip:alice@{REALM}>;tag={uuid.uuid4().hex[:8]}",
-            f"To: <{TARGET}>",
+            f"From: <sip:{from_user}>;tag={uuid.uuid4().hex[:8]}",
+            f"To: <{to or ruri}>",
             f"Call-ID: {uuid.uuid4().hex}",
-            "CSeq: 1 MESSAGE",
-            "Content-Type: text/plain",
-            "Content-Length: 2",
+            f"CSeq: 1 {method}",
+            f"Contact: <sip:{from_user.split('@')[0]}@{bind}:{port}>",
+            *(f"{name}: {value}" for name, value in extra or []),
+            *([f"Content-Type: {content_type}"] if body else []),
+            f"Content-Length: {len(body.encode())}",
             "",
-            "hi",
+            body,
         ]
         sock.sendto("\r\n".join(lines).encode(), ("127.0.0.1", gateway.port))
         while True:
             data = sock.recv(65535).decode()
             status = int(data.split(" ", 2)[1])
             if status >= 200:
-                return status
+                return status, data
 
 
 # --- stale nonces: the Gateway in-process, on a clock the test moves ---------------------
