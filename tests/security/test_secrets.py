@@ -303,3 +303,23 @@ def test_stanza_log_redaction_covers_scram_and_legacy_auth(
     assert not leaks(caplog.text, {"xmpp": XMPP_PASSWORD})
     stream_logger.debug("SEND: %s", "<message><body>hello</body></message>")
     assert "<body>hello</body>" in caplog.text  # other stanzas are logged as they are
+
+
+def test_without_the_key_nothing_is_stored_in_the_clear(tmp_path: Path) -> None:
+    """A lost key file is an error, never a silent fall-back to plaintext rows."""
+    gateway = GatewayProcess(tmp_path)
+    gateway.cli("db", "init")
+    (tmp_path / "data" / "purplegw.key").unlink()
+    with pytest.raises(RuntimeError, match="key"):
+        gateway.cli("accounts", "add", "alice@sip.test", "a@example.org", "xmpp",
+                    "--password-stdin", stdin=XMPP_PASSWORD + "\n")
+    rows = tmp_path / "rows.csv"
+    rows.write_text(f"sip_user,ext_user,ext_prot,ext_pass\nb@sip.test,b@example.org,xmpp,"
+                    f"{XMPP_WRONG}\n")
+    with pytest.raises(RuntimeError, match="key"):
+        gateway.cli("accounts", "import", str(rows))
+    db = next((tmp_path / "data").glob("*.db"))
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM purplemap").fetchone() == (0,)
+    content = db.read_bytes()
+    assert XMPP_PASSWORD.encode() not in content
+    assert XMPP_WRONG.encode() not in content
