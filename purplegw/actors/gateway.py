@@ -491,7 +491,13 @@ class Gateway(EventSink):
         """Send the user's oldest waiting message, if none is in flight."""
         if sip_user in self._in_flight or self.front is None:
             return
-        pending = self.store.outbox.pending(sip_user, limit=1)
+        try:
+            pending = self.store.outbox.pending(sip_user, limit=1)
+        except StoreError as exc:
+            # Nothing else would wake this user's queue before its next REGISTER.
+            logger.warning("Outbox of %s unreadable, retrying later: %s", sip_user, exc)
+            self._schedule_retry(sip_user)
+            return
         if not pending:
             return
         message = pending[0]
@@ -532,13 +538,20 @@ class Gateway(EventSink):
 
     def _delivered(self, sip_user: str, seq: int, ok: bool, status: str) -> None:
         self._in_flight.discard(sip_user)
-        if ok:
-            self.store.outbox.done(seq)
-            self._retry_index.pop(sip_user, None)
-            self._flush(sip_user)
-            return
-        logger.info("Message %d to %s not delivered (%s); kept for later", seq, sip_user, status)
-        self.store.outbox.failed_attempt(seq, status)
+        try:
+            if ok:
+                self.store.outbox.done(seq)
+                self._retry_index.pop(sip_user, None)
+                self._flush(sip_user)
+                return
+            logger.info("Message %d to %s not delivered (%s); kept for later",
+                        seq, sip_user, status)
+            self.store.outbox.failed_attempt(seq, status)
+        except StoreError as exc:
+            # A delivered message whose row could not be deleted is sent again
+            # (at-least-once); either way the queue must be woken up again.
+            logger.warning("Outbox of %s not updated after delivery (%s): %s",
+                           sip_user, status, exc)
         self._schedule_retry(sip_user)
 
     def _schedule_retry(self, sip_user: str) -> None:

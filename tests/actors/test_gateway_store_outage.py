@@ -144,3 +144,23 @@ def test_sip_request_while_the_store_is_down_is_answered_503_at_once(
         request([(header, credentials)])
         assert [r.status for r in replies] == [401 if method == "REGISTER" else 407, 503]
         assert replies[1].headers.get("Retry-After") == str(gateway_module.STORE_RETRY_AFTER)
+
+
+def test_outbox_queue_is_woken_again_when_the_store_fails_around_a_delivery(
+    store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delivery attempt or its bookkeeping failing on the store re-arms the retry timer.
+
+    Without it the user's queue slept until the next REGISTER (up to an hour).
+    """
+    monkeypatch.setattr(gateway_module, "RETRY_DELAYS", (3600.0,))
+    gateway.front = SimpleNamespace()  # _flush only needs one to exist
+    Outage(store.db).begin()
+    gateway._flush(ALICE.sip_user)  # noqa: SLF001 - reading the queue fails
+    assert ALICE.sip_user in gateway._retry_timers  # noqa: SLF001
+    gateway._retry_timers.pop(ALICE.sip_user).cancel()  # noqa: SLF001
+
+    gateway._in_flight.add(ALICE.sip_user)  # noqa: SLF001
+    gateway._delivered(ALICE.sip_user, 1, True, "200 OK")  # noqa: SLF001 - delete fails
+    assert ALICE.sip_user in gateway._retry_timers  # noqa: SLF001
+    assert ALICE.sip_user not in gateway._in_flight  # noqa: SLF001
