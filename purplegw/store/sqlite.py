@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
 from purplegw.exceptions import StoreError
 from purplegw.store.database import Database, check_identifier
+
+logger = logging.getLogger(__name__)
+_warned_modes: set[str] = set()  # paths already warned about: once per process
 
 
 @Database.register("sqlite")
@@ -31,6 +38,7 @@ class SqliteDatabase(Database):
     def connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._create_private()
         try:
             conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
                                    isolation_level="DEFERRED")
@@ -39,6 +47,23 @@ class SqliteDatabase(Database):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
         return conn
+
+    def _create_private(self) -> None:
+        """Create the file 0600 (SQLite gives its -wal/-shm files the same mode).
+
+        The subscriber table's HA1 values are password-equivalent for digest
+        authentication: a world-readable file would let any local user act
+        as any SIP user.  An existing file keeps its mode, with a warning.
+        """
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(Path(self.path).stat().st_mode)
+            if mode & 0o077 and self.path not in _warned_modes:
+                _warned_modes.add(self.path)
+                logger.warning("%s is readable by other users (mode %o): it holds password "
+                               "hashes; chmod 600 it", self.path, mode)
 
     def table_exists(self, name: str) -> bool:
         return bool(self.fetchall(
