@@ -1,4 +1,4 @@
-"""Only the service user can talk to the daemon's control socket; the key file is private.
+"""Only the service user can talk to the daemon's control socket; key and database are private.
 
 We run as root, who passes every permission check, so the "other user" is
 ``nobody``: a forked child drops to it and tries to connect.  The socket sits
@@ -110,3 +110,13 @@ def test_key_file_is_0600(daemon: GatewayProcess) -> None:
     info = key.stat()
     assert stat.S_IMODE(info.st_mode) == 0o600, oct(info.st_mode)
     assert info.st_uid == os.geteuid()
+
+
+def test_sqlite_store_is_private(daemon: GatewayProcess) -> None:
+    """The subscriber table's HA1s are password-equivalent: no other user may read them."""
+    files = sorted((daemon.base / "data").glob("purplegw.db*"))  # with -wal/-shm while running
+    assert files
+    for path in files:
+        info = path.stat()
+        assert stat.S_IMODE(info.st_mode) & 0o077 == 0, (path.name, oct(info.st_mode))
+        assert info.st_uid == os.geteuid()
