@@ -536,7 +536,15 @@ class XmppSession(Session):
             )
 
     def _on_connection_failed(self, error: Any) -> None:
-        if isinstance(error, OSError) and error.errno:
+        # A direct TLS (XEP-0368) handshake fails here, not as ssl_invalid_chain.
+        # SSLError is an OSError whose errno is OpenSSL's: strerror would call a
+        # rejected certificate "Operation not permitted".
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self._on_ssl_invalid(error)
+            return
+        if isinstance(error, ssl.SSLError):
+            error = f"TLS failed: {error}"
+        elif isinstance(error, OSError) and error.errno:
             error = os.strerror(error.errno)  # "Connection refused", not "[Errno 111] ..."
         self._settle(TransientError(f"cannot connect to {self._label()}: {error}"))
         if self._resume_task is not None:
