@@ -5,6 +5,7 @@ Three real daemons run side by side:
 * ``default``: no ``ca_file`` anywhere (what an operator gets out of the box),
   direct connections to Prosody (STARTTLS) and ngIRCd (TLS), both with
   self-signed certificates: both logins must fail as untrusted.
+* ``direct_tls``: the same for XMPP with TLS from the first byte (XEP-0368).
 * ``wrong_name``: ``ca_file`` trusts the servers' certificates, but those name
   another host: only the hostname check can refuse them.
 * ``proxied``: the same through an HTTP CONNECT proxy (tinyproxy): TLS runs
@@ -96,6 +97,11 @@ def daemons(prosody: Prosody, prosody_wrong_name: Prosody, ngircd_tls: Ngircd,
                 xmpp={"server": prosody.address}, irc={},
                 accounts=[("a@sip.test", jid, "xmpp"), ("a@sip.test", irc, "irc")]),
                 [jid, irc]),
+            "direct_tls": (_daemon(
+                tmp_path_factory.mktemp("tls-direct"),
+                xmpp={"server": f"{prosody.host}:{prosody.tls_port}", "direct_tls": True},
+                irc={}, accounts=[("a@sip.test", jid, "xmpp")]),
+                [jid]),
             "wrong_name": (_daemon(
                 tmp_path_factory.mktemp("tls-wrong-name"),
                 xmpp={"server": prosody_wrong_name.address, "ca_file": prosody_wrong_name.ca_file},
@@ -147,6 +153,13 @@ def test_irc_untrusted_certificate_is_refused_by_default(daemons: dict[str, Any]
     assert UNTRUSTED in error
     assert f"127.0.0.1:{ngircd_tls.tls_port}" in error
     assert error in daemons["default_log"]
+
+
+def test_xmpp_direct_tls_untrusted_certificate_is_refused(daemons: dict[str, Any],
+                                                          prosody: Prosody) -> None:
+    error = _error(daemons["direct_tls"], daemons["jid"])
+    assert UNTRUSTED in error
+    assert f"{prosody.host}:{prosody.tls_port}" in error
 
 
 def test_xmpp_certificate_for_another_name_is_refused(daemons: dict[str, Any],
