@@ -363,6 +363,7 @@ class AccountCore:
                 if bad:
                     return
                 error, state = self._lost_reason, AccountState.TRANSIENT_DISCONNECT
+                self._requeue_unacked(session)
             if self._stopping:
                 return
             await self._discard(session)
@@ -409,6 +410,30 @@ class AccountCore:
             self._bad_credentials(self._lost_reason or "credentials rejected")
             return True
         return False
+
+    def _requeue_unacked(self, session: Session) -> None:
+        """Put what the lost connection never got acknowledged back at the head of the queue.
+
+        Those messages were answered when they were written (their send
+        queue rows are gone): the session's ledger is the only copy left,
+        and it dies with the session.  Same ids, so a message the server
+        did take before dying arrives twice rather than not at all.
+        """
+        try:
+            unacked = session.unacked_messages()
+        except Exception:
+            logger.exception("Account %s/%s: unacked_messages failed", *self.info[1:3])
+            return
+        queued = {r.args[2] for r in self._outbox if r.op == "send_message"}
+        again = [m for m in unacked if m.message_id not in queued]
+        for message in reversed(again):
+            self._outbox.appendleft(_Request(
+                "send_message", (message.contact, message.text, message.message_id), None,
+                answered=True))
+        if again:
+            self.account_status.queued = len(self._outbox)
+            logger.info("Account %s/%s: %d unacknowledged message(s) queued again",
+                        *self.info[1:3], len(again))
 
     def _bad_credentials(self, reason: str) -> None:
         # Rule 1: no retry until the row changes (a reload replaces us).
