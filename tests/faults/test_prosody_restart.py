@@ -2,8 +2,9 @@
 
 The real daemon, a pjsua2 phone registered as alice and an independent XMPP
 client bob.  The phone sends a MESSAGE to bob every tick and bob one to
-alice's XMPP account; Prosody is stopped for a few seconds in the middle and
-started again on the same port with the same data.  Every message the
+alice's XMPP account; Prosody is stopped for a few seconds in the middle
+(SIGTERM: it closes every stream; SIGKILL after a second of SIGSTOP: a hang
+then a crash, whatever was written to it meanwhile is gone) and started again on the same port with the same data.  Every message the
 gateway answered 202, and every stanza Prosody acknowledged to bob, must
 reach the other side after the reconnects (duplicates are allowed and
 counted).
@@ -11,8 +12,11 @@ counted).
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from purplegw.testing.tally import Tally
 from tests.faults.traffic import (
@@ -32,13 +36,29 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 FLOW = 2.5  # seconds of traffic before the stop, during the outage, after the start
+FREEZE = 1.0  # seconds Prosody hangs (SIGSTOP) before SIGKILL
 
 
-def test_prosody_restart_mid_traffic_loses_nothing(own_prosody: Any, tmp_path: Path) -> None:
+def stop(prosody: Any, how: str) -> None:
+    if how == "SIGTERM":
+        prosody.stop()
+        return
+    # A hung then crashed server: what the gateway writes while it is frozen
+    # is never read, never acknowledged, and dies with it.
+    prosody.proc.send_signal(signal.SIGSTOP)
+    time.sleep(FREEZE)
+    prosody.proc.send_signal(signal.SIGKILL)
+    prosody.proc.wait(10)
+    prosody.proc = None
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_prosody_restart_mid_traffic_loses_nothing(own_prosody: Any, tmp_path: Path,
+                                                   how: str) -> None:
     prosody = own_prosody
     account, bob = prosody.create_user("alice"), prosody.create_user("bob")
-    sip_to_xmpp = Tally("prosody restart: SIP -> XMPP")
-    xmpp_to_sip = Tally("prosody restart: XMPP -> SIP")
+    sip_to_xmpp = Tally(f"prosody {how}+restart: SIP -> XMPP")
+    xmpp_to_sip = Tally(f"prosody {how}+restart: XMPP -> SIP")
     # The test kit's fast backoff makes an outage of seconds look like
     # flapping; a short flapping pause keeps the case about delivery.
     gateway = gateway_for(prosody, tmp_path, {"alice": account},
@@ -61,7 +81,7 @@ def test_prosody_restart_mid_traffic_loses_nothing(own_prosody: Any, tmp_path: P
 
         with Ticker(tick, interval=0.1):
             time.sleep(FLOW)
-            prosody.stop()
+            stop(prosody, how)
             time.sleep(FLOW)
             prosody.start()
             time.sleep(FLOW)
