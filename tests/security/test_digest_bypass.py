@@ -97,7 +97,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         extra_config="[protocols.dummy]\nenabled = true\n",
         # Many requests from one user in a few seconds: not a flood here.
         sip={"auth_algorithms": ["SHA-256"], "trusted": [f"{TRUSTED_HOST}/32"],
-             "rate_per_user": 1000.0, "burst_per_user": 1000},
+             "rate_per_user": 1000.0, "burst_per_user": 1000,
+             "rate_per_source": 1000.0, "burst_per_source": 1000},
     )
     gw.cli("db", "init")
     for user, password in PASSWORDS.items():

@@ -61,7 +61,7 @@ def _daemon(base: Any, *, xmpp: dict[str, Any], irc: dict[str, Any],
 
 def _failed(gateway: GatewayProcess, users: list[str],
             timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-    """Each account's status once it has a login error recorded."""
+    """Each account's status once its last error is a certificate verification failure."""
     deadline = time.monotonic() + timeout
     last: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
@@ -71,10 +71,12 @@ def _failed(gateway: GatewayProcess, users: list[str],
             last = {a["ext_user"]: a for a in gateway.status()}
         except RuntimeError:
             last = {}
-        if all(last.get(u, {}).get("last_error") for u in users):
+        if all("certificate verify failed" in (last.get(u, {}).get("last_error") or "")
+               for u in users):
             return last
         time.sleep(0.2)
-    raise TimeoutError(f"no login errors after {timeout}s: {last}\n{gateway.log_text()}")
+    raise TimeoutError(f"no verification errors after {timeout}s: {last}\n"
+                       f"{gateway.log_text()}")
 
 
 @pytest.fixture(scope="module")
