@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _DONE_RE = re.compile(rb"stat::number_of_executed_units:\s*(\d+)")
 _ARTIFACT_RE = re.compile(rb"Test unit written to (\S+)")
+_COVERAGE_RE = re.compile(rb"#\d+\s+DONE\s+cov: (\d+)")
 
 
 def _run_atheris(name: str, seconds: float, seed: int, work: Path) -> RunResult:
@@ -47,6 +48,8 @@ def _run_atheris(name: str, seconds: float, seed: int, work: Path) -> RunResult:
     result = RunResult(name, seed, seconds=time.monotonic() - start)
     done = _DONE_RE.search(proc.stderr)
     result.inputs = int(done.group(1)) if done else 0
+    coverage = _COVERAGE_RE.search(proc.stderr)
+    result.coverage = int(coverage.group(1)) if coverage else 0
     if proc.returncode != 0:
         from .runner import Crash  # noqa: PLC0415
 

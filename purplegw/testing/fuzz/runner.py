@@ -61,12 +61,15 @@ class RunResult:
     pool: int = 0
     signatures: int = 0
     slowest: float = 0.0
+    coverage: int | None = None  # libFuzzer's "cov:" (atheris engine only)
     crashes: list[Crash] = field(default_factory=list)
 
     def line(self) -> str:
+        found = (f"outcomes {self.signatures:>5}" if self.coverage is None
+                 else f"cov {self.coverage:>8}")
         return (
             f"fuzz {self.target:<22} inputs {self.inputs:>8}  crashes {len(self.crashes)}  "
-            f"seconds {self.seconds:5.1f}  outcomes {self.signatures:>5}  seed {self.seed}"
+            f"seconds {self.seconds:5.1f}  {found}  seed {self.seed}"
         )
 
 
