@@ -139,7 +139,7 @@ def fuzz(
             )
             _save(crash, crash_dir)
             result.crashes.append(crash)
-            logger.warning("%s", crash.message())
+            logger.info("%s", crash.message())
             if len(result.crashes) >= max_crashes:
                 break
             continue
