@@ -4,7 +4,8 @@ Invariants (from purplegw/sip/parser.py and message.py):
 
 1. Only ``SipError`` leaves ``parse_datagram``, ``StreamParser`` and the
    accessors a SIP element calls on a parsed message (Contact, Route,
-   Expires, ``validate_request``, the Request-URI).
+   Expires, ``validate_request``, the Request-URI); the transaction keys
+   (``server_key``, ``client_key``) never raise on a parsed message.
 2. Whatever parses serializes, and ``serialize`` is a fixpoint after one
    round: ``serialize(parse(serialize(m))) == serialize(m)``.  The first
    round may only move Content-Length to the end (serialize always writes a
@@ -13,7 +14,8 @@ Invariants (from purplegw/sip/parser.py and message.py):
    the gateway would send it.
 4. A stream parses to the same messages, the same error and the same
    keep-alive count however its bytes are chunked (the parser is fed one
-   byte, a few bytes or everything at once).
+   byte, a few bytes or everything at once); a stream holding exactly one
+   message parses as a datagram to the same message.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from purplegw.sip.message import (
     validate_request,
 )
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
+from purplegw.sip.transaction import client_key, server_key
 from purplegw.testing.corpus import corpus_dir
 from purplegw.testing.sipmsg import request_bytes
 
@@ -74,6 +77,10 @@ def corpus_messages() -> list[bytes]:
 
 def _touch(msg: Message) -> None:
     """Every accessor a SIP element uses: SipError is the only allowed failure."""
+    # transaction matching runs on every parsed message before validation (sip_front)
+    client_key(msg)
+    if isinstance(msg, Request):
+        server_key(msg)
     headers = msg.headers
     for accessor in (headers.contacts, headers.routes, headers.record_routes, headers.expires):
         with contextlib.suppress(SipError):
@@ -175,6 +182,13 @@ def run_stream(data: bytes, trace: Trace = None) -> str:
               f"whole: {len(wire)} messages, error {whole[1]}, keepalives {whole[2]}, "
               f"buffered {whole[3]}\nchunked: {len(chunked[0])} messages, error {chunked[1]}, "
               f"keepalives {chunked[2]}, buffered {chunked[3]}")
+    if len(wire) == 1 and whole[1] is None and whole[3] == 0:
+        # one framed message and nothing else: UDP must read it the same way
+        try:
+            datagram = parse_datagram(data, max_header_size=_MAX_HEADER)
+        except SipError as exc:
+            raise FuzzFailure(f"parsed from a stream, rejected as a datagram: {exc!r}") from exc
+        check(serialize(datagram) == wire[0], "stream and datagram parses differ")
     for msg in whole[0]:
         _touch(msg)
         check_round_trip(msg)

@@ -27,14 +27,15 @@ a key's timers when it terminates) and checks after every operation:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 from dataclasses import dataclass, field
 
 from purplegw.sip.actions import Action, CancelTimer, DeliverToTU, Send, StartTimer, Terminated
-from purplegw.sip.errors import LocalProtocolError
-from purplegw.sip.message import Request, Response, make_response, serialize
+from purplegw.sip.errors import LocalProtocolError, SipError
+from purplegw.sip.message import Request, Response, make_response, serialize, validate_request
 from purplegw.sip.parser import parse_datagram
 from purplegw.sip.transaction import (
     MAGIC_COOKIE,
@@ -254,6 +255,31 @@ class Harness:
             self.lives[key] = Life("client", self.layer.clients[key], self.now)
         self.process(pairs)
 
+    def receive_corpus(self) -> None:
+        """A message from the torture corpus, as the front passes it on (validated requests)."""
+        msg = parse_datagram(self.d.choice(_corpus()))
+        if isinstance(msg, Response):
+            self.log(f"receive_response (corpus) {msg!r}")
+            self.process(self.layer.receive_response(msg))
+            return
+        try:
+            validate_request(msg)
+        except SipError:
+            return  # answered 400 statelessly by the front
+        refused = msg.method in ("INVITE", "ACK")
+        key = None if refused else server_key(msg)
+        created = key is not None and key not in self.layer.servers
+        self.log(f"receive_request (corpus) {msg!r}")
+        pairs = self._expect_error(
+            allowed=refused, call="receive_request",
+            run=lambda: self.layer.receive_request(msg, None))
+        if created:
+            assert key is not None
+            self.lives[key] = Life("server", self.layer.servers[key], self.now)
+        if not refused:
+            self.seen_requests.append(msg)
+        self.process(pairs)
+
     def receive_response(self) -> None:
         response = _response(self.d)
         self.log(f"receive_response {response!r} branch={response.branch} cseq={response.cseq}")
@@ -323,8 +349,24 @@ class Harness:
                 raise FuzzFailure("terminated server transaction sent a response")
 
     OPS = ("receive_request", "receive_request", "send_response", "send_response",
+           "receive_corpus",
            "send_request", "receive_response", "receive_response", "advance", "advance",
            "stray_timer", "transport_error", "poke_dead")
+
+
+@functools.cache
+def _corpus() -> tuple[bytes, ...]:
+    """Torture-corpus messages that parse (what reaches the layer at all)."""
+    from .parser_targets import corpus_messages  # noqa: PLC0415 - the corpus is read once
+
+    out = []
+    for data in corpus_messages():
+        try:
+            parse_datagram(data)
+        except SipError:
+            continue
+        out.append(data)
+    return tuple(out)
 
 
 def run_transactions(data: bytes, trace: Trace = None) -> str:
