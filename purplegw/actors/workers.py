@@ -166,7 +166,11 @@ class RemoteAccountHandle:
         return future
 
     def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
-        return self._request("send_message", contact, text, message_id)
+        future = self._request("send_message", contact, text, message_id)
+        worker = self._pool._workers[self._worker]  # noqa: SLF001
+        args = (contact, text, message_id)
+        future.add_done_callback(lambda done: worker.track(self.info, args, done.get()))
+        return future
 
     def set_presence(self, presence: Any) -> OutcomeFuture:
         return self._request("set_presence", presence)
@@ -206,6 +210,10 @@ class _Worker:
         self._pending_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._ready = threading.Event()
+        # Messages its accounts answered 202 (queued) and have not settled
+        # with on_send_result yet: the worker's memory is their only queue.
+        self.queued: dict[str, tuple[AccountInfo, tuple[str, str, str]]] = {}
+        self._queued_lock = threading.Lock()
 
     def start(self) -> None:
         parent, child = _CONTEXT.Pipe(duplex=True)
@@ -237,6 +245,9 @@ class _Worker:
                 break
             kind = message[0]
             if kind == "event":
+                if message[1] == "on_send_result":
+                    with self._queued_lock:
+                        self.queued.pop(message[2]["message_id"], None)
                 listener.send(message[1], **message[2])
             elif kind == "ready":
                 self.pid = message[1]
@@ -291,6 +302,16 @@ class _Worker:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
+
+    def track(self, info: AccountInfo, args: tuple[str, str, str], outcome: Outcome) -> None:
+        if outcome.status == 202:  # queued in the worker, not sent yet
+            with self._queued_lock:
+                self.queued[args[2]] = (info, args)
+
+    def take_queued(self) -> list[tuple[AccountInfo, tuple[str, str, str]]]:
+        with self._queued_lock:
+            lost, self.queued = list(self.queued.values()), {}
+        return lost
 
 
 class WorkerPool:
@@ -393,12 +414,35 @@ class WorkerPool:
                 try:
                     worker.start()
                     worker.call("apply", worker.rows, timeout=self._timeout())
+                    self._requeue(worker)
                     return
                 except (WorkerError, pykka.Timeout, OSError) as exc:
                     logger.error("Worker %d failed to restart: %s", worker.index, exc)
                     if worker.process is not None and worker.process.is_alive():
                         worker.process.kill()
                         worker.process.join(5)
+
+    def _requeue(self, worker: _Worker) -> None:
+        """Hand the messages the dead worker had queued (answered 202) to the new one.
+
+        Their callers were told 202 long ago, so the outcome goes out as
+        ``on_send_result``, as the dead actor would have sent it.
+        """
+        lost = worker.take_queued()
+        if lost:
+            logger.warning("Worker %d died with %d accepted message(s) queued; queued again",
+                           worker.index, len(lost))
+        for info, args in lost:
+            handle = RemoteAccountHandle(self, worker.index, info)
+
+            def settled(done: OutcomeFuture, info: AccountInfo = info,
+                        message_id: str = args[2]) -> None:
+                outcome = done.get()
+                if outcome.status != 202:  # 202: the new actor reports the outcome later
+                    listener.send("on_send_result", account=info, message_id=message_id,
+                                  outcome=outcome)
+
+            handle.send_message(*args).add_done_callback(settled)
 
     def stop(self) -> None:
         self._stopping.set()
