@@ -5,7 +5,9 @@ Four SIP users, each with a pjsua2 phone and an XMPP account, two per worker
 One worker is killed in the middle of the traffic.  The users on the other
 worker keep exchanging messages while it is down (every MESSAGE they send
 meanwhile is accepted), the killed worker's accounts log in again in a new
-process, and every accepted message of either direction is delivered.
+process.  Then the same worker is killed while Prosody is down, with
+MESSAGEs it had accepted (202) waiting for its accounts to reconnect.
+Every accepted message of either direction is delivered.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from purplegw.actors.state import shard_of
 from purplegw.testing.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
+    Cursor,
     Ids,
     Ticker,
     body_for,
@@ -69,9 +72,9 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
     try:
         status = gateway.wait_accounts("connected")
         pids = {entry["sip_user"].split("@")[0]: entry["pid"] for entry in status}
-        victims, survivors = shards[0], shards[1]
-        victim_pid = pids[victims[0]]
-        assert {pids[n] for n in victims} == {victim_pid}, pids
+        victim_names, survivors = shards[0], shards[1]
+        victim_pid = pids[victim_names[0]]
+        assert {pids[n] for n in victim_names} == {victim_pid}, pids
         assert victim_pid not in {pids[n] for n in survivors}, pids
         assert victim_pid != gateway.process.pid  # type: ignore[union-attr]
         peer.start()
@@ -93,24 +96,53 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
                 phones[name].message(f"sip:{bob.jid}", body_for(msg_id))
                 peer.send_counted(accounts[name].jid, in_ids.next())
 
-        def victims_back() -> bool:
-            entries = [e for e in gateway.status() if e["sip_user"].split("@")[0] in victims]
-            return all(e["state"] == "connected" and e["pid"] not in (0, victim_pid)
+        def phones_only() -> None:
+            for name in names:
+                msg_id = ids[name][0].next()
+                sip_to_xmpp.send(msg_id)
+                phones[name].message(f"sip:{bob.jid}", body_for(msg_id))
+
+        def victims(state: str | None, not_pid: int) -> bool:
+            entries = [e for e in gateway.status() if e["sip_user"].split("@")[0] in victim_names]
+            return all((state is None or e["state"] == state) and e["pid"] not in (0, not_pid)
                        for e in entries)
 
+        # A. Kill one worker while every account is connected and busy.
         with Ticker(tick, interval=0.25):
-            time.sleep(2.0)
+            time.sleep(1.5)
             outage["on"] = True
             os.kill(victim_pid, signal.SIGKILL)
             # The survivors' traffic goes on while the worker is dead or restarting.
-            wait_until(victims_back, 60, "the killed worker's accounts logged in again")
+            wait_until(lambda: victims("connected", victim_pid), 60,
+                       "the killed worker's accounts logged in again")
             outage["on"] = False
-            time.sleep(2.0)
+            time.sleep(1.5)
+        # B. Kill it again while Prosody is down: the MESSAGEs it had queued
+        #    (answered 202, waiting for the account to reconnect) die with it.
+        prosody.stop()
+        wait_until(lambda: all(e["state"] != "connected" for e in gateway.status()), 30,
+                   "every account noticed the outage")
+        with Ticker(phones_only, interval=0.25):
+            time.sleep(1.5)
+        wait_until(lambda: not _unanswered(sip_to_xmpp, cursors), 60, "every MESSAGE answered")
+        second_pid = next(e["pid"] for e in gateway.status()
+                          if e["sip_user"].split("@")[0] == victim_names[0])
+        for cursor in cursors:
+            cursor.poll()
+        queued_at_second_kill = sip_to_xmpp.missing()
+        os.kill(second_pid, signal.SIGKILL)
+        wait_until(lambda: victims(None, second_pid), 60, "the worker restarted again")
+        prosody.start()
+        gateway.wait_accounts("connected")
+        wait_until(lambda: peer.online, 60, "bob back online")
         wait_delivered([sip_to_xmpp, xmpp_to_sip], cursors, timeout=60, settle=peer.request_ack)
         assert during_outage, "no traffic while the worker was down"
         refused_meanwhile = sorted(set(during_outage) & sip_to_xmpp.refused)
         assert not refused_meanwhile, f"survivors refused while the other worker was down: " \
             f"{refused_meanwhile}"
+        # Phase B did leave accepted messages in the killed worker's queue.
+        assert any(_is_victims(m, victim_names) for m in queued_at_second_kill), \
+            "no accepted message waited in the killed worker"
         sip_to_xmpp.check()
         xmpp_to_sip.check()
     finally:
@@ -119,3 +151,13 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
         peer.stop()
         code = gateway.stop()
         assert code == 0, gateway.log_text()
+
+
+def _unanswered(tally: Tally, cursors: list[Cursor]) -> list[str]:
+    for cursor in cursors:
+        cursor.poll()
+    return sorted(set(tally.sent) - tally.accepted - tally.refused)
+
+
+def _is_victims(msg_id: str, victim_names: list[str]) -> bool:
+    return any(msg_id.startswith(f"fault-wk-{name}-") for name in victim_names)
