@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .headers import Headers
+from .headers import Headers, parse_delta_seconds
 from .message import Request
 from .errors import SipError
 from .uri import NameAddr, parse_name_addr
@@ -88,8 +88,9 @@ class BindingTable:
         call_id = request.call_id or ""
         cseq = request.cseq.number if request.cseq else 0
         try:
-            header_expires = int(expires_header) if expires_header is not None else None
-        except ValueError:
+            header_expires = (
+                parse_delta_seconds(expires_header) if expires_header is not None else None)
+        except SipError:
             return RegisterResult(400, "Bad Request: invalid Expires", [])
 
         if any(c.strip() == "*" for c in raw_contacts):
@@ -106,9 +107,10 @@ class BindingTable:
                 return RegisterResult(400, "Bad Request: invalid Contact", [])
             value = contact.params.get("expires")
             try:
-                lifetime = int(value) if value is not None else (
+                # delta-seconds (RFC 3261 20.10): int() would take "-30", "+60", "1_000"
+                lifetime = parse_delta_seconds(value) if value is not None else (
                     header_expires if header_expires is not None else self.default_expires)
-            except ValueError:
+            except SipError:
                 return RegisterResult(400, "Bad Request: invalid expires parameter", [])
             if 0 < lifetime < self.min_expires:
                 return RegisterResult(423, "Interval Too Brief",
