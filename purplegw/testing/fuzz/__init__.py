@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from .parser_targets import DATAGRAM, STREAM
+from .registrar_targets import REGISTRAR
 from .runner import Crash, RunResult, fuzz, replay
 from .subscription_targets import DIALOG, PUBLICATION, SUBSCRIPTION
 from .target import FuzzFailure, Target
@@ -21,5 +22,5 @@ logger = logging.getLogger(__name__)
 __all__ = ["TARGETS", "Crash", "FuzzFailure", "RunResult", "Target", "fuzz", "replay"]
 
 TARGETS: dict[str, Target] = {
-    t.name: t for t in (DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION)
+    t.name: t for t in (DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION, REGISTRAR)
 }
