@@ -430,10 +430,19 @@ class PresenceService:
                 _log_outcome(handle.add_contact(route.contact), handle, "add_contact")
 
     def _in_dialog(self, request: Request, source: Source, reply: Reply) -> None:
+        # Rule 1 holds inside a dialog too: its Call-ID and tags are no
+        # credentials, and a refresh from a new connection moves the NOTIFYs.
+        user, refusal = self.gateway._identify(request, source)  # noqa: SLF001
+        if refusal is not None:
+            reply(refusal)
+            return
         dialog_id = DialogId.of_incoming(request)
         watch = self.watches.get(dialog_id) if dialog_id is not None else None
         if watch is None:
             reply(self._response(request, 481, "Call/Transaction Does Not Exist"))
+            return
+        if watch.key[0] != user:
+            reply(self._response(request, 403, "Forbidden: not your subscription"))
             return
         sub = watch.subscription
         presentity = self.presentities.get(watch.key)
