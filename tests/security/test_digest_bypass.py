@@ -403,3 +403,91 @@ def test_stale_nonce_is_refused_with_stale_true(rig: tuple[Gateway, Clock]) -> N
     assert all("stale=true" in c for c in challenges)
     new_nonce = re.search(r'nonce="([^"]+)"', challenges[0]).group(1)  # type: ignore[union-attr]
     assert new_nonce != nonce.group(1)
+
+
+# --- in-dialog requests speak for the dialog's owner too ---------------------------------
+
+
+class Dialog:
+    """A SUBSCRIBE dialog held by one socket, answering NOTIFYs with 200."""
+
+    def __init__(self, gateway: GatewayProcess) -> None:
+        self.gateway = gateway
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.call_id = uuid.uuid4().hex
+        self.from_tag = uuid.uuid4().hex[:8]
+        self.to_tag: str | None = None
+        self.cseq = 0
+
+    def subscribe(self, *, expires: int = 600, auth: str | None = None,
+                  sock: socket.socket | None = None) -> tuple[int, str]:
+        sock = sock or self.sock
+        port = sock.getsockname()[1]
+        self.cseq += 1
+        to = f"<{TARGET}>" + (f";tag={self.to_tag}" if self.to_tag else "")
+        lines = [
+            f"SUBSCRIBE {TARGET} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:alice@{REALM}>;tag={self.from_tag}",
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} SUBSCRIBE",
+            f"Contact: <sip:alice@127.0.0.1:{port}>",
+            "Event: presence",
+            "Accept: application/pidf+xml",
+            f"Expires: {expires}",
+            *([f"Proxy-Authorization: {auth}"] if auth else []),
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        sock.sendto("\r\n".join(lines).encode(), ("127.0.0.1", self.gateway.port))
+        while True:
+            data, addr = sock.recvfrom(65535)
+            text = data.decode()
+            if not text.startswith("SIP/2.0 "):  # a NOTIFY: answer it, keep waiting
+                sock.sendto(_ok_for(text), addr)
+                continue
+            status = int(text.split(" ", 2)[1])
+            if status >= 200:
+                if status < 300 and self.to_tag is None:
+                    match = re.search(r"^To:.*;tag=([^;\s]+)", text, re.MULTILINE | re.IGNORECASE)
+                    assert match is not None, text
+                    self.to_tag = match.group(1)
+                return status, text
+
+    def authorized(self, **kwargs: object) -> tuple[int, str]:
+        status, data = self.subscribe(**kwargs)  # type: ignore[arg-type]
+        if status != 407:
+            return status, data
+        nonce = re.search(r'nonce="([^"]+)"', data).group(1)  # type: ignore[union-attr]
+        return self.subscribe(auth=Answer(nonce, method="SUBSCRIBE").value(),
+                              **kwargs)  # type: ignore[arg-type]
+
+
+def _ok_for(request: str) -> bytes:
+    head = request.split("\r\n\r\n", 1)[0].split("\r\n")
+    keep = [ln for ln in head[1:] if ln.split(":", 1)[0].strip().lower()
+            in ("via", "from", "to", "call-id", "cseq")]
+    return ("\r\n".join(["SIP/2.0 200 OK", *keep, "Content-Length: 0", "", ""])).encode()
+
+
+def test_in_dialog_subscribe_needs_the_owners_credentials(gateway: GatewayProcess) -> None:
+    """Knowing a dialog's Call-ID and tags is not knowing alice's password."""
+    dialog = Dialog(gateway)
+    status, data = dialog.authorized()
+    assert status in (200, 202), data
+    assert dialog.to_tag
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.settimeout(10)
+        # Someone else ends alice's subscription, without credentials.
+        status, data = dialog.subscribe(expires=0, sock=other)
+        assert status == 407, data
+    # Alice herself still can (control: the dialog was live and matched).
+    status, data = dialog.authorized(expires=0)
+    assert status in (200, 202), data
