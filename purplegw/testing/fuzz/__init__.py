@@ -22,5 +22,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["TARGETS", "Crash", "FuzzFailure", "RunResult", "Target", "fuzz", "replay"]
 
 TARGETS: dict[str, Target] = {
-    t.name: t for t in (DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION, REGISTRAR)
+    t.name: t
+    for t in (DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION, REGISTRAR)
 }

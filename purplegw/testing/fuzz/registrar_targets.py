@@ -80,7 +80,7 @@ def _lifetime(param: str | None, header: int | None, default: int) -> int:
     return header if header is not None else default
 
 
-def run_registrar(data: bytes, trace: Trace = None) -> str:  # noqa: C901
+def run_registrar(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR0912
     d = Draw(data)
     lo = d.choice((1, 60))
     hi = max(lo, d.choice((60, 3600, 2**32 - 1)))
