@@ -4,10 +4,10 @@ The real daemon, a pjsua2 phone registered as alice and an independent XMPP
 client bob.  The phone sends a MESSAGE to bob every tick and bob one to
 alice's XMPP account; Prosody is stopped for a few seconds in the middle
 (SIGTERM: it closes every stream; SIGKILL after a second of SIGSTOP: a hang
-then a crash, whatever was written to it meanwhile is gone) and started again on the same port with the same data.  Every message the
-gateway answered 202, and every stanza Prosody acknowledged to bob, must
-reach the other side after the reconnects (duplicates are allowed and
-counted).
+then a crash, whatever was written to it meanwhile is gone) and started
+again on the same port with the same data.  Every message the gateway
+answered 202, and every stanza Prosody acknowledged to bob, must reach the
+other side after the reconnects (duplicates are allowed and counted).
 """
 
 from __future__ import annotations

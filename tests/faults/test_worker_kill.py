@@ -138,8 +138,8 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
         wait_delivered([sip_to_xmpp, xmpp_to_sip], cursors, timeout=60, settle=peer.request_ack)
         assert during_outage, "no traffic while the worker was down"
         refused_meanwhile = sorted(set(during_outage) & sip_to_xmpp.refused)
-        assert not refused_meanwhile, f"survivors refused while the other worker was down: " \
-            f"{refused_meanwhile}"
+        assert not refused_meanwhile, ("survivors refused while the other worker was down",
+                                       refused_meanwhile)
         # Phase B did leave accepted messages in the killed worker's queue.
         assert any(_is_victims(m, victim_names) for m in queued_at_second_kill), \
             "no accepted message waited in the killed worker"
