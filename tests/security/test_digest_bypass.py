@@ -423,7 +423,7 @@ class Dialog:
         self.cseq = 0
 
     def subscribe(self, *, expires: int = 600, auth: str | None = None,
-                  sock: socket.socket | None = None) -> tuple[int, str]:
+                  sock: socket.socket | None = None, user: str = "alice") -> tuple[int, str]:
         sock = sock or self.sock
         port = sock.getsockname()[1]
         self.cseq += 1
@@ -432,11 +432,11 @@ class Dialog:
             f"SUBSCRIBE {TARGET} SIP/2.0",
             f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
             "Max-Forwards: 70",
-            f"From: <sip:alice@{REALM}>;tag={self.from_tag}",
+            f"From: <sip:{user}@{REALM}>;tag={self.from_tag}",
             f"To: {to}",
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} SUBSCRIBE",
-            f"Contact: <sip:alice@127.0.0.1:{port}>",
+            f"Contact: <sip:{user}@127.0.0.1:{port}>",
             "Event: presence",
             "Accept: application/pidf+xml",
             f"Expires: {expires}",
@@ -460,13 +460,13 @@ class Dialog:
                     self.to_tag = match.group(1)
                 return status, text
 
-    def authorized(self, **kwargs: object) -> tuple[int, str]:
-        status, data = self.subscribe(**kwargs)  # type: ignore[arg-type]
+    def authorized(self, user: str = "alice", **kwargs: object) -> tuple[int, str]:
+        status, data = self.subscribe(user=user, **kwargs)  # type: ignore[arg-type]
         if status != 407:
             return status, data
         nonce = re.search(r'nonce="([^"]+)"', data).group(1)  # type: ignore[union-attr]
-        return self.subscribe(auth=Answer(nonce, method="SUBSCRIBE").value(),
-                              **kwargs)  # type: ignore[arg-type]
+        answer = Answer(nonce, username=user, password=PASSWORDS[user], method="SUBSCRIBE")
+        return self.subscribe(auth=answer.value(), user=user, **kwargs)  # type: ignore[arg-type]
 
 
 def _ok_for(request: str) -> bytes:
@@ -488,6 +488,9 @@ def test_in_dialog_subscribe_needs_the_owners_credentials(gateway: GatewayProces
         # Someone else ends alice's subscription, without credentials.
         status, data = dialog.subscribe(expires=0, sock=other)
         assert status == 407, data
+        # Mallory, with his own valid credentials, in alice's dialog.
+        status, data = dialog.authorized(user="mallory", expires=0, sock=other)
+        assert status == 403, data
     # Alice herself still can (control: the dialog was live and matched).
     status, data = dialog.authorized(expires=0)
     assert status in (200, 202), data
