@@ -11,6 +11,9 @@ after a kill that gives the daemon no chance to save anything:
 * a presence subscription (SUBSCRIBE to bob, authorized) is restored: bob's
   next presence change reaches the phone as a NOTIFY in the same dialog,
   without the phone subscribing again.
+
+Then it is killed once more in the middle of live traffic both ways: what
+was accepted on either side of the kill is delivered too.
 """
 
 from __future__ import annotations
@@ -140,7 +143,31 @@ def test_gateway_sigkill_restart_keeps_queues_and_subscriptions(  # noqa: PLR091
         # The outbox comes back when alice registers again.
         again = registered_phone(gateway, "alice")
         phones.append(again)
-        cursors.append(phone_cursor(again, None, xmpp_to_sip))
+        cursors.append(phone_cursor(again, sip_to_xmpp, xmpp_to_sip))
+        wait_delivered([sip_to_xmpp, xmpp_to_sip], cursors, timeout=60, settle=peer.request_ack)
+        assert not (sip_to_xmpp.missing() or xmpp_to_sip.missing()), "first kill"
+
+        # 5. SIGKILL again, this time in the middle of live traffic both ways
+        #    with Prosody up.  The phone's unanswered MESSAGEs retransmit into
+        #    the new process; bob's stanzas to the dead connection are
+        #    Prosody's to keep (its session waits for a resumption that never
+        #    comes, then gives way to the new login).
+        def from_again() -> None:
+            msg_id = out_ids.next()
+            sip_to_xmpp.send(msg_id)
+            again.message(uri, body_for(msg_id))
+
+        with Ticker(from_again), Ticker(from_bob):
+            time.sleep(1.0)
+            kill(gateway)
+            time.sleep(0.5)
+            gateway.start()
+            gateway.wait_accounts("connected")
+            time.sleep(1.0)
+        # Bindings live in memory: what waits in the outbox goes to the next REGISTER.
+        third = registered_phone(gateway, "alice")
+        phones.append(third)
+        cursors.append(phone_cursor(third, None, xmpp_to_sip))
         wait_delivered([sip_to_xmpp, xmpp_to_sip], cursors, timeout=60, settle=peer.request_ack)
         sip_to_xmpp.check()
         xmpp_to_sip.check()
