@@ -50,11 +50,12 @@ _CANON_ALGORITHM = {name.lower(): name for name in ALGORITHMS}
 
 
 def _h(algorithm: str, text: str) -> str:
-    return ALGORITHMS[algorithm](text.encode("utf-8"))
+    return ALGORITHMS[algorithm](_b(text))
 
 
 def _b(text: str) -> bytes:
-    # compare_digest refuses non-ASCII str; peers may send anything
+    # compare_digest refuses non-ASCII str; peers may send anything, and the
+    # parser keeps bytes that are not UTF-8 as surrogates: hash those octets
     return text.encode("utf-8", "surrogateescape")
 
 
@@ -196,7 +197,7 @@ class DigestServer:
     def _nonce_time(self, nonce: str) -> int | None:
         """Issue time of a nonce we made, or None if it is forged or foreign."""
         payload, _, mac = nonce.rpartition(".")
-        expected = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()[:32]
+        expected = hmac.new(self.secret, _b(payload), hashlib.sha256).hexdigest()[:32]
         if not payload or not hmac.compare_digest(_b(mac), _b(expected)):
             return None
         stamp = payload.partition(".")[0]
