@@ -4,7 +4,8 @@ Every fault case keeps one :class:`Tally` per direction: each message id is
 recorded when it is sent, when the gateway accepted it (202, or the external
 server took it), and every time it is delivered.  ``lost`` is what was
 accepted and never delivered; ``duplicated`` counts extra deliveries
-(at-least-once allows them, the report shows them).  The tallies of a run are
+(at-least-once allows them, the report shows them); ``reordered`` counts
+messages first delivered after one that was sent later.  The tallies of a run are
 printed in pytest's terminal summary (see tests/conftest.py), so CI logs carry
 the numbers, not just a pass.
 """
@@ -34,6 +35,7 @@ class Tally:
     accepted: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)
     delivered: Counter[str] = field(default_factory=Counter)
+    first_deliveries: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def send(self, msg_id: str) -> None:
@@ -51,12 +53,27 @@ class Tally:
 
     def deliver(self, msg_id: str) -> None:
         with self._lock:
+            if msg_id not in self.delivered:
+                self.first_deliveries.append(msg_id)
             self.delivered[msg_id] += 1
 
     @property
     def duplicated(self) -> int:
         with self._lock:
             return sum(n - 1 for n in self.delivered.values() if n > 1)
+
+    @property
+    def reordered(self) -> int:
+        """Messages whose first delivery came after that of a message sent later."""
+        with self._lock:
+            position = {msg_id: n for n, msg_id in enumerate(self.sent)}
+            latest, count = -1, 0
+            for msg_id in self.first_deliveries:
+                n = position.get(msg_id, -1)
+                if n < latest:
+                    count += 1
+                latest = max(latest, n)
+            return count
 
     @property
     def lost(self) -> list[str]:
@@ -76,11 +93,16 @@ class Tally:
     def line(self) -> str:
         return (f"{self.case:<44} sent {len(self.sent):>5}  accepted {len(self.accepted):>5}  "
                 f"refused {len(self.refused):>4}  delivered {len(self.delivered):>5}  "
-                f"duplicated {self.duplicated:>3}  lost {len(self.lost):>3}")
+                f"duplicated {self.duplicated:>3}  reordered {self.reordered:>3}  "
+                f"lost {len(self.lost):>3}")
 
-    def check(self) -> None:
-        """Report the counts, then fail on any loss or stray delivery."""
+    def check(self, *, ordered: bool = False) -> None:
+        """Report the counts, then fail on any loss or stray delivery (or reordering)."""
         report(self.line())
         lost, unexpected = self.lost, self.unexpected
+        if ordered:
+            assert not self.reordered, (
+                f"{self.case}: {self.reordered} messages overtaken by later ones: "
+                f"sent {self.sent}, first delivered {self.first_deliveries}")
         assert not lost, f"{self.case}: {len(lost)} accepted messages lost: {lost[:10]}"
         assert not unexpected, f"{self.case}: delivered but never sent/accepted: {unexpected[:10]}"

@@ -1,0 +1,42 @@
+"""The fault suite's counting: a wrong count would hide a loss."""
+
+from __future__ import annotations
+
+import pytest
+
+from purplegw.testing.tally import Tally
+
+
+def tally_of(sent: str, accepted: str, delivered: str, refused: str = "") -> Tally:
+    tally = Tally("case")
+    for msg_id in sent:
+        tally.send(msg_id)
+    for msg_id in accepted:
+        tally.accept(msg_id)
+    for msg_id in refused:
+        tally.refuse(msg_id)
+    for msg_id in delivered:
+        tally.deliver(msg_id)
+    return tally
+
+
+def test_counts_duplicates_reordering_and_losses() -> None:
+    tally = tally_of("abcde", "abcd", "bacdd", refused="e")
+    assert (tally.duplicated, tally.reordered, tally.lost, tally.unexpected) == (1, 1, [], [])
+    tally.check()  # nothing lost: passes although reordered and duplicated
+    with pytest.raises(AssertionError, match="overtaken"):
+        tally.check(ordered=True)
+
+
+def test_an_accepted_message_never_delivered_is_lost() -> None:
+    tally = tally_of("abc", "abc", "ac")
+    assert tally.lost == ["b"]
+    with pytest.raises(AssertionError, match="1 accepted messages lost"):
+        tally.check()
+
+
+def test_a_delivery_of_a_refused_or_unknown_message_is_a_failure() -> None:
+    tally = tally_of("ab", "a", "abz", refused="b")
+    assert tally.unexpected == ["b", "z"]
+    with pytest.raises(AssertionError, match="never sent/accepted"):
+        tally.check()
