@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from .digest_targets import DIGEST
 from .parser_targets import DATAGRAM, STREAM
 from .registrar_targets import REGISTRAR
 from .runner import Crash, RunResult, fuzz, replay
@@ -23,5 +24,7 @@ __all__ = ["TARGETS", "Crash", "FuzzFailure", "RunResult", "Target", "fuzz", "re
 
 TARGETS: dict[str, Target] = {
     t.name: t
-    for t in (DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION, REGISTRAR)
+    for t in (
+        DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION, REGISTRAR, DIGEST
+    )
 }
