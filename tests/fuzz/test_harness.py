@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from purplegw.sip import dialog as dialog_module
+from purplegw.sip import digest as digest_module
+from purplegw.sip import registrar as registrar_module
 from purplegw.sip import subscription as subscription_module
 from purplegw.sip import transaction as transaction_module
+from purplegw.sip.errors import SipError
 from purplegw.sip.parser import parse_datagram
 from purplegw.sip.publication import PublicationStore
 from purplegw.testing.fuzz import TARGETS, Target, fuzz, parser_targets
@@ -141,3 +144,23 @@ def test_cli_random_engine_prints_counts(tmp_path: Path,
     assert "seed 3" in out
     assert "fuzz publication" in out
     assert "crashes 0" in out
+
+
+def test_lenient_expires_parameter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the registrar as it was before fuzzing found it: int() on the parameter
+    monkeypatch.setattr(registrar_module, "parse_delta_seconds", _int_or_sip_error)
+    assert "registrar crashed" in find_crash(TARGETS["registrar"], tmp_path)
+
+
+def _int_or_sip_error(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise SipError("not a number") from exc
+
+
+def test_strict_utf8_in_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the digest server as it was before fuzzing found it: a strict encode before hashing
+    monkeypatch.setattr(digest_module, "_h",
+                        lambda algorithm, text: digest_module.ALGORITHMS[algorithm](text.encode()))
+    assert "UnicodeEncodeError" in find_crash(TARGETS["digest"], tmp_path)
