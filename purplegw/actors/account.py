@@ -165,6 +165,11 @@ class _Events:
         if self._current():
             self._core._emit("on_receipt", contact=contact, message_id=message_id)  # noqa: SLF001
 
+    def on_message_acked(self, message_id: str) -> None:
+        if self._current():
+            self._core._emit("on_send_result", message_id=message_id,  # noqa: SLF001
+                             outcome=Outcome(200, "acknowledged by the server"))
+
 
 class AccountCore:
     """The account logic shared by both runtimes (mixed into a pykka actor).
@@ -414,10 +419,11 @@ class AccountCore:
     def _requeue_unacked(self, session: Session) -> None:
         """Put what the lost connection never got acknowledged back at the head of the queue.
 
-        Those messages were answered when they were written (their send
-        queue rows are gone): the session's ledger is the only copy left,
-        and it dies with the session.  Same ids, so a message the server
-        did take before dying arrives twice rather than not at all.
+        Those messages were answered 202 when they were written and settle
+        only with the server's acknowledgement; the session's ledger is the
+        only copy in this process and it dies with the session.  Same ids,
+        so a message the server did take before dying arrives twice rather
+        than not at all.
         """
         try:
             unacked = session.unacked_messages()
@@ -534,7 +540,7 @@ class AccountCore:
     async def _execute(self, session: Session, request: _Request) -> Outcome:
         method = getattr(session, request.op)
         try:
-            await asyncio.wait_for(method(*request.args), self._config.send_timeout)
+            result = await asyncio.wait_for(method(*request.args), self._config.send_timeout)
         except TimeoutError:
             return Outcome(504, f"{request.op} timed out after {self._config.send_timeout:g}s")
         except NotImplementedError:
@@ -554,6 +560,10 @@ class AccountCore:
             return Outcome(500, repr(exc))
         if request.op == "send_message":
             self.account_status.messages_out += 1
+            if result is True:
+                # Written, not yet acknowledged: the caller keeps its durable
+                # copy; on_message_acked settles it (or the ledger requeues it).
+                return Outcome(202, "sent, awaiting the server's acknowledgement")
         return Outcome(200, "sent")
 
     def _finish(self, request: _Request, outcome: Outcome) -> None:

@@ -245,7 +245,7 @@ class _Worker:
                 break
             kind = message[0]
             if kind == "event":
-                if message[1] == "on_send_result":
+                if message[1] == "on_send_result" and message[2]["outcome"].status != 202:  # noqa: PLR2004
                     with self._queued_lock:
                         self.queued.pop(message[2]["message_id"], None)
                 listener.send(message[1], **message[2])
@@ -304,7 +304,7 @@ class _Worker:
         return self.process is not None and self.process.is_alive()
 
     def track(self, info: AccountInfo, args: tuple[str, str, str], outcome: Outcome) -> None:
-        if outcome.status == 202:  # queued in the worker, not sent yet
+        if outcome.status == 202:  # queued in the worker, or written and awaiting the server's ack
             with self._queued_lock:
                 self.queued[args[2]] = (info, args)
 

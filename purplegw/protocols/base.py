@@ -163,6 +163,12 @@ class SessionEvents(Protocol):
     def on_receipt(self, contact: str, message_id: str) -> None:
         """Triggered when the network confirms a message reached the contact."""
 
+    def on_message_acked(self, message_id: str) -> None:
+        """Triggered when the server acknowledged a message ``send_message`` wrote.
+
+        Only for sessions whose ``send_message`` returned ``True`` for it.
+        """
+
 
 @dataclass
 class SessionContext:
@@ -201,13 +207,18 @@ class Session:
         """
         raise NotImplementedError
 
-    async def send_message(self, contact: str, text: str, message_id: str) -> None:
+    async def send_message(self, contact: str, text: str, message_id: str) -> bool | None:
         """Triggered when the SIP user sends ``text`` to ``contact``.
 
         Return once the network took the message (not when it was read).
         ``message_id`` is stable across retries: use it for receipts and
         to let the server drop duplicates where the protocol allows.
         Raise ``DeliveryError`` for a message that cannot be delivered.
+
+        Return ``True`` when the message was only written and the server's
+        acknowledgement will follow as ``events.on_message_acked`` (XEP-0198):
+        the gateway then keeps its durable copy until that acknowledgement,
+        and ``unacked_messages`` must return it if the connection dies first.
         """
         raise NotImplementedError
 

@@ -61,7 +61,14 @@ def _exchange(accounts: Any, recorder: Recorder, users: list[Any], senders: list
         handle = accounts.directory.get(f"x{i}", "xmpp")
         futures.append(handle.send_message(users[peer].jid, f"{tag} {i}", f"{tag}-{i}"))
     outcomes = [f.get(timeout=60) for f in futures]
-    assert outcomes == [Outcome(200, "sent")] * len(senders)
+    # Written to the stream; Prosody's XEP-0198 ack settles each one later.
+    assert outcomes == [Outcome(202, "sent, awaiting the server's acknowledgement")] * len(senders)
+    for i in senders:
+        wait_for(lambda i=i: {"message_id": f"{tag}-{i}",
+                              "outcome": Outcome(200, "acknowledged by the server")}
+                 in [{k: kw[k] for k in ("message_id", "outcome")}
+                     for kw in recorder.of("on_send_result", f"x{i}")],
+                 timeout=60, what=f"server ack of {tag}-{i}")
     for pos, i in enumerate(senders):
         peer = senders[(pos + 1) % len(senders)]
         wait_for(

@@ -175,7 +175,9 @@ def test_sessions_share_one_ssl_context(loop, prosody, users):
 def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     session, events = alice
     ours, theirs = users[0].jid, users[1].jid
-    loop.run(session.send_message(theirs, "hello bob", "sip-msg-1"))
+    # Written, and the server's XEP-0198 acknowledgement is announced later.
+    assert loop.run(session.send_message(theirs, "hello bob", "sip-msg-1")) is True
+    assert events.wait_for("acked") == ("sip-msg-1",)
     got = bob.wait_for(lambda e: e.kind == "message" and e.body == "hello bob")
     assert got.msg_id == "sip-msg-1"
     assert got.receipt_requested

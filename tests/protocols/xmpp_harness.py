@@ -55,6 +55,9 @@ class RecordingEvents:
     def on_receipt(self, contact: str, message_id: str) -> None:
         self._add("receipt", contact, message_id)
 
+    def on_message_acked(self, message_id: str) -> None:
+        self._add("acked", message_id)
+
     def snapshot(self) -> list[Event]:
         with self._lock:
             return list(self.events)

@@ -654,8 +654,8 @@ class XmppSession(Session):
         self._report(ConnectionState.TRANSIENT_DISCONNECT, reason)
 
     def _on_stanza_acked(self, stanza: Any) -> None:
-        if stanza.name == "message":
-            self._unacked.pop(stanza["id"], None)
+        if stanza.name == "message" and self._unacked.pop(stanza["id"], None) is not None:
+            self._call("on_message_acked", stanza["id"])
 
     # --- slixmpp events: traffic ----------------------------------------------------------
 
@@ -745,12 +745,13 @@ class XmppSession(Session):
         """
         return list(self._unacked.values())
 
-    async def send_message(self, contact: str, text: str, message_id: str) -> None:
+    async def send_message(self, contact: str, text: str, message_id: str) -> bool:
         jid = self._jid(contact)
         client = self._require_connected()
-        self._send_chat(client, OutgoingMessage(str(jid), text, message_id))
+        return self._send_chat(client, OutgoingMessage(str(jid), text, message_id))
 
-    def _send_chat(self, client: Any, message: OutgoingMessage) -> None:
+    def _send_chat(self, client: Any, message: OutgoingMessage) -> bool:
+        """Write one chat message; True if the server will acknowledge it (XEP-0198)."""
         msg = client.make_message(mto=message.contact, mbody=message.text, mtype="chat")
         msg["id"] = message.message_id
         msg["request_receipt"] = True
@@ -764,6 +765,7 @@ class XmppSession(Session):
             # written *before* the stanza that triggers them, so the last
             # message would stay unacknowledged until the next one.
             client.send(SM_ACK_REQUEST)
+        return bool(tracked)
 
     async def send_typing(self, contact: str, state: TypingState) -> None:
         jid = self._jid(contact)
