@@ -353,6 +353,10 @@ class Gateway(EventSink):
             ok_status = 200
         else:
             message_id = _message_id(request)
+            if (route.account.sip_user, route.account.protocol) in self._unsent:
+                # Messages accepted before a restart go to the account first:
+                # it runs requests in arrival order, so the conversation keeps its order.
+                self._resend_unsent(route.account)
             # Recorded before the account is asked: a 202 survives a crash.
             self.store.sendq.put(sip_user=route.account.sip_user,
                                  protocol=route.account.protocol, contact=route.contact,
@@ -402,7 +406,9 @@ class Gateway(EventSink):
             self._submit(self._resend_unsent, account)
 
     def on_send_result(self, account: AccountInfo, message_id: str, outcome: Outcome) -> None:
-        """A message answered 202 (queued) reached an outcome."""
+        """A message answered 202 (queued, or written and awaiting the server's ack) moved on."""
+        if outcome.status == 202:  # noqa: PLR2004 - written, the server's ack follows
+            return
         if outcome.status in RETRIED_LATER:
             # The account stopped (shutdown, reload, gave up) before the network
             # took it: it stays recorded and goes out after the next start.
@@ -424,10 +430,10 @@ class Gateway(EventSink):
                         sum(len(rows) for rows in self._unsent.values()))
 
     def _resend_unsent(self, account: AccountInfo) -> None:
-        rows = self._unsent.pop((account.sip_user, account.protocol), [])
         handle = self.directory.get(account.sip_user, account.protocol)
         if handle is None:
-            return
+            return  # kept for when the account runs
+        rows = self._unsent.pop((account.sip_user, account.protocol), [])
         for row in rows:
             future = handle.send_message(row.contact, row.body, row.message_id)
 
