@@ -36,11 +36,14 @@ class Tally:
     refused: set[str] = field(default_factory=set)
     delivered: Counter[str] = field(default_factory=Counter)
     first_deliveries: list[str] = field(default_factory=list)
+    conversation: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def send(self, msg_id: str) -> None:
+    def send(self, msg_id: str, conversation: str = "") -> None:
+        """``conversation`` (e.g. the sending user) scopes the order check."""
         with self._lock:
             self.sent.append(msg_id)
+            self.conversation[msg_id] = conversation
 
     def accept(self, msg_id: str) -> None:
         with self._lock:
@@ -64,15 +67,16 @@ class Tally:
 
     @property
     def reordered(self) -> int:
-        """Messages whose first delivery came after that of a message sent later."""
+        """Messages first delivered after a message sent later in the same conversation."""
         with self._lock:
             position = {msg_id: n for n, msg_id in enumerate(self.sent)}
-            latest, count = -1, 0
+            latest: dict[str, int] = {}
+            count = 0
             for msg_id in self.first_deliveries:
-                n = position.get(msg_id, -1)
-                if n < latest:
+                n, talk = position.get(msg_id, -1), self.conversation.get(msg_id, "")
+                if n < latest.get(talk, -1):
                     count += 1
-                latest = max(latest, n)
+                latest[talk] = max(latest.get(talk, -1), n)
             return count
 
     @property

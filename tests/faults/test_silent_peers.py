@@ -102,7 +102,7 @@ class Exchange:
 
     def round(self, label: str) -> None:
         body = f"xmpp->sip {label} {uuid.uuid4().hex}"
-        self.to_sip.send(body)
+        self.to_sip.send(body, conversation=self.account_jid)
         start = time.monotonic()
         self.peer.send_message(self.account_jid, body)
         self.to_sip.accept(body)
@@ -111,7 +111,7 @@ class Exchange:
         self.latencies.append(time.monotonic() - start)
 
         body = f"sip->xmpp {label} {uuid.uuid4().hex}"
-        self.to_xmpp.send(body)
+        self.to_xmpp.send(body, conversation=self.account_jid)
         start = time.monotonic()
         self.agent.message(f"sip:{self.peer.jid.partition('/')[0]}", body)
         status = self.agent.wait_for(lambda e: e["event"] == "im_status" and e["body"] == body,

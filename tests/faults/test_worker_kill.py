@@ -90,7 +90,7 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
             for name in names:
                 out_ids, in_ids = ids[name]
                 msg_id = out_ids.next()
-                sip_to_xmpp.send(msg_id)
+                sip_to_xmpp.send(msg_id, conversation=name)
                 if outage["on"] and name in survivors:
                     during_outage.append(msg_id)
                 phones[name].message(f"sip:{bob.jid}", body_for(msg_id))
@@ -99,7 +99,7 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
         def phones_only() -> None:
             for name in names:
                 msg_id = ids[name][0].next()
-                sip_to_xmpp.send(msg_id)
+                sip_to_xmpp.send(msg_id, conversation=name)
                 phones[name].message(f"sip:{bob.jid}", body_for(msg_id))
 
         def victims(state: str | None, not_pid: int) -> bool:

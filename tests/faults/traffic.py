@@ -93,7 +93,7 @@ class CountingPeer(XmppPeer):
         def send() -> bool:
             if not self.online:
                 return False
-            self.tally.send(msg_id)
+            self.tally.send(msg_id, conversation=to)
             msg = self._client.make_message(mto=to, mbody=body_for(msg_id), mtype="chat")
             msg["id"] = msg_id
             msg.send()

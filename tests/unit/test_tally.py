@@ -35,6 +35,18 @@ def test_counts_duplicates_reordering_and_losses() -> None:
         tally.check(ordered=True)
 
 
+def test_order_is_judged_within_a_conversation_only() -> None:
+    tally = Tally("case")
+    for msg_id, talk in (("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")):
+        tally.send(msg_id, conversation=talk)
+        tally.accept(msg_id)
+    for msg_id in ("b1", "b2", "a1", "a2"):  # b overtakes a: another conversation
+        tally.deliver(msg_id)
+    assert tally.reordered == 0
+    tally.deliver("a2")  # a duplicate is not a reordering
+    assert tally.reordered == 0
+
+
 def test_an_accepted_message_never_delivered_is_lost() -> None:
     tally = tally_of("abc", "abc", "ac")
     assert tally.lost == ["b"]
