@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from purplegw.testing.certs import write_self_signed_cert
 from purplegw.testing.ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,10 @@ def mariadb_binaries() -> tuple[str, str] | None:
 
 
 class MariaDB:
-    def __init__(self, base_dir: Path | None = None) -> None:
+    """``tls=True``: the server also speaks TLS with a self-signed certificate
+    for 127.0.0.1/localhost (``cert_file``: trust it as the CA)."""
+
+    def __init__(self, base_dir: Path | None = None, *, tls: bool = False) -> None:
         binaries = mariadb_binaries()
         if binaries is None:
             raise FileNotFoundError("mariadbd / mariadb-install-db not found (Debian: mariadb-server)")
@@ -42,6 +46,9 @@ class MariaDB:
         self.data_dir = self.base_dir / "data"
         self.port = free_port("tcp")
         self.process: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.cert_file = self.base_dir / "server.crt"
+        self.key_file = self.base_dir / "server.key"
 
     def start(self, timeout: float = 30.0) -> MariaDB:
         if not (self.data_dir / "mysql").exists():
@@ -49,8 +56,13 @@ class MariaDB:
                 [self.install_bin, "--no-defaults", f"--datadir={self.data_dir}",
                  "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"],
                 check=True, capture_output=True, timeout=120)
+        tls_args: list[str] = []
+        if self.tls:
+            if not self.cert_file.exists():
+                write_self_signed_cert(self.cert_file, self.key_file, "127.0.0.1")
+            tls_args = [f"--ssl-cert={self.cert_file}", f"--ssl-key={self.key_file}"]
         self.process = subprocess.Popen(  # noqa: S603 - our own arguments
-            [self.server_bin, "--no-defaults", f"--datadir={self.data_dir}",
+            [self.server_bin, "--no-defaults", f"--datadir={self.data_dir}", *tls_args,
              f"--socket={self.base_dir / 'mysqld.sock'}", f"--port={self.port}",
              "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
              "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
