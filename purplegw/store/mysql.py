@@ -1,11 +1,23 @@
 """MySQL/MariaDB backend through PyMySQL: ``mysql://user:pass@host:port/db``.
 
-Query options: ``charset`` (default utf8mb4), ``unix_socket``.  The
-original module's default URL was mysql://openserro:openserro@localhost/openser.
+Query options: ``charset`` (default utf8mb4), ``unix_socket``, and TLS:
+
+* ``ssl=verify``: TLS required, the server's certificate and host name
+  verified against the system CAs, or against ``ssl_ca=/path/ca.pem``;
+* ``ssl=off``: no TLS;
+* neither: ``ssl_ca`` alone means ``verify``; otherwise a server on a
+  loopback address or a Unix socket is reached without TLS (nothing to
+  protect there) and any other host with ``verify``.
+
+There is no "TLS without verification": PyMySQL's own default tries TLS and
+accepts any certificate, which protects from nobody.  The original module's
+default URL was mysql://openserro:openserro@localhost/openser.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 from typing import Any
 
 from purplegw.exceptions import StoreError
@@ -14,6 +26,15 @@ from purplegw.store.database import Database, check_identifier, redact_url, spli
 # PyMySQL error codes that mean "the connection is gone" (CR_SERVER_GONE_ERROR,
 # CR_SERVER_LOST, ER_SERVER_SHUTDOWN, CR_CONN_HOST_ERROR...).
 _DISCONNECT_CODES = {2003, 2006, 2013, 2055, 1053, 4031}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @Database.register("mysql", "mariadb", "mysql+pymysql")
@@ -35,6 +56,7 @@ class MysqlDatabase(Database):
             raise StoreError("db_url is mysql:// but PyMySQL is not installed: "
                              "pip install PyMySQL") from exc
         p = self.parts
+        context = self.tls_context()
         try:
             return pymysql.connect(
                 host=p["host"] or "localhost",
@@ -46,9 +68,33 @@ class MysqlDatabase(Database):
                 unix_socket=p["query"].get("unix_socket"),
                 connect_timeout=self.connect_timeout,
                 autocommit=False,
+                ssl=context,
+                ssl_disabled=context is None,
             )
         except pymysql.err.MySQLError as exc:
-            raise StoreError(f"cannot connect to {redact_url(self.url)}: {exc}") from exc
+            hint = ""
+            if context is not None and "doesn't support" in str(exc):
+                hint = " (the server has no TLS: add ssl=off to db_url to connect without it)"
+            raise StoreError(f"cannot connect to {redact_url(self.url)}: {exc}{hint}") from exc
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The verifying TLS context the URL asks for, or None for no TLS (module docstring)."""
+        query, host = self.parts["query"], self.parts["host"] or "localhost"
+        mode = query.get("ssl", "").lower()
+        if mode not in ("", "off", "verify"):
+            msg = f"db_url: ssl must be 'verify' or 'off', not {mode!r}"
+            raise StoreError(msg)
+        ca_file = query.get("ssl_ca") or None
+        if mode == "off":
+            return None
+        if not mode and not ca_file and (query.get("unix_socket") or _is_loopback(host)):
+            return None
+        try:
+            # CERT_REQUIRED and check_hostname: verification is not optional.
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            msg = f"db_url: cannot read ssl_ca {ca_file!r}: {exc}"
+            raise StoreError(msg) from exc
 
     def _is_disconnect(self, exc: Exception) -> bool:
         import pymysql  # noqa: PLC0415
