@@ -11,7 +11,6 @@ restart every one of them reaches bob.
 from __future__ import annotations
 
 import signal
-import time
 from typing import TYPE_CHECKING, Any
 
 from purplegw.testing.tally import Tally

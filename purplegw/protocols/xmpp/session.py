@@ -47,8 +47,8 @@ import slixmpp
 from python_socks import ProxyError, ProxyType
 from python_socks.async_.asyncio import Proxy
 from slixmpp.exceptions import IqError
-from slixmpp.jid import InvalidJID
 from slixmpp.features.feature_mechanisms import stanza as sasl_stanza
+from slixmpp.jid import InvalidJID
 from slixmpp.util import sasl
 from slixmpp.util.sasl.mechanisms import SCRAM
 from slixmpp.xmlstream.handler import Callback, CoroutineCallback
