@@ -12,22 +12,26 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def write_self_signed_cert(cert_path: Path, key_path: Path, host: str) -> None:
+def write_self_signed_cert(cert_path: Path, key_path: Path, host: str, *,
+                           loopback: bool = True) -> None:
     """A certificate for ``host``, ``localhost`` and 127.0.0.1 that is its own CA.
 
     Clients verify the server by trusting ``cert_path`` as their CA file, so
     tests exercise real certificate verification, not "verify = off".
+    ``loopback=False``: ``host`` alone, for a trusted certificate that names
+    another server than the one a client reaches on loopback.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    names: list[x509.GeneralName] = [x509.DNSName("localhost"),
-                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names: list[x509.GeneralName] = []
+    if loopback:
+        names += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     try:
         address = ipaddress.ip_address(host)
         if x509.IPAddress(address) not in names:
             names.append(x509.IPAddress(address))
     except ValueError:
-        if host != "localhost":
+        if x509.DNSName(host) not in names:
             names.append(x509.DNSName(host))
     now = datetime.datetime.now(datetime.UTC)
     cert = (

@@ -8,7 +8,6 @@ refuse them.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -17,12 +16,9 @@ from typing import Any
 
 import pytest
 import tomli_w
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from purplegw.testing.binaries import missing_peer
+from purplegw.testing.certs import write_self_signed_cert
 from purplegw.testing.gateway import GatewayProcess
 from purplegw.testing.ngircd import Ngircd, ngircd_binary
 from purplegw.testing.prosody import Prosody, prosody_binary
@@ -34,25 +30,7 @@ WRONG_NAME = "wrong-name.invalid"
 
 def write_cert_for_other_name(cert_path: Path, key_path: Path, name: str = WRONG_NAME) -> None:
     """A self-signed CA certificate naming only ``name`` (no localhost, no 127.0.0.1)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    write_self_signed_cert(cert_path, key_path, name, loopback=False)
 
 
 def _require_prosody() -> None:
