@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl as ssl_module
 
 from purplegw.protocols.base import ProxySettings, TransientError
@@ -76,7 +77,7 @@ async def open_connection(
                     raise ServerUnreachableError(
                         f"cannot connect to {label}: {exc.strerror or exc}"
                     ) from exc
-            sock = await _connect_tunnel(host, port, proxy)
+            sock = await open_tunnel(host, port, proxy)
             try:
                 return await asyncio.open_connection(
                     sock=sock,
@@ -101,7 +102,13 @@ async def open_connection(
         ) from exc
 
 
-async def _connect_tunnel(host: str, port: int, proxy: ProxySettings):
+async def open_tunnel(host: str, port: int, proxy: ProxySettings,
+                      timeout: float | None = None) -> socket.socket:
+    """A socket connected to ``host:port`` through the HTTP CONNECT ``proxy``.
+
+    For adapters whose library opens its own streams (slixmpp): they start
+    TLS over this socket themselves.  ``timeout`` bounds the proxy handshake.
+    """
     from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
     from python_socks.async_.asyncio import Proxy
 
@@ -118,7 +125,7 @@ async def _connect_tunnel(host: str, port: int, proxy: ProxySettings):
         loop=asyncio.get_running_loop(),
     )
     try:
-        sock = await tunnel.connect(dest_host=host, dest_port=port, timeout=None)
+        sock = await tunnel.connect(dest_host=host, dest_port=port, timeout=timeout)
     except ProxyConnectionError as exc:
         raise ProxyUnreachableError(f"{where} unreachable: {exc}") from exc
     except ProxyTimeoutError as exc:

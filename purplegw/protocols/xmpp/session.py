@@ -40,12 +40,10 @@ import logging
 import os
 import ssl
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from xml.etree.ElementTree import Element
 
 import slixmpp
-from python_socks import ProxyError, ProxyType
-from python_socks.async_.asyncio import Proxy
 from slixmpp.exceptions import IqError
 from slixmpp.features.feature_mechanisms import stanza as sasl_stanza
 from slixmpp.jid import InvalidJID
@@ -68,6 +66,7 @@ from purplegw.protocols.base import (
     TransientError,
     TypingState,
 )
+from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.xmpp import log_redaction
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
@@ -75,9 +74,6 @@ from purplegw.protocols.xmpp.presence_map import (
     presence_from_xmpp,
     presence_to_xmpp,
 )
-
-if TYPE_CHECKING:
-    import socket
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +170,7 @@ class Client(slixmpp.ClientXMPP):
         if self._current_connection_attempt is None:
             return False
         try:
-            sock = await open_tunnel(self.http_proxy, host, port, self.connect_timeout)
+            sock = await open_tunnel(host, port, self.http_proxy, self.connect_timeout)
             await self.loop.create_connection(
                 lambda: self,
                 sock=sock,
@@ -219,26 +215,6 @@ def _install_fast_scram() -> None:
     hi.purplegw_fast = True  # type: ignore[attr-defined]
     hi.slixmpp_original = SCRAM.Hi  # type: ignore[attr-defined]
     SCRAM.Hi = hi
-
-
-async def open_tunnel(proxy: ProxySettings, host: str, port: int, timeout: float) -> socket.socket:  # noqa: ASYNC109
-    """A socket connected to ``host:port`` through the HTTP CONNECT ``proxy``."""
-    tunnel = Proxy(
-        ProxyType.HTTP,
-        proxy.host,
-        proxy.port,
-        username=proxy.username,
-        password=proxy.password,
-        rdns=True,
-        loop=asyncio.get_running_loop(),
-    )
-    where = f"HTTP proxy {proxy.host}:{proxy.port}"
-    try:
-        return await tunnel.connect(dest_host=host, dest_port=port, timeout=timeout)
-    except ProxyError as exc:
-        raise TransientError(f"{where} refused CONNECT {host}:{port}: {exc}") from exc
-    except (TimeoutError, OSError) as exc:
-        raise TransientError(f"{where} unreachable for {host}:{port}: {exc}") from exc
 
 
 TLS_READ_BUFFER = 4 * 1024
