@@ -18,7 +18,6 @@ was accepted on either side of the kill is delivered too.
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from tests.faults.traffic import (
     Ticker,
     body_for,
     gateway_for,
+    kill_gateway,
     peer_cursor,
     phone_cursor,
     registered_phone,
@@ -50,13 +50,6 @@ def buddy(agent: PjsuaAgent, uri: str, **want: str) -> dict[str, Any]:
         and all(e.get(k) == v for k, v in want.items()),
         timeout=30,
     )
-
-
-def kill(gateway: GatewayProcess) -> None:
-    assert gateway.process is not None
-    gateway.process.send_signal(signal.SIGKILL)
-    assert gateway.process.wait(10) == -signal.SIGKILL
-    gateway.process = None
 
 
 def account_state(gateway: GatewayProcess) -> str:
@@ -128,7 +121,7 @@ def test_gateway_sigkill_restart_keeps_queues_and_subscriptions(  # noqa: PLR091
         assert sip_to_xmpp.missing(), "no SIP -> XMPP message waited in the send queue"
         assert xmpp_to_sip.missing(), "no XMPP -> SIP message waited in the outbox"
         buddy_events_before = len(phone.matching(lambda e: e["event"] == "buddy"))
-        kill(gateway)
+        kill_gateway(gateway)
         prosody.start()
         gateway.start()
         gateway.wait_accounts("connected")
@@ -160,7 +153,7 @@ def test_gateway_sigkill_restart_keeps_queues_and_subscriptions(  # noqa: PLR091
 
         with Ticker(from_again), Ticker(from_bob):
             time.sleep(1.0)
-            kill(gateway)
+            kill_gateway(gateway)
             time.sleep(0.5)
             gateway.start()
             gateway.wait_accounts("connected")

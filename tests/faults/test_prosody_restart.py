@@ -25,6 +25,7 @@ from tests.faults.traffic import (
     Ticker,
     body_for,
     gateway_for,
+    kill_server,
     peer_cursor,
     phone_cursor,
     registered_phone,
@@ -47,9 +48,7 @@ def stop(prosody: Any, how: str) -> None:
     # is never read, never acknowledged, and dies with it.
     prosody.proc.send_signal(signal.SIGSTOP)
     time.sleep(FREEZE)
-    prosody.proc.send_signal(signal.SIGKILL)
-    prosody.proc.wait(10)
-    prosody.proc = None
+    kill_server(prosody)
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])

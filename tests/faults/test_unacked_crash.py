@@ -19,6 +19,8 @@ from tests.faults.traffic import (
     Ids,
     body_for,
     gateway_for,
+    kill_gateway,
+    kill_server,
     peer_cursor,
     phone_cursor,
     registered_phone,
@@ -71,11 +73,8 @@ def test_messages_written_to_a_hung_server_survive_a_gateway_crash(own_prosody: 
         assert all(m in tally.accepted for m in written), tally.line()
         assert not any(m in tally.delivered for m in written)
 
-        gateway.process.send_signal(signal.SIGKILL)
-        assert gateway.process.wait(10) == -signal.SIGKILL
-        prosody.proc.send_signal(signal.SIGKILL)
-        prosody.proc.wait(10)
-        prosody.proc = None
+        kill_gateway(gateway)
+        kill_server(prosody)
         prosody.start()
         gateway.start()
         gateway.wait_accounts("connected")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Self
@@ -218,6 +219,21 @@ def wait_delivered(tallies: Iterable[Tally], cursors: Iterable[Cursor], *,
         elif now - complete_since >= QUIET:
             return  # complete, and no late ack or answer added work meanwhile
         time.sleep(0.2)
+
+
+def kill_gateway(gateway: GatewayProcess) -> None:
+    """SIGKILL: the daemon gets no chance to save anything; start() runs it again."""
+    assert gateway.process is not None
+    gateway.process.send_signal(signal.SIGKILL)
+    assert gateway.process.wait(10) == -signal.SIGKILL
+    gateway.process = None
+
+
+def kill_server(server: Any) -> None:
+    """SIGKILL a test server (Prosody) that may be stopped; what it never read dies with it."""
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    server.proc = None
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
