@@ -294,24 +294,30 @@ class Supervisor(pykka.ThreadingActor):
         shared_loop().loop.call_soon_threadsafe(snapshot)
         return done.result(timeout=5.0)
 
+    def _ask_each(self) -> dict[AccountKey, dict[str, Any]]:
+        """Every thread actor's status, one ask each (they run on their own threads)."""
+        futures = {key: _call(ref, "status") for key, ref in self._refs.items()}
+        answers = {}
+        for key, future in futures.items():
+            try:
+                answers[key] = future.get(timeout=5.0)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                continue
+        return answers
+
     def status(self) -> list[dict[str, Any]]:
         if self._config.runtime == "shared_loop":
             try:
-                snapshot = self._snapshot_on_loop()
+                answers = self._snapshot_on_loop()
             except concurrent.futures.TimeoutError:
-                snapshot = {}
-            futures: list[tuple[AccountKey, Any]] = [
-                (key, snapshot.get(key)) for key in self._refs]
+                answers = {}
         else:
-            futures = [(key, _call(ref, "status")) for key, ref in self._refs.items()]
+            answers = self._ask_each()
         result = [s.as_dict() for s in self._broken.values()]
         pid = os.getpid()
-        for key, future in futures:
-            try:
-                if future is None:
-                    raise pykka.ActorDeadError(str(key))
-                entry = future if isinstance(future, dict) else future.get(timeout=5.0)
-            except (pykka.ActorDeadError, pykka.Timeout):
+        for key in self._refs:
+            entry = answers.get(key)
+            if entry is None:
                 row = self._rows[key]
                 entry = AccountStatus(
                     account_id=row.account_id, sip_user=row.sip_user, protocol=row.protocol,
