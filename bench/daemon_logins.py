@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from purplegw.testing.gateway import GatewayProcess  # noqa: E402
 from purplegw.testing.prosody import Prosody  # noqa: E402
 
-
 POLL = 3.0  # seconds between status polls (the time resolution of the table)
 
 
@@ -52,6 +51,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def process_tree(root_pid: int) -> list[int]:
+    """A process and all its descendants (the daemon and its workers)."""
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True,
                          check=True).stdout
     children: dict[int, list[int]] = {}
@@ -66,21 +66,16 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
-def rss_kib(root_pid: int) -> int:
-    """RSS of a process and all its descendants."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True, text=True,
-                         check=True).stdout
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for line in out.splitlines():
-        pid, ppid, kib = (int(x) for x in line.split())
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = kib
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo += children.get(pid, [])
+def rss_kib(pids: list[int]) -> int:
+    """Resident memory of processes (/proc/<pid>/status VmRSS), KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in status.splitlines()
+                     if line.startswith("VmRSS:"))
     return total
 
 
@@ -116,8 +111,9 @@ def run_once(prosody: Prosody, users: list, workers: int, base: Path, timeout: f
             time.sleep(POLL)
         elapsed = time.monotonic() - started
         assert gateway.process is not None
-        rss = rss_kib(gateway.process.pid)
-        gateway_cpu = cpu_seconds(process_tree(gateway.process.pid))
+        tree = process_tree(gateway.process.pid)
+        rss = rss_kib(tree)
+        gateway_cpu = cpu_seconds(tree)
         prosody_cpu = cpu_seconds([prosody.proc.pid]) - prosody_cpu
     finally:
         gateway.stop(timeout=120)
