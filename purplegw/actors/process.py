@@ -36,6 +36,7 @@ import pykka.debug
 
 from purplegw.actors.control import ControlError, ControlServer
 from purplegw.actors.control import query_status as query_status  # re-export for cli.py
+from purplegw.actors.gc_tuning import apply_gc_threshold, restore_gc_thresholds
 from purplegw.actors.loop import stop_shared_loop
 from purplegw.actors.state import ActorsConfig
 from purplegw.actors.supervisor import Directory, ReloadSummary, start_accounts
@@ -197,6 +198,7 @@ def run(
     proxy = proxy_settings(config.get("proxy"))
     signals = _Signals()
     previous = signals.install()
+    gc_thresholds = apply_gc_threshold(actors_config.gc_threshold)
     try:
         with pid_file(pidfile):
             return _run(
@@ -207,6 +209,7 @@ def run(
         logger.error("%s; stop it first or remove the stale pid file", exc)  # noqa: TRY400
         return EXIT_ALREADY_RUNNING
     finally:
+        restore_gc_thresholds(gc_thresholds)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

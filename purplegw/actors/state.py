@@ -105,6 +105,9 @@ class ActorsConfig:
     shutdown_timeout: float = 20.0
     worker_restart_delay: float = 1.0
     worker_start_timeout: float = 30.0
+    # First-generation threshold of Python's cyclic garbage collector in every
+    # gateway process (0: Python's own, 700).  See purplegw/actors/gc_tuning.py.
+    gc_threshold: int = 50_000
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> ActorsConfig:
@@ -149,6 +152,8 @@ class ActorsConfig:
             problems.append("actors.max_concurrent_logins: must be >= 1")
         if self.queue_limit < 0:
             problems.append("actors.queue_limit: must be >= 0")
+        if self.gc_threshold < 0:
+            problems.append("actors.gc_threshold: must be >= 0")
         for name in ("backoff_initial", "backoff_max", "flap_window", "flap_retry_in",
                      "login_timeout", "send_timeout", "logout_timeout", "shutdown_timeout"):
             if getattr(self, name) <= 0:

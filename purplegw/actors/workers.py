@@ -36,6 +36,7 @@ import pykka
 
 from purplegw.actors import listener
 from purplegw.actors.account import OutcomeFuture
+from purplegw.actors.gc_tuning import apply_gc_threshold
 from purplegw.actors.listener import AccountInfo, EventSink
 from purplegw.actors.state import AccountKey, ActorsConfig, Outcome, shard_of
 from purplegw.actors.supervisor import Directory, ReloadSummary
@@ -96,6 +97,7 @@ def worker_main(
             conn.send(message)
 
     actors_config = ActorsConfig.from_section({**config, "workers": 0})
+    apply_gc_threshold(actors_config.gc_threshold)
     adapters = load_adapters(protocols_config)
     accounts = LocalAccounts(actors_config, adapters, protocols_config, proxy)
     listener.add_sink(_Forwarder(send))

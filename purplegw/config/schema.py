@@ -67,6 +67,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "shutdown_timeout": t.Float(minimum=0.1),
         "worker_restart_delay": t.Float(minimum=0.0),
         "worker_start_timeout": t.Float(minimum=0.1),
+        "gc_threshold": t.Integer(minimum=0),
     },
     "presence": {
         "authorization": t.String(optional=False, choices=("ask", "allow_roster", "deny")),

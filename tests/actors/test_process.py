@@ -176,3 +176,32 @@ def test_run_in_process_orders_services_around_the_accounts(network: Any) -> Non
     assert journal[0] == "service started"
     assert journal[-2:] == ["alice:LOGGED_OUT", "service stopped"]
     assert "alice:CONNECTED" in journal
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(None, 50_000), (12_345, 12_345), (0, 700)])
+def test_run_sets_the_gc_threshold_and_restores_it(configured: int | None, expected: int) -> None:
+    import gc
+
+    from purplegw.actors.process import EXIT_OK, run
+
+    seen: list[int] = []
+
+    def ready(runtime: Any) -> None:
+        seen.append(gc.get_threshold()[0])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])  # Python's default, whatever ran before
+    try:
+        actors = {} if configured is None else {"gc_threshold": configured}
+        assert run({"actors": actors, "protocols": {"dummy": {}}}, list, ready=ready) == EXIT_OK
+        assert seen == [expected]
+        assert gc.get_threshold()[0] == 700
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_negative_gc_threshold_is_refused() -> None:
+    from purplegw.actors.process import EXIT_STARTUP_FAILED, run
+
+    assert run({"actors": {"gc_threshold": -1}}, list) == EXIT_STARTUP_FAILED
