@@ -38,6 +38,16 @@ def test_defaults_file_is_the_default_config_and_is_valid():
     assert adapter.validate_config(defaults) == []
 
 
+def test_default_config_is_a_fresh_copy_each_time():
+    # Parsed once per process: a caller changing its copy must not change the next.
+    adapter = Adapter()
+    first = adapter.get_default_config()
+    first["server"] = "changed.example:5222"
+    first["resource"] = "mine"
+    assert adapter.get_default_config()["server"] == ""
+    assert adapter.get_default_config()["resource"] == "purplegw"
+
+
 def test_config_problems_are_all_reported(tmp_path):
     problems = Adapter().validate_config(
         {

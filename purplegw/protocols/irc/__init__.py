@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +30,7 @@ class Adapter(base.Adapter):
     addresses_user_at_host: ClassVar[bool] = False
 
     def get_default_config(self) -> dict[str, Any]:
-        with _DEFAULTS.open("rb") as f:
-            return tomllib.load(f)
+        return base.load_defaults(_DEFAULTS)
 
     def validate_config(self, section: dict[str, Any]) -> list[str]:
         from purplegw.protocols.irc.account import InvalidAccountError, split_host_port

@@ -8,7 +8,6 @@ session lives in ``session.py``; the presence table in ``presence_map.py``.
 from __future__ import annotations
 
 import logging
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,7 @@ class Adapter(base.Adapter):
     addresses_user_at_host = True
 
     def get_default_config(self) -> dict[str, Any]:
-        with DEFAULTS_PATH.open("rb") as f:
-            return tomllib.load(f)
+        return base.load_defaults(DEFAULTS_PATH)
 
     def validate_config(self, section: dict[str, Any]) -> list[str]:
         from purplegw.protocols.xmpp.session import parse_server  # noqa: PLC0415
