@@ -242,4 +242,7 @@ class AccountStatus:
     pid: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: a shallow copy is what dataclasses.asdict
+        # returns, at a tenth of its cost (`purplegw status` reads 10,000 of
+        # these on the loop thread the logins run on).
+        return dict(self.__dict__)

@@ -132,3 +132,19 @@ def test_diff_rows_finds_added_removed_changed() -> None:
     assert summary.changed == [AccountKey("sip2", "dummy")]
     assert summary.unchanged == 1
     assert set(wanted) == {AccountKey(f"sip{n}", "dummy") for n in (1, 2, 4)}
+
+
+def test_account_status_as_dict_is_a_detached_copy_of_every_field() -> None:
+    import dataclasses
+
+    from purplegw.actors.state import AccountStatus
+
+    status = AccountStatus(account_id=7, sip_user="alice", protocol="xmpp", ext_user="a@x",
+                           state="connected", last_error="boom", next_retry_in=3.5, since=1.0)
+    snapshot = status.as_dict()
+    assert snapshot == dataclasses.asdict(status)
+    assert set(snapshot) == {f.name for f in dataclasses.fields(AccountStatus)}
+    snapshot["state"] = "changed"
+    status.messages_in += 1
+    assert status.state == "connected"
+    assert snapshot["messages_in"] == 0
