@@ -6,7 +6,8 @@ For each size, Prosody (restarted) gets N accounts, the account table gets N
 rows (`purplegw accounts import`), and `purplegw run` is started twice: with
 `[actors] workers = 0` (the reference: one process, one shared loop) and with
 `workers = W`.  Reported: seconds until `purplegw status` shows every account
-connected (exact: the time the last account's status changed to connected),
+connected (exact: the time the last account's status changed to connected;
+"first" is when the first one did, the daemon's start-up),
 logins/s, the RSS of the daemon and its workers per account, CPU per login
 for the daemon (with its workers) and for Prosody, and how busy Prosody's one
 thread was (near 100 %: Prosody sets the pace, not the gateway).
@@ -114,13 +115,16 @@ def run_once(prosody: Prosody, users: list, workers: int, base: Path, timeout: f
                 # Each account's status says when it connected: the time is
                 # exact, not rounded up to the next poll.
                 last_login = max(a["since"] for a in status)
+                first_login = min(a["since"] for a in status)
                 break
             # `purplegw status` asks every account actor: polling it often
             # would compete with the logins being measured.
             time.sleep(POLL)
         elapsed = time.monotonic() - started
+        first = float("nan")
         if connected == len(users):
             elapsed = last_login - started_wall
+            first = first_login - started_wall
         assert gateway.process is not None
         tree = process_tree(gateway.process.pid)
         rss = rss_kib(tree)
@@ -129,7 +133,7 @@ def run_once(prosody: Prosody, users: list, workers: int, base: Path, timeout: f
     finally:
         gateway.stop(timeout=120)
     return {"workers": workers, "accounts": len(users), "connected": connected,
-            "seconds": elapsed, "logins_per_s": connected / elapsed,
+            "seconds": elapsed, "first_login_s": first, "logins_per_s": connected / elapsed,
             "kib_per_account": rss / max(1, connected), "rss_mib": rss / 1024,
             "gateway_cpu_ms": 1000 * gateway_cpu / max(1, connected),
             "prosody_cpu_ms": 1000 * prosody_cpu / max(1, connected),
@@ -162,7 +166,7 @@ def main() -> None:
         prosody.cleanup()
     print()
     header = (f"{'accounts':>8} {'workers':>7} | {'online':>6} {'seconds':>8} {'logins/s':>9} "
-              f"{'ratio':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5} | "
+              f"{'ratio':>5} {'first':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5} | "
               f"{'CPU ms/login: ours':>18} {'Prosody':>7} | {'Prosody busy':>12}")
     print(header)
     print("-" * len(header))
@@ -171,7 +175,8 @@ def main() -> None:
         ref = reference.setdefault(row["accounts"], row)
         print(f"{row['accounts']:>8} {row['workers']:>7} | {row['connected']:>6} "
               f"{row['seconds']:>8.1f} {row['logins_per_s']:>9.1f} "
-              f"{row['logins_per_s'] / ref['logins_per_s']:>5.2f} | {row['rss_mib']:>8.0f} "
+              f"{row['logins_per_s'] / ref['logins_per_s']:>5.2f} {row['first_login_s']:>5.1f} | "
+              f"{row['rss_mib']:>8.0f} "
               f"{row['kib_per_account']:>8.1f} {row['kib_per_account'] / ref['kib_per_account']:>5.2f} | "
               f"{row['gateway_cpu_ms']:>18.1f} {row['prosody_cpu_ms']:>7.1f} | "
               f"{100 * row['prosody_busy']:>11.0f}%")
