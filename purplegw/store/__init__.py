@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from purplegw.store.account_keys import AccountKeyRepository
 from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
@@ -17,7 +18,7 @@ from purplegw.store.users import UserRepository
 if TYPE_CHECKING:
     from purplegw.config import Config
 
-__all__ = ["AccountRepository", "AccountRow", "Database", "NewAccount", "OutboxRepository",
+__all__ = ["AccountKeyRepository", "AccountRepository", "AccountRow", "Database", "NewAccount", "OutboxRepository",
            "PasswordCipher", "SendQueueRepository", "Store", "StoredSubscription", "SubscriptionRepository", "Tables",
            "UserRepository", "open_store"]
 
@@ -34,12 +35,16 @@ class Store:
     # Defaulted so that code building a Store by hand keeps working.
     subscriptions: SubscriptionRepository = field(default=None)  # type: ignore[assignment]
     sendq: SendQueueRepository = field(default=None)  # type: ignore[assignment]
+    account_keys: AccountKeyRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
             self.subscriptions = SubscriptionRepository(self.db)
         if self.sendq is None:
             self.sendq = SendQueueRepository(self.db)
+        if self.account_keys is None:
+            self.account_keys = AccountKeyRepository(self.db, self.accounts.cipher,
+                                                     self.tables.accounts)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

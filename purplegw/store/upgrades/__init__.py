@@ -104,4 +104,5 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v004_outbox,
     v005_subscriptions,
     v006_sendq,
+    v007_account_keys,
 )
