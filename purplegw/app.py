@@ -30,7 +30,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         rows, problems = store.accounts.credentials(registry.canonical)
         for problem in problems:
             logger.error("Account not started: %s", problem)
-        return rows
+        return with_derived_keys(store, rows)
 
     def user_at_host(protocol: str) -> bool:
         info = registry.infos.get(protocol)
@@ -53,11 +53,44 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
 
         return stop
 
+    def key_service(runtime: Any) -> Any:  # noqa: ARG001 - the service signature
+        from purplegw.actors import listener  # noqa: PLC0415
+        from purplegw.actors.key_keeper import KeyKeeper  # noqa: PLC0415
+
+        keeper = KeyKeeper(store.account_keys).start()
+        listener.add_sink(keeper)
+
+        def stop() -> None:
+            listener.remove_sink(keeper)
+            keeper.stop()
+
+        return stop
+
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return run(
         config.sections,
         account_source,
-        services=[sip_service],
+        services=[key_service, sip_service],
         pidfile=config.pid_file,
         control_socket=config.control_socket,
     )
+
+
+def with_derived_keys(store: Store, rows: list[Any]) -> list[Any]:
+    """``rows`` with the keys their sessions derived in earlier runs (see KeyKeeper).
+
+    The keys are a cache: when they cannot be read (database not upgraded,
+    key file rotated) the accounts log in without them.
+    """
+    import dataclasses  # noqa: PLC0415
+
+    from purplegw.exceptions import StoreError  # noqa: PLC0415
+
+    try:
+        store.account_keys.prune()
+        keys = store.account_keys.load()
+    except StoreError as exc:
+        logger.warning("Derived keys not loaded (accounts derive them again): %s", exc)
+        return rows
+    return [dataclasses.replace(row, derived_keys=keys[row.account_id])
+            if row.account_id in keys else row for row in rows]

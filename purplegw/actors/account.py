@@ -170,6 +170,10 @@ class _Events:
             self._core._emit("on_send_result", message_id=message_id,  # noqa: SLF001
                              outcome=Outcome(200, "acknowledged by the server"))
 
+    def on_key_derived(self, kind: str, value: str) -> None:
+        if self._current():
+            self._core._emit("on_key_derived", kind=kind, value=value)  # noqa: SLF001
+
 
 class AccountCore:
     """The account logic shared by both runtimes (mixed into a pykka actor).

@@ -87,6 +87,9 @@ class EventSink:
     def on_send_result(self, account: AccountInfo, message_id: str, outcome: Outcome) -> None:
         """Triggered when a message that was queued (202) was finally sent or failed."""
 
+    def on_key_derived(self, account: AccountInfo, kind: str, value: str) -> None:
+        """Triggered when a session derived a key from its password worth storing."""
+
 
 _plain_sinks: list[EventSink] = []
 _plain_lock = threading.Lock()

@@ -35,6 +35,7 @@ import copy
 import enum
 import functools
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -127,6 +128,10 @@ class AccountCredentials:
     protocol: str  # canonical adapter name, aliases resolved
     password: str = field(repr=False)
     original_protocol: str = ""  # the row's ext_prot as written (e.g. "gtalk")
+    # Keys the session derived from the password in an earlier run
+    # (``SessionEvents.on_key_derived``), by kind.  Not part of the row's
+    # identity: a reload does not restart an account whose keys changed.
+    derived_keys: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,16 @@ class SessionEvents(Protocol):
         """Triggered when the server acknowledged a message ``send_message`` wrote.
 
         Only for sessions whose ``send_message`` returned ``True`` for it.
+        """
+
+    def on_key_derived(self, kind: str, value: str) -> None:
+        """Triggered when the session derived a key from the password worth keeping.
+
+        The gateway stores ``value`` encrypted, like the password, and hands
+        it back in ``AccountCredentials.derived_keys[kind]`` on the next
+        start, so that a restart need not derive it again.  ``value`` must
+        say itself what it was derived from: the session checks that before
+        using it.
         """
 
 

@@ -105,3 +105,57 @@ def test_scram_login_against_stored_keys_answers_the_challenge_off_the_loop(hash
             loop.run(session.login())
     finally:
         loop.close()
+
+
+def test_stored_scram_key_is_used_only_for_the_inputs_it_was_made_for():
+    from purplegw.protocols.xmpp.session import salted_from_record, scram_key_record
+
+    salted = bytes(range(20))
+    record = scram_key_record("sha1", b"pw", b"salt", 4096, salted)
+    assert salted_from_record(record, "sha1", b"pw", b"salt", 4096) == salted
+    # Another password, salt, count or hash: a miss, never a wrong proof.
+    assert salted_from_record(record, "sha1", b"pw2", b"salt", 4096) is None
+    assert salted_from_record(record, "sha1", b"pw", b"salt2", 4096) is None
+    assert salted_from_record(record, "sha1", b"pw", b"salt", 10000) is None
+    assert salted_from_record(record, "sha256", b"pw", b"salt", 4096) is None
+    for broken in ("", "{}", "not json", '{"hash": "sha1"}', record.replace('"salted": "', '"salted": "!')):
+        assert salted_from_record(broken, "sha1", b"pw", b"salt", 4096) is None
+    assert "pw" not in record.replace('"salted"', "")  # the password itself is not in it
+
+
+def test_a_stored_key_logs_in_without_deriving_and_a_stale_one_is_replaced(hashed_prosody):
+    """First login reports the key it derived; handed back, the next derives nothing."""
+    from purplegw.protocols.xmpp.session import SCRAM_KEY_KIND, salted_password, scram_key_record
+
+    from .xmpp_harness import LoopThread, make_session
+
+    user = hashed_prosody.create_user("keyed1")
+    config = {"server": hashed_prosody.address, "ca_file": hashed_prosody.ca_file, "keepalive": 0}
+    loop = LoopThread()
+    try:
+        salted_password.cache_clear()
+        session, events = make_session(loop, user.jid, user.password, config)
+        loop.run(session.login())
+        loop.run(session.logout())
+        [(kind, record)] = events.of("key")
+        assert kind == SCRAM_KEY_KIND
+        assert salted_password.cache_info().misses == 1
+
+        salted_password.cache_clear()  # as in a new process: only the stored key is left
+        session, events = make_session(loop, user.jid, user.password, config,
+                                       derived_keys={SCRAM_KEY_KIND: record})
+        loop.run(session.login())
+        loop.run(session.logout())
+        assert salted_password.cache_info().misses == 0
+        assert events.of("key") == []
+
+        # A key stored for an older password: derived again, reported, login works.
+        stale = scram_key_record("sha1", b"old password", b"salt", 4096, b"x" * 20)
+        session, events = make_session(loop, user.jid, user.password, config,
+                                       derived_keys={SCRAM_KEY_KIND: stale})
+        loop.run(session.login())
+        loop.run(session.logout())
+        assert salted_password.cache_info().misses == 1
+        assert events.of("key") == [(SCRAM_KEY_KIND, record)]
+    finally:
+        loop.close()

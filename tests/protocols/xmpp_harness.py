@@ -58,6 +58,9 @@ class RecordingEvents:
     def on_message_acked(self, message_id: str) -> None:
         self._add("acked", message_id)
 
+    def on_key_derived(self, kind: str, value: str) -> None:
+        self._add("key", kind, value)
+
     def snapshot(self) -> list[Event]:
         with self._lock:
             return list(self.events)
@@ -122,6 +125,7 @@ def make_session(
     proxy: Any = None,
     shared: dict[str, Any] | None = None,
     original_protocol: str = "xmpp",
+    derived_keys: dict[str, str] | None = None,
 ) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()
     credentials = AccountCredentials(
@@ -131,6 +135,7 @@ def make_session(
         protocol="xmpp",
         password=password,
         original_protocol=original_protocol,
+        derived_keys=derived_keys or {},
     )
     context = SessionContext(
         loop=loop.loop,

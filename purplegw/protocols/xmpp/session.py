@@ -32,10 +32,13 @@ Delivery guarantee (XEP-0198 stream management, when the server offers it):
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import functools
 import hashlib
+import hmac
+import json
 import logging
 import os
 import ssl
@@ -127,6 +130,10 @@ class Client(slixmpp.ClientXMPP):
 
     http_proxy: ProxySettings | None = None
     connect_timeout: float = 15.0
+    #: The stored SCRAM key of this account (``scram_key_record``), if any,
+    #: and where to report a newly derived one (``on_key_derived``).
+    stored_scram_key: str | None = None
+    on_scram_key: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -143,9 +150,16 @@ class Client(slixmpp.ClientXMPP):
         mechanisms = self.plugin["feature_mechanisms"]
         mech = mechanisms.mech
         response = mechanisms.stanza.Response(self)
+        if isinstance(mech, SCRAM):
+            mech.purplegw_stored_key = self.stored_scram_key
+            mech.purplegw_new_key = None
         try:
             response["value"] = await asyncio.get_running_loop().run_in_executor(
                 None, mech.process, challenge["value"])
+            new_key = getattr(mech, "purplegw_new_key", None)
+            if new_key is not None and self.on_scram_key is not None:
+                self.stored_scram_key = new_key
+                self.on_scram_key(new_key)
         except sasl.SASLMutualAuthFailed:
             logger.error("XMPP server %s failed SCRAM mutual authentication", self.boundjid.domain)
             mechanisms.attempted_mechs.add(mech.name)
@@ -196,6 +210,49 @@ def salted_password(hash_name: str, password: bytes, salt: bytes, iterations: in
     return hashlib.pbkdf2_hmac(hash_name, password, salt, iterations)
 
 
+SCRAM_KEY_KIND = "scram"
+
+
+def scram_key_record(
+    hash_name: str, password: bytes, salt: bytes, iterations: int, salted: bytes
+) -> str:
+    """What the gateway stores for an account's SCRAM key (encrypted, like the password).
+
+    The salted password of RFC 5802 with the salt, iteration count and hash
+    it was derived for, and an HMAC of it keyed with the password: a changed
+    password, or a server that changed the salt or count, misses instead of
+    sending a wrong proof.
+    """
+    return json.dumps({
+        "hash": hash_name,
+        "iterations": iterations,
+        "salt": base64.b64encode(salt).decode("ascii"),
+        "salted": base64.b64encode(salted).decode("ascii"),
+        "check": hmac.new(password, salted, "sha256").hexdigest(),
+    }, sort_keys=True)
+
+
+def salted_from_record(
+    record: str | None, hash_name: str, password: bytes, salt: bytes, iterations: int
+) -> bytes | None:
+    """The stored salted password if ``record`` was made for exactly these inputs."""
+    if not record:
+        return None
+    try:
+        fields = json.loads(record)
+        salted = base64.b64decode(fields["salted"], validate=True)
+        matches = (fields["hash"] == hash_name and fields["iterations"] == iterations
+                   and base64.b64decode(fields["salt"], validate=True) == salt)
+        check = str(fields["check"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not matches:
+        return None
+    if not hmac.compare_digest(hmac.new(password, salted, "sha256").hexdigest(), check):
+        return None
+    return salted
+
+
 def _install_fast_scram() -> None:
     """Make slixmpp's SCRAM key derivation use hashlib's C PBKDF2, cached.
 
@@ -210,7 +267,16 @@ def _install_fast_scram() -> None:
         return
 
     def hi(self: Any, text: Any, salt: Any, iterations: int) -> bytes:
-        return salted_password(self.hash().name, bytes(text), bytes(salt), iterations)
+        hash_name, password, salt = self.hash().name, bytes(text), bytes(salt)
+        stored = salted_from_record(getattr(self, "purplegw_stored_key", None),
+                                    hash_name, password, salt, iterations)
+        if stored is not None:
+            return stored
+        salted = salted_password(hash_name, password, salt, iterations)
+        if hasattr(self, "purplegw_new_key"):  # a session that keeps its keys asked
+            self.purplegw_new_key = scram_key_record(hash_name, password, salt, iterations,
+                                                     salted)
+        return salted
 
     hi.purplegw_fast = True  # type: ignore[attr-defined]
     hi.slixmpp_original = SCRAM.Hi  # type: ignore[attr-defined]
@@ -329,6 +395,8 @@ class XmppSession(Session):
             ssl_context=shared_ssl_context(self.context.shared, ca_file),
         )
         client.http_proxy = self.context.proxy
+        client.stored_scram_key = self.credentials.derived_keys.get(SCRAM_KEY_KIND)
+        client.on_scram_key = functools.partial(self._call, "on_key_derived", SCRAM_KEY_KIND)
         client.connect_timeout = float(cfg.get("connect_timeout", 15))
         client.enable_direct_tls = bool(cfg.get("direct_tls", False))
         client.enable_starttls = not plaintext and not client.enable_direct_tls

@@ -1,0 +1,93 @@
+"""A restarted daemon logs its XMPP accounts in with the SCRAM keys it stored, deriving none.
+
+Against a Prosody that stores SCRAM keys (``internal_hashed``): its salt is
+fixed per account.  (With plaintext storage Prosody makes a new salt for each
+login, so a stored key never matches and every login derives: correct, and
+why the session checks the salt before using a key.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from purplegw.testing.gateway import GatewayProcess
+
+
+@pytest.fixture(scope="module")
+def hashed_prosody() -> Iterator[Any]:
+    from purplegw.testing.binaries import missing_peer  # noqa: PLC0415
+    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+    with Prosody(hashed=True) as server:
+        yield server
+
+
+def _keys(gateway: GatewayProcess) -> dict[int, tuple[str, float]]:
+    with sqlite3.connect(gateway.base / "data" / "purplegw.db") as db:
+        return {row[0]: (row[1], row[2])
+                for row in db.execute("SELECT account_id, value, updated FROM purplegw_account_keys")}
+
+
+def _wait_keys(gateway: GatewayProcess, count: int, timeout: float = 15.0) -> dict[int, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        keys = _keys(gateway)
+        if len(keys) >= count or time.monotonic() > deadline:
+            return keys
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_restart_uses_stored_keys_and_derives_only_the_missing_one(
+        hashed_prosody: Any, tmp_path: Path, workers: int) -> None:
+    prosody = hashed_prosody
+    users = [prosody.create_user(f"keys{workers}x{i}") for i in range(3)]
+    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(keepalive=0),
+                             actors={"workers": workers})
+    gateway.cli("db", "init")
+    for i, user in enumerate(users):
+        gateway.cli("accounts", "add", f"u{i}@sip.test", user.jid, "xmpp", "--password-stdin",
+                    stdin=user.password + "\n")
+    ids = sorted(a["id"] for a in json_status(gateway))
+
+    gateway.start()
+    try:
+        gateway.wait_accounts("connected")
+        first = _wait_keys(gateway, 3)
+    finally:
+        assert gateway.stop() == 0, gateway.log_text()
+    assert sorted(first) == ids
+    assert all(value.startswith("enc:v1:") for value, _ in first.values())
+    for user in users:
+        assert user.password not in gateway.log.read_text()
+
+    # One key lost (as after a restore): that account alone derives it again.
+    with sqlite3.connect(gateway.base / "data" / "purplegw.db") as db:
+        db.execute("DELETE FROM purplegw_account_keys WHERE account_id = ?", (ids[0],))
+    gateway.start()
+    try:
+        gateway.wait_accounts("connected")
+        second = _wait_keys(gateway, 3)
+        time.sleep(2.5)  # longer than the keeper's batch interval: nothing else comes
+        second = _keys(gateway)
+    finally:
+        assert gateway.stop() == 0, gateway.log_text()
+    assert sorted(second) == ids
+    assert second[ids[0]][1] > first[ids[1]][1]  # derived and stored again
+    for account_id in ids[1:]:
+        assert second[account_id] == first[account_id]  # not rewritten: nothing was derived
+
+
+def json_status(gateway: GatewayProcess) -> list[dict[str, Any]]:
+    """The account rows as `purplegw accounts list --json` shows them (daemon not running)."""
+    import json
+
+    return json.loads(gateway.cli("accounts", "list", "--json").stdout)
