@@ -53,7 +53,7 @@ def test_asyncio_tls_read_buffer_is_limited():
     from purplegw.protocols.xmpp.session import TLS_READ_BUFFER, client_class
 
     client_class()
-    assert sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 4 * 1024
+    assert sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 2 * 1024
 
 
 @pytest.fixture(scope="module")

@@ -198,11 +198,11 @@ def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
 
 
 def test_a_message_larger_than_the_tls_read_buffer_arrives_whole(loop, alice, bob, users):
-    """The shrunken TLS read buffer (4 KiB) only means more reads, never a cut stanza."""
+    """The shrunken TLS read buffer (2 KiB) only means more reads, never a cut stanza."""
     from purplegw.protocols.xmpp.session import TLS_READ_BUFFER
 
     _session, events = alice
-    text = "".join(f"{n:06d}ü " for n in range(3 * TLS_READ_BUFFER // 8))  # ~13 KB of UTF-8
+    text = "".join(f"{n:06d}ü " for n in range(3 * TLS_READ_BUFFER // 8))  # ~6 KB of UTF-8
     assert len(text.encode()) > 3 * TLS_READ_BUFFER
     bob.send_message(users[0].jid, text)
     contact, got, _ = events.wait_for("message")

@@ -283,21 +283,22 @@ def _install_fast_scram() -> None:
     SCRAM.Hi = hi
 
 
-TLS_READ_BUFFER = 4 * 1024
+TLS_READ_BUFFER = 2 * 1024
 
 
 def _limit_asyncio_tls_buffers() -> None:
-    """Shrink asyncio's per-connection TLS read buffer from 256 KiB to 4 KiB.
+    """Shrink asyncio's per-connection TLS read buffer from 256 KiB to 2 KiB.
 
     CPython's ``SSLProtocol`` allocates (and zero-fills) a ``max_size``
     bytearray per TLS connection: 256 KiB of RSS per logged-in account, four
     times everything slixmpp itself holds.  XMPP traffic comes in small
     stanzas; a smaller buffer only means more reads for a rare large burst
-    (the TLS object keeps what does not fit).  Measured with tracemalloc: 305
-    -> 66 KiB per logged-in account at 16 KiB; 4 KiB (a typical stanza burst
-    still fits one read) saves another 12 KiB per account, 120 MB at 10,000.
-    Process-wide, so TLS connections of other adapters in the same worker
-    profit as well.
+    (the TLS object keeps what does not fit; a 13 KB message arrives whole,
+    tests/protocols/test_xmpp_session.py).  Measured with tracemalloc: 305
+    -> 66 KiB per logged-in account at 16 KiB; every further KiB is 10 MB at
+    10,000 accounts, and 2 KiB still holds a login's largest TLS flight
+    (ECDSA certificate) and a typical stanza in one read.  Process-wide, so
+    TLS connections of other adapters in the same worker profit as well.
     """
     from asyncio import sslproto  # noqa: PLC0415 - private module, touched once
 
