@@ -136,6 +136,7 @@ def measure(prosody: Prosody, gateway: GatewayProcess, workers: int, start: str,
         assert gateway.process is not None
         tree = process_tree(gateway.process.pid)
         rss = rss_kib(tree)
+        rss_main = rss_kib([gateway.process.pid])
         gateway_cpu = cpu_seconds(tree)
         prosody_cpu = cpu_seconds([prosody.proc.pid]) - prosody_cpu
     finally:
@@ -143,6 +144,7 @@ def measure(prosody: Prosody, gateway: GatewayProcess, workers: int, start: str,
     return {"workers": workers, "start": start, "accounts": accounts, "connected": connected,
             "seconds": elapsed, "first_login_s": first, "logins_per_s": connected / elapsed,
             "kib_per_account": rss / max(1, connected), "rss_mib": rss / 1024,
+            "rss_main_mib": rss_main / 1024, "processes": len(tree),
             "gateway_cpu_ms": 1000 * gateway_cpu / max(1, connected),
             "prosody_cpu_ms": 1000 * prosody_cpu / max(1, connected),
             # Prosody is one thread: near 100 % of a core, it is the limit.
