@@ -261,7 +261,9 @@ def _install_fast_scram() -> None:
     the shared loop, so every login stalled every other account.  RFC 5802's
     Hi() *is* PBKDF2 with dkLen = the hash size; tests check the result is
     identical to slixmpp's own.  (``Client.handle_sasl_challenge`` moves the
-    call off the loop thread.)
+    call off the loop thread, and hands it the account's stored key: a
+    record that matches the inputs is used instead of deriving, and a
+    derivation leaves a new record for the session to report.)
     """
     if getattr(SCRAM.Hi, "purplegw_fast", False):
         return
