@@ -21,6 +21,7 @@ its accounts meanwhile answer 480.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -216,6 +217,10 @@ class _Worker:
         # with on_send_result yet: the worker's memory is their only queue.
         self.queued: dict[str, tuple[AccountInfo, tuple[str, str, str]]] = {}
         self._queued_lock = threading.Lock()
+        # Keys its sessions derived since the rows were loaded (account id ->
+        # kind -> value): a restarted worker gets them with its rows and
+        # derives nothing again.
+        self.derived: dict[int, dict[str, str]] = {}
 
     def start(self) -> None:
         parent, child = _CONTEXT.Pipe(duplex=True)
@@ -250,6 +255,10 @@ class _Worker:
                 if message[1] == "on_send_result" and message[2]["outcome"].status != 202:  # noqa: PLR2004
                     with self._queued_lock:
                         self.queued.pop(message[2]["message_id"], None)
+                elif message[1] == "on_key_derived":
+                    event = message[2]
+                    kinds = self.derived.setdefault(event["account"].account_id, {})
+                    kinds[event["kind"]] = event["value"]
                 listener.send(message[1], **message[2])
             elif kind == "ready":
                 self.pid = message[1]
@@ -264,6 +273,12 @@ class _Worker:
                 else:
                     self._fail(waiter, WorkerError(message[2]))
         self._fail_all()
+
+    def rows_with_derived_keys(self) -> list[AccountCredentials]:
+        derived = dict(self.derived)
+        return [dataclasses.replace(row, derived_keys={**row.derived_keys,
+                                                       **derived[row.account_id]})
+                if row.account_id in derived else row for row in self.rows]
 
     @staticmethod
     def _fail(waiter: Any, error: Exception) -> None:
@@ -415,7 +430,7 @@ class WorkerPool:
                     return
                 try:
                     worker.start()
-                    worker.call("apply", worker.rows, timeout=self._timeout())
+                    worker.call("apply", worker.rows_with_derived_keys(), timeout=self._timeout())
                     self._requeue(worker)
                     return
                 except (WorkerError, pykka.Timeout, OSError) as exc:

@@ -8,6 +8,9 @@ why the session checks the salt before using a key.)
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -32,8 +35,8 @@ def hashed_prosody() -> Iterator[Any]:
 
 def _keys(gateway: GatewayProcess) -> dict[int, tuple[str, float]]:
     with sqlite3.connect(gateway.base / "data" / "purplegw.db") as db:
-        return {row[0]: (row[1], row[2])
-                for row in db.execute("SELECT account_id, value, updated FROM purplegw_account_keys")}
+        rows = db.execute("SELECT account_id, value, updated FROM purplegw_account_keys")
+        return {row[0]: (row[1], row[2]) for row in rows}
 
 
 def _wait_keys(gateway: GatewayProcess, count: int, timeout: float = 15.0) -> dict[int, Any]:
@@ -88,6 +91,35 @@ def test_restart_uses_stored_keys_and_derives_only_the_missing_one(
 
 def json_status(gateway: GatewayProcess) -> list[dict[str, Any]]:
     """The account rows as `purplegw accounts list --json` shows them (daemon not running)."""
-    import json
-
     return json.loads(gateway.cli("accounts", "list", "--json").stdout)
+
+
+def test_a_killed_worker_comes_back_with_the_keys_derived_since_the_start(
+        hashed_prosody: Any, tmp_path: Path) -> None:
+    prosody = hashed_prosody
+    users = [prosody.create_user(f"keyskill{i}") for i in range(3)]
+    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(keepalive=0),
+                             actors={"workers": 2})
+    gateway.cli("db", "init")
+    for i, user in enumerate(users):
+        gateway.cli("accounts", "add", f"u{i}@sip.test", user.jid, "xmpp", "--password-stdin",
+                    stdin=user.password + "\n")
+    gateway.start()
+    try:
+        before = {a["account_id"]: a["pid"] for a in gateway.wait_accounts("connected")}
+        stored = _wait_keys(gateway, 3)  # derived in this run: none was stored at start
+        victim = before[min(before)]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = {a["account_id"]: (a["pid"], a["state"]) for a in gateway.status()}
+            moved = [aid for aid, pid in before.items() if pid == victim]
+            if all(now[aid][0] != victim and now[aid][1] == "connected" for aid in moved):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"accounts of worker {victim} not back: {gateway.status()}")
+        time.sleep(2.5)  # longer than the keeper's batch interval
+        assert _keys(gateway) == stored  # the new worker derived nothing
+    finally:
+        assert gateway.stop() == 0, gateway.log_text()

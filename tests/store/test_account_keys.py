@@ -9,7 +9,7 @@ from purplegw.actors.listener import AccountInfo
 from purplegw.exceptions import StoreError
 from purplegw.store import NewAccount, Store
 
-SECRET = '{"salted": "c2VjcmV0LXNhbHRlZC1wYXNzd29yZA=="}'
+SECRET = '{"salted": "c2VjcmV0LXNhbHRlZC1wYXNzd29yZA=="}'  # noqa: S105 - a test value
 
 
 def _accounts(store: Store, n: int) -> list[int]:
@@ -26,7 +26,7 @@ def test_keys_are_encrypted_replaced_and_loaded_per_account(store: Store) -> Non
     stored = [row[0] for row in store.db.fetchall("SELECT value FROM purplegw_account_keys")]
     assert len(stored) == 2
     assert all(value.startswith("enc:v1:") for value in stored)
-    assert not any("c2VjcmV0" in value or "new" == value for value in stored)
+    assert not any("c2VjcmV0" in value or value == "new" for value in stored)
 
 
 def test_keys_of_removed_accounts_are_pruned(store: Store) -> None:
@@ -50,7 +50,8 @@ def test_keeper_batches_writes_and_flushes_on_stop(store: Store) -> None:
     keeper = KeyKeeper(store.account_keys, interval=0.2).start()
     try:
         for account_id in ids:
-            keeper.on_key_derived(AccountInfo(account_id, "u", "xmpp", "e"), "scram", f"k{account_id}")
+            info = AccountInfo(account_id, "u", "xmpp", "e")
+            keeper.on_key_derived(info, "scram", f"k{account_id}")
         deadline = time.monotonic() + 10
         while len(store.account_keys.load()) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -61,9 +62,9 @@ def test_keeper_batches_writes_and_flushes_on_stop(store: Store) -> None:
     assert store.account_keys.load()[ids[0]] == {"scram": "latest"}
 
 
-def test_keeper_drops_a_batch_it_cannot_write_and_goes_on(store: Store) -> None:
+def test_keeper_drops_a_batch_it_cannot_write_and_goes_on() -> None:
     class Broken:
-        def put_many(self, keys: list) -> None:
+        def put_many(self, _keys: list) -> None:
             raise StoreError("database is down")
 
     keeper = KeyKeeper(Broken(), interval=60)
