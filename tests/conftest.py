@@ -25,6 +25,7 @@ from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from purplegw.testing.binaries import missing_peer
 from purplegw.testing.mariadb import MariaDB, mariadb_binaries
+from purplegw.testing.prosody import Prosody, prosody_binary
 from purplegw.testing.tally import REPORT
 
 _db_names = itertools.count(1)
@@ -35,6 +36,18 @@ def mariadb() -> Iterator[MariaDB]:
     if mariadb_binaries() is None:
         missing_peer("MariaDB server", "mariadb-server")
     with MariaDB() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def hashed_prosody() -> Iterator[Prosody]:
+    """A Prosody that keeps SCRAM keys, not passwords (``internal_hashed``, its default).
+
+    Its salt is fixed per account, so a client can keep the salted password.
+    """
+    if prosody_binary() is None:
+        missing_peer("Prosody", "prosody")
+    with Prosody(hashed=True, scram_iterations=4096) as server:
         yield server
 
 

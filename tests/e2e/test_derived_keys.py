@@ -13,24 +13,12 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from purplegw.testing.gateway import GatewayProcess
-
-
-@pytest.fixture(scope="module")
-def hashed_prosody() -> Iterator[Any]:
-    from purplegw.testing.binaries import missing_peer  # noqa: PLC0415
-    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
-
-    if prosody_binary() is None:
-        missing_peer("Prosody", "prosody")
-    with Prosody(hashed=True) as server:
-        yield server
 
 
 def _keys(gateway: GatewayProcess) -> dict[int, tuple[str, float]]:

@@ -56,18 +56,6 @@ def test_asyncio_tls_read_buffer_is_limited():
     assert sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 2 * 1024
 
 
-@pytest.fixture(scope="module")
-def hashed_prosody():
-    """A Prosody that keeps SCRAM keys, not passwords (its production default)."""
-    from purplegw.testing.binaries import missing_peer
-    from purplegw.testing.prosody import Prosody, prosody_binary
-
-    if prosody_binary() is None:
-        missing_peer("Prosody", "prosody")
-    with Prosody(hashed=True, scram_iterations=4096) as server:
-        yield server
-
-
 def test_scram_login_against_stored_keys_answers_the_challenge_off_the_loop(hashed_prosody):
     """Login works against hashed accounts; the salted password is derived once.
 
