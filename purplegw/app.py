@@ -30,7 +30,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         rows, problems = store.accounts.credentials(registry.canonical)
         for problem in problems:
             logger.error("Account not started: %s", problem)
-        return with_derived_keys(store, rows)
+        return with_stored_keys(store, rows)
 
     def user_at_host(protocol: str) -> bool:
         info = registry.infos.get(protocol)
@@ -76,15 +76,14 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     )
 
 
-def with_derived_keys(store: Store, rows: list[Any]) -> list[Any]:
+def with_stored_keys(store: Store, rows: list[Any]) -> list[Any]:
     """``rows`` with the keys their sessions derived in earlier runs (see KeyKeeper).
 
     The keys are a cache: when they cannot be read (database not upgraded,
     key file rotated) the accounts log in without them.
     """
-    import dataclasses  # noqa: PLC0415
-
     from purplegw.exceptions import StoreError  # noqa: PLC0415
+    from purplegw.protocols.base import with_derived_keys  # noqa: PLC0415
 
     try:
         store.account_keys.prune()
@@ -92,5 +91,4 @@ def with_derived_keys(store: Store, rows: list[Any]) -> list[Any]:
     except StoreError as exc:
         logger.warning("Derived keys not loaded (accounts derive them again): %s", exc)
         return rows
-    return [dataclasses.replace(row, derived_keys=keys[row.account_id])
-            if row.account_id in keys else row for row in rows]
+    return with_derived_keys(rows, keys)

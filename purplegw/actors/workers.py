@@ -21,7 +21,6 @@ its accounts meanwhile answer 480.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -41,7 +40,7 @@ from purplegw.actors.gc_tuning import apply_gc_threshold
 from purplegw.actors.listener import AccountInfo, EventSink
 from purplegw.actors.state import AccountKey, ActorsConfig, Outcome, shard_of
 from purplegw.actors.supervisor import Directory, ReloadSummary
-from purplegw.protocols.base import AccountCredentials, ProxySettings
+from purplegw.protocols.base import AccountCredentials, ProxySettings, with_derived_keys
 
 logger = logging.getLogger(__name__)
 
@@ -274,12 +273,6 @@ class _Worker:
                     self._fail(waiter, WorkerError(message[2]))
         self._fail_all()
 
-    def rows_with_derived_keys(self) -> list[AccountCredentials]:
-        derived = dict(self.derived)
-        return [dataclasses.replace(row, derived_keys={**row.derived_keys,
-                                                       **derived[row.account_id]})
-                if row.account_id in derived else row for row in self.rows]
-
     @staticmethod
     def _fail(waiter: Any, error: Exception) -> None:
         if isinstance(waiter, OutcomeFuture):
@@ -430,7 +423,8 @@ class WorkerPool:
                     return
                 try:
                     worker.start()
-                    worker.call("apply", worker.rows_with_derived_keys(), timeout=self._timeout())
+                    rows = with_derived_keys(worker.rows, dict(worker.derived))
+                    worker.call("apply", rows, timeout=self._timeout())
                     self._requeue(worker)
                     return
                 except (WorkerError, pykka.Timeout, OSError) as exc:

@@ -35,8 +35,8 @@ import copy
 import enum
 import functools
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -132,6 +132,14 @@ class AccountCredentials:
     # (``SessionEvents.on_key_derived``), by kind.  Not part of the row's
     # identity: a reload does not restart an account whose keys changed.
     derived_keys: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+def with_derived_keys(
+    rows: Iterable[AccountCredentials], keys: Mapping[int, Mapping[str, str]]
+) -> list[AccountCredentials]:
+    """``rows`` with ``keys[account_id]`` added to their ``derived_keys`` (the given kinds win)."""
+    return [replace(row, derived_keys={**row.derived_keys, **keys[row.account_id]})
+            if row.account_id in keys else row for row in rows]
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,16 @@ def test_account_status_as_dict_is_a_detached_copy_of_every_field() -> None:
     status.messages_in += 1
     assert status.state == "connected"
     assert snapshot["messages_in"] == 0
+
+
+def test_with_derived_keys_adds_kinds_to_the_rows_it_has_keys_for() -> None:
+    from purplegw.protocols.base import AccountCredentials, with_derived_keys
+
+    old = {"scram": "old", "k": "v"}
+    rows = [AccountCredentials(1, "a", "a@x", "xmpp", "pw", derived_keys=old),
+            AccountCredentials(2, "b", "b@x", "xmpp", "pw")]
+    merged = with_derived_keys(rows, {1: {"scram": "new"}, 3: {"scram": "gone"}})
+    assert merged[0].derived_keys == {"scram": "new", "k": "v"}
+    assert merged[1] is rows[1]
+    assert merged == rows  # derived keys are not part of a row's identity
+    assert rows[0].derived_keys == {"scram": "old", "k": "v"}
