@@ -295,8 +295,8 @@ def _limit_asyncio_tls_buffers() -> None:
     bytearray per TLS connection: 256 KiB of RSS per logged-in account, four
     times everything slixmpp itself holds.  XMPP traffic comes in small
     stanzas; a smaller buffer only means more reads for a rare large burst
-    (the TLS object keeps what does not fit; a 13 KB message arrives whole,
-    tests/protocols/test_xmpp_session.py).  Measured with tracemalloc: 305
+    (the TLS object keeps what does not fit; a message three times the buffer
+    arrives whole, tests/protocols/test_xmpp_session.py).  Measured with tracemalloc: 305
     -> 66 KiB per logged-in account at 16 KiB; every further KiB is 10 MB at
     10,000 accounts, and 2 KiB still holds a login's largest TLS flight
     (ECDSA certificate) and a typical stanza in one read.  Process-wide, so
