@@ -39,7 +39,7 @@ $(VENV)/.installed-fuzz: $(VENV)/.installed-test setup.py
 
 # make fuzz FUZZ_SECONDS=3600 FUZZ_ARGS="--seed 7 parser-stream"; crashes land in var/fuzz/crashes
 fuzz: $(VENV)/.installed-fuzz
-	$(PY) -m purplegw.testing.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+	$(PY) -m tests.kit.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache

@@ -304,7 +304,7 @@ def main() -> None:
         measure_all(None)
         where = "the in-process dummy network (runtime cost alone)"
     else:
-        from purplegw.testing.prosody import Prosody, prosody_binary
+        from tests.kit.prosody import Prosody, prosody_binary
 
         if prosody_binary() is None:
             sys.exit("Prosody is not installed (Debian package: prosody)")

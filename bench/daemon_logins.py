@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from purplegw.testing.gateway import GatewayProcess  # noqa: E402
-from purplegw.testing.prosody import Prosody  # noqa: E402
+from tests.kit.gateway import GatewayProcess  # noqa: E402
+from tests.kit.prosody import Prosody  # noqa: E402
 
 POLL = 3.0  # seconds between status polls (the time resolution of the table)
 

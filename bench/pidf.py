@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from purplegw.presence import ContactPresence, Presence, Status  # noqa: E402
 from purplegw.sip.presence import parse_pidf, pidf_to_presence, presence_to_pidf  # noqa: E402
-from purplegw.testing.corpus import corpus_dir  # noqa: E402
+from tests.kit.corpus import corpus_dir  # noqa: E402
 
 PIDF = "application/pidf+xml"
 

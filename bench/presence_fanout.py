@@ -41,12 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from purplegw.testing.gateway import GatewayProcess  # noqa: E402
-from purplegw.testing.kamailio import Kamailio, kamailio_binary  # noqa: E402
-from purplegw.testing.ports import free_port  # noqa: E402
-from purplegw.testing.prosody import Prosody  # noqa: E402
-from purplegw.testing.sipp import sipp_binary  # noqa: E402
-from purplegw.testing.xmpp_peer import XmppPeer  # noqa: E402
+from tests.kit.gateway import GatewayProcess  # noqa: E402
+from tests.kit.kamailio import Kamailio, kamailio_binary  # noqa: E402
+from tests.kit.ports import free_port  # noqa: E402
+from tests.kit.prosody import Prosody  # noqa: E402
+from tests.kit.sipp import sipp_binary  # noqa: E402
+from tests.kit.xmpp_peer import XmppPeer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "presence"
 SCENARIO = HERE / "subscriber.xml"

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from purplegw.testing.kamailio import Kamailio, kamailio_binary  # noqa: E402
-from purplegw.testing.ports import free_port  # noqa: E402
-from purplegw.testing.sipp import run_sipp, sipp_binary  # noqa: E402
+from tests.kit.kamailio import Kamailio, kamailio_binary  # noqa: E402
+from tests.kit.ports import free_port  # noqa: E402
+from tests.kit.sipp import run_sipp, sipp_binary  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "e2e" / "scenarios" / "message.xml"
 DEFAULT_RATES = (
@@ -55,7 +55,7 @@ def serve(port: int) -> None:
     """Child process: a purplegw front on udp:127.0.0.1:port until SIGTERM."""
     import logging  # noqa: PLC0415
 
-    from purplegw.actors.sip_front import SipFront, StaticRouter  # noqa: PLC0415
+    from purplegw.actors.front.front import SipFront, StaticRouter  # noqa: PLC0415
 
     logging.basicConfig(level=logging.WARNING)
     front = SipFront(

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from purplegw.protocols.base import AccountCredentials, ConnectionState, SessionContext  # noqa: E402
 from purplegw.protocols.xmpp import Adapter  # noqa: E402
-from purplegw.testing.prosody import Prosody, XmppUser  # noqa: E402
+from tests.kit.prosody import Prosody, XmppUser  # noqa: E402
 
 
 def rss_kib() -> int:

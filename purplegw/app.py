@@ -24,7 +24,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     from purplegw.actors.gateway import Gateway, GatewaySettings  # noqa: PLC0415
     from purplegw.actors.presence import PresenceSettings  # noqa: PLC0415
     from purplegw.actors.process import run  # noqa: PLC0415
-    from purplegw.actors.sip_front import FrontConfig, SipFront  # noqa: PLC0415
+    from purplegw.actors.front.front import FrontConfig, SipFront  # noqa: PLC0415
 
     def account_source() -> list[Any]:
         rows, problems = store.accounts.credentials(registry.canonical)

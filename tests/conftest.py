@@ -23,10 +23,10 @@ from purplegw.store import (
 )
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.mariadb import MariaDB, mariadb_binaries
-from purplegw.testing.prosody import Prosody, prosody_binary
-from purplegw.testing.tally import REPORT
+from tests.kit.binaries import missing_peer
+from tests.kit.mariadb import MariaDB, mariadb_binaries
+from tests.kit.prosody import Prosody, prosody_binary
+from tests.kit.tally import REPORT
 
 _db_names = itertools.count(1)
 

@@ -53,7 +53,7 @@ from defusedxml import ElementTree
 from purplegw.actors.listener import AccountInfo, EventSink, add_sink, remove_sink
 from purplegw.actors.presence import PresenceService, PresenceSettings
 from purplegw.actors.state import Outcome
-from purplegw.actors.transport import Address, Source
+from purplegw.actors.front.transport import Address, Source
 from purplegw.addressing import NoRoute, contact_uri, resolve
 from purplegw.exceptions import StoreError
 from purplegw.presence import ContactPresence

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from purplegw.actors.transport import Address, Source
+from purplegw.actors.front.transport import Address, Source
 from purplegw.addressing import NoRoute, Route, contact_uri, resolve
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import AccountCredentials, AuthorizationAnswer

@@ -121,8 +121,8 @@ def state_of(accounts: Any, sip_user: str) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def prosody() -> Iterator[Any]:
     """One Prosody for the actor tests (STARTTLS, self-signed certificate)."""
-    from purplegw.testing.binaries import missing_peer  # noqa: PLC0415
-    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+    from tests.kit.binaries import missing_peer  # noqa: PLC0415
+    from tests.kit.prosody import Prosody, prosody_binary  # noqa: PLC0415
 
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")

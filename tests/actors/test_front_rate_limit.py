@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from purplegw.actors.sip_front import SipFront, StaticRouter
+from purplegw.actors.front.front import SipFront, StaticRouter
 
 TIMEOUT = 10.0
 

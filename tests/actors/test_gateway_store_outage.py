@@ -20,7 +20,7 @@ import pytest
 from purplegw.actors import gateway as gateway_module
 from purplegw.actors.gateway import Gateway, GatewaySettings
 from purplegw.actors.listener import AccountInfo
-from purplegw.actors.transport import Source
+from purplegw.actors.front.transport import Source
 from purplegw.exceptions import StoreError
 from purplegw.sip.message import Response
 from purplegw.store import (
@@ -34,7 +34,7 @@ from purplegw.store import (
 )
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
-from purplegw.testing.sipmsg import make_request
+from tests.kit.sipmsg import make_request
 
 ALICE = AccountInfo(1, "alice@sip.test", "xmpp", "alice@example.org")
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from purplegw.testing.certs import write_self_signed_cert
-from purplegw.actors.sip_front import SipFront, StaticRouter, start_front
-from purplegw.actors.transport import Address, parse_listen
+from tests.kit.certs import write_self_signed_cert
+from purplegw.actors.front.front import SipFront, StaticRouter, start_front
+from purplegw.actors.front.transport import Address, parse_listen
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, make_response
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
-from purplegw.testing.corpus import corpus_dir
+from tests.kit.corpus import corpus_dir
 
 TIMEOUT = 10.0
 
@@ -551,7 +551,7 @@ def test_start_front_from_config_section():
 
 
 def test_front_as_pykka_actor(peer):
-    from purplegw.actors.sip_front import SipFrontActor
+    from purplegw.actors.front.front import SipFrontActor
 
     ref = SipFrontActor.start(
         config={"listen": ["udp:127.0.0.1:0"]}, router=StaticRouter(users={"alice"})

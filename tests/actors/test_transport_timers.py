@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from purplegw.actors.timers import TimerService
+from purplegw.actors.front.timers import TimerService
 
 
 def run(coro):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from purplegw.testing.mariadb import MariaDB
+from tests.kit.mariadb import MariaDB
 
 
 def purplegw(config: Path | None, *args: str, stdin: str | None = None,

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from purplegw.testing.binaries import missing_peer
+from tests.kit.binaries import missing_peer
 
 
 @pytest.fixture(scope="session")
 def prosody() -> Iterator[object]:
-    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+    from tests.kit.prosody import Prosody, prosody_binary  # noqa: PLC0415
 
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.pjsua_agent import PjsuaAgent
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.kit.gateway import GatewayProcess
+from tests.kit.pjsua_agent import PjsuaAgent
+from tests.kit.xmpp_peer import XmppPeer
 
 SIP_PASSWORD = "sippw"  # noqa: S105 - the test user's password
 

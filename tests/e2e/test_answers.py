@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.raw_ua import RawUA
+from tests.kit.gateway import GatewayProcess
+from tests.kit.raw_ua import RawUA
 
 
 @pytest.fixture

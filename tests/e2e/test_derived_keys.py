@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from purplegw.testing.gateway import GatewayProcess
+from tests.kit.gateway import GatewayProcess
 
 
 def _keys(gateway: GatewayProcess) -> dict[int, tuple[str, float]]:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.kamailio import Kamailio, kamailio_binary
-from purplegw.testing.pjsua_agent import PjsuaAgent
-from purplegw.testing.ports import free_port
-from purplegw.testing.xmpp_peer import XmppPeer
-from purplegw.testing.gateway import GatewayProcess
+from tests.kit.binaries import missing_peer
+from tests.kit.kamailio import Kamailio, kamailio_binary
+from tests.kit.pjsua_agent import PjsuaAgent
+from tests.kit.ports import free_port
+from tests.kit.xmpp_peer import XmppPeer
+from tests.kit.gateway import GatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_IP = "127.0.0.2"  # its own loopback address: "trusted" must not cover the phone

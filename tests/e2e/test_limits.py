@@ -20,9 +20,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.raw_ua import RawUA
-from purplegw.testing.tally import report
+from tests.kit.gateway import GatewayProcess
+from tests.kit.raw_ua import RawUA
+from tests.kit.tally import report
 
 RATE_PER_SOURCE = 20
 BURST_PER_SOURCE = 20

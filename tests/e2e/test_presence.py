@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from purplegw.testing.pjsua_agent import PjsuaAgent
+from tests.kit.pjsua_agent import PjsuaAgent
 from tests.e2e.deployment import deployment, phone
 
 if TYPE_CHECKING:
@@ -239,8 +239,8 @@ def kamailio_presence(tmp_path: Path) -> Iterator[Any]:
     """Kamailio's presence server (presence + presence_xml on db_text)."""
     import shutil  # noqa: PLC0415
 
-    from purplegw.testing.kamailio import Kamailio, require_kamailio  # noqa: PLC0415
-    from purplegw.testing.ports import free_port  # noqa: PLC0415
+    from tests.kit.kamailio import Kamailio, require_kamailio  # noqa: PLC0415
+    from tests.kit.ports import free_port  # noqa: PLC0415
 
     require_kamailio()
     schema = Path("/usr/share/kamailio/dbtext/kamailio")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from purplegw.actors.sip_front import SipFront, StaticRouter
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.sipp import SippResult, run_sipp, sipp_binary
+from purplegw.actors.front.front import SipFront, StaticRouter
+from tests.kit.binaries import missing_peer
+from tests.kit.sipp import SippResult, run_sipp, sipp_binary
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 TRANSPORTS = ["udp", "tcp"]

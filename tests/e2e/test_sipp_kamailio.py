@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.kamailio import Kamailio, require_kamailio
-from purplegw.testing.sipp import run_sipp, sipp_binary
+from tests.kit.binaries import missing_peer
+from tests.kit.kamailio import Kamailio, require_kamailio
+from tests.kit.sipp import run_sipp, sipp_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.ports import free_port
-from purplegw.testing.sipp import sipp_binary
-from purplegw.testing.xmpp_peer import XmppPeer
-from purplegw.testing.gateway import GatewayProcess
+from tests.kit.binaries import missing_peer
+from tests.kit.ports import free_port
+from tests.kit.sipp import sipp_binary
+from tests.kit.xmpp_peer import XmppPeer
+from tests.kit.gateway import GatewayProcess
 
 BODY = ("Grüße, 你好, ✓ — " * 400)[:5000].strip()  # about 10 kB of UTF-8
 

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from purplegw.testing.binaries import missing_peer
+from tests.kit.binaries import missing_peer
 
 
 @pytest.fixture
 def own_prosody() -> Iterator[object]:
     """A Prosody this test alone may stop, restart or kill."""
-    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+    from tests.kit.prosody import Prosody, prosody_binary  # noqa: PLC0415
 
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")
@@ -23,7 +23,7 @@ def own_prosody() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def prosody() -> Iterator[object]:
     """One Prosody for the fault cases that only need it to stay up."""
-    from purplegw.testing.prosody import Prosody, prosody_binary  # noqa: PLC0415
+    from tests.kit.prosody import Prosody, prosody_binary  # noqa: PLC0415
 
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from purplegw.testing.tally import Tally
+from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Cursor,
@@ -40,8 +40,8 @@ from tests.faults.traffic import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from purplegw.testing.gateway import GatewayProcess
-    from purplegw.testing.pjsua_agent import PjsuaAgent
+    from tests.kit.gateway import GatewayProcess
+    from tests.kit.pjsua_agent import PjsuaAgent
 
 
 def buddy(agent: PjsuaAgent, uri: str, **want: str) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import tomli_w
 
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.mariadb import MariaDB, mariadb_binaries
-from purplegw.testing.tally import Tally, report
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.kit.binaries import missing_peer
+from tests.kit.gateway import GatewayProcess
+from tests.kit.mariadb import MariaDB, mariadb_binaries
+from tests.kit.tally import Tally, report
+from tests.kit.xmpp_peer import XmppPeer
 from tests.e2e.deployment import SIP_PASSWORD, phone
 
 OUTAGE = 30.0  # the number

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from purplegw.testing.tally import Tally
+from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Ids,

@@ -26,11 +26,11 @@ from typing import Any
 
 import pytest
 
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.pjsua_agent import PjsuaAgent
-from purplegw.testing.raw_ua import md5
-from purplegw.testing.tally import Tally, report
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.kit.gateway import GatewayProcess
+from tests.kit.pjsua_agent import PjsuaAgent
+from tests.kit.raw_ua import md5
+from tests.kit.tally import Tally, report
+from tests.kit.xmpp_peer import XmppPeer
 from tests.e2e.deployment import SIP_PASSWORD
 
 # Far beyond normal delivery (well under a second), far below the 32 s of

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
-from purplegw.testing.tally import Tally
+from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Ids,

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from purplegw.actors.state import shard_of
-from purplegw.testing.tally import Tally
+from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Cursor,
@@ -36,7 +36,7 @@ from tests.faults.traffic import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from purplegw.testing.pjsua_agent import PjsuaAgent
+    from tests.kit.pjsua_agent import PjsuaAgent
 
 WORKERS = 2
 PER_WORKER = 2

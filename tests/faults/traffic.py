@@ -22,14 +22,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Self
 
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.pjsua_agent import PjsuaAgent
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.kit.gateway import GatewayProcess
+from tests.kit.pjsua_agent import PjsuaAgent
+from tests.kit.xmpp_peer import XmppPeer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from purplegw.testing.tally import Tally
+    from tests.kit.tally import Tally
 
 ID_PATTERN = re.compile(r"\[(fault-[0-9a-z-]+)\]")
 SM_ACK_REQUEST = "<r xmlns='urn:xmpp:sm:3'/>"

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from purplegw.testing.fuzz import TARGETS, fuzz
-from purplegw.testing.tally import report
+from tests.kit.fuzz import TARGETS, fuzz
+from tests.kit.tally import report
 
 if TYPE_CHECKING:
     from pathlib import Path

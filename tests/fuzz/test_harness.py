@@ -12,10 +12,10 @@ from purplegw.sip import transaction as transaction_module
 from purplegw.sip.errors import SipError
 from purplegw.sip.parser import parse_datagram
 from purplegw.sip.publication import PublicationStore
-from purplegw.testing.fuzz import TARGETS, Target, fuzz, parser_targets
-from purplegw.testing.fuzz.__main__ import main
-from purplegw.testing.fuzz.draw import Draw
-from purplegw.testing.fuzz.mutate import mutate
+from tests.kit.fuzz import TARGETS, Target, fuzz, parser_targets
+from tests.kit.fuzz.__main__ import main
+from tests.kit.fuzz.draw import Draw
+from tests.kit.fuzz.mutate import mutate
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.ngircd import Ngircd, ngircd_binary
-from purplegw.testing.tinyproxy import tinyproxy_binary
+from tests.kit.binaries import missing_peer
+from tests.kit.ngircd import Ngircd, ngircd_binary
+from tests.kit.tinyproxy import tinyproxy_binary
 
 
 def require_ngircd() -> None:
@@ -43,7 +43,7 @@ def ngircd_password() -> Iterator[Ngircd]:
 @pytest.fixture(scope="session")
 def prosody():  # noqa: ANN201 - Iterator[Prosody]
     """One Prosody for the session (STARTTLS with a self-signed cert, smacks)."""
-    from purplegw.testing.prosody import Prosody, prosody_binary
+    from tests.kit.prosody import Prosody, prosody_binary
 
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")

@@ -8,7 +8,7 @@ from typing import Any
 from purplegw.protocols.base import AccountCredentials, ProxySettings, SessionContext
 from purplegw.protocols.irc import Adapter
 from purplegw.protocols.irc.session import IrcSession
-from purplegw.testing.ngircd import RecordingEvents
+from tests.kit.ngircd import RecordingEvents
 
 
 def make_session(

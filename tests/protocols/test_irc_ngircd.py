@@ -16,8 +16,8 @@ from purplegw.protocols.base import (
     TypingState,
 )
 from purplegw.protocols.irc.session import NickInUseError
-from purplegw.testing.ngircd import Ngircd, RawIrcClient
-from purplegw.testing.ports import free_port
+from tests.kit.ngircd import Ngircd, RawIrcClient
+from tests.kit.ports import free_port
 
 from .conftest import require_ngircd
 from .irc_util import make_session

@@ -8,9 +8,9 @@ import pytest
 
 from purplegw.protocols.base import ConnectionState, ProxySettings, TransientError
 from purplegw.protocols.proxy import ProxyRefusedError, ProxyUnreachableError, open_connection
-from purplegw.testing.ngircd import Ngircd, RawIrcClient
-from purplegw.testing.ports import free_port
-from purplegw.testing.tinyproxy import Tinyproxy
+from tests.kit.ngircd import Ngircd, RawIrcClient
+from tests.kit.ports import free_port
+from tests.kit.tinyproxy import Tinyproxy
 
 from .conftest import require_tinyproxy
 from .irc_util import make_session

@@ -17,7 +17,7 @@ from purplegw.protocols.xmpp.presence_map import (
     presence_from_xmpp,
     presence_to_xmpp,
 )
-from purplegw.testing.corpus import corpus_dir
+from tests.kit.corpus import corpus_dir
 
 XMPP_CORPUS = corpus_dir() / "xmpp"
 

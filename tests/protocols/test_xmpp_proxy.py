@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from purplegw.protocols.base import ProxySettings, TransientError
-from purplegw.testing.ports import free_port
-from purplegw.testing.tinyproxy import Tinyproxy, tinyproxy_binary
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.kit.ports import free_port
+from tests.kit.tinyproxy import Tinyproxy, tinyproxy_binary
+from tests.kit.xmpp_peer import XmppPeer
 
 from .xmpp_harness import LoopThread, make_session
 
@@ -26,7 +26,7 @@ def loop() -> Iterator[LoopThread]:
 @pytest.fixture(scope="module")
 def need_tinyproxy() -> None:
     if tinyproxy_binary() is None:
-        from purplegw.testing.binaries import missing_peer
+        from tests.kit.binaries import missing_peer
 
         missing_peer("tinyproxy", "tinyproxy")
 

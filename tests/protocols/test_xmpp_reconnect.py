@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from purplegw.protocols.base import ConnectionState, DeliveryError, TransientError
-from purplegw.testing.prosody import Prosody, prosody_binary
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.kit.prosody import Prosody, prosody_binary
+from tests.kit.xmpp_peer import XmppPeer
 
 from .xmpp_harness import LoopThread, make_session
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(150)
 def own_prosody() -> Iterator[Prosody]:
     """A server of its own: this module restarts it."""
     if prosody_binary() is None:
-        from purplegw.testing.binaries import missing_peer
+        from tests.kit.binaries import missing_peer
 
         missing_peer("Prosody", "prosody")
     with Prosody() as server:

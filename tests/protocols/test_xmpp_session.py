@@ -18,9 +18,9 @@ from purplegw.protocols.base import (
     TypingState,
 )
 from purplegw.protocols.xmpp.session import TlsVerificationError
-from purplegw.testing.ports import free_port
-from purplegw.testing.prosody import Prosody
-from purplegw.testing.xmpp_peer import XmppPeer
+from tests.kit.ports import free_port
+from tests.kit.prosody import Prosody
+from tests.kit.xmpp_peer import XmppPeer
 
 from .xmpp_harness import LoopThread, make_session
 

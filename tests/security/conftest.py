@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import tomli_w
 
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.certs import write_self_signed_cert
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.ngircd import Ngircd, ngircd_binary
-from purplegw.testing.prosody import Prosody, prosody_binary
-from purplegw.testing.tinyproxy import tinyproxy_binary
+from tests.kit.binaries import missing_peer
+from tests.kit.certs import write_self_signed_cert
+from tests.kit.gateway import GatewayProcess
+from tests.kit.ngircd import Ngircd, ngircd_binary
+from tests.kit.prosody import Prosody, prosody_binary
+from tests.kit.tinyproxy import tinyproxy_binary
 
 IRC_SERVER_PASSWORD = "irc-Srv-pass-7c1e9b"  # noqa: S105 - the test server's password
 WRONG_NAME = "wrong-name.invalid"

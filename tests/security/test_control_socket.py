@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from purplegw.testing.gateway import GatewayProcess
+from tests.kit.gateway import GatewayProcess
 from tests.security.conftest import set_config
 
 

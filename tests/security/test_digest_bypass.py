@@ -27,13 +27,13 @@ from types import SimpleNamespace
 import pytest
 
 from purplegw.actors.gateway import Gateway, GatewaySettings
-from purplegw.actors.transport import Source
+from purplegw.actors.front.transport import Source
 from purplegw.sip.message import Response
 from purplegw.store import Database, Tables, UserRepository
 from purplegw.store.upgrades import run_upgrades
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.raw_ua import RawUA
-from purplegw.testing.sipmsg import make_request
+from tests.kit.gateway import GatewayProcess
+from tests.kit.raw_ua import RawUA
+from tests.kit.sipmsg import make_request
 
 REALM = "sip.test"
 TARGET = "sip:bob@dummy.example"

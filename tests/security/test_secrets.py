@@ -26,12 +26,12 @@ import pytest
 
 from purplegw.protocols.base import AccountCredentials, SessionContext
 from purplegw.protocols.irc import Adapter as IrcAdapter
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.mariadb import MariaDB
-from purplegw.testing.ngircd import Ngircd, RecordingEvents
-from purplegw.testing.prosody import Prosody
-from purplegw.testing.raw_ua import RawUA
-from purplegw.testing.tinyproxy import Tinyproxy
+from tests.kit.gateway import GatewayProcess
+from tests.kit.mariadb import MariaDB
+from tests.kit.ngircd import Ngircd, RecordingEvents
+from tests.kit.prosody import Prosody
+from tests.kit.raw_ua import RawUA
+from tests.kit.tinyproxy import Tinyproxy
 from tests.security.conftest import IRC_SERVER_PASSWORD, require_tinyproxy, set_config, wait_states
 
 SIP_PASSWORD = "sip-Digest-pw-4d2a91"  # noqa: S105

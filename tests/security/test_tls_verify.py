@@ -30,16 +30,16 @@ from typing import Any
 import pytest
 import tomli_w
 
-from purplegw.actors.sip_front import SipFront, StaticRouter
-from purplegw.actors.transport import Address
+from purplegw.actors.front.front import SipFront, StaticRouter
+from purplegw.actors.front.transport import Address
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request
 from purplegw.sip.uri import parse_uri
-from purplegw.testing.certs import write_self_signed_cert
-from purplegw.testing.gateway import GatewayProcess
-from purplegw.testing.ngircd import Ngircd
-from purplegw.testing.prosody import Prosody
-from purplegw.testing.tinyproxy import Tinyproxy
+from tests.kit.certs import write_self_signed_cert
+from tests.kit.gateway import GatewayProcess
+from tests.kit.ngircd import Ngircd
+from tests.kit.prosody import Prosody
+from tests.kit.tinyproxy import Tinyproxy
 from tests.security.conftest import require_tinyproxy, set_config
 
 UNTRUSTED = "certificate verify failed: self-signed certificate"

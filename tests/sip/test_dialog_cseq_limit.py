@@ -9,7 +9,7 @@ from purplegw.sip.errors import LocalProtocolError
 from purplegw.sip.headers import MAX_CSEQ
 from purplegw.sip.message import Request, serialize
 from purplegw.sip.parser import parse_datagram
-from purplegw.testing.sipmsg import make_request
+from tests.kit.sipmsg import make_request
 
 VIA = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx"
 

@@ -14,7 +14,7 @@ from purplegw.sip.digest import (
     parse_challenge,
 )
 from purplegw.sip.errors import RemoteProtocolError
-from purplegw.testing.corpus import corpus_dir
+from tests.kit.corpus import corpus_dir
 
 SECRET = b"s3cret-key"
 USERS = {"alice": "wonderland"}

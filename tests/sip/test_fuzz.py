@@ -13,7 +13,7 @@ from purplegw.sip.headers import split_list
 from purplegw.sip.message import Request, make_response, serialize, validate_request
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
 from purplegw.sip.uri import parse_name_addr, parse_uri
-from purplegw.testing.corpus import corpus_dir
+from tests.kit.corpus import corpus_dir
 
 FUZZ = corpus_dir() / "fuzz"
 SIP_SEEDS = sorted(

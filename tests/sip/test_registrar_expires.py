@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from purplegw.sip.registrar import BindingTable
-from purplegw.testing.sipmsg import make_request
+from tests.kit.sipmsg import make_request
 
 SOURCE = ("udp", "127.0.0.1", 5070)
 

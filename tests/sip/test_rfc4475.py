@@ -11,7 +11,7 @@ from purplegw.sip.message import Request, Response, make_response, serialize, va
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
 from purplegw.sip.transaction import server_key
 from purplegw.sip.uri import SipURI
-from purplegw.testing.corpus import corpus_dir
+from tests.kit.corpus import corpus_dir
 
 DIR = corpus_dir() / "rfc4475"
 

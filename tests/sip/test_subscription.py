@@ -12,7 +12,7 @@ from purplegw.sip.errors import LocalProtocolError, RemoteProtocolError
 from purplegw.sip.message import Request, Response, make_response, serialize
 from purplegw.sip.parser import parse_datagram
 from purplegw.sip.subscription import ACTIVE, PENDING, TERMINATED, Subscription, subscription_state
-from purplegw.testing.sipmsg import make_request
+from tests.kit.sipmsg import make_request
 
 RR = [("Record-Route", "<sip:p2.example.com;lr>, <sip:p1.example.com;lr>")]
 

@@ -18,9 +18,9 @@ from purplegw.sip.transaction import (
     TransactionLayer,
     server_key,
 )
-from purplegw.testing.corpus import corpus_dir
-from purplegw.testing.sip_pair import SipPair
-from purplegw.testing.sipmsg import make_request
+from tests.kit.corpus import corpus_dir
+from tests.kit.sip_pair import SipPair
+from tests.kit.sipmsg import make_request
 
 T = Timers(t1=0.5, t2=4.0, t4=5.0)
 

@@ -10,7 +10,7 @@ from purplegw.sip.message import Request, Response, make_response, serialize
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
 from purplegw.sip.rport import response_destination, stamp_request
 from purplegw.sip.uri import SipURI, parse_name_addr, parse_uri, uri_equal
-from purplegw.testing.sipmsg import make_request, request_bytes
+from tests.kit.sipmsg import make_request, request_bytes
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from purplegw.store import AccountRepository, Database, NewAccount, PasswordCipher
 from purplegw.store.crypto import PREFIX
 from purplegw.store.upgrades import check_schema, latest_version, run_upgrades
-from purplegw.testing.mariadb import MariaDB
+from tests.kit.mariadb import MariaDB
 
 # utils/kamctl/mysql/purple-create.sql of Kamailio, as operators ran it
 # (plus the Kamailio `version` table that script writes into).

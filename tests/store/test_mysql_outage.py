@@ -10,8 +10,8 @@ import pytest
 from purplegw.exceptions import StoreError
 from purplegw.store import AccountRepository, Database, NewAccount, PasswordCipher
 from purplegw.store.upgrades import run_upgrades
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.mariadb import MariaDB, mariadb_binaries
+from tests.kit.binaries import missing_peer
+from tests.kit.mariadb import MariaDB, mariadb_binaries
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 from purplegw.exceptions import StoreError
 from purplegw.store import Database
 from purplegw.store.mysql import MysqlDatabase
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.mariadb import MariaDB, mariadb_binaries
+from tests.kit.binaries import missing_peer
+from tests.kit.mariadb import MariaDB, mariadb_binaries
 
 
 @pytest.fixture(scope="module")

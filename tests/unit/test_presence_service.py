@@ -19,7 +19,7 @@ from purplegw.actors.gateway import Gateway, GatewaySettings
 from purplegw.actors.listener import AccountInfo
 from purplegw.actors.presence import PresenceSettings
 from purplegw.actors.state import Outcome
-from purplegw.actors.transport import Source
+from purplegw.actors.front.transport import Source
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import AuthorizationAnswer
 from purplegw.sip.message import Request, Response, make_response
@@ -35,8 +35,8 @@ from purplegw.store import (
 )
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
-from purplegw.testing.corpus import corpus_dir
-from purplegw.testing.sipmsg import make_request
+from tests.kit.corpus import corpus_dir
+from tests.kit.sipmsg import make_request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from purplegw.testing import tally as tally_module
-from purplegw.testing.tally import Tally
+from tests.kit import tally as tally_module
+from tests.kit.tally import Tally
 
 
 @pytest.fixture(autouse=True)

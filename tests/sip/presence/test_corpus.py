@@ -18,7 +18,7 @@ from purplegw.sip.presence.errors import PidfError
 from purplegw.sip.presence.mapping import pidf_to_presence
 from purplegw.sip.presence.model import DocumentFormat, PidfDocument
 from purplegw.sip.presence.pidf import parse_pidf
-from purplegw.testing.corpus import corpus_dir
+from tests.kit.corpus import corpus_dir
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -20,8 +20,8 @@ import pytest
 
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.sip.presence import parse_pidf, pidf_to_presence, presence_to_pidf
-from purplegw.testing.binaries import missing_peer
-from purplegw.testing.kamailio import Kamailio, kamailio_binary
+from tests.kit.binaries import missing_peer
+from tests.kit.kamailio import Kamailio, kamailio_binary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from purplegw.testing.pjsua_agent import PjsuaAgent
+from tests.kit.pjsua_agent import PjsuaAgent
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.sip.presence.mapping import pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import parse_pidf

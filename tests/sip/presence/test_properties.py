@@ -9,7 +9,7 @@ from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.sip.presence.errors import PidfError
 from purplegw.sip.presence.mapping import ACTIVITY_STATUS, pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import parse_pidf, xml_text
-from purplegw.testing.corpus import corpus_dir
+from tests.kit.corpus import corpus_dir
 
 CONTENT_TYPES = ["application/pidf+xml", "application/xpidf+xml", "", "text/plain; x=1"]
 
