@@ -101,6 +101,27 @@ class DeliveryError(SessionError):
         self.status_hint = status_hint
 
 
+class InvalidContactError(DeliveryError):
+    """The contact id cannot exist on the network (a nick with CR/LF, a bad JID...).
+
+    Raised before anything is sent; the message is for the SIP reason phrase
+    and logs, so it must not repeat the contact (it may hold control characters).
+    """
+
+    def __init__(self, message: str = "not a valid contact", status_hint: int = 404) -> None:
+        super().__init__(message, status_hint)
+
+
+class UnacceptableContentError(DeliveryError):
+    """The text cannot be carried by the network (a NUL on IRC): SIP 488.
+
+    As for ``InvalidContactError``, the message never quotes the text.
+    """
+
+    def __init__(self, message: str = "content not acceptable", status_hint: int = 488) -> None:
+        super().__init__(message, status_hint)
+
+
 class Ignore(Exception):  # noqa: N818 - a sentinel, not an error
     """Raised by a session to say "drop this request silently"."""
 

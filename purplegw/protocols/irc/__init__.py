@@ -21,7 +21,15 @@ _CHOICES = {
     "auth": ("auto", "sasl", "pass", "nickserv", "none"),
     "presence_method": ("auto", "monitor", "ison"),
 }
-_POSITIVE = ("connect_timeout", "ison_interval", "keepalive_interval")
+_POSITIVE = (
+    "connect_timeout",
+    "ison_interval",
+    "keepalive_interval",
+    "ctcp_rate_per_sender",
+    "ctcp_burst_per_sender",
+    "ctcp_rate",
+    "ctcp_burst",
+)
 
 
 class Adapter(base.Adapter):
@@ -48,7 +56,7 @@ class Adapter(base.Adapter):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
             ):
-                problems.append(f"{key}: must be a positive number of seconds")
+                problems.append(f"{key}: must be a positive number")
         if "tls" in section and not isinstance(section["tls"], bool):
             problems.append("tls: must be true or false")
         if section.get("server"):

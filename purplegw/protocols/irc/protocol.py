@@ -21,6 +21,7 @@ Deliberate deviations, all towards leniency on input:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -245,6 +246,26 @@ def ctcp_parse(text: str) -> tuple[str, str] | None:
 
 def ctcp(command: str, arg: str = "") -> str:
     return f"{CTCP_DELIM}{command}{' ' + arg if arg else ''}{CTCP_DELIM}"
+
+
+# --- nicks (RFC 2812 section 2.3.1) --------------------------------------------------------
+
+#   nickname   =  ( letter / special ) *8( letter / digit / special / "-" )
+#   special    =  %x5B-60 / %x7B-7D   ; "[", "]", "\\", "`", "_", "^", "{", "|", "}"
+# Deviation: the length is the server's NICKLEN (ISUPPORT) instead of 9;
+# ngIRCd (Client_IsValidNick) applies the same character classes with its
+# MaxNickLength.  Everything else (spaces, ",", "*", "?", "!", "@", ":",
+# "#", "&", CR, LF, NUL, non-ASCII) can only break the line it is sent in
+# or name something that is not a nick.
+_NICK = re.compile(r"[A-Za-z\x5b-\x60\x7b-\x7d][A-Za-z0-9\x5b-\x60\x7b-\x7d-]*")
+# Longest nick accepted before the server said its NICKLEN: generous (some
+# networks allow 50), but a bound.
+DEFAULT_MAX_NICK = 64
+
+
+def is_valid_nick(nick: str, max_length: int = DEFAULT_MAX_NICK) -> bool:
+    """Whether ``nick`` is an RFC 2812 nickname of at most ``max_length`` characters."""
+    return 0 < len(nick) <= max_length and _NICK.fullmatch(nick) is not None
 
 
 # --- case folding (RFC 2812 section 2.2; ISUPPORT CASEMAPPING) ----------------------

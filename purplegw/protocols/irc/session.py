@@ -35,13 +35,17 @@ from purplegw.protocols.base import (
     BadCredentialsError,
     ConnectionState,
     DeliveryError,
+    InvalidContactError,
     Session,
     SessionContext,
     TransientError,
     TypingState,
+    UnacceptableContentError,
 )
+from purplegw.protocols import text as text_filter
 from purplegw.protocols.irc import protocol as irc
 from purplegw.protocols.irc.account import IrcAccountId, parse_account
+from purplegw.sip.ratelimit import ALLOW, RateLimiter
 
 logger = logging.getLogger(__name__)
 wire_logger = logging.getLogger("purplegw.protocols.irc.wire")
@@ -143,6 +147,19 @@ class IrcSession(Session):
         self._tokens = itertools.count(1)
         self._send_lock = asyncio.Lock()
         self._last_rx = 0.0
+        # CTCP replies: per sender host and for the whole account, so that a
+        # flood of CTCP requests (from one user or many) cannot make us send
+        # enough to be kicked for flooding.  Rates are per second.
+        self._ctcp_per_sender = RateLimiter(
+            float(self._cfg("ctcp_rate_per_sender", 0.2)),
+            float(self._cfg("ctcp_burst_per_sender", 3)),
+            max_keys=1024,
+        )
+        self._ctcp_overall = RateLimiter(
+            float(self._cfg("ctcp_rate", 1.0)), float(self._cfg("ctcp_burst", 5)), max_keys=1
+        )
+        self.ctcp_replies = 0
+        self.ctcp_ignored = 0
 
     # --- config shortcuts ----------------------------------------------------------
 
@@ -156,6 +173,13 @@ class IrcSession(Session):
 
     def fold(self, nick: str) -> str:
         return irc.casefold(nick, self.casemapping)
+
+    def _check_nick(self, contact: str) -> None:
+        """Refuse a contact that is no nick before it reaches a line (or the watch list)."""
+        nicklen = self.isupport.get("NICKLEN", "")
+        limit = int(nicklen) if nicklen.isdigit() and int(nicklen) > 0 else irc.DEFAULT_MAX_NICK
+        if not irc.is_valid_nick(contact, limit):
+            raise InvalidContactError("not a valid IRC nick")
 
     def _events(self):
         return self.context.events
@@ -504,13 +528,35 @@ class IrcSession(Session):
             if command == "ACTION":
                 text = f"/me {arg}"
             else:
-                if msg.command == "PRIVMSG" and command == "VERSION":
-                    self._send("NOTICE", sender, irc.ctcp("VERSION", "purplegw"))
-                elif msg.command == "PRIVMSG" and command == "PING":
-                    self._send("NOTICE", sender, irc.ctcp("PING", arg))
+                if msg.command == "PRIVMSG" and command in ("VERSION", "PING"):
+                    self._answer_ctcp(msg, sender, command, arg)
                 return
+        text = text_filter.irc_for_phone(text)
+        if not text.strip():
+            return  # nothing left to show (only colour codes or controls)
         contact = self._watch.get(self.fold(sender), sender)
         self._events().on_message(contact, text, msg.tags.get("msgid"))
+
+    def _answer_ctcp(self, msg: irc.Message, sender: str, command: str, arg: str) -> None:
+        # Keyed by host: a flooder changes nicks more easily than hosts.
+        host = (msg.prefix or sender).rpartition("@")[2] or sender
+        now = asyncio.get_running_loop().time()
+        if (
+            self._ctcp_per_sender.hit(host, now) is not ALLOW
+            or self._ctcp_overall.hit("*", now) is not ALLOW
+        ):
+            self.ctcp_ignored += 1
+            if self.ctcp_ignored in (1, 100) or self.ctcp_ignored % 1000 == 0:
+                logger.info("%s: %d CTCP request(s) left unanswered (throttled), last from %s",
+                            self.account.server_label, self.ctcp_ignored, sender)
+            return
+        self.ctcp_replies += 1
+        if command == "VERSION":
+            self._send("NOTICE", sender, irc.ctcp("VERSION", "purplegw"))
+        else:
+            # The PING argument is echoed: bounded, and without controls (no \x01).
+            token = text_filter.strip_controls(arg)[:32]
+            self._send("NOTICE", sender, irc.ctcp("PING", token))
 
     def _on_tagmsg(self, msg: irc.Message) -> None:
         typing = msg.tags.get("+typing")
@@ -528,10 +574,14 @@ class IrcSession(Session):
         return max(64, irc.MAX_LINE - overhead)
 
     async def send_message(self, contact: str, text: str, message_id: str) -> None:
+        self._check_nick(contact)
+        if "\0" in text:
+            # RFC 2812 2.3.1: no NUL anywhere in a line.  A NUL means binary
+            # content, which is refused rather than silently cut.
+            raise UnacceptableContentError("NUL is not allowed in IRC messages")
         if not self._logged_in:
             raise TransientError(f"not connected to {self.account.server_label}")
-        if not contact or any(ch in contact for ch in " ,\r\n\0") or contact[0] in "#&+!":
-            raise DeliveryError(f"{contact!r} is not an IRC nick", status_hint=404)
+        text = text_filter.from_phone(text)
         action = text.startswith("/me ")
         body = text[4:] if action else text
         limit = self._max_text_bytes(contact) - (len(irc.ctcp("ACTION")) + 1 if action else 0)
@@ -591,6 +641,7 @@ class IrcSession(Session):
     # --- contacts and their presence ------------------------------------------------------------
 
     async def add_contact(self, contact: str) -> None:
+        self._check_nick(contact)
         folded = self.fold(contact)
         if folded in self._watch:
             return
@@ -625,20 +676,30 @@ class IrcSession(Session):
     async def _poll_loop(self) -> None:
         interval = float(self._cfg("ison_interval", 30))
         while True:
-            nicks = list(self._watch.values())
-            if nicks:
-                with contextlib.suppress(TransientError):
-                    if not self._monitor:
-                        self._send_ison(nicks)
-                    # USERHOST reports the away flag ("nick=-user@host").
-                    online = [
-                        self._watch[f]
-                        for f, p in self._known.items()
-                        if p.status is not Status.OFFLINE and f in self._watch
-                    ]
-                    for i in range(0, len(online), 5):
-                        self._send("USERHOST", *online[i : i + 5])
+            try:
+                self._poll_once()
+            except TransientError:
+                pass  # the read loop reports the lost connection
+            except Exception:
+                # Whatever one poll tripped on, presence must keep flowing for
+                # the other contacts: log it and poll again next time.
+                logger.exception("%s: presence poll failed", self.account.server_label)
             await asyncio.sleep(interval)
+
+    def _poll_once(self) -> None:
+        nicks = list(self._watch.values())
+        if not nicks:
+            return
+        if not self._monitor:
+            self._send_ison(nicks)
+        # USERHOST reports the away flag ("nick=-user@host").
+        online = [
+            self._watch[f]
+            for f, p in self._known.items()
+            if p.status is not Status.OFFLINE and f in self._watch
+        ]
+        for i in range(0, len(online), 5):
+            self._send("USERHOST", *online[i : i + 5])
 
     def _send_ison(self, nicks: list[str]) -> None:
         for i in range(0, len(nicks), 20):

@@ -70,6 +70,7 @@ from purplegw.protocols.base import (
     TypingState,
 )
 from purplegw.protocols.proxy import open_tunnel
+from purplegw.protocols.text import for_phone
 from purplegw.protocols.xmpp import log_redaction
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
@@ -721,7 +722,8 @@ class XmppSession(Session):
         contact = msg["from"].bare
         text = message_text(msg.xml)
         if text is not None:
-            self._call("on_message", contact, text, msg["id"] or None)
+            # Bidi overrides and C1 controls are valid XML: not for a phone's screen.
+            self._call("on_message", contact, for_phone(text), msg["id"] or None)
             return
         state = msg["chat_state"]
         if state:
