@@ -25,6 +25,8 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "tcp_message_timeout": t.Float(minimum=0.1),
         "max_connections": t.Integer(minimum=1),
         "max_connections_per_source": t.Integer(minimum=0),
+        "max_outgoing_connections": t.Integer(minimum=1),
+        "evict_busiest": t.Boolean(),
         "rate_per_source": t.Float(minimum=0.0),
         "burst_per_source": t.Integer(minimum=1),
         "rate_per_user": t.Float(minimum=0.0),

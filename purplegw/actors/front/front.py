@@ -133,6 +133,8 @@ class FrontConfig:
     tcp_message_timeout: float = 32.0
     max_connections: int = 1024
     max_connections_per_source: int = 0  # 0: no per-source bound
+    max_outgoing_connections: int = 1024
+    evict_busiest: bool = True
     trusted: list[str] = field(default_factory=list)
     # 0: no per-source limit (the library default; the daemon's is in etc/purplegw.toml)
     rate_per_source: float = 0.0
@@ -164,6 +166,8 @@ class FrontConfig:
             tcp_idle_timeout=self.tcp_idle_timeout,
             max_connections=self.max_connections,
             max_connections_per_source=self.max_connections_per_source,
+            max_outgoing_connections=self.max_outgoing_connections,
+            evict_busiest=self.evict_busiest,
             tls_certificate=self.tls_certificate,
             tls_private_key=self.tls_private_key,
             tls_ca_certificates=self.tls_ca_certificates,

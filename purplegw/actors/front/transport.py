@@ -16,8 +16,10 @@ Design notes (why, not what):
   response goes back on the connection its request came in on, or on any open
   connection to the Via address (RFC 3261 18.2.2), and outgoing requests reuse
   connections too.
-* Abuse bounds: ``max_connections`` open streams (new ones are closed at
-  once), ``max_connections_per_source`` incoming ones per source (keyed by
+* Abuse bounds: ``max_connections`` open incoming streams,
+  ``max_outgoing_connections`` streams we opened (a separate budget: a
+  flood of incoming connections never stops the gateway from reaching a
+  phone), ``max_connections_per_source`` incoming ones per source (keyed by
   ``source_key``: the front keys IPv6 by /64 and exempts trusted networks),
   so that one address cannot take every slot, ``max_message_size`` bytes buffered per connection (the parser
   raises and the connection is closed, since framing is lost),
@@ -27,6 +29,16 @@ Design notes (why, not what):
   stay incomplete for longer than ``tcp_message_timeout`` (slow-loris: a
   client that trickles bytes is never idle, but its message never ends),
   and at most WRITE_BUFFER_LIMIT bytes queued towards a peer that does not read.
+  When the incoming slots are full, a newcomer from a source with fewer
+  connections than the busiest one takes the slot of that source's longest
+  silent connection (``evict_busiest``): many sources each holding up to
+  the per-source limit (17 x 64 slow connections) cannot keep out a client
+  from anywhere else, and an attacker's new connections only displace the
+  attacker's own.
+* ``raise_nofile_limit`` lifts RLIMIT_NOFILE's soft limit to the hard one
+  when the front starts, and the connection budgets are cut to fit what the
+  process may open (logged): a budget above the descriptor limit would fail
+  with EMFILE in accept(), for everyone.
 * ``udp_gate(host)``, when set, is asked before a datagram is parsed: a
   source that the rate limiter would drop anyway costs one dict lookup,
   not a parse (a flood far above the limit must not crowd out the socket
@@ -39,6 +51,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import resource
 import socket
 import ssl
 import time
@@ -173,6 +186,8 @@ class TransportConfig:
     max_headers: int = MAX_HEADERS
     tcp_message_timeout: float | None = None  # None: tcp_idle_timeout
     max_connections_per_source: int = 0  # 0: no per-source bound
+    max_outgoing_connections: int = 1024  # connections we open, counted apart from incoming
+    evict_busiest: bool = True  # full: a newcomer displaces the busiest source's oldest
     tls_certificate: str | None = None
     tls_private_key: str | None = None
     tls_ca_certificates: str | None = None
@@ -207,6 +222,10 @@ class TransportLayer:
         # incoming connections per source key; None from source_key: not counted
         self.source_key: Callable[[str], str | None] = lambda host: host
         self._per_source: dict[str, int] = {}
+        self.incoming_count = 0
+        self.outgoing_count = 0
+        self.evicted_connections = 0
+        fit_connection_budget(config)
 
     # ---- listeners -------------------------------------------------------
 
@@ -424,28 +443,64 @@ class TransportLayer:
     # ---- stream bookkeeping ---------------------------------------------
 
     def register(self, conn: StreamConnection) -> bool:
-        if len(self.connections) >= self.config.max_connections:
+        if conn.outgoing:
+            if self.outgoing_count >= self.config.max_outgoing_connections:
+                self.rejected_connections += 1
+                logger.warning("outgoing connection limit %d reached, refusing %s",
+                               self.config.max_outgoing_connections, conn)
+                return False
+            self.outgoing_count += 1
+            self.connections[conn.key] = conn
+            return True
+        source = conn.source_key = self.source_key(conn.key[1])
+        count = self._per_source.get(source, 0) if source is not None else 0
+        cap = self.config.max_connections_per_source
+        if source is not None and cap and count >= cap:
+            self.rejected_connections += 1
+            logger.info("%s has %d connections open, refusing another", source, count)
+            return False
+        if self.incoming_count >= self.config.max_connections and not self._evict_for(count):
             self.rejected_connections += 1
             logger.warning(
                 "connection limit %d reached, refusing %s", self.config.max_connections, conn
             )
             return False
-        if not conn.outgoing:
-            source = conn.source_key = self.source_key(conn.key[1])
-            if source is not None:
-                count = self._per_source.get(source, 0)
-                cap = self.config.max_connections_per_source
-                if cap and count >= cap:
-                    self.rejected_connections += 1
-                    logger.info("%s has %d connections open, refusing another", source, count)
-                    return False
-                self._per_source[source] = count + 1
+        if source is not None:
+            self._per_source[source] = count + 1
+        self.incoming_count += 1
         self.connections[conn.key] = conn
+        return True
+
+    def _evict_for(self, newcomer_count: int) -> bool:
+        """Free one incoming slot for a source holding ``newcomer_count`` connections.
+
+        The victim is the longest silent connection of the busiest source,
+        and only if that source holds more than the newcomer's plus one: a
+        source can never displace a connection of one smaller than itself.
+        """
+        if not self.config.evict_busiest or not self._per_source:
+            return False
+        busiest, most = max(self._per_source.items(), key=lambda item: item[1])
+        if most <= newcomer_count + 1:
+            return False
+        victims = [c for c in self.connections.values()
+                   if not c.outgoing and not c.closed and c.source_key == busiest]
+        if not victims:
+            return False
+        victim = min(victims, key=lambda c: c.last_activity)
+        self.evicted_connections += 1
+        logger.info("connection slots full: closing %s (%s holds %d) for a newcomer",
+                    victim, busiest, most)
+        victim.abort()
         return True
 
     def unregister(self, conn: StreamConnection) -> None:
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
+            if conn.outgoing:
+                self.outgoing_count -= 1
+            else:
+                self.incoming_count -= 1
             source = conn.source_key
             if source is not None:
                 left = self._per_source.get(source, 1) - 1
@@ -578,7 +633,52 @@ class StreamConnection(asyncio.Protocol):
                 self.layer.unregister(self)
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping anything queued (an evicted slot must be free now)."""
+        transport = self.transport
+        self.close()
+        if transport is not None:
+            transport.abort()
+
 
 def parser_has_partial(parser: StreamParser) -> bool:
     """Whether the stream parser holds bytes of an incomplete message."""
     return bool(parser.buffered) or parser._pending is not None  # noqa: SLF001
+
+
+# Descriptors kept apart from the connection budgets: listeners, the store,
+# the control socket, log files, the IM connections of the accounts.
+RESERVED_FDS = 256
+
+
+def raise_nofile_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        # Linux refuses RLIM_INFINITY above fs.nr_open: ask for a finite value then.
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise RLIMIT_NOFILE from %d to %d: %s", soft, target, exc)
+        else:
+            logger.info("RLIMIT_NOFILE raised from %d to %d", soft, target)
+            soft = target
+    return soft
+
+
+def fit_connection_budget(config: TransportConfig) -> None:
+    """Cut ``max_connections``/``max_outgoing_connections`` to the descriptors available."""
+    limit = raise_nofile_limit()
+    wanted = config.max_connections + config.max_outgoing_connections
+    available = max(2, limit - RESERVED_FDS)
+    if wanted <= available:
+        logger.info("connection budget: %d incoming + %d outgoing within RLIMIT_NOFILE %d",
+                    config.max_connections, config.max_outgoing_connections, limit)
+        return
+    share = config.max_connections / wanted
+    config.max_connections = max(1, int(available * share))
+    config.max_outgoing_connections = max(1, available - config.max_connections)
+    logger.warning(
+        "RLIMIT_NOFILE %d is below the connection budget (%d): using %d incoming + %d outgoing",
+        limit, wanted, config.max_connections, config.max_outgoing_connections)
