@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 3600
 FUZZ_ARGS ?=
 
-.PHONY: run test test-deps bench clean fuzz
+.PHONY: run test test-deps bench clean fuzz attack
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -40,6 +40,12 @@ $(VENV)/.installed-fuzz: $(VENV)/.installed-test setup.py
 # make fuzz FUZZ_SECONDS=3600 FUZZ_ARGS="--seed 7 parser-stream"; crashes land in var/fuzz/crashes
 fuzz: $(VENV)/.installed-fuzz
 	$(PY) -m tests.kit.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
+# make attack ATTACK_SCALE=10: the hostile-peer tests (docs/reliability.md,
+# "Hostile input") with every flood ATTACK_SCALE times its CI size
+ATTACK_SCALE ?= 10
+attack: test-deps $(VENV)/.installed-test
+	PURPLEGW_ATTACK_SCALE=$(ATTACK_SCALE) $(PY) -m pytest -p no:cacheprovider tests/hostile tests/protocols/test_irc_hostile.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
