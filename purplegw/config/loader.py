@@ -22,13 +22,13 @@ from typing import Any
 from purplegw.config import types as t
 from purplegw.config.schema import FREE_SECTIONS, PLUGIN_SECTIONS, SCHEMA
 from purplegw.exceptions import ConfigError
+from purplegw.redact import MASK, mask_url
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 ENV_CONFIG = "PURPLEGW_CONFIG"
 ENV_PREFIX = "PURPLEGW_"
-MASK = "********"
 
 _TABLE_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 _KEY_RE = re.compile(r'^\s*("(?:[^"\\]|\\.)*"|[A-Za-z0-9_.-]+)\s*=')
@@ -78,14 +78,17 @@ class Config:
         out = copy.deepcopy(self.sections)
         for section, keys in SCHEMA.items():
             for key, kind in keys.items():
-                if kind.secret and out.get(section, {}).get(key):
-                    out[section][key] = (
-                        _mask_url(out[section][key]) if key.endswith("url") else MASK
-                    )
+                if kind.secret and out.get(section, {}).get(key) and not key.endswith("url"):
+                    out[section][key] = MASK
         for values in out.get("protocols", {}).values():
             for key in values:
-                if _looks_secret(key) and values[key]:
+                if _looks_secret(key) and values[key] and not key.endswith("url"):
                     values[key] = MASK
+        # A URL keeps its host and user; its password is masked (purplegw.redact).
+        for values in [*out.values(), *out.get("protocols", {}).values()]:
+            for key, value in values.items():
+                if key.endswith("url") and isinstance(value, str):
+                    values[key] = mask_url(value)
         return out
 
 
@@ -325,7 +328,3 @@ def _sections() -> list[str]:
 
 def _looks_secret(key: str) -> bool:
     return any(word in key.lower() for word in ("password", "secret", "token", "key"))
-
-
-def _mask_url(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{MASK}@", url)

@@ -19,8 +19,12 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from purplegw.exceptions import StoreError
+from purplegw.redact import mask_url
 
 logger = logging.getLogger(__name__)
+
+# The one URL masking rule (purplegw.redact), under the name the store modules import.
+redact_url = mask_url
 
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -181,20 +185,31 @@ class Database:
                 self._conn = None
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1********@", url)
-
-
 def split_url(url: str) -> dict[str, Any]:
-    """scheme://user:password@host:port/path?query into parts (decoded)."""
-    parts = urlsplit(url)
+    """scheme://user:password@host:port/path?query into parts (decoded).
+
+    The credentials end at the *last* ``@`` (``purplegw.redact`` masks by the
+    same rule), so a password with a raw ``@`` or ``/`` is read whole instead
+    of leaking its tail into the host name of a connection error.
+    """
+    scheme, slashes, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    try:
+        parts = urlsplit(f"{scheme}://{location}")
+        port = parts.port
+    except ValueError:
+        parts = None
+    if not slashes or parts is None:
+        # Not the exception's text: it may quote a piece of the password.
+        raise StoreError(f"cannot parse db_url {redact_url(url)!r}: expected "
+                         "scheme://user:password@host:port/database")
     return {
         "scheme": parts.scheme,
-        "user": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password is not None else None,
+        "user": unquote(user) if at and user else None,
+        "password": unquote(password) if at and colon else None,
         "host": parts.hostname,
-        "port": parts.port,
+        "port": port,
         "path": unquote(parts.path),
         "query": {k: v[-1] for k, v in parse_qs(parts.query).items()},
     }

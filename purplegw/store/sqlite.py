@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from purplegw.exceptions import StoreError
-from purplegw.store.database import Database, check_identifier
+from purplegw.store.database import Database, check_identifier, redact_url
 
 logger = logging.getLogger(__name__)
 _warned_modes: set[str] = set()  # paths already warned about: once per process
@@ -31,7 +31,7 @@ class SqliteDatabase(Database):
         if path in ("/:memory:", ":memory:"):
             path = ":memory:"
         if not path or path.endswith("/"):
-            raise StoreError(f"sqlite URL needs a file path: {url!r} "
+            raise StoreError(f"sqlite URL needs a file path: {redact_url(url)!r} "
                              "(e.g. sqlite:///var/lib/purplegw/purplegw.db)")
         self.path = path
 
