@@ -4,9 +4,14 @@ At DEBUG slixmpp logs every stanza it sends and receives ("SEND: ...",
 "RECV: ...").  Some carry credentials: SASL ``<auth>`` (PLAIN is
 base64("\\0user\\0password"), tried after SCRAM fails, i.e. exactly when a
 password is wrong) and ``<response>`` (a SCRAM proof, enough for an offline
-dictionary attack on the password), legacy XEP-0078 ``<password>`` /
-``<digest>``, in-band registration's ``<password>``.  A filter on slixmpp's
-stream logger replaces their content before any handler sees the record.
+dictionary attack on the password), the server's side of SCRAM: the
+``<challenge>`` (salt, iteration count, nonces) and the ``<success>`` (the
+server signature, computed from the salted password: with the challenge,
+enough to test password guesses offline), SASL2's (XEP-0388)
+``<initial-response>`` and ``<additional-data>``, legacy XEP-0078
+``<password>`` / ``<digest>``, in-band registration's ``<password>``.  A
+filter on slixmpp's stream logger replaces their content before any handler
+sees the record.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ STREAM_LOGGER = "slixmpp.xmlstream.xmlstream"
 REDACTED = "(redacted)"
 
 # <auth ...>payload</auth>, also prefixed forms such as <sasl:response>.
+_SECRET_TAGS = ("auth", "response", "challenge", "success", "initial-response",
+                "additional-data", "password", "digest")
 _SECRET_ELEMENT = re.compile(
-    r"(<(?P<tag>(?:[\w.-]+:)?(?:auth|response|password|digest))(?:\s[^>]*)?>)"
+    r"(<(?P<tag>(?:[\w.-]+:)?(?:" + "|".join(_SECRET_TAGS) + r"))(?:\s[^>]*)?>)"
     r"[^<]+"
     r"(</(?P=tag)\s*>)"
 )
