@@ -59,6 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from purplegw.logs import TRACE, WIRE_LOGGER
 from purplegw.sip.errors import RemoteProtocolError
 from purplegw.sip.parser import (
     MAX_HEADER_SIZE,
@@ -69,7 +70,7 @@ from purplegw.sip.parser import (
 )
 
 logger = logging.getLogger(__name__)
-wire_logger = logging.getLogger("purplegw.sip.wire")
+wire_logger = logging.getLogger(WIRE_LOGGER)  # at TRACE: every message, whole
 
 STREAM_TRANSPORTS = ("tcp", "tls")
 WRITE_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued towards one stream peer before we give up on it
@@ -341,8 +342,9 @@ class TransportLayer:
             except RemoteProtocolError as exc:
                 self.on_bad_message(exc, data, source)
                 continue
-            if wire_logger.isEnabledFor(logging.DEBUG):
-                wire_logger.debug(
+            if wire_logger.isEnabledFor(TRACE):
+                wire_logger.log(
+                    TRACE,
                     "recv %s from %s\n%s", len(data), source, data.decode(errors="replace")
                 )
             on_message(message, source)
@@ -355,8 +357,9 @@ class TransportLayer:
         if sock is None or (":" in host) != (":" in listener.host):
             self.send(data, Address("udp", host, port))
             return
-        if wire_logger.isEnabledFor(logging.DEBUG):
-            wire_logger.debug(
+        if wire_logger.isEnabledFor(TRACE):
+            wire_logger.log(
+                TRACE,
                 "send %s to udp:%s\n%s",
                 len(data),
                 format_hostport(host, port),
@@ -382,8 +385,10 @@ class TransportLayer:
         Stream sends reuse ``connection``, else any open connection to ``dest``,
         else connect first (queueing what is sent meanwhile).
         """
-        if wire_logger.isEnabledFor(logging.DEBUG):
-            wire_logger.debug("send %s to %s\n%s", len(data), dest, data.decode(errors="replace"))
+        if wire_logger.isEnabledFor(TRACE):
+            wire_logger.log(
+                TRACE, "send %s to %s\n%s", len(data), dest, data.decode(errors="replace")
+            )
         if dest.transport == "udp":
             listener = self.listener_for("udp", dest.host)
             if listener is None or listener.sock is None:
@@ -595,8 +600,8 @@ class StreamConnection(asyncio.Protocol):
                 if message is NEED_DATA:
                     break
                 completed = True
-                if wire_logger.isEnabledFor(logging.DEBUG):
-                    wire_logger.debug("recv from %s\n%s", source, message)
+                if wire_logger.isEnabledFor(TRACE):
+                    wire_logger.log(TRACE, "recv from %s\n%s", source, message)
                 self.layer.on_message(message, source)
         except RemoteProtocolError as exc:
             # framing is lost after a stream error: answer if possible, then close.
