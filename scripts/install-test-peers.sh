@@ -12,6 +12,7 @@ check mariadbd /usr/sbin/mariadbd "mariadb-server mariadb-client"
 check ngircd /usr/sbin/ngircd ngircd
 check tinyproxy /usr/bin/tinyproxy tinyproxy
 check kamailio /usr/sbin/kamailio "kamailio kamailio-presence-modules kamailio-xmpp-modules"
+ls /usr/lib/*/kamailio/modules/db_mysql.so >/dev/null 2>&1 || need="$need kamailio-mysql-modules"
 check sipp /usr/bin/sipp sip-tester
 check sipsak /usr/bin/sipsak sipsak
 check openssl /usr/bin/openssl openssl
