@@ -1,15 +1,21 @@
 # Two entry points, both idempotent on a fresh Debian machine:
 #   make run   - virtualenv, install, create the SQLite store, run the gateway on loopback
 #   make test  - test peers (Debian packages), test extras, the whole suite
+#   make check-wheel - build sdist + wheel, install outside the tree, run it (CI, before test)
 #   make fuzz  - fuzz the SIP core for FUZZ_SECONDS (atheris when it installs), see docs/sip-core.md
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# `make run` installs the package the way operators do (a normal, not an
+# editable, install) in its own virtualenv, reinstalled when a source changes,
+# so that it runs only what a wheel ships; the test virtualenv stays editable.
+RUN_VENV ?= .venv-run
+PACKAGE_FILES := setup.py MANIFEST.in $(shell find purplegw -type f -not -name '*.pyc')
 CONFIG ?= etc/purplegw.toml
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 3600
 FUZZ_ARGS ?=
 
-.PHONY: run test test-deps bench clean fuzz attack
+.PHONY: run test test-deps bench clean fuzz attack check-wheel
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -23,9 +29,23 @@ $(VENV)/.installed-test: $(VENV)/.installed setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed
-	$(VENV)/bin/purplegw --config $(CONFIG) db init
-	exec $(VENV)/bin/purplegw --config $(CONFIG) run
+$(RUN_VENV)/.installed: $(PACKAGE_FILES)
+	test -x $(RUN_VENV)/bin/python || python3 -m venv $(RUN_VENV)
+	$(RUN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(RUN_VENV)/bin/python -m pip install -q .  # a source directory is always rebuilt
+	touch $@
+
+run: $(RUN_VENV)/.installed
+	$(RUN_VENV)/bin/purplegw --config $(CONFIG) db init
+	exec $(RUN_VENV)/bin/purplegw --config $(CONFIG) run
+
+# The packaged defaults are the source; etc/purplegw.toml is the same text
+# (tests/test_packaging.py checks it): `make etc/purplegw.toml` after an edit.
+etc/purplegw.toml: purplegw/config/default.toml
+	cp $< $@
+
+check-wheel: test-deps
+	sh scripts/check-wheel.sh
 
 test-deps:
 	sh scripts/install-test-peers.sh
@@ -48,4 +68,4 @@ attack: test-deps $(VENV)/.installed-test
 	PURPLEGW_ATTACK_SCALE=$(ATTACK_SCALE) $(PY) -m pytest -p no:cacheprovider tests/hostile tests/protocols/test_irc_hostile.py
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(RUN_VENV) var build dist *.egg-info .pytest_cache

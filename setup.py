@@ -19,8 +19,13 @@ setup(
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["purplegw", "purplegw.*"]),
+    # Everything the gateway reads at run time is package data, so that a
+    # wheel or sdist install runs without the source tree (scripts/check-wheel.sh).
+    # MANIFEST.in lists the same files for the sdist, plus etc/, docs/ and tests/.
     include_package_data=True,
-    package_data={"purplegw": ["py.typed", "etc/*.toml", "protocols/*/defaults.toml"]},
+    package_data={
+        "purplegw": ["py.typed", "config/default.toml", "protocols/*/defaults.toml"],
+    },
     install_requires=[
         "click>=8.1",
         # pykka's private runtime hooks are used by the actor runtime: pin the

@@ -1,10 +1,11 @@
 """Reading, merging and validating the configuration.
 
-Layers, later ones win: the packaged defaults (etc/purplegw.toml), the
-user's file, PURPLEGW_<SECTION>__<KEY> environment variables.  Validation
-collects every problem before failing, and each message names the file, the
-line and the key, because an operator fixing a config wants one round trip,
-not one per mistake.
+Layers, later ones win: the packaged defaults (default.toml beside this
+module, package data; etc/purplegw.toml is the same text), the user's file,
+PURPLEGW_<SECTION>__<KEY> environment variables.  Validation collects every
+problem before failing, and each message names the file, the line and the
+key, because an operator fixing a config wants one round trip, not one per
+mistake.
 """
 
 from __future__ import annotations

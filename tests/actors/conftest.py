@@ -92,7 +92,8 @@ def recorder() -> Iterator[Recorder]:
 
 @pytest.fixture
 def adapters() -> Any:
-    return load_adapters({"dummy": {}}, check_environment=False)
+    # The dummy adapter is off by default in production; these tests turn it on.
+    return load_adapters({"dummy": {"enabled": True}}, check_environment=False)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def main() -> int:
     config = {
         "actors": {"workers": workers, "backoff_initial": 0.05, "backoff_max": 0.2,
                    "login_timeout": 1.0, "shutdown_timeout": 10.0, "worker_restart_delay": 0.2},
-        "protocols": {"dummy": {}},
+        "protocols": {"dummy": {"enabled": True}},  # off by default in production
     }
     return process.run(
         config, rows, pidfile=state_dir / "purplegw.pid",

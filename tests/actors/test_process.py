@@ -170,7 +170,7 @@ def test_run_in_process_orders_services_around_the_accounts(network: Any) -> Non
         os.kill(os.getpid(), signal.SIGTERM)
 
     rows = [AccountCredentials(1, "alice", "alice@dummy", "dummy", "pw", "dummy")]
-    code = run({"actors": {"shutdown_timeout": 10}, "protocols": {"dummy": {}}},
+    code = run({"actors": {"shutdown_timeout": 10}, "protocols": {"dummy": {"enabled": True}}},
                lambda: rows, services=[service], ready=ready)
     assert code == EXIT_OK
     assert journal[0] == "service started"
@@ -194,7 +194,7 @@ def test_run_sets_the_gc_threshold_and_restores_it(configured: int | None, expec
     gc.set_threshold(700, *before[1:])  # Python's default, whatever ran before
     try:
         actors = {} if configured is None else {"gc_threshold": configured}
-        assert run({"actors": actors, "protocols": {"dummy": {}}}, list, ready=ready) == EXIT_OK
+        assert run({"actors": actors, "protocols": {"dummy": {"enabled": True}}}, list, ready=ready) == EXIT_OK
         assert seen == [expected]
         assert gc.get_threshold()[0] == 700
     finally:

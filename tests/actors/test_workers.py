@@ -17,7 +17,8 @@ from .conftest import FAST, Recorder, row, wait_for
 
 @pytest.fixture
 def pool() -> Iterator[WorkerPool]:
-    workers = WorkerPool(ActorsConfig.from_section({**FAST, "workers": 2}), {"dummy": {}})
+    workers = WorkerPool(ActorsConfig.from_section({**FAST, "workers": 2}),
+                         {"dummy": {"enabled": True}})
     yield workers
     workers.stop()
 

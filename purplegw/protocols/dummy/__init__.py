@@ -19,7 +19,8 @@ behaviours = {"<ext_user>" = "<keyword>"}``, or at run time with
 ``sendraise``  send_message raises RuntimeError
 ``sendfail``   send_message raises DeliveryError(404)
 
-``[protocols.dummy]`` keys: ``enabled`` (true), ``login_delay`` (0.0 s),
+``[protocols.dummy]`` keys, documented in ``defaults.toml``: ``enabled``
+(false: a production gateway does not offer it), ``login_delay`` (0.0 s),
 ``drop_after`` (0.2 s), ``behaviours`` ({}).
 """
 
@@ -28,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from purplegw.presence import ContactPresence, Presence
 from purplegw.protocols import base
 
+_DEFAULTS = Path(__file__).with_name("defaults.toml")
 BEHAVIOURS = ("raise", "hang", "flaky", "badpass", "drop", "sendhang", "sendraise", "sendfail")
 ECHO = "echo@dummy"
 
@@ -253,7 +256,7 @@ class Adapter(base.Adapter):
     addresses_user_at_host: ClassVar[bool] = True
 
     def get_default_config(self) -> dict[str, Any]:
-        return {"enabled": True, "login_delay": 0.0, "drop_after": 0.2, "behaviours": {}}
+        return base.load_defaults(_DEFAULTS)
 
     def validate_config(self, section: dict[str, Any]) -> list[str]:
         problems = []

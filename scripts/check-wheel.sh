@@ -1,0 +1,32 @@
+#!/bin/sh
+# The package as operators get it: build the sdist, then the wheel from that
+# sdist (python -m build), install the wheel in a fresh virtualenv outside the
+# source tree, and check that the installed gateway validates its config,
+# creates its store and answers SIP OPTIONS on loopback (smoke_installed.py).
+# A file missing from MANIFEST.in or package_data fails here, not at an
+# operator's site.  Usage: sh scripts/check-wheel.sh [WORK_DIR]
+set -eu
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-}
+if [ -z "$work" ]; then
+    work=$(mktemp -d "${TMPDIR:-/tmp}/purplegw-wheel.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+fi
+case "$work" in
+    "$repo"|"$repo"/*) echo "check-wheel: WORK_DIR must be outside the source tree" >&2; exit 2 ;;
+esac
+
+python3 -m venv "$work/tools"
+"$work/tools/bin/python" -m pip install -q build
+"$work/tools/bin/python" -m build --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 \
+    || { tail -n 40 "$work/build.log" >&2; exit 1; }
+ls "$work/dist"
+
+python3 -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install -q "$work"/dist/purplegw-*.whl
+cd "$work"
+# The installed copy, not the source tree, is what runs below.
+"$work/venv/bin/python" -c 'import purplegw, sys; sys.exit("/site-packages/" not in purplegw.__file__)'
+"$work/venv/bin/python" "$repo/scripts/smoke_installed.py" "$work/venv/bin/purplegw" "$work"
+# The shipped systemd unit, starting the purplegw this wheel installed.
+sh "$repo/scripts/verify-unit.sh" "$repo/etc/purplegw.service" "$work/venv/bin/purplegw"
