@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs the real servers the test suite talks to (Debian packages), only
+# Installs the real servers the test suite talks to (Debian packages), and the
+# tools of the packaging checks (systemd-analyze), only
 # those whose binaries are missing, so a second `make test` costs nothing.
 # The suite starts its own instances on loopback, free ports, temp dirs: the
 # packages' own system services are not used and are stopped if apt started them.
@@ -16,6 +17,8 @@ ls /usr/lib/*/kamailio/modules/db_mysql.so >/dev/null 2>&1 || need="$need kamail
 check sipp /usr/bin/sipp sip-tester
 check sipsak /usr/bin/sipsak sipsak
 check openssl /usr/bin/openssl openssl
+# systemd-analyze verify of etc/purplegw.service (scripts/verify-unit.sh)
+check systemd-analyze /usr/bin/systemd-analyze systemd
 
 if [ -z "$need" ]; then
     exit 0

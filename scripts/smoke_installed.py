@@ -9,6 +9,8 @@ status 0.  Standard library only: it runs with the interpreter of a fresh
 virtualenv, outside the source tree (scripts/check-wheel.sh).
 """
 
+# ruff: noqa: INP001 - a script run by path, not a module of a package
+
 from __future__ import annotations
 
 import secrets
@@ -60,9 +62,15 @@ def wait_for_answer(port: int, daemon: subprocess.Popen[bytes]) -> str:
     raise SystemExit(f"no answer to OPTIONS on udp 127.0.0.1:{port} in {START_TIMEOUT:.0f}s")
 
 
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def cli(purplegw: str, config: Path, *args: str) -> None:
-    print("$ purplegw", *args, flush=True)
-    subprocess.run([purplegw, "--config", str(config), *args], check=True, timeout=120)
+    say(f"$ purplegw {' '.join(args)}")
+    subprocess.run(  # noqa: S603 - our own executable
+        [purplegw, "--config", str(config), *args], check=True, timeout=120)
 
 
 def main() -> int:
@@ -84,10 +92,8 @@ def main() -> int:
     started = time.monotonic()
     try:
         first_line = wait_for_answer(port, daemon)
-        print(f"OPTIONS -> {first_line} after {time.monotonic() - started:.1f}s", flush=True)
-        if not first_line.startswith("SIP/2.0 200"):
-            raise SystemExit(f"unexpected answer to OPTIONS: {first_line}")
-    except BaseException:
+        say(f"OPTIONS -> {first_line} after {time.monotonic() - started:.1f}s")
+    except SystemExit:
         sys.stderr.write(log.read_text(errors="replace")[-4000:])
         raise
     finally:
@@ -98,10 +104,10 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             daemon.kill()
             code = daemon.wait()
-    if code != 0:
+    if not first_line.startswith("SIP/2.0 200") or code != 0:
         sys.stderr.write(log.read_text(errors="replace")[-4000:])
-        raise SystemExit(f"purplegw run exited with status {code} after SIGTERM")
-    print("purplegw run stopped cleanly on SIGTERM", flush=True)
+        raise SystemExit(f"answer to OPTIONS: {first_line}; exit status after SIGTERM: {code}")
+    say("purplegw run stopped cleanly on SIGTERM")
     return 0
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import pykka
 import pykka.debug
 
+from purplegw.actors import systemd
 from purplegw.actors.control import ControlError, ControlServer
 from purplegw.actors.control import query_status as query_status  # re-export for cli.py
 from purplegw.actors.gc_tuning import apply_gc_threshold, restore_gc_thresholds
@@ -262,14 +263,18 @@ def _run(
             ).start()
         if ready is not None:
             ready(runtime)
+        notifier = systemd.Notifier()  # READY=1 only now: the front listens, accounts started
+        notifier.ready(f"{len(summary.added)} accounts")
         while not signals.stop:
             time.sleep(_POLL)
+            notifier.watchdog()
             if signals.reload:
                 signals.reload = False
                 try:
                     runtime.reload()
                 except Exception:
                     logger.exception("Reload failed; the running accounts are unchanged")
+        notifier.stopping()
         logger.info("Stopping: logging every account out")
         return EXIT_OK
     finally:

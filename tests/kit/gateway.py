@@ -66,8 +66,10 @@ class GatewayProcess:
             raise RuntimeError(f"purplegw {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def start(self) -> GatewayProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
+    def start(self, env: dict[str, str] | None = None) -> GatewayProcess:
+        """``env`` adds variables to the daemon's environment (NOTIFY_SOCKET...)."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
+        env = inherited | (env or {})
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "purplegw", "--config", str(self.config), "run"],
