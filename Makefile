@@ -10,7 +10,9 @@ PY     := $(VENV)/bin/python
 # so that it runs only what a wheel ships; the test virtualenv stays editable.
 RUN_VENV ?= .venv-run
 PACKAGE_FILES := setup.py MANIFEST.in $(shell find purplegw -type f -not -name '*.pyc')
-CONFIG ?= etc/purplegw.toml
+# Empty: the defaults the package carries (the same text as etc/purplegw.toml).
+CONFIG ?=
+CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 3600
 FUZZ_ARGS ?=
@@ -36,8 +38,8 @@ $(RUN_VENV)/.installed: $(PACKAGE_FILES)
 	touch $@
 
 run: $(RUN_VENV)/.installed
-	$(RUN_VENV)/bin/purplegw --config $(CONFIG) db init
-	exec $(RUN_VENV)/bin/purplegw --config $(CONFIG) run
+	$(RUN_VENV)/bin/purplegw $(CONFIG_ARG) db init
+	exec $(RUN_VENV)/bin/purplegw $(CONFIG_ARG) run
 
 # The packaged defaults are the source; etc/purplegw.toml is the same text
 # (tests/test_packaging.py checks it): `make etc/purplegw.toml` after an edit.
