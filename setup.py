@@ -41,6 +41,7 @@ setup(
         "python-socks>=2.4",
         # PIDF bodies come from untrusted peers: entity-expansion bombs must be refused.
         "defusedxml>=0.7",
+        "prometheus_client>=0.20,<1",  # [metrics]: start_http_server returns (server, thread)
     ],
     extras_require={
         # Only for bench/accounts.py's gevent runtime comparison.

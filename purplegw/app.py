@@ -66,11 +66,20 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
 
         return stop
 
+    def metrics_service(runtime: Any) -> Any:
+        from purplegw.actors.metrics import start_metrics  # noqa: PLC0415
+
+        section = config.sections.get("metrics") or {}
+        if not section.get("listen"):
+            return None
+        return start_metrics(section["listen"], runtime.directory, store,
+                             section.get("cache_seconds", 5.0))
+
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return run(
         config.sections,
         account_source,
-        services=[key_service, sip_service],
+        services=[metrics_service, key_service, sip_service],
         pidfile=config.pid_file,
         control_socket=config.control_socket,
     )

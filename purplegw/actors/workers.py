@@ -34,6 +34,7 @@ from typing import Any
 
 import pykka
 
+from purplegw import metrics
 from purplegw.actors import listener
 from purplegw.actors.account import OutcomeFuture
 from purplegw.actors.gc_tuning import apply_gc_threshold
@@ -417,6 +418,7 @@ class WorkerPool:
             if worker.conn is not None:
                 worker.conn.close()
             worker.restarts += 1
+            metrics.worker_restarted(worker.index, [row.account_id for row in worker.rows])
             while not self._stopping.is_set():
                 self._stopping.wait(self.config.worker_restart_delay)
                 if self._stopping.is_set():

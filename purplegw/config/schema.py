@@ -83,6 +83,10 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "upstream": t.String(),
         "upstream_expires": t.Integer(minimum=60),
     },
+    "metrics": {
+        "listen": t.HostPort(),
+        "cache_seconds": t.Float(minimum=0.0),
+    },
     "daemon": {
         "pid_file": t.Path(),
         "control_socket": t.Path(),

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from purplegw import metrics
 from purplegw.exceptions import StoreError
 from purplegw.redact import mask_url
 
@@ -167,6 +168,7 @@ class Database:
         return False
 
     def _wrap(self, exc: Exception) -> StoreError:
+        metrics.store_error(self.dialect)
         return StoreError(f"{self.dialect} error on {redact_url(self.url)}: {exc}")
 
     def _commit(self) -> None:
