@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -36,6 +35,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
     from purplegw.store import Store
 
 NAMESPACE = "purplegw"
@@ -50,20 +51,35 @@ GCCollector(registry=REGISTRY)
 # --- accounts (derived from listener events by AccountTracker) ------------------------
 
 LOGINS = Counter(
-    "logins", "Successful logins of external accounts (reconnects included).",
-    ["protocol"], namespace=NAMESPACE, registry=REGISTRY)
+    "logins",
+    "Successful logins of external accounts (reconnects included).",
+    ["protocol"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 LOGIN_FAILURES = Counter(
-    "login_failures", "Failed login attempts of external accounts, by reason.",
-    ["protocol", "reason"], namespace=NAMESPACE, registry=REGISTRY)
+    "login_failures",
+    "Failed login attempts of external accounts, by reason.",
+    ["protocol", "reason"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 LOGIN_DURATION = Histogram(
     "login_duration_seconds",
     "Seconds from an account starting to log in to its connection being up "
     "(includes waiting for a [actors] max_concurrent_logins slot).",
-    ["protocol"], namespace=NAMESPACE, registry=REGISTRY,
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+    ["protocol"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 DISCONNECTS = Counter(
-    "account_disconnects", "Connections of external accounts lost after a successful login.",
-    ["protocol"], namespace=NAMESPACE, registry=REGISTRY)
+    "account_disconnects",
+    "Connections of external accounts lost after a successful login.",
+    ["protocol"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 
 # --- messages ----------------------------------------------------------------------
 
@@ -71,35 +87,70 @@ MESSAGES = Counter(
     "messages",
     "Instant messages by direction (in: external network -> SIP user, "
     "out: SIP user -> external network) and outcome (see docs/metrics.md).",
-    ["direction", "outcome"], namespace=NAMESPACE, registry=REGISTRY)
+    ["direction", "outcome"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 
 # --- SIP ---------------------------------------------------------------------------
 
 SIP_REQUESTS = Counter(
-    "sip_requests", "SIP requests received, by method and class of the final response sent.",
-    ["method", "status_class"], namespace=NAMESPACE, registry=REGISTRY)
+    "sip_requests",
+    "SIP requests received, by method and class of the final response sent.",
+    ["method", "status_class"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 TRANSACTION_TIMEOUTS = Counter(
     "sip_transaction_timeouts",
     "Client transactions of the gateway that got no final response (timer B/F).",
-    ["method"], namespace=NAMESPACE, registry=REGISTRY)
+    ["method"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 NOTIFYS = Counter(
-    "presence_notifies", "NOTIFY requests sent to watchers, by class of the answer "
-    "(timeout: none came).",
-    ["status_class"], namespace=NAMESPACE, registry=REGISTRY)
+    "presence_notifies",
+    "NOTIFY requests sent to watchers, by class of the answer (timeout: none came).",
+    ["status_class"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 
 # --- runtime and store ------------------------------------------------------------
 
 WORKER_RESTARTS = Counter(
-    "worker_restarts", "Worker processes that died and were started again.",
-    ["worker"], namespace=NAMESPACE, registry=REGISTRY)
+    "worker_restarts",
+    "Worker processes that died and were started again.",
+    ["worker"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 STORE_ERRORS = Counter(
-    "store_errors", "Database errors (each one raised as StoreError).",
-    ["dialect"], namespace=NAMESPACE, registry=REGISTRY)
+    "store_errors",
+    "Database errors (each one raised as StoreError).",
+    ["dialect"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
 
-SIP_METHODS = frozenset({
-    "ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY", "OPTIONS", "PRACK",
-    "PUBLISH", "REFER", "REGISTER", "SUBSCRIBE", "UPDATE",
-})
+SIP_METHODS = frozenset(
+    {
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "INVITE",
+        "MESSAGE",
+        "NOTIFY",
+        "OPTIONS",
+        "PRACK",
+        "PUBLISH",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "UPDATE",
+    }
+)
 
 # An account whose worker died and is being started again (not an AccountState:
 # the account actor is gone, the main process still knows the row).
@@ -108,7 +159,7 @@ WORKER_RESTARTING = "worker_restarting"
 
 def status_class(status: int) -> str:
     """``202`` -> ``"2xx"``; anything outside 100..699 -> ``"other"``."""
-    return f"{status // 100}xx" if 100 <= status < 700 else "other"  # noqa: PLR2004
+    return f"{status // 100}xx" if 100 <= status < 700 else "other"
 
 
 def method_label(method: str) -> str:
@@ -150,9 +201,9 @@ def message_out(status: int) -> None:
 
 
 def _out_outcome(status: int) -> str:
-    if status == 202:  # noqa: PLR2004
+    if status == 202:  # accepted; its final outcome comes with on_send_result
         return "queued"
-    return "sent" if 200 <= status < 300 else "failed"  # noqa: PLR2004
+    return "sent" if 200 <= status < 300 else "failed"
 
 
 def worker_restarted(worker: int, account_ids: Iterable[int]) -> None:
@@ -173,7 +224,8 @@ def login_failure_reason(state: str, reason: str) -> str:
     if "timed out" in reason:
         return "timeout"
     return {"bad_credentials": "bad_credentials", "transient_disconnect": "network"}.get(
-        state, "error")
+        state, "error"
+    )
 
 
 class AccountTracker:
@@ -256,8 +308,10 @@ class AccountsCollector(Collector):
             state = self._tracker.state_of(info.account_id) or "logged_out"
             counts[(info.protocol, state)] = counts.get((info.protocol, state), 0) + 1
         family = GaugeMetricFamily(
-            f"{NAMESPACE}_accounts", "Running external accounts by protocol and state.",
-            labels=["protocol", "state"])
+            f"{NAMESPACE}_accounts",
+            "Running external accounts by protocol and state.",
+            labels=["protocol", "state"],
+        )
         for (protocol, state), count in sorted(counts.items()):
             family.add_metric([protocol, state], count)
         yield family
@@ -273,9 +327,13 @@ class StoreCollector(Collector):
     and counts in ``purplegw_store_errors_total``.
     """
 
-    def __init__(self, store: Store, ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._ttl = ttl
         self._clock = clock
@@ -298,7 +356,8 @@ class StoreCollector(Collector):
             return iter(self._cached)
 
     def _read(self) -> list[Metric]:
-        from purplegw.exceptions import StoreError  # noqa: PLC0415 - store imports this module
+        # Imported here: purplegw.store imports this module (store_error).
+        from purplegw.exceptions import StoreError  # noqa: PLC0415
         from purplegw.store import (  # noqa: PLC0415
             OutboxRepository,
             SendQueueRepository,
@@ -311,37 +370,49 @@ class StoreCollector(Collector):
         queues: dict[str, tuple[int, float | None]] = {}
         subscriptions: dict[str, int] = {}
         try:
-            for name, table in (("sendq", SendQueueRepository.TABLE),
-                                ("outbox", OutboxRepository.TABLE)):
-                count = db.fetchone(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
+            for name, table in (
+                ("sendq", SendQueueRepository.TABLE),
+                ("outbox", OutboxRepository.TABLE),
+            ):
+                count = db.fetchone(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - class constant
                 # seq grows with created: the first row by primary key is the oldest
                 oldest = db.fetchone(f"SELECT created FROM {table} ORDER BY seq LIMIT 1")  # noqa: S608
-                queues[name] = (int(count[0]) if count else 0,
-                                float(oldest[0]) if oldest else None)
+                queues[name] = (int(count[0]) if count else 0, float(oldest[0]) if oldest else None)
             for state, count in db.fetchall(
-                    f"SELECT state, COUNT(*) FROM {SubscriptionRepository.TABLE} "  # noqa: S608
-                    "WHERE expires_at > ? GROUP BY state", (wall,)):
+                f"SELECT state, COUNT(*) FROM {SubscriptionRepository.TABLE} "  # noqa: S608
+                "WHERE expires_at > ? GROUP BY state",
+                (wall,),
+            ):
                 subscriptions[str(state)] = int(count)
         except StoreError:
             return []  # counted by the store's error conversion
         return self._families(queues, subscriptions, wall)
 
     @staticmethod
-    def _families(queues: dict[str, tuple[int, float | None]], subscriptions: dict[str, int],
-                  wall: float = 0.0) -> list[Metric]:
+    def _families(
+        queues: dict[str, tuple[int, float | None]],
+        subscriptions: dict[str, int],
+        wall: float = 0.0,
+    ) -> list[Metric]:
         depth = GaugeMetricFamily(
             f"{NAMESPACE}_queue_messages",
             "Messages waiting in a durable queue (sendq: SIP -> external accepted, not yet "
-            "sent; outbox: external -> SIP not yet delivered).", labels=["queue"])
+            "sent; outbox: external -> SIP not yet delivered).",
+            labels=["queue"],
+        )
         age = GaugeMetricFamily(
             f"{NAMESPACE}_queue_oldest_age_seconds",
-            "Age of the oldest message in a durable queue (0 when empty).", labels=["queue"])
+            "Age of the oldest message in a durable queue (0 when empty).",
+            labels=["queue"],
+        )
         for name, (count, oldest) in sorted(queues.items()):
             depth.add_metric([name], count)
             age.add_metric([name], max(0.0, wall - oldest) if oldest is not None else 0.0)
         subs = GaugeMetricFamily(
             f"{NAMESPACE}_presence_subscriptions",
-            "Unexpired presence subscriptions (SUBSCRIBE dialogs), by state.", labels=["state"])
+            "Unexpired presence subscriptions (SUBSCRIBE dialogs), by state.",
+            labels=["state"],
+        )
         if queues:  # a successful read: both states, so a query on either finds a series
             for state in ("active", "pending"):
                 subs.add_metric([state], subscriptions.get(state, 0))

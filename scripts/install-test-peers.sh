@@ -19,6 +19,7 @@ check sipsak /usr/bin/sipsak sipsak
 check openssl /usr/bin/openssl openssl
 # systemd-analyze verify of etc/purplegw.service (scripts/verify-unit.sh)
 check systemd-analyze /usr/bin/systemd-analyze systemd
+check prometheus /usr/bin/prometheus prometheus
 
 if [ -z "$need" ]; then
     exit 0
@@ -32,6 +33,6 @@ apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $need >/dev/null
 # Package scripts may start system instances; the suite runs its own.
-for svc in prosody mariadb ngircd tinyproxy kamailio; do
+for svc in prosody mariadb ngircd tinyproxy kamailio prometheus; do
     (service "$svc" stop || true) >/dev/null 2>&1
 done

@@ -40,12 +40,21 @@ class MetricsSink(EventSink):
         self._tracker.state_changed(account.account_id, account.protocol, state.value, reason)
 
     def on_message(
-        self, account: AccountInfo, contact: str, text: str, message_id: str | None  # noqa: ARG002
+        self,
+        account: AccountInfo,  # noqa: ARG002 - the event's signature
+        contact: str,  # noqa: ARG002
+        text: str,  # noqa: ARG002
+        message_id: str | None,  # noqa: ARG002
     ) -> None:
         metrics.message_in("received")
 
-    def on_send_result(self, account: AccountInfo, message_id: str, outcome: Outcome) -> None:  # noqa: ARG002
-        if outcome.status != 202:  # noqa: PLR2004 - 202: written, the server's ack follows
+    def on_send_result(
+        self,
+        account: AccountInfo,  # noqa: ARG002 - the event's signature
+        message_id: str,  # noqa: ARG002
+        outcome: Outcome,
+    ) -> None:
+        if outcome.status != 202:  # 202: written, the server's ack (and this event) follows
             metrics.message_out(outcome.status)
 
 

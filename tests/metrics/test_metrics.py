@@ -12,10 +12,10 @@ from purplegw import metrics
 from purplegw.actors import listener
 from purplegw.actors.listener import AccountInfo
 from purplegw.actors.metrics import MetricsSink, split_listen, start_metrics
-from purplegw.actors.state import Outcome
+from purplegw.actors.state import AccountKey, Outcome
 from purplegw.actors.supervisor import Directory
-from purplegw.actors.state import AccountKey
-from purplegw.exceptions import StoreError
+from purplegw.config import load_config
+from purplegw.exceptions import ConfigError, StoreError
 from purplegw.protocols.base import ConnectionState
 from purplegw.store.subscriptions import StoredSubscription
 from tests.kit.ports import free_port
@@ -136,8 +136,12 @@ def test_accounts_gauge_counts_the_directory_by_protocol_and_state() -> None:
 
     (family,) = metrics.AccountsCollector(directory, tracker).collect()
     got = {(s.labels["protocol"], s.labels["state"]): s.value for s in family.samples}
-    assert got == {("xmpp", "connected"): 2, ("xmpp", "bad_credentials"): 1,
-                   ("irc", "worker_restarting"): 1, ("irc", "logged_out"): 1}
+    assert got == {
+        ("xmpp", "connected"): 2,
+        ("xmpp", "bad_credentials"): 1,
+        ("irc", "worker_restarting"): 1,
+        ("irc", "logged_out"): 1,
+    }
 
 
 def test_sink_derives_messages_and_states_from_bus_events() -> None:
@@ -149,10 +153,12 @@ def test_sink_derives_messages_and_states_from_bus_events() -> None:
     failed = value("purplegw_messages_total", direction="out", outcome="failed")
     listener.add_sink(sink)
     try:
-        listener.send("on_connection_state", account=info, state=ConnectionState.CONNECTING,
-                      reason="")
-        listener.send("on_connection_state", account=info, state=ConnectionState.CONNECTED,
-                      reason="")
+        listener.send(
+            "on_connection_state", account=info, state=ConnectionState.CONNECTING, reason=""
+        )
+        listener.send(
+            "on_connection_state", account=info, state=ConnectionState.CONNECTED, reason=""
+        )
         listener.send("on_message", account=info, contact="bob", text="hi", message_id=None)
         listener.send("on_send_result", account=info, message_id="m1", outcome=Outcome(200))
         listener.send("on_send_result", account=info, message_id="m2", outcome=Outcome(202))
@@ -171,17 +177,36 @@ def test_sink_derives_messages_and_states_from_bus_events() -> None:
 
 def _subscription(key: str, state: str, expires_at: float) -> StoredSubscription:
     return StoredSubscription(
-        dialog_key=key, sip_user="alice@sip.test", account_id=1, protocol="xmpp",
-        contact="bob@example.org", event_id="", call_id=key, local_tag="l", remote_tag="r",
-        local_uri="sip:bob@example.org", remote_uri="sip:alice@sip.test",
-        remote_target="sip:alice@127.0.0.1", route_set="", local_contact="sip:gw@127.0.0.1",
-        local_cseq=1, remote_cseq=1, state=state, expires_at=expires_at, transport="udp",
-        host="127.0.0.1", port=5060)
+        dialog_key=key,
+        sip_user="alice@sip.test",
+        account_id=1,
+        protocol="xmpp",
+        contact="bob@example.org",
+        event_id="",
+        call_id=key,
+        local_tag="l",
+        remote_tag="r",
+        local_uri="sip:bob@example.org",
+        remote_uri="sip:alice@sip.test",
+        remote_target="sip:alice@127.0.0.1",
+        route_set="",
+        local_contact="sip:gw@127.0.0.1",
+        local_cseq=1,
+        remote_cseq=1,
+        state=state,
+        expires_at=expires_at,
+        transport="udp",
+        host="127.0.0.1",
+        port=5060,
+    )
 
 
 def _samples(collector: metrics.StoreCollector) -> dict[tuple[str, str], float]:
-    return {(s.name, next(iter(s.labels.values()))): s.value
-            for family in collector.collect() for s in family.samples}
+    return {
+        (s.name, next(iter(s.labels.values()))): s.value
+        for family in collector.collect()
+        for s in family.samples
+    }
 
 
 def test_store_collector_reads_depths_ages_and_subscriptions_with_a_cache(store: Store) -> None:
@@ -193,12 +218,27 @@ def test_store_collector_reads_depths_ages_and_subscriptions_with_a_cache(store:
     assert empty[("purplegw_queue_oldest_age_seconds", "outbox")] == 0
     assert empty[("purplegw_presence_subscriptions", "active")] == 0
 
-    store.sendq.put(sip_user="alice@sip.test", protocol="xmpp", contact="bob@example.org",
-                    body="one", message_id="m1")
-    store.sendq.put(sip_user="alice@sip.test", protocol="xmpp", contact="bob@example.org",
-                    body="two", message_id="m2")
-    store.outbox.put(sip_user="alice@sip.test", account_id=1, protocol="xmpp",
-                     contact="bob@example.org", body=b"hello")
+    store.sendq.put(
+        sip_user="alice@sip.test",
+        protocol="xmpp",
+        contact="bob@example.org",
+        body="one",
+        message_id="m1",
+    )
+    store.sendq.put(
+        sip_user="alice@sip.test",
+        protocol="xmpp",
+        contact="bob@example.org",
+        body="two",
+        message_id="m2",
+    )
+    store.outbox.put(
+        sip_user="alice@sip.test",
+        account_id=1,
+        protocol="xmpp",
+        contact="bob@example.org",
+        body=b"hello",
+    )
     store.subscriptions.save(_subscription("a", "active", wall.now + 600))
     store.subscriptions.save(_subscription("b", "pending", wall.now + 600))
     store.subscriptions.save(_subscription("c", "active", wall.now - 1))  # expired
@@ -241,7 +281,7 @@ def served(store: Store) -> Iterator[tuple[str, Directory]]:
 
 
 def _scrape(listen: str) -> str:
-    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as answer:  # noqa: S310
+    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as answer:
         return answer.read().decode()
 
 
@@ -274,9 +314,6 @@ def test_stop_releases_the_port_and_the_collectors(store: Store) -> None:
 
 
 def test_config_accepts_host_port_and_refuses_anything_else(tmp_path: Any) -> None:
-    from purplegw.config import load_config  # noqa: PLC0415
-    from purplegw.exceptions import ConfigError  # noqa: PLC0415
-
     good = tmp_path / "good.toml"
     good.write_text('[metrics]\nlisten = "[::1]:9464"\n')
     assert load_config(good, environ={})["metrics"]["listen"] == "[::1]:9464"
