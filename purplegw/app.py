@@ -73,7 +73,8 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         if not section.get("listen"):
             return None
         return start_metrics(section["listen"], runtime.directory, store,
-                             section.get("cache_seconds", 5.0))
+                             section.get("cache_seconds", 5.0),
+                             workers=config.sections.get("actors", {}).get("workers", 0))
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return run(

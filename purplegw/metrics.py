@@ -322,7 +322,7 @@ class StoreCollector(Collector):
 
     Answers are cached for ``ttl`` seconds and only one scrape at a time
     reads the database, so however often and however many Prometheus
-    servers scrape, the store sees at most three small queries per ``ttl``.
+    servers scrape, the store sees at most five small queries per ``ttl``.
     A failed read yields nothing for those series (Prometheus shows the gap)
     and counts in ``purplegw_store_errors_total``.
     """
@@ -419,10 +419,20 @@ class StoreCollector(Collector):
         return [depth, age, subs]
 
 
-def register_gateway(directory: Any, store: Store | None, ttl: float = 5.0) -> Callable[[], None]:
-    """Add the scrape-time collectors of a running gateway; returns their removal."""
+def register_gateway(
+    directory: Any, store: Store | None, ttl: float = 5.0, workers: int = 0
+) -> Callable[[], None]:
+    """Add the scrape-time collectors of a running gateway; returns their removal.
+
+    The counters whose label values are known now start at 0, so that the
+    first worker restart or store error is an increase Prometheus can see
+    (a series that appears at 1 has no earlier sample to rise from).
+    """
+    for worker in range(workers):
+        WORKER_RESTARTS.labels(str(worker))
     collectors: list[Collector] = [AccountsCollector(directory)]
     if store is not None:
+        STORE_ERRORS.labels(store.db.dialect)
         collectors.append(StoreCollector(store, ttl=ttl))
     for collector in collectors:
         REGISTRY.register(collector)

@@ -65,13 +65,17 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def start_metrics(
-    listen: str, directory: Any, store: Store | None, cache_seconds: float = 5.0
+    listen: str,
+    directory: Any,
+    store: Store | None,
+    cache_seconds: float = 5.0,
+    workers: int = 0,
 ) -> Callable[[], None]:
     """Serve the metrics on ``listen``; returns the function that stops serving."""
     host, port = split_listen(listen)
     sink = MetricsSink()
     listener.add_sink(sink)
-    unregister = metrics.register_gateway(directory, store, ttl=cache_seconds)
+    unregister = metrics.register_gateway(directory, store, ttl=cache_seconds, workers=workers)
     try:
         server, thread = start_http_server(port, addr=host, registry=metrics.REGISTRY)
     except OSError:

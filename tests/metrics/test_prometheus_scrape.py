@@ -8,8 +8,10 @@ killed (docs/metrics.md).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,9 +24,20 @@ from tests.kit.raw_ua import RawUA
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 FINE = ("ann", "ben", "cid", "dan")
+EXERCISED = (
+    "_accounts",
+    "_logins_",
+    "_login_failures",
+    "_login_duration",
+    "_messages_",
+    "_queue_",
+    "process_",
+    "_worker_restarts",
+    "_store_errors",
+)
+DASHBOARD = Path(__file__).parents[2] / "etc" / "grafana-purplegw.json"
 
 
 @pytest.fixture
@@ -110,3 +123,17 @@ def test_prometheus_sees_every_workers_accounts_queues_and_a_restart(
     prometheus.wait_for(connected, lambda r: one(r) == len(FINE))
     prometheus.wait_for("sum(purplegw_logins_total)", lambda r: (one(r) or 0) > len(FINE))
     assert prometheus.query('up{job="purplegw"}')[0][1] == 1
+
+    # Every query of the shipped Grafana dashboard is valid PromQL (query()
+    # raises otherwise), and those about what this run did find their series.
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            expr = (
+                target["expr"]
+                .replace("$job", "purplegw")
+                .replace("$__rate_interval", "10s")
+                .replace("$__range", "1m")
+            )
+            result = prometheus.query(expr)
+            if any(word in expr for word in EXERCISED):
+                assert result, (panel["title"], expr)
