@@ -9,6 +9,7 @@ from purplegw.store.account_keys import AccountKeyRepository
 from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
+from purplegw.store.dead_letters import DeadLetterRepository
 from purplegw.store.outbox import OutboxRepository
 from purplegw.store.sendq import SendQueueRepository
 from purplegw.store.subscriptions import StoredSubscription, SubscriptionRepository
@@ -18,7 +19,8 @@ from purplegw.store.users import UserRepository
 if TYPE_CHECKING:
     from purplegw.config import Config
 
-__all__ = ["AccountKeyRepository", "AccountRepository", "AccountRow", "Database", "NewAccount", "OutboxRepository",
+__all__ = ["AccountKeyRepository", "AccountRepository", "AccountRow", "Database", "DeadLetterRepository",
+           "NewAccount", "OutboxRepository",
            "PasswordCipher", "SendQueueRepository", "Store", "StoredSubscription", "SubscriptionRepository", "Tables",
            "UserRepository", "open_store"]
 
@@ -36,6 +38,7 @@ class Store:
     subscriptions: SubscriptionRepository = field(default=None)  # type: ignore[assignment]
     sendq: SendQueueRepository = field(default=None)  # type: ignore[assignment]
     account_keys: AccountKeyRepository = field(default=None)  # type: ignore[assignment]
+    dead_letters: DeadLetterRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
@@ -45,6 +48,8 @@ class Store:
         if self.account_keys is None:
             self.account_keys = AccountKeyRepository(self.db, self.accounts.cipher,
                                                      self.tables.accounts)
+        if self.dead_letters is None:
+            self.dead_letters = DeadLetterRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

@@ -111,7 +111,13 @@ class Database:
                 raise
             self._depth -= 1
             if self._depth == 0:
-                self._commit()
+                try:
+                    self._commit()
+                except StoreError:
+                    # A failed COMMIT (deferred constraint, lost connection) may leave
+                    # the transaction open; the next statement must not join it.
+                    self._rollback()
+                    raise
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns lastrowid for INSERTs, else rowcount."""

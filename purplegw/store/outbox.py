@@ -5,12 +5,16 @@ Rule 2: ``pending(user)`` returns a user's messages in arrival order; the
         delivering code sends them one at a time, in that order.
 Rule 3: ``done(seq)`` only after the SIP side answered 2xx; a crash in
         between means the message is sent again (at-least-once).
+Rule 4: ``put_many``/``done_many`` write a batch in one transaction (one
+        commit, one fsync): all of it is durable or none of it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from purplegw.store.database import Database
 
@@ -28,6 +32,26 @@ class QueuedMessage:
     attempts: int
 
 
+@dataclass(frozen=True)
+class NewIncoming:
+    """A received message to queue (``put_many``)."""
+
+    sip_user: str
+    account_id: int
+    protocol: str
+    contact: str
+    body: bytes
+    content_type: str = "text/plain;charset=UTF-8"
+
+
+_COLUMNS = "seq, sip_user, account_id, protocol, contact, content_type, body, created, attempts"
+
+
+def _row(r: tuple[Any, ...]) -> QueuedMessage:
+    return QueuedMessage(int(r[0]), r[1], int(r[2]), r[3], r[4], r[5], bytes(r[6]),
+                         float(r[7]), int(r[8]))
+
+
 class OutboxRepository:
     TABLE = "purplegw_outbox"
 
@@ -36,18 +60,30 @@ class OutboxRepository:
 
     def put(self, *, sip_user: str, account_id: int, protocol: str, contact: str,
             body: bytes, content_type: str = "text/plain;charset=UTF-8") -> int:
-        return self.db.execute(
-            f"INSERT INTO {self.TABLE} (sip_user, account_id, protocol, contact, "  # noqa: S608
-            "content_type, body, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sip_user, account_id, protocol, contact, content_type, body, time.time()))
+        return self.put_many([NewIncoming(sip_user, account_id, protocol, contact, body,
+                                          content_type)])[0]
+
+    def put_many(self, messages: Sequence[NewIncoming]) -> list[int]:
+        """Queue a batch in one transaction, in the given order; returns their seqs."""
+        now = time.time()
+        with self.db.transaction():
+            return [self.db.execute(
+                f"INSERT INTO {self.TABLE} (sip_user, account_id, protocol, contact, "  # noqa: S608
+                "content_type, body, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (m.sip_user, m.account_id, m.protocol, m.contact, m.content_type, m.body, now))
+                for m in messages]
+
+    def get(self, seq: int) -> QueuedMessage | None:
+        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq = ?",  # noqa: S608
+                               (seq,))
+        return _row(row) if row else None
 
     def pending(self, sip_user: str | None = None, limit: int = 1000) -> list[QueuedMessage]:
         where, params = ("WHERE sip_user = ? ", (sip_user,)) if sip_user else ("", ())
         rows = self.db.fetchall(
-            f"SELECT seq, sip_user, account_id, protocol, contact, content_type, body, "  # noqa: S608
-            f"created, attempts FROM {self.TABLE} {where}ORDER BY seq LIMIT {int(limit)}", params)
-        return [QueuedMessage(int(r[0]), r[1], int(r[2]), r[3], r[4], r[5], bytes(r[6]),
-                              float(r[7]), int(r[8])) for r in rows]
+            f"SELECT {_COLUMNS} FROM {self.TABLE} {where}"  # noqa: S608
+            f"ORDER BY seq LIMIT {int(limit)}", params)
+        return [_row(r) for r in rows]
 
     def users_with_pending(self) -> list[str]:
         return [r[0] for r in self.db.fetchall(
@@ -58,7 +94,16 @@ class OutboxRepository:
                         "WHERE seq = ?", (error[:255], seq))
 
     def done(self, seq: int) -> None:
-        self.db.execute(f"DELETE FROM {self.TABLE} WHERE seq = ?", (seq,))  # noqa: S608
+        self.done_many([seq])
+
+    def done_many(self, seqs: Iterable[int]) -> int:
+        """Remove a batch of delivered messages in one transaction; returns how many went."""
+        removed = 0
+        with self.db.transaction():
+            for seq in seqs:
+                removed += self.db.execute(
+                    f"DELETE FROM {self.TABLE} WHERE seq = ?", (seq,))  # noqa: S608
+        return removed
 
     def count(self) -> int:
         row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.TABLE}")  # noqa: S608

@@ -7,12 +7,17 @@ Rule 2: ``done`` once the account reported a final outcome (sent, or a
 Rule 3: rows still present at start-up were accepted by an earlier run and
         are handed to their account again when it is online (at-least-once;
         the network sees the same message id).
+Rule 4: ``put_many``/``done_many`` write a batch in one transaction (one
+        commit, one fsync): all of it is durable or none of it.  Group commit
+        (``purplegw.store.groupcommit``) builds on them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from purplegw.store.database import Database
 
@@ -25,6 +30,25 @@ class PendingSend:
     contact: str
     body: str
     message_id: str
+    created: float = 0.0  # when it was accepted (time.time())
+
+
+@dataclass(frozen=True)
+class NewSend:
+    """A message to record (``put_many``)."""
+
+    sip_user: str
+    protocol: str
+    contact: str
+    body: str
+    message_id: str
+
+
+_COLUMNS = "seq, sip_user, protocol, contact, body, message_id, created"
+
+
+def _row(r: tuple[Any, ...]) -> PendingSend:
+    return PendingSend(int(r[0]), r[1], r[2], r[3], r[4], r[5], float(r[6]))
 
 
 class SendQueueRepository:
@@ -36,19 +60,59 @@ class SendQueueRepository:
     def put(self, *, sip_user: str, protocol: str, contact: str, body: str,
             message_id: str) -> bool:
         """Record a message; False if that message id is already recorded (a resend)."""
-        if self.db.fetchone(f"SELECT seq FROM {self.TABLE} WHERE message_id = ?",  # noqa: S608
-                            (message_id,)):
-            return False
-        self.db.execute(
-            f"INSERT INTO {self.TABLE} (sip_user, protocol, contact, body, message_id, created) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?)", (sip_user, protocol, contact, body, message_id, time.time()))
-        return True
+        return self.put_many([NewSend(sip_user, protocol, contact, body, message_id)])[0]
+
+    def put_many(self, sends: Sequence[NewSend]) -> list[bool]:
+        """Record a batch in one transaction; per message, False if its id was recorded already."""
+        if not sends:
+            return []
+        now = time.time()
+        with self.db.transaction():
+            seen = self._recorded([s.message_id for s in sends])
+            result = []
+            for send in sends:
+                if send.message_id in seen:
+                    result.append(False)
+                    continue
+                seen.add(send.message_id)
+                self.db.execute(
+                    f"INSERT INTO {self.TABLE} (sip_user, protocol, contact, body, "  # noqa: S608
+                    "message_id, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (send.sip_user, send.protocol, send.contact, send.body, send.message_id, now))
+                result.append(True)
+        return result
+
+    def _recorded(self, message_ids: Sequence[str]) -> set[str]:
+        marks = ", ".join("?" * len(message_ids))
+        return {str(r[0]) for r in self.db.fetchall(
+            f"SELECT message_id FROM {self.TABLE} WHERE message_id IN ({marks})",  # noqa: S608
+            message_ids)}
 
     def done(self, message_id: str) -> None:
-        self.db.execute(f"DELETE FROM {self.TABLE} WHERE message_id = ?", (message_id,))  # noqa: S608
+        self.done_many([message_id])
+
+    def done_many(self, message_ids: Iterable[str]) -> int:
+        """Forget a batch of messages in one transaction; returns how many rows went."""
+        removed = 0
+        with self.db.transaction():
+            for message_id in message_ids:
+                removed += self.db.execute(
+                    f"DELETE FROM {self.TABLE} WHERE message_id = ?", (message_id,))  # noqa: S608
+        return removed
+
+    def get(self, message_id: str) -> PendingSend | None:
+        row = self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE message_id = ?", (message_id,))  # noqa: S608
+        return _row(row) if row else None
 
     def pending(self) -> list[PendingSend]:
         rows = self.db.fetchall(
-            f"SELECT seq, sip_user, protocol, contact, body, message_id FROM {self.TABLE} "  # noqa: S608
-            "ORDER BY seq")
-        return [PendingSend(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+            f"SELECT {_COLUMNS} FROM {self.TABLE} ORDER BY seq")  # noqa: S608
+        return [_row(r) for r in rows]
+
+    def pending_after(self, seq: int) -> list[PendingSend]:
+        """Rows recorded after ``seq`` (a running daemon picking up re-queued messages)."""
+        rows = self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq > ? ORDER BY seq",  # noqa: S608
+            (seq,))
+        return [_row(r) for r in rows]

@@ -106,4 +106,5 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v006_sendq,
     v007_account_keys,
     v008_kamailio_versions,
+    v009_dead_letters,
 )
