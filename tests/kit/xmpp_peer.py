@@ -289,6 +289,10 @@ class XmppPeer:
 
         return self._call(send)
 
+    def send_raw(self, xml: str) -> None:
+        """Write ``xml`` to the stream as is (markup slixmpp could not build or serialize)."""
+        self._call(lambda: self._client.send_raw(xml))
+
     def send_chat_state(self, to: str, state: str) -> None:
         def send() -> None:
             msg = self._client.make_message(mto=to, mtype="chat")

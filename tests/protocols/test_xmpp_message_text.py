@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from xml.etree import ElementTree as ET
 
 import pytest
+from slixmpp.xmlstream import StanzaBase
 
+from purplegw.protocols.xmpp import log_redaction
 from purplegw.protocols.xmpp.message_text import MAX_DEPTH, message_text, xhtml_to_text
 
 IM = "http://jabber.org/protocol/xhtml-im"
@@ -67,3 +70,14 @@ def test_wide_markup_and_empty_markup() -> None:
                           f"<body xmlns='{XHTML}'>" + "<span>" * 3_000 + "</span>" * 3_000
                           + "</body></html></message>")
     assert message_text(empty) is None
+
+
+def test_stanza_log_survives_deep_nesting(caplog: pytest.LogCaptureFixture) -> None:
+    # slixmpp logs "RECV: %s" with its recursive serializer; logging re-raises
+    # RecursionError, which would end the stream the stanza came on.
+    log_redaction.install()
+    stanza = StanzaBase(xml=ET.fromstring(nested_xhtml_message(5_000)))
+    stream_logger = logging.getLogger(log_redaction.STREAM_LOGGER)
+    with caplog.at_level(logging.DEBUG, logger=log_redaction.STREAM_LOGGER):
+        stream_logger.debug("RECV: %s", stanza)
+    assert caplog.messages == ["RECV: (stanza nested too deeply to log)"]

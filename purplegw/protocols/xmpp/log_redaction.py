@@ -42,6 +42,13 @@ class CredentialFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
+        except RecursionError:
+            # slixmpp's stanza serializer recurses once per nesting level, and
+            # logging re-raises RecursionError from a handler: a deeply nested
+            # stanza from anyone would otherwise kill the stream it arrived on.
+            prefix = str(record.msg).split("%", 1)[0]
+            record.msg, record.args = f"{prefix}(stanza nested too deeply to log)", None
+            return True
         except Exception:  # noqa: BLE001 - a broken record is not ours to fix
             return True
         cleaned = redact(message)
