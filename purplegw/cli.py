@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -377,6 +378,97 @@ def users_remove(ctx: Context, user: str) -> None:
     if not removed:
         fail(f"no SIP user {username}@{domain}")
     click.echo(f"removed SIP user {username}@{domain}")
+
+
+# --- messages ----------------------------------------------------------------------
+
+REQUEUED_COMMAND = "messages.requeued"  # control-socket command: "look at the queues again"
+
+
+@main.group()
+def messages() -> None:
+    """Messages the gateway gave up on (dead letters): list, send again, drop."""
+
+
+@messages.command("failed")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--user", "sip_user", help="Only this SIP user's messages.")
+@click.option("--direction", type=click.Choice(["to_network", "to_sip"]),
+              help="to_network: from a SIP user; to_sip: from an external contact.")
+@click.option("--limit", type=int, default=1000, show_default=True)
+@pass_ctx
+def messages_failed(ctx: Context, as_json: bool, sip_user: str | None, direction: str | None,
+                    limit: int) -> None:
+    """List failed messages, oldest first, with why they failed."""
+    try:
+        letters = ctx.store().dead_letters.list(sip_user=sip_user, direction=direction,
+                                                limit=limit)
+    except GatewayError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps([d.as_dict() for d in letters], indent=2, ensure_ascii=False))
+        return
+    _table(("ID", "DIRECTION", "SIP USER", "PROTOCOL", "CONTACT", "FAILED", "TRIES", "REASON",
+            "TEXT"),
+           [(str(d.id), str(d.direction), d.sip_user, d.protocol, d.contact,
+             _when(d.failed), str(d.attempts), f"{d.status} {d.reason}".strip(),
+             _preview(d.text)) for d in letters])
+
+
+@messages.command("retry")
+@click.argument("letter_id", metavar="ID", type=int)
+@pass_ctx
+def messages_retry(ctx: Context, letter_id: int) -> None:
+    """Put failed message ID back into its queue; the gateway sends it again."""
+    from purplegw.actors.control import ControlError, call  # noqa: PLC0415
+
+    try:
+        store = ctx.store()
+        requeued = store.dead_letters.take_for_retry(letter_id, sendq=store.sendq,
+                                                     outbox=store.outbox)
+    except GatewayError as exc:
+        fail(str(exc))
+    if requeued is None:
+        fail(f"no failed message with id {letter_id}")
+    letter = requeued.letter
+    queue = "send queue" if letter.direction == "to_network" else "outbox"
+    click.echo(f"message {letter_id} ({letter.sip_user} <-> {letter.contact}) is back in the "
+               f"{queue}")
+    # The row is durable already; telling the daemon only saves it the wait.
+    try:
+        call(ctx.config.control_socket, REQUEUED_COMMAND, timeout=10)
+    except ControlError as exc:
+        if "bad request" in str(exc):
+            click.echo("the running gateway sends it at its next delivery attempt for "
+                       f"{letter.sip_user} or its next start")
+        else:
+            click.echo("the gateway is not running: it sends it when it starts")
+        return
+    click.echo("the running gateway was told to send it")
+
+
+@messages.command("drop")
+@click.argument("letter_id", metavar="ID", type=int)
+@pass_ctx
+def messages_drop(ctx: Context, letter_id: int) -> None:
+    """Delete failed message ID for good."""
+    try:
+        dropped = ctx.store().dead_letters.drop(letter_id)
+    except GatewayError as exc:
+        fail(str(exc))
+    if not dropped:
+        fail(f"no failed message with id {letter_id}")
+    click.echo(f"dropped message {letter_id}")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _preview(text: str, width: int = 40) -> str:
+    flat = " ".join(text.split())
+    flat = "".join(c if c.isprintable() else "\ufffd" for c in flat)
+    return flat if len(flat) <= width else flat[:width - 1] + "\u2026"
 
 
 # --- config ------------------------------------------------------------------------

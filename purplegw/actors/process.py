@@ -61,6 +61,8 @@ class Runtime:
         self._accounts = accounts
         self._account_source = account_source
         self._reload_lock = threading.Lock()
+        # Extra control-socket commands services offer (e.g. "messages.requeued").
+        self.commands: dict[str, Callable[[], Any]] = {}
 
     @property
     def directory(self) -> Directory:
@@ -258,8 +260,8 @@ def _run(
         if control_socket is not None:
             server = ControlServer(
                 control_socket,
-                {"status": runtime.status, "reload": lambda: runtime.reload().as_dict(),
-                 "ping": lambda: True},
+                {**runtime.commands, "status": runtime.status,
+                 "reload": lambda: runtime.reload().as_dict(), "ping": lambda: True},
             ).start()
         if ready is not None:
             ready(runtime)
