@@ -23,17 +23,20 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from purplegw.store import Database
+from purplegw.store.groupcommit import GroupCommitWriter
+from purplegw.store.sendq import NewSend, SendQueueRepository
+from purplegw.store.upgrades import run_upgrades
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from purplegw.store import Database  # noqa: E402
-from purplegw.store.groupcommit import GroupCommitWriter  # noqa: E402
-from purplegw.store.sendq import NewSend, SendQueueRepository  # noqa: E402
-from purplegw.store.upgrades import run_upgrades  # noqa: E402
+sys.path.insert(0, str(ROOT))  # tests.kit: the throw-away MariaDB
 
 GROUPS = (1, 8, 64)
 

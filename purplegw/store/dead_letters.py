@@ -16,12 +16,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from purplegw.exceptions import StoreError
-from purplegw.store.database import Database
 from purplegw.store.outbox import NewIncoming, OutboxRepository
 from purplegw.store.sendq import NewSend, SendQueueRepository
+
+if TYPE_CHECKING:
+    from purplegw.store.database import Database
 
 TEXT_PLAIN = "text/plain;charset=UTF-8"
 MAX_REASON = 255
@@ -86,7 +88,8 @@ class DeadLetterRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def add(self, *, direction: Direction | str, sip_user: str, protocol: str, contact: str,
+    def add(  # noqa: PLR0913 - one keyword per column
+            self, *, direction: Direction | str, sip_user: str, protocol: str, contact: str,
             body: bytes | str, status: int, reason: str, message_id: str = "",
             account_id: int = 0, content_type: str = TEXT_PLAIN, created: float | None = None,
             attempts: int = 0, failed: float | None = None) -> int:
@@ -137,7 +140,8 @@ class DeadLetterRepository:
              protocol: str | None = None, since: float | None = None,
              limit: int = 1000) -> list[DeadLetter]:
         """Oldest first, filtered by any of user, direction, protocol, failed-since."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("sip_user", sip_user), ("protocol", protocol),
                               ("direction", None if direction is None
                                else str(Direction(direction)))):

@@ -28,12 +28,15 @@ Rule 4: tickets are settled exactly once, by the flush that took them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from purplegw.exceptions import StoreError
-from purplegw.store.database import Database
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from purplegw.store.database import Database
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +124,9 @@ class GroupCommitWriter:
         self.db.execute(f"SAVEPOINT {savepoint}")
         try:
             value = ticket.op()
-        except Exception as exc:  # noqa: BLE001 - the ticket carries it
+        except Exception as exc:
             if not isinstance(exc, StoreError):
-                logger.error("Group commit op %r raised %r; undone alone", ticket.op, exc)
+                logger.exception("Group commit op %r failed; undone alone", ticket.op)
             ticket._settle(ok=False, error=exc)  # noqa: SLF001
             result.failed.append(ticket)
             # Undo this op alone.  If even that fails (connection lost, or the server

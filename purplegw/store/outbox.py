@@ -12,11 +12,13 @@ Rule 4: ``put_many``/``done_many`` write a batch in one transaction (one
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from purplegw.store.database import Database
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from purplegw.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ class OutboxRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def put(self, *, sip_user: str, account_id: int, protocol: str, contact: str,
-            body: bytes, content_type: str = "text/plain;charset=UTF-8") -> int:
+    def put(self, *, sip_user: str, account_id: int, protocol: str,  # noqa: PLR0913 - columns
+            contact: str, body: bytes, content_type: str = "text/plain;charset=UTF-8") -> int:
         return self.put_many([NewIncoming(sip_user, account_id, protocol, contact, body,
                                           content_type)])[0]
 

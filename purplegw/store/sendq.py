@@ -15,11 +15,13 @@ Rule 4: ``put_many``/``done_many`` write a batch in one transaction (one
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from purplegw.store.database import Database
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from purplegw.store.database import Database
 
 
 @dataclass(frozen=True)

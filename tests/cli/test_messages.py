@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,6 +12,10 @@ from purplegw.config import load_config
 from purplegw.store import Store, open_store
 from purplegw.store.dead_letters import Direction
 from tests.cli.test_cli import config, purplegw  # noqa: F401 - the parametrized config fixture
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 ALICE = "alice@sip.test"
 
@@ -35,12 +38,14 @@ def store(config: Path) -> Iterator[Store]:  # noqa: F811 - uses the imported fi
     opened.close()
 
 
-def test_failed_lists_with_reason_and_filters(config: Path, store: Store) -> None:  # noqa: F811
+@pytest.mark.usefixtures("store")
+def test_failed_lists_with_reason_and_filters(config: Path) -> None:  # noqa: F811
     listed = purplegw(config, "messages", "failed", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["id"], r["direction"], r["sip_user"], r["status"]) for r in rows] == [
-        (1, "to_network", ALICE, 488), (2, "to_sip", ALICE, 413), (3, "to_sip", "zed@sip.test", 480)]
+        (1, "to_network", ALICE, 488), (2, "to_sip", ALICE, 413),
+        (3, "to_sip", "zed@sip.test", 480)]
     assert rows[0]["body"] == "héllo \x1b[31m red"
     assert rows[0]["reason"] == "Not Acceptable Here: U+001B cannot go over XMPP"
     assert rows[0]["message_id"] == "m-1"
@@ -67,7 +72,8 @@ def test_retry_puts_each_direction_back_and_only_once(config: Path, store: Store
     assert retried.returncode == 0, retried.stderr
     assert "back in the send queue" in retried.stdout
     assert "not running" in retried.stdout
-    assert [(p.message_id, p.body) for p in store.sendq.pending()] == [("m-1", "héllo \x1b[31m red")]
+    assert [(p.message_id, p.body) for p in store.sendq.pending()] == [
+        ("m-1", "héllo \x1b[31m red")]
 
     assert purplegw(config, "messages", "retry", "2").returncode == 0
     assert [(m.sip_user, m.body, m.attempts) for m in store.outbox.pending()] == [

@@ -10,9 +10,7 @@ client on Prosody and a pjsua2 phone registered at Kamailio.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +21,10 @@ from tests.kit.kamailio import Kamailio, kamailio_binary
 from tests.kit.pjsua_agent import PjsuaAgent
 from tests.kit.ports import free_port
 from tests.kit.xmpp_peer import XmppPeer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture

@@ -10,13 +10,15 @@ connection and the message was lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.e2e.deployment import deployment, phone
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 DEPTH = 5_000
 IM = "http://jabber.org/protocol/xhtml-im"

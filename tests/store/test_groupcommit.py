@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +12,9 @@ from purplegw.store import Database, Store
 from purplegw.store.groupcommit import GroupCommitWriter
 from purplegw.store.outbox import NewIncoming, OutboxRepository
 from purplegw.store.sendq import NewSend, SendQueueRepository
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 ALICE = "alice@example.org"
 
