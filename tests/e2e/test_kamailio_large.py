@@ -80,5 +80,5 @@ def test_message_over_1300_bytes_reaches_the_phone_through_kamailio(
             kamailio.log_text()[-3000:], gateway.log_text())
         assert f"{bob.jid};proto=xmpp" in agent.matching(lambda e: e["event"] == "im")[0]["from"]
 
-    assert "403" not in kamailio.log_text()
+    # Kamailio's log says nothing about replies it sends; the gateway's does.
     assert "not delivered (403" not in gateway.log.read_text(errors="replace")
