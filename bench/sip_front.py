@@ -1,6 +1,7 @@
 """SIP front throughput: purplegw vs a stock Kamailio, MESSAGE -> 2xx over UDP.
 
     .venv/bin/python bench/sip_front.py [--duration 3] [--rates 2000,4000,...]
+    .venv/bin/python bench/sip_front.py --against [REV] --repeat 3
 
 sipp (pinned to the second core) sends MESSAGE at rising rates to (a) the
 purplegw SIP front with a StaticRouter answering 200 and (b) Kamailio
@@ -13,6 +14,12 @@ next step), so both meet the same load on a shared machine. For each server the 
 highest rate that finished with zero failed calls and zero retransmissions,
 the p50/p99 response times at that rate (sipp's -trace_rtt, 1 ms
 resolution), and the ratio purplegw / Kamailio (bar 0.5, target 0.8).
+
+``--against REV`` checks REV (default: ``main`` where this branch left it) out
+into a temporary git worktree and runs its front as a third server in the same
+lock-step ramp, so a change is judged against its own baseline on the same
+machine at the same time; ``--repeat N`` runs the ramp N times and reports the
+median of each column.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,7 +135,7 @@ def step(name: str, server: tuple[int, int], rate: int, duration: float, sipp_cp
         "p99": percentile(result.response_times_ms, 99),
     }
     print(
-        f"  {name:9} rate {rate:6}/s: ok={result.successful:7} failed={result.failed:6} "
+        f"  {name:16} rate {rate:6}/s: ok={result.successful:7} failed={result.failed:6} "
         f"retrans={result.retransmissions:6} achieved={achieved:8.0f}/s p50={row['p50']:.0f}ms "
         f"p99={row['p99']:.0f}ms cpu={cpu_us:.0f}us/req {'PASS' if ok else 'FAIL'}",
         flush=True,
@@ -175,7 +183,88 @@ def ramp(
     return best
 
 
-def main() -> int:
+def start_front(script: Path, port: int, prefix: tuple[str, ...], cpu: int) -> subprocess.Popen:
+    """A front of the tree holding ``script`` (its bench/sip_front.py --serve), pinned to ``cpu``."""
+    proc = subprocess.Popen(
+        [*prefix, "taskset", "-c", str(cpu), sys.executable, str(script), "--serve", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # the tree's own package first, whatever is installed in the environment
+        env={**os.environ, "PYTHONPATH": str(script.parents[1])},
+    )
+    if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+        stop_front(proc)
+        raise RuntimeError(f"the front of {script.parents[1]} did not start")
+    return proc
+
+
+def stop_front(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def branch_point() -> str:
+    """``main`` where the current branch left it (the commit before the branch's first)."""
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def checkout(rev: str, into: Path) -> str:
+    """``rev`` into a detached worktree at ``into``; returns its short hash."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(into), rev],
+        check=True,
+    )
+    return subprocess.run(
+        ["git", "-C", str(into), "rev-parse", "--short", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def median(values: list[float]) -> float:
+    values = sorted(v for v in values if v == v)  # noqa: PLR0124 - drop NaN
+    if not values:
+        return float("nan")
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and a == a and b == b else float("nan")  # noqa: PLR0124 - NaN checks
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    print()
+    print(title)
+    print(
+        f"{'server':18} {'rate/s':>8} {'achieved/s':>11} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'cpu us/req':>11} {'vs kamailio':>12} {'cpu vs kam':>11}"
+    )
+    ref = rows[-1]
+    for row in rows:
+        # achieved, not target: on a loaded machine sipp may not reach the rate it was asked for
+        by_rate = ratio(row["achieved"], ref["achieved"])
+        # the clean-rate ratio means something only while Kamailio, not sipp, is the limit;
+        # the CPU cost per request says how far each server could go alone
+        by_cpu = ratio(ref["cpu_us"], row["cpu_us"])
+        print(
+            f"{row['name']:18} {row['rate']:8.0f} {row['achieved']:11.0f} {row['p50']:7.0f}"
+            f" {row['p99']:7.0f} {row['cpu_us']:11.1f} {by_rate:12.2f} {by_cpu:11.2f}"
+        )
+
+
+def main() -> int:  # noqa: PLR0915 - a linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per rate step")
     parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
@@ -187,6 +276,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--attempts", type=int, default=2, help="runs per step before it counts as failed"
+    )
+    parser.add_argument(
+        "--against",
+        nargs="?",
+        const="",
+        metavar="REV",
+        help="also measure the front of REV (default: main at this branch's start), side by side",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="ramps to run; the table shows each server's median"
     )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--sipp-cpu", type=int, default=1)
@@ -208,75 +307,66 @@ def main() -> int:
         f"sipp on cpu {args.sipp_cpu}; {os.cpu_count()} cpus, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
-    port = free_port("udp")
-    # SCHED_FIFO for both servers: on a shared machine other processes on the
+    # SCHED_FIFO for every server: on a shared machine other processes on the
     # server core would otherwise decide the result; sipp stays a normal process.
     prefix = ("chrt", "-f", "10") if args.realtime else ()
-    proc = subprocess.Popen(
-        [
-            *prefix,
-            "taskset",
-            "-c",
-            str(args.server_cpu),
-            sys.executable,
-            __file__,
-            "--serve",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     cfg = (ROOT / "bench" / "kamailio" / "sl_reply.cfg").read_text()
-    try:
-        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
-            print("purplegw front did not start", file=sys.stderr)
-            return 1
-        with Kamailio(cfg, cpu=args.server_cpu, command_prefix=prefix) as kam:
-            assert kam.proc is not None
-            best = ramp(
-                {"purplegw": (port, proc.pid), "kamailio": (kam.port, kam.proc.pid)},
-                rates,
-                args.duration,
-                args.sipp_cpu,
-                args.attempts,
-            )
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    fronts: dict[str, Path] = {"purplegw": Path(__file__).resolve()}
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="purplegw-bench-") as tmp:
+        old_tree = Path(tmp) / "against"
+        if args.against is not None:
+            short = checkout(args.against or branch_point(), old_tree)
+            fronts[f"purplegw@{short}"] = old_tree / "bench" / "sip_front.py"
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    ours, ref = best["purplegw"], best["kamailio"]
+            servers: dict[str, tuple[int, int]] = {}
+            for name, script in fronts.items():
+                port = free_port("udp")
+                proc = start_front(script, port, prefix, args.server_cpu)
+                procs.append(proc)
+                servers[name] = (port, proc.pid)
+            with Kamailio(cfg, cpu=args.server_cpu, command_prefix=prefix) as kam:
+                assert kam.proc is not None
+                servers["kamailio"] = (kam.port, kam.proc.pid)
+                runs = []
+                for number in range(args.repeat):
+                    if args.repeat > 1:
+                        print(f"run {number + 1} of {args.repeat}", flush=True)
+                    runs.append(ramp(servers, rates, args.duration, args.sipp_cpu, args.attempts))
+        finally:
+            for proc in procs:
+                stop_front(proc)
+            if args.against is not None and old_tree.exists():
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)],
+                    check=False,
+                )
 
-    print()
-    print(
+    heading = (
         f"MESSAGE -> 2xx over UDP, one core each, {args.duration:.0f} s per step, "
         "highest rate with 0 failed calls and 0 retransmissions"
     )
-    print(
-        f"{'server':10} {'rate/s':>8} {'achieved/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>11}"
-    )
-    for row in (ours, ref):
+    for number, best in enumerate(runs if args.repeat > 1 else []):
+        print_table(list(best.values()), f"run {number + 1}")
+    rows = [
+        {
+            "name": name,
+            **{
+                column: median([run[name][column] for run in runs])
+                for column in ("rate", "achieved", "p50", "p99", "cpu_us")
+            },
+        }
+        for name in servers
+    ]
+    print_table(rows, heading + (f", median of {args.repeat} runs" if args.repeat > 1 else ""))
+    print("bar 0.50, target 0.80 (vs kamailio: achieved rate; cpu vs kam: kamailio us / ours)")
+    if len(fronts) > 1:
+        new, old = rows[0], rows[1]
         print(
-            f"{row['name']:10} {row['rate']:8} {row['achieved']:11.0f} {row['p50']:7.0f} {row['p99']:7.0f}"
-            f" {row['cpu_us']:11.0f}"
+            f"new/old: achieved rate {ratio(new['achieved'], old['achieved']):.2f}, "
+            f"cpu per request {ratio(new['cpu_us'], old['cpu_us']):.2f}"
         )
-    # achieved, not target: on a loaded machine sipp may not reach the rate it was asked for
-    ratio = ours["achieved"] / ref["achieved"] if ref["achieved"] else float("nan")
-    print(
-        f"ratio purplegw/kamailio (achieved rate at the highest clean step): {ratio:.2f} "
-        "(bar 0.50, target 0.80)"
-    )
-    # The clean-rate ratio is only meaningful while Kamailio, not sipp, is the
-    # limit; the CPU cost per request says how far each server could go alone.
-    cpu_ratio = (
-        ref["cpu_us"] / ours["cpu_us"]
-        if ours["cpu_us"] == ours["cpu_us"] and ours["cpu_us"]
-        else float("nan")
-    )
-    print(f"ratio by server CPU per request (kamailio us / purplegw us): {cpu_ratio:.2f}")
-    if ref["rate"] == rates[-1]:
+    if rows[-1]["rate"] == rates[-1]:
         print("note: Kamailio passed the highest step; its limit (and sipp's) lies above it")
     return 0
 
