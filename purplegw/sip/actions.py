@@ -1,8 +1,13 @@
 """What the state machines ask their driver to do; they never do it themselves.
 
-A machine method returns a list of these; the SIP front (purplegw/actors/)
+A machine method returns a list of these; the SIP front (purplegw/actors/front/)
 performs them in order: puts bytes on the wire, arms or disarms a timer that
 later calls ``on_timer(name)``, hands a message to the transaction user.
+
+They are plain slotted dataclasses, not frozen ones: a frozen dataclass
+costs five times as much to build (its ``__init__`` goes through
+``object.__setattr__``), and two are built per request on the SIP front's hot
+path. Treat them as values all the same; the constant ones are shared.
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ __all__ = ["Action", "CancelTimer", "DeliverToTU", "Send", "StartTimer", "Termin
 Address = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
-    """Serialize ``message`` and send it to ``destination`` (None: the peer it came from)."""
+    """Serialize ``message`` and send it to ``destination`` (None: the peer it came from).
 
-    message: Message
+    ``message`` is bytes when the driver handed a response's wire form back
+    (``ServerTransaction.keep_wire``): send them as they are.
+    """
+
+    message: Message | bytes
     destination: Address | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTimer:
     """Arm (or re-arm) timer ``name`` to fire ``seconds`` from now."""
 
@@ -35,12 +44,12 @@ class StartTimer:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelTimer:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliverToTU:
     """Pass ``message`` up to the transaction user (or report a timeout)."""
 
@@ -49,7 +58,7 @@ class DeliverToTU:
     transport_error: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Terminated:
     """The machine reached its final state; its owner may forget it."""
 

@@ -26,9 +26,24 @@ Rules (server, 17.2.2):
 3. The TU's 1xx moves Trying/Proceeding to Proceeding; its final response
    moves to Completed and arms timer_j = 64*T1 (unreliable) or 0 (reliable).
 4. timer_j terminates.  A second final response is a LocalProtocolError.
+5. The TU may set a deadline for its answer (``expect_answer(seconds)`` arms
+   timer_tu; not an RFC 3261 timer): if it fires in Trying or Proceeding the
+   machine answers 500 itself, like any final response (Completed, timer_j),
+   and reports the timeout to the TU, so a TU that never answers cannot leak
+   the transaction nor leave the client retransmitting until its timer F.
+6. Once the driver has put the final response on the wire it may hand its
+   bytes back (``keep_wire``): Completed then replays those bytes and drops the
+   request and response objects, so the 64*T1 of completed transactions a
+   busy UDP server holds are a few small objects each, not message trees.
 
 Matching (17.2.3, 17.1.3) and the RFC 2543 fallback for branches without the
-magic cookie live in ``TransactionLayer``.
+magic cookie live in ``TransactionLayer``.  Its driver-facing methods take and
+return transaction objects (``find_server``, ``create_server``, ``respond``,
+``fire``...): a driver keeps its own per-transaction data in ``context``
+(where replies go, the future waiting for a response) and never keeps a table
+of its own.  The older key-based methods (``receive_request``,
+``send_response``...) return ``[(key, action), ...]`` and run on the same
+code.
 """
 
 from __future__ import annotations
@@ -36,10 +51,11 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from .actions import Action, Address, CancelTimer, DeliverToTU, Send, StartTimer, Terminated
 from .errors import LocalProtocolError
-from .message import Request, Response
+from .message import Request, Response, make_response
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +116,8 @@ SERVER_TRANSITIONS: dict[tuple[State, str], State] = {
     (TRYING, "send_final"): COMPLETED,
     (PROCEEDING, "send_final"): COMPLETED,
     (COMPLETED, "timer_j"): TERMINATED,
+    (TRYING, "timer_tu"): COMPLETED,
+    (PROCEEDING, "timer_tu"): COMPLETED,
     (TRYING, "transport_error"): TERMINATED,
     (PROCEEDING, "transport_error"): TERMINATED,
     (COMPLETED, "transport_error"): TERMINATED,
@@ -109,13 +127,25 @@ SERVER_TRANSITIONS: dict[tuple[State, str], State] = {
 _LOCAL_EVENTS = frozenset({"send_provisional", "send_final"})
 
 
+_TERMINATED_COMPLETED = Terminated("completed")
+_CANCEL_E = CancelTimer("timer_e")
+_CANCEL_F = CancelTimer("timer_f")
+_CANCEL_TU = CancelTimer("timer_tu")
+
+
 class _Machine:
+    __slots__ = ("context", "key", "reliable", "state", "timers")
+
     transitions: dict[tuple[State, str], State]
 
     def __init__(self, *, reliable: bool, timers: Timers) -> None:
         self.state = TRYING
         self.reliable = reliable
         self.timers = timers
+        # set by TransactionLayer: the key it files the machine under, and
+        # whatever its driver attaches (reply address, waiting future...)
+        self.key: TransactionKey = ()
+        self.context: object = None
 
     def _next(self, event: str) -> State | None:
         new = self.transitions.get((self.state, event))
@@ -128,6 +158,8 @@ class _Machine:
 
 class ClientTransaction(_Machine):
     """Non-INVITE client transaction for one outgoing request."""
+
+    __slots__ = ("_interval_e", "destination", "last_response", "request")
 
     transitions = CLIENT_TRANSITIONS
 
@@ -167,8 +199,8 @@ class ClientTransaction(_Machine):
                 self._interval_e = self.timers.t2
             return [Send(self.request, self.destination), StartTimer("timer_e", self._interval_e)]
         if name == "timer_f":
-            return [CancelTimer("timer_e"), DeliverToTU(None, timeout=True), Terminated("timeout")]
-        return [Terminated("completed")]  # timer_k
+            return [_CANCEL_E, DeliverToTU(None, timeout=True), Terminated("timeout")]
+        return [_TERMINATED_COMPLETED]  # timer_k
 
     def receive_response(self, response: Response) -> list[Action]:
         event = "provisional" if response.status < 200 else "final"
@@ -179,14 +211,10 @@ class ClientTransaction(_Machine):
         self.last_response = response
         if new is PROCEEDING:
             return [DeliverToTU(response)]
-        actions: list[Action] = [
-            DeliverToTU(response),
-            CancelTimer("timer_e"),
-            CancelTimer("timer_f"),
-        ]
+        actions: list[Action] = [DeliverToTU(response), _CANCEL_E, _CANCEL_F]
         if self.reliable:
             self.state = TERMINATED
-            actions.append(Terminated("completed"))
+            actions.append(_TERMINATED_COMPLETED)
         else:
             actions.append(StartTimer("timer_k", self.timers.t4))
         return actions
@@ -197,15 +225,21 @@ class ClientTransaction(_Machine):
             return []
         self.state = new
         return [
-            CancelTimer("timer_e"),
-            CancelTimer("timer_f"),
+            _CANCEL_E,
+            _CANCEL_F,
             DeliverToTU(None, transport_error=True),
             Terminated("transport error"),
         ]
 
 
 class ServerTransaction(_Machine):
-    """Non-INVITE server transaction for one incoming request."""
+    """Non-INVITE server transaction for one incoming request.
+
+    ``request`` and ``last_response`` are None and bytes once the driver has
+    handed the final response's wire form back (``keep_wire``, Rule 6).
+    """
+
+    __slots__ = ("_timer_j", "destination", "last_response", "request", "tu_deadline")
 
     transitions = SERVER_TRANSITIONS
 
@@ -218,14 +252,21 @@ class ServerTransaction(_Machine):
         timers: Timers | None = None,
     ) -> None:
         super().__init__(reliable=reliable, timers=timers or Timers())
-        self.request = request
+        self.request: Request | None = request
         self.destination = destination
-        self.last_response: Response | None = None
+        self.last_response: Response | bytes | None = None
+        self.tu_deadline = False  # timer_tu armed
+        self._timer_j = StartTimer("timer_j", 64 * self.timers.t1)
+
+    @property
+    def answered(self) -> bool:
+        """A final response went out (or the transaction is over): the TU's turn has passed."""
+        return self.state is COMPLETED or self.state is TERMINATED
 
     def start(self) -> list[Action]:
         return [DeliverToTU(self.request)]
 
-    def receive_request(self, request: Request) -> list[Action]:
+    def receive_request(self, request: Request) -> list[Action]:  # noqa: ARG002 - a retransmission
         """A retransmission of the request matched this transaction."""
         if self._next("request") is None:
             return []
@@ -241,30 +282,57 @@ class ServerTransaction(_Machine):
         self.last_response = response
         actions: list[Action] = [Send(response, self.destination)]
         if final:
+            if self.tu_deadline:
+                self.tu_deadline = False
+                actions.append(_CANCEL_TU)
             if self.reliable:
                 self.state = TERMINATED
-                actions.append(Terminated("completed"))
+                actions.append(_TERMINATED_COMPLETED)
             else:
-                actions.append(StartTimer("timer_j", 64 * self.timers.t1))
+                actions.append(self._timer_j)
         return actions
 
+    def expect_answer(self, seconds: float) -> list[Action]:
+        """Rule 5: the TU answers later; arm timer_tu so that it answers in time or we do."""
+        if self.answered:
+            return []
+        self.tu_deadline = True
+        return [StartTimer("timer_tu", seconds)]
+
+    def keep_wire(self, data: bytes) -> None:
+        """Rule 6: the final response as sent; Completed replays these bytes from now on."""
+        if self.state is COMPLETED and self.last_response is not None:
+            self.last_response = data
+            self.request = None
+
     def on_timer(self, name: str) -> list[Action]:
+        if name == "timer_tu" and not self.tu_deadline:
+            return []  # answered (and cancelled) before it fired, or never armed
         new = self._next(name)
         if new is None:
             return []
+        if name == "timer_tu":
+            self.tu_deadline = False
+            request = self.request
+            assert request is not None  # only Completed drops it
+            answer = make_response(request, 500, "Server Internal Error: no answer in time")
+            actions = self.send_response(answer)
+            actions.insert(0, DeliverToTU(None, timeout=True))
+            return actions
         self.state = new
-        return [Terminated("completed")]
+        return [_TERMINATED_COMPLETED]
 
     def transport_error(self) -> list[Action]:
         new = self._next("transport_error")
         if new is None:
             return []
         self.state = new
-        return [
-            CancelTimer("timer_j"),
-            DeliverToTU(None, transport_error=True),
-            Terminated("transport error"),
-        ]
+        actions: list[Action] = [CancelTimer("timer_j")]
+        if self.tu_deadline:
+            self.tu_deadline = False
+            actions.append(_CANCEL_TU)
+        actions += [DeliverToTU(None, transport_error=True), Terminated("transport error")]
+        return actions
 
 
 TransactionKey = tuple[str, ...]
@@ -304,11 +372,22 @@ def client_key(message: Request | Response) -> TransactionKey | None:
 
 
 class TransactionLayer:
-    """Maps messages to transactions and collects their actions.
+    """The one table of transactions: maps messages to them and runs them.
 
-    Every returned action comes with the key of the transaction it belongs to,
-    so the driver can scope timers: ``[(key, action), ...]``; timers come back
-    with ``on_timer(key, name)``.  Terminated transactions are forgotten.
+    Two faces on one code path:
+
+    * Driver methods, for the SIP front: ``find_server``/``find_client``
+      (lookups that allocate nothing), ``create_server``/``create_client``
+      (with a ``context`` the driver attaches), then ``start``, ``retransmitted``,
+      ``respond``, ``expect_answer``, ``response_received``, ``fire`` and
+      ``transport_error`` on the transaction object, each returning its
+      actions.  A transaction that returns ``Terminated`` has already been
+      forgotten when the driver sees the action.
+    * Key-based methods (``receive_request``, ``send_response``,
+      ``send_request``, ``receive_response``, ``on_timer``) returning every
+      action with the key of its transaction, ``[(key, action), ...]``, so a
+      driver without per-transaction state can scope timers by key.
+
     INVITE and ACK are not handled here (the gateway answers them statelessly).
     """
 
@@ -317,13 +396,123 @@ class TransactionLayer:
         self.servers: dict[TransactionKey, ServerTransaction] = {}
         self.clients: dict[TransactionKey, ClientTransaction] = {}
 
-    def _collect(
-        self, key: TransactionKey, actions: list[Action]
+    # ---- driver methods ----------------------------------------------------
+
+    def find_server(self, key: TransactionKey) -> ServerTransaction | None:
+        return self.servers.get(key)
+
+    def find_client(self, key: TransactionKey) -> ClientTransaction | None:
+        return self.clients.get(key)
+
+    def create_server(
+        self,
+        request: Request,
+        key: TransactionKey | None = None,
+        *,
+        destination: Address | None = None,
+        reliable: bool = False,
+        context: object = None,
+    ) -> ServerTransaction:
+        """A new server transaction for ``request`` (``key``: its ``server_key``, if known).
+
+        Call ``start`` next: its ``DeliverToTU`` hands the request to the TU.
+        """
+        if request.method in ("INVITE", "ACK"):
+            raise LocalProtocolError("INVITE transactions are handled statelessly", 500)
+        if key is None:
+            key = server_key(request)
+        if key in self.servers:
+            raise LocalProtocolError("a server transaction for this request exists", 500)
+        txn = ServerTransaction(request, destination, reliable=reliable, timers=self.timers)
+        txn.key = key
+        txn.context = context
+        self.servers[key] = txn
+        return txn
+
+    def create_client(
+        self,
+        request: Request,
+        *,
+        destination: Address | None = None,
+        reliable: bool = False,
+        context: object = None,
+    ) -> ClientTransaction:
+        """A new client transaction for ``request``, which carries its top Via; ``start`` sends it."""
+        key = client_key(request)
+        if key is None or not (request.branch or "").startswith(MAGIC_COOKIE):
+            raise LocalProtocolError("outgoing requests need a top Via with a z9hG4bK branch", 500)
+        if key in self.clients:
+            raise LocalProtocolError(f"branch {key[1]} already in use", 500)
+        txn = ClientTransaction(request, destination, reliable=reliable, timers=self.timers)
+        txn.key = key
+        txn.context = context
+        self.clients[key] = txn
+        return txn
+
+    def _settle(
+        self, txn: ServerTransaction | ClientTransaction, actions: list[Action]
+    ) -> list[Action]:
+        """Forget ``txn`` when its actions end with Terminated (every machine puts it last)."""
+        if actions and actions[-1].__class__ is Terminated:
+            table: dict[TransactionKey, Any] = (
+                self.servers if txn.__class__ is ServerTransaction else self.clients
+            )
+            if table.get(txn.key) is txn:
+                del table[txn.key]
+        return actions
+
+    def start(self, txn: ServerTransaction | ClientTransaction) -> list[Action]:
+        return self._settle(txn, txn.start())
+
+    def retransmitted(self, txn: ServerTransaction, request: Request) -> list[Action]:
+        """``request`` matched ``txn`` (``find_server``): absorbed or answered again."""
+        return self._settle(txn, txn.receive_request(request))
+
+    def respond(self, txn: ServerTransaction, response: Response) -> list[Action]:
+        return self._settle(txn, txn.send_response(response))
+
+    def expect_answer(self, txn: ServerTransaction, seconds: float) -> list[Action]:
+        return txn.expect_answer(seconds)
+
+    def keep_wire(self, txn: ServerTransaction, data: bytes, context: object = None) -> None:
+        """Completed replays ``data``; ``context`` (if given) replaces the driver's context.
+
+        A driver swaps in a small immutable context here (the reply address)
+        so that a completed transaction holds no message objects at all.
+        """
+        txn.keep_wire(data)
+        if context is not None:
+            txn.context = context
+
+    def response_received(self, txn: ClientTransaction, response: Response) -> list[Action]:
+        return self._settle(txn, txn.receive_response(response))
+
+    def fire(self, txn: ServerTransaction | ClientTransaction, name: str) -> list[Action]:
+        """Timer ``name`` of ``txn`` expired."""
+        return self._settle(txn, txn.on_timer(name))
+
+    def transport_error(self, txn: ServerTransaction | ClientTransaction) -> list[Action]:
+        """Sending for ``txn`` failed (RFC 3261 17.1.4, 17.2.4)."""
+        return self._settle(txn, txn.transport_error())
+
+    def discard(self, txn: ServerTransaction | ClientTransaction) -> None:
+        """Forget ``txn`` without further actions (its driver failed halfway through it)."""
+        table: dict[TransactionKey, Any] = (
+            self.servers if isinstance(txn, ServerTransaction) else self.clients
+        )
+        if table.get(txn.key) is txn:
+            del table[txn.key]
+
+    def clear(self) -> None:
+        self.servers.clear()
+        self.clients.clear()
+
+    # ---- key-based methods -------------------------------------------------
+
+    @staticmethod
+    def _pairs(
+        key: TransactionKey, actions: list[Action]
     ) -> list[tuple[TransactionKey, Action]]:
-        for action in actions:
-            if isinstance(action, Terminated):
-                self.servers.pop(key, None)
-                self.clients.pop(key, None)
         return [(key, action) for action in actions]
 
     def receive_request(
@@ -335,10 +524,9 @@ class TransactionLayer:
         key = server_key(request)
         txn = self.servers.get(key)
         if txn is not None:
-            return self._collect(key, txn.receive_request(request))
-        txn = ServerTransaction(request, destination, reliable=reliable, timers=self.timers)
-        self.servers[key] = txn
-        return self._collect(key, txn.start())
+            return self._pairs(key, self.retransmitted(txn, request))
+        txn = self.create_server(request, key, destination=destination, reliable=reliable)
+        return self._pairs(key, self.start(txn))
 
     def send_response(
         self, request: Request, response: Response
@@ -347,19 +535,13 @@ class TransactionLayer:
         txn = self.servers.get(key)
         if txn is None:
             raise LocalProtocolError("no server transaction for this request", 500)
-        return self._collect(key, txn.send_response(response))
+        return self._pairs(key, self.respond(txn, response))
 
     def send_request(
         self, request: Request, destination: Address | None, *, reliable: bool = False
     ) -> list[tuple[TransactionKey, Action]]:
-        key = client_key(request)
-        if key is None or not (request.branch or "").startswith(MAGIC_COOKIE):
-            raise LocalProtocolError("outgoing requests need a top Via with a z9hG4bK branch", 500)
-        if key in self.clients:
-            raise LocalProtocolError(f"branch {key[1]} already in use", 500)
-        txn = ClientTransaction(request, destination, reliable=reliable, timers=self.timers)
-        self.clients[key] = txn
-        return self._collect(key, txn.start())
+        txn = self.create_client(request, destination=destination, reliable=reliable)
+        return self._pairs(txn.key, self.start(txn))
 
     def receive_response(self, response: Response) -> list[tuple[TransactionKey, Action]]:
         """A response from the network; unmatched ones are dropped (RFC 3261 18.1.2)."""
@@ -368,7 +550,7 @@ class TransactionLayer:
         if key is None or txn is None:
             logger.debug("dropping response without transaction: %r", response)
             return []
-        return self._collect(key, txn.receive_response(response))
+        return self._pairs(key, self.response_received(txn, response))
 
     def on_timer(self, key: TransactionKey, name: str) -> list[tuple[TransactionKey, Action]]:
         txn: ServerTransaction | ClientTransaction | None = self.servers.get(
@@ -376,4 +558,4 @@ class TransactionLayer:
         ) or self.clients.get(key)
         if txn is None:
             return []
-        return self._collect(key, txn.on_timer(name))
+        return self._pairs(key, self.fire(txn, name))

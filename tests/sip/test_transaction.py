@@ -247,3 +247,131 @@ def test_pair_reliable_has_no_retransmissions() -> None:
     pair.advance(40)
     assert len(pair.client.sent) == 1
     assert pair.client.delivered == [DeliverToTU(None, timeout=True)]
+
+
+# ---- the driver methods the SIP front uses ---------------------------------
+
+
+def test_driver_server_lifecycle_with_context_and_wire_form() -> None:
+    layer = TransactionLayer(T)
+    req = make_request(branch="z9hG4bK-drv")
+    key = server_key(req)
+    assert layer.find_server(key) is None
+    source = object()
+    txn = layer.create_server(req, key, context=source)
+    assert layer.find_server(key) is txn and txn.context is source and txn.key == key
+    assert layer.start(txn) == [DeliverToTU(req)]
+    assert layer.retransmitted(txn, req) == []  # Trying absorbs
+    ok = make_response(req, 202, to_tag="x")
+    assert layer.respond(txn, ok) == [Send(ok), StartTimer("timer_j", 32.0)]
+    assert txn.answered
+    assert layer.retransmitted(txn, req) == [Send(ok)]
+    layer.keep_wire(txn, b"SIP/2.0 202 Accepted\r\n\r\n", ("127.0.0.1", 5070))
+    assert txn.request is None and txn.context == ("127.0.0.1", 5070)
+    assert layer.retransmitted(txn, req) == [Send(b"SIP/2.0 202 Accepted\r\n\r\n")]
+    assert layer.fire(txn, "timer_j") == [Terminated("completed")]
+    assert layer.find_server(key) is None  # forgotten before the driver sees Terminated
+
+
+def test_keep_wire_before_the_final_response_changes_nothing() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    txn = layer.create_server(req)
+    layer.start(txn)
+    layer.keep_wire(txn, b"bytes")
+    assert txn.request is req and txn.last_response is None
+
+
+def test_create_server_refuses_a_second_transaction_and_invite() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    layer.create_server(req)
+    with pytest.raises(LocalProtocolError):
+        layer.create_server(req)
+    with pytest.raises(LocalProtocolError):
+        layer.create_server(make_request("INVITE"))
+
+
+def test_reliable_final_response_forgets_the_transaction() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    txn = layer.create_server(req, reliable=True)
+    layer.start(txn)
+    actions = layer.respond(txn, make_response(req, 200, to_tag="x"))
+    assert actions[-1] == Terminated("completed")
+    assert not layer.servers
+
+
+def test_tu_deadline_answers_500_and_completes() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    txn = layer.create_server(req)
+    layer.start(txn)
+    assert layer.expect_answer(txn, 30.0) == [StartTimer("timer_tu", 30.0)]
+    actions = layer.fire(txn, "timer_tu")
+    assert actions[0] == DeliverToTU(None, timeout=True)
+    (send,) = [a for a in actions if isinstance(a, Send)]
+    assert isinstance(send.message, Response) and send.message.status == 500
+    assert actions[-1] == StartTimer("timer_j", 32.0)
+    assert txn.state is State.COMPLETED
+    with pytest.raises(LocalProtocolError):  # the TU's late answer is refused
+        layer.respond(txn, make_response(req, 202))
+    assert layer.retransmitted(txn, req) == [send]
+
+
+def test_tu_deadline_is_cancelled_by_the_answer_and_a_late_timer_is_ignored() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    txn = layer.create_server(req)
+    layer.start(txn)
+    layer.expect_answer(txn, 30.0)
+    ok = make_response(req, 202)
+    assert layer.respond(txn, ok) == [Send(ok), CancelTimer("timer_tu"), StartTimer("timer_j", 32.0)]
+    assert layer.fire(txn, "timer_tu") == []
+    assert layer.expect_answer(txn, 30.0) == []  # answered already
+    # never armed: a stray timer_tu in Trying sends nothing
+    other = layer.create_server(make_request(branch="z9hG4bK-other"))
+    layer.start(other)
+    assert layer.fire(other, "timer_tu") == []
+
+
+def test_server_transport_error_forgets_and_cancels_the_deadline() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    txn = layer.create_server(req, reliable=True)
+    layer.start(txn)
+    layer.expect_answer(txn, 30.0)
+    actions = layer.transport_error(txn)
+    assert CancelTimer("timer_tu") in actions
+    assert DeliverToTU(None, transport_error=True) in actions
+    assert not layer.servers
+
+
+def test_driver_client_lifecycle() -> None:
+    layer = TransactionLayer(T)
+    req = make_request(branch="z9hG4bK-out")
+    future = object()
+    txn = layer.create_client(req, context=future)
+    assert layer.find_client(txn.key) is txn and txn.context is future
+    assert isinstance(layer.start(txn)[0], Send)
+    with pytest.raises(LocalProtocolError):  # the branch is taken
+        layer.create_client(req)
+    ok = make_response(req, 200, to_tag="t")
+    assert layer.response_received(txn, ok)[0] == DeliverToTU(ok)
+    assert layer.fire(txn, "timer_k") == [Terminated("completed")]
+    assert layer.find_client(txn.key) is None
+    other = layer.create_client(make_request(branch="z9hG4bK-out2"))
+    layer.start(other)
+    assert layer.transport_error(other)[-1] == Terminated("transport error")
+    assert not layer.clients
+
+
+def test_discard_forgets_only_the_transaction_filed() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    txn = layer.create_server(req)
+    layer.discard(txn)
+    assert layer.find_server(txn.key) is None
+    again = layer.create_server(req)
+    layer.discard(txn)  # the old object: the new transaction under its key stays
+    assert layer.find_server(again.key) is again

@@ -4,7 +4,10 @@ The input bytes decode (through ``Draw``) to a sequence of operations on one
 ``TransactionLayer``: requests and retransmissions from the network, the TU's
 responses, our own requests, responses from the network with random status
 codes, branches and CSeq methods, a virtual clock that fires due timers in
-deadline order, stray timer firings and transport errors.  The harness acts
+deadline order, stray timer firings and transport errors, a TU that asks
+for an answer deadline (timer_tu) and a driver that hands a final response's
+wire form back (keep_wire), all through the driver methods the SIP front
+uses or the key-based ones.  The harness acts
 as the driver does (arms and cancels the timers the actions ask for, forgets
 a key's timers when it terminates) and checks after every operation:
 
@@ -17,7 +20,8 @@ a key's timers when it terminates) and checks after every operation:
    later event with ``[]`` (or ``LocalProtocolError`` for a TU response).
    It terminates at most once, and leaves the layer when it does.
 3. A server transaction never sends a final response different from the
-   first one: once final, every ``Send`` is that very response.
+   first one: once final, every ``Send`` is that very response (or, after
+   keep_wire, exactly the bytes handed back).
 4. A client transaction reports at most one outcome to the TU (a final
    response, a timeout or a transport error) and nothing after it.
 5. Timers are bounded: every ``StartTimer`` lies in [0, 64*T1], and, with
@@ -41,6 +45,7 @@ from purplegw.sip.transaction import (
     MAGIC_COOKIE,
     ClientTransaction,
     ServerTransaction,
+    State,
     Timers,
     TransactionKey,
     TransactionLayer,
@@ -67,7 +72,7 @@ METHODS = ("MESSAGE", "OPTIONS", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REGISTER", "
 CSEQS = (1, 2, 3, 0, 2**31, 2**32 - 1)
 STATUSES = (100, 101, 180, 183, 199, 200, 202, 299, 300, 302, 401, 404, 408, 423, 481,
             489, 500, 503, 600, 603, 699)
-TIMER_NAMES = ("timer_e", "timer_f", "timer_k", "timer_j", "timer_x")
+TIMER_NAMES = ("timer_e", "timer_f", "timer_k", "timer_j", "timer_tu", "timer_x")
 DELAYS = (0.0, 0.001, 0.25, 0.5, 1.0, 3.9, 4.0, 5.0, 31.9, 32.0, 40.0)
 
 
@@ -118,6 +123,7 @@ class Life:
     machine: ServerTransaction | ClientTransaction
     start: float
     final: Response | None = None  # server: the final response sent
+    wire: bytes | None = None  # server: its bytes, once handed back with keep_wire
     outcome: str | None = None  # client: what ended it for the TU
 
 
@@ -153,6 +159,10 @@ class Harness:
             elif isinstance(action, CancelTimer):
                 self.timers.pop((key, action.name), None)
             elif isinstance(action, Send) and life.kind == "server":
+                if life.wire is not None:
+                    check(action.message is life.wire,
+                          f"server sent {action.message!r} after keep_wire")
+                    continue
                 assert isinstance(action.message, Response)
                 if life.final is not None:
                     check(action.message is life.final,
@@ -314,8 +324,7 @@ class Harness:
 
     @staticmethod
     def _key_of(life: Life) -> TransactionKey:
-        request = life.machine.request
-        return server_key(request) if life.kind == "server" else client_key(request)  # type: ignore[return-value]
+        return life.machine.key
 
     def transport_error(self) -> None:
         if not self.lives:
@@ -323,10 +332,47 @@ class Harness:
         key = self.d.choice(list(self.lives))
         life = self.lives[key]
         self.log(f"transport_error for {key[:3]} in {life.machine.state.value}")
-        # the layer has no entry point for it; the driver calls the machine
-        # and lets the layer forget terminated machines, as sip_front does
-        actions = life.machine.transport_error()
-        self.process(self.layer._collect(key, actions))  # noqa: SLF001
+        check(self.layer.find_server(key) is life.machine or self.layer.find_client(key)
+              is life.machine, f"live transaction {key} not found by the driver lookup")
+        actions = self.layer.transport_error(life.machine)
+        self.process([(key, action) for action in actions])
+
+    def _live_server(self) -> tuple[TransactionKey, Life] | None:
+        servers = [(key, life) for key, life in self.lives.items() if life.kind == "server"]
+        return self.d.choice(servers) if servers else None
+
+    def expect_answer(self) -> None:
+        """The TU will answer later and asks for a deadline (Rule 5)."""
+        chosen = self._live_server()
+        if chosen is None:
+            return
+        key, life = chosen
+        machine = life.machine
+        assert isinstance(machine, ServerTransaction)
+        seconds = min(self.d.choice(DELAYS), MAX_TIMER)  # the TU's choice; kept in the bound
+        self.log(f"expect_answer {seconds} for {key[:3]} in {machine.state.value}")
+        actions = self.layer.expect_answer(machine, seconds)
+        check(bool(actions) == (life.final is None),
+              f"expect_answer gave {actions!r} with final {life.final!r}")
+        self.process([(key, action) for action in actions])
+
+    def keep_wire(self) -> None:
+        """The driver hands the final response's bytes back (Rule 6)."""
+        chosen = self._live_server()
+        if chosen is None:
+            return
+        key, life = chosen
+        machine = life.machine
+        assert isinstance(machine, ServerTransaction)
+        if life.final is None or life.wire is not None:
+            return
+        data = serialize(life.final)
+        self.log(f"keep_wire for {key[:3]} in {machine.state.value}")
+        self.layer.keep_wire(machine, data)
+        if machine.state is State.COMPLETED:
+            life.wire = data
+            check(machine.request is None and machine.last_response is data,
+                  "keep_wire kept the message objects")
 
     def poke_dead(self) -> None:
         """A terminated machine must stay silent whatever it is told."""
@@ -334,15 +380,16 @@ class Harness:
             return
         life = self.d.choice(self.dead)
         machine = life.machine
-        self.log(f"poke terminated {life.kind} {machine.request!r}")
+        self.log(f"poke terminated {life.kind} {machine.key[:3]}")
         check(machine.on_timer(self.d.choice(TIMER_NAMES)) == [], "terminated machine timer")
         check(machine.transport_error() == [], "terminated machine transport error")
         if isinstance(machine, ClientTransaction):
             check(machine.receive_response(_response(self.d)) == [], "terminated client response")
-        else:
-            check(machine.receive_request(machine.request) == [], "terminated server request")
+        elif self.seen_requests:
+            request = machine.request or self.seen_requests[-1]
+            check(machine.receive_request(request) == [], "terminated server request")
             try:
-                machine.send_response(make_response(machine.request, 200))
+                machine.send_response(make_response(request, 200))
             except LocalProtocolError:
                 pass
             else:
@@ -351,7 +398,7 @@ class Harness:
     OPS = ("receive_request", "receive_request", "send_response", "send_response",
            "receive_corpus",
            "send_request", "receive_response", "receive_response", "advance", "advance",
-           "stray_timer", "transport_error", "poke_dead")
+           "stray_timer", "transport_error", "poke_dead", "expect_answer", "keep_wire")
 
 
 @functools.cache
