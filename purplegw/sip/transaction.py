@@ -239,7 +239,7 @@ class ServerTransaction(_Machine):
     handed the final response's wire form back (``keep_wire``, Rule 6).
     """
 
-    __slots__ = ("_timer_j", "destination", "last_response", "request", "tu_deadline")
+    __slots__ = ("destination", "last_response", "request", "tu_deadline")
 
     transitions = SERVER_TRANSITIONS
 
@@ -256,7 +256,6 @@ class ServerTransaction(_Machine):
         self.destination = destination
         self.last_response: Response | bytes | None = None
         self.tu_deadline = False  # timer_tu armed
-        self._timer_j = StartTimer("timer_j", 64 * self.timers.t1)
 
     @property
     def answered(self) -> bool:
@@ -289,7 +288,7 @@ class ServerTransaction(_Machine):
                 self.state = TERMINATED
                 actions.append(_TERMINATED_COMPLETED)
             else:
-                actions.append(self._timer_j)
+                actions.append(StartTimer("timer_j", 64 * self.timers.t1))
         return actions
 
     def expect_answer(self, seconds: float) -> list[Action]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.kit.certs import write_self_signed_cert
-from purplegw.actors.front.front import SipFront, StaticRouter, start_front
+from purplegw.actors.front.front import FrontConfig, SipFront, StaticRouter
 from purplegw.actors.front.transport import Address, parse_listen
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, make_response
@@ -539,31 +539,13 @@ def test_send_request_connection_refused_gives_503(front):
     assert future.result(TIMEOUT).status == 503
 
 
-def test_start_front_from_config_section():
-    handle = start_front(
-        {"listen": ["udp:127.0.0.1:0"], "domain": "example.test", "unknown_key": 1}
+def test_front_from_config_section():
+    config = FrontConfig.from_section(
+        {"listen": "udp:127.0.0.1:0", "domain": "example.test", "unknown_key": 1}
     )
-    try:
-        assert handle.listen[0].startswith("udp:127.0.0.1:")
-        assert handle.config.domain == "example.test"
-    finally:
-        handle.stop()
-
-
-def test_front_as_pykka_actor(peer):
-    from purplegw.actors.front.front import SipFrontActor
-
-    ref = SipFrontActor.start(
-        config={"listen": ["udp:127.0.0.1:0"]}, router=StaticRouter(users={"alice"})
-    )
-    try:
-        proxy = ref.proxy()
-        assert proxy.ping().get(timeout=TIMEOUT)
-        port = int(proxy.listen().get(timeout=TIMEOUT)[0].rsplit(":", 1)[1])
-        peer.send(sip_request("MESSAGE", port, peer.port), port)
-        assert parse_datagram(peer.recv()).status == 202
-    finally:
-        ref.stop()
+    with SipFront(config, StaticRouter(users=())) as front:
+        assert front.listen[0].startswith("udp:127.0.0.1:")
+        assert front.config.domain == "example.test"
 
 
 def test_tcp_response_after_the_connection_closed_goes_to_via_port():
@@ -613,7 +595,7 @@ def test_unsendable_router_response_gives_500_and_no_stuck_transaction(peer, def
         port = port_of(f, "udp")
         peer.send(sip_request("MESSAGE", port, peer.port), port)
         assert parse_datagram(peer.recv()).status == 500
-        wait_for(lambda: not f.server_transactions, what="transaction forgotten")
+        wait_for(lambda: not f.layer.servers, what="transaction forgotten")
 
 
 def test_send_request_over_tls_verifies_the_peer(tmp_path):

@@ -8,6 +8,18 @@ answers itself (OPTIONS, INVITE, unknown methods, malformed requests), and
 gives the rest to the router. The hot path is deliberately short: parse,
 match transaction, route, answer; nothing on it blocks or crosses threads.
 
+Transaction state has one owner, the sans-IO ``purplegw.sip.transaction.
+TransactionLayer`` (the code the unit tests, the fuzz targets and the RFC
+4475 corpus exercise): the front asks it for the transaction of each message,
+performs the actions it returns (``Send`` on the transports, ``StartTimer``/
+``CancelTimer`` on :class:`TimerService`, ``DeliverToTU`` to the router or the
+waiting future) and keeps its own per-transaction data in the transaction's
+``context``: the request's :class:`Source` for a server transaction, the
+destination and future for a client one. A final response sent over UDP is
+handed back to the layer as bytes (``keep_wire``), with the reply address as
+the context, so the 64*T1 of completed transactions a busy front holds are no
+message trees for the garbage collector to walk.
+
 Router interface (see docs/sip-front.md)::
 
     class Router(Protocol):
@@ -19,7 +31,7 @@ Router interface (see docs/sip-front.md)::
 final response, or ``None`` and calls ``reply(response)`` later, from any
 thread (an account actor, for example). An exception in ``handle`` becomes a
 500 and a log line. A request not answered within ``deferred_timeout``
-seconds gets a 500 so the transaction does not leak.
+seconds gets a 500 (the layer's timer_tu) so the transaction does not leak.
 
 Method policy (why): the gateway does instant messages and presence, not
 calls. INVITE therefore gets **405 Method Not Allowed** with an Allow header
@@ -54,9 +66,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import pykka
+from typing import Any, Protocol, cast
 
 from purplegw.actors.front.timers import TimerService
 from purplegw.actors.front.transport import (
@@ -67,7 +77,7 @@ from purplegw.actors.front.transport import (
     TransportConfig,
     TransportLayer,
 )
-from purplegw.sip import actions as sip_actions
+from purplegw.sip.actions import Action, CancelTimer, DeliverToTU, Send, StartTimer
 from purplegw.sip.errors import RemoteProtocolError
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, Response, make_response, serialize, validate_request
@@ -77,8 +87,11 @@ from purplegw.sip.rport import response_destination, stamp_request
 from purplegw.sip.transaction import (
     ClientTransaction,
     ServerTransaction,
+    State,
     Timers,
     TransactionKey,
+    TransactionLayer,
+    client_key,
     server_key,
 )
 
@@ -175,37 +188,21 @@ class FrontConfig:
         )
 
 
-class _ServerTxn:
-    """A server transaction plus where its responses go."""
+class _Outgoing:
+    """A client transaction's context: where its request goes and who waits for the answer."""
 
-    __slots__ = ("answered", "key", "machine", "request", "source")
-
-    def __init__(
-        self, key: TransactionKey, machine: ServerTransaction, request: Request, source: Source
-    ) -> None:
-        self.key = key
-        self.machine = machine
-        self.request = request
-        self.source = source
-        self.answered = False
-
-
-class _ClientTxn:
-    __slots__ = ("connection", "dest", "future", "key", "machine")
+    __slots__ = ("connection", "dest", "future", "on_error")
 
     def __init__(
         self,
-        key: tuple[str, str],
-        machine: ClientTransaction,
         dest: Address,
         connection: StreamConnection | None,
         future: concurrent.futures.Future[Response],
     ) -> None:
-        self.key = key
-        self.machine = machine
         self.dest = dest
         self.connection = connection
         self.future = future
+        self.on_error: Callable[[Exception], None] | None = None
 
 
 class SipFront:
@@ -229,8 +226,8 @@ class SipFront:
             self._on_bad_message,
         )
         self.timers = TimerService(self.loop)
-        self.server_transactions: dict[TransactionKey, _ServerTxn | tuple[bytes, str, int]] = {}
-        self.client_transactions: dict[tuple[str, str], _ClientTxn] = {}
+        # every server and client transaction of the front, nowhere else
+        self.layer = TransactionLayer(self.timer_values)
         self._thread: threading.Thread | None = None
         self._branch_prefix = "z9hG4bK" + os.urandom(4).hex()
         self._branch_counter = 0
@@ -310,11 +307,11 @@ class SipFront:
 
     async def _shutdown(self) -> None:
         self.timers.clear()
-        for txn in list(self.client_transactions.values()):
-            if not txn.future.done():
-                txn.future.set_exception(ConnectionAbortedError("SIP front stopped"))
-        self.client_transactions.clear()
-        self.server_transactions.clear()
+        for txn in list(self.layer.clients.values()):
+            future = _outgoing(txn).future
+            if not future.done():
+                future.set_exception(ConnectionAbortedError("SIP front stopped"))
+        self.layer.clear()
         await self.transports.close()
 
     def __enter__(self) -> SipFront:
@@ -338,17 +335,17 @@ class SipFront:
 
     def _on_message(self, message: Request | Response, source: Source) -> None:
         try:
-            if message.__class__ is Response:
-                self._on_response(message, source)  # type: ignore[arg-type]
+            if isinstance(message, Response):
+                self._on_response(message, source)
             else:
-                self._on_request(message, source)  # type: ignore[arg-type]
+                self._on_request(message, source)
         except Exception:
             # the last line of defence: nothing a peer sends may kill the loop
             self.stats["errors"] += 1
             logger.exception("failed to process %r from %s", message, source)
-            if message.__class__ is Request:
-                self._abandon(message)  # type: ignore[arg-type]
-                self._reply_stateless(message, source, 500, "Server Internal Error")  # type: ignore[arg-type]
+            if isinstance(message, Request):
+                self._abandon(message)
+                self._reply_stateless(message, source, 500, "Server Internal Error")
 
     def _abandon(self, request: Request) -> None:
         """Forget the transaction of a request whose processing failed halfway.
@@ -360,10 +357,11 @@ class SipFront:
             key = server_key(request)
         except Exception:  # noqa: BLE001 - the request may be too broken to key
             return
-        txn = self.server_transactions.get(key)
-        if txn is not None and txn.__class__ is not tuple:
-            del self.server_transactions[key]
-            for name in ("timer_j", "deferred"):
+        txn = self.layer.find_server(key)
+        # a transaction whose final response went out (its wire form is kept) stands
+        if txn is not None and not isinstance(txn.last_response, bytes):
+            self.layer.discard(txn)
+            for name in ("timer_j", "timer_tu"):
                 self.timers.cancel((key, name))
 
     def _on_request(self, request: Request, source: Source) -> None:
@@ -380,14 +378,11 @@ class SipFront:
             self._on_cancel(request, source)
             return
         key = server_key(request)
-        txn = self.server_transactions.get(key)
+        layer = self.layer
+        txn = layer.find_server(key)
         if txn is not None:
             self.stats["retransmissions"] += 1
-            if txn.__class__ is tuple:  # Completed over UDP: resend the final response
-                data, host, port = txn  # type: ignore[misc]
-                self.transports.send(data, Address("udp", host, port))
-            else:
-                self._run_server_actions(txn, txn.machine.receive_request(request))  # type: ignore[union-attr]
+            self._perform_server(txn, layer.retransmitted(txn, request))
             return
         try:
             validate_request(request)
@@ -396,23 +391,25 @@ class SipFront:
             self._reply_stateless(request, source, exc.status_hint, exc.reason)
             return
         self._stamp(request, source)
-        allow = self._allow()
         if method == "INVITE":
-            self._reply_stateless(request, source, 405, None, [("Allow", allow)])
+            self._reply_stateless(request, source, 405, None, [("Allow", self._allow())])
             return
-        machine = ServerTransaction(
-            request, None, reliable=source.transport != "udp", timers=self.timer_values
+        txn = layer.create_server(
+            request, key, reliable=source.transport != "udp", context=source
         )
-        txn = _ServerTxn(key, machine, request, source)
-        self.server_transactions[key] = txn
-        self._run_server_actions(txn, machine.start())
-        if method == "OPTIONS" and "OPTIONS" not in self.router.allow:
-            self.respond(txn, self._options_response(request, allow))
-        elif method not in self.router.allow:
+        self._perform_server(txn, layer.start(txn))
+
+    def _deliver(self, txn: ServerTransaction, request: Request) -> None:
+        """The layer's DeliverToTU of a new request: answer it here or route it."""
+        method = request.method
+        allow = self.router.allow
+        if method == "OPTIONS" and "OPTIONS" not in allow:
+            self.respond(txn, self._options_response(request, self._allow()))
+        elif method not in allow:
             status = 405 if method in KNOWN_METHODS else 501
-            self.respond(txn, make_response(request, status, headers=[("Allow", allow)]))
+            self.respond(txn, make_response(request, status, headers=[("Allow", self._allow())]))
         else:
-            self._route(txn)
+            self._route(txn, request)
 
     # ---- per-source rate limit ------------------------------------------
 
@@ -467,7 +464,7 @@ class SipFront:
         if verdict is Verdict.DROP and source.transport == "udp":
             self.stats["rate_dropped"] += 1
             return
-        if request.method != "CANCEL" and server_key(request) in self.server_transactions:
+        if request.method != "CANCEL" and self.layer.find_server(server_key(request)) is not None:
             # its first answer stands: a retransmission never gets a different one
             self.stats["rate_dropped"] += 1
             return
@@ -501,8 +498,8 @@ class SipFront:
             request, source, 503, "Service Unavailable: rate limit", [("Retry-After", retry)]
         )
 
-    def _route(self, txn: _ServerTxn) -> None:
-        request = txn.request
+    def _route(self, txn: ServerTransaction, request: Request) -> None:
+        source: Source = txn.context  # type: ignore[assignment]
         replied = False
 
         def reply(response: Response) -> None:
@@ -511,92 +508,90 @@ class SipFront:
                 logger.warning("second reply to %r ignored", request)
                 return
             replied = True
-            self.call_in_loop(self._respond_later, txn, response)
+            self.call_in_loop(self._respond_later, txn, request, response)
 
         try:
-            response = self.router.handle(request, txn.source, reply)
+            response = self.router.handle(request, source, reply)
         except Exception:
-            logger.exception("router failed on %r from %s", request, txn.source)
+            logger.exception("router failed on %r from %s", request, source)
             response = make_response(request, 500, "Server Internal Error")
         if response is not None:
             if not replied:
                 replied = True
                 self.respond(txn, response)
         elif not txn.answered:
-            self.timers.start(
-                (txn.key, "deferred"), self.config.deferred_timeout, self._server_timer_fired
+            self._perform_server(
+                txn, self.layer.expect_answer(txn, self.config.deferred_timeout)
             )
 
-    def _deferred_expired(self, txn: _ServerTxn) -> None:
-        if not txn.answered:
-            logger.warning("no answer to %r within %ss", txn.request, self.config.deferred_timeout)
-            self.respond(
-                txn, make_response(txn.request, 500, "Server Internal Error: no answer in time")
-            )
-
-    def _respond_later(self, txn: _ServerTxn, response: Response) -> None:
+    def _respond_later(self, txn: ServerTransaction, request: Request, response: Response) -> None:
         try:
             self.respond(txn, response)
         except Exception:
-            logger.exception("cannot send %r for %r", response, txn.request)
-            self._abandon(txn.request)
-            self._reply_stateless(txn.request, txn.source, 500, "Server Internal Error")
+            logger.exception("cannot send %r for %r", response, request)
+            self._abandon(request)
+            self._reply_stateless(request, txn.context, 500, "Server Internal Error")  # type: ignore[arg-type]
 
-    def respond(self, txn: _ServerTxn, response: Response) -> None:
-        """Send a response through its server transaction (loop thread only)."""
-        if txn.key not in self.server_transactions:
+    def respond(self, txn: ServerTransaction, response: Response) -> None:
+        """Send a response through its server transaction (loop thread only).
+
+        A response for a transaction that has its final answer already (the
+        TU was too late, timer_tu answered) or is over is dropped.
+        """
+        if txn.answered or self.layer.find_server(txn.key) is not txn:
             logger.debug("response %r for a finished transaction dropped", response)
             return
-        if txn.answered:
-            return
-        if response.status >= 200:
-            txn.answered = True
-            self.timers.cancel((txn.key, "deferred"))
-        actions = txn.machine.send_response(response)
-        self._run_server_actions(
-            txn, actions, compact=response.status >= 200 and txn.source.transport == "udp"
-        )
+        self._perform_server(txn, self.layer.respond(txn, response))
 
-    def _run_server_actions(
-        self, txn: _ServerTxn, actions: Iterable[Any], *, compact: bool = False
-    ) -> None:
-        """Perform a server machine's actions.
-
-        ``compact``: the final response over UDP. The Completed state (RFC 3261
-        17.2.2: resend the final response on each retransmission until timer J)
-        is then kept as a ``(bytes, host, port)`` tuple in place of the machine,
-        its request and its response. A busy front holds 64*T1 = 32 s of
-        completed transactions; as plain tuples the garbage collector does not
-        walk them, which keeps the per-request cost flat under load.
-        """
+    def _perform_server(self, txn: ServerTransaction, actions: list[Action]) -> None:
+        """Do what a server transaction asked for, in order."""
         for action in actions:
-            kind = action.__class__
-            if kind is sip_actions.Send:
-                sent = self._send_response(action.message, txn.request, txn.source)
-                if compact and sent is not None and self.server_transactions.get(txn.key) is txn:
-                    self.server_transactions[txn.key] = sent  # type: ignore[assignment]
-            elif kind is sip_actions.StartTimer:
+            if isinstance(action, Send):
+                self._send_server(txn, action.message)
+            elif isinstance(action, StartTimer):
                 self.timers.start((txn.key, action.name), action.seconds, self._server_timer_fired)
-            elif kind is sip_actions.CancelTimer:
+            elif isinstance(action, CancelTimer):
                 self.timers.cancel((txn.key, action.name))
-            elif kind is sip_actions.Terminated:
-                if self.server_transactions.get(txn.key) is txn:
-                    del self.server_transactions[txn.key]
-            # DeliverToTU of the request: the front routes right after start()
+            elif isinstance(action, DeliverToTU):
+                message = action.message
+                if isinstance(message, Request):
+                    self._deliver(txn, message)
+                elif action.timeout:
+                    # timer_tu: the layer answers 500 itself (its Send follows)
+                    logger.warning(
+                        "no answer to %r within %ss", txn.request, self.config.deferred_timeout
+                    )
+                else:
+                    logger.info("transport error: server transaction %s dropped", txn.key[:2])
+            # Terminated: the layer has forgotten the transaction already
+
+    def _send_server(self, txn: ServerTransaction, message: Request | Response | bytes) -> None:
+        if isinstance(message, bytes):
+            # Completed replays the final response; the context is its (host, port)
+            host, port = cast("tuple[str, int]", txn.context)
+            self.transports.send(message, Address("udp", host, port))
+            return
+        request = txn.request
+        assert request is not None  # dropped only with the wire form (above)
+        on_error = None
+        source: Source = txn.context  # type: ignore[assignment]
+        if source.transport != "udp" and (source.connection is None or source.connection.closed):
+            # a reconnect may fail: RFC 3261 17.2.4 tells the transaction
+            def on_error(exc: Exception) -> None:
+                logger.info("cannot reach %s for %r: %s", source, request, exc)
+                self._perform_server(txn, self.layer.transport_error(txn))
+
+        assert isinstance(message, Response)
+        sent = self._send_response(message, request, source, on_error)
+        if sent is not None and txn.state is State.COMPLETED:
+            data, host, port = sent
+            self.layer.keep_wire(txn, data, (host, port))
 
     def _server_timer_fired(self, timer_key: tuple[TransactionKey, str]) -> None:
         key, name = timer_key
-        txn = self.server_transactions.get(key)
-        if txn is None:
-            return
-        if txn.__class__ is tuple:
-            if name == "timer_j":  # the compact Completed state ends like the machine's
-                del self.server_transactions[key]
-            return
-        if name == "deferred":
-            self._deferred_expired(txn)  # type: ignore[arg-type]
-        else:
-            self._run_server_actions(txn, txn.machine.on_timer(name))  # type: ignore[union-attr]
+        txn = self.layer.find_server(key)
+        if txn is not None:
+            self._perform_server(txn, self.layer.fire(txn, name))
 
     @staticmethod
     def _stamp(request: Request, source: Source) -> None:
@@ -611,9 +606,9 @@ class SipFront:
         # A non-INVITE transaction is not affected by CANCEL (RFC 3261 9.2) and
         # INVITEs are answered statelessly: 200 if the transaction exists, else 481.
         key = server_key(request)
+        servers = self.layer.servers
         exists = key[0] == "3261" and any(
-            (*key[:3], method) in self.server_transactions
-            for method in self.router.allow | {"OPTIONS"}
+            (*key[:3], method) in servers for method in self.router.allow | {"OPTIONS"}
         )
         self._reply_stateless(request, source, 200 if exists else 481, None)
 
@@ -640,11 +635,15 @@ class SipFront:
         self._send_response(response, request, source)
 
     def _send_response(
-        self, response: Response, request: Request, source: Source
+        self,
+        response: Response,
+        request: Request,
+        source: Source,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> tuple[bytes, str, int] | None:
         """Send to the connection of the request, else where the stamped Via says (RFC 3261 18.2.2).
 
-        Returns ``(bytes, host, port)`` of a UDP send, for the compact Completed state.
+        Returns ``(bytes, host, port)`` of a UDP send, for the wire-form Completed state.
         """
         data = serialize(response)
         if source.transport == "udp":
@@ -654,10 +653,8 @@ class SipFront:
                 # the sans-IO Via grammar refuses "received=" with a bare IPv6
                 # literal after stamping; the packet's source is the answer then
                 via = None
-            if via is None:
-                host, port = source.host, source.port
-            else:
-                host, port = response_destination(via)
+            target = None if via is None else response_destination(via)
+            host, port = (source.host, source.port) if target is None else target
             self.transports.send_datagram(data, host, port, source.listener)
             return (data, host, port)
         dest = source.address
@@ -668,10 +665,10 @@ class SipFront:
                 via = request.top_via
             except RemoteProtocolError:
                 via = None
-            if via is not None:
-                host, port = response_destination(via)
-                dest = Address(source.transport, host, port)
-        self.transports.send(data, dest, connection=source.connection)
+            target = None if via is None else response_destination(via)
+            if target is not None:
+                dest = Address(source.transport, *target)
+        self.transports.send(data, dest, connection=source.connection, on_error=on_error)
         return None
 
     def _allow(self) -> str:
@@ -749,76 +746,69 @@ class SipFront:
                 request.headers.add("Max-Forwards", "70")
             if "User-Agent" not in request.headers:
                 request.headers.add("User-Agent", USER_AGENT)
-            machine = ClientTransaction(
-                request, None, reliable=dest.transport != "udp", timers=self.timer_values
+            context = _Outgoing(dest, connection, future)
+            txn = self.layer.create_client(
+                request, reliable=dest.transport != "udp", context=context
             )
-            key = (branch, request.method)
-            txn = _ClientTxn(key, machine, dest, connection, future)
-            self.client_transactions[key] = txn
-            self._run_client_actions(txn, machine.start())
+            context.on_error = lambda exc: self._client_transport_error(txn, exc)
+            self._perform_client(txn, self.layer.start(txn))
         except Exception as exc:
             logger.exception("cannot send %r to %s", request, destination)
             if not future.done():
                 future.set_exception(exc)
 
     def _on_response(self, response: Response, source: Source) -> None:
-        via = response.top_via
-        cseq = response.cseq
-        if via is None or cseq is None:
-            return
-        txn = self.client_transactions.get((via.branch or "", cseq.method))
+        key = client_key(response)
+        txn = self.layer.find_client(key) if key is not None else None
         if txn is None:
             logger.debug("stray response %r from %s dropped", response, source)
             return
-        self._run_client_actions(txn, txn.machine.receive_response(response))
+        self._perform_client(txn, self.layer.response_received(txn, response))
 
-    def _run_client_actions(self, txn: _ClientTxn, actions: Iterable[Any]) -> None:
+    def _perform_client(self, txn: ClientTransaction, actions: list[Action]) -> None:
+        """Do what a client transaction asked for, in order."""
+        context = _outgoing(txn)
+        future = context.future
         for action in actions:
-            kind = action.__class__
-            if kind is sip_actions.Send:
-                self.transports.send(
-                    serialize(action.message),
-                    txn.dest,
-                    connection=txn.connection,
-                    on_error=lambda exc: self._client_transport_error(txn, exc),
-                )
-            elif kind is sip_actions.StartTimer:
-                self.timers.start((txn.key, action.name), action.seconds, self._client_timer_fired)
-            elif kind is sip_actions.CancelTimer:
-                self.timers.cancel((txn.key, action.name))
-            elif kind is sip_actions.DeliverToTU:
+            if isinstance(action, Send):
                 message = action.message
-                if txn.future.done():
+                data = message if isinstance(message, bytes) else serialize(message)
+                self.transports.send(
+                    data, context.dest, connection=context.connection, on_error=context.on_error
+                )
+            elif isinstance(action, StartTimer):
+                self.timers.start((txn.key, action.name), action.seconds, self._client_timer_fired)
+            elif isinstance(action, CancelTimer):
+                self.timers.cancel((txn.key, action.name))
+            elif isinstance(action, DeliverToTU):
+                if future.done():
                     continue
                 if action.timeout:
-                    txn.future.set_result(
-                        make_response(txn.machine.request, 408, "Request Timeout")
-                    )
+                    future.set_result(make_response(txn.request, 408, "Request Timeout"))
                 elif action.transport_error:
-                    txn.future.set_result(
-                        make_response(
-                            txn.machine.request, 503, "Service Unavailable: transport error"
-                        )
+                    future.set_result(
+                        make_response(txn.request, 503, "Service Unavailable: transport error")
                     )
-                elif message is not None and message.status >= 200:
-                    txn.future.set_result(message)
-            elif kind is sip_actions.Terminated:
-                if self.client_transactions.get(txn.key) is txn:
-                    del self.client_transactions[txn.key]
-                if not txn.future.done():
-                    txn.future.set_result(
-                        make_response(txn.machine.request, 408, "Request Timeout")
-                    )
+                elif isinstance(action.message, Response) and action.message.status >= 200:
+                    future.set_result(action.message)
+            elif not future.done():  # Terminated without an outcome for the TU
+                future.set_result(make_response(txn.request, 408, "Request Timeout"))
 
-    def _client_timer_fired(self, timer_key: tuple[tuple[str, str], str]) -> None:
+    def _client_timer_fired(self, timer_key: tuple[TransactionKey, str]) -> None:
         key, name = timer_key
-        txn = self.client_transactions.get(key)
+        txn = self.layer.find_client(key)
         if txn is not None:
-            self._run_client_actions(txn, txn.machine.on_timer(name))
+            self._perform_client(txn, self.layer.fire(txn, name))
 
-    def _client_transport_error(self, txn: _ClientTxn, exc: Exception) -> None:
-        logger.info("transport error sending to %s: %s", txn.dest, exc)
-        self._run_client_actions(txn, txn.machine.transport_error())
+    def _client_transport_error(self, txn: ClientTransaction, exc: Exception) -> None:
+        logger.info("transport error sending to %s: %s", _outgoing(txn).dest, exc)
+        self._perform_client(txn, self.layer.transport_error(txn))
+
+
+def _outgoing(txn: ClientTransaction) -> _Outgoing:
+    context = txn.context
+    assert isinstance(context, _Outgoing)
+    return context
 
 
 # ---- helpers for responses ------------------------------------------------
@@ -960,49 +950,3 @@ class StaticRouter:
         if self.front is not None:
             self.notify_results.append(self.front.send_request(notify, source))
         return response
-
-
-# ---- the front as a pykka actor -------------------------------------------------
-
-
-class SipFrontActor(pykka.ThreadingActor):
-    """The front in the actor tree: started and stopped with the other actors.
-
-    The SIP hot path stays on the front's own loop thread; the actor only owns
-    its lifecycle, so ``ping().get()`` after ``start`` means "listening".
-    """
-
-    def __init__(self, *, config: FrontConfig | dict[str, Any], router: Router) -> None:
-        super().__init__()
-        self.front = SipFront(config, router)
-
-    def on_start(self) -> None:
-        self.front.start()
-
-    def on_stop(self) -> None:
-        self.front.stop()
-
-    def ping(self) -> bool:
-        return True
-
-    def listen(self) -> list[str]:
-        return self.front.listen
-
-    def send_request(
-        self, request: Request, destination: Address | Source | str
-    ) -> concurrent.futures.Future[Response]:
-        return self.front.send_request(request, destination)
-
-
-# ---- entry point for `purplegw run` ---------------------------------------------
-
-
-def start_front(config_section: dict[str, Any], router: Router | None = None) -> SipFront:
-    """Start a SIP front from the ``[sip]`` config section; returns it started.
-
-    The handle has ``.listen`` (bound addresses) and ``.stop()``. Without a
-    router, a :class:`StaticRouter` knowing no users answers (404 to MESSAGE
-    and SUBSCRIBE) until account routing is plugged in.
-    """
-    front = SipFront(FrontConfig.from_section(config_section), router or StaticRouter(users=()))
-    return front.start()
