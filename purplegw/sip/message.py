@@ -103,6 +103,10 @@ _SINGLE = (
     "Event",
 )
 
+# header keys are the lower-cased long names (headers._LOOKUP)
+_REQUIRED_KEYS = tuple((name.lower(), name) for name in _REQUIRED)
+_SINGLE_KEYS = tuple((name.lower(), name) for name in _SINGLE)
+
 
 class _MessageMixin:
     """Typed shortcuts shared by requests and responses."""
@@ -280,15 +284,19 @@ def validate_request(request: Request) -> None:
     request method, or any malformed known header field.
     """
     headers = request.headers
-    for name in _REQUIRED:
-        if headers.get(name) is None:
+    # one pass counts every field: this runs for each new request on the front's hot path
+    counts: dict[str, int] = {}
+    for key, _, _ in headers._items:  # noqa: SLF001
+        counts[key] = counts.get(key, 0) + 1
+    for key, name in _REQUIRED_KEYS:
+        if key not in counts:
             raise RemoteProtocolError(f"Bad Request: missing {name}", 400)
-    for name in _SINGLE:
-        if len(headers.getall(name)) > 1:
+    for key, name in _SINGLE_KEYS:
+        if counts.get(key, 0) > 1:
             raise RemoteProtocolError(f"Bad Request: multiple {name} values", 400)
     cseq = headers.cseq()
     if cseq is not None and cseq.method != request.method:
         raise RemoteProtocolError("Bad Request: CSeq method does not match the request method", 400)
-    # every registered typed header must parse
-    for key, _, _ in list(headers._items):  # noqa: SLF001
+    # every registered typed header must parse (each field once: parsing is cached)
+    for key in counts:
         headers.parsed_all(key)
