@@ -32,9 +32,15 @@ Rules (server, 17.2.2):
    and reports the timeout to the TU, so a TU that never answers cannot leak
    the transaction nor leave the client retransmitting until its timer F.
 6. Once the driver has put the final response on the wire it may hand its
-   bytes back (``keep_wire``): Completed then replays those bytes and drops the
-   request and response objects, so the 64*T1 of completed transactions a
-   busy UDP server holds are a few small objects each, not message trees.
+   bytes back (``TransactionLayer.keep_wire``): the layer then files the
+   Completed transaction as a plain tuple (bytes, context, destination) and
+   drops the machine (which says TERMINATED from then on: the transaction
+   lives on in the tuple), the request and the response.  The 64*T1 of completed
+   transactions a busy UDP server holds are then objects the garbage
+   collector does not track (tuples of strings and numbers), so its full
+   collections do not grow with the request rate.  Such an entry answers a
+   retransmission with the bytes (``find_server`` brings the machine back
+   for it) and ends on timer_j like any Completed transaction.
 
 Matching (17.2.3, 17.1.3) and the RFC 2543 fallback for branches without the
 magic cookie live in ``TransactionLayer``.  Its driver-facing methods take and
@@ -394,11 +400,35 @@ class TransactionLayer:
         self.timers = timers or Timers()
         self.servers: dict[TransactionKey, ServerTransaction] = {}
         self.clients: dict[TransactionKey, ClientTransaction] = {}
+        # server Rule 6: wire-form Completed transactions, (bytes, context, destination)
+        self.completed: dict[TransactionKey, tuple[bytes, object, Address | None]] = {}
 
     # ---- driver methods ----------------------------------------------------
 
     def find_server(self, key: TransactionKey) -> ServerTransaction | None:
-        return self.servers.get(key)
+        """The server transaction filed under ``key``, or None.
+
+        A wire-form Completed one (Rule 6) comes back as a machine again, in
+        Completed, replaying its bytes: that happens for retransmissions only.
+        """
+        txn = self.servers.get(key)
+        if txn is None and key in self.completed:
+            data, context, destination = self.completed.pop(key)
+            txn = ServerTransaction.__new__(ServerTransaction)
+            _Machine.__init__(txn, reliable=False, timers=self.timers)
+            txn.state = COMPLETED
+            txn.request = None
+            txn.destination = destination
+            txn.last_response = data
+            txn.tu_deadline = False
+            txn.key = key
+            txn.context = context
+            self.servers[key] = txn
+        return txn
+
+    def has_server(self, key: TransactionKey) -> bool:
+        """Whether a server transaction holds ``key`` (without bringing a wire-form one back)."""
+        return key in self.servers or key in self.completed
 
     def find_client(self, key: TransactionKey) -> ClientTransaction | None:
         return self.clients.get(key)
@@ -420,7 +450,7 @@ class TransactionLayer:
             raise LocalProtocolError("INVITE transactions are handled statelessly", 500)
         if key is None:
             key = server_key(request)
-        if key in self.servers:
+        if key in self.servers or key in self.completed:
             raise LocalProtocolError("a server transaction for this request exists", 500)
         txn = ServerTransaction(request, destination, reliable=reliable, timers=self.timers)
         txn.key = key
@@ -474,14 +504,34 @@ class TransactionLayer:
         return txn.expect_answer(seconds)
 
     def keep_wire(self, txn: ServerTransaction, data: bytes, context: object = None) -> None:
-        """Completed replays ``data``; ``context`` (if given) replaces the driver's context.
+        """Rule 6: ``data`` is the final response as sent; ``context`` replaces the driver's.
 
-        A driver swaps in a small immutable context here (the reply address)
-        so that a completed transaction holds no message objects at all.
+        In Completed over an unreliable transport, the transaction is filed
+        as a tuple from now on; pass a small immutable context (the reply
+        address as ``(host, port)``), so that the garbage collector does not
+        track the entry.  Otherwise nothing changes.
         """
+        if txn.state is not COMPLETED or self.servers.get(txn.key) is not txn:
+            return
         txn.keep_wire(data)
         if context is not None:
             txn.context = context
+        del self.servers[txn.key]
+        self.completed[txn.key] = (data, txn.context, txn.destination)
+        txn.state = TERMINATED  # the object is done with; the tuple is the transaction now
+
+    def end_completed(self, key: TransactionKey, name: str) -> bool:
+        """Timer ``name`` of ``key`` fired: True if a wire-form Completed entry took it.
+
+        timer_j ends such an entry (Terminated, with nothing for the driver
+        to do); other timers have nothing left to do there.  False: not such
+        an entry, ask ``find_server``.
+        """
+        if key not in self.completed:
+            return False
+        if name == "timer_j":
+            del self.completed[key]
+        return True
 
     def response_received(self, txn: ClientTransaction, response: Response) -> list[Action]:
         return self._settle(txn, txn.receive_response(response))
@@ -505,6 +555,7 @@ class TransactionLayer:
     def clear(self) -> None:
         self.servers.clear()
         self.clients.clear()
+        self.completed.clear()
 
     # ---- key-based methods -------------------------------------------------
 
@@ -521,7 +572,7 @@ class TransactionLayer:
         if request.method in ("INVITE", "ACK"):
             raise LocalProtocolError("INVITE transactions are handled statelessly", 500)
         key = server_key(request)
-        txn = self.servers.get(key)
+        txn = self.find_server(key)
         if txn is not None:
             return self._pairs(key, self.retransmitted(txn, request))
         txn = self.create_server(request, key, destination=destination, reliable=reliable)
@@ -531,7 +582,7 @@ class TransactionLayer:
         self, request: Request, response: Response
     ) -> list[tuple[TransactionKey, Action]]:
         key = server_key(request)
-        txn = self.servers.get(key)
+        txn = self.find_server(key)
         if txn is None:
             raise LocalProtocolError("no server transaction for this request", 500)
         return self._pairs(key, self.respond(txn, response))
@@ -552,6 +603,11 @@ class TransactionLayer:
         return self._pairs(key, self.response_received(txn, response))
 
     def on_timer(self, key: TransactionKey, name: str) -> list[tuple[TransactionKey, Action]]:
+        if key in self.completed:
+            if name != "timer_j":
+                return []
+            del self.completed[key]
+            return [(key, _TERMINATED_COMPLETED)]
         txn: ServerTransaction | ClientTransaction | None = self.servers.get(
             key
         ) or self.clients.get(key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from purplegw.sip.actions import CancelTimer, DeliverToTU, Send, StartTimer, Terminated
@@ -266,11 +268,47 @@ def test_driver_server_lifecycle_with_context_and_wire_form() -> None:
     assert layer.respond(txn, ok) == [Send(ok), StartTimer("timer_j", 32.0)]
     assert txn.answered
     assert layer.retransmitted(txn, req) == [Send(ok)]
-    layer.keep_wire(txn, b"SIP/2.0 202 Accepted\r\n\r\n", ("127.0.0.1", 5070))
-    assert txn.request is None and txn.context == ("127.0.0.1", 5070)
-    assert layer.retransmitted(txn, req) == [Send(b"SIP/2.0 202 Accepted\r\n\r\n")]
-    assert layer.fire(txn, "timer_j") == [Terminated("completed")]
+    wire = b"SIP/2.0 202 Accepted\r\n\r\n"
+    layer.keep_wire(txn, wire, ("127.0.0.1", 5070))
+    assert txn.request is None and txn.last_response is wire
+    assert txn.state is State.TERMINATED and txn.answered  # the tuple is the transaction now
+    # filed as a tuple the garbage collector leaves alone, the machine let go
+    assert not layer.servers and layer.has_server(key)
+    gc.collect()
+    assert not gc.is_tracked(layer.completed[key])
+    again = layer.find_server(key)  # a retransmission brings it back as a machine
+    assert again is not None and again is not txn and again.state is State.COMPLETED
+    assert again.context == ("127.0.0.1", 5070) and again.key == key
+    assert layer.retransmitted(again, req) == [Send(wire)]
+    with pytest.raises(LocalProtocolError):
+        layer.respond(again, make_response(req, 500))
+    assert layer.fire(again, "timer_j") == [Terminated("completed")]
     assert layer.find_server(key) is None  # forgotten before the driver sees Terminated
+    assert not layer.has_server(key)
+
+
+def test_wire_form_completed_ends_on_timer_j_without_a_machine() -> None:
+    layer = TransactionLayer(T)
+    req = make_request()
+    txn = layer.create_server(req)
+    layer.start(txn)
+    layer.respond(txn, make_response(req, 200))
+    layer.keep_wire(txn, b"bytes", ("127.0.0.1", 5070))
+    assert layer.end_completed(txn.key, "timer_x")  # taken, nothing to do
+    assert layer.has_server(txn.key)
+    assert layer.end_completed(txn.key, "timer_j")
+    assert not layer.has_server(txn.key) and not layer.completed
+    assert not layer.end_completed(txn.key, "timer_j")  # not such an entry (any more)
+    # the key-based face ends it the same way
+    other = make_request(branch="z9hG4bK-kb")
+    layer.receive_request(other, None)
+    layer.send_response(other, make_response(other, 200))
+    moved = layer.find_server(server_key(other))
+    assert moved is not None
+    layer.keep_wire(moved, b"ok")
+    assert layer.on_timer(moved.key, "timer_e") == []
+    assert layer.on_timer(moved.key, "timer_j") == [(moved.key, Terminated("completed"))]
+    assert not layer.has_server(moved.key)
 
 
 def test_keep_wire_before_the_final_response_changes_nothing() -> None:
@@ -280,6 +318,7 @@ def test_keep_wire_before_the_final_response_changes_nothing() -> None:
     layer.start(txn)
     layer.keep_wire(txn, b"bytes")
     assert txn.request is req and txn.last_response is None
+    assert layer.find_server(txn.key) is txn and not layer.completed
 
 
 def test_create_server_refuses_a_second_transaction_and_invite() -> None:

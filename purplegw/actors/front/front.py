@@ -464,7 +464,7 @@ class SipFront:
         if verdict is Verdict.DROP and source.transport == "udp":
             self.stats["rate_dropped"] += 1
             return
-        if request.method != "CANCEL" and self.layer.find_server(server_key(request)) is not None:
+        if request.method != "CANCEL" and self.layer.has_server(server_key(request)):
             # its first answer stands: a retransmission never gets a different one
             self.stats["rate_dropped"] += 1
             return
@@ -589,9 +589,12 @@ class SipFront:
 
     def _server_timer_fired(self, timer_key: tuple[TransactionKey, str]) -> None:
         key, name = timer_key
-        txn = self.layer.find_server(key)
+        layer = self.layer
+        if layer.end_completed(key, name):
+            return  # timer J of a wire-form Completed transaction: nothing else to do
+        txn = layer.find_server(key)
         if txn is not None:
-            self._perform_server(txn, self.layer.fire(txn, name))
+            self._perform_server(txn, layer.fire(txn, name))
 
     @staticmethod
     def _stamp(request: Request, source: Source) -> None:
@@ -606,9 +609,9 @@ class SipFront:
         # A non-INVITE transaction is not affected by CANCEL (RFC 3261 9.2) and
         # INVITEs are answered statelessly: 200 if the transaction exists, else 481.
         key = server_key(request)
-        servers = self.layer.servers
+        has_server = self.layer.has_server
         exists = key[0] == "3261" and any(
-            (*key[:3], method) in servers for method in self.router.allow | {"OPTIONS"}
+            has_server((*key[:3], method)) for method in self.router.allow | {"OPTIONS"}
         )
         self._reply_stateless(request, source, 200 if exists else 481, None)
 

@@ -179,8 +179,8 @@ class Harness:
                     life.outcome = repr(action)
             elif isinstance(action, Terminated):
                 terminated.add(key)
-                check(self.layer.servers.get(key) is not life.machine
-                      and self.layer.clients.get(key) is not life.machine,
+                check((not self.layer.has_server(key)) if life.kind == "server"
+                      else self.layer.clients.get(key) is not life.machine,
                       f"terminated transaction {key} is still in the layer")
                 if life.kind == "client":
                     check(self.now - life.start <= CLIENT_LIFETIME + 1e-6,
@@ -212,9 +212,9 @@ class Harness:
         refused = request.method in ("INVITE", "ACK")
         key = None if refused else server_key(request)
         if key is not None:
-            check((key in self.lives) == (key in self.layer.servers),
+            check((key in self.lives) == self.layer.has_server(key),
                   f"layer and harness disagree on whether {key} is live")
-        created = key is not None and key not in self.layer.servers
+        created = key is not None and not self.layer.has_server(key)
         pairs = self._expect_error(
             allowed=refused, call="receive_request",
             run=lambda: self.layer.receive_request(request, ("127.0.0.1", 5070), reliable=reliable))
@@ -278,7 +278,7 @@ class Harness:
             return  # answered 400 statelessly by the front
         refused = msg.method in ("INVITE", "ACK")
         key = None if refused else server_key(msg)
-        created = key is not None and key not in self.layer.servers
+        created = key is not None and not self.layer.has_server(key)
         self.log(f"receive_request (corpus) {msg!r}")
         pairs = self._expect_error(
             allowed=refused, call="receive_request",
@@ -332,9 +332,12 @@ class Harness:
         key = self.d.choice(list(self.lives))
         life = self.lives[key]
         self.log(f"transport_error for {key[:3]} in {life.machine.state.value}")
-        check(self.layer.find_server(key) is life.machine or self.layer.find_client(key)
-              is life.machine, f"live transaction {key} not found by the driver lookup")
-        actions = self.layer.transport_error(life.machine)
+        machine = self.layer.find_server(key) or self.layer.find_client(key)
+        if life.wire is not None and machine is not None:
+            life.machine = machine  # a wire-form Completed one comes back as a new machine
+        check(machine is life.machine, f"live transaction {key} not found by the driver lookup")
+        assert machine is not None
+        actions = self.layer.transport_error(machine)
         self.process([(key, action) for action in actions])
 
     def _live_server(self) -> tuple[TransactionKey, Life] | None:
@@ -368,11 +371,15 @@ class Harness:
             return
         data = serialize(life.final)
         self.log(f"keep_wire for {key[:3]} in {machine.state.value}")
+        completed = machine.state is State.COMPLETED
         self.layer.keep_wire(machine, data)
-        if machine.state is State.COMPLETED:
+        if completed:
             life.wire = data
             check(machine.request is None and machine.last_response is data,
                   "keep_wire kept the message objects")
+            check(key in self.layer.completed and key not in self.layer.servers
+                  and machine.state is State.TERMINATED,
+                  "keep_wire did not file the transaction in wire form")
 
     def poke_dead(self) -> None:
         """A terminated machine must stay silent whatever it is told."""
