@@ -290,13 +290,50 @@ def test_unanswered_deferred_request_gets_500(peer):
     class Silent:
         allow = frozenset({"MESSAGE"})
 
-        def handle(self, request, source, reply):
-            return None
+        def __init__(self):
+            self.replies = []
 
-    with SipFront({"listen": ["udp:127.0.0.1:0"], "deferred_timeout": 0.2}, Silent()) as f:
+        def handle(self, request, source, reply):
+            self.replies.append((request, reply))
+
+    router = Silent()
+    with SipFront({"listen": ["udp:127.0.0.1:0"], "deferred_timeout": 0.2}, router) as f:
         port = port_of(f, "udp")
-        peer.send(sip_request("MESSAGE", port, peer.port), port)
-        assert parse_datagram(peer.recv()).status == 500
+        data = sip_request("MESSAGE", port, peer.port)
+        peer.send(data, port)
+        first = peer.recv()
+        assert parse_datagram(first).status == 500
+        # the transaction answered (its timer_tu): the router's late answer goes nowhere,
+        # and a retransmission gets the same 500 again
+        request, reply = router.replies[0]
+        reply(make_response(request, 202))
+        assert peer.nothing_within(0.3)
+        peer.send(data, port)
+        assert peer.recv() == first
+        assert len(router.replies) == 1
+
+
+def test_transaction_state_lives_in_the_layer(peer):
+    """UDP: Completed in wire form until timer J, then gone; TCP: gone with the answer."""
+    config = {"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], "t1_ms": 40}
+    with SipFront(config, StaticRouter()) as f:
+        port = port_of(f, "udp")
+        data = sip_request("MESSAGE", port, peer.port)
+        peer.send(data, port)
+        first = peer.recv()
+        assert first.startswith(b"SIP/2.0 202 ")
+        # filed in wire form right after the send: no message objects kept
+        wait_for(lambda: not f.layer.servers and len(f.layer.completed) == 1, what="wire form")
+        wait_for(lambda: not f.layer.completed, what="timer J (64*T1 = 2.56 s)")
+        assert len(f.timers) == 0  # no timer left behind
+        peer.send(data, port)  # the transaction is over: a new one, routed again
+        assert peer.recv().startswith(b"SIP/2.0 202 ")
+        tport = port_of(f, "tcp")
+        with tcp_connect(tport) as sock:
+            sock.sendall(sip_request("MESSAGE", tport, peer.port, transport="TCP", branch="z9hG4bK-tcp"))
+            assert read_messages(sock, 1)[0].status == 202
+            # reliable: over with its answer (forgotten before the bytes left)
+            assert not f.layer.servers
 
 
 # ---- streams ---------------------------------------------------------------------

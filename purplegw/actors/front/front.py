@@ -601,9 +601,14 @@ class SipFront:
         """received/rport on the top Via (RFC 3261 18.2.1, RFC 3581), after validation:
         the stamped Via is not re-validated (an IPv6 ``received`` trips the grammar)."""
         try:
-            stamp_request(request, (source.host, source.port))
+            via = stamp_request(request, (source.host, source.port))
         except RemoteProtocolError:
             logger.debug("cannot stamp Via of %r", request)
+            return
+        if source.transport == "udp" and ":" not in source.host:
+            # where the answer goes, from the Via object at hand; an IPv6 source
+            # keeps the path below (the stamped Via does not parse back)
+            source.reply_to = response_destination(via)
 
     def _on_cancel(self, request: Request, source: Source) -> None:
         # A non-INVITE transaction is not affected by CANCEL (RFC 3261 9.2) and
@@ -650,13 +655,15 @@ class SipFront:
         """
         data = serialize(response)
         if source.transport == "udp":
-            try:
-                via = request.top_via
-            except RemoteProtocolError:
-                # the sans-IO Via grammar refuses "received=" with a bare IPv6
-                # literal after stamping; the packet's source is the answer then
-                via = None
-            target = None if via is None else response_destination(via)
+            target = source.reply_to
+            if target is None:
+                try:
+                    via = request.top_via
+                except RemoteProtocolError:
+                    # the sans-IO Via grammar refuses "received=" with a bare IPv6
+                    # literal after stamping; the packet's source is the answer then
+                    via = None
+                target = None if via is None else response_destination(via)
             host, port = (source.host, source.port) if target is None else target
             self.transports.send_datagram(data, host, port, source.listener)
             return (data, host, port)

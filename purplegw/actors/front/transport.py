@@ -124,9 +124,14 @@ def parse_listen(spec: str) -> Address:
 
 
 class Source:
-    """Where a message came from: remote address, the listener and (streams) the connection."""
+    """Where a message came from: remote address, the listener and (streams) the connection.
 
-    __slots__ = ("connection", "host", "listener", "port", "transport")
+    ``reply_to``: where responses to this UDP datagram go (RFC 3261 18.2.2,
+    RFC 3581), set by the front when it stamps the request's Via, so that
+    the answer does not parse the stamped Via again; None: work it out.
+    """
+
+    __slots__ = ("connection", "host", "listener", "port", "reply_to", "transport")
 
     def __init__(
         self,
@@ -141,6 +146,7 @@ class Source:
         self.port = port
         self.listener = listener
         self.connection = connection
+        self.reply_to: tuple[str, int] | None = None
 
     @property
     def address(self) -> Address:
