@@ -276,10 +276,11 @@ def test_driver_server_lifecycle_with_context_and_wire_form() -> None:
     assert not layer.servers and layer.has_server(key)
     gc.collect()
     assert not gc.is_tracked(layer.completed[key])
+    assert layer.completed[key] == (wire, "127.0.0.1", 5070)  # flat
     again = layer.find_server(key)  # a retransmission brings it back as a machine
     assert again is not None and again is not txn and again.state is State.COMPLETED
-    assert again.context == ("127.0.0.1", 5070) and again.key == key
-    assert layer.retransmitted(again, req) == [Send(wire)]
+    assert again.context is None and again.key == key
+    assert layer.retransmitted(again, req) == [Send(wire, ("127.0.0.1", 5070))]
     with pytest.raises(LocalProtocolError):
         layer.respond(again, make_response(req, 500))
     assert layer.fire(again, "timer_j") == [Terminated("completed")]

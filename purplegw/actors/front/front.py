@@ -66,7 +66,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from purplegw.actors.front.timers import TimerService
 from purplegw.actors.front.transport import (
@@ -547,7 +547,7 @@ class SipFront:
         """Do what a server transaction asked for, in order."""
         for action in actions:
             if isinstance(action, Send):
-                self._send_server(txn, action.message)
+                self._send_server(txn, action.message, action.destination)
             elif isinstance(action, StartTimer):
                 self.timers.start((txn.key, action.name), action.seconds, self._server_timer_fired)
             elif isinstance(action, CancelTimer):
@@ -565,11 +565,16 @@ class SipFront:
                     logger.info("transport error: server transaction %s dropped", txn.key[:2])
             # Terminated: the layer has forgotten the transaction already
 
-    def _send_server(self, txn: ServerTransaction, message: Request | Response | bytes) -> None:
+    def _send_server(
+        self,
+        txn: ServerTransaction,
+        message: Request | Response | bytes,
+        destination: tuple[str, int] | None,
+    ) -> None:
         if isinstance(message, bytes):
-            # Completed replays the final response; the context is its (host, port)
-            host, port = cast("tuple[str, int]", txn.context)
-            self.transports.send(message, Address("udp", host, port))
+            # wire-form Completed replays the final response to where it went
+            assert destination is not None  # keep_wire below always gives it
+            self.transports.send(message, Address("udp", *destination))
             return
         request = txn.request
         assert request is not None  # dropped only with the wire form (above)
