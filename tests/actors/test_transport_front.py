@@ -667,3 +667,21 @@ def test_oversized_udp_request_gets_513(peer):
         port = port_of(f, "udp")
         peer.send(sip_request("MESSAGE", port, peer.port, body=b"x" * 2000), port)
         assert peer.recv().startswith(b"SIP/2.0 513 ")
+
+
+def test_answers_are_counted_by_method_and_class(front, peer):
+    from purplegw import metrics  # noqa: PLC0415 - only this test reads the registry
+
+    def count(method: str, klass: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "purplegw_sip_requests_total", {"method": method, "status_class": klass})
+        return value or 0.0
+
+    port = port_of(front, "udp")
+    options, invites = count("OPTIONS", "2xx"), count("INVITE", "4xx")
+    peer.send(sip_request("OPTIONS", port, peer.port, branch="z9hG4bK-m1"), port)
+    assert parse_datagram(peer.recv()).status == 200
+    peer.send(sip_request("INVITE", port, peer.port, branch="z9hG4bK-m2"), port)
+    assert parse_datagram(peer.recv()).status == 405
+    assert count("OPTIONS", "2xx") == options + 1
+    assert count("INVITE", "4xx") == invites + 1

@@ -68,6 +68,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from purplegw import metrics
 from purplegw.actors.front.timers import TimerService
 from purplegw.actors.front.transport import (
     Address,
@@ -541,6 +542,8 @@ class SipFront:
         if txn.answered or self.layer.find_server(txn.key) is not txn:
             logger.debug("response %r for a finished transaction dropped", response)
             return
+        if response.status >= 200:
+            metrics.sip_request(txn.request.method, response.status)
         self._perform_server(txn, self.layer.respond(txn, response))
 
     def _perform_server(self, txn: ServerTransaction, actions: list[Action]) -> None:
@@ -558,6 +561,7 @@ class SipFront:
                     self._deliver(txn, message)
                 elif action.timeout:
                     # timer_tu: the layer answers 500 itself (its Send follows)
+                    metrics.sip_request(txn.request.method, 500)
                     logger.warning(
                         "no answer to %r within %ss", txn.request, self.config.deferred_timeout
                     )
@@ -643,6 +647,7 @@ class SipFront:
         reason: str | None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
+        metrics.sip_request(request.method, status)
         response = make_response(request, status, reason, to_tag=self._tag(), headers=headers)
         response.headers.add("Server", USER_AGENT)
         self._send_response(response, request, source)
@@ -799,6 +804,7 @@ class SipFront:
                 if future.done():
                     continue
                 if action.timeout:
+                    metrics.transaction_timeout(txn.request.method)
                     future.set_result(make_response(txn.request, 408, "Request Timeout"))
                 elif action.transport_error:
                     future.set_result(
