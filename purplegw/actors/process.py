@@ -40,7 +40,8 @@ from purplegw.actors.control import query_status as query_status  # re-export fo
 from purplegw.actors.gc_tuning import apply_gc_threshold, restore_gc_thresholds
 from purplegw.actors.loop import stop_shared_loop
 from purplegw.actors.state import ActorsConfig
-from purplegw.actors.supervisor import Directory, ReloadSummary, start_accounts
+from purplegw.actors.supervisor import Directory, ReloadSummary
+from purplegw.actors.workers import start_accounts
 from purplegw.protocols.base import AccountCredentials, ProxySettings
 
 logger = logging.getLogger(__name__)

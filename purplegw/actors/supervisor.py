@@ -363,16 +363,3 @@ class LocalAccounts:
         finally:
             self._ref.stop()
 
-
-def start_accounts(
-    config: ActorsConfig,
-    adapters: AdapterLookup,
-    protocols_config: dict[str, dict[str, Any]] | None = None,
-    proxy: ProxySettings | None = None,
-) -> Any:
-    """``LocalAccounts`` or, with ``workers > 0``, a ``WorkerPool``."""
-    if config.workers == 0:
-        return LocalAccounts(config, adapters, protocols_config, proxy)
-    from purplegw.actors.workers import WorkerPool  # noqa: PLC0415 - only with workers
-
-    return WorkerPool(config, protocols_config, proxy)

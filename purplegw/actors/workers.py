@@ -40,7 +40,7 @@ from purplegw.actors.account import OutcomeFuture
 from purplegw.actors.gc_tuning import apply_gc_threshold
 from purplegw.actors.listener import AccountInfo, EventSink
 from purplegw.actors.state import AccountKey, ActorsConfig, Outcome, shard_of
-from purplegw.actors.supervisor import Directory, ReloadSummary
+from purplegw.actors.supervisor import AdapterLookup, Directory, LocalAccounts, ReloadSummary
 from purplegw.protocols.base import AccountCredentials, ProxySettings, with_derived_keys
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,6 @@ def worker_main(
     )
     import pykka.debug  # noqa: PLC0415 - for the SIGUSR1 handler above
 
-    from purplegw.actors.supervisor import LocalAccounts  # noqa: PLC0415
     from purplegw.protocols.loader import load_adapters  # noqa: PLC0415
 
     lock = threading.Lock()
@@ -476,6 +475,22 @@ class WorkerPool:
             if worker.conn is not None:
                 worker.conn.close()
         self._monitor.join(2)
+
+
+def start_accounts(
+    config: ActorsConfig,
+    adapters: AdapterLookup,
+    protocols_config: dict[str, dict[str, Any]] | None = None,
+    proxy: ProxySettings | None = None,
+) -> LocalAccounts | WorkerPool:
+    """``LocalAccounts`` or, with ``workers > 0``, a ``WorkerPool``.
+
+    Here rather than in supervisor.py, which would then import this module
+    back: the supervisor knows nothing of worker processes.
+    """
+    if config.workers == 0:
+        return LocalAccounts(config, adapters, protocols_config, proxy)
+    return WorkerPool(config, protocols_config, proxy)
 
 
 if sys.platform == "win32":  # pragma: no cover

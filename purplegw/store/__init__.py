@@ -10,8 +10,10 @@ from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
 from purplegw.store.dead_letters import DeadLetterRepository
+from purplegw.store.mysql import MysqlDatabase
 from purplegw.store.outbox import OutboxRepository
 from purplegw.store.sendq import SendQueueRepository
+from purplegw.store.sqlite import SqliteDatabase
 from purplegw.store.subscriptions import StoredSubscription, SubscriptionRepository
 from purplegw.store.upgrades import Tables, check_schema, run_upgrades
 from purplegw.store.users import UserRepository
@@ -23,6 +25,16 @@ __all__ = ["AccountKeyRepository", "AccountRepository", "AccountRow", "Database"
            "NewAccount", "OutboxRepository",
            "PasswordCipher", "SendQueueRepository", "Store", "StoredSubscription", "SubscriptionRepository", "Tables",
            "UserRepository", "open_store"]
+
+# The backends by db_url scheme, as mautrix's ``Database.schemes``: every
+# import of the store runs this, so ``Database.create`` finds them; each
+# backend imports its driver only when it connects (PyMySQL is optional).
+Database.schemes.update({
+    "sqlite": SqliteDatabase,
+    "mysql": MysqlDatabase,
+    "mariadb": MysqlDatabase,
+    "mysql+pymysql": MysqlDatabase,
+})
 
 
 @dataclass

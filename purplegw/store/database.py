@@ -53,20 +53,9 @@ class Database:
     # --- construction --------------------------------------------------
 
     @classmethod
-    def register(cls, *schemes: str) -> Any:
-        def decorator(subclass: type[Database]) -> type[Database]:
-            for scheme in schemes:
-                cls.schemes[scheme] = subclass
-            return subclass
-
-        return decorator
-
-    @classmethod
     def create(cls, url: str, **options: Any) -> Database:
+        """The backend registered for ``url``'s scheme (see ``purplegw/store/__init__.py``)."""
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-        # Importing the backends registers them; they import their drivers lazily.
-        from purplegw.store import mysql, sqlite  # noqa: F401, PLC0415
-
         backend = cls.schemes.get(scheme)
         if backend is None:
             known = ", ".join(f"{s}://" for s in sorted(cls.schemes))

@@ -37,7 +37,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-@Database.register("mysql", "mariadb", "mysql+pymysql")
 class MysqlDatabase(Database):
     dialect = "mysql"
     placeholder = "%s"

@@ -17,7 +17,6 @@ logger = logging.getLogger(__name__)
 _warned_modes: set[str] = set()  # paths already warned about: once per process
 
 
-@Database.register("sqlite")
 class SqliteDatabase(Database):
     dialect = "sqlite"
 

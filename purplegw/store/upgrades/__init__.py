@@ -11,43 +11,24 @@ Rule 4: an existing ``purplemap`` without a version table is the original
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from purplegw.exceptions import SchemaTooNewError, StoreError
-from purplegw.store.database import Database, check_identifier
+from purplegw.store.upgrades.registry import UPGRADES, Tables, Upgrade, upgrade
+
+if TYPE_CHECKING:
+    from purplegw.store.database import Database
 
 logger = logging.getLogger(__name__)
 
 VERSION_TABLE = "purplegw_version"
 
-
-@dataclass(frozen=True)
-class Tables:
-    """Names of the tables that config may rename (shared with Kamailio)."""
-
-    accounts: str = "purplemap"
-    subscribers: str = "subscriber"
-
-    def __post_init__(self) -> None:
-        check_identifier(self.accounts)
-        check_identifier(self.subscribers)
+__all__ = ["UPGRADES", "VERSION_TABLE", "Tables", "Upgrade", "check_schema", "current_version",
+           "latest_version", "run_upgrades", "upgrade"]
 
 
 def _tables(tables: Tables | str) -> Tables:
     return Tables(accounts=tables) if isinstance(tables, str) else tables
-
-
-Upgrade = Callable[[Database, Tables], None]
-UPGRADES: list[tuple[str, Upgrade]] = []
-
-
-def upgrade(description: str) -> Callable[[Upgrade], Upgrade]:
-    def register(func: Upgrade) -> Upgrade:
-        UPGRADES.append((description, func))
-        return func
-
-    return register
 
 
 def latest_version() -> int:

@@ -1,7 +1,7 @@
 """The original module's account table, created only where it is missing."""
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 
 @upgrade("account table (the purple module's purplemap layout)")

@@ -6,7 +6,7 @@ refuse it.  SQLite does not enforce VARCHAR lengths, so only MySQL changes.
 """
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 
 @upgrade("ext_pass wide enough for encrypted passwords")

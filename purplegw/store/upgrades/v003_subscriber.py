@@ -7,7 +7,7 @@ Kamailio's own tools (kamctl add) and purplegw manage the same users.
 
 from purplegw.exceptions import StoreError
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 REQUIRED = {"id", "username", "domain", "password", "ha1"}
 

@@ -7,7 +7,7 @@ a gateway crash or an unreachable user never loses it (at-least-once).
 """
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 
 @upgrade("outbox of messages waiting for their SIP user")

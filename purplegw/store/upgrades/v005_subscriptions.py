@@ -7,7 +7,7 @@ phone's buddy list silent until its next refresh.
 """
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 
 @upgrade("presence subscriptions that survive a restart")

@@ -7,7 +7,7 @@ network, stable across resends.
 """
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 
 @upgrade("queue of accepted SIP messages not yet sent to the external network")

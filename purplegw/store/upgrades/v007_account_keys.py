@@ -7,7 +7,7 @@ in as well as the password it came from.
 """
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 
 @upgrade("keys derived from account passwords (SCRAM salted passwords)")
