@@ -57,6 +57,8 @@ setup(
             "mypy>=1.10",
             # defusedxml ships no annotations; purplegw/sip/presence is checked strictly.
             "types-defusedxml>=0.7",
+            # PyMySQL ships no annotations; purplegw/store/mysql.py is checked strictly.
+            "types-PyMySQL>=1.1",
         ],
     },
     entry_points={

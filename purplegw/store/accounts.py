@@ -7,6 +7,7 @@ original's rows vary); lookups compare the normalized form.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ class AccountRepository:
 
     def credentials(
         self, canonical: Callable[[str], str] | None = None
-    ) -> tuple[list[AccountCredentials], list[str]]:
+    ) -> tuple[builtins.list[AccountCredentials], builtins.list[str]]:
         """Every row with its password decrypted; also the rows that cannot be used.
 
         ``canonical`` maps ext_prot to the adapter name (aliases resolved);
@@ -112,7 +113,7 @@ class AccountRepository:
         return self.add_many([account])[0]
 
     def add_many(self, accounts: Iterable[NewAccount],
-                 progress: Callable[[int], None] | None = None) -> list[int]:
+                 progress: Callable[[int], None] | None = None) -> builtins.list[int]:
         """Insert all rows or none (one transaction)."""
         accounts = list(accounts)
         for number, account in enumerate(accounts, start=1):
