@@ -48,14 +48,13 @@ from purplegw.protocols.base import (
     AuthorizationAnswer,
     BadCredentialsError,
     ConnectionState,
-    DeliveryError,
-    Ignore,
     ProxySettings,
     Session,
     SessionContext,
     TransientError,
     TypingState,
 )
+from purplegw.protocols.errors import outcome_for
 
 if TYPE_CHECKING:
     from purplegw.presence import ContactPresence, Presence
@@ -542,26 +541,27 @@ class AccountCore:
             await self._wake.wait()
 
     async def _execute(self, session: Session, request: _Request) -> Outcome:
+        """Run one request on the session; its exception becomes the outcome.
+
+        The mapping is ``purplegw.protocols.errors.outcome_for`` (501, drop,
+        the error's hint, 500 + log); the actor adds what only it knows: its
+        own timeout (504) and that rejected credentials end the connection.
+        """
         method = getattr(session, request.op)
         try:
             result = await asyncio.wait_for(method(*request.args), self._config.send_timeout)
         except TimeoutError:
             return Outcome(504, f"{request.op} timed out after {self._config.send_timeout:g}s")
-        except NotImplementedError:
-            return Outcome(501, f"{self.info.protocol} cannot {request.op}")
-        except Ignore:
-            return Outcome(200, "ignored")
-        except DeliveryError as exc:
-            return Outcome(exc.status_hint, str(exc))
-        except BadCredentialsError as exc:
-            self._session_state(AccountState.BAD_CREDENTIALS, str(exc))
-            return Outcome(403, str(exc) or "bad credentials")
-        except (TransientError, OSError) as exc:
-            return Outcome(503, str(exc) or type(exc).__name__)
-        except Exception as exc:
-            logger.exception("Account %s/%s: %s failed", self.info.sip_user,
-                             self.info.protocol, request.op)
-            return Outcome(500, repr(exc))
+        except Exception as exc:  # noqa: BLE001 - every adapter failure is mapped, bugs logged
+            if isinstance(exc, BadCredentialsError):
+                self._session_state(AccountState.BAD_CREDENTIALS, str(exc))
+            mapped = outcome_for(exc, what=request.op,
+                                 account=f"{self.info.sip_user}/{self.info.protocol}")
+            if mapped.status is None:
+                # Ignore: the request is dropped (not sent, not retried, not
+                # counted); the SIP transaction still needs its final answer.
+                return Outcome(200, f"dropped by the {self.info.protocol} adapter")
+            return Outcome(mapped.status, mapped.detail or mapped.reason)
         if request.op == "send_message":
             self.account_status.messages_out += 1
             if result is True:

@@ -1,7 +1,9 @@
 """One place where adapter exceptions become SIP outcomes.
 
-The account actor wraps every call into a session with this module, so no
-adapter has to know SIP:
+The account actor (``purplegw.actors.account.AccountCore._execute``) maps
+every request it runs on a session (send_message, send_typing,
+set_presence, add_contact, remove_contact, answer_authorization) through
+``outcome_for``, so no adapter has to know SIP:
 
 =========================  =========================================
 raised by the session      outcome
@@ -10,40 +12,29 @@ raised by the session      outcome
 ``NotImplementedError``    501 Not Implemented
 ``Ignore``                 dropped: ``Outcome.dropped`` (no response)
 ``SessionError`` subclass  its ``status_hint`` (403, 480, 503, ...)
+``TimeoutError``           504 Server Time-out
+other ``OSError``          503 (the network failed us, not the adapter)
 anything else              500, plus an ERROR log line with traceback
 =========================  =========================================
+
+A dropped request is not sent, not retried and not counted; the account
+actor still answers its caller 200 (a SIP transaction needs a final
+answer), with the reason saying it was dropped.
 
 ``asyncio.CancelledError`` and other ``BaseException`` pass through:
 cancelling is not an adapter failure.
 
-Three ways to use it::
-
-    outcome = outcome_for(exc)                      # pure mapping
-
-    with session_errors("send_message", account="alice") as call:
-        await session.send_message(contact, text, mid)
-    call.outcome                                    # Outcome(202, "Accepted") or the error's
-
-    @maps_session_errors(success=ACCEPTED)
-    async def forward(...): await session.send_message(...)   # returns an Outcome
+One pure function, ``outcome_for(exc)``; the actor catches, this decides.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, Self
 
 from purplegw.protocols.base import Ignore, SessionError
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-    from types import TracebackType
-
 logger = logging.getLogger(__name__)
-
-P = ParamSpec("P")
 
 # RFC 3261 section 21 reason phrases for the statuses adapters hint at.
 REASONS = {
@@ -107,50 +98,11 @@ def outcome_for(exc: BaseException, *, what: str = "session call", account: str 
     if isinstance(exc, SessionError):
         status = int(getattr(exc, "status_hint", 500) or 500)
         return Outcome(status, reason_phrase(status), str(exc))
+    if isinstance(exc, TimeoutError):
+        return Outcome(504, REASONS[504], str(exc) or f"{what} timed out")
+    if isinstance(exc, OSError):
+        return Outcome(503, REASONS[503], str(exc) or type(exc).__name__)
     where = f" for {account}" if account else ""
     logger.error("%s%s failed unexpectedly: %r", what, where, exc, exc_info=exc)
     return Outcome(500, REASONS[500], f"{type(exc).__name__}: {exc}")
 
-
-class session_errors:  # noqa: N801 - used like a function: ``with session_errors(...)``
-    """Context manager: swallow an ``Exception`` from the block and record its ``outcome``."""
-
-    def __init__(
-        self, what: str = "session call", *, account: str = "", success: Outcome = OK
-    ) -> None:
-        self.what = what
-        self.account = account
-        self.outcome = success
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        if exc is None or not isinstance(exc, Exception):
-            return False  # success, or BaseException (cancellation) passes through
-        self.outcome = outcome_for(exc, what=self.what, account=self.account)
-        return True
-
-
-def maps_session_errors(
-    success: Outcome = OK, *, what: str | None = None
-) -> Callable[[Callable[P, Awaitable[object]]], Callable[P, Awaitable[Outcome]]]:
-    """Decorator for a coroutine function: returns ``success`` or the mapped outcome."""
-
-    def decorate(func: Callable[P, Awaitable[object]]) -> Callable[P, Awaitable[Outcome]]:
-        label = what or func.__name__
-
-        @functools.wraps(func)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Outcome:
-            with session_errors(label, success=success) as call:
-                await func(*args, **kwargs)
-            return call.outcome
-
-        return wrapper
-
-    return decorate

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, ClassVar
 
 import pytest
 
-from purplegw.actors.state import Outcome
+from purplegw.actors.state import ActorsConfig, Outcome
+from purplegw.actors.supervisor import LocalAccounts
 from purplegw.presence import Presence, Status
-from purplegw.protocols.base import AuthorizationAnswer, TypingState
+from purplegw.protocols.base import (
+    AuthorizationAnswer,
+    DeliveryError,
+    Ignore,
+    TransientError,
+    TypingState,
+)
+from purplegw.protocols.dummy import Adapter as DummyAdapter
+from purplegw.protocols.dummy import DummySession
 
 from .conftest import Recorder, row, state_of, wait_for
 
@@ -232,3 +242,83 @@ def test_dead_account_actor_is_replaced_by_the_supervisor(make_accounts: Any, ne
     wait_for(lambda: not first_session._online, what="the dead actor's session logged out")
     new = accounts.directory.get("sip1", "dummy")
     assert new.send_message("echo@dummy", "hi", "m").get(timeout=10).status == 200
+
+
+# --- adapter exceptions -> outcomes (purplegw.protocols.errors) ---------------
+
+RAISING_OPS = {
+    # op -> the arguments an AccountHandle call takes
+    "send_message": ("user0@dummy", "hi", "m1"),
+    "send_typing": ("user0@dummy", TypingState.COMPOSING),
+    "set_presence": (Presence(Status.AWAY),),
+    "add_contact": ("user0@dummy",),
+    "remove_contact": ("user0@dummy",),
+    "answer_authorization": ("user0@dummy", AuthorizationAnswer.ALLOW),
+}
+
+
+class _RaisingSession(DummySession):
+    """A dummy session whose requests raise what ``RAISE[op]`` holds."""
+
+    RAISE: ClassVar[dict[str, BaseException]] = {}
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in RAISING_OPS and name in _RaisingSession.RAISE:
+            error = _RaisingSession.RAISE[name]
+
+            async def raising(*_args: Any) -> None:
+                raise error
+
+            return raising
+        return super().__getattribute__(name)
+
+
+class _RaisingAdapter(DummyAdapter):
+    def create_session(self, credentials: Any, context: Any) -> DummySession:
+        return _RaisingSession(credentials, context)
+
+
+@pytest.mark.parametrize(("error", "status", "logged"), [
+    (NotImplementedError(), 501, False),
+    (Ignore("duplicate"), 200, False),
+    (DeliveryError("no such contact", 404), 404, False),
+    (TransientError("server busy"), 503, False),
+    (ConnectionResetError("reset"), 503, False),
+    (KeyError("adapter bug"), 500, True),
+])
+def test_every_adapter_call_maps_its_exception_through_protocols_errors(
+    network: Any, error: BaseException, status: int, logged: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """501 for NotImplementedError, drop for Ignore, the hint, 500 + a log line for a bug."""
+    del network  # fixture: resets the dummy network around the test
+    config = ActorsConfig.from_section({"login_timeout": 5.0, "send_timeout": 5.0})
+    accounts = LocalAccounts(config, _Lookup(_RaisingAdapter()), {"dummy": {}})
+    try:
+        accounts.apply([row(0)])
+        wait_for(lambda: state_of(accounts, "sip0").get("state") == "connected")
+        handle = accounts.directory.get("sip0", "dummy")
+        _RaisingSession.RAISE = dict.fromkeys(RAISING_OPS, error)
+        with caplog.at_level(logging.ERROR, logger="purplegw.protocols.errors"):
+            outcomes = {op: getattr(handle, op)(*args).get(timeout=10)
+                        for op, args in RAISING_OPS.items()}
+        assert {op: o.status for op, o in outcomes.items()} == dict.fromkeys(RAISING_OPS, status)
+        errors = {r.getMessage().split(" ")[0] for r in caplog.records}
+        assert errors == (set(RAISING_OPS) if logged else set())
+        if isinstance(error, Ignore):
+            assert all("dropped" in o.reason for o in outcomes.values())
+        # Only a bug in the adapter is worth a traceback; none of these ends the connection.
+        assert state_of(accounts, "sip0")["state"] == "connected"
+        assert state_of(accounts, "sip0")["messages_out"] == 0
+    finally:
+        _RaisingSession.RAISE = {}
+        accounts.stop()
+
+
+class _Lookup:
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+
+    def get(self, protocol_id: str) -> Any:
+        assert protocol_id == "dummy"
+        return self._adapter

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
 
 from purplegw.protocols.base import BadCredentialsError, DeliveryError, Ignore, TransientError
-from purplegw.protocols.errors import (
-    ACCEPTED,
-    Outcome,
-    maps_session_errors,
-    outcome_for,
-    session_errors,
-)
+from purplegw.protocols.errors import Outcome, outcome_for
 from purplegw.protocols.xmpp.session import TlsVerificationError
 
 
@@ -32,6 +25,9 @@ from purplegw.protocols.xmpp.session import TlsVerificationError
         (DeliveryError("no such user", 404), Outcome(404, "Not Found", "no such user")),
         (DeliveryError("odd", 499), Outcome(499, "Bad Request", "odd")),
         (Ignore("duplicate"), Outcome(None, "dropped", "duplicate")),
+        (TimeoutError("no answer"), Outcome(504, "Server Time-out", "no answer")),
+        (ConnectionResetError("reset by peer"),
+         Outcome(503, "Service Unavailable", "reset by peer")),
     ],
 )
 def test_mapping(exc, expected):
@@ -39,38 +35,23 @@ def test_mapping(exc, expected):
 
 
 def test_unexpected_exception_is_500_with_a_logged_traceback(caplog):
-    def boom():
-        raise KeyError("resource")
-
+    try:
+        {}["resource"]
+    except KeyError as exc:
+        error = exc
     with caplog.at_level(logging.ERROR, logger="purplegw.protocols.errors"):
-        with session_errors("send_message", account="alice@example.org") as call:
-            boom()
-    assert call.outcome == Outcome(500, "Server Internal Error", "KeyError: 'resource'")
+        outcome = outcome_for(error, what="send_message", account="alice@example.org")
+    assert outcome == Outcome(500, "Server Internal Error", "KeyError: 'resource'")
+    assert not outcome.ok and not outcome.dropped
     (record,) = caplog.records
     assert "send_message for alice@example.org failed unexpectedly" in record.getMessage()
     assert record.exc_info and record.exc_info[0] is KeyError
 
 
 def test_expected_errors_are_not_logged_as_errors(caplog):
-    with caplog.at_level(logging.ERROR), session_errors() as call:
-        raise TransientError("server down")
-    assert call.outcome.status == 503 and not call.outcome.ok
+    with caplog.at_level(logging.ERROR):
+        outcome = outcome_for(TransientError("server down"))
+        outcome_for(Ignore())
+        outcome_for(NotImplementedError())
+    assert outcome.status == 503 and not outcome.ok
     assert not caplog.records
-
-
-def test_decorator_success_drop_and_cancellation():
-    @maps_session_errors(success=ACCEPTED)
-    async def send(kind: str) -> None:
-        if kind == "ignore":
-            raise Ignore
-        if kind == "cancel":
-            raise asyncio.CancelledError
-        if kind == "nope":
-            raise NotImplementedError
-
-    assert asyncio.run(send("fine")) == ACCEPTED and ACCEPTED.ok
-    dropped = asyncio.run(send("ignore"))
-    assert dropped.dropped and not dropped.ok
-    assert asyncio.run(send("nope")).status == 501
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(send("cancel"))
