@@ -192,6 +192,7 @@ class AccountCore:
         protocol_config: dict[str, Any] | None = None,
         proxy: ProxySettings | None = None,
         shared: dict[str, Any] | None = None,
+        account_status: AccountStatus | None = None,
     ) -> None:
         self.credentials = credentials
         self.info = AccountInfo(
@@ -219,7 +220,9 @@ class AccountCore:
         self._stopping = False
         self._parked = False
         self._park_task: asyncio.Task[None] | None = None
-        self.account_status = AccountStatus(
+        # Given by the supervisor, whose StatusBoard shows it as this actor
+        # updates it: `purplegw status` never has to ask the actor.
+        self.account_status = account_status or AccountStatus(
             account_id=credentials.account_id,
             sip_user=credentials.sip_user,
             protocol=credentials.protocol,

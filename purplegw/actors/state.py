@@ -246,3 +246,15 @@ class AccountStatus:
         # returns, at a tenth of its cost (`purplegw status` reads 10,000 of
         # these on the loop thread the logins run on).
         return dict(self.__dict__)
+
+
+# What `purplegw status` says of an account whose worker process died and is
+# being started again: not a connection state (nothing is connected), so not
+# in AccountState; the account's other fields are the last ones it reported.
+WORKER_RESTARTING = "worker_restarting"
+STATUS_STATES = (*(state.value for state in AccountState), WORKER_RESTARTING)
+
+
+def status_sort_key(entry: dict[str, Any]) -> tuple[str, str]:
+    return (entry["sip_user"], entry["protocol"])
+

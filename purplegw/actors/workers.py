@@ -6,10 +6,17 @@ that a user's accounts live in one worker.  Each worker runs its own
 process keeps the SIP front and presence actors and talks to workers over
 one duplex pipe each, carrying small tuples:
 
-main -> worker: ``("apply", id, rows)``, ``("status", id)``,
+main -> worker: ``("apply", id, rows)``,
                ``("request", id, (sip_user, protocol), op, args)``, ``("stop", id)``
 worker -> main: ``("reply", id, value)``, ``("error", id, text)``,
-               ``("event", name, kwargs)``
+               ``("event", name, kwargs)``, ``("statuses", changed, removed)``
+
+``purplegw status`` never waits on a worker: each worker pushes the status
+entries that changed (an account's at once when its state changes, the
+others every ``STATUS_PUSH_INTERVAL`` and before it answers an ``apply``),
+the main process keeps the last one of every account and answers from
+that.  A worker that died and is being started again shows its
+accounts as ``worker_restarting``, with what they last reported.
 
 Workers are started with the ``spawn`` context: forking a process that
 already runs threads (the loop, pykka actors) can copy a held lock into the
@@ -39,7 +46,15 @@ from purplegw.actors import listener
 from purplegw.actors.account import OutcomeFuture
 from purplegw.actors.gc_tuning import apply_gc_threshold
 from purplegw.actors.listener import AccountInfo, EventSink
-from purplegw.actors.state import AccountKey, ActorsConfig, Outcome, shard_of
+from purplegw.actors.state import (
+    WORKER_RESTARTING,
+    AccountKey,
+    AccountStatus,
+    ActorsConfig,
+    Outcome,
+    shard_of,
+    status_sort_key,
+)
 from purplegw.actors.supervisor import AdapterLookup, Directory, LocalAccounts, ReloadSummary
 from purplegw.protocols.base import AccountCredentials, ProxySettings, with_derived_keys
 
@@ -47,12 +62,70 @@ logger = logging.getLogger(__name__)
 
 _CONTEXT = multiprocessing.get_context("spawn")
 
+# How stale a worker's counters (messages, queue) may be in `purplegw status`;
+# states move at once, by event.  Diffing 5,000 entries costs ~2 ms.
+STATUS_PUSH_INTERVAL = 0.5
+
 
 class WorkerError(RuntimeError):
     """A worker died or failed while answering a command."""
 
 
 # --- the worker side ------------------------------------------------------------
+
+
+class _StatusPusher(EventSink):
+    """Sends the main process the status entries that changed since the last push.
+
+    All of them every ``STATUS_PUSH_INTERVAL``; an account whose state
+    changed at once, right behind its ``on_connection_state`` event.
+    """
+
+    def __init__(self, accounts: LocalAccounts, send: Any, send_lock: threading.Lock) -> None:
+        self._accounts = accounts
+        self._send = send
+        # The pipe's lock: an event sent after the snapshot is taken arrives
+        # after it, so an older snapshot never overwrites a newer state.
+        self._lock = send_lock
+        self._sent: dict[AccountKey, dict[str, Any]] = {}
+        self._stop = threading.Event()
+
+    def push(self) -> None:
+        with self._lock:
+            now = self._accounts.board.entries()
+            changed = [entry for key, entry in now.items() if self._sent.get(key) != entry]
+            removed = [key for key in self._sent if key not in now]
+            if changed or removed:
+                self._send(("statuses", changed, removed))
+            self._sent = now
+
+    def on_event(self, event: str, **kwargs: Any) -> None:
+        if event != "on_connection_state":
+            return
+        account = kwargs["account"]
+        key = AccountKey(account.sip_user, account.protocol)
+        try:
+            with self._lock:
+                entry = self._accounts.board.entry(key)
+                if entry is not None and self._sent.get(key) != entry:
+                    self._send(("statuses", [entry], []))
+                    self._sent[key] = entry
+        except (OSError, ValueError):  # main process gone: we exit soon
+            logger.debug("Dropped the status of %s/%s: pipe closed", *key)
+
+    def run(self) -> None:
+        while not self._stop.wait(STATUS_PUSH_INTERVAL):
+            try:
+                self.push()
+            except (OSError, ValueError):  # main process gone: we exit soon
+                return
+
+    def start(self) -> _StatusPusher:
+        threading.Thread(target=self.run, name="status-pusher", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class _Forwarder(EventSink):
@@ -101,6 +174,8 @@ def worker_main(
     adapters = load_adapters(protocols_config)
     accounts = LocalAccounts(actors_config, adapters, protocols_config, proxy)
     listener.add_sink(_Forwarder(send))
+    pusher = _StatusPusher(accounts, conn.send, lock).start()
+    listener.add_sink(pusher)
     send(("ready", os.getpid()))
     try:
         while True:
@@ -110,11 +185,13 @@ def worker_main(
                 logger.warning("Main process gone; worker %d stopping", index)
                 break
             if message[0] == "stop":
+                pusher.stop()
                 accounts.stop()
                 send(("reply", message[1], None))
                 break
-            _serve(message, accounts, send)
+            _serve(message, accounts, send, pusher)
     finally:
+        pusher.stop()
         if accounts is not None:
             accounts.stop()
         pykka.ActorRegistry.stop_all()
@@ -124,7 +201,7 @@ def worker_main(
         conn.close()
 
 
-def _serve(message: tuple[Any, ...], accounts: Any, send: Any) -> None:
+def _serve(message: tuple[Any, ...], accounts: Any, send: Any, pusher: _StatusPusher) -> None:
     kind, request_id = message[0], message[1]
     try:
         if kind == "request":
@@ -136,9 +213,9 @@ def _serve(message: tuple[Any, ...], accounts: Any, send: Any) -> None:
             future = handle._request(op, *args)  # noqa: SLF001
             future.add_done_callback(lambda f: send(("reply", request_id, f.get())))
         elif kind == "apply":
-            send(("reply", request_id, accounts.apply(message[2])))
-        elif kind == "status":
-            send(("reply", request_id, accounts.status()))
+            summary = accounts.apply(message[2])
+            pusher.push()  # the main process knows every new account before the reply
+            send(("reply", request_id, summary))
         else:
             send(("error", request_id, f"unknown command {kind!r}"))
     except Exception as exc:
@@ -220,6 +297,11 @@ class _Worker:
         # kind -> value): a restarted worker gets them with its rows and
         # derives nothing again.
         self.derived: dict[int, dict[str, str]] = {}
+        # The last status each of its accounts reported; `purplegw status` reads it.
+        self.statuses: dict[AccountKey, dict[str, Any]] = {}
+        self._statuses_lock = threading.Lock()
+        # From its death until its replacement took its rows.
+        self.restarting = False
 
     def start(self) -> None:
         parent, child = _CONTEXT.Pipe(duplex=True)
@@ -250,7 +332,9 @@ class _Worker:
             except (EOFError, OSError):
                 break
             kind = message[0]
-            if kind == "event":
+            if kind == "statuses":
+                self._take_statuses(message[1], message[2])
+            elif kind == "event":
                 if message[1] == "on_send_result" and message[2]["outcome"].status != 202:  # noqa: PLR2004
                     with self._queued_lock:
                         self.queued.pop(message[2]["message_id"], None)
@@ -272,6 +356,34 @@ class _Worker:
                 else:
                     self._fail(waiter, WorkerError(message[2]))
         self._fail_all()
+
+    def _take_statuses(
+        self, changed: list[dict[str, Any]], removed: list[AccountKey]
+    ) -> None:
+        with self._statuses_lock:
+            for key in removed:
+                self.statuses.pop(AccountKey(*key), None)
+            for entry in changed:
+                self.statuses[AccountKey(entry["sip_user"], entry["protocol"])] = entry
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every account of ``rows``, as last reported (``worker_restarting`` meanwhile)."""
+        with self._statuses_lock:
+            known = dict(self.statuses)
+        restarting = self.restarting
+        result = []
+        for row in self.rows:
+            entry = known.get(AccountKey.of(row))
+            if entry is None:  # a row the worker is being given right now
+                entry = AccountStatus(
+                    account_id=row.account_id, sip_user=row.sip_user, protocol=row.protocol,
+                    ext_user=row.ext_user, pid=self.pid,
+                ).as_dict()
+            if restarting:
+                entry = {**entry, "state": WORKER_RESTARTING,
+                         "last_error": f"worker {self.index} restarting"}
+            result.append(entry)
+        return result
 
     @staticmethod
     def _fail(waiter: Any, error: Exception) -> None:
@@ -380,20 +492,11 @@ class WorkerPool:
             self.directory.publish(AccountKey.of(row), handle)
 
     def status(self) -> list[dict[str, Any]]:
+        """Every account, always, from what the workers last reported (asks none)."""
         result: list[dict[str, Any]] = []
         for worker in self._workers:
-            try:
-                result += worker.call("status", timeout=10.0)
-            except (WorkerError, pykka.Timeout):
-                for row in worker.rows:
-                    result.append({
-                        "account_id": row.account_id, "sip_user": row.sip_user,
-                        "protocol": row.protocol, "ext_user": row.ext_user,
-                        "state": "unknown_error",
-                        "last_error": f"worker {worker.index} restarting",
-                        "pid": 0,
-                    })
-        result.sort(key=lambda e: (e["sip_user"], e["protocol"]))
+            result += worker.status()
+        result.sort(key=status_sort_key)
         return result
 
     def _watch(self) -> None:
@@ -404,6 +507,7 @@ class WorkerPool:
                 worker = sentinels[sentinel]
                 if self._stopping.is_set():
                     return
+                worker.restarting = True
                 worker.process.join(1)  # reap it, for the exit code
                 code = worker.process.exitcode
                 logger.error(
@@ -426,6 +530,7 @@ class WorkerPool:
                     worker.start()
                     rows = with_derived_keys(worker.rows, dict(worker.derived))
                     worker.call("apply", rows, timeout=self._timeout())
+                    worker.restarting = False
                     self._requeue(worker)
                     return
                 except (WorkerError, pykka.Timeout, OSError) as exc:

@@ -79,3 +79,37 @@ def test_reload_across_workers_and_dead_handles(pool: WorkerPool, recorder: Reco
     assert old.send_message("echo@dummy", "x", "x").get(timeout=20).status == 480
     wait_for(lambda: set(_connected(pool)) == {"sip0", "sip1", "sip3", "sip4", "sip5", "sip9"})
     _echo(pool, recorder, "sip9", "new one")
+
+
+def test_status_lists_every_account_while_its_worker_restarts(recorder: Recorder) -> None:
+    """From the kill until the new worker took its rows: listed, as worker_restarting."""
+    del recorder  # fixture: events of the pool go somewhere
+    config = ActorsConfig.from_section({**FAST, "workers": 2, "worker_restart_delay": 1.0})
+    pool = WorkerPool(config, {"dummy": {}})
+    try:
+        rows = [row(n) for n in range(12)]
+        pool.apply(rows)
+        wait_for(lambda: len(_connected(pool)) == 12, what="12 accounts connected")
+        victims = {r.sip_user for r in rows if shard_of(r.sip_user, 2) == 0}
+        dead_pid = pool.pids[0]
+        os.kill(dead_pid, signal.SIGKILL)
+        seen: list[dict[str, tuple[str, int]]] = []
+
+        def back() -> bool:
+            now = {e["sip_user"]: (e["state"], e["pid"]) for e in pool.status()}
+            seen.append(now)
+            return all(now[u][0] == "connected" and now[u][1] not in (0, dead_pid)
+                       for u in victims)
+
+        wait_for(back, timeout=30, what="the killed worker's accounts back")
+        assert all(set(now) == {r.sip_user for r in rows} for now in seen)
+        restarting = [now for now in seen if now[min(victims)][0] == "worker_restarting"]
+        assert restarting, "never shown as worker_restarting"
+        # Shown with what they last reported: the dead worker's pid.
+        assert all(now[u] == ("worker_restarting", dead_pid) for now in restarting
+                   for u in victims)
+        # The other worker's accounts never stopped being connected.
+        assert all(state == "connected" for now in seen
+                   for u, (state, _pid) in now.items() if u not in victims)
+    finally:
+        pool.stop()
