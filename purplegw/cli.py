@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from purplegw import __version__, logs
+from purplegw.actors.state import STATUS_STATES
 from purplegw.config import Config, load_config
 from purplegw.exceptions import ConfigError, GatewayError, StoreError, UnknownProtocolError
 
@@ -134,15 +135,28 @@ def reload(ctx: Context) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              type=click.Choice(STATUS_STATES, case_sensitive=False),
+              help="Only accounts in this state (repeatable): " + ", ".join(STATUS_STATES) + ".")
+@click.option("--user", "sip_user", metavar="SIP_USER",
+              help="Only this SIP user's accounts (sip:alice@example.org, or alice@example.org).")
 @pass_ctx
-def status(ctx: Context, as_json: bool) -> None:
-    """Show every account's state, last error and counters (asks the running gateway)."""
+def status(ctx: Context, as_json: bool, states: tuple[str, ...], sip_user: str | None) -> None:
+    """Show every account's state, last error and counters (asks the running gateway).
+
+    Every account is listed at all times; one whose worker process is being
+    started again shows as worker_restarting with what it last reported.
+    """
     from purplegw.actors.process import query_status  # noqa: PLC0415
+    from purplegw.actors.control import select_status  # noqa: PLC0415
+    from purplegw.store.accounts import normalize_sip_user  # noqa: PLC0415
 
     try:
         accounts = query_status(ctx.config.control_socket)
     except (GatewayError, OSError) as exc:
         fail(f"cannot reach the gateway at {ctx.config.control_socket}: {exc}")
+    user = normalize_sip_user(sip_user) if sip_user else None
+    accounts = select_status(accounts, states=states, sip_user=user)
     if as_json:
         click.echo(json.dumps(accounts, indent=2, sort_keys=True))
         return

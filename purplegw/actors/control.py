@@ -19,7 +19,7 @@ import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,31 @@ def call(path: str | os.PathLike[str], command: str, timeout: float = 30.0) -> A
     if not response.get("ok"):
         raise ControlError(response.get("error", "unknown error"))
     return response["result"]
+
+
+def select_status(
+    entries: Iterable[dict[str, Any]],
+    *,
+    states: Collection[str] = (),
+    sip_user: str | None = None,
+) -> list[dict[str, Any]]:
+    """The entries in one of ``states`` (all if empty) of ``sip_user`` (all if None).
+
+    ``sip_user`` is compared as stored (``normalize_sip_user`` form); without
+    an ``@`` it matches the user part alone, so ``--user alice`` finds
+    ``alice@example.org``.
+    """
+    wanted = {state.lower() for state in states}
+    selected = []
+    for entry in entries:
+        if wanted and entry.get("state") not in wanted:
+            continue
+        if sip_user is not None:
+            name = entry.get("sip_user", "")
+            if name != sip_user and ("@" in sip_user or name.partition("@")[0] != sip_user):
+                continue
+        selected.append(entry)
+    return selected
 
 
 def query_status(
