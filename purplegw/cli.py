@@ -147,8 +147,8 @@ def status(ctx: Context, as_json: bool, states: tuple[str, ...], sip_user: str |
     Every account is listed at all times; one whose worker process is being
     started again shows as worker_restarting with what it last reported.
     """
-    from purplegw.actors.process import query_status  # noqa: PLC0415
     from purplegw.actors.control import select_status  # noqa: PLC0415
+    from purplegw.actors.process import query_status  # noqa: PLC0415
     from purplegw.store.accounts import normalize_sip_user  # noqa: PLC0415
 
     try:

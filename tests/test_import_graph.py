@@ -86,38 +86,36 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """One concrete cycle per strongly connected component of ``graph`` (Tarjan)."""
+    """One concrete cycle per strongly connected component of ``graph``."""
+    return [_a_cycle(graph, component) for component in _tangles(graph)]
+
+
+def _tangles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
-    on_stack: set[str] = set()
     components: list[set[str]] = []
 
     def visit(node: str) -> None:
         index[node] = low[node] = len(index)
         stack.append(node)
-        on_stack.add(node)
         for succ in sorted(graph.get(node, ())):
             if succ not in index:
                 visit(succ)
                 low[node] = min(low[node], low[succ])
-            elif succ in on_stack:
+            elif succ in stack:
                 low[node] = min(low[node], index[succ])
         if low[node] == index[node]:
-            component = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
+            component = set(stack[stack.index(node):])
+            del stack[stack.index(node):]
             if len(component) > 1:
                 components.append(component)
 
     for node in sorted(graph):
         if node not in index:
             visit(node)
-    return [_a_cycle(graph, component) for component in components]
+    return components
 
 
 def _a_cycle(graph: dict[str, set[str]], component: set[str]) -> list[str]:

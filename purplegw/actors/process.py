@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import pykka.debug
@@ -40,9 +40,11 @@ from purplegw.actors.control import query_status as query_status  # re-export fo
 from purplegw.actors.gc_tuning import apply_gc_threshold, restore_gc_thresholds
 from purplegw.actors.loop import stop_shared_loop
 from purplegw.actors.state import ActorsConfig
-from purplegw.actors.supervisor import Directory, ReloadSummary
 from purplegw.actors.workers import start_accounts
 from purplegw.protocols.base import AccountCredentials, ProxySettings
+
+if TYPE_CHECKING:
+    from purplegw.actors.supervisor import Directory, ReloadSummary
 
 logger = logging.getLogger(__name__)
 

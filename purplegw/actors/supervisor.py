@@ -174,7 +174,7 @@ def _call(ref: pykka.ActorRef[Any], method: str, *args: Any) -> pykka.Future[Any
 class Supervisor(pykka.ThreadingActor):
     """Starts, stops and revives the account actors of one process."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only collaborators (Mopidy's actor shape)
         self,
         *,
         config: ActorsConfig,

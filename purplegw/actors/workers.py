@@ -335,14 +335,7 @@ class _Worker:
             if kind == "statuses":
                 self._take_statuses(message[1], message[2])
             elif kind == "event":
-                if message[1] == "on_send_result" and message[2]["outcome"].status != 202:  # noqa: PLR2004
-                    with self._queued_lock:
-                        self.queued.pop(message[2]["message_id"], None)
-                elif message[1] == "on_key_derived":
-                    event = message[2]
-                    kinds = self.derived.setdefault(event["account"].account_id, {})
-                    kinds[event["kind"]] = event["value"]
-                listener.send(message[1], **message[2])
+                self._on_event(message[1], message[2])
             elif kind == "ready":
                 self.pid = message[1]
                 self._ready.set()
@@ -356,6 +349,15 @@ class _Worker:
                 else:
                     self._fail(waiter, WorkerError(message[2]))
         self._fail_all()
+
+    def _on_event(self, event: str, kwargs: dict[str, Any]) -> None:
+        if event == "on_send_result" and kwargs["outcome"].status != 202:  # noqa: PLR2004
+            with self._queued_lock:
+                self.queued.pop(kwargs["message_id"], None)
+        elif event == "on_key_derived":
+            kinds = self.derived.setdefault(kwargs["account"].account_id, {})
+            kinds[kwargs["kind"]] = kwargs["value"]
+        listener.send(event, **kwargs)
 
     def _take_statuses(
         self, changed: list[dict[str, Any]], removed: list[AccountKey]

@@ -7,16 +7,19 @@ original's rows vary); lookups compare the normalized form.
 
 from __future__ import annotations
 
-import builtins
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from purplegw.exceptions import StoreError
 from purplegw.protocols.base import AccountCredentials
 from purplegw.store.crypto import PasswordCipher, is_encrypted
 from purplegw.store.database import Database, check_identifier
 from purplegw.store.upgrades import check_schema
+
+if TYPE_CHECKING:
+    import builtins  # AccountRepository.list shadows the builtin in its class body
 
 logger = logging.getLogger(__name__)
 

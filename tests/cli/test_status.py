@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from purplegw.actors.control import select_status
 from tests.kit.gateway import GatewayProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ENTRIES = [
     {"sip_user": "alice@example.org", "protocol": "xmpp", "state": "connected"},
@@ -30,7 +31,8 @@ ENTRIES = [
     (("worker_restarting",), "alice@example.org", [1]),
 ])
 def test_select_status(states: tuple[str, ...], sip_user: str | None, expected: list[int]) -> None:
-    assert select_status(ENTRIES, states=states, sip_user=sip_user) == [ENTRIES[i] for i in expected]
+    selected = select_status(ENTRIES, states=states, sip_user=sip_user)
+    assert selected == [ENTRIES[i] for i in expected]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,8 @@ def test_state_and_user_filters(daemon: GatewayProcess) -> None:
     assert [e["ext_user"] for e in _json(daemon, "--user", "sip:u2@SIP.test")] == ["good2@dummy"]
     assert _json(daemon, "--user", "u2@sip.test", "--state", "bad_credentials") == []
     table = daemon.cli("status", "--user", "u1").stdout
-    assert "badpass@dummy" in table and "good0@dummy" not in table
+    assert "badpass@dummy" in table
+    assert "good0@dummy" not in table
 
 
 def test_an_unknown_state_is_refused_with_the_known_ones(daemon: GatewayProcess) -> None:

@@ -42,10 +42,12 @@ def test_unexpected_exception_is_500_with_a_logged_traceback(caplog):
     with caplog.at_level(logging.ERROR, logger="purplegw.protocols.errors"):
         outcome = outcome_for(error, what="send_message", account="alice@example.org")
     assert outcome == Outcome(500, "Server Internal Error", "KeyError: 'resource'")
-    assert not outcome.ok and not outcome.dropped
+    assert not outcome.ok
+    assert not outcome.dropped
     (record,) = caplog.records
     assert "send_message for alice@example.org failed unexpectedly" in record.getMessage()
-    assert record.exc_info and record.exc_info[0] is KeyError
+    assert record.exc_info
+    assert record.exc_info[0] is KeyError
 
 
 def test_expected_errors_are_not_logged_as_errors(caplog):
@@ -53,5 +55,6 @@ def test_expected_errors_are_not_logged_as_errors(caplog):
         outcome = outcome_for(TransientError("server down"))
         outcome_for(Ignore())
         outcome_for(NotImplementedError())
-    assert outcome.status == 503 and not outcome.ok
+    assert outcome.status == 503
+    assert not outcome.ok
     assert not caplog.records
