@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -54,15 +55,44 @@ def control_round_trip(path: Path, command: str) -> bytes:
             return stream.readline()
 
 
-def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
-    """Median and 90th percentile wall time of ``fn`` in milliseconds."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU so far of ``root`` and its children (the daemon and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(root) or fields[1] == str(root):
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn: Callable[[], object], runs: int, daemon: int) -> tuple[float, float, float, float]:
+    """Median and 90th percentile wall ms of ``fn``; CPU ms per call of the daemon and the CLI.
+
+    CPU time is what the machine being busy with other work does not inflate
+    much; wall time on a loaded machine is mostly waiting for a core.
+    """
     samples = []
+    daemon_cpu, cli_cpu = cpu_seconds(daemon), children_cpu()
     for _ in range(runs):
         started = time.perf_counter()
         fn()
         samples.append(1000 * (time.perf_counter() - started))
+    daemon_ms = 1000 * (cpu_seconds(daemon) - daemon_cpu) / runs
+    cli_ms = 1000 * (children_cpu() - cli_cpu) / runs
     samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, int(0.9 * len(samples)))]
+    return (statistics.median(samples), samples[min(len(samples) - 1, int(0.9 * len(samples)))],
+            daemon_ms, cli_ms)
 
 
 def prepare(base: Path, accounts: int, workers: int) -> GatewayProcess:
@@ -107,10 +137,12 @@ def measure(label: str, accounts: int, workers: int, runs: int) -> list[dict[str
                 ("status --json (CLI)", lambda: gateway.cli("status", "--json")),
                 ("CLI start-up", lambda: gateway.cli("--version")),
             ]
+            assert gateway.process is not None
             for name, fn in cases:
-                median, p90 = timed(fn, runs)
+                median, p90, daemon_ms, cli_ms = timed(fn, runs, gateway.process.pid)
                 rows.append({"code": label, "workers": workers, "accounts": accounts,
-                             "path": name, "median_ms": median, "p90_ms": p90})
+                             "path": name, "median_ms": median, "p90_ms": p90,
+                             "daemon_cpu_ms": daemon_ms, "cli_cpu_ms": cli_ms})
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             gateway.stop(timeout=120)
@@ -154,7 +186,8 @@ def main() -> None:
                                 str(tree)], check=True, capture_output=True)
     print()
     header = (f"{'code':>16} {'workers':>7} {'accounts':>8} | {'path':<20} | "
-              f"{'median ms':>9} {'p90 ms':>8} | {'x bare socket':>13}")
+              f"{'median ms':>9} {'p90 ms':>8} | {'x bare socket':>13} | "
+              f"{'CPU ms: daemon':>14} {'CLI':>6}")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -162,8 +195,11 @@ def main() -> None:
                     and r["path"] == "bare socket")
         print(f"{row['code']:>16} {row['workers']:>7} {row['accounts']:>8} | {row['path']:<20} | "
               f"{row['median_ms']:>9.1f} {row['p90_ms']:>8.1f} | "
-              f"{float(row['median_ms']) / float(bare['median_ms']):>13.1f}")
-    print(f"{args.runs} runs per row; 'x bare socket': median over the bare round trip's median")
+              f"{float(row['median_ms']) / float(bare['median_ms']):>13.1f} | "
+              f"{row['daemon_cpu_ms']:>14.1f} {row['cli_cpu_ms']:>6.0f}")
+    print(f"{args.runs} runs per row; 'x bare socket': median over the bare round trip's median; "
+          "CPU ms per call (the daemon with its workers; the CLI process); "
+          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
