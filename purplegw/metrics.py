@@ -356,30 +356,27 @@ class StoreCollector(Collector):
             return iter(self._cached)
 
     def _read(self) -> list[Metric]:
-        # Imported here: purplegw.store imports this module (store_error).
+        # The tables through the store's repositories: importing purplegw.store
+        # here would close a cycle (the store imports this module, store_error).
         from purplegw.exceptions import StoreError  # noqa: PLC0415
-        from purplegw.store import (  # noqa: PLC0415
-            OutboxRepository,
-            SendQueueRepository,
-            SubscriptionRepository,
-        )
 
         self.reads += 1
-        db = self._store.db
+        store = self._store
+        db = store.db
         wall = self._wall()
         queues: dict[str, tuple[int, float | None]] = {}
         subscriptions: dict[str, int] = {}
         try:
             for name, table in (
-                ("sendq", SendQueueRepository.TABLE),
-                ("outbox", OutboxRepository.TABLE),
+                ("sendq", store.sendq.TABLE),
+                ("outbox", store.outbox.TABLE),
             ):
                 count = db.fetchone(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - class constant
                 # seq grows with created: the first row by primary key is the oldest
                 oldest = db.fetchone(f"SELECT created FROM {table} ORDER BY seq LIMIT 1")  # noqa: S608
                 queues[name] = (int(count[0]) if count else 0, float(oldest[0]) if oldest else None)
             for state, count in db.fetchall(
-                f"SELECT state, COUNT(*) FROM {SubscriptionRepository.TABLE} "  # noqa: S608
+                f"SELECT state, COUNT(*) FROM {store.subscriptions.TABLE} "  # noqa: S608
                 "WHERE expires_at > ? GROUP BY state",
                 (wall,),
             ):

@@ -19,7 +19,7 @@ to the old purple module, which does not run beside purplegw.
 
 from purplegw.exceptions import StoreError
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 KAMAILIO_VERSION_TABLE = "version"
 SUBSCRIBER_VERSION = 7  # auth_db of Kamailio 5.x (4.x had 6)
