@@ -293,7 +293,7 @@ def test_every_adapter_call_maps_its_exception_through_protocols_errors(
     """501 for NotImplementedError, drop for Ignore, the hint, 500 + a log line for a bug."""
     del network  # fixture: resets the dummy network around the test
     config = ActorsConfig.from_section({"login_timeout": 5.0, "send_timeout": 5.0})
-    accounts = LocalAccounts(config, _Lookup(_RaisingAdapter()), {"dummy": {}})
+    accounts = LocalAccounts(config, _Lookup(_RaisingAdapter()), {"dummy": {"enabled": True}})
     try:
         accounts.apply([row(0)])
         wait_for(lambda: state_of(accounts, "sip0").get("state") == "connected")

@@ -85,7 +85,7 @@ def test_status_lists_every_account_while_its_worker_restarts(recorder: Recorder
     """From the kill until the new worker took its rows: listed, as worker_restarting."""
     del recorder  # fixture: events of the pool go somewhere
     config = ActorsConfig.from_section({**FAST, "workers": 2, "worker_restart_delay": 1.0})
-    pool = WorkerPool(config, {"dummy": {}})
+    pool = WorkerPool(config, {"dummy": {"enabled": True}})
     try:
         rows = [row(n) for n in range(12)]
         pool.apply(rows)
