@@ -9,7 +9,7 @@ queued, or here.
 """
 
 from purplegw.store.database import Database
-from purplegw.store.upgrades import Tables, upgrade
+from purplegw.store.upgrades.registry import Tables, upgrade
 
 
 @upgrade("dead letters: messages that failed for good, with the reason")
