@@ -42,6 +42,7 @@ setup(
         # PIDF bodies come from untrusted peers: entity-expansion bombs must be refused.
         "defusedxml>=0.7",
         "prometheus_client>=0.20,<1",  # [metrics]: start_http_server returns (server, thread)
+        "matrix-nio>=0.26,<0.27",  # Matrix adapter (asyncio client, 429 retry, proxy via python-socks)
     ],
     extras_require={
         # Only for bench/accounts.py's gevent runtime comparison.
@@ -67,6 +68,7 @@ setup(
             "dummy=purplegw.protocols.dummy:Adapter",
             "xmpp=purplegw.protocols.xmpp:Adapter",
             "irc=purplegw.protocols.irc:Adapter",
+            "matrix=purplegw.protocols.matrix:Adapter",
         ],
     },
     classifiers=[

@@ -1,0 +1,71 @@
+"""Matrix adapter (matrix-nio): ``ext_prot`` ``matrix``, ``prpl-matrix``.
+
+``ext_user`` is the Matrix user id (``@alice:example.org``); the secret is
+the account's password or, written ``token:<access token>``, an access
+token.  Contacts travel through the gateway as ``local@server`` (the SIP URI
+``sip:bob@example.org;proto=matrix`` names ``@bob:example.org``); the
+mapping lives in ``ids.py``, the presence table in ``presence_map.py``, the
+session in ``session.py`` (docs/matrix.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from purplegw.exceptions import AdapterError
+from purplegw.protocols import base
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
+
+_POSITIVE_NUMBERS = ("sync_timeout", "request_timeout", "backoff_initial", "backoff_max",
+                     "reconnect_window", "since_interval")
+
+
+class Adapter(base.Adapter):
+    name = "matrix"
+    aliases = ("prpl-matrix",)
+    addresses_user_at_host: ClassVar[bool] = True
+
+    def get_default_config(self) -> dict[str, Any]:
+        return base.load_defaults(DEFAULTS_PATH)
+
+    def validate_config(self, section: dict[str, Any]) -> list[str]:
+        problems = []
+        homeserver = str(section.get("homeserver", "") or "")
+        if homeserver and not homeserver.startswith(("https://", "http://")):
+            problems.append(f"homeserver: expected an http(s):// URL, got {homeserver!r}")
+        ca_file = section.get("ca_file") or ""
+        if ca_file and not Path(ca_file).is_file():
+            problems.append(f"ca_file: {ca_file} is not a readable file")
+        for key in _POSITIVE_NUMBERS:
+            value = section.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                problems.append(f"{key}: must be a positive number of seconds, got {value!r}")
+        return problems
+
+    def validate_environment(self) -> None:
+        try:
+            import nio  # noqa: F401, PLC0415 - checked, not used here
+        except ImportError as exc:
+            raise AdapterError(f"the Matrix adapter needs matrix-nio: {exc}") from exc
+
+    def create_session(
+        self, credentials: base.AccountCredentials, context: base.SessionContext
+    ) -> base.Session:
+        # Lazy: importing the adapter must not import nio (loader, CLI).
+        from purplegw.protocols.matrix.session import MatrixSession  # noqa: PLC0415
+
+        config = {**self.get_default_config(), **context.config}
+        context = base.SessionContext(loop=context.loop, events=context.events, config=config,
+                                      proxy=context.proxy, shared=context.shared)
+        return MatrixSession(credentials, context)
+
+    def normalize_contact(self, contact: str) -> str:
+        """``local@server`` in lower case, from either that form or ``@local:server``."""
+        from purplegw.protocols.matrix.ids import contact_from_mxid, mxid_from_contact  # noqa: PLC0415
+
+        try:
+            return contact_from_mxid(mxid_from_contact(contact))
+        except ValueError:
+            return contact.strip().lower()
