@@ -305,3 +305,41 @@ def test_rate_limit_is_honoured(loop: LoopThread, synapse: Synapse, alice: Any, 
     assert [e.body for e in bob.messages(mark)] == [f"limited {n}" for n in range(1, 5)]
     assert elapsed > 1.0, elapsed  # 429s were waited out, not failed
     assert "429" in synapse.log_text() or "ratelimit" in synapse.log_text().lower()
+
+
+def test_synapse_restart_mid_traffic_loses_nothing(
+        loop: LoopThread, synapse: Synapse, alice: Any, bob: MatrixPeer,
+        users: tuple[MatrixUser, MatrixUser]) -> None:
+    import threading  # noqa: PLC0415
+
+    session, events = alice
+    bob_contact = users[1].contact
+    loop.run(session.send_message(bob_contact, "before", "r-start"))
+    room_id = bob.wait_for(lambda e: e.kind == "message" and e.body == "before").room_id
+    events.wait_for("auth_answer")
+    mark = bob.mark()
+    out = [f"out {i:02d}" for i in range(24)]
+    into = [f"in {i:02d}" for i in range(24)]
+    restart = threading.Thread(target=synapse.restart)
+    taken = []
+    for i, (text_out, text_in) in enumerate(zip(out, into, strict=True)):
+        if i == 6:
+            restart.start()
+        if session.state is ConnectionState.TRANSIENT_DISCONNECT:
+            pytest.fail(f"the session gave up during a short restart: {events.of('state')}")
+        result = loop.run(session.send_message(bob_contact, text_out, f"r-{i}"))
+        if result is True:
+            taken.append(f"r-{i}")
+        bob.send(room_id, text_in)  # matrix-nio retries until Synapse is back
+        time.sleep(0.1)
+    restart.join(60)
+    assert taken, "no message was sent while Synapse was down: the test proved nothing"
+    bob.wait_for(lambda e: e.body == out[-1], since=mark, timeout=60)
+    assert [e.body for e in bob.messages(mark) if e.sender == users[0].user_id] == out
+    events.wait_for("message", lambda c, t, i: t == into[-1], timeout=60)
+    assert [t for c, t, _i in events.of("message") if t.startswith("in ")] == into
+    events.wait_for("acked", lambda m: m == taken[-1])
+    assert [m for (m,) in events.of("acked")] == taken
+    states = [s for s, _r in events.of("state")]
+    assert ConnectionState.CONNECTING in states[2:]
+    assert states[-1] is ConnectionState.CONNECTED

@@ -192,6 +192,7 @@ class MatrixSession(Session):
         self._logged_in = False
         self._closing = False
         self._healthy = True
+        self._failing_since = 0.0
         self._initial = False
         self._sync_task: asyncio.Task[None] | None = None
         self._since_reported = ""
@@ -443,7 +444,7 @@ class MatrixSession(Session):
         initial, ceiling = self._float("backoff_initial", 0.5), self._float("backoff_max", 30)
         window = self._float("reconnect_window", 300)
         long_poll = int(self._float("sync_timeout", 30) * 1000)
-        delay, failing_since = initial, 0.0
+        delay = initial
         while not self._closing:
             since = self.client.next_batch
             try:
@@ -456,7 +457,7 @@ class MatrixSession(Session):
                 await self._process(answer, since)
                 if not self._healthy and await self._flush_ledger():
                     self._healthy = True
-                    delay, failing_since = initial, 0.0
+                    delay = initial
                     self._report(ConnectionState.CONNECTED, "sync resumed")
                 self._store_since()
                 if self._healthy:
@@ -468,17 +469,20 @@ class MatrixSession(Session):
                     self._token_revoked(code)
                     return
                 reason = f"sync with {self.homeserver} failed: {code or answer}"
-            now = time.monotonic()
             if self._healthy:
-                self._healthy = False
-                failing_since = now
-                logger.info("%s: %s; retrying", self.user_id, reason)
-                self._report(ConnectionState.CONNECTING, reason)
-            elif now - failing_since > window:
-                self._lost(f"{reason} (for {now - failing_since:.0f}s)")
+                self._degrade(reason)
+            elif time.monotonic() - self._failing_since > window:
+                self._lost(f"{reason} (for {time.monotonic() - self._failing_since:.0f}s)")
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             delay = min(delay * 2, ceiling)
+
+    def _degrade(self, reason: str) -> None:
+        """The server stopped answering: queue requests until a sync gets through."""
+        self._healthy = False
+        self._failing_since = time.monotonic()
+        logger.info("%s: %s; retrying", self.user_id, reason)
+        self._report(ConnectionState.CONNECTING, reason)
 
     def _token_revoked(self, code: str) -> None:
         password, _token = parse_secret(self.credentials.password)
@@ -686,8 +690,7 @@ class MatrixSession(Session):
                         mxid, exc)
             self._ledger[message_id] = message
             if self._healthy:
-                self._healthy = False
-                self._report(ConnectionState.CONNECTING, f"sending failed: {exc}")
+                self._degrade(f"sending failed: {exc}")
             return True
         return None
 
