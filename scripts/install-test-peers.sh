@@ -21,6 +21,15 @@ check openssl /usr/bin/openssl openssl
 check systemd-analyze /usr/bin/systemd-analyze systemd
 check prometheus /usr/bin/prometheus prometheus
 
+# Synapse (Matrix homeserver) comes from PyPI with many pinned dependencies of
+# its own: its own virtualenv, never the project's (tests/kit/synapse.py uses it).
+# The version the suite was written against (config keys, admin API).
+synapse_venv="$(dirname "$0")/../.venv-synapse"
+if [ ! -x "$synapse_venv/bin/synapse_homeserver" ]; then
+    python3 -m venv "$synapse_venv"
+    "$synapse_venv/bin/pip" install -q 'matrix-synapse~=1.163.0' >/dev/null
+fi
+
 if [ -z "$need" ]; then
     exit 0
 fi
