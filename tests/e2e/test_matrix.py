@@ -8,9 +8,7 @@ Synapse; the phone is pjsip's SIP stack.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +16,10 @@ from tests.e2e.deployment import SIP_PASSWORD, phone
 from tests.kit.binaries import missing_peer
 from tests.kit.gateway import GatewayProcess
 from tests.kit.synapse import MatrixPeer, Synapse, shared_synapse, synapse_python
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.kit.ports import free_port
 
@@ -60,7 +60,7 @@ def synapse_python() -> Path | None:
     python = REPO / ".venv-synapse" / "bin" / "python"
     if not python.exists():
         return None
-    probe = subprocess.run([str(python), "-c", "import synapse.app.homeserver"],
+    probe = subprocess.run([str(python), "-c", "import synapse.app.homeserver"],  # noqa: S603
                            capture_output=True, timeout=60, check=False)
     return python if probe.returncode == 0 else None
 
@@ -156,7 +156,7 @@ class Synapse:
 
     def start(self, timeout: float = 60.0) -> Synapse:
         if not (self.dir / "signing.key").exists():
-            subprocess.run(
+            subprocess.run(  # noqa: S603 - our own venv's interpreter
                 [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path),
                  "--generate-keys"], capture_output=True, timeout=120, check=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
@@ -191,7 +191,7 @@ class Synapse:
         self.stop()
         self.start()
 
-    def __enter__(self) -> Synapse:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -349,23 +349,28 @@ class MatrixPeer:
             if not isinstance(answer, nio.SyncResponse):
                 await asyncio.sleep(0.2)
                 continue
-            for room_id, info in answer.rooms.invite.items():
-                self._add(PeerEvent("invite", room_id, data=info))
-                if self.auto_join:
-                    await self.client.join(room_id)
-            for room_id, info in answer.rooms.join.items():
-                for event in info.timeline.events:
-                    if isinstance(event, nio.RoomMessageText):
-                        self._add(PeerEvent("message", room_id, event.sender, event.body, event))
-                    elif isinstance(event, nio.RoomMemberEvent):
-                        self._add(PeerEvent("member", room_id, event.state_key,
-                                            event.membership, event))
-                for event in info.ephemeral:
-                    if isinstance(event, nio.TypingNoticeEvent):
-                        self._add(PeerEvent("typing", room_id, data=list(event.users)))
-            for event in answer.presence_events:
-                self._add(PeerEvent("presence", sender=event.user_id, body=event.presence,
-                                    data=event.status_msg))
+            await self._record(answer)
+
+    async def _record(self, answer: Any) -> None:
+        import nio  # noqa: PLC0415
+
+        for room_id, info in answer.rooms.invite.items():
+            self._add(PeerEvent("invite", room_id, data=info))
+            if self.auto_join:
+                await self.client.join(room_id)
+        for room_id, info in answer.rooms.join.items():
+            for event in info.timeline.events:
+                if isinstance(event, nio.RoomMessageText):
+                    self._add(PeerEvent("message", room_id, event.sender, event.body, event))
+                elif isinstance(event, nio.RoomMemberEvent):
+                    self._add(PeerEvent("member", room_id, event.state_key,
+                                        event.membership, event))
+            for event in info.ephemeral:
+                if isinstance(event, nio.TypingNoticeEvent):
+                    self._add(PeerEvent("typing", room_id, data=list(event.users)))
+        for event in answer.presence_events:
+            self._add(PeerEvent("presence", sender=event.user_id, body=event.presence,
+                                data=event.status_msg))
 
     def _add(self, event: PeerEvent) -> None:
         with self._lock:

@@ -115,7 +115,7 @@ def test_session_record_checks_password_user_and_server() -> None:
     assert device_from_record(record, "@a:x.org", "https://x.org") == "DEV"
     assert device_from_record(record, "@b:x.org", "https://x.org") == ""
     tampered = json.loads(record)
-    tampered["access_token"] = "stolen"
+    tampered["access_token"] = "stolen"  # noqa: S105 - test data
     assert session_from_record(json.dumps(tampered), "pw", "@a:x.org", "https://x.org") is None
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,6 +25,9 @@ from tests.kit.binaries import missing_peer
 from tests.kit.synapse import MatrixPeer, MatrixUser, Synapse, shared_synapse, synapse_python
 
 from .xmpp_harness import LoopThread, RecordingEvents
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,7 +49,8 @@ def loop() -> Iterator[LoopThread]:
 
 
 def make_session(loop: LoopThread, server: Synapse, user: MatrixUser, secret: str | None = None,
-                 derived_keys: dict[str, str] | None = None, **config: Any) -> tuple[Any, RecordingEvents]:
+                 derived_keys: dict[str, str] | None = None,
+                 **config: Any) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()
     credentials = AccountCredentials(
         account_id=next(_names), sip_user="sip:alice@127.0.0.1", ext_user=user.user_id,
@@ -148,7 +151,8 @@ def test_unreachable_homeserver_is_transient(loop: LoopThread, synapse: Synapse,
 
 
 def test_first_message_creates_a_direct_room_and_replies_come_back(
-        loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]) -> None:
+        loop: LoopThread, alice: Any, bob: MatrixPeer,
+        users: tuple[MatrixUser, MatrixUser]) -> None:
     session, events = alice
     bob_contact = users[1].contact
     assert loop.run(session.send_message(bob_contact, "hello bob ✓", "msg-1")) is None
@@ -162,7 +166,7 @@ def test_first_message_creates_a_direct_room_and_replies_come_back(
     events.wait_for("auth_answer", lambda c, a: c == bob_contact and a is AuthorizationAnswer.ALLOW)
 
     bob.send(got.room_id, "hi alice \u202e reversed")
-    contact, text, event_id = events.wait_for("message", lambda c, t, i: c == bob_contact)
+    _contact, text, event_id = events.wait_for("message", lambda c, _t, _i: c == bob_contact)
     assert text == "hi alice  reversed"  # bidi override removed (for_phone)
     assert event_id.startswith("$")
 
@@ -177,7 +181,7 @@ def test_first_message_creates_a_direct_room_and_replies_come_back(
 
     # Bob reads "last": receipts for everything up to it.
     bob.read(got.room_id, bob.messages(mark)[-1].data.event_id)
-    events.wait_for("receipt", lambda c, m: m == "msg-3")
+    events.wait_for("receipt", lambda _c, m: m == "msg-3")
     assert [m for _c, m in events.of("receipt")] == ["msg-1", "msg-2", "msg-3"]
 
 
@@ -189,19 +193,23 @@ def test_invalid_contact_is_refused(loop: LoopThread, alice: Any) -> None:
 
 
 def test_stranger_invite_is_an_authorization_request(
-        loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]) -> None:
+        loop: LoopThread, alice: Any, bob: MatrixPeer,
+        users: tuple[MatrixUser, MatrixUser]) -> None:
     session, events = alice
     room_id = bob.direct_room(users[0].user_id)
     contact, _text = events.wait_for("auth_request")
     assert contact == users[1].contact
-    # Nothing from that room reaches the phone before the answer.
+    # Nothing from that room reaches the phone before the answer; what the
+    # contact wrote with the invite arrives once the user allowed it.
     bob.send(room_id, "before the answer")
+    time.sleep(0.5)
+    assert events.of("message") == []
     loop.run(session.answer_authorization(contact, AuthorizationAnswer.ALLOW))
     bob.wait_for(lambda e: e.kind == "member" and e.sender == users[0].user_id
                  and e.body == "join")
     bob.send(room_id, "after the answer")
-    events.wait_for("message", lambda c, t, i: t == "after the answer")
-    assert [t for _c, t, _i in events.of("message")] == ["after the answer"]
+    events.wait_for("message", lambda _c, t, _i: t == "after the answer")
+    assert [t for _c, t, _i in events.of("message")] == ["before the answer", "after the answer"]
     # Replies go to that room, not to a new one.
     mark = bob.mark()
     loop.run(session.send_message(contact, "thanks", "m-thanks"))
@@ -251,13 +259,15 @@ def test_presence_and_typing_both_ways(loop: LoopThread, alice: Any, bob: Matrix
 
 
 def test_encrypted_room_gets_no_plaintext_and_one_notice(
-        loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]) -> None:
+        loop: LoopThread, alice: Any, bob: MatrixPeer,
+        users: tuple[MatrixUser, MatrixUser]) -> None:
     session, events = alice
     bob.direct_room(users[0].user_id, encrypted=True)
     contact, _ = events.wait_for("auth_request")
     loop.run(session.answer_authorization(contact, AuthorizationAnswer.ALLOW))
     deadline = time.monotonic() + 20
-    while not any(session._encrypted(r) for r in session._direct.get(users[1].user_id, [])):  # noqa: SLF001
+    rooms = session._direct  # noqa: SLF001
+    while not any(session._encrypted(r) for r in rooms.get(users[1].user_id, [])):  # noqa: SLF001
         assert time.monotonic() < deadline, "room state never arrived"
         time.sleep(0.05)
     mark = bob.mark()
@@ -279,14 +289,14 @@ def test_since_token_means_no_replay_and_nothing_missed(
     loop.run(first.send_message(users[1].contact, "hi", "m-0"))
     room_id = bob.wait_for(lambda e: e.kind == "message").room_id
     bob.send(room_id, "seen by the first session")
-    events.wait_for("message", lambda c, t, i: t == "seen by the first session")
+    events.wait_for("message", lambda _c, t, _i: t == "seen by the first session")
     loop.run(first.logout())
     keys = dict(events.of("key"))
 
     bob.send(room_id, "sent while the gateway was down")
     second, events2 = make_session(loop, synapse, users[0], derived_keys=keys)
     loop.run(second.login())
-    events2.wait_for("message", lambda c, t, i: t == "sent while the gateway was down")
+    events2.wait_for("message", lambda _c, t, _i: t == "sent while the gateway was down")
     assert [t for _c, t, _i in events2.of("message")] == ["sent while the gateway was down"]
     loop.run(second.logout())
 
@@ -336,7 +346,7 @@ def test_synapse_restart_mid_traffic_loses_nothing(
     assert taken, "no message was sent while Synapse was down: the test proved nothing"
     bob.wait_for(lambda e: e.body == out[-1], since=mark, timeout=60)
     assert [e.body for e in bob.messages(mark) if e.sender == users[0].user_id] == out
-    events.wait_for("message", lambda c, t, i: t == into[-1], timeout=60)
+    events.wait_for("message", lambda _c, t, _i: t == into[-1], timeout=60)
     assert [t for c, t, _i in events.of("message") if t.startswith("in ")] == into
     events.wait_for("acked", lambda m: m == taken[-1])
     assert [m for (m,) in events.of("acked")] == taken

@@ -1,4 +1,4 @@
-"""One Matrix account: a matrix-nio ``AsyncClient`` and one /sync loop behind the ``Session`` contract.
+"""One Matrix account: a matrix-nio ``AsyncClient`` and one /sync loop, as a ``Session``.
 
 Threading: the client is created, driven and closed on ``context.loop``
 only; the account actor calls the coroutines there.
@@ -66,8 +66,8 @@ logger = logging.getLogger(__name__)
 
 SESSION_KEY_KIND = "matrix_session"
 SINCE_KEY_KIND = "matrix_since"
-TOKEN_PREFIX = "token:"
-PASSWORD_PREFIX = "password:"
+TOKEN_PREFIX = "token:"  # noqa: S105 - a marker, not a secret
+PASSWORD_PREFIX = "password:"  # noqa: S105 - a marker, not a secret
 
 # Error codes that mean "these credentials will not work until someone
 # changes them" (client-server API, "Standard error response").
@@ -514,9 +514,17 @@ class MatrixSession(Session):
         for event in answer.account_data_events:
             if getattr(event, "type", "") == "m.direct":
                 self._set_direct(event.content)
-        for room_id, info in answer.rooms.invite.items():
+        self._on_invites(answer.rooms.invite)
+        await self._on_joined(answer.rooms.join, since)
+        self._on_left(answer.rooms.leave)
+        self._on_presence_events(answer.presence_events)
+
+    def _on_invites(self, invites: dict[str, Any]) -> None:
+        for room_id, info in invites.items():
             self._on_invite(room_id, info)
-        for room_id, info in answer.rooms.join.items():
+
+    async def _on_joined(self, joined: dict[str, Any], since: str | None) -> None:
+        for room_id, info in joined.items():
             events = list(info.timeline.events)
             if info.timeline.limited and since and not self._initial:
                 events = await self._missed(room_id, info.timeline.prev_batch, since) + events
@@ -526,12 +534,16 @@ class MatrixSession(Session):
                 self._on_room_event(room_id, event, history=self._initial)
             for event in info.ephemeral:
                 self._on_ephemeral(room_id, event)
-        for room_id in answer.rooms.leave:
+
+    def _on_left(self, left: dict[str, Any]) -> None:
+        for room_id in left:
             contact = self._room_contact.get(room_id)
             if contact and self._awaiting_join.pop(room_id, None):
                 self._call("on_authorization_answer", contact_from_mxid(contact),
                            AuthorizationAnswer.DENY)
-        for event in answer.presence_events:
+
+    def _on_presence_events(self, events: list[Any]) -> None:
+        for event in events:
             if event.user_id != self.user_id:
                 presence = presence_from_matrix(
                     event.presence, event.status_msg, currently_active=event.currently_active,
@@ -763,11 +775,18 @@ class MatrixSession(Session):
             return room_id
 
     async def _join(self, mxid: str, room_id: str) -> None:
+        # Known as a direct room before the join: the sync that brings the
+        # room's timeline (what the contact wrote with the invite) may be
+        # handled before this coroutine resumes.
+        known = self._room_contact.get(room_id)
+        self._room_contact[room_id] = mxid
         answer = await self.client.join(room_id)
         if isinstance(answer, nio.JoinResponse):
             self.client.rooms.setdefault(room_id, nio.MatrixRoom(room_id, self.user_id))
             await self._mark_direct(mxid, room_id)
         else:
+            if known is None:
+                self._room_contact.pop(room_id, None)
             logger.info("%s: joining %s failed: %s", self.user_id, room_id, answer)
 
     async def _mark_direct(self, mxid: str, room_id: str) -> None:
@@ -787,7 +806,7 @@ class MatrixSession(Session):
             {"Content-Type": "application/json",
              "Authorization": f"Bearer {self.client.access_token}"})
         async with response:
-            if response.status >= 400:  # noqa: PLR2004 - HTTP error class
+            if response.status >= 400:
                 logger.info("%s: m.direct update failed: HTTP %d", self.user_id, response.status)
 
     async def send_typing(self, contact: str, state: TypingState) -> None:
