@@ -49,14 +49,14 @@ def loop() -> Iterator[LoopThread]:
 
 
 def make_session(loop: LoopThread, server: Synapse, user: MatrixUser, secret: str | None = None,
-                 derived_keys: dict[str, str] | None = None,
+                 derived_keys: dict[str, str] | None = None, proxy: Any = None,
                  **config: Any) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()
     credentials = AccountCredentials(
         account_id=next(_names), sip_user="sip:alice@127.0.0.1", ext_user=user.user_id,
         protocol="matrix", password=user.password if secret is None else secret,
         derived_keys=derived_keys or {})
-    context = SessionContext(loop=loop.loop, events=events, config={
+    context = SessionContext(loop=loop.loop, events=events, proxy=proxy, config={
         "homeserver": server.base_url, "sync_timeout": 2, "backoff_initial": 0.2,
         "backoff_max": 1, "since_interval": 0.1, **config})
     return Adapter().create_session(credentials, context), events
@@ -353,3 +353,29 @@ def test_synapse_restart_mid_traffic_loses_nothing(
     states = [s for s, _r in events.of("state")]
     assert ConnectionState.CONNECTING in states[2:]
     assert states[-1] is ConnectionState.CONNECTED
+
+
+def test_login_and_message_through_http_connect_proxy(
+        loop: LoopThread, synapse: Synapse, bob: MatrixPeer,
+        users: tuple[MatrixUser, MatrixUser]) -> None:
+    from purplegw.protocols.base import ProxySettings  # noqa: PLC0415
+    from tests.kit.tinyproxy import Tinyproxy, tinyproxy_binary  # noqa: PLC0415
+
+    if tinyproxy_binary() is None:
+        missing_peer("tinyproxy", "tinyproxy")
+    with Tinyproxy(connect_ports=[synapse.port], auth=("pu", "pp")) as proxy:
+        session, events = make_session(loop, synapse, users[0],
+                                       proxy=ProxySettings("127.0.0.1", proxy.port, "pu", "pp"))
+        loop.run(session.login())
+        try:
+            assert proxy.saw_connect("127.0.0.1", synapse.port), proxy.log()
+            loop.run(session.send_message(users[1].contact, "via the proxy", "px-1"))
+            bob.wait_for(lambda e: e.body == "via the proxy")
+        finally:
+            loop.run(session.logout())
+        wrong, _ = make_session(loop, synapse, users[0],
+                                proxy=ProxySettings("127.0.0.1", proxy.port, "pu", "nope"))
+        with pytest.raises(Exception) as info:  # noqa: PT011 - the type is checked below
+            loop.run(wrong.login())
+        assert type(info.value).__name__ == "TransientError", info.value
+    assert events.of("state")[-1][0] is ConnectionState.LOGGED_OUT

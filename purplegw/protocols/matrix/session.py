@@ -43,6 +43,8 @@ from urllib.parse import quote
 
 import aiohttp
 import nio
+import aiohttp_socks
+import python_socks
 
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import (
@@ -75,7 +77,11 @@ BAD_CREDENTIAL_CODES = frozenset({
     "M_FORBIDDEN", "M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_USER_DEACTIVATED",
     "M_INVALID_USERNAME", "M_USER_LOCKED", "M_USER_SUSPENDED",
 })
-NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
+# What a request can raise when the network, the proxy or the server fails
+# (matrix-nio lets aiohttp's and python-socks' exceptions through).
+NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError,
+                  python_socks.ProxyError, aiohttp_socks.ProxyError,
+                  aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError)
 
 ENCRYPTED_NOTICE = (
     "[purplegw] This Matrix conversation is end-to-end encrypted. The gateway "
@@ -311,7 +317,7 @@ class MatrixSession(Session):
             error = TransientError(f"cannot reach Matrix homeserver {self.homeserver}: {exc}")
             self._report(ConnectionState.TRANSIENT_DISCONNECT, str(error))
             raise error from exc
-        except asyncio.CancelledError:
+        except BaseException:
             await self._close_client()
             raise
         self._logged_in = True
