@@ -48,7 +48,7 @@ def loop() -> Iterator[LoopThread]:
     thread.close()
 
 
-def make_session(loop: LoopThread, server: Synapse, user: MatrixUser, secret: str | None = None,
+def make_session(loop: LoopThread, server: Synapse, user: MatrixUser, *, secret: str | None = None,
                  derived_keys: dict[str, str] | None = None, proxy: Any = None,
                  **config: Any) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()

@@ -42,8 +42,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import nio
 import aiohttp_socks
+import nio
 import python_socks
 
 from purplegw.presence import ContactPresence, Presence, Status
