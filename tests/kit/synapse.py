@@ -249,6 +249,14 @@ class Synapse:
             self._admin = self.create_user("kitadmin", admin=True)
         return self.login(self._admin)["access_token"]
 
+    def user_devices(self, user_id: str) -> list[str]:
+        """Device ids of ``user_id`` (admin API: no login, so no device of our own)."""
+        from urllib.parse import quote  # noqa: PLC0415
+
+        answer = self.request("GET", f"/_synapse/admin/v2/users/{quote(user_id)}/devices",
+                              token=self.admin_token())
+        return sorted(d["device_id"] for d in answer["devices"])
+
     def override_ratelimit(self, user_id: str, per_second: float, burst: int) -> None:
         """Lower (or lift) one user's message rate limit (Synapse admin API)."""
         from urllib.parse import quote  # noqa: PLC0415
