@@ -48,9 +48,10 @@ def loop() -> Iterator[LoopThread]:
     thread.close()
 
 
-def make_session(loop: LoopThread, server: Synapse, user: MatrixUser, *, secret: str | None = None,
-                 derived_keys: dict[str, str] | None = None, proxy: Any = None,
-                 **config: Any) -> tuple[Any, RecordingEvents]:
+def make_session(  # noqa: PLR0913 - each is a knob a test sets
+        loop: LoopThread, server: Synapse, user: MatrixUser, *, secret: str | None = None,
+        derived_keys: dict[str, str] | None = None, proxy: Any = None,
+        **config: Any) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()
     credentials = AccountCredentials(
         account_id=next(_names), sip_user="sip:alice@127.0.0.1", ext_user=user.user_id,

@@ -323,7 +323,7 @@ class MatrixSession(Session):
         self._logged_in = True
         self._healthy = True
         self._report(ConnectionState.CONNECTED)
-        self._sync_task = self.context.loop.create_task(self._sync_loop())
+        self._sync_task = self.context.loop.create_task(self._run_sync())
 
     async def _login(self) -> None:
         try:
@@ -445,6 +445,16 @@ class MatrixSession(Session):
         self.context.loop.create_task(self._close_client())
 
     # --- the sync loop ------------------------------------------------------------------
+
+    async def _run_sync(self) -> None:
+        """The sync loop; a bug in it ends the session visibly instead of freezing it."""
+        try:
+            await self._sync_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("%s: sync loop failed", self.user_id)
+            self._lost(f"internal error in the sync loop: {exc!r}")
 
     async def _sync_loop(self) -> None:
         initial, ceiling = self._float("backoff_initial", 0.5), self._float("backoff_max", 30)
