@@ -380,3 +380,45 @@ def test_login_and_message_through_http_connect_proxy(
             loop.run(wrong.login())
         assert type(info.value).__name__ == "TransientError", info.value
     assert events.of("state")[-1][0] is ConnectionState.LOGGED_OUT
+
+
+def test_homeserver_discovery_through_well_known(loop: LoopThread, synapse: Synapse,
+                                                 tmp_path: Any) -> None:
+    """``homeserver`` empty: https://<server>/.well-known/matrix/client names the API."""
+    import ssl  # noqa: PLC0415
+
+    from aiohttp import web  # noqa: PLC0415
+
+    from tests.kit.certs import write_self_signed_cert  # noqa: PLC0415
+    from tests.kit.ports import free_port  # noqa: PLC0415
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed_cert(cert, key, "localhost")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    port = free_port("tcp")
+    asked = []
+
+    async def well_known(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"m.homeserver": {"base_url": synapse.base_url + "/"}})
+
+    async def serve() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/.well-known/matrix/client", well_known)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+        return runner
+
+    runner = loop.run(serve())
+    try:
+        user = MatrixUser("alice", "pw")
+        session, _ = make_session(loop, synapse, user, homeserver="", ca_file=str(cert))
+        assert loop.run(session._discover(f"localhost:{port}")) == synapse.base_url  # noqa: SLF001
+        assert asked == ["/.well-known/matrix/client"]
+        # Nothing there (connection refused): the server name itself, over https.
+        other = free_port("tcp")
+        assert loop.run(session._discover(f"localhost:{other}")) == f"https://localhost:{other}"  # noqa: SLF001
+    finally:
+        loop.run(runner.cleanup())
