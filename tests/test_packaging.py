@@ -26,6 +26,7 @@ PACKAGE_DATA = [
     "purplegw/config/default.toml",
     "purplegw/protocols/dummy/defaults.toml",
     "purplegw/protocols/irc/defaults.toml",
+    "purplegw/protocols/matrix/defaults.toml",
     "purplegw/protocols/xmpp/defaults.toml",
 ]
 
@@ -53,7 +54,7 @@ def test_dummy_adapter_is_off_unless_a_config_turns_it_on(tmp_path: Path) -> Non
                 for name, info in load_adapters(config["protocols"],
                                                 check_environment=False).infos.items()}
     assert statuses == {"dummy": AdapterStatus.DISABLED, "irc": AdapterStatus.ENABLED,
-                        "xmpp": AdapterStatus.ENABLED}
+                        "matrix": AdapterStatus.ENABLED, "xmpp": AdapterStatus.ENABLED}
 
     on = tmp_path / "purplegw.toml"
     on.write_text("[protocols.dummy]\nenabled = true\n")
@@ -78,7 +79,7 @@ def test_the_wheel_carries_the_package_data(tmp_path: Path) -> None:
     groups.read_string(entry_points.decode())
     assert dict(groups["purplegw.protocols"]) == {
         "dummy": "purplegw.protocols.dummy:Adapter", "irc": "purplegw.protocols.irc:Adapter",
-        "xmpp": "purplegw.protocols.xmpp:Adapter"}
+        "matrix": "purplegw.protocols.matrix:Adapter", "xmpp": "purplegw.protocols.xmpp:Adapter"}
     assert not [n for n in names if n.startswith("tests/")]
 
 
