@@ -136,3 +136,15 @@ def test_config_validation() -> None:
                                         "sync_timeout": 0, "ca_file": "/nonexistent.pem"})
     assert len(problems) == 3
     assert any(p.startswith("homeserver:") for p in problems)
+
+
+def test_network_failures_of_sip_requests_are_transient() -> None:
+    import aiohttp  # noqa: PLC0415
+
+    from purplegw.protocols.base import TransientError  # noqa: PLC0415
+    from purplegw.protocols.errors import outcome_for  # noqa: PLC0415
+    from purplegw.protocols.matrix.session import _network  # noqa: PLC0415
+
+    with pytest.raises(TransientError) as info, _network("typing notice"):
+        raise aiohttp.ServerDisconnectedError
+    assert outcome_for(info.value).status == 503

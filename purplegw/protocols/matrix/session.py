@@ -185,6 +185,15 @@ def _shared_ssl_context(shared: dict[str, Any], ca_file: str) -> ssl.SSLContext:
     return context
 
 
+@contextlib.contextmanager
+def _network(what: str) -> Any:
+    """aiohttp's and the proxy's exceptions as ``TransientError`` (SIP 503), for SIP requests."""
+    try:
+        yield
+    except NETWORK_ERRORS as exc:
+        raise TransientError(f"Matrix {what} failed: {exc}") from exc
+
+
 class MatrixSession(Session):
     """A Matrix account logged in through matrix-nio (see the module docstring)."""
 
@@ -832,8 +841,9 @@ class MatrixSession(Session):
         if not rooms:
             return  # nobody to show it to yet: no room is created for a typing notice
         typing = state is TypingState.COMPOSING
-        answer = await client.room_typing(rooms[-1], typing_state=typing,
-                                          timeout=TYPING_TIMEOUT_MS)
+        with _network("typing notice"):
+            answer = await client.room_typing(rooms[-1], typing_state=typing,
+                                              timeout=TYPING_TIMEOUT_MS)
         if isinstance(answer, nio.RoomTypingError):
             self._raise_for(answer, "typing notice")
 
@@ -847,7 +857,8 @@ class MatrixSession(Session):
         self._presence = presence
         if self.client is None or not self._logged_in:
             return  # sent by the next login
-        await self._send_presence()
+        with _network("presence"):
+            await self._send_presence()
 
     async def add_contact(self, contact: str) -> None:
         """Watch ``contact``: current presence now, a direct room (and invite) if none yet.
@@ -859,8 +870,9 @@ class MatrixSession(Session):
         mxid = self._mxid(contact)
         client = self._require_connected()
         self._watched.add(mxid)
-        await self._direct_room(mxid, create=True)
-        answer = await client.get_presence(mxid)
+        with _network("contact"):
+            await self._direct_room(mxid, create=True)
+            answer = await client.get_presence(mxid)
         if isinstance(answer, nio.PresenceGetResponse):
             presence = presence_from_matrix(
                 answer.presence, answer.status_msg, currently_active=answer.currently_active,
@@ -875,8 +887,9 @@ class MatrixSession(Session):
         mxid = self._mxid(contact)
         client = self._require_connected()
         rooms = self._invites.pop(mxid, set())
-        for room_id in rooms:
-            if answer is AuthorizationAnswer.ALLOW:
-                await self._join(mxid, room_id)
-            else:
-                await client.room_leave(room_id)
+        with _network("invite answer"):
+            for room_id in rooms:
+                if answer is AuthorizationAnswer.ALLOW:
+                    await self._join(mxid, room_id)
+                else:
+                    await client.room_leave(room_id)
