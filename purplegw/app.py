@@ -2,8 +2,10 @@
 
 Start order (reverse on stop): the actor runtime with the account actors
 (purplegw.actors.process.run owns signals, pid file and control socket),
-then, as a service of that runtime, the gateway router and the SIP front,
-so that no SIP request arrives before the accounts it needs are known.
+then, as a service of that runtime, the gateway's rules (purplegw.gateway)
+on their worker thread (purplegw.actors.worker) and the SIP front
+(purplegw.actors.front), so that no SIP request arrives before the
+accounts it needs are known.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ logger = logging.getLogger(__name__)
 
 def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     """Run until SIGTERM; the process exit code."""
-    from purplegw.actors.gateway import Gateway, GatewaySettings  # noqa: PLC0415
-    from purplegw.actors.presence import PresenceSettings  # noqa: PLC0415
-    from purplegw.actors.process import run  # noqa: PLC0415
+    from purplegw.actors import listener  # noqa: PLC0415
     from purplegw.actors.front.front import FrontConfig, SipFront  # noqa: PLC0415
+    from purplegw.actors.process import run  # noqa: PLC0415
+    from purplegw.actors.worker import Worker  # noqa: PLC0415
+    from purplegw.gateway import Gateway, GatewaySettings, PresenceSettings  # noqa: PLC0415
 
     def account_source() -> list[Any]:
         rows, problems = store.accounts.credentials(registry.canonical)
@@ -37,24 +40,29 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         return bool(info and info.adapter and info.adapter.addresses_user_at_host)
 
     def sip_service(runtime: Any) -> Any:
+        # The gateway's rules run on one worker thread of their own; the SIP
+        # front's loop and the account loops hand everything over to it.
         gateway = Gateway(
             settings=GatewaySettings.from_section(config["sip"]),
             store=store,
             directory=runtime.directory,
+            worker=Worker(),
             canonical=registry.canonical,
             user_at_host=user_at_host,
             presence=PresenceSettings.from_section(config.sections.get("presence")),
         )
         front = SipFront(FrontConfig.from_section(config["sip"]), gateway).start()
+        # The gateway is an EventSink by shape (on_event), not by class: it imports no actors.
+        listener.add_sink(gateway)  # type: ignore[arg-type]
 
         def stop() -> None:
             front.stop()
+            listener.remove_sink(gateway)  # type: ignore[arg-type]
             gateway.stop()
 
         return stop
 
     def key_service(runtime: Any) -> Any:  # noqa: ARG001 - the service signature
-        from purplegw.actors import listener  # noqa: PLC0415
         from purplegw.actors.key_keeper import KeyKeeper  # noqa: PLC0415
 
         keeper = KeyKeeper(store.account_keys).start()

@@ -26,11 +26,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from purplegw.actors.gateway import Gateway, GatewaySettings
 from purplegw.actors.front.transport import Source
+from purplegw.gateway import Gateway, GatewaySettings
 from purplegw.sip.message import Response
 from purplegw.store import Database, Tables, UserRepository
 from purplegw.store.upgrades import run_upgrades
+from tests.gateway.fakes import InlineWorker
 from tests.kit.gateway import GatewayProcess
 from tests.kit.raw_ua import RawUA
 from tests.kit.sipmsg import make_request
@@ -361,7 +362,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Gateway, Clock]]:
     users.add("alice", REALM, PASSWORDS["alice"])
     clock = Clock()
     gateway = Gateway(settings=GatewaySettings(domain=REALM), store=SimpleNamespace(users=users),
-                      directory=NoAccounts(), canonical=str.lower,
+                      directory=NoAccounts(), worker=InlineWorker(), canonical=str.lower,
                       user_at_host=lambda _p: False, clock=clock)
     yield gateway, clock
     gateway.stop()
@@ -377,7 +378,7 @@ def _register(gateway: Gateway, auth: str | None = None) -> Response:
     replies: list[Response] = []
     source = Source("udp", "127.0.0.1", 5070,
                     SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
-    gateway._handle(request, source, replies.append)  # noqa: SLF001 - no worker hop
+    gateway.handle(request, source, replies.append)  # the worker is the test thread
     assert len(replies) == 1
     return replies[0]
 
@@ -395,7 +396,7 @@ def test_stale_nonce_is_refused_with_stale_true(rig: tuple[Gateway, Clock]) -> N
 
     clock.now += 10
     assert _register(gateway, answer("00000001")).status == 200  # control: fresh
-    clock.now += gateway.digest.nonce_lifetime + 1
+    clock.now += gateway.identity.digest.nonce_lifetime + 1
     late = _register(gateway, answer("00000002"))  # correct, but the nonce is too old
     assert late.status == 401
     challenges = late.headers.getall("WWW-Authenticate")

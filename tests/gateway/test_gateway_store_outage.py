@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 
-from purplegw.actors import gateway as gateway_module
-from purplegw.actors.gateway import Gateway, GatewaySettings
-from purplegw.actors.listener import AccountInfo
 from purplegw.actors.front.transport import Source
+from purplegw.actors.listener import AccountInfo
+from purplegw.actors.worker import Worker
 from purplegw.exceptions import StoreError
-from purplegw.sip.message import Response
+from purplegw.gateway import Gateway, GatewaySettings
+from purplegw.gateway import core as core_module
+from purplegw.gateway import messaging as messaging_module
 from purplegw.store import (
     AccountRepository,
     Database,
@@ -35,6 +35,12 @@ from purplegw.store import (
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from tests.kit.sipmsg import make_request
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from purplegw.sip.message import Response
 
 ALICE = AccountInfo(1, "alice@sip.test", "xmpp", "alice@example.org")
 
@@ -71,7 +77,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def gateway(store: Store) -> Iterator[Gateway]:
     gw = Gateway(settings=GatewaySettings(domain="sip.test"), store=store,
-                 directory=SimpleNamespace(get=lambda *_: None, all=list),
+                 directory=SimpleNamespace(get=lambda *_: None, all=list), worker=Worker(),
                  canonical=str.lower, user_at_host=lambda p: p == "xmpp")
     yield gw
     gw.stop()
@@ -87,7 +93,7 @@ def _wait(predicate: object, timeout: float = 10.0) -> None:
 def test_messages_received_while_the_store_is_down_reach_the_outbox_in_order(
     store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gateway_module, "STORE_RETRY_DELAY", 0.05)
+    monkeypatch.setattr(messaging_module, "STORE_RETRY_DELAY", 0.05)
     gateway.on_message(ALICE, "bob@example.org", "before", None)
     _wait(lambda: store.outbox.count() == 1)
 
@@ -95,9 +101,9 @@ def test_messages_received_while_the_store_is_down_reach_the_outbox_in_order(
     outage.begin()
     for n in range(3):
         gateway.on_message(ALICE, "bob@example.org", f"during {n}", None)
-    _wait(lambda: len(gateway._unstored) == 3)  # noqa: SLF001 - held, not dropped
+    _wait(lambda: len(gateway.messaging.unstored) == 3)  # held, not dropped
     time.sleep(0.2)  # a few retries fail while it is down
-    assert len(gateway._unstored) == 3  # noqa: SLF001
+    assert len(gateway.messaging.unstored) == 3
     outage.end()
 
     gateway.on_message(ALICE, "carol@example.org", "after", None)
@@ -109,14 +115,14 @@ def test_messages_received_while_the_store_is_down_reach_the_outbox_in_order(
 def test_retry_timer_writes_held_messages_without_new_traffic(
     store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gateway_module, "STORE_RETRY_DELAY", 0.05)
+    monkeypatch.setattr(messaging_module, "STORE_RETRY_DELAY", 0.05)
     outage = Outage(store.db)
     outage.begin()
     gateway.on_message(ALICE, "bob@example.org", "held", None)
-    _wait(lambda: len(gateway._unstored) == 1)  # noqa: SLF001
+    _wait(lambda: len(gateway.messaging.unstored) == 1)
     outage.end()
     _wait(lambda: store.outbox.count() == 1)
-    assert not gateway._unstored  # noqa: SLF001
+    assert not gateway.messaging.unstored
 
 
 def test_sip_request_while_the_store_is_down_is_answered_503_at_once(
@@ -130,7 +136,7 @@ def test_sip_request_while_the_store_is_down_is_answered_503_at_once(
 
         def request(extra: list[tuple[str, str]], method: str = method, ruri: str = ruri,
                     replies: list[Response] = replies) -> None:
-            gateway._handle(  # noqa: SLF001 - skip the worker hop
+            gateway.dispatch(  # on the test thread: skip the worker hop
                 make_request(method, ruri, from_="<sip:alice@sip.test>",
                              to="<sip:alice@sip.test>", body=b"hi", content_type="text/plain",
                              extra=extra),
@@ -143,7 +149,7 @@ def test_sip_request_while_the_store_is_down_is_answered_503_at_once(
                        'nc=00000001, cnonce="c0ffee"')
         request([(header, credentials)])
         assert [r.status for r in replies] == [401 if method == "REGISTER" else 407, 503]
-        assert replies[1].headers.get("Retry-After") == str(gateway_module.STORE_RETRY_AFTER)
+        assert replies[1].headers.get("Retry-After") == str(core_module.STORE_RETRY_AFTER)
 
 
 def test_outbox_queue_is_woken_again_when_the_store_fails_around_a_delivery(
@@ -153,14 +159,14 @@ def test_outbox_queue_is_woken_again_when_the_store_fails_around_a_delivery(
 
     Without it the user's queue slept until the next REGISTER (up to an hour).
     """
-    monkeypatch.setattr(gateway_module, "RETRY_DELAYS", (3600.0,))
-    gateway.front = SimpleNamespace()  # _flush only needs one to exist
+    monkeypatch.setattr(messaging_module, "RETRY_DELAYS", (3600.0,))
+    gateway.messaging.front = SimpleNamespace()  # type: ignore[assignment] - flush needs one
     Outage(store.db).begin()
-    gateway._flush(ALICE.sip_user)  # noqa: SLF001 - reading the queue fails
-    assert ALICE.sip_user in gateway._retry_timers  # noqa: SLF001
-    gateway._retry_timers.pop(ALICE.sip_user).cancel()  # noqa: SLF001
+    gateway.messaging.flush(ALICE.sip_user)  # reading the queue fails
+    assert ALICE.sip_user in gateway.messaging.retry_timers
+    gateway.messaging.retry_timers.pop(ALICE.sip_user).cancel()
 
-    gateway._in_flight.add(ALICE.sip_user)  # noqa: SLF001
-    gateway._delivered(ALICE.sip_user, 1, True, "200 OK")  # noqa: SLF001 - delete fails
-    assert ALICE.sip_user in gateway._retry_timers  # noqa: SLF001
-    assert ALICE.sip_user not in gateway._in_flight  # noqa: SLF001
+    gateway.messaging.in_flight.add(ALICE.sip_user)
+    gateway.messaging.delivered(ALICE.sip_user, 1, True, "200 OK")  # noqa: FBT003 - delete fails
+    assert ALICE.sip_user in gateway.messaging.retry_timers
+    assert ALICE.sip_user not in gateway.messaging.in_flight

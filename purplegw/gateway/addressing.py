@@ -25,11 +25,16 @@ from any SIP phone reaches the same contact through the same account.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from purplegw.protocols.base import AccountCredentials
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from purplegw.gateway.model import Account
+    from purplegw.gateway.ports import DirectoryPort
+    from purplegw.sip.uri import SipURI
 
 # Deterministic choice when several protocols could carry a message.
 PROTOCOL_PREFERENCE = ("xmpp", "irc")
@@ -37,7 +42,7 @@ PROTOCOL_PREFERENCE = ("xmpp", "irc")
 
 @dataclass(frozen=True)
 class Route:
-    account: AccountCredentials
+    account: Account
     contact: str  # in the network's own id form
 
 
@@ -47,7 +52,7 @@ class NoRoute:
     reason: str
 
 
-def _rank(account: AccountCredentials) -> tuple[int, int]:
+def _rank(account: Account) -> tuple[int, int]:
     try:
         preference = PROTOCOL_PREFERENCE.index(account.protocol)
     except ValueError:
@@ -59,12 +64,12 @@ def _domain(ext_user: str) -> str:
     return ext_user.rpartition("@")[2].lower() if "@" in ext_user else ""
 
 
-def resolve(  # noqa: PLR0911 - one return per rule reads best
+def resolve(  # noqa: C901, PLR0911, PLR0913 - one return per rule reads best
     sender: str,
     user: str,
     host: str,
     proto: str | None,
-    accounts: Iterable[AccountCredentials],
+    accounts: Iterable[Account],
     *,
     canonical: Callable[[str], str] = str.lower,
     user_at_host: Callable[[str], bool] = lambda protocol: protocol == "xmpp",
@@ -118,7 +123,7 @@ def resolve(  # noqa: PLR0911 - one return per rule reads best
     return Route((same or reachable)[0], target)
 
 
-def contact_uri(account: AccountCredentials, contact: str, *, user_at_host: bool,
+def contact_uri(account: Account, contact: str, *, user_at_host: bool,
                 gateway_domain: str) -> str:
     """The SIP URI that names ``contact`` of ``account`` (what the user replies to)."""
     if user_at_host and "@" in contact:
@@ -127,3 +132,26 @@ def contact_uri(account: AccountCredentials, contact: str, *, user_at_host: bool
         user = contact
         host = _domain(account.ext_user) or gateway_domain
     return f"sip:{quote(user, safe='')}@{host};proto={account.protocol}"
+
+
+class AddressBook:
+    """The rules above applied to the running accounts (what the SIP handlers ask)."""
+
+    def __init__(self, directory: DirectoryPort, *, canonical: Callable[[str], str],
+                 user_at_host: Callable[[str], bool], gateway_domain: str) -> None:
+        self.directory = directory
+        self.canonical = canonical
+        self.user_at_host = user_at_host
+        self.gateway_domain = gateway_domain
+
+    def resolve(self, sender: str, ruri: SipURI) -> Route | NoRoute:
+        """Route a request from ``sender`` to ``ruri`` (which must name a user)."""
+        assert ruri.user is not None
+        return resolve(sender, ruri.user, ruri.host, ruri.params.get("proto"),
+                       [handle.info for handle in self.directory.all()],
+                       canonical=self.canonical, user_at_host=self.user_at_host)
+
+    def contact_uri(self, account: Account, contact: str) -> str:
+        """The SIP URI naming ``contact`` of ``account`` (From of what the gateway sends)."""
+        return contact_uri(account, contact, user_at_host=self.user_at_host(account.protocol),
+                           gateway_domain=self.gateway_domain)

@@ -1,12 +1,14 @@
-"""Presence service: PUBLISH, SUBSCRIBE/NOTIFY and authorization requests.
+"""Presence: PUBLISH, SUBSCRIBE/NOTIFY, presentities and their watches.
 
-``PresenceService`` is driven by the ``Gateway`` (purplegw.actors.gateway):
+``PresenceService`` is driven by the ``Gateway`` (purplegw.gateway.core):
 the gateway routes PUBLISH and SUBSCRIBE here and forwards the account
-events about contacts' presence and authorization.  Everything runs on the
-gateway's single worker thread, so the state below needs no locks and the
-store (which blocks) is never touched from the SIP loop or an account loop.
-Why plain objects and not one pykka actor per presentity: see
-docs/presence.md (same isolation, none of the thread or mailbox cost).
+events about contacts' presence.  Everything runs on the gateway's single
+worker (purplegw.actors.worker), timers included, so the state below needs
+no locks and the store (which blocks) is never touched from the SIP loop or
+an account loop.  Why plain objects and not one pykka actor per presentity:
+see docs/presence.md (same isolation, none of the thread or mailbox cost).
+Authorization requests and answers: purplegw.gateway.authorization;
+upstream publishing: purplegw.gateway.upstream.
 
 Rules:
 
@@ -23,7 +25,7 @@ Rule 2. basic=closed (or the last publication removed or expired) logs the
         keep_online = true``: they stay online and show as offline).
 Rule 3. SUBSCRIBE (RFC 6665/3856, Event: presence) from a SIP user to an
         external contact: the Request-URI is resolved as for MESSAGE
-        (purplegw.addressing).  While the contact has not authorized the
+        (purplegw.gateway.addressing).  While the contact has not authorized the
         user, the subscription is ``pending`` (the NOTIFY says so; the answer is
         200, RFC 6665 retired 202) and the contact is added
         to the account's roster, which sends the subscription request.  The
@@ -38,42 +40,30 @@ Rule 4. One ``Presentity`` per (sip_user, protocol, contact) holds the
 Rule 5. Subscriptions are written to the store on creation and refresh and
         deleted when they end; a restarted gateway loads the live ones and
         NOTIFYs them again as soon as the accounts report presence.
-Rule 6. An external contact asking to see the user's presence is answered
-        by ``[presence] authorization``: "deny", "allow_roster" (allowed if
-        the user subscribes to that contact, else asked), or "ask": a
-        MESSAGE from the contact's SIP URI through the durable outbox.  The
-        user's MESSAGE "allow" or "deny" (any case) to that contact, while a
-        request is open, answers it and is not forwarded to the contact.
-Rule 7. Upstream mode (``[presence] upstream``, as the original module did
-        with Kamailio's ``presence``): every contact presence the accounts
-        report is also PUBLISHed there (RFC 3903, one publication per
-        contact: initial with a body, modify with SIP-If-Match, body-less
-        refresh before expiry, 412 -> publish afresh), so that phones can
-        subscribe at that server.  One PUBLISH in flight per contact; the
-        latest state waits for it.
+Rule 6. Authorization requests: purplegw.gateway.authorization.
+Rule 7. Upstream mode: purplegw.gateway.upstream.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from purplegw.actors.front.transport import Address, Source
-from purplegw.addressing import NoRoute, Route, contact_uri, resolve
-from purplegw.presence import ContactPresence, Presence, Status
-from purplegw.protocols.base import AccountCredentials, AuthorizationAnswer
+from purplegw.gateway.addressing import NoRoute, Route
+from purplegw.gateway.identity import respond
+from purplegw.gateway.model import Account, AccountRef, ContactPresence, Presence
+from purplegw.gateway.timers import KeyedTimers
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import Dialog, DialogId
 from purplegw.sip.errors import SipError
-from purplegw.sip.headers import Headers
-from purplegw.sip.message import Request, Response, make_response
+from purplegw.sip.message import Request, Response
 from purplegw.sip.presence import PidfError, parse_pidf, pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import CONTENT_TYPE_PIDF
 from purplegw.sip.publication import PublicationStore
@@ -83,8 +73,21 @@ from purplegw.store.subscriptions import StoredSubscription, dialog_key
 
 if TYPE_CHECKING:
     import concurrent.futures
+    from collections.abc import Callable, Hashable, Sequence
 
-    from purplegw.actors.listener import AccountInfo
+    from purplegw.gateway.addressing import AddressBook
+    from purplegw.gateway.identity import Identity
+    from purplegw.gateway.ports import (
+        AccountHandlePort,
+        DirectoryPort,
+        FrontPort,
+        OutcomeFuture,
+        Reply,
+        StorePort,
+        WorkerPort,
+    )
+    from purplegw.gateway.settings import PresenceSettings
+    from purplegw.gateway.upstream import UpstreamPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -92,32 +95,7 @@ logger = logging.getLogger(__name__)
 CSEQ_BLOCK = 100
 
 EVENT = "presence"
-POLICIES = ("ask", "allow_roster", "deny")
-ASK_TEXT = "{contact} asks to see your presence. Reply 'allow' or 'deny'."
-Reply = Callable[[Response], None]
 PresentityKey = tuple[str, str, str]  # (sip_user, protocol, contact folded to lower case)
-
-
-@dataclass
-class PresenceSettings:
-    authorization: str = "ask"
-    keep_online: bool = False
-    publish_min_expires: int = 60
-    publish_max_expires: int = 3600
-    publish_default_expires: int = 3600
-    subscribe_min_expires: int = 60
-    subscribe_max_expires: int = 3600
-    subscribe_default_expires: int = 3600
-    upstream: str = ""
-    upstream_expires: int = 3600
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any] | None) -> PresenceSettings:
-        known = set(cls.__dataclass_fields__)
-        settings = cls(**{k: v for k, v in (section or {}).items() if k in known})
-        if settings.authorization not in POLICIES:
-            raise ValueError(f"[presence] authorization must be one of {', '.join(POLICIES)}")
-        return settings
 
 
 @dataclass
@@ -158,17 +136,30 @@ class Presentity:
 class PresenceService:
     """The presence side of the gateway; every method runs on its worker thread."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the controller's collaborators, all keyword
         self,
         *,
-        gateway: Any,
         settings: PresenceSettings,
+        identity: Identity,
+        addresses: AddressBook,
+        store: StorePort,
+        directory: DirectoryPort,
+        worker: WorkerPort,
+        proxy_address: Address | None,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
-        self.gateway = gateway
         self.settings = settings
+        self.identity = identity
+        self.addresses = addresses
+        self.store = store
+        self.directory = directory
+        self.worker = worker
+        self.proxy_address = proxy_address
         self.clock = clock
+        self.front: FrontPort | None = None
+        self.upstream: UpstreamPublisher | None = None
+        self.timers = KeyedTimers(worker)
         self.publications = PublicationStore(
             random,
             min_expires=settings.publish_min_expires,
@@ -177,53 +168,24 @@ class PresenceService:
         )
         self.presentities: dict[PresentityKey, Presentity] = {}
         self.watches: dict[DialogId, Watch] = {}
-        self.asking: dict[PresentityKey, str] = {}  # open authorization requests
         self._applied: dict[str, Presence] = {}  # what each user's accounts were last told
         self._logged_out: set[str] = set()
-        self.upstream = (
-            UpstreamPublisher(self, settings.upstream, settings.upstream_expires)
-            if settings.upstream
-            else None
-        )
 
-    # --- helpers shared with the gateway --------------------------------------------
+    def _start_timer(self, key: Hashable, seconds: float, fn: Callable[..., object],
+                     *args: object) -> None:
+        self.timers.start(("presence", key), seconds, fn, *args)
 
-    def _response(
-        self,
-        request: Request,
-        status: int,
-        reason: str | None = None,
-        *,
-        headers: list[tuple[str, str]] | None = None,
-        to_tag: str | None = None,
-    ) -> Response:
-        return make_response(
-            request, status, reason, to_tag=to_tag or os.urandom(4).hex(), headers=headers or []
-        )
+    def _cancel_timer(self, key: Hashable) -> None:
+        self.timers.cancel(("presence", key))
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.gateway._submit(fn, *args)  # noqa: SLF001 - the gateway's own worker
-
-    def _start_timer(self, key: Any, seconds: float, fn: Callable[..., Any], *args: Any) -> None:
-        front = self.gateway.front
-        if front is None:
-            return
-
-        def fired(_key: Any) -> None:  # on the front's loop: hop to our thread
-            self._submit(fn, *args)
-
-        front.call_in_loop(front.timers.start, ("presence", key), seconds, fired)
-
-    def _cancel_timer(self, key: Any) -> None:
-        front = self.gateway.front
-        if front is not None:
-            front.call_in_loop(front.timers.cancel, ("presence", key))
+    def stop(self) -> None:
+        self.timers.cancel_all()
 
     # --- lifecycle ------------------------------------------------------------
 
     def restore(self) -> None:
         """Load the subscriptions a previous run left (Rule 5)."""
-        store = self.gateway.store.subscriptions
+        store = self.store.subscriptions
         now = self.clock()
         store.purge(now)
         for row in store.live(now):
@@ -268,11 +230,7 @@ class PresenceService:
     # --- PUBLISH (Rules 1, 2) -------------------------------------------------
 
     def publish(self, request: Request, source: Source, reply: Reply) -> None:  # noqa: C901 - one branch per RFC 3903 outcome
-        user, refusal = self.gateway._identify(request, source)  # noqa: SLF001
-        if refusal is not None:
-            reply(refusal)
-            return
-        assert user is not None
+        user = self.identity.identify(request, source)
         bad_event = self._check_event(request)
         if bad_event is not None:
             reply(bad_event)
@@ -280,7 +238,7 @@ class PresenceService:
         to = request.to
         target = to.uri if to is not None else request.ruri
         if target.user is None or f"{target.user_unescaped}@{target.host.lower()}" != user:
-            reply(self._response(request, 403, "Forbidden: publish your own presence only"))
+            reply(respond(request, 403, "Forbidden: publish your own presence only"))
             return
         body = request.body
         if body:
@@ -289,7 +247,7 @@ class PresenceService:
             except PidfError as exc:
                 logger.info("PUBLISH from %s refused: %s", user, exc)
                 reply(
-                    self._response(
+                    respond(
                         request,
                         exc.status_hint,
                         _reason(exc),
@@ -310,7 +268,7 @@ class PresenceService:
             headers += [("SIP-ETag", result.etag), ("Expires", str(result.expires))]
         if result.min_expires is not None:
             headers.append(("Min-Expires", str(result.min_expires)))
-        reply(self._response(request, result.status, result.reason, headers=headers))
+        reply(respond(request, result.status, result.reason, headers=headers))
         for action in result.actions:
             if isinstance(action, sip_actions.StartTimer):
                 self._start_timer(
@@ -347,7 +305,7 @@ class PresenceService:
         if self._applied.get(sip_user) == presence:
             return  # a refresh, or another phone saying the same
         self._applied[sip_user] = presence
-        handles = self.gateway.directory.of_user(sip_user)
+        handles = self.directory.of_user(sip_user)
         log_out = not presence.is_open and not self.settings.keep_online
         logger.info(
             "Presence of %s: %s%s -> %d account(s)%s",
@@ -359,11 +317,11 @@ class PresenceService:
         )
         for handle in handles:
             if log_out:
-                _log_outcome(handle.logout(), handle, "logout")
+                log_outcome(self.worker, handle.logout(), handle, "logout")
                 continue
             if sip_user in self._logged_out:
-                _log_outcome(handle.login(), handle, "login")
-            _log_outcome(handle.set_presence(presence), handle, "set_presence")
+                log_outcome(self.worker, handle.login(), handle, "login")
+            log_outcome(self.worker, handle.set_presence(presence), handle, "set_presence")
         if log_out:
             self._logged_out.add(sip_user)
         else:
@@ -371,7 +329,7 @@ class PresenceService:
 
     # --- SUBSCRIBE (Rules 3-5) --------------------------------------------------
 
-    def subscribe(  # noqa: C901, PLR0911 - one return per refusal
+    def subscribe(  # noqa: C901 - one return per refusal
         self, request: Request, source: Source, reply: Reply
     ) -> None:
         bad_event = self._check_event(request)
@@ -384,16 +342,12 @@ class PresenceService:
             return
         accept = request.headers.get("Accept")
         if accept is not None and accept.strip() and not _accepts_pidf(accept):
-            reply(self._response(request, 406, headers=[("Accept", CONTENT_TYPE_PIDF)]))
+            reply(respond(request, 406, headers=[("Accept", CONTENT_TYPE_PIDF)]))
             return
-        user, refusal = self.gateway._identify(request, source)  # noqa: SLF001
-        if refusal is not None:
-            reply(refusal)
-            return
-        assert user is not None
+        user = self.identity.identify(request, source)
         route = self._route(user, request)
         if isinstance(route, NoRoute):
-            reply(self._response(request, route.status, route.reason))
+            reply(respond(request, route.status, route.reason))
             return
         account = route.account
         presentity = self._presentity(user, account.protocol, route.contact, account.account_id)
@@ -410,7 +364,7 @@ class PresenceService:
                 local_contact=self._local_contact(source, presentity),
             )
         except SipError as exc:
-            reply(self._response(request, exc.status_hint, _reason(exc)))
+            reply(respond(request, exc.status_hint, _reason(exc)))
             return
         if sub.dialog is None:  # 423: nothing was created
             self._run(None, actions, reply)
@@ -425,24 +379,21 @@ class PresenceService:
         )
         self._run(watch, actions, reply)
         if sub.state is SubState.PENDING:
-            handle = self.gateway.directory.get(user, account.protocol)
+            handle = self.directory.get(user, account.protocol)
             if handle is not None:
-                _log_outcome(handle.add_contact(route.contact), handle, "add_contact")
+                log_outcome(self.worker, handle.add_contact(route.contact), handle, "add_contact")
 
     def _in_dialog(self, request: Request, source: Source, reply: Reply) -> None:
         # Rule 1 holds inside a dialog too: its Call-ID and tags are no
         # credentials, and a refresh from a new connection moves the NOTIFYs.
-        user, refusal = self.gateway._identify(request, source)  # noqa: SLF001
-        if refusal is not None:
-            reply(refusal)
-            return
+        user = self.identity.identify(request, source)
         dialog_id = DialogId.of_incoming(request)
         watch = self.watches.get(dialog_id) if dialog_id is not None else None
         if watch is None:
-            reply(self._response(request, 481, "Call/Transaction Does Not Exist"))
+            reply(respond(request, 481, "Call/Transaction Does Not Exist"))
             return
         if watch.key[0] != user:
-            reply(self._response(request, 403, "Forbidden: not your subscription"))
+            reply(respond(request, 403, "Forbidden: not your subscription"))
             return
         sub = watch.subscription
         presentity = self.presentities.get(watch.key)
@@ -451,7 +402,7 @@ class PresenceService:
         try:
             actions = sub.receive_subscribe(request, self.clock())
         except SipError as exc:
-            reply(self._response(request, exc.status_hint, _reason(exc)))
+            reply(respond(request, exc.status_hint, _reason(exc)))
             return
         if source.connection is not None:
             watch.destination = source
@@ -463,15 +414,7 @@ class PresenceService:
         ruri = request.ruri
         if not ruri.is_sip or ruri.user is None:
             return NoRoute(404, "Not Found: no contact in the Request-URI")
-        return resolve(
-            user,
-            ruri.user,
-            ruri.host,
-            ruri.params.get("proto"),
-            self.gateway._accounts(),  # noqa: SLF001
-            canonical=self.gateway.canonical,
-            user_at_host=self.gateway.user_at_host,
-        )
+        return self.addresses.resolve(user, ruri)
 
     def _new_subscription(self) -> Subscription:
         return Subscription(
@@ -489,18 +432,11 @@ class PresenceService:
         key = (sip_user, protocol, contact.lower())
         presentity = self.presentities.get(key)
         if presentity is None:
-            credentials = AccountCredentials(account_id, sip_user, "", protocol, "")
-            handle = self.gateway.directory.get(sip_user, protocol)
-            if handle is not None:
-                credentials = AccountCredentials(
-                    account_id, sip_user, handle.info.ext_user, protocol, ""
-                )
-            entity = contact_uri(
-                credentials,
-                contact,
-                user_at_host=self.gateway.user_at_host(protocol),
-                gateway_domain=self.gateway.settings.domain,
+            handle = self.directory.get(sip_user, protocol)
+            account = AccountRef(
+                account_id, sip_user, protocol, handle.info.ext_user if handle is not None else ""
             )
+            entity = self.addresses.contact_uri(account, contact)
             presentity = Presentity(key, contact, entity.split(";", 1)[0])
             self.presentities[key] = presentity
         return presentity
@@ -512,9 +448,9 @@ class PresenceService:
 
     def _destination(self, request: Request, source: Source) -> Address | Source:
         """Where this dialog's NOTIFYs go: the proxy, the route set, or the phone."""
-        proxy = self.gateway.proxy_address
+        proxy = self.proxy_address
         if proxy is not None:
-            return proxy  # type: ignore[no-any-return]
+            return proxy
         if source.connection is not None:
             return source  # reuse the phone's TCP/TLS connection
         routes = request.headers.record_routes()
@@ -529,7 +465,9 @@ class PresenceService:
 
     # --- running the machine's actions ---------------------------------------------
 
-    def _run(self, watch: Watch | None, actions: list[Any], reply: Reply | None = None) -> None:
+    def _run(
+        self, watch: Watch | None, actions: Sequence[sip_actions.Action], reply: Reply | None = None
+    ) -> None:
         for action in actions:
             if isinstance(action, sip_actions.Send):
                 message = action.message
@@ -546,7 +484,7 @@ class PresenceService:
                 self._forget(watch, action.reason)
 
     def _send_notify(self, watch: Watch, notify: Request) -> None:
-        front = self.gateway.front
+        front = self.front
         if front is None:
             return
         notify.headers.remove("Via")  # the front adds its own
@@ -557,21 +495,21 @@ class PresenceService:
             # block ahead keeps CSeq increasing across restarts with one write
             # per CSEQ_BLOCK NOTIFYs instead of one per NOTIFY (gaps are legal).
             watch.cseq_reserved = cseq.number + CSEQ_BLOCK
-            self.gateway.store.subscriptions.advance_cseq(
+            self.store.subscriptions.advance_cseq(
                 dialog_key(*_id_parts(dialog_id)), watch.cseq_reserved
             )
         future = front.send_request(notify, watch.destination)
 
         def answered(done: concurrent.futures.Future[Response]) -> None:
-            self._submit(self._notify_answered, watch, done)
+            self._notify_answered(watch, done)
 
-        future.add_done_callback(answered)
+        future.add_done_callback(self.worker.completion(answered))
 
     def _notify_answered(self, watch: Watch, done: concurrent.futures.Future[Response]) -> None:
         sub = watch.subscription
         try:
             response = done.result()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever failed, it was on our side
             # Our side failed (front stopping, no listener): not the
             # subscriber's fault, so the subscription stays (and survives a
             # restart); the next change is NOTIFYed as usual.
@@ -602,7 +540,7 @@ class PresenceService:
         if presentity is not None:
             presentity.watches.pop(dialog_id, None)
         self._cancel_timer(dialog_id)
-        self.gateway.store.subscriptions.delete(dialog_key(*_id_parts(dialog_id)))
+        self.store.subscriptions.delete(dialog_key(*_id_parts(dialog_id)))
         logger.info("Subscription of %s to %s ended: %s", watch.key[0], watch.key[2], reason)
 
     def _save(self, watch: Watch) -> None:
@@ -613,7 +551,7 @@ class PresenceService:
         presentity = self.presentities[watch.key]
         destination = watch.destination
         address = destination.address if isinstance(destination, Source) else destination
-        self.gateway.store.subscriptions.save(
+        self.store.subscriptions.save(
             StoredSubscription(
                 dialog_key=dialog_key(*_id_parts(dialog.id)),
                 sip_user=user,
@@ -641,7 +579,7 @@ class PresenceService:
 
     # --- events from the accounts -----------------------------------------------
 
-    def contact_presence(self, account: AccountInfo, presence: ContactPresence) -> None:
+    def contact_presence(self, account: Account, presence: ContactPresence) -> None:
         presentity = self._presentity(
             account.sip_user, account.protocol, presence.contact, account.account_id
         )
@@ -651,30 +589,29 @@ class PresenceService:
             self._authorize(presentity)
         self._notify_all(presentity)
 
-    def connection_state(self, account: AccountInfo, state: Any) -> None:
-        if getattr(state, "value", state) == "connected":
-            return
+    def disconnected(self, account: Account) -> None:
         # The account no longer sees its contacts: tell watchers they are offline.
         for presentity in self.presentities.values():
             if presentity.key[:2] == (account.sip_user, account.protocol) and presentity.presence:
                 presentity.presence = ContactPresence(presentity.contact, {})
                 self._notify_all(presentity)
 
-    def authorization_answer(
-        self, account: AccountInfo, contact: str, answer: AuthorizationAnswer
-    ) -> None:
+    def watched(self, sip_user: str, protocol: str, contact: str) -> bool:
+        """True while the user has a subscription dialog to ``contact``."""
+        presentity = self.presentities.get((sip_user, protocol, contact.lower()))
+        return presentity is not None and bool(presentity.watches)
+
+    def authorized(self, account: Account, contact: str) -> None:
+        """``contact`` allowed the user to see its presence: pending dialogs go active."""
+        self._authorize(
+            self._presentity(account.sip_user, account.protocol, contact, account.account_id)
+        )
+
+    def rejected(self, account: Account, contact: str) -> None:
+        """``contact`` refused: the user's dialogs to it end with reason=rejected."""
         presentity = self._presentity(
             account.sip_user, account.protocol, contact, account.account_id
         )
-        logger.info(
-            "%s %s %s's subscription",
-            contact,
-            "allowed" if answer is AuthorizationAnswer.ALLOW else "refused",
-            account.sip_user,
-        )
-        if answer is AuthorizationAnswer.ALLOW:
-            self._authorize(presentity)
-            return
         presentity.authorized = False
         now = self.clock()
         for watch in list(presentity.watches.values()):
@@ -688,7 +625,7 @@ class PresenceService:
             if sub.state is SubState.PENDING:
                 sub.last_body = presentity.document(now)
                 self._run(watch, sub.authorize(now))
-                self.gateway.store.subscriptions.set_state(
+                self.store.subscriptions.set_state(
                     dialog_key(*_id_parts(watch.dialog_id)), sub.state.value
                 )
 
@@ -702,155 +639,13 @@ class PresenceService:
         if self.upstream is not None:
             self.upstream.publish(presentity.entity, body)
 
-    # --- authorization requests (Rule 6) -------------------------------------------
-
-    def authorization_request(self, account: AccountInfo, contact: str, text: str) -> None:
-        policy = self.settings.authorization
-        key = (account.sip_user, account.protocol, contact.lower())
-        presentity = self.presentities.get(key)
-        on_roster = presentity is not None and bool(presentity.watches)
-        if policy == "deny" or (policy == "allow_roster" and on_roster):
-            answer = AuthorizationAnswer.DENY if policy == "deny" else AuthorizationAnswer.ALLOW
-            logger.info(
-                "Authorization request of %s to %s: %s by policy %s",
-                contact,
-                account.sip_user,
-                answer.value,
-                policy,
-            )
-            self._answer(account.sip_user, account.protocol, contact, answer)
-            return
-        self.asking[key] = contact
-        logger.info("Authorization request of %s to %s: asking the user", contact, account.sip_user)
-        message = ASK_TEXT.format(contact=contact)
-        if text:
-            message += f" ({text})"
-        self.gateway.store.outbox.put(
-            sip_user=account.sip_user,
-            account_id=account.account_id,
-            protocol=account.protocol,
-            contact=contact,
-            body=message.encode("utf-8"),
-        )
-        self.gateway._flush(account.sip_user)  # noqa: SLF001
-
-    def intercept_answer(self, sip_user: str, route: Route, text: str) -> bool:
-        """True if ``text`` answered an open authorization request (not to be forwarded)."""
-        word = text.strip().rstrip(".!").strip().lower()
-        if word not in ("allow", "deny"):
-            return False
-        key = (sip_user, route.account.protocol, route.contact.lower())
-        contact = self.asking.pop(key, None)
-        if contact is None:
-            return False
-        answer = AuthorizationAnswer.ALLOW if word == "allow" else AuthorizationAnswer.DENY
-        logger.info("%s answered %s's authorization request: %s", sip_user, contact, answer.value)
-        self._answer(sip_user, route.account.protocol, contact, answer)
-        return True
-
-    def _answer(
-        self, sip_user: str, protocol: str, contact: str, answer: AuthorizationAnswer
-    ) -> None:
-        handle = self.gateway.directory.get(sip_user, protocol)
-        if handle is not None:
-            _log_outcome(
-                handle.answer_authorization(contact, answer), handle, "answer_authorization"
-            )
-
     # --- checks ---------------------------------------------------------------
 
     def _check_event(self, request: Request) -> Response | None:
         event = (request.headers.get("Event") or "").partition(";")[0].strip().lower()
         if event == EVENT:
             return None
-        return self._response(request, 489, "Bad Event", headers=[("Allow-Events", EVENT)])
-
-
-@dataclass
-class _Upstream:
-    etag: str | None = None
-    body: bytes = b""  # the last state published (for a 412)
-    in_flight: bool = False
-    waiting: bytes | None = None  # newest state while a PUBLISH is in flight
-
-
-class UpstreamPublisher:
-    """PUBLISH contacts' presence into an upstream presence server (Rule 7)."""
-
-    def __init__(self, service: PresenceService, uri: str, expires: int) -> None:
-        self.service = service
-        self.expires = expires
-        target = parse_uri(uri)
-        self.address = Address(
-            (target.params.get("transport") or "udp").lower(),
-            target.host.strip("[]"),
-            target.port or 5060,
-        )
-        self.entities: dict[str, _Upstream] = {}
-
-    def publish(self, entity: str, body: bytes) -> None:
-        """Publish ``body`` for ``entity`` (b"" refreshes the current one)."""
-        state = self.entities.setdefault(entity, _Upstream())
-        if state.in_flight:
-            state.waiting = body or state.waiting
-            return
-        self._send(entity, state, body)
-
-    def _send(self, entity: str, state: _Upstream, body: bytes) -> None:
-        front = self.service.gateway.front
-        if front is None:
-            return
-        if not body and state.etag is None:
-            body = state.body  # nothing to refresh: publish afresh
-        if body:
-            state.body = body
-        headers = Headers()
-        headers.add("From", f"<{entity}>;tag={os.urandom(4).hex()}")
-        headers.add("To", f"<{entity}>")
-        headers.add("Call-ID", f"{uuid.uuid4().hex}@{self.service.gateway.settings.domain}")
-        headers.add("CSeq", "1 PUBLISH")
-        headers.add("Event", EVENT)
-        headers.add("Expires", str(self.expires))
-        if state.etag is not None:
-            headers.add("SIP-If-Match", state.etag)
-        if body:
-            headers.add("Content-Type", CONTENT_TYPE_PIDF)
-        state.in_flight = True
-        future = front.send_request(Request("PUBLISH", entity, headers, body), self.address)
-
-        def answered(done: concurrent.futures.Future[Response]) -> None:
-            self.service._submit(self._answered, entity, done)  # noqa: SLF001
-
-        future.add_done_callback(answered)
-
-    def _answered(self, entity: str, done: concurrent.futures.Future[Response]) -> None:
-        state = self.entities[entity]
-        state.in_flight = False
-        try:
-            response = done.result()
-        except Exception as exc:  # noqa: BLE001 - our side; the next change retries
-            logger.info("Upstream PUBLISH of %s not sent: %s", entity, exc)
-            state.etag = None
-            return
-        if 200 <= response.status < 300:
-            state.etag = response.headers.get("SIP-ETag")
-            granted = response.expires or self.expires
-            self.service._start_timer(  # noqa: SLF001
-                ("upstream", entity), max(1.0, granted * 0.8), self._refresh, entity
-            )
-        else:
-            logger.info("Upstream PUBLISH of %s: %d %s", entity, response.status, response.reason)
-            state.etag = None
-            if response.status == 412 and state.waiting is None:
-                state.waiting = state.body  # the server lost it: publish afresh
-        waiting, state.waiting = state.waiting, None
-        if waiting is not None:
-            self._send(entity, state, waiting)
-
-    def _refresh(self, entity: str) -> None:
-        state = self.entities.get(entity)
-        if state is not None and not state.in_flight:
-            self._send(entity, state, b"")
+        return respond(request, 489, "Bad Event", headers=[("Allow-Events", EVENT)])
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -870,7 +665,6 @@ def _accepts_pidf(accept: str) -> bool:
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress  # noqa: PLC0415
 
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -884,13 +678,17 @@ def _reason(exc: Exception) -> str:
     return reason.splitlines()[0][:200] if reason else "Error"
 
 
-def _log_outcome(future: Any, handle: Any, op: str) -> None:
-    def done(result: Any) -> None:
+def log_outcome(
+    worker: WorkerPort, future: OutcomeFuture, handle: AccountHandlePort, op: str
+) -> None:
+    """Log an account's refusal of ``op`` (nothing else waits for the answer)."""
+
+    def done(result: OutcomeFuture) -> None:
         outcome = result.get()
         if outcome.status >= 300:
             logger.info("%s %s: %s %s", handle, op, outcome.status, outcome.reason)
 
-    future.add_done_callback(done)
+    future.add_done_callback(worker.completion(done))
 
 
-__all__ = ["PresenceService", "PresenceSettings", "Presentity", "Status", "Watch"]
+__all__ = ["PresenceService", "Presentity", "Watch", "log_outcome"]

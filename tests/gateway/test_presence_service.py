@@ -1,27 +1,24 @@
-"""PresenceService with the real Gateway, a real SQLite store and fake front/accounts.
+"""Presence through the real Gateway, a real SQLite store and fake ports (tests/gateway/fakes.py).
 
-The fakes stand in for the network only: the SIP front records the requests
-it is asked to send (each with a future the test completes, or not), timers
-fire when the test says so, and account handles record what they are asked.
+The fakes stand in for the network and the worker thread only: the SIP front
+records the requests it is asked to send (each with a future the test
+completes, or not), the worker runs everything inline and fires timers when
+the test says so, and account handles record what they are asked.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from purplegw.actors.account import OutcomeFuture
-from purplegw.actors.gateway import Gateway, GatewaySettings
-from purplegw.actors.listener import AccountInfo
-from purplegw.actors.presence import PresenceSettings
-from purplegw.actors.state import Outcome
 from purplegw.actors.front.transport import Source
+from purplegw.gateway import Gateway, GatewaySettings, PresenceSettings
+from purplegw.gateway.presence import CSEQ_BLOCK
 from purplegw.presence import ContactPresence, Presence, Status
-from purplegw.protocols.base import AuthorizationAnswer
+from purplegw.protocols.base import AuthorizationAnswer, ConnectionState
 from purplegw.sip.message import Request, Response, make_response
 from purplegw.sip.presence import parse_pidf, pidf_to_presence
 from purplegw.store import (
@@ -35,12 +32,16 @@ from purplegw.store import (
 )
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
+from tests.gateway.fakes import Clock, Directory, FakeFront, Handle, InlineWorker
 from tests.kit.corpus import corpus_dir
 from tests.kit.sipmsg import make_request
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Iterator
     from pathlib import Path
+
+    from purplegw.actors.listener import AccountInfo
 
 USER = "alice@sip.test"
 BOB = "bob@example.org"
@@ -59,105 +60,6 @@ def pidf(basic: str = "open", activity: str | None = None, note: str | None = No
         'xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:alice@sip.test">'
         f'<tuple id="t1"><status><basic>{basic}</basic></status></tuple>{person}</presence>'
     ).encode()
-
-
-class Handle:
-    def __init__(self, sip_user: str, protocol: str, ext_user: str, account_id: int = 1) -> None:
-        self.info = AccountInfo(account_id, sip_user, protocol, ext_user)
-        self.calls: list[tuple[Any, ...]] = []
-
-    def _op(self, *call: Any) -> OutcomeFuture:
-        self.calls.append(call)
-        future = OutcomeFuture()
-        future.set(Outcome(200, "ok"))
-        return future
-
-    def set_presence(self, presence: Presence) -> OutcomeFuture:
-        return self._op("set_presence", presence)
-
-    def logout(self) -> OutcomeFuture:
-        return self._op("logout")
-
-    def login(self) -> OutcomeFuture:
-        return self._op("login")
-
-    def add_contact(self, contact: str) -> OutcomeFuture:
-        return self._op("add_contact", contact)
-
-    def answer_authorization(self, contact: str, answer: AuthorizationAnswer) -> OutcomeFuture:
-        return self._op("answer_authorization", contact, answer)
-
-    def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
-        return self._op("send_message", contact, text, message_id)
-
-
-class Directory:
-    def __init__(self, *handles: Handle) -> None:
-        self.handles = list(handles)
-
-    def of_user(self, sip_user: str) -> list[Handle]:
-        return [h for h in self.handles if h.info.sip_user == sip_user]
-
-    def get(self, sip_user: str, protocol: str) -> Handle | None:
-        for h in self.handles:
-            if (h.info.sip_user, h.info.protocol) == (sip_user, protocol):
-                return h
-        return None
-
-    def all(self) -> list[Handle]:
-        return list(self.handles)
-
-
-class Timers:
-    def __init__(self) -> None:
-        self.pending: dict[Any, tuple[float, Any]] = {}
-
-    def start(self, key: Any, delay: float, callback: Any) -> None:
-        self.pending[key] = (delay, callback)
-
-    def cancel(self, key: Any) -> None:
-        self.pending.pop(key, None)
-
-    def fire(self, match: Any) -> None:
-        for key in [k for k in self.pending if match(k)]:
-            _delay, callback = self.pending.pop(key)
-            callback(key)
-
-
-class Front:
-    def __init__(self) -> None:
-        self.timers = Timers()
-        self.sent: list[tuple[Request, Any, concurrent.futures.Future[Response]]] = []
-
-    def call_in_loop(self, fn: Any, *args: Any) -> None:
-        fn(*args)
-
-    def send_request(
-        self, request: Request, destination: Any
-    ) -> concurrent.futures.Future[Response]:
-        future: concurrent.futures.Future[Response] = concurrent.futures.Future()
-        self.sent.append((request, destination, future))
-        return future
-
-    def notifies(self, port: int | None = None) -> list[Request]:
-        return [
-            r
-            for r, d, _f in self.sent
-            if r.method == "NOTIFY" and (port is None or getattr(d, "port", None) == port)
-        ]
-
-    def answer_all(self, status: int = 200) -> None:
-        for request, _d, future in self.sent:
-            if not future.done():
-                future.set_result(make_response(request, status))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -190,27 +92,27 @@ class Rig:
         self.clock = clock or Clock()
         self.handle = Handle(USER, "xmpp", "alice@example.org")
         self.directory = Directory(*(handles or [self.handle]))
+        self.worker = InlineWorker()
         self.gateway = Gateway(
             settings=GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"]),
             store=store,
             directory=self.directory,
+            worker=self.worker,
             canonical=str.lower,
             user_at_host=lambda p: p == "xmpp",
             clock=self.clock,
             presence=settings or PresenceSettings(publish_default_expires=1800),
         )
         # The worker thread is the test's own: every step runs inline, in order.
-        self.gateway._submit = lambda fn, *args: fn(*args)  # type: ignore[method-assign]  # noqa: SLF001
-        self.front = Front()
-        self.gateway.front = self.front
+        self.front = FakeFront()
+        self.gateway.attach(self.front)  # restores the stored subscriptions
         self.presence = self.gateway.presence
-        self.presence.restore()
 
     def request(self, request: Request, port: int = 5070) -> Response:
         replies: list[Response] = []
         listener = SimpleNamespace(sent_by="127.0.0.1:5060")
         source = Source("udp", "127.0.0.1", port, listener, None)  # type: ignore[arg-type]
-        self.gateway._handle(request, source, replies.append)  # noqa: SLF001 - skip the worker hop
+        self.gateway.handle(request, source, replies.append)
         assert len(replies) == 1, replies
         return replies[0]
 
@@ -274,6 +176,15 @@ class Rig:
     def calls(self, name: str) -> list[tuple[Any, ...]]:
         return [c for c in self.handle.calls if c[0] == name]
 
+    def fire(self, match: Any) -> None:
+        """Fire the pending presence timers whose key ``match`` picks."""
+        # A keyed timer (purplegw.gateway.timers) is call_later(delay, fired, key, fn, args).
+        self.worker.fire(lambda timer: bool(timer.args) and match(timer.args[0]))
+
+
+def contact_as(status: Status) -> ContactPresence:
+    return ContactPresence(BOB, {"": Presence(status)})
+
 
 def notified(request: Request) -> tuple[str, Presence | None]:
     state = request.headers.get("Subscription-State") or ""
@@ -328,7 +239,7 @@ def test_closed_logs_out_open_logs_in_and_expiry_logs_out(store: Store) -> None:
         ("login",),
         ("set_presence", Presence(Status.AVAILABLE, "back")),
     ]
-    rig.front.timers.fire(
+    rig.fire(
         lambda k: k == ("presence", f"publication:{etag.headers.get('SIP-ETag')}")
     )
     assert rig.handle.calls[-1] == ("logout",)
@@ -426,14 +337,14 @@ def test_pending_until_authorized_then_every_dialog_gets_every_change(store: Sto
         assert pending.headers.get("Event") == "presence"
     assert store.subscriptions.count() == 2
 
-    rig.presence.authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
+    rig.gateway.on_authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
     for port in (5071, 5072):
         state, presence = notified(rig.front.notifies(port)[-1])
         assert state == "active;expires=600"
         assert presence is not None
         assert presence.status is Status.OFFLINE
 
-    rig.presence.contact_presence(
+    rig.gateway.on_contact_presence(
         rig.account(),
         ContactPresence(
             BOB,
@@ -459,14 +370,14 @@ def test_pending_until_authorized_then_every_dialog_gets_every_change(store: Sto
 
 def test_a_dead_subscriber_delays_nobody_and_only_ends_its_own_subscription(store: Store) -> None:
     rig = Rig(store)
-    rig.presence.authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
+    rig.gateway.on_authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
     rig.subscribe(5071)
     rig.subscribe(5072)
     alive = [(r, f) for r, d, f in rig.front.sent if d.port == 5071]
     for request, future in alive:
         future.set_result(make_response(request, 200))
     # 5072 never answers: the next change still goes to both at once.
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.AWAY)}))
+    rig.gateway.on_contact_presence(rig.account(), contact_as(Status.AWAY))
     assert len(rig.front.notifies(5071)) == 2
     assert len(rig.front.notifies(5072)) == 2
     for request, destination, future in rig.front.sent:  # timer F for the dead one
@@ -475,14 +386,14 @@ def test_a_dead_subscriber_delays_nobody_and_only_ends_its_own_subscription(stor
         elif not future.done():
             future.set_result(make_response(request, 200))
     assert store.subscriptions.count() == 1
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.CHAT)}))
+    rig.gateway.on_contact_presence(rig.account(), contact_as(Status.CHAT))
     assert len(rig.front.notifies(5071)) == 3
     assert len(rig.front.notifies(5072)) == 2
 
 
 def test_refresh_expiry_unsubscribe_and_errors(store: Store) -> None:
     rig = Rig(store)
-    rig.presence.authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
+    rig.gateway.on_authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
     first = rig.subscribe(5071, expires=None)  # default lifetime
     assert first.headers.get("Expires") == "3600"
     tag = first.to.tag
@@ -496,7 +407,7 @@ def test_refresh_expiry_unsubscribe_and_errors(store: Store) -> None:
     assert store.subscriptions.live(rig.clock.now)[0].expires_at == rig.clock.now + 120
 
     rig.clock.now += 121
-    rig.front.timers.fire(lambda k: k[0] == "presence" and not isinstance(k[1], str))
+    rig.fire(lambda k: k[0] == "presence" and not isinstance(k[1], str))
     assert notified(rig.front.notifies(5071)[-1])[0] == "terminated;reason=timeout"
     assert store.subscriptions.count() == 0
 
@@ -505,14 +416,14 @@ def test_refresh_expiry_unsubscribe_and_errors(store: Store) -> None:
     assert gone.status == 200
     assert notified(rig.front.notifies(5073)[-1])[0] == "terminated;reason=timeout"
     assert store.subscriptions.count() == 0
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.AWAY)}))
+    rig.gateway.on_contact_presence(rig.account(), contact_as(Status.AWAY))
     assert len(rig.front.notifies(5073)) == 2  # nothing after the end
 
 
 def test_refusal_terminates_with_reason_rejected(store: Store) -> None:
     rig = Rig(store)
     rig.subscribe(5071)
-    rig.presence.authorization_answer(rig.account(), BOB, AuthorizationAnswer.DENY)
+    rig.gateway.on_authorization_answer(rig.account(), BOB, AuthorizationAnswer.DENY)
     assert notified(rig.front.notifies(5071)[-1])[0] == "terminated;reason=rejected"
     assert store.subscriptions.count() == 0
 
@@ -520,22 +431,22 @@ def test_refusal_terminates_with_reason_rejected(store: Store) -> None:
 def test_account_going_offline_tells_watchers_the_contact_is_offline(store: Store) -> None:
     rig = Rig(store)
     rig.subscribe(5071)
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.AWAY)}))
+    rig.gateway.on_contact_presence(rig.account(), contact_as(Status.AWAY))
     assert notified(rig.front.notifies(5071)[-1])[1].status is Status.AWAY
-    rig.presence.connection_state(rig.account(), SimpleNamespace(value="transient_disconnect"))
+    rig.gateway.on_connection_state(rig.account(), ConnectionState.TRANSIENT_DISCONNECT, "")
     assert notified(rig.front.notifies(5071)[-1])[1].status is Status.OFFLINE
 
 
 def test_subscriptions_survive_a_restart(store: Store) -> None:
     rig = Rig(store)
     response = rig.subscribe(5071)
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.AWAY)}))
+    rig.gateway.on_contact_presence(rig.account(), contact_as(Status.AWAY))
     before = rig.front.notifies(5071)[-1]
     rig.gateway.stop()
 
     again = Rig(store, clock=rig.clock)  # a new process: the same store
-    assert len(again.front.timers.pending) == 1  # expiry re-armed
-    again.presence.contact_presence(
+    assert len(again.worker.pending()) == 1  # expiry re-armed
+    again.gateway.on_contact_presence(
         again.account(), ContactPresence(BOB, {"": Presence(Status.BUSY, "back")})
     )
     (after,) = again.front.notifies(5071)
@@ -550,13 +461,11 @@ def test_subscriptions_survive_a_restart(store: Store) -> None:
 
 def test_cseq_stays_increasing_across_a_restart_after_many_notifies(store: Store) -> None:
     """CSeqs are reserved in blocks; a restart past a block boundary still goes up."""
-    from purplegw.actors.presence import CSEQ_BLOCK
-
     rig = Rig(store)
     rig.subscribe(5071)
     for n in range(CSEQ_BLOCK + 20):
         status = Status.AWAY if n % 2 else Status.BUSY
-        rig.presence.contact_presence(
+        rig.gateway.on_contact_presence(
             rig.account(), ContactPresence(BOB, {"": Presence(status, f"n{n}")}))
     sent = [n.cseq.number for n in rig.front.notifies(5071)]
     assert sent == sorted(set(sent))
@@ -564,7 +473,7 @@ def test_cseq_stays_increasing_across_a_restart_after_many_notifies(store: Store
     rig.gateway.stop()
 
     again = Rig(store, clock=rig.clock)
-    again.presence.contact_presence(
+    again.gateway.on_contact_presence(
         again.account(), ContactPresence(BOB, {"": Presence(Status.AVAILABLE, "after")}))
     (after,) = again.front.notifies(5071)
     assert after.cseq.number > max(sent)
@@ -575,7 +484,7 @@ def test_cseq_stays_increasing_across_a_restart_after_many_notifies(store: Store
 
 def test_ask_policy_sends_a_message_and_the_reply_answers_it(store: Store) -> None:
     rig = Rig(store)
-    rig.presence.authorization_request(rig.account(), BOB, "")
+    rig.gateway.on_authorization_request(rig.account(), BOB, "")
     (queued,) = store.outbox.pending(USER)
     assert queued.contact == BOB
     assert queued.body.decode() == f"{BOB} asks to see your presence. Reply 'allow' or 'deny'."
@@ -608,17 +517,17 @@ def test_ask_policy_sends_a_message_and_the_reply_answers_it(store: Store) -> No
 
 def test_deny_and_allow_roster_policies(store: Store) -> None:
     deny = Rig(store, PresenceSettings(authorization="deny"))
-    deny.presence.authorization_request(deny.account(), BOB, "hi")
+    deny.gateway.on_authorization_request(deny.account(), BOB, "hi")
     assert deny.handle.calls == [("answer_authorization", BOB, AuthorizationAnswer.DENY)]
     assert store.outbox.pending(USER) == []
 
     roster = Rig(store, PresenceSettings(authorization="allow_roster"))
     roster.subscribe(5071)
-    roster.presence.authorization_request(roster.account(), BOB, "")
+    roster.gateway.on_authorization_request(roster.account(), BOB, "")
     assert roster.calls("answer_authorization") == [
         ("answer_authorization", BOB, AuthorizationAnswer.ALLOW)
     ]
-    roster.presence.authorization_request(roster.account(), "carol@example.org", "")
+    roster.gateway.on_authorization_request(roster.account(), "carol@example.org", "")
     assert [m.contact for m in store.outbox.pending(USER)] == ["carol@example.org"]
     with pytest.raises(ValueError, match="authorization"):
         PresenceSettings.from_section({"authorization": "maybe"})
@@ -630,7 +539,7 @@ def test_a_local_send_failure_keeps_the_subscription(store: Store) -> None:
     for _request, _destination, future in rig.front.sent:  # e.g. the front stopping
         future.set_exception(ConnectionAbortedError("SIP front stopped"))
     assert store.subscriptions.count() == 1
-    rig.presence.authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
+    rig.gateway.on_authorization_answer(rig.account(), BOB, AuthorizationAnswer.ALLOW)
     assert notified(rig.front.notifies(5071)[-1])[0] == "active;expires=600"
 
 
@@ -677,7 +586,7 @@ def test_upstream_publications_follow_rfc3903(store: Store) -> None:
         future.set_result(make_response(request, status, headers=headers))
 
     away = ContactPresence(BOB, {"": Presence(Status.AWAY, "out")})
-    rig.presence.contact_presence(rig.account(), away)
+    rig.gateway.on_contact_presence(rig.account(), away)
     (first, destination, _f) = publishes()[0]
     assert (destination.host, destination.port) == ("127.0.0.1", 5070)
     assert str(first.ruri) == f"sip:{BOB}"
@@ -685,8 +594,8 @@ def test_upstream_publications_follow_rfc3903(store: Store) -> None:
     assert "SIP-If-Match" not in first.headers
     assert pidf_to_presence(parse_pidf(first.body, first.content_type)).note == "out"
     # Two changes while the first is in flight: only the newest goes out, after it.
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.BUSY)}))
-    rig.presence.contact_presence(rig.account(), ContactPresence(BOB, {"": Presence(Status.CHAT)}))
+    rig.gateway.on_contact_presence(rig.account(), contact_as(Status.BUSY))
+    rig.gateway.on_contact_presence(rig.account(), contact_as(Status.CHAT))
     assert len(publishes()) == 1
     answer(0, etag="e1")
     second = publishes()[1][0]
@@ -694,7 +603,7 @@ def test_upstream_publications_follow_rfc3903(store: Store) -> None:
     assert pidf_to_presence(parse_pidf(second.body, second.content_type)).status is Status.CHAT
     answer(1, etag="e2")
     # Refresh before expiry: no body, the current tag.
-    rig.front.timers.fire(lambda k: k == ("presence", ("upstream", f"sip:{BOB}")))
+    rig.fire(lambda k: k == ("presence", ("upstream", f"sip:{BOB}")))
     refresh = publishes()[2][0]
     assert (refresh.body, refresh.headers.get("SIP-If-Match")) == (b"", "e2")
     # The server forgot it (412): publish the whole state afresh.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from purplegw.addressing import NoRoute, Route, contact_uri, resolve
-from purplegw.protocols.base import AccountCredentials
+from purplegw.gateway.addressing import NoRoute, Route, contact_uri, resolve
+from purplegw.gateway.model import AccountRef
 
 ALIASES = {"xmpp": "xmpp", "jabber": "xmpp", "prpl-jabber": "xmpp", "irc": "irc"}
 
@@ -14,8 +14,8 @@ def canonical(proto: str) -> str:
     return ALIASES[proto.lower()]
 
 
-def acc(account_id: int, sip_user: str, ext_user: str, protocol: str) -> AccountCredentials:
-    return AccountCredentials(account_id, sip_user, ext_user, protocol, "pw", protocol)
+def acc(account_id: int, sip_user: str, ext_user: str, protocol: str) -> AccountRef:
+    return AccountRef(account_id, sip_user, protocol, ext_user)
 
 
 TABLE = [
@@ -74,7 +74,7 @@ def test_unknown_sender_is_forbidden() -> None:
     (TABLE[0], "bob@jabber.example", True, "sip:bob@jabber.example;proto=xmpp"),
     (TABLE[2], "[bot]", False, "sip:%5Bbot%5D@irc.example;proto=irc"),
 ])
-def test_contact_uri_round_trips(account: AccountCredentials, contact: str, user_at_host: bool,
+def test_contact_uri_round_trips(account: AccountRef, contact: str, user_at_host: bool,
                                  expected: str) -> None:
     uri = contact_uri(account, contact, user_at_host=user_at_host, gateway_domain="gw.example")
     assert uri == expected

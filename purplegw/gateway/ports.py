@@ -1,0 +1,183 @@
+"""What the gateway's rules need from the rest of the program, as typed ports.
+
+The rules (this package) are plain objects; the runtime in purplegw.actors
+provides each port: ``FrontPort`` is the SIP front (purplegw.actors.front),
+``WorkerPort`` the gateway's worker thread (purplegw.actors.worker),
+``DirectoryPort`` the supervisor's directory of account actors, ``StorePort``
+the repositories of purplegw.store.  Tests drive the rules with fakes of
+the same shape and no threads (tests/gateway/fakes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from purplegw.actors.front.transport import Address, Source
+    from purplegw.gateway.model import Account, Presence
+    from purplegw.protocols.base import AuthorizationAnswer, TypingState
+    from purplegw.sip.message import Request, Response
+    from purplegw.store.outbox import QueuedMessage
+    from purplegw.store.sendq import PendingSend
+    from purplegw.store.subscriptions import StoredSubscription
+    from purplegw.store.users import SipUser
+
+T = TypeVar("T")
+
+Reply = Callable[["Response"], None]
+
+
+# --- the worker ---------------------------------------------------------------------
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class WorkerPort(Protocol):
+    """The one thread every rule runs on (purplegw.actors.worker.Worker)."""
+
+    def submit(self, fn: Callable[..., object], /, *args: Any) -> None: ...
+
+    def call_later(self, delay: float, fn: Callable[..., object], /,
+                   *args: Any) -> TimerHandle: ...
+
+    def completion(self, callback: Callable[[T], object]) -> Callable[[T], None]:
+        """A done-callback that runs ``callback(future)`` on the worker, from any thread."""
+        ...
+
+    def stop(self) -> None:
+        """Refuse new work, finish what was submitted, drop the timers."""
+        ...
+
+
+# --- the SIP front ------------------------------------------------------------------
+
+
+class FrontPort(Protocol):
+    def send_request(self, request: Request,
+                     destination: Address | Source) -> concurrent.futures.Future[Response]:
+        """Send ``request`` in a new client transaction; the future holds its final response."""
+        ...
+
+
+# --- the accounts -------------------------------------------------------------------
+
+
+class Outcome(Protocol):
+    """An account's answer to a request, as a SIP status (purplegw.actors.state.Outcome)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def ok(self) -> bool: ...
+
+
+class OutcomeFuture(Protocol):
+    """An account's pending answer; callbacks run on whichever thread sets it."""
+
+    def get(self, timeout: float | None = None) -> Outcome: ...
+
+    def add_done_callback(self, callback: Callable[[OutcomeFuture], object]) -> None: ...
+
+
+class AccountHandlePort(Protocol):
+    """One running account (purplegw.actors.account.AccountHandle or its remote twin)."""
+
+    @property
+    def info(self) -> Account: ...
+
+    def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture: ...
+
+    def send_typing(self, contact: str, state: TypingState) -> OutcomeFuture: ...
+
+    def set_presence(self, presence: Presence) -> OutcomeFuture: ...
+
+    def add_contact(self, contact: str) -> OutcomeFuture: ...
+
+    def answer_authorization(self, contact: str,
+                             answer: AuthorizationAnswer) -> OutcomeFuture: ...
+
+    def login(self) -> OutcomeFuture: ...
+
+    def logout(self) -> OutcomeFuture: ...
+
+
+class DirectoryPort(Protocol):
+    """The running accounts (purplegw.actors.supervisor.Directory)."""
+
+    def get(self, sip_user: str, protocol: str) -> AccountHandlePort | None: ...
+
+    def of_user(self, sip_user: str) -> Sequence[AccountHandlePort]: ...
+
+    def all(self) -> Sequence[AccountHandlePort]: ...
+
+
+# --- the store ----------------------------------------------------------------------
+
+
+class UsersPort(Protocol):
+    def get(self, username: str, domain: str) -> SipUser | None: ...
+
+
+class OutboxPort(Protocol):
+    """Messages towards SIP users, kept until a 2xx (purplegw.store.outbox)."""
+
+    def put(self, *, sip_user: str, account_id: int, protocol: str, contact: str,
+            body: bytes) -> int: ...
+
+    def pending(self, sip_user: str | None = None, limit: int = 1000) -> list[QueuedMessage]: ...
+
+    def users_with_pending(self) -> list[str]: ...
+
+    def failed_attempt(self, seq: int, error: str) -> None: ...
+
+    def done(self, seq: int) -> None: ...
+
+
+class SendQueuePort(Protocol):
+    """Messages from SIP users answered 202, until sent (purplegw.store.sendq)."""
+
+    def put(self, *, sip_user: str, protocol: str, contact: str, body: str,
+            message_id: str) -> bool: ...
+
+    def done(self, message_id: str) -> None: ...
+
+    def pending(self) -> list[PendingSend]: ...
+
+
+class SubscriptionsPort(Protocol):
+    """Presence subscription dialogs (purplegw.store.subscriptions)."""
+
+    def save(self, sub: StoredSubscription) -> None: ...
+
+    def advance_cseq(self, key: str, local_cseq: int) -> None: ...
+
+    def set_state(self, key: str, state: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def live(self, now: float) -> list[StoredSubscription]: ...
+
+    def purge(self, now: float) -> int: ...
+
+
+class StorePort(Protocol):
+    @property
+    def users(self) -> UsersPort: ...
+
+    @property
+    def outbox(self) -> OutboxPort: ...
+
+    @property
+    def sendq(self) -> SendQueuePort: ...
+
+    @property
+    def subscriptions(self) -> SubscriptionsPort: ...

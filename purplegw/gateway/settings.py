@@ -1,0 +1,57 @@
+"""The gateway's settings, read from the ``[sip]`` and ``[presence]`` config sections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# [presence] authorization: how a contact's request to see the user's presence is answered.
+POLICIES = ("ask", "allow_roster", "deny")
+
+
+@dataclass
+class GatewaySettings:
+    domain: str = "localhost"
+    trusted: list[str] = field(default_factory=list)
+    outbound_proxy: str = ""
+    auth_algorithms: tuple[str, ...] = ("MD5",)
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    rate_per_user: float = 0.0  # 0: no limit
+    burst_per_user: int = 50
+    rate_limit_table_size: int = 16384
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> GatewaySettings:
+        return cls(
+            domain=section.get("domain", "localhost"),
+            trusted=list(section.get("trusted", [])),
+            outbound_proxy=section.get("outbound_proxy", ""),
+            auth_algorithms=tuple(section.get("auth_algorithms") or ["MD5"]),
+            rate_per_user=section.get("rate_per_user", 0.0),
+            burst_per_user=section.get("burst_per_user", 50),
+            rate_limit_table_size=section.get("rate_limit_table_size", 16384),
+        )
+
+
+@dataclass
+class PresenceSettings:
+    authorization: str = "ask"
+    keep_online: bool = False
+    publish_min_expires: int = 60
+    publish_max_expires: int = 3600
+    publish_default_expires: int = 3600
+    subscribe_min_expires: int = 60
+    subscribe_max_expires: int = 3600
+    subscribe_default_expires: int = 3600
+    upstream: str = ""
+    upstream_expires: int = 3600
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None) -> PresenceSettings:
+        known = set(cls.__dataclass_fields__)
+        settings = cls(**{k: v for k, v in (section or {}).items() if k in known})
+        if settings.authorization not in POLICIES:
+            raise ValueError(f"[presence] authorization must be one of {', '.join(POLICIES)}")
+        return settings
