@@ -143,7 +143,8 @@ class Worker:
             try:
                 fn(*args)
             except Exception:
-                logger.exception("gateway task %s failed", _name(fn))
+                named = args[0].fn if fn is _fire else fn  # a timer: name what it ran
+                logger.exception("gateway task %s failed", _name(named))
 
 
 def _fire(handle: TimerHandle) -> None:

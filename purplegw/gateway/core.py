@@ -164,7 +164,7 @@ class Gateway:
 
     def on_event(self, event: str, **kwargs: Any) -> None:
         """The listener's entry point (purplegw.actors.listener): one method per event."""
-        method = getattr(self, event, None)
+        method = getattr(self, event, None) if event.startswith("on_") else None
         if method is None:
             return  # an event the gateway does not use (receipts, derived keys)
         try:
