@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from purplegw.actors.front.transport import Source
 from purplegw.actors.state import Outcome
@@ -13,8 +13,9 @@ from tests.gateway.fakes import Directory, FakeFront, Handle, InlineWorker
 from tests.kit.sipmsg import make_request
 
 if TYPE_CHECKING:
-    from purplegw.sip.message import Response
     from collections.abc import Callable
+
+    from purplegw.sip.message import Response
 
 USER = "alice@sip.test"
 
