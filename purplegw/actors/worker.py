@@ -13,8 +13,13 @@ Rules:
 
 Rule 1. Tasks run in submission order; a timer runs once its deadline has
         passed, before any task submitted after that moment.
-Rule 2. A task that raises is logged and the worker goes on.
-Rule 3. ``stop()`` refuses new tasks and timers, runs what was already
+Rule 2. Completions (``completion``) run before the tasks still waiting, in
+        the order they arrived: work already under way finishes before new
+        work starts, so a SIP answer that waits for an account (202) or a
+        NOTIFY's answer is not queued behind every request that arrived
+        since.  A user's requests keep their order among themselves.
+Rule 3. A task that raises is logged and the worker goes on.
+Rule 4. ``stop()`` refuses new tasks and timers, runs what was already
         submitted, drops the timers that have not fired, and joins the thread.
 """
 
@@ -63,6 +68,7 @@ class Worker:
         self._clock = clock
         self._cond = threading.Condition()
         self._tasks: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._completions: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
         self._stopping = False
@@ -71,11 +77,15 @@ class Worker:
 
     def submit(self, fn: Callable[..., object], /, *args: Any) -> None:
         """Run ``fn(*args)`` on the worker; dropped (logged) once stopping."""
+        self._put(self._tasks, fn, args)
+
+    def _put(self, queue: deque[tuple[Callable[..., object], tuple[Any, ...]]],
+             fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         with self._cond:
             if self._stopping:
                 logger.debug("gateway worker stopped; dropped %s", _name(fn))
                 return
-            self._tasks.append((fn, args))
+            queue.append((fn, args))
             self._cond.notify()
 
     def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> TimerHandle:
@@ -99,7 +109,7 @@ class Worker:
         """
 
         def hop(done: T) -> None:
-            self.submit(callback, done)
+            self._put(self._completions, callback, (done,))
 
         return hop
 
@@ -130,6 +140,8 @@ class Worker:
                         # Checked again when it runs: a task queued ahead of it
                         # may still cancel it (a restarted timer).
                         self._tasks.append((_fire, (handle,)))
+                if self._completions:
+                    return self._completions.popleft()
                 if self._tasks:
                     return self._tasks.popleft()
                 if self._stopping:

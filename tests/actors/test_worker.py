@@ -118,3 +118,18 @@ def test_stop_runs_what_was_submitted_drops_timers_and_refuses_more() -> None:
     late_timer = worker.call_later(0.0, ran.append, "late timer")
     assert late_timer.cancelled
     assert ran == ["queued"]
+
+
+def test_completions_run_before_requests_still_waiting(worker: Worker) -> None:
+    """An answer already under way is not queued behind every new request."""
+    gate = threading.Event()
+    order: list[str] = []
+    worker.submit(gate.wait, TIMEOUT)  # the worker is busy while all this arrives
+    for n in range(3):
+        worker.submit(order.append, f"request {n}")
+    future: concurrent.futures.Future[str] = concurrent.futures.Future()
+    future.add_done_callback(worker.completion(lambda done: order.append(done.result())))
+    future.set_result("answer")
+    gate.set()
+    on_worker(worker)
+    assert order == ["answer", "request 0", "request 1", "request 2"]
