@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from purplegw.addressing import contact_uri, resolve
+from purplegw.gateway.addressing import contact_uri, resolve
 from purplegw.presence import Presence, Status
 from purplegw.protocols.base import AccountCredentials
 from purplegw.protocols.matrix import Adapter

@@ -1,7 +1,7 @@
 """Matrix user ids <-> the gateway's contact ids (pure functions).
 
 The gateway names contacts of protocols that address ``user@host`` as
-``user@host`` (``purplegw.addressing``): a Matrix contact ``@bob:example.org``
+``user@host`` (``purplegw.gateway.addressing``): a Matrix contact ``@bob:example.org``
 travels as ``bob@example.org`` and its SIP URI is
 ``sip:bob@example.org;proto=matrix``.  The localpart goes into the SIP URI's
 user part %-escaped by ``addressing.contact_uri`` (``/`` -> ``%2F``, ``=``
