@@ -2,6 +2,7 @@
 #   make run   - virtualenv, install, create the SQLite store, run the gateway on loopback
 #   make test  - test peers (Debian packages), test extras, the whole suite
 #   make check-wheel - build sdist + wheel, install outside the tree, run it (CI, before test)
+#   make lint  - ruff check, ruff format --check and mypy (strict, the [tool.mypy] files); CI runs it
 #   make fuzz  - fuzz the SIP core for FUZZ_SECONDS (atheris when it installs), see docs/sip-core.md
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -17,7 +18,7 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 3600
 FUZZ_ARGS ?=
 
-.PHONY: run test test-deps bench clean fuzz attack check-wheel
+.PHONY: run test test-deps bench clean fuzz attack check-wheel lint
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -54,6 +55,12 @@ test-deps:
 
 test: test-deps $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The same three commands as .pre-commit-config.yaml; the settings are in pyproject.toml.
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 $(VENV)/.installed-fuzz: $(VENV)/.installed-test setup.py
 	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris unavailable: the seeded random engine fuzzes instead"
