@@ -105,7 +105,7 @@ def child(args: argparse.Namespace) -> None:
     handles: dict[str, object] = {}
     jid_of = {i: rows[i].ext_user for i in range(n)}
     index_of = {row.ext_user: i for i, row in enumerate(rows)}
-    remaining = {i: pings for i in range(0, n - 1, 2)}
+    remaining = dict.fromkeys(range(0, n - 1, 2), pings)
     done = threading.Event()
     counts = {"pongs": 0, "errors": 0}
     all_online = threading.Event()

@@ -55,9 +55,9 @@ class NoEvents:
 async def measure(protocol: str, accounts: list[tuple[str, str]], config: dict[str, Any],
                   idle: float) -> dict[str, float]:
     if protocol == "matrix":
-        from purplegw.protocols.matrix import Adapter  # noqa: PLC0415
+        from purplegw.protocols.matrix import Adapter
     else:
-        from purplegw.protocols.xmpp import Adapter  # noqa: PLC0415
+        from purplegw.protocols.xmpp import Adapter
     loop = asyncio.get_running_loop()
     adapter, shared = Adapter(), {}
 
@@ -114,8 +114,8 @@ def main() -> None:
     if args.one:
         child(args)
         return
-    from tests.kit.prosody import Prosody  # noqa: PLC0415
-    from tests.kit.synapse import Synapse  # noqa: PLC0415
+    from tests.kit.prosody import Prosody
+    from tests.kit.synapse import Synapse
 
     n = args.accounts + 1  # one more for the warm-up login
     results = {}

@@ -78,7 +78,7 @@ class Watchers:
         self.work = Path(tempfile.mkdtemp(prefix="watchers-", dir=base))
         self.log = self.work / "answers.log"
         self.stats = self.work / "stats.csv"
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [sipp_binary() or "sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIO),
              "-m", str(n), "-l", str(n), "-r", str(rate), "-t", "u1",
              "-i", "127.0.0.1", "-p", str(free_port("udp")), "-nostdin",

@@ -61,9 +61,9 @@ DEFAULT_RATES = (
 
 def serve(port: int) -> None:
     """Child process: a purplegw front on udp:127.0.0.1:port until SIGTERM."""
-    import logging  # noqa: PLC0415
+    import logging
 
-    from purplegw.actors.front.front import SipFront, StaticRouter  # noqa: PLC0415
+    from purplegw.actors.front.front import SipFront, StaticRouter
 
     logging.basicConfig(level=logging.WARNING)
     front = SipFront(

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import sys
 import timeit
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typing import TYPE_CHECKING
+
 from purplegw.sip.message import make_response, serialize
 from purplegw.sip.parser import parse_datagram
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MESSAGE = (
     b"MESSAGE sip:bob@example.com SIP/2.0\r\n"

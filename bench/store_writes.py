@@ -108,7 +108,7 @@ def main() -> None:
                 results = measure(db, args.rows)
                 db.close()
             elif backend == "mariadb":
-                from tests.kit.mariadb import MariaDB  # noqa: PLC0415 - only this backend needs it
+                from tests.kit.mariadb import MariaDB  # only this backend needs it
 
                 with MariaDB(Path(tmp) / "mariadb") as server:
                     db = Database.create(server.create_database("bench"))
@@ -121,10 +121,10 @@ def main() -> None:
                 raise SystemExit(f"unknown backend {backend!r}")
             base = results[0][1]
             table += [(label, name, rate, rate / base) for name, rate in results]
-    print(f"{args.rows} send-queue rows per run")  # noqa: T201
-    print(f"{'backend':<36} {'writes':<10} {'rows/s':>10} {'x single':>9}")  # noqa: T201
+    print(f"{args.rows} send-queue rows per run")
+    print(f"{'backend':<36} {'writes':<10} {'rows/s':>10} {'x single':>9}")
     for label, name, rate, ratio in table:
-        print(f"{label:<36} {name:<10} {rate:>10.0f} {ratio:>8.2f}x")  # noqa: T201
+        print(f"{label:<36} {name:<10} {rate:>10.0f} {ratio:>8.2f}x")
 
 
 if __name__ == "__main__":

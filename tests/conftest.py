@@ -7,8 +7,7 @@ fresh databases/accounts inside them.  Missing servers fail under CI.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +26,10 @@ from tests.kit.binaries import missing_peer
 from tests.kit.mariadb import MariaDB, mariadb_binaries
 from tests.kit.prosody import Prosody, prosody_binary
 from tests.kit.tally import REPORT
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 _db_names = itertools.count(1)
 

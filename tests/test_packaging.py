@@ -65,7 +65,7 @@ def test_dummy_adapter_is_off_unless_a_config_turns_it_on(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_the_wheel_carries_the_package_data(tmp_path: Path) -> None:
-    subprocess.run(  # noqa: S603 - our own interpreter and tree
+    subprocess.run(  # our own interpreter and tree
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
         check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("purplegw-*.whl")
@@ -87,7 +87,7 @@ def _verify_unit(unit: Path) -> subprocess.CompletedProcess[str]:
     if shutil.which("systemd-analyze") is None:
         missing_peer("systemd-analyze", "systemd")
     executable = Path(sys.executable).with_name("purplegw")
-    return subprocess.run(  # noqa: S603 - our own script
+    return subprocess.run(  # our own script
         ["/bin/sh", str(REPO / "scripts" / "verify-unit.sh"), str(unit), str(executable)],
         capture_output=True, text=True, timeout=60, check=False)
 

@@ -19,12 +19,11 @@ import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable
+    from collections.abc import Callable, Collection, Iterable
 
 logger = logging.getLogger(__name__)
 

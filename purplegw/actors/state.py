@@ -26,12 +26,14 @@ import random
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from purplegw.exceptions import ConfigError
 from purplegw.protocols.base import AccountCredentials, ConnectionState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # The STYLE.md state enum is the adapter contract's: one enum, two names.
 AccountState = ConnectionState

@@ -36,8 +36,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -57,6 +56,9 @@ from purplegw.actors.state import (
 )
 from purplegw.actors.supervisor import AdapterLookup, Directory, LocalAccounts, ReloadSummary
 from purplegw.protocols.base import AccountCredentials, ProxySettings, with_derived_keys
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -351,7 +353,7 @@ class _Worker:
         self._fail_all()
 
     def _on_event(self, event: str, kwargs: dict[str, Any]) -> None:
-        if event == "on_send_result" and kwargs["outcome"].status != 202:  # noqa: PLR2004
+        if event == "on_send_result" and kwargs["outcome"].status != 202:
             with self._queued_lock:
                 self.queued.pop(kwargs["message_id"], None)
         elif event == "on_key_derived":

@@ -273,11 +273,11 @@ def _apply_environment(
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
         value = _parse_env_value(raw)
-        if len(parts) == 3 and parts[0] in PLUGIN_SECTIONS:  # noqa: PLR2004
+        if len(parts) == 3 and parts[0] in PLUGIN_SECTIONS:
             _merge_plugin(parts[1], {parts[2]: value}, sections, lambda *_: f"${name}",
                           origins, errors, protocol_defaults)
             continue
-        if len(parts) != 2:  # noqa: PLR2004
+        if len(parts) != 2:
             errors.append(f"${name}: expected PURPLEGW_<SECTION>__<KEY>")
             continue
         section, key = parts

@@ -114,7 +114,7 @@ def load_adapters(
 def _load_one(ep: metadata.EntryPoint, section: dict, check_environment: bool) -> AdapterInfo:
     try:
         cls = ep.load()
-    except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the gateway
+    except Exception as exc:  # a broken plugin must not stop the gateway
         logger.exception("Protocol adapter %r failed to import", ep.name)
         return AdapterInfo(ep.name, AdapterStatus.BROKEN, error=f"import failed: {exc}")
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):

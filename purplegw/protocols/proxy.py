@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl as ssl_module
+from typing import TYPE_CHECKING
 
 from purplegw.protocols.base import ProxySettings, TransientError
+
+if TYPE_CHECKING:
+    import socket
 
 logger = logging.getLogger(__name__)
 

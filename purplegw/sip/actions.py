@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .message import Message
+if TYPE_CHECKING:
+    from .message import Message
 
 logger = logging.getLogger(__name__)
 

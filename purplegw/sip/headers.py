@@ -11,13 +11,15 @@ commas outside quotes and angle brackets when they enter the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _abnf
 from .errors import LocalProtocolError, RemoteProtocolError
 from .uri import NameAddr, Params, _params_of, parse_name_addr
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 

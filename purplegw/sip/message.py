@@ -9,12 +9,15 @@ Content-Length, so callers never keep it in step by hand.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .headers import CSeq, Headers, Via
 from .uri import NameAddr, SipURI, parse_uri
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 

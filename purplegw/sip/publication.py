@@ -20,10 +20,13 @@ The random source for entity tags is passed in (``secrets.token_bytes``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .actions import Action, CancelTimer, StartTimer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 

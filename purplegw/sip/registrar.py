@@ -21,11 +21,14 @@ form as given, after parsing; the registrar does not resolve hostnames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .headers import Headers, parse_delta_seconds
-from .message import Request
 from .errors import SipError
+from .headers import Headers, parse_delta_seconds
 from .uri import NameAddr, parse_name_addr
+
+if TYPE_CHECKING:
+    from .message import Request
 
 
 @dataclass(frozen=True)

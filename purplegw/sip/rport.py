@@ -9,10 +9,13 @@ carries an empty ``rport`` the server fills in the source port (and always adds
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from .errors import RemoteProtocolError
-from .headers import Via
-from .message import Request
+
+if TYPE_CHECKING:
+    from .headers import Via
+    from .message import Request
 
 logger = logging.getLogger(__name__)
 

@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .actions import Action, CancelTimer, Send, StartTimer, Terminated
 from .dialog import Dialog
 from .errors import LocalProtocolError
 from .headers import Headers
 from .message import Request, Response, make_response
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 

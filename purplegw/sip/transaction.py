@@ -417,7 +417,7 @@ class TransactionLayer:
         if txn is None and key in self.completed:
             entry = self.completed.pop(key)
             data = entry[0]
-            destination = (entry[1], entry[2]) if len(entry) == 3 else None  # noqa: PLR2004
+            destination = (entry[1], entry[2]) if len(entry) == 3 else None
             txn = ServerTransaction.__new__(ServerTransaction)
             _Machine.__init__(txn, reliable=False, timers=self.timers)
             txn.state = COMPLETED

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from purplegw.exceptions import StoreError
-from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database, check_identifier
+
+if TYPE_CHECKING:
+    from purplegw.store.crypto import PasswordCipher
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ original's rows vary); lookups compare the normalized form.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from purplegw.store.upgrades import check_schema
 
 if TYPE_CHECKING:
     import builtins  # AccountRepository.list shadows the builtin in its class body
+    from collections.abc import Callable, Iterable
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from purplegw import metrics
 from purplegw.exceptions import StoreError
 from purplegw.redact import mask_url
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +179,7 @@ class Database:
         if self._conn is not None:
             try:
                 self._conn.rollback()
-            except Exception:  # noqa: BLE001 - the original error is the one to report
+            except Exception:  # the original error is the one to report
                 logger.exception("rollback failed")
                 self._conn = None
 

@@ -7,11 +7,14 @@ import os
 import pty
 import subprocess
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.kit.mariadb import MariaDB
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.kit.mariadb import MariaDB
 
 
 def purplegw(config: Path | None, *args: str, stdin: str | None = None,

@@ -52,7 +52,7 @@ def test_draw_reads_past_the_end_as_zero() -> None:
 
 
 def test_mutation_is_a_function_of_the_seed() -> None:
-    import random  # noqa: PLC0415
+    import random
 
     seed = parser_targets.corpus_messages()[0]
     a = [mutate(random.Random(7), seed, [seed]) for _ in range(20)]  # noqa: S311
@@ -98,7 +98,7 @@ def test_notify_after_termination(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_expiry_not_clamped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = subscription_module.Subscription._granted  # noqa: SLF001
+    real = subscription_module.Subscription._granted
 
     def unclamped(self: subscription_module.Subscription, request: object) -> object:
         granted = real(self, request)  # type: ignore[arg-type]

@@ -9,8 +9,7 @@ one to a nick with a line break gets a 4xx, while messages keep flowing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +18,10 @@ from tests.kit.binaries import missing_peer
 from tests.kit.gateway import GatewayProcess
 from tests.kit.ngircd import Ngircd, RawIrcClient, ngircd_binary
 from tests.kit.raw_ua import RawUA
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -55,7 +58,7 @@ def test_irc_controls_reach_the_phone_clean(ngircd: Ngircd, gateway: GatewayProc
             peer.send(f"PRIVMSG {GW_NICK} :\x02\x0304,01ALERT\x0f\x07\x07\x07 "
                       "\x1b[2J\x1b[31mred\x1b[0m \u202eevil\u202c \x1ddone\x1d")
             peer.send(f"PRIVMSG {GW_NICK} :plain after")
-            await peer._writer.drain()  # noqa: SLF001
+            await peer._writer.drain()
             await asyncio.sleep(1)
         finally:
             await peer.close()
@@ -73,13 +76,13 @@ def test_nul_and_bad_nicks_are_refused_with_4xx(ngircd: Ngircd, gateway: Gateway
     ua = RawUA(gateway)
     status, data = ua.authorized("MESSAGE", "sip:bob@127.0.0.1;proto=irc", "alice@sip.test",
                                  "alice", SIP_PASSWORD, body="secret\x00QUIT :x")
-    assert status == 488, data  # noqa: PLR2004
+    assert status == 488, data
     reason = data.split("\r\n", 1)[0]
     assert "secret" not in reason and "QUIT" not in reason, reason
     assert "NUL" in reason
     status, data = ua.authorized("MESSAGE", "sip:bob%0D%0AQUIT@127.0.0.1;proto=irc",
                                  "alice@sip.test", "alice", SIP_PASSWORD, body="hi")
-    assert 400 <= status < 500, data  # noqa: PLR2004
+    assert 400 <= status < 500, data
     assert "QUIT" not in data.split("\r\n", 1)[0]
     # The account is still connected and delivers to a valid nick.
 
@@ -90,7 +93,7 @@ def test_nul_and_bad_nicks_are_refused_with_4xx(ngircd: Ngircd, gateway: Gateway
             status, data = await loop.run_in_executor(None, lambda: ua.authorized(
                 "MESSAGE", "sip:bob@127.0.0.1;proto=irc", "alice@sip.test", "alice",
                 SIP_PASSWORD, body="still works"))
-            assert status == 202, data  # noqa: PLR2004
+            assert status == 202, data
             await peer.wait_line(lambda ln: ln.endswith("PRIVMSG bob :still works"))
         finally:
             await peer.close()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def write_self_signed_cert(cert_path: Path, key_path: Path, host: str, *,

@@ -22,10 +22,10 @@ logger = logging.getLogger(__name__)
 
 
 def main() -> None:
-    import atheris  # noqa: PLC0415 - optional: only the long run needs it
+    import atheris  # optional: only the long run needs it
 
     with atheris.instrument_imports(include=["purplegw"]):
-        from tests.kit.fuzz import TARGETS  # noqa: PLC0415
+        from tests.kit.fuzz import TARGETS
 
     name, corpus = sys.argv[1], Path(sys.argv[2])
     target = TARGETS[name]

@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from tests.kit.ports import free_port
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class GatewayProcess:
@@ -24,7 +26,7 @@ class GatewayProcess:
     [presence]...).
     """
 
-    def __init__(  # noqa: PLR0913 - each is a config knob the callers set
+    def __init__(  # each is a config knob the callers set
         self,
         base: Path,
         *,
@@ -71,7 +73,7 @@ class GatewayProcess:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
         env = inherited | (env or {})
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "purplegw", "--config", str(self.config), "run"],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         return self

@@ -44,7 +44,7 @@ def require_kamailio() -> str:
     """The kamailio binary; a test fails under CI and skips elsewhere when it is missing."""
     binary = kamailio_binary()
     if binary is None:
-        from tests.kit.binaries import missing_peer  # noqa: PLC0415 - pytest only in tests
+        from tests.kit.binaries import missing_peer  # pytest only in tests
 
         missing_peer("kamailio", "kamailio")
     assert binary is not None

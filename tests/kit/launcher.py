@@ -5,14 +5,17 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
 
 
 def launch(argv: Sequence[str], *, cwd: Path, output: Path) -> subprocess.Popen[bytes]:
     """Run a server in the foreground, its output in ``output``."""
     with output.open("wb") as out:
-        return subprocess.Popen(  # noqa: S603 - argv built by the launcher modules
+        return subprocess.Popen(  # argv built by the launcher modules
             list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
 
 

@@ -61,7 +61,7 @@ class MariaDB:
             if not self.cert_file.exists():
                 write_self_signed_cert(self.cert_file, self.key_file, "127.0.0.1")
             tls_args = [f"--ssl-cert={self.cert_file}", f"--ssl-key={self.key_file}"]
-        self.process = subprocess.Popen(  # noqa: S603 - our own arguments
+        self.process = subprocess.Popen(  # our own arguments
             [self.server_bin, "--no-defaults", f"--datadir={self.data_dir}", *tls_args,
              f"--socket={self.base_dir / 'mysqld.sock'}", f"--port={self.port}",
              "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
@@ -77,7 +77,7 @@ class MariaDB:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        import pymysql  # noqa: PLC0415
+        import pymysql
 
         deadline = time.monotonic() + timeout
         while True:
@@ -93,7 +93,7 @@ class MariaDB:
                 time.sleep(0.1)
 
     def _root_sql(self, *statements: str) -> None:
-        import pymysql  # noqa: PLC0415
+        import pymysql
 
         conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
                                autocommit=True)

@@ -26,13 +26,16 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.kit.certs import write_self_signed_cert
 from tests.kit.launcher import launch, stop_process, wait_listening
 from tests.kit.ports import free_port
+
+if TYPE_CHECKING:
+    import subprocess
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +197,8 @@ class RawIrcClient:
         return self
 
     async def _pump(self) -> None:
-        assert self._reader is not None and self._new is not None
+        assert self._reader is not None
+        assert self._new is not None
         while True:
             raw = await self._reader.readline()
             if not raw:

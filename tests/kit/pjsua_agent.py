@@ -45,7 +45,7 @@ class PjsuaAgent:
 
     @classmethod
     def start(cls, transport: str = "udp") -> PjsuaAgent:
-        process = subprocess.Popen(  # noqa: S603 - our own module
+        process = subprocess.Popen(  # our own module
             [sys.executable, "-m", "tests.kit.pjsua_agent", transport],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, bufsize=1)
@@ -138,7 +138,7 @@ class PjsuaAgent:
 
 
 def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
-    import pjsua2 as pj  # noqa: PLC0415
+    import pjsua2 as pj
 
     def emit(**event: object) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
@@ -189,7 +189,7 @@ def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
     ep.audDevManager().setNullDev()
     # UDP and TCP on one port, as phones do: pjsip (like RFC 3261 18.1.1)
     # moves requests over 1300 bytes to TCP, and so does the gateway.
-    from tests.kit.ports import free_port  # noqa: PLC0415
+    from tests.kit.ports import free_port
 
     port = free_port("both")
     tcfg = pj.TransportConfig()

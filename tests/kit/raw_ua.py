@@ -10,8 +10,10 @@ import hashlib
 import re
 import socket
 import uuid
+from typing import TYPE_CHECKING
 
-from tests.kit.gateway import GatewayProcess
+if TYPE_CHECKING:
+    from tests.kit.gateway import GatewayProcess
 
 
 def md5(text: str) -> str:
@@ -39,7 +41,7 @@ class RawUA:
             f"To: <{to or ruri}>",
             f"Call-ID: {uuid.uuid4().hex}",
             f"CSeq: {self.cseq} {method}",
-            f"Contact: <sip:{from_user.split('@')[0]}@127.0.0.1:{self.port}>",
+            f"Contact: <sip:{from_user.split('@', maxsplit=1)[0]}@127.0.0.1:{self.port}>",
             *([f"{header}: {auth}"] if auth else []),
             "Content-Type: text/plain",
             f"Content-Length: {len(body.encode())}",
@@ -50,7 +52,7 @@ class RawUA:
         while True:
             data = self.sock.recv(65535).decode()
             status = int(data.split(" ", 2)[1])
-            if status >= 200:  # noqa: PLR2004
+            if status >= 200:
                 return status, data
 
     def authorized(self, method: str, ruri: str, from_user: str, username: str, password: str,

@@ -9,13 +9,16 @@ clock that tests advance by hand.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from purplegw.sip.actions import Action, CancelTimer, DeliverToTU, Send, StartTimer, Terminated
 from purplegw.sip.message import Message, Request, Response, serialize
 from purplegw.sip.parser import parse_datagram
 from purplegw.sip.transaction import Timers, TransactionKey, TransactionLayer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Endpoint", "FakeClock", "SipPair"]
 

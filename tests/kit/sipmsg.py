@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, serialize
 from purplegw.sip.uri import parse_uri
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = ["make_request", "request_bytes"]
 
 _counter = itertools.count(1)
 
 
-def make_request(  # noqa: PLR0913 - a builder's job is to take many knobs
+def make_request(  # a builder's job is to take many knobs
     method: str = "MESSAGE",
     uri: str = "sip:bob@127.0.0.1",
     *,

@@ -60,7 +60,7 @@ def synapse_python() -> Path | None:
     python = REPO / ".venv-synapse" / "bin" / "python"
     if not python.exists():
         return None
-    probe = subprocess.run([str(python), "-c", "import synapse.app.homeserver"],  # noqa: S603
+    probe = subprocess.run([str(python), "-c", "import synapse.app.homeserver"],
                            capture_output=True, timeout=60, check=False)
     return python if probe.returncode == 0 else None
 
@@ -156,12 +156,12 @@ class Synapse:
 
     def start(self, timeout: float = 60.0) -> Synapse:
         if not (self.dir / "signing.key").exists():
-            subprocess.run(  # noqa: S603 - our own venv's interpreter
+            subprocess.run(  # our own venv's interpreter
                 [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path),
                  "--generate-keys"], capture_output=True, timeout=120, check=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         with (self.dir / "stdout.log").open("ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603 - our own venv's interpreter
+            self.process = subprocess.Popen(  # our own venv's interpreter
                 [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
         deadline = time.monotonic() + timeout
@@ -251,7 +251,7 @@ class Synapse:
 
     def user_devices(self, user_id: str) -> list[str]:
         """Device ids of ``user_id`` (admin API: no login, so no device of our own)."""
-        from urllib.parse import quote  # noqa: PLC0415
+        from urllib.parse import quote
 
         answer = self.request("GET", f"/_synapse/admin/v2/users/{quote(user_id)}/devices",
                               token=self.admin_token())
@@ -259,7 +259,7 @@ class Synapse:
 
     def override_ratelimit(self, user_id: str, per_second: float, burst: int) -> None:
         """Lower (or lift) one user's message rate limit (Synapse admin API)."""
-        from urllib.parse import quote  # noqa: PLC0415
+        from urllib.parse import quote
 
         self.request("POST", f"/_synapse/admin/v1/users/{quote(user_id)}/override_ratelimit",
                      {"messages_per_second": per_second, "burst_count": burst},
@@ -279,7 +279,7 @@ def shared_synapse() -> Synapse:
     """
     global _shared  # noqa: PLW0603 - a process-wide singleton on purpose
     if _shared is None:
-        import atexit  # noqa: PLC0415
+        import atexit
 
         server = Synapse().start()
         atexit.register(server.__exit__)
@@ -308,8 +308,8 @@ class MatrixPeer:
     """
 
     def __init__(self, server: Synapse, user: MatrixUser) -> None:
-        import asyncio  # noqa: PLC0415
-        import threading  # noqa: PLC0415
+        import asyncio
+        import threading
 
         self.server = server
         self.user = user
@@ -324,7 +324,7 @@ class MatrixPeer:
         self.presence = "online"
 
     def run(self, coro: Any, timeout: float = 60) -> Any:
-        import asyncio  # noqa: PLC0415
+        import asyncio
 
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
@@ -334,7 +334,7 @@ class MatrixPeer:
         return self
 
     async def _start(self) -> None:
-        import nio  # noqa: PLC0415
+        import nio
 
         self.client = nio.AsyncClient(self.server.base_url, self.user.user_id,
                                       config=nio.AsyncClientConfig(encryption_enabled=False))
@@ -344,9 +344,9 @@ class MatrixPeer:
         self._task = self.loop.create_task(self._sync_forever())
 
     async def _sync_forever(self) -> None:
-        import asyncio  # noqa: PLC0415
+        import asyncio
 
-        import nio  # noqa: PLC0415
+        import nio
 
         while True:
             try:
@@ -360,7 +360,7 @@ class MatrixPeer:
             await self._record(answer)
 
     async def _record(self, answer: Any) -> None:
-        import nio  # noqa: PLC0415
+        import nio
 
         for room_id, info in answer.rooms.invite.items():
             self._add(PeerEvent("invite", room_id, data=info))
@@ -410,7 +410,7 @@ class MatrixPeer:
 
     def direct_room(self, other: str, *, encrypted: bool = False) -> str:
         """Create a direct room inviting ``other`` (an mxid)."""
-        import nio  # noqa: PLC0415
+        import nio
 
         state = ([{"type": "m.room.encryption", "state_key": "",
                    "content": {"algorithm": "m.megolm.v1.aes-sha2"}}] if encrypted else [])
@@ -421,7 +421,7 @@ class MatrixPeer:
         return answer.room_id
 
     def send(self, room_id: str, body: str) -> str:
-        import nio  # noqa: PLC0415
+        import nio
 
         answer = self.run(self.client.room_send(
             room_id, "m.room.message", {"msgtype": "m.text", "body": body}))

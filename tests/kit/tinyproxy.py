@@ -18,13 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.kit.launcher import launch, stop_process, wait_listening
 from tests.kit.ports import free_port
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 

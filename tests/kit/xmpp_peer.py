@@ -63,7 +63,7 @@ class PeerEvent:
 
 
 class XmppPeer:
-    def __init__(  # noqa: PLR0913 - a connection needs these
+    def __init__(  # a connection needs these
         self,
         jid: str,
         password: str,
@@ -256,7 +256,7 @@ class XmppPeer:
 
     # --- actions -----------------------------------------------------------------
 
-    def send_message(  # noqa: PLR0913 - one keyword per optional payload
+    def send_message(  # one keyword per optional payload
         self,
         to: str,
         body: str | None,

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import time
 import tomllib
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import tomli_w
 
 from tests.kit.binaries import missing_peer
 from tests.kit.certs import write_self_signed_cert
-from tests.kit.gateway import GatewayProcess
 from tests.kit.ngircd import Ngircd, ngircd_binary
 from tests.kit.prosody import Prosody, prosody_binary
 from tests.kit.tinyproxy import tinyproxy_binary
 
-IRC_SERVER_PASSWORD = "irc-Srv-pass-7c1e9b"  # noqa: S105 - the test server's password
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from tests.kit.gateway import GatewayProcess
+
+IRC_SERVER_PASSWORD = "irc-Srv-pass-7c1e9b"  # the test server's password
 WRONG_NAME = "wrong-name.invalid"
 
 

@@ -17,13 +17,16 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.kit.gateway import GatewayProcess
 from tests.security.conftest import set_config
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def connect_as(user: str, path: Path) -> int:
@@ -81,7 +84,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory,
     assert gateway.stop() == 0, gateway.log_text()
 
 
-def test_control_socket_is_0600_and_refuses_other_users(daemon: GatewayProcess,  # noqa: ARG001
+def test_control_socket_is_0600_and_refuses_other_users(daemon: GatewayProcess,
                                                        public_dir: Path) -> None:
     path = public_dir / "control.sock"
     info = path.stat()

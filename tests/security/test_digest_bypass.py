@@ -19,16 +19,14 @@ import hashlib
 import re
 import socket
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 
 from purplegw.actors.front.transport import Source
 from purplegw.gateway import Gateway, GatewaySettings
-from purplegw.sip.message import Response
 from purplegw.store import Database, Tables, UserRepository
 from purplegw.store.upgrades import run_upgrades
 from tests.gateway.fakes import InlineWorker
@@ -36,13 +34,19 @@ from tests.kit.gateway import GatewayProcess
 from tests.kit.raw_ua import RawUA
 from tests.kit.sipmsg import make_request
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from purplegw.sip.message import Response
+
 REALM = "sip.test"
 TARGET = "sip:bob@dummy.example"
 OTHER_TARGET = "sip:carol@dummy.example"
 PASSWORDS = {"alice": "alice-pw-9f2c", "mallory": "mallory-pw-4b7e"}
 TRUSTED_HOST = "127.0.0.2"
 OTHER_REALM = "other.test"
-OTHER_ALICE_PASSWORD = "other-alice-pw-71d3"  # noqa: S105
+OTHER_ALICE_PASSWORD = "other-alice-pw-71d3"
 
 
 def h(algorithm: str, text: str) -> str:
@@ -302,7 +306,7 @@ def test_subscribe_needs_credentials(gateway: GatewayProcess) -> None:
     assert status == 407, data
 
 
-def raw_request(gateway: GatewayProcess, method: str, ruri: str, from_user: str, *,  # noqa: PLR0913
+def raw_request(gateway: GatewayProcess, method: str, ruri: str, from_user: str, *,
                 to: str | None = None, bind: str = "127.0.0.1", via_host: str = "127.0.0.1",
                 extra: list[tuple[str, str]] | None = None, body: str = "hi",
                 content_type: str = "text/plain") -> tuple[int, str]:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-XMPP_PASSWORD = "xmpp-Log-pw-5f20c7"  # noqa: S105
+XMPP_PASSWORD = "xmpp-Log-pw-5f20c7"
 
 # A base64 run long enough to carry a SCRAM message (the shortest, "v=" and
 # a SHA-1 signature, is 32 characters).

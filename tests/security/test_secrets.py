@@ -17,9 +17,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymysql
 import pytest
@@ -27,19 +25,24 @@ import pytest
 from purplegw.protocols.base import AccountCredentials, SessionContext
 from purplegw.protocols.irc import Adapter as IrcAdapter
 from tests.kit.gateway import GatewayProcess
-from tests.kit.mariadb import MariaDB
 from tests.kit.ngircd import Ngircd, RecordingEvents
-from tests.kit.prosody import Prosody
 from tests.kit.raw_ua import RawUA
 from tests.kit.tinyproxy import Tinyproxy
 from tests.security.conftest import IRC_SERVER_PASSWORD, require_tinyproxy, set_config, wait_states
 
-SIP_PASSWORD = "sip-Digest-pw-4d2a91"  # noqa: S105
-XMPP_PASSWORD = "xmpp-Right-pw-83f0c5"  # noqa: S105
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from tests.kit.mariadb import MariaDB
+    from tests.kit.prosody import Prosody
+
+SIP_PASSWORD = "sip-Digest-pw-4d2a91"
+XMPP_PASSWORD = "xmpp-Right-pw-83f0c5"
 XMPP_WRONG = "xmpp-Wrong-pw-1b7e2d"
 IRC_WRONG = "irc-Wrong-pw-5a9c40"
 PROXY_USER, PROXY_PASSWORD = "gwproxy", "proxy-Basic-pw-6e31f8"
-NICKSERV_PASSWORD = "nickserv-pw-0d84b3"  # noqa: S105
+NICKSERV_PASSWORD = "nickserv-pw-0d84b3"
 
 
 def encoded_forms(secret: str) -> list[str]:
@@ -283,12 +286,12 @@ def test_config_and_store_errors_do_not_echo_secrets(tmp_path: Path, store: dict
 def test_stanza_log_redaction_covers_scram_and_legacy_auth(
         caplog: pytest.LogCaptureFixture) -> None:
     """What the daemon run cannot show: SCRAM proofs, XEP-0078 and XEP-0077 passwords."""
-    from purplegw.protocols.xmpp import log_redaction  # noqa: PLC0415
+    from purplegw.protocols.xmpp import log_redaction
 
     log_redaction.install()
     log_redaction.install()  # idempotent: one filter
     stream_logger = logging.getLogger(log_redaction.STREAM_LOGGER)
-    assert stream_logger.filters.count(log_redaction._FILTER) == 1  # noqa: SLF001
+    assert stream_logger.filters.count(log_redaction._FILTER) == 1
     proof = base64.b64encode(b"c=biws,r=abc,p=" + XMPP_PASSWORD.encode()).decode()
     stanzas = [
         f'<response xmlns="urn:ietf:params:xml:ns:xmpp-sasl">{proof}</response>',

@@ -23,9 +23,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import tomli_w
@@ -37,10 +35,15 @@ from purplegw.sip.message import Request
 from purplegw.sip.uri import parse_uri
 from tests.kit.certs import write_self_signed_cert
 from tests.kit.gateway import GatewayProcess
-from tests.kit.ngircd import Ngircd
-from tests.kit.prosody import Prosody
 from tests.kit.tinyproxy import Tinyproxy
 from tests.security.conftest import require_tinyproxy, set_config
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from tests.kit.ngircd import Ngircd
+    from tests.kit.prosody import Prosody
 
 UNTRUSTED = "certificate verify failed: self-signed certificate"
 WRONG_NAME = "certificate verify failed: "  # + "Hostname mismatch" / "IP address mismatch"

@@ -23,7 +23,8 @@ def test_last_cseq_is_built_and_parses() -> None:
     dlg = dialog(MAX_CSEQ - 1)
     out = parse_datagram(serialize(dlg.create_request("NOTIFY", via=VIA)))
     assert isinstance(out, Request)
-    assert out.cseq is not None and out.cseq.number == MAX_CSEQ
+    assert out.cseq is not None
+    assert out.cseq.number == MAX_CSEQ
 
 
 def test_exhausted_cseq_space_is_refused_not_sent() -> None:

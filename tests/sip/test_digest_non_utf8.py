@@ -34,7 +34,7 @@ def authorization_from_wire(value: bytes) -> str:
 
 def good() -> bytes:
     value = SERVER.challenge(1000.0, b"\x01" * 8)[1]  # MD5
-    return build_authorization(parse_challenge(value), username="alice", password="wonderland",  # noqa: S106
+    return build_authorization(parse_challenge(value), username="alice", password="wonderland",
                                method="REGISTER", uri="sip:gw.test", cnonce="c").encode()
 
 

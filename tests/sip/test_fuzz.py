@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +14,9 @@ from purplegw.sip.message import Request, make_response, serialize, validate_req
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
 from purplegw.sip.uri import parse_name_addr, parse_uri
 from tests.kit.corpus import corpus_dir
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 FUZZ = corpus_dir() / "fuzz"
 SIP_SEEDS = sorted(
@@ -82,7 +85,8 @@ def test_fuzz_seed_uri(path: Path) -> None:
 
 def test_uri_seed_values() -> None:
     na = parse_name_addr("<cid:my%ffheader2@example.org>")
-    assert na.uri.scheme == "cid" and not na.uri.is_sip
+    assert na.uri.scheme == "cid"
+    assert not na.uri.is_sip
 
 
 @FAST

@@ -28,7 +28,8 @@ def test_create_refresh_modify_remove() -> None:
     refresh = s.publish("sip:alice@example.com", "presence", if_match=etag1, expires=300, body=b"")
     assert (refresh.status, refresh.change) == (200, "refreshed")
     assert refresh.etag != etag1
-    assert refresh.publication is not None and refresh.publication.body == PIDF  # unchanged
+    assert refresh.publication is not None
+    assert refresh.publication.body == PIDF
     assert refresh.actions == [CancelTimer(f"publication:{etag1}"),
                                StartTimer(f"publication:{refresh.etag}", 300)]
     # the old tag is gone
@@ -66,7 +67,8 @@ def test_expiry_timer_removes_state() -> None:
     other = s.publish("r", "presence", if_match=None, expires=60, body=b"<second/>")
     assert len(s.states("r")) == 2
     expired = s.on_timer(f"publication:{r.etag}")
-    assert expired is not None and expired.body == PIDF
+    assert expired is not None
+    assert expired.body == PIDF
     assert [p.etag for p in s.states("r")] == [other.etag]
     assert s.on_timer(f"publication:{r.etag}") is None
     assert s.on_timer("unrelated") is None

@@ -27,7 +27,7 @@ def register(contacts: list[str], *, expires: int | None = None, call_id: str = 
     return "\r\n".join(lines).encode()
 
 
-def process(table: BindingTable, raw: bytes, now: float):  # noqa: ANN201
+def process(table: BindingTable, raw: bytes, now: float):
     return table.process("alice@example.org", parse_datagram(raw), now, SOURCE)
 
 

@@ -97,7 +97,8 @@ def test_wsinv_values() -> None:
     assert msg.uri.user == "vivekg"
     assert msg.uri.host == "chair-dnrc.example.com"
     assert msg.uri.params == {"unknownparam": None}
-    assert msg.to is not None and msg.to.tag == "1918181833n"
+    assert msg.to is not None
+    assert msg.to.tag == "1918181833n"
     assert msg.from_ is not None
     assert msg.from_.display_name == 'J Rosenberg \\"'
     assert msg.from_.tag == "98asjd8"
@@ -134,7 +135,8 @@ def test_escnull_two_distinct_contacts() -> None:
     assert a.user_unescaped == "\x00"
     assert b.user_unescaped == "\x00\x00"
     assert a != b
-    assert msg.to is not None and msg.to.uri.user_unescaped == "null-\x00-null"
+    assert msg.to is not None
+    assert msg.to.uri.user_unescaped == "null-\x00-null"
 
 
 def test_esc02_method_is_not_register_and_two_contacts() -> None:
@@ -143,7 +145,8 @@ def test_esc02_method_is_not_register_and_two_contacts() -> None:
     assert msg.method == "RE%47IST%45R"
     assert len(msg.headers.getall("Contact")) == 2
     assert msg.headers.get("C%6Fntact") == "<sip:alias2@host2.example.com>"
-    assert msg.to is not None and msg.to.display_name == "%Z%45"
+    assert msg.to is not None
+    assert msg.to.display_name == "%Z%45"
 
 
 def test_intmeth_unusual_method_and_uri() -> None:
@@ -154,7 +157,8 @@ def test_intmeth_unusual_method_and_uri() -> None:
     assert msg.uri.user == "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"
     assert msg.uri.password == "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"
     assert msg.call_id == "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"
-    assert msg.from_ is not None and msg.from_.tag == "_token~1'+`*%!-."
+    assert msg.from_ is not None
+    assert msg.from_.tag == "_token~1'+`*%!-."
     assert msg.from_.display_name == "token1~` token2'+_ token3*%!.-"
     assert msg.headers.get("extensionHeader-!.%*+_`'~") == "\ufeff大停電"
 
@@ -163,9 +167,11 @@ def test_esc01_and_semiuri_user_parts() -> None:
     msg = parse_datagram(load("esc01.dat"))
     assert isinstance(msg.uri, SipURI)  # type: ignore[union-attr]
     assert msg.uri.user_unescaped == "sips:user@example.com"  # type: ignore[union-attr]
-    assert msg.to is not None and msg.to.uri == SipURI("sip", "user", host="example.com")
+    assert msg.to is not None
+    assert msg.to.uri == SipURI("sip", "user", host="example.com")
     semi = parse_datagram(load("semiuri.dat"))
-    assert isinstance(semi, Request) and isinstance(semi.uri, SipURI)
+    assert isinstance(semi, Request)
+    assert isinstance(semi.uri, SipURI)
     assert semi.uri.user == "user;par=u%40example.net"
     assert semi.uri.host == "example.com"
     assert semi.uri.params == {}
@@ -181,16 +187,21 @@ def test_transports_and_unusual_schemes() -> None:
     assert unk.uri == "nobodyKnowsThisScheme:totallyopaquecontent"
     assert not unk.ruri.is_sip
     unksm2 = parse_datagram(load("unksm2.dat"))
-    assert unksm2.to is not None and unksm2.to.uri.scheme == "isbn"
-    assert unksm2.from_ is not None and str(unksm2.from_.uri) == "http://www.example.com"
+    assert unksm2.to is not None
+    assert unksm2.to.uri.scheme == "isbn"
+    assert unksm2.from_ is not None
+    assert str(unksm2.from_.uri) == "http://www.example.com"
 
 
 def test_cparam_contact_vs_url_param() -> None:
     (c1,) = parse_datagram(load("cparam01.dat")).headers.contacts()
     (c2,) = parse_datagram(load("cparam02.dat")).headers.contacts()
-    assert not isinstance(c1, str) and not isinstance(c2, str)
-    assert "unknownparam" in c1.params and "unknownparam" not in c1.uri.params
-    assert "unknownparam" in c2.uri.params and "unknownparam" not in c2.params
+    assert not isinstance(c1, str)
+    assert not isinstance(c2, str)
+    assert "unknownparam" in c1.params
+    assert "unknownparam" not in c1.uri.params
+    assert "unknownparam" in c2.uri.params
+    assert "unknownparam" not in c2.params
 
 
 def test_regescrt_escaped_route_kept_in_contact() -> None:
@@ -205,12 +216,16 @@ def test_responses_unusual_reason_phrases() -> None:
     assert unreason.status == 200
     assert unreason.reason.startswith("= 2**3 * 5**2 но сто")
     noreason = parse_datagram(load("noreason.dat"))
-    assert isinstance(noreason, Response) and noreason.reason == "" and noreason.status == 100
+    assert isinstance(noreason, Response)
+    assert noreason.reason == ""
+    assert noreason.status == 100
 
 
 def test_dblreq_trailing_octets_ignored() -> None:
     msg = parse_datagram(load("dblreq.dat"))
-    assert isinstance(msg, Request) and msg.method == "REGISTER" and msg.body == b""
+    assert isinstance(msg, Request)
+    assert msg.method == "REGISTER"
+    assert msg.body == b""
 
 
 def test_mpart01_binary_body_framed_by_content_length() -> None:
@@ -257,7 +272,8 @@ def test_unkscm_and_novelsc_get_416_from_the_app_helper() -> None:
             require_sip_uri(msg.uri)
         assert exc.value.status_hint == 416
     ok = parse_datagram(load("zeromf.dat"))
-    assert isinstance(ok, Request) and require_sip_uri(ok.uri).is_sip
+    assert isinstance(ok, Request)
+    assert require_sip_uri(ok.uri).is_sip
     assert ok.max_forwards == 0
 
 

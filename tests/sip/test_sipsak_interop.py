@@ -97,7 +97,8 @@ def test_sipsak_digest_round_trip(password: str, ok: bool) -> None:
     assert len(uas.requests) >= 2, proc.stdout + proc.stderr
     first, second = uas.requests[0], uas.requests[1]
     assert first.method == second.method == "OPTIONS"
-    assert second.cseq is not None and first.cseq is not None
+    assert second.cseq is not None
+    assert first.cseq is not None
     assert second.headers.get("Authorization") is not None
     if ok:
         assert uas.results[0] == (200, ""), proc.stdout

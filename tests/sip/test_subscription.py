@@ -55,31 +55,39 @@ def test_initial_active_then_notify_refresh_unsubscribe() -> None:
     actions = sub.receive_subscribe(subscribe(600, extra=RR), now=1000.0, local_tag="gw1",
                                     local_contact="<sip:gw@127.0.0.1:5060>")
     response, notify = sends(actions)
-    assert isinstance(response, Response) and response.status == 200
+    assert isinstance(response, Response)
+    assert response.status == 200
     assert response.headers.get("Expires") == "600"
-    assert response.to is not None and response.to.tag == "gw1"
+    assert response.to is not None
+    assert response.to.tag == "gw1"
     assert response.headers.getall("Record-Route") == ["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]
     assert StartTimer("subscription_expires", 600) in actions
-    assert isinstance(notify, Request) and notify.method == "NOTIFY"
+    assert isinstance(notify, Request)
+    assert notify.method == "NOTIFY"
     assert notify.headers.get("Subscription-State") == "active;expires=600"
     assert notify.headers.get("Event") == "presence"
     # in-dialog request per 12.2.1.1: target = Contact, Route = Record-Route, tags swapped
     assert str(notify.uri) == "sip:watcher@10.0.0.9:5070"
     assert notify.headers.getall("Route") == ["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]
-    assert notify.from_ is not None and notify.from_.tag == "gw1"
-    assert notify.to is not None and notify.to.tag == "w1"
-    assert notify.call_id == "sub-1" and notify.cseq == (1, "NOTIFY")
+    assert notify.from_ is not None
+    assert notify.from_.tag == "gw1"
+    assert notify.to is not None
+    assert notify.to.tag == "w1"
+    assert notify.call_id == "sub-1"
+    assert notify.cseq == (1, "NOTIFY")
     assert parse_datagram(serialize(notify)).headers.items()[:-1] == notify.headers.items()
 
     (update,) = sends(sub.notify(1100.0, b"<presence/>"))
     assert update.headers.get("Subscription-State") == "active;expires=500"
-    assert update.body == b"<presence/>" and update.headers.get("Content-Type") == "application/pidf+xml"
+    assert update.body == b"<presence/>"
+    assert update.headers.get("Content-Type") == "application/pidf+xml"
     assert update.cseq == (2, "NOTIFY")
 
     refresh = subscribe(1200, cseq=2, to_tag="gw1", contact="<sip:watcher@10.0.0.10:5070>")
     actions = sub.receive_subscribe(refresh, now=1200.0)
     response, notify = sends(actions)
-    assert response.status == 200 and response.headers.get("Expires") == "1200"
+    assert response.status == 200
+    assert response.headers.get("Expires") == "1200"
     assert str(notify.uri) == "sip:watcher@10.0.0.10:5070"  # target refreshed
     assert notify.body == b"<presence/>"
     assert StartTimer("subscription_expires", 1200) in actions
@@ -87,9 +95,11 @@ def test_initial_active_then_notify_refresh_unsubscribe() -> None:
     actions = sub.receive_subscribe(subscribe(0, cseq=3, to_tag="gw1"), now=1300.0)
     response, final = sends(actions)
     assert final.headers.get("Subscription-State") == "terminated;reason=timeout"
-    assert Terminated("unsubscribed") in actions and CancelTimer("subscription_expires") in actions
+    assert Terminated("unsubscribed") in actions
+    assert CancelTimer("subscription_expires") in actions
     assert sub.state is TERMINATED
-    assert sub.dialog is not None and sub.dialog.state.value == "terminated"
+    assert sub.dialog is not None
+    assert sub.dialog.state.value == "terminated"
     with pytest.raises(RemoteProtocolError) as exc:  # a late refresh: 481
         sub.dialog.receive_request(subscribe(600, cseq=4, to_tag="gw1"))
     assert exc.value.status_hint == 481
@@ -100,7 +110,8 @@ def test_initial_active_then_notify_refresh_unsubscribe() -> None:
 def test_min_expires_423_and_max_clamp() -> None:
     sub = new_sub()
     (send,) = sub.receive_subscribe(subscribe(30), now=0, local_tag="t")
-    assert isinstance(send, Send) and send.message.status == 423  # type: ignore[union-attr]
+    assert isinstance(send, Send)
+    assert send.message.status == 423
     assert send.message.headers.get("Min-Expires") == "60"
     assert sub.state.value == "init"
     actions = sub.receive_subscribe(subscribe(None), now=0, local_tag="t")
@@ -150,7 +161,8 @@ def test_expiry_timer_and_notify_failure() -> None:
     assert sub2.receive_notify_response(make_response(notify2, 200)) == []
     (_, upd) = (None, sends(sub2.notify(1, b"x"))[0])
     actions = sub2.receive_notify_response(make_response(upd, 481))
-    assert sub2.state is TERMINATED and isinstance(actions[-1], Terminated)
+    assert sub2.state is TERMINATED
+    assert isinstance(actions[-1], Terminated)
 
 
 def test_dialog_cseq_order_and_strict_routing() -> None:

@@ -79,7 +79,8 @@ def test_final_response_completes_then_k_terminates_and_absorbs_retransmissions(
     ok = make_response(req, 200, to_tag="t")
     actions = txn.receive_response(ok)
     assert actions[0] == DeliverToTU(ok)
-    assert CancelTimer("timer_e") in actions and CancelTimer("timer_f") in actions
+    assert CancelTimer("timer_e") in actions
+    assert CancelTimer("timer_f") in actions
     assert StartTimer("timer_k", 5.0) in actions
     assert txn.receive_response(ok) == []
     assert txn.on_timer("timer_e") == []  # stale timer after cancel: ignored
@@ -174,10 +175,13 @@ def test_pair_round_trip_and_timer_k_cleanup() -> None:
     req = make_request(body=b"hi", content_type="text/plain")
     pair.send_request(req)
     (got,) = pair.server.delivered
-    assert isinstance(got.message, Request) and got.message.body == b"hi"
+    assert isinstance(got.message, Request)
+    assert got.message.body == b"hi"
     (resp,) = [d for d in pair.client.delivered if d.message is not None]
-    assert isinstance(resp.message, Response) and resp.message.status == 200
-    assert resp.message.to is not None and resp.message.to.tag == "srv"
+    assert isinstance(resp.message, Response)
+    assert resp.message.status == 200
+    assert resp.message.to is not None
+    assert resp.message.to.tag == "srv"
     assert pair.client.layer.clients  # Completed, waiting for timer K
     pair.advance(5.0)
     assert not pair.client.layer.clients
@@ -261,7 +265,9 @@ def test_driver_server_lifecycle_with_context_and_wire_form() -> None:
     assert layer.find_server(key) is None
     source = object()
     txn = layer.create_server(req, key, context=source)
-    assert layer.find_server(key) is txn and txn.context is source and txn.key == key
+    assert layer.find_server(key) is txn
+    assert txn.context is source
+    assert txn.key == key
     assert layer.start(txn) == [DeliverToTU(req)]
     assert layer.retransmitted(txn, req) == []  # Trying absorbs
     ok = make_response(req, 202, to_tag="x")
@@ -270,16 +276,22 @@ def test_driver_server_lifecycle_with_context_and_wire_form() -> None:
     assert layer.retransmitted(txn, req) == [Send(ok)]
     wire = b"SIP/2.0 202 Accepted\r\n\r\n"
     layer.keep_wire(txn, wire, ("127.0.0.1", 5070))
-    assert txn.request is None and txn.last_response is wire
-    assert txn.state is State.TERMINATED and txn.answered  # the tuple is the transaction now
+    assert txn.request is None
+    assert txn.last_response is wire
+    assert txn.state is State.TERMINATED
+    assert txn.answered
     # filed as a tuple the garbage collector leaves alone, the machine let go
-    assert not layer.servers and layer.has_server(key)
+    assert not layer.servers
+    assert layer.has_server(key)
     gc.collect()
     assert not gc.is_tracked(layer.completed[key])
     assert layer.completed[key] == (wire, "127.0.0.1", 5070)  # flat
     again = layer.find_server(key)  # a retransmission brings it back as a machine
-    assert again is not None and again is not txn and again.state is State.COMPLETED
-    assert again.context is None and again.key == key
+    assert again is not None
+    assert again is not txn
+    assert again.state is State.COMPLETED
+    assert again.context is None
+    assert again.key == key
     assert layer.retransmitted(again, req) == [Send(wire, ("127.0.0.1", 5070))]
     with pytest.raises(LocalProtocolError):
         layer.respond(again, make_response(req, 500))
@@ -298,7 +310,8 @@ def test_wire_form_completed_ends_on_timer_j_without_a_machine() -> None:
     assert layer.end_completed(txn.key, "timer_x")  # taken, nothing to do
     assert layer.has_server(txn.key)
     assert layer.end_completed(txn.key, "timer_j")
-    assert not layer.has_server(txn.key) and not layer.completed
+    assert not layer.has_server(txn.key)
+    assert not layer.completed
     assert not layer.end_completed(txn.key, "timer_j")  # not such an entry (any more)
     # the key-based face ends it the same way
     other = make_request(branch="z9hG4bK-kb")
@@ -318,8 +331,10 @@ def test_keep_wire_before_the_final_response_changes_nothing() -> None:
     txn = layer.create_server(req)
     layer.start(txn)
     layer.keep_wire(txn, b"bytes")
-    assert txn.request is req and txn.last_response is None
-    assert layer.find_server(txn.key) is txn and not layer.completed
+    assert txn.request is req
+    assert txn.last_response is None
+    assert layer.find_server(txn.key) is txn
+    assert not layer.completed
 
 
 def test_create_server_refuses_a_second_transaction_and_invite() -> None:
@@ -351,7 +366,8 @@ def test_tu_deadline_answers_500_and_completes() -> None:
     actions = layer.fire(txn, "timer_tu")
     assert actions[0] == DeliverToTU(None, timeout=True)
     (send,) = [a for a in actions if isinstance(a, Send)]
-    assert isinstance(send.message, Response) and send.message.status == 500
+    assert isinstance(send.message, Response)
+    assert send.message.status == 500
     assert actions[-1] == StartTimer("timer_j", 32.0)
     assert txn.state is State.COMPLETED
     with pytest.raises(LocalProtocolError):  # the TU's late answer is refused
@@ -392,7 +408,8 @@ def test_driver_client_lifecycle() -> None:
     req = make_request(branch="z9hG4bK-out")
     future = object()
     txn = layer.create_client(req, context=future)
-    assert layer.find_client(txn.key) is txn and txn.context is future
+    assert layer.find_client(txn.key) is txn
+    assert txn.context is future
     assert isinstance(layer.start(txn)[0], Send)
     with pytest.raises(LocalProtocolError):  # the branch is taken
         layer.create_client(req)

@@ -86,7 +86,8 @@ def test_name_addr_forms() -> None:
     assert na.params == {"tag": "abc", "x": None}
     assert parse_name_addr(str(na)) == na
     spec = parse_name_addr("sip:alice@example.com;tag=9")
-    assert spec.uri.params == {} and spec.tag == "9"
+    assert spec.uri.params == {}
+    assert spec.tag == "9"
     assert parse_name_addr("Alice Smith <sip:a@b>").display_name == "Alice Smith"
     assert str(spec.with_tag("z")).endswith(";tag=z")
 
@@ -100,19 +101,22 @@ def test_headers_store() -> None:
     h = Headers([("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
                  ("i", "abc"), ("k", "path, gruu"), ("X-Custom", "1")])
     assert h.getall("VIA") == ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/UDP b;branch=z9hG4bK2"]
-    assert h.get("call-id") == "abc" and h.get("Call-Id") == "abc"
+    assert h.get("call-id") == "abc"
+    assert h.get("Call-Id") == "abc"
     assert h.tokens("Supported") == ["path", "gruu"]
     assert [name for name, _ in h.items()] == ["Via", "Via", "Call-ID", "Supported", "Supported", "X-Custom"]
     assert [v.host for v in h.via()] == ["a", "b"]
     h.add("Via", "SIP/2.0/TCP c;branch=z9hG4bK0", first=True)
-    assert h.top_via() is not None and h.top_via().host == "c"  # type: ignore[union-attr]
+    assert h.top_via() is not None
+    assert h.top_via().host == "c"
     h.set("x-custom", "2")
     assert h.getall("X-Custom") == ["2"]
     h.remove("supported")
     assert "Supported" not in h
     with pytest.raises(LocalProtocolError):
         h.add("Subject", "a\r\nInjected: yes")
-    assert canonical_name("m") == "Contact" and canonical_name("www-authenticate") == "WWW-Authenticate"
+    assert canonical_name("m") == "Contact"
+    assert canonical_name("www-authenticate") == "WWW-Authenticate"
 
 
 def test_via_fields() -> None:
@@ -129,7 +133,8 @@ def test_make_response_copies_per_8_2_6() -> None:
     resp = make_response(req, 202, to_tag="t1", headers=[("Expires", "60")])
     assert [k for k, _ in resp.headers.items()] == ["Via", "From", "To", "Call-ID", "CSeq",
                                                     "Record-Route", "Record-Route", "Expires"]
-    assert resp.to is not None and resp.to.tag == "t1"
+    assert resp.to is not None
+    assert resp.to.tag == "t1"
     assert resp.reason == "Accepted"
     assert make_response(req, 100).to.tag is None  # type: ignore[union-attr]
     tagged = make_request(to_tag="already")
@@ -148,9 +153,11 @@ def test_stream_parser_framing_keepalives_and_caps() -> None:
     assert parser.next_message() is NEED_DATA
     parser.feed(one[10:] + b"\r\n" + two)
     first = parser.next_message()
-    assert isinstance(first, Request) and first.body == b"hello"
+    assert isinstance(first, Request)
+    assert first.body == b"hello"
     second = parser.next_message()
-    assert isinstance(second, Request) and second.method == "OPTIONS"
+    assert isinstance(second, Request)
+    assert second.method == "OPTIONS"
     assert parser.next_message() is NEED_DATA
     assert parser.keepalives == 1  # the CRLFCRLF ping; the lone CRLF is a pong
 
@@ -174,14 +181,16 @@ def test_rport_and_received() -> None:
     req = parse_datagram(request_bytes(via="SIP/2.0/UDP 10.0.0.1:5070;rport"))
     assert isinstance(req, Request)
     via = stamp_request(req, ("127.0.0.1", 40000))
-    assert via.received == "127.0.0.1" and via.rport == 40000
+    assert via.received == "127.0.0.1"
+    assert via.rport == 40000
     assert req.top_via == via
     assert response_destination(via) == ("127.0.0.1", 40000)
     assert response_destination(via, reliable=True) is None
     plain = parse_datagram(request_bytes(via="SIP/2.0/UDP 10.0.0.1:5070"))
     assert isinstance(plain, Request)
     via2 = stamp_request(plain, ("127.0.0.1", 40000))
-    assert via2.received == "127.0.0.1" and not via2.has_rport
+    assert via2.received == "127.0.0.1"
+    assert not via2.has_rport
     assert response_destination(via2) == ("127.0.0.1", 5070)  # 18.2.2: received + sent-by port
     same = parse_datagram(request_bytes(via="SIP/2.0/UDP 127.0.0.1"))
     assert isinstance(same, Request)
@@ -193,7 +202,8 @@ def test_rport_and_received() -> None:
 
 def test_request_uri_headers_and_sip_uri_object() -> None:
     req = make_request(uri="sip:bob@127.0.0.1;transport=udp")
-    assert isinstance(req.uri, SipURI) and req.ruri.transport == "udp"
+    assert isinstance(req.uri, SipURI)
+    assert req.ruri.transport == "udp"
     wire = serialize(req)
     assert wire.startswith(b"MESSAGE sip:bob@127.0.0.1;transport=udp SIP/2.0\r\n")
 
@@ -201,14 +211,18 @@ def test_request_uri_headers_and_sip_uri_object() -> None:
 def test_keepalives_and_tolerated_status_line() -> None:
     from purplegw.sip.parser import is_keepalive
 
-    assert is_keepalive(b"\r\n\r\n") and is_keepalive(b"\r\n")
-    assert not is_keepalive(b"") and not is_keepalive(request_bytes())
+    assert is_keepalive(b"\r\n\r\n")
+    assert is_keepalive(b"\r\n")
+    assert not is_keepalive(b"")
+    assert not is_keepalive(request_bytes())
     msg = parse_datagram(b"\r\n\r\n" + request_bytes())
     assert isinstance(msg, Request)
     with pytest.raises(RemoteProtocolError):
         parse_datagram(b"\r\n\r\n")
     resp = parse_datagram(b"SIP/2.0 200\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n\r\n")
-    assert isinstance(resp, Response) and resp.status == 200 and resp.reason == ""
+    assert isinstance(resp, Response)
+    assert resp.status == 200
+    assert resp.reason == ""
     with pytest.raises(RemoteProtocolError) as exc:
         parse_datagram(b"SIP/3.0 200 OK\r\n\r\n")
     assert exc.value.status_hint == 505

@@ -9,7 +9,7 @@ from purplegw.actors.listener import AccountInfo
 from purplegw.exceptions import StoreError
 from purplegw.store import NewAccount, Store
 
-SECRET = '{"salted": "c2VjcmV0LXNhbHRlZC1wYXNzd29yZA=="}'  # noqa: S105 - a test value
+SECRET = '{"salted": "c2VjcmV0LXNhbHRlZC1wYXNzd29yZA=="}'  # a test value
 
 
 def _accounts(store: Store, n: int) -> list[int]:

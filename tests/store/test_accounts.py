@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -10,6 +10,9 @@ from purplegw.exceptions import SchemaTooNewError, StoreError
 from purplegw.store import AccountRepository, Database, NewAccount, PasswordCipher
 from purplegw.store.crypto import PREFIX, generate_key_file
 from purplegw.store.upgrades import VERSION_TABLE, check_schema, latest_version, run_upgrades
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_add_list_remove_round_trip(accounts: AccountRepository) -> None:

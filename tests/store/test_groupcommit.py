@@ -23,7 +23,7 @@ ALICE = "alice@example.org"
 def commits(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the store connection's COMMITs."""
     counted: list[int] = []
-    real = store.db._commit  # noqa: SLF001 - the one place every commit goes through
+    real = store.db._commit  # the one place every commit goes through
 
     def counting() -> None:
         counted.append(1)

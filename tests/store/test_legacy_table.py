@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from purplegw.store import AccountRepository, Database, NewAccount, PasswordCipher
 from purplegw.store.crypto import PREFIX
 from purplegw.store.upgrades import check_schema, latest_version, run_upgrades
-from tests.kit.mariadb import MariaDB
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.kit.mariadb import MariaDB
 
 # utils/kamctl/mysql/purple-create.sql of Kamailio, as operators ran it
 # (plus the Kamailio `version` table that script writes into).

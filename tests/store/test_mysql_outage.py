@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +11,10 @@ from purplegw.store import AccountRepository, Database, NewAccount, PasswordCiph
 from purplegw.store.upgrades import run_upgrades
 from tests.kit.binaries import missing_peer
 from tests.kit.mariadb import MariaDB, mariadb_binaries
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture

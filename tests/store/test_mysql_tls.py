@@ -9,7 +9,7 @@ have encrypted without checking who answers.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +18,9 @@ from purplegw.store import Database
 from purplegw.store.mysql import MysqlDatabase
 from tests.kit.binaries import missing_peer
 from tests.kit.mariadb import MariaDB, mariadb_binaries
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,7 @@ def test_verify_against_a_server_without_tls_says_how_to_opt_out(mariadb: MariaD
     ("mysql://u:p@[::1]/gw", False),
     ("mysql://u:p@db.example.net/gw?unix_socket=/run/mysqld/mysqld.sock", False),
 ])
-def test_tls_decision(url: str, verified: bool) -> None:  # noqa: FBT001
+def test_tls_decision(url: str, verified: bool) -> None:
     context = MysqlDatabase(url).tls_context()
     if not verified:
         assert context is None

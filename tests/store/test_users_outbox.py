@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import pytest
 
 from purplegw.exceptions import StoreError
-from purplegw.store import Store
+
+if TYPE_CHECKING:
+    from purplegw.store import Store
 
 
 def test_users_store_kamailio_compatible_ha1(store: Store) -> None:

@@ -949,7 +949,8 @@ class StaticRouter:
         response = make_response(
             request, 202, to_tag=tag, headers=[("Expires", str(expires)), ("Contact", contact)]
         )
-        assert to is not None and request.from_ is not None
+        assert to is not None
+        assert request.from_ is not None
         notify_headers = Headers()
         notify_headers.add("From", str(to.with_tag(tag)))
         notify_headers.add("To", request.headers.get("From") or "")

@@ -16,13 +16,15 @@ Deadlines are rounded up to ``resolution`` so bursts of timers share wake-ups.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import logging
 import math
-from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable, Hashable
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ def _run_atheris(name: str, seconds: float, seed: int, work: Path) -> RunResult:
     crash_dir = work / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.run(  # our own interpreter and module
         [sys.executable, "-m", "tests.kit.fuzz_atheris", name,
          str(work / "corpus" / name), f"-max_total_time={max(1, round(seconds))}",
          f"-seed={seed or 1}", f"-artifact_prefix={crash_dir}/{name}-", "-print_final_stats=1",
@@ -51,7 +51,7 @@ def _run_atheris(name: str, seconds: float, seed: int, work: Path) -> RunResult:
     coverage = _COVERAGE_RE.search(proc.stderr)
     result.coverage = int(coverage.group(1)) if coverage else 0
     if proc.returncode != 0:
-        from .runner import Crash  # noqa: PLC0415
+        from .runner import Crash
 
         artifact = _ARTIFACT_RE.search(proc.stderr)
         path = Path(artifact.group(1).decode()) if artifact else None
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"cannot tell the target from the file name {args.replay.name}")
         crash = replay(TARGETS[name], args.replay.read_bytes())
         if crash is None:
-            print(f"{name}: no crash")  # noqa: T201 - a CLI
+            print(f"{name}: no crash")  # a CLI
             return 0
-        print("\n".join([*crash.trace, crash.error]))  # noqa: T201
+        print("\n".join([*crash.trace, crash.error]))
         return 1
 
     names = args.targets or list(TARGETS)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if engine == "auto":
         engine = "atheris" if importlib.util.find_spec("atheris") else "random"
     share = args.seconds / len(names)
-    print(f"fuzz: engine {engine}, seed {seed}, {share:.0f} s per target, "  # noqa: T201
+    print(f"fuzz: engine {engine}, seed {seed}, {share:.0f} s per target, "
           f"work dir {args.work_dir}", flush=True)
     crashed = False
     for name in names:
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = fuzz(TARGETS[name], seconds=share, seed=seed,
                           crash_dir=args.work_dir / "crashes")
-        print(result.line(), flush=True)  # noqa: T201
+        print(result.line(), flush=True)
         for crash in result.crashes:
             crashed = True
-            print(crash.message(), flush=True)  # noqa: T201
+            print(crash.message(), flush=True)
     return 1 if crashed else 0
 
 

@@ -95,7 +95,7 @@ def run_registrar(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR09
             now += d.choice((1.0, 59.0, 600.0, 3600.0))
             table.expire(now)
             for aor in table.aors():
-                check(all(b.expires_at > now for b in table._bindings[aor]),  # noqa: SLF001
+                check(all(b.expires_at > now for b in table._bindings[aor]),
                       "expire() left an expired binding")
             continue
         cseq = d.choice((cseq + 1, cseq, max(0, cseq - 1), 2**32 - 1))

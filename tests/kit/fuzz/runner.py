@@ -110,7 +110,7 @@ def fuzz(
     max_crashes: int = 5,
 ) -> RunResult:
     """Run ``target`` for ``seconds`` of wall-clock time; stop early after ``max_crashes``."""
-    rng = random.Random(f"{seed}:{target.name}")  # noqa: S311 - reproducible by design
+    rng = random.Random(f"{seed}:{target.name}")  # reproducible by design
     result = RunResult(target.name, seed)
     pool = [s[: target.max_len] for s in target.seeds()]
     seen: set[str] = set()

@@ -80,7 +80,7 @@ def _cseq(d: Draw, last: int) -> int:
     return values[jump]
 
 
-def _subscribe(  # noqa: PLR0913 - the fields a test varies
+def _subscribe(  # the fields a test varies
     d: Draw, *, call_id: str, from_tag: str, to_tag: str | None, cseq: int,
                method: str = "SUBSCRIBE") -> Request | None:
     """A SUBSCRIBE from the wire, or None if the fuzz-built bytes do not parse (400 upstream)."""

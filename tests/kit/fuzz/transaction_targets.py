@@ -411,7 +411,7 @@ class Harness:
 @functools.cache
 def _corpus() -> tuple[bytes, ...]:
     """Torture-corpus messages that parse (what reaches the layer at all)."""
-    from .parser_targets import corpus_messages  # noqa: PLC0415 - the corpus is read once
+    from .parser_targets import corpus_messages  # the corpus is read once
 
     out = []
     for data in corpus_messages():
@@ -435,7 +435,7 @@ def run_transactions(data: bytes, trace: Trace = None) -> str:
 
 def op_seeds(count: int = 32, size: int = 160) -> list[bytes]:
     """Random op sequences (fixed seed), the starting pool of the stateful targets."""
-    rng = random.Random(3261)  # noqa: S311 - fixed seeds, by design
+    rng = random.Random(3261)  # fixed seeds, by design
     return [rng.randbytes(rng.randint(8, size)) for _ in range(count)]
 
 

@@ -372,7 +372,7 @@ def test_extended_away_named_by_a_token_needs_no_marker() -> None:
     "note", [None, "In a meeting until 3", "Busy", "Away", "Idle", "  spaced  "]
 )
 @pytest.mark.parametrize("idle", [False, True])
-def test_round_trip_every_status(status: Status, note: str | None, idle: bool) -> None:  # noqa: FBT001
+def test_round_trip_every_status(status: Status, note: str | None, idle: bool) -> None:
     sent = Presence(status, note, idle=idle)
     body = presence_to_pidf(
         "sip:bob@example.com", ContactPresence("bob@example.com", {"res": sent})

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.kit.pjsua_agent import PjsuaAgent
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.sip.presence.mapping import pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import parse_pidf
+from tests.kit.pjsua_agent import PjsuaAgent
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -113,7 +113,7 @@ def test_mutated_documents(body: bytes, content_type: str) -> None:
     ),
 )
 def test_arbitrary_text_in_every_element(text: str, element: str) -> None:
-    from xml.sax.saxutils import escape  # noqa: PLC0415
+    from xml.sax.saxutils import escape
 
     body = (
         '<presence xmlns="urn:ietf:params:xml:ns:pidf" '
@@ -150,7 +150,7 @@ def expected_note(note: str | None) -> str | None:
 def test_round_trip(
     status: Status,
     note: str | None,
-    idle: bool,  # noqa: FBT001 - drawn by hypothesis
+    idle: bool,  # drawn by hypothesis
     acts: list[str],
     lang: str | None,
 ) -> None:
