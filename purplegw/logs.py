@@ -16,7 +16,7 @@ import logging
 import logging.handlers
 import os
 import sys
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import io
@@ -66,10 +66,11 @@ def setup(config: Config | None, *, verbosity: int = 0, admin: bool = False) -> 
     ``admin`` is for one-shot commands (accounts, db, config): they print
     their result, so only warnings and errors are logged unless -v is given.
     """
-    section = config["logging"] if config is not None else {
+    section: dict[str, Any] = config["logging"] if config is not None else {
         "level": "INFO", "format": "%(asctime)s %(levelname)-8s %(name)s: %(message)s",
         "file": "", "sip_wire": False}
-    level = logging.getLevelName(section["level"])
+    # A name gives its number: the loader accepted only known level names.
+    level: int = logging.getLevelName(section["level"])
     if admin:
         level = max(level, logging.WARNING)
     if verbosity:

@@ -50,7 +50,8 @@ class Config:
         return self.sections.get(section, default)
 
     def protocol(self, name: str) -> dict[str, Any]:
-        return self.sections.get("protocols", {}).get(name, {})
+        protocols: dict[str, dict[str, Any]] = self.sections.get("protocols", {})
+        return protocols.get(name, {})
 
     # --- derived values --------------------------------------------------
 
@@ -204,12 +205,12 @@ def _merge(  # noqa: PLR0913 - one pass needs all of these
                           f"{_suggest(section, _sections())}")
             continue
         for key, value in values.items():
-            kind = SCHEMA[section].get(key)
-            if kind is None:
+            known = SCHEMA[section].get(key)
+            if known is None:
                 errors.append(f"{where(section, key)}: [{section}] {key}: unknown key"
                               f"{_suggest(key, SCHEMA[section])}")
                 continue
-            _set(sections, (section, key), kind, value, where(section, key), origins, errors)
+            _set(sections, (section, key), known, value, where(section, key), origins, errors)
 
 
 def _merge_plugin(  # noqa: PLR0913
@@ -310,8 +311,8 @@ def _check_relations(
                       "and tls_private_key")
     proxy = sections.get("proxy", {})
     if bool(proxy.get("http_host")) != bool(proxy.get("http_port")):
-        origin = origins.get(("proxy", "http_host")) or origins.get(("proxy", "http_port"))
-        errors.append(f"{origin or 'config'}: [proxy] http_host and http_port go together")
+        proxy_origin = origins.get(("proxy", "http_host")) or origins.get(("proxy", "http_port"))
+        errors.append(f"{proxy_origin or 'config'}: [proxy] http_host and http_port go together")
     actors = sections.get("actors", {})
     if actors.get("backoff_initial", 0) > actors.get("backoff_max", 0):
         origin = origins.get(("actors", "backoff_initial"), "config")

@@ -97,39 +97,39 @@ class Hostname(ConfigValue):
     """A DNS name or an IP address; "" means not set."""
 
     def deserialize(self, value: Any) -> str:
-        value = String().deserialize(value)
-        if not value:
-            return value
+        text = String().deserialize(value)
+        if not text:
+            return text
         try:
-            ipaddress.ip_address(value.strip("[]"))
+            ipaddress.ip_address(text.strip("[]"))
         except ValueError:
-            if not _HOSTNAME_RE.match(value):
-                raise ValueError(f"{value!r} is not a hostname or IP address") from None
-        return value
+            if not _HOSTNAME_RE.match(text):
+                raise ValueError(f"{text!r} is not a hostname or IP address") from None
+        return text
 
 
 class HostPort(ConfigValue):
     """``host:port`` (``[v6]:port``); "" means not set."""
 
     def deserialize(self, value: Any) -> str:
-        value = String().deserialize(value)
-        if not value:
-            return value
-        host, sep, port = value.rpartition(":")
+        text = String().deserialize(value)
+        if not text:
+            return text
+        host, sep, port = text.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not host:port")
+            raise ValueError(f"{text!r} is not host:port")
         Hostname().deserialize(host)
-        return value
+        return text
 
 
 class Identifier(ConfigValue):
     """An SQL table name: it is put into statements, so only a bare identifier."""
 
     def deserialize(self, value: Any) -> str:
-        value = String(optional=False).deserialize(value)
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", value):
-            raise ValueError(f"{value!r} is not a table name (letters, digits, _; at most 64)")
-        return value
+        text = String(optional=False).deserialize(value)
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", text):
+            raise ValueError(f"{text!r} is not a table name (letters, digits, _; at most 64)")
+        return text
 
 
 class Path(String):
@@ -138,31 +138,31 @@ class Path(String):
 
 class ListenAddress(ConfigValue):
     def deserialize(self, value: Any) -> str:
-        value = String(optional=False).deserialize(value)
-        match = _LISTEN_RE.match(value)
+        text = String(optional=False).deserialize(value)
+        match = _LISTEN_RE.match(text)
         if not match or not 0 < int(match["port"]) < 65536:
             raise ValueError(
-                f"{value!r} is not a listen address (expected udp|tcp|tls:HOST:PORT, "
+                f"{text!r} is not a listen address (expected udp|tcp|tls:HOST:PORT, "
                 'e.g. "udp:127.0.0.1:5060" or "tcp:[::1]:5060")'
             )
         if match["ipv6"]:
             try:
                 ipaddress.IPv6Address(match["ipv6"])
             except ValueError:
-                raise ValueError(f"{value!r}: {match['ipv6']!r} is not an IPv6 address") from None
-        return value
+                raise ValueError(f"{text!r}: {match['ipv6']!r} is not an IPv6 address") from None
+        return text
 
 
 class Network(ConfigValue):
     """An IP network in CIDR form (a bare address means a /32 or /128)."""
 
     def deserialize(self, value: Any) -> str:
-        value = String(optional=False).deserialize(value)
+        text = String(optional=False).deserialize(value)
         try:
-            ipaddress.ip_network(value, strict=False)
+            ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ValueError(f"{value!r} is not an IP network (e.g. 10.0.0.0/8)") from None
-        return value
+            raise ValueError(f"{text!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+        return text
 
 
 @dataclass
@@ -185,10 +185,10 @@ class LogLevel(ConfigValue):
     LEVELS: ClassVar[tuple[str, ...]] = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
     def deserialize(self, value: Any) -> str:
-        value = String(optional=False).deserialize(value).upper()
-        if value not in self.LEVELS:
-            raise ValueError(f"{value!r} is not a log level ({', '.join(self.LEVELS)})")
-        return value
+        text = String(optional=False).deserialize(value).upper()
+        if text not in self.LEVELS:
+            raise ValueError(f"{text!r} is not a log level ({', '.join(self.LEVELS)})")
+        return text
 
 
 @dataclass

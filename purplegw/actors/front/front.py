@@ -543,7 +543,9 @@ class SipFront:
             logger.debug("response %r for a finished transaction dropped", response)
             return
         if response.status >= 200:
-            metrics.sip_request(txn.request.method, response.status)
+            request = txn.request
+            assert request is not None  # dropped only once Completed, which answered covers
+            metrics.sip_request(request.method, response.status)
         self._perform_server(txn, self.layer.respond(txn, response))
 
     def _perform_server(self, txn: ServerTransaction, actions: list[Action]) -> None:
@@ -561,7 +563,9 @@ class SipFront:
                     self._deliver(txn, message)
                 elif action.timeout:
                     # timer_tu: the layer answers 500 itself (its Send follows)
-                    metrics.sip_request(txn.request.method, 500)
+                    request = txn.request
+                    assert request is not None  # kept until the Send below stores the wire form
+                    metrics.sip_request(request.method, 500)
                     logger.warning(
                         "no answer to %r within %ss", txn.request, self.config.deferred_timeout
                     )
