@@ -58,7 +58,7 @@ def os_threads() -> int:
 # --- the measured child process --------------------------------------------------
 
 
-def child(args: argparse.Namespace) -> None:
+def child(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - one child process per runtime, a linear script
     if args.child == "gevent":
         from gevent import monkey
 
@@ -226,7 +226,7 @@ def child(args: argparse.Namespace) -> None:
 # --- the driver ---------------------------------------------------------------------
 
 
-def measure(prosody: object, runtime: str, n: int, prefix: str, pings: int, timeout: float) -> dict:
+def measure(prosody: object, runtime: str, n: int, prefix: str, pings: int, timeout: float) -> dict:  # noqa: PLR0913, PLR0917 - the benchmark's knobs
     if prosody is None:
         server = ["--network", "dummy"]
     else:

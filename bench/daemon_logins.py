@@ -101,7 +101,7 @@ def prepare(prosody: Prosody, users: list, workers: int, base: Path) -> GatewayP
     return gateway
 
 
-def measure(prosody: Prosody, gateway: GatewayProcess, workers: int, start: str,
+def measure(prosody: Prosody, gateway: GatewayProcess, workers: int, start: str,  # noqa: PLR0913, PLR0917 - the benchmark's knobs
             accounts: int, timeout: float) -> dict:
     """Start the daemon, wait until every account is connected, stop it."""
     assert prosody.proc is not None

@@ -264,7 +264,7 @@ def print_table(rows: list[dict], title: str) -> None:
         )
 
 
-def main() -> int:  # noqa: PLR0915 - a linear script
+def main() -> int:  # noqa: PLR0915, C901 - a linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per rate step")
     parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))

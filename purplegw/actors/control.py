@@ -80,7 +80,7 @@ class ControlServer:
             self._server = _Server(str(self.path), _Handler)
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        self.path.chmod(0o600)
         self._server.commands = dict(commands)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="control-socket", daemon=True
@@ -95,10 +95,7 @@ class ControlServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 def call(path: str | os.PathLike[str], command: str, timeout: float = 30.0) -> Any:

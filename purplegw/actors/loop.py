@@ -117,9 +117,9 @@ class _LoopInbox:
     def put(self, envelope: Any, /) -> None:
         self._queue.append(envelope)
         try:
-            self._actor.actor_loop.call_soon_threadsafe(self._actor._process_one)
+            self._actor.actor_loop.call_soon_threadsafe(self._actor._process_one)  # noqa: SLF001 - the mailbox is part of its actor
         except RuntimeError:  # loop closed: the process is shutting down
-            self._actor._fail_pending()
+            self._actor._fail_pending()  # noqa: SLF001 - same
 
     def get(self) -> Any:
         return self._queue.popleft()
@@ -170,7 +170,7 @@ class LoopActor(pykka.Actor):
                     self.on_failure(*sys.exc_info())
                 except Exception:  # noqa: BLE001 - pykka's own policy
                     self._handle_failure(*sys.exc_info())
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - pykka's policy: SystemExit and KeyboardInterrupt stop all actors
             # pykka stops everything on SystemExit/KeyboardInterrupt: do the
             # same, but never let them escape into the shared loop.
             logger.debug("%r in %s. Stopping all actors.", sys.exc_info()[1], self)

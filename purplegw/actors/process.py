@@ -36,7 +36,7 @@ import pykka.debug
 
 from purplegw.actors import systemd
 from purplegw.actors.control import ControlError, ControlServer
-from purplegw.actors.control import query_status as query_status  # re-export for cli.py
+from purplegw.actors.control import query_status as query_status  # re-export for cli.py  # noqa: PLC0414 - an explicit re-export (mypy strict has no implicit ones)
 from purplegw.actors.gc_tuning import apply_gc_threshold, restore_gc_thresholds
 from purplegw.actors.loop import stop_shared_loop
 from purplegw.actors.state import ActorsConfig
@@ -178,7 +178,7 @@ def send_reload(pidfile: str | os.PathLike[str]) -> int:
 Service = Callable[[Runtime], Callable[[], None] | None]
 
 
-def run(
+def run(  # noqa: PLR0913 - the runtime's parts, all keyword-only
     config: Mapping[str, Any],
     account_source: AccountSource,
     *,
@@ -197,7 +197,7 @@ def run(
     """
     try:
         actors_config = ActorsConfig.from_section(config.get("actors"))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any bad [actors] value is a start-up failure, told in one line
         logger.error("Invalid [actors] configuration: %s", exc)  # noqa: TRY400
         return EXIT_STARTUP_FAILED
     protocols_config = dict(config.get("protocols") or {})
@@ -220,7 +220,7 @@ def run(
             signal.signal(signum, handler)
 
 
-def _run(
+def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - start-up in order, each step undone on failure
     actors_config: ActorsConfig,
     protocols_config: dict[str, Any],
     proxy: ProxySettings | None,

@@ -143,7 +143,7 @@ class _Forwarder(EventSink):
             logger.debug("Dropped event %s: pipe closed", event)
 
 
-def worker_main(
+def worker_main(  # noqa: PLR0913, PLR0917 - multiprocessing passes a worker's start-up state positionally
     index: int,
     conn: multiprocessing.connection.Connection,
     config: dict[str, Any],
@@ -409,7 +409,7 @@ class _Worker:
         try:
             with self._send_lock:
                 if self.conn is None:
-                    raise OSError("no worker")
+                    raise OSError("no worker")  # noqa: TRY301 - no worker fails the waiter as a broken pipe does
                 self.conn.send(message_for(request_id))
         except (OSError, ValueError) as exc:
             with self._pending_lock:
@@ -536,12 +536,14 @@ class WorkerPool:
                     worker.call("apply", rows, timeout=self._timeout())
                     worker.restarting = False
                     self._requeue(worker)
-                    return
                 except (WorkerError, pykka.Timeout, OSError) as exc:
-                    logger.error("Worker %d failed to restart: %s", worker.index, exc)
+                    # expected while the cause lasts, and retried: one line, no traceback
+                    logger.error("Worker %d failed to restart: %s", worker.index, exc)  # noqa: TRY400
                     if worker.process is not None and worker.process.is_alive():
                         worker.process.kill()
                         worker.process.join(5)
+                else:
+                    return
 
     def _requeue(self, worker: _Worker) -> None:
         """Hand the messages the dead worker had queued (answered 202) to the new one.

@@ -167,7 +167,7 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
 # --- merging and validation ---------------------------------------------------------
 
 
-def _merge(  # noqa: PLR0913 - one pass needs all of these
+def _merge(  # noqa: PLR0913, C901, PLR0917 - one pass needs all of these
     user: dict[str, Any],
     sections: dict[str, dict[str, Any]],
     path: Path,
@@ -213,7 +213,7 @@ def _merge(  # noqa: PLR0913 - one pass needs all of these
             _set(sections, (section, key), known, value, where(section, key), origins, errors)
 
 
-def _merge_plugin(  # noqa: PLR0913
+def _merge_plugin(  # noqa: PLR0913, PLR0917 - the state of one merge pass
     plugin: str,
     values: dict[str, Any],
     sections: dict[str, dict[str, Any]],
@@ -244,7 +244,7 @@ def _merge_plugin(  # noqa: PLR0913
         origins[("protocols", plugin, key)] = where("protocols", plugin, key)
 
 
-def _set(  # noqa: PLR0913
+def _set(  # noqa: PLR0913, PLR0917 - the state of one merge pass
     sections: dict[str, dict[str, Any]],
     key_path: tuple[str, str],
     kind: t.ConfigValue,
@@ -275,7 +275,7 @@ def _apply_environment(
         parts = name[len(ENV_PREFIX):].lower().split("__")
         value = _parse_env_value(raw)
         if len(parts) == 3 and parts[0] in PLUGIN_SECTIONS:
-            _merge_plugin(parts[1], {parts[2]: value}, sections, lambda *_: f"${name}",
+            _merge_plugin(parts[1], {parts[2]: value}, sections, lambda *_: f"${name}",  # noqa: B023 - called in this turn
                           origins, errors, protocol_defaults)
             continue
         if len(parts) != 2:

@@ -197,7 +197,7 @@ class Deprecated(ConfigValue):
 
     hint: str = ""
 
-    def deserialize(self, value: Any) -> None:
+    def deserialize(self, value: Any) -> None:  # noqa: ARG002 - the ConfigValue interface; a deprecated key's value is ignored
         logging.getLogger("purplegw.config").warning(
             "deprecated config key ignored%s", f" ({self.hint})" if self.hint else ""
         )

@@ -101,7 +101,7 @@ def load_adapters(
     registry = AdapterRegistry()
     registry.aliases.update(BUNDLED_ALIASES)
     for ep in sorted(entry_points, key=lambda e: e.name):
-        info = _load_one(ep, protocols_config.get(ep.name, {}), check_environment)
+        info = _load_one(ep, protocols_config.get(ep.name, {}), check_environment=check_environment)
         registry.infos[info.name] = info
         if info.adapter is not None:
             for alias in info.adapter.aliases:
@@ -111,7 +111,9 @@ def load_adapters(
     return registry
 
 
-def _load_one(ep: metadata.EntryPoint, section: dict, check_environment: bool) -> AdapterInfo:
+def _load_one(
+    ep: metadata.EntryPoint, section: dict, *, check_environment: bool
+) -> AdapterInfo:
     try:
         cls = ep.load()
     except Exception as exc:  # a broken plugin must not stop the gateway

@@ -22,6 +22,9 @@ import logging
 import ssl as ssl_module
 from typing import TYPE_CHECKING
 
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
+from python_socks.async_.asyncio import Proxy
+
 from purplegw.protocols.base import ProxySettings, TransientError
 
 if TYPE_CHECKING:
@@ -46,14 +49,14 @@ class ServerUnreachableError(TransientError):
     """The IM server could not be reached directly (no proxy configured)."""
 
 
-async def open_connection(
+async def open_connection(  # noqa: PLR0913 - asyncio.open_connection's arguments, keyword-only
     host: str,
     port: int,
     *,
     proxy: ProxySettings | None = None,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
-    timeout: float = 30.0,
+    timeout: float = 30.0,  # noqa: ASYNC109 - bounds the proxy handshake only, as python-socks' connect(timeout=)
     limit: int = 2**16,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to ``host:port``, through ``proxy`` if given; TLS when ``ssl`` is set.
@@ -106,15 +109,12 @@ async def open_connection(
 
 
 async def open_tunnel(host: str, port: int, proxy: ProxySettings,
-                      timeout: float | None = None) -> socket.socket:
+                      timeout: float | None = None) -> socket.socket:  # noqa: ASYNC109 - same
     """A socket connected to ``host:port`` through the HTTP CONNECT ``proxy``.
 
     For adapters whose library opens its own streams (slixmpp): they start
     TLS over this socket themselves.  ``timeout`` bounds the proxy handshake.
     """
-    from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
-    from python_socks.async_.asyncio import Proxy
-
     where = f"HTTP proxy {proxy.host}:{proxy.port}"
     tunnel = Proxy(
         ProxyType.HTTP,

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 # alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
 #   token = 1*(alphanum / "-" / "." / "!" / "%" / "*"
 #                  / "_" / "+" / "`" / "'" / "~" )           (RFC 3261 25.1)
-TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"  # noqa: S105 - an RFC 3261 token, not a secret
 TOKEN = rf"[{TOKEN_CHARS}]++"
 TOKEN_RE = re.compile(TOKEN)
 
@@ -97,7 +97,7 @@ URI_PARAM_RE = re.compile(rf";({PARAMCHARS})(?:=({PARAMCHARS}))?")
 # The whole SIP-URI after "sip:" in one pass (userinfo, hostport, params,
 # headers), so the common case is a single regex call.
 USER = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})++"
-PASSWORD = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*+"
+PASSWORD = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*+"  # noqa: S105 - the RFC 3261 password rule of a URI, not a secret
 URI_PARAMS = rf"(?:;{PARAMCHARS}(?:={PARAMCHARS})?)*+"
 SIP_URI_REST_RE = re.compile(
     rf"(?:({USER})(?::({PASSWORD}))?@)?({HOST})(?::([0-9]{{1,5}}))?({URI_PARAMS})(?:\?(.*+))?",

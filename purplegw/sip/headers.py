@@ -44,7 +44,7 @@ def _bad(header: str, value: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"Bad Request: malformed {header} header: {value[:80]!r}", 400)
 
 
-def split_list(value: str) -> list[str]:
+def split_list(value: str) -> list[str]:  # noqa: C901 - one character scanner for quotes, brackets and escapes
     """Split a ``#element`` list at commas outside quoted strings and ``<...>``."""
     if '"' not in value and "<" not in value:
         return [part.strip(" \t") for part in value.split(",")]
@@ -136,10 +136,7 @@ def parse_via(value: str) -> Via:
             raise _bad("Via", value)
     else:
         params = {}
-    if name != "SIP" or version != "2.0":
-        name = f"{name.upper()}/{version}"
-    else:
-        name = "SIP/2.0"
+    name = f"{name.upper()}/{version}" if name != "SIP" or version != "2.0" else "SIP/2.0"
     return Via(
         transport if transport in _TRANSPORTS else transport.upper(), host, port, params, name
     )
@@ -407,8 +404,8 @@ class Headers:
 
     def copy(self) -> Headers:
         new = Headers.__new__(Headers)
-        new._items = list(self._items)
-        new._cache = dict(self._cache)
+        new._items = list(self._items)  # noqa: SLF001 - a copy of its own class
+        new._cache = dict(self._cache)  # noqa: SLF001 - same
         return new
 
     def __eq__(self, other: object) -> bool:

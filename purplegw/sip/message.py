@@ -218,7 +218,7 @@ def serialize(msg: Message) -> bytes:
     return head + msg.body if msg.body else head
 
 
-def make_response(
+def make_response(  # noqa: C901, PLR0912, PLR0913 - RFC 3261 8.2.6 copies each header by its own rule
     request: Request,
     status: int,
     reason: str | None = None,

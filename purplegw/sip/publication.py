@@ -76,7 +76,7 @@ class PublicationStore:
         """Live publications of a resource, oldest first (the compositor's inputs)."""
         return [p for p in self._by_etag.values() if p.resource == resource and p.event == event]
 
-    def publish(  # noqa: PLR0911 - one return per RFC 3903 outcome
+    def publish(  # noqa: PLR0911, PLR0913 - one return per RFC 3903 outcome
         self,
         resource: str,
         event: str,

@@ -83,7 +83,7 @@ class BindingTable:
     def aors(self) -> list[str]:
         return list(self._bindings)
 
-    def process(self, aor: str, request: Request, now: float,
+    def process(self, aor: str, request: Request, now: float,  # noqa: C901, PLR0911 - one return per RFC 3261 10.3 step
                 source: tuple[str, str, int]) -> RegisterResult:
         headers: Headers = request.headers
         raw_contacts = headers.getall("Contact")

@@ -119,7 +119,7 @@ class SipURI:
         return hash((self.scheme, self.user_unescaped, self.host.lower(), self.port, self.opaque))
 
 
-def uri_equal(a: SipURI, b: SipURI) -> bool:
+def uri_equal(a: SipURI, b: SipURI) -> bool:  # noqa: C901, PLR0911 - one rule per RFC 3261 19.1.4 comparison
     """URI equality per RFC 3261 19.1.4."""
     if a.scheme != b.scheme:
         return False
@@ -287,7 +287,7 @@ class NameAddr:
         return "".join(out)
 
 
-def parse_name_addr(text: str) -> NameAddr:
+def parse_name_addr(text: str) -> NameAddr:  # noqa: C901, PLR0912 - name-addr and addr-spec forms in one scanner
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters."""
     text = text.strip(" \t")
     m = _name_addr_sip(text)

@@ -161,7 +161,7 @@ class Database:
             raise self._wrap(exc) from exc
         return cursor
 
-    def _is_disconnect(self, exc: Exception) -> bool:
+    def _is_disconnect(self, exc: Exception) -> bool:  # noqa: ARG002 - subclasses decide from the error; the base never reconnects
         return False
 
     def _wrap(self, exc: Exception) -> StoreError:

@@ -66,7 +66,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from purplegw import metrics
 from purplegw.actors.front.timers import TimerService
@@ -315,8 +315,9 @@ class SipFront:
         self.layer.clear()
         await self.transports.close()
 
-    def __enter__(self) -> SipFront:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -759,7 +760,7 @@ class SipFront:
                 dest = destination
             listener = self.transports.listener_for(dest.transport, dest.host)
             if listener is None:
-                raise ConnectionError(f"no {dest.transport} listener to send {request.method} from")
+                raise ConnectionError(f"no {dest.transport} listener to send {request.method} from")  # noqa: TRY301 - the handler below fails the transaction for either cause
             branch = self.new_branch()
             request.headers.add(
                 "Via",
@@ -789,7 +790,7 @@ class SipFront:
             return
         self._perform_client(txn, self.layer.response_received(txn, response))
 
-    def _perform_client(self, txn: ClientTransaction, actions: list[Action]) -> None:
+    def _perform_client(self, txn: ClientTransaction, actions: list[Action]) -> None:  # noqa: C901 - one branch per action kind, as _perform_server
         """Do what a client transaction asked for, in order."""
         context = _outgoing(txn)
         future = context.future
@@ -920,7 +921,7 @@ class StaticRouter:
         self._tags += 1
         return f"{self._tag_prefix}{self._tags:x}"
 
-    def handle(self, request: Request, source: Source, reply: Reply) -> Response | None:
+    def handle(self, request: Request, source: Source, reply: Reply) -> Response | None:  # noqa: ARG002 - the Router interface; this router answers inline
         if self.keep:
             self.received.append(request)
         user = request.ruri.user

@@ -48,6 +48,7 @@ Design notes (why, not what):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -246,7 +247,7 @@ class TransportLayer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
                 sock.bind((address.host, address.port))
-                sock.setblocking(False)
+                sock.setblocking(False)  # noqa: FBT003 - the socket module's API
             except OSError:
                 sock.close()
                 raise
@@ -296,10 +297,8 @@ class TransportLayer:
             conn.close()
         for listener in self.listeners:
             if listener.server is not None:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(listener.server.wait_closed(), 2)
-                except TimeoutError:
-                    pass
         self.listeners.clear()
 
     def _server_ssl_context(self) -> ssl.SSLContext:
@@ -343,7 +342,7 @@ class TransportLayer:
             source = Source("udp", addr[0], addr[1], listener, None)
             try:
                 if len(data) > max_size:
-                    raise RemoteProtocolError("Message Too Large", 513)
+                    raise RemoteProtocolError("Message Too Large", 513)  # noqa: TRY301 - an oversized datagram takes the same path as a malformed one
                 message = parse_datagram(data, max_header_size, max_headers)
             except RemoteProtocolError as exc:
                 self.on_bad_message(exc, data, source)
@@ -432,7 +431,7 @@ class TransportLayer:
         listener = self.listener_for(dest.transport, dest.host)
         try:
             if listener is None:
-                raise OSError(errno.ENETUNREACH, f"no {dest.transport} listener")
+                raise OSError(errno.ENETUNREACH, f"no {dest.transport} listener")  # noqa: TRY301 - no listener fails the waiters as a refused connect does
             ssl_ctx = self._client_ssl_context() if dest.transport == "tls" else None
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(

@@ -163,7 +163,7 @@ class DummySession(base.Session):
         if behaviour == "flaky":
             msg = "dummy server unreachable"
             raise base.TransientError(msg)
-        if behaviour == "badpass" or self.credentials.password == "wrong":
+        if behaviour == "badpass" or self.credentials.password == "wrong":  # noqa: S105 - the dummy server's scripted wrong password
             msg = "not-authorized"
             raise base.BadCredentialsError(msg)
         self._online = True
