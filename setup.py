@@ -13,7 +13,9 @@ VERSION = re.search(
 setup(
     name="purplegw",
     version=VERSION,
-    description="SIP <-> instant messaging and presence gateway (successor of Kamailio's purple module)",
+    description=(
+        "SIP <-> instant messaging and presence gateway (successor of Kamailio's purple module)"
+    ),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="GPL-2.0-or-later",
@@ -42,7 +44,8 @@ setup(
         # PIDF bodies come from untrusted peers: entity-expansion bombs must be refused.
         "defusedxml>=0.7",
         "prometheus_client>=0.20,<1",  # [metrics]: start_http_server returns (server, thread)
-        "matrix-nio>=0.26,<0.27",  # Matrix adapter (asyncio client, 429 retry, proxy via python-socks)
+        # Matrix adapter (asyncio client, 429 retry, proxy via python-socks)
+        "matrix-nio>=0.26,<0.27",
     ],
     extras_require={
         # Only for bench/accounts.py's gevent runtime comparison.

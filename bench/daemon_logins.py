@@ -6,7 +6,8 @@ For each size, Prosody (restarted) gets N accounts, the account table gets N
 rows (`purplegw accounts import`), and `purplegw run` is started with
 `[actors] workers = 0` (the reference: one process, one shared loop) and with
 `workers = W`, then restarted on the same data ("restart": the SCRAM keys
-derived by the first start are stored, so none is derived again).  Reported: seconds until `purplegw status` shows every account
+derived by the first start are stored, so none is derived again).
+Reported: seconds until `purplegw status` shows every account
 connected (exact: the time the last account's status changed to connected;
 "first" is when the first one did, the daemon's start-up),
 logins/s, the RSS of the daemon and its workers per account, CPU per login
@@ -101,8 +102,14 @@ def prepare(prosody: Prosody, users: list, workers: int, base: Path) -> GatewayP
     return gateway
 
 
-def measure(prosody: Prosody, gateway: GatewayProcess, workers: int, start: str,  # noqa: PLR0913, PLR0917 - the benchmark's knobs
-            accounts: int, timeout: float) -> dict:
+def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
+    prosody: Prosody,
+    gateway: GatewayProcess,
+    workers: int,
+    start: str,
+    accounts: int,
+    timeout: float,
+) -> dict:
     """Start the daemon, wait until every account is connected, stop it."""
     assert prosody.proc is not None
     prosody_cpu = cpu_seconds([prosody.proc.pid])
@@ -179,7 +186,8 @@ def main() -> None:
     finally:
         prosody.cleanup()
     print()
-    header = (f"{'accounts':>8} {'workers':>7} {'start':>7} | {'online':>6} {'seconds':>8} {'logins/s':>9} "
+    header = (f"{'accounts':>8} {'workers':>7} {'start':>7} | "
+              f"{'online':>6} {'seconds':>8} {'logins/s':>9} "
               f"{'ratio':>5} {'first':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5} | "
               f"{'CPU ms/login: ours':>18} {'Prosody':>7} | {'Prosody busy':>12}")
     print(header)
@@ -191,7 +199,8 @@ def main() -> None:
               f"{row['seconds']:>8.1f} {row['logins_per_s']:>9.1f} "
               f"{row['logins_per_s'] / ref['logins_per_s']:>5.2f} {row['first_login_s']:>5.1f} | "
               f"{row['rss_mib']:>8.0f} "
-              f"{row['kib_per_account']:>8.1f} {row['kib_per_account'] / ref['kib_per_account']:>5.2f} | "
+              f"{row['kib_per_account']:>8.1f} "
+              f"{row['kib_per_account'] / ref['kib_per_account']:>5.2f} | "
               f"{row['gateway_cpu_ms']:>18.1f} {row['prosody_cpu_ms']:>7.1f} | "
               f"{100 * row['prosody_busy']:>11.0f}%")
     print("reference: workers = 0 (one process); ratios > 1 for logins/s are better; "

@@ -140,8 +140,9 @@ class UdpResponder:
 
 def summarize(rate: int, sent: int, got: dict[int, float], seconds: float) -> dict[str, float]:
     latencies = sorted(got.values())
-    p = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-         if latencies else float("nan"))
+    def p(q):
+        return (latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+             if latencies else float("nan"))
     return {"rate": rate, "sent": sent, "delivered": len(got), "lost": sent - len(got),
             "per_s": len(got) / seconds, "p50": p(0.50), "p99": p(0.99)}
 

@@ -184,7 +184,7 @@ def ramp(
 
 
 def start_front(script: Path, port: int, prefix: tuple[str, ...], cpu: int) -> subprocess.Popen:
-    """A front of the tree holding ``script`` (its bench/sip_front.py --serve), pinned to ``cpu``."""
+    """A front of the tree holding ``script`` (its bench/sip_front.py --serve), on ``cpu``."""
     proc = subprocess.Popen(
         [*prefix, "taskset", "-c", str(cpu), sys.executable, str(script), "--serve", str(port)],
         stdout=subprocess.PIPE,

@@ -41,7 +41,7 @@ MESSAGE = (
 
 
 def reference_parse() -> dict[str, str]:
-    head, _, body = MESSAGE.partition(b"\r\n\r\n")
+    head, _, _body = MESSAGE.partition(b"\r\n\r\n")
     lines = head.decode("utf-8").split("\r\n")
     fields = {}
     for line in lines[1:]:

@@ -149,7 +149,7 @@ def main() -> None:
     with Prosody(log_level="warn") as prosody:
         prosody.create_users(args.accounts, prefix="bench")
         for _ in range(args.repeat):
-            for name in results:
+            for name, runs in results.items():
                 prosody.restart()
                 # A fresh process per run: RSS growth is not blurred by the
                 # previous run's freed memory.
@@ -170,18 +170,20 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                 ).stdout.split()
-                results[name].append((float(out[-2]), float(out[-1])))
+                runs.append((float(out[-2]), float(out[-1])))
     ref_rate = max(r[0] for r in results["reference"])
     ref_mem = min(r[1] for r in results["reference"])
     print(
-        f"{args.accounts} concurrent XMPP logins (STARTTLS, SCRAM, roster, presence), one loop, best of {args.repeat}"
+        f"{args.accounts} concurrent XMPP logins (STARTTLS, SCRAM, roster, presence), "
+        f"one loop, best of {args.repeat}"
     )
     print(f"{'implementation':<24}{'logins/s':>10}{'ratio':>8}{'KiB/account':>14}{'ratio':>8}")
     for name, runs in results.items():
         rate = max(r[0] for r in runs)
         mem = min(r[1] for r in runs)
         print(
-            f"{labels[name]:<24}{rate:>10.0f}{rate / ref_rate:>8.2f}{mem:>14.0f}{mem / ref_mem if ref_mem else 0:>8.2f}"
+            f"{labels[name]:<24}{rate:>10.0f}{rate / ref_rate:>8.2f}"
+            f"{mem:>14.0f}{mem / ref_mem if ref_mem else 0:>8.2f}"
         )
 
 

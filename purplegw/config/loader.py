@@ -238,7 +238,7 @@ def _merge_plugin(  # noqa: PLR0913, PLR0917 - the state of one merge pass
             isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
         ):
             errors.append(f"{where('protocols', plugin, key)}: [protocols.{plugin}] {key}: "
-                          f"expected {t._kind(default)}, got {t._kind(value)}")  # noqa: SLF001
+                          f"expected {t.kind_name(default)}, got {t.kind_name(value)}")
             continue
         target[key] = value
         origins[("protocols", plugin, key)] = where("protocols", plugin, key)

@@ -37,7 +37,7 @@ class String(ConfigValue):
 
     def deserialize(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise ValueError(f"expected a string, got {_kind(value)}")
+            raise ValueError(f"expected a string, got {kind_name(value)}")
         if not value and not self.optional:
             raise ValueError("must not be empty")
         if self.choices and value not in self.choices:
@@ -56,7 +56,7 @@ class Integer(ConfigValue):
 
     def deserialize(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {_kind(value)}")
+            raise ValueError(f"expected an integer, got {kind_name(value)}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{value} is below the minimum {self.minimum}")
         if self.maximum is not None and value > self.maximum:
@@ -71,7 +71,7 @@ class Float(ConfigValue):
 
     def deserialize(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {_kind(value)}")
+            raise ValueError(f"expected a number, got {kind_name(value)}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{value} is below the minimum {self.minimum}")
         if self.maximum is not None and value > self.maximum:
@@ -82,7 +82,7 @@ class Float(ConfigValue):
 class Boolean(ConfigValue):
     def deserialize(self, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {_kind(value)}")
+            raise ValueError(f"expected true or false, got {kind_name(value)}")
         return value
 
 
@@ -171,7 +171,7 @@ class List(ConfigValue):
 
     def deserialize(self, value: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise ValueError(f"expected a list, got {_kind(value)}")
+            raise ValueError(f"expected a list, got {kind_name(value)}")
         out = []
         for index, entry in enumerate(value):
             try:
@@ -203,7 +203,7 @@ class Deprecated(ConfigValue):
         )
 
 
-def _kind(value: Any) -> str:
+def kind_name(value: Any) -> str:
     return {
         bool: "a boolean",
         int: "an integer",

@@ -108,8 +108,12 @@ async def open_connection(  # noqa: PLR0913 - asyncio.open_connection's argument
         ) from exc
 
 
-async def open_tunnel(host: str, port: int, proxy: ProxySettings,
-                      timeout: float | None = None) -> socket.socket:  # noqa: ASYNC109 - same
+async def open_tunnel(
+    host: str,
+    port: int,
+    proxy: ProxySettings,
+    timeout: float | None = None,  # noqa: ASYNC109 - bounds the proxy handshake only
+) -> socket.socket:
     """A socket connected to ``host:port`` through the HTTP CONNECT ``proxy``.
 
     For adapters whose library opens its own streams (slixmpp): they start

@@ -83,8 +83,9 @@ class BindingTable:
     def aors(self) -> list[str]:
         return list(self._bindings)
 
-    def process(self, aor: str, request: Request, now: float,  # noqa: C901, PLR0911 - one return per RFC 3261 10.3 step
-                source: tuple[str, str, int]) -> RegisterResult:
+    def process(  # noqa: C901, PLR0911 - one return per RFC 3261 10.3 step
+        self, aor: str, request: Request, now: float, source: tuple[str, str, int]
+    ) -> RegisterResult:
         headers: Headers = request.headers
         raw_contacts = headers.getall("Contact")
         expires_header = headers.get("Expires")

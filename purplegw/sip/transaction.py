@@ -470,7 +470,7 @@ class TransactionLayer:
         reliable: bool = False,
         context: object = None,
     ) -> ClientTransaction:
-        """A new client transaction for ``request``, which carries its top Via; ``start`` sends it."""
+        """A client transaction for ``request`` (it carries its top Via); ``start`` sends it."""
         key = client_key(request)
         if key is None or not (request.branch or "").startswith(MAGIC_COOKIE):
             raise LocalProtocolError("outgoing requests need a top Via with a z9hG4bK branch", 500)

@@ -41,10 +41,10 @@ class AccountKeyRepository:
         with self.db.transaction():
             for account_id, kind, secret in rows:
                 self.db.execute(
-                    f"DELETE FROM {self.TABLE} WHERE account_id = ? AND kind = ?",  # noqa: S608
+                    f"DELETE FROM {self.TABLE} WHERE account_id = ? AND kind = ?",
                     (account_id, kind))
                 self.db.execute(
-                    f"INSERT INTO {self.TABLE} (account_id, kind, value, updated) "  # noqa: S608
+                    f"INSERT INTO {self.TABLE} (account_id, kind, value, updated) "
                     "VALUES (?, ?, ?, ?)", (account_id, kind, secret, now))
 
     def load(self) -> dict[int, dict[str, str]]:
@@ -55,7 +55,7 @@ class AccountKeyRepository:
         """
         keys: dict[int, dict[str, str]] = {}
         for account_id, kind, value in self.db.fetchall(
-                f"SELECT account_id, kind, value FROM {self.TABLE}"):  # noqa: S608
+                f"SELECT account_id, kind, value FROM {self.TABLE}"):
             try:
                 plain = self.cipher.decrypt(value, account_id=int(account_id))
             except StoreError as exc:
@@ -67,5 +67,5 @@ class AccountKeyRepository:
     def prune(self) -> int:
         """Delete the keys of accounts that no longer exist; how many rows went."""
         return self.db.execute(
-            f"DELETE FROM {self.TABLE} WHERE account_id NOT IN "  # noqa: S608
+            f"DELETE FROM {self.TABLE} WHERE account_id NOT IN "
             f"(SELECT id FROM {self.accounts_table})")

@@ -71,7 +71,7 @@ class AccountRepository:
 
     def list(self) -> list[AccountRow]:
         rows = self.db.fetchall(
-            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} "  # noqa: S608
+            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} "
             "ORDER BY id")
         return [AccountRow(int(r[0]), r[1], r[2], r[3], is_encrypted(r[4]), bool(r[4]))
                 for r in rows]
@@ -89,7 +89,7 @@ class AccountRepository:
         dropped silently, so an operator sees why an account never logs in.
         """
         rows = self.db.fetchall(
-            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} "  # noqa: S608
+            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} "
             "ORDER BY id")
         good: list[AccountCredentials] = []
         problems: list[str] = []
@@ -132,7 +132,7 @@ class AccountRepository:
                 existing.add(key)
                 secret = self.cipher.encrypt(account.password) if account.password else None
                 ids.append(self.db.execute(
-                    f"INSERT INTO {self.table} (sip_user, ext_user, ext_prot, ext_pass) "  # noqa: S608
+                    f"INSERT INTO {self.table} (sip_user, ext_user, ext_prot, ext_pass) "
                     "VALUES (?, ?, ?, ?)",
                     (account.sip_user, account.ext_user, account.ext_prot, secret)))
                 if progress:
@@ -140,16 +140,16 @@ class AccountRepository:
         return ids
 
     def remove(self, account_id: int) -> bool:
-        return self.db.execute(f"DELETE FROM {self.table} WHERE id = ?", (account_id,)) > 0  # noqa: S608
+        return self.db.execute(f"DELETE FROM {self.table} WHERE id = ?", (account_id,)) > 0
 
     def encrypt_plaintext(self) -> int:
         """Encrypt every legacy plaintext password; returns how many rows changed."""
-        rows = self.db.fetchall(f"SELECT id, ext_pass FROM {self.table}")  # noqa: S608
+        rows = self.db.fetchall(f"SELECT id, ext_pass FROM {self.table}")
         changed = 0
         with self.db.transaction():
             for account_id, ext_pass in rows:
                 if ext_pass and not is_encrypted(ext_pass):
-                    self.db.execute(f"UPDATE {self.table} SET ext_pass = ? WHERE id = ?",  # noqa: S608
+                    self.db.execute(f"UPDATE {self.table} SET ext_pass = ? WHERE id = ?",
                                     (self.cipher.encrypt(ext_pass), account_id))
                     changed += 1
         return changed

@@ -97,7 +97,7 @@ class DeadLetterRepository:
         now = time.time()
         data = body.encode("utf-8") if isinstance(body, str) else body
         return self.db.execute(
-            f"INSERT INTO {self.TABLE} (direction, sip_user, protocol, account_id, contact, "  # noqa: S608
+            f"INSERT INTO {self.TABLE} (direction, sip_user, protocol, account_id, contact, "
             "content_type, body, message_id, created, failed, attempts, status, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (str(Direction(direction)), sip_user, protocol, account_id, contact, content_type,
@@ -132,7 +132,7 @@ class DeadLetterRepository:
                             attempts=row.attempts, created=row.created)
 
     def get(self, letter_id: int) -> DeadLetter | None:
-        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE id = ?",  # noqa: S608
+        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE id = ?",
                                (letter_id,))
         return _row(row) if row else None
 
@@ -153,13 +153,13 @@ class DeadLetterRepository:
             params.append(since)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} {clause}"  # noqa: S608
+            f"SELECT {_COLUMNS} FROM {self.TABLE} {clause}"
             f"ORDER BY id LIMIT {int(limit)}", params)
         return [_row(r) for r in rows]
 
     def count(self, sip_user: str | None = None) -> int:
         where, params = ("WHERE sip_user = ?", (sip_user,)) if sip_user else ("", ())
-        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.TABLE} {where}", params)  # noqa: S608
+        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.TABLE} {where}", params)
         return int(row[0]) if row else 0
 
     def take_for_retry(self, letter_id: int, *, sendq: SendQueueRepository,
@@ -170,7 +170,7 @@ class DeadLetterRepository:
             # The DELETE's row count, not the SELECT, decides who owns the letter:
             # a concurrent retry or drop that got there first leaves 0 rows here.
             if letter is None or self.db.execute(
-                    f"DELETE FROM {self.TABLE} WHERE id = ?", (letter_id,)) != 1:  # noqa: S608
+                    f"DELETE FROM {self.TABLE} WHERE id = ?", (letter_id,)) != 1:
                 return None
             if letter.direction is Direction.TO_NETWORK:
                 [added] = sendq.put_many([NewSend(letter.sip_user, letter.protocol,
@@ -186,4 +186,4 @@ class DeadLetterRepository:
             return Requeued(letter, seq)
 
     def drop(self, letter_id: int) -> bool:
-        return self.db.execute(f"DELETE FROM {self.TABLE} WHERE id = ?", (letter_id,)) == 1  # noqa: S608
+        return self.db.execute(f"DELETE FROM {self.TABLE} WHERE id = ?", (letter_id,)) == 1

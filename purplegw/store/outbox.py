@@ -60,8 +60,16 @@ class OutboxRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def put(self, *, sip_user: str, account_id: int, protocol: str,  # noqa: PLR0913 - columns
-            contact: str, body: bytes, content_type: str = "text/plain;charset=UTF-8") -> int:
+    def put(  # noqa: PLR0913 - columns
+        self,
+        *,
+        sip_user: str,
+        account_id: int,
+        protocol: str,
+        contact: str,
+        body: bytes,
+        content_type: str = "text/plain;charset=UTF-8",
+    ) -> int:
         return self.put_many([NewIncoming(sip_user, account_id, protocol, contact, body,
                                           content_type)])[0]
 
@@ -70,29 +78,29 @@ class OutboxRepository:
         now = time.time()
         with self.db.transaction():
             return [self.db.execute(
-                f"INSERT INTO {self.TABLE} (sip_user, account_id, protocol, contact, "  # noqa: S608
+                f"INSERT INTO {self.TABLE} (sip_user, account_id, protocol, contact, "
                 "content_type, body, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (m.sip_user, m.account_id, m.protocol, m.contact, m.content_type, m.body, now))
                 for m in messages]
 
     def get(self, seq: int) -> QueuedMessage | None:
-        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq = ?",  # noqa: S608
+        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq = ?",
                                (seq,))
         return _row(row) if row else None
 
     def pending(self, sip_user: str | None = None, limit: int = 1000) -> list[QueuedMessage]:
         where, params = ("WHERE sip_user = ? ", (sip_user,)) if sip_user else ("", ())
         rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} {where}"  # noqa: S608
+            f"SELECT {_COLUMNS} FROM {self.TABLE} {where}"
             f"ORDER BY seq LIMIT {int(limit)}", params)
         return [_row(r) for r in rows]
 
     def users_with_pending(self) -> list[str]:
         return [r[0] for r in self.db.fetchall(
-            f"SELECT DISTINCT sip_user FROM {self.TABLE} ORDER BY sip_user")]  # noqa: S608
+            f"SELECT DISTINCT sip_user FROM {self.TABLE} ORDER BY sip_user")]
 
     def failed_attempt(self, seq: int, error: str) -> None:
-        self.db.execute(f"UPDATE {self.TABLE} SET attempts = attempts + 1, last_error = ? "  # noqa: S608
+        self.db.execute(f"UPDATE {self.TABLE} SET attempts = attempts + 1, last_error = ? "
                         "WHERE seq = ?", (error[:255], seq))
 
     def done(self, seq: int) -> None:
@@ -104,9 +112,9 @@ class OutboxRepository:
         with self.db.transaction():
             for seq in seqs:
                 removed += self.db.execute(
-                    f"DELETE FROM {self.TABLE} WHERE seq = ?", (seq,))  # noqa: S608
+                    f"DELETE FROM {self.TABLE} WHERE seq = ?", (seq,))
         return removed
 
     def count(self) -> int:
-        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.TABLE}")  # noqa: S608
+        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.TABLE}")
         return int(row[0]) if row else 0

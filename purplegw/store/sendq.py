@@ -78,7 +78,7 @@ class SendQueueRepository:
                     continue
                 seen.add(send.message_id)
                 self.db.execute(
-                    f"INSERT INTO {self.TABLE} (sip_user, protocol, contact, body, "  # noqa: S608
+                    f"INSERT INTO {self.TABLE} (sip_user, protocol, contact, body, "
                     "message_id, created) VALUES (?, ?, ?, ?, ?, ?)",
                     (send.sip_user, send.protocol, send.contact, send.body, send.message_id, now))
                 result.append(True)
@@ -87,7 +87,7 @@ class SendQueueRepository:
     def _recorded(self, message_ids: Sequence[str]) -> set[str]:
         marks = ", ".join("?" * len(message_ids))
         return {str(r[0]) for r in self.db.fetchall(
-            f"SELECT message_id FROM {self.TABLE} WHERE message_id IN ({marks})",  # noqa: S608
+            f"SELECT message_id FROM {self.TABLE} WHERE message_id IN ({marks})",
             message_ids)}
 
     def done(self, message_id: str) -> None:
@@ -99,22 +99,22 @@ class SendQueueRepository:
         with self.db.transaction():
             for message_id in message_ids:
                 removed += self.db.execute(
-                    f"DELETE FROM {self.TABLE} WHERE message_id = ?", (message_id,))  # noqa: S608
+                    f"DELETE FROM {self.TABLE} WHERE message_id = ?", (message_id,))
         return removed
 
     def get(self, message_id: str) -> PendingSend | None:
         row = self.db.fetchone(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE message_id = ?", (message_id,))  # noqa: S608
+            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE message_id = ?", (message_id,))
         return _row(row) if row else None
 
     def pending(self) -> list[PendingSend]:
         rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} ORDER BY seq")  # noqa: S608
+            f"SELECT {_COLUMNS} FROM {self.TABLE} ORDER BY seq")
         return [_row(r) for r in rows]
 
     def pending_after(self, seq: int) -> list[PendingSend]:
         """Rows recorded after ``seq`` (a running daemon picking up re-queued messages)."""
         rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq > ? ORDER BY seq",  # noqa: S608
+            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq > ? ORDER BY seq",
             (seq,))
         return [_row(r) for r in rows]

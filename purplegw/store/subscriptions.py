@@ -73,42 +73,42 @@ class SubscriptionRepository:
         values = tuple(getattr(sub, name) for name in _COLUMNS)
         with self.db.transaction():
             self.db.execute(
-                f"DELETE FROM {self.TABLE} WHERE dialog_key = ?",  # noqa: S608
+                f"DELETE FROM {self.TABLE} WHERE dialog_key = ?",
                 (sub.dialog_key,),
             )
             self.db.execute(
-                f"INSERT INTO {self.TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608
+                f"INSERT INTO {self.TABLE} ({', '.join(_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_COLUMNS))})",
                 values,
             )
 
     def advance_cseq(self, key: str, local_cseq: int) -> None:
         self.db.execute(
-            f"UPDATE {self.TABLE} SET local_cseq = ? "  # noqa: S608
+            f"UPDATE {self.TABLE} SET local_cseq = ? "
             "WHERE dialog_key = ? AND local_cseq < ?",
             (local_cseq, key, local_cseq),
         )
 
     def set_state(self, key: str, state: str) -> None:
         self.db.execute(
-            f"UPDATE {self.TABLE} SET state = ? WHERE dialog_key = ?",  # noqa: S608
+            f"UPDATE {self.TABLE} SET state = ? WHERE dialog_key = ?",
             (state, key),
         )
 
     def delete(self, key: str) -> None:
-        self.db.execute(f"DELETE FROM {self.TABLE} WHERE dialog_key = ?", (key,))  # noqa: S608
+        self.db.execute(f"DELETE FROM {self.TABLE} WHERE dialog_key = ?", (key,))
 
     def live(self, now: float) -> list[StoredSubscription]:
         rows = self.db.fetchall(
-            f"SELECT {', '.join(_COLUMNS)} FROM {self.TABLE} "  # noqa: S608
+            f"SELECT {', '.join(_COLUMNS)} FROM {self.TABLE} "
             "WHERE expires_at > ? ORDER BY sip_user, dialog_key",
             (now,),
         )
         return [StoredSubscription(**_typed(row)) for row in rows]
 
     def purge(self, now: float) -> int:
-        return self.db.execute(f"DELETE FROM {self.TABLE} WHERE expires_at <= ?", (now,))  # noqa: S608
+        return self.db.execute(f"DELETE FROM {self.TABLE} WHERE expires_at <= ?", (now,))
 
     def count(self) -> int:
-        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.TABLE}")  # noqa: S608
+        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.TABLE}")
         return int(row[0]) if row else 0

@@ -52,7 +52,7 @@ class UserRepository:
         if self.get(username, domain) is not None:
             raise StoreError(f"SIP user {username}@{domain} already exists")
         return self.db.execute(
-            f"INSERT INTO {self.table} (username, domain, password, ha1, ha1b) "  # noqa: S608
+            f"INSERT INTO {self.table} (username, domain, password, ha1, ha1b) "
             "VALUES (?, ?, ?, ?, ?)",
             (username, domain, password if keep_plaintext else "",
              md5_ha1(username, domain, password),
@@ -60,7 +60,7 @@ class UserRepository:
 
     def get(self, username: str, domain: str) -> SipUser | None:
         row = self.db.fetchone(
-            f"SELECT id, username, domain, ha1, password FROM {self.table} "  # noqa: S608
+            f"SELECT id, username, domain, ha1, password FROM {self.table} "
             "WHERE username = ? AND domain = ?", (username, domain.lower()))
         if row is None:
             return None
@@ -72,10 +72,10 @@ class UserRepository:
 
     def list(self) -> list[SipUser]:
         rows = self.db.fetchall(
-            f"SELECT id, username, domain, ha1, password FROM {self.table} "  # noqa: S608
+            f"SELECT id, username, domain, ha1, password FROM {self.table} "
             "ORDER BY domain, username")
         return [SipUser(int(r[0]), r[1], r[2], r[3] or "", r[4] or "") for r in rows]
 
     def remove(self, username: str, domain: str) -> bool:
-        return self.db.execute(f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",  # noqa: S608
+        return self.db.execute(f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
                                (username, domain.lower())) > 0

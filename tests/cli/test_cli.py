@@ -74,8 +74,11 @@ def test_password_prompt_on_a_terminal(tmp_path: Path) -> None:
     assert purplegw(config, "db", "init").returncode == 0
     pid, fd = pty.fork()
     if pid == 0:  # child: stdin is the terminal
-        os.execv(sys.executable, [sys.executable, "-m", "purplegw", "--config", str(config),
-                                  "accounts", "add", "c@example.org", "c@x.example", "xmpp"])
+        os.execv(  # noqa: S606 - the pty child becomes the CLI under test
+            sys.executable,
+            [sys.executable, "-m", "purplegw", "--config", str(config),
+             "accounts", "add", "c@example.org", "c@x.example", "xmpp"],
+        )
     output = b""
     for answer in (b"s3cret\n", b"s3cret\n"):
         while b":" not in output.rsplit(b"\n", 1)[-1]:

@@ -16,6 +16,7 @@ skip elsewhere when the binary is missing).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from tests.kit.ports import free_port
 
@@ -163,10 +165,8 @@ class Kamailio:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             # Kamailio forks children into its own session; signal the group.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -177,8 +177,9 @@ class Kamailio:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> Kamailio:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from tests.kit.certs import write_self_signed_cert
 from tests.kit.ports import free_port
@@ -86,11 +87,12 @@ class MariaDB:
             try:
                 pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
                                 connect_timeout=1).close()
-                return
             except pymysql.err.OperationalError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"mariadbd not ready after {timeout}s:\n{self.log()}") from None
                 time.sleep(0.1)
+            else:
+                return
 
     def _root_sql(self, *statements: str) -> None:
         import pymysql
@@ -139,8 +141,9 @@ class MariaDB:
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> MariaDB:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()

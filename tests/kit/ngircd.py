@@ -28,7 +28,7 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from tests.kit.certs import write_self_signed_cert
 from tests.kit.launcher import launch, stop_process, wait_listening
@@ -155,8 +155,9 @@ class Ngircd:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> Ngircd:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

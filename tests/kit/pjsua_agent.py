@@ -20,6 +20,7 @@ composing}, buddy {uri, status, activity, note, status_text, sub_state}, error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import subprocess
@@ -27,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 EventPredicate = Callable[[dict[str, Any]], bool]
 
@@ -83,10 +84,8 @@ class PjsuaAgent:
                 with self._lock:
                     recent = self.events[-10:]
                 raise TimeoutError(f"no matching pjsua2 event in {timeout}s; last: {recent}")
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                pass
 
     def matching(self, predicate: EventPredicate) -> list[dict[str, Any]]:
         with self._lock:
@@ -127,7 +126,7 @@ class PjsuaAgent:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> PjsuaAgent:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -255,9 +254,8 @@ def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
             account.setOnlineStatus(status)
         elif name == "subscribe":
             buddy(cmd["uri"], subscribe=True).subscribePresence(True)
-        elif name == "unsubscribe":
-            if cmd["uri"] in buddies:
-                buddies[cmd["uri"]].subscribePresence(False)
+        elif name == "unsubscribe" and cmd["uri"] in buddies:
+            buddies[cmd["uri"]].subscribePresence(False)
         return name != "quit"
 
     # stdin is read by a thread (several commands may arrive in one read);

@@ -82,7 +82,9 @@ interfaces = {{ "{host}" }}
 local_interfaces = {{ "{host}" }}
 c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ {tls_port} }}
-c2s_direct_tls_ssl = {{ certificate = "{run_dir}/certs/{domain}.crt", key = "{run_dir}/certs/{domain}.key" }}
+c2s_direct_tls_ssl = {{
+    certificate = "{run_dir}/certs/{domain}.crt", key = "{run_dir}/certs/{domain}.key"
+}}
 s2s_ports = {{ }}
 admins = {{ }}
 modules_enabled = {{

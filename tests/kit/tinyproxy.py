@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from tests.kit.launcher import launch, stop_process, wait_listening
 from tests.kit.ports import free_port
@@ -117,8 +117,9 @@ class Tinyproxy:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> Tinyproxy:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

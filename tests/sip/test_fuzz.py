@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -36,22 +37,18 @@ def exercise(data: bytes) -> None:
     except SipError:
         return
     for accessor in (
-        lambda: msg.headers.contacts(),
-        lambda: msg.headers.routes(),
-        lambda: msg.headers.record_routes(),
-        lambda: msg.headers.expires(),
+        msg.headers.contacts,
+        msg.headers.routes,
+        msg.headers.record_routes,
+        msg.headers.expires,
         lambda: validate_request(msg) if isinstance(msg, Request) else None,
         lambda: msg.ruri if isinstance(msg, Request) else None,
     ):
-        try:
+        with contextlib.suppress(SipError):
             accessor()
-        except SipError:
-            pass
     if isinstance(msg, Request):
-        try:
+        with contextlib.suppress(SipError):
             serialize(make_response(msg, 200, to_tag="x"))
-        except SipError:
-            pass
     serialize(msg)
 
 
@@ -61,10 +58,8 @@ def test_fuzz_seed_sip(path: Path) -> None:
     exercise(data)
     stream = StreamParser()
     stream.feed(data)
-    try:
+    with contextlib.suppress(SipError):
         stream.next_message()
-    except SipError:
-        pass
 
 
 def test_lf_only_seed_is_rejected_cleanly() -> None:
@@ -77,10 +72,8 @@ def test_lf_only_seed_is_rejected_cleanly() -> None:
 def test_fuzz_seed_uri(path: Path) -> None:
     for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
         for parse in (parse_uri, parse_name_addr):
-            try:
+            with contextlib.suppress(SipError):
                 parse(line)
-            except SipError:
-                pass
 
 
 def test_uri_seed_values() -> None:
@@ -119,10 +112,8 @@ def test_mutated_messages(seed: bytes, data: st.DataObject) -> None:
 @given(st.text(max_size=120))
 def test_random_uri_text(text: str) -> None:
     for parse in (parse_uri, parse_name_addr, split_list):
-        try:
+        with contextlib.suppress(SipError):
             parse(text)
-        except SipError:
-            pass
 
 
 @FAST
@@ -157,7 +148,8 @@ def messages(draw: st.DrawFn) -> bytes:
         uri += f":{draw(st.integers(1, 65535))}"
     display = draw(QUOTED).replace("\\", "\\\\").replace('"', '\\"')
     vias = [
-        f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {draw(HOST)};branch=z9hG4bK{draw(TOKEN)}"
+        f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {draw(HOST)}"
+        f";branch=z9hG4bK{draw(TOKEN)}"
         for _ in range(draw(st.integers(1, 3)))
     ]
     body = draw(st.binary(max_size=80))

@@ -258,7 +258,7 @@ def test_ncl_and_mcl01_break_a_stream() -> None:
 
 
 def test_baddn_crlf_fixed_variant_rejected_for_the_display_name() -> None:
-    with pytest.raises(RemoteProtocolError, match="name-addr|display"):
+    with pytest.raises(RemoteProtocolError, match=r"name-addr|display"):
         parse_datagram(load("variants/baddn.crlf-fixed.dat"))
 
 

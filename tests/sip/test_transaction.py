@@ -141,7 +141,8 @@ def test_layer_matches_retransmission_by_branch_and_sent_by() -> None:
     first = layer.receive_request(req, ("127.0.0.1", 5070))
     assert [a for _, a in first] == [DeliverToTU(req)]
     again = parse_datagram(
-        b"MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-abc\r\n"
+        b"MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-abc\r\n"
         b"From: <sip:x@y>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: other\r\nCSeq: 9 MESSAGE\r\n"
         b"Content-Length: 0\r\n\r\n"
     )

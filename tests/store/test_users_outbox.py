@@ -16,9 +16,13 @@ if TYPE_CHECKING:
 def test_users_store_kamailio_compatible_ha1(store: Store) -> None:
     store.users.add("alice", "example.org", "pw")
     row = store.db.fetchone("SELECT username, domain, password, ha1, ha1b FROM subscriber")
-    assert row == ("alice", "example.org", "",
-                   hashlib.md5(b"alice:example.org:pw").hexdigest(),  # noqa: S324 - RFC 2617
-                   hashlib.md5(b"alice@example.org:example.org:pw").hexdigest())  # noqa: S324
+    assert row == (
+        "alice",
+        "example.org",
+        "",
+        hashlib.md5(b"alice:example.org:pw").hexdigest(),  # noqa: S324 - RFC 2617
+        hashlib.md5(b"alice@example.org:example.org:pw").hexdigest(),  # noqa: S324
+    )
     user = store.users.get("alice", "EXAMPLE.org")
     assert user is not None
     assert user.aor == "alice@example.org"

@@ -1,1 +1,1 @@
-"""The SIP I/O driver: sockets, framing, timers and the front loop that runs the sans-IO SIP core."""
+"""The SIP I/O driver: sockets, framing, timers and the loop that runs the sans-IO SIP core."""

@@ -21,8 +21,9 @@ Design notes (why, not what):
   flood of incoming connections never stops the gateway from reaching a
   phone), ``max_connections_per_source`` incoming ones per source (keyed by
   ``source_key``: the front keys IPv6 by /64 and exempts trusted networks),
-  so that one address cannot take every slot, ``max_message_size`` bytes buffered per connection (the parser
-  raises and the connection is closed, since framing is lost),
+  so that one address cannot take every slot, ``max_message_size`` bytes
+  buffered per connection (the parser raises and the connection is closed,
+  since framing is lost),
   ``max_header_size`` bytes before the end of a header section (an endless
   stream with no CRLFCRLF is cut there) and ``max_headers`` header lines,
   ``tcp_idle_timeout`` seconds without traffic, and a partial message may not

@@ -38,7 +38,7 @@ def latest_version() -> int:
 def current_version(db: Database) -> int:
     if not db.table_exists(VERSION_TABLE):
         return 0
-    row = db.fetchone(f"SELECT version FROM {VERSION_TABLE}")  # noqa: S608 - constant name
+    row = db.fetchone(f"SELECT version FROM {VERSION_TABLE}")
     return int(row[0]) if row else 0
 
 
@@ -64,7 +64,7 @@ def run_upgrades(db: Database, tables: Tables | str) -> list[str]:
     done = []
     if not db.table_exists(VERSION_TABLE):
         db.execute(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)")
-        db.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (0)")  # noqa: S608
+        db.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (0)")
     for number, (description, func) in enumerate(UPGRADES, start=1):
         if number <= version:
             continue
@@ -73,7 +73,7 @@ def run_upgrades(db: Database, tables: Tables | str) -> list[str]:
         # so an interrupted upgrade can simply be started again.
         with db.transaction():
             func(db, tables)
-            db.execute(f"UPDATE {VERSION_TABLE} SET version = ?", (number,))  # noqa: S608
+            db.execute(f"UPDATE {VERSION_TABLE} SET version = ?", (number,))
         done.append(f"{number}: {description}")
     return done
 

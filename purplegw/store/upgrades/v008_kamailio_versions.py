@@ -55,9 +55,9 @@ def write_kamailio_versions(db: Database, tables: Tables) -> None:
         )
     wanted = {table: VERSION_TABLE_VERSION, tables.subscribers: SUBSCRIBER_VERSION}
     for name, version in wanted.items():
-        query = f"SELECT table_version FROM {table} WHERE table_name = ?"  # noqa: S608
+        query = f"SELECT table_version FROM {table} WHERE table_name = ?"
         if db.fetchone(query, (name,)) is None:
             db.execute(
-                f"INSERT INTO {table} (table_name, table_version) VALUES (?, ?)",  # noqa: S608
+                f"INSERT INTO {table} (table_name, table_version) VALUES (?, ?)",
                 (name, version),
             )
