@@ -35,7 +35,7 @@ from purplegw.sip.message import (
     serialize,
     validate_request,
 )
-from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
+from purplegw.sip.parser import MAX_HEADERS, NEED_DATA, StreamParser, parse_datagram
 from purplegw.sip.transaction import client_key, server_key
 from tests.kit.corpus import corpus_dir
 from tests.kit.sipmsg import request_bytes
@@ -105,7 +105,9 @@ def check_round_trip(msg: Message) -> None:
     """Invariants 2 and 3 for one parsed message."""
     wire = serialize(msg)
     try:
-        again = parse_datagram(wire)
+        # serialize() always writes Content-Length: a datagram that came in at
+        # the header-count limit without one goes out one line over it.
+        again = parse_datagram(wire, max_headers=MAX_HEADERS + 1)
     except SipError as exc:
         raise FuzzFailure(f"serialized message does not parse: {exc!r}\n{wire!r}") from exc
     check(_start(again) == _start(msg), f"start line changed: {_start(msg)} -> {_start(again)}")
