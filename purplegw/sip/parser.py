@@ -106,6 +106,11 @@ def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:
     # the fields every element acts on are parsed in the same pass: fail now
     # rather than halfway through handling the message
     headers = Headers._from_lines(lines[1:], _EAGER)  # noqa: SLF001
+    if len(headers) > max_headers:
+        # comma-joined values (RFC 3261 7.3.1) become one field each: a message
+        # whose lines fit but whose fields do not would be refused by the next
+        # parser after a response copied its Via fields
+        raise _bad(f"Bad Request: too many header fields (limit {max_headers})")
     msg: Message
     if first.startswith("SIP/"):
         parts = first.split(" ", 2)

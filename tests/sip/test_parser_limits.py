@@ -83,3 +83,16 @@ def test_endless_bytes_without_any_line_end_are_cut_too() -> None:
         for _ in range(1000):
             parser.feed(b"A" * 1000)
             parser.next_message()
+
+
+def test_comma_joined_values_count_as_the_fields_they_become() -> None:
+    # 100 lines of two Via values each: the lines fit, the 200 fields do not
+    # (a response copying them would be refused by the phone's parser)
+    vias = [
+        f"Via: SIP/2.0/UDP 127.0.0.1:{5100 + i};branch=z9hG4bK-a{i}, "
+        f"SIP/2.0/UDP 127.0.0.1:{5300 + i};branch=z9hG4bK-b{i}"
+        for i in range(100)
+    ]
+    parse_datagram(message(vias), max_headers=250)
+    with pytest.raises(RemoteProtocolError, match="too many header fields"):
+        parse_datagram(message(vias), max_headers=150)
