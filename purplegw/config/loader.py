@@ -317,6 +317,34 @@ def _check_relations(
     if actors.get("backoff_initial", 0) > actors.get("backoff_max", 0):
         origin = origins.get(("actors", "backoff_initial"), "config")
         errors.append(f"{origin}: [actors] backoff_initial is larger than backoff_max")
+    _check_cluster(sections, origins, errors)
+
+
+# Schemes of a database every node of a cluster can share (purplegw.store registers them).
+SHARED_DB_SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
+
+
+def _check_cluster(
+    sections: dict[str, dict[str, Any]],
+    origins: dict[tuple[str, ...], str],
+    errors: list[str],
+) -> None:
+    """Cluster mode (a node name) needs a shared database and an address for the others."""
+    cluster = sections.get("cluster", {})
+    if not cluster.get("node"):
+        return  # single node, exactly as before [cluster] existed
+    origin = origins.get(("cluster", "node"), "config")
+    db_url = sections.get("store", {}).get("db_url", "")
+    scheme = db_url.split(":", 1)[0].lower() if ":" in db_url else ""
+    if scheme not in SHARED_DB_SCHEMES:
+        shown = f"{scheme}://" if scheme else "SQLite (db_url is empty)"
+        db_origin = origins.get(("store", "db_url"))
+        errors.append(f"{origin}: [cluster] node: cluster mode needs a mysql:// db_url shared by "
+                      f"every node, not {shown}" + (f" (set at {db_origin})" if db_origin else ""))
+    already = any("[cluster] advertise:" in error for error in errors)  # invalid, reported
+    if not cluster.get("advertise") and not already:
+        errors.append(f"{origin}: [cluster] advertise: cluster mode needs the IP:PORT other "
+                      "nodes reach this node's SIP front at")
 
 
 def _suggest(word: str, choices: Any) -> str:

@@ -91,6 +91,11 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "pid_file": t.Path(),
         "control_socket": t.Path(),
     },
+    "cluster": {
+        "node": t.NodeName(),
+        "advertise": t.IpPort(),
+        "lease_seconds": t.Integer(minimum=3, maximum=3600),
+    },
     "logging": {
         "level": t.LogLevel(),
         "format": t.String(optional=False),
