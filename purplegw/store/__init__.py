@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from purplegw.store.account_keys import AccountKeyRepository
+from purplegw.store.cluster import ClusterRepository
 from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
@@ -51,6 +52,7 @@ class Store:
     sendq: SendQueueRepository = field(default=None)  # type: ignore[assignment]
     account_keys: AccountKeyRepository = field(default=None)  # type: ignore[assignment]
     dead_letters: DeadLetterRepository = field(default=None)  # type: ignore[assignment]
+    cluster: ClusterRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
@@ -62,6 +64,8 @@ class Store:
                                                      self.tables.accounts)
         if self.dead_letters is None:
             self.dead_letters = DeadLetterRepository(self.db)
+        if self.cluster is None:
+            self.cluster = ClusterRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

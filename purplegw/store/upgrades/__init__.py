@@ -88,4 +88,5 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v007_account_keys,
     v008_kamailio_versions,
     v009_dead_letters,
+    v010_cluster,
 )
