@@ -487,6 +487,54 @@ def _preview(text: str, width: int = 40) -> str:
     return flat if len(flat) <= width else flat[:width - 1] + "\u2026"
 
 
+# --- cluster -----------------------------------------------------------------------
+
+
+@main.group()
+def cluster() -> None:
+    """The nodes sharing this database (docs/cluster.md)."""
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def cluster_status(ctx: Context, as_json: bool) -> None:
+    """List the nodes: address, last heartbeat, users and accounts owned, state.
+
+    Read from the database, so it works on any node, running or not.  A
+    node marked live whose heartbeat is older than lease_seconds shows as
+    "lost": it has stopped, or cannot reach the database.
+    """
+    from collections import Counter  # noqa: PLC0415
+
+    from purplegw.gateway.cluster import Timing  # noqa: PLC0415
+
+    timing = Timing.from_lease(ctx.config["cluster"]["lease_seconds"])
+    try:
+        store = ctx.store()
+        nodes = store.cluster.nodes()
+        per_user = Counter(row.sip_user for row in store.accounts.list())
+        accounts: Counter[str] = Counter()
+        for lease in store.cluster.leases(unexpired=True):
+            accounts[lease.node] += per_user[lease.sip_user]
+    except GatewayError as exc:
+        fail(str(exc))
+    listed = []
+    for node in nodes:
+        entry = node.as_dict()
+        entry["accounts"] = accounts[node.name]
+        entry["users"] = entry.pop("leases")
+        if node.state == "live" and node.age > timing.node_timeout:
+            entry["state"] = "lost"
+        listed.append(entry)
+    if as_json:
+        click.echo(json.dumps(listed, indent=2, sort_keys=True))
+        return
+    _table(("NODE", "ADDRESS", "LAST HEARTBEAT", "AGE", "USERS", "ACCOUNTS", "STATE"),
+           [(e["name"], e["advertise"], _when(e["heartbeat"]), f"{e['age']:.1f}s",
+             str(e["users"]), str(e["accounts"]), e["state"]) for e in listed])
+
+
 # --- config ------------------------------------------------------------------------
 
 
