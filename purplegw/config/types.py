@@ -126,31 +126,31 @@ class IpPort(ConfigValue):
     """``IP:PORT`` (``[v6]:port``), an address literal: no name to resolve; "" means not set."""
 
     def deserialize(self, value: Any) -> str:
-        value = String().deserialize(value)
-        if not value:
-            return value
-        host, sep, port = value.rpartition(":")
+        text = String().deserialize(value)
+        if not text:
+            return text
+        host, sep, port = text.rpartition(":")
         bracketed = host.startswith("[") and host.endswith("]")
         try:
             address = ipaddress.ip_address(host[1:-1] if bracketed else host)
         except ValueError:
             address = None
         if (not sep or address is None or not port.isdigit() or not 0 < int(port) < 65536
-                or (address.version == 6) != bracketed):  # noqa: PLR2004 - IP version
-            raise ValueError(f"{value!r} is not IP:PORT (e.g. \"10.0.0.5:5060\" or "
+                or (address.version == 6) != bracketed):
+            raise ValueError(f"{text!r} is not IP:PORT (e.g. \"10.0.0.5:5060\" or "
                              '"[2001:db8::5]:5060")')
-        return value
+        return text
 
 
 class NodeName(ConfigValue):
     """A cluster node's name: kept in the database and shown to operators; "" means none."""
 
     def deserialize(self, value: Any) -> str:
-        value = String().deserialize(value)
-        if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", value):
-            raise ValueError(f"{value!r} is not a node name (letters, digits, '.', '_', '-'; "
+        text = String().deserialize(value)
+        if text and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", text):
+            raise ValueError(f"{text!r} is not a node name (letters, digits, '.', '_', '-'; "
                              "at most 64)")
-        return value
+        return text
 
 
 class Identifier(ConfigValue):

@@ -27,8 +27,11 @@ Rule 6: every other held user is renewed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 # Renewals per lease: at 15 s a renewal every 3.75 s, so two can fail before
 # Rule 2 fences with the default margin of a third of the lease.

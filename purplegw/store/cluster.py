@@ -21,12 +21,13 @@ tests and a single node (where these tables stay empty).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from purplegw.store.database import Database
 
 # The database's clock in seconds since the epoch, as a SQL expression that
@@ -87,16 +88,15 @@ class ClusterRepository:
     def heartbeat(self, name: str, advertise: str, state: NodeState = NodeState.LIVE) -> None:
         """Record that ``name`` is up now (created on the first one)."""
         state = NodeState(state)
+        columns = "name, advertise, state, heartbeat, started"
+        insert = (f"INSERT INTO {self.NODES} ({columns}) "  # noqa: S608
+                  f"VALUES (?, ?, ?, {self._now}, {self._now}) ")
         if self.db.dialect == "mysql":
-            upsert = (f"INSERT INTO {self.NODES} (name, advertise, state, heartbeat, started) "  # noqa: S608
-                      f"VALUES (?, ?, ?, {self._now}, {self._now}) ON DUPLICATE KEY UPDATE "
-                      "advertise = VALUES(advertise), state = VALUES(state), "
-                      "heartbeat = VALUES(heartbeat)")
+            upsert = insert + ("ON DUPLICATE KEY UPDATE advertise = VALUES(advertise), "
+                               "state = VALUES(state), heartbeat = VALUES(heartbeat)")
         else:
-            upsert = (f"INSERT INTO {self.NODES} (name, advertise, state, heartbeat, started) "  # noqa: S608
-                      f"VALUES (?, ?, ?, {self._now}, {self._now}) ON CONFLICT (name) DO UPDATE "
-                      "SET advertise = excluded.advertise, state = excluded.state, "
-                      "heartbeat = excluded.heartbeat")
+            upsert = insert + ("ON CONFLICT (name) DO UPDATE SET advertise = excluded.advertise, "
+                               "state = excluded.state, heartbeat = excluded.heartbeat")
         self.db.execute(upsert, (name, advertise, str(state)))
 
     def set_state(self, name: str, state: NodeState) -> bool:
@@ -105,12 +105,13 @@ class ClusterRepository:
                                (str(NodeState(state)), name)) == 1
 
     def remove_node(self, name: str) -> bool:
-        return self.db.execute(f"DELETE FROM {self.NODES} WHERE name = ?", (name,)) == 1  # noqa: S608
+        query = f"DELETE FROM {self.NODES} WHERE name = ?"  # noqa: S608
+        return self.db.execute(query, (name,)) == 1
 
     def nodes(self) -> list[Node]:
         """Every node, by name, with its heartbeat age and its count of unexpired leases."""
         rows = self.db.fetchall(
-            f"SELECT n.name, n.advertise, n.state, n.heartbeat, n.started, "  # noqa: S608
+            "SELECT n.name, n.advertise, n.state, n.heartbeat, n.started, "  # noqa: S608
             f"{self._now} - n.heartbeat, "
             f"(SELECT COUNT(*) FROM {self.LEASES} l WHERE l.node = n.name "
             f"AND l.expires > {self._now}) "
@@ -153,7 +154,7 @@ class ClusterRepository:
         for start in range(0, len(pending), _CHUNK):
             chunk = pending[start:start + _CHUNK]
             values = ", ".join(["(?, '', 0, 0, 0)"] * len(chunk))
-            self.db.execute(f"{insert} INTO {self.LEASES} "
+            self.db.execute(f"{insert} INTO {self.LEASES} "  # noqa: S608
                             f"(sip_user, node, expires, epoch, acquired) VALUES {values}",
                             chunk)
 
@@ -197,8 +198,8 @@ class ClusterRepository:
 
     def lease(self, sip_user: str) -> Lease | None:
         row = self.db.fetchone(
-            f"SELECT sip_user, node, expires, epoch FROM {self.LEASES} WHERE sip_user = ?",  # noqa: S608
-            (sip_user,))
+            f"SELECT sip_user, node, expires, epoch FROM {self.LEASES} "  # noqa: S608
+            "WHERE sip_user = ?", (sip_user,))
         return Lease(str(row[0]), str(row[1]), float(row[2]), int(row[3])) if row else None
 
     def leases(self, node: str | None = None, *, unexpired: bool = False) -> list[Lease]:

@@ -23,7 +23,8 @@ def test_status_lists_nodes_users_accounts_and_state(config: Path) -> None:  # n
         for user, protocols in (("alice@sip.test", ("xmpp", "irc")), ("bob@sip.test", ("xmpp",)),
                                 ("carol@sip.test", ("xmpp",))):
             for protocol in protocols:
-                store.accounts.add(NewAccount(user, f"{user.split('@')[0]}@im.test", protocol, "pw"))
+                ext_user = f"{user.split('@')[0]}@im.test"
+                store.accounts.add(NewAccount(user, ext_user, protocol, "pw"))
         cluster = store.cluster
         cluster.heartbeat("gw1", "127.0.0.1:5060")
         cluster.heartbeat("gw2", "127.0.0.2:5060")

@@ -174,7 +174,8 @@ def _race(url: str, take: Callable[[ClusterRepository, str, str], Lease | None],
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["expired_lease", "new_user"])
-def test_two_nodes_race_for_one_lease(store: Store, db_url: str, existing: bool) -> None:  # noqa: FBT001
+def test_two_nodes_race_for_one_lease(
+        store: Store, db_url: str, existing: bool) -> None:  # noqa: FBT001 - parametrized
     """Exactly one of two concurrent takers wins, every time; the loser sees None, no error."""
     cluster = store.cluster
 
