@@ -247,8 +247,11 @@ def run_purplegw(prosody: Prosody, base: Path, n: int, rate: int) -> Result:
     tag = uuid.uuid4().hex[:6]
     account, bob = prosody.create_user(f"fanalice{tag}"), prosody.create_user(f"fanbob{tag}")
     work = Path(tempfile.mkdtemp(prefix="gw-", dir=base))
-    gateway = GatewayProcess(work, extra_config=prosody.gateway_section(keepalive=0),
-                             sip={"trusted": ["127.0.0.1/32"]}, log_level="WARNING")
+    # One user holds all N dialogs, opened at `rate`/s: lift the per-user limits.
+    limits = f"\n[presence]\nmax_subscriptions_per_user = {n + 1}\n"
+    gateway = GatewayProcess(work, extra_config=prosody.gateway_section(keepalive=0) + limits,
+                             sip={"trusted": ["127.0.0.1/32"], "rate_per_user": 0},
+                             log_level="WARNING")
     gateway.cli("db", "init")
     gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
                 stdin=account.password + "\n")

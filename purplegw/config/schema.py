@@ -82,6 +82,8 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "subscribe_default_expires": t.Integer(minimum=1),
         "upstream": t.String(),
         "upstream_expires": t.Integer(minimum=60),
+        "max_publications_per_user": t.Integer(minimum=1),
+        "max_subscriptions_per_user": t.Integer(minimum=1),
     },
     "metrics": {
         "listen": t.HostPort(),

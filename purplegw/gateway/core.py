@@ -42,7 +42,7 @@ from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.authorization import Authorization
 from purplegw.gateway.identity import Identity, Refused, respond
 from purplegw.gateway.messaging import Messaging
-from purplegw.gateway.presence import PresenceService
+from purplegw.gateway.presence import PresenceService, contact_checker
 from purplegw.gateway.registrar import Registrar
 from purplegw.gateway.settings import GatewaySettings, PresenceSettings
 from purplegw.gateway.upstream import UpstreamPublisher
@@ -85,6 +85,7 @@ class Gateway:
         user_at_host: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
         presence: PresenceSettings | None = None,
+        contact_error: Callable[[str, str], str | None] | None = None,
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -100,7 +101,8 @@ class Gateway:
         self.presence = PresenceService(settings=presence, identity=self.identity,
                                         addresses=self.addresses, store=store,
                                         directory=directory, worker=worker,
-                                        proxy_address=self.registrar.proxy_address, clock=clock)
+                                        proxy_address=self.registrar.proxy_address, clock=clock,
+                                        contact_error=contact_error or contact_checker(canonical))
         if presence.upstream:
             self.presence.upstream = UpstreamPublisher(
                 presence.upstream, presence.upstream_expires, domain=settings.domain,

@@ -14,9 +14,15 @@ Rule 2. Any other request must carry digest credentials (RFC 3261 22; REGISTER
         valid credentials: 401/407 with a fresh challenge (stale=true when a
         correct answer used an expired nonce).  Nobody sends as someone else,
         and nobody without a row can use the gateway: it is never an open relay.
-Rule 3. Once identified, a user's REGISTERs and MESSAGEs share one token
+Rule 3. Once identified, a user's REGISTERs, MESSAGEs, PUBLISHes and
+        SUBSCRIBEs (refreshes and unsubscribes included) share one token
         bucket (``[sip] rate_per_user``): over it, 503 + Retry-After
-        (RFC 3261 21.5.4).  PUBLISH and SUBSCRIBE are not counted.
+        (RFC 3261 21.5.4).  Each of them creates or touches state kept for
+        the user (a binding, a queued message, a publication, a dialog and
+        a roster request), so none may come for free; how much state a user
+        may hold at once is capped where it is kept (``[presence]
+        max_publications_per_user``, ``max_subscriptions_per_user``:
+        purplegw.gateway.presence).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RATE_LIMITED_METHODS = frozenset({"REGISTER", "MESSAGE"})
+RATE_LIMITED_METHODS = frozenset({"REGISTER", "MESSAGE", "PUBLISH", "SUBSCRIBE"})
 
 
 def respond(request: Request, status: int, reason: str | None = None, *,

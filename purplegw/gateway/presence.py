@@ -30,7 +30,14 @@ Rule 3. SUBSCRIBE (RFC 6665/3856, Event: presence) from a SIP user to an
         200, RFC 6665 retired 202) and the contact is added
         to the account's roster, which sends the subscription request.  The
         contact's answer or presence makes it ``active``; a refusal
-        terminates it with ``reason=rejected``.
+        terminates it with ``reason=rejected``.  Before any of that, the
+        contact must be valid for its network (the adapter's
+        ``contact_error``): otherwise 404 at once, and nothing is kept.
+        The request to the contact lives as long as a subscription wants
+        it: when the user's last dialog to a contact that never authorized
+        ends (unsubscribe, expiry, refusal), the account withdraws it
+        (``remove_contact``), so no roster entry outlives the
+        authorization flow that created it.
 Rule 4. One ``Presentity`` per (sip_user, protocol, contact) holds the
         contact's last presence and the user's subscription dialogs, from
         any number of devices.  Every change is NOTIFYed to each dialog;
@@ -40,8 +47,15 @@ Rule 4. One ``Presentity`` per (sip_user, protocol, contact) holds the
 Rule 5. Subscriptions are written to the store on creation and refresh and
         deleted when they end; a restarted gateway loads the live ones and
         NOTIFYs them again as soon as the accounts report presence.
-Rule 6. Authorization requests: purplegw.gateway.authorization.
-Rule 7. Upstream mode: purplegw.gateway.upstream.
+Rule 6. What one user may hold is capped: ``[presence]
+        max_publications_per_user`` live publications (a new one beyond it:
+        403) and ``max_subscriptions_per_user`` subscription dialogs (a new
+        one beyond it: 403; refreshes, unsubscribes and fetches pass).  The
+        request rate is capped before that, in identify() (503 +
+        Retry-After, purplegw.gateway.identity).  Why 403 and not 503:
+        docs/presence.md, "Limits per user".
+Rule 7. Authorization requests: purplegw.gateway.authorization.
+Rule 8. Upstream mode: purplegw.gateway.upstream.
 """
 
 from __future__ import annotations
@@ -124,6 +138,7 @@ class Presentity:
     entity: str  # the contact's SIP URI (the PIDF entity)
     presence: ContactPresence | None = None
     authorized: bool | None = None  # None: not known yet
+    requested: bool = False  # the account was asked to add it (Rule 3)
     watches: dict[DialogId, Watch] = field(default_factory=dict)
 
     def document(self, now: float) -> bytes:
@@ -148,6 +163,7 @@ class PresenceService:
         proxy_address: Address | None,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = secrets.token_bytes,
+        contact_error: Callable[[str, str], str | None] = lambda _protocol, _contact: None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -157,6 +173,7 @@ class PresenceService:
         self.worker = worker
         self.proxy_address = proxy_address
         self.clock = clock
+        self.contact_error = contact_error
         self.front: FrontPort | None = None
         self.upstream: UpstreamPublisher | None = None
         self.timers = KeyedTimers(worker)
@@ -168,6 +185,7 @@ class PresenceService:
         )
         self.presentities: dict[PresentityKey, Presentity] = {}
         self.watches: dict[DialogId, Watch] = {}
+        self.watch_count: dict[str, int] = {}  # live dialogs per SIP user (Rule 6)
         self._applied: dict[str, Presence] = {}  # what each user's accounts were last told
         self._logged_out: set[str] = set()
 
@@ -221,10 +239,11 @@ class PresenceService:
         presentity = self._presentity(row.sip_user, row.protocol, row.contact, row.account_id)
         if row.state == "active":
             presentity.authorized = True
+        else:
+            presentity.requested = True  # asked by the run that stored it
         watch = Watch(sub, presentity.key, row.account_id, destination,
                       cseq_reserved=row.local_cseq)
-        presentity.watches[dialog.id] = watch
-        self.watches[dialog.id] = watch
+        self._add_watch(presentity, watch)
         self._start_timer(dialog.id, max(0.0, row.expires_at - now), self._expired, dialog.id)
 
     # --- PUBLISH (Rules 1, 2) -------------------------------------------------
@@ -254,6 +273,12 @@ class PresenceService:
                         headers=[("Accept", CONTENT_TYPE_PIDF)] if exc.status_hint == 415 else None,
                     )
                 )
+                return
+        if request.headers.get("SIP-If-Match") is None and body:
+            cap = self.settings.max_publications_per_user
+            if len(self.publications.states(user, EVENT)) >= cap:
+                logger.warning("PUBLISH from %s refused: %d publications already", user, cap)
+                reply(respond(request, 403, f"Forbidden: at most {cap} publications per user"))
                 return
         result = self.publications.publish(
             user,
@@ -329,7 +354,7 @@ class PresenceService:
 
     # --- SUBSCRIBE (Rules 3-5) --------------------------------------------------
 
-    def subscribe(  # noqa: C901 - one return per refusal
+    def subscribe(  # noqa: C901, PLR0911 - one return per refusal
         self, request: Request, source: Source, reply: Reply
     ) -> None:
         bad_event = self._check_event(request)
@@ -350,6 +375,15 @@ class PresenceService:
             reply(respond(request, route.status, route.reason))
             return
         account = route.account
+        problem = self.contact_error(account.protocol, route.contact)
+        if problem is not None:
+            reply(respond(request, 404, f"Not Found: {problem}"))
+            return
+        cap = self.settings.max_subscriptions_per_user
+        if request.expires != 0 and self.watch_count.get(user, 0) >= cap:
+            logger.warning("SUBSCRIBE from %s refused: %d subscriptions already", user, cap)
+            reply(respond(request, 403, f"Forbidden: at most {cap} subscriptions per user"))
+            return
         presentity = self._presentity(user, account.protocol, route.contact, account.account_id)
         sub = self._new_subscription()
         if presentity.authorized:
@@ -371,8 +405,7 @@ class PresenceService:
             return
         watch = Watch(sub, presentity.key, account.account_id, self._destination(request, source))
         if sub.state is not SubState.TERMINATED:
-            presentity.watches[watch.dialog_id] = watch
-            self.watches[watch.dialog_id] = watch
+            self._add_watch(presentity, watch)
             self._save(watch)
         logger.info(
             "%s subscribes to %s (%s): %s", user, route.contact, account.protocol, sub.state.value
@@ -381,6 +414,7 @@ class PresenceService:
         if sub.state is SubState.PENDING:
             handle = self.directory.get(user, account.protocol)
             if handle is not None:
+                presentity.requested = True
                 log_outcome(self.worker, handle.add_contact(route.contact), handle, "add_contact")
 
     def _in_dialog(self, request: Request, source: Source, reply: Reply) -> None:
@@ -532,16 +566,40 @@ class PresenceService:
             return  # refreshed after the timer was armed; its own timer is running
         self._run(watch, sub.on_timer(TIMER, self.clock()))
 
+    def _add_watch(self, presentity: Presentity, watch: Watch) -> None:
+        presentity.watches[watch.dialog_id] = watch
+        self.watches[watch.dialog_id] = watch
+        user = watch.key[0]
+        self.watch_count[user] = self.watch_count.get(user, 0) + 1
+
     def _forget(self, watch: Watch, reason: str) -> None:
         dialog_id = watch.dialog_id
         if self.watches.pop(dialog_id, None) is None:
             return
+        user = watch.key[0]
+        left = self.watch_count.get(user, 1) - 1
+        if left > 0:
+            self.watch_count[user] = left
+        else:
+            self.watch_count.pop(user, None)
         presentity = self.presentities.get(watch.key)
         if presentity is not None:
             presentity.watches.pop(dialog_id, None)
+            if not presentity.watches and presentity.requested and not presentity.authorized:
+                self._withdraw(presentity)
         self._cancel_timer(dialog_id)
         self.store.subscriptions.delete(dialog_key(*_id_parts(dialog_id)))
         logger.info("Subscription of %s to %s ended: %s", watch.key[0], watch.key[2], reason)
+
+    def _withdraw(self, presentity: Presentity) -> None:
+        """Nobody waits for the contact's answer any more: take the request back (Rule 3)."""
+        presentity.requested = False
+        user, protocol, _ = presentity.key
+        handle = self.directory.get(user, protocol)
+        if handle is not None:
+            logger.info("%s withdraws its unanswered request to %s", user, presentity.contact)
+            log_outcome(self.worker, handle.remove_contact(presentity.contact), handle,
+                        "remove_contact")
 
     def _save(self, watch: Watch) -> None:
         sub = watch.subscription
@@ -678,6 +736,29 @@ def _reason(exc: Exception) -> str:
     return reason.splitlines()[0][:200] if reason else "Error"
 
 
+def contact_checker(canonical: Callable[[str], str]) -> Callable[[str, str], str | None]:
+    """``(protocol, contact) -> why contact is invalid`` from the protocols' adapters.
+
+    ``canonical`` is what the composition gives the gateway: the adapter
+    registry's bound ``canonical`` (purplegw.app), whose registry also holds
+    the adapters.  A plain function (tests) has none: nothing is checked
+    here and the sessions still refuse what they cannot use.
+    """
+    lookup = getattr(getattr(canonical, "__self__", None), "get", None)
+    if lookup is None:
+        return lambda _protocol, _contact: None
+
+    def check(protocol: str, contact: str) -> str | None:
+        try:
+            adapter = lookup(protocol)
+        except Exception:  # noqa: BLE001 - an unusable adapter: its account reports why
+            return None
+        problem: str | None = adapter.contact_error(contact)
+        return problem
+
+    return check
+
+
 def log_outcome(
     worker: WorkerPort, future: OutcomeFuture, handle: AccountHandlePort, op: str
 ) -> None:
@@ -691,4 +772,4 @@ def log_outcome(
     future.add_done_callback(worker.completion(done))
 
 
-__all__ = ["PresenceService", "Presentity", "Watch", "log_outcome"]
+__all__ = ["PresenceService", "Presentity", "Watch", "contact_checker", "log_outcome"]

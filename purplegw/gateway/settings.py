@@ -47,6 +47,8 @@ class PresenceSettings:
     subscribe_default_expires: int = 3600
     upstream: str = ""
     upstream_expires: int = 3600
+    max_publications_per_user: int = 10
+    max_subscriptions_per_user: int = 100
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> PresenceSettings:

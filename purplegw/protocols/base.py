@@ -343,6 +343,15 @@ class Adapter:
         """The canonical form of a contact id (case, resource stripped...)."""
         return contact
 
+    def contact_error(self, contact: str) -> str | None:  # noqa: ARG002 - for subclasses
+        """Triggered before a contact enters the gateway's state (a SUBSCRIBE).
+
+        Return why ``contact`` cannot name anyone on this network (a short
+        fixed text that does not echo it), or None.  Default: None (the
+        session still checks what it is given).
+        """
+        return None
+
 
 @functools.cache
 def _parsed_toml(path: Path) -> dict[str, Any]:

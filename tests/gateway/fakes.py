@@ -128,6 +128,9 @@ class Handle:
     def add_contact(self, contact: str) -> OutcomeFuture:
         return self._op("add_contact", contact)
 
+    def remove_contact(self, contact: str) -> OutcomeFuture:
+        return self._op("remove_contact", contact)
+
     def answer_authorization(self, contact: str, answer: Any) -> OutcomeFuture:
         return self._op("answer_authorization", contact, answer)
 

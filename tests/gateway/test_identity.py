@@ -109,17 +109,15 @@ def test_from_that_is_not_a_sip_user_is_a_bad_request() -> None:
     assert refusal(ident, req).response.status == 400
 
 
-def test_registers_and_messages_share_the_users_bucket_and_presence_does_not_count() -> None:
-    ident, clock = identity(trusted=["127.0.0.0/8"], rate_per_user=1.0, burst_per_user=2)
-    ident.identify(request("REGISTER"), source("127.0.0.1"))
-    ident.identify(request("MESSAGE"), source("127.0.0.1"))
-    for _ in range(5):  # PUBLISH and SUBSCRIBE are not counted
-        ident.identify(request("PUBLISH"), source("127.0.0.1"))
-        ident.identify(request("SUBSCRIBE"), source("127.0.0.1"))
-    limited = refusal(ident, request("MESSAGE")).response
-    assert limited.status == 503
-    assert limited.headers.get("Retry-After") == "1"
+def test_registers_messages_publishes_and_subscribes_share_the_users_bucket() -> None:
+    ident, clock = identity(trusted=["127.0.0.0/8"], rate_per_user=1.0, burst_per_user=4)
+    for method in ("REGISTER", "MESSAGE", "PUBLISH", "SUBSCRIBE"):
+        ident.identify(request(method), source("127.0.0.1"))
+    for method in ("PUBLISH", "SUBSCRIBE", "MESSAGE", "REGISTER"):
+        limited = refusal(ident, request(method)).response
+        assert limited.status == 503, method
+        assert limited.headers.get("Retry-After") == "1"
     # Another user has a bucket of its own; alice's refills with time.
-    assert ident.identify(request("MESSAGE", "bob"), source("127.0.0.1")) == f"bob@{REALM}"
+    assert ident.identify(request("SUBSCRIBE", "bob"), source("127.0.0.1")) == f"bob@{REALM}"
     clock.now += 1.0
-    assert ident.identify(request("REGISTER"), source("127.0.0.1")) == f"alice@{REALM}"
+    assert ident.identify(request("PUBLISH"), source("127.0.0.1")) == f"alice@{REALM}"

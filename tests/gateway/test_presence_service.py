@@ -64,6 +64,11 @@ def pidf(basic: str = "open", activity: str | None = None, note: str | None = No
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
+    yield from open_store(tmp_path)
+
+
+def open_store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated SQLite store in ``tmp_path``, closed when the generator ends."""
     db = Database.create(f"sqlite://{tmp_path / 'gw.db'}")
     tables = Tables()
     run_upgrades(db, tables)

@@ -81,3 +81,10 @@ class Adapter(base.Adapter):
         from purplegw.protocols.irc.protocol import casefold
 
         return casefold(contact.strip())
+
+    def contact_error(self, contact: str) -> str | None:
+        # The RFC 2812 grammar with the longest NICKLEN accepted before a
+        # server states its own; the session checks the server's NICKLEN.
+        from purplegw.protocols.irc.protocol import is_valid_nick
+
+        return None if is_valid_nick(contact) else "not a valid IRC nick"
