@@ -861,6 +861,13 @@ class XmppSession(Session):
         client = self._require_connected()
         client.send_presence(pto=jid.bare, ptype="unsubscribe")
         self._resources.pop(jid.bare, None)
+        item = client.client_roster[jid.bare]
+        if not item["from"] and not item["pending_in"]:
+            # Nothing else ties the contact to the account (it does not see the
+            # user either): no roster entry stays behind (RFC 6121 2.5).
+            await client.client_roster.update(
+                jid.bare, subscription="remove", timeout=float(self.config.get("login_timeout", 30))
+            )
 
     async def answer_authorization(self, contact: str, answer: AuthorizationAnswer) -> None:
         jid = self._jid(contact)
