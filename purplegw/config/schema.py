@@ -84,6 +84,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "upstream_expires": t.Integer(minimum=60),
         "max_publications_per_user": t.Integer(minimum=1),
         "max_subscriptions_per_user": t.Integer(minimum=1),
+        "buddy_list_user": t.String(),
     },
     "metrics": {
         "listen": t.HostPort(),

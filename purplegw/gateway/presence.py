@@ -56,6 +56,9 @@ Rule 6. What one user may hold is capped: ``[presence]
         docs/presence.md, "Limits per user".
 Rule 7. Authorization requests: purplegw.gateway.authorization.
 Rule 8. Upstream mode: purplegw.gateway.upstream.
+Rule 9. The user's contacts as one resource list (RFC 4662,
+        ``sip:USER-buddies@DOMAIN``): purplegw.gateway.buddylist, told of
+        every change of a presentity.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from typing import TYPE_CHECKING
 
 from purplegw.actors.front.transport import Address, Source
 from purplegw.gateway.addressing import NoRoute, Route
+from purplegw.gateway.buddylist import BuddyLists
 from purplegw.gateway.identity import respond
 from purplegw.gateway.model import Account, AccountRef, ContactPresence, Presence
 from purplegw.gateway.timers import KeyedTimers
@@ -136,6 +140,7 @@ class Presentity:
     key: PresentityKey
     contact: str  # the network's own form
     entity: str  # the contact's SIP URI (the PIDF entity)
+    uri: str = ""  # the same with ;proto=, as a reply from a phone reads it back
     presence: ContactPresence | None = None
     authorized: bool | None = None  # None: not known yet
     requested: bool = False  # the account was asked to add it (Rule 3)
@@ -187,6 +192,8 @@ class PresenceService:
         self.watches: dict[DialogId, Watch] = {}
         self.watch_count: dict[str, int] = {}  # live dialogs per SIP user (Rule 6)
         self._applied: dict[str, Presence] = {}  # what each user's accounts were last told
+        self.buddylists = (BuddyLists(self, settings.buddy_list_user)
+                           if settings.buddy_list_user else None)
         self._logged_out: set[str] = set()
 
     def _start_timer(self, key: Hashable, seconds: float, fn: Callable[..., object],
@@ -230,7 +237,7 @@ class PresenceService:
             remote_cseq=row.remote_cseq,
             local_contact=row.local_contact or None,
         )
-        sub = self._new_subscription()
+        sub = self.new_subscription()
         sub.dialog = dialog
         sub.state = SubState.ACTIVE if row.state == "active" else SubState.PENDING
         sub.expires_at = row.expires_at
@@ -354,12 +361,14 @@ class PresenceService:
 
     # --- SUBSCRIBE (Rules 3-5) --------------------------------------------------
 
-    def subscribe(  # noqa: C901, PLR0911 - one return per refusal
+    def subscribe(  # noqa: C901, PLR0911, PLR0912 - one return per refusal
         self, request: Request, source: Source, reply: Reply
     ) -> None:
         bad_event = self._check_event(request)
         if bad_event is not None:
             reply(bad_event)
+            return
+        if self._to_list(request, source, reply):
             return
         to = request.to
         if to is not None and to.tag:
@@ -384,8 +393,11 @@ class PresenceService:
             logger.warning("SUBSCRIBE from %s refused: %d subscriptions already", user, cap)
             reply(respond(request, 403, f"Forbidden: at most {cap} subscriptions per user"))
             return
+        known = (user, account.protocol, route.contact.lower()) in self.presentities
         presentity = self._presentity(user, account.protocol, route.contact, account.account_id)
-        sub = self._new_subscription()
+        if not known:
+            self._list_changed(presentity)
+        sub = self.new_subscription()
         if presentity.authorized:
             sub.last_body = presentity.document(self.clock())
         local_tag = os.urandom(6).hex()
@@ -403,7 +415,7 @@ class PresenceService:
         if sub.dialog is None:  # 423: nothing was created
             self._run(None, actions, reply)
             return
-        watch = Watch(sub, presentity.key, account.account_id, self._destination(request, source))
+        watch = Watch(sub, presentity.key, account.account_id, self.destination(request, source))
         if sub.state is not SubState.TERMINATED:
             self._add_watch(presentity, watch)
             self._save(watch)
@@ -416,6 +428,20 @@ class PresenceService:
             if handle is not None:
                 presentity.requested = True
                 log_outcome(self.worker, handle.add_contact(route.contact), handle, "add_contact")
+
+    def _to_list(self, request: Request, source: Source, reply: Reply) -> bool:
+        """Hand a SUBSCRIBE for a buddy list (or in one's dialog) over (Rule 9)."""
+        lists = self.buddylists
+        if lists is None:
+            return False
+        to = request.to
+        if to is not None and to.tag:
+            return lists.in_dialog(request, source, reply)
+        owner = lists.owner_of(request.ruri)
+        if owner is None:
+            return False
+        lists.subscribe(request, source, reply, owner)
+        return True
 
     def _in_dialog(self, request: Request, source: Source, reply: Reply) -> None:
         # Rule 1 holds inside a dialog too: its Call-ID and tags are no
@@ -450,7 +476,7 @@ class PresenceService:
             return NoRoute(404, "Not Found: no contact in the Request-URI")
         return self.addresses.resolve(user, ruri)
 
-    def _new_subscription(self) -> Subscription:
+    def new_subscription(self) -> Subscription:
         return Subscription(
             event=EVENT,
             local_via="SIP/2.0/UDP replaced.invalid",
@@ -471,7 +497,7 @@ class PresenceService:
                 account_id, sip_user, protocol, handle.info.ext_user if handle is not None else ""
             )
             entity = self.addresses.contact_uri(account, contact)
-            presentity = Presentity(key, contact, entity.split(";", 1)[0])
+            presentity = Presentity(key, contact, entity.split(";", 1)[0], uri=entity)
             self.presentities[key] = presentity
         return presentity
 
@@ -480,7 +506,7 @@ class PresenceService:
         transport = source.transport
         return f"<sip:{user}@{source.listener.sent_by};transport={transport}>"
 
-    def _destination(self, request: Request, source: Source) -> Address | Source:
+    def destination(self, request: Request, source: Source) -> Address | Source:
         """Where this dialog's NOTIFYs go: the proxy, the route set, or the phone."""
         proxy = self.proxy_address
         if proxy is not None:
@@ -661,9 +687,11 @@ class PresenceService:
 
     def authorized(self, account: Account, contact: str) -> None:
         """``contact`` allowed the user to see its presence: pending dialogs go active."""
-        self._authorize(
-            self._presentity(account.sip_user, account.protocol, contact, account.account_id)
+        presentity = self._presentity(
+            account.sip_user, account.protocol, contact, account.account_id
         )
+        self._authorize(presentity)
+        self._list_changed(presentity)
 
     def rejected(self, account: Account, contact: str) -> None:
         """``contact`` refused: the user's dialogs to it end with reason=rejected."""
@@ -674,6 +702,11 @@ class PresenceService:
         now = self.clock()
         for watch in list(presentity.watches.values()):
             self._run(watch, watch.subscription.terminate(now, "rejected"))
+        self._list_changed(presentity)
+
+    def _list_changed(self, presentity: Presentity) -> None:
+        if self.buddylists is not None:
+            self.buddylists.changed(presentity)
 
     def _authorize(self, presentity: Presentity) -> None:
         presentity.authorized = True
@@ -696,6 +729,7 @@ class PresenceService:
                 self._run(watch, sub.notify(now, body))
         if self.upstream is not None:
             self.upstream.publish(presentity.entity, body)
+        self._list_changed(presentity)
 
     # --- checks ---------------------------------------------------------------
 

@@ -49,6 +49,7 @@ class PresenceSettings:
     upstream_expires: int = 3600
     max_publications_per_user: int = 10
     max_subscriptions_per_user: int = 100
+    buddy_list_user: str = "{user}-buddies"
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> PresenceSettings:
