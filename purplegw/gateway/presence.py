@@ -664,6 +664,8 @@ class PresenceService:
     # --- events from the accounts -----------------------------------------------
 
     def contact_presence(self, account: Account, presence: ContactPresence) -> None:
+        logger.debug("%s sees %s (%s): %s", account.sip_user, presence.contact,
+                     account.protocol, presence.aggregate.status.value)
         presentity = self._presentity(
             account.sip_user, account.protocol, presence.contact, account.account_id
         )
