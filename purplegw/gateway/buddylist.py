@@ -13,8 +13,8 @@ Rule 1. A SUBSCRIBE (Event: presence) whose Request-URI is ``[presence]
         like any SUBSCRIBE (digest or trusted proxy, the per-user rate and
         ``max_subscriptions_per_user``); anybody but that user gets 403.
 Rule 2. Without ``Supported: eventlist`` the answer is 421 with ``Require:
-        eventlist`` (RFC 4662 section 4.2... the subscriber must say it can read
-        a list).  The 200 and every NOTIFY carry ``Require: eventlist``.
+        eventlist`` (RFC 4662: a subscriber must announce that it reads
+        lists).  The 200 and every NOTIFY carry ``Require: eventlist``.
 Rule 3. The list holds every contact the gateway knows for the user, over
         all their accounts: one resource per presentity (a contact an account
         reported presence or an authorization answer for, or one the user
