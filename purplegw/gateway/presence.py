@@ -534,7 +534,8 @@ class PresenceService:
                 if isinstance(message, Response):
                     if reply is not None:
                         reply(message)
-                elif watch is not None:
+                elif isinstance(message, Request) and watch is not None:
+                    # raw bytes are the front's stored answers, never a subscription's
                     self._send_notify(watch, message)
             elif isinstance(action, sip_actions.StartTimer) and watch is not None:
                 self._start_timer(watch.dialog_id, action.seconds, self._expired, watch.dialog_id)
