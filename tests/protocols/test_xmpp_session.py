@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from slixmpp.exceptions import IqError
 
 from purplegw.presence import Presence, Status
 from purplegw.protocols.base import (
@@ -195,6 +196,45 @@ def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     assert (contact, text, message_id) == (theirs, "hi alice, ünïcode ✓", mid)
     # and we answered bob's receipt request
     bob.wait_for(lambda e: e.kind == "receipt" and e.receipt_for == mid)
+
+
+def test_contacts_can_discover_and_ping_the_gateway_connection(loop, alice, bob):
+    """disco#info and ping are answered without slixmpp's per-client plugins (features.py)."""
+    session, _events = alice
+    ours = session.client.boundjid.full
+    peer = bob._client  # noqa: SLF001 - the peer's own slixmpp client asks
+
+    async def ask(kind: str, node: str | None = None):
+        iq = peer.make_iq_get(ito=ours)
+        if kind == "disco":
+            iq.enable("disco_info")
+            if node:
+                iq["disco_info"]["node"] = node
+        elif kind == "ping":
+            iq.enable("ping")
+        else:  # a request nobody here implements
+            iq.enable("disco_items")
+            iq.xml[0].tag = "{urn:example:unknown}query"
+        try:
+            return await iq.send(timeout=10)
+        except IqError as exc:
+            return exc.iq
+
+    info = bob._run(ask("disco"), 20)  # noqa: SLF001
+    assert info["type"] == "result"
+    assert set(info["disco_info"]["features"]) == {
+        "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/chatstates",
+        "urn:xmpp:receipts", "urn:xmpp:ping", "http://jabber.org/protocol/xhtml-im"}
+    assert ("client", "pc", None, "purplegw") in info["disco_info"]["identities"]
+    unknown_node = bob._run(ask("disco", node="urn:example#caps"), 20)  # noqa: SLF001
+    assert unknown_node["type"] == "error"
+    assert unknown_node["error"]["condition"] == "item-not-found"
+    assert bob._run(ask("ping"), 20)["type"] == "result"  # noqa: SLF001
+    unknown = bob._run(ask("other"), 20)  # noqa: SLF001
+    assert unknown["error"]["condition"] == "feature-not-implemented"
+    # asked twice: the shared feature list is unchanged by serving it
+    assert set(bob._run(ask("disco"), 20)["disco_info"]["features"]) == set(  # noqa: SLF001
+        info["disco_info"]["features"])
 
 
 def test_a_message_larger_than_the_tls_read_buffer_arrives_whole(loop, alice, bob, users):

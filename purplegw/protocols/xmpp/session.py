@@ -71,7 +71,7 @@ from purplegw.protocols.base import (
 )
 from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
-from purplegw.protocols.xmpp import log_redaction
+from purplegw.protocols.xmpp import features, log_redaction
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
     parse_presence,
@@ -311,6 +311,7 @@ def _limit_asyncio_tls_buffers() -> None:
 
 def client_class() -> type[Client]:
     """The client class, with the fast SCRAM derivation and small TLS buffers installed."""
+    features.install()
     _install_fast_scram()
     _limit_asyncio_tls_buffers()
     log_redaction.install()
@@ -407,10 +408,10 @@ class XmppSession(Session):
         client.enable_plaintext = not require_tls or plaintext
         # slixmpp's own keepalive only writes whitespace; ours pings (below).
         client.whitespace_keepalive = False
-        for plugin in ("xep_0030", "xep_0085", "xep_0184", "xep_0199", "xep_0071", "xep_0198"):
-            client.register_plugin(plugin)
-        client.plugin["xep_0184"].auto_ack = True
-        client.plugin["xep_0184"].auto_request = False
+        # Only stream management as a slixmpp plugin; disco, ping, receipts
+        # and chat states are per-process (features.py).
+        client.register_plugin("xep_0198")
+        features.register(client)
         # Subscription requests are the SIP user's decision, never automatic.
         client.roster.auto_authorize = None
         client.roster.auto_subscribe = False
@@ -431,7 +432,6 @@ class XmppSession(Session):
                 "purplegw message", MatchXPath(f"{{{client.default_ns}}}message"), self._on_message
             )
         )
-        client.add_event_handler("receipt_received", self._on_receipt)
         # Not presence_available: slixmpp names that event after <show/>
         # (presence_dnd, presence_away, ...).
         client.add_event_handler("presence", self._on_presence)
@@ -535,7 +535,7 @@ class XmppSession(Session):
             if client.transport is None:
                 continue
             try:
-                await client.plugin["xep_0199"].send_ping(client.boundjid.domain, timeout=interval)
+                await features.ping_iq(client, client.boundjid.domain).send(timeout=interval)
             except IqError:
                 continue  # an error reply is still a reply: the stream is alive
             except Exception as exc:  # noqa: BLE001 - timeout or connection gone: dead
@@ -708,6 +708,12 @@ class XmppSession(Session):
     # --- slixmpp events: traffic ----------------------------------------------------------
 
     def _on_message(self, msg: Any) -> None:
+        client = self.client
+        if client is not None:
+            features.ack_receipt(client, msg)
+        receipt = msg["receipt"]
+        if receipt:
+            self._call("on_receipt", msg["from"].bare, receipt)
         mtype = msg["type"]
         if mtype in ("error", "groupchat", "headline"):
             if mtype == "error":
@@ -732,9 +738,6 @@ class XmppSession(Session):
             except ValueError:
                 return
             self._call("on_typing", contact, typing)
-
-    def _on_receipt(self, msg: Any) -> None:
-        self._call("on_receipt", msg["from"].bare, msg["receipt"])
 
     def _on_presence(self, pres: Any) -> None:
         client = self.client

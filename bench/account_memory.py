@@ -1,0 +1,252 @@
+"""Where an online XMPP account's memory goes: tracemalloc by allocation site and by group.
+
+    .venv/bin/python bench/account_memory.py [--accounts 500] [--against main]
+
+Logs ``--accounts`` accounts into a throw-away Prosody (restarted first;
+``internal_hashed`` as in production, STARTTLS, certificate verified,
+roster fetched, initial presence sent) through the production
+``XmppSession`` on one loop in one fresh process, and reports per online
+account:
+
+* RSS growth (KiB) and what tracemalloc saw of it; the rest is memory
+  Python does not trace (OpenSSL's per-connection state, allocator slack);
+* gateway CPU per login against Prosody's in the same run (a second, untraced
+  process: tracemalloc slows Python code down several times);
+* the traced growth by group (the slixmpp plugin, module or buffer that made
+  the allocation: the innermost frame of the traceback that names one) and by
+  allocation site (file:line).
+
+``--against REV`` measures the same in a temporary git worktree of REV (the
+reference, e.g. ``main``) right before, against the same restarted Prosody:
+compare the ratio column, not the absolute numbers, on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WARM_ACCOUNTS = 20  # logged in before the first snapshot: imports, caches, pools
+TRACE_FRAMES = 15
+CONCURRENT_LOGINS = 100  # as [actors] max_concurrent_logins: the daemon's login gate
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class NoEvents:
+    """SessionEvents that drop everything (only logins are measured)."""
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *_a, **_k: None
+
+
+_PLUGIN = re.compile(r"slixmpp/(plugins|features)/(\w+)")
+
+
+def group_of(traceback: tracemalloc.Traceback) -> str:
+    """The most telling name for one allocation: plugin, buffer or module.
+
+    Walks from the innermost frame outwards and takes the first frame that
+    is a slixmpp plugin/feature, asyncio's TLS protocol, or purplegw code;
+    otherwise the innermost frame's module.
+    """
+    fallback = ""
+    for frame in reversed(traceback):  # innermost first (most_recent_first=False)
+        name = frame.filename
+        if match := _PLUGIN.search(name):
+            return f"slixmpp {match.group(1)}/{match.group(2)}"
+        if "asyncio/sslproto" in name:
+            return "asyncio sslproto (TLS buffers)"
+        if "/purplegw/" in name:
+            return "purplegw " + name.rsplit("/purplegw/", 1)[1]
+        if not fallback:
+            fallback = name
+    for key in ("slixmpp/", "asyncio/", "xml/", "ssl.py", "pykka/"):
+        if key in fallback:
+            return fallback[fallback.rfind(key):]
+    return fallback.rsplit("/", 1)[-1]
+
+
+def site_of(traceback: tracemalloc.Traceback) -> str:
+    frame = traceback[-1]  # innermost
+    name = frame.filename
+    for key in ("/slixmpp/", "/purplegw/", "/asyncio/", "/xml/", "/lib/python3"):
+        if key in name:
+            name = name[name.rfind(key) + 1:]
+            break
+    return f"{name}:{frame.lineno}"
+
+
+async def login_all(address: str, ca_file: str, users: list[tuple[str, str]],
+                    *, trace: bool) -> dict[str, Any]:
+    from purplegw.protocols.base import AccountCredentials, SessionContext  # noqa: PLC0415
+    from purplegw.protocols.xmpp import Adapter  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    shared: dict[str, Any] = {}
+    # tracemalloc slows the loop down several times: no login may time out.
+    cfg = {"server": address, "ca_file": ca_file, "keepalive": 0, "login_timeout": 900}
+    adapter = Adapter()
+
+    def session(i: int, jid: str, password: str) -> Any:
+        return adapter.create_session(
+            AccountCredentials(i, f"sip:u{i}@127.0.0.1", jid, "xmpp", password),
+            SessionContext(loop=loop, events=NoEvents(), config=cfg, shared=shared))
+
+    gate = asyncio.Semaphore(CONCURRENT_LOGINS)
+
+    async def login(s: Any) -> None:
+        async with gate:
+            await s.login()
+
+    warm = [session(-1 - i, jid, pw) for i, (jid, pw) in enumerate(users[:WARM_ACCOUNTS])]
+    await asyncio.gather(*(login(s) for s in warm))
+    measured = users[WARM_ACCOUNTS:]
+    gc.collect()
+    if trace:
+        tracemalloc.start(TRACE_FRAMES)
+    before_snapshot = tracemalloc.take_snapshot() if trace else None
+    before_rss = rss_kib()
+    before_cpu = time.process_time()
+    started = time.perf_counter()
+    sessions = [session(i, jid, pw) for i, (jid, pw) in enumerate(measured)]
+    await asyncio.gather(*(login(s) for s in sessions))
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - before_cpu
+    await asyncio.sleep(1.0)  # late stanzas (acks, presence) settle
+    gc.collect()
+    grown_rss = rss_kib() - before_rss
+    n = len(sessions)
+    result: dict[str, Any] = {"accounts": n, "seconds": elapsed, "cpu_ms": 1000 * cpu / n,
+                              "rss_kib": grown_rss / n}
+    if trace:
+        after = tracemalloc.take_snapshot()
+        stats = after.compare_to(before_snapshot, "traceback")
+        groups: dict[str, int] = {}
+        sites: dict[str, int] = {}
+        for stat in stats:
+            groups[group_of(stat.traceback)] = groups.get(group_of(stat.traceback), 0) + stat.size_diff
+            sites[site_of(stat.traceback)] = sites.get(site_of(stat.traceback), 0) + stat.size_diff
+        tracemalloc.stop()
+        result["traced_kib"] = sum(groups.values()) / 1024 / n
+        result["groups"] = {k: v / 1024 / n for k, v in groups.items()}
+        result["sites"] = {k: v / 1024 / n for k, v in sites.items()}
+    await asyncio.gather(*(s.logout() for s in sessions + warm))
+    return result
+
+
+def child(args: argparse.Namespace) -> None:
+    sys.path.insert(0, args.root)
+    users = [(f"mem{i}@localhost", f"pw{i}-mem") for i in range(args.accounts + WARM_ACCOUNTS)]
+    result = asyncio.run(login_all(args.server, args.ca_file, users, trace=args.trace))
+    print(json.dumps(result))
+
+
+def run_child(root: str, prosody: Any, accounts: int, *, trace: bool) -> dict[str, Any]:
+    prosody.restart()
+    assert prosody.proc is not None
+    prosody_cpu = cpu_seconds(prosody.proc.pid)
+    cmd = [sys.executable, __file__, "--child", "--root", root, "--accounts", str(accounts),
+           "--server", prosody.address, "--ca-file", prosody.ca_file]
+    if trace:
+        cmd.append("--trace")
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    # Prosody's CPU over the whole child (warm-up and logout included): an
+    # upper bound of its share, the gateway's own figure is logins only.
+    result["prosody_cpu_ms"] = 1000 * (cpu_seconds(prosody.proc.pid) - prosody_cpu) / (
+        accounts + WARM_ACCOUNTS)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=500)
+    parser.add_argument("--against", default="", help="git revision measured as the reference")
+    parser.add_argument("--top", type=int, default=25, help="rows of the allocation site table")
+    parser.add_argument("--iterations", type=int, default=4096)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--root", default=str(ROOT), help=argparse.SUPPRESS)
+    parser.add_argument("--server", help=argparse.SUPPRESS)
+    parser.add_argument("--ca-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.kit.prosody import Prosody  # noqa: PLC0415
+
+    roots = {"this tree": str(ROOT)}
+    with tempfile.TemporaryDirectory(prefix="purplegw-bench-mem-") as tmp:
+        if args.against:
+            other = Path(tmp) / "against"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other),
+                            args.against], check=True, capture_output=True)
+            roots = {args.against: str(other), **roots}
+        try:
+            results = {}
+            with Prosody(log_level="warn", hashed=True,
+                         scram_iterations=args.iterations) as prosody:
+                prosody.create_users(args.accounts + WARM_ACCOUNTS, prefix="mem")
+                for label, root in roots.items():
+                    plain = run_child(root, prosody, args.accounts, trace=False)
+                    traced = run_child(root, prosody, args.accounts, trace=True)
+                    results[label] = (plain, traced)
+                    print(label, json.dumps(plain), file=sys.stderr, flush=True)
+        finally:
+            if args.against:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(Path(tmp) / "against")], check=False)
+    report(results, args.accounts, args.top)
+
+
+def report(results: dict[str, tuple[dict, dict]], accounts: int, top: int) -> None:
+    labels = list(results)
+    ref_plain, _ = results[labels[0]]
+    print(f"{accounts} XMPP accounts logged in on one loop (after {WARM_ACCOUNTS} warm-up), "
+          "per account; ratio against the first row")
+    print(f"{'tree':<12} {'RSS KiB':>8} {'ratio':>6} {'traced':>7} {'untraced':>8} | "
+          f"{'CPU ms/login':>12} {'Prosody':>8} {'ours/Prosody':>12} | {'logins/s':>8}")
+    for label in labels:
+        plain, traced = results[label]
+        print(f"{label:<12} {plain['rss_kib']:>8.1f} {plain['rss_kib'] / ref_plain['rss_kib']:>6.2f} "
+              f"{traced['traced_kib']:>7.1f} {plain['rss_kib'] - traced['traced_kib']:>8.1f} | "
+              f"{plain['cpu_ms']:>12.2f} {plain['prosody_cpu_ms']:>8.2f} "
+              f"{plain['cpu_ms'] / plain['prosody_cpu_ms']:>12.2f} | "
+              f"{plain['accounts'] / plain['seconds']:>8.0f}")
+    for key, title in (("groups", "group"), ("sites", "allocation site")):
+        names = sorted(set().union(*(results[lb][1][key] for lb in labels)),
+                       key=lambda k: -abs(results[labels[-1]][1][key].get(k, 0.0)))
+        print(f"\ntraced KiB per account by {title}")
+        print(f"{title:<58}" + "".join(f"{lb[:10]:>11}" for lb in labels))
+        for name in names[:top]:
+            print(f"{name[-58:]:<58}" + "".join(
+                f"{results[lb][1][key].get(name, 0.0):>11.2f}" for lb in labels))
+
+
+if __name__ == "__main__":
+    main()
