@@ -1,6 +1,6 @@
 """The whole daemon logging in thousands of XMPP accounts: in-process vs worker processes.
 
-    .venv/bin/python bench/daemon_logins.py [--accounts 2000,10000] [--workers 2]
+    .venv/bin/python bench/daemon_logins.py [--accounts 2000,10000] [--workers 2] [--against main]
 
 For each size, Prosody (restarted) gets N accounts, the account table gets N
 rows (`purplegw accounts import`), and `purplegw run` is started with
@@ -19,7 +19,9 @@ it derives no key per login; ``--iterations`` is the accounts' SCRAM
 iteration count (4096: ejabberd's default and RFC 5802's minimum; Prosody
 0.12 gives new accounts 10,000), which sets the client's share of the work.  Prosody runs Lua's
 generational GC (``--prosody-gc incremental`` for Prosody's default, which
-more than doubles its CPU per login).
+more than doubles its CPU per login).  ``--against REV`` first measures the
+same rows with the code of REV (a temporary git worktree) against the same
+Prosody, so a loaded machine compares like with like.
 """
 
 from __future__ import annotations
@@ -164,6 +166,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--iterations", type=int, default=4096)
+    parser.add_argument("--against", default="",
+                        help="git revision also measured (first, as the reference) from a "
+                             "temporary worktree, e.g. main")
     parser.add_argument("--prosody-gc", choices=("generational", "incremental"),
                         default="generational",
                         help="Prosody's Lua GC mode (incremental: Prosody 0.12's default)")
@@ -171,39 +176,59 @@ def main() -> None:
     rows = []
     prosody = Prosody(hashed=True, scram_iterations=args.iterations,
                       lua_gc=args.prosody_gc).start()
+    trees = {"": str(ROOT)}
+    home = Path.cwd()
+    tmp_trees = tempfile.TemporaryDirectory(prefix="purplegw-bench-against-")
+    if args.against:
+        other = Path(tmp_trees.name) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other),
+                        args.against], check=True, capture_output=True)
+        trees = {args.against: str(other), "this tree": str(ROOT)}
     try:
         for n in (int(x) for x in args.accounts.split(",")):
             users = prosody.create_users(n, prefix=f"d{n}x")
-            for workers in (0, args.workers):
-                with tempfile.TemporaryDirectory(prefix="purplegw-bench-daemon-") as tmp:
-                    gateway = prepare(prosody, users, workers, Path(tmp))
-                    # A first start derives every SCRAM key; a restart (same
-                    # data directory) finds them stored and derives none.
-                    for start in ("first", "restart") if workers else ("first",):
-                        prosody.restart()
-                        rows.append(measure(prosody, gateway, workers, start, n, args.timeout))
-                        print(json.dumps(rows[-1]), flush=True)
+            for tree, root in trees.items():
+                # `python -m purplegw` imports from its working directory first.
+                os.chdir(root)
+                for workers in (0, args.workers):
+                    with tempfile.TemporaryDirectory(prefix="purplegw-bench-daemon-") as tmp:
+                        gateway = prepare(prosody, users, workers, Path(tmp))
+                        # A first start derives every SCRAM key; a restart (same
+                        # data directory) finds them stored and derives none.
+                        for start in ("first", "restart") if workers else ("first",):
+                            prosody.restart()
+                            row = measure(prosody, gateway, workers, start, n, args.timeout)
+                            rows.append({"tree": tree, **row})
+                            print(json.dumps(rows[-1]), flush=True)
     finally:
+        os.chdir(home)
         prosody.cleanup()
+        if args.against:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(Path(tmp_trees.name) / "tree")], check=False)
+        tmp_trees.cleanup()
     print()
-    header = (f"{'accounts':>8} {'workers':>7} {'start':>7} | "
+    header = (f"{'tree':>10} {'accounts':>8} {'workers':>7} {'start':>7} | "
               f"{'online':>6} {'seconds':>8} {'logins/s':>9} "
               f"{'ratio':>5} {'first':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5} | "
-              f"{'CPU ms/login: ours':>18} {'Prosody':>7} | {'Prosody busy':>12}")
+              f"{'CPU ms/login: ours':>18} {'Prosody':>7} {'ours/P':>6} | {'Prosody busy':>12}")
     print(header)
     print("-" * len(header))
     reference: dict[int, dict] = {}
     for row in rows:
         ref = reference.setdefault(row["accounts"], row)
-        print(f"{row['accounts']:>8} {row['workers']:>7} {row['start']:>7} | {row['connected']:>6} "
+        print(f"{row['tree'][:10]:>10} {row['accounts']:>8} {row['workers']:>7} "
+              f"{row['start']:>7} | {row['connected']:>6} "
               f"{row['seconds']:>8.1f} {row['logins_per_s']:>9.1f} "
               f"{row['logins_per_s'] / ref['logins_per_s']:>5.2f} {row['first_login_s']:>5.1f} | "
               f"{row['rss_mib']:>8.0f} "
               f"{row['kib_per_account']:>8.1f} "
               f"{row['kib_per_account'] / ref['kib_per_account']:>5.2f} | "
-              f"{row['gateway_cpu_ms']:>18.1f} {row['prosody_cpu_ms']:>7.1f} | "
+              f"{row['gateway_cpu_ms']:>18.1f} {row['prosody_cpu_ms']:>7.1f} "
+              f"{row['gateway_cpu_ms'] / max(row['prosody_cpu_ms'], 1e-9):>6.2f} | "
               f"{100 * row['prosody_busy']:>11.0f}%")
-    print("reference: workers = 0 (one process); ratios > 1 for logins/s are better; "
+    print("reference: the first row of each size (workers = 0, one process, of --against "
+          "if given); ratios > 1 for logins/s are better; "
           f"SCRAM iterations {args.iterations}; Prosody Lua GC {args.prosody_gc}")
 
 

@@ -145,6 +145,16 @@ class Client(slixmpp.ClientXMPP):
         self.register_handler(CoroutineCallback(
             "SASL Challenge", MatchXPath(sasl_stanza.Challenge.tag_name()),
             self.handle_sasl_challenge))
+        self.add_event_handler("auth_success", self._forget_sasl_mechanism)
+
+    def _forget_sasl_mechanism(self, _stanza: Any) -> None:
+        """Drop the SASL mechanism once authenticated (slixmpp keeps it for the stream's life).
+
+        It holds the credentials, nonces and SCRAM state of a finished
+        exchange; the next authentication (a resumed or new stream) builds
+        a new one.
+        """
+        self.plugin["feature_mechanisms"].mech = None
 
     async def handle_sasl_challenge(self, challenge: Any) -> None:
         """slixmpp's ``_handle_challenge`` with ``mech.process`` run in the default executor."""
