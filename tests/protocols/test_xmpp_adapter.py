@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+from purplegw.protocols.base import AccountCredentials, SessionContext
 from purplegw.protocols.loader import AdapterStatus, load_adapters
 from purplegw.protocols.xmpp import DEFAULTS_PATH, Adapter
 from purplegw.protocols.xmpp.session import parse_server
@@ -69,3 +70,23 @@ def test_parse_server_and_normalize():
     assert parse_server("127.0.0.1:5299") == ("127.0.0.1", 5299)
     assert parse_server("[::1]:5299") == ("::1", 5299)
     assert Adapter().normalize_contact(" Bob@Example.ORG/phone ") == "bob@example.org"
+
+
+def test_sessions_of_one_section_share_one_merged_config():
+    adapter = Adapter()
+    shared: dict = {}
+
+    def session(i: int, config: dict):
+        credentials = AccountCredentials(i, f"sip:u{i}@x", f"u{i}@localhost", "xmpp", "pw")
+        return adapter.create_session(
+            credentials, SessionContext(loop=None, events=None, config=config, shared=shared))
+
+    one = session(1, {"server": "127.0.0.1:5222", "keepalive": 0})
+    two = session(2, {"keepalive": 0, "server": "127.0.0.1:5222"})  # equal, another dict
+    other = session(3, {"server": "127.0.0.1:5223", "keepalive": 0})
+    assert one.config is two.config
+    assert other.config is not one.config and other.config["server"] == "127.0.0.1:5223"
+    assert one.config["keepalive"] == 0 and one.config["resource"] == "purplegw"  # a default
+    # A value that cannot be a key still works, merged per session.
+    listed = session(4, {"server": "127.0.0.1:5222", "extra": ["a"]})
+    assert listed.config["extra"] == ["a"] and listed.config["resource"] == "purplegw"

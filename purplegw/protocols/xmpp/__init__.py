@@ -64,7 +64,7 @@ class Adapter(base.Adapter):
         # Lazy: importing the adapter must not import slixmpp (loader, CLI).
         from purplegw.protocols.xmpp.session import XmppSession  # noqa: PLC0415
 
-        config = {**self.get_default_config(), **context.config}
+        config = self._merged_config(context)
         if config is not context.config:
             context = base.SessionContext(
                 loop=context.loop,
@@ -74,6 +74,22 @@ class Adapter(base.Adapter):
                 shared=context.shared,
             )
         return XmppSession(credentials, context)
+
+    def _merged_config(self, context: base.SessionContext) -> dict[str, Any]:
+        """The defaults under the section: one dict per distinct section in the process.
+
+        Sessions only read it; 10,000 accounts of one section would
+        otherwise hold 10,000 equal copies (~0.7 KiB each).
+        """
+        try:
+            key = ("xmpp.config", tuple(sorted(context.config.items())))
+            hash(key)
+        except TypeError:  # a list or table value: not shared, merged per session
+            return {**self.get_default_config(), **context.config}
+        merged = context.shared.get(key)
+        if merged is None:
+            merged = context.shared[key] = {**self.get_default_config(), **context.config}
+        return merged
 
     def normalize_contact(self, contact: str) -> str:
         """Bare JID, lower-cased local part and domain (resource dropped)."""

@@ -146,6 +146,7 @@ class Client(slixmpp.ClientXMPP):
             "SASL Challenge", MatchXPath(sasl_stanza.Challenge.tag_name()),
             self.handle_sasl_challenge))
         self.add_event_handler("auth_success", self._forget_sasl_mechanism)
+        self.add_event_handler("session_start", self._forget_stream_features)
 
     def _forget_sasl_mechanism(self, _stanza: Any) -> None:
         """Drop the SASL mechanism once authenticated (slixmpp keeps it for the stream's life).
@@ -155,6 +156,14 @@ class Client(slixmpp.ClientXMPP):
         a new one.
         """
         self.plugin["feature_mechanisms"].mech = None
+
+    def _forget_stream_features(self, _event: Any) -> None:
+        """Drop the stream features stanza resource binding keeps (~1.5 KiB per account).
+
+        Bound and session started: nothing reads it any more; a new stream
+        binds again and stores its own.
+        """
+        self.plugin["feature_bind"].features = None
 
     async def handle_sasl_challenge(self, challenge: Any) -> None:
         """slixmpp's ``_handle_challenge`` with ``mech.process`` run in the default executor."""
