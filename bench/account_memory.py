@@ -151,8 +151,9 @@ async def login_all(address: str, ca_file: str, users: list[tuple[str, str]],
         groups: dict[str, int] = {}
         sites: dict[str, int] = {}
         for stat in stats:
-            groups[group_of(stat.traceback)] = groups.get(group_of(stat.traceback), 0) + stat.size_diff
-            sites[site_of(stat.traceback)] = sites.get(site_of(stat.traceback), 0) + stat.size_diff
+            group, site = group_of(stat.traceback), site_of(stat.traceback)
+            groups[group] = groups.get(group, 0) + stat.size_diff
+            sites[site] = sites.get(site, 0) + stat.size_diff
         tracemalloc.stop()
         result["traced_kib"] = sum(groups.values()) / 1024 / n
         result["groups"] = {k: v / 1024 / n for k, v in groups.items()}
@@ -236,7 +237,8 @@ def report(results: dict[str, tuple[dict, dict]], accounts: int, top: int) -> No
           f"{'CPU ms/login':>12} {'Prosody':>8} {'ours/Prosody':>12} | {'logins/s':>8}")
     for label in labels:
         plain, traced = results[label]
-        print(f"{label:<12} {plain['rss_kib']:>8.1f} {plain['rss_kib'] / ref_plain['rss_kib']:>6.2f} "
+        ratio = plain["rss_kib"] / ref_plain["rss_kib"]
+        print(f"{label:<12} {plain['rss_kib']:>8.1f} {ratio:>6.2f} "
               f"{traced['traced_kib']:>7.1f} {plain['rss_kib'] - traced['traced_kib']:>8.1f} | "
               f"{plain['cpu_ms']:>12.2f} {plain['prosody_cpu_ms']:>8.2f} "
               f"{plain['cpu_ms'] / plain['prosody_cpu_ms']:>12.2f} | "
