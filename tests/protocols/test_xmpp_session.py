@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 from slixmpp.exceptions import IqError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from purplegw.presence import Presence, Status
 from purplegw.protocols.base import (
@@ -235,6 +237,33 @@ def test_contacts_can_discover_and_ping_the_gateway_connection(loop, alice, bob)
     # asked twice: the shared feature list is unchanged by serving it
     assert set(bob._run(ask("disco"), 20)["disco_info"]["features"]) == set(  # noqa: SLF001
         info["disco_info"]["features"])
+
+
+def test_keepalive_pings_answered_by_a_live_server_keep_the_session(loop, prosody, users, bob):
+    """The keepalive's XEP-0199 ping (built without the slixmpp plugin) gets results, not errors."""
+    session, events = make_session(loop, users[0].jid, users[0].password,
+                                   config(prosody, keepalive=0.3))
+    loop.run(session.login())
+    try:
+        client = session.client
+        answers: list[str] = []
+
+        def count(iq):
+            answers.append(iq["type"])
+
+        # Every iq result or error addressed to us passes this handler too.
+        client.register_handler(Callback("ping answers", MatchXPath("{jabber:client}iq"), count))
+        deadline = time.monotonic() + 20
+        while answers.count("result") < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answers.count("result") >= 3, answers
+        assert "error" not in answers
+        assert [a[0] for a in events.of("state")] == [ConnectionState.CONNECTING,
+                                                      ConnectionState.CONNECTED]
+        loop.run(session.send_message(users[1].jid, "still here", "ka-1"))
+        bob.wait_for(lambda e: e.kind == "message" and e.body == "still here")
+    finally:
+        loop.run(session.logout())
 
 
 def test_a_message_larger_than_the_tls_read_buffer_arrives_whole(loop, alice, bob, users):
