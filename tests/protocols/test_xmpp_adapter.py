@@ -85,8 +85,11 @@ def test_sessions_of_one_section_share_one_merged_config():
     two = session(2, {"keepalive": 0, "server": "127.0.0.1:5222"})  # equal, another dict
     other = session(3, {"server": "127.0.0.1:5223", "keepalive": 0})
     assert one.config is two.config
-    assert other.config is not one.config and other.config["server"] == "127.0.0.1:5223"
-    assert one.config["keepalive"] == 0 and one.config["resource"] == "purplegw"  # a default
+    assert other.config is not one.config
+    assert other.config["server"] == "127.0.0.1:5223"
+    assert one.config["keepalive"] == 0
+    assert one.config["resource"] == "purplegw"  # a default
     # A value that cannot be a key still works, merged per session.
     listed = session(4, {"server": "127.0.0.1:5222", "extra": ["a"]})
-    assert listed.config["extra"] == ["a"] and listed.config["resource"] == "purplegw"
+    assert listed.config["extra"] == ["a"]
+    assert listed.config["resource"] == "purplegw"

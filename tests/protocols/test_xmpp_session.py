@@ -200,7 +200,7 @@ def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     bob.wait_for(lambda e: e.kind == "receipt" and e.receipt_for == mid)
 
 
-def test_contacts_can_discover_and_ping_the_gateway_connection(loop, alice, bob):
+def test_contacts_can_discover_and_ping_the_gateway_connection(alice, bob):
     """disco#info and ping are answered without slixmpp's per-client plugins (features.py)."""
     session, _events = alice
     ours = session.client.boundjid.full
