@@ -87,7 +87,7 @@ def group_of(traceback: tracemalloc.Traceback) -> str:
             return "expat + ElementTree (XML parser)"
         for key in ("slixmpp/", "asyncio/", "purplegw/", "ssl.py", "copy.py"):
             if key in name:
-                return name[name.rfind(key):]
+                return name[name.rfind(key) :]
     return traceback[-1].filename.rsplit("/", 1)[-1]
 
 
@@ -96,16 +96,17 @@ def site_of(traceback: tracemalloc.Traceback) -> str:
     name = frame.filename
     for key in ("/slixmpp/", "/purplegw/", "/asyncio/", "/xml/", "/lib/python3"):
         if key in name:
-            name = name[name.rfind(key) + 1:]
+            name = name[name.rfind(key) + 1 :]
             break
     return f"{name}:{frame.lineno}"
 
 
-async def login_all(address: str, ca_file: str, users: list[tuple[str, str]],
-                    *, trace: bool) -> dict[str, Any]:
-    from purplegw.actors.gc_tuning import apply_gc_threshold  # noqa: PLC0415
-    from purplegw.protocols.base import AccountCredentials, SessionContext  # noqa: PLC0415
-    from purplegw.protocols.xmpp import Adapter  # noqa: PLC0415
+async def login_all(
+    address: str, ca_file: str, users: list[tuple[str, str]], *, trace: bool
+) -> dict[str, Any]:
+    from purplegw.actors.gc_tuning import apply_gc_threshold
+    from purplegw.protocols.base import AccountCredentials, SessionContext
+    from purplegw.protocols.xmpp import Adapter
 
     apply_gc_threshold(GC_THRESHOLD)
     loop = asyncio.get_running_loop()
@@ -117,7 +118,8 @@ async def login_all(address: str, ca_file: str, users: list[tuple[str, str]],
     def session(i: int, jid: str, password: str) -> Any:
         return adapter.create_session(
             AccountCredentials(i, f"sip:u{i}@127.0.0.1", jid, "xmpp", password),
-            SessionContext(loop=loop, events=NoEvents(), config=cfg, shared=shared))
+            SessionContext(loop=loop, events=NoEvents(), config=cfg, shared=shared),
+        )
 
     gate = asyncio.Semaphore(CONCURRENT_LOGINS)
 
@@ -143,8 +145,12 @@ async def login_all(address: str, ca_file: str, users: list[tuple[str, str]],
     gc.collect()
     grown_rss = rss_kib() - before_rss
     n = len(sessions)
-    result: dict[str, Any] = {"accounts": n, "seconds": elapsed, "cpu_ms": 1000 * cpu / n,
-                              "rss_kib": grown_rss / n}
+    result: dict[str, Any] = {
+        "accounts": n,
+        "seconds": elapsed,
+        "cpu_ms": 1000 * cpu / n,
+        "rss_kib": grown_rss / n,
+    }
     if trace:
         after = tracemalloc.take_snapshot()
         stats = after.compare_to(before_snapshot, "traceback")
@@ -173,16 +179,28 @@ def run_child(root: str, prosody: Any, accounts: int, *, trace: bool) -> dict[st
     prosody.restart()
     assert prosody.proc is not None
     prosody_cpu = cpu_seconds(prosody.proc.pid)
-    cmd = [sys.executable, __file__, "--child", "--root", root, "--accounts", str(accounts),
-           "--server", prosody.address, "--ca-file", prosody.ca_file]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--root",
+        root,
+        "--accounts",
+        str(accounts),
+        "--server",
+        prosody.address,
+        "--ca-file",
+        prosody.ca_file,
+    ]
     if trace:
         cmd.append("--trace")
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     # Prosody's CPU over the whole child (warm-up and logout included): an
     # upper bound of its share, the gateway's own figure is logins only.
-    result["prosody_cpu_ms"] = 1000 * (cpu_seconds(prosody.proc.pid) - prosody_cpu) / (
-        accounts + WARM_ACCOUNTS)
+    result["prosody_cpu_ms"] = (
+        1000 * (cpu_seconds(prosody.proc.pid) - prosody_cpu) / (accounts + WARM_ACCOUNTS)
+    )
     return result
 
 
@@ -202,19 +220,23 @@ def main() -> None:
         child(args)
         return
     sys.path.insert(0, str(ROOT))
-    from tests.kit.prosody import Prosody  # noqa: PLC0415
+    from tests.kit.prosody import Prosody
 
     roots = {"this tree": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="purplegw-bench-mem-") as tmp:
         if args.against:
             other = Path(tmp) / "against"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other),
-                            args.against], check=True, capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other), args.against],
+                check=True,
+                capture_output=True,
+            )
             roots = {args.against: str(other), **roots}
         try:
             results = {}
-            with Prosody(log_level="warn", hashed=True,
-                         scram_iterations=args.iterations) as prosody:
+            with Prosody(
+                log_level="warn", hashed=True, scram_iterations=args.iterations
+            ) as prosody:
                 prosody.create_users(args.accounts + WARM_ACCOUNTS, prefix="mem")
                 for label, root in roots.items():
                     plain = run_child(root, prosody, args.accounts, trace=False)
@@ -223,34 +245,54 @@ def main() -> None:
                     print(label, json.dumps(plain), file=sys.stderr, flush=True)
         finally:
             if args.against:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(Path(tmp) / "against")], check=False)
+                subprocess.run(
+                    [
+                        "git",
+                        "-C",
+                        str(ROOT),
+                        "worktree",
+                        "remove",
+                        "--force",
+                        str(Path(tmp) / "against"),
+                    ],
+                    check=False,
+                )
     report(results, args.accounts, args.top)
 
 
 def report(results: dict[str, tuple[dict, dict]], accounts: int, top: int) -> None:
     labels = list(results)
     ref_plain, _ = results[labels[0]]
-    print(f"{accounts} XMPP accounts logged in on one loop (after {WARM_ACCOUNTS} warm-up), "
-          "per account; ratio against the first row")
-    print(f"{'tree':<12} {'RSS KiB':>8} {'ratio':>6} {'traced':>7} {'untraced':>8} | "
-          f"{'CPU ms/login':>12} {'Prosody':>8} {'ours/Prosody':>12} | {'logins/s':>8}")
+    print(
+        f"{accounts} XMPP accounts logged in on one loop (after {WARM_ACCOUNTS} warm-up), "
+        "per account; ratio against the first row"
+    )
+    print(
+        f"{'tree':<12} {'RSS KiB':>8} {'ratio':>6} {'traced':>7} {'untraced':>8} | "
+        f"{'CPU ms/login':>12} {'Prosody':>8} {'ours/Prosody':>12} | {'logins/s':>8}"
+    )
     for label in labels:
         plain, traced = results[label]
         ratio = plain["rss_kib"] / ref_plain["rss_kib"]
-        print(f"{label:<12} {plain['rss_kib']:>8.1f} {ratio:>6.2f} "
-              f"{traced['traced_kib']:>7.1f} {plain['rss_kib'] - traced['traced_kib']:>8.1f} | "
-              f"{plain['cpu_ms']:>12.2f} {plain['prosody_cpu_ms']:>8.2f} "
-              f"{plain['cpu_ms'] / plain['prosody_cpu_ms']:>12.2f} | "
-              f"{plain['accounts'] / plain['seconds']:>8.0f}")
+        print(
+            f"{label:<12} {plain['rss_kib']:>8.1f} {ratio:>6.2f} "
+            f"{traced['traced_kib']:>7.1f} {plain['rss_kib'] - traced['traced_kib']:>8.1f} | "
+            f"{plain['cpu_ms']:>12.2f} {plain['prosody_cpu_ms']:>8.2f} "
+            f"{plain['cpu_ms'] / plain['prosody_cpu_ms']:>12.2f} | "
+            f"{plain['accounts'] / plain['seconds']:>8.0f}"
+        )
     for key, title in (("groups", "group"), ("sites", "allocation site")):
-        names = sorted(set().union(*(results[lb][1][key] for lb in labels)),
-                       key=lambda k: -max(abs(results[lb][1][key].get(k, 0.0)) for lb in labels))
+        names = sorted(
+            set().union(*(results[lb][1][key] for lb in labels)),
+            key=lambda k: -max(abs(results[lb][1][key].get(k, 0.0)) for lb in labels),
+        )
         print(f"\ntraced KiB per account by {title}")
         print(f"{title:<58}" + "".join(f"{lb[:10]:>11}" for lb in labels))
         for name in names[:top]:
-            print(f"{name[-58:]:<58}" + "".join(
-                f"{results[lb][1][key].get(name, 0.0):>11.2f}" for lb in labels))
+            print(
+                f"{name[-58:]:<58}"
+                + "".join(f"{results[lb][1][key].get(name, 0.0):>11.2f}" for lb in labels)
+            )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def test_sessions_of_one_section_share_one_merged_config():
     def session(i: int, config: dict):
         credentials = AccountCredentials(i, f"sip:u{i}@x", f"u{i}@localhost", "xmpp", "pw")
         return adapter.create_session(
-            credentials, SessionContext(loop=None, events=None, config=config, shared=shared))
+            credentials, SessionContext(loop=None, events=None, config=config, shared=shared)
+        )
 
     one = session(1, {"server": "127.0.0.1:5222", "keepalive": 0})
     two = session(2, {"keepalive": 0, "server": "127.0.0.1:5222"})  # equal, another dict

@@ -204,7 +204,7 @@ def test_contacts_can_discover_and_ping_the_gateway_connection(alice, bob):
     """disco#info and ping are answered without slixmpp's per-client plugins (features.py)."""
     session, _events = alice
     ours = session.client.boundjid.full
-    peer = bob._client  # noqa: SLF001 - the peer's own slixmpp client asks
+    peer = bob._client
 
     async def ask(kind: str, node: str | None = None):
         iq = peer.make_iq_get(ito=ours)
@@ -222,27 +222,33 @@ def test_contacts_can_discover_and_ping_the_gateway_connection(alice, bob):
         except IqError as exc:
             return exc.iq
 
-    info = bob._run(ask("disco"), 20)  # noqa: SLF001
+    info = bob._run(ask("disco"), 20)
     assert info["type"] == "result"
     assert set(info["disco_info"]["features"]) == {
-        "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/chatstates",
-        "urn:xmpp:receipts", "urn:xmpp:ping", "http://jabber.org/protocol/xhtml-im"}
+        "http://jabber.org/protocol/disco#info",
+        "http://jabber.org/protocol/chatstates",
+        "urn:xmpp:receipts",
+        "urn:xmpp:ping",
+        "http://jabber.org/protocol/xhtml-im",
+    }
     assert ("client", "pc", None, "purplegw") in info["disco_info"]["identities"]
-    unknown_node = bob._run(ask("disco", node="urn:example#caps"), 20)  # noqa: SLF001
+    unknown_node = bob._run(ask("disco", node="urn:example#caps"), 20)
     assert unknown_node["type"] == "error"
     assert unknown_node["error"]["condition"] == "item-not-found"
-    assert bob._run(ask("ping"), 20)["type"] == "result"  # noqa: SLF001
-    unknown = bob._run(ask("other"), 20)  # noqa: SLF001
+    assert bob._run(ask("ping"), 20)["type"] == "result"
+    unknown = bob._run(ask("other"), 20)
     assert unknown["error"]["condition"] == "feature-not-implemented"
     # asked twice: the shared feature list is unchanged by serving it
-    assert set(bob._run(ask("disco"), 20)["disco_info"]["features"]) == set(  # noqa: SLF001
-        info["disco_info"]["features"])
+    assert set(bob._run(ask("disco"), 20)["disco_info"]["features"]) == set(
+        info["disco_info"]["features"]
+    )
 
 
 def test_keepalive_pings_answered_by_a_live_server_keep_the_session(loop, prosody, users, bob):
     """The keepalive's XEP-0199 ping (built without the slixmpp plugin) gets results, not errors."""
-    session, events = make_session(loop, users[0].jid, users[0].password,
-                                   config(prosody, keepalive=0.3))
+    session, events = make_session(
+        loop, users[0].jid, users[0].password, config(prosody, keepalive=0.3)
+    )
     loop.run(session.login())
     try:
         client = session.client
@@ -258,8 +264,10 @@ def test_keepalive_pings_answered_by_a_live_server_keep_the_session(loop, prosod
             time.sleep(0.1)
         assert answers.count("result") >= 3, answers
         assert "error" not in answers
-        assert [a[0] for a in events.of("state")] == [ConnectionState.CONNECTING,
-                                                      ConnectionState.CONNECTED]
+        assert [a[0] for a in events.of("state")] == [
+            ConnectionState.CONNECTING,
+            ConnectionState.CONNECTED,
+        ]
         loop.run(session.send_message(users[1].jid, "still here", "ka-1"))
         bob.wait_for(lambda e: e.kind == "message" and e.body == "still here")
     finally:

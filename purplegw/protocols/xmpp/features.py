@@ -60,8 +60,13 @@ def install() -> None:
     if _installed:
         return
     register_stanza_plugin(Message, chat_states.ChatState)
-    for state in (chat_states.Active, chat_states.Composing, chat_states.Gone,
-                  chat_states.Inactive, chat_states.Paused):
+    for state in (
+        chat_states.Active,
+        chat_states.Composing,
+        chat_states.Gone,
+        chat_states.Inactive,
+        chat_states.Paused,
+    ):
         register_stanza_plugin(Message, state)
     register_stanza_plugin(Message, receipts.Request)
     register_stanza_plugin(Message, receipts.Received)
@@ -92,11 +97,15 @@ class IqPayloadMatcher(MatcherBase):
 IQ_TAG = "{jabber:client}iq"
 _DISCO_INFO = _disco_info()
 # Matchers hold no state: one for every client of the process.
-_IQ_REQUESTS = IqPayloadMatcher(frozenset((
-    f"{{{DISCO_INFO_NS}}}query",
-    f"{{{DISCO_ITEMS_NS}}}query",
-    f"{{{ping.Ping.namespace}}}ping",
-)))
+_IQ_REQUESTS = IqPayloadMatcher(
+    frozenset(
+        (
+            f"{{{DISCO_INFO_NS}}}query",
+            f"{{{DISCO_ITEMS_NS}}}query",
+            f"{{{ping.Ping.namespace}}}ping",
+        )
+    )
+)
 
 
 def answer_iq(iq: Any) -> None:
