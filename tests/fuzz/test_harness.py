@@ -62,11 +62,11 @@ def test_mutation_is_a_function_of_the_seed() -> None:
 
 
 def test_parser_crash_other_than_sip_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def buggy(data: bytes) -> Message:
+    def buggy(data: bytes, **limits: int) -> Message:
         head = data.split(b"\r\n\r\n", 1)[0]
         if b"\x00" in head and b"CSeq" in head:
             raise IndexError("planted")
-        return parse_datagram(data)
+        return parse_datagram(data, **limits)
 
     monkeypatch.setattr(parser_targets, "parse_datagram", buggy)
     message = find_crash(TARGETS["parser-datagram"], tmp_path)
