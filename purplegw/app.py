@@ -28,6 +28,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     from purplegw.actors.process import run  # noqa: PLC0415
     from purplegw.actors.worker import Worker  # noqa: PLC0415
     from purplegw.gateway import Gateway, GatewaySettings, PresenceSettings  # noqa: PLC0415
+    from purplegw.gateway.settings import MessagingSettings  # noqa: PLC0415
 
     def account_source() -> list[Any]:
         rows, problems = store.accounts.credentials(registry.canonical)
@@ -38,6 +39,12 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     def user_at_host(protocol: str) -> bool:
         info = registry.infos.get(protocol)
         return bool(info and info.adapter and info.adapter.addresses_user_at_host)
+
+    def unsendable(protocol: str, text: str) -> tuple[int, str] | None:
+        # What the network cannot carry is its adapter's to say (Adapter.unsendable).
+        info = registry.infos.get(protocol)
+        check = getattr(info.adapter, "unsendable", None) if info and info.adapter else None
+        return check(text) if check is not None else None
 
     def sip_service(runtime: Any) -> Any:
         # The gateway's rules run on one worker thread of their own; the SIP
@@ -50,7 +57,11 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             canonical=registry.canonical,
             user_at_host=user_at_host,
             presence=PresenceSettings.from_section(config.sections.get("presence")),
+            messaging=MessagingSettings.from_section(config.sections.get("messaging")),
+            unsendable=unsendable,
         )
+        # ``purplegw messages retry`` tells the running daemon over the control socket.
+        runtime.commands["messages.requeued"] = gateway.requeued
         front = SipFront(FrontConfig.from_section(config["sip"]), gateway).start()
         # The gateway is an EventSink by shape (on_event), not by class: it imports no actors.
         listener.add_sink(gateway)  # type: ignore[arg-type]

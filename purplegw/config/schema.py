@@ -86,6 +86,17 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "max_subscriptions_per_user": t.Integer(minimum=1),
         "buddy_list_user": t.String(),
     },
+    "messaging": {
+        "max_text_bytes": t.Integer(minimum=0),
+        "retry_attempts": t.Integer(minimum=1),
+        "retry_max_age": t.Float(minimum=0.0),
+        "notify_failures": t.Boolean(),
+        "outbox_max_messages": t.Integer(minimum=0),
+        "outbox_max_bytes": t.Integer(minimum=0),
+        "sender_rate": t.Float(minimum=0.0),
+        "sender_burst": t.Integer(minimum=1),
+        "dead_binding_timeouts": t.Integer(minimum=0),
+    },
     "metrics": {
         "listen": t.HostPort(),
         "cache_seconds": t.Float(minimum=0.0),

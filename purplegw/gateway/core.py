@@ -41,10 +41,10 @@ from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.authorization import Authorization
 from purplegw.gateway.identity import Identity, Refused, respond
-from purplegw.gateway.messaging import Messaging
+from purplegw.gateway.messaging import Messaging, Unsendable
 from purplegw.gateway.presence import PresenceService, contact_checker
 from purplegw.gateway.registrar import Registrar
-from purplegw.gateway.settings import GatewaySettings, PresenceSettings
+from purplegw.gateway.settings import GatewaySettings, MessagingSettings, PresenceSettings
 from purplegw.gateway.upstream import UpstreamPublisher
 from purplegw.protocols.base import ConnectionState
 from purplegw.sip.errors import SipError
@@ -86,6 +86,8 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         presence: PresenceSettings | None = None,
         contact_error: Callable[[str, str], str | None] | None = None,
+        messaging: MessagingSettings | None = None,
+        unsendable: Unsendable | None = None,
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -97,7 +99,9 @@ class Gateway:
         self.registrar = Registrar(settings, self.identity, clock)
         self.messaging = Messaging(domain=settings.domain, identity=self.identity,
                                    registrar=self.registrar, addresses=self.addresses,
-                                   store=store, directory=directory, worker=worker)
+                                   store=store, directory=directory, worker=worker,
+                                   settings=messaging, clock=clock,
+                                   unsendable=unsendable or (lambda _protocol, _text: None))
         self.presence = PresenceService(settings=presence, identity=self.identity,
                                         addresses=self.addresses, store=store,
                                         directory=directory, worker=worker,
@@ -174,9 +178,17 @@ class Gateway:
         except Exception:
             logger.exception("Gateway failed to handle %s", event)
 
-    def on_message(self, account: Account, contact: str, text: str,
-                   message_id: str | None) -> None:  # noqa: ARG002 - the event signature
-        self.worker.submit(self.messaging.incoming, account, contact, text)
+    def on_message(self, account: Account, contact: str, text: str,  # noqa: PLR0913 - the event
+                   message_id: str | None = None, sent_at: float | None = None) -> None:
+        self.worker.submit(self.messaging.incoming, account, contact, text, message_id, sent_at)
+
+    def on_receipt(self, account: Account, contact: str, message_id: str) -> None:
+        self.worker.submit(self.messaging.receipt, account, contact, message_id)
+
+    def requeued(self) -> bool:
+        """The ``messages.requeued`` control command (any thread): dead letters were put back."""
+        self.worker.submit(self.messaging.requeued)
+        return True
 
     def on_typing(self, account: Account, contact: str, state: TypingState) -> None:
         self.worker.submit(self.messaging.typing, account, contact, state)

@@ -3,49 +3,93 @@
 Rules:
 
 Rule 1. SIP -> external: the sender is identified (purplegw.gateway.identity),
-        the Request-URI resolved (purplegw.gateway.addressing), and the final
-        response says what happened: 202 once the account actor took the
-        message (sent or queued), 404 no account reaches the contact, 403
+        the Request-URI resolved (purplegw.gateway.addressing), and the text
+        checked before anything is accepted: a NUL, more than ``[messaging]
+        max_text_bytes``, or what the network cannot carry (its adapter's
+        ``unsendable``) is refused 488/413 with the reason, never 202.  The
+        final response says what happened: 202 once the account actor took
+        the message (sent or queued), 404 no account reaches the contact, 403
         sender not allowed, 480 account offline and its queue full, 415 for
         bodies other than text/plain, message/cpim and is-composing (which
         becomes a typing notification, answered 200).
 Rule 2. A message answered 202 is first recorded in the send queue (store
-        ``sendq``) so that a restart does not lose it: rows left by an earlier
-        run go to their account when it connects, before any newer message
-        of the same conversation.  A row leaves the queue once its account
-        says the network took it (or refused it for good).
+        ``sendq``) so that a restart does not lose it.  The MESSAGEs handled
+        in one worker turn are recorded together (one transaction, one
+        fsync: ``GroupCommitWriter``); each is handed to its account only
+        after that commit, so a 202 never leaves before its row is durable.
+        Rows left by an earlier run go to their account when it connects,
+        before any newer message of the same conversation.  A row leaves the
+        queue once its account says the network took it; a permanent refusal
+        after the 202 moves it to the dead letters, and the SIP sender is
+        told (Rule 7).
 Rule 3. External -> SIP: a message is written to the outbox before anything
-        else, then sent as a SIP MESSAGE to the user's registered contacts (or
-        ``[sip] outbound_proxy``, purplegw.gateway.registrar); it leaves the
-        outbox only after a 2xx.  One message in flight per user: order is
-        kept.  Undelivered messages wait for the user's next REGISTER, or a
-        retry timer (``RETRY_DELAYS``), and survive restarts.
-Rule 4. Received messages the outbox cannot take (database down) wait in
+        else (the messages received in one worker turn in one commit), then
+        sent as a SIP MESSAGE to the user's registered contacts in parallel
+        (or ``[sip] outbound_proxy``, purplegw.gateway.registrar); the first
+        2xx delivers it and it leaves the outbox.  One message in flight per
+        conversation (user, contact): order is kept per conversation, and a
+        stuck conversation never holds back another.
+Rule 4. Delivery outcomes towards SIP: 2xx delivered; 408, 480, 503, 504, a
+        transport error transient (retried after ``RETRY_DELAYS``, at most
+        ``retry_attempts`` times and ``retry_max_age`` seconds); 413/513 over
+        UDP is sent again over TCP, and permanent over TCP; anything else
+        permanent.  Permanent failures and exhausted retries go to the dead
+        letters and the external sender gets a bounce (``handle.bounce``).
+        A contact that timed out ``dead_binding_timeouts`` times in a row is
+        skipped until the user registers again.
+Rule 5. Received messages the outbox cannot take (database down) wait in
         memory, in order, and are written again every ``STORE_RETRY_DELAY``.
-Rule 5. Typing notifications towards SIP are best effort, never queued: a
+        Beyond ``outbox_max_messages``/``outbox_max_bytes`` per user, or
+        ``sender_rate`` per external sender, a message is refused with a
+        bounce (503 "outbox full", 403 "too many messages") instead.
+Rule 6. Typing notifications towards SIP are best effort, never queued: a
         stale "is typing" is worse than none.
+Rule 7. The SIP sender of a message that failed after its 202 gets, through
+        its outbox, an RFC 5438 IMDN failure notification when the message
+        asked for one (message/cpim with imdn.Disposition-Notification:
+        negative-delivery), otherwise a short text from the contact's URI
+        (``[messaging] notify_failures``).
+Rule 8. Receipts: a contact's receipt becomes an IMDN "delivered" for a
+        phone that asked for positive-delivery; a phone's IMDN delivered or
+        displayed becomes ``handle.send_receipt``.  A received message with a
+        time of its own (``sent_at``) goes to the phone as message/cpim with
+        that DateTime.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
-from defusedxml import ElementTree
-
+from purplegw import metrics
 from purplegw.actors.front.transport import Address, Source
 from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import NoRoute, Route
+from purplegw.gateway.bodies import (
+    CPIM,
+    Incoming,
+    check_text,
+    cpim_text,
+    imdn,
+    iscomposing,
+    read_body,
+)
 from purplegw.gateway.identity import respond
 from purplegw.gateway.model import Account, AccountRef
-from purplegw.protocols.base import TypingState
+from purplegw.gateway.settings import MessagingSettings
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import REASON_PHRASES, Request, Response
+from purplegw.sip.ratelimit import RateLimiter, Verdict
+from purplegw.store.groupcommit import GroupCommitWriter
+from purplegw.store.outbox import NewIncoming
+from purplegw.store.sendq import NewSend
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -53,6 +97,7 @@ if TYPE_CHECKING:
     from purplegw.gateway.addressing import AddressBook
     from purplegw.gateway.identity import Identity
     from purplegw.gateway.ports import (
+        AccountHandlePort,
         DirectoryPort,
         FrontPort,
         Outcome,
@@ -63,12 +108,14 @@ if TYPE_CHECKING:
         WorkerPort,
     )
     from purplegw.gateway.registrar import Registrar
+    from purplegw.protocols.base import TypingState
+    from purplegw.store.outbox import QueuedMessage
     from purplegw.store.sendq import PendingSend
 
 logger = logging.getLogger(__name__)
 
 ACCEPT = "text/plain, message/cpim, application/im-iscomposing+xml"
-ISCOMPOSING_NS = "{urn:ietf:params:xml:ns:im-iscomposing}"
+TEXT_PLAIN = "text/plain;charset=UTF-8"
 RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)  # undelivered outbox messages
 # RFC 3261 18.1.1: a request within 200 bytes of the path MTU (1500 assumed)
 # goes over a congestion-controlled transport; phones also cap UDP reads
@@ -76,20 +123,70 @@ RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)  # undelivered outbox messages
 UDP_SIZE_LIMIT = 1300
 # Outcomes of a queued (202) message that mean "not now" rather than "never".
 RETRIED_LATER = frozenset({408, 480, 503, 504})
+# Answers of a phone (or proxy) that mean "try again later" (Rule 4).
+TRANSIENT = frozenset({408, 480, 503, 504})
+TOO_LARGE = frozenset({413, 513})
 # Received messages the outbox could not take are written again this often.
 STORE_RETRY_DELAY = 2.0
+# How many of a user's oldest outbox rows one flush looks at for conversation heads.
+FLUSH_WINDOW = 500
+# IMDN requests remembered for a receipt from the contact (Rule 8), at most.
+MAX_RECEIPTS_WAITED = 10000
+# Refusals of received messages (Rule 5), as the status handed to ``bounce``.
+OUTBOX_FULL = (503, "outbox full")  # XMPP resource-constraint
+TOO_FAST = (403, "too many messages")  # XMPP policy-violation
 
 # The "allow"/"deny" answer to an open authorization request is not forwarded
 # (purplegw.gateway.authorization); True means it was such an answer.
 Intercept = Callable[[str, Route, str], bool]
+# (protocol, text) -> None when the network can carry it, else (488|413, reason).
+Unsendable = Callable[[str, str], "tuple[int, str] | None"]
 
-Body = tuple[str, "str | TypingState"]
+Conversation = tuple[str, str]  # (sip_user, contact)
+
+
+@dataclass
+class _Accepted:
+    """A SIP MESSAGE waiting for its send-queue row to commit (Rule 2)."""
+
+    request: Request
+    reply: Reply
+    account: Account
+    handle: AccountHandlePort
+    contact: str
+    text: str
+    message_id: str
+    body: Incoming
+
+
+@dataclass
+class _Received:
+    """A message for a SIP user waiting for the outbox (Rules 3, 5)."""
+
+    account: Account
+    contact: str
+    body: bytes
+    content_type: str = TEXT_PLAIN
+    message_id: str = ""
+    report: bool = False  # written by the gateway (IMDN, failure text): nobody to bounce to
+
+
+@dataclass
+class _Delivery:
+    """One outbox message sent to every contact of the user: the first 2xx delivers it."""
+
+    left: int
+    settled: bool = False
+    failures: list[tuple[int, str, bool]] = field(default_factory=list)  # status, text, udp
 
 
 class Messaging:
     def __init__(  # noqa: PLR0913 - the controller's collaborators, all keyword
         self, *, domain: str, identity: Identity, registrar: Registrar, addresses: AddressBook,
         store: StorePort, directory: DirectoryPort, worker: WorkerPort,
+        settings: MessagingSettings | None = None,
+        unsendable: Unsendable = lambda _protocol, _text: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.domain = domain
         self.identity = identity
@@ -98,14 +195,30 @@ class Messaging:
         self.store = store
         self.directory = directory
         self.worker = worker
+        self.settings = settings or MessagingSettings()
+        self.unsendable = unsendable
+        self.clock = clock
         self.front: FrontPort | None = None
         self.intercept: Intercept = lambda _user, _route, _text: False
-        self.in_flight: set[str] = set()
-        self.retry_timers: dict[str, TimerHandle] = {}
-        self._retry_index: dict[str, int] = {}
+        self.in_flight: set[Conversation] = set()
+        self.retry_timers: dict[Conversation, TimerHandle] = {}
+        self._retry_index: dict[Conversation, int] = {}
         self._unsent: dict[tuple[str, str], list[PendingSend]] = {}
-        self.unstored: deque[tuple[Account, str, str]] = deque()  # oldest first
+        self.unstored: deque[_Received] = deque()  # oldest first
         self._store_timer: TimerHandle | None = None
+        self._writer: GroupCommitWriter | None = None  # made at the first MESSAGE
+        self._accepted: list[_Accepted] = []
+        self._active: set[str] = set()  # send-queue ids handed to an account, not settled
+        self._asked: dict[str, Incoming] = {}  # send-queue id -> its IMDN request
+        self._seen_seq = 0  # newest send-queue row this run knows of (requeued)
+        self._tcp: set[int] = set()  # outbox seqs a phone refused as too large over UDP
+        self._timeouts: dict[tuple[str, str], int] = {}  # (sip_user, ruri) -> in a row
+        self._network_ids: dict[int, str] = {}  # outbox seq -> the network's message id
+        self._reports: set[int] = set()  # outbox seqs of the gateway's own reports
+        self._imdn_wanted: dict[tuple[str, str], tuple[str, str]] = {}  # receipts (Rule 8)
+        self._load: dict[str, list[int]] = {}  # sip_user -> [messages, bytes] waiting
+        self.limiter = (RateLimiter(self.settings.sender_rate, self.settings.sender_burst)
+                        if self.settings.sender_rate > 0 else None)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -124,16 +237,37 @@ class Messaging:
             logger.error("%d received message(s) never reached the outbox (store unavailable)",
                          len(self.unstored))
 
+    def requeued(self) -> None:
+        """Dead letters were put back (``purplegw messages retry``): send them now."""
+        try:
+            rows = self.store.sendq.pending_after(self._seen_seq)
+            users = self.store.outbox.users_with_pending()
+        except StoreError as exc:
+            logger.warning("Re-queued messages not read (sent at the next start): %s", exc)
+            return
+        for row in rows:
+            self._seen_seq = max(self._seen_seq, row.seq)
+            if row.message_id in self._active:
+                continue  # accepted by this run and already with its account
+            handle = self.directory.get(row.sip_user, row.protocol)
+            if handle is None:
+                self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
+                continue
+            self._hand_over(handle, row.contact, row.body, row.message_id)
+        for sip_user in users:
+            self._load.pop(sip_user, None)  # counted again from the table
+            self.flush(sip_user)
+
     # --- SIP -> external (Rules 1, 2) ------------------------------------------------
 
-    def message(self, request: Request, source: Source, reply: Reply) -> None:  # noqa: C901 - one return per refusal
+    def message(self, request: Request, source: Source, reply: Reply) -> None:  # noqa: C901, PLR0911 - one return per refusal
         sender = self.identity.identify(request, source)
-        kind, payload = read_body(request)
-        if kind == "unsupported":
+        body = read_body(request.content_type, request.body)
+        if body.kind == "unsupported":
             reply(respond(request, 415, headers=[("Accept", ACCEPT)]))
             return
-        if kind == "bad":
-            reply(respond(request, 400, f"Bad Request: {payload}"))
+        if body.kind == "bad":
+            reply(respond(request, 400, f"Bad Request: {body.text}"))
             return
         ruri = request.ruri
         if not ruri.is_sip or ruri.user is None:
@@ -143,7 +277,7 @@ class Messaging:
         if isinstance(route, NoRoute):
             reply(respond(request, route.status, f"{phrase(route.status)}: {route.reason}"))
             return
-        if kind == "text" and isinstance(payload, str) and self.intercept(sender, route, payload):
+        if body.kind == "text" and self.intercept(sender, route, body.text):
             reply(respond(request, 200))  # "allow"/"deny": answered, not forwarded
             return
         account = route.account
@@ -151,33 +285,103 @@ class Messaging:
         if handle is None:
             reply(respond(request, 480, "Temporarily Unavailable: account not running"))
             return
-        message_id = ""
-        if isinstance(payload, TypingState):
-            future = handle.send_typing(route.contact, payload)
-            ok_status = 200
+        if body.kind == "imdn":
+            self._receipt_to_network(handle, route.contact, body)
+            reply(respond(request, 200))
+            return
+        if body.typing is not None:
+            future = handle.send_typing(route.contact, body.typing)
+            future.add_done_callback(self.worker.completion(
+                partial(self._typing_answered, request, reply)))
+            return
+        refusal = (check_text(body.text, self.settings.max_text_bytes)
+                   or self.unsendable(account.protocol, body.text))
+        if refusal is not None:
+            status, reason = refusal
+            metrics.message_out(status)
+            reply(respond(request, status, f"{phrase(status)}: {reason}"))
+            return
+        if (account.sip_user, account.protocol) in self._unsent:
+            # Messages accepted before a restart go to the account first:
+            # it runs requests in arrival order, so the conversation keeps its order.
+            self.resend_unsent(account)
+        self._accepted.append(_Accepted(request, reply, account, handle, route.contact,
+                                        body.text, _message_id(request), body))
+        if len(self._accepted) == 1:
+            # Runs after the requests already waiting for the worker: they share the commit.
+            self.worker.submit(self._commit_accepted)
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            self._writer = GroupCommitWriter(self.store.db)
+        return self._writer
+
+    def _commit_accepted(self) -> None:
+        batch, self._accepted = self._accepted, []
+        tickets = [self.writer.add(partial(self.store.sendq.put_many, [NewSend(
+            a.account.sip_user, a.account.protocol, a.contact, a.text, a.message_id)]))
+            for a in batch]
+        self.writer.flush()
+        for accepted, ticket in zip(batch, tickets, strict=True):
+            if not ticket.ok:
+                logger.warning("MESSAGE %s not recorded, refused: %s", accepted.message_id,
+                               ticket.error)
+                accepted.reply(respond(accepted.request, 503,
+                                       "Service Unavailable: store unavailable",
+                                       headers=[("Retry-After", "10")]))
+                continue
+            if accepted.body.notify:
+                self._asked[accepted.message_id] = accepted.body
+            if accepted.body.imdn_id and "positive-delivery" in accepted.body.notify:
+                self._want_receipt(accepted)
+            future = self._hand_over(accepted.handle, accepted.contact, accepted.text,
+                                     accepted.message_id, settle=False)
+            future.add_done_callback(self.worker.completion(
+                partial(self._answered, accepted)))
+
+    def _want_receipt(self, accepted: _Accepted) -> None:
+        wanted = self._imdn_wanted
+        while len(wanted) >= MAX_RECEIPTS_WAITED:  # receipts that never came: oldest go
+            del wanted[next(iter(wanted))]
+        wanted[(accepted.contact, accepted.message_id)] = (accepted.body.imdn_id,
+                                                            accepted.account.sip_user)
+
+    def _hand_over(self, handle: AccountHandlePort, contact: str, text: str, message_id: str,
+                   *, settle: bool = True) -> OutcomeFuture:
+        self._active.add(message_id)
+        future = handle.send_message(contact, text, message_id)
+        if settle:
+            future.add_done_callback(self.worker.completion(
+                lambda done: self.send_result(handle.info, message_id, done.get())))
+        return future
+
+    def _typing_answered(self, request: Request, reply: Reply, done: OutcomeFuture) -> None:
+        outcome = done.get()
+        if outcome.ok:
+            reply(respond(request, 200))
         else:
-            message_id = _message_id(request)
-            if (account.sip_user, account.protocol) in self._unsent:
-                # Messages accepted before a restart go to the account first:
-                # it runs requests in arrival order, so the conversation keeps its order.
-                self.resend_unsent(account)
-            # Recorded before the account is asked: a 202 survives a crash.
-            self.store.sendq.put(sip_user=account.sip_user, protocol=account.protocol,
-                                 contact=route.contact, body=payload, message_id=message_id)
-            future = handle.send_message(route.contact, payload, message_id)
-            ok_status = 202
+            reply(respond(request, outcome.status, f"{phrase(outcome.status)}: {outcome.reason}"))
 
-        def answered(done: OutcomeFuture) -> None:
-            outcome = done.get()
-            if message_id and outcome.status != 202:  # 202: still queued
-                self.store.sendq.done(message_id)
-            if outcome.ok:
-                reply(respond(request, ok_status))
-            else:
-                reply(respond(request, outcome.status,
-                              f"{phrase(outcome.status)}: {outcome.reason}"))
+    def _answered(self, accepted: _Accepted, done: OutcomeFuture) -> None:
+        outcome = done.get()
+        metrics.message_out(outcome.status)
+        if outcome.status != 202:  # 202: still queued, its result follows (send_result)
+            # The sender learns the outcome from this answer: no dead letter, no report.
+            self._forget_send(accepted.message_id)
+        if outcome.ok:
+            accepted.reply(respond(accepted.request, 202))
+        else:
+            accepted.reply(respond(accepted.request, outcome.status,
+                                   f"{phrase(outcome.status)}: {outcome.reason}"))
 
-        future.add_done_callback(self.worker.completion(answered))
+    def _forget_send(self, message_id: str) -> None:
+        self._active.discard(message_id)
+        self._asked.pop(message_id, None)
+        try:
+            self.store.sendq.done(message_id)
+        except StoreError as exc:  # sent again after a restart (at-least-once)
+            logger.warning("Send-queue row %s not removed: %s", message_id, exc)
 
     def send_result(self, account: Account, message_id: str, outcome: Outcome) -> None:
         """A message answered 202 (queued, or written and awaiting the server's ack) moved on."""
@@ -189,13 +393,41 @@ class Messaging:
             logger.info("Queued message %s of %s kept for later: %d %s", message_id,
                         account.sip_user, outcome.status, outcome.reason)
             return
-        if not outcome.ok:
-            logger.warning("Queued message %s of %s could not be sent: %d %s", message_id,
-                           account.sip_user, outcome.status, outcome.reason)
-        self.store.sendq.done(message_id)
+        if outcome.ok:
+            self._forget_send(message_id)
+            return
+        logger.warning("Queued message %s of %s could not be sent: %d %s", message_id,
+                       account.sip_user, outcome.status, outcome.reason)
+        self._bury_send(account, message_id, outcome.status, outcome.reason)
+
+    def _bury_send(self, account: Account, message_id: str, status: int, reason: str) -> None:
+        asked = self._asked.pop(message_id, None)
+        self._active.discard(message_id)
+        try:
+            row = self.store.sendq.get(message_id)
+            if row is None or self.store.dead_letters.bury_send(
+                    self.store.sendq, message_id, status=status, reason=reason) is None:
+                return  # settled already (a duplicate result)
+        except StoreError as exc:
+            logger.warning("Failed message %s not moved to the dead letters (kept queued): %s",
+                           message_id, exc)
+            return
+        if not self.settings.notify_failures:
+            return
+        me = f"sip:{account.sip_user}"
+        if asked is not None and asked.imdn_id and "negative-delivery" in asked.notify:
+            contact_uri = self.addresses.contact_uri(account, row.contact)
+            report = imdn(from_uri=contact_uri, to_uri=me, about=asked.imdn_id,
+                          status="failed", when=self.clock())
+            self._enqueue(_Received(account, row.contact, report, CPIM, report=True))
+            return
+        text = (f'Not delivered to {row.contact}: "{_preview(row.body)}" '
+                f"({status} {reason})")
+        self._enqueue(_Received(account, row.contact, text.encode(), report=True))
 
     def _load_unsent(self) -> None:
         for row in self.store.sendq.pending():
+            self._seen_seq = max(self._seen_seq, row.seq)
             self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
         if self._unsent:
             logger.info("%d accepted message(s) from an earlier run wait for their account",
@@ -206,23 +438,49 @@ class Messaging:
         handle = self.directory.get(account.sip_user, account.protocol)
         if handle is None:
             return  # kept for when the account runs
-        rows = self._unsent.pop((account.sip_user, account.protocol), [])
-        for row in rows:
-            future = handle.send_message(row.contact, row.body, row.message_id)
+        for row in self._unsent.pop((account.sip_user, account.protocol), []):
+            self._hand_over(handle, row.contact, row.body, row.message_id)
 
-            def sent(done: OutcomeFuture, message_id: str = row.message_id) -> None:
-                if done.get().status != 202:  # 202: the actor queued it again
-                    self.store.sendq.done(message_id)
-
-            future.add_done_callback(self.worker.completion(sent))
+    def _receipt_to_network(self, handle: AccountHandlePort, contact: str,
+                            body: Incoming) -> None:
+        send_receipt = getattr(handle, "send_receipt", None)
+        if send_receipt is not None and body.disposition in {"delivered", "displayed"}:
+            send_receipt(contact, body.imdn_id, body.disposition)
 
     # --- external -> SIP (Rules 3-5) -------------------------------------------------
 
-    def incoming(self, account: Account, contact: str, text: str) -> None:
+    def incoming(self, account: Account, contact: str, text: str,  # noqa: PLR0913 - the event
+                 message_id: str | None = None, sent_at: float | None = None) -> None:
+        if self.limiter is not None and self.limiter.hit(
+                (account.account_id, contact), self.clock()) is not Verdict.ALLOW:
+            self._bounce(account, contact, message_id or "", *TOO_FAST)
+            return
+        if sent_at is not None:
+            body = cpim_text(from_uri=self.addresses.contact_uri(account, contact),
+                             to_uri=f"sip:{account.sip_user}", text=text, sent_at=sent_at)
+            received = _Received(account, contact, body, CPIM, message_id or "")
+        else:
+            received = _Received(account, contact, text.encode("utf-8"), TEXT_PLAIN,
+                                 message_id or "")
+        if not self._room_for(account.sip_user, len(received.body)):
+            logger.warning("Outbox of %s full; message from %s refused", account.sip_user,
+                           contact)
+            self._bounce(account, contact, message_id or "", *OUTBOX_FULL)
+            return
         # The network already handed the message over: if the outbox cannot take
         # it now it waits in memory, behind any older one, until the store is back.
-        self.unstored.append((account, contact, text))
-        self._store_incoming()
+        self._enqueue(received)
+
+    def receipt(self, account: Account, contact: str, message_id: str) -> None:
+        """A contact's client received a message the SIP user sent (Rule 8)."""
+        wanted = self._imdn_wanted.pop((contact, message_id), None)
+        if wanted is None:
+            return
+        imdn_id, sip_user = wanted
+        report = imdn(from_uri=self.addresses.contact_uri(account, contact),
+                      to_uri=f"sip:{sip_user}", about=imdn_id, status="delivered",
+                      when=self.clock())
+        self._enqueue(_Received(account, contact, report, CPIM, report=True))
 
     def queue_for_user(self, account: Account, contact: str, text: str) -> None:
         """Put a message from ``contact`` in the user's outbox now and send it when possible."""
@@ -231,23 +489,71 @@ class Messaging:
                               body=text.encode("utf-8"))
         self.flush(account.sip_user)
 
-    def _store_incoming(self) -> None:
-        stored: list[str] = []
-        while self.unstored:
-            account, contact, text = self.unstored[0]
+    def _room_for(self, sip_user: str, size: int) -> bool:
+        limits = self.settings
+        if not limits.outbox_max_messages and not limits.outbox_max_bytes:
+            return True
+        load = self._load.get(sip_user)
+        if load is None:
             try:
-                self.store.outbox.put(sip_user=account.sip_user, account_id=account.account_id,
-                                      protocol=account.protocol, contact=contact,
-                                      body=text.encode("utf-8"))
-            except StoreError as exc:
-                logger.warning("Outbox unavailable, %d received message(s) kept in memory: %s",
-                               len(self.unstored), exc)
-                self._schedule_store_retry()
-                break
+                rows = self.store.outbox.pending(sip_user, limit=limits.outbox_max_messages
+                                                 or FLUSH_WINDOW * 100)
+            except StoreError:
+                return True  # the store decides: the message waits in memory
+            load = self._load[sip_user] = [len(rows), sum(len(r.body) for r in rows)]
+        if ((limits.outbox_max_messages and load[0] >= limits.outbox_max_messages)
+                or (limits.outbox_max_bytes and load[1] + size > limits.outbox_max_bytes)):
+            return False
+        load[0] += 1
+        load[1] += size
+        return True
+
+    def _unload(self, sip_user: str, size: int) -> None:
+        load = self._load.get(sip_user)
+        if load is not None:
+            load[0] = max(0, load[0] - 1)
+            load[1] = max(0, load[1] - size)
+
+    def _bounce(self, account: Account, contact: str, message_id: str, status: int,
+                reason: str) -> None:
+        handle = self.directory.get(account.sip_user, account.protocol)
+        bounce = getattr(handle, "bounce", None)
+        if bounce is None:
+            logger.info("Message from %s to %s not delivered, sender not told: %d %s",
+                        contact, account.sip_user, status, reason)
+            return
+        bounce(contact, message_id, status, reason)
+
+    def _enqueue(self, received: _Received) -> None:
+        self.unstored.append(received)
+        if len(self.unstored) == 1 and self._store_timer is None:
+            # Runs after the events already waiting for the worker: one commit for all.
+            self.worker.submit(self._store_incoming)
+
+    def _store_incoming(self) -> None:
+        batch = list(self.unstored)
+        if not batch:
+            return
+        try:
+            seqs = self.store.outbox.put_many([
+                NewIncoming(r.account.sip_user, r.account.account_id, r.account.protocol,
+                            r.contact, r.body, r.content_type) for r in batch])
+        except StoreError as exc:
+            logger.warning("Outbox unavailable, %d received message(s) kept in memory: %s",
+                           len(self.unstored), exc)
+            self._schedule_store_retry()
+            return
+        for _ in batch:
             self.unstored.popleft()
-            if account.sip_user not in stored:
-                stored.append(account.sip_user)
-        for sip_user in stored:
+        users: list[str] = []
+        for received, seq in zip(batch, seqs, strict=True):
+            if received.message_id:
+                self._network_ids[seq] = received.message_id
+            if received.report:
+                self._reports.add(seq)
+            if received.account.sip_user not in users:
+                users.append(received.account.sip_user)
+        for sip_user in users:
             self.flush(sip_user)
 
     def _schedule_store_retry(self) -> None:
@@ -271,7 +577,11 @@ class Messaging:
 
     def registered(self, sip_user: str) -> None:
         """The user has live contacts again: its waiting messages go now."""
-        self._retry_index.pop(sip_user, None)
+        for key in [k for k in self._timeouts if k[0] == sip_user]:
+            del self._timeouts[key]
+        for key in [k for k in self.retry_timers if k[0] == sip_user]:
+            self.retry_timers.pop(key).cancel()
+            self._retry_index.pop(key, None)
         self.flush(sip_user)
 
     def _flush_all(self) -> None:
@@ -279,81 +589,157 @@ class Messaging:
             self.flush(sip_user)
 
     def flush(self, sip_user: str) -> None:
-        """Send the user's oldest waiting message, if none is in flight."""
-        front = self.front
-        if sip_user in self.in_flight or front is None:
+        """Send the oldest waiting message of each of the user's idle conversations."""
+        if self.front is None:
             return
         try:
-            pending = self.store.outbox.pending(sip_user, limit=1)
+            pending = self.store.outbox.pending(sip_user, limit=FLUSH_WINDOW)
         except StoreError as exc:
             # Nothing else would wake this user's queue before its next REGISTER.
             logger.warning("Outbox of %s unreadable, retrying later: %s", sip_user, exc)
-            self._schedule_retry(sip_user)
+            self._schedule_retry((sip_user, ""))
             return
-        if not pending:
+        conversations: dict[Conversation, list[QueuedMessage]] = {}
+        for message in pending:
+            conversations.setdefault((sip_user, message.contact), []).append(message)
+        max_age = self.settings.retry_max_age
+        for key, messages in conversations.items():
+            if key in self.in_flight or key in self.retry_timers:
+                continue
+            for message in messages:  # the oldest one not expired goes
+                age = self.clock() - message.created
+                if not max_age or age <= max_age:
+                    self._send(message)
+                    break
+                try:
+                    self._give_up(message, 408, f"not delivered within {int(age)} s")
+                except StoreError as exc:
+                    logger.warning("Expired message %d not moved to the dead letters: %s",
+                                   message.seq, exc)
+                    self._schedule_retry(key)
+                    break
+
+    def _destinations(self, sip_user: str, protocol: str) -> list[tuple[Address | Source, str]]:
+        limit = self.settings.dead_binding_timeouts
+        return [(d, ruri) for d, ruri in self.registrar.destinations(sip_user, protocol)
+                if not limit or self._timeouts.get((sip_user, ruri), 0) < limit]
+
+    def _send(self, message: QueuedMessage) -> None:
+        front = self.front
+        sip_user = message.sip_user
+        if front is None:
             return
-        message = pending[0]
-        destinations = self.registrar.destinations(sip_user, message.protocol)
+        destinations = self._destinations(sip_user, message.protocol)
         if not destinations:
-            logger.debug("%s not registered; messages wait", sip_user)
+            logger.debug("%s not registered (or its contacts time out); messages wait",
+                         sip_user)
             return
         handle = self.directory.get(sip_user, message.protocol)
         account = AccountRef(message.account_id, sip_user, message.protocol,
                              handle.info.ext_user if handle is not None else "")
-        futures = []
+        self.in_flight.add((sip_user, message.contact))
+        delivery = _Delivery(left=len(destinations))
         for destination, ruri in destinations:
             request = self._outgoing(account, message.contact, ruri, message.body,
-                                     "text/plain;charset=UTF-8")
-            futures.append(front.send_request(request, _fit(destination, request)))
-        self.in_flight.add(sip_user)
-        # Every callback runs on the worker (completion): no lock needed.
-        tally = _Delivery(left=len(futures))
+                                     message.content_type)
+            target = _fit(destination, request, tcp=message.seq in self._tcp)
+            udp = (target.address if isinstance(target, Source) else target).transport == "udp"
+            future = front.send_request(request, target)
+            # Every callback runs on the worker (completion): no lock needed.
+            future.add_done_callback(self.worker.completion(
+                partial(self._answer, message, delivery, ruri, udp)))
 
-        def done(future: concurrent.futures.Future[Response]) -> None:
-            try:
-                response = future.result()
-                status = f"{response.status} {response.reason}"
-                ok = 200 <= response.status < 300
-            except Exception as exc:  # noqa: BLE001 - any failure is "not delivered"
-                status, ok = f"error {exc}", False
-            tally.left -= 1
-            tally.ok = tally.ok or ok
-            tally.status = status
-            if tally.left == 0:
-                self.delivered(sip_user, message.seq, tally.ok, tally.status)
+    def _answer(self, message: QueuedMessage, delivery: _Delivery, ruri: str, udp: bool,  # noqa: FBT001
+                future: concurrent.futures.Future[Response]) -> None:
+        try:
+            response = future.result()
+            status, text = response.status, f"{response.status} {response.reason}"
+        except Exception as exc:  # noqa: BLE001 - a transport error: try again later
+            status, text = 503, f"error {exc}"
+        binding = (message.sip_user, ruri)
+        if status == 408:  # noqa: PLR2004 - a silent contact (Rule 4)
+            self._timeouts[binding] = self._timeouts.get(binding, 0) + 1
+        else:
+            self._timeouts.pop(binding, None)
+        delivery.left -= 1
+        if delivery.settled:
+            return
+        if 200 <= status < 300:  # noqa: PLR2004
+            delivery.settled = True
+            self.delivered(message, ok=True, status=status, text=text)
+            return
+        delivery.failures.append((status, text, udp))
+        if delivery.left == 0:
+            delivery.settled = True
+            # Transient if any contact may take it later; too large only if sent over UDP.
+            for status_, text_, _udp in delivery.failures:
+                if status_ in TRANSIENT:
+                    self.delivered(message, ok=False, status=status_, text=text_)
+                    return
+            for status_, text_, udp_ in delivery.failures:
+                if status_ in TOO_LARGE and udp_:
+                    self._tcp.add(message.seq)
+                    self.delivered(message, ok=False, status=status_, text=text_)
+                    return
+            self.delivered(message, ok=False, status=status, text=text, permanent=True)
 
-        for future in futures:
-            future.add_done_callback(self.worker.completion(done))
-
-    def delivered(self, sip_user: str, seq: int, ok: bool, status: str) -> None:  # noqa: FBT001
-        self.in_flight.discard(sip_user)
+    def delivered(self, message: QueuedMessage, *, ok: bool, status: int, text: str,
+                  permanent: bool = False) -> None:
+        key = (message.sip_user, message.contact)
+        self.in_flight.discard(key)
+        metrics.message_in("delivered" if ok else "retry")
         try:
             if ok:
-                self.store.outbox.done(seq)
-                self._retry_index.pop(sip_user, None)
-                self.flush(sip_user)
+                self.store.outbox.done(message.seq)
+                self._settled(message)
+                self._retry_index.pop(key, None)
+                self.flush(message.sip_user)
+                return
+            if permanent or message.attempts + 1 >= self.settings.retry_attempts:
+                reason = text if permanent else f"{message.attempts + 1} attempts, last {text}"
+                self._give_up(message, status, reason)
+                self.flush(message.sip_user)
                 return
             logger.info("Message %d to %s not delivered (%s); kept for later",
-                        seq, sip_user, status)
-            self.store.outbox.failed_attempt(seq, status)
+                        message.seq, message.sip_user, text)
+            self.store.outbox.failed_attempt(message.seq, text)
         except StoreError as exc:
             # A delivered message whose row could not be deleted is sent again
             # (at-least-once); either way the queue must be woken up again.
             logger.warning("Outbox of %s not updated after delivery (%s): %s",
-                           sip_user, status, exc)
-        self._schedule_retry(sip_user)
+                           message.sip_user, text, exc)
+        self._schedule_retry(key)
 
-    def _schedule_retry(self, sip_user: str) -> None:
-        if sip_user in self.retry_timers:
+    def _settled(self, message: QueuedMessage) -> None:
+        self._tcp.discard(message.seq)
+        self._network_ids.pop(message.seq, None)
+        self._reports.discard(message.seq)
+        self._unload(message.sip_user, len(message.body))
+
+    def _give_up(self, message: QueuedMessage, status: int, reason: str) -> None:
+        """A message for a SIP user failed for good: a dead letter, and its sender is told."""
+        network_id = self._network_ids.get(message.seq, "")
+        logger.warning("Message %d from %s to %s given up: %d %s", message.seq,
+                       message.contact, message.sip_user, status, reason)
+        self.store.dead_letters.bury_incoming(self.store.outbox, message.seq, status=status,
+                                              reason=reason, message_id=network_id)
+        report = message.seq in self._reports
+        self._settled(message)
+        if not report:  # the gateway's own reports have no sender to tell
+            account = AccountRef(message.account_id, message.sip_user, message.protocol, "")
+            self._bounce(account, message.contact, network_id, status, reason)
+
+    def _schedule_retry(self, key: Conversation) -> None:
+        if key in self.retry_timers:
             return
-        index = self._retry_index.get(sip_user, 0)
+        index = self._retry_index.get(key, 0)
         delay = RETRY_DELAYS[min(index, len(RETRY_DELAYS) - 1)]
-        self._retry_index[sip_user] = index + 1
-        self.retry_timers[sip_user] = self.worker.call_later(delay, self._retry_fired, sip_user)
+        self._retry_index[key] = index + 1
+        self.retry_timers[key] = self.worker.call_later(delay, self._retry_fired, key)
 
-    def _retry_fired(self, sip_user: str) -> None:
-        self.retry_timers.pop(sip_user, None)
-        self.flush(sip_user)
+    def _retry_fired(self, key: Conversation) -> None:
+        self.retry_timers.pop(key, None)
+        self.flush(key[0])
 
     def _outgoing(self, account: Account, contact: str, ruri: str, body: bytes,
                   content_type: str) -> Request:
@@ -367,71 +753,7 @@ class Messaging:
         return Request("MESSAGE", ruri, headers, body)
 
 
-@dataclass
-class _Delivery:
-    """One outbox message sent to every contact of the user: delivered if any took it."""
-
-    left: int
-    ok: bool = False
-    status: str = ""
-
-
-# --- message bodies -----------------------------------------------------------------
-
-
-def read_body(request: Request) -> Body:
-    """("text", str) | ("typing", TypingState) | ("unsupported"|"bad", reason)."""
-    content_type = (request.content_type or "text/plain").strip()
-    media, _, params = content_type.partition(";")
-    media = media.strip().lower()
-    charset = "utf-8"
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip():
-            charset = value.strip().strip('"')
-    if media == "text/plain":
-        try:
-            text = request.body.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            return "bad", f"body is not valid {charset}"
-        return ("text", text) if text else ("bad", "empty message")
-    if media == "message/cpim":
-        return read_cpim(request.body)
-    if media == "application/im-iscomposing+xml":
-        try:
-            root = ElementTree.fromstring(request.body)
-        except Exception:  # noqa: BLE001 - any parse failure is the sender's
-            return "bad", "malformed is-composing document"
-        state = (root.findtext(f"{ISCOMPOSING_NS}state") or "").strip().lower()
-        return "typing", TypingState.COMPOSING if state == "active" else TypingState.ACTIVE
-    return "unsupported", media
-
-
-def read_cpim(body: bytes) -> Body:
-    """RFC 3862: CPIM headers, blank line, MIME headers, blank line, content."""
-    text = body.replace(b"\r\n", b"\n")
-    parts = text.split(b"\n\n", 2)
-    if len(parts) != 3:
-        return "bad", "malformed message/cpim"
-    mime = parts[1].decode("utf-8", "replace").lower()
-    if "content-type:" in mime and "text/plain" not in mime:
-        return "unsupported", "message/cpim with non-text content"
-    try:
-        content = parts[2].decode("utf-8")
-    except UnicodeDecodeError:
-        return "bad", "message/cpim content is not UTF-8"
-    return ("text", content) if content else ("bad", "empty message")
-
-
-def iscomposing(state: TypingState) -> bytes:
-    """RFC 3994 is-composing document for ``state``."""
-    active = "active" if state is TypingState.COMPOSING else "idle"
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing">'
-        f"<state>{active}</state><contenttype>text/plain</contenttype>"
-        "</isComposing>"
-    ).encode()
+# --- helpers ------------------------------------------------------------------------
 
 
 def phrase(status: int) -> str:
@@ -445,9 +767,15 @@ def _message_id(request: Request) -> str:
                       f"{request.call_id}/{cseq.number if cseq else 0}").hex
 
 
-def _fit(destination: Address | Source, request: Request) -> Address | Source:
-    """Switch a large request from UDP to TCP towards the same host and port."""
+def _fit(destination: Address | Source, request: Request, *, tcp: bool = False,
+         ) -> Address | Source:
+    """Switch a large request (or one refused as too large) from UDP to TCP, same host and port."""
     address = destination.address if isinstance(destination, Source) else destination
-    if address.transport == "udp" and len(request.body) + 600 > UDP_SIZE_LIMIT:
+    if address.transport == "udp" and (tcp or len(request.body) + 600 > UDP_SIZE_LIMIT):
         return Address("tcp", address.host, address.port)
     return destination
+
+
+def _preview(text: str, size: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= size else text[: size - 1] + "…"

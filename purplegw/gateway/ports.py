@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from purplegw.gateway.model import Account, Presence
     from purplegw.protocols.base import AuthorizationAnswer, TypingState
     from purplegw.sip.message import Request, Response
+    from purplegw.store.database import Database
     from purplegw.store.outbox import QueuedMessage
     from purplegw.store.sendq import PendingSend
     from purplegw.store.subscriptions import StoredSubscription
@@ -154,6 +155,10 @@ class SendQueuePort(Protocol):
 
     def pending(self) -> list[PendingSend]: ...
 
+    def get(self, message_id: str) -> PendingSend | None: ...
+
+    def pending_after(self, seq: int) -> list[PendingSend]: ...
+
 
 class SubscriptionsPort(Protocol):
     """Presence subscription dialogs (purplegw.store.subscriptions)."""
@@ -171,9 +176,27 @@ class SubscriptionsPort(Protocol):
     def purge(self, now: float) -> int: ...
 
 
+class DeadLettersPort(Protocol):
+    """Messages given up on, with the reason (purplegw.store.dead_letters)."""
+
+    def bury_send(self, sendq: Any, message_id: str, *, status: int, reason: str,
+                  attempts: int = 1) -> int | None: ...
+
+    def bury_incoming(self, outbox: Any, seq: int, *, status: int, reason: str,
+                      message_id: str = "") -> int | None: ...
+
+
 class StorePort(Protocol):
     @property
+    def db(self) -> Database:
+        """For group commits (purplegw.store.groupcommit)."""
+        ...
+
+    @property
     def users(self) -> UsersPort: ...
+
+    @property
+    def dead_letters(self) -> DeadLettersPort: ...
 
     @property
     def outbox(self) -> OutboxPort: ...

@@ -58,3 +58,23 @@ class PresenceSettings:
         if settings.authorization not in POLICIES:
             raise ValueError(f"[presence] authorization must be one of {', '.join(POLICIES)}")
         return settings
+
+
+@dataclass
+class MessagingSettings:
+    """``[messaging]``: limits and failure handling of the message pipeline."""
+
+    max_text_bytes: int = 65536  # 0: only the network's own limit
+    retry_attempts: int = 8  # delivery attempts towards SIP before a dead letter
+    retry_max_age: float = 86400.0  # seconds a message may wait for its SIP user
+    notify_failures: bool = True  # tell a SIP sender whose accepted message failed
+    outbox_max_messages: int = 1000  # per SIP user (0: no limit)
+    outbox_max_bytes: int = 4_000_000  # per SIP user (0: no limit)
+    sender_rate: float = 5.0  # messages/s per external sender (0: no limit)
+    sender_burst: int = 50
+    dead_binding_timeouts: int = 2  # consecutive timeouts before a contact is skipped
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None) -> MessagingSettings:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})

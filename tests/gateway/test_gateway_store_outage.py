@@ -23,6 +23,7 @@ from purplegw.exceptions import StoreError
 from purplegw.gateway import Gateway, GatewaySettings
 from purplegw.gateway import core as core_module
 from purplegw.gateway import messaging as messaging_module
+from purplegw.store.outbox import QueuedMessage
 from purplegw.store import (
     AccountRepository,
     Database,
@@ -163,10 +164,13 @@ def test_outbox_queue_is_woken_again_when_the_store_fails_around_a_delivery(
     gateway.messaging.front = SimpleNamespace()  # type: ignore[assignment] - flush needs one
     Outage(store.db).begin()
     gateway.messaging.flush(ALICE.sip_user)  # reading the queue fails
-    assert ALICE.sip_user in gateway.messaging.retry_timers
-    gateway.messaging.retry_timers.pop(ALICE.sip_user).cancel()
+    assert (ALICE.sip_user, "") in gateway.messaging.retry_timers
+    gateway.messaging.retry_timers.pop((ALICE.sip_user, "")).cancel()
 
-    gateway.messaging.in_flight.add(ALICE.sip_user)
-    gateway.messaging.delivered(ALICE.sip_user, 1, True, "200 OK")  # noqa: FBT003 - delete fails
-    assert ALICE.sip_user in gateway.messaging.retry_timers
-    assert ALICE.sip_user not in gateway.messaging.in_flight
+    conversation = (ALICE.sip_user, "bob@example.org")
+    message = QueuedMessage(1, ALICE.sip_user, 1, "xmpp", "bob@example.org",
+                            "text/plain;charset=UTF-8", b"hi", time.time(), 0)
+    gateway.messaging.in_flight.add(conversation)
+    gateway.messaging.delivered(message, ok=True, status=200, text="200 OK")  # delete fails
+    assert conversation in gateway.messaging.retry_timers
+    assert conversation not in gateway.messaging.in_flight
