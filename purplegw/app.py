@@ -11,6 +11,7 @@ accounts it needs are known.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,12 +41,6 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         info = registry.infos.get(protocol)
         return bool(info and info.adapter and info.adapter.addresses_user_at_host)
 
-    def unsendable(protocol: str, text: str) -> tuple[int, str] | None:
-        # What the network cannot carry is its adapter's to say (Adapter.unsendable).
-        info = registry.infos.get(protocol)
-        check = getattr(info.adapter, "unsendable", None) if info and info.adapter else None
-        return check(text) if check is not None else None
-
     def sip_service(runtime: Any) -> Any:
         # The gateway's rules run on one worker thread of their own; the SIP
         # front's loop and the account loops hand everything over to it.
@@ -58,7 +53,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             user_at_host=user_at_host,
             presence=PresenceSettings.from_section(config.sections.get("presence")),
             messaging=MessagingSettings.from_section(config.sections.get("messaging")),
-            unsendable=unsendable,
+            unsendable=partial(unsendable, registry),
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
@@ -103,6 +98,13 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         pidfile=config.pid_file,
         control_socket=config.control_socket,
     )
+
+
+def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int, str] | None:
+    """What ``protocol``'s network cannot carry of ``text`` (``Adapter.unsendable``); None: fine."""
+    info = registry.infos.get(protocol)
+    check = getattr(info.adapter, "unsendable", None) if info and info.adapter else None
+    return check(text) if check is not None else None
 
 
 def with_stored_keys(store: Store, rows: list[Any]) -> list[Any]:

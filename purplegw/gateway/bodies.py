@@ -82,7 +82,7 @@ def _headers(block: bytes) -> dict[str, str]:
 def read_cpim(body: bytes) -> Incoming:
     """RFC 3862: CPIM headers, blank line, MIME headers, blank line, content."""
     parts = body.replace(b"\r\n", b"\n").split(b"\n\n", 2)
-    if len(parts) != 3:  # noqa: PLR2004 - the three parts of RFC 3862
+    if len(parts) != 3:
         return Incoming("bad", "malformed message/cpim")
     cpim, mime = _headers(parts[0]), _headers(parts[1])
     prefix = "imdn."
@@ -163,7 +163,7 @@ def imdn(*, from_uri: str, to_uri: str, about: str, status: str, when: float) ->
             f"{xml}").encode()
 
 
-def cpim_text(*, from_uri: str, to_uri: str, text: str, sent_at: float | None,
+def cpim_text(*, from_uri: str, to_uri: str, text: str, sent_at: float | None,  # noqa: PLR0913 - keywords
               imdn_id: str = "", notify: str = "") -> bytes:
     """A text as message/cpim, with the time it was written and an IMDN request."""
     lines = [f"From: <{from_uri}>", f"To: <{to_uri}>"]

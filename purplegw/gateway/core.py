@@ -178,7 +178,7 @@ class Gateway:
         except Exception:
             logger.exception("Gateway failed to handle %s", event)
 
-    def on_message(self, account: Account, contact: str, text: str,  # noqa: PLR0913 - the event
+    def on_message(self, account: Account, contact: str, text: str,
                    message_id: str | None = None, sent_at: float | None = None) -> None:
         self.worker.submit(self.messaging.incoming, account, contact, text, message_id, sent_at)
 

@@ -449,7 +449,7 @@ class Messaging:
 
     # --- external -> SIP (Rules 3-5) -------------------------------------------------
 
-    def incoming(self, account: Account, contact: str, text: str,  # noqa: PLR0913 - the event
+    def incoming(self, account: Account, contact: str, text: str,
                  message_id: str | None = None, sent_at: float | None = None) -> None:
         if self.limiter is not None and self.limiter.hit(
                 (account.account_id, contact), self.clock()) is not Verdict.ALLOW:
@@ -657,14 +657,14 @@ class Messaging:
         except Exception as exc:  # noqa: BLE001 - a transport error: try again later
             status, text = 503, f"error {exc}"
         binding = (message.sip_user, ruri)
-        if status == 408:  # noqa: PLR2004 - a silent contact (Rule 4)
+        if status == 408:
             self._timeouts[binding] = self._timeouts.get(binding, 0) + 1
         else:
             self._timeouts.pop(binding, None)
         delivery.left -= 1
         if delivery.settled:
             return
-        if 200 <= status < 300:  # noqa: PLR2004
+        if 200 <= status < 300:
             delivery.settled = True
             self.delivered(message, ok=True, status=status, text=text)
             return

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from purplegw.protocols.base import AuthorizationAnswer, TypingState
     from purplegw.sip.message import Request, Response
     from purplegw.store.database import Database
-    from purplegw.store.outbox import QueuedMessage
-    from purplegw.store.sendq import PendingSend
+    from purplegw.store.outbox import NewIncoming, QueuedMessage
+    from purplegw.store.sendq import NewSend, PendingSend
     from purplegw.store.subscriptions import StoredSubscription
     from purplegw.store.users import SipUser
 
@@ -136,6 +136,8 @@ class OutboxPort(Protocol):
     def put(self, *, sip_user: str, account_id: int, protocol: str, contact: str,
             body: bytes) -> int: ...
 
+    def put_many(self, messages: Sequence[NewIncoming]) -> list[int]: ...
+
     def pending(self, sip_user: str | None = None, limit: int = 1000) -> list[QueuedMessage]: ...
 
     def users_with_pending(self) -> list[str]: ...
@@ -150,6 +152,8 @@ class SendQueuePort(Protocol):
 
     def put(self, *, sip_user: str, protocol: str, contact: str, body: str,
             message_id: str) -> bool: ...
+
+    def put_many(self, sends: Sequence[NewSend]) -> list[bool]: ...
 
     def done(self, message_id: str) -> None: ...
 

@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from purplegw import metrics
 from purplegw.actors.front.transport import Address, Source
 from purplegw.gateway.addressing import NoRoute, Route
 from purplegw.gateway.buddylist import BuddyLists
@@ -571,6 +572,7 @@ class PresenceService:
         try:
             response = done.result()
         except Exception as exc:  # noqa: BLE001 - whatever failed, it was on our side
+            metrics.notify_sent(None)
             # Our side failed (front stopping, no listener): not the
             # subscriber's fault, so the subscription stays (and survives a
             # restart); the next change is NOTIFYed as usual.
@@ -578,6 +580,7 @@ class PresenceService:
                 "NOTIFY to %s not sent: %s", sub.dialog.remote.uri if sub.dialog else "?", exc
             )
             return
+        metrics.notify_sent(None if response.status == 408 else response.status)
         if response.status == 408:
             logger.info("NOTIFY to %s timed out; subscription ended", watch.dialog_id)
             self._run(watch, sub.notify_timeout())

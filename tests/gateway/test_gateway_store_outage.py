@@ -23,7 +23,6 @@ from purplegw.exceptions import StoreError
 from purplegw.gateway import Gateway, GatewaySettings
 from purplegw.gateway import core as core_module
 from purplegw.gateway import messaging as messaging_module
-from purplegw.store.outbox import QueuedMessage
 from purplegw.store import (
     AccountRepository,
     Database,
@@ -34,6 +33,7 @@ from purplegw.store import (
     UserRepository,
 )
 from purplegw.store.crypto import generate_key_file
+from purplegw.store.outbox import QueuedMessage
 from purplegw.store.upgrades import run_upgrades
 from tests.kit.sipmsg import make_request
 
