@@ -11,10 +11,10 @@ clients, and sipp (an independent SIP implementation) as the SIP side.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +23,9 @@ from tests.kit.gateway import GatewayProcess
 from tests.kit.ports import free_port
 from tests.kit.sipp import sipp_binary
 from tests.kit.xmpp_peer import XmppPeer
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 UAC = """<?xml version="1.0" encoding="UTF-8" ?>
 <scenario name="too long, then fine">
@@ -156,14 +159,24 @@ def _bare(peer: XmppPeer) -> str:
     return peer.jid.partition("/")[0]
 
 
-def _uas(sipp: str, tmp_path: Path, scenario: str, port: int, calls: int,
+def _uas(sipp: str, tmp_path: Path, scenario: str, *, port: int, calls: int,  # noqa: PLR0913
          name: str) -> subprocess.Popen[bytes]:
+    """sipp as the phone behind the outbound proxy, once it accepts connections."""
     (tmp_path / f"{name}.xml").write_text(scenario, "utf-8")
-    return subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - sipp from a fixed path, arguments built here
         [sipp, "-sf", str(tmp_path / f"{name}.xml"), "-t", "t1", "-i", "127.0.0.1",
          "-p", str(port), "-m", str(calls), "-nostdin", "-timeout", "60s", "-timeout_error",
          "-trace_msg", "-message_file", str(tmp_path / f"{name}.log")],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            assert time.monotonic() < deadline, "sipp does not listen"
+            time.sleep(0.05)
+        else:
+            return process
 
 
 def _bodies(log: Path) -> list[str]:
@@ -185,7 +198,7 @@ def test_a_text_too_long_is_refused_413_and_the_next_one_arrives(
         bob = _peer(prosody, f"pipebob{tmp_path.name[-8:].replace('_', '').lower()}")
         (tmp_path / "uac.xml").write_text(UAC.format(contact=_bare(bob), long="x" * 300), "utf-8")
         started = time.monotonic()
-        uac = subprocess.run(
+        uac = subprocess.run(  # noqa: S603 - sipp from a fixed path, arguments built here
             [sipp, f"127.0.0.1:{gateway.port}", "-sf", str(tmp_path / "uac.xml"), "-t", "t1",
              "-i", "127.0.0.1", "-p", str(free_port("both")), "-m", "1", "-nostdin",
              "-timeout", "30s", "-timeout_error"],
@@ -213,8 +226,7 @@ def test_a_refused_message_is_dead_lettered_without_blocking_and_retried_by_the_
         gateway.wait_accounts("connected")
         bob, carol = _peer(prosody, f"pbob{tag}"), _peer(prosody, f"pcarol{tag}")
         peers += [bob, carol]
-        uas = _uas(sipp, tmp_path, UAS_REFUSING, uas_port, 3, "refusing")
-        time.sleep(0.5)  # sipp listening
+        uas = _uas(sipp, tmp_path, UAS_REFUSING, port=uas_port, calls=3, name="refusing")
         bob.send_message(account.jid, "poison pill")
         letters = _wait_letters(gateway, 1)
         assert (letters[0]["status"], letters[0]["body"], letters[0]["contact"]) == (
@@ -228,8 +240,7 @@ def test_a_refused_message_is_dead_lettered_without_blocking_and_retried_by_the_
         assert bodies[0] == "poison pill"
         assert sorted(bodies[1:]) == ["bob after", "carol meanwhile"]
 
-        uas = _uas(sipp, tmp_path, UAS_TAKING, uas_port, 1, "taking")
-        time.sleep(0.5)
+        uas = _uas(sipp, tmp_path, UAS_TAKING, port=uas_port, calls=1, name="taking")
         retried = gateway.cli("messages", "retry", str(letters[0]["id"]))
         assert "the running gateway was told to send it" in retried.stdout, retried
         assert uas.wait(30) == 0, gateway.log_text()[-3000:]
