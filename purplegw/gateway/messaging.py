@@ -129,7 +129,7 @@ TOO_LARGE = frozenset({413, 513})
 # Received messages the outbox could not take are written again this often.
 STORE_RETRY_DELAY = 2.0
 # How many of a user's oldest outbox rows one flush looks at for conversation heads.
-FLUSH_WINDOW = 500
+FLUSH_WINDOW = 100
 # IMDN requests remembered for a receipt from the contact (Rule 8), at most.
 MAX_RECEIPTS_WAITED = 10000
 # Refusals of received messages (Rule 5), as the status handed to ``bounce``.
@@ -215,7 +215,7 @@ class Messaging:
         self._timeouts: dict[tuple[str, str], int] = {}  # (sip_user, ruri) -> in a row
         self._network_ids: dict[int, str] = {}  # outbox seq -> the network's message id
         self._reports: set[int] = set()  # outbox seqs of the gateway's own reports
-        self._imdn_wanted: dict[tuple[str, str], tuple[str, str]] = {}  # receipts (Rule 8)
+        self._imdn_wanted: dict[str, tuple[str, str]] = {}  # id -> (imdn id, user) (Rule 8)
         self._load: dict[str, list[int]] = {}  # sip_user -> [messages, bytes] waiting
         self.limiter = (RateLimiter(self.settings.sender_rate, self.settings.sender_burst)
                         if self.settings.sender_rate > 0 else None)
@@ -344,8 +344,7 @@ class Messaging:
         wanted = self._imdn_wanted
         while len(wanted) >= MAX_RECEIPTS_WAITED:  # receipts that never came: oldest go
             del wanted[next(iter(wanted))]
-        wanted[(accepted.contact, accepted.message_id)] = (accepted.body.imdn_id,
-                                                            accepted.account.sip_user)
+        wanted[accepted.message_id] = (accepted.body.imdn_id, accepted.account.sip_user)
 
     def _hand_over(self, handle: AccountHandlePort, contact: str, text: str, message_id: str,
                    *, settle: bool = True) -> OutcomeFuture:
@@ -473,7 +472,8 @@ class Messaging:
 
     def receipt(self, account: Account, contact: str, message_id: str) -> None:
         """A contact's client received a message the SIP user sent (Rule 8)."""
-        wanted = self._imdn_wanted.pop((contact, message_id), None)
+        # By message id alone: a receipt may come from one resource of the contact.
+        wanted = self._imdn_wanted.pop(message_id, None)
         if wanted is None:
             return
         imdn_id, sip_user = wanted
