@@ -36,7 +36,7 @@ Rule 4. Delivery outcomes towards SIP: 2xx delivered; 408, 480, 503, 504, a
         permanent.  Permanent failures and exhausted retries go to the dead
         letters and the external sender gets a bounce (``handle.bounce``).
         A contact that timed out ``dead_binding_timeouts`` times in a row is
-        skipped until the user registers again.
+        skipped until the user registers again, unless no other is left.
 Rule 5. Received messages the outbox cannot take (database down) wait in
         memory, in order, and are written again every ``STORE_RETRY_DELAY``.
         Beyond ``outbox_max_messages``/``outbox_max_bytes`` per user, or
@@ -620,9 +620,14 @@ class Messaging:
                     break
 
     def _destinations(self, sip_user: str, protocol: str) -> list[tuple[Address | Source, str]]:
+        """The user's contacts, without those that keep timing out while others answer."""
+        everyone = self.registrar.destinations(sip_user, protocol)
         limit = self.settings.dead_binding_timeouts
-        return [(d, ruri) for d, ruri in self.registrar.destinations(sip_user, protocol)
-                if not limit or self._timeouts.get((sip_user, ruri), 0) < limit]
+        alive = [(d, ruri) for d, ruri in everyone
+                 if not limit or self._timeouts.get((sip_user, ruri), 0) < limit]
+        # All silent (or the one outbound proxy): try them still, so the message moves
+        # on to its retries and dead letter instead of waiting for a REGISTER.
+        return alive or everyone
 
     def _send(self, message: QueuedMessage) -> None:
         front = self.front

@@ -244,6 +244,15 @@ def test_the_first_2xx_of_a_fork_delivers_and_a_silent_contact_is_skipped(store:
     assert deliver("four", silent_answers=False) == [5070, 5071]
 
 
+def test_a_lone_silent_contact_is_still_tried(store: Store) -> None:  # noqa: F811
+    rig = Pipeline(store, dead_binding_timeouts=1)
+    rig.register()
+    rig.messaging.incoming(rig.handle.info, BOB, "one")
+    rig.answer(rig.sent()[-1][0], 408)
+    rig.worker.fire()
+    assert [r.body for r, _d in rig.sent()] == [b"one", b"one"]  # retried, not parked
+
+
 # --- 2b. a queued message the network refuses: the SIP sender is told -------------------
 
 
