@@ -68,10 +68,10 @@ class MessagingSettings:
     retry_attempts: int = 8  # delivery attempts towards SIP before a dead letter
     retry_max_age: float = 86400.0  # seconds a message may wait for its SIP user
     notify_failures: bool = True  # tell a SIP sender whose accepted message failed
-    outbox_max_messages: int = 1000  # per SIP user (0: no limit)
-    outbox_max_bytes: int = 4_000_000  # per SIP user (0: no limit)
-    sender_rate: float = 5.0  # messages/s per external sender (0: no limit)
-    sender_burst: int = 50
+    outbox_max_messages: int = 10000  # per SIP user (0: no limit)
+    outbox_max_bytes: int = 20_000_000  # per SIP user (0: no limit)
+    sender_rate: float = 0.0  # messages/s per external sender (0: no limit)
+    sender_burst: int = 100
     dead_binding_timeouts: int = 2  # consecutive timeouts before a contact is skipped
 
     @classmethod
