@@ -159,11 +159,11 @@ def _bare(peer: XmppPeer) -> str:
     return peer.jid.partition("/")[0]
 
 
-def _uas(sipp: str, tmp_path: Path, scenario: str, *, port: int, calls: int,  # noqa: PLR0913
+def _uas(sipp: str, tmp_path: Path, scenario: str, *, port: int, calls: int,
          name: str) -> subprocess.Popen[bytes]:
     """sipp as the phone behind the outbound proxy, once it accepts connections."""
     (tmp_path / f"{name}.xml").write_text(scenario, "utf-8")
-    process = subprocess.Popen(  # noqa: S603 - sipp from a fixed path, arguments built here
+    process = subprocess.Popen(
         [sipp, "-sf", str(tmp_path / f"{name}.xml"), "-t", "t1", "-i", "127.0.0.1",
          "-p", str(port), "-m", str(calls), "-nostdin", "-timeout", "60s", "-timeout_error",
          "-trace_msg", "-message_file", str(tmp_path / f"{name}.log")],
@@ -198,7 +198,7 @@ def test_a_text_too_long_is_refused_413_and_the_next_one_arrives(
         bob = _peer(prosody, f"pipebob{tmp_path.name[-8:].replace('_', '').lower()}")
         (tmp_path / "uac.xml").write_text(UAC.format(contact=_bare(bob), long="x" * 300), "utf-8")
         started = time.monotonic()
-        uac = subprocess.run(  # noqa: S603 - sipp from a fixed path, arguments built here
+        uac = subprocess.run(
             [sipp, f"127.0.0.1:{gateway.port}", "-sf", str(tmp_path / "uac.xml"), "-t", "t1",
              "-i", "127.0.0.1", "-p", str(free_port("both")), "-m", "1", "-nostdin",
              "-timeout", "30s", "-timeout_error"],

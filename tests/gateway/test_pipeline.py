@@ -22,7 +22,7 @@ from purplegw.store.dead_letters import Direction
 from purplegw.store.outbox import NewIncoming
 from tests.gateway.fakes import Clock, Directory, FakeFront, Handle, InlineWorker
 from tests.gateway.test_core import QueuedWorker
-from tests.gateway.test_messaging import source, store  # noqa: F401 - the store fixture
+from tests.gateway.test_messaging import source, store
 from tests.kit.sipmsg import make_request
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class ReportingHandle(Handle):
 
 
 class Pipeline:
-    def __init__(self, store: Store, worker: InlineWorker | None = None,  # noqa: F811
+    def __init__(self, store: Store, worker: InlineWorker | None = None,
                  unsendable: Any = None, **settings: Any) -> None:
         gateway = GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"])
         self.store = store
@@ -95,7 +95,7 @@ class Pipeline:
 
 
 def make_response(request: Request, status: int) -> Response:
-    from purplegw.sip.message import make_response as make  # noqa: PLC0415
+    from purplegw.sip.message import make_response as make
 
     return make(request, status)
 
@@ -103,7 +103,7 @@ def make_response(request: Request, status: int) -> Response:
 # --- 1. edge validation ---------------------------------------------------------------
 
 
-def test_text_a_network_cannot_carry_is_refused_before_any_202(store: Store) -> None:  # noqa: F811
+def test_text_a_network_cannot_carry_is_refused_before_any_202(store: Store) -> None:
     def xmpp_check(protocol: str, text: str) -> tuple[int, str] | None:
         assert protocol == "xmpp"
         return (488, "XML-invalid character U+001B") if "\x1b" in text else None
@@ -124,7 +124,7 @@ def test_text_a_network_cannot_carry_is_refused_before_any_202(store: Store) -> 
 # --- 2. failure classes towards SIP ------------------------------------------------------
 
 
-def test_a_permanent_refusal_is_dead_lettered_and_the_sender_bounced(store: Store) -> None:  # noqa: F811
+def test_a_permanent_refusal_is_dead_lettered_and_the_sender_bounced(store: Store) -> None:
     rig = Pipeline(store)
     rig.register()
     rig.messaging.incoming(rig.handle.info, BOB, "first", "xmpp-1")
@@ -143,7 +143,7 @@ def test_a_permanent_refusal_is_dead_lettered_and_the_sender_bounced(store: Stor
     assert rig.worker.pending() == []  # no retry timer for a permanent failure
 
 
-def test_transient_failures_are_retried_a_bounded_number_of_times(store: Store) -> None:  # noqa: F811
+def test_transient_failures_are_retried_a_bounded_number_of_times(store: Store) -> None:
     rig = Pipeline(store, retry_attempts=3)
     rig.register()
     rig.messaging.incoming(rig.handle.info, BOB, "hello", "m1")
@@ -161,7 +161,7 @@ def test_transient_failures_are_retried_a_bounded_number_of_times(store: Store) 
     assert rig.bounces() == [(BOB, "m1", 480, letter.reason)]
 
 
-def test_a_transport_error_is_transient(store: Store) -> None:  # noqa: F811
+def test_a_transport_error_is_transient(store: Store) -> None:
     rig = Pipeline(store)
     rig.register()
     rig.messaging.incoming(rig.handle.info, BOB, "hello")
@@ -172,7 +172,7 @@ def test_a_transport_error_is_transient(store: Store) -> None:  # noqa: F811
     assert store.dead_letters.list() == []
 
 
-def test_an_old_message_is_given_up_instead_of_sent(store: Store) -> None:  # noqa: F811
+def test_an_old_message_is_given_up_instead_of_sent(store: Store) -> None:
     rig = Pipeline(store, retry_max_age=60.0)
     rig.messaging.incoming(rig.handle.info, BOB, "stale", "m1")
     rig.clock.now = time.time() + 61  # rows carry the real clock's time
@@ -183,7 +183,7 @@ def test_an_old_message_is_given_up_instead_of_sent(store: Store) -> None:  # no
     assert letter.reason.startswith("not delivered within")
 
 
-def test_too_large_over_udp_goes_again_over_tcp_and_fails_over_tcp(store: Store) -> None:  # noqa: F811
+def test_too_large_over_udp_goes_again_over_tcp_and_fails_over_tcp(store: Store) -> None:
     rig = Pipeline(store)
     rig.register()
     rig.messaging.incoming(rig.handle.info, BOB, "short but refused", "m1")
@@ -204,7 +204,7 @@ def test_too_large_over_udp_goes_again_over_tcp_and_fails_over_tcp(store: Store)
 # --- 4. no head-of-line blocking, forking -----------------------------------------------
 
 
-def test_one_stuck_conversation_does_not_hold_back_another(store: Store) -> None:  # noqa: F811
+def test_one_stuck_conversation_does_not_hold_back_another(store: Store) -> None:
     rig = Pipeline(store)
     rig.register()
     rig.messaging.incoming(rig.handle.info, BOB, "bob 1")
@@ -219,7 +219,7 @@ def test_one_stuck_conversation_does_not_hold_back_another(store: Store) -> None
     assert rig.sent()[-1][0].body == b"bob 2"  # order kept within the conversation
 
 
-def test_the_first_2xx_of_a_fork_delivers_and_a_silent_contact_is_skipped(store: Store) -> None:  # noqa: F811
+def test_the_first_2xx_of_a_fork_delivers_and_a_silent_contact_is_skipped(store: Store) -> None:
     rig = Pipeline(store, dead_binding_timeouts=2)
     rig.register(5070)
     rig.register(5071)
@@ -244,7 +244,7 @@ def test_the_first_2xx_of_a_fork_delivers_and_a_silent_contact_is_skipped(store:
     assert deliver("four", silent_answers=False) == [5070, 5071]
 
 
-def test_a_lone_silent_contact_is_still_tried(store: Store) -> None:  # noqa: F811
+def test_a_lone_silent_contact_is_still_tried(store: Store) -> None:
     rig = Pipeline(store, dead_binding_timeouts=1)
     rig.register()
     rig.messaging.incoming(rig.handle.info, BOB, "one")
@@ -262,7 +262,7 @@ IMDN_REQUEST = (b"From: <sip:alice@sip.test>\r\nTo: <sip:bob@example.org>\r\n"
                 b"Content-Type: text/plain\r\n\r\nhello bob")
 
 
-def test_a_queued_message_refused_later_gives_an_imdn_when_asked(store: Store) -> None:  # noqa: F811
+def test_a_queued_message_refused_later_gives_an_imdn_when_asked(store: Store) -> None:
     rig = Pipeline(store)
     rig.handle.outcome = Outcome(202, "queued")
     (accepted,) = rig.message(IMDN_REQUEST, "message/cpim")
@@ -284,7 +284,7 @@ def test_a_queued_message_refused_later_gives_an_imdn_when_asked(store: Store) -
     assert rig.bounces() == []
 
 
-def test_a_queued_message_refused_later_gives_a_short_text_otherwise(store: Store) -> None:  # noqa: F811
+def test_a_queued_message_refused_later_gives_a_short_text_otherwise(store: Store) -> None:
     rig = Pipeline(store)
     rig.handle.outcome = Outcome(202, "queued")
     rig.message(b"hi there")
@@ -301,7 +301,7 @@ def test_a_queued_message_refused_later_gives_a_short_text_otherwise(store: Stor
     assert len(store.dead_letters.list()) == 2
 
 
-def test_a_transient_result_keeps_the_row(store: Store) -> None:  # noqa: F811
+def test_a_transient_result_keeps_the_row(store: Store) -> None:
     rig = Pipeline(store)
     rig.handle.outcome = Outcome(202, "queued")
     rig.message(b"later")
@@ -313,7 +313,7 @@ def test_a_transient_result_keeps_the_row(store: Store) -> None:  # noqa: F811
 # --- 6. group commit ---------------------------------------------------------------------
 
 
-def test_messages_of_one_worker_turn_share_one_commit_and_202_follows_it(store: Store) -> None:  # noqa: F811
+def test_messages_of_one_worker_turn_share_one_commit_and_202_follows_it(store: Store) -> None:
     worker = QueuedWorker()
     rig = Pipeline(store, worker=worker)
     rig.handle.outcome = Outcome(202, "queued")  # rows stay until the network takes them
@@ -332,7 +332,7 @@ def test_messages_of_one_worker_turn_share_one_commit_and_202_follows_it(store: 
     assert [m.body for m in store.outbox.pending(USER)] == [f"in {n}".encode() for n in range(4)]
 
 
-def test_a_failed_commit_answers_503_and_hands_nothing_over(store: Store) -> None:  # noqa: F811
+def test_a_failed_commit_answers_503_and_hands_nothing_over(store: Store) -> None:
     worker = QueuedWorker()
     rig = Pipeline(store, worker=worker)
     (replies,) = [rig.message(b"dup")]
@@ -345,7 +345,7 @@ def test_a_failed_commit_answers_503_and_hands_nothing_over(store: Store) -> Non
 # --- 3. requeued ---------------------------------------------------------------------------
 
 
-def test_requeued_dead_letters_are_sent_by_the_running_gateway(store: Store) -> None:  # noqa: F811
+def test_requeued_dead_letters_are_sent_by_the_running_gateway(store: Store) -> None:
     rig = Pipeline(store)
     rig.messaging.start()
     rig.register()
@@ -372,7 +372,7 @@ def test_requeued_dead_letters_are_sent_by_the_running_gateway(store: Store) -> 
 # --- 5. caps -------------------------------------------------------------------------------
 
 
-def test_a_full_outbox_and_a_fast_sender_are_refused_with_a_bounce(store: Store) -> None:  # noqa: F811
+def test_a_full_outbox_and_a_fast_sender_are_refused_with_a_bounce(store: Store) -> None:
     rig = Pipeline(store, outbox_max_messages=2, sender_rate=1.0, sender_burst=3)
     for n in range(3):
         rig.messaging.incoming(rig.handle.info, BOB, f"bob {n}", f"b{n}")
@@ -390,7 +390,7 @@ def test_a_full_outbox_and_a_fast_sender_are_refused_with_a_bounce(store: Store)
 # --- 7. receipts and timestamps ---------------------------------------------------------
 
 
-def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:  # noqa: F811
+def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:
     rig = Pipeline(store)
     rig.message(IMDN_REQUEST, "message/cpim")
     message_id = rig.handle.calls[-1][3]
