@@ -45,6 +45,7 @@ class MetricsSink(EventSink):
         contact: str,  # noqa: ARG002
         text: str,  # noqa: ARG002
         message_id: str | None,  # noqa: ARG002
+        sent_at: float | None = None,  # noqa: ARG002 - XEP-0203 delay, when the network gave one
     ) -> None:
         metrics.message_in("received")
 
