@@ -145,7 +145,7 @@ class FrontConfig:
     max_headers: int = MAX_HEADERS
     tcp_idle_timeout: float = 300.0
     tcp_message_timeout: float = 32.0
-    max_connections: int = 1024
+    max_connections: int = 12288
     max_connections_per_source: int = 0  # 0: no per-source bound
     max_outgoing_connections: int = 1024
     evict_busiest: bool = True

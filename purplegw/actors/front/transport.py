@@ -190,7 +190,7 @@ SendErrorCallback = Callable[[Exception], None]
 class TransportConfig:
     max_message_size: int = 65535
     tcp_idle_timeout: float = 120.0
-    max_connections: int = 1024
+    max_connections: int = 12288
     max_header_size: int = MAX_HEADER_SIZE
     max_headers: int = MAX_HEADERS
     tcp_message_timeout: float | None = None  # None: tcp_idle_timeout
