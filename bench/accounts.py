@@ -70,6 +70,7 @@ def child(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - o
     from purplegw.actors import listener
     from purplegw.actors.state import AccountState, ActorsConfig
     from purplegw.protocols.base import AccountCredentials
+
     if args.network == "dummy":
         from purplegw.protocols.dummy import Adapter
     else:
@@ -88,18 +89,32 @@ def child(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - o
         if n * 4 + 100 > limit:
             print(json.dumps({"error": f"needs ~{n * 4} fds (4 per account), limit {limit}"}))
             os._exit(1)
-    xmpp = {"server": args.server, "ca_file": args.ca_file, "keepalive": 0,
-            "connect_timeout": 300, "login_timeout": 300}
+    xmpp = {
+        "server": args.server,
+        "ca_file": args.ca_file,
+        "keepalive": 0,
+        "connect_timeout": 300,
+        "login_timeout": 300,
+    }
     protocol_config = xmpp if protocol == "xmpp" else {}
-    config = ActorsConfig.from_section({
-        "runtime": args.child if args.child != "gevent" else "shared_loop",
-        "login_timeout": 600, "send_timeout": 120, "queue_limit": 1000,
-        # A login refused under the storm is retried soon: the default
-        # backoff_max (300 s) would measure the backoff, not the runtime.
-        "backoff_initial": 1.0, "backoff_max": 5.0,
-    })
-    rows = [AccountCredentials(i, f"b{i}", f"{args.prefix}{i}@{domain}", protocol,
-                               f"pw{i}-{args.prefix}", protocol) for i in range(n)]
+    config = ActorsConfig.from_section(
+        {
+            "runtime": args.child if args.child != "gevent" else "shared_loop",
+            "login_timeout": 600,
+            "send_timeout": 120,
+            "queue_limit": 1000,
+            # A login refused under the storm is retried soon: the default
+            # backoff_max (300 s) would measure the backoff, not the runtime.
+            "backoff_initial": 1.0,
+            "backoff_max": 5.0,
+        }
+    )
+    rows = [
+        AccountCredentials(
+            i, f"b{i}", f"{args.prefix}{i}@{domain}", protocol, f"pw{i}-{args.prefix}", protocol
+        )
+        for i in range(n)
+    ]
     lock = threading.Lock()
     connected: set[int] = set()
     handles: dict[str, object] = {}
@@ -155,13 +170,19 @@ def child(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - o
         class GeventAccount(AccountCore):
             def __init__(self, row: AccountCredentials) -> None:
                 self._loop = loop
-                self._setup(credentials=row, adapter=adapters[protocol], config=config,
-                            protocol_config=protocol_config, shared=shared)
+                self._setup(
+                    credentials=row,
+                    adapter=adapters[protocol],
+                    config=config,
+                    protocol_config=protocol_config,
+                    shared=shared,
+                )
 
             def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
                 future = OutcomeFuture()
                 loop.call_soon_threadsafe(
-                    self._accept, _Request("send_message", (contact, text, message_id), future))
+                    self._accept, _Request("send_message", (contact, text, message_id), future)
+                )
                 return future
 
         def sleep(seconds: float) -> None:
@@ -213,13 +234,19 @@ def child(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - o
         sleep(0.01)
     rt_time = time.perf_counter() - started
     del index_of
-    print(json.dumps({
-        "runtime": args.child, "accounts": n,
-        "logins_per_s": n / login_time,
-        "kib_per_account": rss / n,
-        "threads": threads,
-        "round_trips_per_s": counts["pongs"] / rt_time,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "runtime": args.child,
+                "accounts": n,
+                "logins_per_s": n / login_time,
+                "kib_per_account": rss / n,
+                "threads": threads,
+                "round_trips_per_s": counts["pongs"] / rt_time,
+            }
+        ),
+        flush=True,
+    )
     os._exit(0)  # skip logging 5,000 accounts out: Prosody is restarted anyway
 
 
@@ -232,14 +259,31 @@ def measure(prosody: object, runtime: str, n: int, prefix: str, pings: int, time
     else:
         prosody.restart()
         server = ["--server", prosody.address, "--ca-file", prosody.ca_file]
-    command = [sys.executable, __file__, "--child", runtime, "--accounts", str(n), *server,
-               "--prefix", prefix, "--pings", str(pings), "--timeout", str(timeout)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout + 900,
-                            check=False)
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        runtime,
+        "--accounts",
+        str(n),
+        *server,
+        "--prefix",
+        prefix,
+        "--pings",
+        str(pings),
+        "--timeout",
+        str(timeout),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout + 900, check=False
+    )
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
     if not lines:
-        return {"runtime": runtime, "accounts": n,
-                "error": (result.stderr.strip().splitlines() or ["no output"])[-1]}
+        return {
+            "runtime": runtime,
+            "accounts": n,
+            "error": (result.stderr.strip().splitlines() or ["no output"])[-1],
+        }
     result = json.loads(lines[-1])
     result.setdefault("runtime", runtime)
     result.setdefault("accounts", n)
@@ -247,8 +291,10 @@ def measure(prosody: object, runtime: str, n: int, prefix: str, pings: int, time
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'accounts':>8}  {'runtime':<19} {'logins/s':>9} {'ratio':>6}  "
-              f"{'KiB/acct':>8} {'ratio':>6}  {'rt/s':>8} {'ratio':>6}  {'threads':>7}")
+    header = (
+        f"{'accounts':>8}  {'runtime':<19} {'logins/s':>9} {'ratio':>6}  "
+        f"{'KiB/acct':>8} {'ratio':>6}  {'rt/s':>8} {'ratio':>6}  {'threads':>7}"
+    )
     lines = [header, "-" * len(header)]
     for n in sorted({r["accounts"] for r in results}):
         group = [r for r in results if r["accounts"] == n]
@@ -276,8 +322,12 @@ def main() -> None:
     parser.add_argument("--runtimes", default=",".join(RUNTIMES))
     parser.add_argument("--pings", type=int, default=5, help="round trips per pair of accounts")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for all logins")
-    parser.add_argument("--network", choices=("prosody", "dummy"), default="prosody",
-                        help="dummy: in-process fake network, measures the runtime alone")
+    parser.add_argument(
+        "--network",
+        choices=("prosody", "dummy"),
+        default="prosody",
+        help="dummy: in-process fake network, measures the runtime alone",
+    )
     parser.add_argument("--child", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--server", help=argparse.SUPPRESS)
     parser.add_argument("--ca-file", help=argparse.SUPPRESS)
@@ -312,8 +362,10 @@ def main() -> None:
             prosody.create_users(max(counts), prefix="bench")
             measure_all(prosody)
         where = "Prosody on loopback"
-    print(f"Accounts online through {where}, {os.cpu_count()} CPUs; "
-          f"ratios to {REFERENCE} (higher is better, except KiB/acct)")
+    print(
+        f"Accounts online through {where}, {os.cpu_count()} CPUs; "
+        f"ratios to {REFERENCE} (higher is better, except KiB/acct)"
+    )
     print(table(results))
 
 

@@ -50,11 +50,14 @@ def measure(users: int, rounds: int) -> None:
         release = time.perf_counter() - start
         db.close()
     renew = min(renews)
-    print(f"| users | create rows | acquire one by one | renew all (best of {rounds}) "
-          "| release all |")
+    print(
+        f"| users | create rows | acquire one by one | renew all (best of {rounds}) | release all |"
+    )
     print("|---|---|---|---|---|")
-    print(f"| {users} | {ensure * 1000:.0f} ms | {acquire:.2f} s ({users / acquire:.0f}/s) "
-          f"| {renew * 1000:.0f} ms ({users / renew:.0f} rows/s) | {release * 1000:.0f} ms |")
+    print(
+        f"| {users} | {ensure * 1000:.0f} ms | {acquire:.2f} s ({users / acquire:.0f}/s) "
+        f"| {renew * 1000:.0f} ms ({users / renew:.0f} rows/s) | {release * 1000:.0f} ms |"
+    )
 
 
 def main() -> None:

@@ -62,8 +62,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def process_tree(root_pid: int) -> list[int]:
     """A process and all its descendants (the daemon and its workers)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True, check=True
+    ).stdout
     children: dict[int, list[int]] = {}
     for line in out.splitlines():
         pid, ppid = (int(x) for x in line.split())
@@ -84,15 +85,20 @@ def rss_kib(pids: list[int]) -> int:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        total += sum(int(line.split()[1]) for line in status.splitlines()
-                     if line.startswith("VmRSS:"))
+        total += sum(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
+        )
     return total
 
 
 def prepare(prosody: Prosody, users: list, workers: int, base: Path) -> GatewayProcess:
     """A daemon's data directory with the N accounts imported (not started)."""
-    gateway = GatewayProcess(base, extra_config=prosody.gateway_section(keepalive=0),
-                             actors={"workers": workers}, log_level="WARNING")
+    gateway = GatewayProcess(
+        base,
+        extra_config=prosody.gateway_section(keepalive=0),
+        actors={"workers": workers},
+        log_level="WARNING",
+    )
     gateway.cli("db", "init")
     table = base / "accounts.csv"
     with table.open("w", newline="") as handle:
@@ -150,14 +156,23 @@ def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
         prosody_cpu = cpu_seconds([prosody.proc.pid]) - prosody_cpu
     finally:
         gateway.stop(timeout=120)
-    return {"workers": workers, "start": start, "accounts": accounts, "connected": connected,
-            "seconds": elapsed, "first_login_s": first, "logins_per_s": connected / elapsed,
-            "kib_per_account": rss / max(1, connected), "rss_mib": rss / 1024,
-            "rss_main_mib": rss_main / 1024, "processes": len(tree),
-            "gateway_cpu_ms": 1000 * gateway_cpu / max(1, connected),
-            "prosody_cpu_ms": 1000 * prosody_cpu / max(1, connected),
-            # Prosody is one thread: near 100 % of a core, it is the limit.
-            "prosody_busy": prosody_cpu / elapsed}
+    return {
+        "workers": workers,
+        "start": start,
+        "accounts": accounts,
+        "connected": connected,
+        "seconds": elapsed,
+        "first_login_s": first,
+        "logins_per_s": connected / elapsed,
+        "kib_per_account": rss / max(1, connected),
+        "rss_mib": rss / 1024,
+        "rss_main_mib": rss_main / 1024,
+        "processes": len(tree),
+        "gateway_cpu_ms": 1000 * gateway_cpu / max(1, connected),
+        "prosody_cpu_ms": 1000 * prosody_cpu / max(1, connected),
+        # Prosody is one thread: near 100 % of a core, it is the limit.
+        "prosody_busy": prosody_cpu / elapsed,
+    }
 
 
 def main() -> None:
@@ -166,23 +181,31 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--iterations", type=int, default=4096)
-    parser.add_argument("--against", default="",
-                        help="git revision also measured (first, as the reference) from a "
-                             "temporary worktree, e.g. main")
-    parser.add_argument("--prosody-gc", choices=("generational", "incremental"),
-                        default="generational",
-                        help="Prosody's Lua GC mode (incremental: Prosody 0.12's default)")
+    parser.add_argument(
+        "--against",
+        default="",
+        help="git revision also measured (first, as the reference) from a "
+        "temporary worktree, e.g. main",
+    )
+    parser.add_argument(
+        "--prosody-gc",
+        choices=("generational", "incremental"),
+        default="generational",
+        help="Prosody's Lua GC mode (incremental: Prosody 0.12's default)",
+    )
     args = parser.parse_args()
     rows = []
-    prosody = Prosody(hashed=True, scram_iterations=args.iterations,
-                      lua_gc=args.prosody_gc).start()
+    prosody = Prosody(hashed=True, scram_iterations=args.iterations, lua_gc=args.prosody_gc).start()
     trees = {"": str(ROOT)}
     home = Path.cwd()
     tmp_trees = tempfile.TemporaryDirectory(prefix="purplegw-bench-against-")
     if args.against:
         other = Path(tmp_trees.name) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other),
-                        args.against], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other), args.against],
+            check=True,
+            capture_output=True,
+        )
         trees = {args.against: str(other), "this tree": str(ROOT)}
     try:
         for n in (int(x) for x in args.accounts.split(",")):
@@ -204,32 +227,48 @@ def main() -> None:
         os.chdir(home)
         prosody.cleanup()
         if args.against:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                            str(Path(tmp_trees.name) / "tree")], check=False)
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(ROOT),
+                    "worktree",
+                    "remove",
+                    "--force",
+                    str(Path(tmp_trees.name) / "tree"),
+                ],
+                check=False,
+            )
         tmp_trees.cleanup()
     print()
-    header = (f"{'tree':>10} {'accounts':>8} {'workers':>7} {'start':>7} | "
-              f"{'online':>6} {'seconds':>8} {'logins/s':>9} "
-              f"{'ratio':>5} {'first':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5} | "
-              f"{'CPU ms/login: ours':>18} {'Prosody':>7} {'ours/P':>6} | {'Prosody busy':>12}")
+    header = (
+        f"{'tree':>10} {'accounts':>8} {'workers':>7} {'start':>7} | "
+        f"{'online':>6} {'seconds':>8} {'logins/s':>9} "
+        f"{'ratio':>5} {'first':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5} | "
+        f"{'CPU ms/login: ours':>18} {'Prosody':>7} {'ours/P':>6} | {'Prosody busy':>12}"
+    )
     print(header)
     print("-" * len(header))
     reference: dict[int, dict] = {}
     for row in rows:
         ref = reference.setdefault(row["accounts"], row)
-        print(f"{row['tree'][:10]:>10} {row['accounts']:>8} {row['workers']:>7} "
-              f"{row['start']:>7} | {row['connected']:>6} "
-              f"{row['seconds']:>8.1f} {row['logins_per_s']:>9.1f} "
-              f"{row['logins_per_s'] / ref['logins_per_s']:>5.2f} {row['first_login_s']:>5.1f} | "
-              f"{row['rss_mib']:>8.0f} "
-              f"{row['kib_per_account']:>8.1f} "
-              f"{row['kib_per_account'] / ref['kib_per_account']:>5.2f} | "
-              f"{row['gateway_cpu_ms']:>18.1f} {row['prosody_cpu_ms']:>7.1f} "
-              f"{row['gateway_cpu_ms'] / max(row['prosody_cpu_ms'], 1e-9):>6.2f} | "
-              f"{100 * row['prosody_busy']:>11.0f}%")
-    print("reference: the first row of each size (workers = 0, one process, of --against "
-          "if given); ratios > 1 for logins/s are better; "
-          f"SCRAM iterations {args.iterations}; Prosody Lua GC {args.prosody_gc}")
+        print(
+            f"{row['tree'][:10]:>10} {row['accounts']:>8} {row['workers']:>7} "
+            f"{row['start']:>7} | {row['connected']:>6} "
+            f"{row['seconds']:>8.1f} {row['logins_per_s']:>9.1f} "
+            f"{row['logins_per_s'] / ref['logins_per_s']:>5.2f} {row['first_login_s']:>5.1f} | "
+            f"{row['rss_mib']:>8.0f} "
+            f"{row['kib_per_account']:>8.1f} "
+            f"{row['kib_per_account'] / ref['kib_per_account']:>5.2f} | "
+            f"{row['gateway_cpu_ms']:>18.1f} {row['prosody_cpu_ms']:>7.1f} "
+            f"{row['gateway_cpu_ms'] / max(row['prosody_cpu_ms'], 1e-9):>6.2f} | "
+            f"{100 * row['prosody_busy']:>11.0f}%"
+        )
+    print(
+        "reference: the first row of each size (workers = 0, one process, of --against "
+        "if given); ratios > 1 for logins/s are better; "
+        f"SCRAM iterations {args.iterations}; Prosody Lua GC {args.prosody_gc}"
+    )
 
 
 if __name__ == "__main__":

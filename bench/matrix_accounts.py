@@ -52,8 +52,9 @@ class NoEvents:
     def on_key_derived(self, *a: object) -> None: ...
 
 
-async def measure(protocol: str, accounts: list[tuple[str, str]], config: dict[str, Any],
-                  idle: float) -> dict[str, float]:
+async def measure(
+    protocol: str, accounts: list[tuple[str, str]], config: dict[str, Any], idle: float
+) -> dict[str, float]:
     if protocol == "matrix":
         from purplegw.protocols.matrix import Adapter
     else:
@@ -64,7 +65,8 @@ async def measure(protocol: str, accounts: list[tuple[str, str]], config: dict[s
     def session(i: int, user: str, secret: str) -> Any:
         return adapter.create_session(
             AccountCredentials(i, f"sip:u{i}@127.0.0.1", user, protocol, secret),
-            SessionContext(loop=loop, events=NoEvents(), config=config, shared=shared))
+            SessionContext(loop=loop, events=NoEvents(), config=config, shared=shared),
+        )
 
     # Import and first-client costs are per process: one warm-up login first.
     warm = session(-1, *accounts[0])
@@ -87,9 +89,12 @@ async def measure(protocol: str, accounts: list[tuple[str, str]], config: dict[s
     cpu2 = time.process_time()
     await asyncio.gather(*(s.logout() for s in sessions))
     n = len(sessions)
-    return {"rss_kib": (rss1 - rss0) / n, "login_cpu_ms": (cpu1 - cpu0) * 1000 / n,
-            "logins_per_s": n / (wall1 - wall0),
-            "idle_cpu_ms_per_min": (cpu2 - cpu1) * 1000 / n * 60 / idle}
+    return {
+        "rss_kib": (rss1 - rss0) / n,
+        "login_cpu_ms": (cpu1 - cpu0) * 1000 / n,
+        "logins_per_s": n / (wall1 - wall0),
+        "idle_cpu_ms_per_min": (cpu2 - cpu1) * 1000 / n * 60 / idle,
+    }
 
 
 def child(args: argparse.Namespace) -> None:
@@ -99,14 +104,20 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(spec: dict[str, Any], idle: float) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec), "--idle",
-                          str(idle)], check=True, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(spec), "--idle", str(idle)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -121,20 +132,30 @@ def main() -> None:
     results = {}
     with Synapse() as synapse:
         users = [synapse.create_user(f"bench{i}", f"pw{i}-bench") for i in range(n)]
-        results["matrix"] = run_child({
-            "protocol": "matrix", "accounts": [(u.user_id, u.password) for u in users],
-            "config": {"homeserver": synapse.base_url, "sync_timeout": 30}}, args.idle)
+        results["matrix"] = run_child(
+            {
+                "protocol": "matrix",
+                "accounts": [(u.user_id, u.password) for u in users],
+                "config": {"homeserver": synapse.base_url, "sync_timeout": 30},
+            },
+            args.idle,
+        )
     with Prosody(log_level="warn") as prosody:
         prosody.create_users(n, prefix="bench")
-        results["xmpp"] = run_child({
-            "protocol": "xmpp",
-            "accounts": [(f"bench{i}@localhost", f"pw{i}-bench") for i in range(n)],
-            "config": {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 60},
-        }, args.idle)
-    rows = [("RSS per logged-in account (KiB)", "rss_kib"),
-            ("CPU per login (ms)", "login_cpu_ms"),
-            ("logins per second (20 at a time)", "logins_per_s"),
-            ("CPU while idle (ms/min/account)", "idle_cpu_ms_per_min")]
+        results["xmpp"] = run_child(
+            {
+                "protocol": "xmpp",
+                "accounts": [(f"bench{i}@localhost", f"pw{i}-bench") for i in range(n)],
+                "config": {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 60},
+            },
+            args.idle,
+        )
+    rows = [
+        ("RSS per logged-in account (KiB)", "rss_kib"),
+        ("CPU per login (ms)", "login_cpu_ms"),
+        ("logins per second (20 at a time)", "logins_per_s"),
+        ("CPU while idle (ms/min/account)", "idle_cpu_ms_per_min"),
+    ]
     print(f"{args.accounts} accounts per protocol, {args.idle:g} s idle")
     print(f"{'':36} {'matrix':>10} {'xmpp':>10} {'matrix/xmpp':>12}")
     for label, key in rows:

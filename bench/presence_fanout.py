@@ -79,16 +79,52 @@ class Watchers:
         self.log = self.work / "answers.log"
         self.stats = self.work / "stats.csv"
         self.proc = subprocess.Popen(
-            [sipp_binary() or "sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIO),
-             "-m", str(n), "-l", str(n), "-r", str(rate), "-t", "u1",
-             "-i", "127.0.0.1", "-p", str(free_port("udp")), "-nostdin",
-             "-key", "target", target, "-key", "watcher", WATCHER,
-             "-buff_size", str(SOCKET_BUFFER), "-max_recv_loops", "10000",
-             "-trace_logs", "-log_file", str(self.log),
-             "-trace_stat", "-stf", str(self.stats), "-fd", "1",
-             "-trace_err", "-error_file", str(self.work / "errors.log"),
-             "-timeout", "900s"],
-            cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sipp_binary() or "sipp",
+                f"127.0.0.1:{port}",
+                "-sf",
+                str(SCENARIO),
+                "-m",
+                str(n),
+                "-l",
+                str(n),
+                "-r",
+                str(rate),
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(free_port("udp")),
+                "-nostdin",
+                "-key",
+                "target",
+                target,
+                "-key",
+                "watcher",
+                WATCHER,
+                "-buff_size",
+                str(SOCKET_BUFFER),
+                "-max_recv_loops",
+                "10000",
+                "-trace_logs",
+                "-log_file",
+                str(self.log),
+                "-trace_stat",
+                "-stf",
+                str(self.stats),
+                "-fd",
+                "1",
+                "-trace_err",
+                "-error_file",
+                str(self.work / "errors.log"),
+                "-timeout",
+                "900s",
+            ],
+            cwd=self.work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def lines(self, kind: str, marker: str) -> list[float]:
         try:
@@ -96,15 +132,19 @@ class Watchers:
         except OSError:
             return []
         # "<kind> <what the regexp matched> <date>\t<time>\t<epoch.usec>"
-        return [float(line.split("\t")[-1]) for line in text.splitlines()
-                if line.split()[:2] == [kind, marker] and "\t" in line]
+        return [
+            float(line.split("\t")[-1])
+            for line in text.splitlines()
+            if line.split()[:2] == [kind, marker] and "\t" in line
+        ]
 
     def wait_initial(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while (got := len(self.lines("init", "active"))) < self.n:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"sipp exited early ({got}/{self.n} subscribed): {self.errors()}")
+                    f"sipp exited early ({got}/{self.n} subscribed): {self.errors()}"
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {got}/{self.n} watchers got their initial NOTIFY")
             time.sleep(0.2)
@@ -124,8 +164,11 @@ class Watchers:
         except (OSError, IndexError, ValueError):
             pass
         if failed:
-            print(f"  {failed} watcher calls failed; sipp's errors ({self.work}):\n"
-                  f"{self.errors()}", file=sys.stderr, flush=True)
+            print(
+                f"  {failed} watcher calls failed; sipp's errors ({self.work}):\n{self.errors()}",
+                file=sys.stderr,
+                flush=True,
+            )
         return self.lines("change", AFTER), failed
 
     def stop(self) -> None:
@@ -146,6 +189,7 @@ def result_of(n: int, sent_at: float, answers: list[float], failed: int) -> Resu
 
 # --- a minimal UDP user agent for the primer dialog and the reference PUBLISH ---
 
+
 def _parse(data: bytes) -> tuple[str, dict[str, list[str]], list[str]]:
     head = data.partition(b"\r\n\r\n")[0].decode(errors="replace")
     lines = head.split("\r\n")
@@ -157,10 +201,15 @@ def _parse(data: bytes) -> tuple[str, dict[str, list[str]], list[str]]:
 
 
 def _answer_200(sock: socket.socket, raw_lines: list[str], addr: tuple[str, int]) -> None:
-    keep = [ln for ln in raw_lines if ln.split(":", 1)[0].strip().lower() in
-            ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")]
-    sock.sendto(("SIP/2.0 200 OK\r\n" + "\r\n".join(keep) +
-                 "\r\nContent-Length: 0\r\n\r\n").encode(), addr)
+    keep = [
+        ln
+        for ln in raw_lines
+        if ln.split(":", 1)[0].strip().lower()
+        in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
+    ]
+    sock.sendto(
+        ("SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode(), addr
+    )
 
 
 def prime(gateway_port: int, target: str, peer: XmppPeer, account_jid: str) -> None:
@@ -174,22 +223,36 @@ def prime(gateway_port: int, target: str, peer: XmppPeer, account_jid: str) -> N
 
     def subscribe(cseq: int, expires: int, to_tag: str = "") -> None:
         to = f"<{target}>" + (f";tag={to_tag}" if to_tag else "")
-        sock.sendto("\r\n".join([
-            f"SUBSCRIBE {target} SIP/2.0",
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex}",
-            "Max-Forwards: 70", f"From: <{WATCHER}>;tag={tag}", f"To: {to}",
-            f"Call-ID: {call_id}", f"CSeq: {cseq} SUBSCRIBE",
-            f"Contact: <sip:primer@127.0.0.1:{port}>", "Event: presence",
-            "Accept: application/pidf+xml", f"Expires: {expires}", "Content-Length: 0", "", "",
-        ]).encode(), server)
+        sock.sendto(
+            "\r\n".join(
+                [
+                    f"SUBSCRIBE {target} SIP/2.0",
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex}",
+                    "Max-Forwards: 70",
+                    f"From: <{WATCHER}>;tag={tag}",
+                    f"To: {to}",
+                    f"Call-ID: {call_id}",
+                    f"CSeq: {cseq} SUBSCRIBE",
+                    f"Contact: <sip:primer@127.0.0.1:{port}>",
+                    "Event: presence",
+                    "Accept: application/pidf+xml",
+                    f"Expires: {expires}",
+                    "Content-Length: 0",
+                    "",
+                    "",
+                ]
+            ).encode(),
+            server,
+        )
 
     subscribe(1, 3600)
     to_tag, answered, states = "", False, []
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
-            if not answered and any(e.kind == "subscribe" and e.bare == account_jid
-                                    for e in peer.snapshot()):
+            if not answered and any(
+                e.kind == "subscribe" and e.bare == account_jid for e in peer.snapshot()
+            ):
                 peer.answer_subscription(account_jid, allow=True)
                 answered = True
             try:
@@ -212,25 +275,41 @@ def prime(gateway_port: int, target: str, peer: XmppPeer, account_jid: str) -> N
 
 
 def pidf(entity: str, note: str) -> str:
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{entity}">'
-            '<tuple id="fanout"><status><basic>open</basic></status>'
-            f'<note>{note}</note></tuple></presence>')
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{entity}">'
+        '<tuple id="fanout"><status><basic>open</basic></status>'
+        f"<note>{note}</note></tuple></presence>"
+    )
 
 
-def publish(sock: socket.socket, server: tuple[str, int], entity: str, note: str,
-            etag: str = "") -> str:
+def publish(
+    sock: socket.socket, server: tuple[str, int], entity: str, note: str, etag: str = ""
+) -> str:
     """One PUBLISH to Kamailio; returns the SIP-ETag of its 200."""
     body = pidf(entity, note)
     port = sock.getsockname()[1]
-    sock.sendto("\r\n".join([
-        f"PUBLISH {entity} SIP/2.0",
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex}",
-        "Max-Forwards: 70", f"From: <{entity}>;tag={uuid.uuid4().hex[:8]}", f"To: <{entity}>",
-        f"Call-ID: {uuid.uuid4().hex}", "CSeq: 1 PUBLISH", "Event: presence", "Expires: 3600",
-        *([f"SIP-If-Match: {etag}"] if etag else []),
-        "Content-Type: application/pidf+xml", f"Content-Length: {len(body.encode())}", "", body,
-    ]).encode(), server)
+    sock.sendto(
+        "\r\n".join(
+            [
+                f"PUBLISH {entity} SIP/2.0",
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex}",
+                "Max-Forwards: 70",
+                f"From: <{entity}>;tag={uuid.uuid4().hex[:8]}",
+                f"To: <{entity}>",
+                f"Call-ID: {uuid.uuid4().hex}",
+                "CSeq: 1 PUBLISH",
+                "Event: presence",
+                "Expires: 3600",
+                *([f"SIP-If-Match: {etag}"] if etag else []),
+                "Content-Type: application/pidf+xml",
+                f"Content-Length: {len(body.encode())}",
+                "",
+                body,
+            ]
+        ).encode(),
+        server,
+    )
     while True:
         first, headers, _ = _parse(sock.recv(65535))
         code = int(first.split(" ", 2)[1])
@@ -242,6 +321,7 @@ def publish(sock: socket.socket, server: tuple[str, int], entity: str, note: str
 
 # --- the two sides -----------------------------------------------------------------
 
+
 def run_purplegw(prosody: Prosody, base: Path, n: int, rate: int) -> Result:
     prosody.restart()
     tag = uuid.uuid4().hex[:6]
@@ -249,12 +329,22 @@ def run_purplegw(prosody: Prosody, base: Path, n: int, rate: int) -> Result:
     work = Path(tempfile.mkdtemp(prefix="gw-", dir=base))
     # One user holds all N dialogs, opened at `rate`/s: lift the per-user limits.
     limits = f"\n[presence]\nmax_subscriptions_per_user = {n + 1}\n"
-    gateway = GatewayProcess(work, extra_config=prosody.gateway_section(keepalive=0) + limits,
-                             sip={"trusted": ["127.0.0.1/32"], "rate_per_user": 0},
-                             log_level="WARNING")
+    gateway = GatewayProcess(
+        work,
+        extra_config=prosody.gateway_section(keepalive=0) + limits,
+        sip={"trusted": ["127.0.0.1/32"], "rate_per_user": 0},
+        log_level="WARNING",
+    )
     gateway.cli("db", "init")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
     gateway.start()
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     watchers: Watchers | None = None
@@ -330,21 +420,27 @@ def main() -> None:
         if all(r.failed_calls == 0 for pair in rows for r in pair):
             shutil.rmtree(base, ignore_errors=True)
 
-    header = (f"{'subscribers':>11} | {'purplegw ms':>11} {'first ms':>8} {'NOTIFY/s':>9} "
-              f"{'answered':>8} | {'Kamailio ms':>11} {'first ms':>8} {'NOTIFY/s':>9} "
-              f"{'answered':>8} | {'time ratio':>10} {'rate ratio':>10}")
+    header = (
+        f"{'subscribers':>11} | {'purplegw ms':>11} {'first ms':>8} {'NOTIFY/s':>9} "
+        f"{'answered':>8} | {'Kamailio ms':>11} {'first ms':>8} {'NOTIFY/s':>9} "
+        f"{'answered':>8} | {'time ratio':>10} {'rate ratio':>10}"
+    )
     print(header)
     print("-" * len(header))
     for ours, ref in rows:
-        print(f"{ours.subscribers:>11} | {ours.seconds * 1000:>11.1f} {ours.first * 1000:>8.1f} "
-              f"{ours.per_s:>9.0f} {ours.answered:>8} | {ref.seconds * 1000:>11.1f} "
-              f"{ref.first * 1000:>8.1f} {ref.per_s:>9.0f} {ref.answered:>8} | "
-              f"{ref.seconds / ours.seconds:>10.2f} "
-              f"{ours.per_s / ref.per_s:>10.2f}")
-    print("ms = change sent -> last NOTIFY answered; first ms = -> first one answered; "
-          "NOTIFY/s = answered / ms;\ntime ratio = Kamailio ms / purplegw ms, rate ratio = "
-          "purplegw NOTIFY/s / Kamailio NOTIFY/s (above 1: purplegw faster);\n"
-          "answered = watchers that got and answered the change NOTIFY (of `subscribers`)")
+        print(
+            f"{ours.subscribers:>11} | {ours.seconds * 1000:>11.1f} {ours.first * 1000:>8.1f} "
+            f"{ours.per_s:>9.0f} {ours.answered:>8} | {ref.seconds * 1000:>11.1f} "
+            f"{ref.first * 1000:>8.1f} {ref.per_s:>9.0f} {ref.answered:>8} | "
+            f"{ref.seconds / ours.seconds:>10.2f} "
+            f"{ours.per_s / ref.per_s:>10.2f}"
+        )
+    print(
+        "ms = change sent -> last NOTIFY answered; first ms = -> first one answered; "
+        "NOTIFY/s = answered / ms;\ntime ratio = Kamailio ms / purplegw ms, rate ratio = "
+        "purplegw NOTIFY/s / Kamailio NOTIFY/s (above 1: purplegw faster);\n"
+        "answered = watchers that got and answered the change NOTIFY (of `subscribers`)"
+    )
 
 
 if __name__ == "__main__":

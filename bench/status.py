@@ -91,13 +91,21 @@ def timed(fn: Callable[[], object], runs: int, daemon: int) -> tuple[float, floa
     daemon_ms = 1000 * (cpu_seconds(daemon) - daemon_cpu) / runs
     cli_ms = 1000 * (children_cpu() - cli_cpu) / runs
     samples.sort()
-    return (statistics.median(samples), samples[min(len(samples) - 1, int(0.9 * len(samples)))],
-            daemon_ms, cli_ms)
+    return (
+        statistics.median(samples),
+        samples[min(len(samples) - 1, int(0.9 * len(samples)))],
+        daemon_ms,
+        cli_ms,
+    )
 
 
 def prepare(base: Path, accounts: int, workers: int) -> GatewayProcess:
-    gateway = GatewayProcess(base, extra_config="[protocols.dummy]\nenabled = true\n",
-                             actors={"workers": workers}, log_level="WARNING")
+    gateway = GatewayProcess(
+        base,
+        extra_config="[protocols.dummy]\nenabled = true\n",
+        actors={"workers": workers},
+        log_level="WARNING",
+    )
     gateway.cli("db", "init")
     table = base / "accounts.csv"
     with table.open("w", newline="") as handle:
@@ -140,9 +148,18 @@ def measure(label: str, accounts: int, workers: int, runs: int) -> list[dict[str
             assert gateway.process is not None
             for name, fn in cases:
                 median, p90, daemon_ms, cli_ms = timed(fn, runs, gateway.process.pid)
-                rows.append({"code": label, "workers": workers, "accounts": accounts,
-                             "path": name, "median_ms": median, "p90_ms": p90,
-                             "daemon_cpu_ms": daemon_ms, "cli_cpu_ms": cli_ms})
+                rows.append(
+                    {
+                        "code": label,
+                        "workers": workers,
+                        "accounts": accounts,
+                        "path": name,
+                        "median_ms": median,
+                        "p90_ms": p90,
+                        "daemon_cpu_ms": daemon_ms,
+                        "cli_cpu_ms": cli_ms,
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             gateway.stop(timeout=120)
@@ -161,16 +178,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--ref", help="another commit to measure the same way, side by side")
     args = parser.parse_args()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     rows: list[dict[str, object]] = []
     for workers in (int(w) for w in args.workers.split(",")):
         rows += measure(f"{head} (this)", args.accounts, workers, args.runs)
     if args.ref:
         with tempfile.TemporaryDirectory(prefix="purplegw-bench-ref-") as tmp:
             tree = Path(tmp) / "tree"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree),
-                            args.ref], check=True, capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.ref],
+                check=True,
+                capture_output=True,
+            )
             # The daemon and the CLI run from that tree; this script and its kit from ours.
             previous = os.environ.get("PYTHONPATH")
             os.environ["PYTHONPATH"] = str(tree)
@@ -182,24 +206,38 @@ def main() -> None:
                     del os.environ["PYTHONPATH"]
                 else:
                     os.environ["PYTHONPATH"] = previous
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(tree)], check=True, capture_output=True)
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                    check=True,
+                    capture_output=True,
+                )
     print()
-    header = (f"{'code':>16} {'workers':>7} {'accounts':>8} | {'path':<20} | "
-              f"{'median ms':>9} {'p90 ms':>8} | {'x bare socket':>13} | "
-              f"{'CPU ms: daemon':>14} {'CLI':>6}")
+    header = (
+        f"{'code':>16} {'workers':>7} {'accounts':>8} | {'path':<20} | "
+        f"{'median ms':>9} {'p90 ms':>8} | {'x bare socket':>13} | "
+        f"{'CPU ms: daemon':>14} {'CLI':>6}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
-        bare = next(r for r in rows if r["code"] == row["code"] and r["workers"] == row["workers"]
-                    and r["path"] == "bare socket")
-        print(f"{row['code']:>16} {row['workers']:>7} {row['accounts']:>8} | {row['path']:<20} | "
-              f"{row['median_ms']:>9.1f} {row['p90_ms']:>8.1f} | "
-              f"{float(row['median_ms']) / float(bare['median_ms']):>13.1f} | "
-              f"{row['daemon_cpu_ms']:>14.1f} {row['cli_cpu_ms']:>6.0f}")
-    print(f"{args.runs} runs per row; 'x bare socket': median over the bare round trip's median; "
-          "CPU ms per call (the daemon with its workers; the CLI process); "
-          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        bare = next(
+            r
+            for r in rows
+            if r["code"] == row["code"]
+            and r["workers"] == row["workers"]
+            and r["path"] == "bare socket"
+        )
+        print(
+            f"{row['code']:>16} {row['workers']:>7} {row['accounts']:>8} | {row['path']:<20} | "
+            f"{row['median_ms']:>9.1f} {row['p90_ms']:>8.1f} | "
+            f"{float(row['median_ms']) / float(bare['median_ms']):>13.1f} | "
+            f"{row['daemon_cpu_ms']:>14.1f} {row['cli_cpu_ms']:>6.0f}"
+        )
+    print(
+        f"{args.runs} runs per row; 'x bare socket': median over the bare round trip's median; "
+        "CPU ms per call (the daemon with its workers; the CLI process); "
+        f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":

@@ -42,16 +42,28 @@ GROUPS = (1, 8, 64)
 
 
 def _rows(n: int, tag: str) -> list[NewSend]:
-    return [NewSend("alice@example.org", "xmpp", "bob@jabber.example",
-                    f"message {i} of a benchmark, about as long as a chat line", f"{tag}-{i}")
-            for i in range(n)]
+    return [
+        NewSend(
+            "alice@example.org",
+            "xmpp",
+            "bob@jabber.example",
+            f"message {i} of a benchmark, about as long as a chat line",
+            f"{tag}-{i}",
+        )
+        for i in range(n)
+    ]
 
 
 def single(db: Database, rows: list[NewSend]) -> None:
     sendq = SendQueueRepository(db)
     for row in rows:
-        sendq.put(sip_user=row.sip_user, protocol=row.protocol, contact=row.contact,
-                  body=row.body, message_id=row.message_id)
+        sendq.put(
+            sip_user=row.sip_user,
+            protocol=row.protocol,
+            contact=row.contact,
+            body=row.body,
+            message_id=row.message_id,
+        )
 
 
 def grouped(size: int, db: Database, rows: list[NewSend]) -> None:
@@ -75,8 +87,10 @@ def measure(db: Database, n: int) -> list[tuple[str, float]]:
         start = time.perf_counter()
         run(db, rows)
         elapsed = time.perf_counter() - start
-        stored = db.fetchone("SELECT COUNT(*) FROM purplegw_sendq WHERE message_id LIKE ?",
-                             (name.replace(" ", "") + "-%",))
+        stored = db.fetchone(
+            "SELECT COUNT(*) FROM purplegw_sendq WHERE message_id LIKE ?",
+            (name.replace(" ", "") + "-%",),
+        )
         if stored is None or int(stored[0]) != n:
             raise SystemExit(f"{name}: {stored} rows stored, expected {n}")
         results.append((name, n / elapsed))

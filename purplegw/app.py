@@ -86,9 +86,13 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         section = config.sections.get("metrics") or {}
         if not section.get("listen"):
             return None
-        return start_metrics(section["listen"], runtime.directory, store,
-                             section.get("cache_seconds", 5.0),
-                             workers=config.sections.get("actors", {}).get("workers", 0))
+        return start_metrics(
+            section["listen"],
+            runtime.directory,
+            store,
+            section.get("cache_seconds", 5.0),
+            workers=config.sections.get("actors", {}).get("workers", 0),
+        )
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return run(

@@ -68,8 +68,7 @@ class Context:
         if check:
             pending = store.check()
             if pending:
-                logger.warning("%d database upgrade(s) pending: run `purplegw db upgrade`",
-                               pending)
+                logger.warning("%d database upgrade(s) pending: run `purplegw db upgrade`", pending)
         return store
 
     def canonical_protocol(self, protocol: str) -> str:
@@ -88,9 +87,14 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              envvar="PURPLEGW_CONFIG", show_envvar=True,
-              help="Config file (TOML); defaults to the built-in etc/purplegw.toml values.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="PURPLEGW_CONFIG",
+    show_envvar=True,
+    help="Config file (TOML); defaults to the built-in etc/purplegw.toml values.",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for TRACE).")
 @click.version_option(__version__, prog_name="purplegw")
 @click.pass_context
@@ -134,11 +138,20 @@ def reload(ctx: Context) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--state", "states", multiple=True, metavar="STATE",
-              type=click.Choice(STATUS_STATES, case_sensitive=False),
-              help="Only accounts in this state (repeatable): " + ", ".join(STATUS_STATES) + ".")
-@click.option("--user", "sip_user", metavar="SIP_USER",
-              help="Only this SIP user's accounts (sip:alice@example.org, or alice@example.org).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    type=click.Choice(STATUS_STATES, case_sensitive=False),
+    help="Only accounts in this state (repeatable): " + ", ".join(STATUS_STATES) + ".",
+)
+@click.option(
+    "--user",
+    "sip_user",
+    metavar="SIP_USER",
+    help="Only this SIP user's accounts (sip:alice@example.org, or alice@example.org).",
+)
 @pass_ctx
 def status(ctx: Context, as_json: bool, states: tuple[str, ...], sip_user: str | None) -> None:
     """Show every account's state, last error and counters (asks the running gateway).
@@ -162,9 +175,17 @@ def status(ctx: Context, as_json: bool, states: tuple[str, ...], sip_user: str |
         lines = ",\n".join(json.dumps(a, sort_keys=True) for a in accounts)
         click.echo(f"[\n{lines}\n]" if accounts else "[]")
         return
-    rows = [(str(a.get("account_id", "")), a.get("sip_user", ""), a.get("protocol", ""),
-             a.get("ext_user", ""), a.get("state", ""), a.get("last_error") or "")
-            for a in accounts]
+    rows = [
+        (
+            str(a.get("account_id", "")),
+            a.get("sip_user", ""),
+            a.get("protocol", ""),
+            a.get("ext_user", ""),
+            a.get("state", ""),
+            a.get("last_error") or "",
+        )
+        for a in accounts
+    ]
     _table(("ID", "SIP USER", "PROTOCOL", "EXTERNAL USER", "STATE", "LAST ERROR"), rows)
 
 
@@ -192,8 +213,10 @@ def db_init(ctx: Context) -> None:
         fail(str(exc))
     from purplegw.store.database import redact_url  # noqa: PLC0415
 
-    click.echo(f"store: {redact_url(config.db_url)} table {store.tables.accounts}"
-               + (f" (applied {len(done)} upgrade(s))" if done else " (up to date)"))
+    click.echo(
+        f"store: {redact_url(config.db_url)} table {store.tables.accounts}"
+        + (f" (applied {len(done)} upgrade(s))" if done else " (up to date)")
+    )
     click.echo(f"key file: {config.key_file} ({'created' if created else 'kept'})")
 
 
@@ -228,11 +251,13 @@ def accounts() -> None:
 @click.argument("sip_user")
 @click.argument("ext_user")
 @click.argument("protocol")
-@click.option("--password-stdin", is_flag=True,
-              help="Read the password from standard input (first line).")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (first line)."
+)
 @pass_ctx
-def accounts_add(ctx: Context, sip_user: str, ext_user: str, protocol: str,
-                 password_stdin: bool) -> None:
+def accounts_add(
+    ctx: Context, sip_user: str, ext_user: str, protocol: str, password_stdin: bool
+) -> None:
     """Give SIP_USER the EXT_USER account on PROTOCOL (xmpp, irc, or an alias).
 
     Without --password-stdin the password is read from standard input when
@@ -243,7 +268,9 @@ def accounts_add(ctx: Context, sip_user: str, ext_user: str, protocol: str,
     ctx.canonical_protocol(protocol)
     password = _read_password(password_stdin)
     try:
-        account_id = ctx.store().accounts.add(NewAccount(sip_user, ext_user, protocol.lower(), password))
+        account_id = ctx.store().accounts.add(
+            NewAccount(sip_user, ext_user, protocol.lower(), password)
+        )
     except GatewayError as exc:
         fail(str(exc))
     click.echo(f"added account {account_id}: {sip_user} -> {ext_user} ({protocol.lower()})")
@@ -259,12 +286,26 @@ def accounts_list(ctx: Context, as_json: bool) -> None:
     except GatewayError as exc:
         fail(str(exc))
     if as_json:
-        click.echo(json.dumps([
-            {"id": r.id, "sip_user": r.sip_user, "ext_user": r.ext_user,
-             "protocol": r.ext_prot, "password": _password_state(r)} for r in rows], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "sip_user": r.sip_user,
+                        "ext_user": r.ext_user,
+                        "protocol": r.ext_prot,
+                        "password": _password_state(r),
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
-    _table(("ID", "SIP USER", "EXTERNAL USER", "PROTOCOL", "PASSWORD"),
-           [(str(r.id), r.sip_user, r.ext_user, r.ext_prot, _password_state(r)) for r in rows])
+    _table(
+        ("ID", "SIP USER", "EXTERNAL USER", "PROTOCOL", "PASSWORD"),
+        [(str(r.id), r.sip_user, r.ext_user, r.ext_prot, _password_state(r)) for r in rows],
+    )
 
 
 @accounts.command("remove")
@@ -305,11 +346,15 @@ def accounts_import(ctx: Context, csv_file: Any) -> None:
             errors.append(f"{csv_file.name}:{line}: ext_prot: {exc}")
             continue
         if any(v is None for v in row.values()) or None in row:
-            errors.append(f"{csv_file.name}:{line}: expected {len(reader.fieldnames or [])} "
-                          "columns")
+            errors.append(
+                f"{csv_file.name}:{line}: expected {len(reader.fieldnames or [])} columns"
+            )
             continue
-        new.append(NewAccount(row["sip_user"], row["ext_user"], row["ext_prot"].lower(),
-                              row.get("ext_pass") or ""))
+        new.append(
+            NewAccount(
+                row["sip_user"], row["ext_user"], row["ext_prot"].lower(), row.get("ext_pass") or ""
+            )
+        )
     if errors:
         fail("nothing imported:\n  " + "\n  ".join(errors))
     try:
@@ -351,8 +396,11 @@ def _split_aor(ctx: Context, user: str) -> tuple[str, str]:
 @users.command("add")
 @click.argument("user")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--keep-plaintext", is_flag=True,
-              help="Also store the plaintext password (needed for SHA-256 digest).")
+@click.option(
+    "--keep-plaintext",
+    is_flag=True,
+    help="Also store the plaintext password (needed for SHA-256 digest).",
+)
 @pass_ctx
 def users_add(ctx: Context, user: str, password_stdin: bool, keep_plaintext: bool) -> None:
     """Add SIP user USER (name@domain; the domain defaults to [sip] domain)."""
@@ -375,8 +423,11 @@ def users_list(ctx: Context, as_json: bool) -> None:
     except GatewayError as exc:
         fail(str(exc))
     if as_json:
-        click.echo(json.dumps([{"id": u.id, "username": u.username, "domain": u.domain}
-                               for u in rows], indent=2))
+        click.echo(
+            json.dumps(
+                [{"id": u.id, "username": u.username, "domain": u.domain} for u in rows], indent=2
+            )
+        )
         return
     _table(("ID", "USER", "DOMAIN"), [(str(u.id), u.username, u.domain) for u in rows])
 
@@ -409,26 +460,41 @@ def messages() -> None:
 @messages.command("failed")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--user", "sip_user", help="Only this SIP user's messages.")
-@click.option("--direction", type=click.Choice(["to_network", "to_sip"]),
-              help="to_network: from a SIP user; to_sip: from an external contact.")
+@click.option(
+    "--direction",
+    type=click.Choice(["to_network", "to_sip"]),
+    help="to_network: from a SIP user; to_sip: from an external contact.",
+)
 @click.option("--limit", type=int, default=1000, show_default=True)
 @pass_ctx
-def messages_failed(ctx: Context, as_json: bool, sip_user: str | None, direction: str | None,
-                    limit: int) -> None:
+def messages_failed(
+    ctx: Context, as_json: bool, sip_user: str | None, direction: str | None, limit: int
+) -> None:
     """List failed messages, oldest first, with why they failed."""
     try:
-        letters = ctx.store().dead_letters.list(sip_user=sip_user, direction=direction,
-                                                limit=limit)
+        letters = ctx.store().dead_letters.list(sip_user=sip_user, direction=direction, limit=limit)
     except GatewayError as exc:
         fail(str(exc))
     if as_json:
         click.echo(json.dumps([d.as_dict() for d in letters], indent=2, ensure_ascii=False))
         return
-    _table(("ID", "DIRECTION", "SIP USER", "PROTOCOL", "CONTACT", "FAILED", "TRIES", "REASON",
-            "TEXT"),
-           [(str(d.id), str(d.direction), d.sip_user, d.protocol, d.contact,
-             _when(d.failed), str(d.attempts), f"{d.status} {d.reason}".strip(),
-             _preview(d.text)) for d in letters])
+    _table(
+        ("ID", "DIRECTION", "SIP USER", "PROTOCOL", "CONTACT", "FAILED", "TRIES", "REASON", "TEXT"),
+        [
+            (
+                str(d.id),
+                str(d.direction),
+                d.sip_user,
+                d.protocol,
+                d.contact,
+                _when(d.failed),
+                str(d.attempts),
+                f"{d.status} {d.reason}".strip(),
+                _preview(d.text),
+            )
+            for d in letters
+        ],
+    )
 
 
 @messages.command("retry")
@@ -440,23 +506,27 @@ def messages_retry(ctx: Context, letter_id: int) -> None:
 
     try:
         store = ctx.store()
-        requeued = store.dead_letters.take_for_retry(letter_id, sendq=store.sendq,
-                                                     outbox=store.outbox)
+        requeued = store.dead_letters.take_for_retry(
+            letter_id, sendq=store.sendq, outbox=store.outbox
+        )
     except GatewayError as exc:
         fail(str(exc))
     if requeued is None:
         fail(f"no failed message with id {letter_id}")
     letter = requeued.letter
     queue = "send queue" if letter.direction == "to_network" else "outbox"
-    click.echo(f"message {letter_id} ({letter.sip_user} <-> {letter.contact}) is back in the "
-               f"{queue}")
+    click.echo(
+        f"message {letter_id} ({letter.sip_user} <-> {letter.contact}) is back in the {queue}"
+    )
     # The row is durable already; telling the daemon only saves it the wait.
     try:
         call(ctx.config.control_socket, REQUEUED_COMMAND, timeout=10)
     except ControlError as exc:
         if "bad request" in str(exc):
-            click.echo("the running gateway sends it at its next delivery attempt for "
-                       f"{letter.sip_user} or its next start")
+            click.echo(
+                "the running gateway sends it at its next delivery attempt for "
+                f"{letter.sip_user} or its next start"
+            )
         else:
             click.echo("the gateway is not running: it sends it when it starts")
         return
@@ -484,7 +554,7 @@ def _when(timestamp: float) -> str:
 def _preview(text: str, width: int = 40) -> str:
     flat = " ".join(text.split())
     flat = "".join(c if c.isprintable() else "\ufffd" for c in flat)
-    return flat if len(flat) <= width else flat[:width - 1] + "\u2026"
+    return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
 
 
 # --- cluster -----------------------------------------------------------------------
@@ -530,9 +600,21 @@ def cluster_status(ctx: Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(listed, indent=2, sort_keys=True))
         return
-    _table(("NODE", "ADDRESS", "LAST HEARTBEAT", "AGE", "USERS", "ACCOUNTS", "STATE"),
-           [(e["name"], e["advertise"], _when(e["heartbeat"]), f"{e['age']:.1f}s",
-             str(e["users"]), str(e["accounts"]), e["state"]) for e in listed])
+    _table(
+        ("NODE", "ADDRESS", "LAST HEARTBEAT", "AGE", "USERS", "ACCOUNTS", "STATE"),
+        [
+            (
+                e["name"],
+                e["advertise"],
+                _when(e["heartbeat"]),
+                f"{e['age']:.1f}s",
+                str(e["users"]),
+                str(e["accounts"]),
+                e["state"],
+            )
+            for e in listed
+        ],
+    )
 
 
 # --- config ------------------------------------------------------------------------
@@ -562,8 +644,9 @@ def config_check(ctx: Context, as_json: bool) -> None:
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -66,9 +66,16 @@ def setup(config: Config | None, *, verbosity: int = 0, admin: bool = False) -> 
     ``admin`` is for one-shot commands (accounts, db, config): they print
     their result, so only warnings and errors are logged unless -v is given.
     """
-    section: dict[str, Any] = config["logging"] if config is not None else {
-        "level": "INFO", "format": "%(asctime)s %(levelname)-8s %(name)s: %(message)s",
-        "file": "", "sip_wire": False}
+    section: dict[str, Any] = (
+        config["logging"]
+        if config is not None
+        else {
+            "level": "INFO",
+            "format": "%(asctime)s %(levelname)-8s %(name)s: %(message)s",
+            "file": "",
+            "sip_wire": False,
+        }
+    )
     # A name gives its number: the loader accepted only known level names.
     level: int = logging.getLevelName(section["level"])
     if admin:

@@ -70,7 +70,8 @@ def say(line: str) -> None:
 def cli(purplegw: str, config: Path, *args: str) -> None:
     say(f"$ purplegw {' '.join(args)}")
     subprocess.run(  # noqa: S603 - our own executable
-        [purplegw, "--config", str(config), *args], check=True, timeout=120)
+        [purplegw, "--config", str(config), *args], check=True, timeout=120
+    )
 
 
 def main() -> int:
@@ -78,17 +79,15 @@ def main() -> int:
     port = free_udp_port()
     config = work / "purplegw.toml"
     config.write_text(
-        "[sip]\n"
-        f'listen = ["udp:127.0.0.1:{port}"]\n'
-        "[store]\n"
-        f'data_dir = "{work / "data"}"\n'
+        f'[sip]\nlisten = ["udp:127.0.0.1:{port}"]\n[store]\ndata_dir = "{work / "data"}"\n'
     )
     cli(purplegw, config, "config", "check")
     cli(purplegw, config, "db", "init")
     log = work / "purplegw.log"
     with log.open("wb") as out:
         daemon = subprocess.Popen(  # noqa: S603 - our own executable
-            [purplegw, "--config", str(config), "run"], stdout=out, stderr=subprocess.STDOUT)
+            [purplegw, "--config", str(config), "run"], stdout=out, stderr=subprocess.STDOUT
+        )
     started = time.monotonic()
     try:
         first_line = wait_for_answer(port, daemon)

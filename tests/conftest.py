@@ -89,9 +89,13 @@ def store(db_url: str, key_file: Path) -> Iterator[Store]:
     db = Database.create(db_url)
     tables = Tables()
     run_upgrades(db, tables)
-    yield Store(db=db, tables=tables,
-                accounts=AccountRepository(db, tables.accounts, PasswordCipher(key_file)),
-                users=UserRepository(db, tables.subscribers), outbox=OutboxRepository(db))
+    yield Store(
+        db=db,
+        tables=tables,
+        accounts=AccountRepository(db, tables.accounts, PasswordCipher(key_file)),
+        users=UserRepository(db, tables.subscribers),
+        outbox=OutboxRepository(db),
+    )
     db.close()
 
 

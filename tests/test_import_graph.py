@@ -32,7 +32,8 @@ def _modules() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _import_nodes(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
@@ -69,8 +70,9 @@ def _targets(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
             # ``from pkg import sub`` runs pkg.sub when sub is a module.
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
-                     for a in node.names]
+            names = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names
+            ]
         for name in names:
             if name.split(".")[0] != PACKAGE:
                 continue
@@ -107,8 +109,8 @@ def _tangles(graph: dict[str, set[str]]) -> list[set[str]]:
             elif succ in stack:
                 low[node] = min(low[node], index[succ])
         if low[node] == index[node]:
-            component = set(stack[stack.index(node):])
-            del stack[stack.index(node):]
+            component = set(stack[stack.index(node) :])
+            del stack[stack.index(node) :]
             if len(component) > 1:
                 components.append(component)
 
@@ -149,7 +151,9 @@ def test_the_walker_sees_function_level_and_from_imports() -> None:
         "        pass\n"
     )
     assert [ast.unparse(node) for node in _import_nodes(tree)] == [
-        "from purplegw.store import sqlite", "from typing import TYPE_CHECKING"]
+        "from purplegw.store import sqlite",
+        "from typing import TYPE_CHECKING",
+    ]
     graph = import_graph()
     # ``from purplegw.store import accounts``-style imports resolve to the submodule.
     assert "purplegw.store.database" in graph["purplegw.store"]

@@ -46,15 +46,23 @@ def test_every_package_data_file_is_a_real_file() -> None:
 
 def test_dummy_adapter_is_off_unless_a_config_turns_it_on(tmp_path: Path) -> None:
     registry = load_adapters(check_environment=False)
-    defaults = {name: info.adapter.get_default_config()
-                for name, info in registry.infos.items() if info.adapter is not None}
+    defaults = {
+        name: info.adapter.get_default_config()
+        for name, info in registry.infos.items()
+        if info.adapter is not None
+    }
     config = load_config(environ={}, protocol_defaults=defaults)
     assert config.protocol("dummy")["enabled"] is False
-    statuses = {name: info.status
-                for name, info in load_adapters(config["protocols"],
-                                                check_environment=False).infos.items()}
-    assert statuses == {"dummy": AdapterStatus.DISABLED, "irc": AdapterStatus.ENABLED,
-                        "matrix": AdapterStatus.ENABLED, "xmpp": AdapterStatus.ENABLED}
+    statuses = {
+        name: info.status
+        for name, info in load_adapters(config["protocols"], check_environment=False).infos.items()
+    }
+    assert statuses == {
+        "dummy": AdapterStatus.DISABLED,
+        "irc": AdapterStatus.ENABLED,
+        "matrix": AdapterStatus.ENABLED,
+        "xmpp": AdapterStatus.ENABLED,
+    }
 
     on = tmp_path / "purplegw.toml"
     on.write_text("[protocols.dummy]\nenabled = true\n")
@@ -67,7 +75,10 @@ def test_dummy_adapter_is_off_unless_a_config_turns_it_on(tmp_path: Path) -> Non
 def test_the_wheel_carries_the_package_data(tmp_path: Path) -> None:
     subprocess.run(  # our own interpreter and tree
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
-        check=True, capture_output=True, timeout=300)
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("purplegw-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -78,8 +89,11 @@ def test_the_wheel_carries_the_package_data(tmp_path: Path) -> None:
     groups = configparser.ConfigParser()
     groups.read_string(entry_points.decode())
     assert dict(groups["purplegw.protocols"]) == {
-        "dummy": "purplegw.protocols.dummy:Adapter", "irc": "purplegw.protocols.irc:Adapter",
-        "matrix": "purplegw.protocols.matrix:Adapter", "xmpp": "purplegw.protocols.xmpp:Adapter"}
+        "dummy": "purplegw.protocols.dummy:Adapter",
+        "irc": "purplegw.protocols.irc:Adapter",
+        "matrix": "purplegw.protocols.matrix:Adapter",
+        "xmpp": "purplegw.protocols.xmpp:Adapter",
+    }
     assert not [n for n in names if n.startswith("tests/")]
 
 
@@ -89,7 +103,11 @@ def _verify_unit(unit: Path) -> subprocess.CompletedProcess[str]:
     executable = Path(sys.executable).with_name("purplegw")
     return subprocess.run(  # our own script
         ["/bin/sh", str(REPO / "scripts" / "verify-unit.sh"), str(unit), str(executable)],
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_systemd_unit_verifies_without_findings() -> None:

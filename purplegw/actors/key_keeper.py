@@ -56,8 +56,9 @@ class KeyKeeper(EventSink):
         try:
             self._repository.put_many([(aid, kind, value) for (aid, kind), value in batch.items()])
         except StoreError as exc:
-            logger.warning("%d derived key(s) not stored (they will be derived again): %s",
-                           len(batch), exc)
+            logger.warning(
+                "%d derived key(s) not stored (they will be derived again): %s", len(batch), exc
+            )
             return 0
         logger.debug("Stored %d derived key(s)", len(batch))
         return len(batch)

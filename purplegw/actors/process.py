@@ -121,8 +121,10 @@ def proxy_settings(section: Any) -> ProxySettings | None:
     if not host or not port:
         return None
     return ProxySettings(
-        host=host, port=port,
-        username=section.get("username") or None, password=section.get("password") or None,
+        host=host,
+        port=port,
+        username=section.get("username") or None,
+        password=section.get("password") or None,
     )
 
 
@@ -208,8 +210,15 @@ def run(  # noqa: PLR0913 - the runtime's parts, all keyword-only
     try:
         with pid_file(pidfile):
             return _run(
-                actors_config, protocols_config, proxy, account_source, adapters,
-                services, control_socket, ready, signals,
+                actors_config,
+                protocols_config,
+                proxy,
+                account_source,
+                adapters,
+                services,
+                control_socket,
+                ready,
+                signals,
             )
     except AlreadyRunningError as exc:
         logger.error("%s; stop it first or remove the stale pid file", exc)  # noqa: TRY400
@@ -263,8 +272,12 @@ def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - start-up in order,
         if control_socket is not None:
             server = ControlServer(
                 control_socket,
-                {**runtime.commands, "status": runtime.status,
-                 "reload": lambda: runtime.reload().as_dict(), "ping": lambda: True},
+                {
+                    **runtime.commands,
+                    "status": runtime.status,
+                    "reload": lambda: runtime.reload().as_dict(),
+                    "ping": lambda: True,
+                },
             ).start()
         if ready is not None:
             ready(runtime)

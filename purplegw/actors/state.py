@@ -143,9 +143,7 @@ class ActorsConfig:
         if self.workers < 0:
             problems.append("actors.workers: must be >= 0")
         if self.runtime not in ("shared_loop", "thread_per_account"):
-            problems.append(
-                "actors.runtime: must be 'shared_loop' or 'thread_per_account'"
-            )
+            problems.append("actors.runtime: must be 'shared_loop' or 'thread_per_account'")
         if not 0 <= self.backoff_jitter <= 1:
             problems.append("actors.backoff_jitter: must be between 0 and 1")
         if self.flap_attempts < 1:
@@ -158,8 +156,16 @@ class ActorsConfig:
             problems.append("actors.gc_threshold: must be >= 0")
         problems.extend(
             f"actors.{name}: must be > 0"
-            for name in ("backoff_initial", "backoff_max", "flap_window", "flap_retry_in",
-                         "login_timeout", "send_timeout", "logout_timeout", "shutdown_timeout")
+            for name in (
+                "backoff_initial",
+                "backoff_max",
+                "flap_window",
+                "flap_retry_in",
+                "login_timeout",
+                "send_timeout",
+                "logout_timeout",
+                "shutdown_timeout",
+            )
             if getattr(self, name) <= 0
         )
         return problems
@@ -218,8 +224,11 @@ class RestartPolicy:
             return config.flap_retry_in
         self.flapping = False
         delay = backoff_delay(
-            self._failures, config.backoff_initial, config.backoff_max,
-            config.backoff_jitter, self._rng,
+            self._failures,
+            config.backoff_initial,
+            config.backoff_max,
+            config.backoff_jitter,
+            self._rng,
         )
         self._failures += 1
         return delay
@@ -261,4 +270,3 @@ STATUS_STATES = (*(state.value for state in AccountState), WORKER_RESTARTING)
 
 def status_sort_key(entry: dict[str, Any]) -> tuple[str, str]:
     return (entry["sip_user"], entry["protocol"])
-

@@ -63,8 +63,9 @@ class TimerHandle:
 class Worker:
     """One thread, a FIFO of tasks and a heap of timers (see the module rules)."""
 
-    def __init__(self, name: str = "purplegw-gateway",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, name: str = "purplegw-gateway", clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
         self._cond = threading.Condition()
         self._tasks: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
@@ -79,8 +80,12 @@ class Worker:
         """Run ``fn(*args)`` on the worker; dropped (logged) once stopping."""
         self._put(self._tasks, fn, args)
 
-    def _put(self, queue: deque[tuple[Callable[..., object], tuple[Any, ...]]],
-             fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def _put(
+        self,
+        queue: deque[tuple[Callable[..., object], tuple[Any, ...]]],
+        fn: Callable[..., object],
+        args: tuple[Any, ...],
+    ) -> None:
         with self._cond:
             if self._stopping:
                 logger.debug("gateway worker stopped; dropped %s", _name(fn))
@@ -133,8 +138,7 @@ class Worker:
         with self._cond:
             while True:
                 now = self._clock()
-                while self._timers and (self._timers[0][2].cancelled
-                                        or self._timers[0][0] <= now):
+                while self._timers and (self._timers[0][2].cancelled or self._timers[0][0] <= now):
                     _deadline, _seq, handle = heapq.heappop(self._timers)
                     if not handle.cancelled:
                         # Checked again when it runs: a task queued ahead of it

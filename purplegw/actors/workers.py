@@ -311,8 +311,14 @@ class _Worker:
         self._ready.clear()
         self.process = _CONTEXT.Process(
             target=worker_main,
-            args=(self.index, child, pool.config.as_dict(), pool.protocols_config, pool.proxy,
-                  logging.getLogger("purplegw").getEffectiveLevel()),
+            args=(
+                self.index,
+                child,
+                pool.config.as_dict(),
+                pool.protocols_config,
+                pool.proxy,
+                logging.getLogger("purplegw").getEffectiveLevel(),
+            ),
             name=f"purplegw-worker-{self.index}",
             daemon=True,
         )
@@ -361,9 +367,7 @@ class _Worker:
             kinds[kwargs["kind"]] = kwargs["value"]
         listener.send(event, **kwargs)
 
-    def _take_statuses(
-        self, changed: list[dict[str, Any]], removed: list[AccountKey]
-    ) -> None:
+    def _take_statuses(self, changed: list[dict[str, Any]], removed: list[AccountKey]) -> None:
         with self._statuses_lock:
             for key in removed:
                 self.statuses.pop(AccountKey(*key), None)
@@ -380,12 +384,18 @@ class _Worker:
             entry = known.get(AccountKey.of(row))
             if entry is None:  # a row the worker is being given right now
                 entry = AccountStatus(
-                    account_id=row.account_id, sip_user=row.sip_user, protocol=row.protocol,
-                    ext_user=row.ext_user, pid=self.pid,
+                    account_id=row.account_id,
+                    sip_user=row.sip_user,
+                    protocol=row.protocol,
+                    ext_user=row.ext_user,
+                    pid=self.pid,
                 ).as_dict()
             if restarting:
-                entry = {**entry, "state": WORKER_RESTARTING,
-                         "last_error": f"worker {self.index} restarting"}
+                entry = {
+                    **entry,
+                    "state": WORKER_RESTARTING,
+                    "last_error": f"worker {self.index} restarting",
+                }
             result.append(entry)
         return result
 
@@ -516,7 +526,10 @@ class WorkerPool:
                 code = worker.process.exitcode
                 logger.error(
                     "Worker %d (pid %d) died (exit code %s); restarting it with its %d accounts",
-                    worker.index, worker.pid, code, len(worker.rows),
+                    worker.index,
+                    worker.pid,
+                    code,
+                    len(worker.rows),
                 )
                 self._restart(worker)
 
@@ -553,17 +566,22 @@ class WorkerPool:
         """
         lost = worker.take_queued()
         if lost:
-            logger.warning("Worker %d died with %d accepted message(s) queued; queued again",
-                           worker.index, len(lost))
+            logger.warning(
+                "Worker %d died with %d accepted message(s) queued; queued again",
+                worker.index,
+                len(lost),
+            )
         for info, args in lost:
             handle = RemoteAccountHandle(self, worker.index, info)
 
-            def settled(done: OutcomeFuture, info: AccountInfo = info,
-                        message_id: str = args[2]) -> None:
+            def settled(
+                done: OutcomeFuture, info: AccountInfo = info, message_id: str = args[2]
+            ) -> None:
                 outcome = done.get()
                 if outcome.status != 202:  # 202: the new actor reports the outcome later
-                    listener.send("on_send_result", account=info, message_id=message_id,
-                                  outcome=outcome)
+                    listener.send(
+                        "on_send_result", account=info, message_id=message_id, outcome=outcome
+                    )
 
             handle.send_message(*args).add_done_callback(settled)
 

@@ -182,18 +182,23 @@ def _merge(  # noqa: PLR0913, C901, PLR0917 - one pass needs all of these
 
     for section, values in user.items():
         if not isinstance(values, dict):
-            errors.append(f"{where(section)}: {section}: top-level keys are not allowed, "
-                          f"put them under a [section]{_suggest(section, _sections())}")
+            errors.append(
+                f"{where(section)}: {section}: top-level keys are not allowed, "
+                f"put them under a [section]{_suggest(section, _sections())}"
+            )
             continue
         if section in PLUGIN_SECTIONS:
             for plugin, plugin_values in values.items():
                 key_path = (section, plugin)
                 if not isinstance(plugin_values, dict):
-                    errors.append(f"{where(*key_path)}: [{section}] {plugin}: expected a table "
-                                  f"[{section}.{plugin}]")
+                    errors.append(
+                        f"{where(*key_path)}: [{section}] {plugin}: expected a table "
+                        f"[{section}.{plugin}]"
+                    )
                     continue
-                _merge_plugin(plugin, plugin_values, sections, where, origins, errors,
-                              protocol_defaults)
+                _merge_plugin(
+                    plugin, plugin_values, sections, where, origins, errors, protocol_defaults
+                )
             continue
         if section in FREE_SECTIONS:
             kind = FREE_SECTIONS[section]
@@ -201,14 +206,17 @@ def _merge(  # noqa: PLR0913, C901, PLR0917 - one pass needs all of these
                 _set(sections, (section, key), kind, value, where(section, key), origins, errors)
             continue
         if section not in SCHEMA:
-            errors.append(f"{where(section)}: [{section}]: unknown section"
-                          f"{_suggest(section, _sections())}")
+            errors.append(
+                f"{where(section)}: [{section}]: unknown section{_suggest(section, _sections())}"
+            )
             continue
         for key, value in values.items():
             known = SCHEMA[section].get(key)
             if known is None:
-                errors.append(f"{where(section, key)}: [{section}] {key}: unknown key"
-                              f"{_suggest(key, SCHEMA[section])}")
+                errors.append(
+                    f"{where(section, key)}: [{section}] {key}: unknown key"
+                    f"{_suggest(key, SCHEMA[section])}"
+                )
                 continue
             _set(sections, (section, key), known, value, where(section, key), origins, errors)
 
@@ -225,20 +233,32 @@ def _merge_plugin(  # noqa: PLR0913, PLR0917 - the state of one merge pass
     target = sections.setdefault("protocols", {}).setdefault(plugin, {})
     known = None if protocol_defaults is None else protocol_defaults.get(plugin)
     if protocol_defaults is not None and known is None:
-        errors.append(f"{where('protocols', plugin)}: [protocols.{plugin}]: no such protocol "
-                      f"adapter is installed{_suggest(plugin, protocol_defaults)}")
+        errors.append(
+            f"{where('protocols', plugin)}: [protocols.{plugin}]: no such protocol "
+            f"adapter is installed{_suggest(plugin, protocol_defaults)}"
+        )
         return
     for key, value in values.items():
         if known is not None and key not in known:
-            errors.append(f"{where('protocols', plugin, key)}: [protocols.{plugin}] {key}: "
-                          f"unknown key{_suggest(key, known)}")
+            errors.append(
+                f"{where('protocols', plugin, key)}: [protocols.{plugin}] {key}: "
+                f"unknown key{_suggest(key, known)}"
+            )
             continue
         default = known.get(key) if known is not None else None
-        if default is not None and type(default) is not type(value) and not (
-            isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+        if (
+            default is not None
+            and type(default) is not type(value)
+            and not (
+                isinstance(default, float)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            )
         ):
-            errors.append(f"{where('protocols', plugin, key)}: [protocols.{plugin}] {key}: "
-                          f"expected {t.kind_name(default)}, got {t.kind_name(value)}")
+            errors.append(
+                f"{where('protocols', plugin, key)}: [protocols.{plugin}] {key}: "
+                f"expected {t.kind_name(default)}, got {t.kind_name(value)}"
+            )
             continue
         target[key] = value
         origins[("protocols", plugin, key)] = where("protocols", plugin, key)
@@ -272,11 +292,18 @@ def _apply_environment(
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name or name == ENV_CONFIG:
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
         value = _parse_env_value(raw)
         if len(parts) == 3 and parts[0] in PLUGIN_SECTIONS:
-            _merge_plugin(parts[1], {parts[2]: value}, sections, lambda *_: f"${name}",  # noqa: B023 - called in this turn
-                          origins, errors, protocol_defaults)
+            _merge_plugin(
+                parts[1],
+                {parts[2]: value},
+                sections,
+                lambda *_: f"${name}",  # noqa: B023 - called in this turn
+                origins,
+                errors,
+                protocol_defaults,
+            )
             continue
         if len(parts) != 2:
             errors.append(f"${name}: expected PURPLEGW_<SECTION>__<KEY>")
@@ -307,8 +334,9 @@ def _check_relations(
         sip.get("tls_certificate") and sip.get("tls_private_key")
     ):
         origin = origins.get(("sip", "listen"), "config")
-        errors.append(f"{origin}: [sip] listen: a tls: listener needs tls_certificate "
-                      "and tls_private_key")
+        errors.append(
+            f"{origin}: [sip] listen: a tls: listener needs tls_certificate and tls_private_key"
+        )
     proxy = sections.get("proxy", {})
     if bool(proxy.get("http_host")) != bool(proxy.get("http_port")):
         proxy_origin = origins.get(("proxy", "http_host")) or origins.get(("proxy", "http_port"))
@@ -339,12 +367,16 @@ def _check_cluster(
     if scheme not in SHARED_DB_SCHEMES:
         shown = f"{scheme}://" if scheme else "SQLite (db_url is empty)"
         db_origin = origins.get(("store", "db_url"))
-        errors.append(f"{origin}: [cluster] node: cluster mode needs a mysql:// db_url shared by "
-                      f"every node, not {shown}" + (f" (set at {db_origin})" if db_origin else ""))
+        errors.append(
+            f"{origin}: [cluster] node: cluster mode needs a mysql:// db_url shared by "
+            f"every node, not {shown}" + (f" (set at {db_origin})" if db_origin else "")
+        )
     already = any("[cluster] advertise:" in error for error in errors)  # invalid, reported
     if not cluster.get("advertise") and not already:
-        errors.append(f"{origin}: [cluster] advertise: cluster mode needs the IP:PORT other "
-                      "nodes reach this node's SIP front at")
+        errors.append(
+            f"{origin}: [cluster] advertise: cluster mode needs the IP:PORT other "
+            "nodes reach this node's SIP front at"
+        )
 
 
 def _suggest(word: str, choices: Any) -> str:

@@ -15,7 +15,9 @@ from typing import Any, ClassVar
 _LISTEN_RE = re.compile(
     r"^(?P<transport>udp|tcp|tls):(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$"
 )
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$"
+)
 
 
 class ConfigValue:
@@ -135,10 +137,16 @@ class IpPort(ConfigValue):
             address = ipaddress.ip_address(host[1:-1] if bracketed else host)
         except ValueError:
             address = None
-        if (not sep or address is None or not port.isdigit() or not 0 < int(port) < 65536
-                or (address.version == 6) != bracketed):
-            raise ValueError(f"{text!r} is not IP:PORT (e.g. \"10.0.0.5:5060\" or "
-                             '"[2001:db8::5]:5060")')
+        if (
+            not sep
+            or address is None
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+            or (address.version == 6) != bracketed
+        ):
+            raise ValueError(
+                f'{text!r} is not IP:PORT (e.g. "10.0.0.5:5060" or "[2001:db8::5]:5060")'
+            )
         return text
 
 
@@ -148,8 +156,9 @@ class NodeName(ConfigValue):
     def deserialize(self, value: Any) -> str:
         text = String().deserialize(value)
         if text and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", text):
-            raise ValueError(f"{text!r} is not a node name (letters, digits, '.', '_', '-'; "
-                             "at most 64)")
+            raise ValueError(
+                f"{text!r} is not a node name (letters, digits, '.', '_', '-'; at most 64)"
+            )
         return text
 
 

@@ -123,8 +123,7 @@ def resolve(  # noqa: C901, PLR0911, PLR0913 - one return per rule reads best
     return Route((same or reachable)[0], target)
 
 
-def contact_uri(account: Account, contact: str, *, user_at_host: bool,
-                gateway_domain: str) -> str:
+def contact_uri(account: Account, contact: str, *, user_at_host: bool, gateway_domain: str) -> str:
     """The SIP URI that names ``contact`` of ``account`` (what the user replies to)."""
     if user_at_host and "@" in contact:
         user, _, host = contact.rpartition("@")
@@ -137,8 +136,14 @@ def contact_uri(account: Account, contact: str, *, user_at_host: bool,
 class AddressBook:
     """The rules above applied to the running accounts (what the SIP handlers ask)."""
 
-    def __init__(self, directory: DirectoryPort, *, canonical: Callable[[str], str],
-                 user_at_host: Callable[[str], bool], gateway_domain: str) -> None:
+    def __init__(
+        self,
+        directory: DirectoryPort,
+        *,
+        canonical: Callable[[str], str],
+        user_at_host: Callable[[str], bool],
+        gateway_domain: str,
+    ) -> None:
         self.directory = directory
         self.canonical = canonical
         self.user_at_host = user_at_host
@@ -147,11 +152,21 @@ class AddressBook:
     def resolve(self, sender: str, ruri: SipURI) -> Route | NoRoute:
         """Route a request from ``sender`` to ``ruri`` (which must name a user)."""
         assert ruri.user is not None
-        return resolve(sender, ruri.user, ruri.host, ruri.params.get("proto"),
-                       [handle.info for handle in self.directory.all()],
-                       canonical=self.canonical, user_at_host=self.user_at_host)
+        return resolve(
+            sender,
+            ruri.user,
+            ruri.host,
+            ruri.params.get("proto"),
+            [handle.info for handle in self.directory.all()],
+            canonical=self.canonical,
+            user_at_host=self.user_at_host,
+        )
 
     def contact_uri(self, account: Account, contact: str) -> str:
         """The SIP URI naming ``contact`` of ``account`` (From of what the gateway sends)."""
-        return contact_uri(account, contact, user_at_host=self.user_at_host(account.protocol),
-                           gateway_domain=self.gateway_domain)
+        return contact_uri(
+            account,
+            contact,
+            user_at_host=self.user_at_host(account.protocol),
+            gateway_domain=self.gateway_domain,
+        )

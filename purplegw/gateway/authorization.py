@@ -36,8 +36,15 @@ ASK_TEXT = "{contact} asks to see your presence. Reply 'allow' or 'deny'."
 
 
 class Authorization:
-    def __init__(self, *, policy: str, presence: PresenceService, messaging: Messaging,
-                 directory: DirectoryPort, worker: WorkerPort) -> None:
+    def __init__(
+        self,
+        *,
+        policy: str,
+        presence: PresenceService,
+        messaging: Messaging,
+        directory: DirectoryPort,
+        worker: WorkerPort,
+    ) -> None:
         self.policy = policy
         self.presence = presence
         self.messaging = messaging

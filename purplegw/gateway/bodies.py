@@ -65,8 +65,9 @@ def read_body(content_type: str | None, body: bytes) -> Incoming:
         except Exception:  # noqa: BLE001 - any parse failure is the sender's
             return Incoming("bad", "malformed is-composing document")
         state = (root.findtext(f"{ISCOMPOSING_NS}state") or "").strip().lower()
-        return Incoming("typing", typing=TypingState.COMPOSING if state == "active"
-                        else TypingState.ACTIVE)
+        return Incoming(
+            "typing", typing=TypingState.COMPOSING if state == "active" else TypingState.ACTIVE
+        )
     return Incoming("unsupported", media)
 
 
@@ -153,18 +154,29 @@ def imdn(*, from_uri: str, to_uri: str, about: str, status: str, when: float) ->
     (display-notification).
     """
     kind = "display" if status == "displayed" else "delivery"
-    xml = ('<?xml version="1.0" encoding="UTF-8"?>\r\n'
-           '<imdn xmlns="urn:ietf:params:xml:ns:imdn">'
-           f"<message-id>{_xml(about)}</message-id><datetime>{_stamp(when)}</datetime>"
-           f"<{kind}-notification><status><{status}/></status></{kind}-notification></imdn>")
-    return (f"From: <{from_uri}>\r\nTo: <{to_uri}>\r\nNS: imdn <{IMDN_NS}>\r\n"
-            f"imdn.Message-ID: {uuid.uuid4().hex}\r\nDateTime: {_stamp(when)}\r\n\r\n"
-            f"Content-Type: {IMDN_XML}\r\nContent-Disposition: notification\r\n\r\n"
-            f"{xml}").encode()
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\r\n'
+        '<imdn xmlns="urn:ietf:params:xml:ns:imdn">'
+        f"<message-id>{_xml(about)}</message-id><datetime>{_stamp(when)}</datetime>"
+        f"<{kind}-notification><status><{status}/></status></{kind}-notification></imdn>"
+    )
+    return (
+        f"From: <{from_uri}>\r\nTo: <{to_uri}>\r\nNS: imdn <{IMDN_NS}>\r\n"
+        f"imdn.Message-ID: {uuid.uuid4().hex}\r\nDateTime: {_stamp(when)}\r\n\r\n"
+        f"Content-Type: {IMDN_XML}\r\nContent-Disposition: notification\r\n\r\n"
+        f"{xml}"
+    ).encode()
 
 
-def cpim_text(*, from_uri: str, to_uri: str, text: str, sent_at: float | None,  # noqa: PLR0913 - keywords
-              imdn_id: str = "", notify: str = "") -> bytes:
+def cpim_text(  # noqa: PLR0913 - keyword-only: one per CPIM header written
+    *,
+    from_uri: str,
+    to_uri: str,
+    text: str,
+    sent_at: float | None,
+    imdn_id: str = "",
+    notify: str = "",
+) -> bytes:
     """A text as message/cpim, with the time it was written and an IMDN request."""
     lines = [f"From: <{from_uri}>", f"To: <{to_uri}>"]
     if sent_at is not None:
@@ -173,8 +185,9 @@ def cpim_text(*, from_uri: str, to_uri: str, text: str, sent_at: float | None,  
         lines += [f"NS: imdn <{IMDN_NS}>", f"imdn.Message-ID: {imdn_id}"]
         if notify:
             lines.append(f"imdn.Disposition-Notification: {notify}")
-    return ("\r\n".join(lines) + "\r\n\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n"
-            + text).encode()
+    return (
+        "\r\n".join(lines) + "\r\n\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n" + text
+    ).encode()
 
 
 def _xml(value: str) -> str:

@@ -100,7 +100,7 @@ class BuddyLists:
             return None
         if not (name.startswith(self.prefix) and name.endswith(self.suffix)):
             return None
-        return f"{name[len(self.prefix):len(name) - len(self.suffix)]}@{self.domain}"
+        return f"{name[len(self.prefix) : len(name) - len(self.suffix)]}@{self.domain}"
 
     def subscribe(self, request: Request, source: Source, reply: Reply, owner: str) -> None:
         presence = self.presence
@@ -109,8 +109,7 @@ class BuddyLists:
             reply(respond(request, 403, "Forbidden: not your buddy list"))
             return
         if EVENTLIST not in _tokens(request.headers.getall("Supported")):
-            reply(respond(request, 421, "Extension Required",
-                          headers=[("Require", EVENTLIST)]))
+            reply(respond(request, 421, "Extension Required", headers=[("Require", EVENTLIST)]))
             return
         cap = presence.settings.max_subscriptions_per_user
         if request.expires != 0 and presence.watch_count.get(user, 0) >= cap:
@@ -118,16 +117,20 @@ class BuddyLists:
             return
         sub = presence.new_subscription()
         uri = f"sip:{self.prefix}{owner.partition('@')[0]}{self.suffix}@{self.domain}"
-        watch = ListWatch(sub, owner, uri, presence.destination(request, source),
-                          boundary=os.urandom(12).hex())
+        watch = ListWatch(
+            sub, owner, uri, presence.destination(request, source), boundary=os.urandom(12).hex()
+        )
         self._full_state(watch, final=request.expires == 0)
         user_part = uri[4:].partition("@")[0]
-        local_contact = (f"<sip:{user_part}@{source.listener.sent_by};"
-                         f"transport={source.transport}>")
+        local_contact = f"<sip:{user_part}@{source.listener.sent_by};transport={source.transport}>"
         try:
-            actions = sub.receive_subscribe(request, presence.clock(),
-                                            local_tag=os.urandom(6).hex(), authorized=True,
-                                            local_contact=local_contact)
+            actions = sub.receive_subscribe(
+                request,
+                presence.clock(),
+                local_tag=os.urandom(6).hex(),
+                authorized=True,
+                local_contact=local_contact,
+            )
         except SipError as exc:
             reply(respond(request, exc.status_hint, str(exc)))
             return
@@ -177,25 +180,31 @@ class BuddyLists:
         if final:  # the terminated NOTIFY carries no list
             watch.subscription.last_body = b""
             return
-        contacts = sorted((p for p in self.presence.presentities.values()
-                           if p.key[0] == watch.owner), key=lambda p: p.key)
+        contacts = sorted(
+            (p for p in self.presence.presentities.values() if p.key[0] == watch.owner),
+            key=lambda p: p.key,
+        )
         self._build(watch, contacts, full_state=True)
 
-    def _build(self, watch: ListWatch, contacts: Sequence[Presentity], *,
-               full_state: bool) -> None:
+    def _build(self, watch: ListWatch, contacts: Sequence[Presentity], *, full_state: bool) -> None:
         watch.version += 1
         now = self.presence.clock()
         content_type, body = list_notification(
-            watch.uri, version=watch.version, full_state=full_state,
-            resources=[_resource(p, now) for p in contacts], boundary=watch.boundary,
-            cid_domain=self.domain)
+            watch.uri,
+            version=watch.version,
+            full_state=full_state,
+            resources=[_resource(p, now) for p in contacts],
+            boundary=watch.boundary,
+            cid_domain=self.domain,
+        )
         watch.subscription.content_type = content_type
         watch.subscription.last_body = body
 
     # --- running the machine's actions ------------------------------------------------
 
-    def _run(self, watch: ListWatch, actions: Sequence[sip_actions.Action],
-             reply: Reply | None = None) -> None:
+    def _run(
+        self, watch: ListWatch, actions: Sequence[sip_actions.Action], reply: Reply | None = None
+    ) -> None:
         timers = self.presence.timers
         for action in actions:
             if isinstance(action, sip_actions.Send):
@@ -208,8 +217,9 @@ class BuddyLists:
                 elif isinstance(message, Request):
                     self._send_notify(watch, message)
             elif isinstance(action, sip_actions.StartTimer):
-                timers.start(("buddylist", watch.dialog_id), action.seconds, self._expired,
-                             watch.dialog_id)
+                timers.start(
+                    ("buddylist", watch.dialog_id), action.seconds, self._expired, watch.dialog_id
+                )
             elif isinstance(action, sip_actions.CancelTimer):
                 timers.cancel(("buddylist", watch.dialog_id))
             elif isinstance(action, sip_actions.Terminated):
@@ -230,8 +240,12 @@ class BuddyLists:
                 logger.info("List NOTIFY for %s not sent: %s", watch.owner, exc)
                 return
             sub = watch.subscription
-            self._run(watch, sub.notify_timeout() if response.status == 408
-                      else sub.receive_notify_response(response))
+            self._run(
+                watch,
+                sub.notify_timeout()
+                if response.status == 408
+                else sub.receive_notify_response(response),
+            )
 
         future.add_done_callback(self.presence.worker.completion(answered))
 
@@ -260,11 +274,9 @@ class BuddyLists:
 
 def _resource(presentity: Presentity, now: float) -> ResourceState:
     if presentity.authorized is False:
-        return ResourceState(presentity.uri, presentity.contact, "terminated",
-                             reason="rejected")
+        return ResourceState(presentity.uri, presentity.contact, "terminated", reason="rejected")
     if presentity.presence is not None or presentity.authorized:
-        return ResourceState(presentity.uri, presentity.contact, "active",
-                             presentity.document(now))
+        return ResourceState(presentity.uri, presentity.contact, "active", presentity.document(now))
     return ResourceState(presentity.uri, presentity.contact, "pending")
 
 

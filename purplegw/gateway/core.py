@@ -94,26 +94,51 @@ class Gateway:
         self.store = store
         self.worker = worker
         self.identity = Identity(settings, store.users, clock)
-        self.addresses = AddressBook(directory, canonical=canonical, user_at_host=user_at_host,
-                                     gateway_domain=settings.domain)
+        self.addresses = AddressBook(
+            directory,
+            canonical=canonical,
+            user_at_host=user_at_host,
+            gateway_domain=settings.domain,
+        )
         self.registrar = Registrar(settings, self.identity, clock)
-        self.messaging = Messaging(domain=settings.domain, identity=self.identity,
-                                   registrar=self.registrar, addresses=self.addresses,
-                                   store=store, directory=directory, worker=worker,
-                                   settings=messaging, clock=clock,
-                                   unsendable=unsendable or (lambda _protocol, _text: None))
-        self.presence = PresenceService(settings=presence, identity=self.identity,
-                                        addresses=self.addresses, store=store,
-                                        directory=directory, worker=worker,
-                                        proxy_address=self.registrar.proxy_address, clock=clock,
-                                        contact_error=contact_error or contact_checker(canonical))
+        self.messaging = Messaging(
+            domain=settings.domain,
+            identity=self.identity,
+            registrar=self.registrar,
+            addresses=self.addresses,
+            store=store,
+            directory=directory,
+            worker=worker,
+            settings=messaging,
+            clock=clock,
+            unsendable=unsendable or (lambda _protocol, _text: None),
+        )
+        self.presence = PresenceService(
+            settings=presence,
+            identity=self.identity,
+            addresses=self.addresses,
+            store=store,
+            directory=directory,
+            worker=worker,
+            proxy_address=self.registrar.proxy_address,
+            clock=clock,
+            contact_error=contact_error or contact_checker(canonical),
+        )
         if presence.upstream:
             self.presence.upstream = UpstreamPublisher(
-                presence.upstream, presence.upstream_expires, domain=settings.domain,
-                worker=worker, timers=self.presence.timers)
-        self.authorization = Authorization(policy=presence.authorization,
-                                           presence=self.presence, messaging=self.messaging,
-                                           directory=directory, worker=worker)
+                presence.upstream,
+                presence.upstream_expires,
+                domain=settings.domain,
+                worker=worker,
+                timers=self.presence.timers,
+            )
+        self.authorization = Authorization(
+            policy=presence.authorization,
+            presence=self.presence,
+            messaging=self.messaging,
+            directory=directory,
+            worker=worker,
+        )
         self.registrar.on_registered = self.messaging.registered
         self.messaging.intercept = self.authorization.intercept_answer
         self.front: FrontPort | None = None
@@ -160,8 +185,14 @@ class Gateway:
             reply(respond(request, exc.status_hint, getattr(exc, "reason", str(exc))))
         except StoreError as exc:
             logger.warning("%s from %s refused, store unavailable: %s", request.method, source, exc)
-            reply(respond(request, 503, "Service Unavailable: store unavailable",
-                          headers=[("Retry-After", str(STORE_RETRY_AFTER))]))
+            reply(
+                respond(
+                    request,
+                    503,
+                    "Service Unavailable: store unavailable",
+                    headers=[("Retry-After", str(STORE_RETRY_AFTER))],
+                )
+            )
 
     def _register(self, request: Request, source: Source, reply: Reply) -> None:
         reply(self.registrar.register(request, source))
@@ -178,8 +209,14 @@ class Gateway:
         except Exception:
             logger.exception("Gateway failed to handle %s", event)
 
-    def on_message(self, account: Account, contact: str, text: str,
-                   message_id: str | None = None, sent_at: float | None = None) -> None:
+    def on_message(
+        self,
+        account: Account,
+        contact: str,
+        text: str,
+        message_id: str | None = None,
+        sent_at: float | None = None,
+    ) -> None:
         self.worker.submit(self.messaging.incoming, account, contact, text, message_id, sent_at)
 
     def on_receipt(self, account: Account, contact: str, message_id: str) -> None:
@@ -202,12 +239,12 @@ class Gateway:
     def on_authorization_request(self, account: Account, contact: str, text: str) -> None:
         self.worker.submit(self.authorization.request, account, contact, text)
 
-    def on_authorization_answer(self, account: Account, contact: str,
-                                answer: AuthorizationAnswer) -> None:
+    def on_authorization_answer(
+        self, account: Account, contact: str, answer: AuthorizationAnswer
+    ) -> None:
         self.worker.submit(self.authorization.answered, account, contact, answer)
 
-    def on_connection_state(self, account: Account, state: ConnectionState,
-                            reason: str) -> None:  # noqa: ARG002 - the event signature
+    def on_connection_state(self, account: Account, state: ConnectionState, reason: str) -> None:  # noqa: ARG002 - the event signature
         if state is ConnectionState.CONNECTED:
             self.worker.submit(self.messaging.resend_unsent, account)
         else:

@@ -49,11 +49,18 @@ logger = logging.getLogger(__name__)
 RATE_LIMITED_METHODS = frozenset({"REGISTER", "MESSAGE", "PUBLISH", "SUBSCRIBE"})
 
 
-def respond(request: Request, status: int, reason: str | None = None, *,
-            headers: list[tuple[str, str]] | None = None, to_tag: str | None = None) -> Response:
+def respond(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    to_tag: str | None = None,
+) -> Response:
     """The gateway's final answer to ``request`` (a fresh To tag unless given)."""
-    return make_response(request, status, reason, to_tag=to_tag or os.urandom(4).hex(),
-                         headers=headers or [])
+    return make_response(
+        request, status, reason, to_tag=to_tag or os.urandom(4).hex(), headers=headers or []
+    )
 
 
 class Refused(Exception):  # noqa: N818 - a verdict, not an error of ours
@@ -65,17 +72,27 @@ class Refused(Exception):  # noqa: N818 - a verdict, not an error of ours
 
 
 class Identity:
-    def __init__(self, settings: GatewaySettings, users: UsersPort,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, settings: GatewaySettings, users: UsersPort, clock: Callable[[], float]
+    ) -> None:
         self.domain = settings.domain
         self.clock = clock
         self.users = users
-        self.digest = DigestServer(realm=settings.domain, secret=secrets.token_bytes(32),
-                                   algorithms=settings.auth_algorithms)
+        self.digest = DigestServer(
+            realm=settings.domain,
+            secret=secrets.token_bytes(32),
+            algorithms=settings.auth_algorithms,
+        )
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted]
-        self.limiter = (RateLimiter(settings.rate_per_user, settings.burst_per_user,
-                                    max_keys=settings.rate_limit_table_size)
-                        if settings.rate_per_user > 0 else None)
+        self.limiter = (
+            RateLimiter(
+                settings.rate_per_user,
+                settings.burst_per_user,
+                max_keys=settings.rate_limit_table_size,
+            )
+            if settings.rate_per_user > 0
+            else None
+        )
 
     def identify(self, request: Request, source: Source) -> str:
         """The SIP user (``user@domain``) ``request`` speaks for; raises ``Refused``."""
@@ -103,17 +120,25 @@ class Identity:
         now = self.clock()
         stale = False
         for value in request.headers.getall(header):
-            result = self.digest.verify(request.method, value, now, self._lookup_ha1,
-                                        request_uri=str(request.ruri))
+            result = self.digest.verify(
+                request.method, value, now, self._lookup_ha1, request_uri=str(request.ruri)
+            )
             if result.ok:
                 identity = f"{result.username}@{self.domain}"
                 if identity != claimed:
-                    raise Refused(respond(
-                        request, 403, "Forbidden: From does not match the authenticated user"))
+                    raise Refused(
+                        respond(
+                            request, 403, "Forbidden: From does not match the authenticated user"
+                        )
+                    )
                 return identity
             stale |= result.stale
-            logger.info("Authentication of %s from %s failed: %s", result.username or "?",
-                        source, result.reason)
+            logger.info(
+                "Authentication of %s from %s failed: %s",
+                result.username or "?",
+                source,
+                result.reason,
+            )
         status, name = (401, "WWW-Authenticate") if register else (407, "Proxy-Authenticate")
         challenges = self.digest.challenge(now, secrets.token_bytes(8), stale=stale)
         raise Refused(respond(request, status, headers=[(name, c) for c in challenges]))
@@ -126,8 +151,14 @@ class Identity:
         if limiter.hit(user, now) is Verdict.ALLOW:
             return
         logger.debug("%s over its rate limit: %s refused", user, request.method)
-        raise Refused(respond(request, 503, "Service Unavailable: rate limit",
-                              headers=[("Retry-After", str(limiter.retry_after(user, now)))]))
+        raise Refused(
+            respond(
+                request,
+                503,
+                "Service Unavailable: rate limit",
+                headers=[("Retry-After", str(limiter.retry_after(user, now)))],
+            )
+        )
 
     def _lookup_ha1(self, username: str, realm: str, algorithm: str) -> str | None:
         user = self.users.get(username, realm)

@@ -182,8 +182,15 @@ class _Delivery:
 
 class Messaging:
     def __init__(  # noqa: PLR0913 - the controller's collaborators, all keyword
-        self, *, domain: str, identity: Identity, registrar: Registrar, addresses: AddressBook,
-        store: StorePort, directory: DirectoryPort, worker: WorkerPort,
+        self,
+        *,
+        domain: str,
+        identity: Identity,
+        registrar: Registrar,
+        addresses: AddressBook,
+        store: StorePort,
+        directory: DirectoryPort,
+        worker: WorkerPort,
         settings: MessagingSettings | None = None,
         unsendable: Unsendable = lambda _protocol, _text: None,
         clock: Callable[[], float] = time.time,
@@ -217,8 +224,11 @@ class Messaging:
         self._reports: set[int] = set()  # outbox seqs of the gateway's own reports
         self._imdn_wanted: dict[str, tuple[str, str]] = {}  # id -> (imdn id, user) (Rule 8)
         self._load: dict[str, list[int]] = {}  # sip_user -> [messages, bytes] waiting
-        self.limiter = (RateLimiter(self.settings.sender_rate, self.settings.sender_burst)
-                        if self.settings.sender_rate > 0 else None)
+        self.limiter = (
+            RateLimiter(self.settings.sender_rate, self.settings.sender_burst)
+            if self.settings.sender_rate > 0
+            else None
+        )
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -234,8 +244,10 @@ class Messaging:
             if timer is not None:
                 timer.cancel()
         if self.unstored:
-            logger.error("%d received message(s) never reached the outbox (store unavailable)",
-                         len(self.unstored))
+            logger.error(
+                "%d received message(s) never reached the outbox (store unavailable)",
+                len(self.unstored),
+            )
 
     def requeued(self) -> None:
         """Dead letters were put back (``purplegw messages retry``): send them now."""
@@ -291,11 +303,13 @@ class Messaging:
             return
         if body.typing is not None:
             future = handle.send_typing(route.contact, body.typing)
-            future.add_done_callback(self.worker.completion(
-                partial(self._typing_answered, request, reply)))
+            future.add_done_callback(
+                self.worker.completion(partial(self._typing_answered, request, reply))
+            )
             return
-        refusal = (check_text(body.text, self.settings.max_text_bytes)
-                   or self.unsendable(account.protocol, body.text))
+        refusal = check_text(body.text, self.settings.max_text_bytes) or self.unsendable(
+            account.protocol, body.text
+        )
         if refusal is not None:
             status, reason = refusal
             metrics.message_out(status)
@@ -305,8 +319,18 @@ class Messaging:
             # Messages accepted before a restart go to the account first:
             # it runs requests in arrival order, so the conversation keeps its order.
             self.resend_unsent(account)
-        self._accepted.append(_Accepted(request, reply, account, handle, route.contact,
-                                        body.text, _message_id(request), body))
+        self._accepted.append(
+            _Accepted(
+                request,
+                reply,
+                account,
+                handle,
+                route.contact,
+                body.text,
+                _message_id(request),
+                body,
+            )
+        )
         if len(self._accepted) == 1:
             # Runs after the requests already waiting for the worker: they share the commit.
             self.worker.submit(self._commit_accepted)
@@ -319,26 +343,42 @@ class Messaging:
 
     def _commit_accepted(self) -> None:
         batch, self._accepted = self._accepted, []
-        tickets = [self.writer.add(partial(self.store.sendq.put_many, [NewSend(
-            a.account.sip_user, a.account.protocol, a.contact, a.text, a.message_id)]))
-            for a in batch]
+        tickets = [
+            self.writer.add(
+                partial(
+                    self.store.sendq.put_many,
+                    [
+                        NewSend(
+                            a.account.sip_user, a.account.protocol, a.contact, a.text, a.message_id
+                        )
+                    ],
+                )
+            )
+            for a in batch
+        ]
         self.writer.flush()
         for accepted, ticket in zip(batch, tickets, strict=True):
             if not ticket.ok:
-                logger.warning("MESSAGE %s not recorded, refused: %s", accepted.message_id,
-                               ticket.error)
-                accepted.reply(respond(accepted.request, 503,
-                                       "Service Unavailable: store unavailable",
-                                       headers=[("Retry-After", "10")]))
+                logger.warning(
+                    "MESSAGE %s not recorded, refused: %s", accepted.message_id, ticket.error
+                )
+                accepted.reply(
+                    respond(
+                        accepted.request,
+                        503,
+                        "Service Unavailable: store unavailable",
+                        headers=[("Retry-After", "10")],
+                    )
+                )
                 continue
             if accepted.body.notify:
                 self._asked[accepted.message_id] = accepted.body
             if accepted.body.imdn_id and "positive-delivery" in accepted.body.notify:
                 self._want_receipt(accepted)
-            future = self._hand_over(accepted.handle, accepted.contact, accepted.text,
-                                     accepted.message_id, settle=False)
-            future.add_done_callback(self.worker.completion(
-                partial(self._answered, accepted)))
+            future = self._hand_over(
+                accepted.handle, accepted.contact, accepted.text, accepted.message_id, settle=False
+            )
+            future.add_done_callback(self.worker.completion(partial(self._answered, accepted)))
 
     def _want_receipt(self, accepted: _Accepted) -> None:
         wanted = self._imdn_wanted
@@ -346,13 +386,23 @@ class Messaging:
             del wanted[next(iter(wanted))]
         wanted[accepted.message_id] = (accepted.body.imdn_id, accepted.account.sip_user)
 
-    def _hand_over(self, handle: AccountHandlePort, contact: str, text: str, message_id: str,
-                   *, settle: bool = True) -> OutcomeFuture:
+    def _hand_over(
+        self,
+        handle: AccountHandlePort,
+        contact: str,
+        text: str,
+        message_id: str,
+        *,
+        settle: bool = True,
+    ) -> OutcomeFuture:
         self._active.add(message_id)
         future = handle.send_message(contact, text, message_id)
         if settle:
-            future.add_done_callback(self.worker.completion(
-                lambda done: self.send_result(handle.info, message_id, done.get())))
+            future.add_done_callback(
+                self.worker.completion(
+                    lambda done: self.send_result(handle.info, message_id, done.get())
+                )
+            )
         return future
 
     def _typing_answered(self, request: Request, reply: Reply, done: OutcomeFuture) -> None:
@@ -371,8 +421,11 @@ class Messaging:
         if outcome.ok:
             accepted.reply(respond(accepted.request, 202))
         else:
-            accepted.reply(respond(accepted.request, outcome.status,
-                                   f"{phrase(outcome.status)}: {outcome.reason}"))
+            accepted.reply(
+                respond(
+                    accepted.request, outcome.status, f"{phrase(outcome.status)}: {outcome.reason}"
+                )
+            )
 
     def _forget_send(self, message_id: str) -> None:
         self._active.discard(message_id)
@@ -389,14 +442,24 @@ class Messaging:
         if outcome.status in RETRIED_LATER:
             # The account stopped (shutdown, reload, gave up) before the network
             # took it: it stays recorded and goes out after the next start.
-            logger.info("Queued message %s of %s kept for later: %d %s", message_id,
-                        account.sip_user, outcome.status, outcome.reason)
+            logger.info(
+                "Queued message %s of %s kept for later: %d %s",
+                message_id,
+                account.sip_user,
+                outcome.status,
+                outcome.reason,
+            )
             return
         if outcome.ok:
             self._forget_send(message_id)
             return
-        logger.warning("Queued message %s of %s could not be sent: %d %s", message_id,
-                       account.sip_user, outcome.status, outcome.reason)
+        logger.warning(
+            "Queued message %s of %s could not be sent: %d %s",
+            message_id,
+            account.sip_user,
+            outcome.status,
+            outcome.reason,
+        )
         self._bury_send(account, message_id, outcome.status, outcome.reason)
 
     def _bury_send(self, account: Account, message_id: str, status: int, reason: str) -> None:
@@ -404,24 +467,34 @@ class Messaging:
         self._active.discard(message_id)
         try:
             row = self.store.sendq.get(message_id)
-            if row is None or self.store.dead_letters.bury_send(
-                    self.store.sendq, message_id, status=status, reason=reason) is None:
+            if (
+                row is None
+                or self.store.dead_letters.bury_send(
+                    self.store.sendq, message_id, status=status, reason=reason
+                )
+                is None
+            ):
                 return  # settled already (a duplicate result)
         except StoreError as exc:
-            logger.warning("Failed message %s not moved to the dead letters (kept queued): %s",
-                           message_id, exc)
+            logger.warning(
+                "Failed message %s not moved to the dead letters (kept queued): %s", message_id, exc
+            )
             return
         if not self.settings.notify_failures:
             return
         me = f"sip:{account.sip_user}"
         if asked is not None and asked.imdn_id and "negative-delivery" in asked.notify:
             contact_uri = self.addresses.contact_uri(account, row.contact)
-            report = imdn(from_uri=contact_uri, to_uri=me, about=asked.imdn_id,
-                          status="failed", when=self.clock())
+            report = imdn(
+                from_uri=contact_uri,
+                to_uri=me,
+                about=asked.imdn_id,
+                status="failed",
+                when=self.clock(),
+            )
             self._enqueue(_Received(account, row.contact, report, CPIM, report=True))
             return
-        text = (f'Not delivered to {row.contact}: "{_preview(row.body)}" '
-                f"({status} {reason})")
+        text = f'Not delivered to {row.contact}: "{_preview(row.body)}" ({status} {reason})'
         self._enqueue(_Received(account, row.contact, text.encode(), report=True))
 
     def _load_unsent(self) -> None:
@@ -429,8 +502,10 @@ class Messaging:
             self._seen_seq = max(self._seen_seq, row.seq)
             self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
         if self._unsent:
-            logger.info("%d accepted message(s) from an earlier run wait for their account",
-                        sum(len(rows) for rows in self._unsent.values()))
+            logger.info(
+                "%d accepted message(s) from an earlier run wait for their account",
+                sum(len(rows) for rows in self._unsent.values()),
+            )
 
     def resend_unsent(self, account: Account) -> None:
         """Hand the account the messages it accepted (202) in an earlier run."""
@@ -440,30 +515,41 @@ class Messaging:
         for row in self._unsent.pop((account.sip_user, account.protocol), []):
             self._hand_over(handle, row.contact, row.body, row.message_id)
 
-    def _receipt_to_network(self, handle: AccountHandlePort, contact: str,
-                            body: Incoming) -> None:
+    def _receipt_to_network(self, handle: AccountHandlePort, contact: str, body: Incoming) -> None:
         send_receipt = getattr(handle, "send_receipt", None)
         if send_receipt is not None and body.disposition in {"delivered", "displayed"}:
             send_receipt(contact, body.imdn_id, body.disposition)
 
     # --- external -> SIP (Rules 3-5) -------------------------------------------------
 
-    def incoming(self, account: Account, contact: str, text: str,
-                 message_id: str | None = None, sent_at: float | None = None) -> None:
-        if self.limiter is not None and self.limiter.hit(
-                (account.account_id, contact), self.clock()) is not Verdict.ALLOW:
+    def incoming(
+        self,
+        account: Account,
+        contact: str,
+        text: str,
+        message_id: str | None = None,
+        sent_at: float | None = None,
+    ) -> None:
+        if (
+            self.limiter is not None
+            and self.limiter.hit((account.account_id, contact), self.clock()) is not Verdict.ALLOW
+        ):
             self._bounce(account, contact, message_id or "", *TOO_FAST)
             return
         if sent_at is not None:
-            body = cpim_text(from_uri=self.addresses.contact_uri(account, contact),
-                             to_uri=f"sip:{account.sip_user}", text=text, sent_at=sent_at)
+            body = cpim_text(
+                from_uri=self.addresses.contact_uri(account, contact),
+                to_uri=f"sip:{account.sip_user}",
+                text=text,
+                sent_at=sent_at,
+            )
             received = _Received(account, contact, body, CPIM, message_id or "")
         else:
-            received = _Received(account, contact, text.encode("utf-8"), TEXT_PLAIN,
-                                 message_id or "")
+            received = _Received(
+                account, contact, text.encode("utf-8"), TEXT_PLAIN, message_id or ""
+            )
         if not self._room_for(account.sip_user, len(received.body)):
-            logger.warning("Outbox of %s full; message from %s refused", account.sip_user,
-                           contact)
+            logger.warning("Outbox of %s full; message from %s refused", account.sip_user, contact)
             self._bounce(account, contact, message_id or "", *OUTBOX_FULL)
             return
         # The network already handed the message over: if the outbox cannot take
@@ -477,16 +563,24 @@ class Messaging:
         if wanted is None:
             return
         imdn_id, sip_user = wanted
-        report = imdn(from_uri=self.addresses.contact_uri(account, contact),
-                      to_uri=f"sip:{sip_user}", about=imdn_id, status="delivered",
-                      when=self.clock())
+        report = imdn(
+            from_uri=self.addresses.contact_uri(account, contact),
+            to_uri=f"sip:{sip_user}",
+            about=imdn_id,
+            status="delivered",
+            when=self.clock(),
+        )
         self._enqueue(_Received(account, contact, report, CPIM, report=True))
 
     def queue_for_user(self, account: Account, contact: str, text: str) -> None:
         """Put a message from ``contact`` in the user's outbox now and send it when possible."""
-        self.store.outbox.put(sip_user=account.sip_user, account_id=account.account_id,
-                              protocol=account.protocol, contact=contact,
-                              body=text.encode("utf-8"))
+        self.store.outbox.put(
+            sip_user=account.sip_user,
+            account_id=account.account_id,
+            protocol=account.protocol,
+            contact=contact,
+            body=text.encode("utf-8"),
+        )
         self.flush(account.sip_user)
 
     def _room_for(self, sip_user: str, size: int) -> bool:
@@ -496,13 +590,15 @@ class Messaging:
         load = self._load.get(sip_user)
         if load is None:
             try:
-                rows = self.store.outbox.pending(sip_user, limit=limits.outbox_max_messages
-                                                 or FLUSH_WINDOW * 100)
+                rows = self.store.outbox.pending(
+                    sip_user, limit=limits.outbox_max_messages or FLUSH_WINDOW * 100
+                )
             except StoreError:
                 return True  # the store decides: the message waits in memory
             load = self._load[sip_user] = [len(rows), sum(len(r.body) for r in rows)]
-        if ((limits.outbox_max_messages and load[0] >= limits.outbox_max_messages)
-                or (limits.outbox_max_bytes and load[1] + size > limits.outbox_max_bytes)):
+        if (limits.outbox_max_messages and load[0] >= limits.outbox_max_messages) or (
+            limits.outbox_max_bytes and load[1] + size > limits.outbox_max_bytes
+        ):
             return False
         load[0] += 1
         load[1] += size
@@ -514,13 +610,19 @@ class Messaging:
             load[0] = max(0, load[0] - 1)
             load[1] = max(0, load[1] - size)
 
-    def _bounce(self, account: Account, contact: str, message_id: str, status: int,
-                reason: str) -> None:
+    def _bounce(
+        self, account: Account, contact: str, message_id: str, status: int, reason: str
+    ) -> None:
         handle = self.directory.get(account.sip_user, account.protocol)
         bounce = getattr(handle, "bounce", None)
         if bounce is None:
-            logger.info("Message from %s to %s not delivered, sender not told: %d %s",
-                        contact, account.sip_user, status, reason)
+            logger.info(
+                "Message from %s to %s not delivered, sender not told: %d %s",
+                contact,
+                account.sip_user,
+                status,
+                reason,
+            )
             return
         bounce(contact, message_id, status, reason)
 
@@ -535,12 +637,25 @@ class Messaging:
         if not batch:
             return
         try:
-            seqs = self.store.outbox.put_many([
-                NewIncoming(r.account.sip_user, r.account.account_id, r.account.protocol,
-                            r.contact, r.body, r.content_type) for r in batch])
+            seqs = self.store.outbox.put_many(
+                [
+                    NewIncoming(
+                        r.account.sip_user,
+                        r.account.account_id,
+                        r.account.protocol,
+                        r.contact,
+                        r.body,
+                        r.content_type,
+                    )
+                    for r in batch
+                ]
+            )
         except StoreError as exc:
-            logger.warning("Outbox unavailable, %d received message(s) kept in memory: %s",
-                           len(self.unstored), exc)
+            logger.warning(
+                "Outbox unavailable, %d received message(s) kept in memory: %s",
+                len(self.unstored),
+                exc,
+            )
             self._schedule_store_retry()
             return
         for _ in batch:
@@ -571,8 +686,7 @@ class Messaging:
             return
         body = iscomposing(state)
         for destination, ruri in self.registrar.destinations(account.sip_user, account.protocol):
-            request = self._outgoing(account, contact, ruri, body,
-                                     "application/im-iscomposing+xml")
+            request = self._outgoing(account, contact, ruri, body, "application/im-iscomposing+xml")
             front.send_request(request, destination)
 
     def registered(self, sip_user: str) -> None:
@@ -614,8 +728,9 @@ class Messaging:
                 try:
                     self._give_up(message, 408, f"not delivered within {int(age)} s")
                 except StoreError as exc:
-                    logger.warning("Expired message %d not moved to the dead letters: %s",
-                                   message.seq, exc)
+                    logger.warning(
+                        "Expired message %d not moved to the dead letters: %s", message.seq, exc
+                    )
                     self._schedule_retry(key)
                     break
 
@@ -623,8 +738,11 @@ class Messaging:
         """The user's contacts, without those that keep timing out while others answer."""
         everyone = self.registrar.destinations(sip_user, protocol)
         limit = self.settings.dead_binding_timeouts
-        alive = [(d, ruri) for d, ruri in everyone
-                 if not limit or self._timeouts.get((sip_user, ruri), 0) < limit]
+        alive = [
+            (d, ruri)
+            for d, ruri in everyone
+            if not limit or self._timeouts.get((sip_user, ruri), 0) < limit
+        ]
         # All silent (or the one outbound proxy): try them still, so the message moves
         # on to its retries and dead letter instead of waiting for a REGISTER.
         return alive or everyone
@@ -636,26 +754,37 @@ class Messaging:
             return
         destinations = self._destinations(sip_user, message.protocol)
         if not destinations:
-            logger.debug("%s not registered (or its contacts time out); messages wait",
-                         sip_user)
+            logger.debug("%s not registered (or its contacts time out); messages wait", sip_user)
             return
         handle = self.directory.get(sip_user, message.protocol)
-        account = AccountRef(message.account_id, sip_user, message.protocol,
-                             handle.info.ext_user if handle is not None else "")
+        account = AccountRef(
+            message.account_id,
+            sip_user,
+            message.protocol,
+            handle.info.ext_user if handle is not None else "",
+        )
         self.in_flight.add((sip_user, message.contact))
         delivery = _Delivery(left=len(destinations))
         for destination, ruri in destinations:
-            request = self._outgoing(account, message.contact, ruri, message.body,
-                                     message.content_type)
+            request = self._outgoing(
+                account, message.contact, ruri, message.body, message.content_type
+            )
             target = _fit(destination, request, tcp=message.seq in self._tcp)
             udp = (target.address if isinstance(target, Source) else target).transport == "udp"
             future = front.send_request(request, target)
             # Every callback runs on the worker (completion): no lock needed.
-            future.add_done_callback(self.worker.completion(
-                partial(self._answer, message, delivery, ruri, udp)))
+            future.add_done_callback(
+                self.worker.completion(partial(self._answer, message, delivery, ruri, udp))
+            )
 
-    def _answer(self, message: QueuedMessage, delivery: _Delivery, ruri: str, udp: bool,  # noqa: FBT001
-                future: concurrent.futures.Future[Response]) -> None:
+    def _answer(
+        self,
+        message: QueuedMessage,
+        delivery: _Delivery,
+        ruri: str,
+        udp: bool,  # noqa: FBT001
+        future: concurrent.futures.Future[Response],
+    ) -> None:
         try:
             response = future.result()
             status, text = response.status, f"{response.status} {response.reason}"
@@ -688,8 +817,9 @@ class Messaging:
                     return
             self.delivered(message, ok=False, status=status, text=text, permanent=True)
 
-    def delivered(self, message: QueuedMessage, *, ok: bool, status: int, text: str,
-                  permanent: bool = False) -> None:
+    def delivered(
+        self, message: QueuedMessage, *, ok: bool, status: int, text: str, permanent: bool = False
+    ) -> None:
         key = (message.sip_user, message.contact)
         self.in_flight.discard(key)
         metrics.message_in("delivered" if ok else "retry")
@@ -705,14 +835,19 @@ class Messaging:
                 self._give_up(message, status, reason)
                 self.flush(message.sip_user)
                 return
-            logger.info("Message %d to %s not delivered (%s); kept for later",
-                        message.seq, message.sip_user, text)
+            logger.info(
+                "Message %d to %s not delivered (%s); kept for later",
+                message.seq,
+                message.sip_user,
+                text,
+            )
             self.store.outbox.failed_attempt(message.seq, text)
         except StoreError as exc:
             # A delivered message whose row could not be deleted is sent again
             # (at-least-once); either way the queue must be woken up again.
-            logger.warning("Outbox of %s not updated after delivery (%s): %s",
-                           message.sip_user, text, exc)
+            logger.warning(
+                "Outbox of %s not updated after delivery (%s): %s", message.sip_user, text, exc
+            )
         self._schedule_retry(key)
 
     def _settled(self, message: QueuedMessage) -> None:
@@ -724,10 +859,17 @@ class Messaging:
     def _give_up(self, message: QueuedMessage, status: int, reason: str) -> None:
         """A message for a SIP user failed for good: a dead letter, and its sender is told."""
         network_id = self._network_ids.get(message.seq, "")
-        logger.warning("Message %d from %s to %s given up: %d %s", message.seq,
-                       message.contact, message.sip_user, status, reason)
-        self.store.dead_letters.bury_incoming(self.store.outbox, message.seq, status=status,
-                                              reason=reason, message_id=network_id)
+        logger.warning(
+            "Message %d from %s to %s given up: %d %s",
+            message.seq,
+            message.contact,
+            message.sip_user,
+            status,
+            reason,
+        )
+        self.store.dead_letters.bury_incoming(
+            self.store.outbox, message.seq, status=status, reason=reason, message_id=network_id
+        )
         report = message.seq in self._reports
         self._settled(message)
         if not report:  # the gateway's own reports have no sender to tell
@@ -746,8 +888,9 @@ class Messaging:
         self.retry_timers.pop(key, None)
         self.flush(key[0])
 
-    def _outgoing(self, account: Account, contact: str, ruri: str, body: bytes,
-                  content_type: str) -> Request:
+    def _outgoing(
+        self, account: Account, contact: str, ruri: str, body: bytes, content_type: str
+    ) -> Request:
         from_uri = self.addresses.contact_uri(account, contact)
         headers = Headers()
         headers.add("From", f"<{from_uri}>;tag={os.urandom(4).hex()}")
@@ -768,12 +911,15 @@ def phrase(status: int) -> str:
 def _message_id(request: Request) -> str:
     # Stable across retransmissions and resends of the same request.
     cseq = request.cseq
-    return uuid.uuid5(uuid.NAMESPACE_URL,
-                      f"{request.call_id}/{cseq.number if cseq else 0}").hex
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"{request.call_id}/{cseq.number if cseq else 0}").hex
 
 
-def _fit(destination: Address | Source, request: Request, *, tcp: bool = False,
-         ) -> Address | Source:
+def _fit(
+    destination: Address | Source,
+    request: Request,
+    *,
+    tcp: bool = False,
+) -> Address | Source:
     """Switch a large request (or one refused as too large) from UDP to TCP, same host and port."""
     address = destination.address if isinstance(destination, Source) else destination
     if address.transport == "udp" and (tcp or len(request.body) + 600 > UDP_SIZE_LIMIT):

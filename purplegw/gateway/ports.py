@@ -43,8 +43,7 @@ class WorkerPort(Protocol):
 
     def submit(self, fn: Callable[..., object], /, *args: Any) -> None: ...
 
-    def call_later(self, delay: float, fn: Callable[..., object], /,
-                   *args: Any) -> TimerHandle: ...
+    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> TimerHandle: ...
 
     def completion(self, callback: Callable[[T], object]) -> Callable[[T], None]:
         """A done-callback that runs ``callback(future)`` on the worker, from any thread."""
@@ -59,8 +58,9 @@ class WorkerPort(Protocol):
 
 
 class FrontPort(Protocol):
-    def send_request(self, request: Request,
-                     destination: Address | Source) -> concurrent.futures.Future[Response]:
+    def send_request(
+        self, request: Request, destination: Address | Source
+    ) -> concurrent.futures.Future[Response]:
         """Send ``request`` in a new client transaction; the future holds its final response."""
         ...
 
@@ -105,8 +105,7 @@ class AccountHandlePort(Protocol):
 
     def remove_contact(self, contact: str) -> OutcomeFuture: ...
 
-    def answer_authorization(self, contact: str,
-                             answer: AuthorizationAnswer) -> OutcomeFuture: ...
+    def answer_authorization(self, contact: str, answer: AuthorizationAnswer) -> OutcomeFuture: ...
 
     def login(self) -> OutcomeFuture: ...
 
@@ -133,8 +132,9 @@ class UsersPort(Protocol):
 class OutboxPort(Protocol):
     """Messages towards SIP users, kept until a 2xx (purplegw.store.outbox)."""
 
-    def put(self, *, sip_user: str, account_id: int, protocol: str, contact: str,
-            body: bytes) -> int: ...
+    def put(
+        self, *, sip_user: str, account_id: int, protocol: str, contact: str, body: bytes
+    ) -> int: ...
 
     def put_many(self, messages: Sequence[NewIncoming]) -> list[int]: ...
 
@@ -150,8 +150,9 @@ class OutboxPort(Protocol):
 class SendQueuePort(Protocol):
     """Messages from SIP users answered 202, until sent (purplegw.store.sendq)."""
 
-    def put(self, *, sip_user: str, protocol: str, contact: str, body: str,
-            message_id: str) -> bool: ...
+    def put(
+        self, *, sip_user: str, protocol: str, contact: str, body: str, message_id: str
+    ) -> bool: ...
 
     def put_many(self, sends: Sequence[NewSend]) -> list[bool]: ...
 
@@ -183,11 +184,13 @@ class SubscriptionsPort(Protocol):
 class DeadLettersPort(Protocol):
     """Messages given up on, with the reason (purplegw.store.dead_letters)."""
 
-    def bury_send(self, sendq: Any, message_id: str, *, status: int, reason: str,
-                  attempts: int = 1) -> int | None: ...
+    def bury_send(
+        self, sendq: Any, message_id: str, *, status: int, reason: str, attempts: int = 1
+    ) -> int | None: ...
 
-    def bury_incoming(self, outbox: Any, seq: int, *, status: int, reason: str,
-                      message_id: str = "") -> int | None: ...
+    def bury_incoming(
+        self, outbox: Any, seq: int, *, status: int, reason: str, message_id: str = ""
+    ) -> int | None: ...
 
 
 class StorePort(Protocol):

@@ -193,12 +193,14 @@ class PresenceService:
         self.watches: dict[DialogId, Watch] = {}
         self.watch_count: dict[str, int] = {}  # live dialogs per SIP user (Rule 6)
         self._applied: dict[str, Presence] = {}  # what each user's accounts were last told
-        self.buddylists = (BuddyLists(self, settings.buddy_list_user)
-                           if settings.buddy_list_user else None)
+        self.buddylists = (
+            BuddyLists(self, settings.buddy_list_user) if settings.buddy_list_user else None
+        )
         self._logged_out: set[str] = set()
 
-    def _start_timer(self, key: Hashable, seconds: float, fn: Callable[..., object],
-                     *args: object) -> None:
+    def _start_timer(
+        self, key: Hashable, seconds: float, fn: Callable[..., object], *args: object
+    ) -> None:
         self.timers.start(("presence", key), seconds, fn, *args)
 
     def _cancel_timer(self, key: Hashable) -> None:
@@ -249,8 +251,9 @@ class PresenceService:
             presentity.authorized = True
         else:
             presentity.requested = True  # asked by the run that stored it
-        watch = Watch(sub, presentity.key, row.account_id, destination,
-                      cseq_reserved=row.local_cseq)
+        watch = Watch(
+            sub, presentity.key, row.account_id, destination, cseq_reserved=row.local_cseq
+        )
         self._add_watch(presentity, watch)
         self._start_timer(dialog.id, max(0.0, row.expires_at - now), self._expired, dialog.id)
 
@@ -628,8 +631,9 @@ class PresenceService:
         handle = self.directory.get(user, protocol)
         if handle is not None:
             logger.info("%s withdraws its unanswered request to %s", user, presentity.contact)
-            log_outcome(self.worker, handle.remove_contact(presentity.contact), handle,
-                        "remove_contact")
+            log_outcome(
+                self.worker, handle.remove_contact(presentity.contact), handle, "remove_contact"
+            )
 
     def _save(self, watch: Watch) -> None:
         sub = watch.subscription
@@ -668,8 +672,13 @@ class PresenceService:
     # --- events from the accounts -----------------------------------------------
 
     def contact_presence(self, account: Account, presence: ContactPresence) -> None:
-        logger.debug("%s sees %s (%s): %s", account.sip_user, presence.contact,
-                     account.protocol, presence.aggregate.status.value)
+        logger.debug(
+            "%s sees %s (%s): %s",
+            account.sip_user,
+            presence.contact,
+            account.protocol,
+            presence.aggregate.status.value,
+        )
         presentity = self._presentity(
             account.sip_user, account.protocol, presence.contact, account.account_id
         )

@@ -34,13 +34,16 @@ logger = logging.getLogger(__name__)
 
 
 class Registrar:
-    def __init__(self, settings: GatewaySettings, identity: Identity,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, settings: GatewaySettings, identity: Identity, clock: Callable[[], float]
+    ) -> None:
         self.identity = identity
         self.clock = clock
-        self.bindings = BindingTable(min_expires=settings.min_expires,
-                                     max_expires=settings.max_expires,
-                                     default_expires=settings.default_expires)
+        self.bindings = BindingTable(
+            min_expires=settings.min_expires,
+            max_expires=settings.max_expires,
+            default_expires=settings.default_expires,
+        )
         self.proxy_address = proxy_address(settings.outbound_proxy)
         self.on_registered: Callable[[str], None] = lambda _aor: None
         self._sources: dict[tuple[str, str], Source] = {}  # (aor, contact uri) -> where from
@@ -54,8 +57,9 @@ class Registrar:
         if aor != identity:
             return respond(request, 403, "Forbidden: cannot register another user")
         now = self.clock()
-        result = self.bindings.process(aor, request, now,
-                                       (source.transport, source.host, source.port))
+        result = self.bindings.process(
+            aor, request, now, (source.transport, source.host, source.port)
+        )
         if result.status == 200:
             live = self.bindings.contacts(aor, now)
             self._sources = {k: v for k, v in self._sources.items() if k[0] != aor}

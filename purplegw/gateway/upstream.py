@@ -47,8 +47,9 @@ class _Upstream:
 
 
 class UpstreamPublisher:
-    def __init__(self, uri: str, expires: int, *, domain: str, worker: WorkerPort,
-                 timers: KeyedTimers) -> None:
+    def __init__(
+        self, uri: str, expires: int, *, domain: str, worker: WorkerPort, timers: KeyedTimers
+    ) -> None:
         self.expires = expires
         self.domain = domain
         self.worker = worker

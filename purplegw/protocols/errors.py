@@ -105,4 +105,3 @@ def outcome_for(exc: BaseException, *, what: str = "session call", account: str 
     where = f" for {account}" if account else ""
     logger.error("%s%s failed unexpectedly: %r", what, where, exc, exc_info=exc)
     return Outcome(500, REASONS[500], f"{type(exc).__name__}: {exc}")
-

@@ -111,9 +111,7 @@ def load_adapters(
     return registry
 
 
-def _load_one(
-    ep: metadata.EntryPoint, section: dict, *, check_environment: bool
-) -> AdapterInfo:
+def _load_one(ep: metadata.EntryPoint, section: dict, *, check_environment: bool) -> AdapterInfo:
     try:
         cls = ep.load()
     except Exception as exc:  # a broken plugin must not stop the gateway
@@ -125,7 +123,8 @@ def _load_one(
     adapter = cls()
     if getattr(adapter, "name", None) != ep.name:
         logger.error(
-            "Adapter name %r does not match its entry point %r", getattr(adapter, "name", None),
+            "Adapter name %r does not match its entry point %r",
+            getattr(adapter, "name", None),
             ep.name,
         )
         return AdapterInfo(ep.name, AdapterStatus.BROKEN, error="name differs from entry point")

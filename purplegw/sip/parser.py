@@ -92,7 +92,7 @@ def _check_header_count(head: bytes, max_headers: int) -> None:
         raise _bad(f"Bad Request: too many header fields (limit {max_headers})")
 
 
-def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:
+def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:  # noqa: C901 - one pass, each RFC 3261 7.x check a branch
     """Parse a start line and header block (no final CRLF CRLF), body empty."""
     _check_header_count(head, max_headers)
     text = head.decode("utf-8", "surrogateescape")

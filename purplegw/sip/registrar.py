@@ -53,8 +53,9 @@ class RegisterResult:
 
 
 class BindingTable:
-    def __init__(self, *, min_expires: int = 60, max_expires: int = 3600,
-                 default_expires: int = 3600) -> None:
+    def __init__(
+        self, *, min_expires: int = 60, max_expires: int = 3600, default_expires: int = 3600
+    ) -> None:
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
@@ -93,7 +94,8 @@ class BindingTable:
         cseq = request.cseq.number if request.cseq else 0
         try:
             header_expires = (
-                parse_delta_seconds(expires_header) if expires_header is not None else None)
+                parse_delta_seconds(expires_header) if expires_header is not None else None
+            )
         except SipError:
             return RegisterResult(400, "Bad Request: invalid Expires", [])
 
@@ -112,13 +114,17 @@ class BindingTable:
             value = contact.params.get("expires")
             try:
                 # delta-seconds (RFC 3261 20.10): int() would take "-30", "+60", "1_000"
-                lifetime = parse_delta_seconds(value) if value is not None else (
-                    header_expires if header_expires is not None else self.default_expires)
+                lifetime = (
+                    parse_delta_seconds(value)
+                    if value is not None
+                    else (header_expires if header_expires is not None else self.default_expires)
+                )
             except SipError:
                 return RegisterResult(400, "Bad Request: invalid expires parameter", [])
             if 0 < lifetime < self.min_expires:
-                return RegisterResult(423, "Interval Too Brief",
-                                      [("Min-Expires", str(self.min_expires))])
+                return RegisterResult(
+                    423, "Interval Too Brief", [("Min-Expires", str(self.min_expires))]
+                )
             wanted.append((contact, min(lifetime, self.max_expires)))
 
         current = {str(b.contact.uri): b for b in self.contacts(aor, now)}
@@ -132,8 +138,11 @@ class BindingTable:
                 changed |= current.pop(key, None) is not None
                 continue
             changed |= old is None
-            bare = NameAddr(contact.uri, contact.display_name,
-                            {k: v for k, v in contact.params.items() if k != "expires"})
+            bare = NameAddr(
+                contact.uri,
+                contact.display_name,
+                {k: v for k, v in contact.params.items() if k != "expires"},
+            )
             current[key] = Binding(aor, bare, now + lifetime, call_id, cseq, source)
         if current:
             self._bindings[aor] = list(current.values())

@@ -568,9 +568,7 @@ class TransactionLayer:
     # ---- key-based methods -------------------------------------------------
 
     @staticmethod
-    def _pairs(
-        key: TransactionKey, actions: list[Action]
-    ) -> list[tuple[TransactionKey, Action]]:
+    def _pairs(key: TransactionKey, actions: list[Action]) -> list[tuple[TransactionKey, Action]]:
         return [(key, action) for action in actions]
 
     def receive_request(

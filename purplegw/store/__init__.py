@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from purplegw.store.account_keys import AccountKeyRepository
-from purplegw.store.cluster import ClusterRepository
 from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
+from purplegw.store.cluster import ClusterRepository
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
 from purplegw.store.dead_letters import DeadLetterRepository
@@ -22,20 +22,35 @@ from purplegw.store.users import UserRepository
 if TYPE_CHECKING:
     from purplegw.config import Config
 
-__all__ = ["AccountKeyRepository", "AccountRepository", "AccountRow", "Database", "DeadLetterRepository",
-           "NewAccount", "OutboxRepository",
-           "PasswordCipher", "SendQueueRepository", "Store", "StoredSubscription", "SubscriptionRepository", "Tables",
-           "UserRepository", "open_store"]
+__all__ = [
+    "AccountKeyRepository",
+    "AccountRepository",
+    "AccountRow",
+    "Database",
+    "DeadLetterRepository",
+    "NewAccount",
+    "OutboxRepository",
+    "PasswordCipher",
+    "SendQueueRepository",
+    "Store",
+    "StoredSubscription",
+    "SubscriptionRepository",
+    "Tables",
+    "UserRepository",
+    "open_store",
+]
 
 # The backends by db_url scheme, as mautrix's ``Database.schemes``: every
 # import of the store runs this, so ``Database.create`` finds them; each
 # backend imports its driver only when it connects (PyMySQL is optional).
-Database.schemes.update({
-    "sqlite": SqliteDatabase,
-    "mysql": MysqlDatabase,
-    "mariadb": MysqlDatabase,
-    "mysql+pymysql": MysqlDatabase,
-})
+Database.schemes.update(
+    {
+        "sqlite": SqliteDatabase,
+        "mysql": MysqlDatabase,
+        "mariadb": MysqlDatabase,
+        "mysql+pymysql": MysqlDatabase,
+    }
+)
 
 
 @dataclass
@@ -60,8 +75,9 @@ class Store:
         if self.sendq is None:
             self.sendq = SendQueueRepository(self.db)
         if self.account_keys is None:
-            self.account_keys = AccountKeyRepository(self.db, self.accounts.cipher,
-                                                     self.tables.accounts)
+            self.account_keys = AccountKeyRepository(
+                self.db, self.accounts.cipher, self.tables.accounts
+            )
         if self.dead_letters is None:
             self.dead_letters = DeadLetterRepository(self.db)
         if self.cluster is None:

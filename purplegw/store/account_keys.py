@@ -42,10 +42,13 @@ class AccountKeyRepository:
             for account_id, kind, secret in rows:
                 self.db.execute(
                     f"DELETE FROM {self.TABLE} WHERE account_id = ? AND kind = ?",
-                    (account_id, kind))
+                    (account_id, kind),
+                )
                 self.db.execute(
                     f"INSERT INTO {self.TABLE} (account_id, kind, value, updated) "
-                    "VALUES (?, ?, ?, ?)", (account_id, kind, secret, now))
+                    "VALUES (?, ?, ?, ?)",
+                    (account_id, kind, secret, now),
+                )
 
     def load(self) -> dict[int, dict[str, str]]:
         """Every stored key, decrypted: ``{account_id: {kind: value}}``.
@@ -55,7 +58,8 @@ class AccountKeyRepository:
         """
         keys: dict[int, dict[str, str]] = {}
         for account_id, kind, value in self.db.fetchall(
-                f"SELECT account_id, kind, value FROM {self.TABLE}"):
+            f"SELECT account_id, kind, value FROM {self.TABLE}"
+        ):
             try:
                 plain = self.cipher.decrypt(value, account_id=int(account_id))
             except StoreError as exc:
@@ -68,4 +72,5 @@ class AccountKeyRepository:
         """Delete the keys of accounts that no longer exist; how many rows went."""
         return self.db.execute(
             f"DELETE FROM {self.TABLE} WHERE account_id NOT IN "
-            f"(SELECT id FROM {self.accounts_table})")
+            f"(SELECT id FROM {self.accounts_table})"
+        )

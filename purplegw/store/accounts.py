@@ -51,7 +51,7 @@ def normalize_sip_user(value: str) -> str:
     value = value.strip()
     for scheme in ("sips:", "sip:"):
         if value.lower().startswith(scheme):
-            value = value[len(scheme):]
+            value = value[len(scheme) :]
             break
     user, sep, host = value.partition("@")
     return f"{user}{sep}{host.lower()}"
@@ -71,10 +71,11 @@ class AccountRepository:
 
     def list(self) -> list[AccountRow]:
         rows = self.db.fetchall(
-            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} "
-            "ORDER BY id")
-        return [AccountRow(int(r[0]), r[1], r[2], r[3], is_encrypted(r[4]), bool(r[4]))
-                for r in rows]
+            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} ORDER BY id"
+        )
+        return [
+            AccountRow(int(r[0]), r[1], r[2], r[3], is_encrypted(r[4]), bool(r[4])) for r in rows
+        ]
 
     def get(self, account_id: int) -> AccountRow | None:
         return next((row for row in self.list() if row.id == account_id), None)
@@ -89,8 +90,8 @@ class AccountRepository:
         dropped silently, so an operator sees why an account never logs in.
         """
         rows = self.db.fetchall(
-            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} "
-            "ORDER BY id")
+            f"SELECT id, sip_user, ext_user, ext_prot, ext_pass FROM {self.table} ORDER BY id"
+        )
         good: list[AccountCredentials] = []
         problems: list[str] = []
         for account_id, sip_user, ext_user, ext_prot, ext_pass in rows:
@@ -100,14 +101,16 @@ class AccountRepository:
             except Exception as exc:  # noqa: BLE001 - reported per row
                 problems.append(f"account id {account_id} ({sip_user} {ext_prot}): {exc}")
                 continue
-            good.append(AccountCredentials(
-                account_id=int(account_id),
-                sip_user=normalize_sip_user(sip_user),
-                ext_user=ext_user,
-                protocol=protocol,
-                password=password,
-                original_protocol=ext_prot,
-            ))
+            good.append(
+                AccountCredentials(
+                    account_id=int(account_id),
+                    sip_user=normalize_sip_user(sip_user),
+                    ext_user=ext_user,
+                    protocol=protocol,
+                    password=password,
+                    original_protocol=ext_prot,
+                )
+            )
         return good, problems
 
     # --- writing ---------------------------------------------------------
@@ -115,8 +118,9 @@ class AccountRepository:
     def add(self, account: NewAccount) -> int:
         return self.add_many([account])[0]
 
-    def add_many(self, accounts: Iterable[NewAccount],
-                 progress: Callable[[int], None] | None = None) -> builtins.list[int]:
+    def add_many(
+        self, accounts: Iterable[NewAccount], progress: Callable[[int], None] | None = None
+    ) -> builtins.list[int]:
         """Insert all rows or none (one transaction)."""
         accounts = list(accounts)
         for number, account in enumerate(accounts, start=1):
@@ -127,14 +131,19 @@ class AccountRepository:
             for account in accounts:
                 key = (normalize_sip_user(account.sip_user), account.ext_user, account.ext_prot)
                 if key in existing:
-                    raise StoreError(f"{account.sip_user} already has {account.ext_prot} "
-                                     f"account {account.ext_user}")
+                    raise StoreError(
+                        f"{account.sip_user} already has {account.ext_prot} "
+                        f"account {account.ext_user}"
+                    )
                 existing.add(key)
                 secret = self.cipher.encrypt(account.password) if account.password else None
-                ids.append(self.db.execute(
-                    f"INSERT INTO {self.table} (sip_user, ext_user, ext_prot, ext_pass) "
-                    "VALUES (?, ?, ?, ?)",
-                    (account.sip_user, account.ext_user, account.ext_prot, secret)))
+                ids.append(
+                    self.db.execute(
+                        f"INSERT INTO {self.table} (sip_user, ext_user, ext_prot, ext_pass) "
+                        "VALUES (?, ?, ?, ?)",
+                        (account.sip_user, account.ext_user, account.ext_prot, secret),
+                    )
+                )
                 if progress:
                     progress(1)
         return ids
@@ -149,8 +158,10 @@ class AccountRepository:
         with self.db.transaction():
             for account_id, ext_pass in rows:
                 if ext_pass and not is_encrypted(ext_pass):
-                    self.db.execute(f"UPDATE {self.table} SET ext_pass = ? WHERE id = ?",
-                                    (self.cipher.encrypt(ext_pass), account_id))
+                    self.db.execute(
+                        f"UPDATE {self.table} SET ext_pass = ? WHERE id = ?",
+                        (self.cipher.encrypt(ext_pass), account_id),
+                    )
                     changed += 1
         return changed
 
@@ -166,5 +177,6 @@ def _validate(account: NewAccount, row: int | None) -> None:
         if any(ch in value for ch in "\r\n\0"):
             raise StoreError(f"{where}{name} contains a control character")
     if "@" not in normalize_sip_user(account.sip_user):
-        raise StoreError(f"{where}sip_user {account.sip_user!r} is not user@domain "
-                         "(or sip:user@domain)")
+        raise StoreError(
+            f"{where}sip_user {account.sip_user!r} is not user@domain (or sip:user@domain)"
+        )

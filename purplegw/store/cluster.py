@@ -58,9 +58,15 @@ class Node:
     leases: int  # unexpired leases held
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "advertise": self.advertise, "state": str(self.state),
-                "heartbeat": self.heartbeat, "started": self.started, "age": self.age,
-                "leases": self.leases}
+        return {
+            "name": self.name,
+            "advertise": self.advertise,
+            "state": str(self.state),
+            "heartbeat": self.heartbeat,
+            "started": self.started,
+            "age": self.age,
+            "leases": self.leases,
+        }
 
 
 @dataclass(frozen=True)
@@ -89,41 +95,54 @@ class ClusterRepository:
         """Record that ``name`` is up now (created on the first one)."""
         state = NodeState(state)
         columns = "name, advertise, state, heartbeat, started"
-        insert = (f"INSERT INTO {self.NODES} ({columns}) "  # noqa: S608
-                  f"VALUES (?, ?, ?, {self._now}, {self._now}) ")
+        insert = f"INSERT INTO {self.NODES} ({columns}) VALUES (?, ?, ?, {self._now}, {self._now}) "
         if self.db.dialect == "mysql":
-            upsert = insert + ("ON DUPLICATE KEY UPDATE advertise = VALUES(advertise), "
-                               "state = VALUES(state), heartbeat = VALUES(heartbeat)")
+            upsert = insert + (
+                "ON DUPLICATE KEY UPDATE advertise = VALUES(advertise), "
+                "state = VALUES(state), heartbeat = VALUES(heartbeat)"
+            )
         else:
-            upsert = insert + ("ON CONFLICT (name) DO UPDATE SET advertise = excluded.advertise, "
-                               "state = excluded.state, heartbeat = excluded.heartbeat")
+            upsert = insert + (
+                "ON CONFLICT (name) DO UPDATE SET advertise = excluded.advertise, "
+                "state = excluded.state, heartbeat = excluded.heartbeat"
+            )
         self.db.execute(upsert, (name, advertise, str(state)))
 
     def set_state(self, name: str, state: NodeState) -> bool:
         """Change a node's state without a heartbeat (an operator marking a dead node gone)."""
-        return self.db.execute(f"UPDATE {self.NODES} SET state = ? WHERE name = ?",  # noqa: S608
-                               (str(NodeState(state)), name)) == 1
+        return (
+            self.db.execute(
+                f"UPDATE {self.NODES} SET state = ? WHERE name = ?",
+                (str(NodeState(state)), name),
+            )
+            == 1
+        )
 
     def remove_node(self, name: str) -> bool:
-        query = f"DELETE FROM {self.NODES} WHERE name = ?"  # noqa: S608
+        query = f"DELETE FROM {self.NODES} WHERE name = ?"
         return self.db.execute(query, (name,)) == 1
 
     def nodes(self) -> list[Node]:
         """Every node, by name, with its heartbeat age and its count of unexpired leases."""
         rows = self.db.fetchall(
-            "SELECT n.name, n.advertise, n.state, n.heartbeat, n.started, "  # noqa: S608
+            "SELECT n.name, n.advertise, n.state, n.heartbeat, n.started, "
             f"{self._now} - n.heartbeat, "
             f"(SELECT COUNT(*) FROM {self.LEASES} l WHERE l.node = n.name "
             f"AND l.expires > {self._now}) "
-            f"FROM {self.NODES} n ORDER BY n.name")
-        return [Node(r[0], r[1], NodeState(r[2]), float(r[3]), float(r[4]), float(r[5]),
-                     int(r[6])) for r in rows]
+            f"FROM {self.NODES} n ORDER BY n.name"
+        )
+        return [
+            Node(r[0], r[1], NodeState(r[2]), float(r[3]), float(r[4]), float(r[5]), int(r[6]))
+            for r in rows
+        ]
 
     def live_nodes(self, max_age: float) -> list[str]:
         """Names of the nodes in state live whose heartbeat is younger than ``max_age`` s."""
         rows = self.db.fetchall(
-            f"SELECT name FROM {self.NODES} WHERE state = ? "  # noqa: S608
-            f"AND heartbeat > {self._now} - ? ORDER BY name", (str(NodeState.LIVE), max_age))
+            f"SELECT name FROM {self.NODES} WHERE state = ? "
+            f"AND heartbeat > {self._now} - ? ORDER BY name",
+            (str(NodeState.LIVE), max_age),
+        )
         return [str(r[0]) for r in rows]
 
     # --- leases ------------------------------------------------------------
@@ -139,10 +158,11 @@ class ClusterRepository:
             # The one compare-and-set (Rule 2); the row lock it takes lasts
             # until the commit, so the SELECT below reads what it wrote.
             taken = self.db.execute(
-                f"UPDATE {self.LEASES} SET node = ?, expires = {self._now} + ?, "  # noqa: S608
+                f"UPDATE {self.LEASES} SET node = ?, expires = {self._now} + ?, "
                 f"epoch = epoch + 1, acquired = {self._now} "
                 f"WHERE sip_user = ? AND (node = '' OR expires <= {self._now})",
-                (node, lease_seconds, sip_user))
+                (node, lease_seconds, sip_user),
+            )
             if taken != 1:
                 return None
             return self.lease(sip_user)
@@ -152,11 +172,13 @@ class ClusterRepository:
         pending = list(dict.fromkeys(users))
         insert = _INSERT_IGNORE[self.db.dialect]
         for start in range(0, len(pending), _CHUNK):
-            chunk = pending[start:start + _CHUNK]
+            chunk = pending[start : start + _CHUNK]
             values = ", ".join(["(?, '', 0, 0, 0)"] * len(chunk))
-            self.db.execute(f"{insert} INTO {self.LEASES} "  # noqa: S608
-                            f"(sip_user, node, expires, epoch, acquired) VALUES {values}",
-                            chunk)
+            self.db.execute(
+                f"{insert} INTO {self.LEASES} "
+                f"(sip_user, node, expires, epoch, acquired) VALUES {values}",
+                chunk,
+            )
 
     def renew(self, node: str, held: Mapping[str, int], lease_seconds: float) -> dict[str, float]:
         """Extend the unexpired leases ``node`` holds at these epochs; user -> new expiry.
@@ -167,19 +189,22 @@ class ClusterRepository:
         renewed: dict[str, float] = {}
         items = list(held.items())
         for start in range(0, len(items), _CHUNK):
-            chunk = items[start:start + _CHUNK]
+            chunk = items[start : start + _CHUNK]
             match = " OR ".join(["(sip_user = ? AND epoch = ?)"] * len(chunk))
             params = [value for pair in chunk for value in pair]
             with self.db.transaction():
                 self.db.execute(
-                    f"UPDATE {self.LEASES} SET expires = {self._now} + ? "  # noqa: S608
+                    f"UPDATE {self.LEASES} SET expires = {self._now} + ? "
                     f"WHERE node = ? AND expires > {self._now} AND ({match})",
-                    [lease_seconds, node, *params])
+                    [lease_seconds, node, *params],
+                )
                 # Rows still this node's, at its epoch and unexpired, are the ones
                 # the UPDATE extended: time only moves forward.
                 rows = self.db.fetchall(
-                    f"SELECT sip_user, expires FROM {self.LEASES} "  # noqa: S608
-                    f"WHERE node = ? AND expires > {self._now} AND ({match})", [node, *params])
+                    f"SELECT sip_user, expires FROM {self.LEASES} "
+                    f"WHERE node = ? AND expires > {self._now} AND ({match})",
+                    [node, *params],
+                )
             renewed.update((str(r[0]), float(r[1])) for r in rows)
         return renewed
 
@@ -188,18 +213,19 @@ class ClusterRepository:
         released = 0
         items = list(held.items())
         for start in range(0, len(items), _CHUNK):
-            chunk = items[start:start + _CHUNK]
+            chunk = items[start : start + _CHUNK]
             match = " OR ".join(["(sip_user = ? AND epoch = ?)"] * len(chunk))
             released += self.db.execute(
-                f"UPDATE {self.LEASES} SET node = '', expires = 0 "  # noqa: S608
-                f"WHERE node = ? AND ({match})",
-                [node, *(value for pair in chunk for value in pair)])
+                f"UPDATE {self.LEASES} SET node = '', expires = 0 WHERE node = ? AND ({match})",
+                [node, *(value for pair in chunk for value in pair)],
+            )
         return released
 
     def lease(self, sip_user: str) -> Lease | None:
         row = self.db.fetchone(
-            f"SELECT sip_user, node, expires, epoch FROM {self.LEASES} "  # noqa: S608
-            "WHERE sip_user = ?", (sip_user,))
+            f"SELECT sip_user, node, expires, epoch FROM {self.LEASES} WHERE sip_user = ?",
+            (sip_user,),
+        )
         return Lease(str(row[0]), str(row[1]), float(row[2]), int(row[3])) if row else None
 
     def leases(self, node: str | None = None, *, unexpired: bool = False) -> list[Lease]:
@@ -212,6 +238,8 @@ class ClusterRepository:
         if unexpired:
             where.append(f"expires > {self._now}")
         rows = self.db.fetchall(
-            f"SELECT sip_user, node, expires, epoch FROM {self.LEASES} "  # noqa: S608
-            f"WHERE {' AND '.join(where)} ORDER BY sip_user", params)
+            f"SELECT sip_user, node, expires, epoch FROM {self.LEASES} "
+            f"WHERE {' AND '.join(where)} ORDER BY sip_user",
+            params,
+        )
         return [Lease(str(r[0]), str(r[1]), float(r[2]), int(r[3])) for r in rows]

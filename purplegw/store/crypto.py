@@ -59,8 +59,10 @@ class PasswordCipher:
 
     def _require(self) -> MultiFernet:
         if self._fernet is None:
-            raise StoreError(f"no password key at {self.key_file}: run `purplegw db init` "
-                             "(or set [store] key_file)")
+            raise StoreError(
+                f"no password key at {self.key_file}: run `purplegw db init` "
+                "(or set [store] key_file)"
+            )
         return self._fernet
 
     def encrypt(self, plaintext: str) -> str:
@@ -72,11 +74,12 @@ class PasswordCipher:
         if not is_encrypted(stored):
             return stored  # legacy plaintext row
         try:
-            return self._require().decrypt(stored[len(PREFIX):].encode("ascii")).decode("utf-8")
+            return self._require().decrypt(stored[len(PREFIX) :].encode("ascii")).decode("utf-8")
         except InvalidToken:
             row = f" of account id {account_id}" if account_id is not None else ""
-            raise StoreError(f"cannot decrypt the password{row} with {self.key_file}: "
-                             "wrong or rotated-out key") from None
+            raise StoreError(
+                f"cannot decrypt the password{row} with {self.key_file}: wrong or rotated-out key"
+            ) from None
 
 
 def is_encrypted(stored: str | None) -> bool:

@@ -61,8 +61,9 @@ class Database:
         backend = cls.schemes.get(scheme)
         if backend is None:
             known = ", ".join(f"{s}://" for s in sorted(cls.schemes))
-            raise StoreError(f"unsupported db_url scheme {scheme!r} in {redact_url(url)!r}; "
-                             f"use one of {known}")
+            raise StoreError(
+                f"unsupported db_url scheme {scheme!r} in {redact_url(url)!r}; use one of {known}"
+            )
         return backend(url, **options)
 
     # --- connection ----------------------------------------------------
@@ -201,8 +202,10 @@ def split_url(url: str) -> dict[str, Any]:
         parts = None
     if not slashes or parts is None:
         # Not the exception's text: it may quote a piece of the password.
-        raise StoreError(f"cannot parse db_url {redact_url(url)!r}: expected "
-                         "scheme://user:password@host:port/database")
+        raise StoreError(
+            f"cannot parse db_url {redact_url(url)!r}: expected "
+            "scheme://user:password@host:port/database"
+        )
     return {
         "scheme": parts.scheme,
         "user": unquote(user) if at and user else None,

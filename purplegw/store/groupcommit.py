@@ -58,8 +58,9 @@ class Ticket(Generic[T]):
     def settled(self) -> bool:
         return self.ok is not None
 
-    def _settle(self, *, ok: bool, result: T | None = None,
-                error: BaseException | None = None) -> None:
+    def _settle(
+        self, *, ok: bool, result: T | None = None, error: BaseException | None = None
+    ) -> None:
         self.ok, self.result, self.error = ok, result, error
 
     def __repr__(self) -> str:
@@ -119,8 +120,9 @@ class GroupCommitWriter:
         self.ops += len(batch)
         return result
 
-    def _run(self, ticket: Ticket[Any], savepoint: str, survivors: list[Ticket[Any]],
-             result: FlushResult) -> None:
+    def _run(
+        self, ticket: Ticket[Any], savepoint: str, survivors: list[Ticket[Any]], result: FlushResult
+    ) -> None:
         self.db.execute(f"SAVEPOINT {savepoint}")
         try:
             value = ticket.op()

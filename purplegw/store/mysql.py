@@ -52,8 +52,9 @@ class MysqlDatabase(Database):
         try:
             import pymysql  # noqa: PLC0415 - optional driver, imported when used
         except ImportError as exc:
-            raise StoreError("db_url is mysql:// but PyMySQL is not installed: "
-                             "pip install PyMySQL") from exc
+            raise StoreError(
+                "db_url is mysql:// but PyMySQL is not installed: pip install PyMySQL"
+            ) from exc
         p = self.parts
         context = self.tls_context()
         try:
@@ -100,13 +101,20 @@ class MysqlDatabase(Database):
 
         if isinstance(exc, pymysql.err.InterfaceError):
             return True
-        return bool(isinstance(exc, pymysql.err.OperationalError)
-                    and exc.args and exc.args[0] in _DISCONNECT_CODES)
+        return bool(
+            isinstance(exc, pymysql.err.OperationalError)
+            and exc.args
+            and exc.args[0] in _DISCONNECT_CODES
+        )
 
     def table_exists(self, name: str) -> bool:
-        return bool(self.fetchall(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = DATABASE() AND table_name = ?", (name,)))
+        return bool(
+            self.fetchall(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = ?",
+                (name,),
+            )
+        )
 
     def columns(self, table: str) -> dict[str, str]:
         check_identifier(table)
@@ -114,5 +122,7 @@ class MysqlDatabase(Database):
             str(row[0]): str(row[1]).lower()
             for row in self.fetchall(
                 "SELECT column_name, column_type FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND table_name = ?", (table,))
+                "WHERE table_schema = DATABASE() AND table_name = ?",
+                (table,),
+            )
         }

@@ -50,8 +50,9 @@ _COLUMNS = "seq, sip_user, account_id, protocol, contact, content_type, body, cr
 
 
 def _row(r: tuple[Any, ...]) -> QueuedMessage:
-    return QueuedMessage(int(r[0]), r[1], int(r[2]), r[3], r[4], r[5], bytes(r[6]),
-                         float(r[7]), int(r[8]))
+    return QueuedMessage(
+        int(r[0]), r[1], int(r[2]), r[3], r[4], r[5], bytes(r[6]), float(r[7]), int(r[8])
+    )
 
 
 class OutboxRepository:
@@ -70,38 +71,47 @@ class OutboxRepository:
         body: bytes,
         content_type: str = "text/plain;charset=UTF-8",
     ) -> int:
-        return self.put_many([NewIncoming(sip_user, account_id, protocol, contact, body,
-                                          content_type)])[0]
+        return self.put_many(
+            [NewIncoming(sip_user, account_id, protocol, contact, body, content_type)]
+        )[0]
 
     def put_many(self, messages: Sequence[NewIncoming]) -> list[int]:
         """Queue a batch in one transaction, in the given order; returns their seqs."""
         now = time.time()
         with self.db.transaction():
-            return [self.db.execute(
-                f"INSERT INTO {self.TABLE} (sip_user, account_id, protocol, contact, "
-                "content_type, body, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (m.sip_user, m.account_id, m.protocol, m.contact, m.content_type, m.body, now))
-                for m in messages]
+            return [
+                self.db.execute(
+                    f"INSERT INTO {self.TABLE} (sip_user, account_id, protocol, contact, "
+                    "content_type, body, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (m.sip_user, m.account_id, m.protocol, m.contact, m.content_type, m.body, now),
+                )
+                for m in messages
+            ]
 
     def get(self, seq: int) -> QueuedMessage | None:
-        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq = ?",
-                               (seq,))
+        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq = ?", (seq,))
         return _row(row) if row else None
 
     def pending(self, sip_user: str | None = None, limit: int = 1000) -> list[QueuedMessage]:
         where, params = ("WHERE sip_user = ? ", (sip_user,)) if sip_user else ("", ())
         rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} {where}"
-            f"ORDER BY seq LIMIT {int(limit)}", params)
+            f"SELECT {_COLUMNS} FROM {self.TABLE} {where}ORDER BY seq LIMIT {int(limit)}", params
+        )
         return [_row(r) for r in rows]
 
     def users_with_pending(self) -> list[str]:
-        return [r[0] for r in self.db.fetchall(
-            f"SELECT DISTINCT sip_user FROM {self.TABLE} ORDER BY sip_user")]
+        return [
+            r[0]
+            for r in self.db.fetchall(
+                f"SELECT DISTINCT sip_user FROM {self.TABLE} ORDER BY sip_user"
+            )
+        ]
 
     def failed_attempt(self, seq: int, error: str) -> None:
-        self.db.execute(f"UPDATE {self.TABLE} SET attempts = attempts + 1, last_error = ? "
-                        "WHERE seq = ?", (error[:255], seq))
+        self.db.execute(
+            f"UPDATE {self.TABLE} SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+            (error[:255], seq),
+        )
 
     def done(self, seq: int) -> None:
         self.done_many([seq])
@@ -111,8 +121,7 @@ class OutboxRepository:
         removed = 0
         with self.db.transaction():
             for seq in seqs:
-                removed += self.db.execute(
-                    f"DELETE FROM {self.TABLE} WHERE seq = ?", (seq,))
+                removed += self.db.execute(f"DELETE FROM {self.TABLE} WHERE seq = ?", (seq,))
         return removed
 
     def count(self) -> int:

@@ -59,8 +59,9 @@ class SendQueueRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def put(self, *, sip_user: str, protocol: str, contact: str, body: str,
-            message_id: str) -> bool:
+    def put(
+        self, *, sip_user: str, protocol: str, contact: str, body: str, message_id: str
+    ) -> bool:
         """Record a message; False if that message id is already recorded (a resend)."""
         return self.put_many([NewSend(sip_user, protocol, contact, body, message_id)])[0]
 
@@ -80,15 +81,19 @@ class SendQueueRepository:
                 self.db.execute(
                     f"INSERT INTO {self.TABLE} (sip_user, protocol, contact, body, "
                     "message_id, created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (send.sip_user, send.protocol, send.contact, send.body, send.message_id, now))
+                    (send.sip_user, send.protocol, send.contact, send.body, send.message_id, now),
+                )
                 result.append(True)
         return result
 
     def _recorded(self, message_ids: Sequence[str]) -> set[str]:
         marks = ", ".join("?" * len(message_ids))
-        return {str(r[0]) for r in self.db.fetchall(
-            f"SELECT message_id FROM {self.TABLE} WHERE message_id IN ({marks})",
-            message_ids)}
+        return {
+            str(r[0])
+            for r in self.db.fetchall(
+                f"SELECT message_id FROM {self.TABLE} WHERE message_id IN ({marks})", message_ids
+            )
+        }
 
     def done(self, message_id: str) -> None:
         self.done_many([message_id])
@@ -99,22 +104,23 @@ class SendQueueRepository:
         with self.db.transaction():
             for message_id in message_ids:
                 removed += self.db.execute(
-                    f"DELETE FROM {self.TABLE} WHERE message_id = ?", (message_id,))
+                    f"DELETE FROM {self.TABLE} WHERE message_id = ?", (message_id,)
+                )
         return removed
 
     def get(self, message_id: str) -> PendingSend | None:
         row = self.db.fetchone(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE message_id = ?", (message_id,))
+            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE message_id = ?", (message_id,)
+        )
         return _row(row) if row else None
 
     def pending(self) -> list[PendingSend]:
-        rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} ORDER BY seq")
+        rows = self.db.fetchall(f"SELECT {_COLUMNS} FROM {self.TABLE} ORDER BY seq")
         return [_row(r) for r in rows]
 
     def pending_after(self, seq: int) -> list[PendingSend]:
         """Rows recorded after ``seq`` (a running daemon picking up re-queued messages)."""
         rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq > ? ORDER BY seq",
-            (seq,))
+            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq > ? ORDER BY seq", (seq,)
+        )
         return [_row(r) for r in rows]

@@ -24,14 +24,16 @@ class SqliteDatabase(Database):
         super().__init__(url)
         # Everything after "sqlite://" is the path: sqlite:///var/lib/x.db is
         # absolute, sqlite://var/x.db relative to the working directory.
-        path = url.split("?", 1)[0][len("sqlite://"):]
+        path = url.split("?", 1)[0][len("sqlite://") :]
         if path.startswith("//"):
             path = path[1:]
         if path in ("/:memory:", ":memory:"):
             path = ":memory:"
         if not path or path.endswith("/"):
-            raise StoreError(f"sqlite URL needs a file path: {redact_url(url)!r} "
-                             "(e.g. sqlite:///var/lib/purplegw/purplegw.db)")
+            raise StoreError(
+                f"sqlite URL needs a file path: {redact_url(url)!r} "
+                "(e.g. sqlite:///var/lib/purplegw/purplegw.db)"
+            )
         self.path = path
 
     def connect(self) -> sqlite3.Connection:
@@ -39,8 +41,9 @@ class SqliteDatabase(Database):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._create_private()
         try:
-            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
-                                   isolation_level="DEFERRED")
+            conn = sqlite3.connect(
+                self.path, timeout=30, check_same_thread=False, isolation_level="DEFERRED"
+            )
             conn.execute("PRAGMA journal_mode=WAL")  # readers never block the daemon's writes
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
@@ -61,12 +64,17 @@ class SqliteDatabase(Database):
             mode = stat.S_IMODE(Path(self.path).stat().st_mode)
             if mode & 0o077 and self.path not in _warned_modes:
                 _warned_modes.add(self.path)
-                logger.warning("%s is readable by other users (mode %o): it holds password "
-                               "hashes; chmod 600 it", self.path, mode)
+                logger.warning(
+                    "%s is readable by other users (mode %o): it holds password "
+                    "hashes; chmod 600 it",
+                    self.path,
+                    mode,
+                )
 
     def table_exists(self, name: str) -> bool:
-        return bool(self.fetchall(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name=?", (name,)))
+        return bool(
+            self.fetchall("SELECT name FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        )
 
     def columns(self, table: str) -> dict[str, str]:
         check_identifier(table)

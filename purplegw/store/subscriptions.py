@@ -84,8 +84,7 @@ class SubscriptionRepository:
 
     def advance_cseq(self, key: str, local_cseq: int) -> None:
         self.db.execute(
-            f"UPDATE {self.TABLE} SET local_cseq = ? "
-            "WHERE dialog_key = ? AND local_cseq < ?",
+            f"UPDATE {self.TABLE} SET local_cseq = ? WHERE dialog_key = ? AND local_cseq < ?",
             (local_cseq, key, local_cseq),
         )
 

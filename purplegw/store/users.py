@@ -42,7 +42,9 @@ class UserRepository:
         self.db = db
         self.table = check_identifier(table)
 
-    def add(self, username: str, domain: str, password: str, *, keep_plaintext: bool = False) -> int:
+    def add(
+        self, username: str, domain: str, password: str, *, keep_plaintext: bool = False
+    ) -> int:
         if not _USERNAME_RE.match(username):
             raise StoreError(f"invalid SIP username {username!r}")
         if not _DOMAIN_RE.match(domain):
@@ -54,28 +56,46 @@ class UserRepository:
         return self.db.execute(
             f"INSERT INTO {self.table} (username, domain, password, ha1, ha1b) "
             "VALUES (?, ?, ?, ?, ?)",
-            (username, domain, password if keep_plaintext else "",
-             md5_ha1(username, domain, password),
-             md5_ha1(f"{username}@{domain}", domain, password)))
+            (
+                username,
+                domain,
+                password if keep_plaintext else "",
+                md5_ha1(username, domain, password),
+                md5_ha1(f"{username}@{domain}", domain, password),
+            ),
+        )
 
     def get(self, username: str, domain: str) -> SipUser | None:
         row = self.db.fetchone(
             f"SELECT id, username, domain, ha1, password FROM {self.table} "
-            "WHERE username = ? AND domain = ?", (username, domain.lower()))
+            "WHERE username = ? AND domain = ?",
+            (username, domain.lower()),
+        )
         if row is None:
             return None
         user = SipUser(int(row[0]), row[1], row[2], row[3] or "", row[4] or "")
         if not user.ha1 and user.password:  # kamctl with STORE_PLAINTEXT_PW and no ha1
-            user = SipUser(user.id, user.username, user.domain,
-                           md5_ha1(user.username, user.domain, user.password), user.password)
+            user = SipUser(
+                user.id,
+                user.username,
+                user.domain,
+                md5_ha1(user.username, user.domain, user.password),
+                user.password,
+            )
         return user
 
     def list(self) -> list[SipUser]:
         rows = self.db.fetchall(
             f"SELECT id, username, domain, ha1, password FROM {self.table} "
-            "ORDER BY domain, username")
+            "ORDER BY domain, username"
+        )
         return [SipUser(int(r[0]), r[1], r[2], r[3] or "", r[4] or "") for r in rows]
 
     def remove(self, username: str, domain: str) -> bool:
-        return self.db.execute(f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
-                               (username, domain.lower())) > 0
+        return (
+            self.db.execute(
+                f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
+                (username, domain.lower()),
+            )
+            > 0
+        )

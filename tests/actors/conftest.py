@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import pytest
@@ -16,6 +15,9 @@ from purplegw.actors.supervisor import LocalAccounts
 from purplegw.protocols.base import AccountCredentials
 from purplegw.protocols.dummy import NETWORK
 from purplegw.protocols.loader import load_adapters
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 # Short timings so that backoff, timeouts and flapping play out in seconds.
 FAST = {
@@ -42,7 +44,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = ""
         time.sleep(0.02)
 
 
-def row(n: int, ext_user: str | None = None, password: str = "pw", sip_user: str | None = None) -> AccountCredentials:
+def row(
+    n: int, ext_user: str | None = None, password: str = "pw", sip_user: str | None = None
+) -> AccountCredentials:
     return AccountCredentials(
         account_id=n,
         sip_user=sip_user or f"sip{n}",
@@ -67,7 +71,8 @@ class Recorder(listener.EventSink):
     def of(self, event: str, sip_user: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                kw for name, kw in self.events
+                kw
+                for name, kw in self.events
                 if name == event and (sip_user is None or kw["account"].sip_user == sip_user)
             ]
 
@@ -122,8 +127,8 @@ def state_of(accounts: Any, sip_user: str) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def prosody() -> Iterator[Any]:
     """One Prosody for the actor tests (STARTTLS, self-signed certificate)."""
-    from tests.kit.binaries import missing_peer  # noqa: PLC0415
-    from tests.kit.prosody import Prosody, prosody_binary  # noqa: PLC0415
+    from tests.kit.binaries import missing_peer
+    from tests.kit.prosody import Prosody, prosody_binary
 
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")

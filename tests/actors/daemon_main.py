@@ -19,7 +19,8 @@ def main() -> int:
     state_dir = Path(sys.argv[1])
     workers = int(sys.argv[2])
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
 
@@ -28,12 +29,20 @@ def main() -> int:
         return [AccountCredentials(**entry) for entry in data]
 
     config = {
-        "actors": {"workers": workers, "backoff_initial": 0.05, "backoff_max": 0.2,
-                   "login_timeout": 1.0, "shutdown_timeout": 10.0, "worker_restart_delay": 0.2},
+        "actors": {
+            "workers": workers,
+            "backoff_initial": 0.05,
+            "backoff_max": 0.2,
+            "login_timeout": 1.0,
+            "shutdown_timeout": 10.0,
+            "worker_restart_delay": 0.2,
+        },
         "protocols": {"dummy": {"enabled": True}},  # off by default in production
     }
     return process.run(
-        config, rows, pidfile=state_dir / "purplegw.pid",
+        config,
+        rows,
+        pidfile=state_dir / "purplegw.pid",
         control_socket=state_dir / "control.sock",
     )
 

@@ -6,17 +6,21 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from purplegw.actors.front.front import SipFront, StaticRouter
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 TIMEOUT = 10.0
 
 
-def request(method: str, port: int, lport: int, *, transport: str = "UDP",
-            branch: str | None = None) -> bytes:
+def request(
+    method: str, port: int, lport: int, *, transport: str = "UDP", branch: str | None = None
+) -> bytes:
     branch = branch or f"z9hG4bK{uuid.uuid4().hex}"
     return (
         f"{method} sip:alice@127.0.0.1:{port} SIP/2.0\r\n"
@@ -50,8 +54,9 @@ def status(answer: bytes | None) -> int | None:
 
 
 def front_with(**config: object) -> SipFront:
-    return SipFront({"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], **config},
-                    StaticRouter(users={"alice"}))
+    return SipFront(
+        {"listen": ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], **config}, StaticRouter(users={"alice"})
+    )
 
 
 def port_of(front: SipFront, transport: str) -> int:
@@ -68,8 +73,7 @@ def limited() -> Iterator[SipFront]:
 def test_over_the_limit_503_with_retry_after_then_silence(limited: SipFront) -> None:
     port, peer = port_of(limited, "udp"), Peer()
     router = limited.router
-    answers = [peer.ask(request("MESSAGE", port, peer.port), port, timeout=0.5)
-               for _ in range(5)]
+    answers = [peer.ask(request("MESSAGE", port, peer.port), port, timeout=0.5) for _ in range(5)]
     assert [status(a) for a in answers] == [202, 202, 503, 503, None]
     assert answers[2] is not None
     assert re.search(rb"\r\nRetry-After: (\d+)\r\n", answers[2])
@@ -103,15 +107,15 @@ def test_retransmission_over_the_limit_is_dropped_not_refused(limited: SipFront)
 
 
 def test_trusted_source_is_not_limited() -> None:
-    with front_with(rate_per_source=0.01, burst_per_source=1,
-                    trusted=["127.0.0.0/24"]) as front:
+    with front_with(rate_per_source=0.01, burst_per_source=1, trusted=["127.0.0.0/24"]) as front:
         port, peer = port_of(front, "udp"), Peer()
-        statuses = [status(peer.ask(request("MESSAGE", port, peer.port), port))
-                    for _ in range(10)]
+        statuses = [status(peer.ask(request("MESSAGE", port, peer.port), port)) for _ in range(10)]
         assert statuses == [202] * 10
         other = Peer("127.0.1.1")  # outside the trusted /24
-        statuses = [status(other.ask(request("MESSAGE", port, other.port), port, timeout=0.5))
-                    for _ in range(3)]
+        statuses = [
+            status(other.ask(request("MESSAGE", port, other.port), port, timeout=0.5))
+            for _ in range(3)
+        ]
         assert statuses == [202, 503, None]
 
 
@@ -134,20 +138,22 @@ def test_no_limit_by_default() -> None:
     with front_with() as front:
         assert front.source_limiter is None
         port, peer = port_of(front, "udp"), Peer()
-        assert [status(peer.ask(request("OPTIONS", port, peer.port), port))
-                for _ in range(300)] == [200] * 300
+        assert [
+            status(peer.ask(request("OPTIONS", port, peer.port), port)) for _ in range(300)
+        ] == [200] * 300
 
 
 def test_source_keys_ipv6_by_64_and_trusted_none() -> None:
-    front = SipFront({"trusted": ["10.0.0.0/8", "2001:db8:1::/48"], "rate_per_source": 1},
-                     StaticRouter())
+    front = SipFront(
+        {"trusted": ["10.0.0.0/8", "2001:db8:1::/48"], "rate_per_source": 1}, StaticRouter()
+    )
     try:
-        assert front._source_key("2001:db8::1") == "2001:db8::/64"  # noqa: SLF001
-        assert front._source_key("2001:db8::ffff:1") == "2001:db8::/64"  # noqa: SLF001
-        assert front._source_key("2001:db8:0:1::1") == "2001:db8:0:1::/64"  # noqa: SLF001
-        assert front._source_key("2001:db8:1::5") is None  # noqa: SLF001
-        assert front._source_key("10.1.2.3") is None  # noqa: SLF001
-        assert front._source_key("192.0.2.7") == "192.0.2.7"  # noqa: SLF001
+        assert front._source_key("2001:db8::1") == "2001:db8::/64"
+        assert front._source_key("2001:db8::ffff:1") == "2001:db8::/64"
+        assert front._source_key("2001:db8:0:1::1") == "2001:db8:0:1::/64"
+        assert front._source_key("2001:db8:1::5") is None
+        assert front._source_key("10.1.2.3") is None
+        assert front._source_key("192.0.2.7") == "192.0.2.7"
     finally:
         front.loop.close()
 

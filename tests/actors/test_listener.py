@@ -22,7 +22,9 @@ class ActorSink(pykka.ThreadingActor, listener.EventSink):
         self.messages: list[tuple[str, str]] = []
         self.thread = ""
 
-    def on_message(self, account: AccountInfo, contact: str, text: str, message_id: str | None) -> None:
+    def on_message(
+        self, account: AccountInfo, contact: str, text: str, message_id: str | None
+    ) -> None:
         self.thread = threading.current_thread().name
         if self.fail:
             raise RuntimeError("broken sink")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
-
-import pytest
+from typing import TYPE_CHECKING, Any
 
 from purplegw.protocols.dummy import DummySession
 from tests.actors.conftest import row, wait_for
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def test_logins_in_flight_never_exceed_the_limit(
@@ -29,8 +30,7 @@ def test_logins_in_flight_never_exceed_the_limit(
                 in_flight["now"] -= 1
 
     monkeypatch.setattr(DummySession, "login", counting_login)
-    accounts = make_accounts(protocols={"dummy": {"login_delay": 0.05}},
-                             max_concurrent_logins=3)
+    accounts = make_accounts(protocols={"dummy": {"login_delay": 0.05}}, max_concurrent_logins=3)
     accounts.apply([row(n) for n in range(20)])
     wait_for(lambda: len(network.online()) == 20, what="all 20 accounts online")
     assert in_flight["max"] == 3  # the gate was full, and never more than full

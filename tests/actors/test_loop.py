@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pykka
 import pytest
 
 from purplegw.actors.loop import LoopActor, LoopThread
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class Counter(LoopActor):
@@ -47,9 +50,18 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 def test_pykka_hooks_exist() -> None:
-    for name in ("_create_actor_inbox", "_create_future", "_start_actor_loop",
-                 "_handle_receive", "_stop", "_handle_failure", "_actor_loop_setup"):
-        assert hasattr(pykka.Actor, name), f"pykka.Actor.{name} is gone: update purplegw.actors.loop"
+    for name in (
+        "_create_actor_inbox",
+        "_create_future",
+        "_start_actor_loop",
+        "_handle_receive",
+        "_stop",
+        "_handle_failure",
+        "_actor_loop_setup",
+    ):
+        assert hasattr(pykka.Actor, name), (
+            f"pykka.Actor.{name} is gone: update purplegw.actors.loop"
+        )
 
 
 def test_messages_run_in_order_on_the_loop_thread(loop_thread: LoopThread) -> None:

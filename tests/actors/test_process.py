@@ -8,9 +8,8 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,14 +18,23 @@ from purplegw.actors.process import EXIT_ALREADY_RUNNING, query_status, send_rel
 
 from .conftest import wait_for
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 DAEMON = Path(__file__).with_name("daemon_main.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rows(spec: dict[str, str]) -> list[dict[str, Any]]:
     return [
-        {"account_id": sum(map(ord, sip_user)), "sip_user": sip_user, "ext_user": f"{sip_user}@dummy",
-         "protocol": "dummy", "password": password, "original_protocol": "dummy"}
+        {
+            "account_id": sum(map(ord, sip_user)),
+            "sip_user": sip_user,
+            "ext_user": f"{sip_user}@dummy",
+            "protocol": "dummy",
+            "password": password,
+            "original_protocol": "dummy",
+        }
         for sip_user, password in sorted(spec.items())
     ]
 
@@ -49,7 +57,9 @@ class Daemon:
         with self.log.open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, str(DAEMON), str(self.dir), str(self.workers)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
             )
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -80,8 +90,11 @@ def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
 def test_daemon_status_reload_and_clean_stop(daemon: Daemon) -> None:
     daemon.write_rows({f"u{n}": "pw" for n in range(6)} | {"bad": "wrong"})
     daemon.proc = daemon.start()
-    wait_for(lambda: daemon.connected() == {f"u{n}" for n in range(6)},
-             timeout=60, what=f"daemon accounts online; log:\n{daemon.log}")
+    wait_for(
+        lambda: daemon.connected() == {f"u{n}" for n in range(6)},
+        timeout=60,
+        what=f"daemon accounts online; log:\n{daemon.log}",
+    )
     assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
     assert int(daemon.pidfile.read_text()) == daemon.proc.pid
     before = daemon.status()
@@ -95,8 +108,11 @@ def test_daemon_status_reload_and_clean_stop(daemon: Daemon) -> None:
     daemon.write_rows({f"u{n}": "pw" for n in range(2, 6)} | {"u1": "new", "bad": "ok", "u9": "pw"})
     assert send_reload(daemon.pidfile) == daemon.proc.pid
     expected = {"u1", "u2", "u3", "u4", "u5", "u9", "bad"}
-    wait_for(lambda: daemon.connected() == expected and "u0" not in daemon.status(),
-             timeout=60, what="reload applied")
+    wait_for(
+        lambda: daemon.connected() == expected and "u0" not in daemon.status(),
+        timeout=60,
+        what="reload applied",
+    )
     after = daemon.status()
     for sip_user in ("u2", "u3", "u4", "u5"):
         # same connection: no state change since it first connected
@@ -170,8 +186,12 @@ def test_run_in_process_orders_services_around_the_accounts(network: Any) -> Non
         os.kill(os.getpid(), signal.SIGTERM)
 
     rows = [AccountCredentials(1, "alice", "alice@dummy", "dummy", "pw", "dummy")]
-    code = run({"actors": {"shutdown_timeout": 10}, "protocols": {"dummy": {"enabled": True}}},
-               lambda: rows, services=[service], ready=ready)
+    code = run(
+        {"actors": {"shutdown_timeout": 10}, "protocols": {"dummy": {"enabled": True}}},
+        lambda: rows,
+        services=[service],
+        ready=ready,
+    )
     assert code == EXIT_OK
     assert journal[0] == "service started"
     assert journal[-2:] == ["alice:LOGGED_OUT", "service stopped"]
@@ -194,7 +214,10 @@ def test_run_sets_the_gc_threshold_and_restores_it(configured: int | None, expec
     gc.set_threshold(700, *before[1:])  # Python's default, whatever ran before
     try:
         actors = {} if configured is None else {"gc_threshold": configured}
-        assert run({"actors": actors, "protocols": {"dummy": {"enabled": True}}}, list, ready=ready) == EXIT_OK
+        assert (
+            run({"actors": actors, "protocols": {"dummy": {"enabled": True}}}, list, ready=ready)
+            == EXIT_OK
+        )
         assert seen == [expected]
         assert gc.get_threshold()[0] == 700
     finally:

@@ -35,8 +35,9 @@ def test_backoff_grows_exponentially_up_to_the_maximum() -> None:
 
 def test_policy_backs_off_then_resets_after_a_stable_connection() -> None:
     clock = FakeClock()
-    config = ActorsConfig(backoff_initial=1, backoff_max=100, backoff_jitter=0,
-                          flap_attempts=100, flap_window=60)
+    config = ActorsConfig(
+        backoff_initial=1, backoff_max=100, backoff_jitter=0, flap_attempts=100, flap_window=60
+    )
     policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
     delays = []
     for _ in range(4):
@@ -50,8 +51,7 @@ def test_policy_backs_off_then_resets_after_a_stable_connection() -> None:
 
 def test_connection_that_drops_at_once_keeps_backing_off() -> None:
     clock = FakeClock()
-    config = ActorsConfig(backoff_initial=1, backoff_max=100, backoff_jitter=0,
-                          flap_attempts=100)
+    config = ActorsConfig(backoff_initial=1, backoff_max=100, backoff_jitter=0, flap_attempts=100)
     policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
     delays = []
     for _ in range(3):
@@ -63,8 +63,14 @@ def test_connection_that_drops_at_once_keeps_backing_off() -> None:
 
 def test_flapping_pauses_then_gives_up() -> None:
     clock = FakeClock()
-    config = ActorsConfig(backoff_initial=1, backoff_jitter=0, flap_attempts=3,
-                          flap_window=10, flap_retry_in=50, flap_max_retry=2)
+    config = ActorsConfig(
+        backoff_initial=1,
+        backoff_jitter=0,
+        flap_attempts=3,
+        flap_window=10,
+        flap_retry_in=50,
+        flap_max_retry=2,
+    )
     policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
     results = []
     for _ in range(9):
@@ -79,8 +85,14 @@ def test_flapping_pauses_then_gives_up() -> None:
 
 def test_attempts_outside_the_window_are_not_flapping() -> None:
     clock = FakeClock()
-    config = ActorsConfig(backoff_initial=1, backoff_max=1, backoff_jitter=0,
-                          flap_attempts=3, flap_window=10, flap_max_retry=0)
+    config = ActorsConfig(
+        backoff_initial=1,
+        backoff_max=1,
+        backoff_jitter=0,
+        flap_attempts=3,
+        flap_window=10,
+        flap_max_retry=0,
+    )
     policy = RestartPolicy(config, clock=clock, rng=lambda: 0.0)
     for _ in range(10):
         assert policy.next_delay() == 1
@@ -106,8 +118,13 @@ def test_config_section_defaults_and_types() -> None:
 def test_config_section_collects_every_error() -> None:
     with pytest.raises(ConfigError) as info:
         ActorsConfig.from_section(
-            {"workers": -1, "bogus": 1, "backoff_jitter": 2, "login_timeout": "x",
-             "runtime": "gevent"}
+            {
+                "workers": -1,
+                "bogus": 1,
+                "backoff_jitter": 2,
+                "login_timeout": "x",
+                "runtime": "gevent",
+            }
         )
     text = str(info.value)
     for key in ("workers", "bogus", "backoff_jitter", "login_timeout", "runtime"):
@@ -139,8 +156,16 @@ def test_account_status_as_dict_is_a_detached_copy_of_every_field() -> None:
 
     from purplegw.actors.state import AccountStatus
 
-    status = AccountStatus(account_id=7, sip_user="alice", protocol="xmpp", ext_user="a@x",
-                           state="connected", last_error="boom", next_retry_in=3.5, since=1.0)
+    status = AccountStatus(
+        account_id=7,
+        sip_user="alice",
+        protocol="xmpp",
+        ext_user="a@x",
+        state="connected",
+        last_error="boom",
+        next_retry_in=3.5,
+        since=1.0,
+    )
     snapshot = status.as_dict()
     assert snapshot == dataclasses.asdict(status)
     assert set(snapshot) == {f.name for f in dataclasses.fields(AccountStatus)}
@@ -154,8 +179,10 @@ def test_with_derived_keys_adds_kinds_to_the_rows_it_has_keys_for() -> None:
     from purplegw.protocols.base import AccountCredentials, with_derived_keys
 
     old = {"scram": "old", "k": "v"}
-    rows = [AccountCredentials(1, "a", "a@x", "xmpp", "pw", derived_keys=old),
-            AccountCredentials(2, "b", "b@x", "xmpp", "pw")]
+    rows = [
+        AccountCredentials(1, "a", "a@x", "xmpp", "pw", derived_keys=old),
+        AccountCredentials(2, "b", "b@x", "xmpp", "pw"),
+    ]
     merged = with_derived_keys(rows, {1: {"scram": "new"}, 3: {"scram": "gone"}})
     assert merged[0].derived_keys == {"scram": "new", "k": "v"}
     assert merged[1] is rows[1]

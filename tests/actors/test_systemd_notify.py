@@ -39,13 +39,14 @@ def test_watchdog_pings_at_half_the_interval_and_only_while_healthy(
     abstract_socket: tuple[socket.socket, str],
 ) -> None:
     sock, address = abstract_socket
-    notifier = Notifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000",
-                         "WATCHDOG_PID": str(os.getpid())})
+    notifier = Notifier(
+        {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
+    )
     assert notifier.watchdog_interval == pytest.approx(0.2)
     notifier.watchdog()  # nothing sent yet: the first ping is due at once
     assert sock.recv(4096) == b"WATCHDOG=1"
     notifier.watchdog()  # within 0.1 s of the last one: not sent
-    notifier._last_watchdog -= 0.1  # noqa: SLF001 - half the interval has passed
+    notifier._last_watchdog -= 0.1
     notifier.watchdog(healthy=False)
     sock.settimeout(0.2)
     with pytest.raises(TimeoutError):
@@ -55,8 +56,9 @@ def test_watchdog_pings_at_half_the_interval_and_only_while_healthy(
 
 
 def test_watchdog_meant_for_another_process_is_ignored() -> None:
-    notifier = Notifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "200000",
-                         "WATCHDOG_PID": str(os.getpid() + 1)})
+    notifier = Notifier(
+        {"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid() + 1)}
+    )
     assert notifier.watchdog_interval is None
 
 

@@ -58,7 +58,7 @@ def test_many_timers_share_wakeups():
         for i in range(0, 1000, 2):
             timers.cancel(i)
         # one pending loop callback no matter how many timers
-        assert len(loop._scheduled) <= 2  # noqa: SLF001
+        assert len(loop._scheduled) <= 2
         await asyncio.sleep(0.1)
         return fired
 

@@ -88,7 +88,8 @@ def test_completion_runs_the_callback_on_the_worker_whatever_thread_completes(
 
 
 def test_a_failing_task_is_logged_and_the_worker_goes_on(
-    worker: Worker, caplog: pytest.LogCaptureFixture,
+    worker: Worker,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def broken() -> None:
         raise RuntimeError("boom")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,11 +13,15 @@ from purplegw.actors.workers import WorkerPool
 
 from .conftest import FAST, Recorder, row, wait_for
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 @pytest.fixture
 def pool() -> Iterator[WorkerPool]:
-    workers = WorkerPool(ActorsConfig.from_section({**FAST, "workers": 2}),
-                         {"dummy": {"enabled": True}})
+    workers = WorkerPool(
+        ActorsConfig.from_section({**FAST, "workers": 2}), {"dummy": {"enabled": True}}
+    )
     yield workers
     workers.stop()
 
@@ -46,7 +49,8 @@ def test_worker_killed_is_restarted_and_the_others_carry_on(
         assert entry["pid"] == pids[shard_of(sip_user, 2)]
     victims = [r.sip_user for r in rows if shard_of(r.sip_user, 2) == 0]
     survivors = [r.sip_user for r in rows if shard_of(r.sip_user, 2) == 1]
-    assert victims and survivors
+    assert victims
+    assert survivors
     for sip_user in status:
         _echo(pool, recorder, sip_user, f"before-{sip_user}")
 
@@ -70,7 +74,9 @@ def test_reload_across_workers_and_dead_handles(pool: WorkerPool, recorder: Reco
     pool.apply([row(n) for n in range(6)])
     wait_for(lambda: len(_connected(pool)) == 6)
     old = pool.directory.get("sip2", "dummy")
-    summary = pool.apply([row(n) for n in range(6) if n not in (2, 4)] + [row(4, password="new"), row(9)])
+    summary = pool.apply(
+        [row(n) for n in range(6) if n not in (2, 4)] + [row(4, password="new"), row(9)]
+    )
     assert [k.sip_user for k in summary.removed] == ["sip2"]
     assert [k.sip_user for k in summary.changed] == ["sip4"]
     assert [k.sip_user for k in summary.added] == ["sip9"]
@@ -98,18 +104,20 @@ def test_status_lists_every_account_while_its_worker_restarts(recorder: Recorder
         def back() -> bool:
             now = {e["sip_user"]: (e["state"], e["pid"]) for e in pool.status()}
             seen.append(now)
-            return all(now[u][0] == "connected" and now[u][1] not in (0, dead_pid)
-                       for u in victims)
+            return all(now[u][0] == "connected" and now[u][1] not in (0, dead_pid) for u in victims)
 
         wait_for(back, timeout=30, what="the killed worker's accounts back")
         assert all(set(now) == {r.sip_user for r in rows} for now in seen)
         restarting = [now for now in seen if now[min(victims)][0] == "worker_restarting"]
         assert restarting, "never shown as worker_restarting"
         # Shown with what they last reported: the dead worker's pid.
-        assert all(now[u] == ("worker_restarting", dead_pid) for now in restarting
-                   for u in victims)
+        assert all(now[u] == ("worker_restarting", dead_pid) for now in restarting for u in victims)
         # The other worker's accounts never stopped being connected.
-        assert all(state == "connected" for now in seen
-                   for u, (state, _pid) in now.items() if u not in victims)
+        assert all(
+            state == "connected"
+            for now in seen
+            for u, (state, _pid) in now.items()
+            if u not in victims
+        )
     finally:
         pool.stop()

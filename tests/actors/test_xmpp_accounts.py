@@ -9,8 +9,7 @@ messages through Prosody meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +17,9 @@ from purplegw.actors.state import AccountKey, Outcome
 from purplegw.protocols.base import AccountCredentials
 
 from .conftest import Recorder, state_of, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = [pytest.mark.prosody, pytest.mark.slow]
 
@@ -39,12 +41,21 @@ def xmpp_users(prosody: Any) -> list[Any]:
 
 @pytest.fixture
 def xmpp_accounts(make_accounts: Any, prosody: Any) -> Iterator[Any]:
-    xmpp = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 0,
-            "connect_timeout": 20, "login_timeout": 40}
-    yield make_accounts(
+    xmpp = {
+        "server": prosody.address,
+        "ca_file": prosody.ca_file,
+        "keepalive": 0,
+        "connect_timeout": 20,
+        "login_timeout": 40,
+    }
+    return make_accounts(
         protocols={"xmpp": xmpp, "dummy": {}},
-        login_timeout=30, send_timeout=20, logout_timeout=5, shutdown_timeout=30,
-        backoff_initial=0.2, backoff_max=1.0,
+        login_timeout=30,
+        send_timeout=20,
+        logout_timeout=5,
+        shutdown_timeout=30,
+        backoff_initial=0.2,
+        backoff_max=1.0,
     )
 
 
@@ -53,7 +64,9 @@ def _stream_id(accounts: Any, sip_user: str) -> str | None:
     return None if session is None or session.client is None else session.client.stream_id
 
 
-def _exchange(accounts: Any, recorder: Recorder, users: list[Any], senders: list[int], tag: str) -> None:
+def _exchange(
+    accounts: Any, recorder: Recorder, users: list[Any], senders: list[int], tag: str
+) -> None:
     """Each sender i messages the XMPP user of the next sender; all must arrive."""
     futures = []
     for pos, i in enumerate(senders):
@@ -64,16 +77,23 @@ def _exchange(accounts: Any, recorder: Recorder, users: list[Any], senders: list
     # Written to the stream; Prosody's XEP-0198 ack settles each one later.
     assert outcomes == [Outcome(202, "sent, awaiting the server's acknowledgement")] * len(senders)
     for i in senders:
-        wait_for(lambda i=i: {"message_id": f"{tag}-{i}",
-                              "outcome": Outcome(200, "acknowledged by the server")}
-                 in [{k: kw[k] for k in ("message_id", "outcome")}
-                     for kw in recorder.of("on_send_result", f"x{i}")],
-                 timeout=60, what=f"server ack of {tag}-{i}")
+        wait_for(
+            lambda i=i: (
+                {"message_id": f"{tag}-{i}", "outcome": Outcome(200, "acknowledged by the server")}
+                in [
+                    {k: kw[k] for k in ("message_id", "outcome")}
+                    for kw in recorder.of("on_send_result", f"x{i}")
+                ]
+            ),
+            timeout=60,
+            what=f"server ack of {tag}-{i}",
+        )
     for pos, i in enumerate(senders):
         peer = senders[(pos + 1) % len(senders)]
         wait_for(
             lambda peer=peer, i=i: (users[i].jid, f"{tag} {i}") in recorder.messages_to(f"x{peer}"),
-            timeout=60, what=f"{tag} message from x{i} to x{peer}",
+            timeout=60,
+            what=f"{tag} message from x{i} to x{peer}",
         )
 
 
@@ -90,12 +110,19 @@ def test_200_xmpp_accounts_one_failing_each_way(
     rows = [_xmpp_row(i, users[i].jid, users[i].password) for i in range(N)]
     rows[0] = _xmpp_row(0, users[0].jid, "wrong password")  # rejected by Prosody
     rows[1] = _xmpp_row(1, "nobody@localhost", "pw")  # no such account
-    rows += [_dummy_row(900, "raise@dummy"), _dummy_row(901, "hang@dummy"),
-             _dummy_row(902, "sendhang@dummy"), _dummy_row(903, "sendraise@dummy")]
+    rows += [
+        _dummy_row(900, "raise@dummy"),
+        _dummy_row(901, "hang@dummy"),
+        _dummy_row(902, "sendhang@dummy"),
+        _dummy_row(903, "sendraise@dummy"),
+    ]
     accounts.apply(rows)
     good = list(range(2, N))
-    wait_for(lambda: _online(accounts, {f"x{i}" for i in good}), timeout=120,
-             what="198 XMPP accounts online")
+    wait_for(
+        lambda: _online(accounts, {f"x{i}" for i in good}),
+        timeout=120,
+        what="198 XMPP accounts online",
+    )
     wait_for(lambda: {"sendhang@dummy", "sendraise@dummy"} <= network.online(), timeout=60)
     wait_for(lambda: state_of(accounts, "x0")["state"] == "bad_credentials", timeout=60)
     wait_for(lambda: state_of(accounts, "x1")["state"] == "bad_credentials", timeout=60)
@@ -110,9 +137,14 @@ def test_200_xmpp_accounts_one_failing_each_way(
 
     others = [i for i in good if i != victim]
     _exchange(accounts, recorder, users, others, "round1")
-    wait_for(lambda: _stream_id(accounts, f"x{victim}") not in (None, first_stream)
-             and state_of(accounts, f"x{victim}")["state"] == "connected",
-             timeout=60, what="victim back on a new stream")
+    wait_for(
+        lambda: (
+            _stream_id(accounts, f"x{victim}") not in (None, first_stream)
+            and state_of(accounts, f"x{victim}")["state"] == "connected"
+        ),
+        timeout=60,
+        what="victim back on a new stream",
+    )
     _exchange(accounts, recorder, users, good, "round2")
 
     assert raising.get(timeout=30).status == 500
@@ -133,8 +165,11 @@ def test_reload_among_200_keeps_the_other_streams(
     users = xmpp_users
     rows = [_xmpp_row(i, users[i].jid, users[i].password) for i in range(N)]
     accounts.apply(rows)
-    wait_for(lambda: _online(accounts, {f"x{i}" for i in range(N)}), timeout=120,
-             what="200 XMPP accounts online")
+    wait_for(
+        lambda: _online(accounts, {f"x{i}" for i in range(N)}),
+        timeout=120,
+        what="200 XMPP accounts online",
+    )
     streams = {i: _stream_id(accounts, f"x{i}") for i in range(N)}
     assert None not in streams.values()
     assert len(set(streams.values())) == N

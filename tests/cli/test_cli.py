@@ -17,14 +17,23 @@ if TYPE_CHECKING:
     from tests.kit.mariadb import MariaDB
 
 
-def purplegw(config: Path | None, *args: str, stdin: str | None = None,
-             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def purplegw(
+    config: Path | None, *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "purplegw"]
     if config is not None:
         command += ["--config", str(config)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
-    return subprocess.run([*command, *args], input=stdin if stdin is not None else "",
-                          capture_output=True, text=True, timeout=60, cwd=cwd, env=env, check=False)
+    return subprocess.run(
+        [*command, *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
@@ -40,8 +49,16 @@ def config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 
 def test_accounts_add_list_remove(config: Path) -> None:
-    added = purplegw(config, "accounts", "add", "sip:alice@example.org", "alice@jabber.example",
-                     "prpl-jabber", "--password-stdin", stdin="hunter2\n")
+    added = purplegw(
+        config,
+        "accounts",
+        "add",
+        "sip:alice@example.org",
+        "alice@jabber.example",
+        "prpl-jabber",
+        "--password-stdin",
+        stdin="hunter2\n",
+    )
     assert added.returncode == 0, added.stderr
     assert "added account 1" in added.stdout
     # Piped stdin without the flag is read too (scripts), the alias is kept as written.
@@ -52,10 +69,20 @@ def test_accounts_add_list_remove(config: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert rows == [
-        {"id": 1, "sip_user": "sip:alice@example.org", "ext_user": "alice@jabber.example",
-         "protocol": "prpl-jabber", "password": "encrypted"},
-        {"id": 2, "sip_user": "bob@example.org", "ext_user": "bob", "protocol": "irc",
-         "password": "encrypted"},
+        {
+            "id": 1,
+            "sip_user": "sip:alice@example.org",
+            "ext_user": "alice@jabber.example",
+            "protocol": "prpl-jabber",
+            "password": "encrypted",
+        },
+        {
+            "id": 2,
+            "sip_user": "bob@example.org",
+            "ext_user": "bob",
+            "protocol": "irc",
+            "password": "encrypted",
+        },
     ]
     table = purplegw(config, "accounts", "list")
     assert "alice@jabber.example" in table.stdout
@@ -65,7 +92,9 @@ def test_accounts_add_list_remove(config: Path) -> None:
     gone = purplegw(config, "accounts", "remove", "1")
     assert gone.returncode == 1
     assert "no account with id 1" in gone.stderr
-    assert [r["id"] for r in json.loads(purplegw(config, "accounts", "list", "--json").stdout)] == [2]
+    assert [r["id"] for r in json.loads(purplegw(config, "accounts", "list", "--json").stdout)] == [
+        2
+    ]
 
 
 def test_password_prompt_on_a_terminal(tmp_path: Path) -> None:
@@ -76,8 +105,18 @@ def test_password_prompt_on_a_terminal(tmp_path: Path) -> None:
     if pid == 0:  # child: stdin is the terminal
         os.execv(  # noqa: S606 - the pty child becomes the CLI under test
             sys.executable,
-            [sys.executable, "-m", "purplegw", "--config", str(config),
-             "accounts", "add", "c@example.org", "c@x.example", "xmpp"],
+            [
+                sys.executable,
+                "-m",
+                "purplegw",
+                "--config",
+                str(config),
+                "accounts",
+                "add",
+                "c@example.org",
+                "c@x.example",
+                "xmpp",
+            ],
         )
     output = b""
     for answer in (b"s3cret\n", b"s3cret\n"):
@@ -94,7 +133,8 @@ def test_password_prompt_on_a_terminal(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, output
     assert b"s3cret" not in output  # hidden input is not echoed
     assert json.loads(purplegw(config, "accounts", "list", "--json").stdout)[0]["password"] == (
-        "encrypted")
+        "encrypted"
+    )
 
 
 def test_unknown_protocol_is_refused_with_known_ids(config: Path) -> None:
@@ -108,10 +148,12 @@ def test_unknown_protocol_is_refused_with_known_ids(config: Path) -> None:
 
 def test_import_csv_all_or_nothing(config: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("sip_user,ext_user,ext_prot,ext_pass\n"
-                   "a@example.org,a@x.example,xmpp,pa\n"
-                   "b@example.org,b@x.example,icq,pb\n"
-                   "c@example.org,c,irc\n")
+    bad.write_text(
+        "sip_user,ext_user,ext_prot,ext_pass\n"
+        "a@example.org,a@x.example,xmpp,pa\n"
+        "b@example.org,b@x.example,icq,pb\n"
+        "c@example.org,c,irc\n"
+    )
     result = purplegw(config, "accounts", "import", str(bad))
     assert result.returncode == 1
     assert f"{bad}:3: ext_prot: unknown protocol 'icq'" in result.stderr
@@ -119,8 +161,10 @@ def test_import_csv_all_or_nothing(config: Path, tmp_path: Path) -> None:
     assert json.loads(purplegw(config, "accounts", "list", "--json").stdout) == []
 
     good = tmp_path / "good.csv"
-    good.write_text("sip_user,ext_user,ext_prot,ext_pass\n" + "".join(
-        f"u{i}@example.org,u{i}@x.example,gtalk,p{i}\n" for i in range(50)))
+    good.write_text(
+        "sip_user,ext_user,ext_prot,ext_pass\n"
+        + "".join(f"u{i}@example.org,u{i}@x.example,gtalk,p{i}\n" for i in range(50))
+    )
     result = purplegw(config, "accounts", "import", str(good))
     assert result.returncode == 0, result.stderr
     assert "imported 50 account(s)" in result.stdout
@@ -129,8 +173,10 @@ def test_import_csv_all_or_nothing(config: Path, tmp_path: Path) -> None:
 
     # A duplicate of an existing row aborts the whole batch.
     again = tmp_path / "again.csv"
-    again.write_text("sip_user,ext_user,ext_prot,ext_pass\nnew@example.org,n,irc,p\n"
-                     "u3@example.org,u3@x.example,gtalk,p\n")
+    again.write_text(
+        "sip_user,ext_user,ext_prot,ext_pass\nnew@example.org,n,irc,p\n"
+        "u3@example.org,u3@x.example,gtalk,p\n"
+    )
     result = purplegw(config, "accounts", "import", str(again))
     assert result.returncode == 1
     assert "nothing imported" in result.stderr
@@ -145,7 +191,8 @@ def test_bad_config_exits_78_and_writes_nothing(tmp_path: Path) -> None:
         result = purplegw(config, *args)
         assert result.returncode == 78, args
         assert f"{config}:3: [store] db_tabel: unknown key (did you mean 'db_table'?)" in (
-            result.stderr)
+            result.stderr
+        )
         assert f"{config}:5: [sip] t1_ms: -1 is below the minimum 1" in result.stderr
     assert not data.exists()
 
@@ -157,13 +204,16 @@ def test_bad_cli_input_is_one_clear_message(config: Path) -> None:
     result = purplegw(config, "accounts", "add", "not-a-sip-user", "x", "xmpp", stdin="p\n")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "purplegw: error: sip_user 'not-a-sip-user' is not user@domain (or sip:user@domain)")
+        "purplegw: error: sip_user 'not-a-sip-user' is not user@domain (or sip:user@domain)"
+    )
 
 
 def test_config_check_masks_secrets(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[store]\ndb_url = "mysql://kam:dbs3cret@127.0.0.1/openser"\n'
-                      '[proxy]\nhttp_host = "127.0.0.1"\nhttp_port = 3128\npassword = "pxs3cret"\n')
+    config.write_text(
+        '[store]\ndb_url = "mysql://kam:dbs3cret@127.0.0.1/openser"\n'
+        '[proxy]\nhttp_host = "127.0.0.1"\nhttp_port = 3128\npassword = "pxs3cret"\n'
+    )
     result = purplegw(config, "config", "check")
     assert result.returncode == 0, result.stderr
     assert "dbs3cret" not in result.stdout
@@ -173,9 +223,21 @@ def test_config_check_masks_secrets(tmp_path: Path) -> None:
 
 
 def test_help_everywhere() -> None:
-    for args in ((), ("run",), ("db",), ("db", "init"), ("db", "upgrade"), ("accounts",),
-                 ("accounts", "add"), ("accounts", "list"), ("accounts", "remove"),
-                 ("accounts", "import"), ("config", "check"), ("reload",), ("status",)):
+    for args in (
+        (),
+        ("run",),
+        ("db",),
+        ("db", "init"),
+        ("db", "upgrade"),
+        ("accounts",),
+        ("accounts", "add"),
+        ("accounts", "list"),
+        ("accounts", "remove"),
+        ("accounts", "import"),
+        ("config", "check"),
+        ("reload",),
+        ("status",),
+    ):
         result = purplegw(None, *args, "--help")
         assert result.returncode == 0, args
         assert "Usage:" in result.stdout
@@ -191,7 +253,8 @@ def test_db_upgrade_encrypts_a_legacy_table(tmp_path: Path) -> None:
         "NOT NULL, ext_user VARCHAR(128) NOT NULL, ext_prot VARCHAR(16) NOT NULL, "
         "ext_pass VARCHAR(64));"
         "INSERT INTO purplemap (sip_user, ext_user, ext_prot, ext_pass) "
-        "VALUES ('sip:a@example.org', 'a@gmail.example', 'gtalk', 'plainpw');")
+        "VALUES ('sip:a@example.org', 'a@gmail.example', 'gtalk', 'plainpw');"
+    )
     conn.commit()
     conn.close()
     config = tmp_path / "c.toml"
@@ -217,6 +280,8 @@ def test_users_add_list_remove(config: Path) -> None:
     assert "already exists" in dup.stderr
     rows = json.loads(purplegw(config, "users", "list", "--json").stdout)
     assert [(r["username"], r["domain"]) for r in rows] == [
-        ("alice", "example.org"), ("bob", "localhost")]
+        ("alice", "example.org"),
+        ("bob", "localhost"),
+    ]
     assert purplegw(config, "users", "remove", "alice@example.org").returncode == 0
     assert purplegw(config, "users", "remove", "alice@example.org").returncode == 1

@@ -25,15 +25,39 @@ def store(config: Path) -> Iterator[Store]:  # noqa: F811 - uses the imported fi
     """The same store the CLI opens, with two failed messages of each direction."""
     opened = open_store(load_config(config, environ={}))
     letters = opened.dead_letters
-    letters.add(direction=Direction.TO_NETWORK, sip_user=ALICE, protocol="xmpp",
-                contact="bob@jabber.example", body="héllo \x1b[31m red", message_id="m-1",
-                status=488, reason="Not Acceptable Here: U+001B cannot go over XMPP", attempts=1)
-    letters.add(direction=Direction.TO_SIP, sip_user=ALICE, protocol="xmpp", account_id=1,
-                contact="bob@jabber.example", body="x" * 200, status=413,
-                reason="Request Entity Too Large", attempts=1)
-    letters.add(direction=Direction.TO_SIP, sip_user="zed@sip.test", protocol="irc",
-                account_id=2, contact="nick", body="for zed", status=480,
-                reason="Temporarily Unavailable", attempts=12)
+    letters.add(
+        direction=Direction.TO_NETWORK,
+        sip_user=ALICE,
+        protocol="xmpp",
+        contact="bob@jabber.example",
+        body="héllo \x1b[31m red",
+        message_id="m-1",
+        status=488,
+        reason="Not Acceptable Here: U+001B cannot go over XMPP",
+        attempts=1,
+    )
+    letters.add(
+        direction=Direction.TO_SIP,
+        sip_user=ALICE,
+        protocol="xmpp",
+        account_id=1,
+        contact="bob@jabber.example",
+        body="x" * 200,
+        status=413,
+        reason="Request Entity Too Large",
+        attempts=1,
+    )
+    letters.add(
+        direction=Direction.TO_SIP,
+        sip_user="zed@sip.test",
+        protocol="irc",
+        account_id=2,
+        contact="nick",
+        body="for zed",
+        status=480,
+        reason="Temporarily Unavailable",
+        attempts=12,
+    )
     yield opened
     opened.close()
 
@@ -44,8 +68,10 @@ def test_failed_lists_with_reason_and_filters(config: Path) -> None:  # noqa: F8
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["id"], r["direction"], r["sip_user"], r["status"]) for r in rows] == [
-        (1, "to_network", ALICE, 488), (2, "to_sip", ALICE, 413),
-        (3, "to_sip", "zed@sip.test", 480)]
+        (1, "to_network", ALICE, 488),
+        (2, "to_sip", ALICE, 413),
+        (3, "to_sip", "zed@sip.test", 480),
+    ]
     assert rows[0]["body"] == "héllo \x1b[31m red"
     assert rows[0]["reason"] == "Not Acceptable Here: U+001B cannot go over XMPP"
     assert rows[0]["message_id"] == "m-1"
@@ -53,8 +79,9 @@ def test_failed_lists_with_reason_and_filters(config: Path) -> None:  # noqa: F8
 
     mine = json.loads(purplegw(config, "messages", "failed", "--json", "--user", ALICE).stdout)
     assert [r["id"] for r in mine] == [1, 2]
-    incoming = json.loads(purplegw(config, "messages", "failed", "--json",
-                                   "--direction", "to_sip").stdout)
+    incoming = json.loads(
+        purplegw(config, "messages", "failed", "--json", "--direction", "to_sip").stdout
+    )
     assert [r["id"] for r in incoming] == [2, 3]
 
     table = purplegw(config, "messages", "failed")
@@ -73,11 +100,13 @@ def test_retry_puts_each_direction_back_and_only_once(config: Path, store: Store
     assert "back in the send queue" in retried.stdout
     assert "not running" in retried.stdout
     assert [(p.message_id, p.body) for p in store.sendq.pending()] == [
-        ("m-1", "héllo \x1b[31m red")]
+        ("m-1", "héllo \x1b[31m red")
+    ]
 
     assert purplegw(config, "messages", "retry", "2").returncode == 0
     assert [(m.sip_user, m.body, m.attempts) for m in store.outbox.pending()] == [
-        (ALICE, b"x" * 200, 0)]
+        (ALICE, b"x" * 200, 0)
+    ]
 
     again = purplegw(config, "messages", "retry", "1")
     assert again.returncode == 1

@@ -21,15 +21,18 @@ ENTRIES = [
 ]
 
 
-@pytest.mark.parametrize(("states", "sip_user", "expected"), [
-    ((), None, [0, 1, 2]),
-    (("connected",), None, [0]),
-    (("CONNECTED", "bad_credentials"), None, [0, 2]),
-    ((), "alice@example.org", [0, 1]),
-    ((), "alice", [0, 1]),  # the user part alone
-    ((), "alice@example.net", []),
-    (("worker_restarting",), "alice@example.org", [1]),
-])
+@pytest.mark.parametrize(
+    ("states", "sip_user", "expected"),
+    [
+        ((), None, [0, 1, 2]),
+        (("connected",), None, [0]),
+        (("CONNECTED", "bad_credentials"), None, [0, 2]),
+        ((), "alice@example.org", [0, 1]),
+        ((), "alice", [0, 1]),  # the user part alone
+        ((), "alice@example.net", []),
+        (("worker_restarting",), "alice@example.org", [1]),
+    ],
+)
 def test_select_status(states: tuple[str, ...], sip_user: str | None, expected: list[int]) -> None:
     selected = select_status(ENTRIES, states=states, sip_user=sip_user)
     assert selected == [ENTRIES[i] for i in expected]
@@ -38,11 +41,15 @@ def test_select_status(states: tuple[str, ...], sip_user: str | None, expected: 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     base = tmp_path_factory.mktemp("status")
-    gateway = GatewayProcess(base, extra_config="[protocols.dummy]\nenabled = true\n",
-                             log_level="INFO")
+    gateway = GatewayProcess(
+        base, extra_config="[protocols.dummy]\nenabled = true\n", log_level="INFO"
+    )
     gateway.cli("db", "init")
-    for sip_user, ext_user in (("u0@sip.test", "good0@dummy"), ("u1@sip.test", "badpass@dummy"),
-                               ("u2@sip.test", "good2@dummy")):
+    for sip_user, ext_user in (
+        ("u0@sip.test", "good0@dummy"),
+        ("u1@sip.test", "badpass@dummy"),
+        ("u2@sip.test", "good2@dummy"),
+    ):
         gateway.cli("accounts", "add", sip_user, ext_user, "dummy", stdin="pw\n")
     gateway.start()
     try:
@@ -52,8 +59,11 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]
                 states = {a["sip_user"]: a["state"] for a in gateway.status()}
             except RuntimeError:  # not listening yet
                 states = {}
-            if states == {"u0@sip.test": "connected", "u1@sip.test": "bad_credentials",
-                          "u2@sip.test": "connected"}:
+            if states == {
+                "u0@sip.test": "connected",
+                "u1@sip.test": "bad_credentials",
+                "u2@sip.test": "connected",
+            }:
                 break
             time.sleep(0.1)
         else:
@@ -70,19 +80,23 @@ def _json(gateway: GatewayProcess, *args: str) -> list[dict[str, Any]]:
 def test_json_lists_every_account_with_its_counters(daemon: GatewayProcess) -> None:
     entries = _json(daemon)
     assert [(e["sip_user"], e["ext_user"]) for e in entries] == [
-        ("u0@sip.test", "good0@dummy"), ("u1@sip.test", "badpass@dummy"),
-        ("u2@sip.test", "good2@dummy")]
+        ("u0@sip.test", "good0@dummy"),
+        ("u1@sip.test", "badpass@dummy"),
+        ("u2@sip.test", "good2@dummy"),
+    ]
     assert all(e["pid"] == daemon.process.pid for e in entries)  # workers = 0: the daemon's
     assert {"messages_in", "messages_out", "reconnects", "queued", "since"} <= set(entries[0])
 
 
 def test_state_and_user_filters(daemon: GatewayProcess) -> None:
     assert [e["sip_user"] for e in _json(daemon, "--state", "connected")] == [
-        "u0@sip.test", "u2@sip.test"]
+        "u0@sip.test",
+        "u2@sip.test",
+    ]
     assert [e["sip_user"] for e in _json(daemon, "--state", "BAD_CREDENTIALS")] == ["u1@sip.test"]
-    assert [e["sip_user"] for e in _json(daemon, "--state", "connected",
-                                         "--state", "bad_credentials")] == [
-        "u0@sip.test", "u1@sip.test", "u2@sip.test"]
+    assert [
+        e["sip_user"] for e in _json(daemon, "--state", "connected", "--state", "bad_credentials")
+    ] == ["u0@sip.test", "u1@sip.test", "u2@sip.test"]
     assert _json(daemon, "--state", "worker_restarting") == []
     assert [e["ext_user"] for e in _json(daemon, "--user", "sip:u2@SIP.test")] == ["good2@dummy"]
     assert _json(daemon, "--user", "u2@sip.test", "--state", "bad_credentials") == []

@@ -58,22 +58,29 @@ def test_user_file_overrides_defaults(tmp_path: Path) -> None:
 
 
 def test_all_errors_at_once_with_file_line_and_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "\n".join([
-        "[sip]",
-        'listen = ["udpx:1.2.3.4:5060"]',
-        'domian = "x"',
-        "[store]",
-        'db_table = "purple map"',
-        "[proxy]",
-        "http_port = 99999",
-        "[actor]",
-        "workers = 2",
-    ]))
+    path = write(
+        tmp_path,
+        "\n".join(
+            [
+                "[sip]",
+                'listen = ["udpx:1.2.3.4:5060"]',
+                'domian = "x"',
+                "[store]",
+                'db_table = "purple map"',
+                "[proxy]",
+                "http_port = 99999",
+                "[actor]",
+                "workers = 2",
+            ]
+        ),
+    )
     with pytest.raises(ConfigError) as excinfo:
         load_config(path, environ={})
     errors = excinfo.value.errors
-    assert f"{path}:2: [sip] listen: item 0: 'udpx:1.2.3.4:5060' is not a listen address" in (
-        errors[0])
+    assert (
+        f"{path}:2: [sip] listen: item 0: 'udpx:1.2.3.4:5060' is not a listen address"
+        in (errors[0])
+    )
     assert errors[1] == f"{path}:3: [sip] domian: unknown key (did you mean 'domain'?)"
     assert errors[2].startswith(f"{path}:5: [store] db_table: 'purple map' is not a table name")
     assert errors[3] == f"{path}:7: [proxy] http_port: 99999 is above the maximum 65535"
@@ -99,12 +106,15 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
-    config = load_config(environ={
-        "PURPLEGW_SIP__DOMAIN": "env.example",
-        "PURPLEGW_ACTORS__WORKERS": "4",
-        "PURPLEGW_SIP__LISTEN": '["tcp:[::1]:5070"]',
-        "PURPLEGW_PROTOCOLS__XMPP__SERVER": "127.0.0.1:5222",
-    }, protocol_defaults={"xmpp": {"enabled": True, "server": ""}})
+    config = load_config(
+        environ={
+            "PURPLEGW_SIP__DOMAIN": "env.example",
+            "PURPLEGW_ACTORS__WORKERS": "4",
+            "PURPLEGW_SIP__LISTEN": '["tcp:[::1]:5070"]',
+            "PURPLEGW_PROTOCOLS__XMPP__SERVER": "127.0.0.1:5222",
+        },
+        protocol_defaults={"xmpp": {"enabled": True, "server": ""}},
+    )
     assert config["sip"]["domain"] == "env.example"
     assert config["actors"]["workers"] == 4
     assert config["sip"]["listen"] == ["tcp:[::1]:5070"]
@@ -121,17 +131,24 @@ def test_environment_errors_name_the_variable() -> None:
 
 
 def test_protocol_sections_checked_against_adapter_defaults(tmp_path: Path) -> None:
-    path = write(tmp_path, "\n".join([
-        "[protocols.xmpp]",
-        'server = "127.0.0.1:5222"',
-        "requir_tls = false",
-        "[protocols.msn]",
-        "enabled = true",
-        "[protocols.irc]",
-        'enabled = "yes"',
-    ]))
-    defaults = {"xmpp": {"enabled": True, "server": "", "require_tls": True},
-                "irc": {"enabled": True}}
+    path = write(
+        tmp_path,
+        "\n".join(
+            [
+                "[protocols.xmpp]",
+                'server = "127.0.0.1:5222"',
+                "requir_tls = false",
+                "[protocols.msn]",
+                "enabled = true",
+                "[protocols.irc]",
+                'enabled = "yes"',
+            ]
+        ),
+    )
+    defaults = {
+        "xmpp": {"enabled": True, "server": "", "require_tls": True},
+        "irc": {"enabled": True},
+    }
     with pytest.raises(ConfigError) as excinfo:
         load_config(path, environ={}, protocol_defaults=defaults)
     assert excinfo.value.errors == [
@@ -148,16 +165,21 @@ def test_tls_listener_needs_certificate(tmp_path: Path) -> None:
 
 
 def test_secrets_are_masked(tmp_path: Path) -> None:
-    path = write(tmp_path, "\n".join([
-        "[store]",
-        'db_url = "mysql://kam:s3cr3t@127.0.0.1/openser"',
-        "[proxy]",
-        'http_host = "127.0.0.1"',
-        "http_port = 3128",
-        'password = "proxypw"',
-        "[protocols.xmpp]",
-        'api_token = "tok"',
-    ]))
+    path = write(
+        tmp_path,
+        "\n".join(
+            [
+                "[store]",
+                'db_url = "mysql://kam:s3cr3t@127.0.0.1/openser"',
+                "[proxy]",
+                'http_host = "127.0.0.1"',
+                "http_port = 3128",
+                'password = "proxypw"',
+                "[protocols.xmpp]",
+                'api_token = "tok"',
+            ]
+        ),
+    )
     config = load_config(path, environ={})
     masked = config.masked()
     assert masked["store"]["db_url"] == f"mysql://kam:{MASK}@127.0.0.1/openser"

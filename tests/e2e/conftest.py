@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.kit.binaries import missing_peer
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 @pytest.fixture(scope="session")
 def prosody() -> Iterator[object]:
-    from tests.kit.prosody import Prosody, prosody_binary  # noqa: PLC0415
+    from tests.kit.prosody import Prosody, prosody_binary
 
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")

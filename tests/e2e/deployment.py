@@ -7,29 +7,38 @@ client ``bob`` on the same Prosody.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.kit.gateway import GatewayProcess
 from tests.kit.pjsua_agent import PjsuaAgent
 from tests.kit.xmpp_peer import XmppPeer
 
-SIP_PASSWORD = "sippw"  # noqa: S105 - the test user's password
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SIP_PASSWORD = "sippw"
 
 
-def deployment(prosody: Any, tmp_path: Path, prefix: str = "",
-               extra_config: str = "") -> Iterator[dict[str, Any]]:
+def deployment(
+    prosody: Any, tmp_path: Path, prefix: str = "", extra_config: str = ""
+) -> Iterator[dict[str, Any]]:
     """Yields {"gateway", "account", "bob", "peer"}; the daemon must exit 0 at the end."""
     tag = tmp_path.name[-8:].replace("_", "").lower()
     account = prosody.create_user(f"{prefix}alice{tag}")
     bob = prosody.create_user(f"{prefix}bob{tag}")
-    gateway = GatewayProcess(tmp_path,
-                             extra_config=prosody.gateway_section() + "\n" + extra_config)
+    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section() + "\n" + extra_config)
     gateway.cli("db", "init")
     gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin=SIP_PASSWORD + "\n")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
     gateway.start()
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     try:
@@ -45,8 +54,14 @@ def deployment(prosody: Any, tmp_path: Path, prefix: str = "",
 def phone(gateway: GatewayProcess, *, publish: bool = False) -> PjsuaAgent:
     """A pjsua2 phone registered as alice with the gateway (which is also its proxy)."""
     agent = PjsuaAgent.start()
-    agent.account("sip:alice@sip.test", registrar=gateway.uri, username="alice",
-                  password=SIP_PASSWORD, proxy=f"{gateway.uri};lr", publish=publish)
+    agent.account(
+        "sip:alice@sip.test",
+        registrar=gateway.uri,
+        username="alice",
+        password=SIP_PASSWORD,
+        proxy=f"{gateway.uri};lr",
+        publish=publish,
+    )
     event = agent.wait_for(lambda e: e["event"] == "reg")
     assert event["code"] == 200, event
     return agent

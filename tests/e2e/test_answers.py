@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.kit.gateway import GatewayProcess
 from tests.kit.raw_ua import RawUA
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(tmp_path, sip={"trusted": ["127.0.0.1/32"]}, actors={"queue_limit": 2},
-                        extra_config="[protocols.dummy]\nenabled = true")
+    gw = GatewayProcess(
+        tmp_path,
+        sip={"trusted": ["127.0.0.1/32"]},
+        actors={"queue_limit": 2},
+        extra_config="[protocols.dummy]\nenabled = true",
+    )
     gw.cli("db", "init")
-    for user, ext in (("hung", "hang@dummy"), ("locked", "badpass@dummy"),
-                      ("fine", "fine@dummy")):
-        gw.cli("accounts", "add", f"{user}@sip.test", ext, "dummy", "--password-stdin",
-               stdin="pw\n")
+    for user, ext in (("hung", "hang@dummy"), ("locked", "badpass@dummy"), ("fine", "fine@dummy")):
+        gw.cli(
+            "accounts", "add", f"{user}@sip.test", ext, "dummy", "--password-stdin", stdin="pw\n"
+        )
     gw.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         states = {a["ext_user"]: a["state"] for a in gw.status()} if _alive(gw) else {}
-        if states.get("badpass@dummy") == "bad_credentials" and states.get(
-                "fine@dummy") == "connected":
+        if (
+            states.get("badpass@dummy") == "bad_credentials"
+            and states.get("fine@dummy") == "connected"
+        ):
             break
         time.sleep(0.2)
     else:

@@ -13,12 +13,14 @@ import os
 import signal
 import sqlite3
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.kit.gateway import GatewayProcess
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _keys(gateway: GatewayProcess) -> dict[int, tuple[str, float]]:
@@ -38,15 +40,24 @@ def _wait_keys(gateway: GatewayProcess, count: int, timeout: float = 15.0) -> di
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_restart_uses_stored_keys_and_derives_only_the_missing_one(
-        hashed_prosody: Any, tmp_path: Path, workers: int) -> None:
+    hashed_prosody: Any, tmp_path: Path, workers: int
+) -> None:
     prosody = hashed_prosody
     users = [prosody.create_user(f"keys{workers}x{i}") for i in range(3)]
-    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(keepalive=0),
-                             actors={"workers": workers})
+    gateway = GatewayProcess(
+        tmp_path, extra_config=prosody.gateway_section(keepalive=0), actors={"workers": workers}
+    )
     gateway.cli("db", "init")
     for i, user in enumerate(users):
-        gateway.cli("accounts", "add", f"u{i}@sip.test", user.jid, "xmpp", "--password-stdin",
-                    stdin=user.password + "\n")
+        gateway.cli(
+            "accounts",
+            "add",
+            f"u{i}@sip.test",
+            user.jid,
+            "xmpp",
+            "--password-stdin",
+            stdin=user.password + "\n",
+        )
     ids = sorted(a["id"] for a in json_status(gateway))
 
     gateway.start()
@@ -83,15 +94,24 @@ def json_status(gateway: GatewayProcess) -> list[dict[str, Any]]:
 
 
 def test_a_killed_worker_comes_back_with_the_keys_derived_since_the_start(
-        hashed_prosody: Any, tmp_path: Path) -> None:
+    hashed_prosody: Any, tmp_path: Path
+) -> None:
     prosody = hashed_prosody
     users = [prosody.create_user(f"keyskill{i}") for i in range(3)]
-    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(keepalive=0),
-                             actors={"workers": 2})
+    gateway = GatewayProcess(
+        tmp_path, extra_config=prosody.gateway_section(keepalive=0), actors={"workers": 2}
+    )
     gateway.cli("db", "init")
     for i, user in enumerate(users):
-        gateway.cli("accounts", "add", f"u{i}@sip.test", user.jid, "xmpp", "--password-stdin",
-                    stdin=user.password + "\n")
+        gateway.cli(
+            "accounts",
+            "add",
+            f"u{i}@sip.test",
+            user.jid,
+            "xmpp",
+            "--password-stdin",
+            stdin=user.password + "\n",
+        )
     gateway.start()
     try:
         before = {a["account_id"]: a["pid"] for a in gateway.wait_accounts("connected")}

@@ -30,7 +30,7 @@ from tests.kit.ports import free_port
 if TYPE_CHECKING:
     from tests.kit.mariadb import MariaDB
 
-SIP_PASSWORD = "kam-Digest-pw-71c3e0"  # noqa: S105
+SIP_PASSWORD = "kam-Digest-pw-71c3e0"
 _names = itertools.count(1)
 
 

@@ -9,18 +9,20 @@ delivers them to the registered phone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.kit.binaries import missing_peer
+from tests.kit.gateway import GatewayProcess
 from tests.kit.kamailio import Kamailio, kamailio_binary
 from tests.kit.pjsua_agent import PjsuaAgent
 from tests.kit.ports import free_port
 from tests.kit.xmpp_peer import XmppPeer
-from tests.kit.gateway import GatewayProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_IP = "127.0.0.2"  # its own loopback address: "trusted" must not cover the phone
@@ -28,11 +30,16 @@ KAMAILIO_IP = "127.0.0.2"  # its own loopback address: "trusted" must not cover 
 
 def shipped_cfg(kamailio_port: int, gateway_port: int) -> str:
     text = (REPO / "etc" / "kamailio.cfg").read_text()
-    values = {"KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}", "GATEWAY_IP": "127.0.0.1",
-              "GATEWAY_PORT": str(gateway_port), "SIP_DOMAIN": "sip.test"}
+    values = {
+        "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
+        "GATEWAY_IP": "127.0.0.1",
+        "GATEWAY_PORT": str(gateway_port),
+        "SIP_DOMAIN": "sip.test",
+    }
     for name, value in values.items():
-        text, count = re.subn(rf'#!substdef "!{name}![^!]*!g"', f'#!substdef "!{name}!{value}!g"',
-                              text)
+        text, count = re.subn(
+            rf'#!substdef "!{name}![^!]*!g"', f'#!substdef "!{name}!{value}!g"', text
+        )
         assert count == 1, name
     return text
 
@@ -46,23 +53,41 @@ def deployment(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     bob = prosody.create_user(f"kbob{tag}")
     kamailio_port = free_port("both", KAMAILIO_IP)
     # [sip] trusted / outbound_proxy: the values etc/kamailio.cfg asks for.
-    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(), sip={
-        "trusted": [f"{KAMAILIO_IP}/32"],
-        "outbound_proxy": f"sip:{KAMAILIO_IP}:{kamailio_port}",
-    })
+    gateway = GatewayProcess(
+        tmp_path,
+        extra_config=prosody.gateway_section(),
+        sip={
+            "trusted": [f"{KAMAILIO_IP}/32"],
+            "outbound_proxy": f"sip:{KAMAILIO_IP}:{kamailio_port}",
+        },
+    )
     gateway.cli("db", "init")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
-    kamailio = Kamailio(shipped_cfg(kamailio_port, gateway.port), port=kamailio_port,
-                        host=KAMAILIO_IP)
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
+    kamailio = Kamailio(
+        shipped_cfg(kamailio_port, gateway.port), port=kamailio_port, host=KAMAILIO_IP
+    )
     kamailio.start()
     gateway.start()
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     try:
         gateway.wait_accounts("connected")
         peer.start()
-        yield {"gateway": gateway, "kamailio": kamailio, "account": account, "bob": bob,
-               "peer": peer, "kamailio_uri": f"sip:{KAMAILIO_IP}:{kamailio_port}"}
+        yield {
+            "gateway": gateway,
+            "kamailio": kamailio,
+            "account": account,
+            "bob": bob,
+            "peer": peer,
+            "kamailio_uri": f"sip:{KAMAILIO_IP}:{kamailio_port}",
+        }
     finally:
         peer.stop()
         assert gateway.stop() == 0, gateway.log_text()

@@ -35,23 +35,41 @@ def deployment(prosody: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     account = prosody.create_user(f"lgalice{tag}")
     bob = prosody.create_user(f"lgbob{tag}")
     kamailio_port = free_port("both", KAMAILIO_IP)
-    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(), sip={
-        "trusted": [f"{KAMAILIO_IP}/32"],
-        "outbound_proxy": f"sip:{KAMAILIO_IP}:{kamailio_port}",
-    })
+    gateway = GatewayProcess(
+        tmp_path,
+        extra_config=prosody.gateway_section(),
+        sip={
+            "trusted": [f"{KAMAILIO_IP}/32"],
+            "outbound_proxy": f"sip:{KAMAILIO_IP}:{kamailio_port}",
+        },
+    )
     gateway.cli("db", "init")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
-    kamailio = Kamailio(shipped_cfg(kamailio_port, gateway.port), port=kamailio_port,
-                        host=KAMAILIO_IP)
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
+    kamailio = Kamailio(
+        shipped_cfg(kamailio_port, gateway.port), port=kamailio_port, host=KAMAILIO_IP
+    )
     kamailio.start()
     gateway.start()
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     try:
         gateway.wait_accounts("connected")
         peer.start()
-        yield {"gateway": gateway, "kamailio": kamailio, "account": account, "bob": bob,
-               "peer": peer, "kamailio_uri": f"sip:{KAMAILIO_IP}:{kamailio_port}"}
+        yield {
+            "gateway": gateway,
+            "kamailio": kamailio,
+            "account": account,
+            "bob": bob,
+            "peer": peer,
+            "kamailio_uri": f"sip:{KAMAILIO_IP}:{kamailio_port}",
+        }
     finally:
         peer.stop()
         assert gateway.stop() == 0, gateway.log_text()
@@ -73,11 +91,14 @@ def test_message_over_1300_bytes_reaches_the_phone_through_kamailio(
 
         peer.send_message(account.jid, large)
         peer.send_message(account.jid, "small one after ✓")
-        agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "small one after ✓",
-                       timeout=30)
+        agent.wait_for(
+            lambda e: e["event"] == "im" and e["body"] == "small one after ✓", timeout=30
+        )
         bodies = [e["body"] for e in agent.matching(lambda e: e["event"] == "im")]
         assert bodies == [large, "small one after ✓"], (
-            kamailio.log_text()[-3000:], gateway.log_text())
+            kamailio.log_text()[-3000:],
+            gateway.log_text(),
+        )
         assert f"{bob.jid};proto=xmpp" in agent.matching(lambda e: e["event"] == "im")[0]["from"]
 
     # Kamailio's log says nothing about replies it sends; the gateway's does.

@@ -16,13 +16,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.kit.gateway import GatewayProcess
 from tests.kit.raw_ua import RawUA
 from tests.kit.tally import report
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 RATE_PER_SOURCE = 20
 BURST_PER_SOURCE = 20
@@ -53,8 +56,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     gw.cli("db", "init")
     for user in ("alice", "bob", "carol"):
         gw.cli("users", "add", f"{user}@sip.test", "--password-stdin", stdin=f"{user}pw\n")
-        gw.cli("accounts", "add", f"{user}@sip.test", f"{user}@dummy.example", "dummy",
-               "--password-stdin", stdin="x\n")
+        gw.cli(
+            "accounts",
+            "add",
+            f"{user}@sip.test",
+            f"{user}@dummy.example",
+            "dummy",
+            "--password-stdin",
+            stdin="x\n",
+        )
     gw.start()
     gw.wait_accounts("connected")
     yield gw
@@ -73,9 +83,16 @@ class SourcedUA(RawUA):
         self.port = self.sock.getsockname()[1]
 
 
-def request_bytes(method: str, ruri: str, from_user: str, port: int, *,
-                  transport: str = "UDP", extra: list[str] | None = None,
-                  body: str = "hi") -> bytes:
+def request_bytes(
+    method: str,
+    ruri: str,
+    from_user: str,
+    port: int,
+    *,
+    transport: str = "UDP",
+    extra: list[str] | None = None,
+    body: str = "hi",
+) -> bytes:
     lines = [
         f"{method} {ruri} SIP/2.0",
         f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
@@ -153,13 +170,20 @@ class Flood:
         self.sock.close()
 
 
-def victim(gateway: GatewayProcess, host: str, user: str, count: int,
-           results: list[int], pause: float = 0.15) -> None:
+def victim(
+    gateway: GatewayProcess,
+    host: str,
+    user: str,
+    count: int,
+    results: list[int],
+    pause: float = 0.15,
+) -> None:
     ua = SourcedUA(gateway, host)
     try:
         for _ in range(count):
-            status, _ = ua.authorized("MESSAGE", "sip:friend@dummy.example", f"{user}@sip.test",
-                                      user, f"{user}pw")
+            status, _ = ua.authorized(
+                "MESSAGE", "sip:friend@dummy.example", f"{user}@sip.test", user, f"{user}pw"
+            )
             results.append(status)
             time.sleep(pause)
     finally:
@@ -167,7 +191,8 @@ def victim(gateway: GatewayProcess, host: str, user: str, count: int,
 
 
 def test_udp_flood_from_one_source_is_limited_and_others_are_served(
-        gateway: GatewayProcess) -> None:
+    gateway: GatewayProcess,
+) -> None:
     flood = Flood(gateway, "127.0.0.10")
     results: list[int] = []
     other = threading.Thread(target=victim, args=(gateway, "127.0.0.2", "bob", 8, results))
@@ -175,10 +200,12 @@ def test_udp_flood_from_one_source_is_limited_and_others_are_served(
         # The flood claims to be bob, the user who keeps working from another
         # address: requests without valid credentials never count against the
         # user they name, or anyone could lock anyone out.
-        packets = (request_bytes("MESSAGE", "sip:x@dummy.example", "bob@sip.test", flood.port)
-                   if i % 2 else
-                   request_bytes("REGISTER", "sip:sip.test", "bob@sip.test", flood.port)
-                   for i in range(3000))
+        packets = (
+            request_bytes("MESSAGE", "sip:x@dummy.example", "bob@sip.test", flood.port)
+            if i % 2
+            else request_bytes("REGISTER", "sip:sip.test", "bob@sip.test", flood.port)
+            for i in range(3000)
+        )
         other.start()
         elapsed = flood.send(packets, seconds=2.0)
         other.join(TIMEOUT * 2)
@@ -189,22 +216,24 @@ def test_udp_flood_from_one_source_is_limited_and_others_are_served(
     served = flood.statuses[401] + flood.statuses[407]
     refused = flood.statuses[503]
     unanswered = flood.sent - sum(flood.statuses.values())
-    report(f"limits: UDP flood of {flood.sent} REGISTER/MESSAGE from one source in "
-           f"{elapsed:.1f}s (limit {RATE_PER_SOURCE}/s, burst {BURST_PER_SOURCE}): "
-           f"{served} served, {refused} refused 503, {unanswered} unanswered; "
-           f"another source's user: {results.count(202)}/{len(results)} MESSAGEs accepted")
+    report(
+        f"limits: UDP flood of {flood.sent} REGISTER/MESSAGE from one source in "
+        f"{elapsed:.1f}s (limit {RATE_PER_SOURCE}/s, burst {BURST_PER_SOURCE}): "
+        f"{served} served, {refused} refused 503, {unanswered} unanswered; "
+        f"another source's user: {results.count(202)}/{len(results)} MESSAGEs accepted"
+    )
     assert results == [202] * 8, results
     budget = BURST_PER_SOURCE + RATE_PER_SOURCE * (elapsed + 2.0)  # +2 s: the settling reads
     assert 0 < served <= budget, flood.statuses
     # the answer budget bounds 503s like the service budget bounds service
     assert 0 < refused <= budget, flood.statuses
     assert set(flood.statuses) <= {401, 407, 503}, flood.statuses
-    assert flood.retry_after and min(flood.retry_after) >= 1, flood.retry_after
+    assert flood.retry_after, flood.retry_after
+    assert min(flood.retry_after) >= 1, flood.retry_after
     assert unanswered > flood.sent / 2  # far beyond the limit: dropped, not reflected
 
 
-def test_user_flood_through_trusted_proxy_is_limited_per_user(
-        gateway: GatewayProcess) -> None:
+def test_user_flood_through_trusted_proxy_is_limited_per_user(gateway: GatewayProcess) -> None:
     # A fronting proxy (trusted) carries alice's flood and bob's messages from one
     # address: no per-source limit for it, but alice has her own per-user budget.
     flood = Flood(gateway, TRUSTED_PROXY)
@@ -213,16 +242,19 @@ def test_user_flood_through_trusted_proxy_is_limited_per_user(
 
     def bob_sends() -> None:
         for _ in range(5):
-            bob_results.append(bob.request("MESSAGE", "sip:friend@dummy.example",
-                                           "bob@sip.test")[0])
+            bob_results.append(
+                bob.request("MESSAGE", "sip:friend@dummy.example", "bob@sip.test")[0]
+            )
             time.sleep(0.2)
 
     other = threading.Thread(target=bob_sends)
     try:
-        packets = [request_bytes("MESSAGE", "sip:friend@dummy.example", "alice@sip.test",
-                                 flood.port) if i % 4 else
-                   request_bytes("REGISTER", "sip:sip.test", "alice@sip.test", flood.port)
-                   for i in range(400)]
+        packets = [
+            request_bytes("MESSAGE", "sip:friend@dummy.example", "alice@sip.test", flood.port)
+            if i % 4
+            else request_bytes("REGISTER", "sip:sip.test", "alice@sip.test", flood.port)
+            for i in range(400)
+        ]
         other.start()
         elapsed = flood.send(iter(packets), seconds=1.0)
         other.join(TIMEOUT * 2)
@@ -232,11 +264,13 @@ def test_user_flood_through_trusted_proxy_is_limited_per_user(
         bob.sock.close()
     served = flood.statuses[200] + flood.statuses[202]
     refused = flood.statuses[503]
-    report(f"limits: one user's flood of {flood.sent} REGISTER/MESSAGE through a trusted "
-           f"proxy in {elapsed:.1f}s (limit {RATE_PER_USER}/s, burst {BURST_PER_USER}): "
-           f"{served} served, {refused} refused 503, "
-           f"{flood.sent - served - refused} unanswered; another user through the same proxy: "
-           f"{bob_results.count(202)}/{len(bob_results)} accepted")
+    report(
+        f"limits: one user's flood of {flood.sent} REGISTER/MESSAGE through a trusted "
+        f"proxy in {elapsed:.1f}s (limit {RATE_PER_USER}/s, burst {BURST_PER_USER}): "
+        f"{served} served, {refused} refused 503, "
+        f"{flood.sent - served - refused} unanswered; another user through the same proxy: "
+        f"{bob_results.count(202)}/{len(bob_results)} accepted"
+    )
     assert bob_results == [202] * 5, bob_results
     # the trusted proxy is never limited per source: every request got an answer
     assert served + refused == flood.sent, flood.statuses
@@ -248,13 +282,21 @@ def test_user_flood_through_trusted_proxy_is_limited_per_user(
 
 def header_bomb(port: int, transport: str, count: int = 2000) -> bytes:
     # thousands of tiny fields: 5 bytes each, well under max_header_size
-    return request_bytes("OPTIONS", "sip:sip.test", "carol@sip.test", port,
-                         transport=transport, extra=["a:1"] * count, body="")
+    return request_bytes(
+        "OPTIONS",
+        "sip:sip.test",
+        "carol@sip.test",
+        port,
+        transport=transport,
+        extra=["a:1"] * count,
+        body="",
+    )
 
 
 def tcp_client(gateway: GatewayProcess, host: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=TIMEOUT,
-                                    source_address=(host, 0))
+    sock = socket.create_connection(
+        ("127.0.0.1", gateway.port), timeout=TIMEOUT, source_address=(host, 0)
+    )
     sock.settimeout(TIMEOUT)
     return sock
 
@@ -272,8 +314,11 @@ def read_all(sock: socket.socket) -> bytes:
 def tcp_options_ok(gateway: GatewayProcess, host: str) -> bool:
     with tcp_client(gateway, host) as sock:
         port = sock.getsockname()[1]
-        sock.sendall(request_bytes("OPTIONS", "sip:sip.test", "carol@sip.test", port,
-                                   transport="TCP", body=""))
+        sock.sendall(
+            request_bytes(
+                "OPTIONS", "sip:sip.test", "carol@sip.test", port, transport="TCP", body=""
+            )
+        )
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65535)
@@ -294,18 +339,29 @@ def test_header_bomb_gets_400_and_the_daemon_stays_healthy(gateway: GatewayProce
             data = read_all(sock)  # answered, then closed: framing is lost
         assert data.startswith(b"SIP/2.0 400 Bad Request: too many header fields"), data
         # a header section over max_header_size (16384 bytes) is 513 Message Too Large
-        ua.sock.sendto(request_bytes("OPTIONS", "sip:sip.test", "carol@sip.test", ua.port,
-                                     extra=["X-Padding: " + "p" * 100] * 200, body=""),
-                       ua.target)
+        ua.sock.sendto(
+            request_bytes(
+                "OPTIONS",
+                "sip:sip.test",
+                "carol@sip.test",
+                ua.port,
+                extra=["X-Padding: " + "p" * 100] * 200,
+                body="",
+            ),
+            ua.target,
+        )
         assert ua.sock.recv(65535).startswith(b"SIP/2.0 513 ")
-        status, _ = ua.authorized("MESSAGE", "sip:friend@dummy.example", "carol@sip.test",
-                                  "carol", "carolpw")
+        status, _ = ua.authorized(
+            "MESSAGE", "sip:friend@dummy.example", "carol@sip.test", "carol", "carolpw"
+        )
         assert status == 202
     finally:
         ua.sock.close()
     assert tcp_options_ok(gateway, "127.0.0.5")
-    report("limits: header bomb (2000 fields, 10 kB) -> 400 over UDP and TCP; "
-           "16 kB+ header section -> 513; daemon kept serving")
+    report(
+        "limits: header bomb (2000 fields, 10 kB) -> 400 over UDP and TCP; "
+        "16 kB+ header section -> 513; daemon kept serving"
+    )
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
@@ -326,8 +382,9 @@ def test_endless_tcp_stream_is_cut_and_others_are_served(gateway: GatewayProcess
     with tcp_client(gateway, "127.0.0.6") as sock:
         port = sock.getsockname()[1]
         # a valid start, then header lines that never end
-        start = request_bytes("OPTIONS", "sip:sip.test", "carol@sip.test", port,
-                              transport="TCP", body="").split(b"Content-Type")[0]
+        start = request_bytes(
+            "OPTIONS", "sip:sip.test", "carol@sip.test", port, transport="TCP", body=""
+        ).split(b"Content-Type")[0]
         sock.sendall(start)
         sent, cut = len(start), False
         chunk = (b"X-Endless: " + b"e" * 100 + b"\r\n") * 100
@@ -341,14 +398,22 @@ def test_endless_tcp_stream_is_cut_and_others_are_served(gateway: GatewayProcess
             cut = sent > 32 * 1024 and closed_by_peer(sock)
         assert cut, f"{sent} bytes of one header section were taken without end"
     assert tcp_options_ok(gateway, "127.0.0.7")
-    report(f"limits: endless TCP header section cut after {sent // 1024} kB sent "
-           "(max_header_size 16 kB; the rest sat in socket buffers); other connections served")
+    report(
+        f"limits: endless TCP header section cut after {sent // 1024} kB sent "
+        "(max_header_size 16 kB; the rest sat in socket buffers); other connections served"
+    )
 
 
 def test_slow_loris_is_cut_after_the_message_timeout(gateway: GatewayProcess) -> None:
     with tcp_client(gateway, "127.0.0.8") as slow:
-        partial = request_bytes("OPTIONS", "sip:sip.test", "carol@sip.test",
-                                slow.getsockname()[1], transport="TCP", body="")[:-10]
+        partial = request_bytes(
+            "OPTIONS",
+            "sip:sip.test",
+            "carol@sip.test",
+            slow.getsockname()[1],
+            transport="TCP",
+            body="",
+        )[:-10]
         began = time.monotonic()
         closed_after = None
         served_meanwhile = False
@@ -369,8 +434,10 @@ def test_slow_loris_is_cut_after_the_message_timeout(gateway: GatewayProcess) ->
     assert closed_after is not None, "a trickled, never-finished message kept its connection"
     assert closed_after >= MESSAGE_TIMEOUT
     assert served_meanwhile
-    report(f"limits: slow-loris TCP connection cut after {closed_after:.1f}s "
-           f"(tcp_message_timeout {MESSAGE_TIMEOUT}s); another connection served meanwhile")
+    report(
+        f"limits: slow-loris TCP connection cut after {closed_after:.1f}s "
+        f"(tcp_message_timeout {MESSAGE_TIMEOUT}s); another connection served meanwhile"
+    )
 
 
 def test_one_source_cannot_take_every_connection(gateway: GatewayProcess) -> None:
@@ -380,8 +447,9 @@ def test_one_source_cannot_take_every_connection(gateway: GatewayProcess) -> Non
         served = sum(tcp_options_ok_on(sock) for sock in held)
         assert served == CONNECTIONS_PER_SOURCE
         assert tcp_options_ok(gateway, "127.0.0.13")
-        through_proxy = [tcp_client(gateway, TRUSTED_PROXY)
-                         for _ in range(CONNECTIONS_PER_SOURCE * 2)]
+        through_proxy = [
+            tcp_client(gateway, TRUSTED_PROXY) for _ in range(CONNECTIONS_PER_SOURCE * 2)
+        ]
         try:
             assert all(tcp_options_ok_on(sock) for sock in through_proxy)
         finally:
@@ -390,15 +458,25 @@ def test_one_source_cannot_take_every_connection(gateway: GatewayProcess) -> Non
     finally:
         for sock in held:
             sock.close()
-    report(f"limits: {len(held)} TCP connections from one address, "
-           f"{CONNECTIONS_PER_SOURCE} served (max_connections_per_source); other addresses and "
-           "the trusted proxy unaffected")
+    report(
+        f"limits: {len(held)} TCP connections from one address, "
+        f"{CONNECTIONS_PER_SOURCE} served (max_connections_per_source); other addresses and "
+        "the trusted proxy unaffected"
+    )
 
 
 def tcp_options_ok_on(sock: socket.socket) -> bool:
     try:
-        sock.sendall(request_bytes("OPTIONS", "sip:sip.test", "carol@sip.test",
-                                   sock.getsockname()[1], transport="TCP", body=""))
+        sock.sendall(
+            request_bytes(
+                "OPTIONS",
+                "sip:sip.test",
+                "carol@sip.test",
+                sock.getsockname()[1],
+                transport="TCP",
+                body="",
+            )
+        )
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65535)

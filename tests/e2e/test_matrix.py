@@ -38,13 +38,22 @@ def setup(synapse: Synapse, tmp_path: Path) -> Iterator[dict[str, Any]]:
     n = next(_names)
     alice = synapse.create_user(f"e2ealice{n}")
     bob = synapse.create_user(f"e2ebob{n}")
-    gateway = GatewayProcess(tmp_path, extra_config=(
-        f'[protocols.matrix]\nhomeserver = "{synapse.base_url}"\nsync_timeout = 5\n'))
+    gateway = GatewayProcess(
+        tmp_path,
+        extra_config=(f'[protocols.matrix]\nhomeserver = "{synapse.base_url}"\nsync_timeout = 5\n'),
+    )
     gateway.cli("db", "init")
     gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin=SIP_PASSWORD + "\n")
     # The alias, as an account table written for the original module would have it.
-    gateway.cli("accounts", "add", "alice@sip.test", alice.user_id, "prpl-matrix",
-                "--password-stdin", stdin=alice.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        alice.user_id,
+        "prpl-matrix",
+        "--password-stdin",
+        stdin=alice.password + "\n",
+    )
     gateway.start()
     peer = MatrixPeer(synapse, bob)
     try:
@@ -75,31 +84,36 @@ def test_phone_to_matrix_and_back(setup: dict[str, Any]) -> None:
         # The phone answers the URI it was given: same room.
         mark = peer.mark()
         agent.message(im["from"].strip("<>"), "answer ✓")
-        again = peer.wait_for(lambda e: e.kind == "message" and e.body == "answer ✓",
-                              since=mark, timeout=30)
+        again = peer.wait_for(
+            lambda e: e.kind == "message" and e.body == "answer ✓", since=mark, timeout=30
+        )
         assert again.room_id == got.room_id
 
 
 def test_gateway_restart_keeps_the_device_and_replays_nothing(
-        synapse: Synapse, setup: dict[str, Any]) -> None:
+    synapse: Synapse, setup: dict[str, Any]
+) -> None:
     """The token, device and sync position are kept in the store across a restart."""
     gateway, alice, bob, peer = (setup[k] for k in ("gateway", "alice", "bob", "peer"))
     uri = f"sip:{bob.localpart}@matrix.test;proto=matrix"
     with phone(gateway) as agent:
         agent.message(uri, "first ✓")
-        room_id = peer.wait_for(lambda e: e.kind == "message" and e.body == "first ✓",
-                                timeout=30).room_id
+        room_id = peer.wait_for(
+            lambda e: e.kind == "message" and e.body == "first ✓", timeout=30
+        ).room_id
         peer.send(room_id, "before the restart")
-        agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "before the restart",
-                       timeout=30)
+        agent.wait_for(
+            lambda e: e["event"] == "im" and e["body"] == "before the restart", timeout=30
+        )
     devices = synapse.user_devices(alice.user_id)
     assert gateway.stop() == 0
     peer.send(room_id, "while the gateway was down")
     gateway.start()
     gateway.wait_accounts("connected")
     with phone(gateway) as agent:
-        agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "while the gateway was down",
-                       timeout=60)
+        agent.wait_for(
+            lambda e: e["event"] == "im" and e["body"] == "while the gateway was down", timeout=60
+        )
         agent.message(uri, "after the restart")
         peer.wait_for(lambda e: e.body == "after the restart", timeout=30)
         bodies = [e["body"] for e in agent.matching(lambda e: e["event"] == "im")]

@@ -8,13 +8,15 @@ client.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.e2e.deployment import deployment, phone
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture
@@ -97,8 +99,10 @@ def test_typing_both_ways(setup: dict[str, Any]) -> None:
 
 def test_cpim_body_is_unwrapped(setup: dict[str, Any]) -> None:
     gateway, bob, peer = setup["gateway"], setup["bob"], setup["peer"]
-    cpim = ("From: <sip:alice@sip.test>\r\nTo: <sip:" + bob.jid + ">\r\n\r\n"
-            "Content-Type: text/plain;charset=utf-8\r\n\r\nwrapped in CPIM ✓")
+    cpim = (
+        "From: <sip:alice@sip.test>\r\nTo: <sip:" + bob.jid + ">\r\n\r\n"
+        "Content-Type: text/plain;charset=utf-8\r\n\r\nwrapped in CPIM ✓"
+    )
     with phone(gateway) as agent:
         agent.message(f"sip:{bob.jid}", cpim, content_type="message/cpim")
         assert agent.wait_for(lambda e: e["event"] == "im_status")["code"] == 202
@@ -124,6 +128,8 @@ def test_accepted_message_survives_outage_and_restart(prosody: Any, setup: dict[
             prosody.start()
     gateway.start()
     gateway.wait_accounts("connected")
-    got = peer.wait_for(lambda e: e.kind == "message"
-                        and e.body == "accepted while the server was down ✓", timeout=60)
+    got = peer.wait_for(
+        lambda e: e.kind == "message" and e.body == "accepted while the server was down ✓",
+        timeout=60,
+    )
     assert got.bare == account.jid

@@ -134,40 +134,77 @@ def sipp() -> str:
     return str(binary)
 
 
-def _deploy(prosody: Any, tmp_path: Path, uas_port: int, messaging: str,
-            ) -> tuple[GatewayProcess, Any]:
+def _deploy(
+    prosody: Any,
+    tmp_path: Path,
+    uas_port: int,
+    messaging: str,
+) -> tuple[GatewayProcess, Any]:
     tag = tmp_path.name[-8:].replace("_", "").lower()
     account = prosody.create_user(f"pipealice{tag}")
     gateway = GatewayProcess(
-        tmp_path, extra_config=prosody.gateway_section() + "\n[messaging]\n" + messaging,
-        sip={"trusted": ["127.0.0.1/32"],
-             "outbound_proxy": f"sip:127.0.0.1:{uas_port};transport=tcp"})
+        tmp_path,
+        extra_config=prosody.gateway_section() + "\n[messaging]\n" + messaging,
+        sip={
+            "trusted": ["127.0.0.1/32"],
+            "outbound_proxy": f"sip:127.0.0.1:{uas_port};transport=tcp",
+        },
+    )
     gateway.cli("db", "init")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
     gateway.start()
     return gateway, account
 
 
 def _peer(prosody: Any, name: str) -> XmppPeer:
     user = prosody.create_user(name)
-    return XmppPeer(user.jid, user.password, "127.0.0.1", prosody.port,
-                    ca_file=prosody.ca_file).start()
+    return XmppPeer(
+        user.jid, user.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file
+    ).start()
 
 
 def _bare(peer: XmppPeer) -> str:
     return peer.jid.partition("/")[0]
 
 
-def _uas(sipp: str, tmp_path: Path, scenario: str, *, port: int, calls: int,
-         name: str) -> subprocess.Popen[bytes]:
+def _uas(
+    sipp: str, tmp_path: Path, scenario: str, *, port: int, calls: int, name: str
+) -> subprocess.Popen[bytes]:
     """sipp as the phone behind the outbound proxy, once it accepts connections."""
     (tmp_path / f"{name}.xml").write_text(scenario, "utf-8")
     process = subprocess.Popen(
-        [sipp, "-sf", str(tmp_path / f"{name}.xml"), "-t", "t1", "-i", "127.0.0.1",
-         "-p", str(port), "-m", str(calls), "-nostdin", "-timeout", "60s", "-timeout_error",
-         "-trace_msg", "-message_file", str(tmp_path / f"{name}.log")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sipp,
+            "-sf",
+            str(tmp_path / f"{name}.xml"),
+            "-t",
+            "t1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            str(calls),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            str(tmp_path / f"{name}.log"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -189,7 +226,9 @@ def _bodies(log: Path) -> list[str]:
 
 
 def test_a_text_too_long_is_refused_413_and_the_next_one_arrives(
-    prosody: Any, tmp_path: Path, sipp: str,
+    prosody: Any,
+    tmp_path: Path,
+    sipp: str,
 ) -> None:
     gateway, _account = _deploy(prosody, tmp_path, free_port("both"), "max_text_bytes = 200\n")
     bob = None
@@ -199,10 +238,29 @@ def test_a_text_too_long_is_refused_413_and_the_next_one_arrives(
         (tmp_path / "uac.xml").write_text(UAC.format(contact=_bare(bob), long="x" * 300), "utf-8")
         started = time.monotonic()
         uac = subprocess.run(
-            [sipp, f"127.0.0.1:{gateway.port}", "-sf", str(tmp_path / "uac.xml"), "-t", "t1",
-             "-i", "127.0.0.1", "-p", str(free_port("both")), "-m", "1", "-nostdin",
-             "-timeout", "30s", "-timeout_error"],
-            cwd=tmp_path, capture_output=True, timeout=60, check=False)
+            [
+                sipp,
+                f"127.0.0.1:{gateway.port}",
+                "-sf",
+                str(tmp_path / "uac.xml"),
+                "-t",
+                "t1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(free_port("both")),
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         assert uac.returncode == 0, (uac.stderr.decode()[-1500:], gateway.log_text()[-1500:])
         got = bob.wait_for(lambda e: e.kind == "message" and e.body is not None)
         assert got.body.strip() == "short one after the long one"
@@ -215,7 +273,9 @@ def test_a_text_too_long_is_refused_413_and_the_next_one_arrives(
 
 
 def test_a_refused_message_is_dead_lettered_without_blocking_and_retried_by_the_cli(
-    prosody: Any, tmp_path: Path, sipp: str,
+    prosody: Any,
+    tmp_path: Path,
+    sipp: str,
 ) -> None:
     uas_port = free_port("both")
     gateway, account = _deploy(prosody, tmp_path, uas_port, "retry_attempts = 3\n")
@@ -230,7 +290,10 @@ def test_a_refused_message_is_dead_lettered_without_blocking_and_retried_by_the_
         bob.send_message(account.jid, "poison pill")
         letters = _wait_letters(gateway, 1)
         assert (letters[0]["status"], letters[0]["body"], letters[0]["contact"]) == (
-            403, "poison pill", _bare(bob))
+            403,
+            "poison pill",
+            _bare(bob),
+        )
         started = time.monotonic()
         bob.send_message(account.jid, "bob after")
         carol.send_message(account.jid, "carol meanwhile")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.kit.pjsua_agent import PjsuaAgent
 from tests.e2e.deployment import deployment, phone
+from tests.kit.pjsua_agent import PjsuaAgent
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -237,10 +237,10 @@ request_route {
 @pytest.fixture
 def kamailio_presence(tmp_path: Path) -> Iterator[Any]:
     """Kamailio's presence server (presence + presence_xml on db_text)."""
-    import shutil  # noqa: PLC0415
+    import shutil
 
-    from tests.kit.kamailio import Kamailio, require_kamailio  # noqa: PLC0415
-    from tests.kit.ports import free_port  # noqa: PLC0415
+    from tests.kit.kamailio import Kamailio, require_kamailio
+    from tests.kit.ports import free_port
 
     require_kamailio()
     schema = Path("/usr/share/kamailio/dbtext/kamailio")

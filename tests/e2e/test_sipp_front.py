@@ -6,14 +6,17 @@ that exit code and on sipp's statistics, and on what the router saw.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from purplegw.actors.front.front import SipFront, StaticRouter
 from tests.kit.binaries import missing_peer
 from tests.kit.sipp import SippResult, run_sipp, sipp_binary
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 TRANSPORTS = ["udp", "tcp"]

@@ -7,14 +7,17 @@ launcher brings Kamailio up and down on a free port.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.kit.binaries import missing_peer
 from tests.kit.kamailio import Kamailio, require_kamailio
 from tests.kit.sipp import run_sipp, sipp_binary
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,4 +64,5 @@ def test_launcher_stops_kamailio(tmp_path):
     kam = Kamailio((ROOT / "bench" / "kamailio" / "sl_reply.cfg").read_text()).start()
     proc = kam.proc
     kam.stop()
-    assert proc is not None and proc.poll() is not None
+    assert proc is not None
+    assert proc.poll() is not None

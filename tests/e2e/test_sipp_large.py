@@ -8,14 +8,16 @@ and as the outbound proxy receiving the contact's 10 kB answer.
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.kit.binaries import missing_peer
+from tests.kit.gateway import GatewayProcess
 from tests.kit.ports import free_port
 from tests.kit.sipp import sipp_binary
 from tests.kit.xmpp_peer import XmppPeer
-from tests.kit.gateway import GatewayProcess
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 BODY = ("Grüße, 你好, ✓ — " * 400)[:5000].strip()  # about 10 kB of UTF-8
 
@@ -72,13 +74,24 @@ def test_ten_kilobytes_both_ways(prosody: Any, tmp_path: Path) -> None:
     account = prosody.create_user("bigalice")
     bob = prosody.create_user("bigbob")
     uas_port = free_port("both")
-    gateway = GatewayProcess(tmp_path, extra_config=prosody.gateway_section(), sip={
-        "trusted": ["127.0.0.1/32"],
-        "outbound_proxy": f"sip:127.0.0.1:{uas_port};transport=tcp",
-    })
+    gateway = GatewayProcess(
+        tmp_path,
+        extra_config=prosody.gateway_section(),
+        sip={
+            "trusted": ["127.0.0.1/32"],
+            "outbound_proxy": f"sip:127.0.0.1:{uas_port};transport=tcp",
+        },
+    )
     gateway.cli("db", "init")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
     gateway.start()
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     uas = None
@@ -88,10 +101,29 @@ def test_ten_kilobytes_both_ways(prosody: Any, tmp_path: Path) -> None:
         # SIP -> XMPP
         (tmp_path / "uac.xml").write_text(UAC.format(contact=bob.jid, body=BODY), "utf-8")
         uac = subprocess.run(
-            [sipp_binary(), f"127.0.0.1:{gateway.port}", "-sf", str(tmp_path / "uac.xml"),
-             "-t", "t1", "-i", "127.0.0.1", "-p", str(free_port("both")), "-m", "1",
-             "-nostdin", "-timeout", "30s", "-timeout_error"],
-            cwd=tmp_path, capture_output=True, timeout=60, check=False)
+            [
+                sipp_binary(),
+                f"127.0.0.1:{gateway.port}",
+                "-sf",
+                str(tmp_path / "uac.xml"),
+                "-t",
+                "t1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(free_port("both")),
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         assert uac.returncode == 0, (uac.stdout[-2000:], gateway.log_text())
         got = peer.wait_for(lambda e: e.kind == "message" and e.body is not None)
         assert got.body.rstrip("\r\n") == BODY  # sipp ends its body with a line break
@@ -99,11 +131,30 @@ def test_ten_kilobytes_both_ways(prosody: Any, tmp_path: Path) -> None:
         # XMPP -> SIP, through the outbound proxy (sipp as the UAS)
         (tmp_path / "uas.xml").write_text(UAS, "utf-8")
         uas = subprocess.Popen(
-            [sipp_binary(), "-sf", str(tmp_path / "uas.xml"), "-t", "t1", "-i", "127.0.0.1",
-             "-p", str(uas_port), "-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error",
-             "-trace_msg", "-message_file", str(tmp_path / "uas_msgs.log"),
-             ],
-            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sipp_binary(),
+                "-sf",
+                str(tmp_path / "uas.xml"),
+                "-t",
+                "t1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(uas_port),
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+                "-trace_msg",
+                "-message_file",
+                str(tmp_path / "uas_msgs.log"),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         peer.send_message(account.jid, BODY)
         assert uas.wait(60) == 0, gateway.log_text()[-1500:]
         trace = (tmp_path / "uas_msgs.log").read_text("utf-8", errors="replace")

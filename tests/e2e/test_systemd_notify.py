@@ -41,14 +41,25 @@ def receive(sock: socket.socket, timeout: float) -> tuple[float, dict[str, str]]
 
 @pytest.mark.slow
 def test_ready_after_front_and_accounts_then_watchdog_then_stopping(
-    tmp_path: Path, notify_socket: tuple[socket.socket, str],
+    tmp_path: Path,
+    notify_socket: tuple[socket.socket, str],
 ) -> None:
     sock, path = notify_socket
-    gw = GatewayProcess(tmp_path, sip={"trusted": ["127.0.0.1/32"]},
-                        extra_config="[protocols.dummy]\nenabled = true\n")
+    gw = GatewayProcess(
+        tmp_path,
+        sip={"trusted": ["127.0.0.1/32"]},
+        extra_config="[protocols.dummy]\nenabled = true\n",
+    )
     gw.cli("db", "init")
-    gw.cli("accounts", "add", "alice@sip.test", "alice@dummy", "dummy", "--password-stdin",
-           stdin="pw\n")
+    gw.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        "alice@dummy",
+        "dummy",
+        "--password-stdin",
+        stdin="pw\n",
+    )
     gw.start(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
     try:
         _, first = receive(sock, 60)
@@ -60,7 +71,7 @@ def test_ready_after_front_and_accounts_then_watchdog_then_stopping(
 
         # Pings sent while the checks above ran wait in the socket: drop them,
         # then time the next ones as they arrive.
-        sock.setblocking(False)  # noqa: FBT003
+        sock.setblocking(False)
         while True:
             try:
                 assert sock.recv(4096) == b"WATCHDOG=1"
@@ -89,8 +100,9 @@ def test_ready_after_front_and_accounts_then_watchdog_then_stopping(
         assert gw.stop() == 0, gw.log_text()
 
 
-def test_no_notify_socket_no_messages(tmp_path: Path,
-                                      notify_socket: tuple[socket.socket, str]) -> None:
+def test_no_notify_socket_no_messages(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
     """Outside systemd the daemon sends nothing (and does not fail)."""
     sock, _ = notify_socket
     gw = GatewayProcess(tmp_path)

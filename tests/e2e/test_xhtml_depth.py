@@ -40,15 +40,21 @@ def test_deeply_nested_xhtml_keeps_the_account_and_the_next_message(
         peer.send_raw(
             f"<message xmlns='jabber:client' to='{account.jid}' type='chat' id='deep-1'>"
             f"<html xmlns='{IM}'><body xmlns='{XHTML}'>"
-            + "<span>" * DEPTH + "deep ✓" + "</span>" * DEPTH
-            + "</body></html></message>")
+            + "<span>" * DEPTH
+            + "deep ✓"
+            + "</span>" * DEPTH
+            + "</body></html></message>"
+        )
         peer.send_message(account.jid, "after the deep one ✓")
 
-        agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "after the deep one ✓",
-                       timeout=30)
+        agent.wait_for(
+            lambda e: e["event"] == "im" and e["body"] == "after the deep one ✓", timeout=30
+        )
         # The deep message's text was kept, and delivered first (its user's order).
         assert [e["body"] for e in agent.matching(lambda e: e["event"] == "im")] == [
-            "deep ✓", "after the deep one ✓"], gateway.log_text()
+            "deep ✓",
+            "after the deep one ✓",
+        ], gateway.log_text()
 
     status = gateway.status()[0]
     assert status["state"] == "connected", status

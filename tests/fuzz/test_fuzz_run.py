@@ -28,12 +28,12 @@ SEED = secrets.randbelow(2**31) if _seed == "random" else int(_seed)
 
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_fuzz_target(name: str, crash_dir: Path) -> None:
-    result = fuzz(TARGETS[name], seconds=TOTAL_SECONDS / len(TARGETS), seed=SEED,
-                  crash_dir=crash_dir)
+    result = fuzz(
+        TARGETS[name], seconds=TOTAL_SECONDS / len(TARGETS), seed=SEED, crash_dir=crash_dir
+    )
     report(result.line())
-    assert not result.crashes, (
-        f"seed {SEED}, crashes saved under {crash_dir}\n\n"
-        + "\n\n".join(crash.message() for crash in result.crashes)
+    assert not result.crashes, f"seed {SEED}, crashes saved under {crash_dir}\n\n" + "\n\n".join(
+        crash.message() for crash in result.crashes
     )
     # every seed ran, then mutations (unless the budget is too small to get past the seeds)
     assert result.inputs > len(TARGETS[name].seeds()) or TOTAL_SECONDS / len(TARGETS) < 1

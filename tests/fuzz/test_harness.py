@@ -108,8 +108,9 @@ def test_expiry_not_clamped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert "granted Expires" in find_crash(TARGETS["subscription"], tmp_path)
 
 
-def test_terminated_dialog_accepting_requests(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_terminated_dialog_accepting_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     state = dialog_module.DialogState.TERMINATED
     monkeypatch.setitem(dialog_module.TRANSITIONS, (state, "request"), state)
     assert "terminated dialog" in find_crash(TARGETS["dialog"], tmp_path)
@@ -120,12 +121,14 @@ def test_reused_entity_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert "reused" in find_crash(TARGETS["publication"], tmp_path)
 
 
-def test_replay_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     gone = subscription_module.TERMINATED
     monkeypatch.setitem(subscription_module.TRANSITIONS, (gone, "notify"), gone)
-    result = fuzz(TARGETS["subscription"], seconds=BUDGET, seed=1, crash_dir=tmp_path,
-                  max_crashes=1)
+    result = fuzz(
+        TARGETS["subscription"], seconds=BUDGET, seed=1, crash_dir=tmp_path, max_crashes=1
+    )
     path = result.crashes[0].path
     assert path is not None
     assert main(["--replay", str(path)]) == 1
@@ -136,10 +139,25 @@ def test_replay_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(["--replay", str(path)]) == 0
 
 
-def test_cli_random_engine_prints_counts(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--engine", "random", "--seconds", "0.5", "--seed", "3", "--work-dir",
-                 str(tmp_path), "publication"]) == 0
+def test_cli_random_engine_prints_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "--engine",
+                "random",
+                "--seconds",
+                "0.5",
+                "--seed",
+                "3",
+                "--work-dir",
+                str(tmp_path),
+                "publication",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "seed 3" in out
     assert "fuzz publication" in out
@@ -161,6 +179,9 @@ def _int_or_sip_error(value: str) -> int:
 
 def test_strict_utf8_in_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the digest server as it was before fuzzing found it: a strict encode before hashing
-    monkeypatch.setattr(digest_module, "_h",
-                        lambda algorithm, text: digest_module.ALGORITHMS[algorithm](text.encode()))
+    monkeypatch.setattr(
+        digest_module,
+        "_h",
+        lambda algorithm, text: digest_module.ALGORITHMS[algorithm](text.encode()),
+    )
     assert "UnicodeEncodeError" in find_crash(TARGETS["digest"], tmp_path)

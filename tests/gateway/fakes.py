@@ -78,15 +78,19 @@ class FakeFront:
     def __init__(self) -> None:
         self.sent: list[tuple[Request, Any, concurrent.futures.Future[Response]]] = []
 
-    def send_request(self, request: Request,
-                     destination: Any) -> concurrent.futures.Future[Response]:
+    def send_request(
+        self, request: Request, destination: Any
+    ) -> concurrent.futures.Future[Response]:
         future: concurrent.futures.Future[Response] = concurrent.futures.Future()
         self.sent.append((request, destination, future))
         return future
 
     def requests(self, method: str, port: int | None = None) -> list[Request]:
-        return [r for r, d, _f in self.sent
-                if r.method == method and (port is None or getattr(d, "port", None) == port)]
+        return [
+            r
+            for r, d, _f in self.sent
+            if r.method == method and (port is None or getattr(d, "port", None) == port)
+        ]
 
     def notifies(self, port: int | None = None) -> list[Request]:
         return self.requests("NOTIFY", port)
@@ -100,8 +104,14 @@ class FakeFront:
 class Handle:
     """An account handle answering every request with ``outcome``."""
 
-    def __init__(self, sip_user: str, protocol: str, ext_user: str, account_id: int = 1,
-                 outcome: Outcome | None = None) -> None:
+    def __init__(
+        self,
+        sip_user: str,
+        protocol: str,
+        ext_user: str,
+        account_id: int = 1,
+        outcome: Outcome | None = None,
+    ) -> None:
         self.info = AccountInfo(account_id, sip_user, protocol, ext_user)
         self.calls: list[tuple[Any, ...]] = []
         self.outcome = outcome or Outcome(200, "ok")

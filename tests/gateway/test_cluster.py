@@ -22,13 +22,17 @@ def test_weight_is_stable() -> None:
     assert weight("gw1", "alice@example.org") == weight("gw1", "alice@example.org")
     assert weight("gw1", "alice@example.org") != weight("gw2", "alice@example.org")
     # Pinned: a different value after an upgrade would move users between nodes mid-rollout.
-    assert weight("gw1", "alice@example.org") == 0xB793A50C72DDF68F == int.from_bytes(
-        hashlib.blake2b(b"gw1\0alice@example.org", digest_size=8).digest(), "big")
+    assert (
+        weight("gw1", "alice@example.org")
+        == 0xB793A50C72DDF68F
+        == int.from_bytes(hashlib.blake2b(b"gw1\0alice@example.org", digest_size=8).digest(), "big")
+    )
     assert owner("alice@example.org", []) is None
     assert owner("alice@example.org", ["gw1"]) == "gw1"
     # The order the nodes are listed in does not matter.
     assert owner("alice@example.org", ["gw1", "gw2", "gw3"]) == owner(
-        "alice@example.org", ["gw3", "gw1", "gw2"])
+        "alice@example.org", ["gw3", "gw1", "gw2"]
+    )
 
 
 def test_spread_is_even() -> None:
@@ -42,7 +46,8 @@ def test_spread_is_even() -> None:
 @PROPERTY
 @given(CLUSTERS, NAMES)
 def test_a_joining_node_takes_about_its_share_and_only_moves_users_to_itself(
-        nodes: list[str], new: str) -> None:
+    nodes: list[str], new: str
+) -> None:
     if new in nodes:
         return
     before = assign(USERS, nodes)
@@ -82,8 +87,16 @@ def test_plan_acquires_free_and_expired_waits_for_held() -> None:
         stale_self: LeaseView("gw1", expires=110.0, epoch=7),
         other: LeaseView("", expires=0.0, epoch=1),
     }
-    result = plan(me="gw1", live=nodes, users=[free, expired, held_elsewhere, stale_self, other],
-                  leases=leases, held={}, db_now=100.0, local_now=5.0, timing=T)
+    result = plan(
+        me="gw1",
+        live=nodes,
+        users=[free, expired, held_elsewhere, stale_self, other],
+        leases=leases,
+        held={},
+        db_now=100.0,
+        local_now=5.0,
+        timing=T,
+    )
     assert sorted(result.acquire) == sorted([free, expired])
     assert sorted(result.waiting) == sorted([held_elsewhere, stale_self])
     assert (result.renew, result.release, result.fence) == ({}, {}, [])
@@ -96,8 +109,16 @@ def test_plan_renews_hands_over_on_join_and_releases_removed_users() -> None:
     held = {u: Held(epoch=1, renewed_at=10.0) for u in mine}
     removed = mine[0]
     users = mine[1:]
-    result = plan(me="gw1", live=after, users=users, leases={}, held=held, db_now=100.0,
-                  local_now=12.0, timing=T)
+    result = plan(
+        me="gw1",
+        live=after,
+        users=users,
+        leases={},
+        held=held,
+        db_now=100.0,
+        local_now=12.0,
+        timing=T,
+    )
     moving = {u for u in users if owner(u, after) == "gw3"}
     assert set(result.release) == moving | {removed}
     assert set(result.renew) == set(users) - moving
@@ -112,15 +133,32 @@ def test_plan_fences_before_the_lease_can_expire() -> None:
     assert T.fence_after == 10.0
     assert T.renew_every == 3.75
     # Two renewals may fail; at lease - margin after the last good one, log out.
-    just_before = plan(me="gw1", live=["gw1"], users=[user], leases={}, held=held,
-                       db_now=0.0, local_now=109.9, timing=T)
+    just_before = plan(
+        me="gw1",
+        live=["gw1"],
+        users=[user],
+        leases={},
+        held=held,
+        db_now=0.0,
+        local_now=109.9,
+        timing=T,
+    )
     assert just_before.renew == {user: 3}
-    at_deadline = plan(me="gw1", live=["gw1"], users=[user], leases={}, held=held,
-                       db_now=0.0, local_now=110.0, timing=T)
+    at_deadline = plan(
+        me="gw1",
+        live=["gw1"],
+        users=[user],
+        leases={},
+        held=held,
+        db_now=0.0,
+        local_now=110.0,
+        timing=T,
+    )
     assert (at_deadline.fence, at_deadline.renew, at_deadline.release) == ([user], {}, {})
     # Even when this node sees no live node at all (the database is unreachable).
-    cut_off = plan(me="gw1", live=[], users=[user], leases={}, held=held, db_now=0.0,
-                   local_now=111.0, timing=T)
+    cut_off = plan(
+        me="gw1", live=[], users=[user], leases={}, held=held, db_now=0.0, local_now=111.0, timing=T
+    )
     assert cut_off.fence == [user]
     # A short lease keeps a margin of at least a second to log out in.
     assert Timing.from_lease(3).margin == 1.0
@@ -130,14 +168,30 @@ def test_plan_drain_releases_everything_and_takes_nothing() -> None:
     nodes = ["gw1", "gw2"]
     mine = _mine("gw1", nodes, 5)
     held = {u: Held(epoch=2, renewed_at=50.0) for u in mine[:4]}
-    result = plan(me="gw1", live=nodes, users=mine, leases={}, held=held, db_now=100.0,
-                  local_now=51.0, timing=T, draining=True)
-    assert result.release == {u: 2 for u in mine[:4]}
+    result = plan(
+        me="gw1",
+        live=nodes,
+        users=mine,
+        leases={},
+        held=held,
+        db_now=100.0,
+        local_now=51.0,
+        timing=T,
+        draining=True,
+    )
+    assert result.release == dict.fromkeys(mine[:4], 2)
     assert (result.acquire, result.renew, result.fence) == ([], {}, [])
     # The survivor sees gw1 draining (not live) and takes every one of those users.
-    taker = plan(me="gw2", live=["gw2"], users=mine,
-                 leases={u: LeaseView("", 0.0, 2) for u in mine[:4]}, held={},
-                 db_now=100.0, local_now=0.0, timing=T)
+    taker = plan(
+        me="gw2",
+        live=["gw2"],
+        users=mine,
+        leases={u: LeaseView("", 0.0, 2) for u in mine[:4]},
+        held={},
+        db_now=100.0,
+        local_now=0.0,
+        timing=T,
+    )
     assert sorted(taker.acquire) == sorted(mine)
 
 
@@ -148,7 +202,15 @@ def test_one_owner_per_user_whoever_plans(nodes: list[str], salt: int) -> None:
     users = [f"u{salt}-{i}@example.org" for i in range(200)]
     takers: dict[str, list[str]] = {u: [] for u in users}
     for node in nodes:
-        for user in plan(me=node, live=nodes, users=users, leases={}, held={}, db_now=0.0,
-                         local_now=0.0, timing=T).acquire:
+        for user in plan(
+            me=node,
+            live=nodes,
+            users=users,
+            leases={},
+            held={},
+            db_now=0.0,
+            local_now=0.0,
+            timing=T,
+        ).acquire:
             takers[user].append(node)
     assert all(len(found) == 1 for found in takers.values())

@@ -50,7 +50,7 @@ class Outbox:
     def put_many(self, messages: list[Any]) -> list[int]:
         return [self.put(**vars(m)) for m in messages]
 
-    def pending(self, sip_user: str | None = None, limit: int = 1000) -> list[Any]:  # noqa: ARG002
+    def pending(self, sip_user: str | None = None, limit: int = 1000) -> list[Any]:
         return []
 
     def users_with_pending(self) -> list[str]:
@@ -70,13 +70,20 @@ class SendQueue:
 
 def rig(worker: InlineWorker) -> tuple[Gateway, SimpleNamespace, Handle]:
     handle = Handle(USER, "xmpp", "alice@example.org")
-    store = SimpleNamespace(users=SimpleNamespace(get=lambda *_: None), outbox=Outbox(),
-                            sendq=SendQueue(),
-                            subscriptions=SimpleNamespace(purge=lambda _now: 0,
-                                                          live=lambda _now: []))
-    gateway = Gateway(settings=GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"]),
-                      store=store, directory=Directory(handle), worker=worker,  # type: ignore[arg-type]
-                      canonical=str.lower, user_at_host=lambda p: p == "xmpp")
+    store = SimpleNamespace(
+        users=SimpleNamespace(get=lambda *_: None),
+        outbox=Outbox(),
+        sendq=SendQueue(),
+        subscriptions=SimpleNamespace(purge=lambda _now: 0, live=lambda _now: []),
+    )
+    gateway = Gateway(
+        settings=GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"]),
+        store=store,
+        directory=Directory(handle),
+        worker=worker,  # type: ignore[arg-type]
+        canonical=str.lower,
+        user_at_host=lambda p: p == "xmpp",
+    )
     gateway.attach(FakeFront())
     return gateway, store, handle
 
@@ -90,10 +97,12 @@ def test_requests_and_events_only_submit_and_the_worker_runs_them() -> None:
     gateway, store, handle = rig(worker)
     worker.run()  # attach's restore and outbox start
     replies: list[Response] = []
-    gateway.handle(make_request("OPTIONS", "sip:sip.test", from_=f"<sip:{USER}>"),
-                   source(), replies.append)
-    gateway.on_event("on_message", account=handle.info, contact="bob@example.org",
-                     text="hi", message_id=None)
+    gateway.handle(
+        make_request("OPTIONS", "sip:sip.test", from_=f"<sip:{USER}>"), source(), replies.append
+    )
+    gateway.on_event(
+        "on_message", account=handle.info, contact="bob@example.org", text="hi", message_id=None
+    )
     assert replies == []  # nothing ran on the caller's (front's, account's) thread
     assert store.outbox.rows == []
     assert worker.run() == 3  # the request, the event, then the outbox's group commit
@@ -111,9 +120,11 @@ def test_events_the_gateway_does_not_use_are_ignored_and_errors_are_contained() 
     gateway.on_event("stop")  # not an event name: never a method call
     assert not worker.stopped
     gateway.on_event("on_message", account=handle.info)  # missing arguments: logged
-    gateway.on_event("on_send_result", account=handle.info, message_id="m2",
-                     outcome=Outcome(200, "sent"))
+    gateway.on_event(
+        "on_send_result", account=handle.info, message_id="m2", outcome=Outcome(200, "sent")
+    )
     assert store.sendq.done_ids == ["m2"]
-    gateway.on_event("on_connection_state", account=handle.info,
-                     state=ConnectionState.CONNECTED, reason="")
+    gateway.on_event(
+        "on_connection_state", account=handle.info, state=ConnectionState.CONNECTED, reason=""
+    )
     assert store.outbox.rows == []

@@ -69,17 +69,26 @@ def store(tmp_path: Path) -> Iterator[Store]:
     tables = Tables()
     run_upgrades(db, tables)
     generate_key_file(tmp_path / "key")
-    yield Store(db=db, tables=tables,
-                accounts=AccountRepository(db, tables.accounts, PasswordCipher(tmp_path / "key")),
-                users=UserRepository(db, tables.subscribers), outbox=OutboxRepository(db))
+    yield Store(
+        db=db,
+        tables=tables,
+        accounts=AccountRepository(db, tables.accounts, PasswordCipher(tmp_path / "key")),
+        users=UserRepository(db, tables.subscribers),
+        outbox=OutboxRepository(db),
+    )
     db.close()
 
 
 @pytest.fixture
 def gateway(store: Store) -> Iterator[Gateway]:
-    gw = Gateway(settings=GatewaySettings(domain="sip.test"), store=store,
-                 directory=SimpleNamespace(get=lambda *_: None, all=list), worker=Worker(),
-                 canonical=str.lower, user_at_host=lambda p: p == "xmpp")
+    gw = Gateway(
+        settings=GatewaySettings(domain="sip.test"),
+        store=store,
+        directory=SimpleNamespace(get=lambda *_: None, all=list),
+        worker=Worker(),
+        canonical=str.lower,
+        user_at_host=lambda p: p == "xmpp",
+    )
     yield gw
     gw.stop()
 
@@ -92,7 +101,9 @@ def _wait(predicate: object, timeout: float = 10.0) -> None:
 
 
 def test_messages_received_while_the_store_is_down_reach_the_outbox_in_order(
-    store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
+    store: Store,
+    gateway: Gateway,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(messaging_module, "STORE_RETRY_DELAY", 0.05)
     gateway.on_message(ALICE, "bob@example.org", "before", None)
@@ -114,7 +125,9 @@ def test_messages_received_while_the_store_is_down_reach_the_outbox_in_order(
 
 
 def test_retry_timer_writes_held_messages_without_new_traffic(
-    store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
+    store: Store,
+    gateway: Gateway,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(messaging_module, "STORE_RETRY_DELAY", 0.05)
     outage = Outage(store.db)
@@ -127,34 +140,53 @@ def test_retry_timer_writes_held_messages_without_new_traffic(
 
 
 def test_sip_request_while_the_store_is_down_is_answered_503_at_once(
-    store: Store, gateway: Gateway,
+    store: Store,
+    gateway: Gateway,
 ) -> None:
     Outage(store.db).begin()
     source = Source("udp", "127.0.0.1", 5070, SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
-    for method, ruri, header in (("MESSAGE", "sip:bob@example.org", "Proxy-Authorization"),
-                                 ("REGISTER", "sip:sip.test", "Authorization")):
+    for method, ruri, header in (
+        ("MESSAGE", "sip:bob@example.org", "Proxy-Authorization"),
+        ("REGISTER", "sip:sip.test", "Authorization"),
+    ):
         replies: list[Response] = []
 
-        def request(extra: list[tuple[str, str]], method: str = method, ruri: str = ruri,
-                    replies: list[Response] = replies) -> None:
+        def request(
+            extra: list[tuple[str, str]],
+            method: str = method,
+            ruri: str = ruri,
+            replies: list[Response] = replies,
+        ) -> None:
             gateway.dispatch(  # on the test thread: skip the worker hop
-                make_request(method, ruri, from_="<sip:alice@sip.test>",
-                             to="<sip:alice@sip.test>", body=b"hi", content_type="text/plain",
-                             extra=extra),
-                source, replies.append)
+                make_request(
+                    method,
+                    ruri,
+                    from_="<sip:alice@sip.test>",
+                    to="<sip:alice@sip.test>",
+                    body=b"hi",
+                    content_type="text/plain",
+                    extra=extra,
+                ),
+                source,
+                replies.append,
+            )
 
         request([])  # the challenge needs no store
         nonce = re.search(r'nonce="([^"]+)"', str(replies[0].headers)).group(1)  # type: ignore[union-attr]
-        credentials = (f'Digest username="alice", realm="sip.test", nonce="{nonce}", '
-                       f'uri="{ruri}", response="{"0" * 32}", algorithm=MD5, qop=auth, '
-                       'nc=00000001, cnonce="c0ffee"')
+        credentials = (
+            f'Digest username="alice", realm="sip.test", nonce="{nonce}", '
+            f'uri="{ruri}", response="{"0" * 32}", algorithm=MD5, qop=auth, '
+            'nc=00000001, cnonce="c0ffee"'
+        )
         request([(header, credentials)])
         assert [r.status for r in replies] == [401 if method == "REGISTER" else 407, 503]
         assert replies[1].headers.get("Retry-After") == str(core_module.STORE_RETRY_AFTER)
 
 
 def test_outbox_queue_is_woken_again_when_the_store_fails_around_a_delivery(
-    store: Store, gateway: Gateway, monkeypatch: pytest.MonkeyPatch,
+    store: Store,
+    gateway: Gateway,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A delivery attempt or its bookkeeping failing on the store re-arms the retry timer.
 
@@ -168,8 +200,17 @@ def test_outbox_queue_is_woken_again_when_the_store_fails_around_a_delivery(
     gateway.messaging.retry_timers.pop((ALICE.sip_user, "")).cancel()
 
     conversation = (ALICE.sip_user, "bob@example.org")
-    message = QueuedMessage(1, ALICE.sip_user, 1, "xmpp", "bob@example.org",
-                            "text/plain;charset=UTF-8", b"hi", time.time(), 0)
+    message = QueuedMessage(
+        1,
+        ALICE.sip_user,
+        1,
+        "xmpp",
+        "bob@example.org",
+        "text/plain;charset=UTF-8",
+        b"hi",
+        time.time(),
+        0,
+    )
     gateway.messaging.in_flight.add(conversation)
     gateway.messaging.delivered(message, ok=True, status=200, text="200 OK")  # delete fails
     assert conversation in gateway.messaging.retry_timers

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from purplegw.sip.message import Request
 
 REALM = "sip.test"
-PASSWORD = "alice-pw"  # noqa: S105 - a test user's
+PASSWORD = "alice-pw"
 
 
 class Users:
@@ -43,9 +43,13 @@ def identity(**settings: object) -> tuple[Identity, Clock]:
 def request(method: str, from_user: str = "alice", auth: str | None = None) -> Request:
     header = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
     ruri = f"sip:{REALM}" if method == "REGISTER" else "sip:bob@example.org"
-    return make_request(method, ruri, from_=f"<sip:{from_user}@{REALM}>",
-                        to=f"<sip:{from_user}@{REALM}>",
-                        extra=[(header, auth)] if auth else [])
+    return make_request(
+        method,
+        ruri,
+        from_=f"<sip:{from_user}@{REALM}>",
+        to=f"<sip:{from_user}@{REALM}>",
+        extra=[(header, auth)] if auth else [],
+    )
 
 
 def refusal(ident: Identity, req: Request, host: str = "127.0.0.1") -> Refused:
@@ -63,8 +67,10 @@ def answer(challenge: str, method: str, uri: str) -> str:
     ha1 = md5(f"alice:{REALM}:{PASSWORD}")
     ha2 = md5(f"{method}:{uri}")
     response = md5(f"{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}")
-    return (f'Digest username="alice", realm="{REALM}", nonce="{nonce}", uri="{uri}", '
-            f'response="{response}", algorithm=MD5, qop=auth, nc=00000001, cnonce="c0ffee"')
+    return (
+        f'Digest username="alice", realm="{REALM}", nonce="{nonce}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5, qop=auth, nc=00000001, cnonce="c0ffee"'
+    )
 
 
 def test_a_trusted_network_speaks_for_the_user_in_from() -> None:
@@ -74,12 +80,15 @@ def test_a_trusted_network_speaks_for_the_user_in_from() -> None:
     assert refusal(ident, request("MESSAGE", "carol")).response.status == 407
 
 
-@pytest.mark.parametrize(("method", "status", "header"), [
-    ("REGISTER", 401, "WWW-Authenticate"),
-    ("MESSAGE", 407, "Proxy-Authenticate"),
-    ("PUBLISH", 407, "Proxy-Authenticate"),
-    ("SUBSCRIBE", 407, "Proxy-Authenticate"),
-])
+@pytest.mark.parametrize(
+    ("method", "status", "header"),
+    [
+        ("REGISTER", 401, "WWW-Authenticate"),
+        ("MESSAGE", 407, "Proxy-Authenticate"),
+        ("PUBLISH", 407, "Proxy-Authenticate"),
+        ("SUBSCRIBE", 407, "Proxy-Authenticate"),
+    ],
+)
 def test_no_credentials_are_challenged_per_method(method: str, status: int, header: str) -> None:
     ident, _ = identity()
     response = refusal(ident, request(method)).response
@@ -100,7 +109,9 @@ def test_valid_credentials_identify_the_user_and_from_must_match() -> None:
     auth = answer(challenge, "MESSAGE", "sip:bob@example.org")
     forged = refusal(ident, request("MESSAGE", "mallory", auth=auth)).response
     assert (forged.status, forged.reason) == (
-        403, "Forbidden: From does not match the authenticated user")
+        403,
+        "Forbidden: From does not match the authenticated user",
+    )
 
 
 def test_from_that_is_not_a_sip_user_is_a_bad_request() -> None:

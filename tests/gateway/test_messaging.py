@@ -51,9 +51,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
     tables = Tables()
     run_upgrades(db, tables)
     generate_key_file(tmp_path / "key")
-    yield Store(db=db, tables=tables,
-                accounts=AccountRepository(db, tables.accounts, PasswordCipher(tmp_path / "key")),
-                users=UserRepository(db, tables.subscribers), outbox=OutboxRepository(db))
+    yield Store(
+        db=db,
+        tables=tables,
+        accounts=AccountRepository(db, tables.accounts, PasswordCipher(tmp_path / "key")),
+        users=UserRepository(db, tables.subscribers),
+        outbox=OutboxRepository(db),
+    )
     db.close()
 
 
@@ -74,25 +78,44 @@ class Rig:
         identity = Identity(settings, store.users, self.clock)
         self.registrar = Registrar(settings, identity, self.clock)
         self.messaging = Messaging(
-            domain="sip.test", identity=identity, registrar=self.registrar,
-            addresses=AddressBook(directory, canonical=str.lower,
-                                  user_at_host=lambda p: p == "xmpp", gateway_domain="sip.test"),
-            store=store, directory=directory, worker=self.worker)
+            domain="sip.test",
+            identity=identity,
+            registrar=self.registrar,
+            addresses=AddressBook(
+                directory,
+                canonical=str.lower,
+                user_at_host=lambda p: p == "xmpp",
+                gateway_domain="sip.test",
+            ),
+            store=store,
+            directory=directory,
+            worker=self.worker,
+        )
         self.registrar.on_registered = self.messaging.registered
         self.messaging.front = self.front
 
     def register(self, port: int = 5070) -> None:
-        request = make_request("REGISTER", "sip:sip.test", from_=f"<sip:{USER}>",
-                               to=f"<sip:{USER}>",
-                               extra=[("Contact", f"<sip:alice@127.0.0.1:{port}>"),
-                                      ("Expires", "600")])
+        request = make_request(
+            "REGISTER",
+            "sip:sip.test",
+            from_=f"<sip:{USER}>",
+            to=f"<sip:{USER}>",
+            extra=[("Contact", f"<sip:alice@127.0.0.1:{port}>"), ("Expires", "600")],
+        )
         assert self.registrar.register(request, source(port)).status == 200
 
-    def message(self, body: bytes, content_type: str = "text/plain",
-                ruri: str = f"sip:{BOB}") -> list[Response]:
+    def message(
+        self, body: bytes, content_type: str = "text/plain", ruri: str = f"sip:{BOB}"
+    ) -> list[Response]:
         replies: list[Response] = []
-        request = make_request("MESSAGE", ruri, from_=f"<sip:{USER}>", to=f"<{ruri}>",
-                               body=body, content_type=content_type)
+        request = make_request(
+            "MESSAGE",
+            ruri,
+            from_=f"<sip:{USER}>",
+            to=f"<{ruri}>",
+            body=body,
+            content_type=content_type,
+        )
         self.messaging.message(request, source(), replies.append)
         return replies
 
@@ -164,7 +187,8 @@ def test_a_sip_message_is_answered_when_the_account_answers(store: Store) -> Non
     replies = rig.message(b"offline")
     rig.handle.futures[2].set(Outcome(480, "account offline"))
     assert [(r.status, r.reason) for r in replies] == [
-        (480, "Temporarily Unavailable: account offline")]
+        (480, "Temporarily Unavailable: account offline")
+    ]
 
 
 def test_message_bodies(store: Store) -> None:
@@ -173,8 +197,10 @@ def test_message_bodies(store: Store) -> None:
     assert refused.status == 415
     assert ", ".join(refused.headers.getall("Accept")) == messaging_module.ACCEPT
 
-    typing = (b'<?xml version="1.0"?><isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing">'
-              b"<state>active</state></isComposing>")
+    typing = (
+        b'<?xml version="1.0"?><isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing">'
+        b"<state>active</state></isComposing>"
+    )
     (answered,) = rig.message(typing, "application/im-iscomposing+xml")
     assert answered.status == 200
     assert rig.handle.calls[-1] == ("send_typing", BOB, TypingState.COMPOSING)

@@ -22,7 +22,7 @@ from purplegw.store.dead_letters import Direction
 from purplegw.store.outbox import NewIncoming
 from tests.gateway.fakes import Clock, Directory, FakeFront, Handle, InlineWorker
 from tests.gateway.test_core import QueuedWorker
-from tests.gateway.test_messaging import source, store
+from tests.gateway.test_messaging import source
 from tests.kit.sipmsg import make_request
 
 if TYPE_CHECKING:
@@ -46,8 +46,13 @@ class ReportingHandle(Handle):
 
 
 class Pipeline:
-    def __init__(self, store: Store, worker: InlineWorker | None = None,
-                 unsendable: Any = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker: InlineWorker | None = None,
+        unsendable: Any = None,
+        **settings: Any,
+    ) -> None:
         gateway = GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"])
         self.store = store
         self.clock = Clock()
@@ -58,27 +63,47 @@ class Pipeline:
         identity = Identity(gateway, store.users, self.clock)
         self.registrar = Registrar(gateway, identity, self.clock)
         self.messaging = Messaging(
-            domain="sip.test", identity=identity, registrar=self.registrar,
-            addresses=AddressBook(directory, canonical=str.lower,
-                                  user_at_host=lambda p: p == "xmpp", gateway_domain="sip.test"),
-            store=store, directory=directory, worker=self.worker,
-            settings=MessagingSettings(**settings), clock=self.clock,
-            unsendable=unsendable or (lambda _p, _t: None))
+            domain="sip.test",
+            identity=identity,
+            registrar=self.registrar,
+            addresses=AddressBook(
+                directory,
+                canonical=str.lower,
+                user_at_host=lambda p: p == "xmpp",
+                gateway_domain="sip.test",
+            ),
+            store=store,
+            directory=directory,
+            worker=self.worker,
+            settings=MessagingSettings(**settings),
+            clock=self.clock,
+            unsendable=unsendable or (lambda _p, _t: None),
+        )
         self.registrar.on_registered = self.messaging.registered
         self.messaging.front = self.front
 
     def register(self, port: int = 5070) -> None:
-        request = make_request("REGISTER", "sip:sip.test", from_=f"<sip:{USER}>",
-                               to=f"<sip:{USER}>",
-                               extra=[("Contact", f"<sip:alice@127.0.0.1:{port}>"),
-                                      ("Expires", "600")])
+        request = make_request(
+            "REGISTER",
+            "sip:sip.test",
+            from_=f"<sip:{USER}>",
+            to=f"<sip:{USER}>",
+            extra=[("Contact", f"<sip:alice@127.0.0.1:{port}>"), ("Expires", "600")],
+        )
         assert self.registrar.register(request, source(port)).status == 200
 
-    def message(self, body: bytes, content_type: str = "text/plain",
-                ruri: str = f"sip:{BOB}") -> list[Response]:
+    def message(
+        self, body: bytes, content_type: str = "text/plain", ruri: str = f"sip:{BOB}"
+    ) -> list[Response]:
         replies: list[Response] = []
-        request = make_request("MESSAGE", ruri, from_=f"<sip:{USER}>", to=f"<{ruri}>",
-                               body=body, content_type=content_type)
+        request = make_request(
+            "MESSAGE",
+            ruri,
+            from_=f"<sip:{USER}>",
+            to=f"<{ruri}>",
+            body=body,
+            content_type=content_type,
+        )
         self.messaging.message(request, source(), replies.append)
         return replies
 
@@ -113,7 +138,8 @@ def test_text_a_network_cannot_carry_is_refused_before_any_202(store: Store) -> 
     assert [(r.status, r.reason) for r in answers] == [
         (488, "Not Acceptable Here: text contains a NUL character"),
         (413, "Request Entity Too Large: text longer than 16 bytes"),
-        (488, "Not Acceptable Here: XML-invalid character U+001B")]
+        (488, "Not Acceptable Here: XML-invalid character U+001B"),
+    ]
     assert store.sendq.pending() == []
     assert rig.handle.calls == []  # nothing reached the account
 
@@ -129,11 +155,16 @@ def test_a_permanent_refusal_is_dead_lettered_and_the_sender_bounced(store: Stor
     rig.register()
     rig.messaging.incoming(rig.handle.info, BOB, "first", "xmpp-1")
     rig.messaging.incoming(rig.handle.info, BOB, "second", "xmpp-2")
-    (first, _d), = rig.sent()
+    ((first, _d),) = rig.sent()
     rig.answer(first, 403)
     (letter,) = store.dead_letters.list()
     assert (letter.direction, letter.contact, letter.text, letter.status, letter.message_id) == (
-        Direction.TO_SIP, BOB, "first", 403, "xmpp-1")
+        Direction.TO_SIP,
+        BOB,
+        "first",
+        403,
+        "xmpp-1",
+    )
     assert rig.bounces() == [(BOB, "xmpp-1", 403, "403 Forbidden")]
     # The conversation goes on at once: the next message is not held behind it.
     second = rig.sent()[-1][0]
@@ -256,10 +287,12 @@ def test_a_lone_silent_contact_is_still_tried(store: Store) -> None:
 # --- 2b. a queued message the network refuses: the SIP sender is told -------------------
 
 
-IMDN_REQUEST = (b"From: <sip:alice@sip.test>\r\nTo: <sip:bob@example.org>\r\n"
-                b"NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: Xs7Tf3\r\n"
-                b"imdn.Disposition-Notification: positive-delivery, negative-delivery\r\n\r\n"
-                b"Content-Type: text/plain\r\n\r\nhello bob")
+IMDN_REQUEST = (
+    b"From: <sip:alice@sip.test>\r\nTo: <sip:bob@example.org>\r\n"
+    b"NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: Xs7Tf3\r\n"
+    b"imdn.Disposition-Notification: positive-delivery, negative-delivery\r\n\r\n"
+    b"Content-Type: text/plain\r\n\r\nhello bob"
+)
 
 
 def test_a_queued_message_refused_later_gives_an_imdn_when_asked(store: Store) -> None:
@@ -272,13 +305,16 @@ def test_a_queued_message_refused_later_gives_an_imdn_when_asked(store: Store) -
     assert store.sendq.pending() == []
     (letter,) = store.dead_letters.list()
     assert (letter.direction, letter.text, letter.status) == (
-        Direction.TO_NETWORK, "hello bob", 488)
+        Direction.TO_NETWORK,
+        "hello bob",
+        488,
+    )
     (report,) = store.outbox.pending(USER)
     assert report.content_type == "message/cpim"
     assert b"<message-id>Xs7Tf3</message-id>" in report.body
     assert b"<delivery-notification><status><failed/></status>" in report.body
     rig.register()
-    (sent, _d), = rig.sent()
+    ((sent, _d),) = rig.sent()
     assert (sent.headers.get("From") or "").startswith(f"<sip:{BOB};proto=xmpp>")
     rig.answer(sent, 415)  # the phone does not take it: no bounce for our own report
     assert rig.bounces() == []
@@ -401,17 +437,18 @@ def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:
     rig.messaging.receipt(rig.handle.info, BOB, message_id)  # a duplicate receipt
     assert len(store.outbox.pending(USER)) == 1
 
-    displayed = (b"From: <sip:alice@sip.test>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
-                 b"imdn.Message-ID: n1\r\n\r\nContent-Type: message/imdn+xml\r\n\r\n"
-                 b'<imdn xmlns="urn:ietf:params:xml:ns:imdn"><message-id>xmpp-7</message-id>'
-                 b"<display-notification><status><displayed/></status>"
-                 b"</display-notification></imdn>")
+    displayed = (
+        b"From: <sip:alice@sip.test>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
+        b"imdn.Message-ID: n1\r\n\r\nContent-Type: message/imdn+xml\r\n\r\n"
+        b'<imdn xmlns="urn:ietf:params:xml:ns:imdn"><message-id>xmpp-7</message-id>'
+        b"<display-notification><status><displayed/></status>"
+        b"</display-notification></imdn>"
+    )
     (answer,) = rig.message(displayed, "message/cpim")
     assert answer.status == 200
     assert rig.handle.calls[-1] == ("send_receipt", BOB, "xmpp-7", "displayed")
 
-    rig.messaging.incoming(rig.handle.info, CAROL, "written earlier", "c1",
-                           sent_at=1_700_000_000.0)
+    rig.messaging.incoming(rig.handle.info, CAROL, "written earlier", "c1", sent_at=1_700_000_000.0)
     stamped = store.outbox.pending(USER)[-1]
     assert stamped.content_type == "message/cpim"
     assert b"DateTime: 2023-11-14T22:13:20Z" in stamped.body

@@ -42,25 +42,46 @@ def rig(store: Store) -> Rig:
     return Rig(store, handles=[xmpp, irc])
 
 
-def list_subscribe(  # noqa: PLR0913 - one knob per header
-        rig: Rig, *, user: str = "alice", supported: str | None = "eventlist",
-                   expires: int = 600, to_tag: str | None = None, cseq: int = 1,
-                   target: str = LIST) -> Response:
-    extra = [("Event", "presence"), ("Expires", str(expires)),
-             ("Contact", "<sip:alice@127.0.0.1:5090>"),
-             ("Accept", "application/rlmi+xml, multipart/related, application/pidf+xml")]
+def list_subscribe(
+    rig: Rig,
+    *,
+    user: str = "alice",
+    supported: str | None = "eventlist",
+    expires: int = 600,
+    to_tag: str | None = None,
+    cseq: int = 1,
+    target: str = LIST,
+) -> Response:
+    extra = [
+        ("Event", "presence"),
+        ("Expires", str(expires)),
+        ("Contact", "<sip:alice@127.0.0.1:5090>"),
+        ("Accept", "application/rlmi+xml, multipart/related, application/pidf+xml"),
+    ]
     if supported is not None:
         extra.append(("Supported", supported))
-    return rig.request(make_request(
-        "SUBSCRIBE", target, from_=f"<sip:{user}@sip.test>", from_tag="lt", to=f"<{target}>",
-        to_tag=to_tag, call_id="list-1", cseq=cseq, extra=extra), port=5090)
+    return rig.request(
+        make_request(
+            "SUBSCRIBE",
+            target,
+            from_=f"<sip:{user}@sip.test>",
+            from_tag="lt",
+            to=f"<{target}>",
+            to_tag=to_tag,
+            call_id="list-1",
+            cseq=cseq,
+            extra=extra,
+        ),
+        port=5090,
+    )
 
 
 def read(notify: Request) -> tuple[ET.Element, dict[str, Any]]:
     """The RLMI root and the PIDF presence per resource URI of a list NOTIFY."""
     content_type = notify.headers.get("Content-Type") or ""
     message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + notify.body)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + notify.body
+    )
     parts = {p["Content-ID"]: p.get_payload(decode=True) for p in message.iter_parts()}
     root = ET.fromstring(parts[message.get_param("start")])  # noqa: S314 - the gateway's own
     states = {}
@@ -71,7 +92,9 @@ def read(notify: Request) -> tuple[ET.Element, dict[str, Any]]:
         states[resource.get("uri")] = (
             instance.get("state"),
             pidf_to_presence(parse_pidf(parts[f"<{cid}>"], "application/pidf+xml"))
-            if cid else None)
+            if cid
+            else None,
+        )
     return root, states
 
 
@@ -107,8 +130,9 @@ def test_full_state_then_partial_notifies_then_unsubscribe(store: Store) -> None
     assert states[bob_uri][0] == "active"
     assert (states[bob_uri][1].status, states[bob_uri][1].note) == (Status.AWAY, "lunch")
     assert states[carol_uri] == ("terminated", None)
-    names = {r.get("uri"): r.findtext("r:name", namespaces=NS)
-             for r in root.findall("r:resource", NS)}
+    names = {
+        r.get("uri"): r.findtext("r:name", namespaces=NS) for r in root.findall("r:resource", NS)
+    }
     assert names[bob_uri] == "bob@example.org"
 
     # A change of one contact: a partial NOTIFY naming it only.
@@ -148,7 +172,7 @@ def test_other_uris_of_the_domain_are_not_lists(store: Store) -> None:
     r = rig(store)
     assert r.presence.buddylists is not None
     owner_of = r.presence.buddylists.owner_of
-    from purplegw.sip.uri import parse_uri  # noqa: PLC0415 - local to this check
+    from purplegw.sip.uri import parse_uri
 
     assert owner_of(parse_uri(LIST)) == USER
     assert owner_of(parse_uri("sip:-buddies@sip.test")) is None

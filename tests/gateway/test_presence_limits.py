@@ -34,10 +34,17 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def subscribe_to(rig: Rig, target: str, port: int, *, expires: int = 600) -> Response:
     return rig.request(
         make_request(
-            "SUBSCRIBE", target, from_=f"<sip:{USER}>", from_tag=f"ft{port}",
-            to=f"<{target}>", call_id=f"sub-{port}",
-            extra=[("Event", "presence"), ("Expires", str(expires)),
-                   ("Contact", f"<sip:alice@127.0.0.1:{port}>")],
+            "SUBSCRIBE",
+            target,
+            from_=f"<sip:{USER}>",
+            from_tag=f"ft{port}",
+            to=f"<{target}>",
+            call_id=f"sub-{port}",
+            extra=[
+                ("Event", "presence"),
+                ("Expires", str(expires)),
+                ("Contact", f"<sip:alice@127.0.0.1:{port}>"),
+            ],
         ),
         port=port,
     )
@@ -65,14 +72,12 @@ def test_new_subscriptions_beyond_the_cap_get_403_and_nothing_is_kept(store: Sto
     rig = Rig(store, PresenceSettings(max_subscriptions_per_user=3))
     tags = [rig.subscribe(port).to.tag for port in (5071, 5072, 5073)]
     refused = rig.subscribe(5074)
-    assert (refused.status, refused.reason) == (
-        403, "Forbidden: at most 3 subscriptions per user")
+    assert (refused.status, refused.reason) == (403, "Forbidden: at most 3 subscriptions per user")
     assert store.subscriptions.count() == 3
     assert not rig.front.notifies(5074)
     # Refreshes pass, and an unsubscribe frees a slot.
     assert rig.subscribe(5071, to_tag=tags[0], call_id="sub-5071", cseq=2).status == 200
-    assert rig.subscribe(5072, expires=0, to_tag=tags[1], call_id="sub-5072",
-                         cseq=2).status == 200
+    assert rig.subscribe(5072, expires=0, to_tag=tags[1], call_id="sub-5072", cseq=2).status == 200
     assert rig.subscribe(5074).status == 200
     assert rig.presence.watch_count == {USER: 3}
 
@@ -126,8 +131,7 @@ def test_an_expired_pending_subscription_restored_after_a_restart_is_withdrawn(
 def test_an_invalid_irc_nick_gets_404_before_anything_is_kept(store: Store) -> None:
     irc = Handle(USER, "irc", "alice@irc.test", account_id=2)
     rig = Rig(store, handles=[irc])
-    rig.presence.contact_error = contact_checker(
-        load_adapters(check_environment=False).canonical)
+    rig.presence.contact_error = contact_checker(load_adapters(check_environment=False).canonical)
     for port, nick in enumerate(("bad%0D%0AQUIT", "has%20space", "%23chan", "x" * 65), 5071):
         refused = subscribe_to(rig, f"sip:{nick}@irc.test;proto=irc", port)
         assert (refused.status, refused.reason) == (404, "Not Found: not a valid IRC nick")

@@ -147,7 +147,7 @@ class Rig:
             )
         )
 
-    def subscribe(  # noqa: PLR0913 - one knob per header
+    def subscribe(
         self,
         port: int,
         *,
@@ -244,9 +244,7 @@ def test_closed_logs_out_open_logs_in_and_expiry_logs_out(store: Store) -> None:
         ("login",),
         ("set_presence", Presence(Status.AVAILABLE, "back")),
     ]
-    rig.fire(
-        lambda k: k == ("presence", f"publication:{etag.headers.get('SIP-ETag')}")
-    )
+    rig.fire(lambda k: k == ("presence", f"publication:{etag.headers.get('SIP-ETag')}"))
     assert rig.handle.calls[-1] == ("logout",)
     assert rig.presence.publications.states(USER) == []
 
@@ -463,7 +461,6 @@ def test_subscriptions_survive_a_restart(store: Store) -> None:
     again.gateway.stop()
 
 
-
 def test_cseq_stays_increasing_across_a_restart_after_many_notifies(store: Store) -> None:
     """CSeqs are reserved in blocks; a restart past a block boundary still goes up."""
     rig = Rig(store)
@@ -471,7 +468,8 @@ def test_cseq_stays_increasing_across_a_restart_after_many_notifies(store: Store
     for n in range(CSEQ_BLOCK + 20):
         status = Status.AWAY if n % 2 else Status.BUSY
         rig.gateway.on_contact_presence(
-            rig.account(), ContactPresence(BOB, {"": Presence(status, f"n{n}")}))
+            rig.account(), ContactPresence(BOB, {"": Presence(status, f"n{n}")})
+        )
     sent = [n.cseq.number for n in rig.front.notifies(5071)]
     assert sent == sorted(set(sent))
     assert max(sent) > CSEQ_BLOCK  # the store's first reservation was used up
@@ -479,10 +477,12 @@ def test_cseq_stays_increasing_across_a_restart_after_many_notifies(store: Store
 
     again = Rig(store, clock=rig.clock)
     again.gateway.on_contact_presence(
-        again.account(), ContactPresence(BOB, {"": Presence(Status.AVAILABLE, "after")}))
+        again.account(), ContactPresence(BOB, {"": Presence(Status.AVAILABLE, "after")})
+    )
     (after,) = again.front.notifies(5071)
     assert after.cseq.number > max(sent)
     again.gateway.stop()
+
 
 # --- authorization requests ----------------------------------------------------------
 
@@ -559,7 +559,7 @@ def _fuzz_seeds() -> list[Path]:
 def test_mangled_presence_bodies_get_200_or_a_clear_4xx_never_an_error(
     store: Store, seed: Path
 ) -> None:
-    import random  # noqa: PLC0415
+    import random
 
     rng = random.Random(seed.name)  # noqa: S311 - reproducible mutations, not crypto
     original = seed.read_bytes()

@@ -37,8 +37,9 @@ SLOTS = 64 * SCALE  # fewer than SOURCES * PER_SOURCE
 LEGIT = "127.0.0.200"
 
 
-def request(method: str, ruri: str, from_user: str, *, via: str, contact: str = "",
-            body: str = "") -> bytes:
+def request(
+    method: str, ruri: str, from_user: str, *, via: str, contact: str = "", body: str = ""
+) -> bytes:
     lines = [
         f"{method} {ruri} SIP/2.0",
         f"Via: SIP/2.0/{via};branch=z9hG4bK{uuid.uuid4().hex};rport",
@@ -94,8 +95,15 @@ class Phone:
             reg.connect(("127.0.0.1", gateway_port))
             self.port = reg.getsockname()[1]
             contact = f"sip:fine@{PHONE}:{self.port};transport=tcp"
-            reg.sendall(request("REGISTER", "sip:sip.test", "fine@sip.test",
-                                via=f"TCP {PHONE}:{self.port}", contact=contact))
+            reg.sendall(
+                request(
+                    "REGISTER",
+                    "sip:sip.test",
+                    "fine@sip.test",
+                    via=f"TCP {PHONE}:{self.port}",
+                    contact=contact,
+                )
+            )
             self.registered = status_of(read_message(reg))
             # Reset rather than close: no TIME_WAIT holding the port we listen on next.
             reg.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -115,11 +123,18 @@ class Phone:
                     data = read_message(conn, timeout=60)
                     self.received.append(data)
                     head = data.split(b"\r\n\r\n", 1)[0].decode()
-                    keep = [ln for ln in head.split("\r\n")[1:]
-                            if ln.split(":", 1)[0].lower() in ("via", "from", "to", "call-id",
-                                                               "cseq")]
-                    conn.sendall(("SIP/2.0 200 OK\r\n" + "\r\n".join(keep)
-                                  + "\r\nContent-Length: 0\r\n\r\n").encode())
+                    keep = [
+                        ln
+                        for ln in head.split("\r\n")[1:]
+                        if ln.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")
+                    ]
+                    conn.sendall(
+                        (
+                            "SIP/2.0 200 OK\r\n"
+                            + "\r\n".join(keep)
+                            + "\r\nContent-Length: 0\r\n\r\n"
+                        ).encode()
+                    )
 
     def close(self) -> None:
         self.server.close()
@@ -142,15 +157,23 @@ def slow_connection(source: str, port: int) -> socket.socket | None:
 def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(
         tmp_path,
-        sip={"trusted": ["127.0.0.1/32", f"{PHONE}/32"], "max_connections": SLOTS,
-             "max_connections_per_source": PER_SOURCE, "max_outgoing_connections": 8,
-             "tcp_message_timeout": 120.0, "evict_busiest": request.param,
-             "rate_per_source": 0.0},
-        extra_config="[protocols.dummy]\nenabled = true", log_level="INFO")
+        sip={
+            "trusted": ["127.0.0.1/32", f"{PHONE}/32"],
+            "max_connections": SLOTS,
+            "max_connections_per_source": PER_SOURCE,
+            "max_outgoing_connections": 8,
+            "tcp_message_timeout": 120.0,
+            "evict_busiest": request.param,
+            "rate_per_source": 0.0,
+        },
+        extra_config="[protocols.dummy]\nenabled = true",
+        log_level="INFO",
+    )
     gw.evict = request.param  # type: ignore[attr-defined]
     gw.cli("db", "init")
-    gw.cli("accounts", "add", "fine@sip.test", "fine@dummy", "dummy", "--password-stdin",
-           stdin="pw\n")
+    gw.cli(
+        "accounts", "add", "fine@sip.test", "fine@dummy", "dummy", "--password-stdin", stdin="pw\n"
+    )
     gw.start()
     gw.wait_accounts("connected")
     yield gw
@@ -165,16 +188,27 @@ def legit_exchange(port: int) -> list[int]:
         sock.connect(("127.0.0.1", port))
         statuses = []
         for method in ("OPTIONS", "MESSAGE"):
-            sock.sendall(request(method, f"sip:echo@127.0.0.1:{port}", "mallory@sip.test",
-                                 via=f"TCP {LEGIT}:5060", body="hi" if method == "MESSAGE" else ""))
+            sock.sendall(
+                request(
+                    method,
+                    f"sip:echo@127.0.0.1:{port}",
+                    "mallory@sip.test",
+                    via=f"TCP {LEGIT}:5060",
+                    body="hi" if method == "MESSAGE" else "",
+                )
+            )
             statuses.append(status_of(read_message(sock)))
         return statuses
 
 
 def test_spread_out_slow_connections_do_not_starve_anyone(gateway: GatewayProcess) -> None:
     port = gateway.port
-    attackers = [s for i in range(SOURCES) for _ in range(PER_SOURCE)
-                 if (s := slow_connection(f"127.0.0.{10 + i}", port)) is not None]
+    attackers = [
+        s
+        for i in range(SOURCES)
+        for _ in range(PER_SOURCE)
+        if (s := slow_connection(f"127.0.0.{10 + i}", port)) is not None
+    ]
     try:
         assert len(attackers) == SOURCES * PER_SOURCE > SLOTS
         time.sleep(0.5)  # let the gateway register every one of them
@@ -196,9 +230,16 @@ def test_spread_out_slow_connections_do_not_starve_anyone(gateway: GatewayProces
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 udp.bind(("127.0.0.1", 0))
                 udp.settimeout(10)
-                udp.sendto(request("MESSAGE", "sip:echo@dummy", "fine@sip.test",
-                                   via=f"UDP 127.0.0.1:{udp.getsockname()[1]}",
-                                   body="echo me"), ("127.0.0.1", port))
+                udp.sendto(
+                    request(
+                        "MESSAGE",
+                        "sip:echo@dummy",
+                        "fine@sip.test",
+                        via=f"UDP 127.0.0.1:{udp.getsockname()[1]}",
+                        body="echo me",
+                    ),
+                    ("127.0.0.1", port),
+                )
                 assert status_of(udp.recv(65535)) == 202
             deadline = time.monotonic() + 20
             while not phone.received and time.monotonic() < deadline:

@@ -38,13 +38,23 @@ def ngircd() -> Iterator[Ngircd]:
 
 @pytest.fixture
 def gateway(ngircd: Ngircd, tmp_path: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(tmp_path, extra_config=(
-        f'[protocols.irc]\ntls = false\nserver = "127.0.0.1:{ngircd.port}"\n'
-        "ison_interval = 1\n"))
+    gw = GatewayProcess(
+        tmp_path,
+        extra_config=(
+            f'[protocols.irc]\ntls = false\nserver = "127.0.0.1:{ngircd.port}"\nison_interval = 1\n'
+        ),
+    )
     gw.cli("db", "init")
     gw.cli("users", "add", "alice@sip.test", "--password-stdin", stdin=SIP_PASSWORD + "\n")
-    gw.cli("accounts", "add", "alice@sip.test", f"{GW_NICK}@127.0.0.1", "irc",
-           "--password-stdin", stdin="\n")
+    gw.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        f"{GW_NICK}@127.0.0.1",
+        "irc",
+        "--password-stdin",
+        stdin="\n",
+    )
     gw.start()
     gw.wait_accounts("connected")
     yield gw
@@ -55,8 +65,10 @@ def test_irc_controls_reach_the_phone_clean(ngircd: Ngircd, gateway: GatewayProc
     async def irc_user() -> None:
         peer = await RawIrcClient("127.0.0.1", ngircd.port, "mallory").connect()
         try:
-            peer.send(f"PRIVMSG {GW_NICK} :\x02\x0304,01ALERT\x0f\x07\x07\x07 "
-                      "\x1b[2J\x1b[31mred\x1b[0m \u202eevil\u202c \x1ddone\x1d")
+            peer.send(
+                f"PRIVMSG {GW_NICK} :\x02\x0304,01ALERT\x0f\x07\x07\x07 "
+                "\x1b[2J\x1b[31mred\x1b[0m \u202eevil\u202c \x1ddone\x1d"
+            )
             peer.send(f"PRIVMSG {GW_NICK} :plain after")
             await peer._writer.drain()
             await asyncio.sleep(1)
@@ -74,15 +86,27 @@ def test_irc_controls_reach_the_phone_clean(ngircd: Ngircd, gateway: GatewayProc
 
 def test_nul_and_bad_nicks_are_refused_with_4xx(ngircd: Ngircd, gateway: GatewayProcess) -> None:
     ua = RawUA(gateway)
-    status, data = ua.authorized("MESSAGE", "sip:bob@127.0.0.1;proto=irc", "alice@sip.test",
-                                 "alice", SIP_PASSWORD, body="secret\x00QUIT :x")
+    status, data = ua.authorized(
+        "MESSAGE",
+        "sip:bob@127.0.0.1;proto=irc",
+        "alice@sip.test",
+        "alice",
+        SIP_PASSWORD,
+        body="secret\x00QUIT :x",
+    )
     assert status == 488, data
     reason = data.split("\r\n", 1)[0]
     assert "secret" not in reason, reason
     assert "QUIT" not in reason, reason
     assert "NUL" in reason
-    status, data = ua.authorized("MESSAGE", "sip:bob%0D%0AQUIT@127.0.0.1;proto=irc",
-                                 "alice@sip.test", "alice", SIP_PASSWORD, body="hi")
+    status, data = ua.authorized(
+        "MESSAGE",
+        "sip:bob%0D%0AQUIT@127.0.0.1;proto=irc",
+        "alice@sip.test",
+        "alice",
+        SIP_PASSWORD,
+        body="hi",
+    )
     assert 400 <= status < 500, data
     assert "QUIT" not in data.split("\r\n", 1)[0]
     # The account is still connected and delivers to a valid nick.
@@ -91,9 +115,17 @@ def test_nul_and_bad_nicks_are_refused_with_4xx(ngircd: Ngircd, gateway: Gateway
         peer = await RawIrcClient("127.0.0.1", ngircd.port, "bob").connect()
         try:
             loop = asyncio.get_running_loop()
-            status, data = await loop.run_in_executor(None, lambda: ua.authorized(
-                "MESSAGE", "sip:bob@127.0.0.1;proto=irc", "alice@sip.test", "alice",
-                SIP_PASSWORD, body="still works"))
+            status, data = await loop.run_in_executor(
+                None,
+                lambda: ua.authorized(
+                    "MESSAGE",
+                    "sip:bob@127.0.0.1;proto=irc",
+                    "alice@sip.test",
+                    "alice",
+                    SIP_PASSWORD,
+                    body="still works",
+                ),
+            )
             assert status == 202, data
             await peer.wait_line(lambda ln: ln.endswith("PRIVMSG bob :still works"))
         finally:

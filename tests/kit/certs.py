@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def write_self_signed_cert(cert_path: Path, key_path: Path, host: str, *,
-                           loopback: bool = True) -> None:
+def write_self_signed_cert(
+    cert_path: Path, key_path: Path, host: str, *, loopback: bool = True
+) -> None:
     """A certificate for ``host``, ``localhost`` and 127.0.0.1 that is its own CA.
 
     Clients verify the server by trusting ``cert_path`` as their CA file, so
@@ -50,6 +51,10 @@ def write_self_signed_cert(cert_path: Path, key_path: Path, host: str, *,
         .sign(key, hashes.SHA256())
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )

@@ -38,8 +38,9 @@ def main() -> None:
     def one_input(data: bytes) -> None:
         target.run(data, None)
 
-    atheris.Setup([sys.argv[0], f"-max_len={target.max_len}", *sys.argv[3:], str(corpus)],
-                  one_input)
+    atheris.Setup(
+        [sys.argv[0], f"-max_len={target.max_len}", *sys.argv[3:], str(corpus)], one_input
+    )
     atheris.Fuzz()
 
 

@@ -63,7 +63,13 @@ class GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
         result = subprocess.run(
             [sys.executable, "-m", "purplegw", "--config", str(self.config), *args],
-            input=stdin, capture_output=True, text=True, timeout=60, env=env, check=False)
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"purplegw {' '.join(args)} failed: {result.stderr}")
         return result
@@ -75,13 +81,18 @@ class GatewayProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "purplegw", "--config", str(self.config), "run"],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         return self
 
     def status(self) -> list[dict[str, Any]]:
         return json.loads(self.cli("status", "--json").stdout)
 
-    def wait_accounts(self, state: str = "connected", timeout: float = 60.0) -> list[dict[str, Any]]:
+    def wait_accounts(
+        self, state: str = "connected", timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:

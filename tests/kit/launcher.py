@@ -16,7 +16,8 @@ def launch(argv: Sequence[str], *, cwd: Path, output: Path) -> subprocess.Popen[
     """Run a server in the foreground, its output in ``output``."""
     with output.open("wb") as out:
         return subprocess.Popen(  # argv built by the launcher modules
-            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
+            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
+        )
 
 
 def accepts(host: str, port: int) -> bool:
@@ -27,8 +28,13 @@ def accepts(host: str, port: int) -> bool:
         return False
 
 
-def wait_listening(proc: subprocess.Popen[bytes], host: str, ports: Sequence[int],
-                   timeout: float, fail: Callable[[str], Exception]) -> None:
+def wait_listening(
+    proc: subprocess.Popen[bytes],
+    host: str,
+    ports: Sequence[int],
+    timeout: float,
+    fail: Callable[[str], Exception],
+) -> None:
     """Return once every port accepts TCP; raise ``fail(reason)`` if the server dies or is late."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

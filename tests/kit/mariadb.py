@@ -40,7 +40,9 @@ class MariaDB:
     def __init__(self, base_dir: Path | None = None, *, tls: bool = False) -> None:
         binaries = mariadb_binaries()
         if binaries is None:
-            raise FileNotFoundError("mariadbd / mariadb-install-db not found (Debian: mariadb-server)")
+            raise FileNotFoundError(
+                "mariadbd / mariadb-install-db not found (Debian: mariadb-server)"
+            )
         self.server_bin, self.install_bin = binaries
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="purplegw-mariadb-"))
@@ -54,22 +56,42 @@ class MariaDB:
     def start(self, timeout: float = 30.0) -> MariaDB:
         if not (self.data_dir / "mysql").exists():
             subprocess.run(
-                [self.install_bin, "--no-defaults", f"--datadir={self.data_dir}",
-                 "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"],
-                check=True, capture_output=True, timeout=120)
+                [
+                    self.install_bin,
+                    "--no-defaults",
+                    f"--datadir={self.data_dir}",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                    "--user=root",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
         tls_args: list[str] = []
         if self.tls:
             if not self.cert_file.exists():
                 write_self_signed_cert(self.cert_file, self.key_file, "127.0.0.1")
             tls_args = [f"--ssl-cert={self.cert_file}", f"--ssl-key={self.key_file}"]
         self.process = subprocess.Popen(  # our own arguments
-            [self.server_bin, "--no-defaults", f"--datadir={self.data_dir}", *tls_args,
-             f"--socket={self.base_dir / 'mysqld.sock'}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
-             "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
-             f"--pid-file={self.base_dir / 'mysqld.pid'}",
-             f"--log-error={self.base_dir / 'error.log'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.server_bin,
+                "--no-defaults",
+                f"--datadir={self.data_dir}",
+                *tls_args,
+                f"--socket={self.base_dir / 'mysqld.sock'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=32M",
+                "--skip-name-resolve",
+                f"--pid-file={self.base_dir / 'mysqld.pid'}",
+                f"--log-error={self.base_dir / 'error.log'}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self._wait_ready(timeout)
         self._root_sql(
             f"CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'",
@@ -85,11 +107,14 @@ class MariaDB:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"mariadbd exited ({self.process.returncode}):\n{self.log()}")
             try:
-                pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
-                                connect_timeout=1).close()
+                pymysql.connect(
+                    host="127.0.0.1", port=self.port, user="root", password="", connect_timeout=1
+                ).close()
             except pymysql.err.OperationalError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"mariadbd not ready after {timeout}s:\n{self.log()}") from None
+                    raise TimeoutError(
+                        f"mariadbd not ready after {timeout}s:\n{self.log()}"
+                    ) from None
                 time.sleep(0.1)
             else:
                 return
@@ -97,8 +122,9 @@ class MariaDB:
     def _root_sql(self, *statements: str) -> None:
         import pymysql
 
-        conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
-                               autocommit=True)
+        conn = pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", password="", autocommit=True
+        )
         try:
             with conn.cursor() as cursor:
                 for statement in statements:
@@ -108,8 +134,9 @@ class MariaDB:
 
     def create_database(self, name: str) -> str:
         """A fresh, empty database; returns its mysql:// URL for the test user."""
-        self._root_sql(f"DROP DATABASE IF EXISTS `{name}`",
-                       f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        self._root_sql(
+            f"DROP DATABASE IF EXISTS `{name}`", f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+        )
         return self.url(name)
 
     def url(self, database: str) -> str:

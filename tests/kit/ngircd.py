@@ -130,8 +130,13 @@ class Ngircd:
         self.proc = launch([binary, "-n", "-f", str(conf)], cwd=run_dir, output=self.log_path)
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
         try:
-            wait_listening(self.proc, self.host, ports, timeout,
-                           lambda why: NgircdError(f"ngircd {why}:\n{self.log()}"))
+            wait_listening(
+                self.proc,
+                self.host,
+                ports,
+                timeout,
+                lambda why: NgircdError(f"ngircd {why}:\n{self.log()}"),
+            )
         except NgircdError:
             self.stop()
             raise

@@ -48,8 +48,12 @@ class PjsuaAgent:
     def start(cls, transport: str = "udp") -> PjsuaAgent:
         process = subprocess.Popen(  # our own module
             [sys.executable, "-m", "tests.kit.pjsua_agent", transport],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, bufsize=1)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
         return cls(process, transport)
 
     def _read(self) -> None:
@@ -93,11 +97,27 @@ class PjsuaAgent:
 
     # commands
 
-    def account(self, id_uri: str, *, registrar: str | None = None, username: str = "",
-                password: str = "", proxy: str | None = None, register: bool = True,
-                publish: bool = False) -> None:
-        self.send(cmd="account", id=id_uri, registrar=registrar, username=username,
-                  password=password, proxy=proxy, register=register, publish=publish)
+    def account(
+        self,
+        id_uri: str,
+        *,
+        registrar: str | None = None,
+        username: str = "",
+        password: str = "",
+        proxy: str | None = None,
+        register: bool = True,
+        publish: bool = False,
+    ) -> None:
+        self.send(
+            cmd="account",
+            id=id_uri,
+            registrar=registrar,
+            username=username,
+            password=password,
+            proxy=proxy,
+            register=register,
+            publish=publish,
+        )
 
     def message(self, to: str, text: str, content_type: str = "text/plain") -> None:
         self.send(cmd="message", to=to, text=text, content_type=content_type)
@@ -143,36 +163,57 @@ def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
-    activities = {"unknown": pj.PJRPID_ACTIVITY_UNKNOWN, "away": pj.PJRPID_ACTIVITY_AWAY,
-                  "busy": pj.PJRPID_ACTIVITY_BUSY}
+    activities = {
+        "unknown": pj.PJRPID_ACTIVITY_UNKNOWN,
+        "away": pj.PJRPID_ACTIVITY_AWAY,
+        "busy": pj.PJRPID_ACTIVITY_BUSY,
+    }
     activity_names = {v: k for k, v in activities.items()}
-    status_names = {pj.PJSUA_BUDDY_STATUS_ONLINE: "online",
-                    pj.PJSUA_BUDDY_STATUS_OFFLINE: "offline",
-                    pj.PJSUA_BUDDY_STATUS_UNKNOWN: "unknown"}
+    status_names = {
+        pj.PJSUA_BUDDY_STATUS_ONLINE: "online",
+        pj.PJSUA_BUDDY_STATUS_OFFLINE: "offline",
+        pj.PJSUA_BUDDY_STATUS_UNKNOWN: "unknown",
+    }
 
     class Buddy(pj.Buddy):
         def onBuddyState(self) -> None:  # noqa: N802 - pjsua2's callback name
             info = self.getInfo()
             pres = info.presStatus
-            emit(event="buddy", uri=info.uri,
-                 status=status_names.get(pres.status, str(pres.status)),
-                 activity=activity_names.get(pres.activity, str(pres.activity)),
-                 note=pres.note, status_text=pres.statusText, sub_state=info.subStateName,
-                 sub_term_reason=info.subTermReason)
+            emit(
+                event="buddy",
+                uri=info.uri,
+                status=status_names.get(pres.status, str(pres.status)),
+                activity=activity_names.get(pres.activity, str(pres.activity)),
+                note=pres.note,
+                status_text=pres.statusText,
+                sub_state=info.subStateName,
+                sub_term_reason=info.subTermReason,
+            )
 
     class Account(pj.Account):
         def onRegState(self, prm: Any) -> None:  # noqa: N802
             info = self.getInfo()
-            emit(event="reg", code=prm.code, reason=prm.reason, active=info.regIsActive,
-                 expires=prm.expiration)
+            emit(
+                event="reg",
+                code=prm.code,
+                reason=prm.reason,
+                active=info.regIsActive,
+                expires=prm.expiration,
+            )
 
         def onInstantMessage(self, prm: Any) -> None:  # noqa: N802
-            emit(event="im", **{"from": prm.fromUri}, to=prm.toUri, body=prm.msgBody,
-                 content_type=prm.contentType)
+            emit(
+                event="im",
+                **{"from": prm.fromUri},
+                to=prm.toUri,
+                body=prm.msgBody,
+                content_type=prm.contentType,
+            )
 
         def onInstantMessageStatus(self, prm: Any) -> None:  # noqa: N802
-            emit(event="im_status", to=prm.toUri, code=prm.code, reason=prm.reason,
-                 body=prm.msgBody)
+            emit(
+                event="im_status", to=prm.toUri, code=prm.code, reason=prm.reason, body=prm.msgBody
+            )
 
         def onTypingIndication(self, prm: Any) -> None:  # noqa: N802
             emit(event="typing", **{"from": prm.fromUri}, composing=prm.isTyping)
@@ -226,7 +267,8 @@ def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
             acfg.regConfig.timeoutSec = 300
             if cmd.get("username"):
                 acfg.sipConfig.authCreds.append(
-                    pj.AuthCredInfo("digest", "*", cmd["username"], 0, cmd["password"]))
+                    pj.AuthCredInfo("digest", "*", cmd["username"], 0, cmd["password"])
+                )
             if cmd.get("proxy"):
                 acfg.sipConfig.proxies.append(cmd["proxy"])
             acfg.presConfig.publishEnabled = bool(cmd.get("publish"))
@@ -247,8 +289,9 @@ def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
         elif name == "publish":
             assert account is not None
             status = pj.PresenceStatus()
-            status.status = (pj.PJSUA_BUDDY_STATUS_ONLINE if cmd["online"]
-                             else pj.PJSUA_BUDDY_STATUS_OFFLINE)
+            status.status = (
+                pj.PJSUA_BUDDY_STATUS_ONLINE if cmd["online"] else pj.PJSUA_BUDDY_STATUS_OFFLINE
+            )
             status.activity = activities[cmd.get("activity", "unknown")]
             status.note = cmd.get("note", "")
             account.setOnlineStatus(status)

@@ -332,7 +332,8 @@ class Prosody:
             fields = {"password": password}
         body = "".join(
             f"\t[{_lua_string(k)}] = {v if isinstance(v, int) else _lua_string(v)};\n"
-            for k, v in fields.items())
+            for k, v in fields.items()
+        )
         data = f"return {{\n{body}}};\n"
         (accounts / f"{_encode(localpart)}.dat").write_text(data)
 

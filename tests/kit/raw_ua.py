@@ -29,8 +29,16 @@ class RawUA:
         self.target = ("127.0.0.1", gateway.port)
         self.cseq = 0
 
-    def request(self, method: str, ruri: str, from_user: str, *, to: str | None = None,
-                auth: str | None = None, body: str = "hi") -> tuple[int, str]:
+    def request(
+        self,
+        method: str,
+        ruri: str,
+        from_user: str,
+        *,
+        to: str | None = None,
+        auth: str | None = None,
+        body: str = "hi",
+    ) -> tuple[int, str]:
         self.cseq += 1
         header = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
         lines = [
@@ -55,8 +63,9 @@ class RawUA:
             if status >= 200:
                 return status, data
 
-    def authorized(self, method: str, ruri: str, from_user: str, username: str, password: str,
-                   **kwargs: str) -> tuple[int, str]:
+    def authorized(
+        self, method: str, ruri: str, from_user: str, username: str, password: str, **kwargs: str
+    ) -> tuple[int, str]:
         status, data = self.request(method, ruri, from_user, **kwargs)
         if status not in (401, 407):
             return status, data
@@ -67,7 +76,9 @@ class RawUA:
         ha2 = md5(f"{method}:{ruri}")
         cnonce = "0a4f113b"
         response = md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
-        auth = (f'Digest username="{username}", realm="sip.test", nonce="{nonce}", '
-                f'uri="{ruri}", response="{response}", algorithm=MD5, qop=auth, '
-                f'nc=00000001, cnonce="{cnonce}"')
+        auth = (
+            f'Digest username="{username}", realm="sip.test", nonce="{nonce}", '
+            f'uri="{ruri}", response="{response}", algorithm=MD5, qop=auth, '
+            f'nc=00000001, cnonce="{cnonce}"'
+        )
         return self.request(method, ruri, from_user, auth=auth, **kwargs)

@@ -60,8 +60,12 @@ def synapse_python() -> Path | None:
     python = REPO / ".venv-synapse" / "bin" / "python"
     if not python.exists():
         return None
-    probe = subprocess.run([str(python), "-c", "import synapse.app.homeserver"],
-                           capture_output=True, timeout=60, check=False)
+    probe = subprocess.run(
+        [str(python), "-c", "import synapse.app.homeserver"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     return python if probe.returncode == 0 else None
 
 
@@ -105,11 +109,16 @@ class Synapse:
             "server_name": SERVER_NAME,
             "pid_file": str(self.dir / "homeserver.pid"),
             "public_baseurl": self.base_url + "/",
-            "listeners": [{
-                "port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http",
-                "tls": False, "x_forwarded": False,
-                "resources": [{"names": ["client"], "compress": False}],
-            }],
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
             "database": {"name": "sqlite3", "args": {"database": str(self.dir / "homeserver.db")}},
             "log_config": str(self._write_log_config()),
             "media_store_path": str(self.dir / "media"),
@@ -142,14 +151,25 @@ class Synapse:
 
     def _write_log_config(self) -> Path:
         path = self.dir / "log.yaml"
-        path.write_text(json.dumps({
-            "version": 1,
-            "formatters": {"f": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}},
-            "handlers": {"file": {"class": "logging.FileHandler", "formatter": "f",
-                                  "filename": str(self.log_path)}},
-            "root": {"level": "INFO", "handlers": ["file"]},
-            "disable_existing_loggers": False,
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "formatters": {
+                        "f": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}
+                    },
+                    "handlers": {
+                        "file": {
+                            "class": "logging.FileHandler",
+                            "formatter": "f",
+                            "filename": str(self.log_path),
+                        }
+                    },
+                    "root": {"level": "INFO", "handlers": ["file"]},
+                    "disable_existing_loggers": False,
+                }
+            )
+        )
         return path
 
     # --- process ------------------------------------------------------------------
@@ -157,13 +177,27 @@ class Synapse:
     def start(self, timeout: float = 60.0) -> Synapse:
         if not (self.dir / "signing.key").exists():
             subprocess.run(  # our own venv's interpreter
-                [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path),
-                 "--generate-keys"], capture_output=True, timeout=120, check=True)
+                [
+                    str(self.python),
+                    "-m",
+                    "synapse.app.homeserver",
+                    "-c",
+                    str(self.config_path),
+                    "--generate-keys",
+                ],
+                capture_output=True,
+                timeout=120,
+                check=True,
+            )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         with (self.dir / "stdout.log").open("ab") as out:
             self.process = subprocess.Popen(  # our own venv's interpreter
                 [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.dir,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -199,14 +233,23 @@ class Synapse:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_text(self) -> str:
-        parts = [p.read_text(errors="replace") for p in (self.dir / "stdout.log", self.log_path)
-                 if p.exists()]
+        parts = [
+            p.read_text(errors="replace")
+            for p in (self.dir / "stdout.log", self.log_path)
+            if p.exists()
+        ]
         return "\n".join(parts)
 
     # --- HTTP ---------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
-                timeout: float = 30) -> dict[str, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)  # noqa: S310
         req.add_header("Content-Type", "application/json")
@@ -218,31 +261,52 @@ class Synapse:
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()!r}") from exc
 
-    def create_user(self, localpart: str, password: str | None = None, *,
-                    admin: bool = False) -> MatrixUser:
+    def create_user(
+        self, localpart: str, password: str | None = None, *, admin: bool = False
+    ) -> MatrixUser:
         """Register through the shared-secret admin API (no email, no captcha)."""
         password = password or secrets.token_hex(8)
         nonce = self.request("GET", "/_synapse/admin/v1/register")["nonce"]
         mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
-        mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(),
-                                 b"admin" if admin else b"notadmin"]))
-        self.request("POST", "/_synapse/admin/v1/register", {
-            "nonce": nonce, "username": localpart, "password": password, "admin": admin,
-            "mac": mac.hexdigest()})
+        mac.update(
+            b"\x00".join(
+                [
+                    nonce.encode(),
+                    localpart.encode(),
+                    password.encode(),
+                    b"admin" if admin else b"notadmin",
+                ]
+            )
+        )
+        self.request(
+            "POST",
+            "/_synapse/admin/v1/register",
+            {
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            },
+        )
         return MatrixUser(localpart, password)
 
     def login(self, user: MatrixUser, device_id: str | None = None) -> dict[str, Any]:
         """A fresh access token for ``user`` (``{"access_token", "device_id", ...}``)."""
-        body: dict[str, Any] = {"type": "m.login.password",
-                                "identifier": {"type": "m.id.user", "user": user.localpart},
-                                "password": user.password}
+        body: dict[str, Any] = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user.localpart},
+            "password": user.password,
+        }
         if device_id:
             body["device_id"] = device_id
         return self.request("POST", "/_matrix/client/v3/login", body)
 
     def devices(self, token: str) -> list[str]:
-        return [d["device_id"] for d in
-                self.request("GET", "/_matrix/client/v3/devices", token=token)["devices"]]
+        return [
+            d["device_id"]
+            for d in self.request("GET", "/_matrix/client/v3/devices", token=token)["devices"]
+        ]
 
     def admin_token(self) -> str:
         if not hasattr(self, "_admin"):
@@ -253,17 +317,21 @@ class Synapse:
         """Device ids of ``user_id`` (admin API: no login, so no device of our own)."""
         from urllib.parse import quote
 
-        answer = self.request("GET", f"/_synapse/admin/v2/users/{quote(user_id)}/devices",
-                              token=self.admin_token())
+        answer = self.request(
+            "GET", f"/_synapse/admin/v2/users/{quote(user_id)}/devices", token=self.admin_token()
+        )
         return sorted(d["device_id"] for d in answer["devices"])
 
     def override_ratelimit(self, user_id: str, per_second: float, burst: int) -> None:
         """Lower (or lift) one user's message rate limit (Synapse admin API)."""
         from urllib.parse import quote
 
-        self.request("POST", f"/_synapse/admin/v1/users/{quote(user_id)}/override_ratelimit",
-                     {"messages_per_second": per_second, "burst_count": burst},
-                     token=self.admin_token())
+        self.request(
+            "POST",
+            f"/_synapse/admin/v1/users/{quote(user_id)}/override_ratelimit",
+            {"messages_per_second": per_second, "burst_count": burst},
+            token=self.admin_token(),
+        )
 
 
 # --- one server per test process --------------------------------------------------------
@@ -316,8 +384,9 @@ class MatrixPeer:
         self.events: list[PeerEvent] = []
         self._lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                        name=f"peer-{user.localpart}")
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name=f"peer-{user.localpart}"
+        )
         self._thread.start()
         self.client: Any = None
         self._task: Any = None
@@ -336,8 +405,11 @@ class MatrixPeer:
     async def _start(self) -> None:
         import nio
 
-        self.client = nio.AsyncClient(self.server.base_url, self.user.user_id,
-                                      config=nio.AsyncClientConfig(encryption_enabled=False))
+        self.client = nio.AsyncClient(
+            self.server.base_url,
+            self.user.user_id,
+            config=nio.AsyncClientConfig(encryption_enabled=False),
+        )
         answer = await self.client.login(self.user.password)
         assert isinstance(answer, nio.LoginResponse), answer
         await self.client.sync(timeout=0, full_state=True)
@@ -371,14 +443,18 @@ class MatrixPeer:
                 if isinstance(event, nio.RoomMessageText):
                     self._add(PeerEvent("message", room_id, event.sender, event.body, event))
                 elif isinstance(event, nio.RoomMemberEvent):
-                    self._add(PeerEvent("member", room_id, event.state_key,
-                                        event.membership, event))
+                    self._add(
+                        PeerEvent("member", room_id, event.state_key, event.membership, event)
+                    )
             for event in info.ephemeral:
                 if isinstance(event, nio.TypingNoticeEvent):
                     self._add(PeerEvent("typing", room_id, data=list(event.users)))
         for event in answer.presence_events:
-            self._add(PeerEvent("presence", sender=event.user_id, body=event.presence,
-                                data=event.status_msg))
+            self._add(
+                PeerEvent(
+                    "presence", sender=event.user_id, body=event.presence, data=event.status_msg
+                )
+            )
 
     def _add(self, event: PeerEvent) -> None:
         with self._lock:
@@ -398,8 +474,9 @@ class MatrixPeer:
             if time.monotonic() > deadline:
                 with self._lock:
                     last = self.events[-8:]
-                raise AssertionError(f"peer {self.user.user_id}: nothing matching in {timeout}s; "
-                                     f"last events: {last}")
+                raise AssertionError(
+                    f"peer {self.user.user_id}: nothing matching in {timeout}s; last events: {last}"
+                )
             time.sleep(0.02)
 
     def messages(self, since: int = 0) -> list[PeerEvent]:
@@ -412,19 +489,34 @@ class MatrixPeer:
         """Create a direct room inviting ``other`` (an mxid)."""
         import nio
 
-        state = ([{"type": "m.room.encryption", "state_key": "",
-                   "content": {"algorithm": "m.megolm.v1.aes-sha2"}}] if encrypted else [])
-        answer = self.run(self.client.room_create(
-            is_direct=True, invite=[other], preset=nio.RoomPreset.trusted_private_chat,
-            initial_state=state))
+        state = (
+            [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ]
+            if encrypted
+            else []
+        )
+        answer = self.run(
+            self.client.room_create(
+                is_direct=True,
+                invite=[other],
+                preset=nio.RoomPreset.trusted_private_chat,
+                initial_state=state,
+            )
+        )
         assert isinstance(answer, nio.RoomCreateResponse), answer
         return answer.room_id
 
     def send(self, room_id: str, body: str) -> str:
         import nio
 
-        answer = self.run(self.client.room_send(
-            room_id, "m.room.message", {"msgtype": "m.text", "body": body}))
+        answer = self.run(
+            self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body})
+        )
         assert isinstance(answer, nio.RoomSendResponse), answer
         return answer.event_id
 

@@ -95,10 +95,12 @@ class Tally:
         return self.lost
 
     def line(self) -> str:
-        return (f"{self.case:<44} sent {len(self.sent):>5}  accepted {len(self.accepted):>5}  "
-                f"refused {len(self.refused):>4}  delivered {len(self.delivered):>5}  "
-                f"duplicated {self.duplicated:>3}  reordered {self.reordered:>3}  "
-                f"lost {len(self.lost):>3}")
+        return (
+            f"{self.case:<44} sent {len(self.sent):>5}  accepted {len(self.accepted):>5}  "
+            f"refused {len(self.refused):>4}  delivered {len(self.delivered):>5}  "
+            f"duplicated {self.duplicated:>3}  reordered {self.reordered:>3}  "
+            f"lost {len(self.lost):>3}"
+        )
 
     def check(self, *, ordered: bool = False) -> None:
         """Report the counts, then fail on any loss or stray delivery (or reordering)."""
@@ -107,6 +109,7 @@ class Tally:
         if ordered:
             assert not self.reordered, (
                 f"{self.case}: {self.reordered} messages overtaken by later ones: "
-                f"sent {self.sent}, first delivered {self.first_deliveries}")
+                f"sent {self.sent}, first delivered {self.first_deliveries}"
+            )
         assert not lost, f"{self.case}: {len(lost)} accepted messages lost: {lost[:10]}"
         assert not unexpected, f"{self.case}: delivered but never sent/accepted: {unexpected[:10]}"

@@ -95,8 +95,15 @@ class Tinyproxy:
         self._stdout = run_dir / "stdout.log"
         self.proc = launch([binary, "-d", "-c", str(conf)], cwd=run_dir, output=self._stdout)
         try:
-            wait_listening(self.proc, self.host, [self.port], timeout, lambda why: TinyproxyError(
-                f"tinyproxy {why}:\n{self._stdout.read_text(errors='replace')}\n{self.log()}"))
+            wait_listening(
+                self.proc,
+                self.host,
+                [self.port],
+                timeout,
+                lambda why: TinyproxyError(
+                    f"tinyproxy {why}:\n{self._stdout.read_text(errors='replace')}\n{self.log()}"
+                ),
+            )
         except TinyproxyError:
             self.stop()
             raise

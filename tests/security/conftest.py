@@ -102,22 +102,26 @@ def set_config(gateway: GatewayProcess, **sections: dict[str, Any]) -> None:
     gateway.config.write_text(tomli_w.dumps(config))
 
 
-def wait_states(gateway: GatewayProcess, want: dict[str, str | Callable[[str], bool]],
-                timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+def wait_states(
+    gateway: GatewayProcess, want: dict[str, str | Callable[[str], bool]], timeout: float = 60.0
+) -> dict[str, dict[str, Any]]:
     """Poll ``status --json`` until each ext_user is in the wanted state; {ext_user: status}."""
     deadline = time.monotonic() + timeout
     last: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
         if gateway.process is not None and gateway.process.poll() is not None:
-            raise RuntimeError(f"gateway exited {gateway.process.returncode}:\n"
-                               f"{gateway.log_text()}")
+            raise RuntimeError(
+                f"gateway exited {gateway.process.returncode}:\n{gateway.log_text()}"
+            )
         try:
             last = {a["ext_user"]: a for a in gateway.status()}
         except RuntimeError:
             last = {}
-        if all(user in last and (state(last[user]["state"]) if callable(state)
-                                 else last[user]["state"] == state)
-               for user, state in want.items()):
+        if all(
+            user in last
+            and (state(last[user]["state"]) if callable(state) else last[user]["state"] == state)
+            for user, state in want.items()
+        ):
             return last
         time.sleep(0.2)
     raise TimeoutError(f"states not reached after {timeout}s: {last}\n{gateway.log_text()}")

@@ -61,13 +61,17 @@ def public_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory,
-           public_dir: Path) -> Iterator[GatewayProcess]:
+def daemon(tmp_path_factory: pytest.TempPathFactory, public_dir: Path) -> Iterator[GatewayProcess]:
     if os.geteuid() != 0:
         pytest.skip("needs root to act as another user")
     gateway = GatewayProcess(tmp_path_factory.mktemp("control"))
-    set_config(gateway, daemon={"control_socket": str(public_dir / "control.sock"),
-                                "pid_file": str(public_dir / "purplegw.pid")})
+    set_config(
+        gateway,
+        daemon={
+            "control_socket": str(public_dir / "control.sock"),
+            "pid_file": str(public_dir / "purplegw.pid"),
+        },
+    )
     gateway.cli("db", "init")
     gateway.start()
     deadline = time.monotonic() + 30
@@ -84,8 +88,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory,
     assert gateway.stop() == 0, gateway.log_text()
 
 
-def test_control_socket_is_0600_and_refuses_other_users(daemon: GatewayProcess,
-                                                       public_dir: Path) -> None:
+def test_control_socket_is_0600_and_refuses_other_users(
+    daemon: GatewayProcess, public_dir: Path
+) -> None:
     path = public_dir / "control.sock"
     info = path.stat()
     assert stat.S_ISSOCK(info.st_mode)

@@ -82,8 +82,13 @@ class Answer:
 
     def value(self) -> str:
         response = self.computed() if self.response is None else self.response
-        parts = [f'username="{self.username}"', f'realm="{self.realm}"', f'nonce="{self.nonce}"',
-                 f'uri="{self.uri}"', f'response="{response}"']
+        parts = [
+            f'username="{self.username}"',
+            f'realm="{self.realm}"',
+            f'nonce="{self.nonce}"',
+            f'uri="{self.uri}"',
+            f'response="{response}"',
+        ]
         if self.algorithm is not None:
             parts.append(f"algorithm={self.algorithm}")
         if self.qop is not None:
@@ -101,20 +106,44 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         tmp_path_factory.mktemp("digest"),
         extra_config="[protocols.dummy]\nenabled = true\n",
         # Many requests from one user in a few seconds: not a flood here.
-        sip={"auth_algorithms": ["SHA-256"], "trusted": [f"{TRUSTED_HOST}/32"],
-             "rate_per_user": 1000.0, "burst_per_user": 1000,
-             "rate_per_source": 1000.0, "burst_per_source": 1000},
+        sip={
+            "auth_algorithms": ["SHA-256"],
+            "trusted": [f"{TRUSTED_HOST}/32"],
+            "rate_per_user": 1000.0,
+            "burst_per_user": 1000,
+            "rate_per_source": 1000.0,
+            "burst_per_source": 1000,
+        },
     )
     gw.cli("db", "init")
     for user, password in PASSWORDS.items():
         # SHA-256 digests are computed from the password, so it is kept.
-        gw.cli("users", "add", f"{user}@{REALM}", "--keep-plaintext", "--password-stdin",
-               stdin=password + "\n")
+        gw.cli(
+            "users",
+            "add",
+            f"{user}@{REALM}",
+            "--keep-plaintext",
+            "--password-stdin",
+            stdin=password + "\n",
+        )
     # Another domain's alice in the same subscriber table (shared with a proxy).
-    gw.cli("users", "add", f"alice@{OTHER_REALM}", "--keep-plaintext", "--password-stdin",
-           stdin=OTHER_ALICE_PASSWORD + "\n")
-    gw.cli("accounts", "add", f"alice@{REALM}", "alice@dummy.example", "dummy",
-           "--password-stdin", stdin="x\n")
+    gw.cli(
+        "users",
+        "add",
+        f"alice@{OTHER_REALM}",
+        "--keep-plaintext",
+        "--password-stdin",
+        stdin=OTHER_ALICE_PASSWORD + "\n",
+    )
+    gw.cli(
+        "accounts",
+        "add",
+        f"alice@{REALM}",
+        "alice@dummy.example",
+        "dummy",
+        "--password-stdin",
+        stdin="x\n",
+    )
     gw.start()
     gw.wait_accounts("connected")
     yield gw
@@ -135,8 +164,14 @@ def challenge(ua: RawUA, ruri: str = TARGET, method: str = "MESSAGE") -> tuple[s
     return match.group(1), data
 
 
-def send(ua: RawUA, answer: Answer, *, ruri: str = TARGET, from_user: str = f"alice@{REALM}",
-         method: str = "MESSAGE") -> int:
+def send(
+    ua: RawUA,
+    answer: Answer,
+    *,
+    ruri: str = TARGET,
+    from_user: str = f"alice@{REALM}",
+    method: str = "MESSAGE",
+) -> int:
     return ua.request(method, ruri, from_user, to=ruri, auth=answer.value())[0]
 
 
@@ -228,8 +263,14 @@ def test_a_nonce_issued_to_another_user_does_not_help(ua: RawUA) -> None:
     assert status == 407
     nonce = re.search(r'nonce="([^"]+)"', data).group(1)  # type: ignore[union-attr]
     assert send(ua, Answer(nonce, username="alice", password=PASSWORDS["mallory"])) == 407
-    assert send(ua, Answer(nonce, username="alice",
-                           password=PASSWORDS["mallory"]), from_user=f"mallory@{REALM}") == 407
+    assert (
+        send(
+            ua,
+            Answer(nonce, username="alice", password=PASSWORDS["mallory"]),
+            from_user=f"mallory@{REALM}",
+        )
+        == 407
+    )
     # And his own valid answer does not speak for alice.
     assert send(ua, Answer(nonce, username="mallory", password=PASSWORDS["mallory"])) == 403
 
@@ -249,8 +290,7 @@ def test_from_other_than_the_authenticated_user_is_forbidden(ua: RawUA, from_use
 
 
 def test_basic_credentials_are_not_accepted(ua: RawUA) -> None:
-    basic = "Basic " + base64.b64encode(
-        f"alice:{PASSWORDS['alice']}".encode()).decode()
+    basic = "Basic " + base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
     assert ua.request("MESSAGE", TARGET, f"alice@{REALM}", auth=basic)[0] == 407
 
 
@@ -259,22 +299,28 @@ def test_via_claiming_a_trusted_address_is_not_trusted(gateway: GatewayProcess) 
     spoofed = raw_request(gateway, "MESSAGE", TARGET, f"alice@{REALM}", via_host=TRUSTED_HOST)
     assert spoofed[0] == 407
     # Control: from the trusted address itself, no challenge.
-    assert raw_request(gateway, "MESSAGE", TARGET, f"alice@{REALM}", bind=TRUSTED_HOST,
-                       via_host=TRUSTED_HOST)[0] == 202
+    assert (
+        raw_request(
+            gateway, "MESSAGE", TARGET, f"alice@{REALM}", bind=TRUSTED_HOST, via_host=TRUSTED_HOST
+        )[0]
+        == 202
+    )
 
 
 @pytest.mark.parametrize("from_user", [f"nobody@{REALM}", "alice@elsewhere.example"])
-def test_trusted_proxy_does_not_make_an_open_relay(gateway: GatewayProcess,
-                                                   from_user: str) -> None:
+def test_trusted_proxy_does_not_make_an_open_relay(gateway: GatewayProcess, from_user: str) -> None:
     """Even a trusted proxy's request is only carried for a user with an account."""
-    status, data = raw_request(gateway, "MESSAGE", TARGET, from_user, bind=TRUSTED_HOST,
-                               via_host=TRUSTED_HOST)
+    status, data = raw_request(
+        gateway, "MESSAGE", TARGET, from_user, bind=TRUSTED_HOST, via_host=TRUSTED_HOST
+    )
     assert status in (403, 404), data
 
 
-PIDF = (f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
-        f'entity="sip:alice@{REALM}"><tuple id="t1"><status><basic>open</basic></status>'
-        "</tuple></presence>")
+PIDF = (
+    f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+    f'entity="sip:alice@{REALM}"><tuple id="t1"><status><basic>open</basic></status>'
+    "</tuple></presence>"
+)
 
 
 def test_publish_for_another_user_is_forbidden(gateway: GatewayProcess) -> None:
@@ -283,16 +329,31 @@ def test_publish_for_another_user_is_forbidden(gateway: GatewayProcess) -> None:
     extra = [("Event", "presence"), ("Expires", "600")]
 
     def publish(username: str, from_user: str) -> tuple[int, str]:
-        status, data = raw_request(gateway, "PUBLISH", alice_uri, from_user, to=alice_uri,
-                                   extra=extra, body=PIDF,
-                                   content_type="application/pidf+xml")
+        status, data = raw_request(
+            gateway,
+            "PUBLISH",
+            alice_uri,
+            from_user,
+            to=alice_uri,
+            extra=extra,
+            body=PIDF,
+            content_type="application/pidf+xml",
+        )
         assert status == 407, data
         nonce = re.search(r'nonce="([^"]+)"', data).group(1)  # type: ignore[union-attr]
-        answer = Answer(nonce, username=username, password=PASSWORDS[username], uri=alice_uri,
-                        method="PUBLISH")
-        return raw_request(gateway, "PUBLISH", alice_uri, from_user, to=alice_uri,
-                           extra=[*extra, ("Proxy-Authorization", answer.value())], body=PIDF,
-                           content_type="application/pidf+xml")
+        answer = Answer(
+            nonce, username=username, password=PASSWORDS[username], uri=alice_uri, method="PUBLISH"
+        )
+        return raw_request(
+            gateway,
+            "PUBLISH",
+            alice_uri,
+            from_user,
+            to=alice_uri,
+            extra=[*extra, ("Proxy-Authorization", answer.value())],
+            body=PIDF,
+            content_type="application/pidf+xml",
+        )
 
     status, data = publish("mallory", f"mallory@{REALM}")
     assert status == 403, data
@@ -301,15 +362,30 @@ def test_publish_for_another_user_is_forbidden(gateway: GatewayProcess) -> None:
 
 
 def test_subscribe_needs_credentials(gateway: GatewayProcess) -> None:
-    status, data = raw_request(gateway, "SUBSCRIBE", TARGET, f"alice@{REALM}",
-                               extra=[("Event", "presence"), ("Expires", "600")], body="")
+    status, data = raw_request(
+        gateway,
+        "SUBSCRIBE",
+        TARGET,
+        f"alice@{REALM}",
+        extra=[("Event", "presence"), ("Expires", "600")],
+        body="",
+    )
     assert status == 407, data
 
 
-def raw_request(gateway: GatewayProcess, method: str, ruri: str, from_user: str, *,
-                to: str | None = None, bind: str = "127.0.0.1", via_host: str = "127.0.0.1",
-                extra: list[tuple[str, str]] | None = None, body: str = "hi",
-                content_type: str = "text/plain") -> tuple[int, str]:
+def raw_request(
+    gateway: GatewayProcess,
+    method: str,
+    ruri: str,
+    from_user: str,
+    *,
+    to: str | None = None,
+    bind: str = "127.0.0.1",
+    via_host: str = "127.0.0.1",
+    extra: list[tuple[str, str]] | None = None,
+    body: str = "hi",
+    content_type: str = "text/plain",
+) -> tuple[int, str]:
     """One request from a UDP socket bound to ``bind``, its Via naming ``via_host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((bind, 0))
@@ -365,9 +441,15 @@ def rig(tmp_path: Path) -> Iterator[tuple[Gateway, Clock]]:
     users = UserRepository(db, tables.subscribers)
     users.add("alice", REALM, PASSWORDS["alice"])
     clock = Clock()
-    gateway = Gateway(settings=GatewaySettings(domain=REALM), store=SimpleNamespace(users=users),
-                      directory=NoAccounts(), worker=InlineWorker(), canonical=str.lower,
-                      user_at_host=lambda _p: False, clock=clock)
+    gateway = Gateway(
+        settings=GatewaySettings(domain=REALM),
+        store=SimpleNamespace(users=users),
+        directory=NoAccounts(),
+        worker=InlineWorker(),
+        canonical=str.lower,
+        user_at_host=lambda _p: False,
+        clock=clock,
+    )
     yield gateway, clock
     gateway.stop()
     db.close()
@@ -377,11 +459,15 @@ def _register(gateway: Gateway, auth: str | None = None) -> Response:
     extra = [("Contact", "<sip:alice@127.0.0.1:5070>"), ("Expires", "600")]
     if auth:
         extra.append(("Authorization", auth))
-    request = make_request("REGISTER", f"sip:{REALM}", from_=f"<sip:alice@{REALM}>",
-                           to=f"<sip:alice@{REALM}>", extra=extra)
+    request = make_request(
+        "REGISTER",
+        f"sip:{REALM}",
+        from_=f"<sip:alice@{REALM}>",
+        to=f"<sip:alice@{REALM}>",
+        extra=extra,
+    )
     replies: list[Response] = []
-    source = Source("udp", "127.0.0.1", 5070,
-                    SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
+    source = Source("udp", "127.0.0.1", 5070, SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
     gateway.handle(request, source, replies.append)  # the worker is the test thread
     assert len(replies) == 1
     return replies[0]
@@ -395,8 +481,9 @@ def test_stale_nonce_is_refused_with_stale_true(rig: tuple[Gateway, Clock]) -> N
     assert nonce is not None
 
     def answer(nc: str) -> str:
-        return Answer(nonce.group(1), uri=f"sip:{REALM}", method="REGISTER", algorithm="MD5",
-                      nc=nc).value()
+        return Answer(
+            nonce.group(1), uri=f"sip:{REALM}", method="REGISTER", algorithm="MD5", nc=nc
+        ).value()
 
     clock.now += 10
     assert _register(gateway, answer("00000001")).status == 200  # control: fresh
@@ -427,8 +514,14 @@ class Dialog:
         self.to_tag: str | None = None
         self.cseq = 0
 
-    def subscribe(self, *, expires: int = 600, auth: str | None = None,
-                  sock: socket.socket | None = None, user: str = "alice") -> tuple[int, str]:
+    def subscribe(
+        self,
+        *,
+        expires: int = 600,
+        auth: str | None = None,
+        sock: socket.socket | None = None,
+        user: str = "alice",
+    ) -> tuple[int, str]:
         sock = sock or self.sock
         port = sock.getsockname()[1]
         self.cseq += 1
@@ -476,8 +569,11 @@ class Dialog:
 
 def _ok_for(request: str) -> bytes:
     head = request.split("\r\n\r\n", 1)[0].split("\r\n")
-    keep = [ln for ln in head[1:] if ln.split(":", 1)[0].strip().lower()
-            in ("via", "from", "to", "call-id", "cseq")]
+    keep = [
+        ln
+        for ln in head[1:]
+        if ln.split(":", 1)[0].strip().lower() in ("via", "from", "to", "call-id", "cseq")
+    ]
     return ("\r\n".join(["SIP/2.0 200 OK", *keep, "Content-Length: 0", "", ""])).encode()
 
 

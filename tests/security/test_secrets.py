@@ -69,7 +69,7 @@ def leaks(text: str, secrets: dict[str, str]) -> list[str]:
         for form in encoded_forms(secret):
             if form in text:
                 index = text.index(form)
-                found.append(f"{name} as {form!r}: ...{text[max(0, index - 120):index + 40]}...")
+                found.append(f"{name} as {form!r}: ...{text[max(0, index - 120) : index + 40]}...")
     return found
 
 
@@ -83,8 +83,9 @@ def test_encoded_forms_find_sasl_plain_and_basic() -> None:
 
 
 @pytest.fixture(scope="module")
-def run(prosody: Prosody, ngircd_tls: Ngircd, mariadb: MariaDB,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def run(
+    prosody: Prosody, ngircd_tls: Ngircd, mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """Run the whole scenario once; yields every output, the log and the secrets."""
     require_tinyproxy()
     assert ngircd_tls.tls_port is not None
@@ -96,64 +97,109 @@ def run(prosody: Prosody, ngircd_tls: Ngircd, mariadb: MariaDB,
     irc_good = f"secgood@127.0.0.1:{ngircd_tls.tls_port}"
     irc_bad = f"secbad@127.0.0.1:{ngircd_tls.tls_port}"
     db_password = db_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-    secrets = {"sip": SIP_PASSWORD, "xmpp": XMPP_PASSWORD, "xmpp-wrong": XMPP_WRONG,
-               "irc": IRC_SERVER_PASSWORD, "irc-wrong": IRC_WRONG, "proxy": PROXY_PASSWORD,
-               "db": db_password}
+    secrets = {
+        "sip": SIP_PASSWORD,
+        "xmpp": XMPP_PASSWORD,
+        "xmpp-wrong": XMPP_WRONG,
+        "irc": IRC_SERVER_PASSWORD,
+        "irc-wrong": IRC_WRONG,
+        "proxy": PROXY_PASSWORD,
+        "db": db_password,
+    }
     outputs: dict[str, str] = {}
-    with Tinyproxy(connect_ports=[prosody.port, ngircd_tls.tls_port],
-                   auth=(PROXY_USER, PROXY_PASSWORD)) as proxy:
+    with Tinyproxy(
+        connect_ports=[prosody.port, ngircd_tls.tls_port], auth=(PROXY_USER, PROXY_PASSWORD)
+    ) as proxy:
         gateway = GatewayProcess(base, extra_config=prosody.gateway_section())
-        set_config(gateway,
-                   store={"db_url": db_url},
-                   proxy={"http_host": "127.0.0.1", "http_port": proxy.port,
-                          "username": PROXY_USER, "password": PROXY_PASSWORD},
-                   logging={"sip_wire": True})
+        set_config(
+            gateway,
+            store={"db_url": db_url},
+            proxy={
+                "http_host": "127.0.0.1",
+                "http_port": proxy.port,
+                "username": PROXY_USER,
+                "password": PROXY_PASSWORD,
+            },
+            logging={"sip_wire": True},
+        )
         config = gateway.config.read_text()
-        gateway.config.write_text(config + "\n[protocols.irc]\n"
-                                  f'ca_file = "{ngircd_tls.ca_file}"\n')
+        gateway.config.write_text(config + f'\n[protocols.irc]\nca_file = "{ngircd_tls.ca_file}"\n')
 
         def cli(name: str, *args: str, stdin: str = "") -> None:
             result = gateway.cli(*args, stdin=stdin)
             outputs[name] = result.stdout + result.stderr
 
         cli("db init", "-vv", "db", "init")
-        cli("users add", "-vv", "users", "add", "alice@sip.test", "--password-stdin",
-            stdin=SIP_PASSWORD + "\n")
+        cli(
+            "users add",
+            "-vv",
+            "users",
+            "add",
+            "alice@sip.test",
+            "--password-stdin",
+            stdin=SIP_PASSWORD + "\n",
+        )
         # One account per (SIP user, protocol): the wrong passwords belong to carol.
         for sip_user, ext_user, protocol, password in (
-                ("alice@sip.test", good.jid, "xmpp", XMPP_PASSWORD),
-                ("carol@sip.test", bad.jid, "xmpp", XMPP_WRONG),
-                ("alice@sip.test", irc_good, "irc", IRC_SERVER_PASSWORD),
-                ("carol@sip.test", irc_bad, "irc", IRC_WRONG)):
-            cli(f"accounts add {ext_user}", "-vv", "accounts", "add", sip_user, ext_user,
-                protocol, "--password-stdin", stdin=password + "\n")
+            ("alice@sip.test", good.jid, "xmpp", XMPP_PASSWORD),
+            ("carol@sip.test", bad.jid, "xmpp", XMPP_WRONG),
+            ("alice@sip.test", irc_good, "irc", IRC_SERVER_PASSWORD),
+            ("carol@sip.test", irc_bad, "irc", IRC_WRONG),
+        ):
+            cli(
+                f"accounts add {ext_user}",
+                "-vv",
+                "accounts",
+                "add",
+                sip_user,
+                ext_user,
+                protocol,
+                "--password-stdin",
+                stdin=password + "\n",
+            )
         gateway.start()
         try:
-            states = wait_states(gateway, {good.jid: "connected", irc_good: "connected",
-                                           bad.jid: "bad_credentials",
-                                           irc_bad: "bad_credentials"})
+            states = wait_states(
+                gateway,
+                {
+                    good.jid: "connected",
+                    irc_good: "connected",
+                    bad.jid: "bad_credentials",
+                    irc_bad: "bad_credentials",
+                },
+            )
             ua = RawUA(gateway)
-            message = ua.authorized("MESSAGE", f"sip:{bob_of(prosody)}", "alice@sip.test",
-                                    "alice", SIP_PASSWORD)
+            message = ua.authorized(
+                "MESSAGE", f"sip:{bob_of(prosody)}", "alice@sip.test", "alice", SIP_PASSWORD
+            )
             assert gateway.process is not None
             os.kill(gateway.process.pid, signal.SIGUSR1)
             wait_for_log(gateway, "Current state of control-socket")  # pykka's stack dump
-            for name, args in (("accounts list", ("accounts", "list")),
-                               ("accounts list --json", ("accounts", "list", "--json")),
-                               ("users list", ("users", "list")),
-                               ("config check", ("config", "check")),
-                               ("config check --json", ("config", "check", "--json")),
-                               ("status", ("status",)),
-                               ("status --json", ("status", "--json"))):
+            for name, args in (
+                ("accounts list", ("accounts", "list")),
+                ("accounts list --json", ("accounts", "list", "--json")),
+                ("users list", ("users", "list")),
+                ("config check", ("config", "check")),
+                ("config check --json", ("config", "check", "--json")),
+                ("status", ("status",)),
+                ("status --json", ("status", "--json")),
+            ):
                 cli(name, *args)
             proxy_log = proxy.log()
         finally:
             code = gateway.stop()
         raw_rows = _mysql_rows(db_url, "SELECT ext_user, ext_pass FROM purplemap")
-        yield {"outputs": outputs, "log": gateway.log.read_text(errors="replace"),
-               "secrets": secrets, "states": states, "message": message, "code": code,
-               "proxy_log": proxy_log, "ports": (prosody.port, ngircd_tls.tls_port),
-               "raw_rows": raw_rows}
+        yield {
+            "outputs": outputs,
+            "log": gateway.log.read_text(errors="replace"),
+            "secrets": secrets,
+            "states": states,
+            "message": message,
+            "code": code,
+            "proxy_log": proxy_log,
+            "ports": (prosody.port, ngircd_tls.tls_port),
+            "raw_rows": raw_rows,
+        }
 
 
 def bob_of(prosody: Prosody) -> str:
@@ -173,8 +219,9 @@ def _mysql_rows(url: str, query: str) -> list[tuple[Any, ...]]:
     user, _, password = credentials.partition(":")
     hostport, _, database = location.partition("/")
     host, _, port = hostport.partition(":")
-    conn = pymysql.connect(host=host, port=int(port), user=user, password=password,
-                           database=database)
+    conn = pymysql.connect(
+        host=host, port=int(port), user=user, password=password, database=database
+    )
     try:
         with conn.cursor() as cursor:
             cursor.execute(query)
@@ -200,8 +247,9 @@ def test_scenario_really_ran(run: dict[str, Any]) -> None:
 
 def test_no_secret_in_log_or_cli_output(run: dict[str, Any]) -> None:
     texts = {"daemon log": run["log"], **run["outputs"]}
-    found = [f"{where}: {leak}" for where, text in texts.items()
-             for leak in leaks(text, run["secrets"])]
+    found = [
+        f"{where}: {leak}" for where, text in texts.items() for leak in leaks(text, run["secrets"])
+    ]
     assert not found, "\n".join(found)
 
 
@@ -223,8 +271,15 @@ def test_mariadb_holds_no_plaintext_password(run: dict[str, Any]) -> None:
 def test_sqlite_holds_no_plaintext_password(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path)
     gateway.cli("db", "init")
-    gateway.cli("accounts", "add", "alice@sip.test", "a@example.org", "xmpp", "--password-stdin",
-                stdin=XMPP_PASSWORD + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        "a@example.org",
+        "xmpp",
+        "--password-stdin",
+        stdin=XMPP_PASSWORD + "\n",
+    )
     db = next((tmp_path / "data").glob("*.db"))
     (stored,) = sqlite3.connect(db).execute("SELECT ext_pass FROM purplemap").fetchone()
     assert stored.startswith("enc:v1:")
@@ -232,16 +287,24 @@ def test_sqlite_holds_no_plaintext_password(tmp_path: Path) -> None:
     assert XMPP_PASSWORD.encode() not in db.read_bytes()  # no stray copy in the file either
 
 
-def test_irc_nickserv_identify_is_not_logged(ngircd_open: Ngircd,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_irc_nickserv_identify_is_not_logged(
+    ngircd_open: Ngircd, caplog: pytest.LogCaptureFixture
+) -> None:
     """auth = "nickserv" sends the password in a PRIVMSG; the wire log shows only the verb."""
+
     async def scenario() -> None:
-        config = {"tls": False, "server": f"127.0.0.1:{ngircd_open.port}", "auth": "nickserv",
-                  "connect_timeout": 10}
-        credentials = AccountCredentials(1, "alice@sip.test", "secns@127.0.0.1", "irc",
-                                         NICKSERV_PASSWORD)
-        context = SessionContext(loop=asyncio.get_running_loop(), events=RecordingEvents(),
-                                 config=config)
+        config = {
+            "tls": False,
+            "server": f"127.0.0.1:{ngircd_open.port}",
+            "auth": "nickserv",
+            "connect_timeout": 10,
+        }
+        credentials = AccountCredentials(
+            1, "alice@sip.test", "secns@127.0.0.1", "irc", NICKSERV_PASSWORD
+        )
+        context = SessionContext(
+            loop=asyncio.get_running_loop(), events=RecordingEvents(), config=config
+        )
         session = IrcAdapter().create_session(credentials, context)
         await session.login()
         await session.logout()
@@ -252,27 +315,39 @@ def test_irc_nickserv_identify_is_not_logged(ngircd_open: Ngircd,
     assert not leaks(caplog.text, {"nickserv": NICKSERV_PASSWORD})
 
 
-@pytest.mark.parametrize(("store", "proxy"), [
-    # invalid value next to a secret: the error names the key, not the value
-    ({"db_url": "mysqlx://dbuser:{db}@127.0.0.1:1/x"}, {"password": 1234567890123456}),
-    # a well-formed URL to a database that is not there: the connect error
-    ({"db_url": "mysql://dbuser:{db}@127.0.0.1:1/x"}, {"password": "{proxy}"}),
-])
-def test_config_and_store_errors_do_not_echo_secrets(tmp_path: Path, store: dict[str, Any],
-                                                     proxy: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("store", "proxy"),
+    [
+        # invalid value next to a secret: the error names the key, not the value
+        ({"db_url": "mysqlx://dbuser:{db}@127.0.0.1:1/x"}, {"password": 1234567890123456}),
+        # a well-formed URL to a database that is not there: the connect error
+        ({"db_url": "mysql://dbuser:{db}@127.0.0.1:1/x"}, {"password": "{proxy}"}),
+    ],
+)
+def test_config_and_store_errors_do_not_echo_secrets(
+    tmp_path: Path, store: dict[str, Any], proxy: dict[str, Any]
+) -> None:
     secrets = {"db": "Db-Secret-Url-3c9e7a", "proxy": PROXY_PASSWORD, "int": "1234567890123456"}
 
     def fill(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.format(db=secrets["db"], proxy=PROXY_PASSWORD) if isinstance(v, str) else v
-                for k, v in values.items()}
+        return {
+            k: v.format(db=secrets["db"], proxy=PROXY_PASSWORD) if isinstance(v, str) else v
+            for k, v in values.items()
+        }
 
     gateway = GatewayProcess(tmp_path)
-    set_config(gateway, store=fill(store),
-               proxy={"http_host": "127.0.0.1", "http_port": 3128, "username": PROXY_USER,
-                      **fill(proxy)})
+    set_config(
+        gateway,
+        store=fill(store),
+        proxy={"http_host": "127.0.0.1", "http_port": 3128, "username": PROXY_USER, **fill(proxy)},
+    )
     outputs = []
-    for args in (("config", "check"), ("config", "check", "--json"), ("-vv", "accounts", "list"),
-                 ("status",)):
+    for args in (
+        ("config", "check"),
+        ("config", "check", "--json"),
+        ("-vv", "accounts", "list"),
+        ("status",),
+    ):
         try:
             result = gateway.cli(*args)
             outputs.append(result.stdout + result.stderr)
@@ -284,7 +359,8 @@ def test_config_and_store_errors_do_not_echo_secrets(tmp_path: Path, store: dict
 
 
 def test_stanza_log_redaction_covers_scram_and_legacy_auth(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """What the daemon run cannot show: SCRAM proofs, XEP-0078 and XEP-0077 passwords."""
     from purplegw.protocols.xmpp import log_redaction
 
@@ -295,8 +371,10 @@ def test_stanza_log_redaction_covers_scram_and_legacy_auth(
     proof = base64.b64encode(b"c=biws,r=abc,p=" + XMPP_PASSWORD.encode()).decode()
     stanzas = [
         f'<response xmlns="urn:ietf:params:xml:ns:xmpp-sasl">{proof}</response>',
-        (f"<iq type='set'><query xmlns='jabber:iq:auth'><password>{XMPP_PASSWORD}</password>"
-         f"<digest>{XMPP_PASSWORD}</digest></query></iq>"),
+        (
+            f"<iq type='set'><query xmlns='jabber:iq:auth'><password>{XMPP_PASSWORD}</password>"
+            f"<digest>{XMPP_PASSWORD}</digest></query></iq>"
+        ),
         f"<iq><query xmlns='jabber:iq:register'><password>{XMPP_PASSWORD}</password></query></iq>",
     ]
     caplog.set_level(logging.DEBUG, logger=log_redaction.STREAM_LOGGER)
@@ -314,11 +392,19 @@ def test_without_the_key_nothing_is_stored_in_the_clear(tmp_path: Path) -> None:
     gateway.cli("db", "init")
     (tmp_path / "data" / "purplegw.key").unlink()
     with pytest.raises(RuntimeError, match="key"):
-        gateway.cli("accounts", "add", "alice@sip.test", "a@example.org", "xmpp",
-                    "--password-stdin", stdin=XMPP_PASSWORD + "\n")
+        gateway.cli(
+            "accounts",
+            "add",
+            "alice@sip.test",
+            "a@example.org",
+            "xmpp",
+            "--password-stdin",
+            stdin=XMPP_PASSWORD + "\n",
+        )
     rows = tmp_path / "rows.csv"
-    rows.write_text(f"sip_user,ext_user,ext_prot,ext_pass\nb@sip.test,b@example.org,xmpp,"
-                    f"{XMPP_WRONG}\n")
+    rows.write_text(
+        f"sip_user,ext_user,ext_prot,ext_pass\nb@sip.test,b@example.org,xmpp,{XMPP_WRONG}\n"
+    )
     with pytest.raises(RuntimeError, match="key"):
         gateway.cli("accounts", "import", str(rows))
     db = next((tmp_path / "data").glob("*.db"))

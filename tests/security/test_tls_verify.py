@@ -49,21 +49,36 @@ UNTRUSTED = "certificate verify failed: self-signed certificate"
 WRONG_NAME = "certificate verify failed: "  # + "Hostname mismatch" / "IP address mismatch"
 
 
-def _daemon(base: Any, *, xmpp: dict[str, Any], irc: dict[str, Any],
-            accounts: list[tuple[str, str, str]], proxy: int | None = None) -> GatewayProcess:
-    gateway = GatewayProcess(base, extra_config=tomli_w.dumps(
-        {"protocols": {"xmpp": xmpp, "irc": irc}}))
+def _daemon(
+    base: Any,
+    *,
+    xmpp: dict[str, Any],
+    irc: dict[str, Any],
+    accounts: list[tuple[str, str, str]],
+    proxy: int | None = None,
+) -> GatewayProcess:
+    gateway = GatewayProcess(
+        base, extra_config=tomli_w.dumps({"protocols": {"xmpp": xmpp, "irc": irc}})
+    )
     if proxy is not None:
         set_config(gateway, proxy={"http_host": "127.0.0.1", "http_port": proxy})
     gateway.cli("db", "init")
     for sip_user, ext_user, protocol in accounts:
-        gateway.cli("accounts", "add", sip_user, ext_user, protocol, "--password-stdin",
-                    stdin="some-password\n")
+        gateway.cli(
+            "accounts",
+            "add",
+            sip_user,
+            ext_user,
+            protocol,
+            "--password-stdin",
+            stdin="some-password\n",
+        )
     return gateway.start()
 
 
-def _failed(gateway: GatewayProcess, users: list[str],
-            timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+def _failed(
+    gateway: GatewayProcess, users: list[str], timeout: float = 60.0
+) -> dict[str, dict[str, Any]]:
     """Each account's status once its last error is a certificate verification failure."""
     deadline = time.monotonic() + timeout
     last: dict[str, dict[str, Any]] = {}
@@ -74,18 +89,22 @@ def _failed(gateway: GatewayProcess, users: list[str],
             last = {a["ext_user"]: a for a in gateway.status()}
         except RuntimeError:
             last = {}
-        if all("certificate verify failed" in (last.get(u, {}).get("last_error") or "")
-               for u in users):
+        if all(
+            "certificate verify failed" in (last.get(u, {}).get("last_error") or "") for u in users
+        ):
             return last
         time.sleep(0.2)
-    raise TimeoutError(f"no verification errors after {timeout}s: {last}\n"
-                       f"{gateway.log_text()}")
+    raise TimeoutError(f"no verification errors after {timeout}s: {last}\n{gateway.log_text()}")
 
 
 @pytest.fixture(scope="module")
-def daemons(prosody: Prosody, prosody_wrong_name: Prosody, ngircd_tls: Ngircd,
-            ngircd_wrong_name: Ngircd,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def daemons(
+    prosody: Prosody,
+    prosody_wrong_name: Prosody,
+    ngircd_tls: Ngircd,
+    ngircd_wrong_name: Ngircd,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
     require_tinyproxy()
     irc_port, wrong_irc_port = ngircd_tls.tls_port, ngircd_wrong_name.tls_port
     assert irc_port is not None
@@ -97,33 +116,60 @@ def daemons(prosody: Prosody, prosody_wrong_name: Prosody, ngircd_tls: Ngircd,
     ports = [prosody.port, prosody_wrong_name.port, irc_port, wrong_irc_port]
     with Tinyproxy(connect_ports=ports) as proxy:
         runs = {
-            "default": (_daemon(
-                tmp_path_factory.mktemp("tls-default"),
-                xmpp={"server": prosody.address}, irc={},
-                accounts=[("a@sip.test", jid, "xmpp"), ("a@sip.test", irc, "irc")]),
-                [jid, irc]),
-            "direct_tls": (_daemon(
-                tmp_path_factory.mktemp("tls-direct"),
-                xmpp={"server": f"{prosody.host}:{prosody.tls_port}", "direct_tls": True},
-                irc={}, accounts=[("a@sip.test", jid, "xmpp")]),
-                [jid]),
-            "wrong_name": (_daemon(
-                tmp_path_factory.mktemp("tls-wrong-name"),
-                xmpp={"server": prosody_wrong_name.address, "ca_file": prosody_wrong_name.ca_file},
-                irc={"ca_file": str(ngircd_wrong_name.ca_file)},
-                accounts=[("a@sip.test", wrong_jid, "xmpp"), ("a@sip.test", wrong_irc, "irc")]),
-                [wrong_jid, wrong_irc]),
-            "proxied": (_daemon(
-                tmp_path_factory.mktemp("tls-proxied"),
-                xmpp={"server": prosody_wrong_name.address, "ca_file": prosody_wrong_name.ca_file},
-                irc={"ca_file": str(ngircd_wrong_name.ca_file)},
-                accounts=[("a@sip.test", wrong_jid, "xmpp"), ("a@sip.test", wrong_irc, "irc"),
-                          ("b@sip.test", irc, "irc")],  # ngircd_tls: not trusted by ca_file
-                proxy=proxy.port),
-                [wrong_jid, wrong_irc, irc]),
+            "default": (
+                _daemon(
+                    tmp_path_factory.mktemp("tls-default"),
+                    xmpp={"server": prosody.address},
+                    irc={},
+                    accounts=[("a@sip.test", jid, "xmpp"), ("a@sip.test", irc, "irc")],
+                ),
+                [jid, irc],
+            ),
+            "direct_tls": (
+                _daemon(
+                    tmp_path_factory.mktemp("tls-direct"),
+                    xmpp={"server": f"{prosody.host}:{prosody.tls_port}", "direct_tls": True},
+                    irc={},
+                    accounts=[("a@sip.test", jid, "xmpp")],
+                ),
+                [jid],
+            ),
+            "wrong_name": (
+                _daemon(
+                    tmp_path_factory.mktemp("tls-wrong-name"),
+                    xmpp={
+                        "server": prosody_wrong_name.address,
+                        "ca_file": prosody_wrong_name.ca_file,
+                    },
+                    irc={"ca_file": str(ngircd_wrong_name.ca_file)},
+                    accounts=[("a@sip.test", wrong_jid, "xmpp"), ("a@sip.test", wrong_irc, "irc")],
+                ),
+                [wrong_jid, wrong_irc],
+            ),
+            "proxied": (
+                _daemon(
+                    tmp_path_factory.mktemp("tls-proxied"),
+                    xmpp={
+                        "server": prosody_wrong_name.address,
+                        "ca_file": prosody_wrong_name.ca_file,
+                    },
+                    irc={"ca_file": str(ngircd_wrong_name.ca_file)},
+                    accounts=[
+                        ("a@sip.test", wrong_jid, "xmpp"),
+                        ("a@sip.test", wrong_irc, "irc"),
+                        ("b@sip.test", irc, "irc"),
+                    ],  # ngircd_tls: not trusted by ca_file
+                    proxy=proxy.port,
+                ),
+                [wrong_jid, wrong_irc, irc],
+            ),
         }
-        results: dict[str, Any] = {"jid": jid, "wrong_jid": wrong_jid, "irc": irc,
-                                   "wrong_irc": wrong_irc}
+        results: dict[str, Any] = {
+            "jid": jid,
+            "wrong_jid": wrong_jid,
+            "irc": irc,
+            "wrong_irc": wrong_irc,
+        }
         try:
             for name, (gateway, users) in runs.items():
                 results[name] = _failed(gateway, users)
@@ -143,8 +189,9 @@ def _error(result: dict[str, Any], user: str) -> str:
     return status["last_error"]
 
 
-def test_xmpp_untrusted_certificate_is_refused_by_default(daemons: dict[str, Any],
-                                                          prosody: Prosody) -> None:
+def test_xmpp_untrusted_certificate_is_refused_by_default(
+    daemons: dict[str, Any], prosody: Prosody
+) -> None:
     error = _error(daemons["default"], daemons["jid"])
     assert UNTRUSTED in error
     assert prosody.address in error  # which server
@@ -152,23 +199,26 @@ def test_xmpp_untrusted_certificate_is_refused_by_default(daemons: dict[str, Any
     assert error in daemons["default_log"]
 
 
-def test_irc_untrusted_certificate_is_refused_by_default(daemons: dict[str, Any],
-                                                         ngircd_tls: Ngircd) -> None:
+def test_irc_untrusted_certificate_is_refused_by_default(
+    daemons: dict[str, Any], ngircd_tls: Ngircd
+) -> None:
     error = _error(daemons["default"], daemons["irc"])
     assert UNTRUSTED in error
     assert f"127.0.0.1:{ngircd_tls.tls_port}" in error
     assert error in daemons["default_log"]
 
 
-def test_xmpp_direct_tls_untrusted_certificate_is_refused(daemons: dict[str, Any],
-                                                          prosody: Prosody) -> None:
+def test_xmpp_direct_tls_untrusted_certificate_is_refused(
+    daemons: dict[str, Any], prosody: Prosody
+) -> None:
     error = _error(daemons["direct_tls"], daemons["jid"])
     assert UNTRUSTED in error
     assert f"{prosody.host}:{prosody.tls_port}" in error
 
 
-def test_xmpp_certificate_for_another_name_is_refused(daemons: dict[str, Any],
-                                                      prosody_wrong_name: Prosody) -> None:
+def test_xmpp_certificate_for_another_name_is_refused(
+    daemons: dict[str, Any], prosody_wrong_name: Prosody
+) -> None:
     error = _error(daemons["wrong_name"], daemons["wrong_jid"])
     assert WRONG_NAME in error
     assert "mismatch" in error
@@ -177,8 +227,9 @@ def test_xmpp_certificate_for_another_name_is_refused(daemons: dict[str, Any],
     assert "names another host" in error  # not "set ca_file": it is set, and trusted
 
 
-def test_irc_certificate_for_another_name_is_refused(daemons: dict[str, Any],
-                                                     ngircd_wrong_name: Ngircd) -> None:
+def test_irc_certificate_for_another_name_is_refused(
+    daemons: dict[str, Any], ngircd_wrong_name: Ngircd
+) -> None:
     error = _error(daemons["wrong_name"], daemons["wrong_irc"])
     assert WRONG_NAME in error
     assert "mismatch" in error
@@ -209,12 +260,17 @@ def _message_to(port: int) -> Request:
     headers.add("Call-ID", f"tls-{time.monotonic_ns()}@127.0.0.1")
     headers.add("CSeq", "1 MESSAGE")
     headers.add("Content-Type", "text/plain")
-    return Request("MESSAGE", parse_uri(f"sip:alice@127.0.0.1:{port};transport=tls"), headers,
-                   b"for a verified peer only")
+    return Request(
+        "MESSAGE",
+        parse_uri(f"sip:alice@127.0.0.1:{port};transport=tls"),
+        headers,
+        b"for a verified peer only",
+    )
 
 
-def test_sip_tls_client_refuses_an_untrusted_peer(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_sip_tls_client_refuses_an_untrusted_peer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     write_self_signed_cert(cert, key, "127.0.0.1")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -238,12 +294,16 @@ def test_sip_tls_client_refuses_an_untrusted_peer(tmp_path: Path,
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         # The gateway's own listener has a certificate; no CA file for peers: the default.
-        config = {"listen": ["tls:127.0.0.1:0"], "tls_certificate": str(cert),
-                  "tls_private_key": str(key)}
+        config = {
+            "listen": ["tls:127.0.0.1:0"],
+            "tls_certificate": str(cert),
+            "tls_private_key": str(key),
+        }
         caplog.set_level(logging.INFO, logger="purplegw.actors")
         with SipFront(config, StaticRouter()) as front:
-            response = front.send_request(_message_to(port),
-                                          Address("tls", "127.0.0.1", port)).result(30)
+            response = front.send_request(
+                _message_to(port), Address("tls", "127.0.0.1", port)
+            ).result(30)
         thread.join(10)
     assert response.status == 503
     assert received == []  # not a byte of the MESSAGE went to the unverified peer

@@ -32,8 +32,16 @@ def test_rfc2617_md5_vector() -> None:
     from purplegw.sip.digest import _response
 
     ha1 = compute_ha1("Mufasa", "testrealm@host.com", "Circle Of Life")
-    resp = _response("MD5", ha1, "dcd98b7102dd2f0e8b11d0f600bfb0c093", "00000001", "0a4f113b", "auth",
-                     "GET", "/dir/index.html")
+    resp = _response(
+        "MD5",
+        ha1,
+        "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+        "00000001",
+        "0a4f113b",
+        "auth",
+        "GET",
+        "/dir/index.html",
+    )
     assert resp == "6629fae49393a05397450978507c4ef1"
 
 
@@ -42,8 +50,16 @@ def test_rfc7616_sha256_vector() -> None:
     from purplegw.sip.digest import _response
 
     ha1 = compute_ha1("Mufasa", "http-auth@example.org", "Circle of Life", "SHA-256")
-    resp = _response("SHA-256", ha1, "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", "00000001",
-                     "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", "auth", "GET", "/dir/index.html")
+    resp = _response(
+        "SHA-256",
+        ha1,
+        "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+        "00000001",
+        "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        "auth",
+        "GET",
+        "/dir/index.html",
+    )
     assert resp == "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
 
 
@@ -54,14 +70,28 @@ def test_round_trip_and_replay(algorithm: str) -> None:
     assert [parse_challenge(v).algorithm for v in values] == ["SHA-256", "MD5"]
     base = parse_challenge(values[0] if algorithm.startswith("SHA") else values[1])
     ch = type(base)(base.realm, base.nonce, algorithm, base.qop, base.opaque)
-    auth = build_authorization(ch, username="alice", password="wonderland", method="REGISTER",
-                               uri="sip:example.com", cnonce="abc", nc=1)
+    auth = build_authorization(
+        ch,
+        username="alice",
+        password="wonderland",
+        method="REGISTER",
+        uri="sip:example.com",
+        cnonce="abc",
+        nc=1,
+    )
     assert server.verify("REGISTER", auth, 1010.0, lookup).ok
     again = server.verify("REGISTER", auth, 1011.0, lookup)
     assert not again.ok
     assert again.reason == "nonce-count replay"
-    auth2 = build_authorization(ch, username="alice", password="wonderland", method="REGISTER",
-                                uri="sip:example.com", cnonce="abc", nc=2)
+    auth2 = build_authorization(
+        ch,
+        username="alice",
+        password="wonderland",
+        method="REGISTER",
+        uri="sip:example.com",
+        cnonce="abc",
+        nc=2,
+    )
     assert server.verify("REGISTER", auth2, 1012.0, lookup).ok
 
 
@@ -69,8 +99,14 @@ def test_kamailio_ha1_storage() -> None:
     server = DigestServer("example.com", SECRET, algorithms=("MD5",))
     (value,) = server.challenge(0, b"r")
     ha1 = compute_ha1("alice", "example.com", "wonderland")  # subscriber.ha1
-    auth = build_authorization(parse_challenge(value), username="alice", ha1=ha1, method="MESSAGE",
-                               uri="sip:bob@example.com", cnonce="c")
+    auth = build_authorization(
+        parse_challenge(value),
+        username="alice",
+        ha1=ha1,
+        method="MESSAGE",
+        uri="sip:bob@example.com",
+        cnonce="c",
+    )
     assert server.verify("MESSAGE", auth, 1, lambda u, r, a: ha1 if u == "alice" else None).ok
 
 
@@ -79,8 +115,13 @@ def test_failures() -> None:
     ch = parse_challenge(server.challenge(0, b"x")[0])
 
     def auth(**kw: object) -> str:
-        args: dict[str, object] = {"username": "alice", "password": "wonderland", "method": "REGISTER",
-                                   "uri": "sip:example.com", "cnonce": "c"}
+        args: dict[str, object] = {
+            "username": "alice",
+            "password": "wonderland",
+            "method": "REGISTER",
+            "uri": "sip:example.com",
+            "cnonce": "c",
+        }
         args.update(kw)
         return build_authorization(ch, **args)  # type: ignore[arg-type]
 

@@ -133,8 +133,11 @@ def test_stream_chunking_never_raises_other_errors(seed: bytes, cuts: list[int])
 
 
 # -- round trip of generated messages -----------------------------------------
-TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
-                min_size=1, max_size=12)
+TOKEN = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
+    min_size=1,
+    max_size=12,
+)
 HOST = st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9]{0,8}){0,2}", fullmatch=True)
 USER = st.from_regex(r"[A-Za-z0-9_.!~*'()&=+$,;?/-]{1,12}", fullmatch=True)
 QUOTED = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
@@ -153,8 +156,15 @@ def messages(draw: st.DrawFn) -> bytes:
         for _ in range(draw(st.integers(1, 3)))
     ]
     body = draw(st.binary(max_size=80))
-    extra = draw(st.lists(st.tuples(st.sampled_from(["X-Foo", "Subject", "User-Agent", "Supported"]),
-                                    st.text("abc xyz,;=", max_size=20)), max_size=4))
+    extra = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["X-Foo", "Subject", "User-Agent", "Supported"]),
+                st.text("abc xyz,;=", max_size=20),
+            ),
+            max_size=4,
+        )
+    )
     lines = [f"{method} {uri} SIP/2.0"]
     if draw(st.booleans()):
         lines.append(f"Via: {', '.join(vias)}")
@@ -205,8 +215,9 @@ def sip_uris(draw: st.DrawFn) -> str:
     out += host
     if draw(st.booleans()):
         out += f":{draw(st.integers(0, 65535))}"
-    for name in draw(st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), max_size=3,
-                              unique=True)):
+    for name in draw(
+        st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True), max_size=3, unique=True)
+    ):
         out += f";{name}" + (f"={draw(PARAMCHAR)}" if draw(st.booleans()) else "")
     return out
 
@@ -231,8 +242,11 @@ def test_uri_and_name_addr_round_trip(text: str, display: str | None, tag: str |
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(messages(), min_size=1, max_size=4), st.lists(st.integers(1, 200), max_size=30),
-       st.booleans())
+@given(
+    st.lists(messages(), min_size=1, max_size=4),
+    st.lists(st.integers(1, 200), max_size=30),
+    st.booleans(),
+)
 def test_stream_framing_matches_datagrams(batch: list[bytes], cuts: list[int], pings: bool) -> None:
     wire = b"".join((b"\r\n\r\n" if pings else b"") + serialize(parse_datagram(m)) for m in batch)
     stream = StreamParser()

@@ -12,14 +12,24 @@ PIDF = b"<presence><tuple id='a'><status><basic>open</basic></status></tuple></p
 
 def store() -> PublicationStore:
     counter = itertools.count()
-    return PublicationStore(random=lambda n: next(counter).to_bytes(n, "big"), min_expires=60,
-                            max_expires=3600, default_expires=3600)
+    return PublicationStore(
+        random=lambda n: next(counter).to_bytes(n, "big"),
+        min_expires=60,
+        max_expires=3600,
+        default_expires=3600,
+    )
 
 
 def test_create_refresh_modify_remove() -> None:
     s = store()
-    r = s.publish("sip:alice@example.com", "presence", if_match=None, expires=120, body=PIDF,
-                  content_type="application/pidf+xml")
+    r = s.publish(
+        "sip:alice@example.com",
+        "presence",
+        if_match=None,
+        expires=120,
+        body=PIDF,
+        content_type="application/pidf+xml",
+    )
     assert (r.status, r.change, r.expires) == (200, "created", 120)
     assert r.actions == [StartTimer(f"publication:{r.etag}", 120)]
     etag1 = r.etag
@@ -30,19 +40,27 @@ def test_create_refresh_modify_remove() -> None:
     assert refresh.etag != etag1
     assert refresh.publication is not None
     assert refresh.publication.body == PIDF
-    assert refresh.actions == [CancelTimer(f"publication:{etag1}"),
-                               StartTimer(f"publication:{refresh.etag}", 300)]
+    assert refresh.actions == [
+        CancelTimer(f"publication:{etag1}"),
+        StartTimer(f"publication:{refresh.etag}", 300),
+    ]
     # the old tag is gone
-    assert s.publish("sip:alice@example.com", "presence", if_match=etag1, expires=None,
-                     body=b"").status == 412
+    assert (
+        s.publish(
+            "sip:alice@example.com", "presence", if_match=etag1, expires=None, body=b""
+        ).status
+        == 412
+    )
 
-    modified = s.publish("sip:alice@example.com", "presence", if_match=refresh.etag, expires=None,
-                         body=b"<closed/>")
+    modified = s.publish(
+        "sip:alice@example.com", "presence", if_match=refresh.etag, expires=None, body=b"<closed/>"
+    )
     assert (modified.status, modified.change, modified.expires) == (200, "modified", 3600)
     assert [p.body for p in s.states("sip:alice@example.com")] == [b"<closed/>"]
 
-    removed = s.publish("sip:alice@example.com", "presence", if_match=modified.etag, expires=0,
-                        body=b"")
+    removed = s.publish(
+        "sip:alice@example.com", "presence", if_match=modified.etag, expires=0, body=b""
+    )
     assert (removed.status, removed.change, removed.expires) == (200, "removed", 0)
     assert s.states("sip:alice@example.com") == []
 

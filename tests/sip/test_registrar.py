@@ -8,8 +8,9 @@ from purplegw.sip.registrar import BindingTable
 SOURCE = ("udp", "127.0.0.1", 5099)
 
 
-def register(contacts: list[str], *, expires: int | None = None, call_id: str = "c1",
-             cseq: int = 1) -> bytes:
+def register(
+    contacts: list[str], *, expires: int | None = None, call_id: str = "c1", cseq: int = 1
+) -> bytes:
     lines = [
         "REGISTER sip:example.org SIP/2.0",
         "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK" + f"{call_id}{cseq}",
@@ -37,9 +38,9 @@ def test_register_refresh_expire() -> None:
     assert (result.status, result.changed) == (200, True)
     assert result.headers == [("Contact", "<sip:alice@127.0.0.1:5099>;expires=120")]
     assert [str(b.contact.uri) for b in table.contacts("alice@example.org", 1100.0)] == [
-        "sip:alice@127.0.0.1:5099"]
-    refresh = process(table, register(["<sip:alice@127.0.0.1:5099>"], expires=120, cseq=2),
-                      1100.0)
+        "sip:alice@127.0.0.1:5099"
+    ]
+    refresh = process(table, register(["<sip:alice@127.0.0.1:5099>"], expires=120, cseq=2), 1100.0)
     assert (refresh.status, refresh.changed) == (200, False)
     assert table.contacts("alice@example.org", 1219.0) != []
     assert table.contacts("alice@example.org", 1221.0) == []

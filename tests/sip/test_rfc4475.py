@@ -45,8 +45,12 @@ def load(name: str) -> bytes:
 def test_manifest_covers_every_category() -> None:
     kinds = {v.split(";")[0].split("(")[0] for _, v in MANIFEST}
     assert kinds == {
-        "valid-must-parse", "invalid-must-reject", "must-not-break", "parse",
-        "parse-headers", "unspecified",
+        "valid-must-parse",
+        "invalid-must-reject",
+        "must-not-break",
+        "parse",
+        "parse-headers",
+        "unspecified",
     }
     assert len(MANIFEST) == 51
 
@@ -282,6 +286,12 @@ def test_bext01_require_lists_unsupported_tags() -> None:
 
     msg = parse_datagram(load("bext01.dat"))
     assert isinstance(msg, Request)
-    assert unsupported_extensions(msg, ["path"]) == ["nothingSupportsThis", "nothingSupportsThisEither"]
+    assert unsupported_extensions(msg, ["path"]) == [
+        "nothingSupportsThis",
+        "nothingSupportsThisEither",
+    ]
     assert unsupported_extensions(msg, ["nothingsupportsthis", "NOTHINGSUPPORTSTHISEITHER"]) == []
-    assert msg.headers.getall("Proxy-Require") == ["noProxiesSupportThis", "norDoAnyProxiesSupportThis"]
+    assert msg.headers.getall("Proxy-Require") == [
+        "noProxiesSupportThis",
+        "norDoAnyProxiesSupportThis",
+    ]

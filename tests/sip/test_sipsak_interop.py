@@ -73,7 +73,8 @@ class MiniUAS(threading.Thread):
             headers = [("WWW-Authenticate", v) for v in self.digest.challenge(now, os.urandom(8))]
             return make_response(msg, 401, to_tag="uas1", headers=headers)
         result = self.digest.verify(
-            msg.method, auth, now, lambda u, r, a: self.ha1 if u == "alice" else None)
+            msg.method, auth, now, lambda u, r, a: self.ha1 if u == "alice" else None
+        )
         self.results.append((200 if result.ok else 403, result.reason))
         return make_response(msg, 200 if result.ok else 403, to_tag="uas1")
 
@@ -85,9 +86,24 @@ def test_sipsak_digest_round_trip(password: str, ok: bool) -> None:
     uas.start()
     try:
         proc = subprocess.run(
-            [sipsak, "-s", f"sip:alice@127.0.0.1:{uas.port}", "-u", "alice", "-a", password,
-             "-H", "127.0.0.1", "--local-ip", "127.0.0.1", "-vv"],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                sipsak,
+                "-s",
+                f"sip:alice@127.0.0.1:{uas.port}",
+                "-u",
+                "alice",
+                "-a",
+                password,
+                "-H",
+                "127.0.0.1",
+                "--local-ip",
+                "127.0.0.1",
+                "-vv",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     finally:
         uas.stopping.set()

@@ -17,15 +17,28 @@ from tests.kit.sipmsg import make_request
 RR = [("Record-Route", "<sip:p2.example.com;lr>, <sip:p1.example.com;lr>")]
 
 
-def subscribe(expires: int | None = 600, *, cseq: int = 1, to_tag: str | None = None,
-              contact: str = "<sip:watcher@10.0.0.9:5070>", extra: list[tuple[str, str]] | None = None
-              ) -> Request:
+def subscribe(
+    expires: int | None = 600,
+    *,
+    cseq: int = 1,
+    to_tag: str | None = None,
+    contact: str = "<sip:watcher@10.0.0.9:5070>",
+    extra: list[tuple[str, str]] | None = None,
+) -> Request:
     headers = [("Event", "presence"), ("Contact", contact), *(extra or [])]
     if expires is not None:
         headers.append(("Expires", str(expires)))
-    req = make_request("SUBSCRIBE", "sip:alice@127.0.0.1", from_="<sip:watcher@example.com>",
-                       from_tag="w1", to="<sip:alice@127.0.0.1>", to_tag=to_tag, call_id="sub-1",
-                       cseq=cseq, extra=headers)
+    req = make_request(
+        "SUBSCRIBE",
+        "sip:alice@127.0.0.1",
+        from_="<sip:watcher@example.com>",
+        from_tag="w1",
+        to="<sip:alice@127.0.0.1>",
+        to_tag=to_tag,
+        call_id="sub-1",
+        cseq=cseq,
+        extra=headers,
+    )
     # through the wire and back: the subscription sees what a peer would send
     msg = parse_datagram(serialize(req))
     assert isinstance(msg, Request)
@@ -34,8 +47,13 @@ def subscribe(expires: int | None = 600, *, cseq: int = 1, to_tag: str | None = 
 
 def new_sub() -> Subscription:
     counter = itertools.count(1)
-    return Subscription("presence", "SIP/2.0/UDP 127.0.0.1:5060", lambda: f"z9hG4bKn{next(counter)}",
-                        min_expires=60, max_expires=3600)
+    return Subscription(
+        "presence",
+        "SIP/2.0/UDP 127.0.0.1:5060",
+        lambda: f"z9hG4bKn{next(counter)}",
+        min_expires=60,
+        max_expires=3600,
+    )
 
 
 def sends(actions: list) -> list:
@@ -52,15 +70,22 @@ def test_subscription_state_values() -> None:
 
 def test_initial_active_then_notify_refresh_unsubscribe() -> None:
     sub = new_sub()
-    actions = sub.receive_subscribe(subscribe(600, extra=RR), now=1000.0, local_tag="gw1",
-                                    local_contact="<sip:gw@127.0.0.1:5060>")
+    actions = sub.receive_subscribe(
+        subscribe(600, extra=RR),
+        now=1000.0,
+        local_tag="gw1",
+        local_contact="<sip:gw@127.0.0.1:5060>",
+    )
     response, notify = sends(actions)
     assert isinstance(response, Response)
     assert response.status == 200
     assert response.headers.get("Expires") == "600"
     assert response.to is not None
     assert response.to.tag == "gw1"
-    assert response.headers.getall("Record-Route") == ["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]
+    assert response.headers.getall("Record-Route") == [
+        "<sip:p2.example.com;lr>",
+        "<sip:p1.example.com;lr>",
+    ]
     assert StartTimer("subscription_expires", 600) in actions
     assert isinstance(notify, Request)
     assert notify.method == "NOTIFY"

@@ -244,7 +244,19 @@ def test_pair_timeout_reaches_tu_at_64_t1() -> None:
     assert pair.client.delivered == [DeliverToTU(None, timeout=True)]
     assert not pair.client.layer.clients
     # 0, .5, 1.5, 3.5, 7.5, 11.5, ... every 4 s up to 32
-    assert [t for t, _ in pair.client.sent] == [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert [t for t, _ in pair.client.sent] == [
+        0,
+        0.5,
+        1.5,
+        3.5,
+        7.5,
+        11.5,
+        15.5,
+        19.5,
+        23.5,
+        27.5,
+        31.5,
+    ]
 
 
 def test_pair_reliable_has_no_retransmissions() -> None:
@@ -383,7 +395,11 @@ def test_tu_deadline_is_cancelled_by_the_answer_and_a_late_timer_is_ignored() ->
     layer.start(txn)
     layer.expect_answer(txn, 30.0)
     ok = make_response(req, 202)
-    assert layer.respond(txn, ok) == [Send(ok), CancelTimer("timer_tu"), StartTimer("timer_j", 32.0)]
+    assert layer.respond(txn, ok) == [
+        Send(ok),
+        CancelTimer("timer_tu"),
+        StartTimer("timer_j", 32.0),
+    ]
     assert layer.fire(txn, "timer_tu") == []
     assert layer.expect_answer(txn, 30.0) == []  # answered already
     # never armed: a stray timer_tu in Trying sends nothing

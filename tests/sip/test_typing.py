@@ -15,15 +15,35 @@ def test_mypy_strict_sip_core() -> None:
     pytest.importorskip("mypy")
     files = sorted(str(p) for p in (ROOT / "purplegw" / "sip").glob("*.py"))
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", "/dev/null", *files],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            "/dev/null",
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_no_io_imports_in_sip_core() -> None:
-    forbidden = ("import socket", "import threading", "import time", "import pykka", "import gevent",
-                 "import asyncio", "import select")
+    forbidden = (
+        "import socket",
+        "import threading",
+        "import time",
+        "import pykka",
+        "import gevent",
+        "import asyncio",
+        "import select",
+    )
     for path in (ROOT / "purplegw" / "sip").glob("*.py"):
         text = path.read_text(encoding="utf-8")
         for word in forbidden:

@@ -36,7 +36,12 @@ def test_uri_round_trip(text: str) -> None:
 def test_uri_fields_and_ipv6() -> None:
     uri = parse_uri("sips:bob:pw@[2001:db8::1]:5061;Transport=TLS;lr?Subject=hi")
     assert (uri.scheme, uri.user, uri.password, uri.host, uri.port) == (
-        "sips", "bob", "pw", "[2001:db8::1]", 5061)
+        "sips",
+        "bob",
+        "pw",
+        "[2001:db8::1]",
+        5061,
+    )
     assert uri.params == {"transport": "TLS", "lr": None}
     assert uri.transport == "tls"
     assert uri.headers == (("Subject", "hi"),)
@@ -47,8 +52,10 @@ def test_uri_fields_and_ipv6() -> None:
     [
         ("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
         ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
-        ("sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
-         "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"),
+        (
+            "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+            "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+        ),
     ],
 )
 def test_uri_equal_rfc3261_examples(a: str, b: str) -> None:
@@ -71,8 +78,10 @@ def test_uri_not_equal_rfc3261_examples(a: str, b: str) -> None:
     assert not uri_equal(parse_uri(a), parse_uri(b))
 
 
-@pytest.mark.parametrize("bad", ["sip:", "sip:alice@", "sip:a b@c", "sip:host:99999", "<sip:x>",
-                                 "sip:h;=x", "sip:x@h?bad"])
+@pytest.mark.parametrize(
+    "bad",
+    ["sip:", "sip:alice@", "sip:a b@c", "sip:host:99999", "<sip:x>", "sip:h;=x", "sip:x@h?bad"],
+)
 def test_bad_uris(bad: str) -> None:
     with pytest.raises(RemoteProtocolError) as exc:
         parse_uri(bad)
@@ -93,18 +102,34 @@ def test_name_addr_forms() -> None:
 
 
 def test_split_list_respects_quotes_and_brackets() -> None:
-    assert split_list('"a, b" <sip:x@y;p=1,2>, <sip:z@w>') == ['"a, b" <sip:x@y;p=1,2>', "<sip:z@w>"]
+    assert split_list('"a, b" <sip:x@y;p=1,2>, <sip:z@w>') == [
+        '"a, b" <sip:x@y;p=1,2>',
+        "<sip:z@w>",
+    ]
     assert split_list("a,b , c") == ["a", "b", "c"]
 
 
 def test_headers_store() -> None:
-    h = Headers([("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
-                 ("i", "abc"), ("k", "path, gruu"), ("X-Custom", "1")])
+    h = Headers(
+        [
+            ("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
+            ("i", "abc"),
+            ("k", "path, gruu"),
+            ("X-Custom", "1"),
+        ]
+    )
     assert h.getall("VIA") == ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/UDP b;branch=z9hG4bK2"]
     assert h.get("call-id") == "abc"
     assert h.get("Call-Id") == "abc"
     assert h.tokens("Supported") == ["path", "gruu"]
-    assert [name for name, _ in h.items()] == ["Via", "Via", "Call-ID", "Supported", "Supported", "X-Custom"]
+    assert [name for name, _ in h.items()] == [
+        "Via",
+        "Via",
+        "Call-ID",
+        "Supported",
+        "Supported",
+        "X-Custom",
+    ]
     assert [v.host for v in h.via()] == ["a", "b"]
     h.add("Via", "SIP/2.0/TCP c;branch=z9hG4bK0", first=True)
     assert h.top_via() is not None
@@ -121,8 +146,15 @@ def test_headers_store() -> None:
 
 def test_via_fields() -> None:
     via = parse_via("SIP / 2.0 / udp host.example:5062 ;branch=z9hG4bKx;rport;received=1.2.3.4")
-    assert (via.transport, via.host, via.port, via.branch, via.has_rport, via.rport, via.received) == (
-        "UDP", "host.example", 5062, "z9hG4bKx", True, None, "1.2.3.4")
+    assert (
+        via.transport,
+        via.host,
+        via.port,
+        via.branch,
+        via.has_rport,
+        via.rport,
+        via.received,
+    ) == ("UDP", "host.example", 5062, "z9hG4bKx", True, None, "1.2.3.4")
     assert str(via) == "SIP/2.0/UDP host.example:5062;branch=z9hG4bKx;rport;received=1.2.3.4"
     with pytest.raises(RemoteProtocolError):
         parse_via("SIP/2.0/UDP host;rport=abc")
@@ -131,8 +163,16 @@ def test_via_fields() -> None:
 def test_make_response_copies_per_8_2_6() -> None:
     req = make_request("SUBSCRIBE", extra=[("Record-Route", "<sip:p1;lr>, <sip:p2;lr>")])
     resp = make_response(req, 202, to_tag="t1", headers=[("Expires", "60")])
-    assert [k for k, _ in resp.headers.items()] == ["Via", "From", "To", "Call-ID", "CSeq",
-                                                    "Record-Route", "Record-Route", "Expires"]
+    assert [k for k, _ in resp.headers.items()] == [
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Record-Route",
+        "Record-Route",
+        "Expires",
+    ]
     assert resp.to is not None
     assert resp.to.tag == "t1"
     assert resp.reason == "Accepted"
@@ -219,7 +259,9 @@ def test_keepalives_and_tolerated_status_line() -> None:
     assert isinstance(msg, Request)
     with pytest.raises(RemoteProtocolError):
         parse_datagram(b"\r\n\r\n")
-    resp = parse_datagram(b"SIP/2.0 200\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n\r\n")
+    resp = parse_datagram(
+        b"SIP/2.0 200\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
     assert isinstance(resp, Response)
     assert resp.status == 200
     assert resp.reason == ""

@@ -14,7 +14,8 @@ SECRET = '{"salted": "c2VjcmV0LXNhbHRlZC1wYXNzd29yZA=="}'  # a test value
 
 def _accounts(store: Store, n: int) -> list[int]:
     return store.accounts.add_many(
-        NewAccount(f"u{i}@sip.test", f"u{i}@xmpp.test", "xmpp", f"pw{i}") for i in range(n))
+        NewAccount(f"u{i}@sip.test", f"u{i}@xmpp.test", "xmpp", f"pw{i}") for i in range(n)
+    )
 
 
 def test_keys_are_encrypted_replaced_and_loaded_per_account(store: Store) -> None:
@@ -40,8 +41,11 @@ def test_keys_of_removed_accounts_are_pruned(store: Store) -> None:
 def test_an_undecryptable_key_is_skipped_not_fatal(store: Store) -> None:
     account, other = _accounts(store, 2)
     store.account_keys.put(account, "scram", "good")
-    store.db.execute("INSERT INTO purplegw_account_keys (account_id, kind, value, updated) "
-                     "VALUES (?, 'scram', 'enc:v1:not-a-fernet-token', 0)", (other,))
+    store.db.execute(
+        "INSERT INTO purplegw_account_keys (account_id, kind, value, updated) "
+        "VALUES (?, 'scram', 'enc:v1:not-a-fernet-token', 0)",
+        (other,),
+    )
     assert store.account_keys.load() == {account: {"scram": "good"}}
 
 

@@ -45,8 +45,10 @@ def test_passwords_are_encrypted_at_rest(accounts: AccountRepository) -> None:
 
 def test_credentials_resolve_protocol_and_report_bad_rows(accounts: AccountRepository) -> None:
     accounts.add(NewAccount("a@example.org", "a@talk.example", "gtalk", "x"))
-    accounts.db.execute("INSERT INTO purplemap (sip_user, ext_user, ext_prot, ext_pass) "
-                        "VALUES ('b@example.org', 'b', 'prpl-msn-pecan', 'y')")
+    accounts.db.execute(
+        "INSERT INTO purplemap (sip_user, ext_user, ext_prot, ext_pass) "
+        "VALUES ('b@example.org', 'b', 'prpl-msn-pecan', 'y')"
+    )
     aliases = {"gtalk": "xmpp"}
 
     def canonical(protocol: str) -> str:
@@ -72,12 +74,15 @@ def test_import_is_all_or_nothing(accounts: AccountRepository) -> None:
     assert [r.sip_user for r in accounts.list()] == ["a@example.org"]
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("sip_user", "no-at-sign", "not user@domain"),
-    ("ext_user", "", "ext_user is empty"),
-    ("ext_user", "x" * 129, "longer than 128"),
-    ("ext_prot", "xm\npp", "control character"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sip_user", "no-at-sign", "not user@domain"),
+        ("ext_user", "", "ext_user is empty"),
+        ("ext_user", "x" * 129, "longer than 128"),
+        ("ext_prot", "xm\npp", "control character"),
+    ],
+)
 def test_bad_rows_are_refused_with_a_reason(
     accounts: AccountRepository, field: str, value: str, message: str
 ) -> None:

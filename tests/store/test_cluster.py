@@ -20,8 +20,10 @@ BOB = "bob@example.org"
 
 def backdate(store: Store, sip_user: str, seconds: float) -> None:
     """Make a lease expire ``seconds`` ago, as if that much time had passed."""
-    store.db.execute("UPDATE purplegw_leases SET expires = ? WHERE sip_user = ?",
-                     (store.cluster.now() - seconds, sip_user))
+    store.db.execute(
+        "UPDATE purplegw_leases SET expires = ? WHERE sip_user = ?",
+        (store.cluster.now() - seconds, sip_user),
+    )
 
 
 def test_database_clock_and_tables(store: Store) -> None:
@@ -29,9 +31,11 @@ def test_database_clock_and_tables(store: Store) -> None:
     # The same machine: the database clock agrees with ours to well within a second.
     assert abs(now - time.time()) < 1.0
     assert {"name", "advertise", "state", "heartbeat", "started"} <= set(
-        store.db.columns("purplegw_nodes"))
+        store.db.columns("purplegw_nodes")
+    )
     assert {"sip_user", "node", "expires", "epoch", "acquired"} <= set(
-        store.db.columns("purplegw_leases"))
+        store.db.columns("purplegw_leases")
+    )
     # Sub-second resolution: leases of a few seconds need it.
     assert any(store.cluster.now() % 1 for _ in range(3))
 
@@ -119,9 +123,15 @@ def test_listing_and_counts(store: Store) -> None:
     assert cluster.acquire("dave@example.org", "gw2", 15) is not None
     backdate(store, BOB, 1)
     assert [lease.sip_user for lease in cluster.leases()] == [
-        ALICE, BOB, "carol@example.org", "dave@example.org"]
+        ALICE,
+        BOB,
+        "carol@example.org",
+        "dave@example.org",
+    ]
     assert [lease.sip_user for lease in cluster.leases("gw1", unexpired=True)] == [
-        ALICE, "carol@example.org"]
+        ALICE,
+        "carol@example.org",
+    ]
     assert {n.name: n.leases for n in cluster.nodes()} == {"gw1": 2, "gw2": 1}
 
 
@@ -140,8 +150,12 @@ def test_many_users_in_chunks(store: Store) -> None:
     assert cluster.leases() == []
 
 
-def _race(url: str, take: Callable[[ClusterRepository, str, str], Lease | None],
-          rounds: int, prepare: Callable[[int], str]) -> Iterator[tuple[str, list[Lease | None]]]:
+def _race(
+    url: str,
+    take: Callable[[ClusterRepository, str, str], Lease | None],
+    rounds: int,
+    prepare: Callable[[int], str],
+) -> Iterator[tuple[str, list[Lease | None]]]:
     """Two nodes, each on its own connection, take the same user at the same instant."""
     dbs = [Database.create(url), Database.create(url)]
     repos = [ClusterRepository(db) for db in dbs]
@@ -152,9 +166,13 @@ def _race(url: str, take: Callable[[ClusterRepository, str, str], Lease | None],
             results: list[Lease | None] = [None, None]
             errors: list[BaseException] = []
 
-            def run(index: int, user: str = user, barrier: threading.Barrier = barrier,
-                    results: list[Lease | None] = results,
-                    errors: list[BaseException] = errors) -> None:
+            def run(
+                index: int,
+                user: str = user,
+                barrier: threading.Barrier = barrier,
+                results: list[Lease | None] = results,
+                errors: list[BaseException] = errors,
+            ) -> None:
                 try:
                     barrier.wait(timeout=10)
                     results[index] = take(repos[index], f"gw{index + 1}", user)
@@ -174,8 +192,7 @@ def _race(url: str, take: Callable[[ClusterRepository, str, str], Lease | None],
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["expired_lease", "new_user"])
-def test_two_nodes_race_for_one_lease(
-        store: Store, db_url: str, existing: bool) -> None:  # noqa: FBT001 - parametrized
+def test_two_nodes_race_for_one_lease(store: Store, db_url: str, existing: bool) -> None:
     """Exactly one of two concurrent takers wins, every time; the loser sees None, no error."""
     cluster = store.cluster
 
@@ -189,8 +206,9 @@ def test_two_nodes_race_for_one_lease(
 
     wins = {"gw1": 0, "gw2": 0}
     rounds = 40
-    for user, results in _race(db_url, lambda repo, node, user: repo.acquire(user, node, 15),
-                               rounds, prepare):
+    for user, results in _race(
+        db_url, lambda repo, node, user: repo.acquire(user, node, 15), rounds, prepare
+    ):
         winners = [r for r in results if r is not None]
         assert len(winners) == 1, (user, results)
         lease = cluster.lease(user)

@@ -17,19 +17,49 @@ ALICE = "alice@example.org"
 def test_add_get_list_filters(store: Store) -> None:
     letters = store.dead_letters
     before = time.time()
-    first = letters.add(direction=Direction.TO_NETWORK, sip_user=ALICE, protocol="xmpp",
-                        contact="bob@jabber.example", body="héllo \x1b", message_id="m-1",
-                        created=before - 60, attempts=3, status=488,
-                        reason="Not Acceptable Here: control character U+001B")
-    second = letters.add(direction="to_sip", sip_user=ALICE, protocol="irc", account_id=7,
-                         contact="carol", body=b"\xff raw", status=403, reason="Forbidden")
-    other = letters.add(direction=Direction.TO_SIP, sip_user="zed@example.org", protocol="xmpp",
-                        contact="x@y.example", body="z", status=480, reason="x" * 400)
+    first = letters.add(
+        direction=Direction.TO_NETWORK,
+        sip_user=ALICE,
+        protocol="xmpp",
+        contact="bob@jabber.example",
+        body="héllo \x1b",
+        message_id="m-1",
+        created=before - 60,
+        attempts=3,
+        status=488,
+        reason="Not Acceptable Here: control character U+001B",
+    )
+    second = letters.add(
+        direction="to_sip",
+        sip_user=ALICE,
+        protocol="irc",
+        account_id=7,
+        contact="carol",
+        body=b"\xff raw",
+        status=403,
+        reason="Forbidden",
+    )
+    other = letters.add(
+        direction=Direction.TO_SIP,
+        sip_user="zed@example.org",
+        protocol="xmpp",
+        contact="x@y.example",
+        body="z",
+        status=480,
+        reason="x" * 400,
+    )
     got = letters.get(first)
     assert got is not None
-    assert (got.direction, got.sip_user, got.protocol, got.contact, got.text, got.message_id,
-            got.attempts, got.status) == (Direction.TO_NETWORK, ALICE, "xmpp",
-                                          "bob@jabber.example", "héllo \x1b", "m-1", 3, 488)
+    assert (
+        got.direction,
+        got.sip_user,
+        got.protocol,
+        got.contact,
+        got.text,
+        got.message_id,
+        got.attempts,
+        got.status,
+    ) == (Direction.TO_NETWORK, ALICE, "xmpp", "bob@jabber.example", "héllo \x1b", "m-1", 3, 488)
     assert got.created == pytest.approx(before - 60)
     assert got.failed >= before
     assert got.reason.startswith("Not Acceptable Here")
@@ -50,17 +80,29 @@ def test_add_get_list_filters(store: Store) -> None:
 
 
 def test_bury_moves_rows_out_of_their_queue(store: Store) -> None:
-    store.sendq.put(sip_user=ALICE, protocol="xmpp", contact="bob@jabber.example",
-                    body="poison", message_id="m-9")
-    seq = store.outbox.put(sip_user=ALICE, account_id=2, protocol="xmpp",
-                           contact="bob@jabber.example", body=b"too big",
-                           content_type="text/plain;charset=UTF-8")
+    store.sendq.put(
+        sip_user=ALICE,
+        protocol="xmpp",
+        contact="bob@jabber.example",
+        body="poison",
+        message_id="m-9",
+    )
+    seq = store.outbox.put(
+        sip_user=ALICE,
+        account_id=2,
+        protocol="xmpp",
+        contact="bob@jabber.example",
+        body=b"too big",
+        content_type="text/plain;charset=UTF-8",
+    )
     store.outbox.failed_attempt(seq, "408 Request Timeout")
 
-    sent_id = store.dead_letters.bury_send(store.sendq, "m-9", status=500,
-                                           reason="stream died twice on it", attempts=2)
-    got_id = store.dead_letters.bury_incoming(store.outbox, seq, status=413,
-                                              reason="Request Entity Too Large", message_id="x1")
+    sent_id = store.dead_letters.bury_send(
+        store.sendq, "m-9", status=500, reason="stream died twice on it", attempts=2
+    )
+    got_id = store.dead_letters.bury_incoming(
+        store.outbox, seq, status=413, reason="Request Entity Too Large", message_id="x1"
+    )
     assert store.sendq.pending() == []
     assert store.outbox.pending() == []
     sent = store.dead_letters.get(sent_id)  # type: ignore[arg-type]
@@ -68,10 +110,20 @@ def test_bury_moves_rows_out_of_their_queue(store: Store) -> None:
     assert sent is not None
     assert got is not None
     assert (sent.direction, sent.message_id, sent.attempts, sent.status) == (
-        Direction.TO_NETWORK, "m-9", 2, 500)
+        Direction.TO_NETWORK,
+        "m-9",
+        2,
+        500,
+    )
     assert sent.created > 0
     assert (got.direction, got.account_id, got.body, got.attempts, got.status, got.message_id) == (
-        Direction.TO_SIP, 2, b"too big", 1, 413, "x1")
+        Direction.TO_SIP,
+        2,
+        b"too big",
+        1,
+        413,
+        "x1",
+    )
     # Not queued (any more): nothing to move, nothing invented.
     assert store.dead_letters.bury_send(store.sendq, "m-9", status=500, reason="again") is None
     assert store.dead_letters.bury_incoming(store.outbox, seq, status=500, reason="x") is None
@@ -80,20 +132,38 @@ def test_bury_moves_rows_out_of_their_queue(store: Store) -> None:
 
 def test_take_for_retry_requeues_each_direction_once(store: Store) -> None:
     letters = store.dead_letters
-    out_id = letters.add(direction=Direction.TO_NETWORK, sip_user=ALICE, protocol="xmpp",
-                         contact="bob@jabber.example", body="again please", message_id="m-2",
-                         status=503, reason="Service Unavailable", attempts=5)
-    in_id = letters.add(direction=Direction.TO_SIP, sip_user=ALICE, protocol="xmpp",
-                        account_id=4, contact="bob@jabber.example", body=b"to the phone",
-                        status=480, reason="Temporarily Unavailable", attempts=9)
-    older = store.outbox.put(sip_user=ALICE, account_id=4, protocol="xmpp", contact="c",
-                             body=b"queued meanwhile")
+    out_id = letters.add(
+        direction=Direction.TO_NETWORK,
+        sip_user=ALICE,
+        protocol="xmpp",
+        contact="bob@jabber.example",
+        body="again please",
+        message_id="m-2",
+        status=503,
+        reason="Service Unavailable",
+        attempts=5,
+    )
+    in_id = letters.add(
+        direction=Direction.TO_SIP,
+        sip_user=ALICE,
+        protocol="xmpp",
+        account_id=4,
+        contact="bob@jabber.example",
+        body=b"to the phone",
+        status=480,
+        reason="Temporarily Unavailable",
+        attempts=9,
+    )
+    older = store.outbox.put(
+        sip_user=ALICE, account_id=4, protocol="xmpp", contact="c", body=b"queued meanwhile"
+    )
 
     requeued = letters.take_for_retry(out_id, sendq=store.sendq, outbox=store.outbox)
     assert requeued is not None
     assert requeued.queue_key == "m-2"
     assert [(p.message_id, p.body, p.contact) for p in store.sendq.pending()] == [
-        ("m-2", "again please", "bob@jabber.example")]
+        ("m-2", "again please", "bob@jabber.example")
+    ]
 
     back = letters.take_for_retry(in_id, sendq=store.sendq, outbox=store.outbox)
     assert back is not None
@@ -111,9 +181,16 @@ def test_take_for_retry_is_all_or_nothing(store: Store) -> None:
     # The message id is queued again already (sent by hand, say): the retry must
     # neither lose the letter nor queue the message twice.
     letters = store.dead_letters
-    letter_id = letters.add(direction=Direction.TO_NETWORK, sip_user=ALICE, protocol="xmpp",
-                            contact="bob@jabber.example", body="dup", message_id="m-3",
-                            status=500, reason="x")
+    letter_id = letters.add(
+        direction=Direction.TO_NETWORK,
+        sip_user=ALICE,
+        protocol="xmpp",
+        contact="bob@jabber.example",
+        body="dup",
+        message_id="m-3",
+        status=500,
+        reason="x",
+    )
     store.sendq.put_many([NewSend(ALICE, "xmpp", "bob@jabber.example", "dup", "m-3")])
     with pytest.raises(StoreError, match="already in the send queue"):
         letters.take_for_retry(letter_id, sendq=store.sendq, outbox=store.outbox)
@@ -123,9 +200,15 @@ def test_take_for_retry_is_all_or_nothing(store: Store) -> None:
 
 def test_a_letter_taken_elsewhere_is_not_taken_twice(store: Store, db_url: str) -> None:
     # Two processes (CLI and daemon, or two CLIs) on their own connections.
-    letter_id = store.dead_letters.add(direction=Direction.TO_SIP, sip_user=ALICE,
-                                       protocol="xmpp", contact="b", body="once", status=480,
-                                       reason="x")
+    letter_id = store.dead_letters.add(
+        direction=Direction.TO_SIP,
+        sip_user=ALICE,
+        protocol="xmpp",
+        contact="b",
+        body="once",
+        status=480,
+        reason="x",
+    )
     other_db = Database.create(db_url)
     try:
         other = DeadLetterRepository(other_db)
@@ -133,15 +216,22 @@ def test_a_letter_taken_elsewhere_is_not_taken_twice(store: Store, db_url: str) 
         assert other.drop(letter_id) is True
     finally:
         other_db.close()
-    assert store.dead_letters.take_for_retry(letter_id, sendq=store.sendq,
-                                             outbox=store.outbox) is None
+    assert (
+        store.dead_letters.take_for_retry(letter_id, sendq=store.sendq, outbox=store.outbox) is None
+    )
     assert store.outbox.pending() == []
 
 
 def test_drop(store: Store) -> None:
-    letter_id = store.dead_letters.add(direction=Direction.TO_SIP, sip_user=ALICE,
-                                       protocol="xmpp", contact="b", body="bye", status=603,
-                                       reason="Decline")
+    letter_id = store.dead_letters.add(
+        direction=Direction.TO_SIP,
+        sip_user=ALICE,
+        protocol="xmpp",
+        contact="b",
+        body="bye",
+        status=603,
+        reason="Decline",
+    )
     assert store.dead_letters.drop(letter_id) is True
     assert store.dead_letters.drop(letter_id) is False
     assert store.dead_letters.list() == []

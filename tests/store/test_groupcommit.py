@@ -50,8 +50,9 @@ def test_put_many_and_done_many_are_one_commit_each(store: Store, commits: list[
     assert len(commits) == 1
     # A resend within the batch and of an already recorded id is recognised.
     assert store.sendq.put_many([_send(3), _send(20), _send(20)]) == [False, True, False]
-    seqs = store.outbox.put_many([NewIncoming(ALICE, 1, "xmpp", "bob", f"in {i}".encode())
-                                  for i in range(10)])
+    seqs = store.outbox.put_many(
+        [NewIncoming(ALICE, 1, "xmpp", "bob", f"in {i}".encode()) for i in range(10)]
+    )
     assert len(commits) == 3
     assert seqs == sorted(seqs)
     assert [m.body for m in store.outbox.pending(ALICE)] == [f"in {i}".encode() for i in range(10)]
@@ -66,9 +67,19 @@ def test_put_many_and_done_many_are_one_commit_each(store: Store, commits: list[
 def test_n_writes_share_one_commit(store: Store, commits: list[int], fresh: Database) -> None:
     writer = GroupCommitWriter(store.db)
     sends = [writer.add(partial(store.sendq.put_many, [_send(i)])) for i in range(32)]
-    incoming = [writer.add(partial(store.outbox.put, sip_user=ALICE, account_id=1,
-                                   protocol="xmpp", contact="bob", body=f"in {i}".encode()))
-                for i in range(32)]
+    incoming = [
+        writer.add(
+            partial(
+                store.outbox.put,
+                sip_user=ALICE,
+                account_id=1,
+                protocol="xmpp",
+                contact="bob",
+                body=f"in {i}".encode(),
+            )
+        )
+        for i in range(32)
+    ]
     assert len(writer) == 64
     assert not any(t.settled for t in sends)
     assert commits == []  # add() writes nothing
@@ -112,8 +123,10 @@ def _break_commit(db: Database) -> Callable[[], None]:
     if db.dialect == "sqlite":
         # A deferred foreign key is checked at COMMIT, which then fails.
         db.execute("CREATE TABLE gc_parent (id INTEGER PRIMARY KEY)")
-        db.execute("CREATE TABLE gc_child (parent INTEGER REFERENCES gc_parent(id) "
-                   "DEFERRABLE INITIALLY DEFERRED)")
+        db.execute(
+            "CREATE TABLE gc_child (parent INTEGER REFERENCES gc_parent(id) "
+            "DEFERRABLE INITIALLY DEFERRED)"
+        )
         return partial(db.execute, "INSERT INTO gc_child (parent) VALUES (42)")
     # The server drops the connection in the middle of the batch.
     row = db.fetchone("SELECT CONNECTION_ID()")
@@ -129,14 +142,24 @@ def _break_commit(db: Database) -> Callable[[], None]:
     return kill
 
 
-def test_database_failure_mid_batch_reports_nothing_durable(store: Store,
-                                                            fresh: Database) -> None:
+def test_database_failure_mid_batch_reports_nothing_durable(store: Store, fresh: Database) -> None:
     writer = GroupCommitWriter(store.db)
     sabotage = _break_commit(store.db)
     first = [writer.add(partial(store.sendq.put_many, [_send(i)])) for i in range(5)]
     writer.add(sabotage)
-    later = [writer.add(partial(store.outbox.put, sip_user=ALICE, account_id=1, protocol="xmpp",
-                                contact="bob", body=b"x")) for _ in range(5)]
+    later = [
+        writer.add(
+            partial(
+                store.outbox.put,
+                sip_user=ALICE,
+                account_id=1,
+                protocol="xmpp",
+                contact="bob",
+                body=b"x",
+            )
+        )
+        for _ in range(5)
+    ]
     result = writer.flush()
     assert result.committed == []
     assert result.commits == 0

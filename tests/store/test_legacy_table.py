@@ -18,22 +18,30 @@ if TYPE_CHECKING:
 # utils/kamctl/mysql/purple-create.sql of Kamailio, as operators ran it
 # (plus the Kamailio `version` table that script writes into).
 ORIGINAL_SCRIPT = [
-    ("CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INT UNSIGNED "
-    "DEFAULT 0 NOT NULL, CONSTRAINT table_name_idx UNIQUE (table_name)) ENGINE=MyISAM"),
+    (
+        "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INT UNSIGNED "
+        "DEFAULT 0 NOT NULL, CONSTRAINT table_name_idx UNIQUE (table_name)) ENGINE=MyISAM"
+    ),
     "INSERT INTO version (table_name, table_version) values ('purplemap','1')",
-    ("CREATE TABLE purplemap (id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL, "
-    "sip_user VARCHAR(128) NOT NULL, ext_user VARCHAR(128) NOT NULL, "
-    "ext_prot VARCHAR(16) NOT NULL, ext_pass VARCHAR(64)) ENGINE=MyISAM"),
-    ("INSERT INTO purplemap (sip_user, ext_user, ext_prot, ext_pass) VALUES "
-    "('sip:alice@example.org', 'alice@gmail.example', 'gtalk', 'alicepw'), "
-    "('sip:bob@example.org', 'bob@jabber.example', 'prpl-jabber', 'bobpw'), "
-    "('sip:bob@example.org', 'bobnick@irc.example', 'prpl-irc', NULL)"),
+    (
+        "CREATE TABLE purplemap (id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL, "
+        "sip_user VARCHAR(128) NOT NULL, ext_user VARCHAR(128) NOT NULL, "
+        "ext_prot VARCHAR(16) NOT NULL, ext_pass VARCHAR(64)) ENGINE=MyISAM"
+    ),
+    (
+        "INSERT INTO purplemap (sip_user, ext_user, ext_prot, ext_pass) VALUES "
+        "('sip:alice@example.org', 'alice@gmail.example', 'gtalk', 'alicepw'), "
+        "('sip:bob@example.org', 'bob@jabber.example', 'prpl-jabber', 'bobpw'), "
+        "('sip:bob@example.org', 'bobnick@irc.example', 'prpl-irc', NULL)"
+    ),
 ]
 
 SQLITE_SCRIPT = [
-    ("CREATE TABLE purplemap (id INTEGER PRIMARY KEY AUTOINCREMENT, sip_user VARCHAR(128) "
-    "NOT NULL, ext_user VARCHAR(128) NOT NULL, ext_prot VARCHAR(16) NOT NULL, "
-    "ext_pass VARCHAR(64))"),
+    (
+        "CREATE TABLE purplemap (id INTEGER PRIMARY KEY AUTOINCREMENT, sip_user VARCHAR(128) "
+        "NOT NULL, ext_user VARCHAR(128) NOT NULL, ext_prot VARCHAR(16) NOT NULL, "
+        "ext_pass VARCHAR(64))"
+    ),
     ORIGINAL_SCRIPT[3],
 ]
 

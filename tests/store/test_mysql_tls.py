@@ -70,15 +70,18 @@ def test_verify_against_a_server_without_tls_says_how_to_opt_out(mariadb: MariaD
         cipher(f"{url}?ssl=verify")
 
 
-@pytest.mark.parametrize(("url", "verified"), [
-    ("mysql://u:p@db.example.net/gw", True),  # a remote host: verified TLS by default
-    ("mysql://u:p@10.0.0.5:3306/gw?ssl_ca=/etc/ssl/certs/ca-certificates.crt", True),
-    ("mysql://u:p@db.example.net/gw?ssl=off", False),
-    ("mysql://u:p@localhost/gw", False),
-    ("mysql://u:p@127.0.0.1/gw", False),
-    ("mysql://u:p@[::1]/gw", False),
-    ("mysql://u:p@db.example.net/gw?unix_socket=/run/mysqld/mysqld.sock", False),
-])
+@pytest.mark.parametrize(
+    ("url", "verified"),
+    [
+        ("mysql://u:p@db.example.net/gw", True),  # a remote host: verified TLS by default
+        ("mysql://u:p@10.0.0.5:3306/gw?ssl_ca=/etc/ssl/certs/ca-certificates.crt", True),
+        ("mysql://u:p@db.example.net/gw?ssl=off", False),
+        ("mysql://u:p@localhost/gw", False),
+        ("mysql://u:p@127.0.0.1/gw", False),
+        ("mysql://u:p@[::1]/gw", False),
+        ("mysql://u:p@db.example.net/gw?unix_socket=/run/mysqld/mysqld.sock", False),
+    ],
+)
 def test_tls_decision(url: str, verified: bool) -> None:
     context = MysqlDatabase(url).tls_context()
     if not verified:

@@ -46,8 +46,10 @@ def test_users_add_list_remove(store: Store) -> None:
 
 def test_plaintext_only_rows_still_authenticate(store: Store) -> None:
     # kamctl with STORE_PLAINTEXT_PW=1 and calculate_ha1: password set, ha1 empty.
-    store.db.execute("INSERT INTO subscriber (username, domain, password, ha1, ha1b) "
-                     "VALUES ('carol', 'example.org', 'cpw', '', '')")
+    store.db.execute(
+        "INSERT INTO subscriber (username, domain, password, ha1, ha1b) "
+        "VALUES ('carol', 'example.org', 'cpw', '', '')"
+    )
     user = store.users.get("carol", "example.org")
     assert user is not None
     assert user.ha1 == hashlib.md5(b"carol:example.org:cpw").hexdigest()  # noqa: S324
@@ -55,10 +57,19 @@ def test_plaintext_only_rows_still_authenticate(store: Store) -> None:
 
 def test_outbox_keeps_order_and_utf8_until_done(store: Store) -> None:
     bodies = [f"message {i} — ünïcödé ✓".encode() for i in range(5)]
-    seqs = [store.outbox.put(sip_user="alice@example.org", account_id=1, protocol="xmpp",
-                             contact="bob@jabber.example", body=b) for b in bodies]
-    store.outbox.put(sip_user="zed@example.org", account_id=2, protocol="irc", contact="n",
-                     body=b"other user")
+    seqs = [
+        store.outbox.put(
+            sip_user="alice@example.org",
+            account_id=1,
+            protocol="xmpp",
+            contact="bob@jabber.example",
+            body=b,
+        )
+        for b in bodies
+    ]
+    store.outbox.put(
+        sip_user="zed@example.org", account_id=2, protocol="irc", contact="n", body=b"other user"
+    )
     pending = store.outbox.pending("alice@example.org")
     assert [m.seq for m in pending] == seqs
     assert [m.body for m in pending] == bodies
@@ -72,18 +83,36 @@ def test_outbox_keeps_order_and_utf8_until_done(store: Store) -> None:
 
 def test_large_bodies_survive(store: Store) -> None:
     body = ("x" * 9999 + "é").encode()
-    store.outbox.put(sip_user="a@example.org", account_id=1, protocol="xmpp", contact="b@x",
-                     body=body)
+    store.outbox.put(
+        sip_user="a@example.org", account_id=1, protocol="xmpp", contact="b@x", body=body
+    )
     assert store.outbox.pending()[0].body == body
 
 
 def test_send_queue_records_once_until_done(store: Store) -> None:
-    assert store.sendq.put(sip_user="a@example.org", protocol="xmpp", contact="b@x.example",
-                           body="hé ✓", message_id="m1") is True
-    assert store.sendq.put(sip_user="a@example.org", protocol="xmpp", contact="b@x.example",
-                           body="hé ✓", message_id="m1") is False  # a resend, not a new message
-    store.sendq.put(sip_user="a@example.org", protocol="irc", contact="n", body="2",
-                    message_id="m2")
+    assert (
+        store.sendq.put(
+            sip_user="a@example.org",
+            protocol="xmpp",
+            contact="b@x.example",
+            body="hé ✓",
+            message_id="m1",
+        )
+        is True
+    )
+    assert (
+        store.sendq.put(
+            sip_user="a@example.org",
+            protocol="xmpp",
+            contact="b@x.example",
+            body="hé ✓",
+            message_id="m1",
+        )
+        is False
+    )  # a resend, not a new message
+    store.sendq.put(
+        sip_user="a@example.org", protocol="irc", contact="n", body="2", message_id="m2"
+    )
     assert [(p.message_id, p.body) for p in store.sendq.pending()] == [("m1", "hé ✓"), ("m2", "2")]
     store.sendq.done("m1")
     assert [p.message_id for p in store.sendq.pending()] == ["m2"]

@@ -396,9 +396,7 @@ class SipFront:
         if method == "INVITE":
             self._reply_stateless(request, source, 405, None, [("Allow", self._allow())])
             return
-        txn = layer.create_server(
-            request, key, reliable=source.transport != "udp", context=source
-        )
+        txn = layer.create_server(request, key, reliable=source.transport != "udp", context=source)
         self._perform_server(txn, layer.start(txn))
 
     def _deliver(self, txn: ServerTransaction, request: Request) -> None:
@@ -522,9 +520,7 @@ class SipFront:
                 replied = True
                 self.respond(txn, response)
         elif not txn.answered:
-            self._perform_server(
-                txn, self.layer.expect_answer(txn, self.config.deferred_timeout)
-            )
+            self._perform_server(txn, self.layer.expect_answer(txn, self.config.deferred_timeout))
 
     def _respond_later(self, txn: ServerTransaction, request: Request, response: Response) -> None:
         try:

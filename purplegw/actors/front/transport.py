@@ -350,8 +350,7 @@ class TransportLayer:
                 continue
             if wire_logger.isEnabledFor(TRACE):
                 wire_logger.log(
-                    TRACE,
-                    "recv %s from %s\n%s", len(data), source, data.decode(errors="replace")
+                    TRACE, "recv %s from %s\n%s", len(data), source, data.decode(errors="replace")
                 )
             on_message(message, source)
 
@@ -457,8 +456,11 @@ class TransportLayer:
         if conn.outgoing:
             if self.outgoing_count >= self.config.max_outgoing_connections:
                 self.rejected_connections += 1
-                logger.warning("outgoing connection limit %d reached, refusing %s",
-                               self.config.max_outgoing_connections, conn)
+                logger.warning(
+                    "outgoing connection limit %d reached, refusing %s",
+                    self.config.max_outgoing_connections,
+                    conn,
+                )
                 return False
             self.outgoing_count += 1
             self.connections[conn.key] = conn
@@ -494,14 +496,18 @@ class TransportLayer:
         busiest, most = max(self._per_source.items(), key=lambda item: item[1])
         if most <= newcomer_count + 1:
             return False
-        victims = [c for c in self.connections.values()
-                   if not c.outgoing and not c.closed and c.source_key == busiest]
+        victims = [
+            c
+            for c in self.connections.values()
+            if not c.outgoing and not c.closed and c.source_key == busiest
+        ]
         if not victims:
             return False
         victim = min(victims, key=lambda c: c.last_activity)
         self.evicted_connections += 1
-        logger.info("connection slots full: closing %s (%s holds %d) for a newcomer",
-                    victim, busiest, most)
+        logger.info(
+            "connection slots full: closing %s (%s holds %d) for a newcomer", victim, busiest, most
+        )
         victim.abort()
         return True
 
@@ -684,12 +690,20 @@ def fit_connection_budget(config: TransportConfig) -> None:
     wanted = config.max_connections + config.max_outgoing_connections
     available = max(2, limit - RESERVED_FDS)
     if wanted <= available:
-        logger.info("connection budget: %d incoming + %d outgoing within RLIMIT_NOFILE %d",
-                    config.max_connections, config.max_outgoing_connections, limit)
+        logger.info(
+            "connection budget: %d incoming + %d outgoing within RLIMIT_NOFILE %d",
+            config.max_connections,
+            config.max_outgoing_connections,
+            limit,
+        )
         return
     share = config.max_connections / wanted
     config.max_connections = max(1, int(available * share))
     config.max_outgoing_connections = max(1, available - config.max_connections)
     logger.warning(
         "RLIMIT_NOFILE %d is below the connection budget (%d): using %d incoming + %d outgoing",
-        limit, wanted, config.max_connections, config.max_outgoing_connections)
+        limit,
+        wanted,
+        config.max_connections,
+        config.max_outgoing_connections,
+    )

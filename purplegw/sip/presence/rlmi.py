@@ -70,11 +70,19 @@ def _cid(uri: str, version: int, domain: str) -> str:
     return f"{instance_id(uri)}.{version}@{domain}"
 
 
-def rlmi_document(list_uri: str, version: int, *, full_state: bool,
-                  resources: list[ResourceState], cid_domain: str) -> bytes:
+def rlmi_document(
+    list_uri: str,
+    version: int,
+    *,
+    full_state: bool,
+    resources: list[ResourceState],
+    cid_domain: str,
+) -> bytes:
     """The RLMI document (Rules 2, 3); active resources name parts by ``cid``."""
-    root = ET.Element(f"{{{NS_RLMI}}}list", {
-        "uri": list_uri, "version": str(version), "fullState": "true" if full_state else "false"})
+    root = ET.Element(
+        f"{{{NS_RLMI}}}list",
+        {"uri": list_uri, "version": str(version), "fullState": "true" if full_state else "false"},
+    )
     for resource in resources:
         element = ET.SubElement(root, f"{{{NS_RLMI}}}resource", {"uri": resource.uri})
         if resource.name:
@@ -88,8 +96,9 @@ def rlmi_document(list_uri: str, version: int, *, full_state: bool,
     return bytes(ET.tostring(root, encoding="UTF-8", xml_declaration=True))
 
 
-def multipart_related(parts: list[tuple[str, str, bytes]], *, boundary: str,
-                      root_type: str) -> tuple[str, bytes]:
+def multipart_related(
+    parts: list[tuple[str, str, bytes]], *, boundary: str, root_type: str
+) -> tuple[str, bytes]:
     """``(content_type, body)`` of ``parts`` ``(content_id, content_type, body)``, root first."""
     marker = f"--{boundary}".encode()
     chunks: list[bytes] = []
@@ -97,25 +106,38 @@ def multipart_related(parts: list[tuple[str, str, bytes]], *, boundary: str,
         if marker in body:
             raise ValueError("the multipart boundary occurs in a part")
         chunks.append(
-            marker + b"\r\n"
+            marker
+            + b"\r\n"
             + b"Content-Transfer-Encoding: binary\r\n"
             + f"Content-ID: <{content_id}>\r\n".encode()
             + f'Content-Type: {content_type};charset="UTF-8"\r\n\r\n'.encode()
-            + body + b"\r\n")
+            + body
+            + b"\r\n"
+        )
     chunks.append(marker + b"--\r\n")
-    content_type = (f'multipart/related;type="{root_type}";start="<{parts[0][0]}>";'
-                    f'boundary="{boundary}"')
+    content_type = (
+        f'multipart/related;type="{root_type}";start="<{parts[0][0]}>";boundary="{boundary}"'
+    )
     return content_type, b"".join(chunks)
 
 
 def list_notification(  # noqa: PLR0913 - the list's whole state, all keyword
-        list_uri: str, *, version: int, full_state: bool,
-                      resources: list[ResourceState], boundary: str,
-                      cid_domain: str) -> tuple[str, bytes]:
+    list_uri: str,
+    *,
+    version: int,
+    full_state: bool,
+    resources: list[ResourceState],
+    boundary: str,
+    cid_domain: str,
+) -> tuple[str, bytes]:
     """``(content_type, body)`` of one NOTIFY of a resource list (Rules 1-4)."""
-    document = rlmi_document(list_uri, version, full_state=full_state, resources=resources,
-                             cid_domain=cid_domain)
+    document = rlmi_document(
+        list_uri, version, full_state=full_state, resources=resources, cid_domain=cid_domain
+    )
     parts = [(f"list.{version}@{cid_domain}", CONTENT_TYPE_RLMI, document)]
-    parts += [(_cid(r.uri, version, cid_domain), r.content_type, r.body)
-              for r in resources if r.state == "active" and r.body]
+    parts += [
+        (_cid(r.uri, version, cid_domain), r.content_type, r.body)
+        for r in resources
+        if r.state == "active" and r.body
+    ]
     return multipart_related(parts, boundary=boundary, root_type=CONTENT_TYPE_RLMI)

@@ -23,8 +23,17 @@ logger = logging.getLogger(__name__)
 
 VERSION_TABLE = "purplegw_version"
 
-__all__ = ["UPGRADES", "VERSION_TABLE", "Tables", "Upgrade", "check_schema", "current_version",
-           "latest_version", "run_upgrades", "upgrade"]
+__all__ = [
+    "UPGRADES",
+    "VERSION_TABLE",
+    "Tables",
+    "Upgrade",
+    "check_schema",
+    "current_version",
+    "latest_version",
+    "run_upgrades",
+    "upgrade",
+]
 
 
 def _tables(tables: Tables | str) -> Tables:
@@ -49,7 +58,8 @@ def check_schema(db: Database, tables: Tables | str) -> int:
     if version > latest_version():
         raise SchemaTooNewError(
             f"database schema version {version} is newer than this purplegw supports "
-            f"({latest_version()}): upgrade purplegw, do not downgrade the database")
+            f"({latest_version()}): upgrade purplegw, do not downgrade the database"
+        )
     if not db.table_exists(table):
         raise StoreError(f"account table {table!r} does not exist: run `purplegw db init`")
     return latest_version() - version

@@ -22,7 +22,8 @@ def create_account_table(db: Database, tables: Tables) -> None:
             " ext_user VARCHAR(128) NOT NULL,"
             " ext_prot VARCHAR(16) NOT NULL,"
             " ext_pass VARCHAR(64)"
-            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     else:
         db.execute(
             f"CREATE TABLE {table} ("
@@ -30,4 +31,5 @@ def create_account_table(db: Database, tables: Tables) -> None:
             " sip_user VARCHAR(128) NOT NULL,"
             " ext_user VARCHAR(128) NOT NULL,"
             " ext_prot VARCHAR(16) NOT NULL,"
-            " ext_pass VARCHAR(64))")
+            " ext_pass VARCHAR(64))"
+        )

@@ -30,7 +30,8 @@ def create_subscriber_table(db: Database, tables: Tables) -> None:
             " ha1 VARCHAR(128) DEFAULT '' NOT NULL,"
             " ha1b VARCHAR(128) DEFAULT '' NOT NULL,"
             f" CONSTRAINT {table}_account_idx UNIQUE (username, domain)"
-            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     else:
         db.execute(
             f"CREATE TABLE {table} ("
@@ -40,4 +41,5 @@ def create_subscriber_table(db: Database, tables: Tables) -> None:
             " password VARCHAR(64) DEFAULT '' NOT NULL,"
             " ha1 VARCHAR(128) DEFAULT '' NOT NULL,"
             " ha1b VARCHAR(128) DEFAULT '' NOT NULL,"
-            " CONSTRAINT account_idx UNIQUE (username, domain))")
+            " CONSTRAINT account_idx UNIQUE (username, domain))"
+        )

@@ -28,7 +28,8 @@ def create_outbox(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " attempts INT UNSIGNED DEFAULT 0 NOT NULL,"
             " last_error VARCHAR(255) DEFAULT '' NOT NULL,"
             " INDEX outbox_user_idx (sip_user, seq)"
-            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     else:
         db.execute(
             "CREATE TABLE purplegw_outbox ("
@@ -41,5 +42,6 @@ def create_outbox(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " body BLOB NOT NULL,"
             " created REAL NOT NULL,"
             " attempts INTEGER DEFAULT 0 NOT NULL,"
-            " last_error VARCHAR(255) DEFAULT '' NOT NULL)")
+            " last_error VARCHAR(255) DEFAULT '' NOT NULL)"
+        )
         db.execute("CREATE INDEX outbox_user_idx ON purplegw_outbox (sip_user, seq)")

@@ -25,7 +25,8 @@ def create_sendq(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " message_id VARCHAR(64) NOT NULL,"
             " created DOUBLE NOT NULL,"
             " UNIQUE KEY sendq_message_idx (message_id)"
-            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     else:
         db.execute(
             "CREATE TABLE purplegw_sendq ("
@@ -35,4 +36,5 @@ def create_sendq(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " contact VARCHAR(255) NOT NULL,"
             " body TEXT NOT NULL,"
             " message_id VARCHAR(64) NOT NULL UNIQUE,"
-            " created REAL NOT NULL)")
+            " created REAL NOT NULL)"
+        )

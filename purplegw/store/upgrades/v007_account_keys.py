@@ -22,7 +22,8 @@ def create_account_keys(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " value TEXT NOT NULL,"
             " updated DOUBLE NOT NULL,"
             " PRIMARY KEY (account_id, kind)"
-            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     else:
         db.execute(
             "CREATE TABLE purplegw_account_keys ("
@@ -30,4 +31,5 @@ def create_account_keys(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " kind VARCHAR(32) NOT NULL,"
             " value TEXT NOT NULL,"
             " updated REAL NOT NULL,"
-            " PRIMARY KEY (account_id, kind))")
+            " PRIMARY KEY (account_id, kind))"
+        )

@@ -34,7 +34,8 @@ def create_dead_letters(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " status SMALLINT UNSIGNED DEFAULT 0 NOT NULL,"
             " reason VARCHAR(255) DEFAULT '' NOT NULL,"
             " INDEX dead_letters_user_idx (sip_user, id)"
-            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
     else:
         db.execute(
             "CREATE TABLE purplegw_dead_letters ("
@@ -51,5 +52,6 @@ def create_dead_letters(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " failed REAL NOT NULL,"
             " attempts INTEGER DEFAULT 0 NOT NULL,"
             " status INTEGER DEFAULT 0 NOT NULL,"
-            " reason VARCHAR(255) DEFAULT '' NOT NULL)")
+            " reason VARCHAR(255) DEFAULT '' NOT NULL)"
+        )
         db.execute("CREATE INDEX dead_letters_user_idx ON purplegw_dead_letters (sip_user, id)")

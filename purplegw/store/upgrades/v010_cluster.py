@@ -24,7 +24,8 @@ def create_cluster_tables(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " advertise VARCHAR(64) DEFAULT '' NOT NULL,"
             " state VARCHAR(16) DEFAULT 'live' NOT NULL,"
             f" heartbeat {'DOUBLE' if mysql else 'REAL'} NOT NULL,"
-            f" started {'DOUBLE' if mysql else 'REAL'} NOT NULL" + suffix)
+            f" started {'DOUBLE' if mysql else 'REAL'} NOT NULL" + suffix
+        )
     if not db.table_exists("purplegw_leases"):
         db.execute(
             "CREATE TABLE purplegw_leases ("
@@ -33,6 +34,8 @@ def create_cluster_tables(db: Database, tables: Tables) -> None:  # noqa: ARG001
             f" expires {'DOUBLE' if mysql else 'REAL'} DEFAULT 0 NOT NULL,"
             f" epoch {'BIGINT UNSIGNED' if mysql else 'INTEGER'} DEFAULT 0 NOT NULL,"
             f" acquired {'DOUBLE' if mysql else 'REAL'} DEFAULT 0 NOT NULL"
-            + (", INDEX leases_node_idx (node, expires)" if mysql else "") + suffix)
+            + (", INDEX leases_node_idx (node, expires)" if mysql else "")
+            + suffix
+        )
         if not mysql:
             db.execute("CREATE INDEX leases_node_idx ON purplegw_leases (node, expires)")

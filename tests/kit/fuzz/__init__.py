@@ -24,7 +24,5 @@ __all__ = ["TARGETS", "Crash", "FuzzFailure", "RunResult", "Target", "fuzz", "re
 
 TARGETS: dict[str, Target] = {
     t.name: t
-    for t in (
-        DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION, REGISTRAR, DIGEST
-    )
+    for t in (DATAGRAM, STREAM, TRANSACTIONS, DIALOG, SUBSCRIPTION, PUBLICATION, REGISTRAR, DIGEST)
 }

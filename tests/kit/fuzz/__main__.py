@@ -39,11 +39,21 @@ def _run_atheris(name: str, seconds: float, seed: int, work: Path) -> RunResult:
     crash_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     proc = subprocess.run(  # our own interpreter and module
-        [sys.executable, "-m", "tests.kit.fuzz_atheris", name,
-         str(work / "corpus" / name), f"-max_total_time={max(1, round(seconds))}",
-         f"-seed={seed or 1}", f"-artifact_prefix={crash_dir}/{name}-", "-print_final_stats=1",
-         "-timeout=5", "-rss_limit_mb=2048"],
-        capture_output=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "tests.kit.fuzz_atheris",
+            name,
+            str(work / "corpus" / name),
+            f"-max_total_time={max(1, round(seconds))}",
+            f"-seed={seed or 1}",
+            f"-artifact_prefix={crash_dir}/{name}-",
+            "-print_final_stats=1",
+            "-timeout=5",
+            "-rss_limit_mb=2048",
+        ],
+        capture_output=True,
+        check=False,
     )
     result = RunResult(name, seed, seconds=time.monotonic() - start)
     done = _DONE_RE.search(proc.stderr)
@@ -56,8 +66,9 @@ def _run_atheris(name: str, seconds: float, seed: int, work: Path) -> RunResult:
         artifact = _ARTIFACT_RE.search(proc.stderr)
         path = Path(artifact.group(1).decode()) if artifact else None
         data = path.read_bytes() if path and path.exists() else b""
-        result.crashes.append(Crash(name, data, proc.stderr.decode(errors="replace")[-4000:], [],
-                                    path))
+        result.crashes.append(
+            Crash(name, data, proc.stderr.decode(errors="replace")[-4000:], [], path)
+        )
     return result
 
 
@@ -67,14 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="total, split over targets")
     parser.add_argument("--seed", default="random", help="an integer, or 'random' (printed)")
     parser.add_argument("--engine", choices=("auto", "atheris", "random"), default="auto")
-    parser.add_argument("--work-dir", type=Path, default=Path("var/fuzz"),
-                        help="crashes/ and the atheris corpus/ live here")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("var/fuzz"),
+        help="crashes/ and the atheris corpus/ live here",
+    )
     parser.add_argument("--replay", type=Path, help="run one saved input and show what it does")
     args = parser.parse_args(argv)
 
     if args.replay is not None:
-        name = next((n for n in sorted(TARGETS, key=len, reverse=True)
-                     if args.replay.name.startswith(n + "-")), None)
+        name = next(
+            (
+                n
+                for n in sorted(TARGETS, key=len, reverse=True)
+                if args.replay.name.startswith(n + "-")
+            ),
+            None,
+        )
         if name is None:
             parser.error(f"cannot tell the target from the file name {args.replay.name}")
         crash = replay(TARGETS[name], args.replay.read_bytes())
@@ -93,15 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     if engine == "auto":
         engine = "atheris" if importlib.util.find_spec("atheris") else "random"
     share = args.seconds / len(names)
-    print(f"fuzz: engine {engine}, seed {seed}, {share:.0f} s per target, "
-          f"work dir {args.work_dir}", flush=True)
+    print(
+        f"fuzz: engine {engine}, seed {seed}, {share:.0f} s per target, work dir {args.work_dir}",
+        flush=True,
+    )
     crashed = False
     for name in names:
         if engine == "atheris":
             result = _run_atheris(name, share, seed, args.work_dir)
         else:
-            result = fuzz(TARGETS[name], seconds=share, seed=seed,
-                          crash_dir=args.work_dir / "crashes")
+            result = fuzz(
+                TARGETS[name], seconds=share, seed=seed, crash_dir=args.work_dir / "crashes"
+            )
         print(result.line(), flush=True)
         for crash in result.crashes:
             crashed = True

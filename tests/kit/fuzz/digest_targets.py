@@ -42,8 +42,22 @@ PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 USERS = ("alice", "bob", "eve", 'al"ice', "alice\\")
 URIS = (RURI, RURI, "sip:GW.test", "sip:gw.test;transport=tcp", "sip:other.test", "sip:%67w.test")
 ALGORITHMS = ("MD5", "SHA-256", "MD5-sess", "SHA-256-sess")
-MANGLES = (b'"', b"\\", b",", b"=", b" ", b"", b"\x00", b"\xff", b"nc=00000009, ",
-           b'response="0", ', b"Digest ", b"algorithm=MD5, ", b'uri="sip:x", ', b"qop=auth-int, ")
+MANGLES = (
+    b'"',
+    b"\\",
+    b",",
+    b"=",
+    b" ",
+    b"",
+    b"\x00",
+    b"\xff",
+    b"nc=00000009, ",
+    b'response="0", ',
+    b"Digest ",
+    b"algorithm=MD5, ",
+    b'uri="sip:x", ',
+    b"qop=auth-int, ",
+)
 _KEYS = ("username", "realm", "nonce", "uri", "response", "nc", "cnonce", "qop", "algorithm")
 
 
@@ -106,15 +120,25 @@ def run_digest(data: bytes, trace: Trace = None) -> str:
         nc = d.choice((last + 1, last + 1, last, max(1, last - 1), 2**32 - 1))
         cnonce = d.choice(("c1", "c2", ""))
         challenge = parse_challenge(
-            f'Digest realm="{REALM}", nonce="{nonce}", algorithm={algorithm}, qop="auth"')
-        value = build_authorization(challenge, username=username, password=password,
-                                    method="REGISTER", uri=uri, cnonce=cnonce, nc=nc)
+            f'Digest realm="{REALM}", nonce="{nonce}", algorithm={algorithm}, qop="auth"'
+        )
+        value = build_authorization(
+            challenge,
+            username=username,
+            password=password,
+            method="REGISTER",
+            uri=uri,
+            cnonce=cnonce,
+            nc=nc,
+        )
         mangled = d.int(0, 2) == 0
         sent = _mangle(d, value) if mangled else value
         result = server.verify("REGISTER", sent, now, _lookup, request_uri=RURI)
         if trace is not None:
-            trace.append(f"t={now} verify {sent!r} (nc={nc}, last={last}, right password "
-                         f"{right_password}, issued {issued[nonce]}) -> {result}")
+            trace.append(
+                f"t={now} verify {sent!r} (nc={nc}, last={last}, right password "
+                f"{right_password}, issued {issued[nonce]}) -> {result}"
+            )
         outcomes.add(f"{result.ok} {result.stale} {result.reason[:24]}")
         fresh = now - issued[nonce] <= server.nonce_lifetime
         # host case does not matter (RFC 3261 19.1.4); an escaped host is not a host at all
@@ -129,10 +153,12 @@ def run_digest(data: bytes, trace: Trace = None) -> str:
             if not fresh:
                 check(result.stale, f"stale nonce refused without stale: {result}")
             else:
-                check(previous is not None and nc <= previous,
-                      f"right credentials refused: {result}")
+                check(
+                    previous is not None and nc <= previous, f"right credentials refused: {result}"
+                )
     return " ".join(sorted(outcomes))
 
 
-DIGEST = Target("digest", run_digest, op_seeds, max_len=1024,
-                dictionary=tuple(bytes([i]) for i in range(16)))
+DIGEST = Target(
+    "digest", run_digest, op_seeds, max_len=1024, dictionary=tuple(bytes([i]) for i in range(16))
+)

@@ -49,8 +49,24 @@ __all__ = ["DATAGRAM", "STREAM", "corpus_messages"]
 # small caps so that huge headers and bodies hit the limits with small inputs
 _MAX_MESSAGE = 4096
 _MAX_HEADER = 2048
-_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "MESSAGE",
-                      "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER", "INFO", "UPDATE", "PRACK"})
+_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "REGISTER",
+        "OPTIONS",
+        "MESSAGE",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "REFER",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+    }
+)
 
 
 def corpus_messages() -> list[bytes]:
@@ -62,15 +78,27 @@ def corpus_messages() -> list[bytes]:
     seeds = [Path(p).read_bytes() for p in paths]
     seeds += [
         request_bytes("MESSAGE", body=b"hello", content_type="text/plain"),
-        request_bytes("SUBSCRIBE", extra=[("Event", "presence"), ("Expires", "3600"),
-                                          ("Contact", "<sip:a@127.0.0.1:5070;transport=tcp>")]),
-        request_bytes("NOTIFY", to_tag="t1", extra=[("Event", "presence;id=7"),
-                                                    ("Subscription-State", "active;expires=60")]),
-        request_bytes("PUBLISH", extra=[("Event", "presence"), ("SIP-If-Match", "abc"),
-                                        ("Expires", "0")]),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n"
-        b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>;tag=2\r\nCall-ID: c\r\n"
-        b"CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"),
+        request_bytes(
+            "SUBSCRIBE",
+            extra=[
+                ("Event", "presence"),
+                ("Expires", "3600"),
+                ("Contact", "<sip:a@127.0.0.1:5070;transport=tcp>"),
+            ],
+        ),
+        request_bytes(
+            "NOTIFY",
+            to_tag="t1",
+            extra=[("Event", "presence;id=7"), ("Subscription-State", "active;expires=60")],
+        ),
+        request_bytes(
+            "PUBLISH", extra=[("Event", "presence"), ("SIP-If-Match", "abc"), ("Expires", "0")]
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n"
+            b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>;tag=2\r\nCall-ID: c\r\n"
+            b"CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        ),
     ]
     return seeds
 
@@ -111,8 +139,10 @@ def check_round_trip(msg: Message) -> None:
     except SipError as exc:
         raise FuzzFailure(f"serialized message does not parse: {exc!r}\n{wire!r}") from exc
     check(_start(again) == _start(msg), f"start line changed: {_start(msg)} -> {_start(again)}")
-    check(_without_length(again) == _without_length(msg),
-          f"headers changed: {_without_length(msg)} -> {_without_length(again)}")
+    check(
+        _without_length(again) == _without_length(msg),
+        f"headers changed: {_without_length(msg)} -> {_without_length(again)}",
+    )
     check(again.body == msg.body, "body changed in the round trip")
     check(again.content_length == len(msg.body), "Content-Length not the body length")
     check(serialize(again) == wire, f"serialize is not a fixpoint:\n{wire!r}\n{serialize(again)!r}")
@@ -125,8 +155,9 @@ def check_round_trip(msg: Message) -> None:
         try:
             back = parse_datagram(out)
         except SipError as exc:
-            raise FuzzFailure(f"our response to a parsed request does not parse: {exc!r}\n"
-                              f"{out!r}") from exc
+            raise FuzzFailure(
+                f"our response to a parsed request does not parse: {exc!r}\n{out!r}"
+            ) from exc
         check(isinstance(back, Response) and back.status == 200, "response changed")
 
 
@@ -146,8 +177,11 @@ def run_datagram(data: bytes, trace: Trace = None) -> str:
         trace.append(f"parse_datagram -> {msg!r}")
     _touch(msg)
     check_round_trip(msg)
-    kind = msg.method if isinstance(msg, Request) and msg.method in _METHODS else (
-        "other" if isinstance(msg, Request) else msg.status // 100)
+    kind = (
+        msg.method
+        if isinstance(msg, Request) and msg.method in _METHODS
+        else ("other" if isinstance(msg, Request) else msg.status // 100)
+    )
     return f"ok {kind} {len(msg.headers.items()) // 4}"
 
 
@@ -177,13 +211,17 @@ def run_stream(data: bytes, trace: Trace = None) -> str:
         cuts = [rng.randint(1, most) for _ in range(min(len(data), 4000) // most + 1)]
         chunked = _stream(data, cuts)
         if trace is not None:
-            trace.append(f"chunks of 1..{most}: {len(chunked[0])} messages, error {chunked[1]}, "
-                         f"keepalives {chunked[2]}")
-        check([serialize(m) for m in chunked[0]] == wire and chunked[1:] == whole[1:],
-              f"chunking changed the result (chunks of 1..{most}, cuts {cuts[:50]}):\n"
-              f"whole: {len(wire)} messages, error {whole[1]}, keepalives {whole[2]}, "
-              f"buffered {whole[3]}\nchunked: {len(chunked[0])} messages, error {chunked[1]}, "
-              f"keepalives {chunked[2]}, buffered {chunked[3]}")
+            trace.append(
+                f"chunks of 1..{most}: {len(chunked[0])} messages, error {chunked[1]}, "
+                f"keepalives {chunked[2]}"
+            )
+        check(
+            [serialize(m) for m in chunked[0]] == wire and chunked[1:] == whole[1:],
+            f"chunking changed the result (chunks of 1..{most}, cuts {cuts[:50]}):\n"
+            f"whole: {len(wire)} messages, error {whole[1]}, keepalives {whole[2]}, "
+            f"buffered {whole[3]}\nchunked: {len(chunked[0])} messages, error {chunked[1]}, "
+            f"keepalives {chunked[2]}, buffered {chunked[3]}",
+        )
     if len(wire) == 1 and whole[1] is None and whole[3] == 0:
         # one framed message and nothing else: UDP must read it the same way
         try:

@@ -35,10 +35,29 @@ logger = logging.getLogger(__name__)
 __all__ = ["REGISTRAR"]
 
 MAX_OPS = 80
-URIS = ("sip:a@127.0.0.1:5070", "sip:a@127.0.0.1:5071;transport=tcp", "sip:b@[::1]:5070",
-        "sip:A@127.0.0.1:5070")
-PARAMS = (None, None, "0", "1", "59", "60", "3600", "3601", "4294967296", "-30", "1_000", "+60",
-          "0x10", "\u0663", "")
+URIS = (
+    "sip:a@127.0.0.1:5070",
+    "sip:a@127.0.0.1:5071;transport=tcp",
+    "sip:b@[::1]:5070",
+    "sip:A@127.0.0.1:5070",
+)
+PARAMS = (
+    None,
+    None,
+    "0",
+    "1",
+    "59",
+    "60",
+    "3600",
+    "3601",
+    "4294967296",
+    "-30",
+    "1_000",
+    "+60",
+    "0x10",
+    "\u0663",
+    "",
+)
 HEADER_EXPIRES = (None, "0", "30", "60", "600", "4294967295", "99999999999999")
 _DELTA_RE = re.compile(r"[0-9]+")
 
@@ -95,8 +114,10 @@ def run_registrar(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR09
             now += d.choice((1.0, 59.0, 600.0, 3600.0))
             table.expire(now)
             for aor in table.aors():
-                check(all(b.expires_at > now for b in table._bindings[aor]),
-                      "expire() left an expired binding")
+                check(
+                    all(b.expires_at > now for b in table._bindings[aor]),
+                    "expire() left an expired binding",
+                )
             continue
         cseq = d.choice((cseq + 1, cseq, max(0, cseq - 1), 2**32 - 1))
         built = _register(d, cseq)
@@ -107,9 +128,11 @@ def run_registrar(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR09
         result = table.process("a@gw", request, now, ("udp", "127.0.0.1", 5070))
         after = {b.contact.uri: b.expires_at for b in table.contacts("a@gw", now)}
         if trace is not None:
-            trace.append(f"t={now} REGISTER cseq={cseq} contacts={contacts} "
-                         f"Expires={request.headers.get('Expires')} -> {result.status} "
-                         f"{result.reason}; bindings {after}")
+            trace.append(
+                f"t={now} REGISTER cseq={cseq} contacts={contacts} "
+                f"Expires={request.headers.get('Expires')} -> {result.status} "
+                f"{result.reason}; bindings {after}"
+            )
         outcomes.add(f"{result.status} {result.reason[:30]}")
         header = request.expires
         # the contacts are judged in order: the first malformed or too brief one decides
@@ -134,11 +157,18 @@ def run_registrar(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR09
             if lifetime == 0:
                 continue  # removed, unless the same URI appears again in the request
             check(not 0 < lifetime < lo, f"lifetime {lifetime} below {lo} answered 200")
-            check(bound and all(lo <= at - now <= hi for at in bound),
-                  f"contact {uri} lifetime {lifetime} bound as {bound} (now {now}, "
-                  f"bounds [{lo}, {hi}])")
+            check(
+                bound and all(lo <= at - now <= hi for at in bound),
+                f"contact {uri} lifetime {lifetime} bound as {bound} (now {now}, "
+                f"bounds [{lo}, {hi}])",
+            )
     return " ".join(sorted(outcomes))
 
 
-REGISTRAR = Target("registrar", run_registrar, op_seeds, max_len=1024,
-                   dictionary=tuple(bytes([i]) for i in range(16)))
+REGISTRAR = Target(
+    "registrar",
+    run_registrar,
+    op_seeds,
+    max_len=1024,
+    dictionary=tuple(bytes([i]) for i in range(16)),
+)

@@ -65,8 +65,9 @@ class RunResult:
     crashes: list[Crash] = field(default_factory=list)
 
     def line(self) -> str:
-        found = (f"outcomes {self.signatures:>5}" if self.coverage is None
-                 else f"cov {self.coverage:>8}")
+        found = (
+            f"outcomes {self.signatures:>5}" if self.coverage is None else f"cov {self.coverage:>8}"
+        )
         return (
             f"fuzz {self.target:<22} inputs {self.inputs:>8}  crashes {len(self.crashes)}  "
             f"seconds {self.seconds:5.1f}  {found}  seed {self.seed}"
@@ -122,8 +123,12 @@ def fuzz(
         now = time.monotonic()
         if now >= deadline and not pending:
             break
-        data = pending.pop(0) if pending else mutate(
-            rng, rng.choice(pool), pool, dictionary=target.dictionary, max_len=target.max_len
+        data = (
+            pending.pop(0)
+            if pending
+            else mutate(
+                rng, rng.choice(pool), pool, dictionary=target.dictionary, max_len=target.max_len
+            )
         )
         t0 = time.monotonic()
         try:

@@ -53,13 +53,41 @@ logger = logging.getLogger(__name__)
 __all__ = ["DIALOG", "PUBLICATION", "SUBSCRIPTION"]
 
 MAX_OPS = 120
-EXPIRES = (None, "0", "1", "59", "60", "61", "600", "3600", "3601", "4294967295",
-           "99999999999999999999", "-1", "abc", "")
+EXPIRES = (
+    None,
+    "0",
+    "1",
+    "59",
+    "60",
+    "61",
+    "600",
+    "3600",
+    "3601",
+    "4294967295",
+    "99999999999999999999",
+    "-1",
+    "abc",
+    "",
+)
 CSEQ_JUMPS = ("next", "next", "next", "same", "lower", "zero", "2**31", "max", "max+1", "random")
-EVENTS = ("presence", "presence;id=7", "presence;id=", "presence ; id = 5", "presence;id=a;id=b",
-          "presence;ID=x", "dialog", 'presence;id="q"', "presence;foo")
-CONTACTS = ("<sip:w@127.0.0.1:5070>", "<sip:w@127.0.0.1:5071;transport=tcp>", "*",
-            "sip:w@127.0.0.1", None)
+EVENTS = (
+    "presence",
+    "presence;id=7",
+    "presence;id=",
+    "presence ; id = 5",
+    "presence;id=a;id=b",
+    "presence;ID=x",
+    "dialog",
+    'presence;id="q"',
+    "presence;foo",
+)
+CONTACTS = (
+    "<sip:w@127.0.0.1:5070>",
+    "<sip:w@127.0.0.1:5071;transport=tcp>",
+    "*",
+    "sip:w@127.0.0.1",
+    None,
+)
 STATUSES = (200, 202, 300, 302, 404, 408, 481, 489, 500, 503, 603)
 
 
@@ -75,14 +103,28 @@ def _reparse(msg: Request | Response, what: str) -> None:
 
 def _cseq(d: Draw, last: int) -> int:
     jump = d.choice(CSEQ_JUMPS)
-    values = {"next": last + 1, "same": last, "lower": max(0, last - 1), "zero": 0,
-              "2**31": 2**31, "max": 2**32 - 1, "max+1": 2**32, "random": d.int(0, 2**32 - 1)}
+    values = {
+        "next": last + 1,
+        "same": last,
+        "lower": max(0, last - 1),
+        "zero": 0,
+        "2**31": 2**31,
+        "max": 2**32 - 1,
+        "max+1": 2**32,
+        "random": d.int(0, 2**32 - 1),
+    }
     return values[jump]
 
 
 def _subscribe(  # the fields a test varies
-    d: Draw, *, call_id: str, from_tag: str, to_tag: str | None, cseq: int,
-               method: str = "SUBSCRIBE") -> Request | None:
+    d: Draw,
+    *,
+    call_id: str,
+    from_tag: str,
+    to_tag: str | None,
+    cseq: int,
+    method: str = "SUBSCRIBE",
+) -> Request | None:
     """A SUBSCRIBE from the wire, or None if the fuzz-built bytes do not parse (400 upstream)."""
     lines = [
         f"{method} sip:alice@127.0.0.1 SIP/2.0",
@@ -128,8 +170,12 @@ class SubscriptionHarness:
         hi = self.d.choice((lo, 3600, 86400, 2**32 - 1))
         hi = max(hi, lo)
         self.sub = Subscription(
-            "presence", "SIP/2.0/UDP 127.0.0.1:5060", lambda: f"z9hG4bKn{next(branches)}",
-            min_expires=lo, max_expires=hi, default_expires=self.d.choice((lo, hi)),
+            "presence",
+            "SIP/2.0/UDP 127.0.0.1:5060",
+            lambda: f"z9hG4bKn{next(branches)}",
+            min_expires=lo,
+            max_expires=hi,
+            default_expires=self.d.choice((lo, hi)),
         )
 
     def log(self, line: str) -> None:
@@ -148,23 +194,28 @@ class SubscriptionHarness:
                     check(not self.terminated, f"NOTIFY after termination: {msg!r}")
                     check(msg.method == "NOTIFY", f"sent {msg.method}")
                     assert msg.cseq is not None
-                    check(msg.cseq.number > self.last_notify_cseq,
-                          f"NOTIFY CSeq {msg.cseq.number} after {self.last_notify_cseq}")
+                    check(
+                        msg.cseq.number > self.last_notify_cseq,
+                        f"NOTIFY CSeq {msg.cseq.number} after {self.last_notify_cseq}",
+                    )
                     self.last_notify_cseq = msg.cseq.number
                     state = msg.headers.get("Subscription-State") or ""
                     if state.startswith(("active", "pending")):
                         _, _, value = state.partition(";expires=")
-                        check(value.isdigit() and int(value) <= sub.max_expires,
-                              f"Subscription-State {state!r} beyond max_expires")
+                        check(
+                            value.isdigit() and int(value) <= sub.max_expires,
+                            f"Subscription-State {state!r} beyond max_expires",
+                        )
                     _reparse(msg, "NOTIFY")
                 else:
                     _reparse(msg, "response")
             elif isinstance(action, StartTimer):
                 check(not self.terminated, "timer armed after termination")
                 check(action.name == TIMER, f"unknown timer {action.name}")
-                check(sub.min_expires <= action.seconds <= sub.max_expires,
-                      f"expiry timer {action.seconds} outside [{sub.min_expires}, "
-                      f"{sub.max_expires}]")
+                check(
+                    sub.min_expires <= action.seconds <= sub.max_expires,
+                    f"expiry timer {action.seconds} outside [{sub.min_expires}, {sub.max_expires}]",
+                )
                 self.timer_at = self.now + action.seconds
             elif isinstance(action, CancelTimer):
                 self.timer_at = None
@@ -175,14 +226,18 @@ class SubscriptionHarness:
         if self.terminated:
             check(ended, f"state went back from terminated to {sub.state.value}")
         else:
-            check(terminations == (1 if ended else 0),
-                  f"{terminations} Terminated actions while going {before.value} -> "
-                  f"{sub.state.value}")
+            check(
+                terminations == (1 if ended else 0),
+                f"{terminations} Terminated actions while going {before.value} -> "
+                f"{sub.state.value}",
+            )
         if ended:
             self.terminated = True
             self.timer_at = None
-            check(sub.dialog is None or sub.dialog.state is DialogState.TERMINATED,
-                  "subscription terminated, dialog still confirmed")
+            check(
+                sub.dialog is None or sub.dialog.state is DialogState.TERMINATED,
+                "subscription terminated, dialog still confirmed",
+            )
 
     def _decision(self, event: str, call: object) -> None:
         before = self.sub.state
@@ -206,12 +261,21 @@ class SubscriptionHarness:
         if in_dialog:
             assert dialog is not None
             last = dialog.remote_cseq or 0
-            request = _subscribe(self.d, call_id=dialog.id.call_id, from_tag=dialog.id.remote_tag,
-                                 to_tag=dialog.id.local_tag, cseq=_cseq(self.d, last))
+            request = _subscribe(
+                self.d,
+                call_id=dialog.id.call_id,
+                from_tag=dialog.id.remote_tag,
+                to_tag=dialog.id.local_tag,
+                cseq=_cseq(self.d, last),
+            )
         else:
-            request = _subscribe(self.d, call_id=self.d.choice(("s1", "s2")),
-                                 from_tag=self.d.choice(("w1", "w2", "")), to_tag=None,
-                                 cseq=_cseq(self.d, 0))
+            request = _subscribe(
+                self.d,
+                call_id=self.d.choice(("s1", "s2")),
+                from_tag=self.d.choice(("w1", "w2", "")),
+                to_tag=None,
+                cseq=_cseq(self.d, 0),
+            )
         if request is None:
             self.log("SUBSCRIBE did not parse (the front answers 400)")
             return
@@ -224,14 +288,20 @@ class SubscriptionHarness:
             requested = -1
         self.log(f"SUBSCRIBE cseq={request.cseq} expires={requested} in_dialog={in_dialog}")
         try:
-            actions = sub.receive_subscribe(request, self.now, local_tag="gw1",
-                                            authorized=self.d.bool(),
-                                            local_contact="<sip:gw@127.0.0.1:5060>")
+            actions = sub.receive_subscribe(
+                request,
+                self.now,
+                local_tag="gw1",
+                authorized=self.d.bool(),
+                local_contact="<sip:gw@127.0.0.1:5060>",
+            )
         except RemoteProtocolError as exc:
             self.log(f"  -> {exc!r}")
             self.outcomes.add(f"reject {exc.status_hint} in {before.value}")
-            check(sub.state is before and sub.expires_at == expires_at,
-                  "a refused SUBSCRIBE changed the subscription")
+            check(
+                sub.state is before and sub.expires_at == expires_at,
+                "a refused SUBSCRIBE changed the subscription",
+            )
             if dialog is not None:
                 check(dialog.remote_cseq == last_cseq, "a refused SUBSCRIBE moved the CSeq")
             return
@@ -239,8 +309,10 @@ class SubscriptionHarness:
             raise FuzzFailure("a malformed Expires was accepted")
         asked = sub.default_expires if requested is None else requested
         first = actions[0]
-        check(isinstance(first, Send) and isinstance(first.message, Response),
-              "the SUBSCRIBE response is not the first action")
+        check(
+            isinstance(first, Send) and isinstance(first.message, Response),
+            "the SUBSCRIBE response is not the first action",
+        )
         assert isinstance(first, Send)
         assert isinstance(first.message, Response)
         response = first.message
@@ -252,14 +324,18 @@ class SubscriptionHarness:
             return
         check(response.status == 200, f"SUBSCRIBE answered {response.status}")
         granted = int(response.headers.get("Expires") or -1)
-        check(granted == 0 or sub.min_expires <= granted <= sub.max_expires,
-              f"granted Expires {granted} outside [{sub.min_expires}, {sub.max_expires}]")
+        check(
+            granted == 0 or sub.min_expires <= granted <= sub.max_expires,
+            f"granted Expires {granted} outside [{sub.min_expires}, {sub.max_expires}]",
+        )
         check(granted == min(asked, sub.max_expires), f"asked {asked}, granted {granted}")
         if before is not SubState.INIT:
             assert request.cseq is not None
             assert last_cseq is not None
-            check(request.cseq.number > last_cseq,
-                  f"CSeq {request.cseq.number} accepted after {last_cseq}")
+            check(
+                request.cseq.number > last_cseq,
+                f"CSeq {request.cseq.number} accepted after {last_cseq}",
+            )
         self._check_actions(actions, before)
 
     def authorize(self) -> None:
@@ -297,10 +373,13 @@ class SubscriptionHarness:
         status = self.d.choice(STATUSES)
         cseq = self.d.choice((self.last_notify_cseq, self.last_notify_cseq + 1, 1))
         response = parse_datagram(
-            (f"SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn1\r\n"
-             f"From: <sip:alice@127.0.0.1>;tag=gw1\r\nTo: <sip:w@127.0.0.1>;tag=w1\r\n"
-             f"Call-ID: {sub.dialog.id.call_id}\r\nCSeq: {cseq} NOTIFY\r\n"
-             "Content-Length: 0\r\n\r\n").encode())
+            (
+                f"SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn1\r\n"
+                f"From: <sip:alice@127.0.0.1>;tag=gw1\r\nTo: <sip:w@127.0.0.1>;tag=w1\r\n"
+                f"Call-ID: {sub.dialog.id.call_id}\r\nCSeq: {cseq} NOTIFY\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
         assert isinstance(response, Response)
         before = sub.state
         self.log(f"NOTIFY answered {status} (cseq {cseq})")
@@ -317,8 +396,20 @@ class SubscriptionHarness:
         else:
             self._decision("notify_failed", self.sub.notify_timeout)
 
-    OPS = ("subscribe", "subscribe", "subscribe", "authorize", "terminate", "notify", "notify",
-           "advance", "advance", "stray_timer", "notify_response", "notify_timeout")
+    OPS = (
+        "subscribe",
+        "subscribe",
+        "subscribe",
+        "authorize",
+        "terminate",
+        "notify",
+        "notify",
+        "advance",
+        "advance",
+        "stray_timer",
+        "notify_response",
+        "notify_timeout",
+    )
 
 
 def run_subscription(data: bytes, trace: Trace = None) -> str:
@@ -343,13 +434,23 @@ def run_dialog(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR0912,
         if trace is not None:
             trace.append(line)
 
-    first = _subscribe(d, call_id="d1", from_tag=d.choice(("w1", "")), to_tag=None,
-                       cseq=_cseq(d, 0), method=d.choice(("SUBSCRIBE", "INVITE", "REFER")))
+    first = _subscribe(
+        d,
+        call_id="d1",
+        from_tag=d.choice(("w1", "")),
+        to_tag=None,
+        cseq=_cseq(d, 0),
+        method=d.choice(("SUBSCRIBE", "INVITE", "REFER")),
+    )
     if first is None:
         return "unparsed"
     try:
-        dialog = Dialog.from_request(first, "gw1", local_cseq=d.choice((0, 7, 2**32 - 2)),
-                                     local_contact=d.choice((None, "<sip:gw@127.0.0.1>")))
+        dialog = Dialog.from_request(
+            first,
+            "gw1",
+            local_cseq=d.choice((0, 7, 2**32 - 2)),
+            local_contact=d.choice((None, "<sip:gw@127.0.0.1>")),
+        )
     except RemoteProtocolError as exc:
         log(f"from_request -> {exc!r}")
         return f"refused {exc.status_hint}"
@@ -362,8 +463,14 @@ def run_dialog(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR0912,
         if op <= 2:  # a request from the peer
             method = d.choice(DIALOG_METHODS)
             last = dialog.remote_cseq or 0
-            request = _subscribe(d, call_id="d1", from_tag=dialog.id.remote_tag,
-                                 to_tag="gw1", cseq=_cseq(d, last), method=method)
+            request = _subscribe(
+                d,
+                call_id="d1",
+                from_tag=dialog.id.remote_tag,
+                to_tag="gw1",
+                cseq=_cseq(d, last),
+                method=method,
+            )
             if request is None:
                 continue
             assert request.cseq is not None
@@ -378,26 +485,35 @@ def run_dialog(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR0912,
                 if ended:
                     check(exc.status_hint == 481, f"terminated dialog answered {exc!r}")
                 else:
-                    check(exc.status_hint == 500 and method != "ACK"
-                          and before is not None and request.cseq.number <= before,
-                          f"in-order request refused: {exc!r}")
+                    check(
+                        exc.status_hint == 500
+                        and method != "ACK"
+                        and before is not None
+                        and request.cseq.number <= before,
+                        f"in-order request refused: {exc!r}",
+                    )
                 continue
             check(not ended, "a terminated dialog accepted a request")
             if method != "ACK":
-                check(before is None or request.cseq.number > before,
-                      f"CSeq {request.cseq.number} accepted after {before}")
+                check(
+                    before is None or request.cseq.number > before,
+                    f"CSeq {request.cseq.number} accepted after {before}",
+                )
             outcomes.add(f"accepted {method}")
         elif op <= 4:  # a request we build
             method = d.choice(("NOTIFY", "BYE", "ACK", "INFO"))
             before_local = dialog.local_cseq
             log(f"create {method}")
             try:
-                out = dialog.create_request(method,
-                                            via="SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx")
+                out = dialog.create_request(
+                    method, via="SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx"
+                )
             except LocalProtocolError as exc:
                 log(f"  -> {exc!r}")
-                check(ended or method == "ACK" or before_local >= MAX_CSEQ,
-                      f"create_request refused: {exc!r}")
+                check(
+                    ended or method == "ACK" or before_local >= MAX_CSEQ,
+                    f"create_request refused: {exc!r}",
+                )
                 outcomes.add(f"local refused {method}")
                 continue
             check(not ended, "a terminated dialog built a request")
@@ -418,8 +534,12 @@ def run_publication(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR
     counter = itertools.count(1)
     lo = d.choice((1, 60))
     hi = max(lo, d.choice((60, 3600, 2**32 - 1)))
-    store = PublicationStore(lambda n: next(counter).to_bytes(n, "big"), min_expires=lo,
-                             max_expires=hi, default_expires=d.choice((lo, hi)))
+    store = PublicationStore(
+        lambda n: next(counter).to_bytes(n, "big"),
+        min_expires=lo,
+        max_expires=hi,
+        default_expires=d.choice((lo, hi)),
+    )
     model: dict[str, tuple[str, str, bytes]] = {}  # etag -> (resource, event, body)
     issued: set[str] = set()
     outcomes: set[str] = set()
@@ -442,8 +562,10 @@ def run_publication(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR
         body = d.choice((b"", b"<presence/>", b"<p2/>"))
         result = store.publish(resource, event, if_match=if_match, expires=expires, body=body)
         if trace is not None:
-            trace.append(f"PUBLISH {resource} {event} if_match={if_match} expires={expires} "
-                         f"body={body!r} -> {result.status} {result.change} {result.etag}")
+            trace.append(
+                f"PUBLISH {resource} {event} if_match={if_match} expires={expires} "
+                f"body={body!r} -> {result.status} {result.change} {result.etag}"
+            )
         asked = store.default_expires if expires is None else expires
         outcomes.add(f"{result.status} {result.change}")
         live = if_match in model and model[if_match][:2] == (resource, event)
@@ -463,10 +585,14 @@ def run_publication(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR
             else:
                 granted = min(asked, hi)
                 check(result.expires == granted and lo <= granted <= hi, "granted expires")
-                check(result.etag not in model and result.etag not in issued,
-                      f"entity tag {result.etag} reused")
-                check(StartTimer(TIMER_PREFIX + result.etag, granted) in result.actions,
-                      "no expiry timer")
+                check(
+                    result.etag not in model and result.etag not in issued,
+                    f"entity tag {result.etag} reused",
+                )
+                check(
+                    StartTimer(TIMER_PREFIX + result.etag, granted) in result.actions,
+                    "no expiry timer",
+                )
                 old_body = model.pop(if_match)[2] if if_match is not None else None
                 expect = body or old_body
                 change = "created" if if_match is None else ("modified" if body else "refreshed")
@@ -483,9 +609,20 @@ def run_publication(data: bytes, trace: Trace = None) -> str:  # noqa: C901, PLR
     return " ".join(sorted(outcomes))
 
 
-SUBSCRIPTION = Target("subscription", run_subscription, op_seeds, max_len=1024,
-                      dictionary=tuple(bytes([i]) for i in range(16)))
-DIALOG = Target("dialog", run_dialog, op_seeds, max_len=1024,
-                dictionary=tuple(bytes([i]) for i in range(16)))
-PUBLICATION = Target("publication", run_publication, op_seeds, max_len=1024,
-                     dictionary=tuple(bytes([i]) for i in range(16)))
+SUBSCRIPTION = Target(
+    "subscription",
+    run_subscription,
+    op_seeds,
+    max_len=1024,
+    dictionary=tuple(bytes([i]) for i in range(16)),
+)
+DIALOG = Target(
+    "dialog", run_dialog, op_seeds, max_len=1024, dictionary=tuple(bytes([i]) for i in range(16))
+)
+PUBLICATION = Target(
+    "publication",
+    run_publication,
+    op_seeds,
+    max_len=1024,
+    dictionary=tuple(bytes([i]) for i in range(16)),
+)

@@ -67,11 +67,43 @@ MAX_OPS = 200
 
 BRANCHES = ("z9hG4bK1", "z9hG4bK2", "z9hG4bKa.b", "z9hG4bK", "Z9HG4BK1", "abc", "1", "")
 SENT_BY = ("127.0.0.1:5070", "127.0.0.1:5060", "127.0.0.1", "LOCALHOST:5070")
-METHODS = ("MESSAGE", "OPTIONS", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REGISTER", "BYE",
-           "INVITE", "ACK", "CANCEL", "FOO")
+METHODS = (
+    "MESSAGE",
+    "OPTIONS",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "REGISTER",
+    "BYE",
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "FOO",
+)
 CSEQS = (1, 2, 3, 0, 2**31, 2**32 - 1)
-STATUSES = (100, 101, 180, 183, 199, 200, 202, 299, 300, 302, 401, 404, 408, 423, 481,
-            489, 500, 503, 600, 603, 699)
+STATUSES = (
+    100,
+    101,
+    180,
+    183,
+    199,
+    200,
+    202,
+    299,
+    300,
+    302,
+    401,
+    404,
+    408,
+    423,
+    481,
+    489,
+    500,
+    503,
+    600,
+    603,
+    699,
+)
 TIMER_NAMES = ("timer_e", "timer_f", "timer_k", "timer_j", "timer_tu", "timer_x")
 DELAYS = (0.0, 0.001, 0.25, 0.5, 1.0, 3.9, 4.0, 5.0, 31.9, 32.0, 40.0)
 
@@ -153,46 +185,62 @@ class Harness:
             check(life is not None, f"action for a transaction that does not exist: {action!r}")
             assert life is not None
             if isinstance(action, StartTimer):
-                check(math.isfinite(action.seconds) and 0 <= action.seconds <= MAX_TIMER,
-                      f"unbounded timer {action!r}")
+                check(
+                    math.isfinite(action.seconds) and 0 <= action.seconds <= MAX_TIMER,
+                    f"unbounded timer {action!r}",
+                )
                 self.timers[(key, action.name)] = self.now + action.seconds
             elif isinstance(action, CancelTimer):
                 self.timers.pop((key, action.name), None)
             elif isinstance(action, Send) and life.kind == "server":
                 if life.wire is not None:
-                    check(action.message is life.wire,
-                          f"server sent {action.message!r} after keep_wire")
+                    check(
+                        action.message is life.wire,
+                        f"server sent {action.message!r} after keep_wire",
+                    )
                     continue
                 assert isinstance(action.message, Response)
                 if life.final is not None:
-                    check(action.message is life.final,
-                          f"server sent {action.message!r} after final {life.final!r}")
+                    check(
+                        action.message is life.final,
+                        f"server sent {action.message!r} after final {life.final!r}",
+                    )
                 elif action.message.status >= 200:
                     life.final = action.message
             elif isinstance(action, DeliverToTU) and life.kind == "client":
-                check(life.outcome is None,
-                      f"client delivered {action!r} after its outcome {life.outcome}")
+                check(
+                    life.outcome is None,
+                    f"client delivered {action!r} after its outcome {life.outcome}",
+                )
                 msg = action.message
-                if action.timeout or action.transport_error or (
-                    isinstance(msg, Response) and msg.status >= 200
+                if (
+                    action.timeout
+                    or action.transport_error
+                    or (isinstance(msg, Response) and msg.status >= 200)
                 ):
                     life.outcome = repr(action)
             elif isinstance(action, Terminated):
                 terminated.add(key)
-                check((not self.layer.has_server(key)) if life.kind == "server"
-                      else self.layer.clients.get(key) is not life.machine,
-                      f"terminated transaction {key} is still in the layer")
+                check(
+                    (not self.layer.has_server(key))
+                    if life.kind == "server"
+                    else self.layer.clients.get(key) is not life.machine,
+                    f"terminated transaction {key} is still in the layer",
+                )
                 if life.kind == "client":
-                    check(self.now - life.start <= CLIENT_LIFETIME + 1e-6,
-                          f"client transaction lived {self.now - life.start} s")
+                    check(
+                        self.now - life.start <= CLIENT_LIFETIME + 1e-6,
+                        f"client transaction lived {self.now - life.start} s",
+                    )
                 del self.lives[key]
                 self.dead.append(life)
                 for timer in [t for t in self.timers if t[0] == key]:
                     del self.timers[timer]
             self.outcomes.add(f"{life.kind}:{type(action).__name__}:{life.machine.state.value}")
 
-    def _expect_error(self, *, allowed: bool, call: str, run: object) -> list[tuple[TransactionKey,
-                                                                                 Action]]:
+    def _expect_error(
+        self, *, allowed: bool, call: str, run: object
+    ) -> list[tuple[TransactionKey, Action]]:
         """Run ``run()``; LocalProtocolError must happen exactly when ``allowed``."""
         try:
             pairs = run()  # type: ignore[operator]
@@ -212,12 +260,16 @@ class Harness:
         refused = request.method in ("INVITE", "ACK")
         key = None if refused else server_key(request)
         if key is not None:
-            check((key in self.lives) == self.layer.has_server(key),
-                  f"layer and harness disagree on whether {key} is live")
+            check(
+                (key in self.lives) == self.layer.has_server(key),
+                f"layer and harness disagree on whether {key} is live",
+            )
         created = key is not None and not self.layer.has_server(key)
         pairs = self._expect_error(
-            allowed=refused, call="receive_request",
-            run=lambda: self.layer.receive_request(request, ("127.0.0.1", 5070), reliable=reliable))
+            allowed=refused,
+            call="receive_request",
+            run=lambda: self.layer.receive_request(request, ("127.0.0.1", 5070), reliable=reliable),
+        )
         if created:
             assert key is not None
             check(key not in self.lives, f"live server transaction {key} not in the layer")
@@ -245,8 +297,11 @@ class Harness:
         life = self.lives.get(key)
         allowed = life is None or life.final is not None
         self.log(f"send_response {status} to {request!r} (live={life is not None})")
-        pairs = self._expect_error(allowed=allowed, call=f"send_response({status})",
-                                   run=lambda: self.layer.send_response(request, response))
+        pairs = self._expect_error(
+            allowed=allowed,
+            call=f"send_response({status})",
+            run=lambda: self.layer.send_response(request, response),
+        )
         self.process(pairs)
 
     def send_request(self) -> None:
@@ -254,12 +309,18 @@ class Harness:
         reliable = self.d.bool()
         key = client_key(request)
         branch = request.branch or ""
-        refused = (key is None or not branch.startswith(MAGIC_COOKIE) or key in self.lives
-                   or request.method in ("INVITE", "ACK"))
+        refused = (
+            key is None
+            or not branch.startswith(MAGIC_COOKIE)
+            or key in self.lives
+            or request.method in ("INVITE", "ACK")
+        )
         self.log(f"send_request {request!r} branch={branch} reliable={reliable}")
         pairs = self._expect_error(
-            allowed=refused, call="send_request",
-            run=lambda: self.layer.send_request(request, ("127.0.0.1", 5070), reliable=reliable))
+            allowed=refused,
+            call="send_request",
+            run=lambda: self.layer.send_request(request, ("127.0.0.1", 5070), reliable=reliable),
+        )
         if not refused:
             assert key is not None
             self.lives[key] = Life("client", self.layer.clients[key], self.now)
@@ -281,8 +342,10 @@ class Harness:
         created = key is not None and not self.layer.has_server(key)
         self.log(f"receive_request (corpus) {msg!r}")
         pairs = self._expect_error(
-            allowed=refused, call="receive_request",
-            run=lambda: self.layer.receive_request(msg, None))
+            allowed=refused,
+            call="receive_request",
+            run=lambda: self.layer.receive_request(msg, None),
+        )
         if created:
             assert key is not None
             self.lives[key] = Life("server", self.layer.servers[key], self.now)
@@ -309,8 +372,10 @@ class Harness:
         self.now = until
         for key, life in self.lives.items():
             if life.kind == "client":
-                check(self.now - life.start <= CLIENT_LIFETIME + 1e-6,
-                      f"client transaction {key} alive {self.now - life.start} s after start")
+                check(
+                    self.now - life.start <= CLIENT_LIFETIME + 1e-6,
+                    f"client transaction {key} alive {self.now - life.start} s after start",
+                )
 
     def stray_timer(self) -> None:
         """A timer the layer did not ask for (or already cancelled) fires."""
@@ -355,8 +420,10 @@ class Harness:
         seconds = min(self.d.choice(DELAYS), MAX_TIMER)  # the TU's choice; kept in the bound
         self.log(f"expect_answer {seconds} for {key[:3]} in {machine.state.value}")
         actions = self.layer.expect_answer(machine, seconds)
-        check(bool(actions) == (life.final is None),
-              f"expect_answer gave {actions!r} with final {life.final!r}")
+        check(
+            bool(actions) == (life.final is None),
+            f"expect_answer gave {actions!r} with final {life.final!r}",
+        )
         self.process([(key, action) for action in actions])
 
     def keep_wire(self) -> None:
@@ -375,11 +442,16 @@ class Harness:
         self.layer.keep_wire(machine, data)
         if completed:
             life.wire = data
-            check(machine.request is None and machine.last_response is data,
-                  "keep_wire kept the message objects")
-            check(key in self.layer.completed and key not in self.layer.servers
-                  and machine.state is State.TERMINATED,
-                  "keep_wire did not file the transaction in wire form")
+            check(
+                machine.request is None and machine.last_response is data,
+                "keep_wire kept the message objects",
+            )
+            check(
+                key in self.layer.completed
+                and key not in self.layer.servers
+                and machine.state is State.TERMINATED,
+                "keep_wire did not file the transaction in wire form",
+            )
 
     def poke_dead(self) -> None:
         """A terminated machine must stay silent whatever it is told."""
@@ -402,10 +474,23 @@ class Harness:
             else:
                 raise FuzzFailure("terminated server transaction sent a response")
 
-    OPS = ("receive_request", "receive_request", "send_response", "send_response",
-           "receive_corpus",
-           "send_request", "receive_response", "receive_response", "advance", "advance",
-           "stray_timer", "transport_error", "poke_dead", "expect_answer", "keep_wire")
+    OPS = (
+        "receive_request",
+        "receive_request",
+        "send_response",
+        "send_response",
+        "receive_corpus",
+        "send_request",
+        "receive_response",
+        "receive_response",
+        "advance",
+        "advance",
+        "stray_timer",
+        "transport_error",
+        "poke_dead",
+        "expect_answer",
+        "keep_wire",
+    )
 
 
 @functools.cache
@@ -439,5 +524,10 @@ def op_seeds(count: int = 32, size: int = 160) -> list[bytes]:
     return [rng.randbytes(rng.randint(8, size)) for _ in range(count)]
 
 
-TRANSACTIONS = Target("transaction-layer", run_transactions, op_seeds, max_len=1024,
-                      dictionary=tuple(bytes([i]) for i in range(16)))
+TRANSACTIONS = Target(
+    "transaction-layer",
+    run_transactions,
+    op_seeds,
+    max_len=1024,
+    dictionary=tuple(bytes([i]) for i in range(16)),
+)

@@ -19,8 +19,9 @@ from purplegw.sip.presence.rlmi import (
 
 LIST = "sip:alice-buddies@sip.test"
 NS = {"r": NS_RLMI}
-BOB = ResourceState("sip:bob@example.org;proto=xmpp", 'Bob <&> "B"', "active",
-                    b"<presence>bob</presence>")
+BOB = ResourceState(
+    "sip:bob@example.org;proto=xmpp", 'Bob <&> "B"', "active", b"<presence>bob</presence>"
+)
 CAROL = ResourceState("sip:carol@irc.test;proto=irc", "carol", "pending")
 DAVE = ResourceState("sip:dave@example.org;proto=xmpp", None, "terminated", reason="rejected")
 
@@ -28,23 +29,32 @@ DAVE = ResourceState("sip:dave@example.org;proto=xmpp", None, "terminated", reas
 def read(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
     """The parts as (Content-ID, Content-Type, payload), via the stdlib's MIME parser."""
     message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
     assert message.get_content_type() == "multipart/related"
     assert message.get_param("type") == CONTENT_TYPE_RLMI
-    parts = [(p["Content-ID"], p.get_content_type(), p.get_payload(decode=True))
-             for p in message.iter_parts()]
+    parts = [
+        (p["Content-ID"], p.get_content_type(), p.get_payload(decode=True))
+        for p in message.iter_parts()
+    ]
     assert message.get_param("start") == parts[0][0]
     return parts
 
 
 def test_full_state_lists_every_resource_with_a_part_per_active_one() -> None:
-    content_type, body = list_notification(LIST, version=0, full_state=True,
-                                           resources=[BOB, CAROL, DAVE], boundary="b0undary",
-                                           cid_domain="sip.test")
+    content_type, body = list_notification(
+        LIST,
+        version=0,
+        full_state=True,
+        resources=[BOB, CAROL, DAVE],
+        boundary="b0undary",
+        cid_domain="sip.test",
+    )
     parts = read(content_type, body)
     assert [p[1] for p in parts] == [CONTENT_TYPE_RLMI, "application/pidf+xml"]
     root = ET.fromstring(  # noqa: S314 - our own documents
-        parts[0][2])
+        parts[0][2]
+    )
     assert root.tag == f"{{{NS_RLMI}}}list"
     assert (root.get("uri"), root.get("version"), root.get("fullState")) == (LIST, "0", "true")
     resources = root.findall("r:resource", NS)
@@ -63,13 +73,21 @@ def test_full_state_lists_every_resource_with_a_part_per_active_one() -> None:
 
 
 def test_partial_state_carries_only_the_changed_resources_and_a_higher_version() -> None:
-    _, first = list_notification(LIST, version=0, full_state=True, resources=[BOB, CAROL],
-                                 boundary="b", cid_domain="sip.test")
-    content_type, body = list_notification(LIST, version=1, full_state=False, resources=[BOB],
-                                           boundary="b", cid_domain="sip.test")
+    _, first = list_notification(
+        LIST,
+        version=0,
+        full_state=True,
+        resources=[BOB, CAROL],
+        boundary="b",
+        cid_domain="sip.test",
+    )
+    content_type, body = list_notification(
+        LIST, version=1, full_state=False, resources=[BOB], boundary="b", cid_domain="sip.test"
+    )
     parts = read(content_type, body)
     root = ET.fromstring(  # noqa: S314 - our own documents
-        parts[0][2])
+        parts[0][2]
+    )
     assert (root.get("version"), root.get("fullState")) == ("1", "false")
     assert [r.get("uri") for r in root.findall("r:resource", NS)] == [BOB.uri]
     instance = root.find("r:resource/r:instance", NS)
@@ -80,14 +98,20 @@ def test_partial_state_carries_only_the_changed_resources_and_a_higher_version()
 
 
 def test_an_empty_list_is_a_valid_document() -> None:
-    content_type, body = list_notification(LIST, version=0, full_state=True, resources=[],
-                                           boundary="b", cid_domain="sip.test")
+    content_type, body = list_notification(
+        LIST, version=0, full_state=True, resources=[], boundary="b", cid_domain="sip.test"
+    )
     (rlmi,) = read(content_type, body)
-    assert ET.fromstring(  # noqa: S314 - our own documents
-        rlmi[2]).findall("r:resource", NS) == []
+    assert (
+        ET.fromstring(  # noqa: S314 - our own documents
+            rlmi[2]
+        ).findall("r:resource", NS)
+        == []
+    )
 
 
 def test_a_boundary_found_in_a_part_is_refused() -> None:
     with pytest.raises(ValueError, match="boundary"):
-        multipart_related([("a@x", "text/plain", b"x\r\n--oops\r\n")], boundary="oops",
-                          root_type="text/plain")
+        multipart_related(
+            [("a@x", "text/plain", b"x\r\n--oops\r\n")], boundary="oops", root_type="text/plain"
+        )
