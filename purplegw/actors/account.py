@@ -48,6 +48,7 @@ from purplegw.protocols.base import (
     AuthorizationAnswer,
     BadCredentialsError,
     ConnectionState,
+    OutgoingMessage,
     ProxySettings,
     Session,
     SessionContext,
@@ -63,11 +64,16 @@ logger = logging.getLogger(__name__)
 
 # Requests that wait in the queue while the account is offline.  Typing
 # notifications are dropped instead: stale "is typing" is worse than none.
-_QUEUED_OPS = frozenset({"send_message", "add_contact", "remove_contact", "answer_authorization"})
+_QUEUED_OPS = frozenset({"send_message", "add_contact", "remove_contact", "answer_authorization",
+                         "bounce", "send_receipt"})
 _OPS = _QUEUED_OPS | {"set_presence", "send_typing"}
 # PIDF basic=closed logs the account out (the original module's behaviour)
 # and parks it in LOGGED_OUT, without reconnecting, until "login".
 _PARKING_OPS = frozenset({"login", "logout"})
+# A stream that died this many times with the same message oldest in its
+# XEP-0198 ledger died *on* that message: it is quarantined, not resent.
+POISON_DEATHS = 2
+POISON_OUTCOME = (488, "the server closed the stream on this message")
 
 
 class OutcomeFuture(pykka.ThreadingFuture[Outcome]):
@@ -139,10 +145,17 @@ class _Events:
         if self._current():
             self._core._session_state(state, reason)  # noqa: SLF001
 
-    def on_message(self, contact: str, text: str, message_id: str | None = None) -> None:
+    def on_message(
+        self, contact: str, text: str, message_id: str | None = None,
+        sent_at: float | None = None,
+    ) -> None:
         if self._current():
             self._core.account_status.messages_in += 1
-            self._core._emit("on_message", contact=contact, text=text, message_id=message_id)  # noqa: SLF001
+            kwargs: dict[str, Any] = {"contact": contact, "text": text, "message_id": message_id}
+            if sent_at is not None:
+                # Only when known: sinks written before sent_at keep working.
+                kwargs["sent_at"] = sent_at
+            self._core._emit("on_message", **kwargs)  # noqa: SLF001
 
     def on_contact_presence(self, presence: ContactPresence) -> None:
         if self._current():
@@ -164,8 +177,15 @@ class _Events:
         if self._current():
             self._core._emit("on_receipt", contact=contact, message_id=message_id)  # noqa: SLF001
 
+    def on_message_failed(self, message_id: str, status: int, reason: str) -> None:
+        if self._current():
+            self._core._poison_deaths.pop(message_id, None)  # noqa: SLF001
+            self._core._emit("on_send_result", message_id=message_id,  # noqa: SLF001
+                             outcome=Outcome(status, reason))
+
     def on_message_acked(self, message_id: str) -> None:
         if self._current():
+            self._core._poison_deaths.pop(message_id, None)  # noqa: SLF001
             self._core._emit("on_send_result", message_id=message_id,  # noqa: SLF001
                              outcome=Outcome(200, "acknowledged by the server"))
 
@@ -193,6 +213,7 @@ class AccountCore:
         proxy: ProxySettings | None = None,
         shared: dict[str, Any] | None = None,
         account_status: AccountStatus | None = None,
+        strangers: str | None = None,
     ) -> None:
         self.credentials = credentials
         self.info = AccountInfo(
@@ -204,6 +225,10 @@ class AccountCore:
         self._protocol_config = dict(protocol_config or {})
         self._proxy = proxy
         self._shared = shared if shared is not None else {}
+        # [messaging] strangers; the process merges it into each protocol section.
+        self._strangers = strangers or str(self._protocol_config.get("strangers", "allow"))
+        # message id -> how many streams died with it oldest unacknowledged.
+        self._poison_deaths: dict[str, int] = {}
         self._policy = RestartPolicy(config)
         self._generation = 0
         self._session: Session | None = None
@@ -347,6 +372,7 @@ class AccountCore:
                 config=self._protocol_config,
                 proxy=self._proxy,
                 shared=self._shared,
+                strangers=self._strangers,
             )
             error = ""
             state = AccountState.TRANSIENT_DISCONNECT
@@ -436,6 +462,7 @@ class AccountCore:
         except Exception:
             logger.exception("Account %s/%s: unacked_messages failed", *self.info[1:3])
             return
+        unacked = self._quarantine_poison(unacked)
         queued = {r.args[2] for r in self._outbox if r.op == "send_message"}
         again = [m for m in unacked if m.message_id not in queued]
         for message in reversed(again):
@@ -446,6 +473,31 @@ class AccountCore:
             self.account_status.queued = len(self._outbox)
             logger.info("Account %s/%s: %d unacknowledged message(s) queued again",
                         *self.info[1:3], len(again))
+
+    def _quarantine_poison(self, unacked: list[OutgoingMessage]) -> list[OutgoingMessage]:
+        """``unacked`` without the message the stream keeps dying on.
+
+        The server handles stanzas in order and acknowledges each one it
+        handled, so the oldest unacknowledged message is the one it was
+        reading when it closed the stream.  Once the same message was oldest
+        at ``POISON_DEATHS`` deaths, resending it would only kill the next
+        stream too (and hold back every later message): it fails for good
+        (``on_send_result``, 488) and the others flow.
+        """
+        if not unacked:
+            return unacked
+        suspect = unacked[0].message_id
+        deaths = self._poison_deaths.get(suspect, 0) + 1
+        # Only the current suspect is worth remembering: an older one was
+        # acknowledged or failed since.
+        self._poison_deaths = {suspect: deaths}
+        if deaths < POISON_DEATHS:
+            return unacked
+        del self._poison_deaths[suspect]
+        logger.warning("Account %s/%s: message %s quarantined: the stream died on it %d times",
+                       *self.info[1:3], suspect, deaths)
+        self._emit("on_send_result", message_id=suspect, outcome=Outcome(*POISON_OUTCOME))
+        return unacked[1:]
 
     def _bad_credentials(self, reason: str) -> None:
         # Rule 1: no retry until the row changes (a reload replaces us).
@@ -743,6 +795,16 @@ class AccountHandle:
 
     def send_typing(self, contact: str, state: TypingState) -> pykka.Future[Outcome]:
         return self._request("send_typing", contact, state)
+
+    def bounce(
+        self, contact: str, message_id: str | None, status: int, reason: str
+    ) -> pykka.Future[Outcome]:
+        """Tell ``contact`` its message ``message_id`` failed for good (``Session.bounce``)."""
+        return self._request("bounce", contact, message_id, status, reason)
+
+    def send_receipt(self, contact: str, message_id: str, kind: str) -> pykka.Future[Outcome]:
+        """Report ``message_id`` ``delivered``/``displayed`` to ``contact`` (``Session.send_receipt``)."""
+        return self._request("send_receipt", contact, message_id, kind)
 
     def logout(self) -> pykka.Future[Outcome]:
         """Log out and stay out (LOGGED_OUT, no reconnect) until ``login``."""

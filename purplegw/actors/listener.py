@@ -63,9 +63,15 @@ class EventSink:
         """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT)."""
 
     def on_message(
-        self, account: AccountInfo, contact: str, text: str, message_id: str | None
+        self, account: AccountInfo, contact: str, text: str, message_id: str | None,
+        sent_at: float | None = None,
     ) -> None:
-        """Triggered when an external contact sends the SIP user a message."""
+        """Triggered when an external contact sends the SIP user a message.
+
+        ``sent_at`` (POSIX seconds) when the network said it was written
+        earlier (XEP-0203 delay, Matrix ``origin_server_ts``); the keyword is
+        only passed when known, so sinks without it keep working.
+        """
 
     def on_contact_presence(self, account: AccountInfo, presence: ContactPresence) -> None:
         """Triggered when an external contact's presence changes."""

@@ -202,7 +202,10 @@ def run(  # noqa: PLR0913 - the runtime's parts, all keyword-only
     except Exception as exc:  # noqa: BLE001 - any bad [actors] value is a start-up failure, told in one line
         logger.error("Invalid [actors] configuration: %s", exc)  # noqa: TRY400
         return EXIT_STARTUP_FAILED
-    protocols_config = dict(config.get("protocols") or {})
+    # [messaging] strangers reaches every session through its protocol section.
+    strangers = (config.get("messaging") or {}).get("strangers", "allow")
+    protocols_config = {name: {**(section or {}), "strangers": strangers}
+                        for name, section in (config.get("protocols") or {}).items()}
     proxy = proxy_settings(config.get("proxy"))
     signals = _Signals()
     previous = signals.install()

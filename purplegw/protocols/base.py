@@ -183,8 +183,16 @@ class SessionEvents(Protocol):
     def on_connection_state(self, state: ConnectionState, reason: str = "") -> None:
         """Triggered when the connection changes state; ``reason`` for operators."""
 
-    def on_message(self, contact: str, text: str, message_id: str | None = None) -> None:
-        """Triggered when a contact sends the account a text message."""
+    def on_message(
+        self, contact: str, text: str, message_id: str | None = None,
+        sent_at: float | None = None,
+    ) -> None:
+        """Triggered when a contact sends the account a text message.
+
+        ``sent_at`` is when the sender wrote it (POSIX seconds) if the network
+        says so and it was held on the way (XEP-0203 delay, Matrix
+        ``origin_server_ts``); None means "just now".
+        """
 
     def on_contact_presence(self, presence: ContactPresence) -> None:
         """Triggered when a contact's presence changes (all resources, current)."""
@@ -207,6 +215,14 @@ class SessionEvents(Protocol):
         Only for sessions whose ``send_message`` returned ``True`` for it.
         """
 
+    def on_message_failed(self, message_id: str, status: int, reason: str) -> None:
+        """Triggered when the network refused a message ``send_message`` already wrote.
+
+        For good (an XMPP stanza error came back with its id): the gateway
+        reports it as a permanent failure (``status`` a SIP code, 4xx/5xx)
+        instead of waiting for an acknowledgement or resending it.
+        """
+
     def on_key_derived(self, kind: str, value: str) -> None:
         """Triggered when the session derived a key from the password worth keeping.
 
@@ -227,6 +243,9 @@ class SessionContext:
     config: dict[str, Any]  # the [protocols.<name>] section, validated
     proxy: ProxySettings | None = None
     shared: dict[str, Any] = field(default_factory=dict)  # per-process caches (ssl context...)
+    # [messaging] strangers: "deny" refuses messages from senders not on the
+    # account's roster (with the network's policy error), "allow" takes them.
+    strangers: str = "allow"
 
 
 class Session:
@@ -294,6 +313,28 @@ class Session:
         """Triggered when the SIP user's client reports is-composing (RFC 3994)."""
         raise NotImplementedError
 
+    async def bounce(self, contact: str, message_id: str | None, status: int, reason: str) -> None:
+        """Triggered when a message from ``contact`` could not be delivered to the SIP user.
+
+        For good (a permanent failure, not a retry): tell the sender.
+
+        ``message_id`` is the id ``on_message`` gave (None if the network had
+        none), ``status`` the final SIP status (404, 403, 413, 488, 503...)
+        and ``reason`` a short text for the sender.  Protocols with error
+        replies send one (XMPP: a type="error" message with the original
+        id); others may send a short notice or leave the default (501).
+        """
+        raise NotImplementedError
+
+    async def send_receipt(self, contact: str, message_id: str, kind: str) -> None:
+        """Triggered when the SIP user's phone reports a message ``delivered`` or ``displayed``.
+
+        ``kind`` is ``"delivered"`` or ``"displayed"`` (RFC 5438 IMDN).  Send
+        it only where the contact asked for it (XEP-0184 / XEP-0333);
+        otherwise return quietly.  Default: the protocol has none (501).
+        """
+        raise NotImplementedError
+
     def unacked_messages(self) -> list[OutgoingMessage]:
         """Triggered when the session reported ``TRANSIENT_DISCONNECT``.
 
@@ -350,6 +391,19 @@ class Adapter:
         fixed text that does not echo it), or None.  Default: None (the
         session still checks what it is given).
         """
+        return None
+
+    def unsendable(self, text: str) -> tuple[int, str] | None:
+        """Triggered before a SIP MESSAGE is accepted (202) for this network.
+
+        Return None when the network can carry ``text`` as it is (or with the
+        adapter's documented, lossless-as-possible cleaning), else a SIP
+        status and a short reason: 488 for content it cannot carry, 413 for
+        size.  Must be cheap and pure: it runs on the SIP side for every
+        message.  Default: NUL is refused everywhere (binary content).
+        """
+        if "\0" in text:
+            return 488, "NUL characters cannot be sent"
         return None
 
 

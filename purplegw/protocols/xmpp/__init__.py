@@ -7,18 +7,26 @@ session lives in ``session.py``; the presence table in ``presence_map.py``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
 
 from purplegw.exceptions import AdapterError
 from purplegw.protocols import base
+from purplegw.protocols.xmpp import errors
 
 logger = logging.getLogger(__name__)
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 
 _POSITIVE_NUMBERS = ("connect_timeout", "login_timeout")
+
+
+@functools.cache
+def _max_text_bytes() -> int:
+    return int(base.load_defaults(DEFAULTS_PATH).get("max_text_bytes",
+                                                     errors.DEFAULT_MAX_TEXT_BYTES))
 
 
 class Adapter(base.Adapter):
@@ -72,6 +80,7 @@ class Adapter(base.Adapter):
                 config=config,
                 proxy=context.proxy,
                 shared=context.shared,
+                strangers=context.strangers,
             )
         return XmppSession(credentials, context)
 
@@ -90,6 +99,10 @@ class Adapter(base.Adapter):
         if merged is None:
             merged = context.shared[key] = {**self.get_default_config(), **context.config}
         return merged
+
+    def unsendable(self, text: str) -> tuple[int, str] | None:
+        """XML 1.0 forbidden code points -> 488, over ``max_text_bytes`` -> 413 (``errors.py``)."""
+        return errors.unsendable(text, _max_text_bytes())
 
     def normalize_contact(self, contact: str) -> str:
         """Bare JID, lower-cased local part and domain (resource dropped)."""

@@ -71,6 +71,7 @@ from purplegw.protocols.base import (
 )
 from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
+from purplegw.protocols.xmpp import errors as xmpp_errors
 from purplegw.protocols.xmpp import features, log_redaction
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
@@ -83,6 +84,16 @@ logger = logging.getLogger(__name__)
 
 GTALK_IDS = ("gtalk",)
 IDLE_NS = "urn:xmpp:idle:1"
+DELAY_TAG = "{urn:xmpp:delay}delay"  # XEP-0203
+RECEIPTS_NS = "urn:xmpp:receipts"  # XEP-0184
+MARKERS_NS = "urn:xmpp:chat-markers:0"  # XEP-0333
+#: Incoming messages whose sender asked for a receipt or marker, remembered
+#: until the phone reports them (oldest forgotten first).
+RECEIPT_MEMORY = 4096
+#: Ids of recent messages we sent, to recognise the stanza errors for them.
+SENT_MEMORY = 4096
+# Roster subscriptions that make a sender known (RFC 6121 2.1.2.5).
+_KNOWN_SUBSCRIPTIONS = frozenset({"to", "from", "both"})
 SM_ACK_REQUEST = "<r xmlns='urn:xmpp:sm:3'/>"
 
 
@@ -353,6 +364,9 @@ class XmppSession(Session):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._resume_task: asyncio.Task[None] | None = None
         self._last_presence: Presence | None = None
+        # (contact, message id) -> what the sender asked for: "receipt", "markable".
+        self._asked: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._sent_ids: OrderedDict[str, None] = OrderedDict()
 
     # --- helpers ----------------------------------------------------------------
 
@@ -727,28 +741,30 @@ class XmppSession(Session):
     # --- slixmpp events: traffic ----------------------------------------------------------
 
     def _on_message(self, msg: Any) -> None:
-        client = self.client
-        if client is not None:
-            features.ack_receipt(client, msg)
+        # No receipt on arrival: a receipt says the *phone* got the message,
+        # so send_receipt sends it when the SIP side reports delivery.
         receipt = msg["receipt"]
         if receipt:
             self._call("on_receipt", msg["from"].bare, receipt)
         mtype = msg["type"]
         if mtype in ("error", "groupchat", "headline"):
             if mtype == "error":
-                logger.info(
-                    "%s: error for message %s from %s: %s",
-                    self.credentials.ext_user,
-                    msg["id"],
-                    msg["from"],
-                    msg["error"]["condition"],
-                )
+                self._on_message_error(msg)
             return
         contact = msg["from"].bare
         text = message_text(msg.xml)
+        if self.context.strangers == "deny" and not self._known(contact):
+            if text is not None:
+                self._refuse_stranger(msg)
+            return  # nor their typing notifications
         if text is not None:
+            self._remember_requests(contact, msg)
             # Bidi overrides and C1 controls are valid XML: not for a phone's screen.
-            self._call("on_message", contact, for_phone(text), msg["id"] or None)
+            args = [contact, for_phone(text), msg["id"] or None]
+            sent_at = _delay_stamp(msg.xml)
+            if sent_at is not None:
+                args.append(sent_at)
+            self._call("on_message", *args)
             return
         state = msg["chat_state"]
         if state:
@@ -757,6 +773,64 @@ class XmppSession(Session):
             except ValueError:
                 return
             self._call("on_typing", contact, typing)
+
+    def _on_message_error(self, msg: Any) -> None:
+        """A stanza error for a message we sent fails that message for good."""
+        message_id = msg["id"]
+        condition = msg["error"]["condition"]
+        logger.info("%s: error for message %s from %s: %s", self.credentials.ext_user,
+                    message_id, msg["from"], condition)
+        if not message_id or (message_id not in self._unacked
+                              and message_id not in self._sent_ids):
+            return  # not a message of ours (a typing notification, a receipt...)
+        self._unacked.pop(message_id, None)  # resending it would get the same error
+        self._sent_ids.pop(message_id, None)
+        text = msg["error"]["text"]
+        reason = f"XMPP {condition}" + (f": {text}" if text else "")
+        self._call("on_message_failed", message_id,
+                   xmpp_errors.status_for_condition(condition), reason)
+
+    def _known(self, contact: str) -> bool:
+        """Whether ``contact`` is on the roster with a subscription either way."""
+        client = self.client
+        if client is None:
+            return False
+        roster = client.client_roster
+        return contact in roster and roster[contact]["subscription"] in _KNOWN_SUBSCRIPTIONS
+
+    def _refuse_stranger(self, msg: Any) -> None:
+        logger.info("%s: message from stranger %s refused", self.credentials.ext_user,
+                    msg["from"].bare)
+        self._send_error(msg["from"], msg["id"] or None, "policy-violation", "modify",
+                         "this user does not accept messages from contacts not on the roster")
+
+    def _send_error(
+        self, to: Any, message_id: str | None, condition: str, etype: str, text: str,
+    ) -> None:
+        """A message of type error (RFC 6120 8.3) answering ``message_id``."""
+        client = self.client
+        reply = client.make_message(mto=to, mtype="error")
+        if message_id:
+            reply["id"] = message_id
+        reply["error"]["condition"] = condition
+        reply["error"]["type"] = etype
+        if text:
+            reply["error"]["text"] = text
+        reply.send()
+
+    def _remember_requests(self, contact: str, msg: Any) -> None:
+        message_id = msg["id"]
+        if not message_id:
+            return
+        asked = set()
+        if msg.xml.find(f"{{{RECEIPTS_NS}}}request") is not None:
+            asked.add("receipt")
+        if msg.xml.find(f"{{{MARKERS_NS}}}markable") is not None:
+            asked.add("markable")
+        if asked:
+            self._asked[(contact, message_id)] = frozenset(asked)
+            while len(self._asked) > RECEIPT_MEMORY:
+                self._asked.popitem(last=False)
 
     def _on_presence(self, pres: Any) -> None:
         client = self.client
@@ -818,6 +892,11 @@ class XmppSession(Session):
 
     async def send_message(self, contact: str, text: str, message_id: str) -> bool:
         jid = self._jid(contact)
+        # Checked here too: a message queued before the edge check existed
+        # (or with a larger limit) would otherwise close the stream.
+        refused = xmpp_errors.unsendable(text, self._max_text_bytes())
+        if refused is not None:
+            raise DeliveryError(refused[1], refused[0])
         client = self._require_connected()
         return self._send_chat(client, OutgoingMessage(str(jid), text, message_id))
 
@@ -830,6 +909,9 @@ class XmppSession(Session):
         tracked = client.plugin["xep_0198"].enabled_out
         if tracked:
             self._unacked[message.message_id] = message
+        self._sent_ids[message.message_id] = None
+        while len(self._sent_ids) > SENT_MEMORY:
+            self._sent_ids.popitem(last=False)
         msg.send()
         if tracked:
             # Queued behind the message: slixmpp's own ack requests are
@@ -837,6 +919,37 @@ class XmppSession(Session):
             # message would stay unacknowledged until the next one.
             client.send(SM_ACK_REQUEST)
         return bool(tracked)
+
+    def _max_text_bytes(self) -> int:
+        return int(self.config.get("max_text_bytes", xmpp_errors.DEFAULT_MAX_TEXT_BYTES))
+
+    async def bounce(self, contact: str, message_id: str | None, status: int, reason: str) -> None:
+        """A type="error" message with the original id; condition from ``status`` (errors.py)."""
+        jid = self._jid(contact)
+        self._require_connected()
+        condition, etype = xmpp_errors.condition_for_status(status)
+        self._send_error(jid, message_id, condition, etype, reason)
+
+    async def send_receipt(self, contact: str, message_id: str, kind: str) -> None:
+        """XEP-0184 ``received`` / XEP-0333 ``received``/``displayed``, if the sender asked."""
+        jid = self._jid(contact)
+        client = self._require_connected()
+        asked = self._asked.get((jid.bare, message_id), frozenset())
+        children = []
+        if kind == "delivered" and "receipt" in asked:
+            children.append(Element(f"{{{RECEIPTS_NS}}}received", id=message_id))
+        if "markable" in asked and kind in ("delivered", "displayed"):
+            marker = "received" if kind == "delivered" else "displayed"
+            children.append(Element(f"{{{MARKERS_NS}}}{marker}", id=message_id))
+        if kind == "displayed" or "markable" not in asked:
+            # Nothing more will be asked about this message.
+            self._asked.pop((jid.bare, message_id), None)
+        if not children:
+            return  # the contact asked for nothing of this kind
+        msg = client.make_message(mto=jid, mtype="chat")
+        for child in children:
+            msg.xml.append(child)
+        msg.send()
 
     async def send_typing(self, contact: str, state: TypingState) -> None:
         jid = self._jid(contact)
@@ -896,3 +1009,18 @@ class XmppSession(Session):
         client = self._require_connected()
         ptype = "subscribed" if answer is AuthorizationAnswer.ALLOW else "unsubscribed"
         client.send_presence(pto=jid.bare, ptype=ptype)
+
+
+def _delay_stamp(xml: Element) -> float | None:
+    """XEP-0203 ``<delay stamp=.../>`` as POSIX seconds; None when absent or unreadable."""
+    delay = xml.find(DELAY_TAG)
+    if delay is None:
+        return None
+    stamp = delay.get("stamp") or ""
+    try:
+        when = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # XEP-0082 says UTC
+    return when.timestamp()
