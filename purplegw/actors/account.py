@@ -581,7 +581,7 @@ class AccountCore:
     async def _drain(self, session: Session) -> None:
         assert self._wake is not None
         while True:
-            while self._outbox and not self._resuming:
+            while self._outbox and not self._resuming and self._connected:
                 request = self._outbox.popleft()
                 try:
                     outcome = await self._execute(session, request)
@@ -592,6 +592,11 @@ class AccountCore:
                     raise
                 self.account_status.queued = len(self._outbox)
                 self._finish(request, outcome)
+            if not self._connected:
+                # Lost while a request ran: asyncio.wait_for (Python 3.11)
+                # swallows the cancellation when the request completed in
+                # the same step, so end here rather than wait forever.
+                return
             self._wake.clear()
             await self._wake.wait()
 

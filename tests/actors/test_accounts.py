@@ -7,20 +7,25 @@ from typing import Any, ClassVar
 
 import pytest
 
+from purplegw.actors import listener
 from purplegw.actors.state import ActorsConfig, Outcome
 from purplegw.actors.supervisor import LocalAccounts
 from purplegw.presence import Presence, Status
 from purplegw.protocols.base import (
     AuthorizationAnswer,
+    ConnectionState,
     DeliveryError,
     Ignore,
+    OutgoingMessage,
+    Session,
+    SessionContext,
     TransientError,
     TypingState,
 )
 from purplegw.protocols.dummy import Adapter as DummyAdapter
 from purplegw.protocols.dummy import DummySession
 
-from .conftest import Recorder, row, state_of, wait_for
+from .conftest import FAST, Recorder, row, state_of, wait_for
 
 GOOD = 8
 MISBEHAVING = {
@@ -322,3 +327,150 @@ class _Lookup:
     def get(self, protocol_id: str) -> Any:
         assert protocol_id == "dummy"
         return self._adapter
+
+
+# --- message pipeline: poison messages, stanza errors, bounce, receipts, sent_at ----
+
+
+class _LedgerSession(Session):
+    """A session with an acknowledgement ledger, as XEP-0198 gives XMPP.
+
+    Writing the text "poison" kills the connection before the server acks
+    it (what Prosody does with a stanza it cannot take); "refused" comes back
+    as a stanza error; anything else is acknowledged.
+    """
+
+    written: ClassVar[list[str]] = []
+    contexts: ClassVar[list[SessionContext]] = []
+
+    def __init__(self, credentials: Any, context: SessionContext) -> None:
+        super().__init__(credentials, context)
+        self._unacked: list[OutgoingMessage] = []
+        _LedgerSession.contexts.append(context)
+
+    async def login(self) -> None:
+        return
+
+    async def logout(self) -> None:
+        return
+
+    async def send_message(self, contact: str, text: str, message_id: str) -> bool:
+        _LedgerSession.written.append(message_id)
+        events, loop = self.context.events, self.context.loop
+        if text == "refused":
+            loop.call_soon(events.on_message_failed, message_id, 403, "XMPP forbidden")
+            return True
+        self._unacked.append(OutgoingMessage(contact, text, message_id))
+        if text == "poison":
+            loop.call_soon(events.on_connection_state, ConnectionState.TRANSIENT_DISCONNECT,
+                           "stream closed: not-well-formed")
+        else:
+            loop.call_soon(self._ack, message_id)
+        return True
+
+    def _ack(self, message_id: str) -> None:
+        self._unacked = [m for m in self._unacked if m.message_id != message_id]
+        self.context.events.on_message_acked(message_id)
+
+    def unacked_messages(self) -> list[OutgoingMessage]:
+        return list(self._unacked)
+
+
+class _LedgerAdapter(DummyAdapter):
+    def create_session(self, credentials: Any, context: Any) -> Session:
+        return _LedgerSession(credentials, context)
+
+
+@pytest.fixture
+def ledger_accounts(network: Any) -> Any:
+    del network
+    _LedgerSession.written = []
+    _LedgerSession.contexts = []
+    config = ActorsConfig.from_section(FAST)
+    accounts = LocalAccounts(config, _Lookup(_LedgerAdapter()),
+                             {"dummy": {"enabled": True, "strangers": "deny"}})
+    accounts.apply([row(0)])
+    wait_for(lambda: state_of(accounts, "sip0").get("state") == "connected")
+    yield accounts
+    accounts.stop()
+
+
+def _results(recorder: Recorder) -> dict[str, Outcome]:
+    return {kw["message_id"]: kw["outcome"] for kw in recorder.of("on_send_result")}
+
+
+def test_a_message_the_stream_dies_on_twice_is_quarantined_and_the_rest_flow(
+    ledger_accounts: Any, recorder: Recorder,
+) -> None:
+    handle = ledger_accounts.directory.get("sip0", "dummy")
+    outcomes = [handle.send_message("bob@dummy", text, mid).get(timeout=10)
+                for text, mid in (("before", "m1"), ("poison", "p1"), ("after", "m2"))]
+    assert [o.status for o in outcomes] == [202, 202, 202]
+    # (A message queued during the reconnect reports 202 "sent" first, then 200.)
+    wait_for(lambda: _results(recorder).get("m2") == Outcome(200, "acknowledged by the server")
+             and "p1" in _results(recorder), what="every message settled")
+    results = _results(recorder)
+    assert results["p1"] == Outcome(488, "the server closed the stream on this message")
+    assert results["m1"].status == results["m2"].status == 200
+    # Written once per connection it killed, never a third time.
+    assert _LedgerSession.written.count("p1") == 2
+    assert _LedgerSession.written.count("m2") == 1
+    # The account is back and takes the next message at once.
+    assert handle.send_message("bob@dummy", "next", "m3").get(timeout=10).status == 202
+    wait_for(lambda: _results(recorder).get("m3") == Outcome(200, "acknowledged by the server"))
+    assert state_of(ledger_accounts, "sip0")["state"] == "connected"
+
+
+def test_a_stanza_error_fails_the_message_for_good(
+    ledger_accounts: Any, recorder: Recorder,
+) -> None:
+    handle = ledger_accounts.directory.get("sip0", "dummy")
+    assert handle.send_message("bob@dummy", "refused", "r1").get(timeout=10).status == 202
+    wait_for(lambda: "r1" in _results(recorder))
+    assert _results(recorder)["r1"] == Outcome(403, "XMPP forbidden")
+    assert _LedgerSession.written.count("r1") == 1
+
+
+def test_bounce_and_send_receipt_default_to_501_and_strangers_reach_the_session(
+    ledger_accounts: Any,
+) -> None:
+    handle = ledger_accounts.directory.get("sip0", "dummy")
+    assert handle.bounce("bob@dummy", "x1", 488, "no").get(timeout=10).status == 501
+    assert handle.send_receipt("bob@dummy", "x1", "delivered").get(timeout=10).status == 501
+    assert _LedgerSession.contexts[-1].strangers == "deny"
+
+
+def test_sent_at_is_carried_only_when_the_network_gave_it(
+    ledger_accounts: Any, recorder: Recorder,
+) -> None:
+    events = _LedgerSession.contexts[-1].events
+    loop = _LedgerSession.contexts[-1].loop
+    loop.call_soon_threadsafe(events.on_message, "bob@dummy", "old news", "i1", 1_700_000_000.5)
+    loop.call_soon_threadsafe(events.on_message, "bob@dummy", "fresh", "i2")
+    wait_for(lambda: len(recorder.of("on_message", "sip0")) == 2)
+    first, second = recorder.of("on_message", "sip0")
+    assert first["sent_at"] == 1_700_000_000.5
+    assert "sent_at" not in second  # a sink without the keyword still works
+
+
+class _OldSink(listener.EventSink):
+    def __init__(self) -> None:
+        self.got: list[str] = []
+
+    def on_message(self, account: Any, contact: str, text: str,
+                   message_id: str | None) -> None:
+        del account, contact, message_id
+        self.got.append(text)
+
+
+def test_an_event_sink_without_sent_at_still_gets_messages(
+    ledger_accounts: Any,
+) -> None:
+    sink = _OldSink()
+    listener.add_sink(sink)
+    try:
+        context = _LedgerSession.contexts[-1]
+        context.loop.call_soon_threadsafe(context.events.on_message, "bob@dummy", "hi", "i3")
+        wait_for(lambda: sink.got == ["hi"])
+    finally:
+        listener.remove_sink(sink)
