@@ -14,6 +14,8 @@ sender's thread, so they must be quick, thread-safe and must not block.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -53,7 +55,10 @@ class EventSink:
     def on_event(self, event: str, **kwargs: Any) -> None:
         """Dispatch one event to the method of the same name, logging errors."""
         try:
-            getattr(self, event)(**kwargs)
+            handler = getattr(self, event)
+            if "sent_at" in kwargs and not _takes_sent_at(handler):
+                del kwargs["sent_at"]  # a sink written before messages had it
+            handler(**kwargs)
         except Exception:
             logger.exception("%s failed to handle %s", type(self).__name__, event)
 
@@ -95,6 +100,20 @@ class EventSink:
 
     def on_key_derived(self, account: AccountInfo, kind: str, value: str) -> None:
         """Triggered when a session derived a key from its password worth storing."""
+
+
+@functools.cache
+def _accepts_sent_at(function: Any) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return True
+    return "sent_at" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _takes_sent_at(handler: Any) -> bool:
+    return _accepts_sent_at(getattr(handler, "__func__", handler))
 
 
 _plain_sinks: list[EventSink] = []
