@@ -215,6 +215,11 @@ class XmppPeer:
 
     def _on_message(self, msg: Any) -> None:
         if msg["type"] == "error":
+            # An error stanza (RFC 6120 8.3): condition in ``status``, text in ``body``.
+            self._record(PeerEvent(kind="error", sender=str(msg["from"]),
+                                   msg_id=msg["id"] or None, status=msg["error"]["condition"],
+                                   body=msg["error"]["text"] or None,
+                                   ptype=msg["error"]["type"] or None))
             return
         body = msg["body"] or None
         state = msg["chat_state"] or None

@@ -37,8 +37,16 @@ class RecordingEvents:
     def on_connection_state(self, state: Any, reason: str = "") -> None:
         self._add("state", state, reason)
 
-    def on_message(self, contact: str, text: str, message_id: str | None = None) -> None:
+    def on_message(
+        self, contact: str, text: str, message_id: str | None = None,
+        sent_at: float | None = None,
+    ) -> None:
         self._add("message", contact, text, message_id)
+        if sent_at is not None:
+            self._add("sent_at", message_id, sent_at)
+
+    def on_message_failed(self, message_id: str, status: int, reason: str) -> None:
+        self._add("failed", message_id, status, reason)
 
     def on_contact_presence(self, presence: Any) -> None:
         self._add("presence", presence)
@@ -126,6 +134,7 @@ def make_session(
     shared: dict[str, Any] | None = None,
     original_protocol: str = "xmpp",
     derived_keys: dict[str, str] | None = None,
+    strangers: str = "allow",
 ) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()
     credentials = AccountCredentials(
@@ -143,5 +152,6 @@ def make_session(
         config=config,
         proxy=proxy,
         shared=shared if shared is not None else {},
+        strangers=strangers,
     )
     return Adapter().create_session(credentials, context), events

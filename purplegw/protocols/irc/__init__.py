@@ -37,6 +37,17 @@ class Adapter(base.Adapter):
     aliases: ClassVar[tuple[str, ...]] = ("prpl-irc",)
     addresses_user_at_host: ClassVar[bool] = False
 
+    def unsendable(self, text: str) -> tuple[int, str] | None:
+        """NUL -> 488, as ``send_message`` decides; everything else is carried.
+
+        ``send_message`` strips other control characters (``text.from_phone``),
+        turns CR/LF into line breaks and splits long text over several
+        PRIVMSG lines: lossless for what a phone can show, so no size cap.
+        """
+        if "\0" in text:
+            return 488, "NUL is not allowed in IRC messages"
+        return None
+
     def get_default_config(self) -> dict[str, Any]:
         return base.load_defaults(_DEFAULTS)
 

@@ -10,6 +10,7 @@ session in ``session.py`` (docs/matrix.md).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,10 +23,31 @@ _POSITIVE_NUMBERS = ("sync_timeout", "request_timeout", "backoff_initial", "back
                      "reconnect_window", "since_interval")
 
 
+# Matrix spec (server-server API, "Size limits"): an event is at most
+# 65,536 bytes of canonical JSON.  The envelope a homeserver adds (event and
+# room ids, sender, origin_server_ts, hashes, signatures, prev_events...) is
+# a few hundred bytes; this much is kept for it.
+MAX_EVENT_BYTES = 65536
+EVENT_OVERHEAD = 2048
+
+
 class Adapter(base.Adapter):
     name = "matrix"
     aliases = ("prpl-matrix",)
     addresses_user_at_host: ClassVar[bool] = True
+
+    def unsendable(self, text: str) -> tuple[int, str] | None:
+        """NUL -> 488; a body whose event would exceed 65,536 bytes -> 413.
+
+        The Matrix spec caps a whole event (PDU) at 65,536 bytes of JSON;
+        the body is measured as JSON (escapes count) plus what the server
+        adds around it (ids, signatures, hashes: ``EVENT_OVERHEAD``).
+        """
+        if "\0" in text:
+            return 488, "NUL characters cannot be sent"
+        if len(json.dumps(text).encode()) + EVENT_OVERHEAD > MAX_EVENT_BYTES:
+            return 413, f"message larger than a Matrix event ({MAX_EVENT_BYTES} bytes)"
+        return None
 
     def get_default_config(self) -> dict[str, Any]:
         return base.load_defaults(DEFAULTS_PATH)
