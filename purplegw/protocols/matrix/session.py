@@ -643,7 +643,10 @@ class MatrixSession(Session):
             return
         if self._typing.pop(room_id, False):
             self._call("on_typing", contact_from_mxid(contact), TypingState.ACTIVE)
-        self._call("on_message", contact_from_mxid(contact), for_phone(text), event.event_id)
+        # origin_server_ts: when the sender's homeserver took it (ms).
+        sent_at = event.server_timestamp / 1000 if event.server_timestamp else None
+        self._call("on_message", contact_from_mxid(contact), for_phone(text), event.event_id,
+                   sent_at)
 
     @staticmethod
     def _text_of(event: Any) -> str | None:

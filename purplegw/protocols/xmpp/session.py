@@ -87,6 +87,7 @@ IDLE_NS = "urn:xmpp:idle:1"
 DELAY_TAG = "{urn:xmpp:delay}delay"  # XEP-0203
 RECEIPTS_NS = "urn:xmpp:receipts"  # XEP-0184
 MARKERS_NS = "urn:xmpp:chat-markers:0"  # XEP-0333
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"  # RFC 6120 8.3.3
 #: Incoming messages whose sender asked for a receipt or marker, remembered
 #: until the phone reports them (oldest forgotten first).
 RECEIPT_MEMORY = 4096
@@ -366,6 +367,10 @@ class XmppSession(Session):
         self._last_presence: Presence | None = None
         # (contact, message id) -> what the sender asked for: "receipt", "markable".
         self._asked: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        # (contact, message id) -> full JID it came from: an error to a bare
+        # JID is dropped by the server (RFC 6121 8.5.2.1.1), a bounce must
+        # name the resource that sent the message.
+        self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
 
     # --- helpers ----------------------------------------------------------------
@@ -777,7 +782,7 @@ class XmppSession(Session):
     def _on_message_error(self, msg: Any) -> None:
         """A stanza error for a message we sent fails that message for good."""
         message_id = msg["id"]
-        condition = msg["error"]["condition"]
+        condition = error_condition(msg.xml)
         logger.info("%s: error for message %s from %s: %s", self.credentials.ext_user,
                     message_id, msg["from"], condition)
         if not message_id or (message_id not in self._unacked
@@ -812,8 +817,14 @@ class XmppSession(Session):
         reply = client.make_message(mto=to, mtype="error")
         if message_id:
             reply["id"] = message_id
-        reply["error"]["condition"] = condition
-        reply["error"]["type"] = etype
+        error = reply["error"]
+        error["type"] = etype
+        # Built by hand: slixmpp 1.17 knows the RFC 3920 conditions only and
+        # silently writes feature-not-implemented for policy-violation.
+        for child in list(error.xml):
+            if child.tag.startswith(f"{{{STANZAS_NS}}}"):
+                error.xml.remove(child)
+        error.xml.insert(0, Element(f"{{{STANZAS_NS}}}{condition}"))
         if text:
             reply["error"]["text"] = text
         reply.send()
@@ -822,6 +833,9 @@ class XmppSession(Session):
         message_id = msg["id"]
         if not message_id:
             return
+        self._origins[(contact, message_id)] = str(msg["from"])
+        while len(self._origins) > RECEIPT_MEMORY:
+            self._origins.popitem(last=False)
         asked = set()
         if msg.xml.find(f"{{{RECEIPTS_NS}}}request") is not None:
             asked.add("receipt")
@@ -928,7 +942,8 @@ class XmppSession(Session):
         jid = self._jid(contact)
         self._require_connected()
         condition, etype = xmpp_errors.condition_for_status(status)
-        self._send_error(jid, message_id, condition, etype, reason)
+        origin = self._origins.pop((jid.bare, message_id), None) if message_id else None
+        self._send_error(origin or jid, message_id, condition, etype, reason)
 
     async def send_receipt(self, contact: str, message_id: str, kind: str) -> None:
         """XEP-0184 ``received`` / XEP-0333 ``received``/``displayed``, if the sender asked."""
@@ -946,7 +961,8 @@ class XmppSession(Session):
             self._asked.pop((jid.bare, message_id), None)
         if not children:
             return  # the contact asked for nothing of this kind
-        msg = client.make_message(mto=jid, mtype="chat")
+        origin = self._origins.get((jid.bare, message_id)) or jid
+        msg = client.make_message(mto=origin, mtype="chat")
         for child in children:
             msg.xml.append(child)
         msg.send()
@@ -1024,3 +1040,18 @@ def _delay_stamp(xml: Element) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)  # XEP-0082 says UTC
     return when.timestamp()
+
+
+def error_condition(xml: Element) -> str:
+    """The defined condition of a stanza error (RFC 6120 8.3.3), any of them.
+
+    Read from the XML: slixmpp 1.17 reports "" for the RFC 6120 conditions
+    RFC 3920 did not have (policy-violation).
+    """
+    error = xml.find("{jabber:client}error")
+    if error is None:
+        return ""
+    for child in error:
+        if child.tag.startswith(f"{{{STANZAS_NS}}}") and not child.tag.endswith("}text"):
+            return child.tag.partition("}")[2]
+    return ""
