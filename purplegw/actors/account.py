@@ -74,6 +74,12 @@ _PARKING_OPS = frozenset({"login", "logout"})
 # XEP-0198 ledger died *on* that message: it is quarantined, not resent.
 POISON_DEATHS = 2
 POISON_OUTCOME = (488, "the server closed the stream on this message")
+# A message already answered 202 that the session refuses with 503 ("not
+# connected") hit a connection that is going away before the session said
+# so: it waits at the head of the queue and is tried again, this often, so
+# that it goes out on the next connection instead of failing.
+NOT_NOW_RETRIES = 5
+NOT_NOW_DELAY = 0.5
 
 
 class OutcomeFuture(pykka.ThreadingFuture[Outcome]):
@@ -119,6 +125,7 @@ class _Request:
     args: tuple[Any, ...]
     reply: pykka.Future[Outcome] | None
     answered: bool = False  # the caller already got 202
+    retries: int = 0  # "not connected" answers to a message we own (below)
 
     def answer(self, outcome: Outcome) -> None:
         if self.reply is not None and not self.answered:
@@ -590,6 +597,12 @@ class AccountCore:
                     # connection (message ids are stable across retries).
                     self._outbox.appendleft(request)
                     raise
+                if (request.answered and request.op == "send_message"
+                        and outcome.status == 503 and request.retries < NOT_NOW_RETRIES):  # noqa: PLR2004
+                    request.retries += 1
+                    self._outbox.appendleft(request)
+                    await asyncio.sleep(NOT_NOW_DELAY)  # cancelled if the connection is lost
+                    continue
                 self.account_status.queued = len(self._outbox)
                 self._finish(request, outcome)
             if not self._connected:
