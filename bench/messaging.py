@@ -1,6 +1,7 @@
 """Messages end to end through purplegw, beside the same traffic straight to Prosody.
 
-    .venv/bin/python bench/messaging.py [--rates 50,100,200,400] [--seconds 3]
+    .venv/bin/python bench/messaging.py [--rates 400,800,1200,2000,3000] [--seconds 3]
+                                        [--drain 5] [--repeat 3]
 
 SIP -> XMPP: sipp sends MESSAGE at each rate to the running `purplegw run`
 daemon (trusted source, no digest), which sends through the user's XMPP
@@ -16,12 +17,18 @@ Reported per direction and rate: delivered messages/s, lost (sent minus
 delivered after a drain period), p50/p99 end-to-end latency, the reference
 numbers, and the ratio purplegw/reference of delivered msgs/s.  Prosody is
 restarted before each measured direction (it slows down as it ages).
+
+``--repeat N`` measures every rate N times and reports the median of each
+column.  The rates go up to the knee: the last line per direction names the
+highest rate delivered in full at >= 0.9x the reference with p99 < 250 ms
+(the goal of issue 14), and the first rate where the gateway fell behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import socket
 import subprocess
 import sys
@@ -147,6 +154,11 @@ def summarize(rate: int, sent: int, got: dict[int, float], seconds: float) -> di
             "per_s": len(got) / seconds, "p50": p(0.50), "p99": p(0.99)}
 
 
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Column by column median of repeated runs of one rate."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def paced(rate: int, seconds: float, send: callable) -> int:  # type: ignore[valid-type]
     count = int(rate * seconds)
     start = time.monotonic()
@@ -160,9 +172,10 @@ def paced(rate: int, seconds: float, send: callable) -> int:  # type: ignore[val
 
 def main() -> None:  # noqa: PLR0915
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", default="50,100,200,400")
+    parser.add_argument("--rates", default="400,800,1200,2000,3000")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--drain", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per rate; medians shown")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     if sipp_binary() is None:
@@ -183,7 +196,7 @@ def main() -> None:  # noqa: PLR0915
     gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
                 stdin=account.password + "\n")
     gateway.start()
-    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    runs: dict[tuple[str, int], list[tuple[dict[str, float], dict[str, float]]]] = {}
     stop = threading.Event()
     try:
         # --- SIP -> XMPP -------------------------------------------------------------
@@ -193,9 +206,11 @@ def main() -> None:  # noqa: PLR0915
         sender = XmppPeer(carol.jid, carol.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
         arrivals = Arrivals()
         watcher = watch_peer(receiver, arrivals, STAMP, stop)
-        for rate in rates:
-            scenario = base / f"s{rate}.xml"
-            scenario.write_text(SCENARIO.format(contact=bob.jid, rate=rate))
+        for rate, run in ((r, k) for r in rates for k in range(args.repeat)):
+            # The run number rides in the rate tag, so repeats never mix.
+            tag = rate * 100 + run
+            scenario = base / f"s{tag}.xml"
+            scenario.write_text(SCENARIO.format(contact=bob.jid, rate=tag))
             count = int(rate * args.seconds)
             started = time.monotonic()
             subprocess.run(
@@ -205,19 +220,20 @@ def main() -> None:  # noqa: PLR0915
                 cwd=base, capture_output=True, check=False)
             time.sleep(args.drain)
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
-            ours = summarize(rate, count, arrivals.of(rate), elapsed)
+            ours = summarize(rate, count, arrivals.of(tag), elapsed)
             # Reference: the same messages from an XMPP client straight to the receiver.
             ref_peer_arrivals = Arrivals()
             ref_watch_stop = threading.Event()
             ref_watcher = watch_peer(receiver, ref_peer_arrivals, REF_STAMP, ref_watch_stop)
             started = time.monotonic()
-            sent = paced(rate, args.seconds, lambda i, r=rate: sender.send_message(
+            sent = paced(rate, args.seconds, lambda i, r=tag: sender.send_message(
                 bob.jid, f"ref n={i} r={r} t={time.time():.6f}"))
             time.sleep(args.drain)
             ref_watch_stop.set()
             ref_watcher.join()
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
-            rows.append(("SIP->XMPP", ours, summarize(rate, sent, ref_peer_arrivals.of(rate), elapsed)))
+            runs.setdefault(("SIP->XMPP", rate), []).append(
+                (ours, summarize(rate, sent, ref_peer_arrivals.of(tag), elapsed)))
         stop.set()
         watcher.join()
         receiver.stop()
@@ -228,24 +244,26 @@ def main() -> None:  # noqa: PLR0915
         sender = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
         ref_receiver = XmppPeer(carol.jid, carol.password, "127.0.0.1", prosody.port,
                                 ca_file=prosody.ca_file, resource="ref").start()
-        for rate in rates:
+        for rate, run in ((r, k) for r in rates for k in range(args.repeat)):
+            tag = rate * 100 + run
             started = time.monotonic()
-            sent = paced(rate, args.seconds, lambda i, r=rate: sender.send_message(
+            sent = paced(rate, args.seconds, lambda i, r=tag: sender.send_message(
                 account.jid, f"gw n={i} r={r} t={time.time():.6f}"))
             time.sleep(args.drain)
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
-            ours = summarize(rate, sent, sip_arrivals.of(rate), elapsed)
+            ours = summarize(rate, sent, sip_arrivals.of(tag), elapsed)
             ref = Arrivals()
             ref_stop = threading.Event()
             ref_watcher = watch_peer(ref_receiver, ref, REF_STAMP, ref_stop)
             started = time.monotonic()
-            sent = paced(rate, args.seconds, lambda i, r=rate: sender.send_message(
+            sent = paced(rate, args.seconds, lambda i, r=tag: sender.send_message(
                 carol.jid, f"ref n={i} r={r} t={time.time():.6f}"))
             time.sleep(args.drain)
             ref_stop.set()
             ref_watcher.join()
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
-            rows.append(("XMPP->SIP", ours, summarize(rate, sent, ref.of(rate), elapsed)))
+            runs.setdefault(("XMPP->SIP", rate), []).append(
+                (ours, summarize(rate, sent, ref.of(tag), elapsed)))
         sender.stop()
         ref_receiver.stop()
     finally:
@@ -254,6 +272,9 @@ def main() -> None:  # noqa: PLR0915
         responder.stop.set()
         prosody.cleanup()
 
+    rows = [(direction, median_of([o for o, _r in measured]), median_of([r for _o, r in measured]))
+            for (direction, _rate), measured in runs.items()]
+    print(f"median of {args.repeat} run(s) of {args.seconds:g}s per rate")
     header = (f"{'direction':<10} {'rate':>5} | {'purplegw/s':>10} {'lost':>5} {'p50 ms':>8} "
               f"{'p99 ms':>8} | {'reference/s':>11} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} | "
               f"{'ratio':>5}")
@@ -261,14 +282,27 @@ def main() -> None:  # noqa: PLR0915
     print("-" * len(header))
     for direction, ours, ref in rows:
         ratio = ours["per_s"] / ref["per_s"] if ref["per_s"] else float("nan")
-        print(f"{direction:<10} {ours['rate']:>5} | {ours['per_s']:>10.1f} {ours['lost']:>5} "
-              f"{ours['p50']:>8.1f} {ours['p99']:>8.1f} | {ref['per_s']:>11.1f} {ref['lost']:>5} "
+        print(f"{direction:<10} {ours['rate']:>5g} | {ours['per_s']:>10.1f} {ours['lost']:>5g} "
+              f"{ours['p50']:>8.1f} {ours['p99']:>8.1f} | {ref['per_s']:>11.1f} {ref['lost']:>5g} "
               f"{ref['p50']:>8.1f} {ref['p99']:>8.1f} | {ratio:>5.2f}")
     for direction in ("SIP->XMPP", "XMPP->SIP"):
         clean = [o for d, o, _ in rows if d == direction and o["lost"] == 0]
         best = max(clean, key=lambda o: o["rate"]) if clean else None
+        good = [o["rate"] for d, o, r in rows if d == direction and _keeps_up(o, r)]
+        behind = [o["rate"] for d, o, r in rows if d == direction and not _keeps_up(o, r)]
+        def show(value: float | None) -> str:
+            return "none" if value is None else f"{value:g}"
+
         print(f"{direction}: highest rate with zero loss: "
-              f"{best['rate'] if best else 'none'} msg/s")
+              f"{show(best['rate'] if best else None)} msg/s; knee: keeps up to "
+              f"{show(max(good) if good else None)}, "
+              f"behind from {show(min(behind) if behind else None)}")
+
+
+def _keeps_up(ours: dict[str, float], ref: dict[str, float]) -> bool:
+    """All delivered, >= 0.9x the reference's rate, p99 under 250 ms (issue 14's goal)."""
+    ratio = ours["per_s"] / ref["per_s"] if ref["per_s"] else 0.0
+    return ours["lost"] == 0 and ratio >= 0.9 and ours["p99"] < 250  # noqa: PLR2004
 
 
 if __name__ == "__main__":
