@@ -210,7 +210,7 @@ class AccountCore:
 
     _loop: asyncio.AbstractEventLoop
 
-    def _setup(
+    def _setup(  # noqa: PLR0913 - keyword-only collaborators (Mopidy's actor shape)
         self,
         *,
         credentials: AccountCredentials,
@@ -598,7 +598,7 @@ class AccountCore:
                     self._outbox.appendleft(request)
                     raise
                 if (request.answered and request.op == "send_message"
-                        and outcome.status == 503 and request.retries < NOT_NOW_RETRIES):  # noqa: PLR2004
+                        and outcome.status == 503 and request.retries < NOT_NOW_RETRIES):
                     request.retries += 1
                     self._outbox.appendleft(request)
                     await asyncio.sleep(NOT_NOW_DELAY)  # cancelled if the connection is lost
@@ -821,7 +821,7 @@ class AccountHandle:
         return self._request("bounce", contact, message_id, status, reason)
 
     def send_receipt(self, contact: str, message_id: str, kind: str) -> pykka.Future[Outcome]:
-        """Report ``message_id`` ``delivered``/``displayed`` to ``contact`` (``Session.send_receipt``)."""
+        """Report ``message_id`` ``delivered`` or ``displayed`` (``Session.send_receipt``)."""
         return self._request("send_receipt", contact, message_id, kind)
 
     def logout(self) -> pykka.Future[Outcome]:

@@ -398,7 +398,7 @@ def ledger_accounts(network: Any) -> Any:
 def _results(recorder: Recorder) -> dict[str, Outcome]:
     """Final outcomes by message id (a 202 "written" report may come after the ack)."""
     return {kw["message_id"]: kw["outcome"] for kw in recorder.of("on_send_result")
-            if kw["outcome"].status != 202}  # noqa: PLR2004
+            if kw["outcome"].status != 202}
 
 
 def test_a_message_the_stream_dies_on_twice_is_quarantined_and_the_rest_flow(

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from purplegw.protocols.base import DeliveryError
 from purplegw.protocols.xmpp import errors
-from tests.kit.prosody import Prosody
 from tests.kit.xmpp_peer import XmppPeer
 
 from .xmpp_harness import LoopThread, make_session
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.kit.prosody import Prosody
 
 pytestmark = pytest.mark.timeout(120)
 

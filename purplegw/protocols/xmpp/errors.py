@@ -74,9 +74,9 @@ _STATUS_FOR_CONDITION: dict[str, int] = {
 
 def _describe(char: str) -> str:
     code = ord(char)
-    if code < 0x20:  # noqa: PLR2004 - the C0 block
+    if code < 0x20:
         kind = "control character"
-    elif 0xD800 <= code <= 0xDFFF:  # noqa: PLR2004 - the surrogate block
+    elif 0xD800 <= code <= 0xDFFF:
         kind = "lone surrogate"
     else:
         kind = "noncharacter"
@@ -104,7 +104,7 @@ def condition_for_status(status: int) -> tuple[str, str]:
     found = _CONDITION_FOR_STATUS.get(status)
     if found is not None:
         return found
-    if 400 <= status < 500:  # noqa: PLR2004 - SIP status classes
+    if 400 <= status < 500:
         return "not-acceptable", "modify"
     return "service-unavailable", "cancel"
 
