@@ -342,6 +342,7 @@ class _LedgerSession(Session):
 
     written: ClassVar[list[str]] = []
     contexts: ClassVar[list[SessionContext]] = []
+    not_connected_once: ClassVar[set[str]] = set()
 
     def __init__(self, credentials: Any, context: SessionContext) -> None:
         super().__init__(credentials, context)
@@ -356,6 +357,9 @@ class _LedgerSession(Session):
 
     async def send_message(self, contact: str, text: str, message_id: str) -> bool:
         _LedgerSession.written.append(message_id)
+        if message_id in _LedgerSession.not_connected_once:
+            _LedgerSession.not_connected_once.discard(message_id)
+            raise DeliveryError("not connected", 503)
         events, loop = self.context.events, self.context.loop
         if text == "refused":
             loop.call_soon(events.on_message_failed, message_id, 403, "XMPP forbidden")
@@ -420,6 +424,21 @@ def test_a_message_the_stream_dies_on_twice_is_quarantined_and_the_rest_flow(
     assert handle.send_message("bob@dummy", "next", "m3").get(timeout=10).status == 202
     wait_for(lambda: _results(recorder).get("m3") == Outcome(200, "acknowledged by the server"))
     assert state_of(ledger_accounts, "sip0")["state"] == "connected"
+
+
+def test_a_message_we_own_is_kept_when_the_session_says_not_connected(
+    ledger_accounts: Any, recorder: Recorder,
+) -> None:
+    """A 503 for a message already answered 202 is tried again, not reported."""
+    handle = ledger_accounts.directory.get("sip0", "dummy")
+    assert handle.logout().get(timeout=10).status == 200
+    _LedgerSession.not_connected_once.add("n1")
+    assert handle.send_message("bob@dummy", "hello", "n1").get(timeout=10).status == 202
+    assert handle.login().get(timeout=10).status == 202
+    wait_for(lambda: "n1" in _results(recorder))
+    assert _results(recorder)["n1"] == Outcome(200, "acknowledged by the server")
+    assert _LedgerSession.written.count("n1") == 2
+    assert all(kw["outcome"].status != 503 for kw in recorder.of("on_send_result"))
 
 
 def test_a_stanza_error_fails_the_message_for_good(
