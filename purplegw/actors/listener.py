@@ -68,7 +68,11 @@ class EventSink:
         """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT)."""
 
     def on_message(
-        self, account: AccountInfo, contact: str, text: str, message_id: str | None,
+        self,
+        account: AccountInfo,
+        contact: str,
+        text: str,
+        message_id: str | None,
         sent_at: float | None = None,
     ) -> None:
         """Triggered when an external contact sends the SIP user a message.
@@ -109,7 +113,8 @@ def _accepts_sent_at(function: Any) -> bool:
     except (TypeError, ValueError):
         return True
     return "sent_at" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _takes_sent_at(handler: Any) -> bool:

@@ -204,8 +204,10 @@ def run(  # noqa: PLR0913 - the runtime's parts, all keyword-only
         return EXIT_STARTUP_FAILED
     # [messaging] strangers reaches every session through its protocol section.
     strangers = (config.get("messaging") or {}).get("strangers", "allow")
-    protocols_config = {name: {**(section or {}), "strangers": strangers}
-                        for name, section in (config.get("protocols") or {}).items()}
+    protocols_config = {
+        name: {**(section or {}), "strangers": strangers}
+        for name, section in (config.get("protocols") or {}).items()
+    }
     proxy = proxy_settings(config.get("proxy"))
     signals = _Signals()
     previous = signals.install()

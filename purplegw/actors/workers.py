@@ -268,7 +268,9 @@ class RemoteAccountHandle:
     def send_typing(self, contact: str, state: Any) -> OutcomeFuture:
         return self._request("send_typing", contact, state)
 
-    def bounce(self, contact: str, message_id: str | None, status: int, reason: str) -> OutcomeFuture:
+    def bounce(
+        self, contact: str, message_id: str | None, status: int, reason: str
+    ) -> OutcomeFuture:
         return self._request("bounce", contact, message_id, status, reason)
 
     def send_receipt(self, contact: str, message_id: str, kind: str) -> OutcomeFuture:

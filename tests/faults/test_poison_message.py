@@ -81,14 +81,24 @@ def test_a_poison_message_is_quarantined_and_nothing_else_is_lost(  # noqa: PLR0
     listener.add_sink(phone)
     protocols = {"xmpp": {**_section(prosody), "max_text_bytes": 1_000_000}}
     accounts = LocalAccounts(
-        ActorsConfig.from_section({"backoff_initial": 0.1, "backoff_max": 0.5,
-                                   "flap_retry_in": 1.0}),
-        load_adapters(protocols), protocols)
-    peer = CountingPeer(bob.jid, bob.password, prosody.host, prosody.port,
-                        ca_file=prosody.ca_file, tally=xmpp_to_sip)
+        ActorsConfig.from_section(
+            {"backoff_initial": 0.1, "backoff_max": 0.5, "flap_retry_in": 1.0}
+        ),
+        load_adapters(protocols),
+        protocols,
+    )
+    peer = CountingPeer(
+        bob.jid,
+        bob.password,
+        prosody.host,
+        prosody.port,
+        ca_file=prosody.ca_file,
+        tally=xmpp_to_sip,
+    )
     try:
-        accounts.apply([AccountCredentials(1, "alice", account.jid, "xmpp", account.password,
-                                           "xmpp")])
+        accounts.apply(
+            [AccountCredentials(1, "alice", account.jid, "xmpp", account.password, "xmpp")]
+        )
         wait_until(lambda: _state(accounts) == "connected", 30, "alice connected")
         peer.start()
         handle = accounts.directory.get("alice", "xmpp")
@@ -117,21 +127,26 @@ def test_a_poison_message_is_quarantined_and_nothing_else_is_lost(  # noqa: PLR0
         def settled() -> bool:
             peer.request_ack()
             bob_cursor.poll()
-            return not sip_to_xmpp.missing() and not xmpp_to_sip.missing() and any(
-                m == "poison-1" for m, _o in phone.results)
+            return (
+                not sip_to_xmpp.missing()
+                and not xmpp_to_sip.missing()
+                and any(m == "poison-1" for m, _o in phone.results)
+            )
 
         try:
             wait_until(settled, 60, "traffic settled and the poison message reported")
         except TimeoutError as exc:
-            raise AssertionError(f"{sip_to_xmpp.line()} missing {sip_to_xmpp.missing()}; "
-                                 f"{xmpp_to_sip.line()} missing {xmpp_to_sip.missing()}; "
-                                 f"{_status(accounts)} "
-                                 f"{[(m, o) for m, o in phone.results if m == 'poison-1']}"
-                                 ) from exc
+            raise AssertionError(
+                f"{sip_to_xmpp.line()} missing {sip_to_xmpp.missing()}; "
+                f"{xmpp_to_sip.line()} missing {xmpp_to_sip.missing()}; "
+                f"{_status(accounts)} "
+                f"{[(m, o) for m, o in phone.results if m == 'poison-1']}"
+            ) from exc
         # (202 "written" reports are not outcomes: the ack or the ledger settles them.)
         poison_results = [o for m, o in phone.results if m == "poison-1" and o.status != 202]
         assert [(o.status, o.reason) for o in poison_results] == [
-            (488, "the server closed the stream on this message")]
+            (488, "the server closed the stream on this message")
+        ]
         # It really killed the stream, twice, and no more than twice.
         assert 2 <= _status(accounts)["reconnects"] <= 3, _status(accounts)
         assert _state(accounts) == "connected"

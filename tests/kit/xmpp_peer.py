@@ -216,17 +216,29 @@ class XmppPeer:
     def _on_message(self, msg: Any) -> None:
         if msg["type"] == "error":
             # An error stanza (RFC 6120 8.3): condition in ``status``, text in ``body``.
-            self._record(PeerEvent(kind="error", sender=str(msg["from"]),
-                                   msg_id=msg["id"] or None, status=_condition(msg),
-                                   body=msg["error"]["text"] or None,
-                                   ptype=msg["error"]["type"] or None))
+            self._record(
+                PeerEvent(
+                    kind="error",
+                    sender=str(msg["from"]),
+                    msg_id=msg["id"] or None,
+                    status=_condition(msg),
+                    body=msg["error"]["text"] or None,
+                    ptype=msg["error"]["type"] or None,
+                )
+            )
             return
         body = msg["body"] or None
         for marker in ("received", "displayed", "acknowledged"):  # XEP-0333
             found = msg.xml.find(f"{{urn:xmpp:chat-markers:0}}{marker}")
             if found is not None:
-                self._record(PeerEvent(kind="marker", sender=str(msg["from"]),
-                                       chat_state=marker, receipt_for=found.get("id")))
+                self._record(
+                    PeerEvent(
+                        kind="marker",
+                        sender=str(msg["from"]),
+                        chat_state=marker,
+                        receipt_for=found.get("id"),
+                    )
+                )
         state = msg["chat_state"] or None
         kind = "message" if body is not None else ("chat_state" if state else "other")
         self._record(

@@ -11,25 +11,35 @@ from purplegw.protocols.xmpp import Adapter as XmppAdapter
 from purplegw.protocols.xmpp import errors
 
 
-@pytest.mark.parametrize(("char", "described"), [
-    ("\x00", "control character U+0000"),
-    ("\x01", "control character U+0001"),
-    ("\x1b", "control character U+001B"),
-    ("\x0b", "control character U+000B"),
-    ("\ud800", "lone surrogate U+D800"),
-    ("\ufffe", "noncharacter U+FFFE"),
-    ("\uffff", "noncharacter U+FFFF"),
-])
+@pytest.mark.parametrize(
+    ("char", "described"),
+    [
+        ("\x00", "control character U+0000"),
+        ("\x01", "control character U+0001"),
+        ("\x1b", "control character U+001B"),
+        ("\x0b", "control character U+000B"),
+        ("\ud800", "lone surrogate U+D800"),
+        ("\ufffe", "noncharacter U+FFFE"),
+        ("\uffff", "noncharacter U+FFFF"),
+    ],
+)
 def test_code_points_xml_forbids_are_refused_with_488_naming_them(char: str, described: str):
     status, reason = XmppAdapter().unsendable(f"before {char} after")
     assert status == 488
     assert described in reason
 
 
-@pytest.mark.parametrize("text", [
-    "tab\there, lines\nand\r\nbreaks", "emoji \U0001f600 and ünïcode", "\u200e mark", "\x85 NEL",
-    "<b>&amp;</b> 'quoted' \"text\"", "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tab\there, lines\nand\r\nbreaks",
+        "emoji \U0001f600 and ünïcode",
+        "\u200e mark",
+        "\x85 NEL",
+        "<b>&amp;</b> 'quoted' \"text\"",
+        "",
+    ],
+)
 def test_everything_xml_allows_passes(text: str):
     assert XmppAdapter().unsendable(text) is None
 
@@ -73,27 +83,38 @@ def test_matrix_refuses_text_over_the_event_size():
     assert MatrixAdapter().unsendable("a\0b")[0] == 488
 
 
-@pytest.mark.parametrize(("status", "condition", "etype"), [
-    (404, "item-not-found", "cancel"),
-    (410, "recipient-unavailable", "wait"),
-    (403, "forbidden", "auth"),
-    (413, "not-acceptable", "modify"),
-    (488, "not-acceptable", "modify"),
-    (429, "resource-constraint", "wait"),
-    (503, "resource-constraint", "wait"),
-    (errors.POLICY_STATUS, "policy-violation", "modify"),
-    (400, "not-acceptable", "modify"),
-    (500, "service-unavailable", "cancel"),
-])
+@pytest.mark.parametrize(
+    ("status", "condition", "etype"),
+    [
+        (404, "item-not-found", "cancel"),
+        (410, "recipient-unavailable", "wait"),
+        (403, "forbidden", "auth"),
+        (413, "not-acceptable", "modify"),
+        (488, "not-acceptable", "modify"),
+        (429, "resource-constraint", "wait"),
+        (503, "resource-constraint", "wait"),
+        (errors.POLICY_STATUS, "policy-violation", "modify"),
+        (400, "not-acceptable", "modify"),
+        (500, "service-unavailable", "cancel"),
+    ],
+)
 def test_sip_status_to_stanza_error(status: int, condition: str, etype: str):
     assert errors.condition_for_status(status) == (condition, etype)
 
 
-@pytest.mark.parametrize(("condition", "status"), [
-    ("service-unavailable", 404), ("item-not-found", 404), ("forbidden", 403),
-    ("policy-violation", 403), ("not-acceptable", 488), ("resource-constraint", 486),
-    ("remote-server-timeout", 504), ("undefined-condition", 400),
-])
+@pytest.mark.parametrize(
+    ("condition", "status"),
+    [
+        ("service-unavailable", 404),
+        ("item-not-found", 404),
+        ("forbidden", 403),
+        ("policy-violation", 403),
+        ("not-acceptable", 488),
+        ("resource-constraint", 486),
+        ("remote-server-timeout", 504),
+        ("undefined-condition", 400),
+    ],
+)
 def test_stanza_errors_are_permanent_sip_statuses(condition: str, status: int):
     assert errors.status_for_condition(condition) == status
     # never one the SIP side would retry

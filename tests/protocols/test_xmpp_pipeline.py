@@ -62,17 +62,26 @@ def bob(prosody, users):
         yield peer
 
 
-@pytest.mark.parametrize(("status", "condition", "etype"), [
-    (404, "item-not-found", "cancel"),
-    (410, "recipient-unavailable", "wait"),
-    (403, "forbidden", "auth"),
-    (413, "not-acceptable", "modify"),
-    (488, "not-acceptable", "modify"),
-    (429, "resource-constraint", "wait"),
-    (errors.POLICY_STATUS, "policy-violation", "modify"),
-])
+@pytest.mark.parametrize(
+    ("status", "condition", "etype"),
+    [
+        (404, "item-not-found", "cancel"),
+        (410, "recipient-unavailable", "wait"),
+        (403, "forbidden", "auth"),
+        (413, "not-acceptable", "modify"),
+        (488, "not-acceptable", "modify"),
+        (429, "resource-constraint", "wait"),
+        (errors.POLICY_STATUS, "policy-violation", "modify"),
+    ],
+)
 def test_bounce_reaches_the_sender_as_an_error_with_its_id(
-    loop, alice, bob, users, status, condition, etype,
+    loop,
+    alice,
+    bob,
+    users,
+    status,
+    condition,
+    etype,
 ):
     session, events = alice
     ours, theirs = users[0].jid, users[1].jid
@@ -100,7 +109,8 @@ def test_receipts_and_markers_only_where_the_contact_asked(loop, alice, bob, use
     # XEP-0333: a markable message gets "displayed" when the phone shows it.
     bob.send_raw(
         f"<message to='{ours}' type='chat' id='mark-1'><body>markable</body>"
-        "<markable xmlns='urn:xmpp:chat-markers:0'/></message>")
+        "<markable xmlns='urn:xmpp:chat-markers:0'/></message>"
+    )
     events.wait_for("message", lambda c, t, i: i == "mark-1")
     loop.run(session.send_receipt(theirs, "mark-1", "displayed"))
     marker = bob.wait_for(lambda e: e.kind == "marker" and e.bare == ours)
@@ -108,11 +118,15 @@ def test_receipts_and_markers_only_where_the_contact_asked(loop, alice, bob, use
 
 
 def test_a_stranger_is_refused_with_policy_violation_when_strangers_deny(
-    loop, prosody, users, bob,
+    loop,
+    prosody,
+    users,
+    bob,
 ):
     ours = users[0].jid
-    session, events = make_session(loop, ours, users[0].password, _config(prosody),
-                                   strangers="deny")
+    session, events = make_session(
+        loop, ours, users[0].password, _config(prosody), strangers="deny"
+    )
     loop.run(session.login())
     try:
         mid = bob.send_message(ours, "hello stranger", msg_id="stranger-1")
@@ -136,7 +150,8 @@ def test_a_delay_stamp_becomes_sent_at(alice, bob, users):
     bob.send_raw(
         f"<message to='{ours}' type='chat' id='late-1'><body>from the past</body>"
         "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2020-01-02T03:04:05.5Z'/>"
-        "</message>")
+        "</message>"
+    )
     bob.send_message(ours, "now", msg_id="now-1")
     events.wait_for("message", lambda c, t, i: i == "now-1")
     assert events.of("sent_at") == [("late-1", 1577934245.5)]

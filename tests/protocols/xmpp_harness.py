@@ -38,7 +38,10 @@ class RecordingEvents:
         self._add("state", state, reason)
 
     def on_message(
-        self, contact: str, text: str, message_id: str | None = None,
+        self,
+        contact: str,
+        text: str,
+        message_id: str | None = None,
         sent_at: float | None = None,
     ) -> None:
         self._add("message", contact, text, message_id)

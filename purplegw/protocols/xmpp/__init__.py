@@ -25,8 +25,9 @@ _POSITIVE_NUMBERS = ("connect_timeout", "login_timeout")
 
 @functools.cache
 def _max_text_bytes() -> int:
-    return int(base.load_defaults(DEFAULTS_PATH).get("max_text_bytes",
-                                                     errors.DEFAULT_MAX_TEXT_BYTES))
+    return int(
+        base.load_defaults(DEFAULTS_PATH).get("max_text_bytes", errors.DEFAULT_MAX_TEXT_BYTES)
+    )
 
 
 class Adapter(base.Adapter):

@@ -85,8 +85,12 @@ def _describe(char: str) -> str:
 
 def escaped_size(text: str) -> int:
     """UTF-8 bytes of ``text`` as slixmpp writes it in a body (``&<>"'`` escaped)."""
-    return (len(text.encode("utf-8", "surrogatepass")) + 4 * text.count("&")
-            + 3 * (text.count("<") + text.count(">")) + 5 * (text.count('"') + text.count("'")))
+    return (
+        len(text.encode("utf-8", "surrogatepass"))
+        + 4 * text.count("&")
+        + 3 * (text.count("<") + text.count(">"))
+        + 5 * (text.count('"') + text.count("'"))
+    )
 
 
 def unsendable(text: str, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> tuple[int, str] | None:
