@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,8 +95,9 @@ class Arrivals:
             return dict(self.by_rate.get(rate, {}))
 
 
-def watch_peer(peer: XmppPeer, arrivals: Arrivals, pattern: re.Pattern[str],
-               stop: threading.Event) -> threading.Thread:
+def watch_peer(
+    peer: XmppPeer, arrivals: Arrivals, pattern: re.Pattern[str], stop: threading.Event
+) -> threading.Thread:
     offset = time.time() - time.monotonic()
 
     def run() -> None:
@@ -138,8 +139,11 @@ class UdpResponder:
             lines = head.decode(errors="replace").split("\r\n")
             if not lines[0].startswith("MESSAGE"):
                 continue
-            keep = [ln for ln in lines[1:] if ln.split(":", 1)[0].lower() in
-                    ("via", "from", "to", "call-id", "cseq")]
+            keep = [
+                ln
+                for ln in lines[1:]
+                if ln.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")
+            ]
             reply = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
             self.sock.sendto(reply.encode(), addr)
             self.arrivals.record(body.decode(errors="replace"), now, GW_STAMP)
@@ -147,11 +151,23 @@ class UdpResponder:
 
 def summarize(rate: int, sent: int, got: dict[int, float], seconds: float) -> dict[str, float]:
     latencies = sorted(got.values())
+
     def p(q):
-        return (latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-             if latencies else float("nan"))
-    return {"rate": rate, "sent": sent, "delivered": len(got), "lost": sent - len(got),
-            "per_s": len(got) / seconds, "p50": p(0.50), "p99": p(0.99)}
+        return (
+            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+            if latencies
+            else float("nan")
+        )
+
+    return {
+        "rate": rate,
+        "sent": sent,
+        "delivered": len(got),
+        "lost": sent - len(got),
+        "per_s": len(got) / seconds,
+        "p50": p(0.50),
+        "p99": p(0.99),
+    }
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -186,15 +202,27 @@ def main() -> None:  # noqa: PLR0915
     account, bob, carol = (prosody.create_user(n) for n in ("gwalice", "benchbob", "benchcarol"))
     sip_arrivals = Arrivals()
     responder = UdpResponder(sip_arrivals)
-    gateway = GatewayProcess(base, extra_config=prosody.gateway_section(keepalive=0), sip={
-        "trusted": ["127.0.0.1/32"],
-        "outbound_proxy": f"sip:127.0.0.1:{responder.port}",
-        # one user at hundreds of messages/s is the measurement, not abuse
-        "rate_per_user": 0,
-    }, log_level="WARNING")
+    gateway = GatewayProcess(
+        base,
+        extra_config=prosody.gateway_section(keepalive=0),
+        sip={
+            "trusted": ["127.0.0.1/32"],
+            "outbound_proxy": f"sip:127.0.0.1:{responder.port}",
+            # one user at hundreds of messages/s is the measurement, not abuse
+            "rate_per_user": 0,
+        },
+        log_level="WARNING",
+    )
     gateway.cli("db", "init")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
     gateway.start()
     runs: dict[tuple[str, int], list[tuple[dict[str, float], dict[str, float]]]] = {}
     stop = threading.Event()
@@ -202,8 +230,12 @@ def main() -> None:  # noqa: PLR0915
         # --- SIP -> XMPP -------------------------------------------------------------
         prosody.restart()
         gateway.wait_accounts("connected", timeout=120)
-        receiver = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
-        sender = XmppPeer(carol.jid, carol.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
+        receiver = XmppPeer(
+            bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file
+        ).start()
+        sender = XmppPeer(
+            carol.jid, carol.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file
+        ).start()
         arrivals = Arrivals()
         watcher = watch_peer(receiver, arrivals, STAMP, stop)
         for rate, run in ((r, k) for r in rates for k in range(args.repeat)):
@@ -214,10 +246,27 @@ def main() -> None:  # noqa: PLR0915
             count = int(rate * args.seconds)
             started = time.monotonic()
             subprocess.run(
-                [sipp_binary(), f"127.0.0.1:{gateway.port}", "-sf", str(scenario), "-m", str(count),
-                 "-r", str(rate), "-i", "127.0.0.1", "-p", str(free_port("both")), "-nostdin",
-                 "-timeout", f"{int(args.seconds * 4 + 30)}s"],
-                cwd=base, capture_output=True, check=False)
+                [
+                    sipp_binary(),
+                    f"127.0.0.1:{gateway.port}",
+                    "-sf",
+                    str(scenario),
+                    "-m",
+                    str(count),
+                    "-r",
+                    str(rate),
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(free_port("both")),
+                    "-nostdin",
+                    "-timeout",
+                    f"{int(args.seconds * 4 + 30)}s",
+                ],
+                cwd=base,
+                capture_output=True,
+                check=False,
+            )
             time.sleep(args.drain)
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
             ours = summarize(rate, count, arrivals.of(tag), elapsed)
@@ -226,14 +275,20 @@ def main() -> None:  # noqa: PLR0915
             ref_watch_stop = threading.Event()
             ref_watcher = watch_peer(receiver, ref_peer_arrivals, REF_STAMP, ref_watch_stop)
             started = time.monotonic()
-            sent = paced(rate, args.seconds, lambda i, r=tag: sender.send_message(
-                bob.jid, f"ref n={i} r={r} t={time.time():.6f}"))
+            sent = paced(
+                rate,
+                args.seconds,
+                lambda i, r=tag: sender.send_message(
+                    bob.jid, f"ref n={i} r={r} t={time.time():.6f}"
+                ),
+            )
             time.sleep(args.drain)
             ref_watch_stop.set()
             ref_watcher.join()
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
             runs.setdefault(("SIP->XMPP", rate), []).append(
-                (ours, summarize(rate, sent, ref_peer_arrivals.of(tag), elapsed)))
+                (ours, summarize(rate, sent, ref_peer_arrivals.of(tag), elapsed))
+            )
         stop.set()
         watcher.join()
         receiver.stop()
@@ -241,14 +296,27 @@ def main() -> None:  # noqa: PLR0915
         # --- XMPP -> SIP -------------------------------------------------------------
         prosody.restart()
         gateway.wait_accounts("connected", timeout=120)
-        sender = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file).start()
-        ref_receiver = XmppPeer(carol.jid, carol.password, "127.0.0.1", prosody.port,
-                                ca_file=prosody.ca_file, resource="ref").start()
+        sender = XmppPeer(
+            bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file
+        ).start()
+        ref_receiver = XmppPeer(
+            carol.jid,
+            carol.password,
+            "127.0.0.1",
+            prosody.port,
+            ca_file=prosody.ca_file,
+            resource="ref",
+        ).start()
         for rate, run in ((r, k) for r in rates for k in range(args.repeat)):
             tag = rate * 100 + run
             started = time.monotonic()
-            sent = paced(rate, args.seconds, lambda i, r=tag: sender.send_message(
-                account.jid, f"gw n={i} r={r} t={time.time():.6f}"))
+            sent = paced(
+                rate,
+                args.seconds,
+                lambda i, r=tag: sender.send_message(
+                    account.jid, f"gw n={i} r={r} t={time.time():.6f}"
+                ),
+            )
             time.sleep(args.drain)
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
             ours = summarize(rate, sent, sip_arrivals.of(tag), elapsed)
@@ -256,14 +324,20 @@ def main() -> None:  # noqa: PLR0915
             ref_stop = threading.Event()
             ref_watcher = watch_peer(ref_receiver, ref, REF_STAMP, ref_stop)
             started = time.monotonic()
-            sent = paced(rate, args.seconds, lambda i, r=tag: sender.send_message(
-                carol.jid, f"ref n={i} r={r} t={time.time():.6f}"))
+            sent = paced(
+                rate,
+                args.seconds,
+                lambda i, r=tag: sender.send_message(
+                    carol.jid, f"ref n={i} r={r} t={time.time():.6f}"
+                ),
+            )
             time.sleep(args.drain)
             ref_stop.set()
             ref_watcher.join()
             elapsed = max(args.seconds, time.monotonic() - started - args.drain)
             runs.setdefault(("XMPP->SIP", rate), []).append(
-                (ours, summarize(rate, sent, ref.of(tag), elapsed)))
+                (ours, summarize(rate, sent, ref.of(tag), elapsed))
+            )
         sender.stop()
         ref_receiver.stop()
     finally:
@@ -272,31 +346,40 @@ def main() -> None:  # noqa: PLR0915
         responder.stop.set()
         prosody.cleanup()
 
-    rows = [(direction, median_of([o for o, _r in measured]), median_of([r for _o, r in measured]))
-            for (direction, _rate), measured in runs.items()]
+    rows = [
+        (direction, median_of([o for o, _r in measured]), median_of([r for _o, r in measured]))
+        for (direction, _rate), measured in runs.items()
+    ]
     print(f"median of {args.repeat} run(s) of {args.seconds:g}s per rate")
-    header = (f"{'direction':<10} {'rate':>5} | {'purplegw/s':>10} {'lost':>5} {'p50 ms':>8} "
-              f"{'p99 ms':>8} | {'reference/s':>11} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} | "
-              f"{'ratio':>5}")
+    header = (
+        f"{'direction':<10} {'rate':>5} | {'purplegw/s':>10} {'lost':>5} {'p50 ms':>8} "
+        f"{'p99 ms':>8} | {'reference/s':>11} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} | "
+        f"{'ratio':>5}"
+    )
     print(header)
     print("-" * len(header))
     for direction, ours, ref in rows:
         ratio = ours["per_s"] / ref["per_s"] if ref["per_s"] else float("nan")
-        print(f"{direction:<10} {ours['rate']:>5g} | {ours['per_s']:>10.1f} {ours['lost']:>5g} "
-              f"{ours['p50']:>8.1f} {ours['p99']:>8.1f} | {ref['per_s']:>11.1f} {ref['lost']:>5g} "
-              f"{ref['p50']:>8.1f} {ref['p99']:>8.1f} | {ratio:>5.2f}")
+        print(
+            f"{direction:<10} {ours['rate']:>5g} | {ours['per_s']:>10.1f} {ours['lost']:>5g} "
+            f"{ours['p50']:>8.1f} {ours['p99']:>8.1f} | {ref['per_s']:>11.1f} {ref['lost']:>5g} "
+            f"{ref['p50']:>8.1f} {ref['p99']:>8.1f} | {ratio:>5.2f}"
+        )
     for direction in ("SIP->XMPP", "XMPP->SIP"):
         clean = [o for d, o, _ in rows if d == direction and o["lost"] == 0]
         best = max(clean, key=lambda o: o["rate"]) if clean else None
         good = [o["rate"] for d, o, r in rows if d == direction and _keeps_up(o, r)]
         behind = [o["rate"] for d, o, r in rows if d == direction and not _keeps_up(o, r)]
+
         def show(value: float | None) -> str:
             return "none" if value is None else f"{value:g}"
 
-        print(f"{direction}: highest rate with zero loss: "
-              f"{show(best['rate'] if best else None)} msg/s; knee: keeps up to "
-              f"{show(max(good) if good else None)}, "
-              f"behind from {show(min(behind) if behind else None)}")
+        print(
+            f"{direction}: highest rate with zero loss: "
+            f"{show(best['rate'] if best else None)} msg/s; knee: keeps up to "
+            f"{show(max(good) if good else None)}, "
+            f"behind from {show(min(behind) if behind else None)}"
+        )
 
 
 def _keeps_up(ours: dict[str, float], ref: dict[str, float]) -> bool:

@@ -64,8 +64,16 @@ logger = logging.getLogger(__name__)
 
 # Requests that wait in the queue while the account is offline.  Typing
 # notifications are dropped instead: stale "is typing" is worse than none.
-_QUEUED_OPS = frozenset({"send_message", "add_contact", "remove_contact", "answer_authorization",
-                         "bounce", "send_receipt"})
+_QUEUED_OPS = frozenset(
+    {
+        "send_message",
+        "add_contact",
+        "remove_contact",
+        "answer_authorization",
+        "bounce",
+        "send_receipt",
+    }
+)
 _OPS = _QUEUED_OPS | {"set_presence", "send_typing"}
 # PIDF basic=closed logs the account out (the original module's behaviour)
 # and parks it in LOGGED_OUT, without reconnecting, until "login".
@@ -153,7 +161,10 @@ class _Events:
             self._core._session_state(state, reason)  # noqa: SLF001
 
     def on_message(
-        self, contact: str, text: str, message_id: str | None = None,
+        self,
+        contact: str,
+        text: str,
+        message_id: str | None = None,
         sent_at: float | None = None,
     ) -> None:
         if self._current():
@@ -187,14 +198,20 @@ class _Events:
     def on_message_failed(self, message_id: str, status: int, reason: str) -> None:
         if self._current():
             self._core._poison_deaths.pop(message_id, None)  # noqa: SLF001
-            self._core._emit("on_send_result", message_id=message_id,  # noqa: SLF001
-                             outcome=Outcome(status, reason))
+            self._core._emit(  # noqa: SLF001 - the session-events adapter is the core's own helper
+                "on_send_result",
+                message_id=message_id,
+                outcome=Outcome(status, reason),
+            )
 
     def on_message_acked(self, message_id: str) -> None:
         if self._current():
             self._core._poison_deaths.pop(message_id, None)  # noqa: SLF001
-            self._core._emit("on_send_result", message_id=message_id,  # noqa: SLF001
-                             outcome=Outcome(200, "acknowledged by the server"))
+            self._core._emit(  # noqa: SLF001 - the session-events adapter is the core's own helper
+                "on_send_result",
+                message_id=message_id,
+                outcome=Outcome(200, "acknowledged by the server"),
+            )
 
     def on_key_derived(self, kind: str, value: str) -> None:
         if self._current():
@@ -224,7 +241,9 @@ class AccountCore:
     ) -> None:
         self.credentials = credentials
         self.info = AccountInfo(
-            credentials.account_id, credentials.sip_user, credentials.protocol,
+            credentials.account_id,
+            credentials.sip_user,
+            credentials.protocol,
             credentials.ext_user,
         )
         self._adapter = adapter
@@ -351,8 +370,12 @@ class AccountCore:
         status.state = state.value
         status.since = time.time()
         logger.info(
-            "Account %s/%s (%s): %s%s", self.info.sip_user, self.info.protocol,
-            self.info.ext_user, state.name, f" ({reason})" if reason else "",
+            "Account %s/%s (%s): %s%s",
+            self.info.sip_user,
+            self.info.protocol,
+            self.info.ext_user,
+            state.name,
+            f" ({reason})" if reason else "",
         )
         self._emit("on_connection_state", state=state, reason=reason)
 
@@ -399,8 +422,12 @@ class AccountCore:
                 error = str(exc) or type(exc).__name__
             except Exception as exc:
                 # An adapter bug: the traceback once per streak, not per retry.
-                logger.warning("Account %s/%s: login failed: %r", *self.info[1:3], exc,
-                               exc_info=status.last_error != repr(exc))
+                logger.warning(
+                    "Account %s/%s: login failed: %r",
+                    *self.info[1:3],
+                    exc,
+                    exc_info=status.last_error != repr(exc),
+                )
                 state, error = AccountState.UNKNOWN_ERROR, repr(exc)
             else:
                 bad = await self._stay_connected(session)
@@ -473,13 +500,21 @@ class AccountCore:
         queued = {r.args[2] for r in self._outbox if r.op == "send_message"}
         again = [m for m in unacked if m.message_id not in queued]
         for message in reversed(again):
-            self._outbox.appendleft(_Request(
-                "send_message", (message.contact, message.text, message.message_id), None,
-                answered=True))
+            self._outbox.appendleft(
+                _Request(
+                    "send_message",
+                    (message.contact, message.text, message.message_id),
+                    None,
+                    answered=True,
+                )
+            )
         if again:
             self.account_status.queued = len(self._outbox)
-            logger.info("Account %s/%s: %d unacknowledged message(s) queued again",
-                        *self.info[1:3], len(again))
+            logger.info(
+                "Account %s/%s: %d unacknowledged message(s) queued again",
+                *self.info[1:3],
+                len(again),
+            )
 
     def _quarantine_poison(self, unacked: list[OutgoingMessage]) -> list[OutgoingMessage]:
         """``unacked`` without the message the stream keeps dying on.
@@ -501,8 +536,12 @@ class AccountCore:
         if deaths < POISON_DEATHS:
             return unacked
         del self._poison_deaths[suspect]
-        logger.warning("Account %s/%s: message %s quarantined: the stream died on it %d times",
-                       *self.info[1:3], suspect, deaths)
+        logger.warning(
+            "Account %s/%s: message %s quarantined: the stream died on it %d times",
+            *self.info[1:3],
+            suspect,
+            deaths,
+        )
         self._emit("on_send_result", message_id=suspect, outcome=Outcome(*POISON_OUTCOME))
         return unacked[1:]
 
@@ -542,13 +581,13 @@ class AccountCore:
             await asyncio.wait_for(session.logout(), self._config.logout_timeout)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the session is being dropped anyway
+        except Exception:
             logger.debug("Account %s/%s: logout failed", *self.info[1:3], exc_info=True)
 
     async def _apply_presence(self, session: Session, presence: Presence) -> None:
         await self._execute(session, _Request("set_presence", (presence,), None))
 
-    def _accept(self, request: _Request) -> None:
+    def _accept(self, request: _Request) -> None:  # noqa: C901, PLR0911 - one branch per protocol case reads best in one place
         if request.op in _PARKING_OPS and not self._stopping:
             self._park_task = self._loop.create_task(self._parking(request, self._park_task))
             return
@@ -597,8 +636,12 @@ class AccountCore:
                     # connection (message ids are stable across retries).
                     self._outbox.appendleft(request)
                     raise
-                if (request.answered and request.op == "send_message"
-                        and outcome.status == 503 and request.retries < NOT_NOW_RETRIES):
+                if (
+                    request.answered
+                    and request.op == "send_message"
+                    and outcome.status == 503
+                    and request.retries < NOT_NOW_RETRIES
+                ):
                     request.retries += 1
                     self._outbox.appendleft(request)
                     await asyncio.sleep(NOT_NOW_DELAY)  # cancelled if the connection is lost
@@ -628,8 +671,9 @@ class AccountCore:
         except Exception as exc:  # noqa: BLE001 - every adapter failure is mapped, bugs logged
             if isinstance(exc, BadCredentialsError):
                 self._session_state(AccountState.BAD_CREDENTIALS, str(exc))
-            mapped = outcome_for(exc, what=request.op,
-                                 account=f"{self.info.sip_user}/{self.info.protocol}")
+            mapped = outcome_for(
+                exc, what=request.op, account=f"{self.info.sip_user}/{self.info.protocol}"
+            )
             if mapped.status is None:
                 # Ignore: the request is dropped (not sent, not retried, not
                 # counted); the SIP transaction still needs its final answer.
@@ -663,7 +707,8 @@ class AccountCore:
             if self._parked and not self._stopping:
                 self._parked = False
                 self._run_task = self._loop.create_task(
-                    self._run(), name=f"account-{self.info.sip_user}-{self.info.protocol}")
+                    self._run(), name=f"account-{self.info.sip_user}-{self.info.protocol}"
+                )
             request.answer(Outcome(202, "logging in"))
             return
         if self._parked:
@@ -703,7 +748,7 @@ class AccountCore:
             self._set_state(AccountState.LOGGED_OUT)
         finally:
             self._generation += 1
-            try:
+            try:  # noqa: SIM105 - kept explicit: the actor may die at any time
                 self.actor_ref.stop(block=False)  # type: ignore[attr-defined]
             except pykka.ActorDeadError:
                 pass

@@ -23,9 +23,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 from pykka import messages
@@ -40,7 +39,11 @@ from purplegw.actors.state import (
     ActorsConfig,
     status_sort_key,
 )
-from purplegw.protocols.base import AccountCredentials, Adapter, ProxySettings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from purplegw.protocols.base import AccountCredentials, Adapter, ProxySettings
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +231,16 @@ class Supervisor(pykka.ThreadingActor):
         retry = messages.ProxyCall(attr_path=("retry_if_given_up",), args=(), kwargs={})
         for key, ref in self._refs.items():
             if key not in summary.added and key not in summary.changed:
-                try:
+                try:  # noqa: SIM105 - kept explicit: the actor may die at any time
                     ref.tell(retry)
                 except pykka.ActorDeadError:
                     pass  # check() replaces it
         if leaving or summary.added:
             logger.info(
                 "Accounts: %d added, %d removed, %d changed, %d unchanged",
-                len(summary.added), len(summary.removed), len(summary.changed),
+                len(summary.added),
+                len(summary.removed),
+                len(summary.changed),
                 summary.unchanged,
             )
         return summary
@@ -244,16 +249,20 @@ class Supervisor(pykka.ThreadingActor):
         row = self._rows[key]
         # The actor updates this object as things happen; the board shows it.
         status = AccountStatus(
-            account_id=row.account_id, sip_user=row.sip_user, protocol=row.protocol,
-            ext_user=row.ext_user, since=time.time(), pid=os.getpid(),
+            account_id=row.account_id,
+            sip_user=row.sip_user,
+            protocol=row.protocol,
+            ext_user=row.ext_user,
+            since=time.time(),
+            pid=os.getpid(),
         )
         try:
             adapter = self._adapters.get(row.protocol)
-        except Exception as exc:  # noqa: BLE001 - unknown or broken protocol: report, go on
+        except Exception as exc:
             status.state = AccountState.UNKNOWN_ERROR.value
             status.last_error = f"protocol unavailable: {exc}"
             self.board.publish(key, status)
-            logger.error("Account %s/%s not started: %s", row.sip_user, row.protocol, exc)
+            logger.exception("Account %s/%s not started: %s", row.sip_user, row.protocol, exc)  # noqa: TRY401 - the message names the exception for grep
             return
         kwargs: dict[str, Any] = {
             "credentials": row,
@@ -332,8 +341,12 @@ class LocalAccounts:
         self.directory = Directory()
         self.board = StatusBoard()
         self._ref = Supervisor.start(
-            config=config, adapters=adapters, protocols_config=protocols_config,
-            proxy=proxy, directory=self.directory, board=self.board,
+            config=config,
+            adapters=adapters,
+            protocols_config=protocols_config,
+            proxy=proxy,
+            directory=self.directory,
+            board=self.board,
         )
         self._supervisor = self._ref.proxy()
         self._supervisor.ping().get()
@@ -352,4 +365,3 @@ class LocalAccounts:
             self._supervisor.stop_accounts().get(timeout=self.config.shutdown_timeout + 10)
         finally:
             self._ref.stop()
-

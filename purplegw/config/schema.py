@@ -96,6 +96,7 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "sender_rate": t.Float(minimum=0.0),
         "sender_burst": t.Integer(minimum=1),
         "dead_binding_timeouts": t.Integer(minimum=0),
+        "strangers": t.String(optional=False, choices=("allow", "deny")),
     },
     "metrics": {
         "listen": t.HostPort(),

@@ -825,8 +825,11 @@ class Messaging:
         metrics.message_in("delivered" if ok else "retry")
         try:
             if ok:
+                network_id = self._network_ids.get(message.seq, "")
                 self.store.outbox.done(message.seq)
                 self._settled(message)
+                if network_id:
+                    self._delivered_to_network(message, network_id)
                 self._retry_index.pop(key, None)
                 self.flush(message.sip_user)
                 return
@@ -849,6 +852,18 @@ class Messaging:
                 "Outbox of %s not updated after delivery (%s): %s", message.sip_user, text, exc
             )
         self._schedule_retry(key)
+
+    def _delivered_to_network(self, message: QueuedMessage, network_id: str) -> None:
+        """The phone took it (2xx): the sender learns it was delivered, where it asked.
+
+        XEP-0184 "delivered" means the recipient's device has it, which is the
+        phone's 2xx, not the gateway's receipt of the stanza; the session sends
+        it only for messages whose sender requested a receipt.
+        """
+        handle = self.directory.get(message.sip_user, message.protocol)
+        send_receipt = getattr(handle, "send_receipt", None)
+        if send_receipt is not None:
+            send_receipt(message.contact, network_id, "delivered")
 
     def _settled(self, message: QueuedMessage) -> None:
         self._tcp.discard(message.seq)

@@ -73,6 +73,7 @@ class MessagingSettings:
     sender_rate: float = 0.0  # messages/s per external sender (0: no limit)
     sender_burst: int = 100
     dead_binding_timeouts: int = 2  # consecutive timeouts before a contact is skipped
+    strangers: str = "allow"  # applied by the sessions (actors/process.py passes it on)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> MessagingSettings:

@@ -30,19 +30,20 @@ bug in the adapter (SIP 500 and a log line).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import enum
 import functools
 import tomllib
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from purplegw.exceptions import AdapterError
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
+
     from purplegw.presence import ContactPresence, Presence
 
 
@@ -159,8 +160,12 @@ def with_derived_keys(
     rows: Iterable[AccountCredentials], keys: Mapping[int, Mapping[str, str]]
 ) -> list[AccountCredentials]:
     """``rows`` with ``keys[account_id]`` added to their ``derived_keys`` (the given kinds win)."""
-    return [replace(row, derived_keys={**row.derived_keys, **keys[row.account_id]})
-            if row.account_id in keys else row for row in rows]
+    return [
+        replace(row, derived_keys={**row.derived_keys, **keys[row.account_id]})
+        if row.account_id in keys
+        else row
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,10 @@ class SessionEvents(Protocol):
         """Triggered when the connection changes state; ``reason`` for operators."""
 
     def on_message(
-        self, contact: str, text: str, message_id: str | None = None,
+        self,
+        contact: str,
+        text: str,
+        message_id: str | None = None,
         sent_at: float | None = None,
     ) -> None:
         """Triggered when a contact sends the account a text message.
@@ -367,16 +375,14 @@ class Adapter:
         """Default values of ``[protocols.<name>]``; must contain ``enabled``."""
         return {"enabled": True}
 
-    def validate_config(self, section: dict[str, Any]) -> list[str]:
+    def validate_config(self, section: dict[str, Any]) -> list[str]:  # noqa: ARG002 - the base signature
         """Problems with ``[protocols.<name>]`` as "key: what is wrong" strings."""
         return []
 
     def validate_environment(self) -> None:
         """Raise ``AdapterError`` when a dependency is missing or unusable."""
 
-    def create_session(
-        self, credentials: AccountCredentials, context: SessionContext
-    ) -> Session:
+    def create_session(self, credentials: AccountCredentials, context: SessionContext) -> Session:
         """Triggered once per login attempt by the account actor."""
         raise NotImplementedError
 

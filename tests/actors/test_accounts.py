@@ -53,13 +53,16 @@ def _exchange_round(accounts: Any, recorder: Recorder, round_no: int) -> None:
     for n in range(GOOD):
         peer = (n + 1) % GOOD
         handle = accounts.directory.get(f"sip{n}", "dummy")
-        futures.append(handle.send_message(f"user{peer}@dummy", f"r{round_no} from {n}", f"m{round_no}-{n}"))
+        futures.append(
+            handle.send_message(f"user{peer}@dummy", f"r{round_no} from {n}", f"m{round_no}-{n}")
+        )
     assert [f.get(timeout=20) for f in futures] == [Outcome(200, "sent")] * GOOD
     for n in range(GOOD):
         sender = f"user{(n - 1) % GOOD}@dummy"
         wait_for(
-            lambda n=n, sender=sender: (sender, f"r{round_no} from {(n - 1) % GOOD}")
-            in recorder.messages_to(f"sip{n}"),
+            lambda n=n, sender=sender: (
+                (sender, f"r{round_no} from {(n - 1) % GOOD}") in recorder.messages_to(f"sip{n}")
+            ),
             what=f"round {round_no} message to sip{n}",
         )
 
@@ -70,8 +73,10 @@ def test_one_account_failing_never_stops_the_others(
 ) -> None:
     accounts = make_accounts(runtime=runtime, protocols={"dummy": {"drop_after": 0.1}})
     accounts.apply(_rows())
-    wait_for(lambda: len(network.online() & {f"user{n}@dummy" for n in range(GOOD)}) == GOOD,
-             what="good accounts online")
+    wait_for(
+        lambda: len(network.online() & {f"user{n}@dummy" for n in range(GOOD)}) == GOOD,
+        what="good accounts online",
+    )
     wait_for(lambda: {"sendhang@dummy", "sendraise@dummy"} <= network.online())
     # While the others raise, hang, drop, reconnect and time out, the good
     # ones keep exchanging messages, round after round.
@@ -81,7 +86,9 @@ def test_one_account_failing_never_stops_the_others(
     ]
     for round_no in range(5):
         _exchange_round(accounts, recorder, round_no)
-    raising_send = accounts.directory.get("sendraise", "dummy").send_message("user0@dummy", "x", "r")
+    raising_send = accounts.directory.get("sendraise", "dummy").send_message(
+        "user0@dummy", "x", "r"
+    )
     assert raising_send.get(timeout=20).status == 500
     assert [f.get(timeout=20).status for f in hanging_sends] == [504, 504, 504]
 
@@ -104,16 +111,22 @@ def test_one_account_failing_never_stops_the_others(
     _exchange_round(accounts, recorder, 99)
 
 
-def test_bad_credentials_are_not_retried(make_accounts: Any, network: Any, recorder: Recorder) -> None:
+def test_bad_credentials_are_not_retried(
+    make_accounts: Any, network: Any, recorder: Recorder
+) -> None:
     accounts = make_accounts()
     accounts.apply([row(1, password="wrong"), row(2)])
     wait_for(lambda: state_of(accounts, "sip1").get("state") == "bad_credentials")
     wait_for(lambda: "user2@dummy" in network.online())
     handle = accounts.directory.get("sip1", "dummy")
-    assert handle.send_message("user2@dummy", "hi", "m1").get(timeout=10) == Outcome(403, "bad credentials")
+    assert handle.send_message("user2@dummy", "hi", "m1").get(timeout=10) == Outcome(
+        403, "bad credentials"
+    )
     # several backoff periods later: still exactly one attempt
     for _ in range(20):
-        accounts.directory.get("sip2", "dummy").send_message("echo@dummy", "tick", "t").get(timeout=10)
+        accounts.directory.get("sip2", "dummy").send_message("echo@dummy", "tick", "t").get(
+            timeout=10
+        )
     wait_for(lambda: len(recorder.messages_to("sip2")) >= 20)
     assert network.attempts["user1@dummy"] == 1
     reported = [kw["state"].value for kw in recorder.of("on_connection_state", "sip1")]
@@ -123,7 +136,10 @@ def test_bad_credentials_are_not_retried(make_accounts: Any, network: Any, recor
 def test_flapping_account_gives_up_visibly(make_accounts: Any, network: Any) -> None:
     accounts = make_accounts(
         protocols={"dummy": {"drop_after": 0.01}},
-        flap_attempts=3, flap_window=30, flap_retry_in=0.1, flap_max_retry=1,
+        flap_attempts=3,
+        flap_window=30,
+        flap_retry_in=0.1,
+        flap_max_retry=1,
     )
     accounts.apply([row(1, ext_user="drop@dummy"), row(2)])
     wait_for(lambda: state_of(accounts, "sip1").get("gave_up"), what="give up")
@@ -152,7 +168,9 @@ def test_messages_queue_while_offline_then_go_out(
     accounts.apply([row(1), row(2)])
     wait_for(lambda: state_of(accounts, "sip1").get("reconnects", 0) >= 1)
     handle = accounts.directory.get("sip1", "dummy")
-    outcomes = [handle.send_message("user2@dummy", f"q{i}", f"q{i}").get(timeout=10) for i in range(4)]
+    outcomes = [
+        handle.send_message("user2@dummy", f"q{i}", f"q{i}").get(timeout=10) for i in range(4)
+    ]
     assert [o.status for o in outcomes] == [202, 202, 202, 480]
     assert outcomes[3].reason == "queue full"
     assert handle.send_typing("user2@dummy", TypingState.COMPOSING).get(timeout=10).status == 480
@@ -161,7 +179,9 @@ def test_messages_queue_while_offline_then_go_out(
     assert recorder.messages_to("sip2") == [("user1@dummy", f"q{i}") for i in range(3)]
     results = recorder.of("on_send_result", "sip1")
     assert [(kw["message_id"], kw["outcome"].status) for kw in results] == [
-        ("q0", 200), ("q1", 200), ("q2", 200)
+        ("q0", 200),
+        ("q1", 200),
+        ("q2", 200),
     ]
 
 
@@ -283,16 +303,22 @@ class _RaisingAdapter(DummyAdapter):
         return _RaisingSession(credentials, context)
 
 
-@pytest.mark.parametrize(("error", "status", "logged"), [
-    (NotImplementedError(), 501, False),
-    (Ignore("duplicate"), 200, False),
-    (DeliveryError("no such contact", 404), 404, False),
-    (TransientError("server busy"), 503, False),
-    (ConnectionResetError("reset"), 503, False),
-    (KeyError("adapter bug"), 500, True),
-])
+@pytest.mark.parametrize(
+    ("error", "status", "logged"),
+    [
+        (NotImplementedError(), 501, False),
+        (Ignore("duplicate"), 200, False),
+        (DeliveryError("no such contact", 404), 404, False),
+        (TransientError("server busy"), 503, False),
+        (ConnectionResetError("reset"), 503, False),
+        (KeyError("adapter bug"), 500, True),
+    ],
+)
 def test_every_adapter_call_maps_its_exception_through_protocols_errors(
-    network: Any, error: BaseException, status: int, logged: bool,
+    network: Any,
+    error: BaseException,
+    status: int,
+    logged: bool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """501 for NotImplementedError, drop for Ignore, the hint, 500 + a log line for a bug."""
@@ -305,8 +331,9 @@ def test_every_adapter_call_maps_its_exception_through_protocols_errors(
         handle = accounts.directory.get("sip0", "dummy")
         _RaisingSession.RAISE = dict.fromkeys(RAISING_OPS, error)
         with caplog.at_level(logging.ERROR, logger="purplegw.protocols.errors"):
-            outcomes = {op: getattr(handle, op)(*args).get(timeout=10)
-                        for op, args in RAISING_OPS.items()}
+            outcomes = {
+                op: getattr(handle, op)(*args).get(timeout=10) for op, args in RAISING_OPS.items()
+            }
         assert {op: o.status for op, o in outcomes.items()} == dict.fromkeys(RAISING_OPS, status)
         errors = {r.getMessage().split(" ")[0] for r in caplog.records}
         assert errors == (set(RAISING_OPS) if logged else set())
@@ -366,8 +393,11 @@ class _LedgerSession(Session):
             return True
         self._unacked.append(OutgoingMessage(contact, text, message_id))
         if text == "poison":
-            loop.call_soon(events.on_connection_state, ConnectionState.TRANSIENT_DISCONNECT,
-                           "stream closed: not-well-formed")
+            loop.call_soon(
+                events.on_connection_state,
+                ConnectionState.TRANSIENT_DISCONNECT,
+                "stream closed: not-well-formed",
+            )
         else:
             loop.call_soon(self._ack, message_id)
         return True
@@ -391,8 +421,9 @@ def ledger_accounts(network: Any) -> Any:
     _LedgerSession.written = []
     _LedgerSession.contexts = []
     config = ActorsConfig.from_section(FAST)
-    accounts = LocalAccounts(config, _Lookup(_LedgerAdapter()),
-                             {"dummy": {"enabled": True, "strangers": "deny"}})
+    accounts = LocalAccounts(
+        config, _Lookup(_LedgerAdapter()), {"dummy": {"enabled": True, "strangers": "deny"}}
+    )
     accounts.apply([row(0)])
     wait_for(lambda: state_of(accounts, "sip0").get("state") == "connected")
     yield accounts
@@ -401,19 +432,27 @@ def ledger_accounts(network: Any) -> Any:
 
 def _results(recorder: Recorder) -> dict[str, Outcome]:
     """Final outcomes by message id (a 202 "written" report may come after the ack)."""
-    return {kw["message_id"]: kw["outcome"] for kw in recorder.of("on_send_result")
-            if kw["outcome"].status != 202}
+    return {
+        kw["message_id"]: kw["outcome"]
+        for kw in recorder.of("on_send_result")
+        if kw["outcome"].status != 202
+    }
 
 
 def test_a_message_the_stream_dies_on_twice_is_quarantined_and_the_rest_flow(
-    ledger_accounts: Any, recorder: Recorder,
+    ledger_accounts: Any,
+    recorder: Recorder,
 ) -> None:
     handle = ledger_accounts.directory.get("sip0", "dummy")
-    outcomes = [handle.send_message("bob@dummy", text, mid).get(timeout=10)
-                for text, mid in (("before", "m1"), ("poison", "p1"), ("after", "m2"))]
+    outcomes = [
+        handle.send_message("bob@dummy", text, mid).get(timeout=10)
+        for text, mid in (("before", "m1"), ("poison", "p1"), ("after", "m2"))
+    ]
     assert [o.status for o in outcomes] == [202, 202, 202]
-    wait_for(lambda: "m2" in _results(recorder) and "p1" in _results(recorder),
-             what="every message settled")
+    wait_for(
+        lambda: "m2" in _results(recorder) and "p1" in _results(recorder),
+        what="every message settled",
+    )
     results = _results(recorder)
     assert results["p1"] == Outcome(488, "the server closed the stream on this message")
     assert results["m1"].status == results["m2"].status == 200
@@ -427,7 +466,8 @@ def test_a_message_the_stream_dies_on_twice_is_quarantined_and_the_rest_flow(
 
 
 def test_a_message_we_own_is_kept_when_the_session_says_not_connected(
-    ledger_accounts: Any, recorder: Recorder,
+    ledger_accounts: Any,
+    recorder: Recorder,
 ) -> None:
     """A 503 for a message already answered 202 is tried again, not reported."""
     handle = ledger_accounts.directory.get("sip0", "dummy")
@@ -442,7 +482,8 @@ def test_a_message_we_own_is_kept_when_the_session_says_not_connected(
 
 
 def test_a_stanza_error_fails_the_message_for_good(
-    ledger_accounts: Any, recorder: Recorder,
+    ledger_accounts: Any,
+    recorder: Recorder,
 ) -> None:
     handle = ledger_accounts.directory.get("sip0", "dummy")
     assert handle.send_message("bob@dummy", "refused", "r1").get(timeout=10).status == 202
@@ -461,7 +502,8 @@ def test_bounce_and_send_receipt_default_to_501_and_strangers_reach_the_session(
 
 
 def test_sent_at_is_carried_only_when_the_network_gave_it(
-    ledger_accounts: Any, recorder: Recorder,
+    ledger_accounts: Any,
+    recorder: Recorder,
 ) -> None:
     events = _LedgerSession.contexts[-1].events
     loop = _LedgerSession.contexts[-1].loop
@@ -477,8 +519,7 @@ class _OldSink(listener.EventSink):
     def __init__(self) -> None:
         self.got: list[str] = []
 
-    def on_message(self, account: Any, contact: str, text: str,
-                   message_id: str | None) -> None:
+    def on_message(self, account: Any, contact: str, text: str, message_id: str | None) -> None:
         del account, contact, message_id
         self.got.append(text)
 
@@ -502,14 +543,14 @@ class _OldActorSink(listener.EventSink):
     def __init__(self) -> None:
         self.got: list[str] = []
 
-    def on_message(self, account: Any, contact: str, text: str,
-                   message_id: str | None) -> None:
+    def on_message(self, account: Any, contact: str, text: str, message_id: str | None) -> None:
         del account, contact, message_id
         self.got.append(text)
 
 
 def test_a_sink_without_sent_at_gets_delayed_messages_too() -> None:
     sink = _OldActorSink()
-    sink.on_event("on_message", account=None, contact="bob@dummy", text="late",
-                  message_id="i9", sent_at=1.0)
+    sink.on_event(
+        "on_message", account=None, contact="bob@dummy", text="late", message_id="i9", sent_at=1.0
+    )
     assert sink.got == ["late"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Cursor,
@@ -36,6 +35,7 @@ from tests.faults.traffic import (
     wait_delivered,
     wait_until,
 )
+from tests.kit.tally import Tally
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,8 +46,11 @@ if TYPE_CHECKING:
 
 def buddy(agent: PjsuaAgent, uri: str, **want: str) -> dict[str, Any]:
     return agent.wait_for(
-        lambda e: e["event"] == "buddy" and e["uri"] == uri
-        and all(e.get(k) == v for k, v in want.items()),
+        lambda e: (
+            e["event"] == "buddy"
+            and e["uri"] == uri
+            and all(e.get(k) == v for k, v in want.items())
+        ),
         timeout=30,
     )
 
@@ -57,16 +60,24 @@ def account_state(gateway: GatewayProcess) -> str:
 
 
 def test_gateway_sigkill_restart_keeps_queues_and_subscriptions(  # noqa: PLR0915 - one story
-    own_prosody: Any, tmp_path: Path,
+    own_prosody: Any,
+    tmp_path: Path,
 ) -> None:
     prosody = own_prosody
     account, bob = prosody.create_user("alice"), prosody.create_user("bob")
     sip_to_xmpp = Tally("gateway SIGKILL: SIP -> XMPP")
     xmpp_to_sip = Tally("gateway SIGKILL: XMPP -> SIP")
-    gateway = gateway_for(prosody, tmp_path, {"alice": account},
-                          actors={"flap_retry_in": 1.0}).start()
-    peer = CountingPeer(bob.jid, bob.password, prosody.host, prosody.port,
-                        ca_file=prosody.ca_file, tally=xmpp_to_sip)
+    gateway = gateway_for(
+        prosody, tmp_path, {"alice": account}, actors={"flap_retry_in": 1.0}
+    ).start()
+    peer = CountingPeer(
+        bob.jid,
+        bob.password,
+        prosody.host,
+        prosody.port,
+        ca_file=prosody.ca_file,
+        tally=xmpp_to_sip,
+    )
     phones: list[PjsuaAgent] = []
     uri = f"sip:{bob.jid}"
     try:
@@ -104,15 +115,19 @@ def test_gateway_sigkill_restart_keeps_queues_and_subscriptions(  # noqa: PLR091
             time.sleep(1.5)
         # Every stanza Prosody acknowledged has reached the gateway's account.
         wait_until(lambda: _all_acked(peer, xmpp_to_sip), 30, "Prosody acknowledged bob's messages")
-        wait_until(lambda: gateway.status()[0]["messages_in"] >= len(xmpp_to_sip.accepted),
-                   30, "the gateway received bob's messages")
+        wait_until(
+            lambda: gateway.status()[0]["messages_in"] >= len(xmpp_to_sip.accepted),
+            30,
+            "the gateway received bob's messages",
+        )
         # 3. Prosody down: the account reconnects, the phone's messages are queued (202).
         prosody.stop()
         wait_until(lambda: account_state(gateway) != "connected", 30, "account noticed the outage")
         with Ticker(from_phone):
             time.sleep(1.5)
-        wait_until(lambda: not _unanswered(sip_to_xmpp, cursors[0]), 60,
-                   "every phone MESSAGE answered")
+        wait_until(
+            lambda: not _unanswered(sip_to_xmpp, cursors[0]), 60, "every phone MESSAGE answered"
+        )
         assert sip_to_xmpp.accepted, "nothing was accepted"
 
         # 4. SIGKILL with messages of both directions accepted and undelivered.

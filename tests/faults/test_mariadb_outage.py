@@ -12,19 +12,21 @@ from __future__ import annotations
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import tomli_w
 
+from tests.e2e.deployment import SIP_PASSWORD, phone
 from tests.kit.binaries import missing_peer
 from tests.kit.gateway import GatewayProcess
 from tests.kit.mariadb import MariaDB, mariadb_binaries
 from tests.kit.tally import Tally, report
 from tests.kit.xmpp_peer import XmppPeer
-from tests.e2e.deployment import SIP_PASSWORD, phone
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 OUTAGE = 30.0  # the number
 SEND_EVERY = 1.0
@@ -53,7 +55,9 @@ def _deliveries(tally: Tally, bodies: list[str]) -> None:
 
 
 def test_mariadb_stopped_30s_while_messages_flow_both_ways(  # noqa: C901, PLR0915 - one scenario
-    prosody: Any, outage_mariadb: MariaDB, tmp_path: Path,
+    prosody: Any,
+    outage_mariadb: MariaDB,
+    tmp_path: Path,
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     account = prosody.create_user(f"dbalice{tag}")
@@ -62,8 +66,15 @@ def test_mariadb_stopped_30s_while_messages_flow_both_ways(  # noqa: C901, PLR09
     _use_database(gateway, outage_mariadb.create_database("purplegw_outage"))
     gateway.cli("db", "init")
     gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin=SIP_PASSWORD + "\n")
-    gateway.cli("accounts", "add", "alice@sip.test", account.jid, "xmpp", "--password-stdin",
-                stdin=account.password + "\n")
+    gateway.cli(
+        "accounts",
+        "add",
+        "alice@sip.test",
+        account.jid,
+        "xmpp",
+        "--password-stdin",
+        stdin=account.password + "\n",
+    )
     to_xmpp = Tally("mariadb outage 30s: SIP -> XMPP")
     to_sip = Tally("mariadb outage 30s: XMPP -> SIP")
     gateway.start()
@@ -116,7 +127,9 @@ def test_mariadb_stopped_30s_while_messages_flow_both_ways(  # noqa: C901, PLR09
             for state in states:
                 assert state["state"] == "connected", state
                 assert (state["since"], state["reconnects"]) == (
-                    online["since"], online["reconnects"]), state
+                    online["since"],
+                    online["reconnects"],
+                ), state
 
             # Every SIP MESSAGE got a final answer from the gateway: 202 or 5xx.
             deadline = time.monotonic() + 60
@@ -135,8 +148,9 @@ def test_mariadb_stopped_30s_while_messages_flow_both_ways(  # noqa: C901, PLR09
 
             # Everything accepted arrives, without restarting the gateway.
             def arrived() -> tuple[set[str], set[str]]:
-                at_bob = {e.body for e in peer.snapshot()
-                          if e.kind == "message" and e.bare == account.jid}
+                at_bob = {
+                    e.body for e in peer.snapshot() if e.kind == "message" and e.bare == account.jid
+                }
                 at_phone = {e["body"] for e in agent.matching(lambda e: e["event"] == "im")}
                 return at_bob, at_phone
 
@@ -147,16 +161,20 @@ def test_mariadb_stopped_30s_while_messages_flow_both_ways(  # noqa: C901, PLR09
                     break
                 time.sleep(0.2)
             drained_after = time.monotonic() - recovered_at
-            _deliveries(to_xmpp, [e.body for e in peer.snapshot()
-                                  if e.kind == "message" and e.bare == account.jid])
+            _deliveries(
+                to_xmpp,
+                [e.body for e in peer.snapshot() if e.kind == "message" and e.bare == account.jid],
+            )
             _deliveries(to_sip, [e["body"] for e in agent.matching(lambda e: e["event"] == "im")])
             assert gateway.process is not None
             assert gateway.process.poll() is None, "the gateway exited"
             after = gateway.status()[0]
             assert after["state"] == "connected", after
             assert after["reconnects"] == online["reconnects"], after
-            report(f"mariadb outage {OUTAGE:g}s: {n} messages each way during it; everything "
-                   f"accepted delivered {drained_after:.1f}s after MariaDB was back")
+            report(
+                f"mariadb outage {OUTAGE:g}s: {n} messages each way during it; everything "
+                f"accepted delivered {drained_after:.1f}s after MariaDB was back"
+            )
     finally:
         peer.stop()
         code = gateway.stop()

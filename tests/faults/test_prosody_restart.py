@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Ids,
@@ -32,6 +31,7 @@ from tests.faults.traffic import (
     wait_delivered,
     wait_until,
 )
+from tests.kit.tally import Tally
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,18 +52,26 @@ def stop(prosody: Any, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_prosody_restart_mid_traffic_loses_nothing(own_prosody: Any, tmp_path: Path,
-                                                   how: str) -> None:
+def test_prosody_restart_mid_traffic_loses_nothing(
+    own_prosody: Any, tmp_path: Path, how: str
+) -> None:
     prosody = own_prosody
     account, bob = prosody.create_user("alice"), prosody.create_user("bob")
     sip_to_xmpp = Tally(f"prosody {how}+restart: SIP -> XMPP")
     xmpp_to_sip = Tally(f"prosody {how}+restart: XMPP -> SIP")
     # The test kit's fast backoff makes an outage of seconds look like
     # flapping; a short flapping pause keeps the case about delivery.
-    gateway = gateway_for(prosody, tmp_path, {"alice": account},
-                          actors={"flap_retry_in": 1.0}).start()
-    peer = CountingPeer(bob.jid, bob.password, prosody.host, prosody.port,
-                        ca_file=prosody.ca_file, tally=xmpp_to_sip)
+    gateway = gateway_for(
+        prosody, tmp_path, {"alice": account}, actors={"flap_retry_in": 1.0}
+    ).start()
+    peer = CountingPeer(
+        bob.jid,
+        bob.password,
+        prosody.host,
+        prosody.port,
+        ca_file=prosody.ca_file,
+        tally=xmpp_to_sip,
+    )
     agent = None
     try:
         gateway.wait_accounts("connected")

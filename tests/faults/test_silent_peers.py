@@ -20,18 +20,20 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.e2e.deployment import SIP_PASSWORD
 from tests.kit.gateway import GatewayProcess
 from tests.kit.pjsua_agent import PjsuaAgent
 from tests.kit.raw_ua import md5
 from tests.kit.tally import Tally, report
 from tests.kit.xmpp_peer import XmppPeer
-from tests.e2e.deployment import SIP_PASSWORD
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 # Far beyond normal delivery (well under a second), far below the 32 s of
 # timer F / timer B (64*T1) a silent peer holds a transaction: a message
@@ -55,18 +57,32 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str, log: Callable
         time.sleep(0.1)
 
 
-def _gateway(prosody: Any, tmp_path: Path, users: dict[str, tuple[str, str]], *,
-             actors: dict[str, Any] | None = None,
-             xmpp: dict[str, Any] | None = None) -> GatewayProcess:
+def _gateway(
+    prosody: Any,
+    tmp_path: Path,
+    users: dict[str, tuple[str, str]],
+    *,
+    actors: dict[str, Any] | None = None,
+    xmpp: dict[str, Any] | None = None,
+) -> GatewayProcess:
     """A daemon whose SIP ``users`` (local part -> XMPP JID, password) have one account each."""
-    gateway = GatewayProcess(tmp_path, actors=actors,
-                             extra_config=prosody.gateway_section(**(xmpp or {})))
+    gateway = GatewayProcess(
+        tmp_path, actors=actors, extra_config=prosody.gateway_section(**(xmpp or {}))
+    )
     gateway.cli("db", "init")
     for user, (jid, password) in users.items():
-        gateway.cli("users", "add", f"{user}@sip.test", "--password-stdin",
-                    stdin=SIP_PASSWORD + "\n")
-        gateway.cli("accounts", "add", f"{user}@sip.test", jid, "xmpp", "--password-stdin",
-                    stdin=password + "\n")
+        gateway.cli(
+            "users", "add", f"{user}@sip.test", "--password-stdin", stdin=SIP_PASSWORD + "\n"
+        )
+        gateway.cli(
+            "accounts",
+            "add",
+            f"{user}@sip.test",
+            jid,
+            "xmpp",
+            "--password-stdin",
+            stdin=password + "\n",
+        )
     return gateway
 
 
@@ -81,8 +97,13 @@ def _states(gateway: GatewayProcess) -> dict[str, dict[str, Any]]:
 
 def _phone(gateway: GatewayProcess, user: str) -> PjsuaAgent:
     agent = PjsuaAgent.start()
-    agent.account(f"sip:{user}@sip.test", registrar=gateway.uri, username=user,
-                  password=SIP_PASSWORD, proxy=f"{gateway.uri};lr")
+    agent.account(
+        f"sip:{user}@sip.test",
+        registrar=gateway.uri,
+        username=user,
+        password=SIP_PASSWORD,
+        proxy=f"{gateway.uri};lr",
+    )
     event = agent.wait_for(lambda e: e["event"] == "reg")
     assert event["code"] == 200, event
     return agent
@@ -94,8 +115,9 @@ class Exchange:
     The tallies are the case's, one per direction, shared by its exchanges.
     """
 
-    def __init__(self, agent: PjsuaAgent, peer: XmppPeer, account_jid: str,
-                 to_sip: Tally, to_xmpp: Tally) -> None:
+    def __init__(
+        self, agent: PjsuaAgent, peer: XmppPeer, account_jid: str, to_sip: Tally, to_xmpp: Tally
+    ) -> None:
         self.agent, self.peer, self.account_jid = agent, peer, account_jid
         self.to_sip, self.to_xmpp = to_sip, to_xmpp
         self.latencies: list[float] = []
@@ -106,20 +128,19 @@ class Exchange:
         start = time.monotonic()
         self.peer.send_message(self.account_jid, body)
         self.to_sip.accept(body)
-        self.agent.wait_for(lambda e: e["event"] == "im" and e["body"] == body,
-                            timeout=NOT_BLOCKED)
+        self.agent.wait_for(lambda e: e["event"] == "im" and e["body"] == body, timeout=NOT_BLOCKED)
         self.latencies.append(time.monotonic() - start)
 
         body = f"sip->xmpp {label} {uuid.uuid4().hex}"
         self.to_xmpp.send(body, conversation=self.account_jid)
         start = time.monotonic()
         self.agent.message(f"sip:{self.peer.jid.partition('/')[0]}", body)
-        status = self.agent.wait_for(lambda e: e["event"] == "im_status" and e["body"] == body,
-                                     timeout=NOT_BLOCKED)
+        status = self.agent.wait_for(
+            lambda e: e["event"] == "im_status" and e["body"] == body, timeout=NOT_BLOCKED
+        )
         assert status["code"] == 202, status
         self.to_xmpp.accept(body)
-        self.peer.wait_for(lambda e: e.kind == "message" and e.body == body,
-                           timeout=NOT_BLOCKED)
+        self.peer.wait_for(lambda e: e.kind == "message" and e.body == body, timeout=NOT_BLOCKED)
         self.latencies.append(time.monotonic() - start)
 
     def settle(self) -> None:
@@ -128,14 +149,19 @@ class Exchange:
             if event["body"] in self.to_sip.sent:
                 self.to_sip.deliver(event["body"])
         for event in self.peer.snapshot():
-            if event.kind == "message" and event.bare == self.account_jid \
-                    and event.body in self.to_xmpp.sent:
+            if (
+                event.kind == "message"
+                and event.bare == self.account_jid
+                and event.body in self.to_xmpp.sent
+            ):
                 self.to_xmpp.deliver(event.body)
 
     def summary(self) -> str:
         values = sorted(self.latencies)
-        return (f"{len(values)} messages, latency median {statistics.median(values) * 1000:.0f} ms,"
-                f" max {values[-1] * 1000:.0f} ms")
+        return (
+            f"{len(values)} messages, latency median {statistics.median(values) * 1000:.0f} ms,"
+            f" max {values[-1] * 1000:.0f} ms"
+        )
 
 
 # --- (a) a SIP user agent that never answers ------------------------------------------
@@ -197,13 +223,15 @@ class SilentUA:
         with self._lock:
             return [(t, r) for t, r in self.requests if r.startswith(method + " ")]
 
-    def transaction(self, method: str, ruri: str, to: str,
-                    extra: list[str] | None = None) -> tuple[int, str]:
+    def transaction(
+        self, method: str, ruri: str, to: str, extra: list[str] | None = None
+    ) -> tuple[int, str]:
         """Send a request, answer one digest challenge; the final response."""
         call_id = uuid.uuid4().hex
         tag = uuid.uuid4().hex[:8]
-        response = self._send(method, ruri, to, call_id=call_id, tag=tag, extra=extra or [],
-                              auth=None)
+        response = self._send(
+            method, ruri, to, call_id=call_id, tag=tag, extra=extra or [], auth=None
+        )
         status = _status(response)
         if status in (401, 407):
             nonce = re.search(r'nonce="([^"]+)"', response)
@@ -212,16 +240,28 @@ class SilentUA:
             ha2 = md5(f"{method}:{ruri}")
             digest = md5(f"{ha1}:{nonce.group(1)}:00000001:0a4f113b:auth:{ha2}")
             header = "Authorization" if status == 401 else "Proxy-Authorization"
-            auth = (f'{header}: Digest username="{self.user}", realm="sip.test", '
-                    f'nonce="{nonce.group(1)}", uri="{ruri}", response="{digest}", '
-                    'algorithm=MD5, qop=auth, nc=00000001, cnonce="0a4f113b"')
-            response = self._send(method, ruri, to, call_id=call_id, tag=tag,
-                                  extra=extra or [], auth=auth)
+            auth = (
+                f'{header}: Digest username="{self.user}", realm="sip.test", '
+                f'nonce="{nonce.group(1)}", uri="{ruri}", response="{digest}", '
+                'algorithm=MD5, qop=auth, nc=00000001, cnonce="0a4f113b"'
+            )
+            response = self._send(
+                method, ruri, to, call_id=call_id, tag=tag, extra=extra or [], auth=auth
+            )
             status = _status(response)
         return status, response
 
-    def _send(self, method: str, ruri: str, to: str, *,  # noqa: PLR0913 - one per header
-              call_id: str, tag: str, extra: list[str], auth: str | None) -> str:
+    def _send(
+        self,
+        method: str,
+        ruri: str,
+        to: str,
+        *,
+        call_id: str,
+        tag: str,
+        extra: list[str],
+        auth: str | None,
+    ) -> str:
         self._cseq += 1
         lines = [
             f"{method} {ruri} SIP/2.0",
@@ -246,8 +286,9 @@ class SilentUA:
                 return response
 
     def register(self) -> None:
-        status, response = self.transaction("REGISTER", "sip:sip.test",
-                                            f"sip:{self.user}@sip.test", ["Expires: 600"])
+        status, response = self.transaction(
+            "REGISTER", "sip:sip.test", f"sip:{self.user}@sip.test", ["Expires: 600"]
+        )
         assert status == 200, response
 
 
@@ -289,7 +330,9 @@ def bob(prosody: Any) -> Iterator[XmppPeer]:
 
 
 def test_sip_ua_that_never_answers_message_or_notify(  # noqa: PLR0915 - one scenario
-    prosody: Any, bob: XmppPeer, tmp_path: Path,
+    prosody: Any,
+    bob: XmppPeer,
+    tmp_path: Path,
 ) -> None:
     peer = bob
     tag = uuid.uuid4().hex[:8]
@@ -310,8 +353,11 @@ def test_sip_ua_that_never_answers_message_or_notify(  # noqa: PLR0915 - one sce
             silent.register()
             bob_uri = f"sip:{peer.jid.partition('/')[0]}"
             status, response = silent.transaction(
-                "SUBSCRIBE", bob_uri, bob_uri,
-                ["Event: presence", "Accept: application/pidf+xml", "Expires: 600"])
+                "SUBSCRIBE",
+                bob_uri,
+                bob_uri,
+                ["Event: presence", "Accept: application/pidf+xml", "Expires: 600"],
+            )
             assert 200 <= status < 300, response
             for n in range(3):
                 body = f"for the silent UA {n} {uuid.uuid4().hex}"
@@ -319,8 +365,12 @@ def test_sip_ua_that_never_answers_message_or_notify(  # noqa: PLR0915 - one sce
                 peer.send_message(silent_jid, body)
                 to_sip.accept(body)
                 queued.add(body)
-            _wait(lambda: silent.received("MESSAGE") and silent.received("NOTIFY"), 30,
-                  "MESSAGE and NOTIFY sent to the silent UA", gateway.log_text)
+            _wait(
+                lambda: silent.received("MESSAGE") and silent.received("NOTIFY"),
+                30,
+                "MESSAGE and NOTIFY sent to the silent UA",
+                gateway.log_text,
+            )
             pending_since = time.monotonic()
 
             # While the silent UA holds a MESSAGE and a NOTIFY transaction open:
@@ -331,12 +381,22 @@ def test_sip_ua_that_never_answers_message_or_notify(  # noqa: PLR0915 - one sce
 
             # Timer F fired for both (64*T1 = 32 s), nothing was answered.
             log = gateway.log
-            timeout = _wait(lambda: re.search(r"Message \d+ to alice@sip\.test not delivered "
-                                              r"\(([^)]*)\)", log.read_text(errors="replace")),
-                            60, "the MESSAGE transaction to the silent UA timing out",
-                            gateway.log_text)
-            _wait(lambda: "timed out; subscription ended" in log.read_text(errors="replace"), 60,
-                  "the NOTIFY transaction to the silent UA timing out", gateway.log_text)
+            timeout = _wait(
+                lambda: re.search(
+                    r"Message \d+ to alice@sip\.test not delivered "
+                    r"\(([^)]*)\)",
+                    log.read_text(errors="replace"),
+                ),
+                60,
+                "the MESSAGE transaction to the silent UA timing out",
+                gateway.log_text,
+            )
+            _wait(
+                lambda: "timed out; subscription ended" in log.read_text(errors="replace"),
+                60,
+                "the NOTIFY transaction to the silent UA timing out",
+                gateway.log_text,
+            )
             timed_out_after = time.monotonic() - pending_since
             assert not silent.answered
             unanswered = (len(silent.received("MESSAGE")), len(silent.received("NOTIFY")))
@@ -344,17 +404,23 @@ def test_sip_ua_that_never_answers_message_or_notify(  # noqa: PLR0915 - one sce
             # It answers again (and refreshes its registration): the queue drains.
             silent.answer_from_now_on()
             silent.register()
-            _wait(lambda: set(silent.answered.values()) >= queued, 60,
-                  "the silent UA's queued messages after it answers", gateway.log_text)
+            _wait(
+                lambda: set(silent.answered.values()) >= queued,
+                60,
+                "the silent UA's queued messages after it answers",
+                gateway.log_text,
+            )
             for body in silent.answered.values():
                 if body in to_sip.sent:
                     to_sip.deliver(body)
             good.settle()
             states = _states(gateway)
             assert all(a["state"] == "connected" for a in states.values()), states
-            report(f"silent SIP UA: {unanswered[0]} MESSAGE and {unanswered[1]} NOTIFY sends "
-                   f"unanswered, timed out ({timeout.group(1)}) {timed_out_after:.0f}s after the "
-                   f"first; meanwhile the other phone: {good.summary()} over {busy:.0f}s")
+            report(
+                f"silent SIP UA: {unanswered[0]} MESSAGE and {unanswered[1]} NOTIFY sends "
+                f"unanswered, timed out ({timeout.group(1)}) {timed_out_after:.0f}s after the "
+                f"first; meanwhile the other phone: {good.summary()} over {busy:.0f}s"
+            )
             assert max(good.latencies) < NOT_BLOCKED
     finally:
         if silent is not None:
@@ -453,31 +519,38 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 
 
 def test_xmpp_server_that_accepts_and_says_nothing(  # noqa: C901 - one scenario
-    prosody: Any, bob: XmppPeer, tmp_path: Path,
+    prosody: Any,
+    bob: XmppPeer,
+    tmp_path: Path,
 ) -> None:
     peer = bob
     tag = uuid.uuid4().hex[:8]
     front = SilentDomainFront(("127.0.0.1", prosody.port), SILENT_DOMAIN)
     silent_jid = f"mute{tag}@{SILENT_DOMAIN}"
-    others = {f"dan{tag}": _xmpp_user(prosody, f"dan{tag}"),
-              f"erin{tag}": _xmpp_user(prosody, f"erin{tag}")}
-    gateway = _gateway(prosody, tmp_path, {"mute": (silent_jid, "never-checked"), **others},
-                       # a backoff long enough for `purplegw status` to catch it
-                       actors={"login_timeout": LOGIN_TIMEOUT, "backoff_initial": 1.0,
-                               "backoff_max": 4.0},
-                       xmpp={"server": front.address})
+    others = {
+        f"dan{tag}": _xmpp_user(prosody, f"dan{tag}"),
+        f"erin{tag}": _xmpp_user(prosody, f"erin{tag}"),
+    }
+    gateway = _gateway(
+        prosody,
+        tmp_path,
+        {"mute": (silent_jid, "never-checked"), **others},
+        # a backoff long enough for `purplegw status` to catch it
+        actors={"login_timeout": LOGIN_TIMEOUT, "backoff_initial": 1.0, "backoff_max": 4.0},
+        xmpp={"server": front.address},
+    )
     to_sip = Tally("silent XMPP server: XMPP -> SIP (other users)")
     to_xmpp = Tally("silent XMPP server: SIP -> XMPP (other users)")
     gateway.start()
     phones: list[PjsuaAgent] = []
     try:
+
         def others_connected() -> bool:
             try:
                 states = _states(gateway)
             except RuntimeError:  # control socket not up yet
                 return False
-            return all(states.get(f"{u}@sip.test", {}).get("state") == "connected"
-                       for u in others)
+            return all(states.get(f"{u}@sip.test", {}).get("state") == "connected" for u in others)
 
         _wait(others_connected, 60, "the other accounts logging in", gateway.log_text)
         exchanges = []
@@ -493,13 +566,21 @@ def test_xmpp_server_that_accepts_and_says_nothing(  # noqa: C901 - one scenario
                 exchange.round(f"round {n}")
             seen.append(_states(gateway))
             if len(front.silent_opened) >= ATTEMPTS and any(
-                    s["mute@sip.test"]["state"] == "transient_disconnect" for s in seen):
+                s["mute@sip.test"]["state"] == "transient_disconnect" for s in seen
+            ):
                 break
         assert len(front.silent_opened) >= ATTEMPTS, (front.silent_opened, gateway.log_text())
-        _wait(lambda: len(front.silent_closed) >= ATTEMPTS - 1, 30,
-              "the gateway closing timed-out connections", gateway.log_text)
-        backing_off = [s["mute@sip.test"] for s in seen
-                       if s["mute@sip.test"]["state"] == "transient_disconnect"]
+        _wait(
+            lambda: len(front.silent_closed) >= ATTEMPTS - 1,
+            30,
+            "the gateway closing timed-out connections",
+            gateway.log_text,
+        )
+        backing_off = [
+            s["mute@sip.test"]
+            for s in seen
+            if s["mute@sip.test"]["state"] == "transient_disconnect"
+        ]
         assert backing_off, [s["mute@sip.test"] for s in seen]
         for mute in backing_off:
             assert f"timed out after {LOGIN_TIMEOUT:g}s" in mute["last_error"], mute
@@ -514,9 +595,11 @@ def test_xmpp_server_that_accepts_and_says_nothing(  # noqa: C901 - one scenario
         waits = [round(b - c, 2) for c, b in zip(closed, opened[1:], strict=False)]
         for exchange in exchanges:
             exchange.settle()
-        report(f"silent XMPP server: {len(opened)} logins accepted, never answered, cut after "
-               f"{held} s (login_timeout {LOGIN_TIMEOUT:g}s), retried {waits} s later; "
-               "other users: " + "; ".join(e.summary() for e in exchanges))
+        report(
+            f"silent XMPP server: {len(opened)} logins accepted, never answered, cut after "
+            f"{held} s (login_timeout {LOGIN_TIMEOUT:g}s), retried {waits} s later; "
+            "other users: " + "; ".join(e.summary() for e in exchanges)
+        )
         assert all(h >= LOGIN_TIMEOUT - 0.5 for h in held), held
     finally:
         for agent in phones:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
-from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Ids,
@@ -27,6 +26,7 @@ from tests.faults.traffic import (
     wait_delivered,
     wait_until,
 )
+from tests.kit.tally import Tally
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,15 +34,23 @@ if TYPE_CHECKING:
 WRITTEN = 5  # messages written to the hung server
 
 
-def test_messages_written_to_a_hung_server_survive_a_gateway_crash(own_prosody: Any,
-                                                                   tmp_path: Path) -> None:
+def test_messages_written_to_a_hung_server_survive_a_gateway_crash(
+    own_prosody: Any, tmp_path: Path
+) -> None:
     prosody = own_prosody
     account, bob = prosody.create_user("alice"), prosody.create_user("bob")
     tally = Tally("hung server + gateway SIGKILL: SIP -> XMPP")
-    gateway = gateway_for(prosody, tmp_path, {"alice": account},
-                          actors={"flap_retry_in": 1.0}).start()
-    peer = CountingPeer(bob.jid, bob.password, prosody.host, prosody.port,
-                        ca_file=prosody.ca_file, tally=Tally("unused"))
+    gateway = gateway_for(
+        prosody, tmp_path, {"alice": account}, actors={"flap_retry_in": 1.0}
+    ).start()
+    peer = CountingPeer(
+        bob.jid,
+        bob.password,
+        prosody.host,
+        prosody.port,
+        ca_file=prosody.ca_file,
+        tally=Tally("unused"),
+    )
     agent = None
     try:
         gateway.wait_accounts("connected")

@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from purplegw.actors.state import shard_of
-from tests.kit.tally import Tally
 from tests.faults.traffic import (
     CountingPeer,
     Cursor,
@@ -32,6 +31,7 @@ from tests.faults.traffic import (
     wait_delivered,
     wait_until,
 )
+from tests.kit.tally import Tally
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -55,7 +55,8 @@ def users_per_shard(domain: str) -> list[list[str]]:
 
 
 def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
-    own_prosody: Any, tmp_path: Path,
+    own_prosody: Any,
+    tmp_path: Path,
 ) -> None:
     prosody = own_prosody
     bob = prosody.create_user("bob")
@@ -64,10 +65,17 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
     accounts = {name: prosody.create_user(name) for name in names}
     sip_to_xmpp = Tally("worker SIGKILL: SIP -> XMPP")
     xmpp_to_sip = Tally("worker SIGKILL: XMPP -> SIP")
-    gateway = gateway_for(prosody, tmp_path, accounts,
-                          actors={"workers": WORKERS, "flap_retry_in": 1.0}).start()
-    peer = CountingPeer(bob.jid, bob.password, prosody.host, prosody.port,
-                        ca_file=prosody.ca_file, tally=xmpp_to_sip)
+    gateway = gateway_for(
+        prosody, tmp_path, accounts, actors={"workers": WORKERS, "flap_retry_in": 1.0}
+    ).start()
+    peer = CountingPeer(
+        bob.jid,
+        bob.password,
+        prosody.host,
+        prosody.port,
+        ca_file=prosody.ca_file,
+        tally=xmpp_to_sip,
+    )
     phones: dict[str, PjsuaAgent] = {}
     try:
         status = gateway.wait_accounts("connected")
@@ -104,8 +112,10 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
 
         def victims(state: str | None, not_pid: int) -> bool:
             entries = [e for e in gateway.status() if e["sip_user"].split("@")[0] in victim_names]
-            return all((state is None or e["state"] == state) and e["pid"] not in (0, not_pid)
-                       for e in entries)
+            return all(
+                (state is None or e["state"] == state) and e["pid"] not in (0, not_pid)
+                for e in entries
+            )
 
         # A. Kill one worker while every account is connected and busy.
         with Ticker(tick, interval=0.25):
@@ -113,20 +123,27 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
             outage["on"] = True
             os.kill(victim_pid, signal.SIGKILL)
             # The survivors' traffic goes on while the worker is dead or restarting.
-            wait_until(lambda: victims("connected", victim_pid), 60,
-                       "the killed worker's accounts logged in again")
+            wait_until(
+                lambda: victims("connected", victim_pid),
+                60,
+                "the killed worker's accounts logged in again",
+            )
             outage["on"] = False
             time.sleep(1.5)
         # B. Kill it again while Prosody is down: the MESSAGEs it had queued
         #    (answered 202, waiting for the account to reconnect) die with it.
         prosody.stop()
-        wait_until(lambda: all(e["state"] != "connected" for e in gateway.status()), 30,
-                   "every account noticed the outage")
+        wait_until(
+            lambda: all(e["state"] != "connected" for e in gateway.status()),
+            30,
+            "every account noticed the outage",
+        )
         with Ticker(phones_only, interval=0.25):
             time.sleep(1.5)
         wait_until(lambda: not _unanswered(sip_to_xmpp, cursors), 60, "every MESSAGE answered")
-        second_pid = next(e["pid"] for e in gateway.status()
-                          if e["sip_user"].split("@")[0] == victim_names[0])
+        second_pid = next(
+            e["pid"] for e in gateway.status() if e["sip_user"].split("@")[0] == victim_names[0]
+        )
         for cursor in cursors:
             cursor.poll()
         queued_at_second_kill = sip_to_xmpp.missing()
@@ -138,11 +155,14 @@ def test_worker_sigkill_mid_traffic_loses_nothing(  # noqa: PLR0915 - one story
         wait_delivered([sip_to_xmpp, xmpp_to_sip], cursors, timeout=60, settle=peer.request_ack)
         assert during_outage, "no traffic while the worker was down"
         refused_meanwhile = sorted(set(during_outage) & sip_to_xmpp.refused)
-        assert not refused_meanwhile, ("survivors refused while the other worker was down",
-                                       refused_meanwhile)
+        assert not refused_meanwhile, (
+            "survivors refused while the other worker was down",
+            refused_meanwhile,
+        )
         # Phase B did leave accepted messages in the killed worker's queue.
-        assert any(_is_victims(m, victim_names) for m in queued_at_second_kill), \
+        assert any(_is_victims(m, victim_names) for m in queued_at_second_kill), (
             "no accepted message waited in the killed worker"
+        )
         sip_to_xmpp.check()
         xmpp_to_sip.check()
     finally:

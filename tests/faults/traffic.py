@@ -85,8 +85,12 @@ class CountingPeer(XmppPeer):
 
     @property
     def online(self) -> bool:
-        return (self._online is not None and self._online.is_set()
-                and self._client is not None and self._client.transport is not None)
+        return (
+            self._online is not None
+            and self._online.is_set()
+            and self._client is not None
+            and self._client.transport is not None
+        )
 
     def send_counted(self, to: str, msg_id: str) -> bool:
         """Send one message while connected (False, and nothing sent, otherwise)."""
@@ -132,7 +136,7 @@ class Cursor:
     def poll(self) -> None:
         with self._lock:
             items = self._source()
-            for item in items[self._seen:]:
+            for item in items[self._seen :]:
                 self._handle(item)
             self._seen = len(items)
 
@@ -196,8 +200,13 @@ class Ticker:
             raise self.error
 
 
-def wait_delivered(tallies: Iterable[Tally], cursors: Iterable[Cursor], *,
-                   timeout: float = 60.0, settle: Callable[[], None] | None = None) -> None:
+def wait_delivered(
+    tallies: Iterable[Tally],
+    cursors: Iterable[Cursor],
+    *,
+    timeout: float = 60.0,
+    settle: Callable[[], None] | None = None,
+) -> None:
     """Poll until every accepted message of every tally was delivered (or time runs out).
 
     ``settle`` runs on every round (e.g. asking the XMPP server for its
@@ -246,7 +255,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 # --- the deployment: the real daemon, SIP users with one XMPP account each ----------
 
-SIP_PASSWORD = "sippw"  # noqa: S105 - the test users' digest password
+SIP_PASSWORD = "sippw"
 
 
 def gateway_for(prosody: Any, base: Any, users: dict[str, Any], **options: Any) -> GatewayProcess:
@@ -256,8 +265,15 @@ def gateway_for(prosody: Any, base: Any, users: dict[str, Any], **options: Any) 
     for name, account in users.items():
         aor = f"{name}@{gateway.domain}"
         gateway.cli("users", "add", aor, "--password-stdin", stdin=SIP_PASSWORD + "\n")
-        gateway.cli("accounts", "add", aor, account.jid, "xmpp", "--password-stdin",
-                    stdin=account.password + "\n")
+        gateway.cli(
+            "accounts",
+            "add",
+            aor,
+            account.jid,
+            "xmpp",
+            "--password-stdin",
+            stdin=account.password + "\n",
+        )
     return gateway
 
 
@@ -265,8 +281,13 @@ def registered_phone(gateway: GatewayProcess, name: str) -> PjsuaAgent:
     """A pjsua2 phone registered as ``name`` with the gateway (also its proxy)."""
     agent = PjsuaAgent.start()
     try:
-        agent.account(f"sip:{name}@{gateway.domain}", registrar=gateway.uri, username=name,
-                      password=SIP_PASSWORD, proxy=f"{gateway.uri};lr")
+        agent.account(
+            f"sip:{name}@{gateway.domain}",
+            registrar=gateway.uri,
+            username=name,
+            password=SIP_PASSWORD,
+            proxy=f"{gateway.uri};lr",
+        )
         event = agent.wait_for(lambda e: e["event"] == "reg")
         assert event["code"] == 200, event
     except BaseException:

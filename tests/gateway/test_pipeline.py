@@ -453,3 +453,14 @@ def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:
     assert stamped.content_type == "message/cpim"
     assert b"DateTime: 2023-11-14T22:13:20Z" in stamped.body
     assert read_cpim(stamped.body).text == "written earlier"
+
+
+def test_a_message_the_phone_took_is_reported_delivered_to_its_sender(store: Store) -> None:
+    rig = Pipeline(store)
+    rig.register()
+    rig.messaging.incoming(rig.handle.info, BOB, "hello", "xmpp-9")
+    ((request, _d),) = rig.sent()
+    assert not [c for c in rig.handle.calls if c[0] == "send_receipt"]  # not before the 2xx
+    rig.answer(request, 200)
+    receipts = [c[1:] for c in rig.handle.calls if c[0] == "send_receipt"]
+    assert receipts == [(BOB, "xmpp-9", "delivered")]

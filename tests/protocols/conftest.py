@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.kit.binaries import missing_peer
 from tests.kit.ngircd import Ngircd, ngircd_binary
 from tests.kit.tinyproxy import tinyproxy_binary
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def require_ngircd() -> None:
@@ -41,7 +44,7 @@ def ngircd_password() -> Iterator[Ngircd]:
 
 
 @pytest.fixture(scope="session")
-def prosody():  # noqa: ANN201 - Iterator[Prosody]
+def prosody():
     """One Prosody for the session (STARTTLS with a self-signed cert, smacks)."""
     from tests.kit.prosody import Prosody, prosody_binary
 

@@ -26,8 +26,10 @@ from purplegw.protocols.xmpp.session import TlsVerificationError
         (DeliveryError("odd", 499), Outcome(499, "Bad Request", "odd")),
         (Ignore("duplicate"), Outcome(None, "dropped", "duplicate")),
         (TimeoutError("no answer"), Outcome(504, "Server Time-out", "no answer")),
-        (ConnectionResetError("reset by peer"),
-         Outcome(503, "Service Unavailable", "reset by peer")),
+        (
+            ConnectionResetError("reset by peer"),
+            Outcome(503, "Service Unavailable", "reset by peer"),
+        ),
     ],
 )
 def test_mapping(exc, expected):

@@ -50,7 +50,7 @@ def nick(base: str) -> str:
     return f"{base}{next(_ids)}"
 
 
-def run(coro):  # noqa: ANN001, ANN201 - test helper
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -66,7 +66,7 @@ def test_invalid_nick_is_refused_everywhere_it_enters(ngircd: Ngircd, bad: str) 
             assert bad not in str(info.value) or not bad
             with pytest.raises(InvalidContactError):
                 await session.send_message(bad, "hello", "m1")
-            assert not session._watch  # noqa: SLF001 - nothing entered the watch list
+            assert not session._watch
         finally:
             await session.logout()
 
@@ -87,18 +87,19 @@ def test_valid_rfc2812_nicks_are_accepted(ngircd: Ngircd) -> None:
     run(scenario())
 
 
-def test_poll_loop_survives_a_failing_poll(ngircd: Ngircd, caplog: pytest.LogCaptureFixture,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_poll_loop_survives_a_failing_poll(
+    ngircd: Ngircd, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def scenario() -> None:
         peer_nick = nick("rawlate")
         session, events = make_session(nick("gwpoll"), ngircd.port, presence_method="ison")
         await session.login()
-        real_poll = session._poll_once  # noqa: SLF001
+        real_poll = session._poll_once
         calls = {"n": 0}
 
         def flaky() -> None:
             calls["n"] += 1
-            if calls["n"] <= 2:  # noqa: PLR2004
+            if calls["n"] <= 2:
                 raise ValueError("line break in IRC parameter")
             real_poll()
 
@@ -115,7 +116,7 @@ def test_poll_loop_survives_a_failing_poll(ngircd: Ngircd, caplog: pytest.LogCap
                 assert args
             finally:
                 await peer.close()
-            assert calls["n"] > 2  # noqa: PLR2004
+            assert calls["n"] > 2
         finally:
             await session.logout()
 
@@ -126,8 +127,8 @@ def test_poll_loop_survives_a_failing_poll(ngircd: Ngircd, caplog: pytest.LogCap
 async def _flood(peer: RawIrcClient, target: str, count: int) -> None:
     for i in range(count):
         peer.send(f"PRIVMSG {target} :\x01{'VERSION' if i % 2 else 'PING ' + str(i)}\x01")
-        if i % 100 == 99:  # noqa: PLR2004
-            await peer._writer.drain()  # noqa: SLF001
+        if i % 100 == 99:
+            await peer._writer.drain()
 
 
 def _replies(peer: RawIrcClient) -> int:
@@ -170,11 +171,14 @@ def test_ctcp_flood_from_many_senders_hits_the_overall_budget(ngircd: Ngircd) ->
     async def scenario() -> None:
         me = nick("gwctcpall")
         # Generous per sender, so that only the account-wide budget bounds the answers.
-        session, events = make_session(me, ngircd.port, ctcp_rate_per_sender=100.0,
-                                       ctcp_burst_per_sender=100)
+        session, events = make_session(
+            me, ngircd.port, ctcp_rate_per_sender=100.0, ctcp_burst_per_sender=100
+        )
         await session.login()
-        flooders = [await RawIrcClient("127.0.0.1", ngircd.port, nick("rawmany")).connect()
-                    for _ in range(4)]
+        flooders = [
+            await RawIrcClient("127.0.0.1", ngircd.port, nick("rawmany")).connect()
+            for _ in range(4)
+        ]
         try:
             start = time.monotonic()
             for flooder in flooders:
@@ -182,8 +186,9 @@ def test_ctcp_flood_from_many_senders_hits_the_overall_budget(ngircd: Ngircd) ->
             for flooder in flooders:
                 flooder.send(f"PRIVMSG {me} :done")
             for flooder in flooders:
-                await events.wait_for("message", lambda a, f=flooder: a == (f.nick, "done"),
-                                      timeout=60)
+                await events.wait_for(
+                    "message", lambda a, f=flooder: a == (f.nick, "done"), timeout=60
+                )
             elapsed = time.monotonic() - start
             await asyncio.sleep(0.5)
             got = sum(_replies(f) for f in flooders)
@@ -207,7 +212,7 @@ def test_nul_in_a_message_is_488_and_nothing_is_sent(ngircd: Ngircd) -> None:
             with pytest.raises(UnacceptableContentError) as info:
                 await session.send_message(peer_nick, secret, "m1")
             assert isinstance(info.value, DeliveryError)
-            assert info.value.status_hint == 488  # noqa: PLR2004
+            assert info.value.status_hint == 488
             assert "before" not in str(info.value)
             # Controls other than NUL are removed, not refused: the line goes out clean.
             await session.send_message(peer_nick, "ring\x07 \x1b[31mred\x1b[0m \x01x\x01", "m2")
@@ -228,14 +233,16 @@ def test_formatting_escapes_and_bell_never_reach_the_phone(ngircd: Ngircd) -> No
         await session.login()
         peer = await RawIrcClient("127.0.0.1", ngircd.port, peer_nick).connect()
         try:
-            peer.send(f"PRIVMSG {me} :\x02\x0304,01alert\x0f\x07\x07 \x1b[2J\x1b]0;t\x07"
-                      "\u202eevil\u202c \x1dok\x1d")
+            peer.send(
+                f"PRIVMSG {me} :\x02\x0304,01alert\x0f\x07\x07 \x1b[2J\x1b]0;t\x07"
+                "\u202eevil\u202c \x1dok\x1d"
+            )
             args = await events.wait_for("message", lambda a: a[0] == peer_nick)
             assert args == (peer_nick, "alert evil ok")
             peer.send(f"PRIVMSG {me} :\x0304\x07")  # nothing left to show: not delivered
             peer.send(f"PRIVMSG {me} :after")
             await events.wait_for("message", lambda a: a == (peer_nick, "after"))
-            assert len(events.of("message")) == 2  # noqa: PLR2004
+            assert len(events.of("message")) == 2
         finally:
             await peer.close()
             await session.logout()

@@ -149,7 +149,7 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
         me, carol = nick("gwwatch"), nick("rawcarol")
         session, events = make_session(me, ngircd.port, presence_method=method)
         await session.login()
-        assert session._monitor is False  # noqa: SLF001 - which code path ran
+        assert session._monitor is False
         try:
             await session.add_contact(carol)
             await events.wait_for(
@@ -225,16 +225,16 @@ def test_nick_in_use(ngircd: Ngircd) -> None:
 def test_tls_login_verifies_certificate(ngircd: Ngircd) -> None:
     async def scenario() -> None:
         assert ngircd.tls_port is not None
-        session, events = make_session(
+        session, _events = make_session(
             nick("gwtls"), ngircd.tls_port, tls=True, ca_file=str(ngircd.ca_file)
         )
         await session.login()
-        assert session._writer.get_extra_info("ssl_object") is not None  # noqa: SLF001
+        assert session._writer.get_extra_info("ssl_object") is not None
         await session.logout()
 
         # Same server, no CA for its self-signed certificate: refused.
         session, _ = make_session(nick("gwtls"), ngircd.tls_port, tls=True)
-        with pytest.raises(TransientError, match="(?i)certificate"):
+        with pytest.raises(TransientError, match="(?i)certificate"):  # noqa: RUF043 - a literal message
             await session.login()
 
     run(scenario())

@@ -78,7 +78,7 @@ def test_serialize_places_colon_only_where_needed() -> None:
     "params", [("bob", "line\r\nQUIT :injected"), ("two words", "x"), ("bob\n", "x")]
 )
 def test_serialize_refuses_injection(params: tuple[str, ...]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # noqa: PT011 - any ValueError is the refusal
         serialize(message("PRIVMSG", *params))
 
 
@@ -158,7 +158,8 @@ def test_adapter_descriptor_and_config_validation() -> None:
     assert adapter.aliases == ("prpl-irc",)
     assert adapter.addresses_user_at_host is False
     defaults = adapter.get_default_config()
-    assert defaults["enabled"] is True and defaults["tls"] is True
+    assert defaults["enabled"] is True
+    assert defaults["tls"] is True
     assert adapter.validate_config(defaults) == []
     problems = adapter.validate_config(
         {

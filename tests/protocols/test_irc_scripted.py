@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Self
 
 import pytest
 
@@ -17,6 +17,9 @@ from purplegw.presence import Status
 from purplegw.protocols.base import BadCredentialsError, ConnectionState, TypingState
 
 from .irc_util import make_session
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,7 +49,7 @@ class ScriptedIrcd:
         self._server: asyncio.Server | None = None
         self.nick = "*"
 
-    async def __aenter__(self) -> ScriptedIrcd:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -61,7 +64,7 @@ class ScriptedIrcd:
         assert self._writer is not None
         self._writer.write(line.encode() + b"\r\n")
 
-    async def wait_received(self, predicate: Callable[[str], bool], timeout: float = 10) -> str:
+    async def wait_received(self, predicate: Callable[[str], bool], timeout: float = 10) -> str:  # noqa: ASYNC109 - the scripted server takes its own deadline
         async with asyncio.timeout(timeout):
             while True:
                 for line in self.received:
@@ -80,7 +83,7 @@ class ScriptedIrcd:
         self.send(f":fake 422 {self.nick} :MOTD File is missing")
         self.logged_in = True
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # noqa: C901, PLR0912 - one branch per protocol case reads best in one place
         self._writer = writer
         self.logged_in = False
         self._pass: str | None = None
@@ -114,7 +117,7 @@ class ScriptedIrcd:
             elif cmd == "AUTHENTICATE" and args[0] == "PLAIN":
                 self.send("AUTHENTICATE +")
             elif cmd == "AUTHENTICATE":
-                authzid, authcid, password = base64.b64decode(args[0]).decode().split("\0")
+                _authzid, authcid, password = base64.b64decode(args[0]).decode().split("\0")
                 if authcid == self.nick and password == self.sasl_password:
                     self.send(f":fake 900 {self.nick} {self.nick}!u@h {self.nick} :logged in")
                     self.send(f":fake 903 {self.nick} :SASL authentication successful")
@@ -195,7 +198,7 @@ def test_monitor_presence() -> None:
             session, events = make_session("monnick", ircd.port, ison_interval=60)
             await session.add_contact("Dave")  # before login: sent once logged in
             await session.login()
-            assert session._monitor is True  # noqa: SLF001
+            assert session._monitor is True
             await ircd.wait_received(lambda ln: ln == "MONITOR + Dave")
             await events.wait_for("presence", lambda a: a == ("Dave", a[1]) and a[1].is_open)
             mark = events.mark()

@@ -48,18 +48,38 @@ def loop() -> Iterator[LoopThread]:
     thread.close()
 
 
-def make_session(  # noqa: PLR0913 - each is a knob a test sets
-        loop: LoopThread, server: Synapse, user: MatrixUser, *, secret: str | None = None,
-        derived_keys: dict[str, str] | None = None, proxy: Any = None,
-        **config: Any) -> tuple[Any, RecordingEvents]:
+def make_session(
+    loop: LoopThread,
+    server: Synapse,
+    user: MatrixUser,
+    *,
+    secret: str | None = None,
+    derived_keys: dict[str, str] | None = None,
+    proxy: Any = None,
+    **config: Any,
+) -> tuple[Any, RecordingEvents]:
     events = RecordingEvents()
     credentials = AccountCredentials(
-        account_id=next(_names), sip_user="sip:alice@127.0.0.1", ext_user=user.user_id,
-        protocol="matrix", password=user.password if secret is None else secret,
-        derived_keys=derived_keys or {})
-    context = SessionContext(loop=loop.loop, events=events, proxy=proxy, config={
-        "homeserver": server.base_url, "sync_timeout": 2, "backoff_initial": 0.2,
-        "backoff_max": 1, "since_interval": 0.1, **config})
+        account_id=next(_names),
+        sip_user="sip:alice@127.0.0.1",
+        ext_user=user.user_id,
+        protocol="matrix",
+        password=user.password if secret is None else secret,
+        derived_keys=derived_keys or {},
+    )
+    context = SessionContext(
+        loop=loop.loop,
+        events=events,
+        proxy=proxy,
+        config={
+            "homeserver": server.base_url,
+            "sync_timeout": 2,
+            "backoff_initial": 0.2,
+            "backoff_max": 1,
+            "since_interval": 0.1,
+            **config,
+        },
+    )
     return Adapter().create_session(credentials, context), events
 
 
@@ -85,7 +105,8 @@ def alice(loop: LoopThread, synapse: Synapse, users: tuple[MatrixUser, MatrixUse
 
 
 def test_password_login_reports_a_reusable_token_and_keeps_the_device(
-        loop: LoopThread, synapse: Synapse, users: tuple[MatrixUser, MatrixUser]) -> None:
+    loop: LoopThread, synapse: Synapse, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     session, events = make_session(loop, synapse, users[0])
     loop.run(session.login())
     states = [args[0] for args in events.of("state")]
@@ -109,8 +130,12 @@ def test_password_login_reports_a_reusable_token_and_keeps_the_device(
     assert synapse.devices(token) == devices
 
     # A changed password makes the record miss: a fresh login, same device id asked for.
-    other, events3 = make_session(loop, synapse, users[0], derived_keys={
-        SESSION_KEY_KIND: keys[SESSION_KEY_KIND].replace(record["check"], "0" * 64)})
+    other, events3 = make_session(
+        loop,
+        synapse,
+        users[0],
+        derived_keys={SESSION_KEY_KIND: keys[SESSION_KEY_KIND].replace(record["check"], "0" * 64)},
+    )
     loop.run(other.login())
     assert SESSION_KEY_KIND in dict(events3.of("key"))
     assert other.client.device_id == record["device_id"]
@@ -118,11 +143,11 @@ def test_password_login_reports_a_reusable_token_and_keeps_the_device(
     loop.run(other.logout())
 
 
-def test_login_by_access_token(loop: LoopThread, synapse: Synapse,
-                               users: tuple[MatrixUser, MatrixUser]) -> None:
+def test_login_by_access_token(
+    loop: LoopThread, synapse: Synapse, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     login = synapse.login(users[0])
-    session, events = make_session(loop, synapse, users[0],
-                                   secret=f"token:{login['access_token']}")
+    session, events = make_session(loop, synapse, users[0], secret=f"token:{login['access_token']}")
     loop.run(session.login())
     assert session.client.device_id == login["device_id"]
     assert events.of("state")[-1][0] is ConnectionState.CONNECTED
@@ -131,20 +156,23 @@ def test_login_by_access_token(loop: LoopThread, synapse: Synapse,
 
 
 @pytest.mark.parametrize("secret", ["wrong password", "token:syt_not_a_token"])
-def test_bad_credentials_state(loop: LoopThread, synapse: Synapse,
-                               users: tuple[MatrixUser, MatrixUser], secret: str) -> None:
+def test_bad_credentials_state(
+    loop: LoopThread, synapse: Synapse, users: tuple[MatrixUser, MatrixUser], secret: str
+) -> None:
     session, events = make_session(loop, synapse, users[0], secret=secret)
     with pytest.raises(BadCredentialsError):
         loop.run(session.login())
     assert events.of("state")[-1][0] is ConnectionState.BAD_CREDENTIALS
 
 
-def test_unreachable_homeserver_is_transient(loop: LoopThread, synapse: Synapse,
-                                             users: tuple[MatrixUser, MatrixUser]) -> None:
-    from tests.kit.ports import free_port  # noqa: PLC0415
+def test_unreachable_homeserver_is_transient(
+    loop: LoopThread, synapse: Synapse, users: tuple[MatrixUser, MatrixUser]
+) -> None:
+    from tests.kit.ports import free_port
 
-    session, events = make_session(loop, synapse, users[0],
-                                   homeserver=f"http://127.0.0.1:{free_port('tcp')}")
+    session, events = make_session(
+        loop, synapse, users[0], homeserver=f"http://127.0.0.1:{free_port('tcp')}"
+    )
     with pytest.raises(Exception) as info:  # noqa: PT011 - the type is checked below
         loop.run(session.login())
     assert type(info.value).__name__ == "TransientError"
@@ -152,8 +180,8 @@ def test_unreachable_homeserver_is_transient(loop: LoopThread, synapse: Synapse,
 
 
 def test_first_message_creates_a_direct_room_and_replies_come_back(
-        loop: LoopThread, alice: Any, bob: MatrixPeer,
-        users: tuple[MatrixUser, MatrixUser]) -> None:
+    loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     session, events = alice
     bob_contact = users[1].contact
     assert loop.run(session.send_message(bob_contact, "hello bob ✓", "msg-1")) is None
@@ -162,7 +190,7 @@ def test_first_message_creates_a_direct_room_and_replies_come_back(
     assert got.sender == users[0].user_id
     assert got.room_id == invite.room_id
     # The room is a direct room in alice's m.direct.
-    assert session._direct[users[1].user_id] == [got.room_id]  # noqa: SLF001
+    assert session._direct[users[1].user_id] == [got.room_id]
     # Bob's join answers the invitation.
     events.wait_for("auth_answer", lambda c, a: c == bob_contact and a is AuthorizationAnswer.ALLOW)
 
@@ -194,8 +222,8 @@ def test_invalid_contact_is_refused(loop: LoopThread, alice: Any) -> None:
 
 
 def test_stranger_invite_is_an_authorization_request(
-        loop: LoopThread, alice: Any, bob: MatrixPeer,
-        users: tuple[MatrixUser, MatrixUser]) -> None:
+    loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     session, events = alice
     room_id = bob.direct_room(users[0].user_id)
     contact, _text = events.wait_for("auth_request")
@@ -206,8 +234,7 @@ def test_stranger_invite_is_an_authorization_request(
     time.sleep(0.5)
     assert events.of("message") == []
     loop.run(session.answer_authorization(contact, AuthorizationAnswer.ALLOW))
-    bob.wait_for(lambda e: e.kind == "member" and e.sender == users[0].user_id
-                 and e.body == "join")
+    bob.wait_for(lambda e: e.kind == "member" and e.sender == users[0].user_id and e.body == "join")
     bob.send(room_id, "after the answer")
     events.wait_for("message", lambda _c, t, _i: t == "after the answer")
     assert [t for _c, t, _i in events.of("message")] == ["before the answer", "after the answer"]
@@ -217,30 +244,40 @@ def test_stranger_invite_is_an_authorization_request(
     assert bob.wait_for(lambda e: e.body == "thanks", since=mark).room_id == room_id
 
 
-def test_denied_invite_is_rejected(loop: LoopThread, alice: Any, bob: MatrixPeer,
-                                   users: tuple[MatrixUser, MatrixUser]) -> None:
+def test_denied_invite_is_rejected(
+    loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     session, events = alice
     room_id = bob.direct_room(users[0].user_id)
     contact, _text = events.wait_for("auth_request")
     loop.run(session.answer_authorization(contact, AuthorizationAnswer.DENY))
-    bob.wait_for(lambda e: e.kind == "member" and e.room_id == room_id
-                 and e.sender == users[0].user_id and e.body == "leave")
+    bob.wait_for(
+        lambda e: (
+            e.kind == "member"
+            and e.room_id == room_id
+            and e.sender == users[0].user_id
+            and e.body == "leave"
+        )
+    )
 
 
-def test_presence_and_typing_both_ways(loop: LoopThread, alice: Any, bob: MatrixPeer,
-                                       users: tuple[MatrixUser, MatrixUser]) -> None:
+def test_presence_and_typing_both_ways(
+    loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     session, events = alice
     bob_contact = users[1].contact
     loop.run(session.add_contact(bob_contact))  # creates the room; bob joins
     events.wait_for("auth_answer")
-    room_id = session._direct[users[1].user_id][0]  # noqa: SLF001
+    room_id = session._direct[users[1].user_id][0]
 
     # Matrix -> SIP
     mark = events.mark()
     bob.set_presence("unavailable", "in a meeting")
     presence = events.wait_for(
-        "presence", lambda p: p.contact == bob_contact and p.aggregate.status is Status.AWAY,
-        since=mark)[0]
+        "presence",
+        lambda p: p.contact == bob_contact and p.aggregate.status is Status.AWAY,
+        since=mark,
+    )[0]
     assert presence.aggregate.note == "in a meeting"
     bob.typing(room_id, on=True)
     events.wait_for("typing", lambda c, s: c == bob_contact and s is TypingState.COMPOSING)
@@ -250,8 +287,10 @@ def test_presence_and_typing_both_ways(loop: LoopThread, alice: Any, bob: Matrix
     # SIP -> Matrix
     mark = bob.mark()
     loop.run(session.set_presence(Presence(Status.BUSY, note="On the phone")))
-    got = bob.wait_for(lambda e: e.kind == "presence" and e.sender == users[0].user_id
-                       and e.body == "unavailable", since=mark)
+    got = bob.wait_for(
+        lambda e: e.kind == "presence" and e.sender == users[0].user_id and e.body == "unavailable",
+        since=mark,
+    )
     assert got.data == "On the phone"
     loop.run(session.send_typing(bob_contact, TypingState.COMPOSING))
     bob.wait_for(lambda e: e.kind == "typing" and users[0].user_id in e.data, since=mark)
@@ -260,15 +299,15 @@ def test_presence_and_typing_both_ways(loop: LoopThread, alice: Any, bob: Matrix
 
 
 def test_encrypted_room_gets_no_plaintext_and_one_notice(
-        loop: LoopThread, alice: Any, bob: MatrixPeer,
-        users: tuple[MatrixUser, MatrixUser]) -> None:
+    loop: LoopThread, alice: Any, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     session, events = alice
     bob.direct_room(users[0].user_id, encrypted=True)
     contact, _ = events.wait_for("auth_request")
     loop.run(session.answer_authorization(contact, AuthorizationAnswer.ALLOW))
     deadline = time.monotonic() + 20
-    rooms = session._direct  # noqa: SLF001
-    while not any(session._encrypted(r) for r in rooms.get(users[1].user_id, [])):  # noqa: SLF001
+    rooms = session._direct
+    while not any(session._encrypted(r) for r in rooms.get(users[1].user_id, [])):
         assert time.monotonic() < deadline, "room state never arrived"
         time.sleep(0.05)
     mark = bob.mark()
@@ -283,8 +322,8 @@ def test_encrypted_room_gets_no_plaintext_and_one_notice(
 
 
 def test_since_token_means_no_replay_and_nothing_missed(
-        loop: LoopThread, synapse: Synapse, bob: MatrixPeer,
-        users: tuple[MatrixUser, MatrixUser]) -> None:
+    loop: LoopThread, synapse: Synapse, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]
+) -> None:
     first, events = make_session(loop, synapse, users[0])
     loop.run(first.login())
     loop.run(first.send_message(users[1].contact, "hi", "m-0"))
@@ -302,8 +341,13 @@ def test_since_token_means_no_replay_and_nothing_missed(
     loop.run(second.logout())
 
 
-def test_rate_limit_is_honoured(loop: LoopThread, synapse: Synapse, alice: Any, bob: MatrixPeer,
-                                users: tuple[MatrixUser, MatrixUser]) -> None:
+def test_rate_limit_is_honoured(
+    loop: LoopThread,
+    synapse: Synapse,
+    alice: Any,
+    bob: MatrixPeer,
+    users: tuple[MatrixUser, MatrixUser],
+) -> None:
     session, _events = alice
     loop.run(session.send_message(users[1].contact, "warm-up", "rl-0"))
     synapse.override_ratelimit(users[0].user_id, per_second=2, burst=1)
@@ -319,9 +363,13 @@ def test_rate_limit_is_honoured(loop: LoopThread, synapse: Synapse, alice: Any, 
 
 
 def test_synapse_restart_mid_traffic_loses_nothing(
-        loop: LoopThread, synapse: Synapse, alice: Any, bob: MatrixPeer,
-        users: tuple[MatrixUser, MatrixUser]) -> None:
-    import threading  # noqa: PLC0415
+    loop: LoopThread,
+    synapse: Synapse,
+    alice: Any,
+    bob: MatrixPeer,
+    users: tuple[MatrixUser, MatrixUser],
+) -> None:
+    import threading
 
     session, events = alice
     bob_contact = users[1].contact
@@ -357,16 +405,17 @@ def test_synapse_restart_mid_traffic_loses_nothing(
 
 
 def test_login_and_message_through_http_connect_proxy(
-        loop: LoopThread, synapse: Synapse, bob: MatrixPeer,
-        users: tuple[MatrixUser, MatrixUser]) -> None:
-    from purplegw.protocols.base import ProxySettings  # noqa: PLC0415
-    from tests.kit.tinyproxy import Tinyproxy, tinyproxy_binary  # noqa: PLC0415
+    loop: LoopThread, synapse: Synapse, bob: MatrixPeer, users: tuple[MatrixUser, MatrixUser]
+) -> None:
+    from purplegw.protocols.base import ProxySettings
+    from tests.kit.tinyproxy import Tinyproxy, tinyproxy_binary
 
     if tinyproxy_binary() is None:
         missing_peer("tinyproxy", "tinyproxy")
     with Tinyproxy(connect_ports=[synapse.port], auth=("pu", "pp")) as proxy:
-        session, events = make_session(loop, synapse, users[0],
-                                       proxy=ProxySettings("127.0.0.1", proxy.port, "pu", "pp"))
+        session, events = make_session(
+            loop, synapse, users[0], proxy=ProxySettings("127.0.0.1", proxy.port, "pu", "pp")
+        )
         loop.run(session.login())
         try:
             assert proxy.saw_connect("127.0.0.1", synapse.port), proxy.log()
@@ -374,23 +423,25 @@ def test_login_and_message_through_http_connect_proxy(
             bob.wait_for(lambda e: e.body == "via the proxy")
         finally:
             loop.run(session.logout())
-        wrong, _ = make_session(loop, synapse, users[0],
-                                proxy=ProxySettings("127.0.0.1", proxy.port, "pu", "nope"))
+        wrong, _ = make_session(
+            loop, synapse, users[0], proxy=ProxySettings("127.0.0.1", proxy.port, "pu", "nope")
+        )
         with pytest.raises(Exception) as info:  # noqa: PT011 - the type is checked below
             loop.run(wrong.login())
         assert type(info.value).__name__ == "TransientError", info.value
     assert events.of("state")[-1][0] is ConnectionState.LOGGED_OUT
 
 
-def test_homeserver_discovery_through_well_known(loop: LoopThread, synapse: Synapse,
-                                                 tmp_path: Any) -> None:
+def test_homeserver_discovery_through_well_known(
+    loop: LoopThread, synapse: Synapse, tmp_path: Any
+) -> None:
     """``homeserver`` empty: https://<server>/.well-known/matrix/client names the API."""
-    import ssl  # noqa: PLC0415
+    import ssl
 
-    from aiohttp import web  # noqa: PLC0415
+    from aiohttp import web
 
-    from tests.kit.certs import write_self_signed_cert  # noqa: PLC0415
-    from tests.kit.ports import free_port  # noqa: PLC0415
+    from tests.kit.certs import write_self_signed_cert
+    from tests.kit.ports import free_port
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     write_self_signed_cert(cert, key, "localhost")
@@ -415,10 +466,10 @@ def test_homeserver_discovery_through_well_known(loop: LoopThread, synapse: Syna
     try:
         user = MatrixUser("alice", "pw")
         session, _ = make_session(loop, synapse, user, homeserver="", ca_file=str(cert))
-        assert loop.run(session._discover(f"localhost:{port}")) == synapse.base_url  # noqa: SLF001
+        assert loop.run(session._discover(f"localhost:{port}")) == synapse.base_url
         assert asked == ["/.well-known/matrix/client"]
         # Nothing there (connection refused): the server name itself, over https.
         other = free_port("tcp")
-        assert loop.run(session._discover(f"localhost:{other}")) == f"https://localhost:{other}"  # noqa: SLF001
+        assert loop.run(session._discover(f"localhost:{other}")) == f"https://localhost:{other}"
     finally:
         loop.run(runner.cleanup())

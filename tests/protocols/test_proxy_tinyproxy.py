@@ -27,7 +27,7 @@ def test_irc_login_and_message_through_proxy(ngircd: Ngircd) -> None:
         await session.login()
         assert events.of("state")[-1][0] is ConnectionState.CONNECTED
         # Our end of the IRC connection is a socket to the proxy, not to ngIRCd.
-        assert session._writer.get_extra_info("peername")[1] == proxy.port  # noqa: SLF001
+        assert session._writer.get_extra_info("peername")[1] == proxy.port
         peer = await RawIrcClient("127.0.0.1", ngircd.port, "rawproxypeer").connect()
         try:
             await session.send_message("rawproxypeer", "via the proxy", "m")
@@ -110,7 +110,7 @@ def test_tls_inside_the_tunnel(ngircd: Ngircd) -> None:
             "gwtlsproxy", ngircd.tls_port, proxy=settings, tls=True, ca_file=str(ngircd.ca_file)
         )
         await session.login()
-        ssl_object = session._writer.get_extra_info("ssl_object")  # noqa: SLF001
+        ssl_object = session._writer.get_extra_info("ssl_object")
         assert ssl_object is not None
         assert ssl_object.getpeercert()["subject"]  # verified against the CA file
         await session.logout()

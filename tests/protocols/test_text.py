@@ -32,8 +32,10 @@ FORBIDDEN = (
         ("\x03,12comma stays", ",12comma stays"),  # no foreground: not a colour
         ("\x031234", "34"),  # two digits at most
         ("\x04FF0000hex\x04", "hex"),
-        ("\x1ditalic\x1d \x1funder\x1f \x16rev\x16 \x1estrike\x1e \x11mono\x11",
-         "italic under rev strike mono"),
+        (
+            "\x1ditalic\x1d \x1funder\x1f \x16rev\x16 \x1estrike\x1e \x11mono\x11",
+            "italic under rev strike mono",
+        ),
         ("\x0399", ""),
     ],
 )

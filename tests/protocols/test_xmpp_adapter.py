@@ -35,7 +35,8 @@ def test_defaults_file_is_the_default_config_and_is_valid():
         "login_timeout",
         "keepalive",
     }
-    assert defaults["require_tls"] is True and defaults["allow_plaintext"] is False
+    assert defaults["require_tls"] is True
+    assert defaults["allow_plaintext"] is False
     assert adapter.validate_config(defaults) == []
 
 

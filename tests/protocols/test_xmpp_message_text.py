@@ -22,9 +22,14 @@ XHTML = "http://www.w3.org/1999/xhtml"
 def nested_xhtml_message(depth: int, tag: str = "span", inner: str = "deep text") -> str:
     """An XHTML-only <message/> whose body nests ``depth`` elements (built as a string:
     serializing a tree that deep would itself recurse)."""
-    return (f"<message xmlns='jabber:client' type='chat'><html xmlns='{IM}'>"
-            f"<body xmlns='{XHTML}'>before " + f"<{tag}>" * depth + inner
-            + f"</{tag}> tail" * depth + " after</body></html></message>")
+    return (
+        f"<message xmlns='jabber:client' type='chat'><html xmlns='{IM}'>"
+        f"<body xmlns='{XHTML}'>before "
+        + f"<{tag}>" * depth
+        + inner
+        + f"</{tag}> tail" * depth
+        + " after</body></html></message>"
+    )
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH + 1, 5_000, 50_000])
@@ -62,16 +67,21 @@ def test_blocks_break_lines_only_down_to_the_cap() -> None:
 def test_order_tails_and_skipped_elements() -> None:
     body = parse(
         f"<body xmlns='{XHTML}'>a<b>b<i>c</i>d</b>e<script>evil()</script>f"
-        "<style>p{}</style><br/>g<ul><li>h</li><li>i<span>j</span></li></ul>k</body>")
+        "<style>p{}</style><br/>g<ul><li>h</li><li>i<span>j</span></li></ul>k</body>"
+    )
     assert xhtml_to_text(body) == "abcdef\ngh\nij\nk"  # <ul> is not a block, <li> is
 
 
 def test_wide_markup_and_empty_markup() -> None:
     wide = parse(f"<body xmlns='{XHTML}'>" + "<span>w</span>" * 20_000 + "</body>")
     assert xhtml_to_text(wide) == "w" * 20_000
-    empty = parse(f"<message xmlns='jabber:client'><html xmlns='{IM}'>"
-                          f"<body xmlns='{XHTML}'>" + "<span>" * 3_000 + "</span>" * 3_000
-                          + "</body></html></message>")
+    empty = parse(
+        f"<message xmlns='jabber:client'><html xmlns='{IM}'>"
+        f"<body xmlns='{XHTML}'>"
+        + "<span>" * 3_000
+        + "</span>" * 3_000
+        + "</body></html></message>"
+    )
     assert message_text(empty) is None
 
 

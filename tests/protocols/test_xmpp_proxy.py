@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +12,9 @@ from tests.kit.tinyproxy import Tinyproxy, tinyproxy_binary
 from tests.kit.xmpp_peer import XmppPeer
 
 from .xmpp_harness import LoopThread, make_session
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +38,7 @@ def test_login_and_message_through_http_connect_proxy(loop, prosody, need_tinypr
     alice, bob = prosody.create_user("palice"), prosody.create_user("pbob")
     cfg = {"server": prosody.address, "ca_file": prosody.ca_file, "keepalive": 0}
     with Tinyproxy(connect_ports=[prosody.port]) as proxy:
-        session, events = make_session(
+        session, _events = make_session(
             loop, alice.jid, alice.password, cfg, proxy=ProxySettings("127.0.0.1", proxy.port)
         )
         loop.run(session.login())

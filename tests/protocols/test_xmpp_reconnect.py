@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +22,9 @@ from tests.kit.prosody import Prosody, prosody_binary
 from tests.kit.xmpp_peer import XmppPeer
 
 from .xmpp_harness import LoopThread, make_session
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -49,7 +52,7 @@ def login_with_retry(loop, prosody, user, cfg, deadline):
         session, events = make_session(loop, user.jid, user.password, cfg)
         try:
             loop.run(session.login())
-            return session, events
+            return session, events  # noqa: TRY300 - the return belongs to the try
         except TransientError:
             if time.monotonic() > deadline:
                 raise
@@ -218,7 +221,7 @@ def test_frozen_server_is_detected_by_keepalive(loop, own_prosody):
     assert prosody.proc is not None
     os.kill(prosody.proc.pid, signal.SIGSTOP)
     try:
-        state, reason = events.wait_for(
+        _state, reason = events.wait_for(
             "state", lambda s, r: s is ConnectionState.TRANSIENT_DISCONNECT, timeout=30
         )
     finally:

@@ -78,8 +78,9 @@ def test_scram_login_against_stored_keys_answers_the_challenge_off_the_loop(hash
         for attempt in (1, 2):
             session, _ = make_session(loop, user.jid, user.password, config)
             loop.run(session.login())
-            handlers = [h for h in session.client._XMLStream__handlers
-                        if h.name == "SASL Challenge"]
+            handlers = [
+                h for h in session.client._XMLStream__handlers if h.name == "SASL Challenge"
+            ]
             assert len(handlers) == 1
             assert isinstance(handlers[0], CoroutineCallback)
             loop.run(session.logout())
@@ -106,7 +107,13 @@ def test_stored_scram_key_is_used_only_for_the_inputs_it_was_made_for():
     assert salted_from_record(record, "sha1", b"pw", b"salt2", 4096) is None
     assert salted_from_record(record, "sha1", b"pw", b"salt", 10000) is None
     assert salted_from_record(record, "sha256", b"pw", b"salt", 4096) is None
-    for broken in ("", "{}", "not json", '{"hash": "sha1"}', record.replace('"salted": "', '"salted": "!')):
+    for broken in (
+        "",
+        "{}",
+        "not json",
+        '{"hash": "sha1"}',
+        record.replace('"salted": "', '"salted": "!'),
+    ):
         assert salted_from_record(broken, "sha1", b"pw", b"salt", 4096) is None
     assert "pw" not in record.replace('"salted"', "")  # the password itself is not in it
 
@@ -130,8 +137,9 @@ def test_a_stored_key_logs_in_without_deriving_and_a_stale_one_is_replaced(hashe
         assert salted_password.cache_info().misses == 1
 
         salted_password.cache_clear()  # as in a new process: only the stored key is left
-        session, events = make_session(loop, user.jid, user.password, config,
-                                       derived_keys={SCRAM_KEY_KIND: record})
+        session, events = make_session(
+            loop, user.jid, user.password, config, derived_keys={SCRAM_KEY_KIND: record}
+        )
         loop.run(session.login())
         loop.run(session.logout())
         assert salted_password.cache_info().misses == 0
@@ -139,8 +147,9 @@ def test_a_stored_key_logs_in_without_deriving_and_a_stale_one_is_replaced(hashe
 
         # A key stored for an older password: derived again, reported, login works.
         stale = scram_key_record("sha1", b"old password", b"salt", 4096, b"x" * 20)
-        session, events = make_session(loop, user.jid, user.password, config,
-                                       derived_keys={SCRAM_KEY_KIND: stale})
+        session, events = make_session(
+            loop, user.jid, user.password, config, derived_keys={SCRAM_KEY_KIND: stale}
+        )
         loop.run(session.login())
         loop.run(session.logout())
         assert salted_password.cache_info().misses == 1

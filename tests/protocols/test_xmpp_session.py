@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -22,10 +22,14 @@ from purplegw.protocols.base import (
 )
 from purplegw.protocols.xmpp.session import TlsVerificationError
 from tests.kit.ports import free_port
-from tests.kit.prosody import Prosody
 from tests.kit.xmpp_peer import XmppPeer
 
 from .xmpp_harness import LoopThread, make_session
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.kit.prosody import Prosody
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -128,14 +132,15 @@ def test_untrusted_certificate_fails_naming_the_host(loop, prosody, users):
     with pytest.raises(TlsVerificationError) as info:
         loop.run(session.login())
     message = str(info.value)
-    assert "localhost" in message and prosody.address in message
+    assert "localhost" in message
+    assert prosody.address in message
     assert "certificate" in message.lower()
     assert events.of("state")[-1][0] is ConnectionState.TRANSIENT_DISCONNECT
 
 
 def test_plaintext_login_for_loopback_tests(loop, prosody, users, bob):
     cfg = config(prosody, require_tls=False, allow_plaintext=True, ca_file="")
-    session, events = make_session(loop, users[0].jid, users[0].password, cfg)
+    session, _events = make_session(loop, users[0].jid, users[0].password, cfg)
     loop.run(session.login())
     try:
         assert session.client.transport.get_extra_info("ssl_object") is None
@@ -433,7 +438,7 @@ def test_remove_contact_unsubscribes(loop, alice, bob, users):
 
 def test_gtalk_rows_use_the_configured_server(loop, prosody, users):
     cfg = {"ca_file": prosody.ca_file, "keepalive": 0, "gtalk_server": prosody.address}
-    session, events = make_session(
+    session, _events = make_session(
         loop, users[0].jid, users[0].password, cfg, original_protocol="gtalk"
     )
     assert session.server_address() == (prosody.host, prosody.port)

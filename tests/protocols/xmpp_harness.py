@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from purplegw.protocols.base import AccountCredentials, SessionContext
 from purplegw.protocols.xmpp import Adapter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
 
 
 @dataclass(frozen=True)

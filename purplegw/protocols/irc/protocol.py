@@ -88,7 +88,7 @@ def decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def parse_line(line: str | bytes) -> Message:
+def parse_line(line: str | bytes) -> Message:  # noqa: C901 - one branch per protocol case reads best in one place
     """Parse one line (with or without its line ending)."""
     text = decode(line) if isinstance(line, bytes) else line
     text = text.rstrip("\r\n")
@@ -226,7 +226,7 @@ def split_utf8(text: str, max_bytes: int) -> list[str]:
             else:
                 head, rest = encoded[:cut], encoded[cut:]
             chunks.append(head.decode("utf-8"))
-            line = rest.decode("utf-8")
+            line = rest.decode("utf-8")  # noqa: PLW2901 - the line is normalized in place
     return chunks
 
 
@@ -250,7 +250,7 @@ def ctcp(command: str, arg: str = "") -> str:
 
 # --- nicks (RFC 2812 section 2.3.1) --------------------------------------------------------
 
-#   nickname   =  ( letter / special ) *8( letter / digit / special / "-" )
+#   nickname   =  ( letter / special ) *8( letter / digit / special / "-" )  # noqa: ERA001 - a protocol example, not code
 #   special    =  %x5B-60 / %x7B-7D   ; "[", "]", "\\", "`", "_", "^", "{", "|", "}"
 # Deviation: the length is the server's NICKLEN (ISUPPORT) instead of 9;
 # ngIRCd (Client_IsValidNick) applies the same character classes with its

@@ -19,8 +19,14 @@ from purplegw.protocols import base
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 
-_POSITIVE_NUMBERS = ("sync_timeout", "request_timeout", "backoff_initial", "backoff_max",
-                     "reconnect_window", "since_interval")
+_POSITIVE_NUMBERS = (
+    "sync_timeout",
+    "request_timeout",
+    "backoff_initial",
+    "backoff_max",
+    "reconnect_window",
+    "since_interval",
+)
 
 
 # Matrix spec (server-server API, "Size limits"): an event is at most
@@ -79,8 +85,13 @@ class Adapter(base.Adapter):
         from purplegw.protocols.matrix.session import MatrixSession  # noqa: PLC0415
 
         config = {**self.get_default_config(), **context.config}
-        context = base.SessionContext(loop=context.loop, events=context.events, config=config,
-                                      proxy=context.proxy, shared=context.shared)
+        context = base.SessionContext(
+            loop=context.loop,
+            events=context.events,
+            config=config,
+            proxy=context.proxy,
+            shared=context.shared,
+        )
         return MatrixSession(credentials, context)
 
     def normalize_contact(self, contact: str) -> str:

@@ -59,8 +59,12 @@ def presence_from_matrix(
 ) -> Presence:
     """The neutral presence for one ``m.presence`` event (unknown states: OFFLINE)."""
     status = _FROM_MATRIX.get((presence or "").lower(), Status.OFFLINE)
-    idle = (status is Status.AVAILABLE and currently_active is False
-            and last_active_ago is not None and last_active_ago > IDLE_AFTER_MS)
+    idle = (
+        status is Status.AVAILABLE
+        and currently_active is False
+        and last_active_ago is not None
+        and last_active_ago > IDLE_AFTER_MS
+    )
     return Presence(status, note=_clean(status_msg), idle=idle)
 
 

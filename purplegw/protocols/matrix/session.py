@@ -73,15 +73,29 @@ PASSWORD_PREFIX = "password:"  # noqa: S105 - a marker, not a secret
 
 # Error codes that mean "these credentials will not work until someone
 # changes them" (client-server API, "Standard error response").
-BAD_CREDENTIAL_CODES = frozenset({
-    "M_FORBIDDEN", "M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_USER_DEACTIVATED",
-    "M_INVALID_USERNAME", "M_USER_LOCKED", "M_USER_SUSPENDED",
-})
+BAD_CREDENTIAL_CODES = frozenset(
+    {
+        "M_FORBIDDEN",
+        "M_UNKNOWN_TOKEN",
+        "M_MISSING_TOKEN",
+        "M_USER_DEACTIVATED",
+        "M_INVALID_USERNAME",
+        "M_USER_LOCKED",
+        "M_USER_SUSPENDED",
+    }
+)
 # What a request can raise when the network, the proxy or the server fails
 # (matrix-nio lets aiohttp's and python-socks' exceptions through).
-NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError,
-                  python_socks.ProxyError, aiohttp_socks.ProxyError,
-                  aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError)
+NETWORK_ERRORS = (
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+    ValueError,
+    python_socks.ProxyError,
+    aiohttp_socks.ProxyError,
+    aiohttp_socks.ProxyConnectionError,
+    aiohttp_socks.ProxyTimeoutError,
+)
 
 ENCRYPTED_NOTICE = (
     "[purplegw] This Matrix conversation is end-to-end encrypted. The gateway "
@@ -98,7 +112,7 @@ TYPING_TIMEOUT_MS = 30_000
 def parse_secret(secret: str) -> tuple[str | None, str | None]:
     """``(password, access_token)`` from the account's secret (one of them is None)."""
     if secret.startswith(TOKEN_PREFIX):
-        return None, secret[len(TOKEN_PREFIX):].strip()
+        return None, secret[len(TOKEN_PREFIX) :].strip()
     return secret.removeprefix(PASSWORD_PREFIX), None
 
 
@@ -106,31 +120,42 @@ def _check(password: str, *parts: str) -> str:
     return hmac.new(password.encode(), "\n".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
-def session_record(password: str, user_id: str, homeserver: str, device_id: str,
-                   access_token: str) -> str:
+def session_record(
+    password: str, user_id: str, homeserver: str, device_id: str, access_token: str
+) -> str:
     """What the gateway stores (encrypted) for a password-derived login.
 
     The HMAC keyed with the password makes a changed password miss (and log
     in again) instead of using a token obtained with the old one.
     """
-    return json.dumps({
-        "user_id": user_id, "homeserver": homeserver, "device_id": device_id,
-        "access_token": access_token,
-        "check": _check(password, user_id, homeserver, device_id, access_token),
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "user_id": user_id,
+            "homeserver": homeserver,
+            "device_id": device_id,
+            "access_token": access_token,
+            "check": _check(password, user_id, homeserver, device_id, access_token),
+        },
+        sort_keys=True,
+    )
 
 
-def session_from_record(record: str | None, password: str, user_id: str,
-                        homeserver: str) -> tuple[str, str] | None:
+def session_from_record(
+    record: str | None, password: str, user_id: str, homeserver: str
+) -> tuple[str, str] | None:
     """``(device_id, access_token)`` if ``record`` was made for exactly these inputs."""
     if not record:
         return None
     try:
         fields = json.loads(record)
         device_id, token = str(fields["device_id"]), str(fields["access_token"])
-        ok = (fields["user_id"] == user_id and fields["homeserver"] == homeserver
-              and hmac.compare_digest(str(fields["check"]),
-                                      _check(password, user_id, homeserver, device_id, token)))
+        ok = (
+            fields["user_id"] == user_id
+            and fields["homeserver"] == homeserver
+            and hmac.compare_digest(
+                str(fields["check"]), _check(password, user_id, homeserver, device_id, token)
+            )
+        )
     except (ValueError, KeyError, TypeError):
         return None
     return (device_id, token) if ok else None
@@ -146,15 +171,19 @@ def device_from_record(record: str | None, user_id: str, homeserver: str) -> str
         fields = json.loads(record or "")
     except ValueError:
         return ""
-    if not isinstance(fields, dict) or fields.get("user_id") != user_id \
-            or fields.get("homeserver") != homeserver:
+    if (
+        not isinstance(fields, dict)
+        or fields.get("user_id") != user_id
+        or fields.get("homeserver") != homeserver
+    ):
         return ""
     return str(fields.get("device_id") or "")
 
 
 def since_record(user_id: str, homeserver: str, since: str) -> str:
-    return json.dumps({"user_id": user_id, "homeserver": homeserver, "since": since},
-                      sort_keys=True)
+    return json.dumps(
+        {"user_id": user_id, "homeserver": homeserver, "since": since}, sort_keys=True
+    )
 
 
 def since_from_record(record: str | None, user_id: str, homeserver: str) -> str | None:
@@ -223,7 +252,8 @@ class MatrixSession(Session):
         self._locks: dict[str, asyncio.Lock] = {}
         self._watched: set[str] = set()
         self._told_encrypted: set[str] = context.shared.setdefault(
-            ("matrix.told_encrypted", credentials.account_id), set())
+            ("matrix.told_encrypted", credentials.account_id), set()
+        )
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -270,13 +300,17 @@ class MatrixSession(Session):
         try:
             answer = await probe.discovery_info()
         except NETWORK_ERRORS as exc:
-            logger.info("Matrix discovery for %s failed (%s); using https://%s", server, exc,
-                        server)
+            logger.info(
+                "Matrix discovery for %s failed (%s); using https://%s", server, exc, server
+            )
             answer = None
         finally:
             await probe.close()
-        url = (answer.homeserver_url.rstrip("/")
-               if isinstance(answer, nio.DiscoveryInfoResponse) else f"https://{server}")
+        url = (
+            answer.homeserver_url.rstrip("/")
+            if isinstance(answer, nio.DiscoveryInfoResponse)
+            else f"https://{server}"
+        )
         cache[server] = url
         return url
 
@@ -303,8 +337,14 @@ class MatrixSession(Session):
         tls = None
         if homeserver.startswith("https:"):
             tls = _shared_ssl_context(self.context.shared, str(self.config.get("ca_file") or ""))
-        return nio.AsyncClient(homeserver, self.user_id, device_id=device_id or None,
-                               config=config, ssl=tls, proxy=self._proxy_url())
+        return nio.AsyncClient(
+            homeserver,
+            self.user_id,
+            device_id=device_id or None,
+            config=config,
+            ssl=tls,
+            proxy=self._proxy_url(),
+        )
 
     async def login(self) -> None:
         if self._logged_in:
@@ -339,7 +379,8 @@ class MatrixSession(Session):
             self.user_id = mxid_from_contact(self.credentials.ext_user)
         except ValueError as exc:
             raise BadCredentialsError(
-                f"{self.credentials.ext_user!r} is not a Matrix user id (@user:server)") from exc
+                f"{self.credentials.ext_user!r} is not a Matrix user id (@user:server)"
+            ) from exc
         self.homeserver = await self._discover(server_name(self.user_id))
         password, token = parse_secret(self.credentials.password)
         record = self.credentials.derived_keys.get(SESSION_KEY_KIND)
@@ -362,7 +403,8 @@ class MatrixSession(Session):
         if isinstance(answer, nio.WhoamiResponse):
             if answer.user_id != self.user_id:
                 raise BadCredentialsError(
-                    f"the access token belongs to {answer.user_id}, not {self.user_id}")
+                    f"the access token belongs to {answer.user_id}, not {self.user_id}"
+                )
             client.device_id = answer.device_id or device_id
             return True
         code = _errcode(answer)
@@ -377,32 +419,45 @@ class MatrixSession(Session):
         # matrix-nio asks for the client's device_id: the kept one, if any.
         self.client.device_id = device_id or None
         answer = await self.client.login(
-            password, device_name=str(self.config.get("device_name", "purplegw")))
+            password, device_name=str(self.config.get("device_name", "purplegw"))
+        )
         if isinstance(answer, nio.LoginResponse):
-            self._call("on_key_derived", SESSION_KEY_KIND, session_record(
-                password, self.user_id, self.homeserver, answer.device_id, answer.access_token))
+            self._call(
+                "on_key_derived",
+                SESSION_KEY_KIND,
+                session_record(
+                    password, self.user_id, self.homeserver, answer.device_id, answer.access_token
+                ),
+            )
             return
         code = _errcode(answer)
         if code in BAD_CREDENTIAL_CODES:
             raise BadCredentialsError(
-                f"{self.homeserver} rejected the credentials of {self.user_id}: {code}")
+                f"{self.homeserver} rejected the credentials of {self.user_id}: {code}"
+            )
         raise TransientError(f"{self.homeserver} refused the login: {code} {answer.message}")
 
     def _sync_filter(self) -> dict[str, Any]:
-        return {"room": {"timeline": {"limit": TIMELINE_LIMIT},
-                         "state": {"lazy_load_members": False}}}
+        return {
+            "room": {"timeline": {"limit": TIMELINE_LIMIT}, "state": {"lazy_load_members": False}}
+        }
 
     async def _first_sync(self) -> None:
-        since = since_from_record(self.credentials.derived_keys.get(SINCE_KEY_KIND),
-                                  self.user_id, self.homeserver)
+        since = since_from_record(
+            self.credentials.derived_keys.get(SINCE_KEY_KIND), self.user_id, self.homeserver
+        )
         direct = await self.client.list_direct_rooms()
         if isinstance(direct, nio.DirectRoomsResponse):
             self._set_direct(direct.rooms)
         # Without a stored position the timeline is history: shown to nobody.
         self._initial = since is None
         answer = await self.client.sync(
-            timeout=0, since=since, full_state=True, sync_filter=self._sync_filter(),
-            set_presence=presence_to_matrix(self._presence).presence)
+            timeout=0,
+            since=since,
+            full_state=True,
+            sync_filter=self._sync_filter(),
+            set_presence=presence_to_matrix(self._presence).presence,
+        )
         if not isinstance(answer, nio.SyncResponse):
             code = _errcode(answer)
             if code in BAD_CREDENTIAL_CODES:
@@ -474,8 +529,10 @@ class MatrixSession(Session):
             since = self.client.next_batch
             try:
                 answer = await self.client.sync(
-                    timeout=long_poll, sync_filter=self._sync_filter(),
-                    set_presence=presence_to_matrix(self._presence).presence)
+                    timeout=long_poll,
+                    sync_filter=self._sync_filter(),
+                    set_presence=presence_to_matrix(self._presence).presence,
+                )
             except NETWORK_ERRORS as exc:
                 answer = exc
             if isinstance(answer, nio.SyncResponse):
@@ -514,8 +571,10 @@ class MatrixSession(Session):
         if password is None:
             self._closing = True
             self._logged_in = False
-            self._report(ConnectionState.BAD_CREDENTIALS,
-                         f"{self.homeserver} no longer accepts the access token: {code}")
+            self._report(
+                ConnectionState.BAD_CREDENTIALS,
+                f"{self.homeserver} no longer accepts the access token: {code}",
+            )
             return
         # A password account logs in again; the stored token is now useless.
         self._call("on_key_derived", SESSION_KEY_KIND, "")
@@ -530,8 +589,9 @@ class MatrixSession(Session):
         if not force and now - self._since_reported_at < self._float("since_interval", 5):
             return
         self._since_reported, self._since_reported_at = since, now
-        self._call("on_key_derived", SINCE_KEY_KIND,
-                   since_record(self.user_id, self.homeserver, since))
+        self._call(
+            "on_key_derived", SINCE_KEY_KIND, since_record(self.user_id, self.homeserver, since)
+        )
 
     # --- what a sync brings -------------------------------------------------------------
 
@@ -564,17 +624,23 @@ class MatrixSession(Session):
         for room_id in left:
             contact = self._room_contact.get(room_id)
             if contact and self._awaiting_join.pop(room_id, None):
-                self._call("on_authorization_answer", contact_from_mxid(contact),
-                           AuthorizationAnswer.DENY)
+                self._call(
+                    "on_authorization_answer", contact_from_mxid(contact), AuthorizationAnswer.DENY
+                )
 
     def _on_presence_events(self, events: list[Any]) -> None:
         for event in events:
             if event.user_id != self.user_id:
                 presence = presence_from_matrix(
-                    event.presence, event.status_msg, currently_active=event.currently_active,
-                    last_active_ago=event.last_active_ago)
-                self._call("on_contact_presence", ContactPresence(
-                    contact_from_mxid(event.user_id), {"": presence}))
+                    event.presence,
+                    event.status_msg,
+                    currently_active=event.currently_active,
+                    last_active_ago=event.last_active_ago,
+                )
+                self._call(
+                    "on_contact_presence",
+                    ContactPresence(contact_from_mxid(event.user_id), {"": presence}),
+                )
 
     async def _missed(self, room_id: str, prev_batch: str | None, since: str) -> list[Any]:
         """Timeline events between ``since`` and a truncated sync's first event, oldest first."""
@@ -584,8 +650,8 @@ class MatrixSession(Session):
         start = prev_batch
         for _page in range(20):
             answer = await self.client.room_messages(
-                room_id, start, end=since, direction=nio.MessageDirection.back,
-                limit=TIMELINE_LIMIT)
+                room_id, start, end=since, direction=nio.MessageDirection.back, limit=TIMELINE_LIMIT
+            )
             if not isinstance(answer, nio.RoomMessagesResponse) or not answer.chunk:
                 break
             older.extend(answer.chunk)
@@ -598,28 +664,38 @@ class MatrixSession(Session):
     def _set_direct(self, content: Any) -> None:
         if not isinstance(content, dict):
             return
-        self._direct = {user: [r for r in rooms if isinstance(r, str)]
-                        for user, rooms in content.items() if isinstance(rooms, list)}
+        self._direct = {
+            user: [r for r in rooms if isinstance(r, str)]
+            for user, rooms in content.items()
+            if isinstance(rooms, list)
+        }
         for user, rooms in self._direct.items():
             for room_id in rooms:
                 self._room_contact[room_id] = user
 
     def _on_invite(self, room_id: str, info: Any) -> None:
         for event in info.invite_state:
-            if (getattr(event, "state_key", None) == self.user_id
-                    and getattr(event, "membership", None) == "invite"):
+            if (
+                getattr(event, "state_key", None) == self.user_id
+                and getattr(event, "membership", None) == "invite"
+            ):
                 inviter = event.sender
                 if not event.content.get("is_direct"):
-                    logger.info("%s: invite to non-direct room %s from %s ignored",
-                                self.user_id, room_id, inviter)
+                    logger.info(
+                        "%s: invite to non-direct room %s from %s ignored",
+                        self.user_id,
+                        room_id,
+                        inviter,
+                    )
                     return
                 rooms = self._invites.setdefault(inviter, set())
                 if room_id in rooms:
                     return
                 rooms.add(room_id)
                 reason = str(event.content.get("reason") or "")
-                self._call("on_authorization_request", contact_from_mxid(inviter),
-                           for_phone(reason))
+                self._call(
+                    "on_authorization_request", contact_from_mxid(inviter), for_phone(reason)
+                )
                 return
 
     def _on_room_event(self, room_id: str, event: Any, *, history: bool) -> None:
@@ -645,8 +721,9 @@ class MatrixSession(Session):
             self._call("on_typing", contact_from_mxid(contact), TypingState.ACTIVE)
         # origin_server_ts: when the sender's homeserver took it (ms).
         sent_at = event.server_timestamp / 1000 if event.server_timestamp else None
-        self._call("on_message", contact_from_mxid(contact), for_phone(text), event.event_id,
-                   sent_at)
+        self._call(
+            "on_message", contact_from_mxid(contact), for_phone(text), event.event_id, sent_at
+        )
 
     @staticmethod
     def _text_of(event: Any) -> str | None:
@@ -664,13 +741,15 @@ class MatrixSession(Session):
         if event.membership == "join":
             del self._awaiting_join[room_id]
             if not history:
-                self._call("on_authorization_answer", contact_from_mxid(contact),
-                           AuthorizationAnswer.ALLOW)
+                self._call(
+                    "on_authorization_answer", contact_from_mxid(contact), AuthorizationAnswer.ALLOW
+                )
         elif event.membership in ("leave", "ban") and event.prev_membership == "invite":
             del self._awaiting_join[room_id]
             if not history:
-                self._call("on_authorization_answer", contact_from_mxid(contact),
-                           AuthorizationAnswer.DENY)
+                self._call(
+                    "on_authorization_answer", contact_from_mxid(contact), AuthorizationAnswer.DENY
+                )
 
     def _on_ephemeral(self, room_id: str, event: Any) -> None:
         contact = self._room_contact.get(room_id)
@@ -726,8 +805,9 @@ class MatrixSession(Session):
         try:
             await self._deliver(mxid, text, message_id)
         except (TransientError, *NETWORK_ERRORS) as exc:
-            logger.info("%s: message %s to %s kept for retry: %s", self.user_id, message_id,
-                        mxid, exc)
+            logger.info(
+                "%s: message %s to %s kept for retry: %s", self.user_id, message_id, mxid, exc
+            )
             self._ledger[message_id] = message
             if self._healthy:
                 self._degrade(f"sending failed: {exc}")
@@ -753,10 +833,14 @@ class MatrixSession(Session):
         room_id = await self._direct_room(mxid, create=True)
         if self._encrypted(room_id):
             self._tell_encrypted(room_id, mxid)
-            raise DeliveryError("the Matrix room is end-to-end encrypted; the gateway "
-                                "does not post plaintext into it", 488)
+            raise DeliveryError(
+                "the Matrix room is end-to-end encrypted; the gateway "
+                "does not post plaintext into it",
+                488,
+            )
         answer = await self.client.room_send(
-            room_id, "m.room.message", {"msgtype": "m.text", "body": text}, tx_id=message_id)
+            room_id, "m.room.message", {"msgtype": "m.text", "body": text}, tx_id=message_id
+        )
         if isinstance(answer, nio.RoomSendResponse):
             sent = self._sent.setdefault(room_id, OrderedDict())
             sent[answer.event_id] = message_id
@@ -790,7 +874,8 @@ class MatrixSession(Session):
             if not create:
                 raise DeliveryError("no direct room with this contact", 404)
             answer = await self.client.room_create(
-                is_direct=True, invite=[mxid], preset=nio.RoomPreset.trusted_private_chat)
+                is_direct=True, invite=[mxid], preset=nio.RoomPreset.trusted_private_chat
+            )
             if not isinstance(answer, nio.RoomCreateResponse):
                 self._raise_for(answer, "room creation")
             room_id = answer.room_id
@@ -827,12 +912,16 @@ class MatrixSession(Session):
             rooms.append(room_id)
         content[mxid] = rooms
         self._set_direct(content)
-        path = (f"/_matrix/client/v3/user/{quote(self.user_id, safe='')}"
-                "/account_data/m.direct")
+        path = f"/_matrix/client/v3/user/{quote(self.user_id, safe='')}/account_data/m.direct"
         response = await self.client.send(
-            "PUT", path, json.dumps(content),
-            {"Content-Type": "application/json",
-             "Authorization": f"Bearer {self.client.access_token}"})
+            "PUT",
+            path,
+            json.dumps(content),
+            {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.client.access_token}",
+            },
+        )
         async with response:
             if response.status >= 400:
                 logger.info("%s: m.direct update failed: HTTP %d", self.user_id, response.status)
@@ -845,8 +934,9 @@ class MatrixSession(Session):
             return  # nobody to show it to yet: no room is created for a typing notice
         typing = state is TypingState.COMPOSING
         with _network("typing notice"):
-            answer = await client.room_typing(rooms[-1], typing_state=typing,
-                                              timeout=TYPING_TIMEOUT_MS)
+            answer = await client.room_typing(
+                rooms[-1], typing_state=typing, timeout=TYPING_TIMEOUT_MS
+            )
         if isinstance(answer, nio.RoomTypingError):
             self._raise_for(answer, "typing notice")
 
@@ -878,10 +968,14 @@ class MatrixSession(Session):
             answer = await client.get_presence(mxid)
         if isinstance(answer, nio.PresenceGetResponse):
             presence = presence_from_matrix(
-                answer.presence, answer.status_msg, currently_active=answer.currently_active,
-                last_active_ago=answer.last_active_ago)
-            self._call("on_contact_presence",
-                       ContactPresence(contact_from_mxid(mxid), {"": presence}))
+                answer.presence,
+                answer.status_msg,
+                currently_active=answer.currently_active,
+                last_active_ago=answer.last_active_ago,
+            )
+            self._call(
+                "on_contact_presence", ContactPresence(contact_from_mxid(mxid), {"": presence})
+            )
 
     async def remove_contact(self, contact: str) -> None:
         self._watched.discard(self._mxid(contact))

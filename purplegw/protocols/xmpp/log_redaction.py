@@ -23,8 +23,16 @@ STREAM_LOGGER = "slixmpp.xmlstream.xmlstream"
 REDACTED = "(redacted)"
 
 # <auth ...>payload</auth>, also prefixed forms such as <sasl:response>.
-_SECRET_TAGS = ("auth", "response", "challenge", "success", "initial-response",
-                "additional-data", "password", "digest")
+_SECRET_TAGS = (
+    "auth",
+    "response",
+    "challenge",
+    "success",
+    "initial-response",
+    "additional-data",
+    "password",
+    "digest",
+)
 _SECRET_ELEMENT = re.compile(
     r"(<(?P<tag>(?:[\w.-]+:)?(?:" + "|".join(_SECRET_TAGS) + r"))(?:\s[^>]*)?>)"
     r"[^<]+"

@@ -154,9 +154,13 @@ class Client(slixmpp.ClientXMPP):
         # of CPU in C, GIL released): answered from a thread, it no longer
         # stalls every other account on the loop, and uses a second core.
         self.remove_handler("SASL Challenge")
-        self.register_handler(CoroutineCallback(
-            "SASL Challenge", MatchXPath(sasl_stanza.Challenge.tag_name()),
-            self.handle_sasl_challenge))
+        self.register_handler(
+            CoroutineCallback(
+                "SASL Challenge",
+                MatchXPath(sasl_stanza.Challenge.tag_name()),
+                self.handle_sasl_challenge,
+            )
+        )
         self.add_event_handler("auth_success", self._forget_sasl_mechanism)
         self.add_event_handler("session_start", self._forget_stream_features)
 
@@ -187,13 +191,16 @@ class Client(slixmpp.ClientXMPP):
             mech.purplegw_new_key = None
         try:
             response["value"] = await asyncio.get_running_loop().run_in_executor(
-                None, mech.process, challenge["value"])
+                None, mech.process, challenge["value"]
+            )
             new_key = getattr(mech, "purplegw_new_key", None)
             if new_key is not None and self.on_scram_key is not None:
                 self.stored_scram_key = new_key
                 self.on_scram_key(new_key)
         except sasl.SASLMutualAuthFailed:
-            logger.error("XMPP server %s failed SCRAM mutual authentication", self.boundjid.domain)
+            logger.exception(
+                "XMPP server %s failed SCRAM mutual authentication", self.boundjid.domain
+            )
             mechanisms.attempted_mechs.add(mech.name)
             self.disconnect()
         except (sasl.SASLCancelled, sasl.SASLFailed):
@@ -255,13 +262,16 @@ def scram_key_record(
     password, or a server that changed the salt or count, misses instead of
     sending a wrong proof.
     """
-    return json.dumps({
-        "hash": hash_name,
-        "iterations": iterations,
-        "salt": base64.b64encode(salt).decode("ascii"),
-        "salted": base64.b64encode(salted).decode("ascii"),
-        "check": hmac.new(password, salted, "sha256").hexdigest(),
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "hash": hash_name,
+            "iterations": iterations,
+            "salt": base64.b64encode(salt).decode("ascii"),
+            "salted": base64.b64encode(salted).decode("ascii"),
+            "check": hmac.new(password, salted, "sha256").hexdigest(),
+        },
+        sort_keys=True,
+    )
 
 
 def salted_from_record(
@@ -273,8 +283,11 @@ def salted_from_record(
     try:
         fields = json.loads(record)
         salted = base64.b64decode(fields["salted"], validate=True)
-        matches = (fields["hash"] == hash_name and fields["iterations"] == iterations
-                   and base64.b64decode(fields["salt"], validate=True) == salt)
+        matches = (
+            fields["hash"] == hash_name
+            and fields["iterations"] == iterations
+            and base64.b64decode(fields["salt"], validate=True) == salt
+        )
         check = str(fields["check"])
     except (ValueError, KeyError, TypeError):
         return None
@@ -302,14 +315,14 @@ def _install_fast_scram() -> None:
 
     def hi(self: Any, text: Any, salt: Any, iterations: int) -> bytes:
         hash_name, password, salt = self.hash().name, bytes(text), bytes(salt)
-        stored = salted_from_record(getattr(self, "purplegw_stored_key", None),
-                                    hash_name, password, salt, iterations)
+        stored = salted_from_record(
+            getattr(self, "purplegw_stored_key", None), hash_name, password, salt, iterations
+        )
         if stored is not None:
             return stored
         salted = salted_password(hash_name, password, salt, iterations)
         if hasattr(self, "purplegw_new_key"):  # a session that keeps its keys asked
-            self.purplegw_new_key = scram_key_record(hash_name, password, salt, iterations,
-                                                     salted)
+            self.purplegw_new_key = scram_key_record(hash_name, password, salt, iterations, salted)
         return salted
 
     hi.purplegw_fast = True  # type: ignore[attr-defined]
@@ -783,17 +796,22 @@ class XmppSession(Session):
         """A stanza error for a message we sent fails that message for good."""
         message_id = msg["id"]
         condition = error_condition(msg.xml)
-        logger.info("%s: error for message %s from %s: %s", self.credentials.ext_user,
-                    message_id, msg["from"], condition)
-        if not message_id or (message_id not in self._unacked
-                              and message_id not in self._sent_ids):
+        logger.info(
+            "%s: error for message %s from %s: %s",
+            self.credentials.ext_user,
+            message_id,
+            msg["from"],
+            condition,
+        )
+        if not message_id or (message_id not in self._unacked and message_id not in self._sent_ids):
             return  # not a message of ours (a typing notification, a receipt...)
         self._unacked.pop(message_id, None)  # resending it would get the same error
         self._sent_ids.pop(message_id, None)
         text = msg["error"]["text"]
         reason = f"XMPP {condition}" + (f": {text}" if text else "")
-        self._call("on_message_failed", message_id,
-                   xmpp_errors.status_for_condition(condition), reason)
+        self._call(
+            "on_message_failed", message_id, xmpp_errors.status_for_condition(condition), reason
+        )
 
     def _known(self, contact: str) -> bool:
         """Whether ``contact`` is on the roster with a subscription either way."""
@@ -804,13 +822,24 @@ class XmppSession(Session):
         return contact in roster and roster[contact]["subscription"] in _KNOWN_SUBSCRIPTIONS
 
     def _refuse_stranger(self, msg: Any) -> None:
-        logger.info("%s: message from stranger %s refused", self.credentials.ext_user,
-                    msg["from"].bare)
-        self._send_error(msg["from"], msg["id"] or None, "policy-violation", "modify",
-                         "this user does not accept messages from contacts not on the roster")
+        logger.info(
+            "%s: message from stranger %s refused", self.credentials.ext_user, msg["from"].bare
+        )
+        self._send_error(
+            msg["from"],
+            msg["id"] or None,
+            "policy-violation",
+            "modify",
+            "this user does not accept messages from contacts not on the roster",
+        )
 
     def _send_error(
-        self, to: Any, message_id: str | None, condition: str, etype: str, text: str,
+        self,
+        to: Any,
+        message_id: str | None,
+        condition: str,
+        etype: str,
+        text: str,
     ) -> None:
         """A message of type error (RFC 6120 8.3) answering ``message_id``."""
         client = self.client
