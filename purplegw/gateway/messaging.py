@@ -126,6 +126,9 @@ RETRIED_LATER = frozenset({408, 480, 503, 504})
 # Answers of a phone (or proxy) that mean "try again later" (Rule 4).
 TRANSIENT = frozenset({408, 480, 503, 504})
 TOO_LARGE = frozenset({413, 513})
+# A received message stamped more than this many seconds ago (XEP-0203 delay,
+# Matrix origin_server_ts) reaches the phone as message/cpim with its DateTime.
+DELAYED_AFTER = 60.0
 # Received messages the outbox could not take are written again this often.
 STORE_RETRY_DELAY = 2.0
 # How many of a user's oldest outbox rows one flush looks at for conversation heads.
@@ -536,7 +539,9 @@ class Messaging:
         ):
             self._bounce(account, contact, message_id or "", *TOO_FAST)
             return
-        if sent_at is not None:
+        if sent_at is not None and self.clock() - sent_at > DELAYED_AFTER:
+            # Only a delayed message is worth CPIM's DateTime: plain phones show
+            # message/cpim as raw text, and Matrix stamps every event.
             body = cpim_text(
                 from_uri=self.addresses.contact_uri(account, contact),
                 to_uri=f"sip:{account.sip_user}",

@@ -448,6 +448,7 @@ def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:
     assert answer.status == 200
     assert rig.handle.calls[-1] == ("send_receipt", BOB, "xmpp-7", "displayed")
 
+    rig.clock.now = 1_700_000_000.0 + 3600  # an hour after the contact wrote it
     rig.messaging.incoming(rig.handle.info, CAROL, "written earlier", "c1", sent_at=1_700_000_000.0)
     stamped = store.outbox.pending(USER)[-1]
     assert stamped.content_type == "message/cpim"
@@ -464,3 +465,13 @@ def test_a_message_the_phone_took_is_reported_delivered_to_its_sender(store: Sto
     rig.answer(request, 200)
     receipts = [c[1:] for c in rig.handle.calls if c[0] == "send_receipt"]
     assert receipts == [(BOB, "xmpp-9", "delivered")]
+
+
+def test_a_message_stamped_just_now_stays_plain_text(store: Store) -> None:
+    # Matrix stamps every event; only a delayed one is worth message/cpim
+    rig = Pipeline(store)
+    rig.clock.now = 1_700_000_000.0
+    rig.messaging.incoming(rig.handle.info, CAROL, "live", "c2", sent_at=1_700_000_000.0 - 2)
+    (row,) = store.outbox.pending(USER)
+    assert row.content_type.startswith("text/plain")
+    assert row.body == b"live"
