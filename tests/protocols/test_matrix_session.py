@@ -349,7 +349,10 @@ def test_rate_limit_is_honoured(
     users: tuple[MatrixUser, MatrixUser],
 ) -> None:
     session, _events = alice
+    warm = bob.mark()
     loop.run(session.send_message(users[1].contact, "warm-up", "rl-0"))
+    # bob must have it before the mark below, or it counts among the limited ones
+    bob.wait_for(lambda e: e.body == "warm-up", since=warm)
     synapse.override_ratelimit(users[0].user_id, per_second=2, burst=1)
     mark = bob.mark()
     started = time.monotonic()
