@@ -519,9 +519,8 @@ class Messaging:
             self._hand_over(handle, row.contact, row.body, row.message_id)
 
     def _receipt_to_network(self, handle: AccountHandlePort, contact: str, body: Incoming) -> None:
-        send_receipt = getattr(handle, "send_receipt", None)
-        if send_receipt is not None and body.disposition in {"delivered", "displayed"}:
-            send_receipt(contact, body.imdn_id, body.disposition)
+        if body.disposition in {"delivered", "displayed"}:
+            handle.send_receipt(contact, body.imdn_id, body.disposition)
 
     # --- external -> SIP (Rules 3-5) -------------------------------------------------
 
@@ -619,17 +618,16 @@ class Messaging:
         self, account: Account, contact: str, message_id: str, status: int, reason: str
     ) -> None:
         handle = self.directory.get(account.sip_user, account.protocol)
-        bounce = getattr(handle, "bounce", None)
-        if bounce is None:
+        if handle is None:
             logger.info(
-                "Message from %s to %s not delivered, sender not told: %d %s",
+                "Message from %s to %s not delivered, sender not told (account not running): %d %s",
                 contact,
                 account.sip_user,
                 status,
                 reason,
             )
             return
-        bounce(contact, message_id, status, reason)
+        handle.bounce(contact, message_id, status, reason)
 
     def _enqueue(self, received: _Received) -> None:
         self.unstored.append(received)
@@ -866,9 +864,8 @@ class Messaging:
         it only for messages whose sender requested a receipt.
         """
         handle = self.directory.get(message.sip_user, message.protocol)
-        send_receipt = getattr(handle, "send_receipt", None)
-        if send_receipt is not None:
-            send_receipt(message.contact, network_id, "delivered")
+        if handle is not None:
+            handle.send_receipt(message.contact, network_id, "delivered")
 
     def _settled(self, message: QueuedMessage) -> None:
         self._tcp.discard(message.seq)
