@@ -51,6 +51,11 @@ class PrivateFileHandler(logging.handlers.WatchedFileHandler):
 
 _buffer = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
 
+# What ``setup`` installed, for worker processes: they log to the same place
+# (the same 0600 file, reopened after rotation by each process) in the same
+# format, marked with their index, rather than to an inherited stderr.
+_settings: dict[str, Any] = {}
+
 
 def bootstrap() -> None:
     """Buffer records until ``setup`` knows where they go."""
@@ -82,25 +87,62 @@ def setup(config: Config | None, *, verbosity: int = 0, admin: bool = False) -> 
         level = max(level, logging.WARNING)
     if verbosity:
         level = max(TRACE, logging.DEBUG - 10 * (verbosity - 1))
-    handler: logging.Handler
-    if section["file"]:
-        handler = PrivateFileHandler(section["file"], encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(section["format"]))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        if old is not _buffer:
-            root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    loglevels = config.get("loglevels", {}) if config is not None else {}
-    for name, name_level in loglevels.items():
-        logging.getLogger(name).setLevel(logging.getLevelName(name_level))
-    logging.getLogger(WIRE_LOGGER).setLevel(TRACE if section.get("sip_wire") else logging.INFO)
+    loglevels = dict(config.get("loglevels", {})) if config is not None else {}
+    _settings.clear()
+    _settings.update(
+        file=section["file"],
+        format=section["format"],
+        level=level,
+        loglevels=loglevels,
+        sip_wire=bool(section.get("sip_wire")),
+    )
+    handler = _install(_settings, section["format"])
     # Replay what was said before we knew where to say it.
+    root = logging.getLogger()
     root.removeHandler(_buffer)
     for record in _buffer.buffer:
         if record.levelno >= logging.getLogger(record.name).getEffectiveLevel():
             handler.handle(record)
     _buffer.buffer.clear()
+
+
+def _install(settings: dict[str, Any], log_format: str) -> logging.Handler:
+    handler: logging.Handler
+    if settings["file"]:
+        handler = PrivateFileHandler(settings["file"], encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(log_format))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old is not _buffer:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings["level"])
+    for name, name_level in settings["loglevels"].items():
+        logging.getLogger(name).setLevel(logging.getLevelName(name_level))
+    logging.getLogger(WIRE_LOGGER).setLevel(TRACE if settings["sip_wire"] else logging.INFO)
+    return handler
+
+
+def worker_settings() -> dict[str, Any]:
+    """What a worker process needs to log as the main process does (picklable)."""
+    if _settings:
+        return dict(_settings)
+    return {
+        "file": "",
+        "format": "%(asctime)s %(levelname)-8s %(name)s: %(message)s",
+        "level": logging.getLogger("purplegw").getEffectiveLevel(),
+        "loglevels": {},
+        "sip_wire": False,
+    }
+
+
+def setup_worker(settings: dict[str, Any], index: int) -> None:
+    """Log from worker process ``index`` where the main process logs.
+
+    The configured format gets a ``workerN[pid]`` prefix so a line says which
+    process wrote it; every process appends to the same file (O_APPEND keeps
+    whole lines whole) and watches it for rotation on its own.
+    """
+    _install(settings, f"worker{index}[%(process)d] " + settings["format"])

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from purplegw import metrics
+from purplegw import logs, metrics
 from purplegw.actors import listener
 from purplegw.actors.account import OutcomeFuture
 from purplegw.actors.gc_tuning import apply_gc_threshold
@@ -149,7 +149,7 @@ def worker_main(  # noqa: PLR0913, PLR0917 - multiprocessing passes a worker's s
     config: dict[str, Any],
     protocols_config: dict[str, dict[str, Any]],
     proxy: ProxySettings | None,
-    log_level: int,
+    log_settings: dict[str, Any],
 ) -> None:
     """Entry point of a worker process."""
     # The main process coordinates shutdown and reload; a signal sent to the
@@ -157,10 +157,7 @@ def worker_main(  # noqa: PLR0913, PLR0917 - multiprocessing passes a worker's s
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda *_: pykka.debug.log_thread_tracebacks())
-    logging.basicConfig(
-        level=log_level,
-        format=f"%(asctime)s worker{index}[%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup_worker(log_settings, index)
     import pykka.debug  # noqa: PLC0415 - for the SIGUSR1 handler above
 
     from purplegw.protocols.loader import load_adapters  # noqa: PLC0415
@@ -325,7 +322,7 @@ class _Worker:
                 pool.config.as_dict(),
                 pool.protocols_config,
                 pool.proxy,
-                logging.getLogger("purplegw").getEffectiveLevel(),
+                logs.worker_settings(),
             ),
             name=f"purplegw-worker-{self.index}",
             daemon=True,

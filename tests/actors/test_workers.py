@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+import stat
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
+from purplegw import logs
 from purplegw.actors.state import ActorsConfig, shard_of
 from purplegw.actors.workers import WorkerPool
 
@@ -15,6 +18,7 @@ from .conftest import FAST, Recorder, row, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture
@@ -121,3 +125,48 @@ def test_status_lists_every_account_while_its_worker_restarts(recorder: Recorder
         )
     finally:
         pool.stop()
+
+
+def test_workers_log_to_the_configured_file(tmp_path: Path, recorder: Recorder) -> None:
+    """Worker processes write to the 0600 log file in its format, each line marked by worker."""
+    del recorder  # the events sink; only the file matters here
+    log_file = tmp_path / "purplegw.log"
+    section = {
+        "level": "INFO",
+        "format": "%(levelname)s %(name)s: %(message)s",
+        "file": str(log_file),
+        "sip_wire": False,
+    }
+    saved = (logging.getLogger().handlers[:], logging.getLogger().level)
+    logs.setup(cast("Any", {"logging": section, "loglevels": {}}))
+    try:
+        workers = WorkerPool(
+            ActorsConfig.from_section({**FAST, "workers": 2}), {"dummy": {"enabled": True}}
+        )
+        try:
+            rows = [row(n) for n in range(6)]
+            workers.apply(rows)
+            wait_for(lambda: len(_connected(workers)) == 6, what="6 accounts connected")
+            pids = workers.pids
+
+            def both_workers_logged() -> bool:
+                text = log_file.read_text(encoding="utf-8")
+                return all(f"worker{i}[{pid}] INFO " in text for i, pid in enumerate(pids))
+
+            wait_for(both_workers_logged, what="a line from each worker in the file")
+        finally:
+            workers.stop()
+    finally:
+        root = logging.getLogger()
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+    connected = [
+        line for line in log_file.read_text(encoding="utf-8").splitlines() if "CONNECTED" in line
+    ]
+    assert len(connected) >= 6
+    assert all(line.startswith("worker") for line in connected)
