@@ -289,6 +289,22 @@ def test_an_invalid_irc_nick_gets_404_at_once_and_a_valid_one_is_still_subscribe
     assert "subscribes to bob (irc)" in gw.log_text()
 
 
+def test_an_invalid_jid_gets_404_at_once(
+    prosody: Prosody,
+    gateway: tuple[GatewayProcess, XmppUser],
+    tmp_path: Path,
+) -> None:
+    gw, _ = gateway
+    bad = scenario(
+        tmp_path,
+        "bad_jid",
+        request("SUBSCRIBE", f"sip:bad%20jid@{prosody.domain};proto=xmpp"),
+        expect(404, text="not a valid XMPP address"),
+    )
+    sipp(gw, bad, 1)
+    assert "subscribes to bad jid" not in gw.log_text()
+
+
 def test_an_unanswered_request_is_withdrawn_when_the_subscription_ends(
     prosody: Prosody,
     gateway: tuple[GatewayProcess, XmppUser],

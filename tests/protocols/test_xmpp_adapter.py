@@ -95,3 +95,11 @@ def test_sessions_of_one_section_share_one_merged_config():
     listed = session(4, {"server": "127.0.0.1:5222", "extra": ["a"]})
     assert listed.config["extra"] == ["a"]
     assert listed.config["resource"] == "purplegw"
+
+
+def test_contact_error_refuses_what_rfc_7622_refuses():
+    adapter = Adapter()
+    for good in ("bob@example.com", "bob@example.com/phone", "éric@exámple.com", "example.com"):
+        assert adapter.contact_error(good) is None, good
+    for bad in ("bad jid@example.com", "@example.com", "bob@", "a@b@c", "x" * 1100 + "@b.c"):
+        assert adapter.contact_error(bad) == "not a valid XMPP address", bad

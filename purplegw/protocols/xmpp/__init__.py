@@ -105,6 +105,18 @@ class Adapter(base.Adapter):
         """XML 1.0 forbidden code points -> 488, over ``max_text_bytes`` -> 413 (``errors.py``)."""
         return errors.unsendable(text, _max_text_bytes())
 
+    def contact_error(self, contact: str) -> str | None:
+        # RFC 7622 through slixmpp's own JID parser (nodeprep, IDNA, lengths):
+        # what it would refuse when the session sends, refused before a
+        # SUBSCRIBE keeps anything.
+        from slixmpp.jid import JID, InvalidJID  # noqa: PLC0415 - imported when a contact is checked, not at plugin discovery
+
+        try:
+            JID(contact.strip())
+        except InvalidJID:
+            return "not a valid XMPP address"
+        return None
+
     def normalize_contact(self, contact: str) -> str:
         """Bare JID, lower-cased local part and domain (resource dropped)."""
         bare = contact.strip().partition("/")[0]
