@@ -169,9 +169,19 @@ def method_label(method: str) -> str:
 # --- the calls the rest of the code makes (one line each) --------------------------------
 
 
+# (method, status) -> its counter child: ``labels()`` costs ~1.5 us, and the SIP
+# front counts every request (a bounded table: known methods x status codes)
+_sip_request_children: dict[tuple[str, int], Any] = {}
+
+
 def sip_request(method: str, status: int) -> None:
     """A final response ``status`` was sent to a SIP request ``method``."""
-    SIP_REQUESTS.labels(method_label(method), status_class(status)).inc()
+    child = _sip_request_children.get((method, status))
+    if child is None:
+        child = SIP_REQUESTS.labels(method_label(method), status_class(status))
+        if method in SIP_METHODS and len(_sip_request_children) < 4096:
+            _sip_request_children[(method, status)] = child
+    child.inc()
 
 
 def transaction_timeout(method: str) -> None:

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "HEADER_TYPES",
+    "TYPED_KEYS",
     "CSeq",
     "HeaderType",
     "Headers",
@@ -272,6 +273,8 @@ _TYPES: tuple[HeaderType, ...] = (
 )
 
 HEADER_TYPES: dict[str, HeaderType] = {t.name.lower(): t for t in _TYPES}
+# keys of the fields with a value parser (the ones a request is validated against)
+TYPED_KEYS = frozenset(key for key, t in HEADER_TYPES.items() if t.parse is not None)
 _GENERIC = HeaderType("")
 # spelling -> (key, canonical name, header type); exact spellings skip .lower()
 _LOOKUP: dict[str, tuple[str, str, HeaderType]] = {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .headers import CSeq, Headers, Via
+from .headers import TYPED_KEYS, CSeq, Headers, Via
 from .uri import NameAddr, SipURI, parse_uri
 
 if TYPE_CHECKING:
@@ -287,19 +287,23 @@ def validate_request(request: Request) -> None:
     request method, or any malformed known header field.
     """
     headers = request.headers
-    # one pass counts every field: this runs for each new request on the front's hot path
-    counts: dict[str, int] = {}
-    for key, _, _ in headers._items:  # noqa: SLF001
-        counts[key] = counts.get(key, 0) + 1
+    # this runs for each new request on the front's hot path: the keys in
+    # order of first appearance, counted only when some key repeats
+    keys = [item[0] for item in headers._items]  # noqa: SLF001
+    present = dict.fromkeys(keys)
     for key, name in _REQUIRED_KEYS:
-        if key not in counts:
+        if key not in present:
             raise RemoteProtocolError(f"Bad Request: missing {name}", 400)
-    for key, name in _SINGLE_KEYS:
-        if counts.get(key, 0) > 1:
-            raise RemoteProtocolError(f"Bad Request: multiple {name} values", 400)
+    if len(present) != len(keys):
+        for key, name in _SINGLE_KEYS:
+            if keys.count(key) > 1:
+                raise RemoteProtocolError(f"Bad Request: multiple {name} values", 400)
     cseq = headers.cseq()
     if cseq is not None and cseq.method != request.method:
         raise RemoteProtocolError("Bad Request: CSeq method does not match the request method", 400)
-    # every registered typed header must parse (each field once: parsing is cached)
-    for key in counts:
-        headers.parsed_all(key)
+    # every registered typed header must parse (each field once: parsing is cached,
+    # and the fields the parser validated are in the cache already)
+    cache = headers._cache  # noqa: SLF001
+    for key in present:
+        if key in TYPED_KEYS and key not in cache:
+            headers._values(key)  # noqa: SLF001
