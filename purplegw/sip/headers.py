@@ -309,6 +309,11 @@ def eager_parsers(*keys: str) -> dict[str, Callable[[str], Any]]:
     return out
 
 
+# In a ``Headers`` cache: every value of the field was validated by the parser,
+# its typed objects are built on first access (they can no longer fail).
+VALIDATED: Any = object()
+
+
 def _key(name: str) -> str:
     entry = _LOOKUP.get(name) or _LOOKUP.get(name.lower())
     return entry[0] if entry is not None else name.lower()
@@ -341,12 +346,17 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_lines(
-        cls, lines: list[str], eager: dict[str, Callable[[str], Any]] | None = None
+    def _from_lines(  # noqa: C901, PLR0912 - the parser's one pass over the lines, kept inline
+        cls,
+        lines: list[str],
+        eager: dict[str, Callable[[str], Any]] | None = None,
+        checked: frozenset[str] = frozenset(),
     ) -> Headers:
         """The parser's fast path: one ``name: value`` string per line.
 
-        Values of the ``eager`` keys are parsed (and cached) in the same pass.
+        Values of the ``eager`` keys are parsed (and cached) in the same pass;
+        for the ``checked`` ones among them the parser only validates (its
+        result is dropped) and the typed values are built when first asked for.
         """
         self = cls.__new__(cls)
         cache: dict[str, Any] = {}
@@ -363,17 +373,28 @@ class Headers:
                 )
             key, canon, htype = lookup(name) or _resolve(name)
             value = value.strip(" \t")
-            parts = _explode(htype, value) if htype.multi and "," in value else (value,)
+            if htype.multi and "," in value:
+                parts: Iterable[str] = list(_explode(htype, value))
+                for part in parts:
+                    append((key, canon, part))
+            else:
+                append((key, canon, value))
+                parts = (value,)
             parse = parser_for(key)
+            if parse is None:
+                continue
+            if key in checked:
+                for part in parts:
+                    parse(part)
+                cache[key] = VALIDATED
+                continue
             for part in parts:
-                append((key, canon, part))
-                if parse is not None:
-                    parsed = parse(part)
-                    known = cache.get(key)
-                    if known is None:
-                        cache[key] = [parsed]
-                    else:
-                        known.append(parsed)
+                parsed = parse(part)
+                known = cache.get(key)
+                if known is None:
+                    cache[key] = [parsed]
+                else:
+                    known.append(parsed)
         if eager:
             for key in eager:
                 if key not in cache:
@@ -468,7 +489,7 @@ class Headers:
     # -- typed access --------------------------------------------------------
     def _values(self, key: str) -> list[Any]:
         cached = self._cache.get(key)
-        if cached is None:
+        if cached is None or cached is VALIDATED:
             htype = HEADER_TYPES.get(key)
             parse = htype.parse if htype is not None else None
             values = [value for k, _, value in self._items if k == key]
@@ -478,7 +499,7 @@ class Headers:
 
     def _first(self, key: str) -> Any:
         cached = self._cache.get(key)
-        if cached is None:
+        if cached is None or cached is VALIDATED:
             cached = self._values(key)
         return cached[0] if cached else None
 

@@ -251,9 +251,13 @@ def make_response(  # noqa: C901, PLR0912, PLR0913 - RFC 3261 8.2.6 copies each 
         elif key == "record-route":
             routes.append(item)
     if to_item is not None and to_tag is not None and status != 100:
-        to = request.headers.to()
-        if to is not None and to.tag is None:
+        # a To without "tag" anywhere in it has none: no need to build its NameAddr
+        if "tag" not in to_item[2].lower():
             to_item = ("to", "To", f"{to_item[2]};tag={to_tag}")
+        else:
+            to = request.headers.to()
+            if to is not None and to.tag is None:
+                to_item = ("to", "To", f"{to_item[2]};tag={to_tag}")
     items = vias
     for item in rest:
         if item[0] == "from":

@@ -38,7 +38,7 @@ from . import _abnf
 from .errors import RemoteProtocolError, SipError
 from .headers import Headers, eager_parsers
 from .message import Message, Request, Response
-from .uri import SipURI, parse_uri
+from .uri import SipURI, check_name_addr, parse_uri
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,11 @@ _FOLD_RE = re.compile(r"\r\n[ \t]++")
 _SIP_URI_SCHEMES = ("sip", "sips", "tel")
 MAX_HEADER_SIZE = 16384  # bytes of start line + header section
 MAX_HEADERS = 256  # header lines (folded continuation lines count)
-_EAGER = eager_parsers("via", "cseq", "from", "to", "call-id", "max-forwards", "content-length")
+_EAGER = eager_parsers("via", "cseq", "call-id", "max-forwards", "content-length")
+# From and To are validated here, their NameAddr objects built when asked for
+# (answering a request copies their text; only the RFC 2543 key and the TU need them)
+_EAGER.update({"from": check_name_addr, "to": check_name_addr})
+_CHECKED = frozenset({"from", "to"})
 
 
 def _bad(reason: str, status: int = 400) -> RemoteProtocolError:
@@ -105,7 +109,7 @@ def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:  # noqa:
     first = lines[0]
     # the fields every element acts on are parsed in the same pass: fail now
     # rather than halfway through handling the message
-    headers = Headers._from_lines(lines[1:], _EAGER)  # noqa: SLF001
+    headers = Headers._from_lines(lines[1:], _EAGER, _CHECKED)  # noqa: SLF001
     if len(headers) > max_headers:
         # comma-joined values (RFC 3261 7.3.1) become one field each: a message
         # whose lines fit but whose fields do not would be refused by the next

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "NameAddr",
     "SipURI",
+    "check_name_addr",
     "escape_user",
     "parse_name_addr",
     "parse_params",
@@ -285,6 +286,16 @@ class NameAddr:
         for name, value in self.params.items():
             out += (";", name) if value is None else (";", name, "=", value)
         return "".join(out)
+
+
+def check_name_addr(text: str) -> None:
+    """Raise exactly when ``parse_name_addr`` would, building nothing for the everyday form."""
+    m = _name_addr_sip(text.strip(" \t"))
+    if m is not None:
+        quoted, words, port_text = m.group(1, 2, 7)
+        if (port_text is None or int(port_text) <= 65535) and (quoted is None or not words):
+            return
+    parse_name_addr(text)
 
 
 def parse_name_addr(text: str) -> NameAddr:  # noqa: C901, PLR0912 - name-addr and addr-spec forms in one scanner

@@ -13,7 +13,7 @@ from purplegw.sip.errors import SipError
 from purplegw.sip.headers import split_list
 from purplegw.sip.message import Request, make_response, serialize, validate_request
 from purplegw.sip.parser import NEED_DATA, StreamParser, parse_datagram
-from purplegw.sip.uri import parse_name_addr, parse_uri
+from purplegw.sip.uri import check_name_addr, parse_name_addr, parse_uri
 from tests.kit.corpus import corpus_dir
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ def exercise(data: bytes) -> None:
         msg = parse_datagram(data)
     except SipError:
         return
+    # the parser validated From and To; their objects, built lazily, cannot fail
+    _ = msg.from_, msg.to
     for accessor in (
         msg.headers.contacts,
         msg.headers.routes,
@@ -114,6 +116,49 @@ def test_random_uri_text(text: str) -> None:
     for parse in (parse_uri, parse_name_addr, split_list):
         with contextlib.suppress(SipError):
             parse(text)
+
+
+def check_agrees_with_parse(text: str) -> None:
+    """The parser's validation of From/To refuses exactly what parse_name_addr refuses."""
+    try:
+        parse_name_addr(text)
+    except SipError:
+        with pytest.raises(SipError):
+            check_name_addr(text)
+    else:
+        check_name_addr(text)
+
+
+@pytest.mark.parametrize("path", URI_SEEDS, ids=lambda p: p.name)
+def test_check_name_addr_seeds(path: Path) -> None:
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        check_agrees_with_parse(line)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<sip:a@h:65535>;tag=1",
+        "<sip:a@h:65536>;tag=1",
+        '"A" B <sip:a@h>',
+        '"A" <sip:a@h>',
+        "A B<sip:a@h>",
+        " <sip:a@h> ",
+        "<sips:a@[::1]:5061;transport=tls>;tag=x;y",
+        "<tel:+123>",
+        "sip:a@h;tag=2",
+        "<sip:a@h>;tag=",
+        "<SIP:a@h>",
+    ],
+)
+def test_check_name_addr_edges(text: str) -> None:
+    check_agrees_with_parse(text)
+
+
+@FAST
+@given(st.text(alphabet='<>"\\ \t;=:@[]sip.aA0965,', max_size=60))
+def test_check_name_addr_random(text: str) -> None:
+    check_agrees_with_parse(text)
 
 
 @FAST
