@@ -29,6 +29,7 @@ __all__ = [
     "CSeq",
     "HeaderType",
     "Headers",
+    "LineTable",
     "Via",
     "canonical_name",
     "parse_cseq",
@@ -314,6 +315,45 @@ def eager_parsers(*keys: str) -> dict[str, Callable[[str], Any]]:
 VALIDATED: Any = object()
 
 
+# one spelling: key, canonical name, type, list-valued?, parser or validator, validate only?
+_Entry = tuple[str, str, HeaderType, bool, "Callable[[str], Any] | None", bool]
+
+
+class LineTable:
+    """What ``Headers._from_lines`` does with each header name it meets, precomputed.
+
+    ``eager``: key -> parser, run on each value during the parse (cached);
+    ``checked``: keys among them whose "parser" only validates (the cache says
+    ``VALIDATED``, the typed values are built on first access).
+    """
+
+    __slots__ = ("checked", "eager", "eager_keys", "entries")
+
+    def __init__(
+        self,
+        eager: dict[str, Callable[[str], Any]] | None = None,
+        checked: frozenset[str] = frozenset(),
+    ) -> None:
+        self.eager = dict(eager or {})
+        self.checked = checked
+        self.eager_keys = tuple(self.eager)
+        # the registry's spellings only: unknown names are resolved per message
+        # (a table keyed by what peers send would grow without bound)
+        self.entries: dict[str, _Entry] = {
+            spelling: self._entry(key, canon, htype)
+            for spelling, (key, canon, htype) in _LOOKUP.items()
+        }
+
+    def _entry(self, key: str, canon: str, htype: HeaderType) -> _Entry:
+        return (key, canon, htype, htype.multi, self.eager.get(key), key in self.checked)
+
+    def resolve(self, name: str) -> _Entry:
+        return self._entry(*_resolve(name))
+
+
+_PLAIN_TABLE = LineTable()
+
+
 def _key(name: str) -> str:
     entry = _LOOKUP.get(name) or _LOOKUP.get(name.lower())
     return entry[0] if entry is not None else name.lower()
@@ -346,61 +386,76 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_lines(  # noqa: C901, PLR0912 - the parser's one pass over the lines, kept inline
-        cls,
-        lines: list[str],
-        eager: dict[str, Callable[[str], Any]] | None = None,
-        checked: frozenset[str] = frozenset(),
-    ) -> Headers:
+    def _from_lines(cls, lines: list[str], table: LineTable | None = None) -> Headers:
         """The parser's fast path: one ``name: value`` string per line.
 
-        Values of the ``eager`` keys are parsed (and cached) in the same pass;
-        for the ``checked`` ones among them the parser only validates (its
-        result is dropped) and the typed values are built when first asked for.
+        Values of the ``table``'s eager keys are parsed (and cached) in the
+        same pass; its checked ones are only validated there (the cache says
+        ``VALIDATED``) and their typed values built when first asked for.
         """
+        if table is None:
+            table = _PLAIN_TABLE
         self = cls.__new__(cls)
         cache: dict[str, Any] = {}
         self._cache = cache
         items: list[tuple[str, str, str]] = []
         append = items.append
-        lookup = _LOOKUP.get
-        parser_for = (eager or {}).get
+        entry_for = table.entries.get
         for line in lines:
             name, sep, value = line.partition(":")
             if not sep:
                 raise RemoteProtocolError(
                     f"Bad Request: header line without colon: {line[:60]!r}", 400
                 )
-            key, canon, htype = lookup(name) or _resolve(name)
+            key, canon, htype, multi, parse, checked = entry_for(name) or table.resolve(name)
             value = value.strip(" \t")
-            if htype.multi and "," in value:
-                parts: Iterable[str] = list(_explode(htype, value))
-                for part in parts:
-                    append((key, canon, part))
-            else:
-                append((key, canon, value))
-                parts = (value,)
-            parse = parser_for(key)
+            if multi and "," in value:
+                cls._add_list(cache, append, key, canon, htype, value, parse, checked)
+                continue
+            append((key, canon, value))
             if parse is None:
                 continue
-            if key in checked:
-                for part in parts:
-                    parse(part)
+            if checked:
+                parse(value)
                 cache[key] = VALIDATED
                 continue
-            for part in parts:
-                parsed = parse(part)
-                known = cache.get(key)
-                if known is None:
-                    cache[key] = [parsed]
-                else:
-                    known.append(parsed)
-        if eager:
-            for key in eager:
-                if key not in cache:
-                    cache[key] = []
+            known = cache.get(key)
+            if known is None:
+                cache[key] = [parse(value)]
+            else:
+                known.append(parse(value))
+        for key in table.eager_keys:
+            if key not in cache:
+                cache[key] = []
         self._items = items
         return self
+
+    @staticmethod
+    def _add_list(  # noqa: PLR0913, PLR0917 - _from_lines' locals, for its rarer branch
+        cache: dict[str, Any],
+        append: Callable[[tuple[str, str, str]], None],
+        key: str,
+        canon: str,
+        htype: HeaderType,
+        value: str,
+        parse: Callable[[str], Any] | None,
+        checked: bool,  # noqa: FBT001 - positional for speed, as the caller passes it
+    ) -> None:
+        """A comma-joined list value: one field per element (RFC 3261 7.3.1)."""
+        parts = list(_explode(htype, value))
+        for part in parts:
+            append((key, canon, part))
+        if parse is None:
+            return
+        parsed = [parse(part) for part in parts]
+        if checked:
+            cache[key] = VALIDATED
+            return
+        known = cache.get(key)
+        if known is None:
+            cache[key] = parsed
+        else:
+            known.extend(parsed)
 
     # -- plain access -----------------------------------------------------
     def get(self, name: str) -> str | None:

@@ -36,7 +36,7 @@ import re
 
 from . import _abnf
 from .errors import RemoteProtocolError, SipError
-from .headers import Headers, eager_parsers
+from .headers import Headers, LineTable, eager_parsers
 from .message import Message, Request, Response
 from .uri import SipURI, check_name_addr, parse_uri
 
@@ -59,7 +59,7 @@ _EAGER = eager_parsers("via", "cseq", "call-id", "max-forwards", "content-length
 # From and To are validated here, their NameAddr objects built when asked for
 # (answering a request copies their text; only the RFC 2543 key and the TU need them)
 _EAGER.update({"from": check_name_addr, "to": check_name_addr})
-_CHECKED = frozenset({"from", "to"})
+_TABLE = LineTable(_EAGER, frozenset({"from", "to"}))
 
 
 def _bad(reason: str, status: int = 400) -> RemoteProtocolError:
@@ -109,7 +109,7 @@ def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:  # noqa:
     first = lines[0]
     # the fields every element acts on are parsed in the same pass: fail now
     # rather than halfway through handling the message
-    headers = Headers._from_lines(lines[1:], _EAGER, _CHECKED)  # noqa: SLF001
+    headers = Headers._from_lines(lines[1:], _TABLE)  # noqa: SLF001
     if len(headers) > max_headers:
         # comma-joined values (RFC 3261 7.3.1) become one field each: a message
         # whose lines fit but whose fields do not would be refused by the next
