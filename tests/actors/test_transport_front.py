@@ -340,6 +340,33 @@ def test_transaction_state_lives_in_the_layer(peer):
             assert not f.layer.servers
 
 
+def test_timer_j_queue_ends_each_transaction_in_answer_order(peer):
+    """Wire-form transactions wait in one queue for timer J; a retransmission still gets
+    its answer, and the revived transaction ends on its timer J too."""
+    with SipFront({"listen": ["udp:127.0.0.1:0"], "t1_ms": 100}, StaticRouter()) as f:
+        port = port_of(f, "udp")
+        first = sip_request("MESSAGE", port, peer.port, branch="z9hG4bK-first")
+        peer.send(first, port)
+        answer = peer.recv()
+        second = sip_request("MESSAGE", port, peer.port, branch="z9hG4bK-second")
+        peer.send(second, port)
+        assert peer.recv().startswith(b"SIP/2.0 202 ")
+        # both in wire form, one queue entry each and a single timer for the queue
+        wait_for(
+            lambda: len(f.layer.completed) == 2 and len(f._expiring) == 2 and len(f.timers) == 1,
+            what="both in wire form",
+        )
+        peer.send(first, port)  # brought back as a machine to answer it again
+        assert peer.recv() == answer
+        wait_for(
+            lambda: not f.layer.completed and not f.layer.servers and not f._expiring,
+            what="timer J (64*T1 = 6.4 s) of both",
+        )
+        wait_for(lambda: len(f.timers) == 0, what="no timer left behind")
+        peer.send(first, port)  # over: a new transaction, routed again
+        assert peer.recv().startswith(b"SIP/2.0 202 ")
+
+
 # ---- streams ---------------------------------------------------------------------
 
 

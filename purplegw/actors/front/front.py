@@ -64,6 +64,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
@@ -122,6 +123,7 @@ SUPPORTED = "path, 100rel"  # options we tolerate in requests; we never require 
 USER_AGENT = "purplegw"
 
 Reply = Callable[[Response], None]
+_SWEEP = "completed"  # the TimerService key of the in-order timer J queue
 
 
 class Router(Protocol):
@@ -255,6 +257,13 @@ class SipFront:
         self._allow_text = ""
         # one bound method for every timer: no per-timer closure for the GC to track
         self._server_timer_fired = self._server_timer_fired  # type: ignore[method-assign]
+        self._sweep_completed = self._sweep_completed  # type: ignore[method-assign]
+        # timer J of the wire-form Completed transactions: (deadline, key) in the
+        # order they were answered. They all wait the same 64*T1, so they run out
+        # in that order too: one deque entry each and one TimerService timer for
+        # the head, instead of a heap entry and a timer per request
+        self._expiring: deque[tuple[float, TransactionKey]] = deque()
+        self._expiring_delay = 0.0
         self._client_timer_fired = self._client_timer_fired  # type: ignore[method-assign]
 
     # ---- lifecycle ------------------------------------------------------
@@ -308,6 +317,7 @@ class SipFront:
 
     async def _shutdown(self) -> None:
         self.timers.clear()
+        self._expiring.clear()
         for txn in list(self.layer.clients.values()):
             future = _outgoing(txn).future
             if not future.done():
@@ -551,7 +561,10 @@ class SipFront:
             if isinstance(action, Send):
                 self._send_server(txn, action.message, action.destination)
             elif isinstance(action, StartTimer):
-                self.timers.start((txn.key, action.name), action.seconds, self._server_timer_fired)
+                if not (action.name == "timer_j" and self._expire_in_order(txn, action.seconds)):
+                    self.timers.start(
+                        (txn.key, action.name), action.seconds, self._server_timer_fired
+                    )
             elif isinstance(action, CancelTimer):
                 self.timers.cancel((txn.key, action.name))
             elif isinstance(action, DeliverToTU):
@@ -596,6 +609,29 @@ class SipFront:
         if sent is not None and txn.state is State.COMPLETED:
             data, host, port = sent
             self.layer.keep_wire(txn, data, (host, port))
+
+    def _expire_in_order(self, txn: ServerTransaction, seconds: float) -> bool:
+        """Queue timer J of a wire-form Completed ``txn`` (see ``_expiring``); False: not one."""
+        expiring = self._expiring
+        if txn.state is not State.TERMINATED or txn.key not in self.layer.completed:
+            return False
+        if expiring and seconds != self._expiring_delay:
+            return False  # another delay would break the order: a timer of its own
+        self._expiring_delay = seconds
+        expiring.append((self.loop.time() + seconds, txn.key))
+        if len(expiring) == 1:
+            self.timers.start(_SWEEP, seconds, self._sweep_completed)
+        return True
+
+    def _sweep_completed(self, _key: object) -> None:
+        """Timer J of every queued transaction whose deadline has passed, then re-arm."""
+        expiring = self._expiring
+        now = self.loop.time()
+        fired = self._server_timer_fired
+        while expiring and expiring[0][0] <= now:
+            fired((expiring.popleft()[1], "timer_j"))
+        if expiring:
+            self.timers.start(_SWEEP, expiring[0][0] - now, self._sweep_completed)
 
     def _server_timer_fired(self, timer_key: tuple[TransactionKey, str]) -> None:
         key, name = timer_key
