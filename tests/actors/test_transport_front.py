@@ -367,6 +367,29 @@ def test_timer_j_queue_ends_each_transaction_in_answer_order(peer):
         assert peer.recv().startswith(b"SIP/2.0 202 ")
 
 
+def test_timer_j_queue_survives_a_failing_end(peer):
+    """An exception ending one queued transaction is logged; the next ones still end."""
+    with SipFront({"listen": ["udp:127.0.0.1:0"], "t1_ms": 20}, StaticRouter()) as f:
+        port = port_of(f, "udp")
+        real = f._server_timer_fired
+        ended: list[Any] = []
+
+        def flaky(timer_key: Any) -> None:
+            ended.append(timer_key)
+            if len(ended) == 1:
+                raise RuntimeError("broken end")
+            real(timer_key)
+
+        f._server_timer_fired = flaky  # type: ignore[method-assign]
+        for branch in ("z9hG4bK-one", "z9hG4bK-two"):
+            peer.send(sip_request("MESSAGE", port, peer.port, branch=branch), port)
+            assert peer.recv().startswith(b"SIP/2.0 202 ")
+        wait_for(lambda: len(ended) == 2 and not f._expiring, what="both timer J ends")
+        # the broken end left its entry; the other one is gone
+        wait_for(lambda: list(f.layer.completed) == [ended[0][0]], what="the second ended")
+        wait_for(lambda: len(f.timers) == 0, what="no timer left behind")
+
+
 # ---- streams ---------------------------------------------------------------------
 
 

@@ -629,7 +629,12 @@ class SipFront:
         now = self.loop.time()
         fired = self._server_timer_fired
         while expiring and expiring[0][0] <= now:
-            fired((expiring.popleft()[1], "timer_j"))
+            key = expiring.popleft()[1]
+            try:
+                fired((key, "timer_j"))
+            except Exception:
+                # as in TimerService: one broken end must not strand the rest of the queue
+                logger.exception("timer_j of %s failed", key[:2])
         if expiring:
             self.timers.start(_SWEEP, expiring[0][0] - now, self._sweep_completed)
 
