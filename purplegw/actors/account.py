@@ -88,6 +88,11 @@ POISON_OUTCOME = (488, "the server closed the stream on this message")
 # that it goes out on the next connection instead of failing.
 NOT_NOW_RETRIES = 5
 NOT_NOW_DELAY = 0.5
+# ``queue_limit`` bounds what an offline or reconnecting account keeps.  While
+# connected the queue only holds a burst on its way to the session (the
+# gateway hands over every message of one group commit at once, all in one
+# turn of the loop, before the drain runs): it is refused only beyond this.
+ONLINE_QUEUE_LIMIT = 10000
 
 
 class OutcomeFuture(pykka.ThreadingFuture[Outcome]):
@@ -614,7 +619,10 @@ class AccountCore:
         elif request.op == "send_typing" and not online:
             request.answer(Outcome(480, "account offline"))
             return
-        if len(self._outbox) >= self._config.queue_limit:
+        limit = self._config.queue_limit
+        if online:
+            limit = max(limit, ONLINE_QUEUE_LIMIT)
+        if len(self._outbox) >= limit:
             request.answer(Outcome(480, "queue full"))
             return
         if not online:

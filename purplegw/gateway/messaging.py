@@ -54,6 +54,15 @@ Rule 8. Receipts: a contact's receipt becomes an IMDN "delivered" for a
         displayed becomes ``handle.send_receipt``.  A received message with a
         time of its own (``sent_at``) goes to the phone as message/cpim with
         that DateTime.
+Rule 9. Deleting a settled row is not a promise to anyone: the send-queue
+        rows the network took and the outbox rows a phone took are deleted
+        together, in one transaction every ``CLEANUP_DELAY`` seconds (or at
+        once when ``CLEANUP_BATCH`` wait).  Until its deletion commits, a
+        delivered outbox row is skipped by ``flush``; the conversation's next
+        message leaves at once, from the rows the last flush read behind it
+        (``_send_next``), so a busy conversation costs one read per
+        ``FLUSH_WINDOW`` messages and no commit of its own per message.  A
+        crash before the deletion sends it again (at-least-once, as before).
 """
 
 from __future__ import annotations
@@ -131,6 +140,10 @@ TOO_LARGE = frozenset({413, 513})
 DELAYED_AFTER = 60.0
 # Received messages the outbox could not take are written again this often.
 STORE_RETRY_DELAY = 2.0
+# Settled rows are deleted together (Rule 9): after this many seconds, or at once
+# when this many wait.
+CLEANUP_DELAY = 0.02
+CLEANUP_BATCH = 500
 # How many of a user's oldest outbox rows one flush looks at for conversation heads.
 FLUSH_WINDOW = 100
 # IMDN requests remembered for a receipt from the contact (Rule 8), at most.
@@ -227,6 +240,15 @@ class Messaging:
         self._reports: set[int] = set()  # outbox seqs of the gateway's own reports
         self._imdn_wanted: dict[str, tuple[str, str]] = {}  # id -> (imdn id, user) (Rule 8)
         self._load: dict[str, list[int]] = {}  # sip_user -> [messages, bytes] waiting
+        # Rows to delete with the next cleanup (Rule 9).
+        self._sendq_done: list[str] = []  # send-queue ids the network took
+        self._outbox_done: list[QueuedMessage] = []  # outbox messages a phone took
+        self._deleting: set[int] = set()  # their seqs, until the deletion commits
+        self._cleanup_due = False
+        self._cleanup_timer: TimerHandle | None = None
+        self._flush_again: set[str] = set()  # users whose flush saw only such rows
+        # Per conversation, the outbox rows read behind the one in flight (_send_next).
+        self._ahead: dict[Conversation, deque[QueuedMessage]] = {}
         self.limiter = (
             RateLimiter(self.settings.sender_rate, self.settings.sender_burst)
             if self.settings.sender_rate > 0
@@ -243,7 +265,7 @@ class Messaging:
             self._flush_all()
 
     def stop(self) -> None:
-        for timer in [*self.retry_timers.values(), self._store_timer]:
+        for timer in [*self.retry_timers.values(), self._store_timer, self._cleanup_timer]:
             if timer is not None:
                 timer.cancel()
         if self.unstored:
@@ -433,10 +455,58 @@ class Messaging:
     def _forget_send(self, message_id: str) -> None:
         self._active.discard(message_id)
         self._asked.pop(message_id, None)
+        self._sendq_done.append(message_id)
+        self._schedule_cleanup()
+
+    # --- deletions, one commit per worker turn (Rule 9) -----------------------------------
+
+    def _schedule_cleanup(self) -> None:
+        if self._cleanup_due:
+            return
+        if len(self._sendq_done) + len(self._outbox_done) >= CLEANUP_BATCH:
+            # Runs after the work already waiting: the deletions of everything
+            # settled meanwhile share one transaction.
+            self._cleanup_due = True
+            if self._cleanup_timer is not None:
+                self._cleanup_timer.cancel()
+                self._cleanup_timer = None
+            self.worker.submit(self._cleanup)
+        elif self._cleanup_timer is None:
+            # Not at once: a conversation delivering one message per turn would
+            # pay a commit per message on the worker, between two deliveries.
+            self._cleanup_timer = self.worker.call_later(CLEANUP_DELAY, self._cleanup_fired)
+
+    def _cleanup_fired(self) -> None:
+        self._cleanup_timer = None
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._cleanup_due = False
+        done, self._sendq_done = self._sendq_done, []
+        if done:
+            try:
+                self.store.sendq.done_many(done)
+            except StoreError as exc:  # sent again after a restart (at-least-once)
+                logger.warning("%d send-queue row(s) not removed: %s", len(done), exc)
+        delivered, self._outbox_done = self._outbox_done, []
+        if not delivered:
+            return
         try:
-            self.store.sendq.done(message_id)
-        except StoreError as exc:  # sent again after a restart (at-least-once)
-            logger.warning("Send-queue row %s not removed: %s", message_id, exc)
+            self.store.outbox.done_many([m.seq for m in delivered])
+        except StoreError as exc:
+            # Still skipped by flush (self._deleting); deleted at the next try,
+            # or sent again after a restart (at-least-once).
+            logger.warning("%d delivered outbox row(s) not removed yet: %s", len(delivered), exc)
+            self._outbox_done[:0] = delivered
+            if self._cleanup_timer is None:
+                self._cleanup_timer = self.worker.call_later(STORE_RETRY_DELAY, self._cleanup_fired)
+            return
+        for message in delivered:
+            self._deleting.discard(message.seq)
+        # A flush that found only rows waiting for this deletion reads again.
+        waiting, self._flush_again = self._flush_again, set()
+        for sip_user in sorted(waiting):
+            self.flush(sip_user)
 
     def send_result(self, account: Account, message_id: str, outcome: Outcome) -> None:
         """A message answered 202 (queued, or written and awaiting the server's ack) moved on."""
@@ -723,10 +793,18 @@ class Messaging:
         for key, messages in conversations.items():
             if key in self.in_flight or key in self.retry_timers:
                 continue
-            for message in messages:  # the oldest one not expired goes
+            self._ahead.pop(key, None)
+            for index, message in enumerate(messages):  # the oldest one not expired goes
+                if message.seq in self._deleting:
+                    # Delivered, its row not deleted yet: if nothing behind it is
+                    # in this read, read again once the deletion committed.
+                    self._flush_again.add(sip_user)
+                    continue
                 age = self.clock() - message.created
                 if not max_age or age <= max_age:
                     self._send(message)
+                    # The next ones, for when this one is delivered (_send_next).
+                    self._ahead[key] = deque(messages[index + 1 :])
                     break
                 try:
                     self._give_up(message, 408, f"not delivered within {int(age)} s")
@@ -736,6 +814,28 @@ class Messaging:
                     )
                     self._schedule_retry(key)
                     break
+
+    def _send_next(self, key: Conversation) -> bool:
+        """Send the conversation's next message from the last read of its outbox rows.
+
+        Rows of a conversation are only added behind the ones read, and only
+        this run removes its head, so what was read ahead is still queued, in
+        order.  False when nothing read ahead is left: ``flush`` reads again.
+        """
+        if key in self.in_flight or key in self.retry_timers:
+            return True  # already moving
+        ahead = self._ahead.get(key)
+        max_age = self.settings.retry_max_age
+        while ahead:
+            message = ahead.popleft()
+            if message.seq in self._deleting:
+                continue
+            if max_age and self.clock() - message.created > max_age:
+                break  # flush gives it up
+            self._send(message)
+            return True
+        self._ahead.pop(key, None)
+        return False
 
     def _destinations(self, sip_user: str, protocol: str) -> list[tuple[Address | Source, str]]:
         """The user's contacts, without those that keep timing out while others answer."""
@@ -829,13 +929,19 @@ class Messaging:
         try:
             if ok:
                 network_id = self._network_ids.get(message.seq, "")
-                self.store.outbox.done(message.seq)
+                # The row goes with the next group of deletions (Rule 9); until
+                # then flush skips it, so the conversation's next message goes now.
+                self._deleting.add(message.seq)
+                self._outbox_done.append(message)
+                self._schedule_cleanup()
                 self._settled(message)
                 if network_id:
                     self._delivered_to_network(message, network_id)
                 self._retry_index.pop(key, None)
-                self.flush(message.sip_user)
+                if not self._send_next(key):
+                    self.flush(message.sip_user)
                 return
+            self._ahead.pop(key, None)  # read again after the retry or dead letter
             if permanent or message.attempts + 1 >= self.settings.retry_attempts:
                 reason = text if permanent else f"{message.attempts + 1} attempts, last {text}"
                 self._give_up(message, status, reason)

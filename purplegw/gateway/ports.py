@@ -10,7 +10,7 @@ the same shape and no threads (tests/gateway/fakes.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -150,6 +150,8 @@ class OutboxPort(Protocol):
 
     def done(self, seq: int) -> None: ...
 
+    def done_many(self, seqs: Iterable[int]) -> int: ...
+
 
 class SendQueuePort(Protocol):
     """Messages from SIP users answered 202, until sent (purplegw.store.sendq)."""
@@ -161,6 +163,8 @@ class SendQueuePort(Protocol):
     def put_many(self, sends: Sequence[NewSend]) -> list[bool]: ...
 
     def done(self, message_id: str) -> None: ...
+
+    def done_many(self, message_ids: Iterable[str]) -> int: ...
 
     def pending(self) -> list[PendingSend]: ...
 

@@ -65,6 +65,10 @@ class InlineWorker:
     def pending(self, match: Callable[[FakeTimer], bool] = lambda _t: True) -> list[FakeTimer]:
         return [t for t in self.timers if not t.cancelled and match(t)]
 
+    def delete_settled(self) -> int:
+        """Fire the timer of the deferred deletion of settled rows (messaging Rule 9)."""
+        return self.fire(lambda t: getattr(t.fn, "__name__", "") == "_cleanup_fired")
+
     def fire(self, match: Callable[[FakeTimer], bool] = lambda _t: True) -> int:
         """Run the pending timers ``match`` picks; how many ran."""
         due = self.pending(match)

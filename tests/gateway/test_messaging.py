@@ -141,10 +141,13 @@ def test_a_received_message_is_stored_first_and_leaves_the_outbox_after_a_2xx(
     assert len(rig.front.requests("MESSAGE")) == 1  # one in flight per user: order kept
 
     rig.answer(first, 200)
-    assert [m.body for m in store.outbox.pending(USER)] == [b"second"]
     second = rig.front.requests("MESSAGE")[-1]
-    assert second.body == b"second"
+    assert second.body == b"second"  # at once, before the delivered row is deleted
+    assert [m.body for m in store.outbox.pending(USER)] == [b"hello", b"second"]
+    assert rig.worker.delete_settled() == 1  # the deletions of a worker turn, together
+    assert [m.body for m in store.outbox.pending(USER)] == [b"second"]
     rig.answer(second, 200)
+    rig.worker.delete_settled()
     assert store.outbox.pending(USER) == []
 
 
@@ -164,6 +167,7 @@ def test_an_undelivered_message_waits_for_its_retry_timer(store: Store) -> None:
     assert again is not first
     assert again.body == b"hello"
     rig.answer(again, 200)
+    rig.worker.delete_settled()
     assert store.outbox.pending(USER) == []
 
 
@@ -182,6 +186,7 @@ def test_a_sip_message_is_answered_when_the_account_answers(store: Store) -> Non
     replies = rig.message(b"and again")
     rig.handle.futures[1].set(Outcome(200, "sent"))
     assert [r.status for r in replies] == [202]
+    rig.worker.delete_settled()
     assert len(store.sendq.pending()) == 1  # the sent one left the queue
 
     replies = rig.message(b"offline")

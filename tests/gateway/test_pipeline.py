@@ -170,6 +170,7 @@ def test_a_permanent_refusal_is_dead_lettered_and_the_sender_bounced(store: Stor
     second = rig.sent()[-1][0]
     assert second.body == b"second"
     rig.answer(second, 200)
+    rig.worker.delete_settled()
     assert store.outbox.pending(USER) == []
     assert rig.worker.pending() == []  # no retry timer for a permanent failure
 
@@ -244,6 +245,7 @@ def test_one_stuck_conversation_does_not_hold_back_another(store: Store) -> None
     assert sorted(r.body for r, _d in rig.sent()) == [b"bob 1", b"carol 1"]
     carol = next(r for r, _d in rig.sent() if r.body == b"carol 1")
     rig.answer(carol, 200)
+    rig.worker.delete_settled()
     assert [m.body for m in store.outbox.pending(USER)] == [b"bob 1", b"bob 2"]
     bob = next(r for r, _d in rig.sent() if r.body == b"bob 1")
     rig.answer(bob, 200)
@@ -262,6 +264,7 @@ def test_the_first_2xx_of_a_fork_delivers_and_a_silent_contact_is_skipped(store:
         for request, destination in new:
             if destination.port == 5070:
                 rig.answer(request, 200)
+        rig.worker.delete_settled()
         assert store.outbox.pending(USER) == []  # delivered without waiting for 5071
         for request, destination in new:
             if destination.port == 5071 and silent_answers:
@@ -399,6 +402,7 @@ def test_requeued_dead_letters_are_sent_by_the_running_gateway(store: Store) -> 
     calls = len(rig.handle.calls)
     rig.messaging.requeued()
     assert rig.handle.calls[calls:] == [("send_message", BOB, "to bob", sent_id)]
+    rig.worker.delete_settled()
     assert store.sendq.pending() == []
     assert b"to alice" in [r.body for r, _d in rig.sent()]
     rig.messaging.requeued()  # nothing new: nothing sent twice
