@@ -93,6 +93,8 @@ NOT_NOW_DELAY = 0.5
 # gateway hands over every message of one group commit at once, all in one
 # turn of the loop, before the drain runs): it is refused only beyond this.
 ONLINE_QUEUE_LIMIT = 10000
+# Requests the drain runs before it yields to the rest of the loop.
+DRAIN_SLICE = 64
 
 
 class OutcomeFuture(pykka.ThreadingFuture[Outcome]):
@@ -634,6 +636,7 @@ class AccountCore:
 
     async def _drain(self, session: Session) -> None:
         assert self._wake is not None
+        done = 0
         while True:
             while self._outbox and not self._resuming and self._connected:
                 request = self._outbox.popleft()
@@ -656,10 +659,13 @@ class AccountCore:
                     continue
                 self.account_status.queued = len(self._outbox)
                 self._finish(request, outcome)
+                done += 1
+                if done % DRAIN_SLICE == 0:
+                    await asyncio.sleep(0)  # a long burst lets the loop's other work in
             if not self._connected:
-                # Lost while a request ran: asyncio.wait_for (Python 3.11)
-                # swallows the cancellation when the request completed in
-                # the same step, so end here rather than wait forever.
+                # Lost while a request ran: a cancellation that arrives as the
+                # request completes in the same step can be swallowed, so end
+                # here rather than wait forever.
                 return
             self._wake.clear()
             await self._wake.wait()
@@ -673,7 +679,11 @@ class AccountCore:
         """
         method = getattr(session, request.op)
         try:
-            result = await asyncio.wait_for(method(*request.args), self._config.send_timeout)
+            # A timeout scope, not wait_for: no task per request, and a request
+            # that never suspends (an XMPP message is only written) completes
+            # in the drain's own step, so a burst goes out in one turn.
+            async with asyncio.timeout(self._config.send_timeout):
+                result = await method(*request.args)
         except TimeoutError:
             return Outcome(504, f"{request.op} timed out after {self._config.send_timeout:g}s")
         except Exception as exc:  # noqa: BLE001 - every adapter failure is mapped, bugs logged

@@ -96,6 +96,7 @@ SENT_MEMORY = 4096
 # Roster subscriptions that make a sender known (RFC 6121 2.1.2.5).
 _KNOWN_SUBSCRIPTIONS = frozenset({"to", "from", "both"})
 SM_ACK_REQUEST = "<r xmlns='urn:xmpp:sm:3'/>"
+SM_WINDOW = 32
 
 
 class TlsVerificationError(TransientError):
@@ -385,6 +386,7 @@ class XmppSession(Session):
         # name the resource that sent the message.
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
+        self._ack_due = False  # an <r/> is queued behind this turn's messages
 
     # --- helpers ----------------------------------------------------------------
 
@@ -461,7 +463,9 @@ class XmppSession(Session):
         client.whitespace_keepalive = False
         # Only stream management as a slixmpp plugin; disco, ping, receipts
         # and chat states are per-process (features.py).
-        client.register_plugin("xep_0198")
+        # slixmpp asks for an ack every `window` stanzas; _send_chat asks once
+        # behind each burst, so a wider window only saves <r/>/<a/> pairs.
+        client.register_plugin("xep_0198", {"window": SM_WINDOW})
         features.register(client)
         # Subscription requests are the SIP user's decision, never automatic.
         client.roster.auto_authorize = None
@@ -956,12 +960,20 @@ class XmppSession(Session):
         while len(self._sent_ids) > SENT_MEMORY:
             self._sent_ids.popitem(last=False)
         msg.send()
-        if tracked:
+        if tracked and not self._ack_due:
             # Queued behind the message: slixmpp's own ack requests are
             # written *before* the stanza that triggers them, so the last
-            # message would stay unacknowledged until the next one.
-            client.send(SM_ACK_REQUEST)
+            # message would stay unacknowledged until the next one.  One
+            # request behind all the messages written in this turn of the
+            # loop (a burst costs one <r/> and one <a/>, not one per message).
+            self._ack_due = True
+            self.context.loop.call_soon(self._request_ack, client)
         return bool(tracked)
+
+    def _request_ack(self, client: Any) -> None:
+        self._ack_due = False
+        if client is self.client and client.transport is not None:
+            client.send(SM_ACK_REQUEST)
 
     def _max_text_bytes(self) -> int:
         return int(self.config.get("max_text_bytes", xmpp_errors.DEFAULT_MAX_TEXT_BYTES))
