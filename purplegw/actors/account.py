@@ -173,6 +173,7 @@ class _Events:
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
+        receipts: str = "",
     ) -> None:
         if self._current():
             self._core.account_status.messages_in += 1
@@ -180,6 +181,8 @@ class _Events:
             if sent_at is not None:
                 # Only when known: sinks written before sent_at keep working.
                 kwargs["sent_at"] = sent_at
+            if receipts:
+                kwargs["receipts"] = receipts
             self._core._emit("on_message", **kwargs)  # noqa: SLF001
 
     def on_contact_presence(self, presence: ContactPresence) -> None:
@@ -883,9 +886,11 @@ class AccountHandle:
         """Tell ``contact`` its message ``message_id`` failed for good (``Session.bounce``)."""
         return self._request("bounce", contact, message_id, status, reason)
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> pykka.Future[Outcome]:
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> pykka.Future[Outcome]:
         """Report ``message_id`` ``delivered`` or ``displayed`` (``Session.send_receipt``)."""
-        return self._request("send_receipt", contact, message_id, kind)
+        return self._request("send_receipt", contact, message_id, kind, receipts)
 
     def logout(self) -> pykka.Future[Outcome]:
         """Log out and stay out (LOGGED_OUT, no reconnect) until ``login``."""

@@ -146,8 +146,10 @@ CLEANUP_DELAY = 0.02
 CLEANUP_BATCH = 500
 # How many of a user's oldest outbox rows one flush looks at for conversation heads.
 FLUSH_WINDOW = 100
-# IMDN requests remembered for a receipt from the contact (Rule 8), at most.
+# IMDN requests remembered for a receipt from the contact (Rule 8), at most,
+# and for at most this many seconds across restarts.
 MAX_RECEIPTS_WAITED = 10000
+RECEIPT_WAIT = 7 * 86400.0
 # Refusals of received messages (Rule 5), as the status handed to ``bounce``.
 OUTBOX_FULL = (503, "outbox full")  # XMPP resource-constraint
 TOO_FAST = (403, "too many messages")  # XMPP policy-violation
@@ -185,6 +187,7 @@ class _Received:
     content_type: str = TEXT_PLAIN
     message_id: str = ""
     report: bool = False  # written by the gateway (IMDN, failure text): nobody to bounce to
+    receipts: str = ""  # what the sender asked to be told ("receipt,markable")
 
 
 @dataclass
@@ -236,12 +239,13 @@ class Messaging:
         self._seen_seq = 0  # newest send-queue row this run knows of (requeued)
         self._tcp: set[int] = set()  # outbox seqs a phone refused as too large over UDP
         self._timeouts: dict[tuple[str, str], int] = {}  # (sip_user, ruri) -> in a row
-        self._network_ids: dict[int, str] = {}  # outbox seq -> the network's message id
         self._reports: set[int] = set()  # outbox seqs of the gateway's own reports
         self._imdn_wanted: dict[str, tuple[str, str]] = {}  # id -> (imdn id, user) (Rule 8)
         self._load: dict[str, list[int]] = {}  # sip_user -> [messages, bytes] waiting
         # Rows to delete with the next cleanup (Rule 9).
         self._sendq_done: list[str] = []  # send-queue ids the network took
+        self._sendq_acked: list[str] = []  # ... whose phone waits for a receipt
+        self._receipts_done: list[str] = []  # ... that waited for one and are done
         self._outbox_done: list[QueuedMessage] = []  # outbox messages a phone took
         self._deleting: set[int] = set()  # their seqs, until the deletion commits
         self._cleanup_due = False
@@ -286,6 +290,7 @@ class Messaging:
             self._seen_seq = max(self._seen_seq, row.seq)
             if row.message_id in self._active:
                 continue  # accepted by this run and already with its account
+            self._remember_imdn(row)
             handle = self.directory.get(row.sip_user, row.protocol)
             if handle is None:
                 self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
@@ -374,7 +379,13 @@ class Messaging:
                     self.store.sendq.put_many,
                     [
                         NewSend(
-                            a.account.sip_user, a.account.protocol, a.contact, a.text, a.message_id
+                            a.account.sip_user,
+                            a.account.protocol,
+                            a.contact,
+                            a.text,
+                            a.message_id,
+                            a.body.imdn_id if a.body.notify else "",
+                            ",".join(sorted(a.body.notify)),
                         )
                     ],
                 )
@@ -399,17 +410,21 @@ class Messaging:
             if accepted.body.notify:
                 self._asked[accepted.message_id] = accepted.body
             if accepted.body.imdn_id and "positive-delivery" in accepted.body.notify:
-                self._want_receipt(accepted)
+                self._want_receipt(
+                    accepted.message_id, accepted.body.imdn_id, accepted.account.sip_user
+                )
             future = self._hand_over(
                 accepted.handle, accepted.contact, accepted.text, accepted.message_id, settle=False
             )
             future.add_done_callback(self.worker.completion(partial(self._answered, accepted)))
 
-    def _want_receipt(self, accepted: _Accepted) -> None:
+    def _want_receipt(self, message_id: str, imdn_id: str, sip_user: str) -> None:
         wanted = self._imdn_wanted
         while len(wanted) >= MAX_RECEIPTS_WAITED:  # receipts that never came: oldest go
-            del wanted[next(iter(wanted))]
-        wanted[accepted.message_id] = (accepted.body.imdn_id, accepted.account.sip_user)
+            oldest = next(iter(wanted))
+            del wanted[oldest]
+            self._receipts_done.append(oldest)  # its row, if it only waited for that
+        wanted[message_id] = (imdn_id, sip_user)
 
     def _hand_over(
         self,
@@ -442,6 +457,8 @@ class Messaging:
         metrics.message_out(outcome.status)
         if outcome.status != 202:  # 202: still queued, its result follows (send_result)
             # The sender learns the outcome from this answer: no dead letter, no report.
+            if not outcome.ok:
+                self._imdn_wanted.pop(accepted.message_id, None)
             self._forget_send(accepted.message_id)
         if outcome.ok:
             accepted.reply(respond(accepted.request, 202))
@@ -455,7 +472,12 @@ class Messaging:
     def _forget_send(self, message_id: str) -> None:
         self._active.discard(message_id)
         self._asked.pop(message_id, None)
-        self._sendq_done.append(message_id)
+        if message_id in self._imdn_wanted:
+            # Sent; the phone still waits for the contact's receipt: the row
+            # stays (acked) so that a restart still owes the notification.
+            self._sendq_acked.append(message_id)
+        else:
+            self._sendq_done.append(message_id)
         self._schedule_cleanup()
 
     # --- deletions, one commit per worker turn (Rule 9) -----------------------------------
@@ -483,11 +505,16 @@ class Messaging:
     def _cleanup(self) -> None:
         self._cleanup_due = False
         done, self._sendq_done = self._sendq_done, []
-        if done:
+        acked, self._sendq_acked = self._sendq_acked, []
+        receipted, self._receipts_done = self._receipts_done, []
+        if done or acked or receipted:
             try:
-                self.store.sendq.done_many(done)
+                with self.store.db.transaction():
+                    self.store.sendq.done_many(done)
+                    self.store.sendq.acked_many(acked)
+                    self.store.sendq.receipts_done(receipted)
             except StoreError as exc:  # sent again after a restart (at-least-once)
-                logger.warning("%d send-queue row(s) not removed: %s", len(done), exc)
+                logger.warning("%d send-queue row(s) not updated: %s", len(done) + len(acked), exc)
         delivered, self._outbox_done = self._outbox_done, []
         if not delivered:
             return
@@ -540,6 +567,11 @@ class Messaging:
         self._active.discard(message_id)
         try:
             row = self.store.sendq.get(message_id)
+            if asked is None and row is not None and row.notify:
+                # Accepted before a restart: the IMDN request was kept with the row.
+                asked = Incoming(
+                    "text", imdn_id=row.imdn_id, notify=frozenset(row.notify.split(","))
+                )
             if (
                 row is None
                 or self.store.dead_letters.bury_send(
@@ -574,11 +606,21 @@ class Messaging:
         for row in self.store.sendq.pending():
             self._seen_seq = max(self._seen_seq, row.seq)
             self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
+            self._remember_imdn(row)
+        # Sent by an earlier run; their phones still wait for the contact's receipt.
+        for row in self.store.sendq.awaiting_receipt(self.clock() - RECEIPT_WAIT):
+            self._seen_seq = max(self._seen_seq, row.seq)
+            self._remember_imdn(row)
         if self._unsent:
             logger.info(
                 "%d accepted message(s) from an earlier run wait for their account",
                 sum(len(rows) for rows in self._unsent.values()),
             )
+
+    def _remember_imdn(self, row: PendingSend) -> None:
+        """What the phone asked of a message accepted by an earlier run (Rules 7, 8)."""
+        if row.imdn_id and "positive-delivery" in row.notify:
+            self._want_receipt(row.message_id, row.imdn_id, row.sip_user)
 
     def resend_unsent(self, account: Account) -> None:
         """Hand the account the messages it accepted (202) in an earlier run."""
@@ -594,14 +636,16 @@ class Messaging:
 
     # --- external -> SIP (Rules 3-5) -------------------------------------------------
 
-    def incoming(
+    def incoming(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
         account: Account,
         contact: str,
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
+        receipts: str = "",
     ) -> None:
+        """A message for a SIP user; ``receipts``: what its sender asked to be told."""
         if (
             self.limiter is not None
             and self.limiter.hit((account.account_id, contact), self.clock()) is not Verdict.ALLOW
@@ -617,10 +661,15 @@ class Messaging:
                 text=text,
                 sent_at=sent_at,
             )
-            received = _Received(account, contact, body, CPIM, message_id or "")
+            received = _Received(account, contact, body, CPIM, message_id or "", receipts=receipts)
         else:
             received = _Received(
-                account, contact, text.encode("utf-8"), TEXT_PLAIN, message_id or ""
+                account,
+                contact,
+                text.encode("utf-8"),
+                TEXT_PLAIN,
+                message_id or "",
+                receipts=receipts,
             )
         if not self._room_for(account.sip_user, len(received.body)):
             logger.warning("Outbox of %s full; message from %s refused", account.sip_user, contact)
@@ -636,6 +685,8 @@ class Messaging:
         wanted = self._imdn_wanted.pop(message_id, None)
         if wanted is None:
             return
+        self._receipts_done.append(message_id)
+        self._schedule_cleanup()
         imdn_id, sip_user = wanted
         report = imdn(
             from_uri=self.addresses.contact_uri(account, contact),
@@ -719,6 +770,8 @@ class Messaging:
                         r.contact,
                         r.body,
                         r.content_type,
+                        r.message_id,
+                        r.receipts,
                     )
                     for r in batch
                 ]
@@ -735,8 +788,6 @@ class Messaging:
             self.unstored.popleft()
         users: list[str] = []
         for received, seq in zip(batch, seqs, strict=True):
-            if received.message_id:
-                self._network_ids[seq] = received.message_id
             if received.report:
                 self._reports.add(seq)
             if received.account.sip_user not in users:
@@ -928,7 +979,7 @@ class Messaging:
         metrics.message_in("delivered" if ok else "retry")
         try:
             if ok:
-                network_id = self._network_ids.get(message.seq, "")
+                network_id = message.message_id
                 # The row goes with the next group of deletions (Rule 9); until
                 # then flush skips it, so the conversation's next message goes now.
                 self._deleting.add(message.seq)
@@ -969,19 +1020,20 @@ class Messaging:
         phone's 2xx, not the gateway's receipt of the stanza; the session sends
         it only for messages whose sender requested a receipt.
         """
+        if not message.receipts:
+            return  # the sender asked for nothing (and no request to the account)
         handle = self.directory.get(message.sip_user, message.protocol)
         if handle is not None:
-            handle.send_receipt(message.contact, network_id, "delivered")
+            handle.send_receipt(message.contact, network_id, "delivered", message.receipts)
 
     def _settled(self, message: QueuedMessage) -> None:
         self._tcp.discard(message.seq)
-        self._network_ids.pop(message.seq, None)
         self._reports.discard(message.seq)
         self._unload(message.sip_user, len(message.body))
 
     def _give_up(self, message: QueuedMessage, status: int, reason: str) -> None:
         """A message for a SIP user failed for good: a dead letter, and its sender is told."""
-        network_id = self._network_ids.get(message.seq, "")
+        network_id = message.message_id
         logger.warning(
             "Message %d from %s to %s given up: %d %s",
             message.seq,

@@ -151,8 +151,12 @@ class Handle:
     def bounce(self, contact: str, message_id: str, status: int, reason: str) -> OutcomeFuture:
         return self._op("bounce", contact, message_id, status, reason)
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> OutcomeFuture:
-        return self._op("send_receipt", contact, message_id, kind)
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> OutcomeFuture:
+        return self._op(
+            "send_receipt", contact, message_id, kind, *([receipts] if receipts else [])
+        )
 
     def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
         return self._op("send_message", contact, text, message_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,9 @@ class SendQueue:
     def pending(self) -> list[Any]:
         return []
 
+    def awaiting_receipt(self, since: float) -> list[Any]:
+        return []
+
     def done(self, message_id: str) -> None:
         self.done_ids.append(message_id)
 
@@ -71,10 +75,17 @@ class SendQueue:
         self.done_ids.extend(message_ids)
         return len(message_ids)
 
+    def acked_many(self, message_ids: list[str]) -> int:
+        return 0
+
+    def receipts_done(self, message_ids: list[str]) -> int:
+        return 0
+
 
 def rig(worker: InlineWorker) -> tuple[Gateway, SimpleNamespace, Handle]:
     handle = Handle(USER, "xmpp", "alice@example.org")
     store = SimpleNamespace(
+        db=SimpleNamespace(transaction=contextlib.nullcontext),
         users=SimpleNamespace(get=lambda *_: None),
         outbox=Outbox(),
         sendq=SendQueue(),

@@ -41,8 +41,12 @@ class ReportingHandle(Handle):
     def bounce(self, contact: str, message_id: str, status: int, reason: str) -> None:
         self.calls.append(("bounce", contact, message_id, status, reason))
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> OutcomeFuture:
-        return self._op("send_receipt", contact, message_id, kind)
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> OutcomeFuture:
+        return self._op(
+            "send_receipt", contact, message_id, kind, *([receipts] if receipts else [])
+        )
 
 
 class Pipeline:
@@ -463,12 +467,83 @@ def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:
 def test_a_message_the_phone_took_is_reported_delivered_to_its_sender(store: Store) -> None:
     rig = Pipeline(store)
     rig.register()
-    rig.messaging.incoming(rig.handle.info, BOB, "hello", "xmpp-9")
+    rig.messaging.incoming(rig.handle.info, BOB, "hello", "xmpp-9", receipts="receipt")
     ((request, _d),) = rig.sent()
     assert not [c for c in rig.handle.calls if c[0] == "send_receipt"]  # not before the 2xx
     rig.answer(request, 200)
     receipts = [c[1:] for c in rig.handle.calls if c[0] == "send_receipt"]
-    assert receipts == [(BOB, "xmpp-9", "delivered")]
+    assert receipts == [(BOB, "xmpp-9", "delivered", "receipt")]
+    # A sender that asked for nothing costs its account no request.
+    rig.messaging.incoming(rig.handle.info, BOB, "quiet", "xmpp-10")
+    rig.answer(rig.sent()[-1][0], 200)
+    assert len([c for c in rig.handle.calls if c[0] == "send_receipt"]) == 1
+
+
+# --- 8. what a queued message owes its sender survives a restart ---------------------------
+
+
+def test_a_receipt_request_is_kept_with_the_outbox_row_across_a_restart(store: Store) -> None:
+    before = Pipeline(store)  # the phone is not registered: the message waits
+    before.messaging.incoming(
+        before.handle.info, BOB, "hello", "xmpp-11", receipts="markable,receipt"
+    )
+    (row,) = store.outbox.pending(USER)
+    assert (row.message_id, row.receipts) == ("xmpp-11", "markable,receipt")
+
+    after = Pipeline(store)  # a new run on the same database
+    after.messaging.start()
+    after.register()
+    ((request, _d),) = after.sent()
+    after.answer(request, 200)
+    receipts = [c[1:] for c in after.handle.calls if c[0] == "send_receipt"]
+    assert receipts == [(BOB, "xmpp-11", "delivered", "markable,receipt")]
+
+
+def test_an_imdn_request_is_kept_with_the_send_queue_row_across_restarts(store: Store) -> None:
+    before = Pipeline(store)
+    before.handle.outcome = Outcome(202, "queued")  # account offline: the message waits
+    (accepted,) = before.message(IMDN_REQUEST, "message/cpim")
+    assert accepted.status == 202
+    message_id = before.handle.calls[-1][3]
+    (row,) = store.sendq.pending()
+    assert (row.imdn_id, row.notify) == ("Xs7Tf3", "negative-delivery,positive-delivery")
+
+    # Restart 1: the new run hands it to the account, the network takes it.
+    middle = Pipeline(store)
+    middle.messaging.start()
+    middle.messaging.resend_unsent(middle.handle.info)
+    assert middle.handle.calls[-1] == ("send_message", BOB, "hello bob", message_id)
+    middle.messaging.send_result(middle.handle.info, message_id, Outcome(200, "acked"))
+    middle.worker.delete_settled()
+    assert store.sendq.pending() == []  # never sent again...
+    (waiting,) = store.sendq.awaiting_receipt(0.0)  # ...but the receipt is still owed
+    assert waiting.message_id == message_id
+
+    # Restart 2, then the contact's receipt: the phone gets its IMDN "delivered".
+    after = Pipeline(store)
+    after.messaging.start()
+    after.messaging.receipt(after.handle.info, BOB, message_id)
+    (report,) = store.outbox.pending(USER)
+    assert report.content_type == "message/cpim"
+    assert b"<message-id>Xs7Tf3</message-id>" in report.body
+    assert b"<delivered/>" in report.body
+    after.worker.delete_settled()
+    assert store.sendq.awaiting_receipt(0.0) == []  # nothing more is owed
+
+
+def test_an_imdn_failure_is_owed_after_a_restart_too(store: Store) -> None:
+    before = Pipeline(store)
+    before.handle.outcome = Outcome(202, "queued")
+    before.message(IMDN_REQUEST, "message/cpim")
+    message_id = before.handle.calls[-1][3]
+
+    after = Pipeline(store)
+    after.messaging.start()
+    after.messaging.send_result(after.handle.info, message_id, Outcome(488, "stream error"))
+    (report,) = store.outbox.pending(USER)
+    assert report.content_type == "message/cpim"
+    assert b"<message-id>Xs7Tf3</message-id>" in report.body
+    assert b"<failed/>" in report.body
 
 
 def test_a_message_stamped_just_now_stays_plain_text(store: Store) -> None:

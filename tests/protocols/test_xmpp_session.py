@@ -233,6 +233,19 @@ def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     bob.wait_for(lambda e: e.kind == "receipt" and e.receipt_for == mid)
 
 
+def test_what_a_sender_asked_is_reported_and_honoured_without_the_sessions_memory(
+    loop, alice, bob, users
+):
+    """on_message says what the sender asked; send_receipt works from that after a restart."""
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    mid = bob.send_message(ours, "remember me", request_receipt=True)
+    assert events.wait_for("receipts", lambda m, _r: m == mid) == (mid, "receipt")
+    session._asked.clear()  # what a new session (a restarted gateway) knows
+    loop.run(session.send_receipt(theirs, mid, "delivered", "receipt"))  # kept with the row
+    bob.wait_for(lambda e: e.kind == "receipt" and e.receipt_for == mid)
+
+
 def test_contacts_can_discover_and_ping_the_gateway_connection(alice, bob):
     """disco#info and ping are answered without slixmpp's per-client plugins (features.py)."""
     session, _events = alice
