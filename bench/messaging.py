@@ -185,6 +185,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def outbox_write_window(port: int) -> str:
+    """p50/p99/max bucket of ``purplegw_outbox_write_seconds`` over the whole run."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    buckets = [
+        (float(m[1]), float(m[2]))
+        for m in re.finditer(r'purplegw_outbox_write_seconds_bucket\{le="([^"]+)"\} (\S+)', text)
+    ]
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return ""
+
+    def upper(q: float) -> str:
+        bound = next(le for le, count in buckets if count >= q * total)
+        return f"<= {bound * 1000:g} ms" if bound != float("inf") else "> 5 s"
+
+    largest = next(le for le, count in buckets if count >= total)
+    return f"{total:g} messages, p50 {upper(0.5)}, p99 {upper(0.99)}, all " + (
+        f"<= {largest * 1000:g} ms" if largest != float("inf") else "within > 5 s"
+    )
+
+
 def settle(summary: dict[str, float], got: dict[int, float]) -> None:
     """The final count: what never arrived at all, long after the drain."""
     summary["lost"] = summary["sent"] - len(got)
@@ -283,9 +307,11 @@ def main() -> None:  # noqa: C901, PLR0915
     account, bob, carol = (prosody.create_user(n) for n in ("gwalice", "benchbob", "benchcarol"))
     sip_arrivals = Arrivals()
     responder = UdpResponder(sip_arrivals)
+    metrics_port = free_port("tcp")
     gateway = GatewayProcess(
         base,
-        extra_config=prosody.gateway_section(keepalive=0),
+        extra_config=prosody.gateway_section(keepalive=0)
+        + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
         sip={
             "trusted": ["127.0.0.1/32"],
             "outbound_proxy": f"sip:127.0.0.1:{responder.port}",
@@ -308,6 +334,7 @@ def main() -> None:  # noqa: C901, PLR0915
     runs: dict[tuple[str, int], list[tuple[dict[str, float], dict[str, float]]]] = {}
     stop = threading.Event()
     finals: list[tuple[dict[str, float], Arrivals, int]] = []
+    window = ""
     try:
         if args.direction in ("both", "sip"):
             # --- SIP -> XMPP -------------------------------------------------------------
@@ -416,6 +443,7 @@ def main() -> None:  # noqa: C901, PLR0915
             finals.clear()
             sender.stop()
             ref_receiver.stop()
+            window = outbox_write_window(metrics_port)
     finally:
         stop.set()
         gateway.stop()
@@ -445,6 +473,8 @@ def main() -> None:  # noqa: C901, PLR0915
             f"{ref['per_s']:>11.1f} {ref['lost']:>5g} {ref['p50']:>8.1f} {ref['p99']:>8.1f} | "
             f"{ratio:>5.2f}"
         )
+    if window:
+        print(f"XMPP->SIP: received message to outbox commit (XEP-0198 exposure window): {window}")
     for direction in ("SIP->XMPP", "XMPP->SIP"):
         clean = [o for d, o, _ in rows if d == direction and o["lost"] == 0]
         best = max(clean, key=lambda o: o["rate"]) if clean else None

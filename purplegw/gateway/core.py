@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from purplegw.exceptions import StoreError
@@ -219,7 +220,13 @@ class Gateway:
         receipts: str = "",
     ) -> None:
         self.worker.submit(
-            self.messaging.incoming, account, contact, text, message_id, sent_at, receipts
+            partial(self.messaging.incoming, arrived=time.monotonic()),
+            account,
+            contact,
+            text,
+            message_id,
+            sent_at,
+            receipts,
         )
 
     def on_receipt(self, account: Account, contact: str, message_id: str) -> None:

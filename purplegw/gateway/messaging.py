@@ -188,6 +188,7 @@ class _Received:
     message_id: str = ""
     report: bool = False  # written by the gateway (IMDN, failure text): nobody to bounce to
     receipts: str = ""  # what the sender asked to be told ("receipt,markable")
+    arrived: float | None = None  # time.monotonic() when its account handed it on
 
 
 @dataclass
@@ -644,8 +645,14 @@ class Messaging:
         message_id: str | None = None,
         sent_at: float | None = None,
         receipts: str = "",
+        *,
+        arrived: float | None = None,
     ) -> None:
-        """A message for a SIP user; ``receipts``: what its sender asked to be told."""
+        """A message for a SIP user; ``receipts``: what its sender asked to be told.
+
+        ``arrived`` (time.monotonic()) is when its account handed it on, for
+        the ``outbox_write_seconds`` metric (docs/reliability.md, XEP-0198).
+        """
         if (
             self.limiter is not None
             and self.limiter.hit((account.account_id, contact), self.clock()) is not Verdict.ALLOW
@@ -661,7 +668,9 @@ class Messaging:
                 text=text,
                 sent_at=sent_at,
             )
-            received = _Received(account, contact, body, CPIM, message_id or "", receipts=receipts)
+            received = _Received(
+                account, contact, body, CPIM, message_id or "", receipts=receipts, arrived=arrived
+            )
         else:
             received = _Received(
                 account,
@@ -670,6 +679,7 @@ class Messaging:
                 TEXT_PLAIN,
                 message_id or "",
                 receipts=receipts,
+                arrived=arrived,
             )
         if not self._room_for(account.sip_user, len(received.body)):
             logger.warning("Outbox of %s full; message from %s refused", account.sip_user, contact)
@@ -787,9 +797,17 @@ class Messaging:
         for _ in batch:
             self.unstored.popleft()
         users: list[str] = []
+        now = time.monotonic()
         for received, seq in zip(batch, seqs, strict=True):
+            if received.arrived is not None:
+                metrics.outbox_written(now - received.arrived)
             if received.report:
                 self._reports.add(seq)
+            key = (received.account.sip_user, received.contact)
+            if key in self.in_flight or key in self.retry_timers:
+                # Its conversation is moving: the row is read when the ones
+                # ahead of it are delivered (_send_next, then flush).
+                continue
             if received.account.sip_user not in users:
                 users.append(received.account.sip_user)
         for sip_user in users:
