@@ -380,13 +380,14 @@ class StoreCollector(Collector):
         queues: dict[str, tuple[int, float | None]] = {}
         subscriptions: dict[str, int] = {}
         try:
-            for name, table in (
-                ("sendq", store.sendq.TABLE),
-                ("outbox", store.outbox.TABLE),
+            for name, table, where in (
+                # Sent rows that only wait for the contact's receipt are not queued.
+                ("sendq", store.sendq.TABLE, " WHERE acked = 0"),
+                ("outbox", store.outbox.TABLE, ""),
             ):
-                count = db.fetchone(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - class constant
+                count = db.fetchone(f"SELECT COUNT(*) FROM {table}{where}")  # noqa: S608 - constants
                 # seq grows with created: the first row by primary key is the oldest
-                oldest = db.fetchone(f"SELECT created FROM {table} ORDER BY seq LIMIT 1")  # noqa: S608
+                oldest = db.fetchone(f"SELECT created FROM {table}{where} ORDER BY seq LIMIT 1")  # noqa: S608
                 queues[name] = (int(count[0]) if count else 0, float(oldest[0]) if oldest else None)
             for state, count in db.fetchall(
                 f"SELECT state, COUNT(*) FROM {store.subscriptions.TABLE} "  # noqa: S608
