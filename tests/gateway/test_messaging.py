@@ -9,7 +9,7 @@ real SQLite database.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -229,3 +229,29 @@ def test_typing_towards_sip_is_sent_to_each_contact_and_never_queued(store: Stor
     assert sent.headers.get("Content-Type") == "application/im-iscomposing+xml"
     assert b"<state>active</state>" in sent.body
     assert store.outbox.pending(USER) == []
+
+
+def test_a_busy_conversation_reads_its_outbox_once_per_window(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next message leaves from the rows read behind the one in flight (Rule 9)."""
+    rig = Rig(store)
+    for n in range(5):
+        rig.messaging.incoming(rig.handle.info, BOB, f"m{n}")
+    reads: list[str] = []
+    pending = store.outbox.pending
+
+    def counted(sip_user: str | None = None, limit: int = 1000) -> list[Any]:
+        reads.append(sip_user or "")
+        return pending(sip_user, limit)
+
+    monkeypatch.setattr(store.outbox, "pending", counted)
+    rig.register()
+    for n in range(5):
+        sent = rig.front.requests("MESSAGE")[-1]
+        assert sent.body == f"m{n}".encode()  # in order, one at a time
+        rig.answer(sent, 200)
+    assert len(rig.front.requests("MESSAGE")) == 5
+    assert len(reads) == 2  # the REGISTER's read, and the one that found nothing left
+    rig.worker.delete_settled()
+    assert pending(USER) == []
