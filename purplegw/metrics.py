@@ -73,6 +73,14 @@ LOGIN_DURATION = Histogram(
     registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+OUTBOX_WRITE = Histogram(
+    "outbox_write_seconds",
+    "Seconds from a received message reaching the gateway (its account handed "
+    "it on, the moment XEP-0198 counts it handled) to its outbox row committing.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 DISCONNECTS = Counter(
     "account_disconnects",
     "Connections of external accounts lost after a successful login.",
@@ -198,6 +206,11 @@ def message_in(outcome: str) -> None:
     """External -> SIP: ``received`` (from the network, now in the outbox),
     ``delivered`` (the phone answered 2xx), ``retry`` (an attempt failed; kept)."""
     MESSAGES.labels("in", outcome).inc()
+
+
+def outbox_written(seconds: float) -> None:
+    """A received message is in the outbox, ``seconds`` after it reached the gateway."""
+    OUTBOX_WRITE.observe(seconds)
 
 
 def message_out(status: int) -> None:
@@ -377,13 +390,14 @@ class StoreCollector(Collector):
         queues: dict[str, tuple[int, float | None]] = {}
         subscriptions: dict[str, int] = {}
         try:
-            for name, table in (
-                ("sendq", store.sendq.TABLE),
-                ("outbox", store.outbox.TABLE),
+            for name, table, where in (
+                # Sent rows that only wait for the contact's receipt are not queued.
+                ("sendq", store.sendq.TABLE, " WHERE acked = 0"),
+                ("outbox", store.outbox.TABLE, ""),
             ):
-                count = db.fetchone(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - class constant
+                count = db.fetchone(f"SELECT COUNT(*) FROM {table}{where}")  # noqa: S608 - constants
                 # seq grows with created: the first row by primary key is the oldest
-                oldest = db.fetchone(f"SELECT created FROM {table} ORDER BY seq LIMIT 1")  # noqa: S608
+                oldest = db.fetchone(f"SELECT created FROM {table}{where} ORDER BY seq LIMIT 1")  # noqa: S608
                 queues[name] = (int(count[0]) if count else 0, float(oldest[0]) if oldest else None)
             for state, count in db.fetchall(
                 f"SELECT state, COUNT(*) FROM {store.subscriptions.TABLE} "  # noqa: S608

@@ -88,6 +88,13 @@ POISON_OUTCOME = (488, "the server closed the stream on this message")
 # that it goes out on the next connection instead of failing.
 NOT_NOW_RETRIES = 5
 NOT_NOW_DELAY = 0.5
+# ``queue_limit`` bounds what an offline or reconnecting account keeps.  While
+# connected the queue only holds a burst on its way to the session (the
+# gateway hands over every message of one group commit at once, all in one
+# turn of the loop, before the drain runs): it is refused only beyond this.
+ONLINE_QUEUE_LIMIT = 10000
+# Requests the drain runs before it yields to the rest of the loop.
+DRAIN_SLICE = 64
 
 
 class OutcomeFuture(pykka.ThreadingFuture[Outcome]):
@@ -166,6 +173,7 @@ class _Events:
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
+        receipts: str = "",
     ) -> None:
         if self._current():
             self._core.account_status.messages_in += 1
@@ -173,6 +181,8 @@ class _Events:
             if sent_at is not None:
                 # Only when known: sinks written before sent_at keep working.
                 kwargs["sent_at"] = sent_at
+            if receipts:
+                kwargs["receipts"] = receipts
             self._core._emit("on_message", **kwargs)  # noqa: SLF001
 
     def on_contact_presence(self, presence: ContactPresence) -> None:
@@ -614,7 +624,10 @@ class AccountCore:
         elif request.op == "send_typing" and not online:
             request.answer(Outcome(480, "account offline"))
             return
-        if len(self._outbox) >= self._config.queue_limit:
+        limit = self._config.queue_limit
+        if online:
+            limit = max(limit, ONLINE_QUEUE_LIMIT)
+        if len(self._outbox) >= limit:
             request.answer(Outcome(480, "queue full"))
             return
         if not online:
@@ -626,6 +639,7 @@ class AccountCore:
 
     async def _drain(self, session: Session) -> None:
         assert self._wake is not None
+        done = 0
         while True:
             while self._outbox and not self._resuming and self._connected:
                 request = self._outbox.popleft()
@@ -648,10 +662,13 @@ class AccountCore:
                     continue
                 self.account_status.queued = len(self._outbox)
                 self._finish(request, outcome)
+                done += 1
+                if done % DRAIN_SLICE == 0:
+                    await asyncio.sleep(0)  # a long burst lets the loop's other work in
             if not self._connected:
-                # Lost while a request ran: asyncio.wait_for (Python 3.11)
-                # swallows the cancellation when the request completed in
-                # the same step, so end here rather than wait forever.
+                # Lost while a request ran: a cancellation that arrives as the
+                # request completes in the same step can be swallowed, so end
+                # here rather than wait forever.
                 return
             self._wake.clear()
             await self._wake.wait()
@@ -665,7 +682,11 @@ class AccountCore:
         """
         method = getattr(session, request.op)
         try:
-            result = await asyncio.wait_for(method(*request.args), self._config.send_timeout)
+            # A timeout scope, not wait_for: no task per request, and a request
+            # that never suspends (an XMPP message is only written) completes
+            # in the drain's own step, so a burst goes out in one turn.
+            async with asyncio.timeout(self._config.send_timeout):
+                result = await method(*request.args)
         except TimeoutError:
             return Outcome(504, f"{request.op} timed out after {self._config.send_timeout:g}s")
         except Exception as exc:  # noqa: BLE001 - every adapter failure is mapped, bugs logged
@@ -865,9 +886,11 @@ class AccountHandle:
         """Tell ``contact`` its message ``message_id`` failed for good (``Session.bounce``)."""
         return self._request("bounce", contact, message_id, status, reason)
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> pykka.Future[Outcome]:
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> pykka.Future[Outcome]:
         """Report ``message_id`` ``delivered`` or ``displayed`` (``Session.send_receipt``)."""
-        return self._request("send_receipt", contact, message_id, kind)
+        return self._request("send_receipt", contact, message_id, kind, receipts)
 
     def logout(self) -> pykka.Future[Outcome]:
         """Log out and stay out (LOGGED_OUT, no reconnect) until ``login``."""

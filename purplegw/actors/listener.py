@@ -56,8 +56,9 @@ class EventSink:
         """Dispatch one event to the method of the same name, logging errors."""
         try:
             handler = getattr(self, event)
-            if "sent_at" in kwargs and not _takes_sent_at(handler):
-                del kwargs["sent_at"]  # a sink written before messages had it
+            for optional in _OPTIONAL:
+                if optional in kwargs and not _takes(handler, optional):
+                    del kwargs[optional]  # a sink written before messages had it
             handler(**kwargs)
         except Exception:
             logger.exception("%s failed to handle %s", type(self).__name__, event)
@@ -67,19 +68,22 @@ class EventSink:
     ) -> None:
         """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT)."""
 
-    def on_message(
+    def on_message(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
         account: AccountInfo,
         contact: str,
         text: str,
         message_id: str | None,
         sent_at: float | None = None,
+        receipts: str = "",
     ) -> None:
         """Triggered when an external contact sends the SIP user a message.
 
         ``sent_at`` (POSIX seconds) when the network said it was written
-        earlier (XEP-0203 delay, Matrix ``origin_server_ts``); the keyword is
-        only passed when known, so sinks without it keep working.
+        earlier (XEP-0203 delay, Matrix ``origin_server_ts``); ``receipts``
+        what the sender asked to be told ("receipt", "markable", comma
+        separated).  Both keywords are only passed when known, so sinks
+        without them keep working.
         """
 
     def on_contact_presence(self, account: AccountInfo, presence: ContactPresence) -> None:
@@ -106,19 +110,23 @@ class EventSink:
         """Triggered when a session derived a key from its password worth storing."""
 
 
+# Keywords added to events after sinks were written: passed only to sinks that take them.
+_OPTIONAL = ("sent_at", "receipts")
+
+
 @functools.cache
-def _accepts_sent_at(function: Any) -> bool:
+def _accepts(function: Any, keyword: str) -> bool:
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
         return True
-    return "sent_at" in parameters or any(
+    return keyword in parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
     )
 
 
-def _takes_sent_at(handler: Any) -> bool:
-    return _accepts_sent_at(getattr(handler, "__func__", handler))
+def _takes(handler: Any, keyword: str) -> bool:
+    return _accepts(getattr(handler, "__func__", handler), keyword)
 
 
 _plain_sinks: list[EventSink] = []

@@ -39,13 +39,14 @@ class MetricsSink(EventSink):
     ) -> None:
         self._tracker.state_changed(account.account_id, account.protocol, state.value, reason)
 
-    def on_message(
+    def on_message(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
         account: AccountInfo,  # noqa: ARG002 - the event's signature
         contact: str,  # noqa: ARG002
         text: str,  # noqa: ARG002
         message_id: str | None,  # noqa: ARG002
         sent_at: float | None = None,  # noqa: ARG002 - XEP-0203 delay, when the network gave one
+        receipts: str = "",  # noqa: ARG002 - what the sender asked to be told
     ) -> None:
         metrics.message_in("received")
 

@@ -270,8 +270,10 @@ class RemoteAccountHandle:
     ) -> OutcomeFuture:
         return self._request("bounce", contact, message_id, status, reason)
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> OutcomeFuture:
-        return self._request("send_receipt", contact, message_id, kind)
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> OutcomeFuture:
+        return self._request("send_receipt", contact, message_id, kind, receipts)
 
     def logout(self) -> OutcomeFuture:
         return self._request("logout")

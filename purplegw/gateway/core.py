@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from purplegw.exceptions import StoreError
@@ -209,15 +210,24 @@ class Gateway:
         except Exception:
             logger.exception("Gateway failed to handle %s", event)
 
-    def on_message(
+    def on_message(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
         account: Account,
         contact: str,
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
+        receipts: str = "",
     ) -> None:
-        self.worker.submit(self.messaging.incoming, account, contact, text, message_id, sent_at)
+        self.worker.submit(
+            partial(self.messaging.incoming, arrived=time.monotonic()),
+            account,
+            contact,
+            text,
+            message_id,
+            sent_at,
+            receipts,
+        )
 
     def on_receipt(self, account: Account, contact: str, message_id: str) -> None:
         self.worker.submit(self.messaging.receipt, account, contact, message_id)

@@ -54,6 +54,15 @@ Rule 8. Receipts: a contact's receipt becomes an IMDN "delivered" for a
         displayed becomes ``handle.send_receipt``.  A received message with a
         time of its own (``sent_at``) goes to the phone as message/cpim with
         that DateTime.
+Rule 9. Deleting a settled row is not a promise to anyone: the send-queue
+        rows the network took and the outbox rows a phone took are deleted
+        together, in one transaction every ``CLEANUP_DELAY`` seconds (or at
+        once when ``CLEANUP_BATCH`` wait).  Until its deletion commits, a
+        delivered outbox row is skipped by ``flush``; the conversation's next
+        message leaves at once, from the rows the last flush read behind it
+        (``_send_next``), so a busy conversation costs one read per
+        ``FLUSH_WINDOW`` messages and no commit of its own per message.  A
+        crash before the deletion sends it again (at-least-once, as before).
 """
 
 from __future__ import annotations
@@ -131,10 +140,16 @@ TOO_LARGE = frozenset({413, 513})
 DELAYED_AFTER = 60.0
 # Received messages the outbox could not take are written again this often.
 STORE_RETRY_DELAY = 2.0
+# Settled rows are deleted together (Rule 9): after this many seconds, or at once
+# when this many wait.
+CLEANUP_DELAY = 0.02
+CLEANUP_BATCH = 500
 # How many of a user's oldest outbox rows one flush looks at for conversation heads.
 FLUSH_WINDOW = 100
-# IMDN requests remembered for a receipt from the contact (Rule 8), at most.
+# IMDN requests remembered for a receipt from the contact (Rule 8), at most,
+# and for at most this many seconds across restarts.
 MAX_RECEIPTS_WAITED = 10000
+RECEIPT_WAIT = 7 * 86400.0
 # Refusals of received messages (Rule 5), as the status handed to ``bounce``.
 OUTBOX_FULL = (503, "outbox full")  # XMPP resource-constraint
 TOO_FAST = (403, "too many messages")  # XMPP policy-violation
@@ -172,6 +187,8 @@ class _Received:
     content_type: str = TEXT_PLAIN
     message_id: str = ""
     report: bool = False  # written by the gateway (IMDN, failure text): nobody to bounce to
+    receipts: str = ""  # what the sender asked to be told ("receipt,markable")
+    arrived: float | None = None  # time.monotonic() when its account handed it on
 
 
 @dataclass
@@ -223,10 +240,20 @@ class Messaging:
         self._seen_seq = 0  # newest send-queue row this run knows of (requeued)
         self._tcp: set[int] = set()  # outbox seqs a phone refused as too large over UDP
         self._timeouts: dict[tuple[str, str], int] = {}  # (sip_user, ruri) -> in a row
-        self._network_ids: dict[int, str] = {}  # outbox seq -> the network's message id
         self._reports: set[int] = set()  # outbox seqs of the gateway's own reports
         self._imdn_wanted: dict[str, tuple[str, str]] = {}  # id -> (imdn id, user) (Rule 8)
         self._load: dict[str, list[int]] = {}  # sip_user -> [messages, bytes] waiting
+        # Rows to delete with the next cleanup (Rule 9).
+        self._sendq_done: list[str] = []  # send-queue ids the network took
+        self._sendq_acked: list[str] = []  # ... whose phone waits for a receipt
+        self._receipts_done: list[str] = []  # ... that waited for one and are done
+        self._outbox_done: list[QueuedMessage] = []  # outbox messages a phone took
+        self._deleting: set[int] = set()  # their seqs, until the deletion commits
+        self._cleanup_due = False
+        self._cleanup_timer: TimerHandle | None = None
+        self._flush_again: set[str] = set()  # users whose flush saw only such rows
+        # Per conversation, the outbox rows read behind the one in flight (_send_next).
+        self._ahead: dict[Conversation, deque[QueuedMessage]] = {}
         self.limiter = (
             RateLimiter(self.settings.sender_rate, self.settings.sender_burst)
             if self.settings.sender_rate > 0
@@ -243,7 +270,7 @@ class Messaging:
             self._flush_all()
 
     def stop(self) -> None:
-        for timer in [*self.retry_timers.values(), self._store_timer]:
+        for timer in [*self.retry_timers.values(), self._store_timer, self._cleanup_timer]:
             if timer is not None:
                 timer.cancel()
         if self.unstored:
@@ -264,6 +291,7 @@ class Messaging:
             self._seen_seq = max(self._seen_seq, row.seq)
             if row.message_id in self._active:
                 continue  # accepted by this run and already with its account
+            self._remember_imdn(row)
             handle = self.directory.get(row.sip_user, row.protocol)
             if handle is None:
                 self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
@@ -352,7 +380,13 @@ class Messaging:
                     self.store.sendq.put_many,
                     [
                         NewSend(
-                            a.account.sip_user, a.account.protocol, a.contact, a.text, a.message_id
+                            a.account.sip_user,
+                            a.account.protocol,
+                            a.contact,
+                            a.text,
+                            a.message_id,
+                            a.body.imdn_id if a.body.notify else "",
+                            ",".join(sorted(a.body.notify)),
                         )
                     ],
                 )
@@ -377,17 +411,21 @@ class Messaging:
             if accepted.body.notify:
                 self._asked[accepted.message_id] = accepted.body
             if accepted.body.imdn_id and "positive-delivery" in accepted.body.notify:
-                self._want_receipt(accepted)
+                self._want_receipt(
+                    accepted.message_id, accepted.body.imdn_id, accepted.account.sip_user
+                )
             future = self._hand_over(
                 accepted.handle, accepted.contact, accepted.text, accepted.message_id, settle=False
             )
             future.add_done_callback(self.worker.completion(partial(self._answered, accepted)))
 
-    def _want_receipt(self, accepted: _Accepted) -> None:
+    def _want_receipt(self, message_id: str, imdn_id: str, sip_user: str) -> None:
         wanted = self._imdn_wanted
         while len(wanted) >= MAX_RECEIPTS_WAITED:  # receipts that never came: oldest go
-            del wanted[next(iter(wanted))]
-        wanted[accepted.message_id] = (accepted.body.imdn_id, accepted.account.sip_user)
+            oldest = next(iter(wanted))
+            del wanted[oldest]
+            self._receipts_done.append(oldest)  # its row, if it only waited for that
+        wanted[message_id] = (imdn_id, sip_user)
 
     def _hand_over(
         self,
@@ -420,6 +458,8 @@ class Messaging:
         metrics.message_out(outcome.status)
         if outcome.status != 202:  # 202: still queued, its result follows (send_result)
             # The sender learns the outcome from this answer: no dead letter, no report.
+            if not outcome.ok:
+                self._imdn_wanted.pop(accepted.message_id, None)
             self._forget_send(accepted.message_id)
         if outcome.ok:
             accepted.reply(respond(accepted.request, 202))
@@ -433,10 +473,68 @@ class Messaging:
     def _forget_send(self, message_id: str) -> None:
         self._active.discard(message_id)
         self._asked.pop(message_id, None)
+        if message_id in self._imdn_wanted:
+            # Sent; the phone still waits for the contact's receipt: the row
+            # stays (acked) so that a restart still owes the notification.
+            self._sendq_acked.append(message_id)
+        else:
+            self._sendq_done.append(message_id)
+        self._schedule_cleanup()
+
+    # --- deletions, one commit per worker turn (Rule 9) -----------------------------------
+
+    def _schedule_cleanup(self) -> None:
+        if self._cleanup_due:
+            return
+        if len(self._sendq_done) + len(self._outbox_done) >= CLEANUP_BATCH:
+            # Runs after the work already waiting: the deletions of everything
+            # settled meanwhile share one transaction.
+            self._cleanup_due = True
+            if self._cleanup_timer is not None:
+                self._cleanup_timer.cancel()
+                self._cleanup_timer = None
+            self.worker.submit(self._cleanup)
+        elif self._cleanup_timer is None:
+            # Not at once: a conversation delivering one message per turn would
+            # pay a commit per message on the worker, between two deliveries.
+            self._cleanup_timer = self.worker.call_later(CLEANUP_DELAY, self._cleanup_fired)
+
+    def _cleanup_fired(self) -> None:
+        self._cleanup_timer = None
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._cleanup_due = False
+        done, self._sendq_done = self._sendq_done, []
+        acked, self._sendq_acked = self._sendq_acked, []
+        receipted, self._receipts_done = self._receipts_done, []
+        if done or acked or receipted:
+            try:
+                with self.store.db.transaction():
+                    self.store.sendq.done_many(done)
+                    self.store.sendq.acked_many(acked)
+                    self.store.sendq.receipts_done(receipted)
+            except StoreError as exc:  # sent again after a restart (at-least-once)
+                logger.warning("%d send-queue row(s) not updated: %s", len(done) + len(acked), exc)
+        delivered, self._outbox_done = self._outbox_done, []
+        if not delivered:
+            return
         try:
-            self.store.sendq.done(message_id)
-        except StoreError as exc:  # sent again after a restart (at-least-once)
-            logger.warning("Send-queue row %s not removed: %s", message_id, exc)
+            self.store.outbox.done_many([m.seq for m in delivered])
+        except StoreError as exc:
+            # Still skipped by flush (self._deleting); deleted at the next try,
+            # or sent again after a restart (at-least-once).
+            logger.warning("%d delivered outbox row(s) not removed yet: %s", len(delivered), exc)
+            self._outbox_done[:0] = delivered
+            if self._cleanup_timer is None:
+                self._cleanup_timer = self.worker.call_later(STORE_RETRY_DELAY, self._cleanup_fired)
+            return
+        for message in delivered:
+            self._deleting.discard(message.seq)
+        # A flush that found only rows waiting for this deletion reads again.
+        waiting, self._flush_again = self._flush_again, set()
+        for sip_user in sorted(waiting):
+            self.flush(sip_user)
 
     def send_result(self, account: Account, message_id: str, outcome: Outcome) -> None:
         """A message answered 202 (queued, or written and awaiting the server's ack) moved on."""
@@ -470,6 +568,11 @@ class Messaging:
         self._active.discard(message_id)
         try:
             row = self.store.sendq.get(message_id)
+            if asked is None and row is not None and row.notify:
+                # Accepted before a restart: the IMDN request was kept with the row.
+                asked = Incoming(
+                    "text", imdn_id=row.imdn_id, notify=frozenset(row.notify.split(","))
+                )
             if (
                 row is None
                 or self.store.dead_letters.bury_send(
@@ -504,11 +607,21 @@ class Messaging:
         for row in self.store.sendq.pending():
             self._seen_seq = max(self._seen_seq, row.seq)
             self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
+            self._remember_imdn(row)
+        # Sent by an earlier run; their phones still wait for the contact's receipt.
+        for row in self.store.sendq.awaiting_receipt(self.clock() - RECEIPT_WAIT):
+            self._seen_seq = max(self._seen_seq, row.seq)
+            self._remember_imdn(row)
         if self._unsent:
             logger.info(
                 "%d accepted message(s) from an earlier run wait for their account",
                 sum(len(rows) for rows in self._unsent.values()),
             )
+
+    def _remember_imdn(self, row: PendingSend) -> None:
+        """What the phone asked of a message accepted by an earlier run (Rules 7, 8)."""
+        if row.imdn_id and "positive-delivery" in row.notify:
+            self._want_receipt(row.message_id, row.imdn_id, row.sip_user)
 
     def resend_unsent(self, account: Account) -> None:
         """Hand the account the messages it accepted (202) in an earlier run."""
@@ -524,14 +637,22 @@ class Messaging:
 
     # --- external -> SIP (Rules 3-5) -------------------------------------------------
 
-    def incoming(
+    def incoming(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
         account: Account,
         contact: str,
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
+        receipts: str = "",
+        *,
+        arrived: float | None = None,
     ) -> None:
+        """A message for a SIP user; ``receipts``: what its sender asked to be told.
+
+        ``arrived`` (time.monotonic()) is when its account handed it on, for
+        the ``outbox_write_seconds`` metric (docs/reliability.md, XEP-0198).
+        """
         if (
             self.limiter is not None
             and self.limiter.hit((account.account_id, contact), self.clock()) is not Verdict.ALLOW
@@ -547,10 +668,18 @@ class Messaging:
                 text=text,
                 sent_at=sent_at,
             )
-            received = _Received(account, contact, body, CPIM, message_id or "")
+            received = _Received(
+                account, contact, body, CPIM, message_id or "", receipts=receipts, arrived=arrived
+            )
         else:
             received = _Received(
-                account, contact, text.encode("utf-8"), TEXT_PLAIN, message_id or ""
+                account,
+                contact,
+                text.encode("utf-8"),
+                TEXT_PLAIN,
+                message_id or "",
+                receipts=receipts,
+                arrived=arrived,
             )
         if not self._room_for(account.sip_user, len(received.body)):
             logger.warning("Outbox of %s full; message from %s refused", account.sip_user, contact)
@@ -566,6 +695,8 @@ class Messaging:
         wanted = self._imdn_wanted.pop(message_id, None)
         if wanted is None:
             return
+        self._receipts_done.append(message_id)
+        self._schedule_cleanup()
         imdn_id, sip_user = wanted
         report = imdn(
             from_uri=self.addresses.contact_uri(account, contact),
@@ -649,6 +780,8 @@ class Messaging:
                         r.contact,
                         r.body,
                         r.content_type,
+                        r.message_id,
+                        r.receipts,
                     )
                     for r in batch
                 ]
@@ -664,11 +797,17 @@ class Messaging:
         for _ in batch:
             self.unstored.popleft()
         users: list[str] = []
+        now = time.monotonic()
         for received, seq in zip(batch, seqs, strict=True):
-            if received.message_id:
-                self._network_ids[seq] = received.message_id
+            if received.arrived is not None:
+                metrics.outbox_written(now - received.arrived)
             if received.report:
                 self._reports.add(seq)
+            key = (received.account.sip_user, received.contact)
+            if key in self.in_flight or key in self.retry_timers:
+                # Its conversation is moving: the row is read when the ones
+                # ahead of it are delivered (_send_next, then flush).
+                continue
             if received.account.sip_user not in users:
                 users.append(received.account.sip_user)
         for sip_user in users:
@@ -723,10 +862,18 @@ class Messaging:
         for key, messages in conversations.items():
             if key in self.in_flight or key in self.retry_timers:
                 continue
-            for message in messages:  # the oldest one not expired goes
+            self._ahead.pop(key, None)
+            for index, message in enumerate(messages):  # the oldest one not expired goes
+                if message.seq in self._deleting:
+                    # Delivered, its row not deleted yet: if nothing behind it is
+                    # in this read, read again once the deletion committed.
+                    self._flush_again.add(sip_user)
+                    continue
                 age = self.clock() - message.created
                 if not max_age or age <= max_age:
                     self._send(message)
+                    # The next ones, for when this one is delivered (_send_next).
+                    self._ahead[key] = deque(messages[index + 1 :])
                     break
                 try:
                     self._give_up(message, 408, f"not delivered within {int(age)} s")
@@ -736,6 +883,28 @@ class Messaging:
                     )
                     self._schedule_retry(key)
                     break
+
+    def _send_next(self, key: Conversation) -> bool:
+        """Send the conversation's next message from the last read of its outbox rows.
+
+        Rows of a conversation are only added behind the ones read, and only
+        this run removes its head, so what was read ahead is still queued, in
+        order.  False when nothing read ahead is left: ``flush`` reads again.
+        """
+        if key in self.in_flight or key in self.retry_timers:
+            return True  # already moving
+        ahead = self._ahead.get(key)
+        max_age = self.settings.retry_max_age
+        while ahead:
+            message = ahead.popleft()
+            if message.seq in self._deleting:
+                continue
+            if max_age and self.clock() - message.created > max_age:
+                break  # flush gives it up
+            self._send(message)
+            return True
+        self._ahead.pop(key, None)
+        return False
 
     def _destinations(self, sip_user: str, protocol: str) -> list[tuple[Address | Source, str]]:
         """The user's contacts, without those that keep timing out while others answer."""
@@ -828,14 +997,20 @@ class Messaging:
         metrics.message_in("delivered" if ok else "retry")
         try:
             if ok:
-                network_id = self._network_ids.get(message.seq, "")
-                self.store.outbox.done(message.seq)
+                network_id = message.message_id
+                # The row goes with the next group of deletions (Rule 9); until
+                # then flush skips it, so the conversation's next message goes now.
+                self._deleting.add(message.seq)
+                self._outbox_done.append(message)
+                self._schedule_cleanup()
                 self._settled(message)
                 if network_id:
                     self._delivered_to_network(message, network_id)
                 self._retry_index.pop(key, None)
-                self.flush(message.sip_user)
+                if not self._send_next(key):
+                    self.flush(message.sip_user)
                 return
+            self._ahead.pop(key, None)  # read again after the retry or dead letter
             if permanent or message.attempts + 1 >= self.settings.retry_attempts:
                 reason = text if permanent else f"{message.attempts + 1} attempts, last {text}"
                 self._give_up(message, status, reason)
@@ -863,19 +1038,20 @@ class Messaging:
         phone's 2xx, not the gateway's receipt of the stanza; the session sends
         it only for messages whose sender requested a receipt.
         """
+        if not message.receipts:
+            return  # the sender asked for nothing (and no request to the account)
         handle = self.directory.get(message.sip_user, message.protocol)
         if handle is not None:
-            handle.send_receipt(message.contact, network_id, "delivered")
+            handle.send_receipt(message.contact, network_id, "delivered", message.receipts)
 
     def _settled(self, message: QueuedMessage) -> None:
         self._tcp.discard(message.seq)
-        self._network_ids.pop(message.seq, None)
         self._reports.discard(message.seq)
         self._unload(message.sip_user, len(message.body))
 
     def _give_up(self, message: QueuedMessage, status: int, reason: str) -> None:
         """A message for a SIP user failed for good: a dead letter, and its sender is told."""
-        network_id = self._network_ids.get(message.seq, "")
+        network_id = message.message_id
         logger.warning(
             "Message %d from %s to %s given up: %d %s",
             message.seq,

@@ -10,7 +10,7 @@ the same shape and no threads (tests/gateway/fakes.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -109,7 +109,9 @@ class AccountHandlePort(Protocol):
 
     def bounce(self, contact: str, message_id: str, status: int, reason: str) -> OutcomeFuture: ...
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> OutcomeFuture: ...
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> OutcomeFuture: ...
 
     def login(self) -> OutcomeFuture: ...
 
@@ -150,6 +152,8 @@ class OutboxPort(Protocol):
 
     def done(self, seq: int) -> None: ...
 
+    def done_many(self, seqs: Iterable[int]) -> int: ...
+
 
 class SendQueuePort(Protocol):
     """Messages from SIP users answered 202, until sent (purplegw.store.sendq)."""
@@ -161,6 +165,14 @@ class SendQueuePort(Protocol):
     def put_many(self, sends: Sequence[NewSend]) -> list[bool]: ...
 
     def done(self, message_id: str) -> None: ...
+
+    def done_many(self, message_ids: Iterable[str]) -> int: ...
+
+    def acked_many(self, message_ids: Sequence[str]) -> int: ...
+
+    def receipts_done(self, message_ids: Sequence[str]) -> int: ...
+
+    def awaiting_receipt(self, since: float) -> list[PendingSend]: ...
 
     def pending(self) -> list[PendingSend]: ...
 

@@ -194,6 +194,7 @@ class SessionEvents(Protocol):
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
+        receipts: str = "",
     ) -> None:
         """Triggered when a contact sends the account a text message.
 
@@ -334,12 +335,17 @@ class Session:
         """
         raise NotImplementedError
 
-    async def send_receipt(self, contact: str, message_id: str, kind: str) -> None:
+    async def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> None:
         """Triggered when the SIP user's phone reports a message ``delivered`` or ``displayed``.
 
         ``kind`` is ``"delivered"`` or ``"displayed"`` (RFC 5438 IMDN).  Send
         it only where the contact asked for it (XEP-0184 / XEP-0333);
-        otherwise return quietly.  Default: the protocol has none (501).
+        otherwise return quietly.  ``receipts`` is what the contact asked as
+        the session reported it in ``on_message`` (kept with the queued
+        message, so it survives a restart); empty: the session's own memory.
+        Default: the protocol has none (501).
         """
         raise NotImplementedError
 

@@ -32,6 +32,8 @@ class QueuedMessage:
     body: bytes
     created: float
     attempts: int
+    message_id: str = ""  # the network's id of the message ("" if none)
+    receipts: str = ""  # what its sender asked to be told: "receipt,markable"
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,29 @@ class NewIncoming:
     contact: str
     body: bytes
     content_type: str = "text/plain;charset=UTF-8"
+    message_id: str = ""
+    receipts: str = ""
 
 
-_COLUMNS = "seq, sip_user, account_id, protocol, contact, content_type, body, created, attempts"
+_COLUMNS = (
+    "seq, sip_user, account_id, protocol, contact, content_type, body, created, attempts, "
+    "message_id, receipts"
+)
 
 
 def _row(r: tuple[Any, ...]) -> QueuedMessage:
     return QueuedMessage(
-        int(r[0]), r[1], int(r[2]), r[3], r[4], r[5], bytes(r[6]), float(r[7]), int(r[8])
+        int(r[0]),
+        r[1],
+        int(r[2]),
+        r[3],
+        r[4],
+        r[5],
+        bytes(r[6]),
+        float(r[7]),
+        int(r[8]),
+        r[9] or "",
+        r[10] or "",
     )
 
 
@@ -82,8 +99,19 @@ class OutboxRepository:
             return [
                 self.db.execute(
                     f"INSERT INTO {self.TABLE} (sip_user, account_id, protocol, contact, "
-                    "content_type, body, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (m.sip_user, m.account_id, m.protocol, m.contact, m.content_type, m.body, now),
+                    "content_type, body, created, message_id, receipts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        m.sip_user,
+                        m.account_id,
+                        m.protocol,
+                        m.contact,
+                        m.content_type,
+                        m.body,
+                        now,
+                        m.message_id,
+                        m.receipts,
+                    ),
                 )
                 for m in messages
             ]

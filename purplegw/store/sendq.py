@@ -10,6 +10,11 @@ Rule 3: rows still present at start-up were accepted by an earlier run and
 Rule 4: ``put_many``/``done_many`` write a batch in one transaction (one
         commit, one fsync): all of it is durable or none of it.  Group commit
         (``purplegw.store.groupcommit``) builds on them.
+Rule 5: a message whose phone asked for a delivery notification (IMDN
+        positive-delivery) is not forgotten when the network took it: it is
+        marked ``acked`` (``acked_many``) and waits for the contact's receipt
+        (``awaiting_receipt``); ``pending`` never returns it again (it is not
+        sent twice).  ``receipts_done`` forgets such rows only.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class PendingSend:
     body: str
     message_id: str
     created: float = 0.0  # when it was accepted (time.time())
+    imdn_id: str = ""  # the phone's IMDN Message-ID, if it asked for notifications
+    notify: str = ""  # its Disposition-Notification: "positive-delivery, negative-delivery"
 
 
 @dataclass(frozen=True)
@@ -44,13 +51,15 @@ class NewSend:
     contact: str
     body: str
     message_id: str
+    imdn_id: str = ""
+    notify: str = ""
 
 
-_COLUMNS = "seq, sip_user, protocol, contact, body, message_id, created"
+_COLUMNS = "seq, sip_user, protocol, contact, body, message_id, created, imdn_id, notify"
 
 
 def _row(r: tuple[Any, ...]) -> PendingSend:
-    return PendingSend(int(r[0]), r[1], r[2], r[3], r[4], r[5], float(r[6]))
+    return PendingSend(int(r[0]), r[1], r[2], r[3], r[4], r[5], float(r[6]), r[7] or "", r[8] or "")
 
 
 class SendQueueRepository:
@@ -80,8 +89,17 @@ class SendQueueRepository:
                 seen.add(send.message_id)
                 self.db.execute(
                     f"INSERT INTO {self.TABLE} (sip_user, protocol, contact, body, "
-                    "message_id, created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (send.sip_user, send.protocol, send.contact, send.body, send.message_id, now),
+                    "message_id, created, imdn_id, notify) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        send.sip_user,
+                        send.protocol,
+                        send.contact,
+                        send.body,
+                        send.message_id,
+                        now,
+                        send.imdn_id,
+                        send.notify,
+                    ),
                 )
                 result.append(True)
         return result
@@ -108,6 +126,33 @@ class SendQueueRepository:
                 )
         return removed
 
+    def acked_many(self, message_ids: Sequence[str]) -> int:
+        """The network took these messages; their rows wait for the contact's receipt (Rule 5)."""
+        if not message_ids:
+            return 0
+        marks = ", ".join("?" * len(message_ids))
+        return self.db.execute(
+            f"UPDATE {self.TABLE} SET acked = 1 WHERE message_id IN ({marks})", message_ids
+        )
+
+    def receipts_done(self, message_ids: Sequence[str]) -> int:
+        """Forget sent messages no receipt is awaited for any more (Rule 5)."""
+        if not message_ids:
+            return 0
+        marks = ", ".join("?" * len(message_ids))
+        return self.db.execute(
+            f"DELETE FROM {self.TABLE} WHERE acked = 1 AND message_id IN ({marks})", message_ids
+        )
+
+    def awaiting_receipt(self, since: float) -> list[PendingSend]:
+        """Sent messages still waiting for a receipt; older ones than ``since`` are forgotten."""
+        with self.db.transaction():
+            self.db.execute(f"DELETE FROM {self.TABLE} WHERE acked = 1 AND created < ?", (since,))
+            rows = self.db.fetchall(
+                f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE acked = 1 ORDER BY seq"
+            )
+        return [_row(r) for r in rows]
+
     def get(self, message_id: str) -> PendingSend | None:
         row = self.db.fetchone(
             f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE message_id = ?", (message_id,)
@@ -115,12 +160,13 @@ class SendQueueRepository:
         return _row(row) if row else None
 
     def pending(self) -> list[PendingSend]:
-        rows = self.db.fetchall(f"SELECT {_COLUMNS} FROM {self.TABLE} ORDER BY seq")
+        rows = self.db.fetchall(f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE acked = 0 ORDER BY seq")
         return [_row(r) for r in rows]
 
     def pending_after(self, seq: int) -> list[PendingSend]:
         """Rows recorded after ``seq`` (a running daemon picking up re-queued messages)."""
         rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq > ? ORDER BY seq", (seq,)
+            f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE seq > ? AND acked = 0 ORDER BY seq",
+            (seq,),
         )
         return [_row(r) for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, ClassVar
 
 import pytest
@@ -554,3 +555,29 @@ def test_a_sink_without_sent_at_gets_delayed_messages_too() -> None:
         "on_message", account=None, contact="bob@dummy", text="late", message_id="i9", sent_at=1.0
     )
     assert sink.got == ["late"]
+
+
+def test_a_connected_account_takes_a_burst_larger_than_queue_limit(
+    make_accounts: Any, recorder: Recorder
+) -> None:
+    """queue_limit bounds what an offline account keeps, not one group commit's burst."""
+    from purplegw.actors.loop import shared_loop
+
+    accounts = make_accounts(queue_limit=3)
+    accounts.apply([row(1), row(2)])
+    wait_for(lambda: state_of(accounts, "sip1")["state"] == "connected")
+    wait_for(lambda: state_of(accounts, "sip2")["state"] == "connected")
+    handle = accounts.directory.get("sip1", "dummy")
+    futures: list[Any] = []
+    burst_sent = threading.Event()
+
+    def burst() -> None:
+        # On the loop: all ten requests are queued before the drain runs once.
+        futures.extend(handle.send_message("user2@dummy", f"b{i}", f"b{i}") for i in range(10))
+        burst_sent.set()
+
+    shared_loop().loop.call_soon_threadsafe(burst)
+    assert burst_sent.wait(10)
+    assert [f.get(timeout=10).status for f in futures] == [200] * 10
+    wait_for(lambda: len(recorder.messages_to("sip2")) == 10, what="burst delivered")
+    assert recorder.messages_to("sip2") == [("user1@dummy", f"b{i}") for i in range(10)]

@@ -65,6 +65,10 @@ class InlineWorker:
     def pending(self, match: Callable[[FakeTimer], bool] = lambda _t: True) -> list[FakeTimer]:
         return [t for t in self.timers if not t.cancelled and match(t)]
 
+    def delete_settled(self) -> int:
+        """Fire the timer of the deferred deletion of settled rows (messaging Rule 9)."""
+        return self.fire(lambda t: getattr(t.fn, "__name__", "") == "_cleanup_fired")
+
     def fire(self, match: Callable[[FakeTimer], bool] = lambda _t: True) -> int:
         """Run the pending timers ``match`` picks; how many ran."""
         due = self.pending(match)
@@ -147,8 +151,12 @@ class Handle:
     def bounce(self, contact: str, message_id: str, status: int, reason: str) -> OutcomeFuture:
         return self._op("bounce", contact, message_id, status, reason)
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> OutcomeFuture:
-        return self._op("send_receipt", contact, message_id, kind)
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> OutcomeFuture:
+        return self._op(
+            "send_receipt", contact, message_id, kind, *([receipts] if receipts else [])
+        )
 
     def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
         return self._op("send_message", contact, text, message_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -64,13 +65,27 @@ class SendQueue:
     def pending(self) -> list[Any]:
         return []
 
+    def awaiting_receipt(self, since: float) -> list[Any]:
+        return []
+
     def done(self, message_id: str) -> None:
         self.done_ids.append(message_id)
+
+    def done_many(self, message_ids: list[str]) -> int:
+        self.done_ids.extend(message_ids)
+        return len(message_ids)
+
+    def acked_many(self, message_ids: list[str]) -> int:
+        return 0
+
+    def receipts_done(self, message_ids: list[str]) -> int:
+        return 0
 
 
 def rig(worker: InlineWorker) -> tuple[Gateway, SimpleNamespace, Handle]:
     handle = Handle(USER, "xmpp", "alice@example.org")
     store = SimpleNamespace(
+        db=SimpleNamespace(transaction=contextlib.nullcontext),
         users=SimpleNamespace(get=lambda *_: None),
         outbox=Outbox(),
         sendq=SendQueue(),
@@ -123,6 +138,7 @@ def test_events_the_gateway_does_not_use_are_ignored_and_errors_are_contained() 
     gateway.on_event(
         "on_send_result", account=handle.info, message_id="m2", outcome=Outcome(200, "sent")
     )
+    assert worker.delete_settled() == 1
     assert store.sendq.done_ids == ["m2"]
     gateway.on_event(
         "on_connection_state", account=handle.info, state=ConnectionState.CONNECTED, reason=""

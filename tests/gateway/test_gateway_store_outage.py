@@ -10,6 +10,7 @@ with a MariaDB that is really stopped.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -212,6 +213,12 @@ def test_outbox_queue_is_woken_again_when_the_store_fails_around_a_delivery(
         0,
     )
     gateway.messaging.in_flight.add(conversation)
-    gateway.messaging.delivered(message, ok=True, status=200, text="200 OK")  # delete fails
-    assert conversation in gateway.messaging.retry_timers
+    # The deletion (its own turn, Rule 9) and the read of the next message both fail.
+    gateway.messaging.delivered(message, ok=True, status=200, text="200 OK")
+    turn = threading.Event()
+    gateway.worker.submit(turn.set)  # after the deletion, submitted before it
+    assert turn.wait(10)
     assert conversation not in gateway.messaging.in_flight
+    assert (ALICE.sip_user, "") in gateway.messaging.retry_timers  # the queue is read again
+    assert gateway.messaging._cleanup_timer is not None  # and the deletion tried again
+    assert 1 in gateway.messaging._deleting  # never sent again by this run meanwhile

@@ -9,7 +9,7 @@ real SQLite database.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -141,10 +141,13 @@ def test_a_received_message_is_stored_first_and_leaves_the_outbox_after_a_2xx(
     assert len(rig.front.requests("MESSAGE")) == 1  # one in flight per user: order kept
 
     rig.answer(first, 200)
-    assert [m.body for m in store.outbox.pending(USER)] == [b"second"]
     second = rig.front.requests("MESSAGE")[-1]
-    assert second.body == b"second"
+    assert second.body == b"second"  # at once, before the delivered row is deleted
+    assert [m.body for m in store.outbox.pending(USER)] == [b"hello", b"second"]
+    assert rig.worker.delete_settled() == 1  # the deletions of a worker turn, together
+    assert [m.body for m in store.outbox.pending(USER)] == [b"second"]
     rig.answer(second, 200)
+    rig.worker.delete_settled()
     assert store.outbox.pending(USER) == []
 
 
@@ -164,6 +167,7 @@ def test_an_undelivered_message_waits_for_its_retry_timer(store: Store) -> None:
     assert again is not first
     assert again.body == b"hello"
     rig.answer(again, 200)
+    rig.worker.delete_settled()
     assert store.outbox.pending(USER) == []
 
 
@@ -182,6 +186,7 @@ def test_a_sip_message_is_answered_when_the_account_answers(store: Store) -> Non
     replies = rig.message(b"and again")
     rig.handle.futures[1].set(Outcome(200, "sent"))
     assert [r.status for r in replies] == [202]
+    rig.worker.delete_settled()
     assert len(store.sendq.pending()) == 1  # the sent one left the queue
 
     replies = rig.message(b"offline")
@@ -224,3 +229,29 @@ def test_typing_towards_sip_is_sent_to_each_contact_and_never_queued(store: Stor
     assert sent.headers.get("Content-Type") == "application/im-iscomposing+xml"
     assert b"<state>active</state>" in sent.body
     assert store.outbox.pending(USER) == []
+
+
+def test_a_busy_conversation_reads_its_outbox_once_per_window(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next message leaves from the rows read behind the one in flight (Rule 9)."""
+    rig = Rig(store)
+    for n in range(5):
+        rig.messaging.incoming(rig.handle.info, BOB, f"m{n}")
+    reads: list[str] = []
+    pending = store.outbox.pending
+
+    def counted(sip_user: str | None = None, limit: int = 1000) -> list[Any]:
+        reads.append(sip_user or "")
+        return pending(sip_user, limit)
+
+    monkeypatch.setattr(store.outbox, "pending", counted)
+    rig.register()
+    for n in range(5):
+        sent = rig.front.requests("MESSAGE")[-1]
+        assert sent.body == f"m{n}".encode()  # in order, one at a time
+        rig.answer(sent, 200)
+    assert len(rig.front.requests("MESSAGE")) == 5
+    assert len(reads) == 2  # the REGISTER's read, and the one that found nothing left
+    rig.worker.delete_settled()
+    assert pending(USER) == []

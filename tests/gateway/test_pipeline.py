@@ -41,8 +41,12 @@ class ReportingHandle(Handle):
     def bounce(self, contact: str, message_id: str, status: int, reason: str) -> None:
         self.calls.append(("bounce", contact, message_id, status, reason))
 
-    def send_receipt(self, contact: str, message_id: str, kind: str) -> OutcomeFuture:
-        return self._op("send_receipt", contact, message_id, kind)
+    def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> OutcomeFuture:
+        return self._op(
+            "send_receipt", contact, message_id, kind, *([receipts] if receipts else [])
+        )
 
 
 class Pipeline:
@@ -170,6 +174,7 @@ def test_a_permanent_refusal_is_dead_lettered_and_the_sender_bounced(store: Stor
     second = rig.sent()[-1][0]
     assert second.body == b"second"
     rig.answer(second, 200)
+    rig.worker.delete_settled()
     assert store.outbox.pending(USER) == []
     assert rig.worker.pending() == []  # no retry timer for a permanent failure
 
@@ -244,6 +249,7 @@ def test_one_stuck_conversation_does_not_hold_back_another(store: Store) -> None
     assert sorted(r.body for r, _d in rig.sent()) == [b"bob 1", b"carol 1"]
     carol = next(r for r, _d in rig.sent() if r.body == b"carol 1")
     rig.answer(carol, 200)
+    rig.worker.delete_settled()
     assert [m.body for m in store.outbox.pending(USER)] == [b"bob 1", b"bob 2"]
     bob = next(r for r, _d in rig.sent() if r.body == b"bob 1")
     rig.answer(bob, 200)
@@ -262,6 +268,7 @@ def test_the_first_2xx_of_a_fork_delivers_and_a_silent_contact_is_skipped(store:
         for request, destination in new:
             if destination.port == 5070:
                 rig.answer(request, 200)
+        rig.worker.delete_settled()
         assert store.outbox.pending(USER) == []  # delivered without waiting for 5071
         for request, destination in new:
             if destination.port == 5071 and silent_answers:
@@ -399,6 +406,7 @@ def test_requeued_dead_letters_are_sent_by_the_running_gateway(store: Store) -> 
     calls = len(rig.handle.calls)
     rig.messaging.requeued()
     assert rig.handle.calls[calls:] == [("send_message", BOB, "to bob", sent_id)]
+    rig.worker.delete_settled()
     assert store.sendq.pending() == []
     assert b"to alice" in [r.body for r, _d in rig.sent()]
     rig.messaging.requeued()  # nothing new: nothing sent twice
@@ -459,12 +467,83 @@ def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:
 def test_a_message_the_phone_took_is_reported_delivered_to_its_sender(store: Store) -> None:
     rig = Pipeline(store)
     rig.register()
-    rig.messaging.incoming(rig.handle.info, BOB, "hello", "xmpp-9")
+    rig.messaging.incoming(rig.handle.info, BOB, "hello", "xmpp-9", receipts="receipt")
     ((request, _d),) = rig.sent()
     assert not [c for c in rig.handle.calls if c[0] == "send_receipt"]  # not before the 2xx
     rig.answer(request, 200)
     receipts = [c[1:] for c in rig.handle.calls if c[0] == "send_receipt"]
-    assert receipts == [(BOB, "xmpp-9", "delivered")]
+    assert receipts == [(BOB, "xmpp-9", "delivered", "receipt")]
+    # A sender that asked for nothing costs its account no request.
+    rig.messaging.incoming(rig.handle.info, BOB, "quiet", "xmpp-10")
+    rig.answer(rig.sent()[-1][0], 200)
+    assert len([c for c in rig.handle.calls if c[0] == "send_receipt"]) == 1
+
+
+# --- 8. what a queued message owes its sender survives a restart ---------------------------
+
+
+def test_a_receipt_request_is_kept_with_the_outbox_row_across_a_restart(store: Store) -> None:
+    before = Pipeline(store)  # the phone is not registered: the message waits
+    before.messaging.incoming(
+        before.handle.info, BOB, "hello", "xmpp-11", receipts="markable,receipt"
+    )
+    (row,) = store.outbox.pending(USER)
+    assert (row.message_id, row.receipts) == ("xmpp-11", "markable,receipt")
+
+    after = Pipeline(store)  # a new run on the same database
+    after.messaging.start()
+    after.register()
+    ((request, _d),) = after.sent()
+    after.answer(request, 200)
+    receipts = [c[1:] for c in after.handle.calls if c[0] == "send_receipt"]
+    assert receipts == [(BOB, "xmpp-11", "delivered", "markable,receipt")]
+
+
+def test_an_imdn_request_is_kept_with_the_send_queue_row_across_restarts(store: Store) -> None:
+    before = Pipeline(store)
+    before.handle.outcome = Outcome(202, "queued")  # account offline: the message waits
+    (accepted,) = before.message(IMDN_REQUEST, "message/cpim")
+    assert accepted.status == 202
+    message_id = before.handle.calls[-1][3]
+    (row,) = store.sendq.pending()
+    assert (row.imdn_id, row.notify) == ("Xs7Tf3", "negative-delivery,positive-delivery")
+
+    # Restart 1: the new run hands it to the account, the network takes it.
+    middle = Pipeline(store)
+    middle.messaging.start()
+    middle.messaging.resend_unsent(middle.handle.info)
+    assert middle.handle.calls[-1] == ("send_message", BOB, "hello bob", message_id)
+    middle.messaging.send_result(middle.handle.info, message_id, Outcome(200, "acked"))
+    middle.worker.delete_settled()
+    assert store.sendq.pending() == []  # never sent again...
+    (waiting,) = store.sendq.awaiting_receipt(0.0)  # ...but the receipt is still owed
+    assert waiting.message_id == message_id
+
+    # Restart 2, then the contact's receipt: the phone gets its IMDN "delivered".
+    after = Pipeline(store)
+    after.messaging.start()
+    after.messaging.receipt(after.handle.info, BOB, message_id)
+    (report,) = store.outbox.pending(USER)
+    assert report.content_type == "message/cpim"
+    assert b"<message-id>Xs7Tf3</message-id>" in report.body
+    assert b"<delivered/>" in report.body
+    after.worker.delete_settled()
+    assert store.sendq.awaiting_receipt(0.0) == []  # nothing more is owed
+
+
+def test_an_imdn_failure_is_owed_after_a_restart_too(store: Store) -> None:
+    before = Pipeline(store)
+    before.handle.outcome = Outcome(202, "queued")
+    before.message(IMDN_REQUEST, "message/cpim")
+    message_id = before.handle.calls[-1][3]
+
+    after = Pipeline(store)
+    after.messaging.start()
+    after.messaging.send_result(after.handle.info, message_id, Outcome(488, "stream error"))
+    (report,) = store.outbox.pending(USER)
+    assert report.content_type == "message/cpim"
+    assert b"<message-id>Xs7Tf3</message-id>" in report.body
+    assert b"<failed/>" in report.body
 
 
 def test_a_message_stamped_just_now_stays_plain_text(store: Store) -> None:

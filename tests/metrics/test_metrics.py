@@ -232,6 +232,14 @@ def test_store_collector_reads_depths_ages_and_subscriptions_with_a_cache(store:
         body="two",
         message_id="m2",
     )
+    store.sendq.put(
+        sip_user="alice@sip.test",
+        protocol="xmpp",
+        contact="bob@example.org",
+        body="sent, the phone waits for the contact's receipt",
+        message_id="m3",
+    )
+    store.sendq.acked_many(["m3"])  # not queued any more: not counted
     store.outbox.put(
         sip_user="alice@sip.test",
         account_id=1,

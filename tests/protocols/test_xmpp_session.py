@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -20,7 +21,7 @@ from purplegw.protocols.base import (
     TransientError,
     TypingState,
 )
-from purplegw.protocols.xmpp.session import TlsVerificationError
+from purplegw.protocols.xmpp.session import SM_WINDOW, TlsVerificationError
 from tests.kit.ports import free_port
 from tests.kit.xmpp_peer import XmppPeer
 
@@ -180,6 +181,32 @@ def test_sessions_share_one_ssl_context(loop, prosody, users):
 # --- messages -----------------------------------------------------------------------
 
 
+def test_a_burst_is_acknowledged_behind_one_ack_request(loop, alice, users):
+    """Messages written in one turn of the loop share an <r/>; every one is acknowledged."""
+    session, events = alice
+    theirs = users[1].jid
+    client = session.client
+    requests: list[str] = []
+    send_raw = client.send_raw
+
+    def counting(data: Any, *args: Any, **kwargs: Any) -> Any:
+        if re.search(r"<r\s+xmlns=.urn:xmpp:sm:3.\s*/>", str(data)):
+            requests.append(str(data))
+        return send_raw(data, *args, **kwargs)
+
+    client.send_raw = counting
+
+    async def burst() -> list[bool]:
+        return [await session.send_message(theirs, f"burst {n}", f"burst-{n}") for n in range(40)]
+
+    assert loop.run(burst()) == [True] * 40
+    for n in range(40):
+        events.wait_for("acked", lambda mid, n=n: mid == f"burst-{n}")
+    assert session.unacked_messages() == []
+    # One behind the burst, plus slixmpp's own every SM_WINDOW stanzas (was one per message).
+    assert len(requests) <= 1 + 40 // SM_WINDOW + 1
+
+
 def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     session, events = alice
     ours, theirs = users[0].jid, users[1].jid
@@ -203,6 +230,19 @@ def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     assert (contact, text, message_id) == (theirs, "hi alice, ünïcode ✓", mid)
     # bob's receipt request is answered once the phone reports delivery
     loop.run(session.send_receipt(theirs, mid, "delivered"))
+    bob.wait_for(lambda e: e.kind == "receipt" and e.receipt_for == mid)
+
+
+def test_what_a_sender_asked_is_reported_and_honoured_without_the_sessions_memory(
+    loop, alice, bob, users
+):
+    """on_message says what the sender asked; send_receipt works from that after a restart."""
+    session, events = alice
+    ours, theirs = users[0].jid, users[1].jid
+    mid = bob.send_message(ours, "remember me", request_receipt=True)
+    assert events.wait_for("receipts", lambda m, _r: m == mid) == (mid, "receipt")
+    session._asked.clear()  # what a new session (a restarted gateway) knows
+    loop.run(session.send_receipt(theirs, mid, "delivered", "receipt"))  # kept with the row
     bob.wait_for(lambda e: e.kind == "receipt" and e.receipt_for == mid)
 
 

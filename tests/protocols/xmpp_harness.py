@@ -45,10 +45,13 @@ class RecordingEvents:
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
+        receipts: str = "",
     ) -> None:
         self._add("message", contact, text, message_id)
         if sent_at is not None:
             self._add("sent_at", message_id, sent_at)
+        if receipts:
+            self._add("receipts", message_id, receipts)
 
     def on_message_failed(self, message_id: str, status: int, reason: str) -> None:
         self._add("failed", message_id, status, reason)

@@ -96,6 +96,7 @@ SENT_MEMORY = 4096
 # Roster subscriptions that make a sender known (RFC 6121 2.1.2.5).
 _KNOWN_SUBSCRIPTIONS = frozenset({"to", "from", "both"})
 SM_ACK_REQUEST = "<r xmlns='urn:xmpp:sm:3'/>"
+SM_WINDOW = 32
 
 
 class TlsVerificationError(TransientError):
@@ -385,6 +386,7 @@ class XmppSession(Session):
         # name the resource that sent the message.
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
+        self._ack_due = False  # an <r/> is queued behind this turn's messages
 
     # --- helpers ----------------------------------------------------------------
 
@@ -461,7 +463,9 @@ class XmppSession(Session):
         client.whitespace_keepalive = False
         # Only stream management as a slixmpp plugin; disco, ping, receipts
         # and chat states are per-process (features.py).
-        client.register_plugin("xep_0198")
+        # slixmpp asks for an ack every `window` stanzas; _send_chat asks once
+        # behind each burst, so a wider window only saves <r/>/<a/> pairs.
+        client.register_plugin("xep_0198", {"window": SM_WINDOW})
         features.register(client)
         # Subscription requests are the SIP user's decision, never automatic.
         client.roster.auto_authorize = None
@@ -758,7 +762,7 @@ class XmppSession(Session):
 
     # --- slixmpp events: traffic ----------------------------------------------------------
 
-    def _on_message(self, msg: Any) -> None:
+    def _on_message(self, msg: Any) -> None:  # noqa: C901 - one branch per kind of message
         # No receipt on arrival: a receipt says the *phone* got the message,
         # so send_receipt sends it when the SIP side reports delivery.
         receipt = msg["receipt"]
@@ -776,12 +780,15 @@ class XmppSession(Session):
                 self._refuse_stranger(msg)
             return  # nor their typing notifications
         if text is not None:
-            self._remember_requests(contact, msg)
+            receipts = self._remember_requests(contact, msg)
             # Bidi overrides and C1 controls are valid XML: not for a phone's screen.
-            args = [contact, for_phone(text), msg["id"] or None]
+            args: list[Any] = [contact, for_phone(text), msg["id"] or None]
             sent_at = _delay_stamp(msg.xml)
-            if sent_at is not None:
+            if sent_at is not None or receipts:
                 args.append(sent_at)
+            if receipts:
+                # Kept with the queued message: the receipt is owed after a restart too.
+                args.append(receipts)
             self._call("on_message", *args)
             return
         state = msg["chat_state"]
@@ -858,10 +865,11 @@ class XmppSession(Session):
             reply["error"]["text"] = text
         reply.send()
 
-    def _remember_requests(self, contact: str, msg: Any) -> None:
+    def _remember_requests(self, contact: str, msg: Any) -> str:
+        """Remember what the sender of ``msg`` asked to be told; returns it ("receipt,markable")."""
         message_id = msg["id"]
         if not message_id:
-            return
+            return ""
         self._origins[(contact, message_id)] = str(msg["from"])
         while len(self._origins) > RECEIPT_MEMORY:
             self._origins.popitem(last=False)
@@ -874,6 +882,7 @@ class XmppSession(Session):
             self._asked[(contact, message_id)] = frozenset(asked)
             while len(self._asked) > RECEIPT_MEMORY:
                 self._asked.popitem(last=False)
+        return ",".join(sorted(asked))
 
     def _on_presence(self, pres: Any) -> None:
         client = self.client
@@ -956,12 +965,20 @@ class XmppSession(Session):
         while len(self._sent_ids) > SENT_MEMORY:
             self._sent_ids.popitem(last=False)
         msg.send()
-        if tracked:
+        if tracked and not self._ack_due:
             # Queued behind the message: slixmpp's own ack requests are
             # written *before* the stanza that triggers them, so the last
-            # message would stay unacknowledged until the next one.
-            client.send(SM_ACK_REQUEST)
+            # message would stay unacknowledged until the next one.  One
+            # request behind all the messages written in this turn of the
+            # loop (a burst costs one <r/> and one <a/>, not one per message).
+            self._ack_due = True
+            self.context.loop.call_soon(self._request_ack, client)
         return bool(tracked)
+
+    def _request_ack(self, client: Any) -> None:
+        self._ack_due = False
+        if client is self.client and client.transport is not None:
+            client.send(SM_ACK_REQUEST)
 
     def _max_text_bytes(self) -> int:
         return int(self.config.get("max_text_bytes", xmpp_errors.DEFAULT_MAX_TEXT_BYTES))
@@ -974,11 +991,19 @@ class XmppSession(Session):
         origin = self._origins.pop((jid.bare, message_id), None) if message_id else None
         self._send_error(origin or jid, message_id, condition, etype, reason)
 
-    async def send_receipt(self, contact: str, message_id: str, kind: str) -> None:
-        """XEP-0184 ``received`` / XEP-0333 ``received``/``displayed``, if the sender asked."""
+    async def send_receipt(
+        self, contact: str, message_id: str, kind: str, receipts: str = ""
+    ) -> None:
+        """XEP-0184 ``received`` / XEP-0333 ``received``/``displayed``, if the sender asked.
+
+        What was asked comes from this session's memory of the message or, for
+        one received before a restart, from ``receipts`` (kept in the outbox).
+        """
         jid = self._jid(contact)
         client = self._require_connected()
-        asked = self._asked.get((jid.bare, message_id), frozenset())
+        asked = self._asked.get((jid.bare, message_id)) or frozenset(
+            r for r in receipts.split(",") if r
+        )
         children = []
         if kind == "delivered" and "receipt" in asked:
             children.append(Element(f"{{{RECEIPTS_NS}}}received", id=message_id))
