@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         FrontPort,
         Outcome,
         Reply,
+        SharedStatePort,
         StorePort,
         WorkerPort,
     )
@@ -88,6 +89,8 @@ class Gateway:
         contact_error: Callable[[str, str], str | None] | None = None,
         messaging: MessagingSettings | None = None,
         unsendable: Unsendable | None = None,
+        shared: SharedStatePort | None = None,
+        node: str = "",
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -100,7 +103,9 @@ class Gateway:
             user_at_host=user_at_host,
             gateway_domain=settings.domain,
         )
-        self.registrar = Registrar(settings, self.identity, clock)
+        self.registrar = Registrar(
+            settings, self.identity, clock, store=store, shared=shared, node=node
+        )
         self.messaging = Messaging(
             domain=settings.domain,
             identity=self.identity,
@@ -124,6 +129,8 @@ class Gateway:
             clock=clock,
             contact_error=contact_error or contact_checker(canonical),
         )
+        self.presence.shared = shared
+        self.presence.node = node
         if presence.upstream:
             self.presence.upstream = UpstreamPublisher(
                 presence.upstream,
@@ -157,6 +164,7 @@ class Gateway:
         self.presence.front = front
         if self.presence.upstream is not None:
             self.presence.upstream.front = front
+        self.worker.submit(self.registrar.restore)
         self.worker.submit(self.presence.restore)
         self.worker.submit(self.messaging.start)
 
@@ -247,6 +255,7 @@ class Gateway:
     def on_connection_state(self, account: Account, state: ConnectionState, reason: str) -> None:  # noqa: ARG002 - the event signature
         if state is ConnectionState.CONNECTED:
             self.worker.submit(self.messaging.resend_unsent, account)
+            self.worker.submit(self.presence.connected, account)
         else:
             # The account no longer sees its contacts: watchers learn they are offline.
             self.worker.submit(self.presence.disconnected, account)
