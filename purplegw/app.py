@@ -59,10 +59,13 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             unsendable=partial(unsendable, registry),
             shared=writer,
             node=config["cluster"]["node"],
+            advertise=config["cluster"]["advertise"],
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
-        front = SipFront(FrontConfig.from_section(config["sip"]), gateway).start()
+        front = SipFront(FrontConfig.from_section(config["sip"]), gateway)
+        front.exempt = gateway.peer_host  # other nodes forward here: not a flood
+        front.start()
         # The gateway is an EventSink by shape (on_event), not by class: it imports no actors.
         listener.add_sink(gateway)  # type: ignore[arg-type]
 

@@ -29,6 +29,9 @@ Rule 1. A request answered by a controller's ``Refused`` (identity) gets that
 Rule 2. Methods the gateway does not serve get 405 with Allow.
 Rule 3. Account events run on the worker too: the sender (an account loop)
         never waits for the gateway, and the gateway never runs elsewhere.
+Rule 4. In a cluster, a MESSAGE, PUBLISH or SUBSCRIBE of a user another node
+        owns is passed on to that node (purplegw.gateway.forwarding), after
+        the user is identified here.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.authorization import Authorization
+from purplegw.gateway.forwarding import FORWARDED_METHODS, Forwarding
 from purplegw.gateway.identity import Identity, Refused, respond
 from purplegw.gateway.messaging import Messaging, Unsendable
 from purplegw.gateway.presence import PresenceService, contact_checker
@@ -91,6 +95,7 @@ class Gateway:
         unsendable: Unsendable | None = None,
         shared: SharedStatePort | None = None,
         node: str = "",
+        advertise: str = "",
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -103,6 +108,13 @@ class Gateway:
             user_at_host=user_at_host,
             gateway_domain=settings.domain,
         )
+        self.forwarding = (
+            Forwarding(node=node, advertise=advertise, owners=store.owners, worker=worker)
+            if node
+            else None
+        )
+        if self.forwarding is not None:
+            self.identity.peer = self.forwarding.is_node
         self.registrar = Registrar(
             settings, self.identity, clock, store=store, shared=shared, node=node
         )
@@ -160,6 +172,8 @@ class Gateway:
 
     def attach(self, front: FrontPort) -> None:
         self.front = front
+        if self.forwarding is not None:
+            self.forwarding.front = front
         self.messaging.front = front
         self.presence.front = front
         if self.presence.upstream is not None:
@@ -185,7 +199,7 @@ class Gateway:
         try:
             if route is None:
                 reply(respond(request, 405, headers=[("Allow", ", ".join(self.allow))]))
-            else:
+            elif not self._forwarded(request, source, reply):
                 route(request, source, reply)
         except Refused as refused:
             reply(refused.response)
@@ -201,6 +215,18 @@ class Gateway:
                     headers=[("Retry-After", str(STORE_RETRY_AFTER))],
                 )
             )
+
+    def _forwarded(self, request: Request, source: Source, reply: Reply) -> bool:
+        """In a cluster, pass a request of a user another node owns on to it (Rule 4)."""
+        forwarding = self.forwarding
+        if forwarding is None or request.method not in FORWARDED_METHODS:
+            return False
+        user = self.identity.identify(request, source)  # asked again by the handler: same answer
+        return forwarding.route(request, source, user, reply)
+
+    def peer_host(self, host: str) -> bool:
+        """A host of another node of the cluster (the SIP front's loop calls it; never blocks)."""
+        return self.forwarding is not None and self.forwarding.is_node_host(host)
 
     def _register(self, request: Request, source: Source, reply: Reply) -> None:
         reply(self.registrar.register(request, source))

@@ -66,6 +66,12 @@ class FrontPort(Protocol):
         """Send ``request`` in a new client transaction; the future holds its final response."""
         ...
 
+    def forward(
+        self, request: Request, destination: Address
+    ) -> concurrent.futures.Future[Response]:
+        """Pass a proxied request on (its own Via on top, nothing else added)."""
+        ...
+
 
 # --- the accounts -------------------------------------------------------------------
 
@@ -209,6 +215,14 @@ class PublicationsPort(Protocol):
     def purge(self, now: float) -> int: ...
 
 
+class OwnersPort(Protocol):
+    """Who holds a user's lease, and the nodes' addresses (purplegw.store.owners)."""
+
+    def holder(self, sip_user: str) -> tuple[str, str] | None: ...
+
+    def addresses(self, max_age: float) -> dict[str, str]: ...
+
+
 class SharedStatePort(Protocol):
     """Writes of bindings and publications, queued: never blocks (purplegw.actors.state_writer)."""
 
@@ -261,3 +275,6 @@ class StorePort(Protocol):
 
     @property
     def publications(self) -> PublicationsPort: ...
+
+    @property
+    def owners(self) -> OwnersPort: ...

@@ -14,6 +14,7 @@ from purplegw.store.database import Database
 from purplegw.store.dead_letters import DeadLetterRepository
 from purplegw.store.mysql import MysqlDatabase
 from purplegw.store.outbox import OutboxRepository
+from purplegw.store.owners import OwnerRepository
 from purplegw.store.publications import PublicationRepository, StoredPublication
 from purplegw.store.sendq import SendQueueRepository
 from purplegw.store.sqlite import SqliteDatabase
@@ -33,6 +34,7 @@ __all__ = [
     "DeadLetterRepository",
     "NewAccount",
     "OutboxRepository",
+    "OwnerRepository",
     "PasswordCipher",
     "PublicationRepository",
     "SendQueueRepository",
@@ -76,6 +78,7 @@ class Store:
     cluster: ClusterRepository = field(default=None)  # type: ignore[assignment]
     bindings: BindingRepository = field(default=None)  # type: ignore[assignment]
     publications: PublicationRepository = field(default=None)  # type: ignore[assignment]
+    owners: OwnerRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
@@ -94,6 +97,8 @@ class Store:
             self.bindings = BindingRepository(self.db)
         if self.publications is None:
             self.publications = PublicationRepository(self.db)
+        if self.owners is None:
+            self.owners = OwnerRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""
