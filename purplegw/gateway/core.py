@@ -32,6 +32,10 @@ Rule 3. Account events run on the worker too: the sender (an account loop)
 Rule 4. In a cluster, a MESSAGE, PUBLISH or SUBSCRIBE of a user another node
         owns is passed on to that node (purplegw.gateway.forwarding), after
         the user is identified here.
+Rule 5. A user's outbox is woken by a REGISTER only on the node that holds
+        the user (or on any node while nobody does): a REGISTER answered by
+        another node reaches the holder through the database, which it looks
+        at every ``REGISTRATION_POLL`` seconds.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
         Reply,
         SharedStatePort,
         StorePort,
+        TimerHandle,
         WorkerPort,
     )
     from purplegw.protocols.base import AuthorizationAnswer, TypingState
@@ -74,6 +79,8 @@ logger = logging.getLogger(__name__)
 
 # SIP senders refused while the store is down are told to come back after this.
 STORE_RETRY_AFTER = 10
+# Seconds between two looks at the bindings other nodes of a cluster wrote (Rule 5).
+REGISTRATION_POLL = 1.0
 
 
 class Gateway:
@@ -143,6 +150,8 @@ class Gateway:
         )
         self.presence.shared = shared
         self.presence.node = node
+        if self.forwarding is not None:
+            self.presence.elsewhere = self._held_elsewhere
         if presence.upstream:
             self.presence.upstream = UpstreamPublisher(
                 presence.upstream,
@@ -158,9 +167,10 @@ class Gateway:
             directory=directory,
             worker=worker,
         )
-        self.registrar.on_registered = self.messaging.registered
+        self.registrar.on_registered = self._registered
         self.messaging.intercept = self.authorization.intercept_answer
         self.front: FrontPort | None = None
+        self._poll: TimerHandle | None = None
         self._routes: dict[str, Callable[[Request, Source, Reply], None]] = {
             "REGISTER": self._register,
             "MESSAGE": self.messaging.message,
@@ -181,9 +191,13 @@ class Gateway:
         self.worker.submit(self.registrar.restore)
         self.worker.submit(self.presence.restore)
         self.worker.submit(self.messaging.start)
+        if self.forwarding is not None:
+            self._poll = self.worker.call_later(REGISTRATION_POLL, self._registered_elsewhere)
 
     def stop(self) -> None:
         """Finish the work already submitted, then drop the timers."""
+        if self._poll is not None:
+            self._poll.cancel()
         self.worker.stop()
         self.presence.stop()
         self.messaging.stop()
@@ -227,6 +241,26 @@ class Gateway:
     def peer_host(self, host: str) -> bool:
         """A host of another node of the cluster (the SIP front's loop calls it; never blocks)."""
         return self.forwarding is not None and self.forwarding.is_node_host(host)
+
+    def _held_elsewhere(self, sip_user: str) -> bool:
+        return self.forwarding is not None and self.forwarding.owner(sip_user) is not None
+
+    def _registered(self, aor: str) -> None:
+        """A REGISTER answered here left live contacts: wake the user's outbox (Rule 5)."""
+        if self._held_elsewhere(aor):
+            return  # another node holds the user: it wakes the outbox when it polls
+        self.messaging.registered(aor)
+
+    def _registered_elsewhere(self) -> None:
+        """Poll the bindings other nodes wrote; the users held here get their messages."""
+        try:
+            for aor in self.registrar.registered_elsewhere():
+                if not self._held_elsewhere(aor):
+                    self.messaging.registered(aor)
+        except StoreError as exc:
+            logger.warning("Bindings of other nodes not read: %s", exc)
+        finally:
+            self._poll = self.worker.call_later(REGISTRATION_POLL, self._registered_elsewhere)
 
     def _register(self, request: Request, source: Source, reply: Reply) -> None:
         reply(self.registrar.register(request, source))

@@ -63,7 +63,8 @@ Rule 10. Publications are written through to the database
         (``purplegw_publications``, by the state writer: the answer does not
         wait) and a started gateway loads the live ones, each until its own
         expiry (the stored absolute ``expires_at``), and tells the user's
-        accounts the presence they make.
+        accounts the presence they make.  In a cluster, a node loads the
+        subscriptions and publications of the users no other node holds.
 """
 
 from __future__ import annotations
@@ -192,6 +193,8 @@ class PresenceService:
         self.upstream: UpstreamPublisher | None = None
         self.shared: SharedStatePort | None = None  # publications written through (Rule 10)
         self.node = ""  # this node's name in a cluster
+        # True for a user another node of the cluster holds: its state is that node's.
+        self.elsewhere: Callable[[str], bool] = lambda _user: False
         self.timers = KeyedTimers(worker)
         self.publications = PublicationStore(
             random,
@@ -227,6 +230,8 @@ class PresenceService:
         now = self.clock()
         store.purge(now)
         for row in store.live(now):
+            if self.elsewhere(row.sip_user):
+                continue  # another node of the cluster holds the user and its dialogs
             try:
                 self._restore_one(row, now)
             except Exception:
@@ -250,6 +255,7 @@ class PresenceService:
             logger.warning("Publications not restored (phones publish again): %s", exc)
             return
         users: dict[str, None] = {}
+        rows = [row for row in rows if not self.elsewhere(row.resource)]
         for row in rows:
             publication = Publication(
                 row.resource,

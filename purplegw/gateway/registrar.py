@@ -22,6 +22,11 @@ Rule 5. In a cluster (``[cluster] node`` set) any node answers any REGISTER:
         the user's bindings back from the database, which wins over its
         memory except for what this node itself wrote in the last
         ``PENDING_WINDOW`` seconds (still on its way to the database).
+Rule 6. In a cluster, ``registered_elsewhere()`` (polled) names the AoRs other
+        nodes bound since the last poll, so that the user's owner wakes the
+        user's outbox as if the REGISTER had reached it.  The window looks
+        ``POLL_OVERLAP`` seconds back: writes committed late, and the nodes'
+        wall clocks (which stamp the rows) may differ by that much.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 # Seconds during which this node's own writes win over what the database says (Rule 5).
 PENDING_WINDOW = 5.0
+POLL_OVERLAP = 10.0  # seconds the poll of other nodes' REGISTERs looks back (Rule 6)
 
 
 class Registrar:
@@ -71,6 +77,8 @@ class Registrar:
         self.node = node
         self.monotonic = monotonic
         self._written: dict[tuple[str, str], float] = {}  # (aor, contact uri) -> when (Rule 5)
+        self._seen: dict[str, float] = {}  # aor -> newest row of another node seen (Rule 6)
+        self._polled: float | None = None
         self.bindings = BindingTable(
             min_expires=settings.min_expires,
             max_expires=settings.max_expires,
@@ -194,6 +202,25 @@ class Registrar:
                 merged[uri] = binding
         merged.update(mine)
         self.bindings.replace(aor, list(merged.values()))
+
+    def registered_elsewhere(self) -> list[str]:
+        """AoRs another node bound since the last call (Rule 6); [] on a single node."""
+        if not self.node or self.store is None or self.shared is None:
+            return []
+        now = self.clock()
+        since = (self._polled if self._polled is not None else now) - POLL_OVERLAP
+        rows = self.store.bindings.changed_since(since, now)  # a StoreError: the caller logs
+        self._polled = now
+        woken: list[str] = []
+        for aor, updated, node in rows:
+            if node == self.node or self._seen.get(aor, 0.0) >= updated:
+                continue
+            self._seen[aor] = updated
+            if aor not in woken:
+                woken.append(aor)
+        for aor in [a for a, t in self._seen.items() if t < since]:
+            del self._seen[aor]
+        return woken
 
 
 def _to_row(binding: Binding, node: str, now: float) -> StoredBinding:

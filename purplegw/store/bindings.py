@@ -7,8 +7,8 @@ Rule 2: ``expires_at`` is an absolute time (seconds since the epoch, the
         wall clock of the node that took the REGISTER); ``of_aor(aor, now)``
         and ``live(now)`` return only bindings with ``expires_at > now``,
         ``purge(now)`` drops the others.
-Rule 3: ``changed_since(t)`` names the AoRs whose rows were written at or
-        after ``t`` (a node learning of REGISTERs another node answered).
+Rule 3: ``changed_since(t)`` lists the rows written at or after ``t`` (a
+        node learning of REGISTERs another node answered).
 """
 
 from __future__ import annotations
@@ -97,13 +97,14 @@ class BindingRepository:
         )
         return [_binding(row) for row in rows]
 
-    def changed_since(self, since: float, now: float) -> list[str]:
+    def changed_since(self, since: float, now: float) -> list[tuple[str, float, str]]:
+        """(aor, updated, node) of live rows written at or after ``since`` (Rule 3)."""
         rows = self.db.fetchall(
-            f"SELECT DISTINCT aor FROM {self.TABLE} WHERE updated >= ? AND expires_at > ? "
-            "ORDER BY aor",
+            f"SELECT aor, updated, node FROM {self.TABLE} WHERE updated >= ? AND expires_at > ? "
+            "ORDER BY updated, aor",
             (since, now),
         )
-        return [str(row[0]) for row in rows]
+        return [(str(r[0]), float(r[1]), str(r[2])) for r in rows]
 
     def purge(self, now: float) -> int:
         return self.db.execute(f"DELETE FROM {self.TABLE} WHERE expires_at <= ?", (now,))

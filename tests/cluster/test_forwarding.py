@@ -9,6 +9,7 @@ phone through the binding gw2 wrote.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -88,3 +89,36 @@ def test_requests_reaching_the_other_node_are_forwarded_to_the_owner(
         assert away.show == "away"
     for node in (gw1, gw2):
         assert "Traceback" not in node.log.read_text(), node.log_text()
+
+
+def test_messages_waiting_at_the_owner_go_when_the_phone_registers_at_the_other_node(
+    setup: dict[str, Any],
+) -> None:
+    nodes, cluster, account, peer = (setup[k] for k in ("nodes", "cluster", "account", "peer"))
+    gw1, gw2 = nodes["gw1"], nodes["gw2"]
+    cluster.give(USER, "gw1")
+    waiting = [f"waiting at the owner {i} ✓" for i in range(3)]
+    for text in waiting:
+        peer.send_message(f"{account.jid}/gw1", text)
+    # gw1 has them in its outbox: nobody is registered yet.
+    deadline = time.monotonic() + 30
+    while cluster.db.fetchone("SELECT COUNT(*) FROM purplegw_outbox")[0] < len(waiting):
+        assert time.monotonic() < deadline, gw1.log_text()
+        time.sleep(0.1)
+    with PjsuaAgent.start() as agent:
+        agent.account(
+            f"sip:{USER}",
+            registrar=gw2.uri,
+            username="alice",
+            password=SIP_PASSWORD,
+            proxy=f"{gw2.uri};lr",
+        )
+        assert agent.wait_for(lambda e: e["event"] == "reg")["code"] == 200
+        # gw1 learns of the REGISTER gw2 answered from the database and delivers.
+        for text in waiting:
+            agent.wait_for(lambda e, t=text: e["event"] == "im" and e["body"] == t, timeout=30)
+        peer.send_message(f"{account.jid}/gw1", "after them ✓")
+        agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "after them ✓", timeout=30)
+        got = [e["body"] for e in agent.matching(lambda e: e["event"] == "im")]
+        assert got == [*waiting, "after them ✓"], got  # in order, each once
+    assert f"{USER} registered" not in gw1.log.read_text()

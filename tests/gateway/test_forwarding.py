@@ -8,7 +8,7 @@ from typing import Any
 from purplegw.actors.front.transport import Source
 from purplegw.exceptions import StoreError
 from purplegw.gateway import Gateway, GatewaySettings
-from purplegw.gateway.forwarding import parse_advertise
+from purplegw.gateway.forwarding import FORWARD_TIMEOUT, parse_advertise
 from purplegw.sip.message import Response, make_response
 from tests.gateway.fakes import Directory, FakeFront, Handle, InlineWorker
 from tests.gateway.test_core import Outbox, SendQueue
@@ -156,7 +156,7 @@ def test_an_owner_that_never_answers_gets_503_and_too_many_hops_483() -> None:
     gateway, front, _owners, worker, _clock = rig()
     replies: list[Response] = []
     gateway.dispatch(message(), source(), replies.append)
-    assert worker.fire() == 1  # FORWARD_TIMEOUT
+    assert worker.fire(lambda t: t.delay == FORWARD_TIMEOUT) == 1
     [answer] = replies
     assert answer.status == 503
     assert answer.headers.get("Retry-After") == "5"

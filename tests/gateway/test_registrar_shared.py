@@ -120,3 +120,18 @@ def test_in_a_cluster_any_node_sees_the_others_bindings(store: Store) -> None:
     assert [d.port for d, _ in gw2.destinations(USER, "xmpp")] == [5066]  # type: ignore[union-attr]
     clock.mono += PENDING_WINDOW + 1
     assert gw2.destinations(USER, "xmpp") == []
+
+
+def test_the_other_nodes_registrations_are_polled(store: Store) -> None:
+    clock = Clock()
+    gw1, gw2 = registrar(store, clock, "gw1"), registrar(store, clock, "gw2")
+    assert gw1.registered_elsewhere() == []
+    assert register(gw2, 5062) == 200
+    assert register(gw1, 5064) == 200  # its own: it knew at once
+    assert gw1.registered_elsewhere() == [USER]
+    assert gw1.registered_elsewhere() == []  # seen once
+    clock.now += 1
+    assert register(gw2, 5062, cseq=2) == 200  # a refresh: woken again
+    assert gw1.registered_elsewhere() == [USER]
+    assert gw2.registered_elsewhere() == [USER]  # gw1's own write, seen from gw2
+    assert registrar(store, clock).registered_elsewhere() == []  # a single node never polls

@@ -41,7 +41,7 @@ def test_bindings_put_refresh_delete(store: Store) -> None:
     assert rows[0] == binding(cseq=2, expires_at=NOW + 900)  # every field back as written
     assert repo.of_aor(ALICE, NOW + 700) == [rows[0]]  # expiry by the stored absolute time
     assert [b.aor for b in repo.live(NOW)] == [ALICE, ALICE]
-    assert repo.changed_since(NOW, NOW) == [ALICE]
+    assert repo.changed_since(NOW, NOW) == [(ALICE, NOW, "gw1"), (ALICE, NOW, "gw1")]
     assert repo.changed_since(NOW + 1, NOW) == []
     repo.delete(ALICE, other)
     assert len(repo.of_aor(ALICE, NOW)) == 1

@@ -35,11 +35,16 @@ def create_shared_state(db: Database, tables: Tables) -> None:  # noqa: ARG001
             " node VARCHAR(64) DEFAULT '' NOT NULL,"
             f" updated {real} NOT NULL,"
             " PRIMARY KEY (aor, contact_key)"
-            + (", INDEX bindings_expires_idx (expires_at)" if mysql else "")
+            + (
+                ", INDEX bindings_expires_idx (expires_at), INDEX bindings_updated_idx (updated)"
+                if mysql
+                else ""
+            )
             + suffix
         )
         if not mysql:
             db.execute("CREATE INDEX bindings_expires_idx ON purplegw_bindings (expires_at)")
+            db.execute("CREATE INDEX bindings_updated_idx ON purplegw_bindings (updated)")
     if not db.table_exists("purplegw_publications"):
         db.execute(
             "CREATE TABLE purplegw_publications ("
