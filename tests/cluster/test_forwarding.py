@@ -122,3 +122,50 @@ def test_messages_waiting_at_the_owner_go_when_the_phone_registers_at_the_other_
         got = [e["body"] for e in agent.matching(lambda e: e["event"] == "im")]
         assert got == [*waiting, "after them ✓"], got  # in order, each once
     assert f"{USER} registered" not in gw1.log.read_text()
+
+
+def test_a_presence_subscription_through_the_other_node_lives_at_the_owner(
+    setup: dict[str, Any],
+) -> None:
+    nodes, cluster, account, bob, peer = (
+        setup[k] for k in ("nodes", "cluster", "account", "bob", "peer")
+    )
+    gw1, gw2 = nodes["gw1"], nodes["gw2"]
+    cluster.give(USER, "gw1")
+    uri = f"sip:{bob.jid}"
+
+    def buddy(agent: PjsuaAgent, **want: str) -> dict[str, Any]:
+        return agent.wait_for(
+            lambda e: (
+                e["event"] == "buddy"
+                and e["uri"] == uri
+                and all(e.get(k) == v for k, v in want.items())
+            ),
+            timeout=30,
+        )
+
+    with PjsuaAgent.start() as agent:
+        agent.account(
+            f"sip:{USER}",
+            registrar=gw2.uri,
+            username="alice",
+            password=SIP_PASSWORD,
+            proxy=f"{gw2.uri};lr",
+        )
+        assert agent.wait_for(lambda e: e["event"] == "reg")["code"] == 200
+        agent.subscribe(uri)
+        buddy(agent, sub_state="PENDING")
+        peer.wait_for(lambda e: e.kind == "subscribe" and e.bare == account.jid, timeout=30)
+        peer.answer_subscription(account.jid, allow=True)
+        buddy(agent, sub_state="ACTIVE", status="online")
+        peer.send_presence(show="away", status="seen through gw1")
+        buddy(agent, activity="away", note="seen through gw1")
+        assert f"{USER} subscribes to" in gw1.log.read_text()
+        assert f"{USER} subscribes to" not in gw2.log.read_text()
+        # The unsubscribe is an in-dialog request: through gw2 to gw1 as well.
+        agent.unsubscribe(uri)
+        buddy(agent, sub_state="TERMINATED")
+        deadline = time.monotonic() + 10
+        while cluster.db.fetchone("SELECT COUNT(*) FROM purplegw_subscriptions")[0]:
+            assert time.monotonic() < deadline, gw1.log_text()
+            time.sleep(0.1)
