@@ -36,6 +36,10 @@ Rule 5. A user's outbox is woken by a REGISTER only on the node that holds
         the user (or on any node while nobody does): a REGISTER answered by
         another node reaches the holder through the database, which it looks
         at every ``REGISTRATION_POLL`` seconds.
+Rule 6. The cluster runtime says when this node comes to hold a user
+        (``adopt``: its subscriptions and publications are loaded from the
+        database, its waiting messages sent) and when it stops holding one
+        (``release``: forgotten here, kept in the database).
 """
 
 from __future__ import annotations
@@ -201,6 +205,32 @@ class Gateway:
         self.worker.stop()
         self.presence.stop()
         self.messaging.stop()
+
+    # --- cluster hand-over: called by the cluster runtime, any thread -----------------
+
+    def adopt(self, sip_user: str) -> None:
+        """This node now holds ``sip_user``'s lease: take its state over (Rule 6)."""
+        self.worker.submit(self._adopt, sip_user)
+
+    def release(self, sip_user: str) -> None:
+        """Another node holds ``sip_user`` now: forget its state here (Rule 6)."""
+        self.worker.submit(self._release, sip_user)
+
+    def _adopt(self, sip_user: str) -> None:
+        if self.forwarding is not None:
+            self.forwarding.forget(sip_user)
+        try:
+            self.presence.adopt(sip_user)
+        except StoreError as exc:
+            logger.warning(
+                "State of %s not adopted (its phones subscribe again): %s", sip_user, exc
+            )
+        self.messaging.registered(sip_user)  # its waiting messages go from here now
+
+    def _release(self, sip_user: str) -> None:
+        if self.forwarding is not None:
+            self.forwarding.forget(sip_user)
+        self.presence.release(sip_user)
 
     # --- SIP side: called on the front's loop, handed over at once -------------------
 

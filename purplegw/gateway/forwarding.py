@@ -156,6 +156,10 @@ class Forwarding:
         self._owners[sip_user] = (now, address)
         return address
 
+    def forget(self, sip_user: str) -> None:
+        """Drop the cached owner of ``sip_user`` (its lease just moved)."""
+        self._owners.pop(sip_user, None)
+
     def route(self, request: Request, source: Source, user: str, reply: Reply) -> bool:
         """Forward ``request`` of ``user`` when another node owns it; True when it did."""
         if request.method not in FORWARDED_METHODS or self.front is None or self.is_node(source):

@@ -65,6 +65,11 @@ Rule 10. Publications are written through to the database
         expiry (the stored absolute ``expires_at``), and tells the user's
         accounts the presence they make.  In a cluster, a node loads the
         subscriptions and publications of the users no other node holds.
+Rule 11. Hand-over in a cluster: ``adopt(user)`` loads the user's dialogs
+        and publications from the database when this node comes to hold the
+        user, ``release(user)`` forgets them from memory (nothing is deleted:
+        the next holder adopts them).  Buddy-list subscriptions (Rule 9) are
+        not kept in the database and do not move: the phone subscribes again.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ from purplegw.sip.errors import SipError
 from purplegw.sip.message import Request, Response
 from purplegw.sip.presence import PidfError, parse_pidf, pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import CONTENT_TYPE_PIDF
-from purplegw.sip.publication import Publication, PublicationStore
+from purplegw.sip.publication import TIMER_PREFIX, Publication, PublicationStore
 from purplegw.sip.subscription import TIMER, Subscription, SubState
 from purplegw.sip.uri import NameAddr, parse_name_addr, parse_uri
 from purplegw.store.publications import StoredPublication
@@ -389,6 +394,55 @@ class PresenceService:
             ),
             replaces=if_match,
         )
+
+    # --- cluster hand-over (Rule 11) -------------------------------------------------
+
+    def adopt(self, sip_user: str) -> None:
+        """This node now holds ``sip_user``: load its dialogs and publications (Rule 11)."""
+        now = self.clock()
+        count = 0
+        for row in self.store.subscriptions.of_user(sip_user, now):
+            dialog_id = DialogId(row.call_id, row.local_tag, row.remote_tag)
+            if dialog_id in self.watches:
+                continue
+            try:
+                self._restore_one(row, now)
+                count += 1
+            except Exception:
+                logger.exception("Cannot adopt subscription of %s to %s", sip_user, row.contact)
+        known = {p.etag for p in self.publications.states(sip_user, EVENT)}
+        for stored in self.store.publications.of_resource(sip_user, now):
+            if stored.etag in known or stored.event != EVENT:
+                continue
+            publication = Publication(
+                stored.resource,
+                stored.event,
+                stored.etag,
+                stored.body,
+                stored.content_type or None,
+                max(1, int(stored.expires_at - now)),
+            )
+            timer = self.publications.restore(publication, stored.expires_at - now)
+            self._start_timer(timer.name, timer.seconds, self._publication_expired, timer.name)
+        self._applied.pop(sip_user, None)
+        if self.publications.states(sip_user, EVENT):
+            self._apply_user_presence(sip_user)
+        logger.info("Adopted %s: %d subscription(s)", sip_user, count)
+
+    def release(self, sip_user: str) -> None:
+        """Another node now holds ``sip_user``: forget its state here; the database keeps it."""
+        for watch in [w for w in self.watches.values() if w.key[0] == sip_user]:
+            self.watches.pop(watch.dialog_id, None)
+            self._cancel_timer(watch.dialog_id)
+        self.watch_count.pop(sip_user, None)
+        for key in [k for k in self.presentities if k[0] == sip_user]:
+            del self.presentities[key]
+        for publication in self.publications.states(sip_user, EVENT):
+            name = TIMER_PREFIX + publication.etag
+            self.publications.on_timer(name)
+            self._cancel_timer(name)
+        self._applied.pop(sip_user, None)
+        self._logged_out.discard(sip_user)
 
     def _publication_expired(self, name: str) -> None:
         publication = self.publications.on_timer(name)
