@@ -273,7 +273,10 @@ class Gateway:
         return self.forwarding is not None and self.forwarding.is_node_host(host)
 
     def _held_elsewhere(self, sip_user: str) -> bool:
-        return self.forwarding is not None and self.forwarding.owner(sip_user) is not None
+        # Not from the owner cache, and not into it: these questions (a REGISTER,
+        # a restore, a poll) must not leave a stale answer for the requests after them.
+        forwarding = self.forwarding
+        return forwarding is not None and forwarding.owner(sip_user, cached=False) is not None
 
     def _registered(self, aor: str) -> None:
         """A REGISTER answered here left live contacts: wake the user's outbox (Rule 5)."""

@@ -135,12 +135,25 @@ class Forwarding:
 
     # --- Rules 1, 2, 4 ----------------------------------------------------------------
 
-    def owner(self, sip_user: str) -> Address | None:
-        """Where ``sip_user``'s requests go; None: here (Rule 2)."""
+    def owner(self, sip_user: str, *, cached: bool = True) -> Address | None:
+        """Where ``sip_user``'s requests go; None: here (Rule 2).
+
+        ``cached=False`` asks the database and leaves the cache alone (the rare
+        questions that must not hold a stale answer for the requests after them).
+        """
         now = self.clock()
-        cached = self._owners.get(sip_user)
-        if cached is not None and now - cached[0] < self.owner_cache:
-            return cached[1]
+        if not cached:
+            return self._lookup(sip_user)
+        hit = self._owners.get(sip_user)
+        if hit is not None and now - hit[0] < self.owner_cache:
+            return hit[1]
+        address = self._lookup(sip_user)
+        if len(self._owners) > 100_000:  # a cache, not state
+            self._owners.clear()
+        self._owners[sip_user] = (now, address)
+        return address
+
+    def _lookup(self, sip_user: str) -> Address | None:
         address: Address | None = None
         try:
             holder = self.owners.holder(sip_user)
@@ -151,9 +164,6 @@ class Forwarding:
             address = parse_advertise(holder[1])
             if address is None:
                 logger.warning("Node %s advertises %r: not IP:PORT", holder[0], holder[1])
-        if len(self._owners) > 100_000:
-            self._owners.clear()
-        self._owners[sip_user] = (now, address)
         return address
 
     def forget(self, sip_user: str) -> None:

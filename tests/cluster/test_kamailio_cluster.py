@@ -1,5 +1,8 @@
 """etc/kamailio-cluster.cfg in front of two real nodes sharing a real MariaDB.
 
+Run twice: with the dispatcher alone, and with -A WITH_OWNER_LOOKUP (Kamailio
+reads the user's holder from the lease table and skips the hop).
+
 A pjsua2 phone registers through Kamailio, which hashes alice to one node
 (X); the test gives alice's lease to the other (Y), so her MESSAGE through
 Kamailio reaches X and is forwarded to Y, and Y's answer to the phone goes
@@ -33,13 +36,14 @@ REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_IP = "127.0.0.2"  # its own loopback address: the nodes trust it, not the phone
 
 
-def cluster_cfg(kamailio_port: int, dispatcher_list: Path) -> str:
+def cluster_cfg(kamailio_port: int, dispatcher_list: Path, db_url: str) -> str:
     text = (REPO / "etc" / "kamailio-cluster.cfg").read_text()
     values = {
         "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
         "SIP_DOMAIN": "sip.test",
         "DISPATCHER_LIST": str(dispatcher_list),
         "PING_INTERVAL": "1",
+        "CLUSTER_DB": db_url,
     }
     for name, value in values.items():
         text, count = re.subn(
@@ -59,8 +63,11 @@ def prosody() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture
-def setup(prosody: Any, mariadb: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(params=["dispatcher", "owner_lookup"])
+def setup(
+    request: pytest.FixtureRequest, prosody: Any, mariadb: Any, tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    """``owner_lookup``: Kamailio runs with -A WITH_OWNER_LOOKUP on the cluster's database."""
     if kamailio_binary() is None:
         missing_peer("Kamailio", "kamailio")
     for found in two_nodes(prosody, mariadb, tmp_path, sip={"trusted": [f"{KAMAILIO_IP}/32"]}):
@@ -68,10 +75,21 @@ def setup(prosody: Any, mariadb: Any, tmp_path: Path) -> Iterator[dict[str, Any]
         listing = tmp_path / "purplegw-nodes.list"
         listing.write_text("".join(f"1 sip:127.0.0.1:{nodes[n].port}\n" for n in NAMES))
         port = free_port("both", KAMAILIO_IP)
-        kamailio = Kamailio(cluster_cfg(port, listing), port=port, host=KAMAILIO_IP)
+        lookup = request.param == "owner_lookup"
+        kamailio = Kamailio(
+            cluster_cfg(port, listing, found["cluster"].db_url),
+            port=port,
+            host=KAMAILIO_IP,
+            extra_args=("-A", "WITH_OWNER_LOOKUP") if lookup else (),
+        )
         kamailio.start()
         try:
-            yield {**found, "kamailio": kamailio, "proxy": f"sip:{KAMAILIO_IP}:{port}"}
+            yield {
+                **found,
+                "kamailio": kamailio,
+                "proxy": f"sip:{KAMAILIO_IP}:{port}",
+                "lookup": lookup,
+            }
         finally:
             kamailio.stop()
 
@@ -116,6 +134,9 @@ def test_kamailio_spreads_users_and_nodes_forward_to_the_owner(setup: dict[str, 
         assert status["code"] == 202, (status, kamailio.log_text()[-3000:])
         got = peer.wait_for(lambda e: e.kind == "message" and e.body == "via the dispatcher ✓")
         assert got.sender == f"{account.jid}/{owner}", got
+        took_the_hop = "forwarded to" in nodes[hashed].log.read_text()
+        # With the owner lookup, Kamailio sends it straight to the owner: no hop.
+        assert took_the_hop != setup["lookup"], nodes[hashed].log_text()
 
         # The owner reaches the phone through Kamailio, by the hashed node's binding.
         peer.send_message(f"{account.jid}/{owner}", "from the owner via Kamailio ✓")
