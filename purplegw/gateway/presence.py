@@ -98,6 +98,7 @@ from purplegw.sip.message import Request, Response
 from purplegw.sip.presence import PidfError, parse_pidf, pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import CONTENT_TYPE_PIDF
 from purplegw.sip.publication import TIMER_PREFIX, Publication, PublicationStore
+from purplegw.sip.rport import response_destination
 from purplegw.sip.subscription import TIMER, Subscription, SubState
 from purplegw.sip.uri import NameAddr, parse_name_addr, parse_uri
 from purplegw.store.publications import StoredPublication
@@ -651,9 +652,22 @@ class PresenceService:
             contacts = [c for c in request.headers.contacts() if isinstance(c, NameAddr)]
             target = contacts[0].uri if contacts else None
         if target is None or not _is_ip(target.host):
-            return source.address
+            return self._origin(request, source)
         transport = (target.params.get("transport") or source.transport).lower()
         return Address(transport, target.host.strip("[]"), target.port or 5060)
+
+    def _origin(self, request: Request, source: Source) -> Address:
+        """Where the SUBSCRIBE came from: for one another node forwarded, the sender below it."""
+        if not self.identity.peer(source):
+            return source.address
+        vias = request.via
+        if len(vias) < 2:
+            return source.address
+        sender = vias[1]
+        where = response_destination(sender)
+        if where is None:
+            return source.address
+        return Address(sender.transport.lower(), *where)
 
     # --- running the machine's actions ---------------------------------------------
 

@@ -186,3 +186,19 @@ def test_advertise_addresses() -> None:
     assert (v6.host, v6.port) == ("2001:db8::1", 5070)
     assert parse_advertise("10.0.0.1") is None
     assert parse_advertise(":5060") is None
+
+
+def test_notifies_of_a_forwarded_subscribe_go_to_the_phone_not_to_the_forwarding_node() -> None:
+    gateway, _front, _owners, _worker, _clock = rig()
+    request = make_request(
+        "SUBSCRIBE",
+        "sip:bob@example.org",
+        from_=f"<sip:{USER}>",
+        via="SIP/2.0/UDP phone.invalid:5060;received=127.0.0.9;rport=5099",
+        extra=[("Event", "presence"), ("Contact", "<sip:alice@phone.invalid>")],
+    )
+    request.headers.add("Via", "SIP/2.0/UDP 127.0.0.11:5071;branch=z9hG4bKhop", first=True)
+    forwarded = gateway.presence.destination(request, source(*GW1))
+    assert (forwarded.transport, forwarded.host, forwarded.port) == ("udp", "127.0.0.9", 5099)
+    direct = gateway.presence.destination(request, source("127.0.0.1", 5090))
+    assert (direct.host, direct.port) == ("127.0.0.1", 5090)  # as before: where it came from
