@@ -3,17 +3,21 @@
 A pjsua2 phone registers (digest) and publishes "busy"; the daemon is
 stopped and started again; a message from an XMPP contact then reaches the
 phone without it registering again, and the account comes back online with
-the phone's published presence without a new PUBLISH.
+the phone's published presence without a new PUBLISH.  The SQLite run stops
+the daemon cleanly (SIGTERM); the MariaDB run kills it (SIGKILL) once the
+rows are in the database, so nothing but the database carries the state.
 """
 
 from __future__ import annotations
 
+import time
 import tomllib
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import tomli_w
 
+from purplegw.store import Database
 from tests.e2e.deployment import SIP_PASSWORD
 from tests.kit.binaries import missing_peer
 from tests.kit.gateway import GatewayProcess
@@ -33,6 +37,28 @@ def prosody() -> Iterator[Any]:
         missing_peer("Prosody", "prosody")
     with Prosody() as server:
         yield server
+
+
+def stop(gateway: GatewayProcess, db_url: str) -> None:
+    """SIGTERM on SQLite; on MariaDB SIGKILL, once the rows are in the database."""
+    if not db_url.startswith("mysql"):
+        assert gateway.stop() == 0, gateway.log_text()
+        return
+    rows = Database.create(db_url)
+    deadline = time.monotonic() + 10
+    try:
+        while not all(
+            rows.fetchall(f"SELECT 1 FROM {table}")  # noqa: S608 - constant names
+            for table in ("purplegw_bindings", "purplegw_publications")
+        ):
+            assert time.monotonic() < deadline, "rows never written"
+            time.sleep(0.05)
+    finally:
+        rows.close()
+    assert gateway.process is not None
+    gateway.process.kill()
+    gateway.process.wait()
+    gateway.process = None
 
 
 def test_bindings_and_publications_survive_a_restart(
@@ -85,7 +111,7 @@ def test_bindings_and_publications_survive_a_restart(
         registers = gateway.log.read_text().count("alice@sip.test registered")
         assert registers >= 1
 
-        assert gateway.stop() == 0, gateway.log_text()
+        stop(gateway, db_url)
         gateway.start()
         gateway.wait_accounts("connected")
         log = gateway.log.read_text()
