@@ -44,6 +44,9 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     def sip_service(runtime: Any) -> Any:
         # The gateway's rules run on one worker thread of their own; the SIP
         # front's loop and the account loops hand everything over to it.
+        # Bindings and publications reach the database through a writer
+        # thread with a connection of its own (purplegw.actors.state_writer).
+        writer = shared_state_writer(config, store)
         gateway = Gateway(
             settings=GatewaySettings.from_section(config["sip"]),
             store=store,
@@ -54,10 +57,15 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             presence=PresenceSettings.from_section(config.sections.get("presence")),
             messaging=MessagingSettings.from_section(config.sections.get("messaging")),
             unsendable=partial(unsendable, registry),
+            shared=writer,
+            node=config["cluster"]["node"],
+            advertise=config["cluster"]["advertise"],
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
-        front = SipFront(FrontConfig.from_section(config["sip"]), gateway).start()
+        front = SipFront(FrontConfig.from_section(config["sip"]), gateway)
+        front.exempt = gateway.peer_host  # other nodes forward here: not a flood
+        front.start()
         # The gateway is an EventSink by shape (on_event), not by class: it imports no actors.
         listener.add_sink(gateway)  # type: ignore[arg-type]
 
@@ -65,6 +73,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             front.stop()
             listener.remove_sink(gateway)  # type: ignore[arg-type]
             gateway.stop()
+            writer.stop()
 
         return stop
 
@@ -102,6 +111,21 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         pidfile=config.pid_file,
         control_socket=config.control_socket,
     )
+
+
+def shared_state_writer(config: Config, store: Store) -> Any:
+    """The writer thread of bindings and publications, on its own connection.
+
+    An in-memory SQLite database exists once per connection: there the
+    writer shares the store's.
+    """
+    from purplegw.actors.state_writer import StateWriter  # noqa: PLC0415
+    from purplegw.store import Database  # noqa: PLC0415
+
+    url = store.db.url
+    if ":memory:" in url:
+        return StateWriter(store.db, close_db=False)
+    return StateWriter(Database.create(url, connect_timeout=config["store"]["connect_timeout"]))
 
 
 def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int, str] | None:

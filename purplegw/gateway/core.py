@@ -29,6 +29,17 @@ Rule 1. A request answered by a controller's ``Refused`` (identity) gets that
 Rule 2. Methods the gateway does not serve get 405 with Allow.
 Rule 3. Account events run on the worker too: the sender (an account loop)
         never waits for the gateway, and the gateway never runs elsewhere.
+Rule 4. In a cluster, a MESSAGE, PUBLISH or SUBSCRIBE of a user another node
+        owns is passed on to that node (purplegw.gateway.forwarding), after
+        the user is identified here.
+Rule 5. A user's outbox is woken by a REGISTER only on the node that holds
+        the user (or on any node while nobody does): a REGISTER answered by
+        another node reaches the holder through the database, which it looks
+        at every ``REGISTRATION_POLL`` seconds.
+Rule 6. The cluster runtime says when this node comes to hold a user
+        (``adopt``: its subscriptions and publications are loaded from the
+        database, its waiting messages sent) and when it stops holding one
+        (``release``: forgotten here, kept in the database).
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.authorization import Authorization
+from purplegw.gateway.forwarding import FORWARDED_METHODS, Forwarding
 from purplegw.gateway.identity import Identity, Refused, respond
 from purplegw.gateway.messaging import Messaging, Unsendable
 from purplegw.gateway.presence import PresenceService, contact_checker
@@ -60,7 +72,9 @@ if TYPE_CHECKING:
         FrontPort,
         Outcome,
         Reply,
+        SharedStatePort,
         StorePort,
+        TimerHandle,
         WorkerPort,
     )
     from purplegw.protocols.base import AuthorizationAnswer, TypingState
@@ -70,6 +84,8 @@ logger = logging.getLogger(__name__)
 
 # SIP senders refused while the store is down are told to come back after this.
 STORE_RETRY_AFTER = 10
+# Seconds between two looks at the bindings other nodes of a cluster wrote (Rule 5).
+REGISTRATION_POLL = 1.0
 
 
 class Gateway:
@@ -89,6 +105,9 @@ class Gateway:
         contact_error: Callable[[str, str], str | None] | None = None,
         messaging: MessagingSettings | None = None,
         unsendable: Unsendable | None = None,
+        shared: SharedStatePort | None = None,
+        node: str = "",
+        advertise: str = "",
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -101,7 +120,16 @@ class Gateway:
             user_at_host=user_at_host,
             gateway_domain=settings.domain,
         )
-        self.registrar = Registrar(settings, self.identity, clock)
+        self.forwarding = (
+            Forwarding(node=node, advertise=advertise, owners=store.owners, worker=worker)
+            if node
+            else None
+        )
+        if self.forwarding is not None:
+            self.identity.peer = self.forwarding.is_node
+        self.registrar = Registrar(
+            settings, self.identity, clock, store=store, shared=shared, node=node
+        )
         self.messaging = Messaging(
             domain=settings.domain,
             identity=self.identity,
@@ -125,6 +153,10 @@ class Gateway:
             clock=clock,
             contact_error=contact_error or contact_checker(canonical),
         )
+        self.presence.shared = shared
+        self.presence.node = node
+        if self.forwarding is not None:
+            self.presence.elsewhere = self._held_elsewhere
         if presence.upstream:
             self.presence.upstream = UpstreamPublisher(
                 presence.upstream,
@@ -140,9 +172,10 @@ class Gateway:
             directory=directory,
             worker=worker,
         )
-        self.registrar.on_registered = self.messaging.registered
+        self.registrar.on_registered = self._registered
         self.messaging.intercept = self.authorization.intercept_answer
         self.front: FrontPort | None = None
+        self._poll: TimerHandle | None = None
         self._routes: dict[str, Callable[[Request, Source, Reply], None]] = {
             "REGISTER": self._register,
             "MESSAGE": self.messaging.message,
@@ -154,18 +187,51 @@ class Gateway:
 
     def attach(self, front: FrontPort) -> None:
         self.front = front
+        if self.forwarding is not None:
+            self.forwarding.front = front
         self.messaging.front = front
         self.presence.front = front
         if self.presence.upstream is not None:
             self.presence.upstream.front = front
+        self.worker.submit(self.registrar.restore)
         self.worker.submit(self.presence.restore)
         self.worker.submit(self.messaging.start)
+        if self.forwarding is not None:
+            self._poll = self.worker.call_later(REGISTRATION_POLL, self._registered_elsewhere)
 
     def stop(self) -> None:
         """Finish the work already submitted, then drop the timers."""
+        if self._poll is not None:
+            self._poll.cancel()
         self.worker.stop()
         self.presence.stop()
         self.messaging.stop()
+
+    # --- cluster hand-over: called by the cluster runtime, any thread -----------------
+
+    def adopt(self, sip_user: str) -> None:
+        """This node now holds ``sip_user``'s lease: take its state over (Rule 6)."""
+        self.worker.submit(self._adopt, sip_user)
+
+    def release(self, sip_user: str) -> None:
+        """Another node holds ``sip_user`` now: forget its state here (Rule 6)."""
+        self.worker.submit(self._release, sip_user)
+
+    def _adopt(self, sip_user: str) -> None:
+        if self.forwarding is not None:
+            self.forwarding.forget(sip_user)
+        try:
+            self.presence.adopt(sip_user)
+        except StoreError as exc:
+            logger.warning(
+                "State of %s not adopted (its phones subscribe again): %s", sip_user, exc
+            )
+        self.messaging.registered(sip_user)  # its waiting messages go from here now
+
+    def _release(self, sip_user: str) -> None:
+        if self.forwarding is not None:
+            self.forwarding.forget(sip_user)
+        self.presence.release(sip_user)
 
     # --- SIP side: called on the front's loop, handed over at once -------------------
 
@@ -178,7 +244,7 @@ class Gateway:
         try:
             if route is None:
                 reply(respond(request, 405, headers=[("Allow", ", ".join(self.allow))]))
-            else:
+            elif not self._forwarded(request, source, reply):
                 route(request, source, reply)
         except Refused as refused:
             reply(refused.response)
@@ -194,6 +260,41 @@ class Gateway:
                     headers=[("Retry-After", str(STORE_RETRY_AFTER))],
                 )
             )
+
+    def _forwarded(self, request: Request, source: Source, reply: Reply) -> bool:
+        """In a cluster, pass a request of a user another node owns on to it (Rule 4)."""
+        forwarding = self.forwarding
+        if forwarding is None or request.method not in FORWARDED_METHODS:
+            return False
+        user = self.identity.identify(request, source)  # asked again by the handler: same answer
+        return forwarding.route(request, source, user, reply)
+
+    def peer_host(self, host: str) -> bool:
+        """A host of another node of the cluster (the SIP front's loop calls it; never blocks)."""
+        return self.forwarding is not None and self.forwarding.is_node_host(host)
+
+    def _held_elsewhere(self, sip_user: str) -> bool:
+        # Not from the owner cache, and not into it: these questions (a REGISTER,
+        # a restore, a poll) must not leave a stale answer for the requests after them.
+        forwarding = self.forwarding
+        return forwarding is not None and forwarding.owner(sip_user, cached=False) is not None
+
+    def _registered(self, aor: str) -> None:
+        """A REGISTER answered here left live contacts: wake the user's outbox (Rule 5)."""
+        if self._held_elsewhere(aor):
+            return  # another node holds the user: it wakes the outbox when it polls
+        self.messaging.registered(aor)
+
+    def _registered_elsewhere(self) -> None:
+        """Poll the bindings other nodes wrote; the users held here get their messages."""
+        try:
+            for aor in self.registrar.registered_elsewhere():
+                if not self._held_elsewhere(aor):
+                    self.messaging.registered(aor)
+        except StoreError as exc:
+            logger.warning("Bindings of other nodes not read: %s", exc)
+        finally:
+            self._poll = self.worker.call_later(REGISTRATION_POLL, self._registered_elsewhere)
 
     def _register(self, request: Request, source: Source, reply: Reply) -> None:
         reply(self.registrar.register(request, source))
@@ -257,6 +358,7 @@ class Gateway:
     def on_connection_state(self, account: Account, state: ConnectionState, reason: str) -> None:  # noqa: ARG002 - the event signature
         if state is ConnectionState.CONNECTED:
             self.worker.submit(self.messaging.resend_unsent, account)
+            self.worker.submit(self.presence.connected, account)
         else:
             # The account no longer sees its contacts: watchers learn they are offline.
             self.worker.submit(self.presence.disconnected, account)

@@ -264,10 +264,17 @@ class Messaging:
 
     def start(self) -> None:
         self._load_unsent()
-        # Messages left from an earlier run: in proxy mode they can go now;
-        # in standalone mode they wait for their user's REGISTER.
+        # Messages left from an earlier run: in proxy mode they can go now; in
+        # standalone mode to the users whose bindings the registrar restored,
+        # the others wait for their user's REGISTER.
         if self.registrar.proxy_address is not None:
             self._flush_all()
+            return
+        registered = set(self.registrar.bindings.aors())
+        if registered:
+            for sip_user in self.store.outbox.users_with_pending():
+                if sip_user in registered:
+                    self.flush(sip_user)
 
     def stop(self) -> None:
         for timer in [*self.retry_timers.values(), self._store_timer, self._cleanup_timer]:

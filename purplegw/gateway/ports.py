@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from purplegw.gateway.model import Account, Presence
     from purplegw.protocols.base import AuthorizationAnswer, TypingState
     from purplegw.sip.message import Request, Response
+    from purplegw.store.bindings import StoredBinding
     from purplegw.store.database import Database
     from purplegw.store.outbox import NewIncoming, QueuedMessage
+    from purplegw.store.publications import StoredPublication
     from purplegw.store.sendq import NewSend, PendingSend
     from purplegw.store.subscriptions import StoredSubscription
     from purplegw.store.users import SipUser
@@ -62,6 +64,12 @@ class FrontPort(Protocol):
         self, request: Request, destination: Address | Source
     ) -> concurrent.futures.Future[Response]:
         """Send ``request`` in a new client transaction; the future holds its final response."""
+        ...
+
+    def forward(
+        self, request: Request, destination: Address
+    ) -> concurrent.futures.Future[Response]:
+        """Pass a proxied request on (its own Via on top, nothing else added)."""
         ...
 
 
@@ -194,7 +202,53 @@ class SubscriptionsPort(Protocol):
 
     def live(self, now: float) -> list[StoredSubscription]: ...
 
+    def of_user(self, sip_user: str, now: float) -> list[StoredSubscription]: ...
+
     def purge(self, now: float) -> int: ...
+
+
+class BindingsPort(Protocol):
+    """Registrar bindings in the database, read on the worker (purplegw.store.bindings)."""
+
+    def of_aor(self, aor: str, now: float) -> list[StoredBinding]: ...
+
+    def live(self, now: float) -> list[StoredBinding]: ...
+
+    def changed_since(self, since: float, now: float) -> list[tuple[str, float, str]]: ...
+
+    def purge(self, now: float) -> int: ...
+
+
+class PublicationsPort(Protocol):
+    """Phones' PUBLISH state in the database, read on the worker (purplegw.store.publications)."""
+
+    def of_resource(self, resource: str, now: float) -> list[StoredPublication]: ...
+
+    def live(self, now: float) -> list[StoredPublication]: ...
+
+    def purge(self, now: float) -> int: ...
+
+
+class OwnersPort(Protocol):
+    """Who holds a user's lease, and the nodes' addresses (purplegw.store.owners)."""
+
+    def holder(self, sip_user: str) -> tuple[str, str] | None: ...
+
+    def addresses(self, max_age: float) -> dict[str, str]: ...
+
+
+class SharedStatePort(Protocol):
+    """Writes of bindings and publications, queued: never blocks (purplegw.actors.state_writer)."""
+
+    def put_binding(self, binding: StoredBinding, uri: str) -> None: ...
+
+    def delete_binding(self, aor: str, uri: str) -> None: ...
+
+    def clear_bindings(self, aor: str) -> None: ...
+
+    def put_publication(self, publication: StoredPublication, replaces: str | None) -> None: ...
+
+    def delete_publication(self, etag: str) -> None: ...
 
 
 class DeadLettersPort(Protocol):
@@ -229,3 +283,12 @@ class StorePort(Protocol):
 
     @property
     def subscriptions(self) -> SubscriptionsPort: ...
+
+    @property
+    def bindings(self) -> BindingsPort: ...
+
+    @property
+    def publications(self) -> PublicationsPort: ...
+
+    @property
+    def owners(self) -> OwnersPort: ...

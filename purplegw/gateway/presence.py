@@ -59,6 +59,17 @@ Rule 8. Upstream mode: purplegw.gateway.upstream.
 Rule 9. The user's contacts as one resource list (RFC 4662,
         ``sip:USER-buddies@DOMAIN``): purplegw.gateway.buddylist, told of
         every change of a presentity.
+Rule 10. Publications are written through to the database
+        (``purplegw_publications``, by the state writer: the answer does not
+        wait) and a started gateway loads the live ones, each until its own
+        expiry (the stored absolute ``expires_at``), and tells the user's
+        accounts the presence they make.  In a cluster, a node loads the
+        subscriptions and publications of the users no other node holds.
+Rule 11. Hand-over in a cluster: ``adopt(user)`` loads the user's dialogs
+        and publications from the database when this node comes to hold the
+        user, ``release(user)`` forgets them from memory (nothing is deleted:
+        the next holder adopts them).  Buddy-list subscriptions (Rule 9) are
+        not kept in the database and do not move: the phone subscribes again.
 """
 
 from __future__ import annotations
@@ -74,6 +85,7 @@ from typing import TYPE_CHECKING
 
 from purplegw import metrics
 from purplegw.actors.front.transport import Address, Source
+from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import NoRoute, Route
 from purplegw.gateway.buddylist import BuddyLists
 from purplegw.gateway.identity import respond
@@ -85,9 +97,11 @@ from purplegw.sip.errors import SipError
 from purplegw.sip.message import Request, Response
 from purplegw.sip.presence import PidfError, parse_pidf, pidf_to_presence, presence_to_pidf
 from purplegw.sip.presence.pidf import CONTENT_TYPE_PIDF
-from purplegw.sip.publication import PublicationStore
+from purplegw.sip.publication import TIMER_PREFIX, Publication, PublicationStore
+from purplegw.sip.rport import response_destination
 from purplegw.sip.subscription import TIMER, Subscription, SubState
 from purplegw.sip.uri import NameAddr, parse_name_addr, parse_uri
+from purplegw.store.publications import StoredPublication
 from purplegw.store.subscriptions import StoredSubscription, dialog_key
 
 if TYPE_CHECKING:
@@ -102,6 +116,7 @@ if TYPE_CHECKING:
         FrontPort,
         OutcomeFuture,
         Reply,
+        SharedStatePort,
         StorePort,
         WorkerPort,
     )
@@ -182,6 +197,10 @@ class PresenceService:
         self.contact_error = contact_error
         self.front: FrontPort | None = None
         self.upstream: UpstreamPublisher | None = None
+        self.shared: SharedStatePort | None = None  # publications written through (Rule 10)
+        self.node = ""  # this node's name in a cluster
+        # True for a user another node of the cluster holds: its state is that node's.
+        self.elsewhere: Callable[[str], bool] = lambda _user: False
         self.timers = KeyedTimers(worker)
         self.publications = PublicationStore(
             random,
@@ -217,6 +236,8 @@ class PresenceService:
         now = self.clock()
         store.purge(now)
         for row in store.live(now):
+            if self.elsewhere(row.sip_user):
+                continue  # another node of the cluster holds the user and its dialogs
             try:
                 self._restore_one(row, now)
             except Exception:
@@ -226,6 +247,37 @@ class PresenceService:
                 store.delete(row.dialog_key)
         if self.watches:
             logger.info("Restored %d presence subscription(s)", len(self.watches))
+        self._restore_publications(now)
+
+    def _restore_publications(self, now: float) -> None:
+        """Load the live publications an earlier run left (Rule 10); with a state writer only."""
+        if self.shared is None:
+            return
+        store = self.store.publications
+        try:
+            store.purge(now)
+            rows = store.live(now)
+        except StoreError as exc:
+            logger.warning("Publications not restored (phones publish again): %s", exc)
+            return
+        users: dict[str, None] = {}
+        rows = [row for row in rows if not self.elsewhere(row.resource)]
+        for row in rows:
+            publication = Publication(
+                row.resource,
+                row.event,
+                row.etag,
+                row.body,
+                row.content_type or None,
+                max(1, int(row.expires_at - now)),
+            )
+            timer = self.publications.restore(publication, row.expires_at - now)
+            self._start_timer(timer.name, timer.seconds, self._publication_expired, timer.name)
+            users[row.resource] = None
+        if rows:
+            logger.info("Restored %d publication(s) of %d user(s)", len(rows), len(users))
+        for user in users:
+            self._apply_user_presence(user)
 
     def _restore_one(self, row: StoredSubscription, now: float) -> None:
         local = parse_uri(row.local_uri)
@@ -316,12 +368,89 @@ class PresenceService:
             logger.info("PUBLISH from %s: %d %s", user, result.status, result.reason)
             return
         logger.info("PUBLISH from %s: %s (etag %s)", user, result.change, result.etag)
+        self._write_publication(
+            result.change, result.publication, if_match=request.headers.get("SIP-If-Match")
+        )
         self._apply_user_presence(user)
+
+    def _write_publication(
+        self, change: str, publication: Publication | None, *, if_match: str | None
+    ) -> None:
+        shared = self.shared
+        if shared is None or publication is None:
+            return
+        if change == "removed":
+            if if_match is not None:
+                shared.delete_publication(if_match)
+            return
+        shared.put_publication(
+            StoredPublication(
+                etag=publication.etag,
+                resource=publication.resource,
+                event=publication.event,
+                body=publication.body,
+                content_type=publication.content_type or "",
+                expires_at=self.clock() + publication.expires,
+                node=self.node,
+            ),
+            replaces=if_match,
+        )
+
+    # --- cluster hand-over (Rule 11) -------------------------------------------------
+
+    def adopt(self, sip_user: str) -> None:
+        """This node now holds ``sip_user``: load its dialogs and publications (Rule 11)."""
+        now = self.clock()
+        count = 0
+        for row in self.store.subscriptions.of_user(sip_user, now):
+            dialog_id = DialogId(row.call_id, row.local_tag, row.remote_tag)
+            if dialog_id in self.watches:
+                continue
+            try:
+                self._restore_one(row, now)
+                count += 1
+            except Exception:
+                logger.exception("Cannot adopt subscription of %s to %s", sip_user, row.contact)
+        known = {p.etag for p in self.publications.states(sip_user, EVENT)}
+        for stored in self.store.publications.of_resource(sip_user, now):
+            if stored.etag in known or stored.event != EVENT:
+                continue
+            publication = Publication(
+                stored.resource,
+                stored.event,
+                stored.etag,
+                stored.body,
+                stored.content_type or None,
+                max(1, int(stored.expires_at - now)),
+            )
+            timer = self.publications.restore(publication, stored.expires_at - now)
+            self._start_timer(timer.name, timer.seconds, self._publication_expired, timer.name)
+        self._applied.pop(sip_user, None)
+        if self.publications.states(sip_user, EVENT):
+            self._apply_user_presence(sip_user)
+        logger.info("Adopted %s: %d subscription(s)", sip_user, count)
+
+    def release(self, sip_user: str) -> None:
+        """Another node now holds ``sip_user``: forget its state here; the database keeps it."""
+        for watch in [w for w in self.watches.values() if w.key[0] == sip_user]:
+            self.watches.pop(watch.dialog_id, None)
+            self._cancel_timer(watch.dialog_id)
+        self.watch_count.pop(sip_user, None)
+        for key in [k for k in self.presentities if k[0] == sip_user]:
+            del self.presentities[key]
+        for publication in self.publications.states(sip_user, EVENT):
+            name = TIMER_PREFIX + publication.etag
+            self.publications.on_timer(name)
+            self._cancel_timer(name)
+        self._applied.pop(sip_user, None)
+        self._logged_out.discard(sip_user)
 
     def _publication_expired(self, name: str) -> None:
         publication = self.publications.on_timer(name)
         if publication is not None:
             logger.info("Publication %s of %s expired", name, publication.resource)
+            if self.shared is not None:
+                self.shared.delete_publication(publication.etag)
             self._apply_user_presence(publication.resource)
 
     def user_presence(self, sip_user: str) -> Presence:
@@ -523,9 +652,22 @@ class PresenceService:
             contacts = [c for c in request.headers.contacts() if isinstance(c, NameAddr)]
             target = contacts[0].uri if contacts else None
         if target is None or not _is_ip(target.host):
-            return source.address
+            return self._origin(request, source)
         transport = (target.params.get("transport") or source.transport).lower()
         return Address(transport, target.host.strip("[]"), target.port or 5060)
+
+    def _origin(self, request: Request, source: Source) -> Address:
+        """Where the SUBSCRIBE came from: for one another node forwarded, the sender below it."""
+        if not self.identity.peer(source):
+            return source.address
+        vias = request.via
+        if len(vias) < 2:
+            return source.address
+        sender = vias[1]
+        where = response_destination(sender)
+        if where is None:
+            return source.address
+        return Address(sender.transport.lower(), *where)
 
     # --- running the machine's actions ---------------------------------------------
 
@@ -694,6 +836,25 @@ class PresenceService:
             if presentity.key[:2] == (account.sip_user, account.protocol) and presentity.presence:
                 presentity.presence = ContactPresence(presentity.contact, {})
                 self._notify_all(presentity)
+
+    def connected(self, account: Account) -> None:
+        """An account is online: it gets its user's published presence (Rule 10).
+
+        Publications restored at start were applied before the accounts
+        existed; a later login of an account must not go out as plainly
+        available while the user's phone says otherwise.
+        """
+        if not self.publications.states(account.sip_user, EVENT):
+            return
+        handle = self.directory.get(account.sip_user, account.protocol)
+        if handle is None:
+            return
+        presence = self.user_presence(account.sip_user)
+        if not presence.is_open and not self.settings.keep_online:
+            log_outcome(self.worker, handle.logout(), handle, "logout")
+            self._logged_out.add(account.sip_user)
+            return
+        log_outcome(self.worker, handle.set_presence(presence), handle, "set_presence")
 
     def watched(self, sip_user: str, protocol: str, contact: str) -> bool:
         """True while the user has a subscription dialog to ``contact``."""

@@ -531,6 +531,15 @@ class Headers:
         self._cache.pop(key, None)
         self._items = [item for item in self._items if item[0] != key]
 
+    def remove_first(self, name: str) -> None:
+        """Remove the first value of ``name`` only (a proxy's own Via or Route)."""
+        key = _key(name)
+        self._cache.pop(key, None)
+        for i, item in enumerate(self._items):
+            if item[0] == key:
+                del self._items[i]
+                return
+
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value only (the top Via after adding received/rport)."""
         key, canon, _ = self._checked(name, value)

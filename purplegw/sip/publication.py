@@ -132,6 +132,11 @@ class PublicationStore:
             actions=[cancel, StartTimer(TIMER_PREFIX + old.etag, expires)],
         )
 
+    def restore(self, publication: Publication, remaining: float) -> StartTimer:
+        """Put back a publication kept elsewhere (a store) with ``remaining`` seconds to live."""
+        self._by_etag[publication.etag] = publication
+        return StartTimer(TIMER_PREFIX + publication.etag, max(0.0, remaining))
+
     def on_timer(self, name: str) -> Publication | None:
         """An expiry timer fired: drop and return the publication (None if already gone)."""
         if not name.startswith(TIMER_PREFIX):

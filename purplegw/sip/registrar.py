@@ -84,6 +84,19 @@ class BindingTable:
     def aors(self) -> list[str]:
         return list(self._bindings)
 
+    def restore(self, binding: Binding) -> None:
+        """Put back a binding kept elsewhere (a store), replacing the same contact's."""
+        key = str(binding.contact.uri)
+        kept = [b for b in self._bindings.get(binding.aor, []) if str(b.contact.uri) != key]
+        self._bindings[binding.aor] = [*kept, binding]
+
+    def replace(self, aor: str, bindings: list[Binding]) -> None:
+        """The AoR's bindings are exactly ``bindings`` (read back from a shared store)."""
+        if bindings:
+            self._bindings[aor] = list(bindings)
+        else:
+            self._bindings.pop(aor, None)
+
     def process(  # noqa: C901, PLR0911 - one return per RFC 3261 10.3 step
         self, aor: str, request: Request, now: float, source: tuple[str, str, int]
     ) -> RegisterResult:

@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING
 
 from purplegw.store.account_keys import AccountKeyRepository
 from purplegw.store.accounts import AccountRepository, AccountRow, NewAccount
+from purplegw.store.bindings import BindingRepository, StoredBinding
 from purplegw.store.cluster import ClusterRepository
 from purplegw.store.crypto import PasswordCipher
 from purplegw.store.database import Database
 from purplegw.store.dead_letters import DeadLetterRepository
 from purplegw.store.mysql import MysqlDatabase
 from purplegw.store.outbox import OutboxRepository
+from purplegw.store.owners import OwnerRepository
+from purplegw.store.publications import PublicationRepository, StoredPublication
 from purplegw.store.sendq import SendQueueRepository
 from purplegw.store.sqlite import SqliteDatabase
 from purplegw.store.subscriptions import StoredSubscription, SubscriptionRepository
@@ -26,13 +29,18 @@ __all__ = [
     "AccountKeyRepository",
     "AccountRepository",
     "AccountRow",
+    "BindingRepository",
     "Database",
     "DeadLetterRepository",
     "NewAccount",
     "OutboxRepository",
+    "OwnerRepository",
     "PasswordCipher",
+    "PublicationRepository",
     "SendQueueRepository",
     "Store",
+    "StoredBinding",
+    "StoredPublication",
     "StoredSubscription",
     "SubscriptionRepository",
     "Tables",
@@ -68,6 +76,9 @@ class Store:
     account_keys: AccountKeyRepository = field(default=None)  # type: ignore[assignment]
     dead_letters: DeadLetterRepository = field(default=None)  # type: ignore[assignment]
     cluster: ClusterRepository = field(default=None)  # type: ignore[assignment]
+    bindings: BindingRepository = field(default=None)  # type: ignore[assignment]
+    publications: PublicationRepository = field(default=None)  # type: ignore[assignment]
+    owners: OwnerRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
@@ -82,6 +93,12 @@ class Store:
             self.dead_letters = DeadLetterRepository(self.db)
         if self.cluster is None:
             self.cluster = ClusterRepository(self.db)
+        if self.bindings is None:
+            self.bindings = BindingRepository(self.db)
+        if self.publications is None:
+            self.publications = PublicationRepository(self.db)
+        if self.owners is None:
+            self.owners = OwnerRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

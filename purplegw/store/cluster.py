@@ -85,6 +85,11 @@ class ClusterRepository:
         self.db = db
         self._now = _NOW[db.dialect]
 
+    @property
+    def now_sql(self) -> str:
+        """The database clock as a SQL expression (Rule 1), for queries built elsewhere."""
+        return self._now
+
     def now(self) -> float:
         row = self.db.fetchone(f"SELECT {self._now}")
         return float(row[0]) if row else 0.0

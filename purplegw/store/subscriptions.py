@@ -105,6 +105,15 @@ class SubscriptionRepository:
         )
         return [StoredSubscription(**_typed(row)) for row in rows]
 
+    def of_user(self, sip_user: str, now: float) -> list[StoredSubscription]:
+        """The live subscriptions of one SIP user (a cluster node taking the user over)."""
+        rows = self.db.fetchall(
+            f"SELECT {', '.join(_COLUMNS)} FROM {self.TABLE} "
+            "WHERE sip_user = ? AND expires_at > ? ORDER BY dialog_key",
+            (sip_user, now),
+        )
+        return [StoredSubscription(**_typed(row)) for row in rows]
+
     def purge(self, now: float) -> int:
         return self.db.execute(f"DELETE FROM {self.TABLE} WHERE expires_at <= ?", (now,))
 

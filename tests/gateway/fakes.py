@@ -89,6 +89,9 @@ class FakeFront:
         self.sent.append((request, destination, future))
         return future
 
+    def forward(self, request: Request, destination: Any) -> concurrent.futures.Future[Response]:
+        return self.send_request(request, destination)
+
     def requests(self, method: str, port: int | None = None) -> list[Request]:
         return [
             r

@@ -250,6 +250,9 @@ class SipFront:
             )
             self.transports.udp_gate = self._udp_gate
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in self.config.trusted]
+        # Hosts exempt from the per-source limit besides ``trusted`` (a cluster's
+        # other nodes, purplegw.gateway.forwarding); called on the loop, must not block.
+        self.exempt: Callable[[str], bool] | None = None
         self._source_keys: dict[str, str | None] = {}
         self.transports.source_key = self._source_key
         self._limit_logged_at = 0.0
@@ -425,6 +428,9 @@ class SipFront:
 
     def _source_key(self, host: str) -> str | None:
         """The limiter's key for a source address; None for trusted sources (exempt)."""
+        exempt = self.exempt
+        if exempt is not None and exempt(host):
+            return None
         keys = self._source_keys
         key = keys.get(host, "")
         if key != "":
@@ -778,11 +784,24 @@ class SipFront:
         self.call_in_loop(self._send_request, request, destination, future)
         return future
 
+    def forward(
+        self, request: Request, destination: Address
+    ) -> concurrent.futures.Future[Response]:
+        """Pass on a request another element sent (one proxy hop, purplegw.sip.proxy).
+
+        As ``send_request``, but only the hop's Via is added: Max-Forwards and
+        User-Agent are the sender's.  Thread-safe.
+        """
+        future: concurrent.futures.Future[Response] = concurrent.futures.Future()
+        self.call_in_loop(self._send_request, request, destination, future, True)  # noqa: FBT003 - positional through call_in_loop
+        return future
+
     def _send_request(
         self,
         request: Request,
         destination: Address | Source | str,
         future: concurrent.futures.Future[Response],
+        proxied: bool = False,  # noqa: FBT001, FBT002 - positional through call_in_loop
     ) -> None:
         try:
             connection = None
@@ -804,9 +823,9 @@ class SipFront:
                 f"SIP/2.0/{dest.transport.upper()} {listener.sent_by};branch={branch};rport",
                 first=True,
             )
-            if "Max-Forwards" not in request.headers:
+            if "Max-Forwards" not in request.headers and not proxied:
                 request.headers.add("Max-Forwards", "70")
-            if "User-Agent" not in request.headers:
+            if "User-Agent" not in request.headers and not proxied:
                 request.headers.add("User-Agent", USER_AGENT)
             context = _Outgoing(dest, connection, future)
             txn = self.layer.create_client(

@@ -99,5 +99,6 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v008_kamailio_versions,
     v009_dead_letters,
     v010_cluster,
-    v015_message_receipts,
+    v011_shared_state,
+    v013_message_receipts,
 )
