@@ -50,7 +50,7 @@ from purplegw.protocols.base import ConnectionState
 from purplegw.sip.errors import SipError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from purplegw.actors.front.transport import Source
     from purplegw.gateway.model import Account, ContactPresence
@@ -226,6 +226,14 @@ class Gateway:
         """The ``messages.requeued`` control command (any thread): dead letters were put back."""
         self.worker.submit(self.messaging.requeued)
         return True
+
+    def adopt(self, sip_users: Sequence[str]) -> None:
+        """Cluster: this node took these users over (any thread)."""
+        self.worker.submit(self.messaging.adopt, list(sip_users))
+
+    def disown(self, sip_users: Sequence[str]) -> None:
+        """Cluster: this node gave these users up (any thread)."""
+        self.worker.submit(self.messaging.disown, list(sip_users))
 
     def on_typing(self, account: Account, contact: str, state: TypingState) -> None:
         self.worker.submit(self.messaging.typing, account, contact, state)

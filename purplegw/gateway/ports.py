@@ -10,7 +10,7 @@ the same shape and no threads (tests/gateway/fakes.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -167,6 +167,8 @@ class SendQueuePort(Protocol):
     def get(self, message_id: str) -> PendingSend | None: ...
 
     def pending_after(self, seq: int) -> list[PendingSend]: ...
+
+    def pending_of(self, sip_users: Iterable[str]) -> list[PendingSend]: ...
 
 
 class SubscriptionsPort(Protocol):
