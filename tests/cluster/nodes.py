@@ -32,9 +32,17 @@ POLL = 0.1
 
 
 class Node(GatewayProcess):
-    def __init__(self, base: Path, name: str, *, extra_config: str, store: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        base: Path,
+        name: str,
+        *,
+        extra_config: str,
+        store: dict[str, Any],
+        sip: dict[str, Any] | None = None,
+    ) -> None:
         base.mkdir(parents=True, exist_ok=True)
-        super().__init__(base, extra_config=extra_config, actors={"logout_timeout": 1.0})
+        super().__init__(base, extra_config=extra_config, sip=sip, actors={"logout_timeout": 1.0})
         self.name = name
         config = tomllib.loads(self.config.read_text())
         config["store"].update(store)
@@ -60,8 +68,15 @@ class Cluster:
     """Nodes named gw1, gw2... on one MariaDB database, accounts on one Prosody."""
 
     def __init__(
-        self, base: Path, mariadb: MariaDB, prosody: Any, *, lease_seconds: int = 6
+        self,
+        base: Path,
+        mariadb: MariaDB,
+        prosody: Any,
+        *,
+        lease_seconds: int = 6,
+        sip: dict[str, Any] | None = None,
     ) -> None:
+        self.sip = sip  # [sip] keys of every node
         self.base = base
         self.mariadb = mariadb
         self.prosody = prosody
@@ -77,7 +92,7 @@ class Cluster:
         cluster = {"node": name, "lease_seconds": self.lease_seconds}
         extra = self.prosody.gateway_section() + "\n" + tomli_w.dumps({"cluster": cluster})
         store = {"db_url": db_url or self.db_url, "key_file": str(self.key_file)}
-        node = Node(self.base / name, name, extra_config=extra, store=store)
+        node = Node(self.base / name, name, extra_config=extra, store=store, sip=self.sip)
         self.nodes[name] = node
         return node
 
