@@ -1,4 +1,4 @@
-"""Gateways as a cluster: real processes sharing one MariaDB, accounts on a real Prosody."""
+"""A cluster's peers: the session's MariaDB (tests/conftest.py) and one Prosody for all cases."""
 
 from __future__ import annotations
 
@@ -19,14 +19,4 @@ def prosody() -> Iterator[object]:
     if prosody_binary() is None:
         missing_peer("Prosody", "prosody")
     with Prosody() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def mariadb() -> Iterator[object]:
-    from tests.kit.mariadb import MariaDB, mariadb_binaries
-
-    if mariadb_binaries() is None:
-        missing_peer("MariaDB server", "mariadb-server")
-    with MariaDB() as server:
         yield server
