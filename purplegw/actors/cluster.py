@@ -13,6 +13,10 @@ only carries them out, on two threads of its own:
   and logs out every user whose last good renewal started ``fence_after``
   ago or more.  It never touches the database, so it fences on time however
   long a renewal hangs.
+* ``purplegw-cluster-apply``: logs accounts in and out, one change after the
+  other, and frees a released user's lease once its accounts are out.
+  Logging thousands of accounts in or out takes seconds; on a thread of its
+  own it never delays a renewal.
 
 The accounts that run are exactly those of the users in ``held``: the
 runtime's ``select`` narrows the account rows to them, and every change of
@@ -31,6 +35,7 @@ marks the node gone.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -80,6 +85,10 @@ class ClusterNode:
         self._ticking = threading.Lock()  # held through one tick (begin_drain waits for it)
         self._held: dict[str, Held] = {}
         self._draining = False
+        self._frozen = False  # the process logs every account out: no more changes
+        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._applying = False  # changes run on the apply thread (else at once: tests)
+        self._applying_lock = threading.Lock()  # held through one change of the accounts
         self._stop = threading.Event()  # ends the planner thread
         self._stop_watch = threading.Event()  # ends the fencing thread
         self._threads: list[threading.Thread] = []
@@ -100,14 +109,42 @@ class ClusterNode:
     # --- threads -------------------------------------------------------------
 
     def start(self) -> ClusterNode:
+        self._applying = True
         for target, name in (
             (self._run, "purplegw-cluster"),
             (self._watch, "purplegw-cluster-fence"),
+            (self._apply, "purplegw-cluster-apply"),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
+
+    def _apply(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                logger.exception("Cluster: applying a change failed")
+            finally:
+                self._jobs.task_done()
+            if self._stop_watch.is_set() and self._jobs.empty():
+                return
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._applying:
+            self._jobs.put(job)
+        else:
+            job()
+
+    def _settle(self, timeout: float) -> bool:
+        """Wait until every change submitted so far has been applied; False on timeout."""
+        if not self._applying:
+            return True
+        done = threading.Event()
+        self._jobs.put(done.set)
+        return done.wait(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -206,9 +243,19 @@ class ClusterNode:
 
     def _release(self, epochs: dict[str, int]) -> None:
         self._drop(epochs)
+
+        def free() -> None:  # after the logout (same thread, next job)
+            if self._frozen:
+                return  # the accounts may still be logging out: let the leases expire
+            try:
+                released = self.repo.release(self.name, epochs)
+            except StoreError as exc:
+                logger.warning("Cluster: %d lease(s) not freed (they expire): %s", len(epochs), exc)
+                return
+            logger.info("Cluster: released %d user(s) to other nodes", released)
+
         self._changed(sorted(epochs), gained=False)  # logged out first...
-        released = self.repo.release(self.name, epochs)  # ...then free at once
-        logger.info("Cluster: released %d user(s) to other nodes", released)
+        self._submit(free)  # ...then free at once
 
     def _acquire(self, users: list[str]) -> None:
         sent = self._clock()
@@ -221,14 +268,20 @@ class ClusterNode:
         self._changed(sorted(taken), gained=True)
 
     def _changed(self, users: list[str], *, gained: bool) -> None:
-        if self._draining:
-            return  # the process logs every account out; starting any again would be wrong
-        if gained:
-            self._adopt(users)  # the queues are read before the accounts come up
-            self._refresh()
-        else:
-            self._refresh()
-            self._disown(users)
+        """Make the running accounts follow ``held`` (on the apply thread)."""
+
+        def apply() -> None:
+            with self._applying_lock:
+                if self._frozen:
+                    return  # the process logs every account out: starting any again is wrong
+                if gained:
+                    self._adopt(users)  # the queues are read before the accounts come up
+                    self._refresh()
+                else:
+                    self._refresh()
+                    self._disown(users)
+
+        self._submit(apply)
 
     def _drop(self, users: Iterable[str]) -> list[str]:
         with self._lock:
@@ -264,9 +317,15 @@ class ClusterNode:
         is held until ``stop``; fencing goes on too.
         """
         self._draining = True
-        # A tick under way may be logging accounts in: let it finish first.
+        # A tick under way may be taking users: let it finish, then let the
+        # changes it made finish, before the process logs every account out.
         if self._ticking.acquire(timeout=self.timing.lease_seconds):
             self._ticking.release()
+        if not self._settle(self.timing.lease_seconds):
+            logger.warning("Cluster: account changes still under way at drain")
+        # Not in the middle of a change: none can reach the accounts after this.
+        with self._applying_lock:
+            self._frozen = True
         try:
             self.repo.heartbeat(self.name, self.advertise, NodeState.DRAINING)
         except StoreError as exc:
@@ -275,8 +334,10 @@ class ClusterNode:
     def stop(self) -> None:
         """After the accounts logged out: free every lease at once, mark the node gone."""
         self._draining = True
+        self._frozen = True
         self._stop.set()
         self._stop_watch.set()
+        self._submit(lambda: None)  # wakes the apply thread up to end
         for thread in self._threads:
             thread.join(self.timing.lease_seconds)
         with self._lock:

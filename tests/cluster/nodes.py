@@ -96,8 +96,12 @@ class Cluster:
         self.nodes[name] = node
         return node
 
-    def add_accounts(self, first: Node, count: int) -> None:
-        """``count`` SIP users, one XMPP account each, through ``first``'s CLI."""
+    def add_accounts(self, first: Node, count: int, prefix: str) -> None:
+        """``count`` SIP users, one XMPP account each, through ``first``'s CLI.
+
+        The SIP user names depend on ``prefix`` alone, so where the rule puts
+        them is the same in every run (each test checks its spread once).
+        """
         tag = uuid.uuid4().hex[:6]
         xmpp = self.prosody.create_users(count, prefix=f"c{tag}u")
         table = self.base / "accounts.csv"
@@ -105,7 +109,7 @@ class Cluster:
             writer = csv.writer(out)
             writer.writerow(["sip_user", "ext_user", "ext_prot", "ext_pass"])
             for i, user in enumerate(xmpp):
-                sip_user = f"user{i:02d}{tag}@sip.test"
+                sip_user = f"{prefix}{i:02d}@sip.test"
                 writer.writerow([sip_user, user.jid, "xmpp", user.password])
                 self.users.append(sip_user)
                 self.jids[sip_user] = user.jid

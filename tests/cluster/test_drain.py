@@ -26,7 +26,7 @@ def test_sigterm_drains_without_waiting_for_expiry(
     # A long lease: a takeover that waited for expiry could not pass.
     cluster = Cluster(tmp_path, mariadb, prosody, lease_seconds=20)
     gw1, _, gw3 = (cluster.node(name) for name in ("gw1", "gw2", "gw3"))
-    cluster.add_accounts(gw1, USERS)
+    cluster.add_accounts(gw1, USERS, "drain")
     try:
         cluster.start("gw1", "gw2", "gw3")
         placed = cluster.wait_placed(["gw1", "gw2", "gw3"])

@@ -29,7 +29,7 @@ USERS = 12
 def test_kill_a_node_then_it_joins_again(tmp_path: Path, mariadb: Any, prosody: Any) -> None:
     cluster = Cluster(tmp_path, mariadb, prosody, lease_seconds=6)
     gw1, gw2, _ = (cluster.node(name) for name in ("gw1", "gw2", "gw3"))
-    cluster.add_accounts(gw1, USERS)
+    cluster.add_accounts(gw1, USERS, "kill")
     bob = prosody.create_user(f"bob{uuid.uuid4().hex[:6]}")
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     try:

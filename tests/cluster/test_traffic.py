@@ -62,7 +62,7 @@ def test_sigkill_under_two_way_traffic_loses_nothing(  # noqa: PLR0915 - one sce
     gw1 = cluster.node("gw1")
     for name in ("gw2", "gw3"):
         cluster.node(name)
-    cluster.add_accounts(gw1, USERS * 4)
+    cluster.add_accounts(gw1, USERS * 4, "traffic")
     expected = cluster.expected(["gw1", "gw2", "gw3"])
     alice = next(u for u in cluster.users if expected[u] == "gw2")
     alice_jid = cluster.jids[alice]
