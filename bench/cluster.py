@@ -15,7 +15,8 @@ on loopback.  Measured, in this order:
 * gw3 starting again (join): seconds until its share is back on it;
 * SIGTERM of gw3 (drain): the same takeover without waiting for expiry;
 * the reference, in the same command: one single-node daemon (no cluster)
-  logging in the same accounts (gw3's share) from a cold start.
+  logging in the same accounts (gw3's share) from a cold start, with the
+  SCRAM keys the cluster stored for them (as the takers had them).
 
 "login phase" is first to last login of the moved accounts: the part a
 takeover shares with the reference's logins.
@@ -87,7 +88,7 @@ class Bench:
         gateway.cli("db", "init")
         gateway.cli("accounts", "import", str(table))
 
-    def sql(self, database: str, query: str) -> list[tuple[Any, ...]]:
+    def sql(self, database: str, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
         conn = pymysql.connect(
             host="127.0.0.1",
             port=self.mariadb.port,
@@ -98,7 +99,7 @@ class Bench:
         )
         try:
             with conn.cursor() as cursor:
-                cursor.execute(query)
+                cursor.execute(query, params)
                 return list(cursor.fetchall())
         finally:
             conn.close()
@@ -194,11 +195,23 @@ def run(bench: Bench, window: float, timeout: float) -> list[tuple[str, ...]]:  
             if node.process is not None:
                 node.stop(timeout=120)
 
-    # The reference: the same accounts, one plain daemon, cold start.
+    # The reference: the same accounts, one plain daemon, cold start, with
+    # the same stored SCRAM keys as the takers had (copied with the rows).
     reference_db = "bench_reference"
     bench.mariadb.create_database(reference_db)
     single = bench.gateway("single", reference_db, cluster=False)
-    bench.import_rows(single, sorted(int(u[1:6]) for u in victims))
+    single.cli("db", "init")
+    marks = ", ".join(["%s"] * len(victims))
+    bench.sql(
+        reference_db,
+        f"INSERT INTO purplemap SELECT * FROM {database}.purplemap WHERE sip_user IN ({marks})",  # noqa: S608 - our own names, values bound
+        sorted(victims),
+    )
+    bench.sql(
+        reference_db,
+        f"INSERT INTO purplegw_account_keys SELECT * FROM {database}.purplegw_account_keys "  # noqa: S608 - our own name
+        "WHERE account_id IN (SELECT id FROM purplemap)",
+    )
     started = time.time()
     single.start()
     try:
@@ -216,7 +229,7 @@ def takeover_row(case: str, users: set[str], times: dict[str, float], t0: float)
         case,
         f"{len(users)} accounts",
         f"{last - t0:.1f} s",
-        f"login phase {phase:.1f} s",
+        f"login phase {phase:.2f} s",
         f"{len(users) / max(phase, 1e-3):.0f} logins/s",
     )
 
