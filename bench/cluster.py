@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import signal
 import sys
 import tempfile
@@ -64,7 +65,7 @@ class Bench:
         if cluster:
             extra += f'\n[cluster]\nnode = "{name}"\nlease_seconds = {self.lease}\n'
         (self.base / name).mkdir()
-        gateway = GatewayProcess(self.base / name, extra_config=extra, log_level="WARNING")
+        gateway = GatewayProcess(self.base / name, extra_config=extra, log_level="INFO")
         text = gateway.config.read_text().replace(
             "[store]\n",
             f'[store]\ndb_url = "{self.mariadb.url(database)}"\nkey_file = "{self.key_file}"\n',
@@ -240,14 +241,21 @@ def main() -> None:
     parser.add_argument("--lease", type=int, default=15, help="[cluster] lease_seconds")
     parser.add_argument("--window", type=float, default=30.0, help="steady-state seconds")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--keep", action="store_true", help="keep the nodes' logs (path printed)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="purplegw-bench-cluster-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="purplegw-bench-cluster-")
+    try:
         bench = Bench(Path(tmp), args.accounts, args.lease)
         try:
             rows = run(bench, args.window, args.timeout)
         finally:
             bench.prosody.cleanup()
             bench.mariadb.cleanup()
+    finally:
+        if args.keep:
+            print(f"logs kept in {tmp}/*/gateway.log")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nN = {args.accounts} accounts on 3 nodes, lease_seconds = {args.lease}\n")
     print("| case | moved | from the event to the last login | login phase | rate |")
     print("|---|---|---|---|---|")

@@ -154,6 +154,7 @@ def cluster_service(config: Config, gateways: list[Any], runtime: Any) -> Any:
         refresh=runtime.refresh,
         adopt=adopt,
         disown=disown,
+        warmup=0.9 * timing.renew_every,  # the next tick: every node started with it is live
     )
     runtime.select = node.select
     runtime.node = node.name

@@ -71,6 +71,7 @@ class ClusterNode:
         adopt: Callable[[list[str]], None] = lambda _users: None,
         disown: Callable[[list[str]], None] = lambda _users: None,
         clock: Callable[[], float] = time.monotonic,
+        warmup: float = 0.0,
     ) -> None:
         self.name = name
         self.advertise = advertise
@@ -81,6 +82,11 @@ class ClusterNode:
         self._adopt = adopt
         self._disown = disown
         self._clock = clock
+        # Seconds between this node's first heartbeat and its first plan: nodes
+        # started together see each other before any takes users, instead of
+        # the first one up taking everyone and handing most of them over.
+        self._warmup = warmup
+        self._first_beat: float | None = None
         self._lock = threading.Lock()
         self._ticking = threading.Lock()  # held through one tick (begin_drain waits for it)
         self._held: dict[str, Held] = {}
@@ -182,6 +188,8 @@ class ClusterNode:
         me = self.name
         state = NodeState.DRAINING if self._draining else NodeState.LIVE
         self.repo.heartbeat(me, self.advertise, state)
+        if self._first_beat is None:
+            self._first_beat = self._clock()
         if self._draining:
             # The accounts are logging out (bounded by shutdown_timeout, which
             # may be longer than a lease): keep the leases until they are out.
@@ -191,7 +199,7 @@ class ClusterNode:
                 self._renew(epochs)
             return
         listed = self._users()
-        if listed is None:
+        if listed is None or self._clock() - self._first_beat < self._warmup:
             return
         users = set(listed)
         live = self.repo.live_nodes(self.timing.node_timeout)

@@ -65,7 +65,12 @@ class Recorder(ClusterRepository):
 
 
 def make_node(
-    store: Store, name: str, clock: Clock, events: list[tuple[str, ...]], users: list[str]
+    store: Store,
+    name: str,
+    clock: Clock,
+    events: list[tuple[str, ...]],
+    users: list[str],
+    warmup: float = 0.0,
 ) -> tuple[ClusterNode, Recorder]:
     repo = Recorder(store, events)
     holder: list[ClusterNode] = []
@@ -83,6 +88,7 @@ def make_node(
         adopt=lambda taken: events.append((f"{name} adopts", *taken)),
         disown=lambda gone: events.append((f"{name} disowns", *gone)),
         clock=clock,
+        warmup=warmup,
     )
     holder.append(node)
     return node, repo
@@ -184,3 +190,20 @@ def test_select_runs_only_the_held_users_rows(store: Store) -> None:
     assert gw1.select(rows) == []  # type: ignore[arg-type]
     gw1.tick()
     assert [r.sip_user for r in gw1.select(rows)] == USERS[:2]  # type: ignore[arg-type]
+
+
+def test_nodes_started_together_see_each_other_before_taking_users(store: Store) -> None:
+    clock, events = Clock(), []
+    nodes = []
+    for name in ("gw1", "gw2"):
+        node, _ = make_node(store, name, clock, events, USERS, warmup=TIMING.renew_every)
+        nodes.append(node)
+    for node in nodes:
+        node.tick()  # heartbeat only
+    assert events == []
+    clock.now += TIMING.renew_every
+    for node in nodes:
+        node.tick()
+    placed = {lease.sip_user: lease.node for lease in store.cluster.leases()}
+    assert placed == assign(USERS, ["gw1", "gw2"])  # each took its share, nothing moved twice
+    assert not any(event[0] == "released" for event in events)
