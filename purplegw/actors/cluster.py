@@ -90,6 +90,10 @@ class ClusterNode:
         self._lock = threading.Lock()
         self._ticking = threading.Lock()  # held through one tick (begin_drain waits for it)
         self._held: dict[str, Held] = {}
+        # Released users whose accounts are still logging out: their leases are
+        # renewed until the apply thread frees them (so none runs out under an
+        # account still online), but they are no longer this node's to run.
+        self._leaving: dict[str, Held] = {}
         self._draining = False
         self._frozen = False  # the process logs every account out: no more changes
         self._jobs: queue.Queue[Callable[[], None]] = queue.Queue()
@@ -194,7 +198,7 @@ class ClusterNode:
             # The accounts are logging out (bounded by shutdown_timeout, which
             # may be longer than a lease): keep the leases until they are out.
             with self._lock:
-                epochs = {u: h.epoch for u, h in self._held.items()}
+                epochs = {u: h.epoch for u, h in {**self._leaving, **self._held}.items()}
             if epochs:
                 self._renew(epochs)
             return
@@ -222,8 +226,10 @@ class ClusterNode:
         )
         if todo.fence:
             self._forget(todo.fence, "not renewed in time")
-        if todo.renew:
-            self._renew(todo.renew)
+        with self._lock:
+            leaving = {u: h.epoch for u, h in self._leaving.items()}
+        if todo.renew or leaving:
+            self._renew({**leaving, **todo.renew})
         if todo.release:
             self._release(todo.release)
         if todo.acquire:
@@ -234,31 +240,38 @@ class ClusterNode:
         renewed = self.repo.renew(self.name, epochs, self.timing.lease_seconds)
         lost = []
         with self._lock:
-            updated = dict(self._held)
+            updated, leaving = dict(self._held), dict(self._leaving)
             for user, epoch in epochs.items():
-                current = updated.get(user)
-                if current is None or current.epoch != epoch:
-                    continue  # fenced meanwhile: it stays out
-                if user in renewed:
-                    updated[user] = Held(epoch, sent)
-                else:
-                    del updated[user]
-                    lost.append(user)
-            self._held = updated
+                for table in (updated, leaving):
+                    current = table.get(user)
+                    if current is None or current.epoch != epoch:
+                        continue  # fenced or freed meanwhile: it stays out
+                    if user in renewed:
+                        table[user] = Held(epoch, sent)
+                    else:
+                        del table[user]
+                        if table is updated:
+                            lost.append(user)  # a leaving one is logging out already
+            self._held, self._leaving = updated, leaving
         if lost:
             logger.warning("Cluster: %d lease(s) lost at renewal; logging out", len(lost))
             self._changed(lost, gained=False)
 
     def _release(self, epochs: dict[str, int]) -> None:
-        self._drop(epochs)
+        with self._lock:
+            moving = {u: h for u, h in self._held.items() if u in epochs}
+            self._held = {u: h for u, h in self._held.items() if u not in moving}
+            self._leaving = {**self._leaving, **moving}
 
         def free() -> None:  # after the logout (same thread, next job)
             if self._frozen:
-                return  # the accounts may still be logging out: let the leases expire
+                return  # the accounts may still be logging out: ``stop`` frees them
+            with self._lock:
+                going = {u: self._leaving.pop(u).epoch for u in moving if u in self._leaving}
             try:
-                released = self.repo.release(self.name, epochs)
+                released = self.repo.release(self.name, going)
             except StoreError as exc:
-                logger.warning("Cluster: %d lease(s) not freed (they expire): %s", len(epochs), exc)
+                logger.warning("Cluster: %d lease(s) not freed (they expire): %s", len(going), exc)
                 return
             logger.info("Cluster: released %d user(s) to other nodes", released)
 
@@ -349,8 +362,8 @@ class ClusterNode:
         for thread in self._threads:
             thread.join(self.timing.lease_seconds)
         with self._lock:
-            epochs = {u: h.epoch for u, h in self._held.items()}
-            self._held = {}
+            epochs = {u: h.epoch for u, h in {**self._leaving, **self._held}.items()}
+            self._held, self._leaving = {}, {}
         try:
             if epochs:
                 released = self.repo.release(self.name, epochs)
