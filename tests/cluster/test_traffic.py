@@ -72,8 +72,7 @@ def test_sigkill_under_two_way_traffic_loses_nothing(  # noqa: PLR0915 - one sce
     peer = CountingPeer(
         bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file, tally=to_sip
     )
-    sender = RawUA(gw1)
-    sender.sock.settimeout(2.0)
+    senders = [RawUA(gw1)]
     out_ids, in_ids = Ids("cluster", "out"), Ids("cluster", "in")
     try:
         phone.account(f"sip:{alice}", register=False)
@@ -88,13 +87,19 @@ def test_sigkill_under_two_way_traffic_loses_nothing(  # noqa: PLR0915 - one sce
                 return  # taken over right now: a phone's proxy would answer 503 meanwhile
             msg_id = out_ids.next()
             to_xmpp.send(msg_id, conversation=bob.jid)
+            sender = senders[-1]
+            sender.sock.settimeout(2.0)
             sender.target = ("127.0.0.1", node.port)
             try:
                 status, _ = sender.request(
                     "MESSAGE", f"sip:{bob.jid}", alice, to=f"sip:{bob.jid}", body=body_for(msg_id)
                 )
             except TimeoutError:
-                return  # no answer (the node died under it): not accepted
+                # No answer (the node died under it): not accepted.  A late
+                # answer must not pass for the next message's: a new socket.
+                sender.sock.close()
+                senders.append(RawUA(gw1))
+                return
             if status == 202:
                 to_xmpp.accept(msg_id)
             else:
@@ -122,5 +127,6 @@ def test_sigkill_under_two_way_traffic_loses_nothing(  # noqa: PLR0915 - one sce
         peer.stop()
         phone.stop()
         cluster.stop()
+        senders[-1].sock.close()
     to_xmpp.check()
     to_sip.check()
