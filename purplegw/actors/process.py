@@ -102,6 +102,7 @@ class Runtime:
             return summary
 
     def stopping(self) -> None:
+        """SIGTERM, before the accounts log out: run the ``before_stop`` hooks."""
         for hook in self.before_stop:
             try:
                 hook()
