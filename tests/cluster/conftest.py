@@ -20,3 +20,14 @@ def prosody() -> Iterator[object]:
         missing_peer("Prosody", "prosody")
     with Prosody() as server:
         yield server
+
+
+@pytest.fixture
+def own_mariadb() -> Iterator[object]:
+    """A MariaDB this test alone stops and starts again (same data, same port)."""
+    from tests.kit.mariadb import MariaDB, mariadb_binaries
+
+    if mariadb_binaries() is None:
+        missing_peer("MariaDB server", "mariadb-server")
+    with MariaDB() as server:
+        yield server
