@@ -63,6 +63,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
+        gateways.append(gateway)  # the cluster node tells it which users it takes or gives up
         front = SipFront(FrontConfig.from_section(config["sip"]), gateway)
         front.exempt = gateway.peer_host  # other nodes forward here: not a flood
         front.start()
@@ -103,11 +104,17 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             workers=config.sections.get("actors", {}).get("workers", 0),
         )
 
+    gateways: list[Any] = []
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return run(
         config.sections,
         account_source,
-        services=[metrics_service, key_service, sip_service],
+        services=[
+            metrics_service,
+            key_service,
+            sip_service,
+            partial(cluster_service, config, gateways),
+        ],
         pidfile=config.pid_file,
         control_socket=config.control_socket,
     )
@@ -126,6 +133,71 @@ def shared_state_writer(config: Config, store: Store) -> Any:
     if ":memory:" in url:
         return StateWriter(store.db, close_db=False)
     return StateWriter(Database.create(url, connect_timeout=config["store"]["connect_timeout"]))
+
+
+def cluster_service(config: Config, gateways: list[Any], runtime: Any) -> Any:
+    """Run this node's share of the accounts (docs/cluster.md); the service's stop.
+
+    Without ``[cluster] node`` there is nothing to do: every account runs here.
+    """
+    if not config["cluster"]["node"]:
+        return None
+    from purplegw.actors.cluster import ClusterNode  # noqa: PLC0415
+    from purplegw.gateway.cluster import Timing  # noqa: PLC0415
+    from purplegw.store.cluster import ClusterRepository  # noqa: PLC0415
+    from purplegw.store.database import Database  # noqa: PLC0415
+
+    section = config["cluster"]
+    timing = Timing.from_lease(section["lease_seconds"])
+    # A connection of its own, whose reads time out: renewals never queue
+    # behind the gateway's store traffic, and a silent database fails them.
+    db = Database.create(
+        config.db_url,
+        connect_timeout=config["store"]["connect_timeout"],
+        read_timeout=max(1.0, timing.renew_every),
+    )
+
+    def users() -> list[str] | None:
+        rows = runtime.rows
+        return None if rows is None else [row.sip_user for row in rows]
+
+    def adopt(sip_users: list[str]) -> None:
+        for gateway in gateways:
+            gateway.adopt(sip_users)
+
+    def disown(sip_users: list[str]) -> None:
+        for gateway in gateways:
+            gateway.disown(sip_users)
+
+    node = ClusterNode(
+        name=section["node"],
+        advertise=section["advertise"],
+        timing=timing,
+        repo=ClusterRepository(db),
+        users=users,
+        refresh=runtime.refresh,
+        adopt=adopt,
+        disown=disown,
+        warmup=0.9 * timing.renew_every,  # the next tick: every node started with it is live
+    )
+    runtime.select = node.select
+    runtime.node = node.name
+    runtime.before_stop.append(node.begin_drain)
+    node.start()
+    logger.info(
+        "Cluster node %s (%s): lease %g s, renewal every %g s, fencing after %g s",
+        node.name,
+        node.advertise,
+        timing.lease_seconds,
+        timing.renew_every,
+        timing.fence_after,
+    )
+
+    def stop() -> None:
+        node.stop()
+        db.close()
+
+    return stop
 
 
 def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int, str] | None:

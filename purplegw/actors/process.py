@@ -63,25 +63,57 @@ class Runtime:
     def __init__(self, accounts: Any, account_source: AccountSource) -> None:
         self._accounts = accounts
         self._account_source = account_source
-        self._reload_lock = threading.Lock()
+        self._reload_lock = threading.RLock()
         # Extra control-socket commands services offer (e.g. "messages.requeued").
         self.commands: dict[str, Callable[[], Any]] = {}
+        # Every row of the account table as last read; None before the first read.
+        self.rows: list[AccountCredentials] | None = None
+        # Which of the rows run here: all of them, unless a cluster service
+        # narrows them to the users whose leases this node holds.
+        self.select: Callable[[Sequence[AccountCredentials]], list[AccountCredentials]] = list
+        self.node = ""  # the cluster node's name, shown in status; "" = single node
+        # Called on SIGTERM before the accounts log out (a cluster node stops taking users).
+        self.before_stop: list[Callable[[], None]] = []
 
     @property
     def directory(self) -> Directory:
         """``directory.get(sip_user, protocol)`` / ``of_user(sip_user)`` -> handles."""
         return self._accounts.directory
 
+    def apply(self, rows: Sequence[AccountCredentials]) -> ReloadSummary:
+        """Run the selected ones of ``rows`` (the whole table) and nothing else."""
+        with self._reload_lock:
+            self.rows = list(rows)
+            return self._accounts.apply(self.select(self.rows))
+
+    def refresh(self) -> ReloadSummary | None:
+        """Apply the selection again (a cluster node's leases changed); None before any rows."""
+        with self._reload_lock:
+            if self.rows is None:
+                return None
+            return self._accounts.apply(self.select(self.rows))
+
     def reload(self) -> ReloadSummary:
         """Re-read the account rows and apply the diff (SIGHUP does this)."""
         with self._reload_lock:
             rows = list(self._account_source())
-            summary = self._accounts.apply(rows)
+            summary = self.apply(rows)
             logger.info("Reload: %s", summary.as_dict())
             return summary
 
+    def stopping(self) -> None:
+        """SIGTERM, before the accounts log out: run the ``before_stop`` hooks."""
+        for hook in self.before_stop:
+            try:
+                hook()
+            except Exception:
+                logger.exception("Error before stopping in %r", hook)
+
     def status(self) -> list[dict[str, Any]]:
-        return self._accounts.status()
+        entries: list[dict[str, Any]] = self._accounts.status()
+        if self.node:
+            return [{**entry, "node": self.node} for entry in entries]
+        return entries
 
 
 class _Signals:
@@ -247,6 +279,7 @@ def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - start-up in order,
 ) -> int:
     stops: list[Callable[[], None]] = []
     accounts = None
+    runtime: Runtime | None = None
     server: ControlServer | None = None
     try:
         if adapters is None and actors_config.workers == 0:
@@ -272,7 +305,7 @@ def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - start-up in order,
         except Exception:
             logger.exception("Cannot read the account table; check [store] and the database")
             return EXIT_STARTUP_FAILED
-        summary = accounts.apply(rows)
+        summary = runtime.apply(rows)
         logger.info("Started with %d accounts", len(summary.added))
         if control_socket is not None:
             server = ControlServer(
@@ -306,6 +339,8 @@ def _run(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - start-up in order,
         if server is not None:
             with contextlib.suppress(Exception):
                 server.stop()
+        if runtime is not None:
+            runtime.stopping()
         if accounts is not None:
             try:
                 accounts.stop()

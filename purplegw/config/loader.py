@@ -350,6 +350,7 @@ def _check_relations(
 
 # Schemes of a database every node of a cluster can share (purplegw.store registers them).
 SHARED_DB_SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
+CLUSTER_MIN_MARGIN = 1.0  # purplegw.gateway.cluster.MIN_MARGIN
 
 
 def _check_cluster(
@@ -377,6 +378,21 @@ def _check_cluster(
             f"{origin}: [cluster] advertise: cluster mode needs the IP:PORT other "
             "nodes reach this node's SIP front at"
         )
+    # A node that cannot renew logs its accounts out within the lease's margin
+    # (purplegw.gateway.cluster.Timing: max(1 s, a third of the lease)); an
+    # account allowed longer to log out could still be online on the old node
+    # when another takes it.
+    lease = cluster.get("lease_seconds")
+    logout = sections.get("actors", {}).get("logout_timeout")
+    if isinstance(lease, int) and isinstance(logout, (int, float)):
+        margin = max(CLUSTER_MIN_MARGIN, lease / 3)
+        if logout > margin:
+            lease_origin = origins.get(("cluster", "lease_seconds"), origin)
+            errors.append(
+                f"{lease_origin}: [cluster] lease_seconds: {lease} leaves {margin:g} s to log "
+                f"accounts out when fencing, less than [actors] logout_timeout ({logout:g} s): "
+                f"raise lease_seconds to {int(3 * logout + 0.999)} or lower logout_timeout"
+            )
 
 
 def _suggest(word: str, choices: Any) -> str:

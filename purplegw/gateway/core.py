@@ -63,7 +63,7 @@ from purplegw.protocols.base import ConnectionState
 from purplegw.sip.errors import SipError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from purplegw.actors.front.transport import Source
     from purplegw.gateway.model import Account, ContactPresence
@@ -209,29 +209,37 @@ class Gateway:
 
     # --- cluster hand-over: called by the cluster runtime, any thread -----------------
 
-    def adopt(self, sip_user: str) -> None:
-        """This node now holds ``sip_user``'s lease: take its state over (Rule 6)."""
-        self.worker.submit(self._adopt, sip_user)
+    def adopt(self, sip_users: Sequence[str]) -> None:
+        """Cluster: this node holds these users' leases now (any thread; Rule 6).
 
-    def release(self, sip_user: str) -> None:
-        """Another node holds ``sip_user`` now: forget its state here (Rule 6)."""
-        self.worker.submit(self._release, sip_user)
+        Their queued messages go out from here, their subscriptions and
+        publications are loaded from the database.
+        """
+        self.worker.submit(self._adopt, list(sip_users))
 
-    def _adopt(self, sip_user: str) -> None:
-        if self.forwarding is not None:
-            self.forwarding.forget(sip_user)
-        try:
-            self.presence.adopt(sip_user)
-        except StoreError as exc:
-            logger.warning(
-                "State of %s not adopted (its phones subscribe again): %s", sip_user, exc
-            )
-        self.messaging.registered(sip_user)  # its waiting messages go from here now
+    def disown(self, sip_users: Sequence[str]) -> None:
+        """Cluster: another node holds these users now: forget their state here (any thread)."""
+        self.worker.submit(self._disown, list(sip_users))
 
-    def _release(self, sip_user: str) -> None:
-        if self.forwarding is not None:
-            self.forwarding.forget(sip_user)
-        self.presence.release(sip_user)
+    def _adopt(self, sip_users: list[str]) -> None:
+        self.messaging.adopt(sip_users)
+        for sip_user in sip_users:
+            if self.forwarding is not None:
+                self.forwarding.forget(sip_user)
+            try:
+                self.presence.adopt(sip_user)
+            except StoreError as exc:
+                logger.warning(
+                    "State of %s not adopted (its phones subscribe again): %s", sip_user, exc
+                )
+            self.messaging.registered(sip_user)  # its waiting messages go from here now
+
+    def _disown(self, sip_users: list[str]) -> None:
+        self.messaging.disown(sip_users)
+        for sip_user in sip_users:
+            if self.forwarding is not None:
+                self.forwarding.forget(sip_user)
+            self.presence.release(sip_user)
 
     # --- SIP side: called on the front's loop, handed over at once -------------------
 

@@ -72,7 +72,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -637,6 +637,46 @@ class Messaging:
             return  # kept for when the account runs
         for row in self._unsent.pop((account.sip_user, account.protocol), []):
             self._hand_over(handle, row.contact, row.body, row.message_id)
+
+    def adopt(self, sip_users: Sequence[str]) -> None:
+        """This cluster node took these users over: their queues are its own now.
+
+        The send queue's rows of the users (accepted by the node that held
+        them before, which may have died) replace whatever this run kept in
+        memory for them, so nothing another node sent since is sent again;
+        they go when their account is online (``resend_unsent``).  The
+        users' outbox is flushed as after a REGISTER.
+        """
+        users = set(sip_users)
+        try:
+            rows = self.store.sendq.pending_of(sorted(users))
+        except StoreError as exc:
+            logger.warning("Send queue of %d taken-over user(s) unread: %s", len(users), exc)
+            rows = []
+        for key in [k for k in self._unsent if k[0] in users]:
+            del self._unsent[key]
+        for row in rows:
+            self._seen_seq = max(self._seen_seq, row.seq)
+            if row.message_id not in self._active:
+                self._unsent.setdefault((row.sip_user, row.protocol), []).append(row)
+        if rows:
+            logger.info(
+                "%d queued message(s) of taken-over users wait for their accounts", len(rows)
+            )
+        for sip_user in sorted(users):
+            self._load.pop(sip_user, None)  # counted again from the table
+            self.registered(sip_user)
+
+    def disown(self, sip_users: Sequence[str]) -> None:
+        """This cluster node gave these users up: another node sends their queues now."""
+        users = set(sip_users)
+        for key in [k for k in self._unsent if k[0] in users]:
+            del self._unsent[key]
+        for key in [k for k in self.retry_timers if k[0] in users]:
+            self.retry_timers.pop(key).cancel()
+            self._retry_index.pop(key, None)
+        for sip_user in users:
+            self._load.pop(sip_user, None)
 
     def _receipt_to_network(self, handle: AccountHandlePort, contact: str, body: Incoming) -> None:
         if body.disposition in {"delivered", "displayed"}:

@@ -188,6 +188,8 @@ class SendQueuePort(Protocol):
 
     def pending_after(self, seq: int) -> list[PendingSend]: ...
 
+    def pending_of(self, sip_users: Iterable[str]) -> list[PendingSend]: ...
+
 
 class SubscriptionsPort(Protocol):
     """Presence subscription dialogs (purplegw.store.subscriptions)."""

@@ -38,17 +38,22 @@ class AccountKeyRepository:
         """Store (or replace) ``(account_id, kind, value)`` keys in one transaction."""
         now = time.time()
         rows = [(account_id, kind, self.cipher.encrypt(value)) for account_id, kind, value in keys]
+        # One upsert per key, in key order: a DELETE of a missing row would
+        # lock the gap around it, and cluster nodes writing their own accounts'
+        # keys at once would deadlock each other in InnoDB.
+        insert = f"INSERT INTO {self.TABLE} (account_id, kind, value, updated) VALUES (?, ?, ?, ?) "
+        if self.db.dialect == "mysql":
+            upsert = (
+                insert + "ON DUPLICATE KEY UPDATE value = VALUES(value), updated = VALUES(updated)"
+            )
+        else:
+            upsert = insert + (
+                "ON CONFLICT (account_id, kind) DO UPDATE SET "
+                "value = excluded.value, updated = excluded.updated"
+            )
         with self.db.transaction():
-            for account_id, kind, secret in rows:
-                self.db.execute(
-                    f"DELETE FROM {self.TABLE} WHERE account_id = ? AND kind = ?",
-                    (account_id, kind),
-                )
-                self.db.execute(
-                    f"INSERT INTO {self.TABLE} (account_id, kind, value, updated) "
-                    "VALUES (?, ?, ?, ?)",
-                    (account_id, kind, secret, now),
-                )
+            for account_id, kind, secret in sorted(rows):
+                self.db.execute(upsert, (account_id, kind, secret, now))
 
     def load(self) -> dict[int, dict[str, str]]:
         """Every stored key, decrypted: ``{account_id: {kind: value}}``.

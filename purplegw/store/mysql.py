@@ -41,12 +41,23 @@ class MysqlDatabase(Database):
     dialect = "mysql"
     placeholder = "%s"
 
-    def __init__(self, url: str, *, connect_timeout: int = 5, **_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: int = 5,
+        read_timeout: float | None = None,
+        **_options: Any,
+    ) -> None:
         super().__init__(url)
         self.parts = split_url(url)
         if not self.parts["path"].strip("/"):
             raise StoreError(f"MySQL URL needs a database name: {redact_url(url)!r}")
         self.connect_timeout = connect_timeout
+        # Seconds a read or write on the socket may block (None: no limit).  A
+        # cluster node sets it so that a database that stops answering fails
+        # its renewals instead of hanging them.
+        self.read_timeout = read_timeout
 
     def connect(self) -> Any:
         try:
@@ -67,6 +78,8 @@ class MysqlDatabase(Database):
                 charset=p["query"].get("charset", "utf8mb4"),
                 unix_socket=p["query"].get("unix_socket"),
                 connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                write_timeout=self.read_timeout,
                 autocommit=False,
                 ssl=context,
                 ssl_disabled=context is None,

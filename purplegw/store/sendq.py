@@ -170,3 +170,16 @@ class SendQueueRepository:
             (seq,),
         )
         return [_row(r) for r in rows]
+
+    def pending_of(self, sip_users: Iterable[str]) -> list[PendingSend]:
+        """Rows of these users (a cluster node taking them over from another node)."""
+        pending = sorted(set(sip_users))
+        found: list[PendingSend] = []
+        for start in range(0, len(pending), 200):
+            chunk = pending[start : start + 200]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.db.fetchall(
+                f"SELECT {_COLUMNS} FROM {self.TABLE} WHERE sip_user IN ({marks})", chunk
+            )
+            found += [_row(r) for r in rows]
+        return sorted(found, key=lambda row: row.seq)

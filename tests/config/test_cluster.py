@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from purplegw.config import load_config
+from purplegw.config.loader import CLUSTER_MIN_MARGIN
 from purplegw.exceptions import ConfigError
+from purplegw.gateway.cluster import MIN_MARGIN, Timing
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -122,3 +124,21 @@ def test_node_name_and_lease_bounds(tmp_path: Path) -> None:
         f"{path}:6: [cluster] lease_seconds: 2 is below the minimum 3",
         f"{path}:7: [cluster] nodes: unknown key (did you mean 'node'?)",
     ]
+
+
+def test_the_fencing_margin_covers_a_logout(tmp_path: Path) -> None:
+    assert CLUSTER_MIN_MARGIN == MIN_MARGIN
+    node = f'[store]\ndb_url = "{MYSQL}"\n[cluster]\nnode = "gw1"\nadvertise = "10.0.0.1:5060"\n'
+    # The defaults fit exactly: 15 s leaves 5 s, the default logout_timeout.
+    assert Timing.from_lease(15).margin == 5.0
+    assert load_config(write(tmp_path, node), environ={})["actors"]["logout_timeout"] == 5.0
+    path = write(tmp_path, node + "lease_seconds = 9\n")
+    assert errors_of(path) == [
+        (
+            f"{path}:6: [cluster] lease_seconds: 9 leaves 3 s to log accounts out when fencing, "
+            "less than [actors] logout_timeout (5 s): raise lease_seconds to 15 or lower "
+            "logout_timeout"
+        )
+    ]
+    fits = write(tmp_path, node + "lease_seconds = 9\n[actors]\nlogout_timeout = 3.0\n")
+    assert load_config(fits, environ={})["cluster"]["lease_seconds"] == 9

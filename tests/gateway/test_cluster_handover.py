@@ -93,7 +93,7 @@ def test_adopt_loads_the_users_state_and_release_forgets_it(store: Store) -> Non
     assert presence.publications.states(USER) == []
 
     owners.holder_of[USER] = ("gw1", "127.0.0.1:5071")
-    gateway.adopt(USER)
+    gateway.adopt([USER])
     assert len(presence.watches) == 1
     [publication] = presence.publications.states(USER)
     assert publication.etag == "etag1"
@@ -107,11 +107,11 @@ def test_adopt_loads_the_users_state_and_release_forgets_it(store: Store) -> Non
     [notify] = front.notifies(5062)
     assert notify.cseq is not None
     assert notify.cseq.number > 5
-    gateway.adopt(USER)  # twice: nothing doubles
+    gateway.adopt([USER])  # twice: nothing doubles
     assert len(presence.watches) == 1
     assert len(presence.publications.states(USER)) == 1
 
-    gateway.release(USER)
+    gateway.disown([USER])
     assert presence.watches == {}
     assert presence.publications.states(USER) == []
     assert presence.watch_count == {}

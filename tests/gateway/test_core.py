@@ -10,6 +10,7 @@ from purplegw.actors.front.transport import Source
 from purplegw.actors.state import Outcome
 from purplegw.gateway import Gateway, GatewaySettings
 from purplegw.protocols.base import ConnectionState
+from purplegw.store.sendq import PendingSend
 from tests.gateway.fakes import Directory, FakeFront, Handle, InlineWorker
 from tests.kit.sipmsg import make_request
 
@@ -144,3 +145,25 @@ def test_events_the_gateway_does_not_use_are_ignored_and_errors_are_contained() 
         "on_connection_state", account=handle.info, state=ConnectionState.CONNECTED, reason=""
     )
     assert store.outbox.rows == []
+
+
+def test_a_cluster_node_sends_the_queue_of_users_it_takes_over() -> None:
+    """adopt: the send-queue rows of the taken users, read now, go when the account is up."""
+    worker = InlineWorker()
+    gateway, store, handle = rig(worker)
+    stale = PendingSend(1, USER, "xmpp", "bob@example.org", "sent by the other node", "m1")
+    fresh = PendingSend(2, USER, "xmpp", "bob@example.org", "accepted there, not sent", "m2")
+    other = PendingSend(3, "carol@sip.test", "xmpp", "bob@example.org", "not ours", "m3")
+    gateway.messaging._unsent[(USER, "xmpp")] = [stale]  # read at start, sent since by another node
+    store.sendq.pending_of = lambda users: [r for r in (fresh, other) if r.sip_user in users]
+    gateway.adopt([USER])
+    gateway.on_event(
+        "on_connection_state", account=handle.info, state=ConnectionState.CONNECTED, reason=""
+    )
+    assert [c for c in handle.calls if c[0] == "send_message"] == [
+        ("send_message", "bob@example.org", "accepted there, not sent", "m2")
+    ]
+    # Given up: what is left of the user's queue is the new owner's to send.
+    gateway.messaging._unsent[(USER, "xmpp")] = [fresh]
+    gateway.disown([USER])
+    assert (USER, "xmpp") not in gateway.messaging._unsent

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from purplegw.actors.key_keeper import KeyKeeper
 from purplegw.actors.listener import AccountInfo
 from purplegw.exceptions import StoreError
-from purplegw.store import NewAccount, Store
+from purplegw.store import Database, NewAccount, Store
+from purplegw.store.account_keys import AccountKeyRepository
 
 SECRET = '{"salted": "c2VjcmV0LXNhbHRlZC1wYXNzd29yZA=="}'  # a test value
 
@@ -75,3 +77,34 @@ def test_keeper_drops_a_batch_it_cannot_write_and_goes_on() -> None:
     keeper.on_key_derived(AccountInfo(1, "u", "xmpp", "e"), "scram", "k")
     assert keeper.flush() == 0
     assert keeper.flush() == 0  # dropped: a cache, derived again next start
+
+
+def test_nodes_storing_their_accounts_keys_at_once_do_not_deadlock(
+    store: Store, db_url: str
+) -> None:
+    """Cluster nodes share the table, each writing its own accounts' keys, interleaved ids."""
+    cipher = store.accounts.cipher
+    dbs = [Database.create(db_url) for _ in range(3)]
+    repos = [AccountKeyRepository(db, cipher, store.tables.accounts) for db in dbs]
+    errors: list[BaseException] = []
+    for number in range(20):
+        barrier = threading.Barrier(3)
+
+        def run(index: int, number: int = number, barrier: threading.Barrier = barrier) -> None:
+            keys = [(i, "scram", f"k{number}-{i}") for i in range(index, 300, 3)]
+            try:
+                barrier.wait(timeout=10)
+                repos[index].put_many(keys)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    for db in dbs:
+        db.close()
+    assert errors == []
+    stored = store.db.fetchall("SELECT COUNT(*) FROM purplegw_account_keys")
+    assert stored[0][0] == 300

@@ -216,3 +216,56 @@ def test_two_nodes_race_for_one_lease(store: Store, db_url: str, existing: bool)
         assert lease.epoch == (2 if existing else 1)  # type: ignore[union-attr]
         wins[winners[0].node] += 1
     assert sum(wins.values()) == rounds
+
+
+def test_acquire_many_takes_free_and_expired_leases_only(store: Store) -> None:
+    cluster = store.cluster
+    users = [f"many{i:03d}@example.org" for i in range(250)]  # two chunks
+    held_elsewhere, expired, old_run = users[3], users[4], users[5]
+    assert cluster.acquire(held_elsewhere, "gw2", 15) is not None
+    assert cluster.acquire(expired, "gw2", 15) is not None
+    backdate(store, expired, 0.5)
+    # An earlier run of gw1 still holds this one: not taken again, it must expire first.
+    assert cluster.acquire(old_run, "gw1", 15) is not None
+    taken = cluster.acquire_many(users, "gw1", 15)
+    assert set(taken) == set(users) - {held_elsewhere, old_run}
+    assert taken[expired] == 2  # a new epoch: the fencing token grew
+    assert all(taken[u] == 1 for u in users if u not in {expired, held_elsewhere, old_run})
+    assert cluster.leases_of([held_elsewhere, expired])[held_elsewhere].node == "gw2"
+    assert cluster.leases_of([expired])[expired].node == "gw1"
+    assert cluster.acquire_many(users, "gw1", 15) == {}  # nothing free any more
+    assert set(cluster.renew("gw1", taken, 15)) == set(taken)
+
+
+def test_two_nodes_acquire_overlapping_users_at_once(store: Store, db_url: str) -> None:
+    """Every user goes to exactly one of two nodes batching at the same instant; no deadlock."""
+    users = [f"batch{i:03d}@example.org" for i in range(300)]
+    store.cluster.ensure(users)
+    dbs = [Database.create(db_url), Database.create(db_url)]
+    results: list[dict[str, int]] = [{}, {}]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(index: int) -> None:
+        try:
+            mine = users[index * 100 :] if index else users[:200]  # 100..199 in both
+            barrier.wait(timeout=10)
+            results[index] = ClusterRepository(dbs[index]).acquire_many(mine, f"gw{index + 1}", 15)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        for db in dbs:
+            db.close()
+    assert errors == []
+    assert set(results[0]) | set(results[1]) == set(users)
+    assert not set(results[0]) & set(results[1])
+    for index, taken in enumerate(results):
+        for user in taken:
+            assert store.cluster.lease(user).node == f"gw{index + 1}"  # type: ignore[union-attr]

@@ -116,3 +116,18 @@ def test_send_queue_records_once_until_done(store: Store) -> None:
     assert [(p.message_id, p.body) for p in store.sendq.pending()] == [("m1", "hé ✓"), ("m2", "2")]
     store.sendq.done("m1")
     assert [p.message_id for p in store.sendq.pending()] == ["m2"]
+
+
+def test_send_queue_of_some_users(store: Store) -> None:
+    """A cluster node taking users over reads their rows only, oldest first."""
+    for n, user in enumerate(["a", "b", "a", "c"]):
+        store.sendq.put(
+            sip_user=f"{user}@example.org",
+            protocol="xmpp",
+            contact="x@x.example",
+            body=str(n),
+            message_id=f"m{n}",
+        )
+    rows = store.sendq.pending_of(["a@example.org", "c@example.org", "z@example.org"])
+    assert [p.message_id for p in rows] == ["m0", "m2", "m3"]
+    assert store.sendq.pending_of([]) == []
