@@ -56,16 +56,28 @@ class EventSink:
         """Dispatch one event to the method of the same name, logging errors."""
         try:
             handler = getattr(self, event)
-            if "sent_at" in kwargs and not _takes_sent_at(handler):
-                del kwargs["sent_at"]  # a sink written before messages had it
+            for optional in _OPTIONAL_KEYWORDS:
+                if optional in kwargs and not _takes(handler, optional):
+                    del kwargs[optional]  # a sink written before the event had it
             handler(**kwargs)
         except Exception:
             logger.exception("%s failed to handle %s", type(self).__name__, event)
 
     def on_connection_state(
-        self, account: AccountInfo, state: ConnectionState, reason: str
+        self,
+        account: AccountInfo,
+        state: ConnectionState,
+        reason: str,
+        retry_at: float | None = None,
+        gave_up: bool = False,  # noqa: FBT001, FBT002 - an event keyword
     ) -> None:
-        """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT)."""
+        """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT).
+
+        ``retry_at`` (POSIX seconds) when the account waits to try again;
+        ``gave_up`` when it stopped after flapping (until reload or login).
+        Both keywords are only passed when set, so sinks without them keep
+        working.
+        """
 
     def on_message(
         self,
@@ -106,19 +118,24 @@ class EventSink:
         """Triggered when a session derived a key from its password worth storing."""
 
 
+# Event keywords added after the first sinks were written: passed only when
+# known, and dropped for a handler that does not take them.
+_OPTIONAL_KEYWORDS = ("sent_at", "retry_at", "gave_up")
+
+
 @functools.cache
-def _accepts_sent_at(function: Any) -> bool:
+def _accepts(function: Any, keyword: str) -> bool:
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
         return True
-    return "sent_at" in parameters or any(
+    return keyword in parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
     )
 
 
-def _takes_sent_at(handler: Any) -> bool:
-    return _accepts_sent_at(getattr(handler, "__func__", handler))
+def _takes(handler: Any, keyword: str) -> bool:
+    return _accepts(getattr(handler, "__func__", handler), keyword)
 
 
 _plain_sinks: list[EventSink] = []
