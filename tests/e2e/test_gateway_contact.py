@@ -60,14 +60,18 @@ def wait_states(gateway: GatewayProcess, want: dict[tuple[str, str], str]) -> No
     pytest.fail(f"accounts not in {want}: {last}\n{gateway.log_text()}")
 
 
-@pytest.fixture
-def setup(prosody: Prosody, ngircd: Ngircd, tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(params=[0, 1], ids=["accounts-in-process", "accounts-in-a-worker"])
+def setup(
+    prosody: Prosody, ngircd: Ngircd, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    """``[actors] workers`` 0 and 1: states and events come over a pipe in the second."""
     tag = tmp_path.name[-8:].replace("_", "").lower()
     alice = prosody.create_user(f"gcalice{tag}")
     bob = prosody.create_user(f"gcbob{tag}")
     carol = prosody.create_user(f"gccarol{tag}")
     gateway = GatewayProcess(
         tmp_path,
+        actors={"workers": request.param},
         extra_config=prosody.gateway_section()
         + f'\n[protocols.irc]\ntls = false\nserver = "127.0.0.1:{ngircd.port}"\n',
     )
