@@ -26,10 +26,12 @@ Rule 3. A MESSAGE is answered 200 at once (an is-composing 200 and nothing
         phone (purplegw.gateway.messaging).  Commands that ask an account
         (add, remove, relogin) answer once the account did.
 Rule 4. An account's state comes from its ``on_connection_state`` events;
-        before the first event the gateway saw (accounts logged in before
-        the SIP side started), from the status board (``statuses``, what
-        ``purplegw status`` shows), which also lists the accounts whose
-        protocol is disabled (they have no actor, and no event).
+        before the first event the gateway saw, from the status board
+        (``statuses``, what ``purplegw status`` shows), which also lists the
+        accounts whose protocol is disabled (they have no actor, and no
+        event).  The board is read again at each request of the user
+        (SUBSCRIBE, a command), not at each event: reading it copies every
+        account's entry.
 Rule 5. Trouble notices (``[gateway] notify_account_trouble``): contact.py
         Rule 6 decides, this module sends the MESSAGE.
 """
@@ -47,7 +49,9 @@ from typing import TYPE_CHECKING, Any
 from purplegw.gateway import contact as rules
 from purplegw.gateway.bodies import read_body
 from purplegw.gateway.identity import respond
+from purplegw.gateway.messaging import ACCEPT
 from purplegw.gateway.model import ContactPresence, Presence, Status
+from purplegw.gateway.presence import log_outcome
 from purplegw.protocols.base import AuthorizationAnswer
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import DialogId
@@ -113,6 +117,9 @@ class GatewayContact:
         self.uri = f"sip:{self.user}@{self.domain}"
         self.watches: dict[DialogId, ContactWatch] = {}
         self.seen: dict[int, rules.AccountView] = {}  # account id -> its last event (Rule 4)
+        self._board: dict[int, rules.AccountView] = {}  # account id -> its status board entry
+        self._idle: dict[str, list[rules.AccountView]] = {}  # user -> accounts without actor
+        self._by_owner: dict[str, set[DialogId]] = {}
         self.notices = rules.TroubleNotices(settings.trouble_min_interval)
 
     # --- Rule 1 -----------------------------------------------------------------------
@@ -128,27 +135,44 @@ class GatewayContact:
 
     # --- the user's accounts (Rule 4) -------------------------------------------------
 
-    def accounts(self, sip_user: str) -> list[rules.AccountView]:
+    def accounts(self, sip_user: str, *, fresh: bool = False) -> list[rules.AccountView]:
+        """The user's accounts and their states (Rule 4).
+
+        ``fresh``: read the status board again (a request of the user); an
+        account event reads it only for a user never read, since it copies
+        every account's entry.
+        """
+        if fresh or sip_user not in self._idle:
+            self._read_board(sip_user)
         found: dict[int, rules.AccountView] = {}
+        for handle in self.directory.of_user(sip_user):
+            info = handle.info
+            found[info.account_id] = self.seen.get(info.account_id) or self._board.get(
+                info.account_id,
+                rules.AccountView(info.account_id, info.protocol, info.ext_user, "connecting"),
+            )
+        for view in self._idle[sip_user]:
+            found.setdefault(view.account_id, self.seen.get(view.account_id, view))
+        return sorted(found.values(), key=lambda a: (a.protocol, a.account_id))
+
+    def _read_board(self, sip_user: str) -> None:
+        running = {handle.info.account_id for handle in self.directory.of_user(sip_user)}
+        idle = []
         for entry in self.statuses(sip_user):
+            state = entry.get("state", "")
             view = rules.AccountView(
                 account_id=int(entry["account_id"]),
                 protocol=entry["protocol"],
                 ext_user=entry["ext_user"],
-                state=entry.get("state", ""),
-                reason=entry.get("last_error", "") if entry.get("state") != "connected" else "",
+                state=state,
+                reason=entry.get("last_error", "") if state != rules.CONNECTED else "",
                 retry_at=_retry_at(entry),
                 gave_up=bool(entry.get("gave_up")),
             )
-            found[view.account_id] = self.seen.get(view.account_id, view)
-        for handle in self.directory.of_user(sip_user):
-            info = handle.info
-            if info.account_id not in found:
-                found[info.account_id] = self.seen.get(
-                    info.account_id,
-                    rules.AccountView(info.account_id, info.protocol, info.ext_user, "connecting"),
-                )
-        return sorted(found.values(), key=lambda a: (a.protocol, a.account_id))
+            self._board[view.account_id] = view
+            if view.account_id not in running:
+                idle.append(view)  # no actor (its protocol is disabled): no events either
+        self._idle[sip_user] = idle
 
     def account_state(
         self,
@@ -191,8 +215,11 @@ class GatewayContact:
         if body.kind == "imdn" or body.typing is not None:
             reply(respond(request, 200))
             return
+        if body.kind == "unsupported":
+            reply(respond(request, 415, headers=[("Accept", ACCEPT)]))
+            return
         if body.kind != "text":
-            reply(respond(request, 415 if body.kind == "unsupported" else 400, body.text[:100]))
+            reply(respond(request, 400, f"Bad Request: {body.text}"))
             return
         reply(respond(request, 200))
         command = rules.parse(body.text)
@@ -207,10 +234,10 @@ class GatewayContact:
         self.say(user, rules.HELP)
 
     def _cmd_status(self, user: str) -> None:
-        self.say(user, rules.status_text(self.accounts(user)))
+        self.say(user, rules.status_text(self.accounts(user, fresh=True)))
 
     def _cmd_relogin(self, user: str, name: str | None = None) -> None:
-        chosen = rules.accounts_named(self.accounts(user), name)
+        chosen = rules.accounts_named(self.accounts(user, fresh=True), name)
         if isinstance(chosen, str):
             self.say(user, chosen)
             return
@@ -219,8 +246,9 @@ class GatewayContact:
             handle = self._handle(user, view.protocol)
             if handle is None:
                 continue
-            handle.logout()  # the actor runs these two in order
-            handle.login()
+            # The actor runs these two in order.
+            log_outcome(self.worker, handle.logout(), handle, "logout")
+            log_outcome(self.worker, handle.login(), handle, "login")
             started.append(f"{view.protocol} {view.ext_user}")
         if not started:
             self.say(user, "None of those accounts is running on this gateway.")
@@ -252,7 +280,7 @@ class GatewayContact:
                     if key[2] == name.lower():
                         known_on.append(key[1])
         view = rules.account_for(
-            self.accounts(user),
+            self.accounts(user, fresh=True),
             ref,
             canonical=addresses.canonical,
             user_at_host=addresses.user_at_host,
@@ -336,9 +364,9 @@ class GatewayContact:
 
     # --- SUBSCRIBE (Rule 2) -----------------------------------------------------------
 
-    def document(self, sip_user: str) -> bytes:
+    def document(self, sip_user: str, *, fresh: bool = False) -> bytes:
         tuples = {}
-        for view in self.accounts(sip_user):
+        for view in self.accounts(sip_user, fresh=fresh):
             is_open, words = rules.describe(view)
             status = Status.AVAILABLE if is_open else Status.OFFLINE
             name = f"{view.protocol} {view.ext_user}"
@@ -365,7 +393,7 @@ class GatewayContact:
             return True
         sub = presence.new_subscription()
         watch = ContactWatch(sub, user, presence.destination(request, source))
-        sub.last_body = b"" if request.expires == 0 else self.document(user)
+        sub.last_body = b"" if request.expires == 0 else self.document(user, fresh=True)
         local_contact = f"<sip:{self.user}@{source.listener.sent_by};transport={source.transport}>"
         try:
             actions = sub.receive_subscribe(
@@ -380,6 +408,7 @@ class GatewayContact:
             return True
         if sub.dialog is not None and sub.state is not SubState.TERMINATED:
             self.watches[watch.dialog_id] = watch
+            self._by_owner.setdefault(user, set()).add(watch.dialog_id)
             presence.watch_count[user] = presence.watch_count.get(user, 0) + 1
             logger.info("%s subscribes to the gateway contact", user)
         self._run(watch, actions, reply)
@@ -395,7 +424,7 @@ class GatewayContact:
             reply(respond(request, 403, "Forbidden: not your subscription"))
             return True
         sub = watch.subscription
-        sub.last_body = b"" if request.expires == 0 else self.document(user)
+        sub.last_body = b"" if request.expires == 0 else self.document(user, fresh=True)
         try:
             actions = sub.receive_subscribe(request, self.presence.clock())
         except SipError as exc:
@@ -408,9 +437,10 @@ class GatewayContact:
 
     def _notify_owner(self, sip_user: str) -> None:
         mine = [
-            w
-            for w in self.watches.values()
-            if w.owner == sip_user and w.subscription.state is SubState.ACTIVE
+            watch
+            for dialog_id in self._by_owner.get(sip_user, ())
+            if (watch := self.watches.get(dialog_id)) is not None
+            and watch.subscription.state is SubState.ACTIVE
         ]
         if not mine:
             return
@@ -481,6 +511,11 @@ class GatewayContact:
     def _forget(self, watch: ContactWatch, reason: str) -> None:
         if self.watches.pop(watch.dialog_id, None) is None:
             return
+        mine = self._by_owner.get(watch.owner)
+        if mine is not None:
+            mine.discard(watch.dialog_id)
+            if not mine:
+                del self._by_owner[watch.owner]
         counts = self.presence.watch_count
         left = counts.get(watch.owner, 1) - 1
         if left > 0:

@@ -249,3 +249,57 @@ def test_an_empty_contact_user_leaves_the_uri_to_the_networks() -> None:
     state(gateway, xmpp, ConnectionState.BAD_CREDENTIALS, "x")
     assert said(store) == []
     assert isinstance(gateway.messaging.directory, Directory)
+
+
+def test_notifies_go_to_the_accounts_owner_only_and_end_with_the_subscription() -> None:
+    gateway, _store, xmpp, _irc, front = setup()
+    reads: list[str] = []
+
+    def statuses(user: str) -> list[dict[str, Any]]:
+        reads.append(user)
+        return []
+
+    gateway.contact.statuses = statuses
+    other = Handle("bob@sip.test", "xmpp", "bob@example.org", account_id=9)
+    gateway.messaging.directory.handles.append(other)  # type: ignore[attr-defined]
+    replies: list[Response] = []
+    headers = [("Event", "presence"), ("Contact", "<sip:alice@127.0.0.1:5070>")]
+    subscribe = make_request(
+        "SUBSCRIBE",
+        GATEWAY,
+        from_=f"<sip:{USER}>",
+        to=f"<{GATEWAY}>",
+        extra=[*headers, ("Expires", "600")],
+    )
+    gateway.dispatch(subscribe, source(), replies.append)
+    front.answer_all()
+    assert len(front.notifies()) == 1
+    assert reads == [USER]  # the SUBSCRIBE read the board
+    state(gateway, other, ConnectionState.CONNECTED)
+    assert len(front.notifies()) == 1  # bob's account: not alice's business
+    state(gateway, xmpp, ConnectionState.CONNECTED)
+    assert len(front.notifies()) == 2
+    assert reads == [USER]  # events do not read the board again
+    front.answer_all()
+    notify = front.notifies()[0]
+    to_tag = notify.from_.tag if notify.from_ is not None else None
+    unsubscribe = make_request(
+        "SUBSCRIBE",
+        GATEWAY,
+        from_=f"<sip:{USER}>",
+        to=f"<{GATEWAY}>",
+        to_tag=to_tag,
+        call_id=subscribe.call_id,
+        cseq=2,
+        extra=[*headers, ("Expires", "0")],
+    )
+    gateway.dispatch(unsubscribe, source(), replies.append)
+    assert [r.status for r in replies] == [200, 200]
+    final = front.notifies()[-1]
+    assert (final.headers.get("Subscription-State") or "").startswith("terminated")
+    front.answer_all()
+    count = len(front.notifies())
+    state(gateway, xmpp, ConnectionState.CONNECTING)
+    assert len(front.notifies()) == count
+    assert gateway.contact.watches == {}
+    assert gateway.presence.watch_count == {}
