@@ -11,9 +11,9 @@ Rule 1. A MESSAGE body is one command: a verb (any case) and its
         arguments, separated by blanks.  ``help``, ``status``, ``relogin
         [ACCOUNT]``, ``add CONTACT [PROTOCOL]``, ``remove CONTACT
         [PROTOCOL]``, ``allow CONTACT [PROTOCOL]``, ``deny CONTACT
-        [PROTOCOL]``.  Anything else, or a verb with the wrong number of
-        arguments, is answered with what was wrong and the pointer to
-        ``help``.
+        [PROTOCOL]``.  Anything else is answered with the list of commands,
+        a verb with the wrong number of arguments with its usage; both point
+        to ``help``.
 Rule 2. CONTACT is the network's own id (``bob@example.org``, an IRC
         nick) or the SIP URI a phone shows for it
         (``sip:bob@example.org;proto=xmpp``: its ``proto`` names the protocol).
@@ -72,7 +72,10 @@ remove CONTACT [PROTOCOL] - remove from your contacts
 allow CONTACT - let a contact who asked see your presence
 deny CONTACT - refuse a contact who asked"""
 
-UNKNOWN = "Unknown command {verb!r}. Send 'help' for the list."
+UNKNOWN = (
+    "Unknown command {verb!r}. Commands: help, status, relogin [ACCOUNT], add CONTACT"
+    " [PROTOCOL], remove CONTACT, allow CONTACT, deny CONTACT. Send 'help' for more."
+)
 
 
 class AccountView(NamedTuple):
@@ -133,7 +136,7 @@ def parse(text: str) -> Command | Invalid:
     low, high = _ARITY[verb]
     if not low <= len(args) <= high:
         usage = _USAGE.get(verb, verb)
-        return Invalid(f"Usage: {usage}. Send 'help' for the list.")
+        return Invalid(f"Usage: {usage}. Send 'help' for more.")
     return Command(verb, args)
 
 

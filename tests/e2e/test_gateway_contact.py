@@ -220,6 +220,16 @@ def test_the_gateway_contact_shows_the_accounts_and_takes_commands(
         assert ask(agent, "allow nobody@example.org") == (
             "No open request from nobody@example.org. Open requests: none."
         )
+        # bob asks to see alice's presence: the phone is told (from bob's URI)
+        # and answers through the gateway contact instead.
+        peer.subscribe(alice.jid)
+        agent.wait_for(
+            lambda e: e["event"] == "im" and bob.jid in e["from"] and "asks to see" in e["body"]
+        )
+        assert ask(agent, f"allow sip:{bob.jid};proto=xmpp") == (
+            f"{bob.jid} allowed to see your presence (xmpp)."
+        )
+        peer.wait_for(lambda e: e.kind == "subscribed" and e.bare == alice.jid, timeout=30)
 
 
 def test_a_bad_password_is_told_to_its_user_once(setup: dict[str, Any]) -> None:

@@ -63,7 +63,7 @@ def test_commands_are_read(text: str, expected: Command) -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("hello there", "Unknown command 'hello'. Send 'help'"),
+        ("hello there", "Unknown command 'hello'. Commands: help, status, relogin [ACCOUNT]"),
         ("", "Send 'help'"),
         ("add", "Usage: add CONTACT [PROTOCOL]"),
         ("add a b c", "Usage: add CONTACT [PROTOCOL]"),
