@@ -1,10 +1,11 @@
 """The gateway as a SIP contact end to end: a pjsua2 phone <-> purplegw <-> Prosody and ngIRCd.
 
-alice@sip.test has an XMPP account on Prosody and an IRC account on ngIRCd;
-carol@sip.test has an XMPP account whose password is wrong.  pjsip's own
-stack (not ours) is each user's phone: it subscribes to sip:gateway@sip.test
-and reads the PIDF (one tuple per account), sends it commands and reads the
-MESSAGEs it answers with.  bob is an independent XMPP client on Prosody.
+alice@sip.test has an XMPP account on Prosody, an IRC account on ngIRCd and
+one on a disabled protocol (dummy); carol@sip.test has an XMPP account whose
+password is wrong.  pjsip's own stack (not ours) is each user's phone: it
+subscribes to sip:gateway@sip.test and reads the PIDF (one tuple per
+account), sends it commands and reads the MESSAGEs it answers with.  bob is
+an independent XMPP client on Prosody.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def setup(
     for user, ext, protocol, password in (
         ("alice@sip.test", alice.jid, "xmpp", alice.password),
         ("alice@sip.test", irc, "irc", ""),
+        ("alice@sip.test", "alice", "dummy", "pw"),  # [protocols.dummy] is off by default
         ("carol@sip.test", carol.jid, "xmpp", "not-" + carol.password),
     ):
         gateway.cli(
@@ -95,6 +97,7 @@ def setup(
             {
                 ("alice@sip.test", "xmpp"): "connected",
                 ("alice@sip.test", "irc"): "connected",
+                ("alice@sip.test", "dummy"): "unknown_error",
                 ("carol@sip.test", "xmpp"): "bad_credentials",
             },
         )
@@ -177,6 +180,7 @@ def test_the_gateway_contact_shows_the_accounts_and_takes_commands(
     peer: XmppPeer = setup["peer"]
     xmpp_line = f"xmpp {alice.jid}: connected"
     irc_line = f"irc {irc}: connected"
+    dummy_line = "dummy alice: disabled (protocol 'dummy' is disabled)"
     with phone(gateway, "alice") as agent:
         agent.subscribe(GATEWAY)
         state = agent.wait_for(
@@ -184,10 +188,14 @@ def test_the_gateway_contact_shows_the_accounts_and_takes_commands(
         )
         assert state["status"] == "online", state
         notify = agent.wait_for(lambda e: e["event"] == "notify" and e["uri"] == GATEWAY)
-        assert tuples(notify["message"]) == {xmpp_line: "open", irc_line: "open"}
+        assert tuples(notify["message"]) == {
+            xmpp_line: "open",
+            irc_line: "open",
+            dummy_line: "closed",
+        }
 
         status = ask(agent, "status")
-        assert status.splitlines() == sorted([irc_line, xmpp_line]), status
+        assert status.splitlines() == [dummy_line, irc_line, xmpp_line], status
         assert "relogin [ACCOUNT]" in ask(agent, "help")
         assert "Send 'help'" in ask(agent, "hello?")
 
