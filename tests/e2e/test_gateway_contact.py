@@ -266,3 +266,58 @@ def test_a_bad_password_is_told_to_its_user_once(setup: dict[str, Any]) -> None:
         assert "bad credentials" in ask(agent, "status")
         notices = [a for a in answers(agent) if "stopped" in a]
         assert len(notices) == 1, answers(agent)
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["accounts-in-process", "accounts-in-a-worker"])
+def test_an_unreachable_server_shows_until_when(tmp_path: Path, workers: int) -> None:
+    if ngircd_binary() is None:
+        missing_peer("ngIRCd", "ngircd")
+    tag = tmp_path.name[-8:].replace("_", "").lower()
+    nick = f"gu{tag}@127.0.0.1"
+    with Ngircd() as server:
+        gateway = GatewayProcess(
+            tmp_path,
+            actors={"workers": workers},
+            extra_config=f'[protocols.irc]\ntls = false\nserver = "127.0.0.1:{server.port}"\n',
+        )
+        gateway.cli("db", "init")
+        gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin=SIP_PASSWORD + "\n")
+        gateway.cli(
+            "accounts", "add", "alice@sip.test", nick, "irc", "--password-stdin", stdin="\n"
+        )
+        gateway.start()
+        try:
+            wait_states(gateway, {("alice@sip.test", "irc"): "connected"})
+            with phone(gateway, "alice") as agent:
+                agent.subscribe(GATEWAY)
+                mark = since(
+                    agent,
+                    0,
+                    lambda e: (
+                        e["event"] == "notify"
+                        and state_of(e["message"], f"irc {nick}: connected") == "open"
+                    ),
+                )
+                server.kill()
+                mark = since(
+                    agent,
+                    mark,
+                    lambda e: (
+                        e["event"] == "notify"
+                        and state_of(e["message"], f"irc {nick}: server unreachable") == "closed"
+                        and re.search(r"backing off until \d\d:\d\d UTC", e["message"]) is not None
+                    ),
+                )
+                server.start()
+                since(
+                    agent,
+                    mark,
+                    lambda e: (
+                        e["event"] == "notify"
+                        and state_of(e["message"], f"irc {nick}: connected") == "open"
+                    ),
+                )
+                assert ask(agent, "status") == f"irc {nick}: connected"
+        finally:
+            code = gateway.stop()
+        assert code == 0, gateway.log_text()
