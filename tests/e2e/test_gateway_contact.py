@@ -321,3 +321,53 @@ def test_an_unreachable_server_shows_until_when(tmp_path: Path, workers: int) ->
         finally:
             code = gateway.stop()
         assert code == 0, gateway.log_text()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["accounts-in-process", "accounts-in-a-worker"])
+def test_giving_up_after_flapping_is_told_once_and_relogin_brings_it_back(
+    tmp_path: Path, workers: int
+) -> None:
+    if ngircd_binary() is None:
+        missing_peer("ngIRCd", "ngircd")
+    tag = tmp_path.name[-8:].replace("_", "").lower()
+    nick = f"gf{tag}@127.0.0.1"
+    with Ngircd() as server:
+        gateway = GatewayProcess(
+            tmp_path,
+            # Three failed logins within a minute: give up at once (no pause).
+            actors={
+                "workers": workers,
+                "flap_attempts": 3,
+                "flap_window": 60.0,
+                "flap_retry_in": 0.5,
+                "flap_max_retry": 0,
+            },
+            extra_config=f'[protocols.irc]\ntls = false\nserver = "127.0.0.1:{server.port}"\n',
+        )
+        gateway.cli("db", "init")
+        gateway.cli("users", "add", "alice@sip.test", "--password-stdin", stdin=SIP_PASSWORD + "\n")
+        gateway.cli(
+            "accounts", "add", "alice@sip.test", nick, "irc", "--password-stdin", stdin="\n"
+        )
+        gateway.start()
+        try:
+            wait_states(gateway, {("alice@sip.test", "irc"): "connected"})
+            with phone(gateway, "alice") as agent:
+                server.kill()
+                notice = agent.wait_for(
+                    lambda e: e["event"] == "im" and GATEWAY in e["from"] and "stopped" in e["body"]
+                )
+                assert notice["body"].startswith(
+                    f"Your irc account {nick} stopped: gave up after flapping"
+                ), notice
+                assert "Send 'relogin' to try again." in notice["body"]
+                wait_states(gateway, {("alice@sip.test", "irc"): "unknown_error"})
+                server.start()
+                assert ask(agent, "relogin") == f"Logging in again: irc {nick}."
+                wait_states(gateway, {("alice@sip.test", "irc"): "connected"})
+                assert ask(agent, "status") == f"irc {nick}: connected"
+                notices = [a for a in answers(agent) if "stopped" in a]
+                assert len(notices) == 1, answers(agent)
+        finally:
+            code = gateway.stop()
+        assert code == 0, gateway.log_text()
