@@ -29,7 +29,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     from purplegw.actors.process import run  # noqa: PLC0415
     from purplegw.actors.worker import Worker  # noqa: PLC0415
     from purplegw.gateway import Gateway, GatewaySettings, PresenceSettings  # noqa: PLC0415
-    from purplegw.gateway.settings import MessagingSettings  # noqa: PLC0415
+    from purplegw.gateway.settings import ContactSettings, MessagingSettings  # noqa: PLC0415
 
     def account_source() -> list[Any]:
         rows, problems = store.accounts.credentials(registry.canonical)
@@ -60,6 +60,8 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             shared=writer,
             node=config["cluster"]["node"],
             advertise=config["cluster"]["advertise"],
+            contact=ContactSettings.from_section(config.sections.get("gateway")),
+            statuses=partial(statuses_of, runtime),
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
@@ -205,6 +207,11 @@ def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int
     info = registry.infos.get(protocol)
     check = getattr(info.adapter, "unsendable", None) if info and info.adapter else None
     return check(text) if check is not None else None
+
+
+def statuses_of(runtime: Any, sip_user: str) -> list[dict[str, Any]]:
+    """``sip_user``'s accounts as `purplegw status` shows them (the gateway contact's list)."""
+    return [entry for entry in runtime.status() if entry["sip_user"] == sip_user]
 
 
 def with_stored_keys(store: Store, rows: list[Any]) -> list[Any]:

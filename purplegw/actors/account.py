@@ -387,7 +387,13 @@ class AccountCore:
             state.name,
             f" ({reason})" if reason else "",
         )
-        self._emit("on_connection_state", state=state, reason=reason)
+        extra: dict[str, Any] = {}
+        # Only when set: sinks written before these keywords keep working.
+        if status.next_retry_in is not None:
+            extra["retry_at"] = status.since + status.next_retry_in
+        if status.gave_up:
+            extra["gave_up"] = True
+        self._emit("on_connection_state", state=state, reason=reason, **extra)
 
     async def _run(self) -> None:
         try:
@@ -727,6 +733,10 @@ class AccountCore:
         if request.op == "login":
             if self._parked and not self._stopping:
                 self._parked = False
+                # A login asked for (presence, the user's "relogin") starts afresh:
+                # an account that gave up flapping tries again.
+                self.account_status.gave_up = False
+                self._policy = RestartPolicy(self._config)
                 self._run_task = self._loop.create_task(
                     self._run(), name=f"account-{self.info.sip_user}-{self.info.protocol}"
                 )

@@ -56,17 +56,28 @@ class EventSink:
         """Dispatch one event to the method of the same name, logging errors."""
         try:
             handler = getattr(self, event)
-            for optional in _OPTIONAL:
+            for optional in _OPTIONAL_KEYWORDS:
                 if optional in kwargs and not _takes(handler, optional):
-                    del kwargs[optional]  # a sink written before messages had it
+                    del kwargs[optional]  # a sink written before the event had it
             handler(**kwargs)
         except Exception:
             logger.exception("%s failed to handle %s", type(self).__name__, event)
 
     def on_connection_state(
-        self, account: AccountInfo, state: ConnectionState, reason: str
+        self,
+        account: AccountInfo,
+        state: ConnectionState,
+        reason: str,
+        retry_at: float | None = None,
+        gave_up: bool = False,  # noqa: FBT001, FBT002 - an event keyword
     ) -> None:
-        """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT)."""
+        """Triggered when an account's state changes (CONNECTING ... LOGGED_OUT).
+
+        ``retry_at`` (POSIX seconds) when the account waits to try again;
+        ``gave_up`` when it stopped after flapping (until reload or login).
+        Both keywords are only passed when set, so sinks without them keep
+        working.
+        """
 
     def on_message(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
@@ -110,8 +121,9 @@ class EventSink:
         """Triggered when a session derived a key from its password worth storing."""
 
 
-# Keywords added to events after sinks were written: passed only to sinks that take them.
-_OPTIONAL = ("sent_at", "receipts")
+# Event keywords added after the first sinks were written: passed only when
+# known, and dropped for a handler that does not take them.
+_OPTIONAL_KEYWORDS = ("sent_at", "receipts", "retry_at", "gave_up")
 
 
 @functools.cache

@@ -98,6 +98,11 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "dead_binding_timeouts": t.Integer(minimum=0),
         "strangers": t.String(optional=False, choices=("allow", "deny")),
     },
+    "gateway": {
+        "contact_user": t.String(),
+        "notify_account_trouble": t.Boolean(),
+        "trouble_min_interval": t.Float(minimum=0.0),
+    },
     "metrics": {
         "listen": t.HostPort(),
         "cache_seconds": t.Float(minimum=0.0),

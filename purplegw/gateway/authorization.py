@@ -9,7 +9,8 @@ Rule 1. An external contact asking to see the user's presence is answered by
         (purplegw.gateway.messaging).
 Rule 2. The user's MESSAGE "allow" or "deny" (any case, trailing "." or "!")
         to that contact, while a request is open, answers it and is not
-        forwarded to the contact.
+        forwarded to the contact.  So does "allow CONTACT" or "deny CONTACT"
+        to the gateway contact (purplegw.gateway.contact_service).
 Rule 3. The contact's answer to the user's own request (sent when the user
         SUBSCRIBEs) makes the user's pending subscriptions active, or ends
         them with reason=rejected (purplegw.gateway.presence).
@@ -88,6 +89,20 @@ class Authorization:
         logger.info("%s answered %s's authorization request: %s", sip_user, contact, answer.value)
         self._answer(sip_user, route.account.protocol, contact, answer)
         return True
+
+    def open_requests(self, sip_user: str) -> dict[tuple[str, str], str]:
+        """The user's open requests: (protocol, contact folded) -> the contact as sent."""
+        return {(p, c): contact for (u, p, c), contact in self.asking.items() if u == sip_user}
+
+    def answer_open(
+        self, sip_user: str, protocol: str, contact: str, answer: AuthorizationAnswer
+    ) -> str | None:
+        """Answer the open request of ``contact`` (the gateway contact's allow/deny, Rule 2)."""
+        asked = self.asking.pop((sip_user, protocol, contact.lower()), None)
+        if asked is not None:
+            logger.info("%s answered %s's authorization request: %s", sip_user, asked, answer.value)
+            self._answer(sip_user, protocol, asked, answer)
+        return asked
 
     def answered(self, account: Account, contact: str, answer: AuthorizationAnswer) -> None:
         """``contact`` answered the user's own request (Rule 3)."""

@@ -13,6 +13,8 @@ controllers:
     messaging.py      MESSAGE both ways, outbox/send queue, retries, message bodies
     presence.py       PUBLISH, SUBSCRIBE/NOTIFY, presentities and their watches
     authorization.py  authorization requests and answers, the allow/deny interception
+    contact_service.py  the gateway as a SIP contact (sip:gateway@DOMAIN): commands,
+                      its presence (the user's accounts), trouble notices
     upstream.py       contacts' presence PUBLISHed to an upstream presence server
     addressing.py     SIP URI <-> (account, external contact)
 
@@ -53,11 +55,17 @@ from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.authorization import Authorization
 from purplegw.gateway.forwarding import FORWARDED_METHODS, Forwarding
+from purplegw.gateway.contact_service import GatewayContact
 from purplegw.gateway.identity import Identity, Refused, respond
 from purplegw.gateway.messaging import Messaging, Unsendable
 from purplegw.gateway.presence import PresenceService, contact_checker
 from purplegw.gateway.registrar import Registrar
-from purplegw.gateway.settings import GatewaySettings, MessagingSettings, PresenceSettings
+from purplegw.gateway.settings import (
+    ContactSettings,
+    GatewaySettings,
+    MessagingSettings,
+    PresenceSettings,
+)
 from purplegw.gateway.upstream import UpstreamPublisher
 from purplegw.protocols.base import ConnectionState
 from purplegw.sip.errors import SipError
@@ -108,6 +116,8 @@ class Gateway:
         shared: SharedStatePort | None = None,
         node: str = "",
         advertise: str = "",
+        contact: ContactSettings | None = None,
+        statuses: Callable[[str], Sequence[dict[str, Any]]] | None = None,
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -172,15 +182,23 @@ class Gateway:
             directory=directory,
             worker=worker,
         )
+        self.contact = GatewayContact(
+            settings=contact or ContactSettings(),
+            presence=self.presence,
+            messaging=self.messaging,
+            authorization=self.authorization,
+            statuses=statuses,
+            clock=clock,
+        )
         self.registrar.on_registered = self._registered
         self.messaging.intercept = self.authorization.intercept_answer
         self.front: FrontPort | None = None
         self._poll: TimerHandle | None = None
         self._routes: dict[str, Callable[[Request, Source, Reply], None]] = {
             "REGISTER": self._register,
-            "MESSAGE": self.messaging.message,
+            "MESSAGE": self._message,
             "PUBLISH": self.presence.publish,
-            "SUBSCRIBE": self.presence.subscribe,
+            "SUBSCRIBE": self._subscribe,
         }
 
     # --- lifecycle (the SIP front's Router protocol) -------------------------------
@@ -307,6 +325,16 @@ class Gateway:
     def _register(self, request: Request, source: Source, reply: Reply) -> None:
         reply(self.registrar.register(request, source))
 
+    def _message(self, request: Request, source: Source, reply: Reply) -> None:
+        if self.contact.addressed(request.ruri):
+            self.contact.message(request, source, reply)
+        else:
+            self.messaging.message(request, source, reply)
+
+    def _subscribe(self, request: Request, source: Source, reply: Reply) -> None:
+        if not self.contact.subscribe(request, source, reply):
+            self.presence.subscribe(request, source, reply)
+
     # --- account events: called on the sender's thread, handed over at once ---------
 
     def on_event(self, event: str, **kwargs: Any) -> None:
@@ -363,7 +391,15 @@ class Gateway:
     ) -> None:
         self.worker.submit(self.authorization.answered, account, contact, answer)
 
-    def on_connection_state(self, account: Account, state: ConnectionState, reason: str) -> None:  # noqa: ARG002 - the event signature
+    def on_connection_state(
+        self,
+        account: Account,
+        state: ConnectionState,
+        reason: str,
+        retry_at: float | None = None,
+        gave_up: bool = False,  # noqa: FBT001, FBT002 - an event keyword
+    ) -> None:
+        self.worker.submit(self.contact.account_state, account, state, reason, retry_at, gave_up)
         if state is ConnectionState.CONNECTED:
             self.worker.submit(self.messaging.resend_unsent, account)
             self.worker.submit(self.presence.connected, account)

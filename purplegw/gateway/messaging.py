@@ -126,6 +126,9 @@ logger = logging.getLogger(__name__)
 ACCEPT = "text/plain, message/cpim, application/im-iscomposing+xml"
 TEXT_PLAIN = "text/plain;charset=UTF-8"
 RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)  # undelivered outbox messages
+# The outbox rows of the gateway's own messages (purplegw.gateway.contact_service)
+# carry this in place of a protocol: no adapter has the name.
+GATEWAY_PROTOCOL = "gateway"
 # RFC 3261 18.1.1: a request within 200 bytes of the path MTU (1500 assumed)
 # goes over a congestion-controlled transport; phones also cap UDP reads
 # (pjsip at 4000 bytes), so a long message over UDP would arrive truncated.
@@ -754,6 +757,21 @@ class Messaging:
         )
         self._enqueue(_Received(account, contact, report, CPIM, report=True))
 
+    def queue_from_gateway(self, sip_user: str, uri: str, text: str) -> None:
+        """Put a message from the gateway itself (``uri``, sip:gateway@DOMAIN) in the outbox.
+
+        Its row names no account (``GATEWAY_PROTOCOL``, id 0): it goes to the
+        phones like any other, from ``uri``, and a failure has nobody to bounce to.
+        """
+        self.store.outbox.put(
+            sip_user=sip_user,
+            account_id=0,
+            protocol=GATEWAY_PROTOCOL,
+            contact=uri,
+            body=text.encode("utf-8"),
+        )
+        self.flush(sip_user)
+
     def queue_for_user(self, account: Account, contact: str, text: str) -> None:
         """Put a message from ``contact`` in the user's outbox now and send it when possible."""
         self.store.outbox.put(
@@ -1112,7 +1130,8 @@ class Messaging:
         )
         report = message.seq in self._reports
         self._settled(message)
-        if not report:  # the gateway's own reports have no sender to tell
+        if not report and message.protocol != GATEWAY_PROTOCOL:
+            # the gateway's own reports and messages have no sender to tell
             account = AccountRef(message.account_id, message.sip_user, message.protocol, "")
             self._bounce(account, message.contact, network_id, status, reason)
 
@@ -1131,7 +1150,10 @@ class Messaging:
     def _outgoing(
         self, account: Account, contact: str, ruri: str, body: bytes, content_type: str
     ) -> Request:
-        from_uri = self.addresses.contact_uri(account, contact)
+        if account.protocol == GATEWAY_PROTOCOL:
+            from_uri = contact  # the gateway's own SIP URI (queue_from_gateway)
+        else:
+            from_uri = self.addresses.contact_uri(account, contact)
         headers = Headers()
         headers.add("From", f"<{from_uri}>;tag={os.urandom(4).hex()}")
         headers.add("To", f"<sip:{account.sip_user}>")

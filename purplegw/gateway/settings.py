@@ -1,4 +1,5 @@
-"""The gateway's settings, read from the ``[sip]`` and ``[presence]`` config sections."""
+"""The gateway's settings, read from the ``[sip]``, ``[presence]``, ``[messaging]`` and
+``[gateway]`` config sections."""
 
 from __future__ import annotations
 
@@ -77,5 +78,19 @@ class MessagingSettings:
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> MessagingSettings:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+@dataclass
+class ContactSettings:
+    """``[gateway]``: the gateway as a SIP contact (purplegw.gateway.contact_service)."""
+
+    contact_user: str = "gateway"  # sip:gateway@DOMAIN; empty: no such contact
+    notify_account_trouble: bool = True  # a MESSAGE when an account needs the user
+    trouble_min_interval: float = 3600.0  # seconds between two notices about one account
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None) -> ContactSettings:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in (section or {}).items() if k in known})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -159,6 +160,37 @@ def test_flapping_account_gives_up_visibly(make_accounts: Any, network: Any) -> 
     assert not state_of(accounts, "sip1")["gave_up"]
     assert network.attempts["drop@dummy"] == 7
     assert network.logins["user2@dummy"] == 1
+
+
+def test_state_events_say_when_the_next_try_is_and_a_login_undoes_giving_up(
+    make_accounts: Any, network: Any, recorder: Recorder
+) -> None:
+    accounts = make_accounts(
+        protocols={"dummy": {"drop_after": 0.01}},
+        flap_attempts=3,
+        flap_window=30,
+        flap_retry_in=0.1,
+        flap_max_retry=0,
+    )
+    started = time.time()
+    accounts.apply([row(1, ext_user="drop@dummy")])
+    wait_for(lambda: state_of(accounts, "sip1").get("gave_up"), what="give up")
+    events = recorder.of("on_connection_state", "sip1")
+    waits = [kw for kw in events if kw["state"].value == "transient_disconnect"]
+    assert waits
+    for kw in waits:  # POSIX time of the next attempt, within the backoff ahead
+        assert started <= kw["retry_at"] <= time.time() + 5, kw
+    assert "retry_at" not in events[0]  # connecting: nothing to wait for
+    assert events[-1]["state"].value == "unknown_error"
+    assert events[-1]["gave_up"] is True
+    # The user's relogin (logout, login): a fresh start, and a working one.
+    network.set_behaviour("drop@dummy", "")
+    handle = accounts.directory.get("sip1", "dummy")
+    assert handle.logout().get(timeout=10).status == 200
+    assert handle.login().get(timeout=10).status == 202
+    wait_for(lambda: state_of(accounts, "sip1")["state"] == "connected", what="relogin")
+    assert not state_of(accounts, "sip1")["gave_up"]
+    assert handle.send_message("x@dummy", "hi", "m").get(timeout=10).status != 480
 
 
 def test_messages_queue_while_offline_then_go_out(

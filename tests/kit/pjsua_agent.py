@@ -15,7 +15,8 @@ so it runs in a child process driven by JSON lines:
 
 Events (dicts): ready, reg {code, reason, active, expires}, im {from, to,
 body, content_type}, im_status {to, code, reason, body}, typing {from,
-composing}, buddy {uri, status, activity, note, status_text, sub_state}, error.
+composing}, buddy {uri, status, activity, note, status_text, sub_state},
+notify {uri, message} (a NOTIFY the buddy's subscription received, whole), error.
 """
 
 from __future__ import annotations
@@ -189,6 +190,18 @@ def _child(transport_name: str) -> None:  # noqa: C901, PLR0915 - one event loop
                 sub_state=info.subStateName,
                 sub_term_reason=info.subTermReason,
             )
+
+        def onBuddyEvSubState(self, prm: Any) -> None:  # noqa: N802
+            # The whole NOTIFY body: pjsua2's buddy state shows the first tuple only.
+            try:
+                tsx = prm.e.body.tsxState
+                if tsx.type != pj.PJSIP_EVENT_RX_MSG:
+                    return
+                whole = tsx.src.rdata.wholeMsg
+            except (AttributeError, pj.Error):
+                return
+            if whole.startswith("NOTIFY "):
+                emit(event="notify", uri=self.getInfo().uri, message=whole)
 
     class Account(pj.Account):
         def onRegState(self, prm: Any) -> None:  # noqa: N802
