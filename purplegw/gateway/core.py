@@ -14,6 +14,9 @@ controllers:
     presence.py       PUBLISH, SUBSCRIBE/NOTIFY, presentities and their watches
     authorization.py  authorization requests and answers, the allow/deny interception
     upstream.py       contacts' presence PUBLISHed to an upstream presence server
+    roster.py         the accounts' rosters (buddy list, watcher info)
+    buddylist.py      the roster as an RFC 4662 resource list
+    winfo.py          presence.winfo: who asks to see the user's presence
     addressing.py     SIP URI <-> (account, external contact)
 
 All of it runs on the worker, one task at a time and in arrival order, so
@@ -46,6 +49,7 @@ from purplegw.gateway.presence import PresenceService, contact_checker
 from purplegw.gateway.registrar import Registrar
 from purplegw.gateway.settings import GatewaySettings, MessagingSettings, PresenceSettings
 from purplegw.gateway.upstream import UpstreamPublisher
+from purplegw.gateway.winfo import WatcherInfoLists
 from purplegw.protocols.base import ConnectionState
 from purplegw.sip.errors import SipError
 
@@ -62,7 +66,7 @@ if TYPE_CHECKING:
         StorePort,
         WorkerPort,
     )
-    from purplegw.protocols.base import AuthorizationAnswer, TypingState
+    from purplegw.protocols.base import AuthorizationAnswer, RosterItem, TypingState
     from purplegw.sip.message import Request
 
 logger = logging.getLogger(__name__)
@@ -138,6 +142,9 @@ class Gateway:
             messaging=self.messaging,
             directory=directory,
             worker=worker,
+        )
+        self.presence.winfo = self.authorization.winfo = WatcherInfoLists(
+            self.presence, self.authorization.asking
         )
         self.registrar.on_registered = self.messaging.registered
         self.messaging.intercept = self.authorization.intercept_answer
@@ -244,7 +251,17 @@ class Gateway:
     ) -> None:
         self.worker.submit(self.authorization.answered, account, contact, answer)
 
+    def on_roster(self, account: Account, items: tuple[RosterItem, ...]) -> None:
+        self.worker.submit(self.presence.roster, account, items)
+
+    def on_roster_item(self, account: Account, item: RosterItem) -> None:
+        self.worker.submit(self.presence.roster_item, account, item)
+
+    def on_roster_removed(self, account: Account, contact: str) -> None:
+        self.worker.submit(self.presence.roster_removed, account, contact)
+
     def on_connection_state(self, account: Account, state: ConnectionState, reason: str) -> None:  # noqa: ARG002 - the event signature
+        self.worker.submit(self.presence.account_state, account, state)
         if state is ConnectionState.CONNECTED:
             self.worker.submit(self.messaging.resend_unsent, account)
         else:

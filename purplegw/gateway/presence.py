@@ -58,7 +58,10 @@ Rule 7. Authorization requests: purplegw.gateway.authorization.
 Rule 8. Upstream mode: purplegw.gateway.upstream.
 Rule 9. The user's contacts as one resource list (RFC 4662,
         ``sip:USER-buddies@DOMAIN``): purplegw.gateway.buddylist, told of
-        every change of a presentity.
+        every change of a presentity and of the accounts' rosters
+        (purplegw.gateway.roster; every roster contact has a presentity).
+Rule 10. ``Event: presence.winfo`` SUBSCRIBEs (RFC 3857, the user's pending
+        authorization requests): purplegw.gateway.winfo.
 """
 
 from __future__ import annotations
@@ -75,10 +78,12 @@ from typing import TYPE_CHECKING
 from purplegw import metrics
 from purplegw.actors.front.transport import Address, Source
 from purplegw.gateway.addressing import NoRoute, Route
-from purplegw.gateway.buddylist import BuddyLists
+from purplegw.gateway.buddylist import BuddyLists, Snapshot
 from purplegw.gateway.identity import respond
 from purplegw.gateway.model import Account, AccountRef, ContactPresence, Presence
+from purplegw.gateway.roster import Rosters
 from purplegw.gateway.timers import KeyedTimers
+from purplegw.protocols.base import ConnectionState
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import Dialog, DialogId
 from purplegw.sip.errors import SipError
@@ -107,6 +112,8 @@ if TYPE_CHECKING:
     )
     from purplegw.gateway.settings import PresenceSettings
     from purplegw.gateway.upstream import UpstreamPublisher
+    from purplegw.gateway.winfo import WatcherInfoLists
+    from purplegw.protocols.base import RosterItem
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +200,11 @@ class PresenceService:
         self.watches: dict[DialogId, Watch] = {}
         self.watch_count: dict[str, int] = {}  # live dialogs per SIP user (Rule 6)
         self._applied: dict[str, Presence] = {}  # what each user's accounts were last told
+        self.rosters = Rosters()
         self.buddylists = (
             BuddyLists(self, settings.buddy_list_user) if settings.buddy_list_user else None
         )
+        self.winfo: WatcherInfoLists | None = None  # set by the gateway (Rule 10)
         self._logged_out: set[str] = set()
 
     def _start_timer(
@@ -368,6 +377,9 @@ class PresenceService:
     def subscribe(  # noqa: C901, PLR0911, PLR0912 - one return per refusal
         self, request: Request, source: Source, reply: Reply
     ) -> None:
+        if self.winfo is not None and self.winfo.takes(request):
+            self.winfo.subscribe(request, source, reply)
+            return
         bad_event = self._check_event(request)
         if bad_event is not None:
             reply(bad_event)
@@ -694,6 +706,70 @@ class PresenceService:
             if presentity.key[:2] == (account.sip_user, account.protocol) and presentity.presence:
                 presentity.presence = ContactPresence(presentity.contact, {})
                 self._notify_all(presentity)
+
+    # --- rosters (Rule 9) -------------------------------------------------------------
+
+    def roster(self, account: Account, items: Sequence[RosterItem]) -> None:
+        """An account logged in with this whole roster."""
+        before = self._list_snapshot(account.sip_user)
+        self.rosters.replace((account.sip_user, account.protocol), items)
+        for item in items:
+            self._presentity(account.sip_user, account.protocol, item.contact, account.account_id)
+        logger.info(
+            "Roster of %s (%s): %d contact(s)", account.sip_user, account.protocol, len(items)
+        )
+        self._rosters_changed(account.sip_user, before)
+
+    def roster_item(self, account: Account, item: RosterItem) -> None:
+        """A contact was added to an account's roster, or changed there."""
+        before = self._list_snapshot(account.sip_user)
+        self.rosters.put((account.sip_user, account.protocol), item)
+        self._presentity(account.sip_user, account.protocol, item.contact, account.account_id)
+        logger.info(
+            "Roster of %s (%s): %s %r %s%s",
+            account.sip_user,
+            account.protocol,
+            item.contact,
+            item.name,
+            item.subscription,
+            " (asked)" if item.pending_out else "",
+        )
+        self._rosters_changed(account.sip_user, before)
+
+    def roster_removed(self, account: Account, contact: str) -> None:
+        """A contact left an account's roster."""
+        before = self._list_snapshot(account.sip_user)
+        if self.rosters.remove((account.sip_user, account.protocol), contact) is None:
+            return
+        logger.info("Roster of %s (%s): %s removed", account.sip_user, account.protocol, contact)
+        self._rosters_changed(account.sip_user, before)
+
+    def account_state(self, account: Account, state: ConnectionState) -> None:
+        """Accounts come and go: one removed from the table leaves the user's lists."""
+        key = (account.sip_user, account.protocol)
+        before = self._list_snapshot(account.sip_user)
+        if state is ConnectionState.CONNECTED:
+            if not self.rosters.back(key):
+                return
+        else:
+            handle = self.directory.get(*key)
+            if handle is not None and handle.info.account_id == account.account_id:
+                return  # still in the table: a disconnection, not a departure
+            if key in self.rosters.gone:
+                return
+            self.rosters.drop(key)
+            logger.info("%s (%s) left: off the user's lists", account.sip_user, account.protocol)
+        self._rosters_changed(account.sip_user, before)
+
+    def _list_snapshot(self, sip_user: str) -> Snapshot:
+        lists = self.buddylists
+        return lists.snapshot(sip_user) if lists is not None else None
+
+    def _rosters_changed(self, sip_user: str, before: Snapshot) -> None:
+        if self.buddylists is not None:
+            self.buddylists.update(sip_user, before)
+        if self.winfo is not None:
+            self.winfo.changed(sip_user)
 
     def watched(self, sip_user: str, protocol: str, contact: str) -> bool:
         """True while the user has a subscription dialog to ``contact``."""

@@ -37,6 +37,7 @@ from purplegw.protocols.base import (
     ConnectionState,
     DeliveryError,
     InvalidContactError,
+    RosterItem,
     Session,
     SessionContext,
     TransientError,
@@ -184,6 +185,16 @@ class IrcSession(Session):
     def _events(self):
         return self.context.events
 
+    def _roster_event(self, name: str, *args: Any) -> None:
+        """Report the watch list as the roster (IRC has none on the server)."""
+        callback = getattr(self.context.events, name, None)
+        if callback is None:
+            return  # events written before rosters
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("%s callback failed", name)
+
     # --- I/O ---------------------------------------------------------------------------
 
     def _send(
@@ -277,6 +288,7 @@ class IrcSession(Session):
         ]
         if self._watch and self._monitor:
             self._monitor_add(list(self._watch.values()))
+        self._roster_event("on_roster", [_watched(nick) for nick in self._watch.values()])
         events.on_connection_state(ConnectionState.CONNECTED)
 
     async def _register(self) -> None:
@@ -650,6 +662,7 @@ class IrcSession(Session):
         if folded in self._watch:
             return
         self._watch[folded] = contact
+        self._roster_event("on_roster_item", _watched(contact))
         if self._logged_in and self._monitor:
             self._monitor_add([contact])
         elif self._logged_in:
@@ -660,6 +673,7 @@ class IrcSession(Session):
         if self._watch.pop(folded, None) is None:
             return
         self._known.pop(folded, None)
+        self._roster_event("on_roster_removed", contact)
         if self._logged_in and self._monitor:
             self._send("MONITOR", "-", contact)
 
@@ -794,3 +808,8 @@ class IrcSession(Session):
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 2)
+
+
+def _watched(nick: str) -> RosterItem:
+    """A watched nick as a roster item: no names, no authorization on IRC."""
+    return RosterItem(nick, "", "both")
