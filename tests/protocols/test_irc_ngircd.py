@@ -150,8 +150,10 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
         session, events = make_session(me, ngircd.port, presence_method=method)
         await session.login()
         assert session._monitor is False
+        assert events.of("roster") == [([],)]  # no watched nicks yet: an empty roster
         try:
             await session.add_contact(carol)
+            assert events.of("roster_item") == [(carol, "both")]  # the watch list is the roster
             await events.wait_for(
                 "presence", lambda a: a[0] == carol and a[1].status is Status.OFFLINE
             )
@@ -171,6 +173,7 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
             await events.wait_for("presence", lambda a: a[1].status is Status.OFFLINE, since=mark)
 
             await session.remove_contact(carol)
+            assert events.of("roster_removed") == [(carol,)]
             mark = events.mark()
             peer = await RawIrcClient("127.0.0.1", ngircd.port, carol).connect()
             await asyncio.sleep(1.0)  # three poll intervals: nothing may arrive
