@@ -223,10 +223,10 @@ class BuddyLists:
         rostered = set()
         for key in rosters.keys_of(owner):
             rostered.add(key)
-            for contact in rosters.of(key) or {}:
-                presentity = presence.presentities.get((*key, contact))
-                if presentity is not None:
-                    members.append(presentity)
+            members += [
+                presence.presentity_view(*key, item.contact)
+                for item in (rosters.of(key) or {}).values()
+            ]
         members += [
             p
             for p in presence.presentities.values()

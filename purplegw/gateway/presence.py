@@ -59,7 +59,7 @@ Rule 8. Upstream mode: purplegw.gateway.upstream.
 Rule 9. The user's contacts as one resource list (RFC 4662,
         ``sip:USER-buddies@DOMAIN``): purplegw.gateway.buddylist, told of
         every change of a presentity and of the accounts' rosters
-        (purplegw.gateway.roster; every roster contact has a presentity).
+        (purplegw.gateway.roster).
 Rule 10. ``Event: presence.winfo`` SUBSCRIBEs (RFC 3857, the user's pending
         authorization requests): purplegw.gateway.winfo.
 """
@@ -508,14 +508,27 @@ class PresenceService:
         key = (sip_user, protocol, contact.lower())
         presentity = self.presentities.get(key)
         if presentity is None:
-            handle = self.directory.get(sip_user, protocol)
-            account = AccountRef(
-                account_id, sip_user, protocol, handle.info.ext_user if handle is not None else ""
-            )
-            entity = self.addresses.contact_uri(account, contact)
-            presentity = Presentity(key, contact, entity.split(";", 1)[0], uri=entity)
-            self.presentities[key] = presentity
+            presentity = self.presentities[key] = self._new_presentity(key, contact, account_id)
         return presentity
+
+    def presentity_view(self, sip_user: str, protocol: str, contact: str) -> Presentity:
+        """The presentity of ``contact``, or a transient one if the gateway keeps none.
+
+        Roster contacts nobody subscribed to and nothing was heard from get no
+        stored presentity (a roster can be long); lists read them through this.
+        """
+        key = (sip_user, protocol, contact.lower())
+        presentity = self.presentities.get(key)
+        return presentity if presentity is not None else self._new_presentity(key, contact, 0)
+
+    def _new_presentity(self, key: PresentityKey, contact: str, account_id: int) -> Presentity:
+        sip_user, protocol, _ = key
+        handle = self.directory.get(sip_user, protocol)
+        known = handle.info if handle is not None else self.rosters.account((sip_user, protocol))
+        # An account that left the table still names its contacts as it did.
+        account = AccountRef(account_id, sip_user, protocol, known.ext_user if known else "")
+        entity = self.addresses.contact_uri(account, contact)
+        return Presentity(key, contact, entity.split(";", 1)[0], uri=entity)
 
     def _local_contact(self, source: Source, presentity: Presentity) -> str:
         user = parse_uri(presentity.entity).user or "presence"
@@ -712,9 +725,7 @@ class PresenceService:
     def roster(self, account: Account, items: Sequence[RosterItem]) -> None:
         """An account logged in with this whole roster."""
         before = self._list_snapshot(account.sip_user)
-        self.rosters.replace((account.sip_user, account.protocol), items)
-        for item in items:
-            self._presentity(account.sip_user, account.protocol, item.contact, account.account_id)
+        self.rosters.replace(account, items)
         logger.info(
             "Roster of %s (%s): %d contact(s)", account.sip_user, account.protocol, len(items)
         )
@@ -723,8 +734,7 @@ class PresenceService:
     def roster_item(self, account: Account, item: RosterItem) -> None:
         """A contact was added to an account's roster, or changed there."""
         before = self._list_snapshot(account.sip_user)
-        self.rosters.put((account.sip_user, account.protocol), item)
-        self._presentity(account.sip_user, account.protocol, item.contact, account.account_id)
+        self.rosters.put(account, item)
         logger.info(
             "Roster of %s (%s): %s %r %s%s",
             account.sip_user,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from purplegw.gateway.model import Account
     from purplegw.protocols.base import RosterItem
 
 AccountKey = tuple[str, str]  # (sip_user, protocol)
@@ -38,16 +39,21 @@ class Rosters:
 
     def __init__(self) -> None:
         self._rosters: dict[AccountKey, dict[str, RosterItem]] = {}
+        self._accounts: dict[AccountKey, Account] = {}  # who reported it (ext_user for URIs)
         self.gone: set[AccountKey] = set()
 
-    def replace(self, key: AccountKey, items: Iterable[RosterItem]) -> None:
-        """The whole roster of ``key`` (a login)."""
+    def replace(self, account: Account, items: Iterable[RosterItem]) -> None:
+        """The whole roster of ``account`` (a login)."""
+        key = (account.sip_user, account.protocol)
         self.gone.discard(key)
+        self._accounts[key] = account
         self._rosters[key] = {item.contact.lower(): item for item in items}
 
-    def put(self, key: AccountKey, item: RosterItem) -> None:
+    def put(self, account: Account, item: RosterItem) -> None:
         """``item`` was added or changed (a push)."""
+        key = (account.sip_user, account.protocol)
         self.gone.discard(key)
+        self._accounts[key] = account
         self._rosters.setdefault(key, {})[item.contact.lower()] = item
 
     def remove(self, key: AccountKey, contact: str) -> RosterItem | None:
@@ -66,6 +72,10 @@ class Rosters:
             self.gone.discard(key)
             return True
         return False
+
+    def account(self, key: AccountKey) -> Account | None:
+        """The account that last reported the roster of ``key``."""
+        return self._accounts.get(key)
 
     def of(self, key: AccountKey) -> dict[str, RosterItem] | None:
         """The roster of ``key`` by folded contact, or None (Rule 2)."""

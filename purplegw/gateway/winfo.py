@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from purplegw.gateway.identity import respond
-from purplegw.gateway.model import AccountRef
 from purplegw.protocols.base import AuthorizationAnswer
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import DialogId
@@ -170,10 +169,10 @@ class WatcherInfoLists:
         rosters = presence.rosters
         found: dict[str, Watcher] = {}
         for account in rosters.keys_of(owner):
-            for contact, item in (rosters.of(account) or {}).items():
-                presentity = presence.presentities.get((*account, contact))
-                if item.contact_sees and presentity is not None:
-                    found[presentity.uri] = active_watcher(presentity.uri, item.name)
+            for item in (rosters.of(account) or {}).values():
+                if item.contact_sees:
+                    uri = presence.presentity_view(*account, item.contact).uri
+                    found[uri] = active_watcher(uri, item.name)
         for key, uri in self.allowed.items():
             if key[0] == owner:
                 found.setdefault(uri, active_watcher(uri, self._name(key)))
@@ -184,13 +183,7 @@ class WatcherInfoLists:
         return list(found.values())
 
     def _uri(self, key: PresentityKey, contact: str) -> str:
-        presentity = self.presence.presentities.get(key)
-        if presentity is not None:
-            return presentity.uri
-        user, protocol, _ = key
-        handle = self.presence.directory.get(user, protocol)
-        account = handle.info if handle is not None else AccountRef(0, user, protocol, "")
-        return self.presence.addresses.contact_uri(account, contact)
+        return self.presence.presentity_view(key[0], key[1], contact).uri
 
     def _name(self, key: PresentityKey) -> str | None:
         item = self.presence.rosters.get(*key)

@@ -181,7 +181,7 @@ class OutgoingMessage:
 ROSTER_SUBSCRIPTIONS = frozenset({"none", "to", "from", "both"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RosterItem:
     """One contact on an account's roster (contact list), as the network keeps it.
 
