@@ -7,13 +7,16 @@ address.  It subscribes to ``sip:alice-buddies@sip.test`` and must see one
 multipart/related NOTIFY whose RLMI lists the three contacts of both
 accounts with the roster's names, then a partial NOTIFY naming only dave,
 whom another XMPP client of alice's account adds to the roster (a roster
-push through Prosody).  Then ``Event: presence.winfo``: a real XMPP
-contact's pending request is listed, another's arrives as a partial
-document, and the phone's ``allow`` MESSAGE shows as approved.
+push through Prosody), then another naming only the IRC contact, gone with
+the IRC account when its row is removed and the table reloaded.  Then
+``Event: presence.winfo``: a real XMPP contact's pending request is listed,
+another's arrives as a partial document, and the phone's ``allow`` MESSAGE
+shows as approved.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import TYPE_CHECKING, Any
@@ -196,16 +199,31 @@ def test_the_roster_of_two_accounts_is_one_list_with_names_and_roster_pushes(
                 resource(f"sip:{dave.jid};proto=xmpp", "Dave Digger", "pending"),
                 absent=(re.escape(bob_uri),),
             ),
+            # The IRC account leaves the table: its contact leaves the list.
+            answer_checked(
+                50,
+                "fullState=.false.",
+                resource(irc_uri, irc_nick, "terminated") + " reason=.noresource.",
+                absent=(re.escape(bob_uri),),
+            ),
             list_request(expires=0, cseq=2, in_dialog=True),
             expect(200),
-            ANSWER_NOTIFY.format(state="terminated", var="45"),
+            ANSWER_NOTIFY.format(state="terminated", var="60"),
         )
         runner, outcome = in_background(flow, gateway)
         wait_log(gateway, "subscribes to its buddy list")
         # The full-state NOTIFY is out: the roster push that follows is a partial one.
         other.set_roster_item(dave.jid, "Dave Digger")
-        finished(runner, outcome, gateway)
         wait_log(gateway, rf"Roster of {USER} \(xmpp\): {re.escape(dave.jid)} 'Dave Digger' none")
+        (irc_row,) = [
+            row
+            for row in json.loads(gateway.cli("accounts", "list", "--json").stdout)
+            if row["protocol"] == "irc"
+        ]
+        gateway.cli("accounts", "remove", str(irc_row["id"]))
+        gateway.cli("reload")
+        finished(runner, outcome, gateway)
+        wait_log(gateway, rf"{USER} \(irc\) left: off the user's lists")
     finally:
         other.stop()
         for peer in peers:
