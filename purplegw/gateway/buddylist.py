@@ -98,6 +98,7 @@ class BuddyLists:
         self.prefix, self.suffix = template.split("{user}")
         self.domain = presence.addresses.gateway_domain.lower()
         self.watches: dict[DialogId, ListWatch] = {}
+        self.by_owner: dict[str, dict[DialogId, ListWatch]] = {}  # the same, per user
 
     # --- SIP side -------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class BuddyLists:
             return
         if sub.dialog is not None and sub.state is not SubState.TERMINATED:
             self.watches[watch.dialog_id] = watch
+            self.by_owner.setdefault(owner, {})[watch.dialog_id] = watch
             presence.watch_count[user] = presence.watch_count.get(user, 0) + 1
             logger.info("%s subscribes to its buddy list", user)
         self._run(watch, actions, reply)
@@ -204,15 +206,15 @@ class BuddyLists:
 
     def _partial(self, owner: str, resources: list[ResourceState]) -> None:
         now = self.presence.clock()
-        for watch in list(self.watches.values()):
+        for watch in list(self.by_owner.get(owner, {}).values()):
             sub = watch.subscription
-            if watch.owner != owner or sub.state is not SubState.ACTIVE:
+            if sub.state is not SubState.ACTIVE:
                 continue
             self._build(watch, resources, full_state=False)
             self._run(watch, sub.notify(now, sub.last_body))
 
     def _watched(self, owner: str) -> bool:
-        return any(watch.owner == owner for watch in self.watches.values())
+        return owner in self.by_owner
 
     # --- members (Rule 3) -------------------------------------------------------------
 
@@ -340,6 +342,10 @@ class BuddyLists:
     def _forget(self, watch: ListWatch, reason: str) -> None:
         if self.watches.pop(watch.dialog_id, None) is None:
             return
+        mine = self.by_owner.get(watch.owner, {})
+        mine.pop(watch.dialog_id, None)
+        if not mine:
+            self.by_owner.pop(watch.owner, None)
         counts = self.presence.watch_count
         left = counts.get(watch.owner, 1) - 1
         if left > 0:

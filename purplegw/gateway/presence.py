@@ -757,17 +757,24 @@ class PresenceService:
     def account_state(self, account: Account, state: ConnectionState) -> None:
         """Accounts come and go: one removed from the table leaves the user's lists."""
         key = (account.sip_user, account.protocol)
-        before = self._list_snapshot(account.sip_user)
+        rosters = self.rosters
         if state is ConnectionState.CONNECTED:
-            if not self.rosters.back(key):
+            if key not in rosters.gone:
                 return
+            before = self._list_snapshot(account.sip_user)
+            rosters.back(key)
         else:
+            if key in rosters.gone:
+                return
             handle = self.directory.get(*key)
             if handle is not None and handle.info.account_id == account.account_id:
                 return  # still in the table: a disconnection, not a departure
-            if key in self.rosters.gone:
-                return
-            self.rosters.drop(key)
+            if rosters.of(key) is None and not any(
+                p.key[:2] == key for p in self.presentities.values()
+            ):
+                return  # nothing of it on any list (an account still starting)
+            before = self._list_snapshot(account.sip_user)
+            rosters.drop(key)
             logger.info("%s (%s) left: off the user's lists", account.sip_user, account.protocol)
         self._rosters_changed(account.sip_user, before)
 

@@ -40,6 +40,7 @@ class Rosters:
     def __init__(self) -> None:
         self._rosters: dict[AccountKey, dict[str, RosterItem]] = {}
         self._accounts: dict[AccountKey, Account] = {}  # who reported it (ext_user for URIs)
+        self._of_user: dict[str, set[AccountKey]] = {}
         self.gone: set[AccountKey] = set()
 
     def replace(self, account: Account, items: Iterable[RosterItem]) -> None:
@@ -47,6 +48,7 @@ class Rosters:
         key = (account.sip_user, account.protocol)
         self.gone.discard(key)
         self._accounts[key] = account
+        self._of_user.setdefault(key[0], set()).add(key)
         self._rosters[key] = {item.contact.lower(): item for item in items}
 
     def put(self, account: Account, item: RosterItem) -> None:
@@ -54,6 +56,7 @@ class Rosters:
         key = (account.sip_user, account.protocol)
         self.gone.discard(key)
         self._accounts[key] = account
+        self._of_user.setdefault(key[0], set()).add(key)
         self._rosters.setdefault(key, {})[item.contact.lower()] = item
 
     def remove(self, key: AccountKey, contact: str) -> RosterItem | None:
@@ -64,6 +67,10 @@ class Rosters:
     def drop(self, key: AccountKey) -> None:
         """The account is gone (Rule 3)."""
         self._rosters.pop(key, None)
+        keys = self._of_user.get(key[0], set())
+        keys.discard(key)
+        if not keys:
+            self._of_user.pop(key[0], None)
         self.gone.add(key)
 
     def back(self, key: AccountKey) -> bool:
@@ -87,7 +94,7 @@ class Rosters:
 
     def keys_of(self, sip_user: str) -> list[AccountKey]:
         """The accounts of ``sip_user`` that reported a roster."""
-        return [key for key in self._rosters if key[0] == sip_user]
+        return sorted(self._of_user.get(sip_user, ()))
 
 
 __all__ = ["AccountKey", "Rosters"]

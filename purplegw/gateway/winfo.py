@@ -90,8 +90,10 @@ class WatcherInfoLists:
     def __init__(self, presence: PresenceService, asking: Mapping[PresentityKey, str]) -> None:
         self.presence = presence
         self.asking = asking  # the open requests (Authorization.asking), read only
-        self.allowed: dict[PresentityKey, str] = {}  # allowed since, not yet on a roster
+        # Contacts allowed since, not on a roster yet: user -> key -> URI.
+        self.allowed: dict[str, dict[PresentityKey, str]] = {}
         self.watches: dict[DialogId, WinfoWatch] = {}
+        self.by_owner: dict[str, dict[DialogId, WinfoWatch]] = {}  # the same, per user
 
     # --- SIP side -------------------------------------------------------------------
 
@@ -138,6 +140,7 @@ class WatcherInfoLists:
             return
         if sub.dialog is not None and sub.state is not SubState.TERMINATED:
             self.watches[watch.dialog_id] = watch
+            self.by_owner.setdefault(user, {})[watch.dialog_id] = watch
             presence.watch_count[user] = presence.watch_count.get(user, 0) + 1
             logger.info("%s subscribes to its watcher information", user)
         self._run(watch, actions, reply)
@@ -173,9 +176,8 @@ class WatcherInfoLists:
                 if item.contact_sees:
                     uri = presence.presentity_view(*account, item.contact).uri
                     found[uri] = active_watcher(uri, item.name)
-        for key, uri in self.allowed.items():
-            if key[0] == owner:
-                found.setdefault(uri, active_watcher(uri, self._name(key)))
+        for key, uri in self.allowed.get(owner, {}).items():
+            found.setdefault(uri, active_watcher(uri, self._name(key)))
         for key, contact in self.asking.items():
             if key[0] == owner:
                 uri = self._uri(key, contact)
@@ -199,22 +201,26 @@ class WatcherInfoLists:
         uri = self._uri(key, contact)
         gone: dict[str, str] = {}
         if answer is AuthorizationAnswer.ALLOW:
-            self.allowed[key] = uri
+            self.allowed.setdefault(owner, {})[key] = uri
         else:
-            self.allowed.pop(key, None)
+            self.allowed.get(owner, {}).pop(key, None)
             gone[uri] = "rejected"
         self.changed(owner, gone)
 
     def changed(self, owner: str, gone: Mapping[str, str] | None = None) -> None:
         """The watchers of ``owner`` may have changed: partial NOTIFYs (Rule 3)."""
-        for key in [k for k in self.allowed if k[0] == owner]:
-            item = self.presence.rosters.get(*key)
-            if (item is not None and item.contact_sees) or key[:2] in self.presence.rosters.gone:
-                del self.allowed[key]  # the roster says it now, or the account left
+        allowed = self.allowed.get(owner, {})
+        rosters = self.presence.rosters
+        for key in list(allowed):
+            item = rosters.get(*key)
+            if (item is not None and item.contact_sees) or key[:2] in rosters.gone:
+                del allowed[key]  # the roster says it now, or the account left
+        if not allowed:
+            self.allowed.pop(owner, None)
         watches = [
             w
-            for w in self.watches.values()
-            if w.owner == owner and w.subscription.state is SubState.ACTIVE
+            for w in self.by_owner.get(owner, {}).values()
+            if w.subscription.state is SubState.ACTIVE
         ]
         if not watches:
             return
@@ -304,6 +310,10 @@ class WatcherInfoLists:
     def _forget(self, watch: WinfoWatch, reason: str) -> None:
         if self.watches.pop(watch.dialog_id, None) is None:
             return
+        mine = self.by_owner.get(watch.owner, {})
+        mine.pop(watch.dialog_id, None)
+        if not mine:
+            self.by_owner.pop(watch.owner, None)
         counts = self.presence.watch_count
         left = counts.get(watch.owner, 1) - 1
         if left > 0:
