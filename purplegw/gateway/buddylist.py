@@ -182,17 +182,21 @@ class BuddyLists:
             return
         self._partial(owner, [self._resource(presentity)])
 
-    def snapshot(self, owner: str) -> Snapshot:
-        """What ``owner``'s list shows now, to compare after a change (None: nobody watches)."""
+    def snapshot(self, owner: str, only: tuple[str, str] | None = None) -> Snapshot:
+        """What ``owner``'s list shows now, to compare after a change (None: nobody watches).
+
+        ``only`` (protocol, contact): just that contact, for a change that can
+        touch no other (a roster push): the cost does not grow with the roster.
+        """
         if not self._watched(owner):
             return None
-        return {p.key: self._entry(p) for p in self._members(owner)}
+        return {p.key: self._entry(p) for p in self._members(owner, only)}
 
-    def update(self, owner: str, before: Snapshot) -> None:
+    def update(self, owner: str, before: Snapshot, only: tuple[str, str] | None = None) -> None:
         """Partial NOTIFYs with what changed since ``before`` (Rule 4: rosters, accounts)."""
         if before is None:
             return
-        after = {p.key: p for p in self._members(owner)}
+        after = {p.key: p for p in self._members(owner, only)}
         resources = [
             self._resource(p) for key, p in after.items() if before.get(key) != self._entry(p)
         ]
@@ -218,8 +222,11 @@ class BuddyLists:
 
     # --- members (Rule 3) -------------------------------------------------------------
 
-    def _members(self, owner: str) -> list[Presentity]:
+    def _members(self, owner: str, only: tuple[str, str] | None = None) -> list[Presentity]:
         presence = self.presence
+        if only is not None:
+            presentity = presence.presentity_view(owner, *only)
+            return [presentity] if self._member(presentity) else []
         rosters = presence.rosters
         members: list[Presentity] = []
         rostered = set()

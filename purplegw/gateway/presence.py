@@ -733,7 +733,8 @@ class PresenceService:
 
     def roster_item(self, account: Account, item: RosterItem) -> None:
         """A contact was added to an account's roster, or changed there."""
-        before = self._list_snapshot(account.sip_user)
+        only = (account.protocol, item.contact)
+        before = self._list_snapshot(account.sip_user, only)
         self.rosters.put(account, item)
         logger.info(
             "Roster of %s (%s): %s %r %s%s",
@@ -744,15 +745,16 @@ class PresenceService:
             item.subscription,
             " (asked)" if item.pending_out else "",
         )
-        self._rosters_changed(account.sip_user, before)
+        self._rosters_changed(account.sip_user, before, only)
 
     def roster_removed(self, account: Account, contact: str) -> None:
         """A contact left an account's roster."""
-        before = self._list_snapshot(account.sip_user)
+        only = (account.protocol, contact)
+        before = self._list_snapshot(account.sip_user, only)
         if self.rosters.remove((account.sip_user, account.protocol), contact) is None:
             return
         logger.info("Roster of %s (%s): %s removed", account.sip_user, account.protocol, contact)
-        self._rosters_changed(account.sip_user, before)
+        self._rosters_changed(account.sip_user, before, only)
 
     def account_state(self, account: Account, state: ConnectionState) -> None:
         """Accounts come and go: one removed from the table leaves the user's lists."""
@@ -778,13 +780,15 @@ class PresenceService:
             logger.info("%s (%s) left: off the user's lists", account.sip_user, account.protocol)
         self._rosters_changed(account.sip_user, before)
 
-    def _list_snapshot(self, sip_user: str) -> Snapshot:
+    def _list_snapshot(self, sip_user: str, only: tuple[str, str] | None = None) -> Snapshot:
         lists = self.buddylists
-        return lists.snapshot(sip_user) if lists is not None else None
+        return lists.snapshot(sip_user, only) if lists is not None else None
 
-    def _rosters_changed(self, sip_user: str, before: Snapshot) -> None:
+    def _rosters_changed(
+        self, sip_user: str, before: Snapshot, only: tuple[str, str] | None = None
+    ) -> None:
         if self.buddylists is not None:
-            self.buddylists.update(sip_user, before)
+            self.buddylists.update(sip_user, before, only)
         if self.winfo is not None:
             self.winfo.changed(sip_user)
 
