@@ -185,6 +185,33 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
     run(scenario())
 
 
+def test_the_next_session_of_the_account_watches_the_same_nicks(ngircd: Ngircd) -> None:
+    """A reconnect is a new session: it reports and polls the nicks the last one watched."""
+
+    async def scenario() -> None:
+        me, carol = nick("gwagain"), nick("rawcarol")
+        shared: dict = {}
+        session, _events = make_session(me, ngircd.port, shared=shared)
+        await session.login()
+        await session.add_contact(carol)
+        await session.logout()
+        again, events = make_session(me, ngircd.port, shared=shared)
+        await again.login()
+        try:
+            assert events.of("roster") == [([carol],)]
+            await events.wait_for(
+                "presence", lambda a: a[0] == carol and a[1].status is Status.OFFLINE
+            )
+            mark = events.mark()
+            peer = await RawIrcClient("127.0.0.1", ngircd.port, carol).connect()
+            await events.wait_for("presence", lambda a: a[1].status is Status.AVAILABLE, since=mark)
+            await peer.close()
+        finally:
+            await again.logout()
+
+    run(scenario())
+
+
 def test_bad_server_password(ngircd_password: Ngircd) -> None:
     async def scenario() -> None:
         session, events = make_session(nick("gwpw"), ngircd_password.port, password="wrong")

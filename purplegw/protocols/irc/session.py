@@ -135,7 +135,12 @@ class IrcSession(Session):
         self._logged_in = False
         self._disconnect_reported = False
         # Contacts we watch: folded nick -> the spelling the SIP side used.
-        self._watch: dict[str, str] = {}
+        # Kept per account in the process's shared state: the next session of
+        # the account (a reconnect, a login after a logout) watches them again
+        # and reports them as its roster; nobody else re-adds them.
+        self._watch: dict[str, str] = context.shared.setdefault(
+            ("irc.watch", credentials.account_id), {}
+        )
         # Last presence reported per folded nick (None: not reported yet).
         self._known: dict[str, Presence] = {}
         self._away_notes: dict[str, str] = {}
