@@ -257,11 +257,17 @@ def test_winfo_lists_pending_requests_and_follows_the_answers(store: Store) -> N
         "partial",
         {erin: ("terminated", "rejected", None)},
     )
-    # Unsubscribe: a final NOTIFY without body.
     tag = r.front.notifies(5091)[0].from_
     assert tag is not None
     assert tag.tag is not None
-    assert winfo_subscribe(r, expires=0, to_tag=tag.tag, cseq=2).status == 200
+    # A refresh: the full state again, erin gone, carol now from the roster.
+    assert winfo_subscribe(r, to_tag=tag.tag, cseq=2).status == 200
+    assert watchers(r.front.notifies(5091)[-1]) == (
+        "full",
+        {BOB: ("active", "approved", "Bob"), CAROL: ("active", "approved", None)},
+    )
+    # Unsubscribe: a final NOTIFY without body.
+    assert winfo_subscribe(r, expires=0, to_tag=tag.tag, cseq=3).status == 200
     final = r.front.notifies(5091)[-1]
     assert (final.headers.get("Subscription-State") or "").startswith("terminated")
     assert not final.body
