@@ -94,6 +94,12 @@ class EventSink:
     ) -> None:
         """Triggered when a contact accepts or refuses the SIP user's request."""
 
+    def on_account_removed(self, account: AccountInfo) -> None:
+        """Triggered when a reload removed an account's row (it has logged out).
+
+        ``account`` names the row's (sip_user, protocol); its id is 0.
+        """
+
     def on_roster(self, account: AccountInfo, items: tuple[RosterItem, ...]) -> None:
         """Triggered when an account logged in, with its whole roster."""
 

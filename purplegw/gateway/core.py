@@ -251,6 +251,9 @@ class Gateway:
     ) -> None:
         self.worker.submit(self.authorization.answered, account, contact, answer)
 
+    def on_account_removed(self, account: Account) -> None:
+        self.worker.submit(self.presence.account_removed, account)
+
     def on_roster(self, account: Account, items: tuple[RosterItem, ...]) -> None:
         self.worker.submit(self.presence.roster, account, items)
 
@@ -261,8 +264,8 @@ class Gateway:
         self.worker.submit(self.presence.roster_removed, account, contact)
 
     def on_connection_state(self, account: Account, state: ConnectionState, reason: str) -> None:  # noqa: ARG002 - the event signature
-        self.worker.submit(self.presence.account_state, account, state)
         if state is ConnectionState.CONNECTED:
+            self.worker.submit(self.presence.account_connected, account)
             self.worker.submit(self.messaging.resend_unsent, account)
         else:
             # The account no longer sees its contacts: watchers learn they are offline.

@@ -80,10 +80,9 @@ from purplegw.actors.front.transport import Address, Source
 from purplegw.gateway.addressing import NoRoute, Route
 from purplegw.gateway.buddylist import BuddyLists, Snapshot
 from purplegw.gateway.identity import respond
-from purplegw.gateway.model import Account, AccountRef, ContactPresence, Presence
+from purplegw.gateway.model import Account, AccountRef, ContactPresence, Presence, Status
 from purplegw.gateway.roster import Rosters
 from purplegw.gateway.timers import KeyedTimers
-from purplegw.protocols.base import ConnectionState
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import Dialog, DialogId
 from purplegw.sip.errors import SipError
@@ -714,9 +713,15 @@ class PresenceService:
         self._notify_all(presentity)
 
     def disconnected(self, account: Account) -> None:
-        # The account no longer sees its contacts: tell watchers they are offline.
+        # The account no longer sees its contacts: tell watchers they are offline
+        # (those already offline have nothing new to say).
         for presentity in self.presentities.values():
-            if presentity.key[:2] == (account.sip_user, account.protocol) and presentity.presence:
+            current = presentity.presence
+            if (
+                presentity.key[:2] == (account.sip_user, account.protocol)
+                and current is not None
+                and current.aggregate.status is not Status.OFFLINE
+            ):
                 presentity.presence = ContactPresence(presentity.contact, {})
                 self._notify_all(presentity)
 
@@ -756,28 +761,23 @@ class PresenceService:
         logger.info("Roster of %s (%s): %s removed", account.sip_user, account.protocol, contact)
         self._rosters_changed(account.sip_user, before, only)
 
-    def account_state(self, account: Account, state: ConnectionState) -> None:
-        """Accounts come and go: one removed from the table leaves the user's lists."""
+    def account_removed(self, account: Account) -> None:
+        """A reload removed the account's row: its contacts leave the user's lists."""
         key = (account.sip_user, account.protocol)
-        rosters = self.rosters
-        if state is ConnectionState.CONNECTED:
-            if key not in rosters.gone:
-                return
-            before = self._list_snapshot(account.sip_user)
-            rosters.back(key)
-        else:
-            if key in rosters.gone:
-                return
-            handle = self.directory.get(*key)
-            if handle is not None and handle.info.account_id == account.account_id:
-                return  # still in the table: a disconnection, not a departure
-            if rosters.of(key) is None and not any(
-                p.key[:2] == key for p in self.presentities.values()
-            ):
-                return  # nothing of it on any list (an account still starting)
-            before = self._list_snapshot(account.sip_user)
-            rosters.drop(key)
-            logger.info("%s (%s) left: off the user's lists", account.sip_user, account.protocol)
+        if key in self.rosters.gone:
+            return
+        before = self._list_snapshot(account.sip_user)
+        self.rosters.drop(key)
+        logger.info("%s (%s) left: off the user's lists", account.sip_user, account.protocol)
+        self._rosters_changed(account.sip_user, before)
+
+    def account_connected(self, account: Account) -> None:
+        """An account connected: one removed earlier and added again is back on the lists."""
+        key = (account.sip_user, account.protocol)
+        if key not in self.rosters.gone:
+            return
+        before = self._list_snapshot(account.sip_user)
+        self.rosters.back(key)
         self._rosters_changed(account.sip_user, before)
 
     def _list_snapshot(self, sip_user: str, only: tuple[str, str] | None = None) -> Snapshot:

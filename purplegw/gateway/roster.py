@@ -15,9 +15,10 @@ Rule 1. One roster per (sip_user, protocol): what the account's last login
 Rule 2. An account that never reported a roster has none (``None``), which
         is not the same as an empty one: the buddy list then falls back to
         the contacts the gateway saw for it.
-Rule 3. An account removed from the table (or stopped for good) loses its
-        roster and is marked gone until it reports again, so its contacts
-        leave the user's lists.
+Rule 3. An account whose row a reload removed (the ``on_account_removed``
+        event) loses its roster and is marked gone until it reports again or
+        connects, so its contacts leave the user's lists.  A disconnection or
+        a logout is no departure: the contacts stay, offline.
 Rule 4. Rosters live in memory: every login reports the whole list again.
 """
 

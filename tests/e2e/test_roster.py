@@ -68,13 +68,22 @@ def write_roster(prosody: Prosody, owner: XmppUser, items: dict[str, tuple[str, 
 
 
 def start_gateway(
-    prosody: Prosody, tmp_path: Path, alice: XmppUser, irc_account: str | None = None
+    prosody: Prosody,
+    tmp_path: Path,
+    alice: XmppUser,
+    irc_account: str | None = None,
+    workers: int = 0,
 ) -> GatewayProcess:
     extra = prosody.gateway_section()
     if irc_account is not None:
         port = irc_account.partition("|")[2]
         extra += f'\n[protocols.irc]\ntls = false\nserver = "127.0.0.1:{port}"\n'
-    gateway = GatewayProcess(tmp_path, sip={"trusted": ["127.0.0.1/32"]}, extra_config=extra)
+    gateway = GatewayProcess(
+        tmp_path,
+        sip={"trusted": ["127.0.0.1/32"]},
+        extra_config=extra,
+        actors={"workers": workers},
+    )
     gateway.cli("db", "init")
     gateway.cli(
         "accounts", "add", USER, alice.jid, "xmpp", "--password-stdin", stdin=alice.password + "\n"
@@ -130,8 +139,10 @@ def resource(uri: str, name: str, state: str) -> str:
     )
 
 
+# With a worker process the roster events cross a pipe to the gateway (pickled).
+@pytest.mark.parametrize("workers", [0, 1])
 def test_the_roster_of_two_accounts_is_one_list_with_names_and_roster_pushes(
-    prosody: Prosody, ngircd: Ngircd, tmp_path: Path
+    prosody: Prosody, ngircd: Ngircd, tmp_path: Path, workers: int
 ) -> None:
     if sipp_binary() is None:
         missing_peer("sipp", "sip-tester")
@@ -153,7 +164,9 @@ def test_the_roster_of_two_accounts_is_one_list_with_names_and_roster_pushes(
     for peer, (show, text) in zip(peers, (("away", "at lunch"), ("dnd", "singing")), strict=True):
         peer.start()
         peer.send_presence(show=show, status=text)
-    gateway = start_gateway(prosody, tmp_path, alice, f"rl{tag}"[:9] + f"|{ngircd.port}")
+    gateway = start_gateway(
+        prosody, tmp_path, alice, f"rl{tag}"[:9] + f"|{ngircd.port}", workers=workers
+    )
     other = XmppPeer(
         f"{alice.jid}/desk", alice.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file
     )

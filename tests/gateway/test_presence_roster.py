@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from purplegw.actors.listener import AccountInfo
 from purplegw.presence import Status
 from purplegw.protocols.base import AuthorizationAnswer, ConnectionState, RosterItem
 from purplegw.sip.presence.watcherinfo import parse_watcherinfo
@@ -130,11 +131,16 @@ def test_roster_pushes_and_accounts_coming_and_going_are_partial_notifies(store:
     # It disconnects but stays in the table: nothing leaves the list.
     r.gateway.on_connection_state(irc.info, ConnectionState.TRANSIENT_DISCONNECT, "lost")
     assert len(r.front.notifies(5090)) == count
-    # It leaves the table: its contacts leave the list.
-    r.directory.handles.remove(irc)
+    # ... nor when it logs out (PIDF closed parks it).
     r.gateway.on_connection_state(irc.info, ConnectionState.LOGGED_OUT, "")
+    assert len(r.front.notifies(5090)) == count
+    # A reload removes its row: its contacts leave the list.
+    r.directory.handles.remove(irc)
+    r.gateway.on_account_removed(AccountInfo(0, USER, "irc", ""))
     assert resources(last()) == {DAVE: ("dave", "terminated", "noresource")}
     count += 1
+    r.gateway.on_account_removed(AccountInfo(0, USER, "irc", ""))  # said twice: once
+    assert len(r.front.notifies(5090)) == count
     # A refresh lists what is left, in full.
     list_subscribe(r, to_tag=_to_tag(r), cseq=2)
     latest = last()
