@@ -58,7 +58,10 @@ from purplegw.protocols.base import (
 from purplegw.protocols.errors import outcome_for
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from purplegw.presence import ContactPresence, Presence
+    from purplegw.protocols.base import RosterItem
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +195,18 @@ class _Events:
     def on_authorization_request(self, contact: str, text: str = "") -> None:
         if self._current():
             self._core._emit("on_authorization_request", contact=contact, text=text)  # noqa: SLF001
+
+    def on_roster(self, items: Sequence[RosterItem]) -> None:
+        if self._current():
+            self._core._emit("on_roster", items=tuple(items))  # noqa: SLF001
+
+    def on_roster_item(self, item: RosterItem) -> None:
+        if self._current():
+            self._core._emit("on_roster_item", item=item)  # noqa: SLF001
+
+    def on_roster_removed(self, contact: str) -> None:
+        if self._current():
+            self._core._emit("on_roster_removed", contact=contact)  # noqa: SLF001
 
     def on_authorization_answer(self, contact: str, answer: AuthorizationAnswer) -> None:
         if self._current():

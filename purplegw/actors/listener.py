@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from purplegw.protocols.base import (
         AuthorizationAnswer,
         ConnectionState,
+        RosterItem,
         TypingState,
     )
 
@@ -107,6 +108,21 @@ class EventSink:
         self, account: AccountInfo, contact: str, answer: AuthorizationAnswer
     ) -> None:
         """Triggered when a contact accepts or refuses the SIP user's request."""
+
+    def on_account_removed(self, account: AccountInfo) -> None:
+        """Triggered when a reload removed an account's row (it has logged out).
+
+        ``account`` names the row's (sip_user, protocol); its id is 0.
+        """
+
+    def on_roster(self, account: AccountInfo, items: tuple[RosterItem, ...]) -> None:
+        """Triggered when an account logged in, with its whole roster."""
+
+    def on_roster_item(self, account: AccountInfo, item: RosterItem) -> None:
+        """Triggered when a contact was added to an account's roster or changed there."""
+
+    def on_roster_removed(self, account: AccountInfo, contact: str) -> None:
+        """Triggered when a contact left an account's roster."""
 
     def on_typing(self, account: AccountInfo, contact: str, state: TypingState) -> None:
         """Triggered when an external contact starts/stops typing."""

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 import pykka.debug
 
-from purplegw.actors import systemd
+from purplegw.actors import listener, systemd
 from purplegw.actors.control import ControlError, ControlServer
 from purplegw.actors.control import query_status as query_status  # re-export for cli.py  # noqa: PLC0414 - an explicit re-export (mypy strict has no implicit ones)
 from purplegw.actors.gc_tuning import apply_gc_threshold, restore_gc_thresholds
@@ -99,6 +99,12 @@ class Runtime:
             rows = list(self._account_source())
             summary = self.apply(rows)
             logger.info("Reload: %s", summary.as_dict())
+            for key in summary.removed:
+                # After the account logged out: its row is gone (account_id 0).
+                listener.send(
+                    "on_account_removed",
+                    account=listener.AccountInfo(0, key.sip_user, key.protocol, ""),
+                )
             return summary
 
     def stopping(self) -> None:

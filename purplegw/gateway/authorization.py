@@ -14,6 +14,8 @@ Rule 2. The user's MESSAGE "allow" or "deny" (any case, trailing "." or "!")
 Rule 3. The contact's answer to the user's own request (sent when the user
         SUBSCRIBEs) makes the user's pending subscriptions active, or ends
         them with reason=rejected (purplegw.gateway.presence).
+Rule 4. Every open request and every answer is shown to the user's
+        ``presence.winfo`` subscriptions (purplegw.gateway.winfo).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from purplegw.gateway.model import Account
     from purplegw.gateway.ports import DirectoryPort, WorkerPort
     from purplegw.gateway.presence import PresenceService, PresentityKey
+    from purplegw.gateway.winfo import WatcherInfoLists
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class Authorization:
         self.directory = directory
         self.worker = worker
         self.asking: dict[PresentityKey, str] = {}  # open requests -> the contact as sent
+        self.winfo: WatcherInfoLists | None = None  # Rule 4
 
     def request(self, account: Account, contact: str, text: str) -> None:
         """``contact`` asks to see the user's presence (Rule 1)."""
@@ -75,6 +79,8 @@ class Authorization:
         if text:
             message += f" ({text})"
         self.messaging.queue_for_user(account, contact, message)
+        if self.winfo is not None:
+            self.winfo.changed(account.sip_user)
 
     def intercept_answer(self, sip_user: str, route: Route, text: str) -> bool:
         """True if ``text`` answered an open authorization request (Rule 2: not forwarded)."""
@@ -120,6 +126,8 @@ class Authorization:
     def _answer(
         self, sip_user: str, protocol: str, contact: str, answer: AuthorizationAnswer
     ) -> None:
+        if self.winfo is not None:
+            self.winfo.answered(sip_user, protocol, contact, answer)
         handle = self.directory.get(sip_user, protocol)
         if handle is not None:
             log_outcome(

@@ -15,19 +15,28 @@ Rule 1. A SUBSCRIBE (Event: presence) whose Request-URI is ``[presence]
 Rule 2. Without ``Supported: eventlist`` the answer is 421 with ``Require:
         eventlist`` (RFC 4662: a subscriber must announce that it reads
         lists).  The 200 and every NOTIFY carry ``Require: eventlist``.
-Rule 3. The list holds every contact the gateway knows for the user, over
-        all their accounts: one resource per presentity (a contact an account
-        reported presence or an authorization answer for, or one the user
-        subscribed to).  Its URI is the ``;proto=`` form a reply from a phone
-        reads back; its name is the contact's id (the adapters report no
-        roster names).  A contact with known presence (or that authorized the
-        user) is ``active`` with its PIDF; one that refused is ``terminated``
-        (``rejected``); the others are ``pending``.
+Rule 3. The list holds the user's roster, over all their accounts: one
+        resource per contact each account's session reported
+        (purplegw.gateway.roster; XMPP: the server's roster, IRC: the
+        watched nicks, Matrix: the peers of direct rooms).  An account whose
+        session reports no roster contributes the contacts the gateway saw
+        for it instead (presence, authorization answers, the user's
+        SUBSCRIBEs); an account removed from the table contributes nothing.
+        A resource's URI is the ``;proto=`` form a reply from a phone reads
+        back; its name is the roster's name for the contact, else its id.
+        A contact with known presence, that authorized the user, or whose
+        roster subscription lets the account see it is ``active`` with its
+        PIDF; one that refused is ``terminated`` (``rejected``); the others
+        are ``pending``.
 Rule 4. The list subscription is active at once (it is the user's own list).
         The first NOTIFY and the one after each refresh carry the full state;
-        then each change of a contact is a partial NOTIFY (``fullState="false"``)
-        naming that contact only.  ``version`` grows by one per NOTIFY of the
-        dialog.  The final NOTIFY (unsubscribe, expiry) has no body.
+        then each change is a partial NOTIFY (``fullState="false"``) naming
+        the contacts that changed only: presence, authorization, a contact
+        added, renamed or removed on a roster, an account that logged in
+        (its roster) or left the table.  A contact that left the list is
+        named once more, ``terminated`` with reason ``noresource``.
+        ``version`` grows by one per NOTIFY of the dialog.  The final NOTIFY
+        (unsubscribe, expiry) has no body.
 Rule 5. List dialogs live in memory: after a restart a refresh gets 481 and
         the phone subscribes again (RFC 6665 4.1.2.2).
 """
@@ -54,6 +63,7 @@ if TYPE_CHECKING:
     from purplegw.actors.front.transport import Address, Source
     from purplegw.gateway.ports import Reply
     from purplegw.gateway.presence import PresenceService, Presentity
+    from purplegw.protocols.base import RosterItem
     from purplegw.sip.uri import SipURI
 
 logger = logging.getLogger(__name__)
@@ -88,6 +98,7 @@ class BuddyLists:
         self.prefix, self.suffix = template.split("{user}")
         self.domain = presence.addresses.gateway_domain.lower()
         self.watches: dict[DialogId, ListWatch] = {}
+        self.by_owner: dict[str, dict[DialogId, ListWatch]] = {}  # the same, per user
 
     # --- SIP side -------------------------------------------------------------------
 
@@ -136,6 +147,7 @@ class BuddyLists:
             return
         if sub.dialog is not None and sub.state is not SubState.TERMINATED:
             self.watches[watch.dialog_id] = watch
+            self.by_owner.setdefault(owner, {})[watch.dialog_id] = watch
             presence.watch_count[user] = presence.watch_count.get(user, 0) + 1
             logger.info("%s subscribes to its buddy list", user)
         self._run(watch, actions, reply)
@@ -166,13 +178,92 @@ class BuddyLists:
     def changed(self, presentity: Presentity) -> None:
         """``presentity`` changed (presence, authorization, new): partial NOTIFYs (Rule 4)."""
         owner = presentity.key[0]
+        if not self._watched(owner) or not self._member(presentity):
+            return
+        self._partial(owner, [self._resource(presentity)])
+
+    def snapshot(self, owner: str, only: tuple[str, str] | None = None) -> Snapshot:
+        """What ``owner``'s list shows now, to compare after a change (None: nobody watches).
+
+        ``only`` (protocol, contact): just that contact, for a change that can
+        touch no other (a roster push): the cost does not grow with the roster.
+        """
+        if not self._watched(owner):
+            return None
+        return {p.key: self._entry(p) for p in self._members(owner, only)}
+
+    def update(self, owner: str, before: Snapshot, only: tuple[str, str] | None = None) -> None:
+        """Partial NOTIFYs with what changed since ``before`` (Rule 4: rosters, accounts)."""
+        if before is None:
+            return
+        after = {p.key: p for p in self._members(owner, only)}
+        resources = [
+            self._resource(p) for key, p in after.items() if before.get(key) != self._entry(p)
+        ]
+        resources += [
+            ResourceState(entry.uri, entry.name, "terminated", reason="noresource")
+            for key, entry in before.items()
+            if key not in after
+        ]
+        if resources:
+            self._partial(owner, sorted(resources, key=lambda r: r.uri))
+
+    def _partial(self, owner: str, resources: list[ResourceState]) -> None:
         now = self.presence.clock()
-        for watch in list(self.watches.values()):
+        for watch in list(self.by_owner.get(owner, {}).values()):
             sub = watch.subscription
-            if watch.owner != owner or sub.state is not SubState.ACTIVE:
+            if sub.state is not SubState.ACTIVE:
                 continue
-            self._build(watch, [presentity], full_state=False)
+            self._build(watch, resources, full_state=False)
             self._run(watch, sub.notify(now, sub.last_body))
+
+    def _watched(self, owner: str) -> bool:
+        return owner in self.by_owner
+
+    # --- members (Rule 3) -------------------------------------------------------------
+
+    def _members(self, owner: str, only: tuple[str, str] | None = None) -> list[Presentity]:
+        presence = self.presence
+        if only is not None:
+            presentity = presence.presentity_view(owner, *only)
+            return [presentity] if self._member(presentity) else []
+        rosters = presence.rosters
+        members: list[Presentity] = []
+        rostered = set()
+        for key in rosters.keys_of(owner):
+            rostered.add(key)
+            members += [
+                presence.presentity_view(*key, item.contact)
+                for item in (rosters.of(key) or {}).values()
+            ]
+        members += [
+            p
+            for p in presence.presentities.values()
+            if p.key[0] == owner and p.key[:2] not in rostered and p.key[:2] not in rosters.gone
+        ]
+        return sorted(members, key=lambda p: p.key)
+
+    def _member(self, presentity: Presentity) -> bool:
+        rosters = self.presence.rosters
+        account = presentity.key[:2]
+        if account in rosters.gone:
+            return False
+        roster = rosters.of(account)
+        return roster is None or presentity.key[2] in roster
+
+    def _item(self, presentity: Presentity) -> RosterItem | None:
+        return self.presence.rosters.get(*presentity.key)
+
+    def _entry(self, presentity: Presentity) -> _Entry:
+        item = self._item(presentity)
+        state, reason = _state(presentity, item)
+        name = item.name if item is not None and item.name else presentity.contact
+        return _Entry(presentity.uri, name, state, reason, presentity.presence)
+
+    def _resource(self, presentity: Presentity) -> ResourceState:
+        entry = self._entry(presentity)
+        body = presentity.document(self.presence.clock()) if entry.state == "active" else b""
+        return ResourceState(entry.uri, entry.name, entry.state, body, reason=entry.reason)
 
     # --- bodies ---------------------------------------------------------------------
 
@@ -180,20 +271,16 @@ class BuddyLists:
         if final:  # the terminated NOTIFY carries no list
             watch.subscription.last_body = b""
             return
-        contacts = sorted(
-            (p for p in self.presence.presentities.values() if p.key[0] == watch.owner),
-            key=lambda p: p.key,
-        )
-        self._build(watch, contacts, full_state=True)
+        resources = [self._resource(p) for p in self._members(watch.owner)]
+        self._build(watch, resources, full_state=True)
 
-    def _build(self, watch: ListWatch, contacts: Sequence[Presentity], *, full_state: bool) -> None:
+    def _build(self, watch: ListWatch, resources: list[ResourceState], *, full_state: bool) -> None:
         watch.version += 1
-        now = self.presence.clock()
         content_type, body = list_notification(
             watch.uri,
             version=watch.version,
             full_state=full_state,
-            resources=[_resource(p, now) for p in contacts],
+            resources=resources,
             boundary=watch.boundary,
             cid_domain=self.domain,
         )
@@ -262,6 +349,10 @@ class BuddyLists:
     def _forget(self, watch: ListWatch, reason: str) -> None:
         if self.watches.pop(watch.dialog_id, None) is None:
             return
+        mine = self.by_owner.get(watch.owner, {})
+        mine.pop(watch.dialog_id, None)
+        if not mine:
+            self.by_owner.pop(watch.owner, None)
         counts = self.presence.watch_count
         left = counts.get(watch.owner, 1) - 1
         if left > 0:
@@ -272,12 +363,31 @@ class BuddyLists:
         logger.info("Buddy list subscription of %s ended: %s", watch.owner, reason)
 
 
-def _resource(presentity: Presentity, now: float) -> ResourceState:
+@dataclass(frozen=True)
+class _Entry:
+    """What the list shows of one contact (compared to find what changed)."""
+
+    uri: str
+    name: str
+    state: str
+    reason: str | None
+    presence: object
+
+
+# What a list showed before a change (None: nobody was watching it).
+Snapshot = dict[tuple[str, str, str], _Entry] | None
+
+
+def _state(presentity: Presentity, item: RosterItem | None) -> tuple[str, str | None]:
     if presentity.authorized is False:
-        return ResourceState(presentity.uri, presentity.contact, "terminated", reason="rejected")
-    if presentity.presence is not None or presentity.authorized:
-        return ResourceState(presentity.uri, presentity.contact, "active", presentity.document(now))
-    return ResourceState(presentity.uri, presentity.contact, "pending")
+        return "terminated", "rejected"
+    if (
+        presentity.presence is not None
+        or presentity.authorized
+        or (item is not None and item.sees_contact)
+    ):
+        return "active", None
+    return "pending", None
 
 
 def _tokens(values: Sequence[str]) -> set[str]:

@@ -16,6 +16,9 @@ controllers:
     contact_service.py  the gateway as a SIP contact (sip:gateway@DOMAIN): commands,
                       its presence (the user's accounts), trouble notices
     upstream.py       contacts' presence PUBLISHed to an upstream presence server
+    roster.py         the accounts' rosters (buddy list, watcher info)
+    buddylist.py      the roster as an RFC 4662 resource list
+    winfo.py          presence.winfo: who asks to see the user's presence
     addressing.py     SIP URI <-> (account, external contact)
 
 All of it runs on the worker, one task at a time and in arrival order, so
@@ -67,6 +70,7 @@ from purplegw.gateway.settings import (
     PresenceSettings,
 )
 from purplegw.gateway.upstream import UpstreamPublisher
+from purplegw.gateway.winfo import WatcherInfoLists
 from purplegw.protocols.base import ConnectionState
 from purplegw.sip.errors import SipError
 
@@ -85,7 +89,7 @@ if TYPE_CHECKING:
         TimerHandle,
         WorkerPort,
     )
-    from purplegw.protocols.base import AuthorizationAnswer, TypingState
+    from purplegw.protocols.base import AuthorizationAnswer, RosterItem, TypingState
     from purplegw.sip.message import Request
 
 logger = logging.getLogger(__name__)
@@ -189,6 +193,9 @@ class Gateway:
             authorization=self.authorization,
             statuses=statuses,
             clock=clock,
+        )
+        self.presence.winfo = self.authorization.winfo = WatcherInfoLists(
+            self.presence, self.authorization.asking
         )
         self.registrar.on_registered = self._registered
         self.messaging.intercept = self.authorization.intercept_answer
@@ -391,6 +398,18 @@ class Gateway:
     ) -> None:
         self.worker.submit(self.authorization.answered, account, contact, answer)
 
+    def on_account_removed(self, account: Account) -> None:
+        self.worker.submit(self.presence.account_removed, account)
+
+    def on_roster(self, account: Account, items: tuple[RosterItem, ...]) -> None:
+        self.worker.submit(self.presence.roster, account, items)
+
+    def on_roster_item(self, account: Account, item: RosterItem) -> None:
+        self.worker.submit(self.presence.roster_item, account, item)
+
+    def on_roster_removed(self, account: Account, contact: str) -> None:
+        self.worker.submit(self.presence.roster_removed, account, contact)
+
     def on_connection_state(
         self,
         account: Account,
@@ -401,6 +420,7 @@ class Gateway:
     ) -> None:
         self.worker.submit(self.contact.account_state, account, state, reason, retry_at, gave_up)
         if state is ConnectionState.CONNECTED:
+            self.worker.submit(self.presence.account_connected, account)
             self.worker.submit(self.messaging.resend_unsent, account)
             self.worker.submit(self.presence.connected, account)
         else:

@@ -58,18 +58,21 @@ Rule 7. Authorization requests: purplegw.gateway.authorization.
 Rule 8. Upstream mode: purplegw.gateway.upstream.
 Rule 9. The user's contacts as one resource list (RFC 4662,
         ``sip:USER-buddies@DOMAIN``): purplegw.gateway.buddylist, told of
-        every change of a presentity.
+        every change of a presentity and of the accounts' rosters
+        (purplegw.gateway.roster).
 Rule 10. Publications are written through to the database
         (``purplegw_publications``, by the state writer: the answer does not
         wait) and a started gateway loads the live ones, each until its own
         expiry (the stored absolute ``expires_at``), and tells the user's
         accounts the presence they make.  In a cluster, a node loads the
         subscriptions and publications of the users no other node holds.
-Rule 11. Hand-over in a cluster: ``adopt(user)`` loads the user's dialogs
+Rule 11. Hand-over in a cluster: ``adopt(users)`` loads the user's dialogs
         and publications from the database when this node comes to hold the
-        user, ``release(user)`` forgets them from memory (nothing is deleted:
+        user, ``disown(users)`` forgets them from memory (nothing is deleted:
         the next holder adopts them).  Buddy-list subscriptions (Rule 9) are
         not kept in the database and do not move: the phone subscribes again.
+Rule 12. ``Event: presence.winfo`` SUBSCRIBEs (RFC 3857, the user's pending
+        authorization requests): purplegw.gateway.winfo.
 """
 
 from __future__ import annotations
@@ -87,9 +90,10 @@ from purplegw import metrics
 from purplegw.actors.front.transport import Address, Source
 from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import NoRoute, Route
-from purplegw.gateway.buddylist import BuddyLists
+from purplegw.gateway.buddylist import BuddyLists, Snapshot
 from purplegw.gateway.identity import respond
-from purplegw.gateway.model import Account, AccountRef, ContactPresence, Presence
+from purplegw.gateway.model import Account, AccountRef, ContactPresence, Presence, Status
+from purplegw.gateway.roster import Rosters
 from purplegw.gateway.timers import KeyedTimers
 from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import Dialog, DialogId
@@ -122,6 +126,8 @@ if TYPE_CHECKING:
     )
     from purplegw.gateway.settings import PresenceSettings
     from purplegw.gateway.upstream import UpstreamPublisher
+    from purplegw.gateway.winfo import WatcherInfoLists
+    from purplegw.protocols.base import RosterItem
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +218,11 @@ class PresenceService:
         self.watches: dict[DialogId, Watch] = {}
         self.watch_count: dict[str, int] = {}  # live dialogs per SIP user (Rule 6)
         self._applied: dict[str, Presence] = {}  # what each user's accounts were last told
+        self.rosters = Rosters()
         self.buddylists = (
             BuddyLists(self, settings.buddy_list_user) if settings.buddy_list_user else None
         )
+        self.winfo: WatcherInfoLists | None = None  # set by the gateway (Rule 12)
         self._logged_out: set[str] = set()
 
     def _start_timer(
@@ -497,6 +505,9 @@ class PresenceService:
     def subscribe(  # noqa: C901, PLR0911, PLR0912 - one return per refusal
         self, request: Request, source: Source, reply: Reply
     ) -> None:
+        if self.winfo is not None and self.winfo.takes(request):
+            self.winfo.subscribe(request, source, reply)
+            return
         bad_event = self._check_event(request)
         if bad_event is not None:
             reply(bad_event)
@@ -625,14 +636,27 @@ class PresenceService:
         key = (sip_user, protocol, contact.lower())
         presentity = self.presentities.get(key)
         if presentity is None:
-            handle = self.directory.get(sip_user, protocol)
-            account = AccountRef(
-                account_id, sip_user, protocol, handle.info.ext_user if handle is not None else ""
-            )
-            entity = self.addresses.contact_uri(account, contact)
-            presentity = Presentity(key, contact, entity.split(";", 1)[0], uri=entity)
-            self.presentities[key] = presentity
+            presentity = self.presentities[key] = self._new_presentity(key, contact, account_id)
         return presentity
+
+    def presentity_view(self, sip_user: str, protocol: str, contact: str) -> Presentity:
+        """The presentity of ``contact``, or a transient one if the gateway keeps none.
+
+        Roster contacts nobody subscribed to and nothing was heard from get no
+        stored presentity (a roster can be long); lists read them through this.
+        """
+        key = (sip_user, protocol, contact.lower())
+        presentity = self.presentities.get(key)
+        return presentity if presentity is not None else self._new_presentity(key, contact, 0)
+
+    def _new_presentity(self, key: PresentityKey, contact: str, account_id: int) -> Presentity:
+        sip_user, protocol, _ = key
+        handle = self.directory.get(sip_user, protocol)
+        known = handle.info if handle is not None else self.rosters.account((sip_user, protocol))
+        # An account that left the table still names its contacts as it did.
+        account = AccountRef(account_id, sip_user, protocol, known.ext_user if known else "")
+        entity = self.addresses.contact_uri(account, contact)
+        return Presentity(key, contact, entity.split(";", 1)[0], uri=entity)
 
     def _local_contact(self, source: Source, presentity: Presentity) -> str:
         user = parse_uri(presentity.entity).user or "presence"
@@ -831,9 +855,15 @@ class PresenceService:
         self._notify_all(presentity)
 
     def disconnected(self, account: Account) -> None:
-        # The account no longer sees its contacts: tell watchers they are offline.
+        # The account no longer sees its contacts: tell watchers they are offline
+        # (those already offline have nothing new to say).
         for presentity in self.presentities.values():
-            if presentity.key[:2] == (account.sip_user, account.protocol) and presentity.presence:
+            current = presentity.presence
+            if (
+                presentity.key[:2] == (account.sip_user, account.protocol)
+                and current is not None
+                and current.aggregate.status is not Status.OFFLINE
+            ):
                 presentity.presence = ContactPresence(presentity.contact, {})
                 self._notify_all(presentity)
 
@@ -855,6 +885,73 @@ class PresenceService:
             self._logged_out.add(account.sip_user)
             return
         log_outcome(self.worker, handle.set_presence(presence), handle, "set_presence")
+
+    # --- rosters (Rule 9) -------------------------------------------------------------
+
+    def roster(self, account: Account, items: Sequence[RosterItem]) -> None:
+        """An account logged in with this whole roster."""
+        before = self._list_snapshot(account.sip_user)
+        self.rosters.replace(account, items)
+        logger.info(
+            "Roster of %s (%s): %d contact(s)", account.sip_user, account.protocol, len(items)
+        )
+        self._rosters_changed(account.sip_user, before)
+
+    def roster_item(self, account: Account, item: RosterItem) -> None:
+        """A contact was added to an account's roster, or changed there."""
+        only = (account.protocol, item.contact)
+        before = self._list_snapshot(account.sip_user, only)
+        self.rosters.put(account, item)
+        logger.info(
+            "Roster of %s (%s): %s %r %s%s",
+            account.sip_user,
+            account.protocol,
+            item.contact,
+            item.name,
+            item.subscription,
+            " (asked)" if item.pending_out else "",
+        )
+        self._rosters_changed(account.sip_user, before, only)
+
+    def roster_removed(self, account: Account, contact: str) -> None:
+        """A contact left an account's roster."""
+        only = (account.protocol, contact)
+        before = self._list_snapshot(account.sip_user, only)
+        if self.rosters.remove((account.sip_user, account.protocol), contact) is None:
+            return
+        logger.info("Roster of %s (%s): %s removed", account.sip_user, account.protocol, contact)
+        self._rosters_changed(account.sip_user, before, only)
+
+    def account_removed(self, account: Account) -> None:
+        """A reload removed the account's row: its contacts leave the user's lists."""
+        key = (account.sip_user, account.protocol)
+        if key in self.rosters.gone:
+            return
+        before = self._list_snapshot(account.sip_user)
+        self.rosters.drop(key)
+        logger.info("%s (%s) left: off the user's lists", account.sip_user, account.protocol)
+        self._rosters_changed(account.sip_user, before)
+
+    def account_connected(self, account: Account) -> None:
+        """An account connected: one removed earlier and added again is back on the lists."""
+        key = (account.sip_user, account.protocol)
+        if key not in self.rosters.gone:
+            return
+        before = self._list_snapshot(account.sip_user)
+        self.rosters.back(key)
+        self._rosters_changed(account.sip_user, before)
+
+    def _list_snapshot(self, sip_user: str, only: tuple[str, str] | None = None) -> Snapshot:
+        lists = self.buddylists
+        return lists.snapshot(sip_user, only) if lists is not None else None
+
+    def _rosters_changed(
+        self, sip_user: str, before: Snapshot, only: tuple[str, str] | None = None
+    ) -> None:
+        if self.buddylists is not None:
+            self.buddylists.update(sip_user, before, only)
+        if self.winfo is not None:
+            self.winfo.changed(sip_user)
 
     def watched(self, sip_user: str, protocol: str, contact: str) -> bool:
         """True while the user has a subscription dialog to ``contact``."""

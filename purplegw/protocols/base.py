@@ -41,7 +41,7 @@ from purplegw.exceptions import AdapterError
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
     from purplegw.presence import ContactPresence, Presence
@@ -177,6 +177,40 @@ class OutgoingMessage:
     message_id: str
 
 
+# Roster subscription states (RFC 6121 2.1.2.5): who sees whose presence.
+ROSTER_SUBSCRIPTIONS = frozenset({"none", "to", "from", "both"})
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """One contact on an account's roster (contact list), as the network keeps it.
+
+    ``contact`` is in the network's id form (as in every event); ``name`` the
+    display name the user gave it ("" when none).  ``subscription`` says who
+    sees whose presence, in RFC 6121 terms: ``"to"`` the account sees the
+    contact's, ``"from"`` the contact sees the account's, ``"both"``,
+    ``"none"``.  ``pending_out`` is True while the account's own request to
+    see the contact is unanswered (XMPP ``ask="subscribe"``).  Networks
+    without authorization (IRC) report ``"both"``.  Picklable: it crosses
+    from worker processes.
+    """
+
+    contact: str
+    name: str = ""
+    subscription: str = "none"
+    pending_out: bool = False
+
+    @property
+    def sees_contact(self) -> bool:
+        """Whether the account may see the contact's presence."""
+        return self.subscription in ("to", "both")
+
+    @property
+    def contact_sees(self) -> bool:
+        """Whether the contact may see the account's presence."""
+        return self.subscription in ("from", "both")
+
+
 class SessionEvents(Protocol):
     """Callbacks a session calls when something happens on its network.
 
@@ -208,6 +242,26 @@ class SessionEvents(Protocol):
 
     def on_authorization_request(self, contact: str, text: str = "") -> None:
         """Triggered when a contact asks to see the account's presence."""
+
+    def on_roster(self, items: Sequence[RosterItem]) -> None:
+        """Triggered once per login with the whole roster (contact list).
+
+        The full list replaces whatever an earlier login reported.  A network
+        without a server-side roster reports the contacts the account watches
+        (IRC: its MONITOR/ISON list), possibly none.  A session that never
+        calls it leaves the gateway with the contacts it saw (presence,
+        authorization): sessions written before rosters keep working.
+        """
+
+    def on_roster_item(self, item: RosterItem) -> None:
+        """Triggered when a contact is added to the roster or changes there after login.
+
+        A change of name or subscription state is a new ``RosterItem`` for the
+        same contact (XMPP roster push).
+        """
+
+    def on_roster_removed(self, contact: str) -> None:
+        """Triggered when a contact leaves the roster after login (by any client of the account)."""
 
     def on_authorization_answer(self, contact: str, answer: AuthorizationAnswer) -> None:
         """Triggered when a contact accepts or refuses our subscription request."""

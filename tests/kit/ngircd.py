@@ -284,6 +284,15 @@ class RecordingEvents:
     def on_receipt(self, contact: str, message_id: str) -> None:
         self._record("receipt", contact, message_id)
 
+    def on_roster(self, items) -> None:
+        self._record("roster", [item.contact for item in items])
+
+    def on_roster_item(self, item) -> None:
+        self._record("roster_item", item.contact, item.subscription)
+
+    def on_roster_removed(self, contact: str) -> None:
+        self._record("roster_removed", contact)
+
     def of(self, name: str) -> list[tuple]:
         return [args for kind, args in self.events if kind == name]
 

@@ -24,6 +24,7 @@ state): it is a test tool, not the code under test.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
 import threading
@@ -31,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 from xml.etree import ElementTree as ET
+from xml.sax.saxutils import quoteattr
 
 import slixmpp
 from slixmpp.xmlstream.handler import Callback
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 logger = logging.getLogger(__name__)
+_roster_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,22 @@ class XmppPeer:
     def send_raw(self, xml: str) -> None:
         """Write ``xml`` to the stream as is (markup slixmpp could not build or serialize)."""
         self._call(lambda: self._client.send_raw(xml))
+
+    def set_roster_item(self, jid: str, name: str = "", *, remove: bool = False) -> None:
+        """Add, rename or (``remove``) delete ``jid`` on this account's own roster.
+
+        A roster set (RFC 6121 2.1.5): the server pushes the change to every
+        resource of the account, the gateway's session among them.
+        """
+        attributes = f"jid={quoteattr(jid)}"
+        if remove:
+            attributes += " subscription='remove'"
+        elif name:
+            attributes += f" name={quoteattr(name)}"
+        self.send_raw(
+            f"<iq type='set' id='roster-{next(_roster_ids)}'>"
+            f"<query xmlns='jabber:iq:roster'><item {attributes}/></query></iq>"
+        )
 
     def send_chat_state(self, to: str, state: str) -> None:
         def send() -> None:

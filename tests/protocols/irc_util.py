@@ -18,6 +18,7 @@ def make_session(
     password: str = "",
     proxy: ProxySettings | None = None,
     host: str = "127.0.0.1",
+    shared: dict[Any, Any] | None = None,
     **config: Any,
 ) -> tuple[IrcSession, RecordingEvents]:
     events = RecordingEvents()
@@ -30,6 +31,8 @@ def make_session(
     }
     creds = AccountCredentials(1, "sip:alice@gw.test", f"{nick}@{host}", "irc", password)
     ctx = SessionContext(loop=asyncio.get_running_loop(), events=events, config=cfg, proxy=proxy)
+    if shared is not None:
+        ctx.shared = shared
     session = Adapter().create_session(creds, ctx)
     assert isinstance(session, IrcSession)
     return session, events

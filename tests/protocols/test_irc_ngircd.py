@@ -150,8 +150,10 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
         session, events = make_session(me, ngircd.port, presence_method=method)
         await session.login()
         assert session._monitor is False
+        assert events.of("roster") == [([],)]  # no watched nicks yet: an empty roster
         try:
             await session.add_contact(carol)
+            assert events.of("roster_item") == [(carol, "both")]  # the watch list is the roster
             await events.wait_for(
                 "presence", lambda a: a[0] == carol and a[1].status is Status.OFFLINE
             )
@@ -171,6 +173,7 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
             await events.wait_for("presence", lambda a: a[1].status is Status.OFFLINE, since=mark)
 
             await session.remove_contact(carol)
+            assert events.of("roster_removed") == [(carol,)]
             mark = events.mark()
             peer = await RawIrcClient("127.0.0.1", ngircd.port, carol).connect()
             await asyncio.sleep(1.0)  # three poll intervals: nothing may arrive
@@ -178,6 +181,33 @@ def test_contact_presence_tracked(ngircd: Ngircd, method: str) -> None:
             await peer.close()
         finally:
             await session.logout()
+
+    run(scenario())
+
+
+def test_the_next_session_of_the_account_watches_the_same_nicks(ngircd: Ngircd) -> None:
+    """A reconnect is a new session: it reports and polls the nicks the last one watched."""
+
+    async def scenario() -> None:
+        me, carol = nick("gwagain"), nick("rawcarol")
+        shared: dict = {}
+        session, _events = make_session(me, ngircd.port, shared=shared)
+        await session.login()
+        await session.add_contact(carol)
+        await session.logout()
+        again, events = make_session(me, ngircd.port, shared=shared)
+        await again.login()
+        try:
+            assert events.of("roster") == [([carol],)]
+            await events.wait_for(
+                "presence", lambda a: a[0] == carol and a[1].status is Status.OFFLINE
+            )
+            mark = events.mark()
+            peer = await RawIrcClient("127.0.0.1", ngircd.port, carol).connect()
+            await events.wait_for("presence", lambda a: a[1].status is Status.AVAILABLE, since=mark)
+            await peer.close()
+        finally:
+            await again.logout()
 
     run(scenario())
 

@@ -16,6 +16,7 @@ from purplegw.protocols.base import (
     BadCredentialsError,
     ConnectionState,
     DeliveryError,
+    RosterItem,
     SessionContext,
     TypingState,
 )
@@ -184,6 +185,7 @@ def test_first_message_creates_a_direct_room_and_replies_come_back(
 ) -> None:
     session, events = alice
     bob_contact = users[1].contact
+    assert events.of("roster") == [([],)]  # no direct rooms yet: an empty roster at login
     assert loop.run(session.send_message(bob_contact, "hello bob ✓", "msg-1")) is None
     invite = bob.wait_for(lambda e: e.kind == "invite")
     got = bob.wait_for(lambda e: e.kind == "message" and e.body == "hello bob ✓")
@@ -191,6 +193,8 @@ def test_first_message_creates_a_direct_room_and_replies_come_back(
     assert got.room_id == invite.room_id
     # The room is a direct room in alice's m.direct.
     assert session._direct[users[1].user_id] == [got.room_id]
+    # ... so bob is on the roster now.
+    assert events.of("roster_item") == [(RosterItem(bob_contact, "", "both"),)]
     # Bob's join answers the invitation.
     events.wait_for("auth_answer", lambda c, a: c == bob_contact and a is AuthorizationAnswer.ALLOW)
 

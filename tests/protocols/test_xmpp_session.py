@@ -18,6 +18,7 @@ from purplegw.protocols.base import (
     BadCredentialsError,
     ConnectionState,
     DeliveryError,
+    RosterItem,
     TransientError,
     TypingState,
 )
@@ -486,3 +487,34 @@ def test_gtalk_rows_use_the_configured_server(loop, prosody, users):
     loop.run(session.logout())
     plain, _ = make_session(loop, users[0].jid, users[0].password, {}, original_protocol="gtalk")
     assert plain.server_address() == ("talk.google.com", 5222)
+
+
+def test_roster_at_login_and_pushes_from_another_client(loop, prosody, alice, users):
+    _session, events = alice
+    ours = users[0].jid
+    assert events.wait_for("roster") == ([],)  # a new account: an empty roster, said once
+    other = XmppPeer(
+        f"{ours}/phone", users[0].password, prosody.host, prosody.port, ca_file=prosody.ca_file
+    )
+    with other:
+        mark = events.mark()
+        other.set_roster_item("dave@example.org", "Dave <D&D>")
+        (item,) = events.wait_for("roster_item", since=mark)
+        assert item == RosterItem("dave@example.org", "Dave <D&D>", "none", pending_out=False)
+        mark = events.mark()
+        other.set_roster_item("dave@example.org", "David")
+        assert events.wait_for("roster_item", since=mark)[0].name == "David"
+        # A new login reports the whole roster, names included.
+        again, again_events = make_session(
+            loop, ours, users[0].password, config(prosody, resource="again")
+        )
+        loop.run(again.login())
+        try:
+            assert again_events.wait_for("roster") == (
+                [RosterItem("dave@example.org", "David", "none")],
+            )
+        finally:
+            loop.run(again.logout())
+        mark = events.mark()
+        other.set_roster_item("dave@example.org", remove=True)
+        assert events.wait_for("roster_removed", since=mark) == ("dave@example.org",)

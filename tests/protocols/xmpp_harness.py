@@ -77,6 +77,15 @@ class RecordingEvents:
     def on_key_derived(self, kind: str, value: str) -> None:
         self._add("key", kind, value)
 
+    def on_roster(self, items: Any) -> None:
+        self._add("roster", list(items))
+
+    def on_roster_item(self, item: Any) -> None:
+        self._add("roster_item", item)
+
+    def on_roster_removed(self, contact: str) -> None:
+        self._add("roster_removed", contact)
+
     def snapshot(self) -> list[Event]:
         with self._lock:
             return list(self.events)

@@ -37,6 +37,7 @@ from purplegw.protocols.base import (
     ConnectionState,
     DeliveryError,
     InvalidContactError,
+    RosterItem,
     Session,
     SessionContext,
     TransientError,
@@ -134,7 +135,12 @@ class IrcSession(Session):
         self._logged_in = False
         self._disconnect_reported = False
         # Contacts we watch: folded nick -> the spelling the SIP side used.
-        self._watch: dict[str, str] = {}
+        # Kept per account in the process's shared state: the next session of
+        # the account (a reconnect, a login after a logout) watches them again
+        # and reports them as its roster; nobody else re-adds them.
+        self._watch: dict[str, str] = context.shared.setdefault(
+            ("irc.watch", credentials.account_id), {}
+        )
         # Last presence reported per folded nick (None: not reported yet).
         self._known: dict[str, Presence] = {}
         self._away_notes: dict[str, str] = {}
@@ -183,6 +189,16 @@ class IrcSession(Session):
 
     def _events(self):
         return self.context.events
+
+    def _roster_event(self, name: str, *args: Any) -> None:
+        """Report the watch list as the roster (IRC has none on the server)."""
+        callback = getattr(self.context.events, name, None)
+        if callback is None:
+            return  # events written before rosters
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("%s callback failed", name)
 
     # --- I/O ---------------------------------------------------------------------------
 
@@ -277,6 +293,7 @@ class IrcSession(Session):
         ]
         if self._watch and self._monitor:
             self._monitor_add(list(self._watch.values()))
+        self._roster_event("on_roster", [_watched(nick) for nick in self._watch.values()])
         events.on_connection_state(ConnectionState.CONNECTED)
 
     async def _register(self) -> None:
@@ -650,6 +667,7 @@ class IrcSession(Session):
         if folded in self._watch:
             return
         self._watch[folded] = contact
+        self._roster_event("on_roster_item", _watched(contact))
         if self._logged_in and self._monitor:
             self._monitor_add([contact])
         elif self._logged_in:
@@ -660,6 +678,7 @@ class IrcSession(Session):
         if self._watch.pop(folded, None) is None:
             return
         self._known.pop(folded, None)
+        self._roster_event("on_roster_removed", contact)
         if self._logged_in and self._monitor:
             self._send("MONITOR", "-", contact)
 
@@ -794,3 +813,8 @@ class IrcSession(Session):
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 2)
+
+
+def _watched(nick: str) -> RosterItem:
+    """A watched nick as a roster item: no names, no authorization on IRC."""
+    return RosterItem(nick, "", "both")

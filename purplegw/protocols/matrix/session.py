@@ -55,6 +55,7 @@ from purplegw.protocols.base import (
     DeliveryError,
     InvalidContactError,
     OutgoingMessage,
+    RosterItem,
     Session,
     SessionContext,
     TransientError,
@@ -251,6 +252,7 @@ class MatrixSession(Session):
         self._sent: dict[str, OrderedDict[str, str]] = {}  # room -> event id -> message id
         self._locks: dict[str, asyncio.Lock] = {}
         self._watched: set[str] = set()
+        self._roster: set[str] | None = None  # direct-room peers reported (None: not yet)
         self._told_encrypted: set[str] = context.shared.setdefault(
             ("matrix.told_encrypted", credentials.account_id), set()
         )
@@ -464,6 +466,7 @@ class MatrixSession(Session):
                 raise BadCredentialsError(f"{self.homeserver} refused the sync: {code}")
             raise TransientError(f"first sync with {self.homeserver} failed: {code}")
         await self._process(answer, since)
+        self._report_roster()
         self._initial = False
         self._store_since(force=True)
         await self._send_presence()
@@ -672,6 +675,30 @@ class MatrixSession(Session):
         for user, rooms in self._direct.items():
             for room_id in rooms:
                 self._room_contact[room_id] = user
+        if self._roster is not None:
+            self._report_roster()
+
+    def _report_roster(self) -> None:
+        """The peers of the direct rooms (``m.direct``) as the roster: whole once, then changes.
+
+        Matrix has no contact list; a direct room is what a client shows as
+        one.  No names: the peers' display names are room state not read here.
+        """
+        peers = {contact_from_mxid(user) for user, rooms in self._direct.items() if rooms}
+        reported, self._roster = self._roster, peers
+        callback = getattr(self.events, "on_roster", None)
+        if callback is None:
+            return  # events written before rosters
+        try:
+            if reported is None:
+                callback([RosterItem(peer, "", "both") for peer in sorted(peers)])
+                return
+            for peer in sorted(peers - reported):
+                self.events.on_roster_item(RosterItem(peer, "", "both"))
+            for peer in sorted(reported - peers):
+                self.events.on_roster_removed(peer)
+        except Exception:
+            logger.exception("roster callback failed")
 
     def _on_invite(self, room_id: str, info: Any) -> None:
         for event in info.invite_state:

@@ -57,6 +57,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import (
+    ROSTER_SUBSCRIPTIONS,
     AccountCredentials,
     AuthorizationAnswer,
     BadCredentialsError,
@@ -64,6 +65,7 @@ from purplegw.protocols.base import (
     DeliveryError,
     OutgoingMessage,
     ProxySettings,
+    RosterItem,
     Session,
     SessionContext,
     TransientError,
@@ -387,6 +389,7 @@ class XmppSession(Session):
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
         self._ack_due = False  # an <r/> is queued behind this turn's messages
+        self._roster_reported = False  # pushes before the login's whole roster are in it
 
     # --- helpers ----------------------------------------------------------------
 
@@ -493,6 +496,8 @@ class XmppSession(Session):
         client.add_event_handler("presence_subscribe", self._on_subscribe)
         client.add_event_handler("presence_subscribed", self._on_subscribed)
         client.add_event_handler("presence_unsubscribed", self._on_unsubscribed)
+        # After slixmpp's own handler, which keeps client_roster.
+        client.add_event_handler("roster_update", self._on_roster_push)
         return client
 
     # --- login / logout -----------------------------------------------------------
@@ -616,8 +621,38 @@ class XmppSession(Session):
         except Exception as exc:  # noqa: BLE001 - any failure here fails the login
             self._settle(TransientError(f"roster request failed on {self._label()}: {exc}"))
             return
+        self._call("on_roster", self._roster_items())
+        self._roster_reported = True
         self._send_own_presence(self._last_presence or Presence(Status.AVAILABLE))
         self._settle(None)
+
+    def _roster_items(self) -> list[RosterItem]:
+        roster = self.client.client_roster
+        own = self.client.boundjid.bare
+        return [
+            _roster_item(
+                jid, roster[jid]["name"], roster[jid]["subscription"], roster[jid]["pending_out"]
+            )
+            for jid in roster
+            if jid != own
+        ]
+
+    def _on_roster_push(self, iq: Any) -> None:
+        """A roster push (RFC 6121 2.1.6): another client or the server changed the roster."""
+        if iq["type"] != "set" or not self._roster_reported:
+            return  # the login's own result is reported whole by _on_session_start
+        if iq["from"].bare and iq["from"].bare != self.client.boundjid.bare:
+            return  # slixmpp refused it (a spoofed push)
+        for jid, item in iq["roster"]["items"].items():
+            bare = jid.bare if hasattr(jid, "bare") else str(jid)
+            if item["subscription"] == "remove":
+                self._call("on_roster_removed", bare)
+            else:
+                pending = item["ask"] == "subscribe"
+                self._call(
+                    "on_roster_item",
+                    _roster_item(bare, item["name"], item["subscription"], pending),
+                )
 
     def _on_auth_failed(self, _event: Any) -> None:
         client = self.client
@@ -1079,6 +1114,13 @@ class XmppSession(Session):
         client = self._require_connected()
         ptype = "subscribed" if answer is AuthorizationAnswer.ALLOW else "unsubscribed"
         client.send_presence(pto=jid.bare, ptype=ptype)
+
+
+def _roster_item(jid: str, name: str, subscription: str, pending_out: bool) -> RosterItem:  # noqa: FBT001 - the roster's own fields, in order
+    """A ``RosterItem`` from one XMPP roster entry; unknown states read as ``none``."""
+    if subscription not in ROSTER_SUBSCRIPTIONS:
+        subscription = "none"
+    return RosterItem(str(jid), name or "", subscription, bool(pending_out))
 
 
 def _delay_stamp(xml: Element) -> float | None:

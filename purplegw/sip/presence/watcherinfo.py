@@ -12,6 +12,8 @@ RFC 3858 section 4:
     watcher-list  = resource (URI), package ("presence"), watcher*
     watcher       = its URI as text; id, status and event required;
                     display-name, expiration, duration-subscribed, xml:lang optional
+``WatcherInfoNotifier`` (at the end) is the notifier's side: the full and
+partial documents of one subscription, with its version counter.
 Deviation: unknown status/event values are kept as read (lower-cased)
 rather than refused, and unparsable numbers are dropped; a watcher without
 an id gets "" instead of failing the whole document.
@@ -19,8 +21,9 @@ an id gets "" instead of failing the whole document.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
@@ -29,6 +32,7 @@ from purplegw.sip.presence.pidf import MAX_PIDF_SIZE, parse_untrusted_xml, xml_t
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
+    from collections.abc import Iterable, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +43,13 @@ __all__ = [
     "WATCHER_STATUSES",
     "Watcher",
     "WatcherInfo",
+    "WatcherInfoNotifier",
     "WatcherList",
+    "active_watcher",
     "parse_watcherinfo",
+    "pending_watcher",
     "serialize_watcherinfo",
+    "watcher_id",
 ]
 
 WATCHERINFO_NS = "urn:ietf:params:xml:ns:watcherinfo"
@@ -182,3 +190,72 @@ def serialize_watcherinfo(info: WatcherInfo) -> bytes:
         lines.append(" </watcher-list>")
     lines.append("</watcherinfo>")
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+# --- the notifier's side: one presence.winfo subscription's documents ----------------
+
+
+def watcher_id(uri: str) -> str:
+    """A stable watcher id for ``uri``: the same in every document (RFC 3858 5.4)."""
+    return "w" + hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
+def pending_watcher(uri: str, display_name: str | None = None) -> Watcher:
+    """A watcher asking for authorization (status pending, event subscribe)."""
+    return Watcher(uri, watcher_id(uri), "pending", "subscribe", display_name or None)
+
+
+def active_watcher(uri: str, display_name: str | None = None) -> Watcher:
+    """A watcher the user authorized (status active, event approved)."""
+    return Watcher(uri, watcher_id(uri), "active", "approved", display_name or None)
+
+
+class WatcherInfoNotifier:
+    """The documents of one ``presence.winfo`` subscription, sans-IO.
+
+    Rules (RFC 3857 section 5.3, RFC 3858 section 4):
+
+    1. ``full(watchers)`` is a ``state="full"`` document listing every
+       current watcher; ``partial(watchers)`` a ``state="partial"`` one
+       listing only the watchers whose status, event or name changed since
+       the last document, or None when nothing did.
+    2. A watcher that was in the last document and is no longer current is
+       listed once more, ``terminated``, with the event the caller gives for
+       its URI in ``gone`` (``rejected`` for a refusal), else
+       ``deactivated``; after that it is forgotten.
+    3. ``version`` starts at 0 and grows by one per document.
+    4. The caller gives current watchers only (pending or active): a
+       terminated one is said by leaving it out (Rule 2).
+    """
+
+    def __init__(self, resource: str, package: str = "presence") -> None:
+        self.resource = resource
+        self.package = package
+        self.version = -1
+        self._sent: dict[str, Watcher] = {}
+
+    def full(self, watchers: Iterable[Watcher]) -> bytes:
+        current = {w.id: w for w in watchers}
+        self._sent = current
+        return self._document("full", list(current.values()))
+
+    def partial(
+        self, watchers: Iterable[Watcher], gone: Mapping[str, str] | None = None
+    ) -> bytes | None:
+        current = {w.id: w for w in watchers}
+        changed = [w for key, w in current.items() if self._sent.get(key) != w]
+        changed += [
+            replace(w, status="terminated", event=(gone or {}).get(w.uri, "deactivated"))
+            for key, w in self._sent.items()
+            if key not in current
+        ]
+        if not changed:
+            return None
+        self._sent = current
+        return self._document("partial", changed)
+
+    def _document(self, state: str, watchers: list[Watcher]) -> bytes:
+        self.version += 1
+        watchers.sort(key=lambda w: (w.uri, w.id))
+        wlist = WatcherList(self.resource, self.package, tuple(watchers))
+        return serialize_watcherinfo(WatcherInfo(self.version, state, (wlist,)))

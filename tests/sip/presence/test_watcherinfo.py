@@ -10,9 +10,13 @@ from purplegw.sip.presence.errors import PidfError
 from purplegw.sip.presence.watcherinfo import (
     Watcher,
     WatcherInfo,
+    WatcherInfoNotifier,
     WatcherList,
+    active_watcher,
     parse_watcherinfo,
+    pending_watcher,
     serialize_watcherinfo,
+    watcher_id,
 )
 
 # Shaped like the example of RFC 3858 section 6.
@@ -124,3 +128,68 @@ def test_random_bytes_raise_only_pidf_error(body: bytes) -> None:
     else:
         return
     assert error.status_hint in {400, 413, 415}
+
+
+# --- the notifier's documents (WatcherInfoNotifier) ----------------------------------
+
+BOB = "sip:bob@example.org;proto=xmpp"
+CAROL = "sip:carol@example.org;proto=xmpp"
+
+
+def _watchers(body: bytes | None) -> tuple[int, str, dict[str, tuple[str, str, str | None]]]:
+    assert body is not None
+    info = parse_watcherinfo(body)
+    (wlist,) = info.lists
+    assert (wlist.resource, wlist.package) == ("sip:alice@sip.test", "presence")
+    return (
+        info.version,
+        info.state,
+        {w.uri: (w.status, w.event, w.display_name) for w in wlist.watchers},
+    )
+
+
+def test_notifier_full_then_partial_changes_only() -> None:
+    notifier = WatcherInfoNotifier("sip:alice@sip.test")
+    assert _watchers(notifier.full([])) == (0, "full", {})
+    bob = pending_watcher(BOB, "Bob")
+    assert _watchers(notifier.partial([bob])) == (
+        1,
+        "partial",
+        {BOB: ("pending", "subscribe", "Bob")},
+    )
+    assert notifier.partial([bob]) is None  # nothing changed: no document, no version
+    carol = pending_watcher(CAROL)
+    # bob approved, carol new: both named; the id stays bob's.
+    version, state, watchers = _watchers(notifier.partial([active_watcher(BOB, "Bob"), carol]))
+    assert (version, state) == (2, "partial")
+    assert watchers == {
+        BOB: ("active", "approved", "Bob"),
+        CAROL: ("pending", "subscribe", None),
+    }
+    assert active_watcher(BOB).id == bob.id == watcher_id(BOB) != watcher_id(CAROL)
+    # carol denied: named once more, terminated/rejected, then forgotten.
+    assert _watchers(notifier.partial([active_watcher(BOB, "Bob")], {CAROL: "rejected"})) == (
+        3,
+        "partial",
+        {CAROL: ("terminated", "rejected", None)},
+    )
+    assert notifier.partial([active_watcher(BOB, "Bob")]) is None
+    # bob went away without a reason: deactivated.
+    assert _watchers(notifier.partial([])) == (
+        4,
+        "partial",
+        {BOB: ("terminated", "deactivated", "Bob")},
+    )
+    # A refresh: the full state again, the version still growing.
+    assert _watchers(notifier.full([carol])) == (
+        5,
+        "full",
+        {CAROL: ("pending", "subscribe", None)},
+    )
+
+
+def test_notifier_documents_escape_what_contacts_choose() -> None:
+    notifier = WatcherInfoNotifier("sip:alice@sip.test")
+    uri = "sip:%3Cx%3E@irc.test;proto=irc"
+    body = notifier.full([pending_watcher(uri, 'Mallory <"&">')])
+    assert _watchers(body)[2] == {uri: ("pending", "subscribe", 'Mallory <"&">')}
