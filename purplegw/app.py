@@ -29,7 +29,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     from purplegw.actors.process import run  # noqa: PLC0415
     from purplegw.actors.worker import Worker  # noqa: PLC0415
     from purplegw.gateway import Gateway, GatewaySettings, PresenceSettings  # noqa: PLC0415
-    from purplegw.gateway.settings import MessagingSettings  # noqa: PLC0415
+    from purplegw.gateway.settings import GroupChatSettings, MessagingSettings  # noqa: PLC0415
 
     def account_source() -> list[Any]:
         rows, problems = store.accounts.credentials(registry.canonical)
@@ -54,6 +54,8 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             presence=PresenceSettings.from_section(config.sections.get("presence")),
             messaging=MessagingSettings.from_section(config.sections.get("messaging")),
             unsendable=partial(unsendable, registry),
+            groupchat=GroupChatSettings.from_section(config.sections.get("groupchat")),
+            has_rooms=partial(has_rooms, registry),
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
@@ -102,6 +104,12 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
         pidfile=config.pid_file,
         control_socket=config.control_socket,
     )
+
+
+def has_rooms(registry: AdapterRegistry, protocol: str) -> bool:
+    """Whether ``protocol``'s network has rooms (``Adapter.has_rooms``)."""
+    info = registry.infos.get(protocol)
+    return bool(info and info.adapter and info.adapter.has_rooms)
 
 
 def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int, str] | None:

@@ -98,6 +98,13 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "dead_binding_timeouts": t.Integer(minimum=0),
         "strangers": t.String(optional=False, choices=("allow", "deny")),
     },
+    "groupchat": {
+        "nick": t.String(optional=False),
+        "prefix_nick": t.Boolean(),
+        "history": t.Integer(minimum=0, maximum=1000),
+        "room_rate": t.Float(minimum=0.0),
+        "room_burst": t.Integer(minimum=1),
+    },
     "metrics": {
         "listen": t.HostPort(),
         "cache_seconds": t.Float(minimum=0.0),

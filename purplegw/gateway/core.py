@@ -15,6 +15,7 @@ controllers:
     authorization.py  authorization requests and answers, the allow/deny interception
     upstream.py       contacts' presence PUBLISHed to an upstream presence server
     addressing.py     SIP URI <-> (account, external contact)
+    groupchat.py      rooms (XMPP MUC, IRC channels): join, post, commands, room messages
 
 All of it runs on the worker, one task at a time and in arrival order, so
 that store calls (SQLite/MySQL, which block) never run on the front's loop,
@@ -40,11 +41,17 @@ from typing import TYPE_CHECKING, Any
 from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.authorization import Authorization
+from purplegw.gateway.groupchat import GroupChat
 from purplegw.gateway.identity import Identity, Refused, respond
 from purplegw.gateway.messaging import Messaging, Unsendable
 from purplegw.gateway.presence import PresenceService, contact_checker
 from purplegw.gateway.registrar import Registrar
-from purplegw.gateway.settings import GatewaySettings, MessagingSettings, PresenceSettings
+from purplegw.gateway.settings import (
+    GatewaySettings,
+    GroupChatSettings,
+    MessagingSettings,
+    PresenceSettings,
+)
 from purplegw.gateway.upstream import UpstreamPublisher
 from purplegw.protocols.base import ConnectionState
 from purplegw.sip.errors import SipError
@@ -88,6 +95,8 @@ class Gateway:
         contact_error: Callable[[str, str], str | None] | None = None,
         messaging: MessagingSettings | None = None,
         unsendable: Unsendable | None = None,
+        groupchat: GroupChatSettings | None = None,
+        has_rooms: Callable[[str], bool] = lambda _protocol: False,
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -139,6 +148,16 @@ class Gateway:
             directory=directory,
             worker=worker,
         )
+        self.groupchat = GroupChat(
+            messaging=self.messaging,
+            addresses=self.addresses,
+            directory=directory,
+            worker=worker,
+            has_rooms=has_rooms,
+            settings=groupchat,
+            clock=clock,
+        )
+        self.messaging.rooms = self.groupchat
         self.registrar.on_registered = self.messaging.registered
         self.messaging.intercept = self.authorization.intercept_answer
         self.front: FrontPort | None = None
@@ -219,6 +238,36 @@ class Gateway:
     ) -> None:
         self.worker.submit(self.messaging.incoming, account, contact, text, message_id, sent_at)
 
+    def on_room_message(  # noqa: PLR0913, PLR0917 - the event's shape
+        self,
+        account: Account,
+        room: str,
+        nick: str,
+        text: str,
+        message_id: str | None = None,
+        sent_at: float | None = None,
+        is_history: bool = False,  # noqa: FBT001, FBT002
+    ) -> None:
+        self.worker.submit(
+            self.groupchat.room_message, account, room, nick, text, message_id, sent_at, is_history
+        )
+
+    def on_room_private_message(
+        self, account: Account, room: str, nick: str, text: str, message_id: str | None = None
+    ) -> None:
+        self.worker.submit(
+            self.groupchat.room_private_message, account, room, nick, text, message_id
+        )
+
+    def on_room_joined(self, account: Account, room: str, nick: str, occupants: list[str]) -> None:
+        self.worker.submit(self.groupchat.room_joined, account, room, nick, occupants)
+
+    def on_room_left(self, account: Account, room: str, reason: str = "") -> None:
+        self.worker.submit(self.groupchat.room_left, account, room, reason)
+
+    def on_room_error(self, account: Account, room: str, status: int, reason: str) -> None:
+        self.worker.submit(self.groupchat.room_error, account, room, status, reason)
+
     def on_receipt(self, account: Account, contact: str, message_id: str) -> None:
         self.worker.submit(self.messaging.receipt, account, contact, message_id)
 
@@ -247,6 +296,8 @@ class Gateway:
     def on_connection_state(self, account: Account, state: ConnectionState, reason: str) -> None:  # noqa: ARG002 - the event signature
         if state is ConnectionState.CONNECTED:
             self.worker.submit(self.messaging.resend_unsent, account)
+            self.worker.submit(self.groupchat.connected, account)
         else:
             # The account no longer sees its contacts: watchers learn they are offline.
             self.worker.submit(self.presence.disconnected, account)
+            self.worker.submit(self.groupchat.disconnected, account)

@@ -95,6 +95,7 @@ if TYPE_CHECKING:
     import concurrent.futures
 
     from purplegw.gateway.addressing import AddressBook
+    from purplegw.gateway.groupchat import GroupChat
     from purplegw.gateway.identity import Identity
     from purplegw.gateway.ports import (
         AccountHandlePort,
@@ -210,6 +211,7 @@ class Messaging:
         self.clock = clock
         self.front: FrontPort | None = None
         self.intercept: Intercept = lambda _user, _route, _text: False
+        self.rooms: GroupChat | None = None  # group chat takes MESSAGEs to rooms
         self.in_flight: set[Conversation] = set()
         self.retry_timers: dict[Conversation, TimerHandle] = {}
         self._retry_index: dict[Conversation, int] = {}
@@ -300,6 +302,10 @@ class Messaging:
         if handle is None:
             reply(respond(request, 480, "Temporarily Unavailable: account not running"))
             return
+        if self.rooms is not None and self.rooms.claim(
+            request, reply, route, handle, body, partial(self.message, request, source, reply)
+        ):
+            return  # a room's (purplegw.gateway.groupchat)
         if body.kind == "imdn":
             self._receipt_to_network(handle, route.contact, body)
             reply(respond(request, 200))
@@ -330,7 +336,7 @@ class Messaging:
                 handle,
                 route.contact,
                 body.text,
-                _message_id(request),
+                message_id_of(request),
                 body,
             )
         )
@@ -559,6 +565,26 @@ class Messaging:
         # The network already handed the message over: if the outbox cannot take
         # it now it waits in memory, behind any older one, until the store is back.
         self._enqueue(received)
+
+    def deliver(
+        self,
+        account: Account,
+        contact: str,
+        body: bytes,
+        content_type: str,
+    ) -> bool:
+        """Queue a body the gateway wrote (a room's message) for the user, as ``incoming`` does.
+
+        No bounce when the outbox is full (a room has nobody to tell): the
+        message is dropped and False returned.  No receipt either: the
+        gateway already told the room's messages apart (purplegw.gateway.groupchat).
+        """
+        received = _Received(account, contact, body, content_type, report=True)
+        if not self._room_for(account.sip_user, len(body)):
+            logger.warning("Outbox of %s full; message from %s dropped", account.sip_user, contact)
+            return False
+        self._enqueue(received)
+        return True
 
     def receipt(self, account: Account, contact: str, message_id: str) -> None:
         """A contact's client received a message the SIP user sent (Rule 8)."""
@@ -925,8 +951,8 @@ def phrase(status: int) -> str:
     return REASON_PHRASES.get(status, "Error")
 
 
-def _message_id(request: Request) -> str:
-    # Stable across retransmissions and resends of the same request.
+def message_id_of(request: Request) -> str:
+    """The id of a SIP MESSAGE towards a network, stable across retransmissions and resends."""
     cseq = request.cseq
     return uuid.uuid5(uuid.NAMESPACE_URL, f"{request.call_id}/{cseq.number if cseq else 0}").hex
 

@@ -80,6 +80,11 @@ class Outcome(Protocol):
     @property
     def ok(self) -> bool: ...
 
+    @property
+    def value(self) -> Any:
+        """What a query returned (a room's occupants, whether a contact is a room)."""
+        ...
+
 
 class OutcomeFuture(Protocol):
     """An account's pending answer; callbacks run on whichever thread sets it."""
@@ -114,6 +119,24 @@ class AccountHandlePort(Protocol):
     def login(self) -> OutcomeFuture: ...
 
     def logout(self) -> OutcomeFuture: ...
+
+    # Rooms (purplegw.gateway.groupchat; protocols/base.py Session.join_room...).
+
+    def is_room(self, contact: str) -> OutcomeFuture: ...
+
+    def join_room(
+        self, room: str, nick: str, history: int = 0, since: float | None = None
+    ) -> OutcomeFuture: ...
+
+    def leave_room(self, room: str) -> OutcomeFuture: ...
+
+    def send_room_message(self, room: str, text: str, message_id: str) -> OutcomeFuture: ...
+
+    def room_occupants(self, room: str) -> OutcomeFuture: ...
+
+    def change_nick(self, room: str, nick: str) -> OutcomeFuture: ...
+
+    def room_bookmarks(self) -> OutcomeFuture: ...
 
 
 class DirectoryPort(Protocol):

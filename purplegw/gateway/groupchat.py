@@ -1,0 +1,478 @@
+"""Group chat: XMPP rooms (MUC, XEP-0045) and IRC channels for plain SIP phones.
+
+A phone only knows page-mode MESSAGE, so a room is a SIP URI the user writes
+to and receives from: ``sip:ROOM@SERVICE;proto=xmpp``,
+``sip:%23CHANNEL@SERVER;proto=irc`` (docs/groupchat.md).  Plain objects, run
+on the gateway's worker like every rule of this package.
+
+Rules:
+
+Rule 1. A MESSAGE is about a room when its route's protocol has rooms
+        (``Adapter.has_rooms``) and the account's session says the contact
+        is one (``is_room``: XMPP asks the service by XEP-0030 disco,
+        category ``conference``; IRC: a channel name).  The answer is cached
+        per (protocol, contact); while unknown the request waits for it and
+        then takes the ordinary path or this one.  A contact with
+        ``;nick=`` (an occupant, privately) is never a room.
+Rule 2. The first text to a room joins it through the user's account with
+        the nick of ``[groupchat] nick`` (``{user}``: the account's user
+        part) and ``[groupchat] history`` messages of backlog, then posts
+        it; posts that arrive while the join runs wait for it, in order.
+        A refused join answers every waiting post with the server's status
+        and reason (403 members-only, banned, password; 404 no such room).
+        A post is answered 202 once the room took it.
+Rule 3. Commands: a text of exactly ``/leave`` leaves (200), ``/who``
+        answers 200 and sends a MESSAGE from the room listing the
+        occupants, ``/nick NEW`` renames (200, or the server's refusal).
+        ``/who`` and ``/nick`` in a room the user is not in: 404.
+        Typing notifications and IMDNs to a room are answered 200 and go
+        nowhere (a room has no single reader).
+Rule 4. Room messages reach the phone from the room's URI through the
+        outbox (``Messaging.deliver``: they wait while the phone is
+        unregistered, within the outbox caps, in order per room).  The
+        occupant's nick is in the text (``nick: text``, ``[groupchat]
+        prefix_nick``) and, in message/cpim, in ``From:`` as the occupant's
+        URI (``...;nick=NICK``).  History (and any message stamped over 60 s
+        ago) goes as message/cpim with its original ``DateTime``; so does
+        every message when ``prefix_nick`` is off (the nick would be lost).
+Rule 5. The user's own messages echoed by the room are dropped (the nick the
+        account holds there); so is a message whose id (XEP-0359) was
+        already delivered, and history older than the last message the
+        room delivered: nothing reaches the phone twice after a rejoin.
+Rule 6. A room may send one user ``room_rate`` messages per second
+        (``room_burst``), all its occupants together: beyond that its
+        messages are dropped (logged), and the user's other rooms and
+        contacts are not held back.
+Rule 7. Rooms survive reconnects: when the account connects again every
+        room it was in is joined again (same nick, history ``since`` the
+        last message seen), and the rooms bookmarked with autojoin
+        (XEP-0402, XEP-0048) are joined at every login.
+Rule 8. A private message from an occupant comes from
+        ``sip:ROOM@SERVICE;proto=xmpp;nick=NICK`` (the ordinary message
+        path, contact ``room@service/nick``), so the phone's reply reaches
+        that occupant.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+from purplegw.gateway.bodies import CPIM, Incoming, cpim_text
+from purplegw.gateway.identity import respond
+from purplegw.gateway.messaging import DELAYED_AFTER, TEXT_PLAIN, message_id_of, phrase
+from purplegw.gateway.settings import GroupChatSettings
+from purplegw.sip.ratelimit import RateLimiter, Verdict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from purplegw.gateway.addressing import AddressBook, Route
+    from purplegw.gateway.messaging import Messaging
+    from purplegw.gateway.model import Account
+    from purplegw.gateway.ports import (
+        AccountHandlePort,
+        DirectoryPort,
+        OutcomeFuture,
+        Reply,
+        WorkerPort,
+    )
+    from purplegw.sip.message import Request
+
+logger = logging.getLogger(__name__)
+
+# Answers of is_room remembered, at most (oldest forgotten first).
+MAX_KINDS = 10000
+# Message ids remembered per room for de-duplication (Rule 5).
+SEEN_IDS = 500
+
+RoomKey = tuple[int, str]  # (account id, room)
+
+
+@dataclass
+class _Post:
+    request: Request
+    reply: Reply
+    text: str
+    message_id: str
+
+
+@dataclass
+class Room:
+    """One room one account is in (or joining)."""
+
+    account: Account
+    name: str
+    nick: str
+    joined: bool = False
+    joining: bool = False
+    occupants: list[str] = field(default_factory=list)
+    last_at: float | None = None  # time of the newest message delivered (Rule 5)
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    waiting: list[_Post] = field(default_factory=list)  # posts behind the join (Rule 2)
+
+    def saw(self, message_id: str | None, when: float) -> None:
+        if message_id:
+            self.seen[message_id] = None
+            while len(self.seen) > SEEN_IDS:
+                self.seen.popitem(last=False)
+        if self.last_at is None or when > self.last_at:
+            self.last_at = when
+
+
+class GroupChat:
+    def __init__(  # noqa: PLR0913 - the controller's collaborators, all keyword
+        self,
+        *,
+        messaging: Messaging,
+        addresses: AddressBook,
+        directory: DirectoryPort,
+        worker: WorkerPort,
+        has_rooms: Callable[[str], bool],
+        settings: GroupChatSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.messaging = messaging
+        self.addresses = addresses
+        self.directory = directory
+        self.worker = worker
+        self.has_rooms = has_rooms
+        self.settings = settings or GroupChatSettings()
+        self.clock = clock
+        self.rooms: dict[RoomKey, Room] = {}
+        self._kinds: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self.limiter = (
+            RateLimiter(self.settings.room_rate, self.settings.room_burst)
+            if self.settings.room_rate > 0
+            else None
+        )
+        self.dropped = 0  # room messages over the rate (Rule 6)
+
+    # --- SIP -> room (Rules 1-3) -----------------------------------------------------
+
+    def claim(  # noqa: PLR0913, PLR0917 - the MESSAGE being routed, as Messaging holds it
+        self,
+        request: Request,
+        reply: Reply,
+        route: Route,
+        handle: AccountHandlePort,
+        body: Incoming,
+        resume: Callable[[], None],
+    ) -> bool:
+        """Handle the MESSAGE if it is for a room (True), or leave it to Messaging (False).
+
+        ``resume`` routes the request again once an unknown contact was
+        classified (it then finds the answer cached).
+        """
+        account, contact = route.account, route.contact
+        if not self.has_rooms(account.protocol) or self._occupant(account, contact):
+            return False
+        key = (account.protocol, contact)
+        kind = self._kinds.get(key)
+        if kind is None:
+            handle.is_room(contact).add_done_callback(
+                self.worker.completion(partial(self._classified, key, resume))
+            )
+            return True
+        if not kind:
+            return False
+        self._to_room(request, reply, account, handle, contact, body)
+        return True
+
+    def _occupant(self, account: Account, contact: str) -> bool:
+        return self.addresses.user_at_host(account.protocol) and "/" in contact
+
+    def _classified(
+        self, key: tuple[str, str], resume: Callable[[], None], done: OutcomeFuture
+    ) -> None:
+        outcome = done.get()
+        if outcome.ok:
+            self._kinds[key] = bool(outcome.value)
+            while len(self._kinds) > MAX_KINDS:
+                self._kinds.popitem(last=False)
+        elif outcome.status == 501:
+            self._kinds[key] = False
+        else:
+            # Account offline or the question timed out: the ordinary path
+            # (queued or refused there), asked again next time.
+            self._kinds[key] = False
+            resume()
+            del self._kinds[key]
+            return
+        resume()
+
+    def _to_room(  # noqa: PLR0913, PLR0917 - the request and its route
+        self,
+        request: Request,
+        reply: Reply,
+        account: Account,
+        handle: AccountHandlePort,
+        name: str,
+        body: Incoming,
+    ) -> None:
+        if body.kind != "text":
+            reply(respond(request, 200))  # Rule 3: nobody in particular to tell
+            return
+        text = body.text
+        command, _, argument = text.strip().partition(" ")
+        room = self.rooms.get((account.account_id, name))
+        if command == "/leave" and not argument:
+            self._leave(request, reply, account, handle, name)
+            return
+        if command in ("/who", "/nick") and (room is None or not room.joined):
+            reply(respond(request, 404, "Not Found: not in this room (write to it to join)"))
+            return
+        if command == "/who" and not argument and room is not None:
+            handle.room_occupants(name).add_done_callback(
+                self.worker.completion(partial(self._who, request, reply, room))
+            )
+            return
+        if command == "/nick" and argument.strip() and room is not None:
+            new = argument.strip()
+            handle.change_nick(name, new).add_done_callback(
+                self.worker.completion(partial(self._renamed, request, reply, room, new))
+            )
+            return
+        post = _Post(request, reply, text, message_id_of(request))
+        if room is not None and room.joined:
+            self._post(handle, room, post)
+            return
+        if room is None:
+            room = self.rooms[(account.account_id, name)] = Room(
+                account, name, self.nick_for(account)
+            )
+        room.waiting.append(post)
+        if not room.joining:
+            self._join(handle, room, history=self.settings.history)
+
+    def nick_for(self, account: Account) -> str:
+        """The nick of ``[groupchat] nick`` for ``account`` (Rule 2)."""
+        user = account.ext_user.partition("@")[0].lstrip("@") or account.ext_user
+        sip_user = account.sip_user.partition("@")[0]
+        nick = self.settings.nick.replace("{user}", user).replace("{sip_user}", sip_user)
+        return nick or user
+
+    def _join(self, handle: AccountHandlePort, room: Room, *, history: int) -> None:
+        room.joining = True
+        since = room.last_at
+        handle.join_room(room.name, room.nick, history, since).add_done_callback(
+            self.worker.completion(partial(self._joined, handle, room))
+        )
+
+    def _joined(self, handle: AccountHandlePort, room: Room, done: OutcomeFuture) -> None:
+        outcome = done.get()
+        room.joining = False
+        waiting, room.waiting = room.waiting, []
+        key = (room.account.account_id, room.name)
+        if self.rooms.get(key) is not room:
+            for post in waiting:  # left (/leave) while joining
+                post.reply(respond(post.request, 480, "Temporarily Unavailable: room left"))
+            return
+        if not outcome.ok:
+            logger.info(
+                "%s could not join %s: %d %s",
+                room.account.sip_user,
+                room.name,
+                outcome.status,
+                outcome.reason,
+            )
+            if not room.joined:
+                del self.rooms[key]
+            for post in waiting:
+                post.reply(
+                    respond(
+                        post.request,
+                        outcome.status,
+                        f"{phrase(outcome.status)}: {outcome.reason}",
+                    )
+                )
+            return
+        room.joined = True
+        if isinstance(outcome.value, list):
+            room.occupants = [str(n) for n in outcome.value]
+        for post in waiting:
+            self._post(handle, room, post)
+
+    def _post(self, handle: AccountHandlePort, room: Room, post: _Post) -> None:
+        future = handle.send_room_message(room.name, post.text, post.message_id)
+        future.add_done_callback(self.worker.completion(partial(self._posted, post)))
+
+    def _posted(self, post: _Post, done: OutcomeFuture) -> None:
+        outcome = done.get()
+        if outcome.ok:
+            post.reply(respond(post.request, 202))
+        else:
+            post.reply(
+                respond(post.request, outcome.status, f"{phrase(outcome.status)}: {outcome.reason}")
+            )
+
+    def _leave(
+        self,
+        request: Request,
+        reply: Reply,
+        account: Account,
+        handle: AccountHandlePort,
+        name: str,
+    ) -> None:
+        self.rooms.pop((account.account_id, name), None)
+        handle.leave_room(name).add_done_callback(
+            self.worker.completion(partial(self._answered, request, reply))
+        )
+
+    def _answered(self, request: Request, reply: Reply, done: OutcomeFuture) -> None:
+        outcome = done.get()
+        if outcome.ok:
+            reply(respond(request, 200))
+        else:
+            reply(respond(request, outcome.status, f"{phrase(outcome.status)}: {outcome.reason}"))
+
+    def _who(self, request: Request, reply: Reply, room: Room, done: OutcomeFuture) -> None:
+        outcome = done.get()
+        if not outcome.ok:
+            self._answered(request, reply, done)
+            return
+        nicks = sorted((str(n) for n in outcome.value or []), key=str.lower)
+        room.occupants = nicks
+        reply(respond(request, 200))
+        text = f"{len(nicks)} in {room.name}: {', '.join(nicks)}"
+        self.messaging.deliver(room.account, room.name, text.encode(), TEXT_PLAIN)
+
+    def _renamed(
+        self, request: Request, reply: Reply, room: Room, new: str, done: OutcomeFuture
+    ) -> None:
+        if done.get().ok:
+            room.nick = new
+        self._answered(request, reply, done)
+
+    # --- room -> SIP (Rules 4-6, 8) ----------------------------------------------------
+
+    def room_message(  # noqa: PLR0913, PLR0917 - the event's shape
+        self,
+        account: Account,
+        room: str,
+        nick: str,
+        text: str,
+        message_id: str | None = None,
+        sent_at: float | None = None,
+        is_history: bool = False,  # noqa: FBT001, FBT002
+    ) -> None:
+        state = self.rooms.get((account.account_id, room))
+        if state is None:
+            # A room joined without the gateway asking (a bookmark the session
+            # joined itself): it is the user's from now on.
+            state = self.rooms[(account.account_id, room)] = Room(
+                account, room, self.nick_for(account), joined=True
+            )
+        now = self.clock()
+        if nick == state.nick:
+            state.saw(message_id, sent_at or now)
+            return  # Rule 5: the user's own echo
+        if message_id and message_id in state.seen:
+            return
+        if (
+            is_history
+            and sent_at is not None
+            and state.last_at is not None
+            and sent_at <= state.last_at
+        ):
+            return  # delivered before the rejoin
+        state.saw(message_id, sent_at if sent_at is not None else now)
+        if (
+            self.limiter is not None
+            and self.limiter.hit((account.account_id, room), now) is not Verdict.ALLOW
+        ):
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                logger.warning(
+                    "Room %s floods %s: messages dropped (%d so far)",
+                    room,
+                    account.sip_user,
+                    self.dropped,
+                )
+            return
+        shown = f"{nick}: {text}" if self.settings.prefix_nick else text
+        delayed = sent_at is not None and now - sent_at > DELAYED_AFTER
+        if is_history or delayed or not self.settings.prefix_nick:
+            body = cpim_text(
+                from_uri=self.addresses.contact_uri(account, self.occupant(account, room, nick)),
+                from_name=" ".join(nick.split()),
+                to_uri=f"sip:{account.sip_user}",
+                text=shown,
+                sent_at=sent_at if (is_history or delayed) else None,
+            )
+            self.messaging.deliver(account, room, body, CPIM)
+        else:
+            self.messaging.deliver(account, room, shown.encode("utf-8"), TEXT_PLAIN)
+
+    def occupant(self, account: Account, room: str, nick: str) -> str:
+        """The contact naming occupant ``nick`` of ``room`` (its private conversation)."""
+        if self.addresses.user_at_host(account.protocol):
+            return f"{room}/{nick}"
+        return nick  # IRC: an occupant is a nick like any other
+
+    def room_private_message(
+        self, account: Account, room: str, nick: str, text: str, message_id: str | None = None
+    ) -> None:
+        self.messaging.incoming(account, self.occupant(account, room, nick), text, message_id)
+
+    def room_joined(self, account: Account, room: str, nick: str, occupants: list[str]) -> None:
+        key = (account.account_id, room)
+        state = self.rooms.get(key)
+        if state is None:
+            state = self.rooms[key] = Room(account, room, nick)
+        state.nick = nick
+        state.joined = True
+        state.occupants = list(occupants)
+
+    def room_left(self, account: Account, room: str, reason: str = "") -> None:
+        state = self.rooms.pop((account.account_id, room), None)
+        if state is not None and reason:
+            text = f"You are no longer in {room}: {reason}"
+            self.messaging.deliver(account, room, text.encode(), TEXT_PLAIN)
+
+    def room_error(self, account: Account, room: str, status: int, reason: str) -> None:
+        state = self.rooms.get((account.account_id, room))
+        if state is None or state.joining:
+            return  # the join's own answer tells the phone
+        text = f"{room}: {status} {reason}"
+        self.messaging.deliver(account, room, text.encode(), TEXT_PLAIN)
+
+    # --- connections (Rule 7) ------------------------------------------------------------
+
+    def connected(self, account: Account) -> None:
+        if not self.has_rooms(account.protocol):
+            return
+        handle = self.directory.get(account.sip_user, account.protocol)
+        if handle is None:
+            return
+        for room in [r for r in self.rooms.values() if r.account.account_id == account.account_id]:
+            room.joined = False
+            if not room.joining:
+                self._join(handle, room, history=self.settings.history)
+        handle.room_bookmarks().add_done_callback(
+            self.worker.completion(partial(self._bookmarks, account))
+        )
+
+    def _bookmarks(self, account: Account, done: OutcomeFuture) -> None:
+        outcome = done.get()
+        if not outcome.ok or not outcome.value:
+            return
+        handle = self.directory.get(account.sip_user, account.protocol)
+        if handle is None:
+            return
+        for name, nick in outcome.value:
+            key = (account.account_id, name)
+            if key in self.rooms:
+                continue
+            room = self.rooms[key] = Room(account, name, nick or self.nick_for(account))
+            self._kinds[(account.protocol, name)] = True
+            self._join(handle, room, history=self.settings.history)
+
+    def disconnected(self, account: Account) -> None:
+        for room in self.rooms.values():
+            if room.account.account_id == account.account_id:
+                room.joined = False
