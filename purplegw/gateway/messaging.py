@@ -277,7 +277,7 @@ class Messaging:
 
     # --- SIP -> external (Rules 1, 2) ------------------------------------------------
 
-    def message(self, request: Request, source: Source, reply: Reply) -> None:  # noqa: C901, PLR0911 - one return per refusal
+    def message(self, request: Request, source: Source, reply: Reply) -> None:
         sender = self.identity.identify(request, source)
         body = read_body(request.content_type, request.body)
         if body.kind == "unsupported":
@@ -302,10 +302,31 @@ class Messaging:
         if handle is None:
             reply(respond(request, 480, "Temporarily Unavailable: account not running"))
             return
-        if self.rooms is not None and self.rooms.claim(
-            request, reply, route, handle, body, partial(self.message, request, source, reply)
-        ):
-            return  # a room's (purplegw.gateway.groupchat)
+        self._routed(request, reply, route, handle, body)
+
+    def _routed(
+        self,
+        request: Request,
+        reply: Reply,
+        route: Route,
+        handle: AccountHandlePort,
+        body: Incoming,
+    ) -> None:
+        again = partial(self._routed, request, reply, route, handle, body)
+        if self.rooms is not None and self.rooms.claim(request, reply, route, handle, body, again):
+            return  # a room's (purplegw.gateway.groupchat), or being asked whether it is one
+        self._to_contact(request, reply, route, handle, body)
+
+    def _to_contact(
+        self,
+        request: Request,
+        reply: Reply,
+        route: Route,
+        handle: AccountHandlePort,
+        body: Incoming,
+    ) -> None:
+        """The rest of ``message`` for a contact that is not a room."""
+        account = route.account
         if body.kind == "imdn":
             self._receipt_to_network(handle, route.contact, body)
             reply(respond(request, 200))
