@@ -87,8 +87,12 @@ logger = logging.getLogger(__name__)
 
 # Answers of is_room remembered, at most (oldest forgotten first).
 MAX_KINDS = 10000
-# Message ids remembered per room for de-duplication (Rule 5).
+# Message ids and (nick, text) remembered per room for de-duplication (Rule 5).
 SEEN_IDS = 500
+# A room's delay stamps (whole seconds, the server's clock) and the gateway's
+# own clock for live messages disagree by this much at most: history within
+# it of the last message delivered is told apart by (nick, text).
+STAMP_SLACK = 2.0
 
 RoomKey = tuple[int, str]  # (account id, room)
 
@@ -113,13 +117,18 @@ class Room:
     occupants: list[str] = field(default_factory=list)
     last_at: float | None = None  # time of the newest message delivered (Rule 5)
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    recent: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
     waiting: list[_Post] = field(default_factory=list)  # posts behind the join (Rule 2)
 
-    def saw(self, message_id: str | None, when: float) -> None:
+    def saw(self, message_id: str | None, when: float, nick: str, text: str) -> None:
         if message_id:
             self.seen[message_id] = None
             while len(self.seen) > SEEN_IDS:
                 self.seen.popitem(last=False)
+        self.recent[(nick, text)] = None
+        self.recent.move_to_end((nick, text))
+        while len(self.recent) > SEEN_IDS:
+            self.recent.popitem(last=False)
         if self.last_at is None or when > self.last_at:
             self.last_at = when
 
@@ -369,18 +378,17 @@ class GroupChat:
             )
         now = self.clock()
         if nick == state.nick:
-            state.saw(message_id, sent_at or now)
+            state.saw(message_id, sent_at or now, nick, text)
             return  # Rule 5: the user's own echo
         if message_id and message_id in state.seen:
             return
         if (
             is_history
             and sent_at is not None
-            and state.last_at is not None
-            and sent_at <= state.last_at
+            and self._delivered_before(state, nick, text, sent_at)
         ):
-            return  # delivered before the rejoin
-        state.saw(message_id, sent_at if sent_at is not None else now)
+            return
+        state.saw(message_id, sent_at if sent_at is not None else now, nick, text)
         if (
             self.limiter is not None
             and self.limiter.hit((account.account_id, room), now) is not Verdict.ALLOW
@@ -407,6 +415,15 @@ class GroupChat:
             self.messaging.deliver(account, room, body, CPIM)
         else:
             self.messaging.deliver(account, room, shown.encode("utf-8"), TEXT_PLAIN)
+
+    @staticmethod
+    def _delivered_before(state: Room, nick: str, text: str, sent_at: float) -> bool:
+        """History the room sends again on a rejoin (Rule 5)."""
+        if state.last_at is None:
+            return False
+        if sent_at < state.last_at - STAMP_SLACK:
+            return True
+        return sent_at <= state.last_at + STAMP_SLACK and (nick, text) in state.recent
 
     def occupant(self, account: Account, room: str, nick: str) -> str:
         """The contact naming occupant ``nick`` of ``room`` (its private conversation)."""

@@ -136,3 +136,43 @@ def test_members_only_and_banned_are_refused_with_the_reason(
         assert not [e for e in owner.snapshot() if e.kind == "message" and e.body == "let me in"]
     finally:
         owner.stop()
+
+
+def test_a_reconnect_rejoins_and_delivers_nothing_twice(
+    prosody_muc: Any, setup: dict[str, Any], tmp_path: Path
+) -> None:
+    gateway, account = setup["gateway"], setup["account"]
+    tag = tmp_path.name[-8:].replace("_", "").lower()
+    room = f"again{tag}@{prosody_muc.muc_service}"
+    room_uri = f"sip:{room};proto=xmpp"
+    me = account.jid.partition("@")[0]
+    carol = occupant(prosody_muc, f"carolr{tag}")
+    try:
+        carol.join_room(room, "carol")
+        with phone(gateway, publish=True) as agent:
+            agent.message(room_uri, "here")
+            assert status_of(agent, room_uri)["code"] == 202, gateway.log_text()
+            carol.wait_room_nicks(room, lambda nicks: me in nicks)
+            carol.send_groupchat(room, "before the break")
+            agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "carol: before the break")
+
+            # PIDF closed logs the account out (the room sees it leave), open logs it in.
+            agent.publish(online=False)
+            gateway.wait_accounts("logged_out", timeout=30)
+            carol.wait_room_nicks(room, lambda nicks: me not in nicks)
+            carol.send_groupchat(room, "while you were away")
+            agent.publish(online=True)
+            gateway.wait_accounts("connected", timeout=60)
+            carol.wait_room_nicks(room, lambda nicks: me in nicks)  # joined again by itself
+
+            missed = agent.wait_for(lambda e: e["event"] == "im" and "while you were" in e["body"])
+            assert missed["content_type"] == "message/cpim"
+            assert "carol: while you were away" in missed["body"]
+            carol.send_groupchat(room, "after the break")
+            # In order per room: anything sent twice would have come before this one.
+            agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "carol: after the break")
+            bodies = [e["body"] for e in agent.matching(lambda e: e["event"] == "im")]
+            assert sum("before the break" in b for b in bodies) == 1, bodies
+            assert sum("while you were away" in b for b in bodies) == 1, bodies
+    finally:
+        carol.stop()

@@ -256,3 +256,19 @@ def test_nick_template_and_occupant_uris() -> None:
     assert route.contact == "#chan"  # type: ignore[union-attr]
     route = resolve(USER, "%23chan", "irc.example", "irc", [irc], nick="bob")
     assert route.contact == "bob"  # type: ignore[union-attr]
+
+
+def test_history_in_the_same_second_as_the_last_message_is_told_apart_by_its_text(
+    store: Store,
+) -> None:
+    rig = RoomRig(store)
+    rig.post("hello")
+    rig.rooms.room_message(rig.handle.info, ROOM, "carol", "one")
+    at = rig.clock()
+    rig.rooms.room_message(rig.handle.info, ROOM, "carol", "one", None, at - 0.5, True)
+    rig.rooms.room_message(rig.handle.info, ROOM, "carol", "two", None, at - 0.5, True)
+    rig.rooms.room_message(rig.handle.info, ROOM, "carol", "ancient", None, at - 60, True)
+    assert [m.body.rsplit(b"\r\n", 1)[-1] for m in store.outbox.pending(USER)] == [
+        b"carol: one",
+        b"carol: two",
+    ]
