@@ -487,7 +487,9 @@ class GroupChat:
                 continue
             room = self.rooms[key] = Room(account, name, nick or self.nick_for(account))
             self._kinds[(account.protocol, name)] = True
-            self._join(handle, room, history=self.settings.history)
+            # No backlog: after a gateway restart what the room would send again
+            # may already have reached the phone before it (nothing twice, Rule 5).
+            self._join(handle, room, history=0)
 
     def disconnected(self, account: Account) -> None:
         for room in self.rooms.values():

@@ -176,3 +176,40 @@ def test_a_reconnect_rejoins_and_delivers_nothing_twice(
             assert sum("while you were away" in b for b in bodies) == 1, bodies
     finally:
         carol.stop()
+
+
+def test_bookmarked_rooms_are_joined_after_a_gateway_restart(
+    prosody_muc: Any, setup: dict[str, Any], tmp_path: Path
+) -> None:
+    gateway, account = setup["gateway"], setup["account"]
+    tag = tmp_path.name[-8:].replace("_", "").lower()
+    room = f"marked{tag}@{prosody_muc.muc_service}"
+    room_uri = f"sip:{room};proto=xmpp"
+    carol = occupant(prosody_muc, f"carolb{tag}")
+    # The user's own other client bookmarks the room (XEP-0048, autojoin).
+    own = XmppPeer(
+        account.jid,
+        account.password,
+        "127.0.0.1",
+        prosody_muc.port,
+        ca_file=prosody_muc.ca_file,
+        resource="desktop",
+    ).start()
+    try:
+        carol.join_room(room, "carol")
+        own.bookmark_room(room, "alice-bm")
+        assert gateway.stop() == 0, gateway.log_text()
+        gateway.start()
+        gateway.wait_accounts("connected")
+        carol.wait_room_nicks(room, lambda nicks: "alice-bm" in nicks)
+        with phone(gateway) as agent:
+            carol.send_groupchat(room, "welcome back")
+            im = agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "carol: welcome back")
+            assert room_uri in im["from"]
+            agent.message(room_uri, "thanks")
+            assert status_of(agent, room_uri)["code"] == 202
+            got = carol.wait_for(lambda e: e.kind == "message" and e.body == "thanks")
+            assert got.sender == f"{room}/alice-bm"
+    finally:
+        own.stop()
+        carol.stop()

@@ -353,6 +353,25 @@ class XmppPeer:
 
         return self._call(send)
 
+    def bookmark_room(self, room: str, nick: str, *, autojoin: bool = True) -> None:
+        """Store a XEP-0048 bookmark (private XML storage, XEP-0049) for this account."""
+
+        async def store() -> None:
+            iq = self._client.make_iq_set()
+            query = ET.SubElement(iq.xml, "{jabber:iq:private}query")
+            storage = ET.SubElement(query, "{storage:bookmarks}storage")
+            conference = ET.SubElement(
+                storage,
+                "{storage:bookmarks}conference",
+                jid=room,
+                autojoin="true" if autojoin else "false",
+                name=room,
+            )
+            ET.SubElement(conference, "{storage:bookmarks}nick").text = nick
+            await iq.send(timeout=20)
+
+        self._run(store(), 30)
+
     def room_nicks(self, room: str) -> set[str]:
         """The occupants the room told this peer of (slixmpp's XEP-0045 roster)."""
         plugin = self._client.plugin["xep_0045"]
