@@ -156,6 +156,7 @@ class Gateway:
             has_rooms=has_rooms,
             settings=groupchat,
             clock=clock,
+            marks=store.room_marks,
         )
         self.messaging.rooms = self.groupchat
         self.registrar.on_registered = self.messaging.registered
@@ -178,12 +179,14 @@ class Gateway:
             self.presence.upstream.front = front
         self.worker.submit(self.presence.restore)
         self.worker.submit(self.messaging.start)
+        self.worker.submit(self.groupchat.start)
 
     def stop(self) -> None:
         """Finish the work already submitted, then drop the timers."""
         self.worker.stop()
         self.presence.stop()
         self.messaging.stop()
+        self.groupchat.stop()
 
     # --- SIP side: called on the front's loop, handed over at once -------------------
 

@@ -51,10 +51,16 @@ Rule 8. A private message from an occupant comes from
         ``sip:ROOM@SERVICE;proto=xmpp;nick=NICK`` (the ordinary message
         path, contact ``room@service/nick``), so the phone's reply reaches
         that occupant.
+Rule 9. The rooms each account is in, with the nick and the time of the
+        last message delivered, are written to the store (``room_marks``,
+        every ``MARK_FLUSH`` seconds and at a clean stop): after a restart
+        the account joins them again at its first connection, with history
+        since that time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -62,11 +68,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+from purplegw.exceptions import StoreError
 from purplegw.gateway.bodies import CPIM, Incoming, cpim_text
 from purplegw.gateway.identity import respond
 from purplegw.gateway.messaging import DELAYED_AFTER, TEXT_PLAIN, message_id_of, phrase
 from purplegw.gateway.settings import GroupChatSettings
 from purplegw.sip.ratelimit import RateLimiter, Verdict
+from purplegw.store.room_marks import RoomMark
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,6 +87,8 @@ if TYPE_CHECKING:
         DirectoryPort,
         OutcomeFuture,
         Reply,
+        RoomMarksPort,
+        TimerHandle,
         WorkerPort,
     )
     from purplegw.sip.message import Request
@@ -93,6 +103,8 @@ SEEN_IDS = 500
 # own clock for live messages disagree by this much at most: history within
 # it of the last message delivered is told apart by (nick, text).
 STAMP_SLACK = 2.0
+# Seconds between writes of the rooms' marks (Rule 9); a clean stop writes them all.
+MARK_FLUSH = 5.0
 
 RoomKey = tuple[int, str]  # (account id, room)
 
@@ -117,7 +129,7 @@ class Room:
     occupants: list[str] = field(default_factory=list)
     last_at: float | None = None  # time of the newest message delivered (Rule 5)
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    recent: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    recent: OrderedDict[str, None] = field(default_factory=OrderedDict)  # fingerprints
     waiting: list[_Post] = field(default_factory=list)  # posts behind the join (Rule 2)
 
     def saw(self, message_id: str | None, when: float, nick: str, text: str) -> None:
@@ -125,12 +137,22 @@ class Room:
             self.seen[message_id] = None
             while len(self.seen) > SEEN_IDS:
                 self.seen.popitem(last=False)
-        self.recent[(nick, text)] = None
-        self.recent.move_to_end((nick, text))
+        key = fingerprint(nick, text)
+        self.recent[key] = None
+        self.recent.move_to_end(key)
         while len(self.recent) > SEEN_IDS:
             self.recent.popitem(last=False)
         if self.last_at is None or when > self.last_at:
             self.last_at = when
+
+
+def fingerprint(nick: str, text: str) -> str:
+    """A short digest of who said what (Rule 5; kept in the store's marks)."""
+    return hashlib.sha256(f"{nick}\0{text}".encode()).hexdigest()[:12]
+
+
+# Fingerprints of the newest messages kept in a room's mark (Rule 9).
+MARK_RECENT = 8
 
 
 class GroupChat:
@@ -144,6 +166,7 @@ class GroupChat:
         has_rooms: Callable[[str], bool],
         settings: GroupChatSettings | None = None,
         clock: Callable[[], float] = time.time,
+        marks: RoomMarksPort | None = None,
     ) -> None:
         self.messaging = messaging
         self.addresses = addresses
@@ -160,6 +183,62 @@ class GroupChat:
             else None
         )
         self.dropped = 0  # room messages over the rate (Rule 6)
+        self.marks = marks
+        self._marks: dict[RoomKey, RoomMark] = {}  # read at start, for the first connection
+        self._dirty: set[RoomKey] = set()
+        self._mark_timer: TimerHandle | None = None
+
+    # --- the rooms' marks (Rule 9) ------------------------------------------------------
+
+    def start(self) -> None:
+        """Read the rooms the users were in before the restart (joined again on connect)."""
+        if self.marks is None:
+            return
+        try:
+            self._marks = {(m.account_id, m.room): m for m in self.marks.all()}
+        except StoreError as exc:
+            logger.warning("Room marks not read (rooms joined again when written to): %s", exc)
+
+    def stop(self) -> None:
+        if self._mark_timer is not None:
+            self._mark_timer.cancel()
+            self._mark_timer = None
+        self._write_marks()
+
+    def _touch(self, room: Room) -> None:
+        self._dirty.add((room.account.account_id, room.name))
+        if self.marks is not None and self._mark_timer is None:
+            self._mark_timer = self.worker.call_later(MARK_FLUSH, self._mark_timer_fired)
+
+    def _mark_timer_fired(self) -> None:
+        self._mark_timer = None
+        self._write_marks()
+
+    def _write_marks(self) -> None:
+        if self.marks is None or not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        marks = [
+            RoomMark(key[0], room.name, room.nick, room.last_at, tuple(room.recent)[-MARK_RECENT:])
+            for key in dirty
+            if (room := self.rooms.get(key)) is not None
+        ]
+        try:
+            self.marks.save_many(marks)
+        except StoreError as exc:
+            logger.warning("Room marks not written, tried again later: %s", exc)
+            self._dirty |= dirty
+            self._mark_timer = self.worker.call_later(MARK_FLUSH, self._mark_timer_fired)
+
+    def _forget(self, account_id: int, name: str) -> None:
+        self._dirty.discard((account_id, name))
+        self._marks.pop((account_id, name), None)
+        if self.marks is None:
+            return
+        try:
+            self.marks.delete(account_id, name)
+        except StoreError as exc:
+            logger.warning("Mark of room %s not removed (joined again at restart): %s", name, exc)
 
     # --- SIP -> room (Rules 1-3) -----------------------------------------------------
 
@@ -301,6 +380,7 @@ class GroupChat:
                 )
             return
         room.joined = True
+        self._touch(room)
         if isinstance(outcome.value, list):
             room.occupants = [str(n) for n in outcome.value]
         for post in waiting:
@@ -328,6 +408,7 @@ class GroupChat:
         name: str,
     ) -> None:
         self.rooms.pop((account.account_id, name), None)
+        self._forget(account.account_id, name)
         handle.leave_room(name).add_done_callback(
             self.worker.completion(partial(self._answered, request, reply))
         )
@@ -389,6 +470,7 @@ class GroupChat:
         ):
             return
         state.saw(message_id, sent_at if sent_at is not None else now, nick, text)
+        self._touch(state)
         if (
             self.limiter is not None
             and self.limiter.hit((account.account_id, room), now) is not Verdict.ALLOW
@@ -423,7 +505,7 @@ class GroupChat:
             return False
         if sent_at < state.last_at - STAMP_SLACK:
             return True
-        return sent_at <= state.last_at + STAMP_SLACK and (nick, text) in state.recent
+        return sent_at <= state.last_at + STAMP_SLACK and fingerprint(nick, text) in state.recent
 
     def occupant(self, account: Account, room: str, nick: str) -> str:
         """The contact naming occupant ``nick`` of ``room`` (its private conversation)."""
@@ -444,9 +526,11 @@ class GroupChat:
         state.nick = nick
         state.joined = True
         state.occupants = list(occupants)
+        self._touch(state)
 
     def room_left(self, account: Account, room: str, reason: str = "") -> None:
         state = self.rooms.pop((account.account_id, room), None)
+        self._forget(account.account_id, room)
         if state is not None and reason:
             text = f"You are no longer in {room}: {reason}"
             self.messaging.deliver(account, room, text.encode(), TEXT_PLAIN)
@@ -466,6 +550,17 @@ class GroupChat:
         handle = self.directory.get(account.sip_user, account.protocol)
         if handle is None:
             return
+        for key in [k for k in self._marks if k[0] == account.account_id]:
+            mark = self._marks.pop(key)
+            if key not in self.rooms:  # in the room before the restart (Rule 9)
+                self.rooms[key] = Room(
+                    account,
+                    mark.room,
+                    mark.nick,
+                    last_at=mark.last_at,
+                    recent=OrderedDict.fromkeys(mark.recent),
+                )
+                self._kinds[(account.protocol, mark.room)] = True
         for room in [r for r in self.rooms.values() if r.account.account_id == account.account_id]:
             room.joined = False
             if not room.joining:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from purplegw.sip.message import Request, Response
     from purplegw.store.database import Database
     from purplegw.store.outbox import NewIncoming, QueuedMessage
+    from purplegw.store.room_marks import RoomMark
     from purplegw.store.sendq import NewSend, PendingSend
     from purplegw.store.subscriptions import StoredSubscription
     from purplegw.store.users import SipUser
@@ -220,6 +221,16 @@ class DeadLettersPort(Protocol):
     ) -> int | None: ...
 
 
+class RoomMarksPort(Protocol):
+    """The rooms each account is in, and the last message delivered (purplegw.store.room_marks)."""
+
+    def save_many(self, marks: list[RoomMark]) -> None: ...
+
+    def delete(self, account_id: int, room: str) -> None: ...
+
+    def all(self) -> list[RoomMark]: ...
+
+
 class StorePort(Protocol):
     @property
     def db(self) -> Database:
@@ -240,3 +251,6 @@ class StorePort(Protocol):
 
     @property
     def subscriptions(self) -> SubscriptionsPort: ...
+
+    @property
+    def room_marks(self) -> RoomMarksPort: ...

@@ -13,6 +13,7 @@ from purplegw.store.database import Database
 from purplegw.store.dead_letters import DeadLetterRepository
 from purplegw.store.mysql import MysqlDatabase
 from purplegw.store.outbox import OutboxRepository
+from purplegw.store.room_marks import RoomMarkRepository
 from purplegw.store.sendq import SendQueueRepository
 from purplegw.store.sqlite import SqliteDatabase
 from purplegw.store.subscriptions import StoredSubscription, SubscriptionRepository
@@ -68,6 +69,7 @@ class Store:
     account_keys: AccountKeyRepository = field(default=None)  # type: ignore[assignment]
     dead_letters: DeadLetterRepository = field(default=None)  # type: ignore[assignment]
     cluster: ClusterRepository = field(default=None)  # type: ignore[assignment]
+    room_marks: RoomMarkRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
@@ -82,6 +84,8 @@ class Store:
             self.dead_letters = DeadLetterRepository(self.db)
         if self.cluster is None:
             self.cluster = ClusterRepository(self.db)
+        if self.room_marks is None:
+            self.room_marks = RoomMarkRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

@@ -213,3 +213,42 @@ def test_bookmarked_rooms_are_joined_after_a_gateway_restart(
     finally:
         own.stop()
         carol.stop()
+
+
+def test_a_room_joined_by_writing_is_joined_again_after_a_gateway_restart(
+    prosody_muc: Any, setup: dict[str, Any], tmp_path: Path
+) -> None:
+    gateway, account = setup["gateway"], setup["account"]
+    tag = tmp_path.name[-8:].replace("_", "").lower()
+    room = f"stay{tag}@{prosody_muc.muc_service}"
+    room_uri = f"sip:{room};proto=xmpp"
+    me = account.jid.partition("@")[0]
+    carol = occupant(prosody_muc, f"carols{tag}")
+    try:
+        carol.join_room(room, "carol")
+        with phone(gateway) as agent:
+            agent.message(room_uri, "here")
+            assert status_of(agent, room_uri)["code"] == 202, gateway.log_text()
+            carol.send_groupchat(room, "before the restart")
+            agent.wait_for(
+                lambda e: e["event"] == "im" and e["body"] == "carol: before the restart"
+            )
+        assert gateway.stop() == 0, gateway.log_text()
+        carol.wait_room_nicks(room, lambda nicks: me not in nicks)
+        carol.send_groupchat(room, "while the gateway was down")
+        gateway.start()
+        gateway.wait_accounts("connected")
+        carol.wait_room_nicks(room, lambda nicks: me in nicks)
+        with phone(gateway) as agent:
+            missed = agent.wait_for(
+                lambda e: e["event"] == "im" and "gateway was down" in e["body"]
+            )
+            assert "carol: while the gateway was down" in missed["body"]
+            assert "DateTime: " in missed["body"]
+            carol.send_groupchat(room, "after the restart")
+            agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "carol: after the restart")
+            bodies = [e["body"] for e in agent.matching(lambda e: e["event"] == "im")]
+            assert not [b for b in bodies if "before the restart" in b], bodies
+            assert sum("gateway was down" in b for b in bodies) == 1, bodies
+    finally:
+        carol.stop()

@@ -272,3 +272,30 @@ def test_history_in_the_same_second_as_the_last_message_is_told_apart_by_its_tex
         b"carol: one",
         b"carol: two",
     ]
+
+
+def test_rooms_are_joined_again_after_a_restart_with_history_since_the_last_message(
+    store: Store,
+) -> None:
+    rig = RoomRig(store)
+    rig.rooms.marks = store.room_marks
+    rig.post("hello")
+    rig.rooms.room_message(rig.handle.info, ROOM, "carol", "seen before the restart")
+    seen_at = rig.clock()
+    rig.rooms.stop()  # a clean stop writes the marks
+
+    again = RoomRig(store)
+    again.rooms.marks = store.room_marks
+    again.rooms.start()
+    again.rooms.connected(again.handle.info)
+    assert again.handle.calls[0] == ("join_room", ROOM, "alice", 20, seen_at)
+    again.rooms.room_message(  # the room's stamp is in whole seconds: told by its text
+        again.handle.info, ROOM, "carol", "seen before the restart", None, seen_at - 0.5, True
+    )
+    again.rooms.room_message(
+        again.handle.info, ROOM, "carol", "said while down", None, seen_at + 30, True
+    )
+    assert [m.contact for m in store.outbox.pending(USER)] == [ROOM, ROOM]  # one each run
+    assert again.rooms.rooms[(1, ROOM)].last_at == seen_at + 30
+    assert again.post("/leave").status == 200
+    assert store.room_marks.all() == []

@@ -99,4 +99,5 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v008_kamailio_versions,
     v009_dead_letters,
     v010_cluster,
+    v014_room_marks,
 )
