@@ -134,14 +134,26 @@ def resolve(  # noqa: C901, PLR0911, PLR0912, PLR0913 - one return per rule read
     return Route((same or reachable)[0], target)
 
 
+def split_occupant(contact: str) -> tuple[str, str] | None:
+    """``room@service/nick`` as (room, nick); None for any other contact.
+
+    The ``/`` must follow the ``@``: a Matrix localpart may hold a ``/``.
+    """
+    at, slash = contact.find("@"), contact.find("/")
+    if at <= 0 or slash < at:
+        return None
+    return contact[:slash], contact[slash + 1 :]
+
+
 def contact_uri(account: Account, contact: str, *, user_at_host: bool, gateway_domain: str) -> str:
     """The SIP URI that names ``contact`` of ``account`` (what the user replies to).
 
     A room occupant (``room@service/nick``) is ``sip:room@service;proto=xmpp;nick=NICK``.
     """
     nick = ""
-    if user_at_host and "/" in contact:
-        contact, _, nick = contact.partition("/")
+    occupant = split_occupant(contact) if user_at_host else None
+    if occupant is not None:
+        contact, nick = occupant
     if user_at_host and "@" in contact:
         user, _, host = contact.rpartition("@")
     else:

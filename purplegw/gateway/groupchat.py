@@ -69,6 +69,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from purplegw.exceptions import StoreError
+from purplegw.gateway.addressing import split_occupant
 from purplegw.gateway.bodies import CPIM, Incoming, cpim_text
 from purplegw.gateway.identity import respond
 from purplegw.gateway.messaging import DELAYED_AFTER, TEXT_PLAIN, message_id_of, phrase
@@ -272,7 +273,7 @@ class GroupChat:
         return True
 
     def _occupant(self, account: Account, contact: str) -> bool:
-        return self.addresses.user_at_host(account.protocol) and "/" in contact
+        return self.addresses.user_at_host(account.protocol) and split_occupant(contact) is not None
 
     def _classified(
         self, key: tuple[str, str], resume: Callable[[], None], done: OutcomeFuture

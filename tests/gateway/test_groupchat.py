@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from purplegw.actors.account import OutcomeFuture
 from purplegw.actors.state import Outcome
-from purplegw.gateway.addressing import AddressBook, contact_uri, resolve
+from purplegw.gateway.addressing import AddressBook, contact_uri, resolve, split_occupant
 from purplegw.gateway.bodies import read_cpim
 from purplegw.gateway.groupchat import GroupChat
 from purplegw.gateway.settings import GroupChatSettings
@@ -299,3 +299,12 @@ def test_rooms_are_joined_again_after_a_restart_with_history_since_the_last_mess
     assert again.rooms.rooms[(1, ROOM)].last_at == seen_at + 30
     assert again.post("/leave").status == 200
     assert store.room_marks.all() == []
+
+
+def test_only_a_slash_after_the_at_names_an_occupant() -> None:
+    assert split_occupant("lobby@conference.example.org/carol@home") == (
+        "lobby@conference.example.org",
+        "carol@home",
+    )
+    assert split_occupant("we/ird+name=x@example.org") is None  # a Matrix localpart
+    assert split_occupant("bob@example.org") is None
