@@ -53,6 +53,21 @@ def status_of(agent: PjsuaAgent, to: str, seen: int = 0) -> dict[str, Any]:
     return answers()[seen]
 
 
+def rename(agent: PjsuaAgent, carol: XmppPeer, room: str, me: str) -> None:
+    """``/nick``: a taken nick is 409, a free one renames the account in the room."""
+    room_uri = f"sip:{room};proto=xmpp"
+    agent.message(room_uri, "/nick carol")
+    taken = status_of(agent, room_uri, 2)
+    assert taken["code"] == 409, taken
+    agent.message(room_uri, "/nick renamed")
+    assert status_of(agent, room_uri, 3)["code"] == 200
+    carol.wait_room_nicks(room, lambda nicks: "renamed" in nicks and me not in nicks)
+    agent.message(room_uri, "under a new name")
+    assert status_of(agent, room_uri, 4)["code"] == 202
+    moved = carol.wait_for(lambda e: e.kind == "message" and e.body == "under a new name")
+    assert moved.sender == f"{room}/renamed"
+
+
 def test_join_post_receive_who_private_and_leave(
     prosody_muc: Any, setup: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -103,9 +118,11 @@ def test_join_post_receive_who_private_and_leave(
             answer = carol.wait_for(lambda e: e.kind == "message" and e.body == "sure")
             assert answer.sender == f"{room}/{me}"
 
+            rename(agent, carol, room, me)
+
             agent.message(room_uri, "/leave")
-            assert status_of(agent, room_uri, 2)["code"] == 200
-            carol.wait_room_nicks(room, lambda nicks: me not in nicks)
+            assert status_of(agent, room_uri, 5)["code"] == 200
+            carol.wait_room_nicks(room, lambda nicks: "renamed" not in nicks)
     finally:
         carol.stop()
         dave.stop()
