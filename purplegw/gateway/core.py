@@ -159,6 +159,8 @@ class Gateway:
             marks=store.room_marks,
         )
         self.messaging.rooms = self.groupchat
+        self.presence.room_presence = self.groupchat.presence_of
+        self.groupchat.on_presence = self._room_presence
         self.registrar.on_registered = self.messaging.registered
         self.messaging.intercept = self.authorization.intercept_answer
         self.front: FrontPort | None = None
@@ -168,6 +170,11 @@ class Gateway:
             "PUBLISH": self.presence.publish,
             "SUBSCRIBE": self.presence.subscribe,
         }
+
+    def _room_presence(self, account: Account, presence: ContactPresence) -> None:
+        """A room's occupants changed: its watchers learn it (on the worker already)."""
+        if self.presence.watched(account.sip_user, account.protocol, presence.contact):
+            self.presence.contact_presence(account, presence)
 
     # --- lifecycle (the SIP front's Router protocol) -------------------------------
 

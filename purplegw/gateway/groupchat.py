@@ -56,6 +56,10 @@ Rule 9. The rooms each account is in, with the nick and the time of the
         every ``MARK_FLUSH`` seconds and at a clean stop): after a restart
         the account joins them again at its first connection, with history
         since that time.
+Rule 10. A SUBSCRIBE to the URI of a room the user is in is answered by the
+        gateway (nobody on the network is asked): a PIDF, open, whose note
+        counts the occupants ("3 occupants"), sent again whenever the count
+        is learnt anew (a join, a rejoin, a rename, ``/who``).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from purplegw.gateway.bodies import CPIM, Incoming, cpim_text
 from purplegw.gateway.identity import respond
 from purplegw.gateway.messaging import DELAYED_AFTER, TEXT_PLAIN, message_id_of, phrase
 from purplegw.gateway.settings import GroupChatSettings
+from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.sip.ratelimit import RateLimiter, Verdict
 from purplegw.store.room_marks import RoomMark
 
@@ -184,10 +189,30 @@ class GroupChat:
             else None
         )
         self.dropped = 0  # room messages over the rate (Rule 6)
+        # Where a room's presence goes when its occupants change (Rule 10).
+        self.on_presence: Callable[[Account, ContactPresence], None] = lambda _a, _p: None
         self.marks = marks
         self._marks: dict[RoomKey, RoomMark] = {}  # read at start, for the first connection
         self._dirty: set[RoomKey] = set()
         self._mark_timer: TimerHandle | None = None
+
+    # --- presence of a room URI (Rule 10) -----------------------------------------------
+
+    def presence_of(self, account: Account, name: str) -> ContactPresence | None:
+        """The PIDF-ready presence of ``name`` if the user is in that room, else None."""
+        room = self.rooms.get((account.account_id, name))
+        if room is None:
+            return None
+        if not room.joined:
+            return ContactPresence(name, {})
+        count = len(room.occupants)
+        note = f"{count} occupant{'s' if count != 1 else ''}"
+        return ContactPresence(name, {"": Presence(Status.AVAILABLE, note=note)})
+
+    def _occupants_changed(self, room: Room) -> None:
+        presence = self.presence_of(room.account, room.name)
+        if presence is not None:
+            self.on_presence(room.account, presence)
 
     # --- the rooms' marks (Rule 9) ------------------------------------------------------
 
@@ -384,6 +409,7 @@ class GroupChat:
         self._touch(room)
         if isinstance(outcome.value, list):
             room.occupants = [str(n) for n in outcome.value]
+            self._occupants_changed(room)
         for post in waiting:
             self._post(handle, room, post)
 
@@ -428,6 +454,7 @@ class GroupChat:
             return
         nicks = sorted((str(n) for n in outcome.value or []), key=str.lower)
         room.occupants = nicks
+        self._occupants_changed(room)
         reply(respond(request, 200))
         text = f"{len(nicks)} in {room.name}: {', '.join(nicks)}"
         self.messaging.deliver(room.account, room.name, text.encode(), TEXT_PLAIN)
@@ -528,6 +555,7 @@ class GroupChat:
         state.joined = True
         state.occupants = list(occupants)
         self._touch(state)
+        self._occupants_changed(state)
 
     def room_left(self, account: Account, room: str, reason: str = "") -> None:
         state = self.rooms.pop((account.account_id, room), None)

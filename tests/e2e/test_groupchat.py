@@ -170,6 +170,10 @@ def test_a_reconnect_rejoins_and_delivers_nothing_twice(
             agent.message(room_uri, "here")
             assert status_of(agent, room_uri)["code"] == 202, gateway.log_text()
             carol.wait_room_nicks(room, lambda nicks: me in nicks)
+            # The room's URI has a presence: open, the note counts the occupants.
+            agent.subscribe(room_uri)
+            buddy = agent.wait_for(lambda e: e["event"] == "buddy" and e["note"] == "2 occupants")
+            assert buddy["status"] != "offline", buddy
             carol.send_groupchat(room, "before the break")
             agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "carol: before the break")
 

@@ -308,3 +308,17 @@ def test_only_a_slash_after_the_at_names_an_occupant() -> None:
     )
     assert split_occupant("we/ird+name=x@example.org") is None  # a Matrix localpart
     assert split_occupant("bob@example.org") is None
+
+
+def test_a_room_the_user_is_in_has_a_presence_counting_its_occupants(store: Store) -> None:
+    rig = RoomRig(store)
+    seen: list[Any] = []
+    rig.rooms.on_presence = lambda account, presence: seen.append(presence)
+    assert rig.rooms.presence_of(rig.handle.info, ROOM) is None  # not in it: not ours
+    rig.post("hello")
+    (joined,) = seen
+    assert joined.contact == ROOM
+    assert joined.aggregate.note == "2 occupants"
+    assert joined.aggregate.is_open
+    rig.rooms.room_joined(rig.handle.info, ROOM, "alice", ["alice", "carol", "dave"])
+    assert seen[-1].aggregate.note == "3 occupants"
