@@ -264,6 +264,10 @@ class _Events:
         if self._current():
             self._core._emit("on_room_joined", room=room, nick=nick, occupants=list(occupants))  # noqa: SLF001
 
+    def on_room_occupants(self, room: str, occupants: list[str]) -> None:
+        if self._current():
+            self._core._emit("on_room_occupants", room=room, occupants=list(occupants))  # noqa: SLF001
+
     def on_room_left(self, room: str, reason: str = "") -> None:
         if self._current():
             self._core._emit("on_room_left", room=room, reason=reason)  # noqa: SLF001

@@ -127,6 +127,9 @@ class EventSink:
     ) -> None:
         """Triggered when the account is in a room (joined, rejoined, renamed)."""
 
+    def on_room_occupants(self, account: AccountInfo, room: str, occupants: list[str]) -> None:
+        """Triggered when someone enters or leaves a room the account is in."""
+
     def on_room_left(self, account: AccountInfo, room: str, reason: str) -> None:
         """Triggered when the account is no longer in a room."""
 

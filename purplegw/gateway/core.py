@@ -272,6 +272,9 @@ class Gateway:
     def on_room_joined(self, account: Account, room: str, nick: str, occupants: list[str]) -> None:
         self.worker.submit(self.groupchat.room_joined, account, room, nick, occupants)
 
+    def on_room_occupants(self, account: Account, room: str, occupants: list[str]) -> None:
+        self.worker.submit(self.groupchat.room_occupants, account, room, occupants)
+
     def on_room_left(self, account: Account, room: str, reason: str = "") -> None:
         self.worker.submit(self.groupchat.room_left, account, room, reason)
 

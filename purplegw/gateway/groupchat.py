@@ -58,8 +58,9 @@ Rule 9. The rooms each account is in, with the nick and the time of the
         since that time.
 Rule 10. A SUBSCRIBE to the URI of a room the user is in is answered by the
         gateway (nobody on the network is asked): a PIDF, open, whose note
-        counts the occupants ("3 occupants"), sent again whenever the count
-        is learnt anew (a join, a rejoin, a rename, ``/who``).
+        counts the occupants ("3 occupants"), sent again whenever someone
+        enters or leaves (``on_room_occupants``) or the count is learnt
+        anew (a join, a rejoin, a rename, ``/who``).
 """
 
 from __future__ import annotations
@@ -555,6 +556,13 @@ class GroupChat:
         state.joined = True
         state.occupants = list(occupants)
         self._touch(state)
+        self._occupants_changed(state)
+
+    def room_occupants(self, account: Account, room: str, occupants: list[str]) -> None:
+        state = self.rooms.get((account.account_id, room))
+        if state is None or not state.joined:
+            return
+        state.occupants = list(occupants)
         self._occupants_changed(state)
 
     def room_left(self, account: Account, room: str, reason: str = "") -> None:

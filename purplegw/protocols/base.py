@@ -261,6 +261,9 @@ class SessionEvents(Protocol):
     def on_room_joined(self, room: str, nick: str, occupants: list[str]) -> None:
         """Triggered when the account is in ``room`` as ``nick`` (a join, a rejoin, a new nick)."""
 
+    def on_room_occupants(self, room: str, occupants: list[str]) -> None:
+        """Triggered when someone enters or leaves a joined ``room`` (all nicks, current)."""
+
     def on_room_left(self, room: str, reason: str = "") -> None:
         """Triggered when the account is no longer in ``room`` (left, kicked, room gone)."""
 

@@ -174,6 +174,15 @@ def test_a_reconnect_rejoins_and_delivers_nothing_twice(
             agent.subscribe(room_uri)
             buddy = agent.wait_for(lambda e: e["event"] == "buddy" and e["note"] == "2 occupants")
             assert buddy["status"] != "offline", buddy
+            dave = occupant(prosody_muc, f"daver{tag}")
+            try:
+                dave.join_room(room, "dave")
+                agent.wait_for(lambda e: e["event"] == "buddy" and e["note"] == "3 occupants")
+            finally:
+                dave.stop()
+            agent.wait_for(
+                lambda e: e["event"] == "buddy" and e["note"] == "2 occupants" and e is not buddy
+            )
             carol.send_groupchat(room, "before the break")
             agent.wait_for(lambda e: e["event"] == "im" and e["body"] == "carol: before the break")
 

@@ -322,3 +322,7 @@ def test_a_room_the_user_is_in_has_a_presence_counting_its_occupants(store: Stor
     assert joined.aggregate.is_open
     rig.rooms.room_joined(rig.handle.info, ROOM, "alice", ["alice", "carol", "dave"])
     assert seen[-1].aggregate.note == "3 occupants"
+    rig.rooms.room_occupants(rig.handle.info, ROOM, ["alice", "carol"])
+    assert seen[-1].aggregate.note == "2 occupants"
+    rig.rooms.room_occupants(rig.handle.info, "other@conference.example.org", ["x"])
+    assert len(seen) == 3  # not a room the user is in

@@ -545,7 +545,12 @@ class IrcSession(Session):
             self._on_channel(msg)
         elif cmd == "QUIT" and msg.nick:
             for channel in self._channels.values():
-                channel.nicks.discard(msg.nick)
+                if msg.nick in channel.nicks:
+                    channel.nicks.discard(msg.nick)
+                    if channel.joined:
+                        self._events().on_room_occupants(
+                            channel.name, sorted(channel.nicks, key=self.fold)
+                        )
             self._set_online(msg.nick, online=False)
         elif cmd == "NICK" and msg.nick:
             for channel in self._channels.values():
@@ -776,12 +781,16 @@ class IrcSession(Session):
             channel.nicks.discard(msg.nick)
             if own:
                 self._channels.pop(self.fold(channel.name), None)
+                return
         elif cmd == "KICK":
             kicked = msg.param(1)
             channel.nicks.discard(kicked)
             if self.fold(kicked) == self.fold(self.nick):
                 self._channels.pop(self.fold(channel.name), None)
                 self._events().on_room_left(channel.name, f"kicked by {msg.nick}: {msg.param(-1)}")
+                return
+        if channel.joined and not own:
+            self._events().on_room_occupants(channel.name, sorted(channel.nicks, key=self.fold))
 
     async def _round_trip(self, error: type[Exception] = DeliveryError) -> None:
         """Wait until the server has processed everything sent so far."""

@@ -283,6 +283,9 @@ class Muc:
                 if own and new:
                     room.nick = new
                 return
+            if nick in room.occupants and not own:
+                room.occupants.discard(nick)
+                self._changed(room)
             room.occupants.discard(nick)
             if own and room.joined:
                 del self.rooms[room.jid]
@@ -291,9 +294,12 @@ class Muc:
                 )
                 self._call("on_room_left", room.jid, reason)
             return
-        room.occupants.add(nick)
         if not own:
+            if nick not in room.occupants:
+                room.occupants.add(nick)
+                self._changed(room)
             return
+        room.occupants.add(nick)
         if room.rename is not None and nick == room.rename[0] and not room.rename[1].done():
             room.nick = nick
             room.rename[1].set_result(None)
@@ -306,6 +312,10 @@ class Muc:
             room.joined = True
             if room.join is not None and not room.join.done():
                 room.join.set_result(sorted(room.occupants))
+
+    def _changed(self, room: Room) -> None:
+        if room.joined:
+            self._call("on_room_occupants", room.jid, sorted(room.occupants))
 
     def _unlock(self, room: Room) -> None:
         """Accept the default configuration of a room the join created (an instant room)."""
