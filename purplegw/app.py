@@ -29,7 +29,11 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
     from purplegw.actors.process import run  # noqa: PLC0415
     from purplegw.actors.worker import Worker  # noqa: PLC0415
     from purplegw.gateway import Gateway, GatewaySettings, PresenceSettings  # noqa: PLC0415
-    from purplegw.gateway.settings import ContactSettings, MessagingSettings  # noqa: PLC0415
+    from purplegw.gateway.settings import (  # noqa: PLC0415
+        ContactSettings,
+        GroupChatSettings,
+        MessagingSettings,
+    )
 
     def account_source() -> list[Any]:
         rows, problems = store.accounts.credentials(registry.canonical)
@@ -62,6 +66,8 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             advertise=config["cluster"]["advertise"],
             contact=ContactSettings.from_section(config.sections.get("gateway")),
             statuses=partial(statuses_of, runtime),
+            groupchat=GroupChatSettings.from_section(config.sections.get("groupchat")),
+            has_rooms=partial(has_rooms, registry),
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
@@ -200,6 +206,12 @@ def cluster_service(config: Config, gateways: list[Any], runtime: Any) -> Any:
         db.close()
 
     return stop
+
+
+def has_rooms(registry: AdapterRegistry, protocol: str) -> bool:
+    """Whether ``protocol``'s network has rooms (``Adapter.has_rooms``)."""
+    info = registry.infos.get(protocol)
+    return bool(info and info.adapter and info.adapter.has_rooms)
 
 
 def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int, str] | None:

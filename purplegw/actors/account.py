@@ -77,7 +77,20 @@ _QUEUED_OPS = frozenset(
         "send_receipt",
     }
 )
-_OPS = _QUEUED_OPS | {"set_presence", "send_typing"}
+# Room requests need the live connection (a room joined is the session's):
+# refused with 480 while offline, never queued.
+_ROOM_OPS = frozenset(
+    {
+        "is_room",
+        "join_room",
+        "leave_room",
+        "send_room_message",
+        "room_occupants",
+        "change_nick",
+        "room_bookmarks",
+    }
+)
+_OPS = _QUEUED_OPS | _ROOM_OPS | {"set_presence", "send_typing"}
 # PIDF basic=closed logs the account out (the original module's behaviour)
 # and parks it in LOGGED_OUT, without reconnecting, until "login".
 _PARKING_OPS = frozenset({"login", "logout"})
@@ -241,6 +254,52 @@ class _Events:
     def on_key_derived(self, kind: str, value: str) -> None:
         if self._current():
             self._core._emit("on_key_derived", kind=kind, value=value)  # noqa: SLF001
+
+    def on_room_message(  # noqa: PLR0913, PLR0917 - the SessionEvents signature
+        self,
+        room: str,
+        nick: str,
+        text: str,
+        message_id: str | None = None,
+        sent_at: float | None = None,
+        is_history: bool = False,  # noqa: FBT001, FBT002
+    ) -> None:
+        if self._current():
+            self._core.account_status.messages_in += 1
+            self._core._emit(  # noqa: SLF001
+                "on_room_message",
+                room=room,
+                nick=nick,
+                text=text,
+                message_id=message_id,
+                sent_at=sent_at,
+                is_history=is_history,
+            )
+
+    def on_room_private_message(
+        self, room: str, nick: str, text: str, message_id: str | None = None
+    ) -> None:
+        if self._current():
+            self._core.account_status.messages_in += 1
+            self._core._emit(  # noqa: SLF001
+                "on_room_private_message", room=room, nick=nick, text=text, message_id=message_id
+            )
+
+    def on_room_joined(self, room: str, nick: str, occupants: list[str]) -> None:
+        if self._current():
+            self._core._emit("on_room_joined", room=room, nick=nick, occupants=list(occupants))  # noqa: SLF001
+
+    def on_room_occupants(self, room: str, occupants: list[str]) -> None:
+        if self._current():
+            self._core._emit("on_room_occupants", room=room, occupants=list(occupants))  # noqa: SLF001
+
+    def on_room_left(self, room: str, reason: str = "") -> None:
+        if self._current():
+            self._core._emit("on_room_left", room=room, reason=reason)  # noqa: SLF001
+
+    def on_room_error(self, room: str, status: int, reason: str) -> None:
+        if self._current():
+            self._core._emit("on_room_error", room=room, status=status, reason=reason)  # noqa: SLF001
 
 
 class AccountCore:
@@ -642,7 +701,7 @@ class AccountCore:
             if not online:
                 request.answer(Outcome(202, "applied at next login"))
                 return
-        elif request.op == "send_typing" and not online:
+        elif (request.op == "send_typing" or request.op in _ROOM_OPS) and not online:
             request.answer(Outcome(480, "account offline"))
             return
         limit = self._config.queue_limit
@@ -727,6 +786,8 @@ class AccountCore:
                 # Written, not yet acknowledged: the caller keeps its durable
                 # copy; on_message_acked settles it (or the ledger requeues it).
                 return Outcome(202, "sent, awaiting the server's acknowledgement")
+        if request.op in _ROOM_OPS:
+            return Outcome(200, "done", result)
         return Outcome(200, "sent")
 
     def _finish(self, request: _Request, outcome: Outcome) -> None:
@@ -916,6 +977,35 @@ class AccountHandle:
     ) -> pykka.Future[Outcome]:
         """Report ``message_id`` ``delivered`` or ``displayed`` (``Session.send_receipt``)."""
         return self._request("send_receipt", contact, message_id, kind, receipts)
+
+    # --- rooms (purplegw.protocols.base.Session, group chat) ---------------------
+
+    def is_room(self, contact: str) -> OutcomeFuture:
+        """200 with ``value`` True/False (a 501 means: no rooms on this network)."""
+        return self._request("is_room", contact)
+
+    def join_room(
+        self, room: str, nick: str, history: int = 0, since: float | None = None
+    ) -> OutcomeFuture:
+        """200 with ``value`` the occupants' nicks; 403/404 with the server's reason."""
+        return self._request("join_room", room, nick, history, since)
+
+    def leave_room(self, room: str) -> OutcomeFuture:
+        return self._request("leave_room", room)
+
+    def send_room_message(self, room: str, text: str, message_id: str) -> OutcomeFuture:
+        return self._request("send_room_message", room, text, message_id)
+
+    def room_occupants(self, room: str) -> OutcomeFuture:
+        """200 with ``value`` the nicks in ``room``."""
+        return self._request("room_occupants", room)
+
+    def change_nick(self, room: str, nick: str) -> OutcomeFuture:
+        return self._request("change_nick", room, nick)
+
+    def room_bookmarks(self) -> OutcomeFuture:
+        """200 with ``value`` the bookmarked autojoin rooms as ``(room, nick)``."""
+        return self._request("room_bookmarks")
 
     def logout(self) -> pykka.Future[Outcome]:
         """Log out and stay out (LOGGED_OUT, no reconnect) until ``login``."""

@@ -136,6 +136,37 @@ class EventSink:
     def on_key_derived(self, account: AccountInfo, kind: str, value: str) -> None:
         """Triggered when a session derived a key from its password worth storing."""
 
+    def on_room_message(  # noqa: PLR0913, PLR0917 - the event's shape
+        self,
+        account: AccountInfo,
+        room: str,
+        nick: str,
+        text: str,
+        message_id: str | None,
+        sent_at: float | None,
+        is_history: bool,  # noqa: FBT001
+    ) -> None:
+        """Triggered when an occupant of a room the account is in posts (SessionEvents)."""
+
+    def on_room_private_message(
+        self, account: AccountInfo, room: str, nick: str, text: str, message_id: str | None
+    ) -> None:
+        """Triggered when a room occupant writes to the account privately."""
+
+    def on_room_joined(
+        self, account: AccountInfo, room: str, nick: str, occupants: list[str]
+    ) -> None:
+        """Triggered when the account is in a room (joined, rejoined, renamed)."""
+
+    def on_room_occupants(self, account: AccountInfo, room: str, occupants: list[str]) -> None:
+        """Triggered when someone enters or leaves a room the account is in."""
+
+    def on_room_left(self, account: AccountInfo, room: str, reason: str) -> None:
+        """Triggered when the account is no longer in a room."""
+
+    def on_room_error(self, account: AccountInfo, room: str, status: int, reason: str) -> None:
+        """Triggered when a room refused the account after a join was answered."""
+
 
 # Event keywords added after the first sinks were written: passed only when
 # known, and dropped for a handler that does not take them.

@@ -55,6 +55,7 @@ class Outcome(NamedTuple):
 
     status: int
     reason: str = ""
+    value: Any = None  # what a query returned (room occupants, is_room)
 
     @property
     def ok(self) -> bool:

@@ -275,6 +275,31 @@ class RemoteAccountHandle:
     ) -> OutcomeFuture:
         return self._request("send_receipt", contact, message_id, kind, receipts)
 
+    # --- rooms (purplegw.protocols.base.Session, group chat) ---------------------
+
+    def is_room(self, contact: str) -> OutcomeFuture:
+        return self._request("is_room", contact)
+
+    def join_room(
+        self, room: str, nick: str, history: int = 0, since: float | None = None
+    ) -> OutcomeFuture:
+        return self._request("join_room", room, nick, history, since)
+
+    def leave_room(self, room: str) -> OutcomeFuture:
+        return self._request("leave_room", room)
+
+    def send_room_message(self, room: str, text: str, message_id: str) -> OutcomeFuture:
+        return self._request("send_room_message", room, text, message_id)
+
+    def room_occupants(self, room: str) -> OutcomeFuture:
+        return self._request("room_occupants", room)
+
+    def change_nick(self, room: str, nick: str) -> OutcomeFuture:
+        return self._request("change_nick", room, nick)
+
+    def room_bookmarks(self) -> OutcomeFuture:
+        return self._request("room_bookmarks")
+
     def logout(self) -> OutcomeFuture:
         return self._request("logout")
 

@@ -103,6 +103,13 @@ SCHEMA: dict[str, dict[str, t.ConfigValue]] = {
         "notify_account_trouble": t.Boolean(),
         "trouble_min_interval": t.Float(minimum=0.0),
     },
+    "groupchat": {
+        "nick": t.String(optional=False),
+        "prefix_nick": t.Boolean(),
+        "history": t.Integer(minimum=0, maximum=1000),
+        "room_rate": t.Float(minimum=0.0),
+        "room_burst": t.Integer(minimum=1),
+    },
     "metrics": {
         "listen": t.HostPort(),
         "cache_seconds": t.Float(minimum=0.0),

@@ -18,6 +18,12 @@ SIP -> external, for a MESSAGE/SUBSCRIBE whose Request-URI is ``user@host``
    has the same domain as ``host`` if there is one, else S's account with
    the lowest row id.
 
+A ``;nick=NICK`` parameter names an occupant of the room ``user@host``
+(privately): the contact is ``user@host/NICK`` on protocols that address
+``user@host`` (an XMPP MUC occupant's JID), the nick itself otherwise (IRC).
+Rooms themselves are ordinary contacts here (``room@conference.example.org``,
+``#channel`` from ``%23channel``): purplegw.gateway.groupchat tells them apart.
+
 No match: 404 (S has no account that reaches it).  The gateway's answer
 towards SIP names the contact in the form rule 1 reads back, so a reply
 from any SIP phone reaches the same contact through the same account.
@@ -64,7 +70,7 @@ def _domain(ext_user: str) -> str:
     return ext_user.rpartition("@")[2].lower() if "@" in ext_user else ""
 
 
-def resolve(  # noqa: C901, PLR0911, PLR0913 - one return per rule reads best
+def resolve(  # noqa: C901, PLR0911, PLR0912, PLR0913 - one return per rule reads best
     sender: str,
     user: str,
     host: str,
@@ -73,6 +79,7 @@ def resolve(  # noqa: C901, PLR0911, PLR0913 - one return per rule reads best
     *,
     canonical: Callable[[str], str] = str.lower,
     user_at_host: Callable[[str], bool] = lambda protocol: protocol == "xmpp",
+    nick: str | None = None,
 ) -> Route | NoRoute:
     """Pick the account and contact for a request from ``sender`` to ``user@host``.
 
@@ -96,8 +103,12 @@ def resolve(  # noqa: C901, PLR0911, PLR0913 - one return per rule reads best
         on_protocol = [a for a in mine if a.protocol == protocol]
         if not on_protocol:
             return NoRoute(404, f"No {protocol} account for this user")
+        if nick and not user_at_host(protocol):
+            user = unquote(nick)  # an occupant of a channel is a nick like any other
         if user_at_host(protocol):
             contact = f"{user}@{host}" if host else user
+            if nick:
+                contact = f"{contact}/{unquote(nick)}"  # a room occupant, privately
             same = [a for a in on_protocol if _domain(a.ext_user) == host]
             return Route((same or on_protocol)[0], contact)
         same = [a for a in on_protocol if _domain(a.ext_user) == host]
@@ -123,14 +134,33 @@ def resolve(  # noqa: C901, PLR0911, PLR0913 - one return per rule reads best
     return Route((same or reachable)[0], target)
 
 
+def split_occupant(contact: str) -> tuple[str, str] | None:
+    """``room@service/nick`` as (room, nick); None for any other contact.
+
+    The ``/`` must follow the ``@``: a Matrix localpart may hold a ``/``.
+    """
+    at, slash = contact.find("@"), contact.find("/")
+    if at <= 0 or slash < at:
+        return None
+    return contact[:slash], contact[slash + 1 :]
+
+
 def contact_uri(account: Account, contact: str, *, user_at_host: bool, gateway_domain: str) -> str:
-    """The SIP URI that names ``contact`` of ``account`` (what the user replies to)."""
+    """The SIP URI that names ``contact`` of ``account`` (what the user replies to).
+
+    A room occupant (``room@service/nick``) is ``sip:room@service;proto=xmpp;nick=NICK``.
+    """
+    nick = ""
+    occupant = split_occupant(contact) if user_at_host else None
+    if occupant is not None:
+        contact, nick = occupant
     if user_at_host and "@" in contact:
         user, _, host = contact.rpartition("@")
     else:
         user = contact
         host = _domain(account.ext_user) or gateway_domain
-    return f"sip:{quote(user, safe='')}@{host};proto={account.protocol}"
+    uri = f"sip:{quote(user, safe='')}@{host};proto={account.protocol}"
+    return f"{uri};nick={quote(nick, safe='')}" if nick else uri
 
 
 class AddressBook:
@@ -160,6 +190,7 @@ class AddressBook:
             [handle.info for handle in self.directory.all()],
             canonical=self.canonical,
             user_at_host=self.user_at_host,
+            nick=ruri.params.get("nick") or None,
         )
 
     def contact_uri(self, account: Account, contact: str) -> str:

@@ -176,9 +176,18 @@ def cpim_text(  # noqa: PLR0913 - keyword-only: one per CPIM header written
     sent_at: float | None,
     imdn_id: str = "",
     notify: str = "",
+    from_name: str = "",
 ) -> bytes:
-    """A text as message/cpim, with the time it was written and an IMDN request."""
-    lines = [f"From: <{from_uri}>", f"To: <{to_uri}>"]
+    """A text as message/cpim, with the time it was written and an IMDN request.
+
+    ``from_name`` is the sender's display name in ``From:`` (RFC 3862
+    Formal-name: a room occupant's nick).
+    """
+    sender = f"<{from_uri}>"
+    if from_name:
+        name = from_name.replace("\\", "\\\\").replace('"', '\\"')
+        sender = f'"{name}" {sender}'
+    lines = [f"From: {sender}", f"To: <{to_uri}>"]
     if sent_at is not None:
         lines.append(f"DateTime: {_stamp(sent_at)}")
     if imdn_id:

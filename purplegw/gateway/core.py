@@ -20,6 +20,7 @@ controllers:
     buddylist.py      the roster as an RFC 4662 resource list
     winfo.py          presence.winfo: who asks to see the user's presence
     addressing.py     SIP URI <-> (account, external contact)
+    groupchat.py      rooms (XMPP MUC, IRC channels): join, post, commands, room messages
 
 All of it runs on the worker, one task at a time and in arrival order, so
 that store calls (SQLite/MySQL, which block) never run on the front's loop,
@@ -57,8 +58,9 @@ from typing import TYPE_CHECKING, Any
 from purplegw.exceptions import StoreError
 from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.authorization import Authorization
-from purplegw.gateway.forwarding import FORWARDED_METHODS, Forwarding
 from purplegw.gateway.contact_service import GatewayContact
+from purplegw.gateway.forwarding import FORWARDED_METHODS, Forwarding
+from purplegw.gateway.groupchat import GroupChat
 from purplegw.gateway.identity import Identity, Refused, respond
 from purplegw.gateway.messaging import Messaging, Unsendable
 from purplegw.gateway.presence import PresenceService, contact_checker
@@ -66,6 +68,7 @@ from purplegw.gateway.registrar import Registrar
 from purplegw.gateway.settings import (
     ContactSettings,
     GatewaySettings,
+    GroupChatSettings,
     MessagingSettings,
     PresenceSettings,
 )
@@ -122,6 +125,8 @@ class Gateway:
         advertise: str = "",
         contact: ContactSettings | None = None,
         statuses: Callable[[str], Sequence[dict[str, Any]]] | None = None,
+        groupchat: GroupChatSettings | None = None,
+        has_rooms: Callable[[str], bool] = lambda _protocol: False,
     ) -> None:
         presence = presence or PresenceSettings()
         self.settings = settings
@@ -197,6 +202,19 @@ class Gateway:
         self.presence.winfo = self.authorization.winfo = WatcherInfoLists(
             self.presence, self.authorization.asking
         )
+        self.groupchat = GroupChat(
+            messaging=self.messaging,
+            addresses=self.addresses,
+            directory=directory,
+            worker=worker,
+            has_rooms=has_rooms,
+            settings=groupchat,
+            clock=clock,
+            marks=store.room_marks,
+        )
+        self.messaging.rooms = self.groupchat
+        self.presence.room_presence = self.groupchat.presence_of
+        self.groupchat.on_presence = self._room_presence
         self.registrar.on_registered = self._registered
         self.messaging.intercept = self.authorization.intercept_answer
         self.front: FrontPort | None = None
@@ -207,6 +225,11 @@ class Gateway:
             "PUBLISH": self.presence.publish,
             "SUBSCRIBE": self._subscribe,
         }
+
+    def _room_presence(self, account: Account, presence: ContactPresence) -> None:
+        """A room's occupants changed: its watchers learn it (on the worker already)."""
+        if self.presence.watched(account.sip_user, account.protocol, presence.contact):
+            self.presence.contact_presence(account, presence)
 
     # --- lifecycle (the SIP front's Router protocol) -------------------------------
 
@@ -223,6 +246,7 @@ class Gateway:
         self.worker.submit(self.messaging.start)
         if self.forwarding is not None:
             self._poll = self.worker.call_later(REGISTRATION_POLL, self._registered_elsewhere)
+        self.worker.submit(self.groupchat.start)
 
     def stop(self) -> None:
         """Finish the work already submitted, then drop the timers."""
@@ -231,6 +255,7 @@ class Gateway:
         self.worker.stop()
         self.presence.stop()
         self.messaging.stop()
+        self.groupchat.stop()
 
     # --- cluster hand-over: called by the cluster runtime, any thread -----------------
 
@@ -373,6 +398,39 @@ class Gateway:
             receipts,
         )
 
+    def on_room_message(  # noqa: PLR0913, PLR0917 - the event's shape
+        self,
+        account: Account,
+        room: str,
+        nick: str,
+        text: str,
+        message_id: str | None = None,
+        sent_at: float | None = None,
+        is_history: bool = False,  # noqa: FBT001, FBT002
+    ) -> None:
+        self.worker.submit(
+            self.groupchat.room_message, account, room, nick, text, message_id, sent_at, is_history
+        )
+
+    def on_room_private_message(
+        self, account: Account, room: str, nick: str, text: str, message_id: str | None = None
+    ) -> None:
+        self.worker.submit(
+            self.groupchat.room_private_message, account, room, nick, text, message_id
+        )
+
+    def on_room_joined(self, account: Account, room: str, nick: str, occupants: list[str]) -> None:
+        self.worker.submit(self.groupchat.room_joined, account, room, nick, occupants)
+
+    def on_room_occupants(self, account: Account, room: str, occupants: list[str]) -> None:
+        self.worker.submit(self.groupchat.room_occupants, account, room, occupants)
+
+    def on_room_left(self, account: Account, room: str, reason: str = "") -> None:
+        self.worker.submit(self.groupchat.room_left, account, room, reason)
+
+    def on_room_error(self, account: Account, room: str, status: int, reason: str) -> None:
+        self.worker.submit(self.groupchat.room_error, account, room, status, reason)
+
     def on_receipt(self, account: Account, contact: str, message_id: str) -> None:
         self.worker.submit(self.messaging.receipt, account, contact, message_id)
 
@@ -423,6 +481,8 @@ class Gateway:
             self.worker.submit(self.presence.account_connected, account)
             self.worker.submit(self.messaging.resend_unsent, account)
             self.worker.submit(self.presence.connected, account)
+            self.worker.submit(self.groupchat.connected, account)
         else:
             # The account no longer sees its contacts: watchers learn they are offline.
             self.worker.submit(self.presence.disconnected, account)
+            self.worker.submit(self.groupchat.disconnected, account)

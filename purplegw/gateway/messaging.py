@@ -104,6 +104,7 @@ if TYPE_CHECKING:
     import concurrent.futures
 
     from purplegw.gateway.addressing import AddressBook
+    from purplegw.gateway.groupchat import GroupChat
     from purplegw.gateway.identity import Identity
     from purplegw.gateway.ports import (
         AccountHandlePort,
@@ -230,6 +231,7 @@ class Messaging:
         self.clock = clock
         self.front: FrontPort | None = None
         self.intercept: Intercept = lambda _user, _route, _text: False
+        self.rooms: GroupChat | None = None  # group chat takes MESSAGEs to rooms
         self.in_flight: set[Conversation] = set()
         self.retry_timers: dict[Conversation, TimerHandle] = {}
         self._retry_index: dict[Conversation, int] = {}
@@ -313,7 +315,7 @@ class Messaging:
 
     # --- SIP -> external (Rules 1, 2) ------------------------------------------------
 
-    def message(self, request: Request, source: Source, reply: Reply) -> None:  # noqa: C901, PLR0911 - one return per refusal
+    def message(self, request: Request, source: Source, reply: Reply) -> None:
         sender = self.identity.identify(request, source)
         body = read_body(request.content_type, request.body)
         if body.kind == "unsupported":
@@ -338,6 +340,31 @@ class Messaging:
         if handle is None:
             reply(respond(request, 480, "Temporarily Unavailable: account not running"))
             return
+        self._routed(request, reply, route, handle, body)
+
+    def _routed(
+        self,
+        request: Request,
+        reply: Reply,
+        route: Route,
+        handle: AccountHandlePort,
+        body: Incoming,
+    ) -> None:
+        again = partial(self._routed, request, reply, route, handle, body)
+        if self.rooms is not None and self.rooms.claim(request, reply, route, handle, body, again):
+            return  # a room's (purplegw.gateway.groupchat), or being asked whether it is one
+        self._to_contact(request, reply, route, handle, body)
+
+    def _to_contact(
+        self,
+        request: Request,
+        reply: Reply,
+        route: Route,
+        handle: AccountHandlePort,
+        body: Incoming,
+    ) -> None:
+        """The rest of ``message`` for a contact that is not a room."""
+        account = route.account
         if body.kind == "imdn":
             self._receipt_to_network(handle, route.contact, body)
             reply(respond(request, 200))
@@ -368,7 +395,7 @@ class Messaging:
                 handle,
                 route.contact,
                 body.text,
-                _message_id(request),
+                message_id_of(request),
                 body,
             )
         )
@@ -738,6 +765,26 @@ class Messaging:
         # The network already handed the message over: if the outbox cannot take
         # it now it waits in memory, behind any older one, until the store is back.
         self._enqueue(received)
+
+    def deliver(
+        self,
+        account: Account,
+        contact: str,
+        body: bytes,
+        content_type: str,
+    ) -> bool:
+        """Queue a body the gateway wrote (a room's message) for the user, as ``incoming`` does.
+
+        No bounce when the outbox is full (a room has nobody to tell): the
+        message is dropped and False returned.  No receipt either: the
+        gateway already told the room's messages apart (purplegw.gateway.groupchat).
+        """
+        received = _Received(account, contact, body, content_type, report=True)
+        if not self._room_for(account.sip_user, len(body)):
+            logger.warning("Outbox of %s full; message from %s dropped", account.sip_user, contact)
+            return False
+        self._enqueue(received)
+        return True
 
     def receipt(self, account: Account, contact: str, message_id: str) -> None:
         """A contact's client received a message the SIP user sent (Rule 8)."""
@@ -1170,8 +1217,8 @@ def phrase(status: int) -> str:
     return REASON_PHRASES.get(status, "Error")
 
 
-def _message_id(request: Request) -> str:
-    # Stable across retransmissions and resends of the same request.
+def message_id_of(request: Request) -> str:
+    """The id of a SIP MESSAGE towards a network, stable across retransmissions and resends."""
     cseq = request.cseq
     return uuid.uuid5(uuid.NAMESPACE_URL, f"{request.call_id}/{cseq.number if cseq else 0}").hex
 

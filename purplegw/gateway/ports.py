@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from purplegw.store.database import Database
     from purplegw.store.outbox import NewIncoming, QueuedMessage
     from purplegw.store.publications import StoredPublication
+    from purplegw.store.room_marks import RoomMark
     from purplegw.store.sendq import NewSend, PendingSend
     from purplegw.store.subscriptions import StoredSubscription
     from purplegw.store.users import SipUser
@@ -88,6 +89,11 @@ class Outcome(Protocol):
     @property
     def ok(self) -> bool: ...
 
+    @property
+    def value(self) -> Any:
+        """What a query returned (a room's occupants, whether a contact is a room)."""
+        ...
+
 
 class OutcomeFuture(Protocol):
     """An account's pending answer; callbacks run on whichever thread sets it."""
@@ -124,6 +130,24 @@ class AccountHandlePort(Protocol):
     def login(self) -> OutcomeFuture: ...
 
     def logout(self) -> OutcomeFuture: ...
+
+    # Rooms (purplegw.gateway.groupchat; protocols/base.py Session.join_room...).
+
+    def is_room(self, contact: str) -> OutcomeFuture: ...
+
+    def join_room(
+        self, room: str, nick: str, history: int = 0, since: float | None = None
+    ) -> OutcomeFuture: ...
+
+    def leave_room(self, room: str) -> OutcomeFuture: ...
+
+    def send_room_message(self, room: str, text: str, message_id: str) -> OutcomeFuture: ...
+
+    def room_occupants(self, room: str) -> OutcomeFuture: ...
+
+    def change_nick(self, room: str, nick: str) -> OutcomeFuture: ...
+
+    def room_bookmarks(self) -> OutcomeFuture: ...
 
 
 class DirectoryPort(Protocol):
@@ -265,6 +289,16 @@ class DeadLettersPort(Protocol):
     ) -> int | None: ...
 
 
+class RoomMarksPort(Protocol):
+    """The rooms each account is in, and the last message delivered (purplegw.store.room_marks)."""
+
+    def save_many(self, marks: list[RoomMark]) -> None: ...
+
+    def delete(self, account_id: int, room: str) -> None: ...
+
+    def all(self) -> list[RoomMark]: ...
+
+
 class StorePort(Protocol):
     @property
     def db(self) -> Database:
@@ -294,3 +328,6 @@ class StorePort(Protocol):
 
     @property
     def owners(self) -> OwnersPort: ...
+
+    @property
+    def room_marks(self) -> RoomMarksPort: ...

@@ -193,6 +193,10 @@ class PresenceService:
         contact_error: Callable[[str, str], str | None] = lambda _protocol, _contact: None,
     ) -> None:
         self.settings = settings
+        # The presence of a room the user is in (purplegw.gateway.groupchat), else None.
+        self.room_presence: Callable[[Account, str], ContactPresence | None] = (
+            lambda _account, _contact: None
+        )
         self.identity = identity
         self.addresses = addresses
         self.store = store
@@ -539,6 +543,7 @@ class PresenceService:
             return
         known = (user, account.protocol, route.contact.lower()) in self.presentities
         presentity = self._presentity(user, account.protocol, route.contact, account.account_id)
+        self._room_presentity(presentity, account, route.contact)
         if not known:
             self._list_changed(presentity)
         sub = self.new_subscription()
@@ -572,6 +577,13 @@ class PresenceService:
             if handle is not None:
                 presentity.requested = True
                 log_outcome(self.worker, handle.add_contact(route.contact), handle, "add_contact")
+
+    def _room_presentity(self, presentity: Presentity, account: Account, contact: str) -> None:
+        """A room the user is in: its presence is the gateway's to tell, nobody is asked."""
+        room = self.room_presence(account, contact)
+        if room is not None:  # purplegw.gateway.groupchat
+            presentity.presence = room
+            presentity.authorized = True
 
     def _to_list(self, request: Request, source: Source, reply: Reply) -> bool:
         """Hand a SUBSCRIBE for a buddy list (or in one's dialog) over (Rule 9)."""

@@ -94,3 +94,19 @@ class ContactSettings:
     def from_section(cls, section: dict[str, Any] | None) -> ContactSettings:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+@dataclass
+class GroupChatSettings:
+    """``[groupchat]``: rooms (XMPP MUC, IRC channels) for SIP phones (docs/groupchat.md)."""
+
+    nick: str = "{user}"  # {user}: the account's user part, {sip_user}: the SIP user's
+    prefix_nick: bool = True  # "nick: text" in the text a phone shows
+    history: int = 20  # messages of backlog asked for on a first join
+    room_rate: float = 5.0  # messages/s one room may send one SIP user (0: no limit)
+    room_burst: int = 30
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None) -> GroupChatSettings:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})

@@ -286,6 +286,49 @@ class SessionEvents(Protocol):
         instead of waiting for an acknowledgement or resending it.
         """
 
+    def on_room_message(  # noqa: PLR0913, PLR0917 - one argument per fact the phone is shown
+        self,
+        room: str,
+        nick: str,
+        text: str,
+        message_id: str | None = None,
+        sent_at: float | None = None,
+        is_history: bool = False,  # noqa: FBT001, FBT002 - the event's shape
+    ) -> None:
+        """Triggered when occupant ``nick`` of a joined ``room`` posts ``text``.
+
+        ``room`` in the network's form (``room@conference.example.org``,
+        ``#channel``).  The account's own messages echoed by the room are not
+        reported.  ``is_history`` marks the backlog a room sends on join
+        (with ``sent_at`` from its delay stamp); ``message_id`` is the room's
+        stable id where it has one (XEP-0359 stanza-id), for de-duplication.
+        """
+
+    def on_room_private_message(
+        self,
+        room: str,
+        nick: str,
+        text: str,
+        message_id: str | None = None,
+    ) -> None:
+        """Triggered when occupant ``nick`` of ``room`` writes to the account privately."""
+
+    def on_room_joined(self, room: str, nick: str, occupants: list[str]) -> None:
+        """Triggered when the account is in ``room`` as ``nick`` (a join, a rejoin, a new nick)."""
+
+    def on_room_occupants(self, room: str, occupants: list[str]) -> None:
+        """Triggered when someone enters or leaves a joined ``room`` (all nicks, current)."""
+
+    def on_room_left(self, room: str, reason: str = "") -> None:
+        """Triggered when the account is no longer in ``room`` (left, kicked, room gone)."""
+
+    def on_room_error(self, room: str, status: int, reason: str) -> None:
+        """Triggered when a room refused the account after the join was answered.
+
+        ``status`` as a SIP code (403 members-only/banned/password, 404 no
+        such room, 409 nick taken), ``reason`` the server's own text.
+        """
+
     def on_key_derived(self, kind: str, value: str) -> None:
         """Triggered when the session derived a key from the password worth keeping.
 
@@ -403,6 +446,63 @@ class Session:
         """
         raise NotImplementedError
 
+    # --- group chat (rooms) --------------------------------------------------
+    # A room is a multi-user conversation of the network: an XMPP MUC
+    # (XEP-0045) or an IRC channel.  Rooms are named in the network's form
+    # (``room@conference.example.org``, ``#channel``).  The defaults refuse
+    # (501): a protocol without rooms says so and the phone gets a clear
+    # answer.  What is joined does not survive the session: the gateway
+    # joins again after a reconnect (``join_room`` with ``since``).
+
+    async def is_room(self, contact: str) -> bool:  # noqa: ARG002 - for subclasses
+        """Triggered before a message to ``contact`` is sent: is it a room?
+
+        Cheap after the first call for a service (cache it).  Default: no
+        rooms on this network.
+        """
+        return False
+
+    async def join_room(
+        self,
+        room: str,
+        nick: str,
+        history: int = 0,
+        since: float | None = None,
+    ) -> list[str]:
+        """Triggered when the SIP user first writes to ``room`` (or autojoin, rejoin).
+
+        Return once in the room; the value is the occupants' nicks.  A nick
+        already taken is retried with a suffix (``nick_``, ``nick2``...): the
+        nick in use arrives in ``on_room_joined``.  ``history`` asks for the
+        last N messages, ``since`` (POSIX seconds) for only those after it
+        (a rejoin).  Raise ``DeliveryError`` with the server's reason: 403
+        (members-only, banned, password), 404 (no such room).
+        """
+        raise NotImplementedError
+
+    async def leave_room(self, room: str) -> None:
+        """Triggered by ``/leave``: leave ``room`` (quietly when not in it)."""
+        raise NotImplementedError
+
+    async def send_room_message(self, room: str, text: str, message_id: str) -> None:
+        """Triggered when the SIP user posts ``text`` to a joined ``room``."""
+        raise NotImplementedError
+
+    async def room_occupants(self, room: str) -> list[str]:
+        """Triggered by ``/who``: the nicks in ``room`` now (the account's own included)."""
+        raise NotImplementedError
+
+    async def change_nick(self, room: str, nick: str) -> None:
+        """Triggered by ``/nick NEW``: return once renamed; 409 when ``nick`` is taken."""
+        raise NotImplementedError
+
+    async def room_bookmarks(self) -> list[tuple[str, str]]:
+        """Triggered after login: the bookmarked rooms to join (``(room, nick)``, nick may be "").
+
+        XMPP: XEP-0402 bookmarks with autojoin, else XEP-0048's.  Default: none.
+        """
+        return []
+
     def unacked_messages(self) -> list[OutgoingMessage]:
         """Triggered when the session reported ``TRANSIENT_DISCONNECT``.
 
@@ -430,6 +530,9 @@ class Adapter:
     # ;proto= marker: True means "any user@host" (XMPP), False means only
     # explicit addressing (IRC nicks).
     addresses_user_at_host: ClassVar[bool] = False
+    # Whether the network has rooms (``Session.is_room``, ``join_room``...):
+    # the gateway asks about rooms only on protocols that say True.
+    has_rooms: ClassVar[bool] = False
 
     def get_default_config(self) -> dict[str, Any]:
         """Default values of ``[protocols.<name>]``; must contain ``enabled``."""

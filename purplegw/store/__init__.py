@@ -16,6 +16,7 @@ from purplegw.store.mysql import MysqlDatabase
 from purplegw.store.outbox import OutboxRepository
 from purplegw.store.owners import OwnerRepository
 from purplegw.store.publications import PublicationRepository, StoredPublication
+from purplegw.store.room_marks import RoomMarkRepository
 from purplegw.store.sendq import SendQueueRepository
 from purplegw.store.sqlite import SqliteDatabase
 from purplegw.store.subscriptions import StoredSubscription, SubscriptionRepository
@@ -79,6 +80,7 @@ class Store:
     bindings: BindingRepository = field(default=None)  # type: ignore[assignment]
     publications: PublicationRepository = field(default=None)  # type: ignore[assignment]
     owners: OwnerRepository = field(default=None)  # type: ignore[assignment]
+    room_marks: RoomMarkRepository = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.subscriptions is None:
@@ -99,6 +101,8 @@ class Store:
             self.publications = PublicationRepository(self.db)
         if self.owners is None:
             self.owners = OwnerRepository(self.db)
+        if self.room_marks is None:
+            self.room_marks = RoomMarkRepository(self.db)
 
     def check(self) -> int:
         """Raise if unusable (schema too new, no account table); return pending upgrades."""

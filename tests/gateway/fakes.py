@@ -167,6 +167,29 @@ class Handle:
     def send_typing(self, contact: str, state: Any) -> OutcomeFuture:
         return self._op("send_typing", contact, state)
 
+    def is_room(self, contact: str) -> OutcomeFuture:
+        return self._op("is_room", contact)
+
+    def join_room(
+        self, room: str, nick: str, history: int = 0, since: float | None = None
+    ) -> OutcomeFuture:
+        return self._op("join_room", room, nick, history, since)
+
+    def leave_room(self, room: str) -> OutcomeFuture:
+        return self._op("leave_room", room)
+
+    def send_room_message(self, room: str, text: str, message_id: str) -> OutcomeFuture:
+        return self._op("send_room_message", room, text, message_id)
+
+    def room_occupants(self, room: str) -> OutcomeFuture:
+        return self._op("room_occupants", room)
+
+    def change_nick(self, room: str, nick: str) -> OutcomeFuture:
+        return self._op("change_nick", room, nick)
+
+    def room_bookmarks(self) -> OutcomeFuture:
+        return self._op("room_bookmarks")
+
 
 class Directory:
     def __init__(self, *handles: Handle) -> None:

@@ -91,6 +91,7 @@ def rig(worker: InlineWorker) -> tuple[Gateway, SimpleNamespace, Handle]:
         outbox=Outbox(),
         sendq=SendQueue(),
         subscriptions=SimpleNamespace(purge=lambda _now: 0, live=lambda _now: []),
+        room_marks=SimpleNamespace(all=list, save_many=lambda _marks: None),
     )
     gateway = Gateway(
         settings=GatewaySettings(domain="sip.test", trusted=["127.0.0.0/8"]),

@@ -35,6 +35,9 @@ What the server offers (one instance serves every kind of client):
 * roster, presence, offline messages, ping, disco, carbons and XEP-0198
   stream management (``mod_smacks`` ships with Prosody 0.12; on a restart it
   keeps the counters so a client's resumption attempt gets ``<failed h=.../>``);
+* with ``Prosody(muc=True)``, a MUC service (XEP-0045) on
+  ``conference.<domain>`` (``Prosody.muc_service``) where anyone may create
+  rooms, and PEP, private storage and bookmarks on the virtual host;
 * no s2s, no HTTP, no registration;
 * Lua 5.4's generational garbage collector (Prosody 0.12's ``gc`` setting,
   ``Prosody(lua_gc="incremental")`` for Lua's default): with it Prosody spends
@@ -106,6 +109,19 @@ VirtualHost "{domain}"
 """
 
 
+# ``Prosody(muc=True)``: a MUC service (XEP-0045) on conference.<domain>, with
+# bookmarks (XEP-0402 in PEP, XEP-0048 in private storage) on the virtual host.
+MUC_TEMPLATE = """\
+  modules_enabled = {{ "pep"; "private"; "bookmarks" }}
+
+Component "conference.{domain}" "muc"
+  restrict_room_creation = false
+  muc_room_locking = false
+  muc_room_default_history_length = 20
+  max_history_messages = 50
+"""
+
+
 def prosody_binary() -> str | None:
     """Path of the prosody executable, or None when it is not installed."""
     if os.access(PROSODY_BINARY, os.X_OK):
@@ -173,8 +189,10 @@ class Prosody:
         hashed: bool = False,
         scram_iterations: int = 4096,
         lua_gc: str = "generational",
+        muc: bool = False,
     ) -> None:
         self.domain = domain
+        self.muc = muc
         self.host = host
         self.port = port or free_port("tcp", host)
         self.tls_port = free_port("tcp", host)  # XEP-0368 direct TLS
@@ -210,6 +228,7 @@ class Prosody:
                     lua_gc=self.lua_gc,
                     authentication="internal_hashed" if self.hashed else "internal_plain",
                 )
+                + (MUC_TEMPLATE.format(domain=self.domain) if self.muc else "")
             )
         assert self.run_dir is not None
         cmd = [binary, "-F", "--config", str(self.config_path)]
@@ -301,6 +320,11 @@ class Prosody:
     def address(self) -> str:
         """``host:port`` of the c2s listener (the ``server`` config value)."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def muc_service(self) -> str:
+        """The MUC component's domain (``Prosody(muc=True)``)."""
+        return f"conference.{self.domain}"
 
     def gateway_section(self, **extra: Any) -> str:
         """``[protocols.xmpp]`` pointing purplegw at this server, its certificate trusted."""

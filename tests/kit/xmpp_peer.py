@@ -76,6 +76,7 @@ class XmppPeer:
         ca_file: str | None = None,
         resource: str = "peer",
         reconnect: bool = True,
+        muc: bool = False,
     ) -> None:
         self.jid = jid if "/" in jid else f"{jid}/{resource}"
         self.password = password
@@ -83,6 +84,7 @@ class XmppPeer:
         self.port = port
         self.ca_file = ca_file
         self.reconnect = reconnect
+        self.muc = muc  # slixmpp's own XEP-0045 plugin: join_room, configure_room...
         self.events: list[PeerEvent] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -134,6 +136,8 @@ class XmppPeer:
         client.use_aiodns = False
         for plugin in ("xep_0030", "xep_0085", "xep_0184", "xep_0199", "xep_0071", "xep_0198"):
             client.register_plugin(plugin)
+        if self.muc:
+            client.register_plugin("xep_0045")
         client.plugin["xep_0184"].auto_ack = True
         client.plugin["xep_0184"].auto_request = False
         client.roster.auto_authorize = None
@@ -313,6 +317,84 @@ class XmppPeer:
             return msg["id"]
 
         return self._call(send)
+
+    # --- rooms (slixmpp's XEP-0045 plugin; XmppPeer(muc=True)) ---------------------------
+
+    def join_room(self, room: str, nick: str, history: int = 0) -> None:
+        """Join (and create, as its owner, if new) ``room``; returns once in it."""
+        plugin = self._client.plugin["xep_0045"]
+        self._run(plugin.join_muc_wait(slixmpp.JID(room), nick, maxstanzas=history, timeout=20), 30)
+
+    def configure_room(self, room: str, **values: Any) -> None:
+        """Submit the room's configuration form with ``values`` (``muc#roomconfig_*`` fields)."""
+        plugin = self._client.plugin["xep_0045"]
+
+        async def configure() -> None:
+            form = await plugin.get_room_config(room, timeout=20)
+            submit = self._client.plugin["xep_0004"].make_form(ftype="submit")
+            submit.add_field(
+                var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig"
+            )
+            for var, value in values.items():
+                submit.add_field(var=f"muc#roomconfig_{var}", value=value)
+            del form  # the service takes a partial form: only the fields given change
+            await plugin.set_room_config(room, submit, timeout=20)
+
+        self._run(configure(), 30)
+
+    def set_affiliation(self, room: str, jid: str, affiliation: str) -> None:
+        """``member``, ``outcast`` (banned), ``none``..."""
+        plugin = self._client.plugin["xep_0045"]
+        self._run(plugin.set_affiliation(room, affiliation, jid=jid, timeout=20), 30)
+
+    def send_groupchat(self, room: str, body: str) -> str:
+        def send() -> str:
+            msg = self._client.make_message(mto=room, mbody=body, mtype="groupchat")
+            msg["id"] = self._client.new_id()
+            msg.send()
+            return msg["id"]
+
+        return self._call(send)
+
+    def bookmark_room(self, room: str, nick: str, *, autojoin: bool = True) -> None:
+        """Store a XEP-0048 bookmark (private XML storage, XEP-0049) for this account."""
+
+        async def store() -> None:
+            iq = self._client.make_iq_set()
+            query = ET.SubElement(iq.xml, "{jabber:iq:private}query")
+            storage = ET.SubElement(query, "{storage:bookmarks}storage")
+            conference = ET.SubElement(
+                storage,
+                "{storage:bookmarks}conference",
+                jid=room,
+                autojoin="true" if autojoin else "false",
+                name=room,
+            )
+            ET.SubElement(conference, "{storage:bookmarks}nick").text = nick
+            await iq.send(timeout=20)
+
+        self._run(store(), 30)
+
+    def room_nicks(self, room: str) -> set[str]:
+        """The occupants the room told this peer of (slixmpp's XEP-0045 roster)."""
+        plugin = self._client.plugin["xep_0045"]
+        return self._call(lambda: set(plugin.get_roster(slixmpp.JID(room)) or ()))
+
+    def wait_room_nicks(
+        self, room: str, predicate: Callable[[set[str]], bool], timeout: float = 20.0
+    ) -> set[str]:
+        """Poll ``room_nicks`` until ``predicate`` holds for them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nicks = self.room_nicks(room)
+            if predicate(nicks):
+                return nicks
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.jid}: occupants of {room} still {sorted(nicks)}")
+            time.sleep(0.05)
+
+    def leave_room(self, room: str, nick: str) -> None:
+        self._call(lambda: self._client.plugin["xep_0045"].leave_muc(slixmpp.JID(room), nick))
 
     def send_raw(self, xml: str) -> None:
         """Write ``xml`` to the stream as is (markup slixmpp could not build or serialize)."""

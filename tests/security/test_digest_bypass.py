@@ -443,7 +443,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Gateway, Clock]]:
     clock = Clock()
     gateway = Gateway(
         settings=GatewaySettings(domain=REALM),
-        store=SimpleNamespace(users=users),
+        store=SimpleNamespace(users=users, room_marks=None),
         directory=NoAccounts(),
         worker=InlineWorker(),
         canonical=str.lower,

@@ -36,6 +36,7 @@ class Adapter(base.Adapter):
     name: ClassVar[str] = "irc"
     aliases: ClassVar[tuple[str, ...]] = ("prpl-irc",)
     addresses_user_at_host: ClassVar[bool] = False
+    has_rooms: ClassVar[bool] = True  # channels (#chan, %23chan in SIP URIs)
 
     def unsendable(self, text: str) -> tuple[int, str] | None:
         """NUL -> 488, as ``send_message`` decides; everything else is carried.

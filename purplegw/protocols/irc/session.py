@@ -76,6 +76,29 @@ ERR_NICKCOLLISION = "436"
 ERR_NOTREGISTERED = "451"
 ERR_PASSWDMISMATCH = "464"
 ERR_YOUREBANNEDCREEP = "465"
+RPL_NAMREPLY = "353"
+RPL_ENDOFNAMES = "366"
+ERR_NOSUCHCHANNEL = "403"
+ERR_TOOMANYCHANNELS = "405"
+ERR_CHANNELISFULL = "471"
+ERR_INVITEONLYCHAN = "473"
+ERR_BANNEDFROMCHAN = "474"
+ERR_BADCHANNELKEY = "475"
+ERR_NEEDREGGEDNICK = "477"
+#: A refused JOIN, as the SIP status and what it means (the server's text follows).
+JOIN_ERRORS = {
+    ERR_NOSUCHCHANNEL: (404, "no such channel"),
+    ERR_TOOMANYCHANNELS: (403, "too many channels"),
+    ERR_CHANNELISFULL: (503, "the channel is full"),
+    ERR_INVITEONLYCHAN: (403, "invite-only channel"),
+    ERR_BANNEDFROMCHAN: (403, "banned from the channel"),
+    ERR_BADCHANNELKEY: (403, "the channel needs a key"),
+    ERR_NEEDREGGEDNICK: (403, "the channel needs a registered nick"),
+}
+#: Seconds a JOIN waits for the server's answer.
+JOIN_TIMEOUT = 20.0
+#: Channel member prefixes (RFC 2812 NAMES, ISUPPORT PREFIX) stripped from NAMES replies.
+MEMBER_PREFIXES = "~&@%+"
 RPL_MONONLINE = "730"
 RPL_MONOFFLINE = "731"
 ERR_MONLISTFULL = "734"
@@ -113,6 +136,19 @@ _TYPING_FROM_TAG = {
     "paused": TypingState.PAUSED,
     "done": TypingState.ACTIVE,
 }
+
+
+_CHANNEL_COMMANDS = frozenset({"JOIN", "PART", "KICK", RPL_NAMREPLY, RPL_ENDOFNAMES, *JOIN_ERRORS})
+
+
+class _Channel:
+    """A channel the session joined (or is joining)."""
+
+    def __init__(self, name: str, done: asyncio.Future[None]) -> None:
+        self.name = name  # as the SIP side wrote it: room events carry it back
+        self.done = done  # set at the end of NAMES (joined), or the JOIN's error
+        self.joined = False
+        self.nicks: set[str] = set()
 
 
 class IrcSession(Session):
@@ -166,6 +202,8 @@ class IrcSession(Session):
         )
         self.ctcp_replies = 0
         self.ctcp_ignored = 0
+        # Channels joined (folded name -> _Channel), and JOINs under way.
+        self._channels: dict[str, _Channel] = {}
 
     # --- config shortcuts ----------------------------------------------------------
 
@@ -520,10 +558,24 @@ class IrcSession(Session):
                 if msg.params and self.fold(msg.nick) in self._watch:
                     self._away_notes[self.fold(msg.nick)] = msg.param(-1)
                 self._set_away(msg.nick, away=bool(msg.params))
+        elif cmd in _CHANNEL_COMMANDS:
+            self._on_channel(msg)
         elif cmd == "QUIT" and msg.nick:
+            for channel in self._channels.values():
+                if msg.nick in channel.nicks:
+                    channel.nicks.discard(msg.nick)
+                    if channel.joined:
+                        self._events().on_room_occupants(
+                            channel.name, sorted(channel.nicks, key=self.fold)
+                        )
             self._set_online(msg.nick, online=False)
-        elif cmd == "NICK" and msg.nick and self.fold(msg.nick) == self.fold(self.nick):
-            self.nick = msg.param(0)
+        elif cmd == "NICK" and msg.nick:
+            for channel in self._channels.values():
+                if msg.nick in channel.nicks:
+                    channel.nicks.discard(msg.nick)
+                    channel.nicks.add(msg.param(0))
+            if self.fold(msg.nick) == self.fold(self.nick):
+                self.nick = msg.param(0)
         elif cmd == "ERROR" and not self._closing:
             raise TransientError(f"server closed the link: {msg.param(-1)}")
 
@@ -536,8 +588,9 @@ class IrcSession(Session):
             # Server notices (prefix is the server name) are not from a contact.
             logger.info("%s: server notice: %s", self.account.server_label, msg.param(-1))
             return
-        if self.fold(target) != self.fold(self.nick):
-            return  # channel traffic: not part of the SIP mapping
+        channel = self._channels.get(self.fold(target))
+        if channel is None and self.fold(target) != self.fold(self.nick):
+            return  # a channel the SIP user is not in
         text = msg.param(-1)
         ctcp = irc.ctcp_parse(text)
         if ctcp is not None:
@@ -551,6 +604,12 @@ class IrcSession(Session):
         text = text_filter.irc_for_phone(text)
         if not text.strip():
             return  # nothing left to show (only colour codes or controls)
+        if channel is not None:
+            if channel.joined and msg.command == "PRIVMSG":
+                self._events().on_room_message(
+                    channel.name, sender, text, msg.tags.get("msgid"), None, is_history=False
+                )
+            return
         contact = self._watch.get(self.fold(sender), sender)
         self._events().on_message(contact, text, msg.tags.get("msgid"))
 
@@ -602,6 +661,17 @@ class IrcSession(Session):
             raise UnacceptableContentError("NUL is not allowed in IRC messages")
         if not self._logged_in:
             raise TransientError(f"not connected to {self.account.server_label}")
+        await self._privmsg(
+            contact, text, missing=(480, f"{contact} is not online on {self.account.server_label}")
+        )
+
+    async def _privmsg(self, target: str, text: str, *, missing: tuple[int, str]) -> None:
+        """PRIVMSG ``target`` (a nick or channel) in as many lines as it takes, then a round trip.
+
+        ``missing``: the status and reason when the server refuses the target
+        (ERR_NOSUCHNICK, ERR_CANNOTSENDTOCHAN).
+        """
+        contact = target
         text = text_filter.from_phone(text)
         action = text.startswith("/me ")
         body = text[4:] if action else text
@@ -619,9 +689,125 @@ class IrcSession(Session):
             await self._round_trip()
             if folded in self._no_such_nick:
                 self._no_such_nick.discard(folded)
-                raise DeliveryError(
-                    f"{contact} is not online on {self.account.server_label}", status_hint=480
-                )
+                raise DeliveryError(missing[1], status_hint=missing[0])
+
+    # --- channels (group chat) -------------------------------------------------------------
+
+    def _check_channel(self, room: str) -> None:
+        chantypes = self.isupport.get("CHANTYPES", "#&") or "#&"
+        if (
+            len(room) < 2
+            or room[0] not in chantypes
+            or any(c in room for c in " ,\x07\r\n\0")
+            or len(room.encode()) > 200
+        ):
+            raise InvalidContactError("not a valid IRC channel")
+
+    async def is_room(self, contact: str) -> bool:
+        chantypes = self.isupport.get("CHANTYPES", "#&") or "#&"
+        return bool(contact) and contact[0] in chantypes
+
+    async def join_room(
+        self, room: str, nick: str, history: int = 0, since: float | None = None
+    ) -> list[str]:
+        """JOIN; the nick is the connection's (one per server), no history (IRC keeps none)."""
+        del nick, history, since
+        self._check_channel(room)
+        if not self._logged_in:
+            raise TransientError(f"not connected to {self.account.server_label}")
+        folded = self.fold(room)
+        channel = self._channels.get(folded)
+        if channel is not None and channel.joined:
+            self._events().on_room_joined(channel.name, self.nick, sorted(channel.nicks))
+            return sorted(channel.nicks)
+        if channel is None or channel.done.done():
+            channel = self._channels[folded] = _Channel(
+                room, asyncio.get_running_loop().create_future()
+            )
+            self._send("JOIN", room)
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                await asyncio.shield(channel.done)
+        except TimeoutError:
+            self._channels.pop(folded, None)
+            raise DeliveryError(f"{room}: the server did not answer the JOIN", 504) from None
+        except DeliveryError:
+            self._channels.pop(folded, None)
+            raise
+        self._events().on_room_joined(channel.name, self.nick, sorted(channel.nicks))
+        return sorted(channel.nicks)
+
+    async def leave_room(self, room: str) -> None:
+        self._check_channel(room)
+        if self._channels.pop(self.fold(room), None) is not None and self._logged_in:
+            self._send("PART", room)
+
+    async def send_room_message(self, room: str, text: str, message_id: str) -> None:  # noqa: ARG002 - the base signature
+        self._check_channel(room)
+        channel = self._channels.get(self.fold(room))
+        if channel is None or not channel.joined:
+            raise DeliveryError("not in this channel", 404)
+        await self._privmsg(room, text, missing=(403, "cannot send to the channel"))
+
+    async def room_occupants(self, room: str) -> list[str]:
+        channel = self._channels.get(self.fold(room))
+        if channel is None or not channel.joined:
+            raise DeliveryError("not in this channel", 404)
+        return sorted(channel.nicks, key=self.fold)
+
+    async def change_nick(self, room: str, nick: str) -> None:
+        """NICK: on IRC the nick is the connection's, so it changes in every channel."""
+        del room
+        self._check_nick(nick)
+        if not self._logged_in:
+            raise TransientError(f"not connected to {self.account.server_label}")
+        async with self._send_lock:
+            self._send("NICK", nick)
+            await self._round_trip()
+        if self.fold(self.nick) != self.fold(nick):
+            raise DeliveryError(f"nick {nick} is in use or not allowed", 409)
+
+    def _on_channel(self, msg: irc.Message) -> None:  # noqa: C901, PLR0912 - one branch per reply
+        cmd = msg.command
+        if cmd == RPL_NAMREPLY:  # ":server 353 me = #chan :@op +voice nick"
+            channel = self._channels.get(self.fold(msg.param(2)))
+            if channel is not None:
+                for name in msg.param(-1).split():
+                    channel.nicks.add(name.lstrip(MEMBER_PREFIXES))
+            return
+        if cmd == RPL_ENDOFNAMES:
+            channel = self._channels.get(self.fold(msg.param(1)))
+            if channel is not None and not channel.done.done():
+                channel.joined = True
+                channel.done.set_result(None)
+            return
+        if cmd in JOIN_ERRORS:
+            channel = self._channels.get(self.fold(msg.param(1)))
+            if channel is not None and not channel.done.done():
+                status, meaning = JOIN_ERRORS[cmd]
+                channel.done.set_exception(DeliveryError(f"{meaning} ({msg.param(-1)})", status))
+                channel.done.exception()  # retrieved: the waiter may be gone
+            return
+        channel = self._channels.get(self.fold(msg.param(0)))
+        if channel is None or not msg.nick:
+            return
+        own = self.fold(msg.nick) == self.fold(self.nick)
+        if cmd == "JOIN":
+            channel.nicks.add(msg.nick)
+        elif cmd == "PART":
+            channel.nicks.discard(msg.nick)
+            if own:
+                self._channels.pop(self.fold(channel.name), None)
+                return
+        elif cmd == "KICK":
+            kicked = msg.param(1)
+            channel.nicks.discard(kicked)
+            if self.fold(kicked) == self.fold(self.nick):
+                self._channels.pop(self.fold(channel.name), None)
+                self._events().on_room_left(channel.name, f"kicked by {msg.nick}: {msg.param(-1)}")
+                return
+        if channel.joined and not own:
+            self._events().on_room_occupants(channel.name, sorted(channel.nicks, key=self.fold))
 
     async def _round_trip(self, error: type[Exception] = DeliveryError) -> None:
         """Wait until the server has processed everything sent so far."""

@@ -34,6 +34,7 @@ class Adapter(base.Adapter):
     name = "xmpp"
     aliases = ("prpl-jabber", "jabber", "gtalk")
     addresses_user_at_host = True
+    has_rooms = True  # XEP-0045 rooms, purplegw/protocols/xmpp/muc.py
 
     def get_default_config(self) -> dict[str, Any]:
         return base.load_defaults(DEFAULTS_PATH)

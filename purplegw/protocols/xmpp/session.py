@@ -63,6 +63,7 @@ from purplegw.protocols.base import (
     BadCredentialsError,
     ConnectionState,
     DeliveryError,
+    InvalidContactError,
     OutgoingMessage,
     ProxySettings,
     RosterItem,
@@ -74,7 +75,7 @@ from purplegw.protocols.base import (
 from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
 from purplegw.protocols.xmpp import errors as xmpp_errors
-from purplegw.protocols.xmpp import features, log_redaction
+from purplegw.protocols.xmpp import features, log_redaction, muc
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
     parse_presence,
@@ -390,6 +391,8 @@ class XmppSession(Session):
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
         self._ack_due = False  # an <r/> is queued behind this turn's messages
         self._roster_reported = False  # pushes before the login's whole roster are in it
+        # The rooms (XEP-0045) this session is in: they end with it.
+        self._muc = muc.Muc(self._require_connected, self._call)
 
     # --- helpers ----------------------------------------------------------------
 
@@ -563,6 +566,7 @@ class XmppSession(Session):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         self._keepalive_task = self._resume_task = None
+        self._muc.clear()
         client, self.client = self.client, None
         if client is None:
             return
@@ -797,16 +801,13 @@ class XmppSession(Session):
 
     # --- slixmpp events: traffic ----------------------------------------------------------
 
-    def _on_message(self, msg: Any) -> None:  # noqa: C901 - one branch per kind of message
+    def _on_message(self, msg: Any) -> None:
         # No receipt on arrival: a receipt says the *phone* got the message,
         # so send_receipt sends it when the SIP side reports delivery.
         receipt = msg["receipt"]
         if receipt:
             self._call("on_receipt", msg["from"].bare, receipt)
-        mtype = msg["type"]
-        if mtype in ("error", "groupchat", "headline"):
-            if mtype == "error":
-                self._on_message_error(msg)
+        if self._room_message(msg):
             return
         contact = msg["from"].bare
         text = message_text(msg.xml)
@@ -834,6 +835,25 @@ class XmppSession(Session):
                 return
             self._call("on_typing", contact, typing)
 
+    def _room_message(self, msg: Any) -> bool:
+        """Not a contact's message (True): a room's, an occupant's, an error or a headline."""
+        if msg["type"] in ("error", "headline"):
+            if msg["type"] == "error":
+                self._on_message_error(msg)
+            return True
+        if msg["type"] == "groupchat":
+            text = message_text(msg.xml)
+            self._muc.groupchat(msg, for_phone(text) if text else None, _delay_stamp(msg.xml))
+            return True
+        if msg["type"] in ("chat", "normal") and msg["from"].resource:
+            if not self._muc.owns(msg["from"].bare):
+                return False
+            text = message_text(msg.xml)
+            if text:  # an occupant, privately (its typing notifications are not)
+                self._muc.private(msg, for_phone(text))
+            return True
+        return False
+
     def _on_message_error(self, msg: Any) -> None:
         """A stanza error for a message we sent fails that message for good."""
         message_id = msg["id"]
@@ -845,12 +865,14 @@ class XmppSession(Session):
             msg["from"],
             condition,
         )
+        text = msg["error"]["text"]
+        reason = f"XMPP {condition}" + (f": {text}" if text else "")
+        if message_id and self._muc.error(msg, xmpp_errors.status_for_condition(condition), reason):
+            return  # a post to a room refused
         if not message_id or (message_id not in self._unacked and message_id not in self._sent_ids):
             return  # not a message of ours (a typing notification, a receipt...)
         self._unacked.pop(message_id, None)  # resending it would get the same error
         self._sent_ids.pop(message_id, None)
-        text = msg["error"]["text"]
-        reason = f"XMPP {condition}" + (f": {text}" if text else "")
         self._call(
             "on_message_failed", message_id, xmpp_errors.status_for_condition(condition), reason
         )
@@ -926,6 +948,9 @@ class XmppSession(Session):
         jid = pres["from"]
         if jid.bare == client.boundjid.bare:
             return  # our own other resources
+        if self._muc.owns(jid.bare):
+            self._muc.presence(pres, error_condition(pres.xml))
+            return
         parsed = parse_presence(pres.xml)
         if parsed.type not in (None, "unavailable"):
             return  # subscription management and errors: handled elsewhere
@@ -1114,6 +1139,44 @@ class XmppSession(Session):
         client = self._require_connected()
         ptype = "subscribed" if answer is AuthorizationAnswer.ALLOW else "unsubscribed"
         client.send_presence(pto=jid.bare, ptype=ptype)
+
+    # --- rooms (XEP-0045, purplegw/protocols/xmpp/muc.py) ---------------------------
+
+    async def is_room(self, contact: str) -> bool:
+        self._require_connected()
+        cache = self.context.shared.setdefault("xmpp_conference_services", {})
+        return await self._muc.is_room(contact, cache)
+
+    async def join_room(
+        self, room: str, nick: str, history: int = 0, since: float | None = None
+    ) -> list[str]:
+        self._jid(room)
+        self._require_connected()
+        return await self._muc.join(room, nick, history, since)
+
+    async def leave_room(self, room: str) -> None:
+        self._require_connected()
+        await self._muc.leave(room)
+
+    async def send_room_message(self, room: str, text: str, message_id: str) -> None:
+        refused = xmpp_errors.unsendable(text, self._max_text_bytes())
+        if refused is not None:
+            raise DeliveryError(refused[1], refused[0])
+        self._require_connected()
+        self._muc.post(room, text, message_id)
+
+    async def room_occupants(self, room: str) -> list[str]:
+        return self._muc.occupants(room)
+
+    async def change_nick(self, room: str, nick: str) -> None:
+        if not nick or "/" in nick or any(c.isspace() and c != " " for c in nick):
+            raise InvalidContactError("not a valid nick", 400)
+        self._require_connected()
+        await self._muc.rename(room, nick)
+
+    async def room_bookmarks(self) -> list[tuple[str, str]]:
+        client = self._require_connected()
+        return await self._muc.bookmarks(client.boundjid.bare)
 
 
 def _roster_item(jid: str, name: str, subscription: str, pending_out: bool) -> RosterItem:  # noqa: FBT001 - the roster's own fields, in order

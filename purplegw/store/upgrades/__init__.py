@@ -100,5 +100,6 @@ from purplegw.store.upgrades import (  # noqa: E402, F401 - registers them, in o
     v009_dead_letters,
     v010_cluster,
     v011_shared_state,
+    v012_room_marks,
     v013_message_receipts,
 )
