@@ -90,7 +90,10 @@ def rig(worker: InlineWorker) -> tuple[Gateway, SimpleNamespace, Handle]:
         users=SimpleNamespace(get=lambda *_: None),
         outbox=Outbox(),
         sendq=SendQueue(),
-        subscriptions=SimpleNamespace(purge=lambda _now: 0, live=lambda _now: []),
+        subscriptions=SimpleNamespace(
+            purge=lambda _now: 0, live=lambda _now: [], of_user=lambda _user, _now: []
+        ),
+        publications=SimpleNamespace(of_resource=lambda _user, _now: []),
         room_marks=SimpleNamespace(all=list, save_many=lambda _marks: None),
     )
     gateway = Gateway(

@@ -50,6 +50,7 @@ def rig() -> tuple[Gateway, FakeFront, Owners, InlineWorker, Clock]:
         outbox=Outbox(),
         sendq=SendQueue(),
         subscriptions=SimpleNamespace(purge=lambda _now: 0, live=lambda _now: []),
+        room_marks=SimpleNamespace(all=list, save_many=lambda _marks: None),
         owners=owners,
     )
     gateway = Gateway(
