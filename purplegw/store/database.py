@@ -94,6 +94,8 @@ class Database:
         """All statements inside commit together or not at all (nestable)."""
         with self._lock:
             self._depth += 1
+            if self._depth == 1:
+                self._begin()
             try:
                 yield
             except BaseException:
@@ -110,6 +112,9 @@ class Database:
                     # the transaction open; the next statement must not join it.
                     self._rollback()
                     raise
+
+    def _begin(self) -> None:
+        """Start the outermost transaction; backends that need it explicitly override."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns lastrowid for INSERTs, else rowcount."""

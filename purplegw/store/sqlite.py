@@ -71,6 +71,18 @@ class SqliteDatabase(Database):
                     mode,
                 )
 
+    def _begin(self) -> None:
+        # Take the write lock first: a deferred transaction that reads, then
+        # writes after another connection (the state writer thread) committed
+        # fails at once with SQLITE_BUSY, whatever the busy timeout.  With
+        # BEGIN IMMEDIATE it waits for the lock (timeout=30) instead.
+        try:
+            conn = self._connection()
+            if not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot begin a transaction on {self.path}: {exc}") from exc
+
     def table_exists(self, name: str) -> bool:
         return bool(
             self.fetchall("SELECT name FROM sqlite_master WHERE type='table' AND name=?", (name,))
