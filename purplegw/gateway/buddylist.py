@@ -48,22 +48,21 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from purplegw.gateway.dialogs import Dialogs
 from purplegw.gateway.identity import respond
-from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import DialogId
 from purplegw.sip.errors import SipError
-from purplegw.sip.message import Request, Response
 from purplegw.sip.presence.rlmi import ResourceState, list_notification
-from purplegw.sip.subscription import TIMER, Subscription, SubState
+from purplegw.sip.subscription import Subscription, SubState
 
 if TYPE_CHECKING:
-    import concurrent.futures
     from collections.abc import Sequence
 
     from purplegw.actors.front.transport import Address, Source
     from purplegw.gateway.ports import Reply
     from purplegw.gateway.presence import PresenceService, Presentity
     from purplegw.protocols.base import RosterItem
+    from purplegw.sip.message import Request
     from purplegw.sip.uri import SipURI
 
 logger = logging.getLogger(__name__)
@@ -88,17 +87,15 @@ class ListWatch:
         return self.subscription.dialog.id
 
 
-class BuddyLists:
+class BuddyLists(Dialogs[ListWatch]):
     """Rules 1-5 above; every method runs on the presence service's worker."""
 
     def __init__(self, presence: PresenceService, template: str) -> None:
         if template.count("{user}") != 1:
             raise ValueError("[presence] buddy_list_user must contain {user} once")
-        self.presence = presence
+        super().__init__(presence, "buddylist", "Buddy list", require=EVENTLIST)
         self.prefix, self.suffix = template.split("{user}")
         self.domain = presence.addresses.gateway_domain.lower()
-        self.watches: dict[DialogId, ListWatch] = {}
-        self.by_owner: dict[str, dict[DialogId, ListWatch]] = {}  # the same, per user
 
     # --- SIP side -------------------------------------------------------------------
 
@@ -146,11 +143,9 @@ class BuddyLists:
             reply(respond(request, exc.status_hint, str(exc)))
             return
         if sub.dialog is not None and sub.state is not SubState.TERMINATED:
-            self.watches[watch.dialog_id] = watch
-            self.by_owner.setdefault(owner, {})[watch.dialog_id] = watch
-            presence.watch_count[user] = presence.watch_count.get(user, 0) + 1
+            self.add(watch)
             logger.info("%s subscribes to its buddy list", user)
-        self._run(watch, actions, reply)
+        self.run(watch, actions, reply)
 
     def in_dialog(self, request: Request, source: Source, reply: Reply) -> bool:
         """Handle a refresh or unsubscribe of a list dialog; False: not one of ours."""
@@ -170,7 +165,7 @@ class BuddyLists:
             return True
         if source.connection is not None:
             watch.destination = source
-        self._run(watch, actions, reply)
+        self.run(watch, actions, reply)
         return True
 
     # --- the contacts' side ---------------------------------------------------------
@@ -215,7 +210,7 @@ class BuddyLists:
             if sub.state is not SubState.ACTIVE:
                 continue
             self._build(watch, resources, full_state=False)
-            self._run(watch, sub.notify(now, sub.last_body))
+            self.run(watch, sub.notify(now, sub.last_body))
 
     def _watched(self, owner: str) -> bool:
         return owner in self.by_owner
@@ -286,81 +281,6 @@ class BuddyLists:
         )
         watch.subscription.content_type = content_type
         watch.subscription.last_body = body
-
-    # --- running the machine's actions ------------------------------------------------
-
-    def _run(
-        self, watch: ListWatch, actions: Sequence[sip_actions.Action], reply: Reply | None = None
-    ) -> None:
-        timers = self.presence.timers
-        for action in actions:
-            if isinstance(action, sip_actions.Send):
-                message = action.message
-                if isinstance(message, Response):
-                    if message.status == 200:
-                        message.headers.add("Require", EVENTLIST)
-                    if reply is not None:
-                        reply(message)
-                elif isinstance(message, Request):
-                    self._send_notify(watch, message)
-            elif isinstance(action, sip_actions.StartTimer):
-                timers.start(
-                    ("buddylist", watch.dialog_id), action.seconds, self._expired, watch.dialog_id
-                )
-            elif isinstance(action, sip_actions.CancelTimer):
-                timers.cancel(("buddylist", watch.dialog_id))
-            elif isinstance(action, sip_actions.Terminated):
-                self._forget(watch, action.reason)
-
-    def _send_notify(self, watch: ListWatch, notify: Request) -> None:
-        front = self.presence.front
-        if front is None:
-            return
-        notify.headers.remove("Via")  # the front adds its own
-        notify.headers.add("Require", EVENTLIST)
-        future = front.send_request(notify, watch.destination)
-
-        def answered(done: concurrent.futures.Future[Response]) -> None:
-            try:
-                response = done.result()
-            except Exception as exc:  # noqa: BLE001 - our side failed; the dialog stays
-                logger.info("List NOTIFY for %s not sent: %s", watch.owner, exc)
-                return
-            sub = watch.subscription
-            self._run(
-                watch,
-                sub.notify_timeout()
-                if response.status == 408
-                else sub.receive_notify_response(response),
-            )
-
-        future.add_done_callback(self.presence.worker.completion(answered))
-
-    def _expired(self, dialog_id: DialogId) -> None:
-        watch = self.watches.get(dialog_id)
-        if watch is None:
-            return
-        sub = watch.subscription
-        if sub.expires_at > self.presence.clock() + 0.5:
-            return  # refreshed after the timer was armed
-        sub.last_body = b""
-        self._run(watch, sub.on_timer(TIMER, self.presence.clock()))
-
-    def _forget(self, watch: ListWatch, reason: str) -> None:
-        if self.watches.pop(watch.dialog_id, None) is None:
-            return
-        mine = self.by_owner.get(watch.owner, {})
-        mine.pop(watch.dialog_id, None)
-        if not mine:
-            self.by_owner.pop(watch.owner, None)
-        counts = self.presence.watch_count
-        left = counts.get(watch.owner, 1) - 1
-        if left > 0:
-            counts[watch.owner] = left
-        else:
-            counts.pop(watch.owner, None)
-        self.presence.timers.cancel(("buddylist", watch.dialog_id))
-        logger.info("Buddy list subscription of %s ended: %s", watch.owner, reason)
 
 
 @dataclass(frozen=True)

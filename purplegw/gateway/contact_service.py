@@ -48,20 +48,18 @@ from typing import TYPE_CHECKING, Any
 
 from purplegw.gateway import contact as rules
 from purplegw.gateway.bodies import read_body
+from purplegw.gateway.dialogs import Dialogs
 from purplegw.gateway.identity import respond
 from purplegw.gateway.messaging import ACCEPT
 from purplegw.gateway.model import ContactPresence, Presence, Status
 from purplegw.gateway.presence import log_outcome
 from purplegw.protocols.base import AuthorizationAnswer
-from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import DialogId
 from purplegw.sip.errors import SipError
-from purplegw.sip.message import Request, Response
 from purplegw.sip.presence import presence_to_pidf
-from purplegw.sip.subscription import TIMER, Subscription, SubState
+from purplegw.sip.subscription import Subscription, SubState
 
 if TYPE_CHECKING:
-    import concurrent.futures
     from collections.abc import Callable, Sequence
 
     from purplegw.actors.front.transport import Address, Source
@@ -72,6 +70,7 @@ if TYPE_CHECKING:
     from purplegw.gateway.presence import PresenceService
     from purplegw.gateway.settings import ContactSettings
     from purplegw.protocols.base import ConnectionState
+    from purplegw.sip.message import Request
     from purplegw.sip.uri import SipURI
 
 logger = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ class ContactWatch:
         return self.subscription.dialog.id
 
 
-class GatewayContact:
+class GatewayContact(Dialogs[ContactWatch]):
     """Rules 1-5 above; every method runs on the gateway's worker."""
 
     def __init__(  # noqa: PLR0913 - the controller's collaborators, all keyword
@@ -104,8 +103,8 @@ class GatewayContact:
         statuses: Callable[[str], Sequence[dict[str, Any]]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(presence, "gateway-contact", "Gateway contact")
         self.settings = settings
-        self.presence = presence
         self.messaging = messaging
         self.authorization = authorization
         self.directory = presence.directory
@@ -115,11 +114,9 @@ class GatewayContact:
         self.user = settings.contact_user
         self.domain = presence.addresses.gateway_domain.lower()
         self.uri = f"sip:{self.user}@{self.domain}"
-        self.watches: dict[DialogId, ContactWatch] = {}
         self.seen: dict[int, rules.AccountView] = {}  # account id -> its last event (Rule 4)
         self._board: dict[int, rules.AccountView] = {}  # account id -> its status board entry
         self._idle: dict[str, list[rules.AccountView]] = {}  # user -> accounts without actor
-        self._by_owner: dict[str, set[DialogId]] = {}
         self.notices = rules.TroubleNotices(settings.trouble_min_interval)
 
     # --- Rule 1 -----------------------------------------------------------------------
@@ -407,11 +404,9 @@ class GatewayContact:
             reply(respond(request, exc.status_hint, str(exc)))
             return True
         if sub.dialog is not None and sub.state is not SubState.TERMINATED:
-            self.watches[watch.dialog_id] = watch
-            self._by_owner.setdefault(user, set()).add(watch.dialog_id)
-            presence.watch_count[user] = presence.watch_count.get(user, 0) + 1
+            self.add(watch)
             logger.info("%s subscribes to the gateway contact", user)
-        self._run(watch, actions, reply)
+        self.run(watch, actions, reply)
         return True
 
     def _in_dialog(self, request: Request, source: Source, reply: Reply) -> bool:
@@ -432,98 +427,21 @@ class GatewayContact:
             return True
         if source.connection is not None:
             watch.destination = source
-        self._run(watch, actions, reply)
+        self.run(watch, actions, reply)
         return True
 
     def _notify_owner(self, sip_user: str) -> None:
         mine = [
             watch
-            for dialog_id in self._by_owner.get(sip_user, ())
-            if (watch := self.watches.get(dialog_id)) is not None
-            and watch.subscription.state is SubState.ACTIVE
+            for watch in self.of_owner(sip_user)
+            if watch.subscription.state is SubState.ACTIVE
         ]
         if not mine:
             return
         body = self.document(sip_user)
         now = self.presence.clock()
         for watch in mine:
-            self._run(watch, watch.subscription.notify(now, body))
-
-    # --- running the machine's actions ------------------------------------------------
-
-    def _run(
-        self, watch: ContactWatch, actions: Sequence[sip_actions.Action], reply: Reply | None = None
-    ) -> None:
-        timers = self.presence.timers
-        for action in actions:
-            if isinstance(action, sip_actions.Send):
-                message = action.message
-                if isinstance(message, Response):
-                    if reply is not None:
-                        reply(message)
-                elif isinstance(message, Request):
-                    self._send_notify(watch, message)
-            elif isinstance(action, sip_actions.StartTimer):
-                timers.start(
-                    ("gateway-contact", watch.dialog_id),
-                    action.seconds,
-                    self._expired,
-                    watch.dialog_id,
-                )
-            elif isinstance(action, sip_actions.CancelTimer):
-                timers.cancel(("gateway-contact", watch.dialog_id))
-            elif isinstance(action, sip_actions.Terminated):
-                self._forget(watch, action.reason)
-
-    def _send_notify(self, watch: ContactWatch, notify: Request) -> None:
-        front = self.presence.front
-        if front is None:
-            return
-        notify.headers.remove("Via")  # the front adds its own
-        future = front.send_request(notify, watch.destination)
-
-        def answered(done: concurrent.futures.Future[Response]) -> None:
-            try:
-                response = done.result()
-            except Exception as exc:  # noqa: BLE001 - our side failed; the dialog stays
-                logger.info("Gateway contact NOTIFY for %s not sent: %s", watch.owner, exc)
-                return
-            sub = watch.subscription
-            self._run(
-                watch,
-                sub.notify_timeout()
-                if response.status == 408
-                else sub.receive_notify_response(response),
-            )
-
-        future.add_done_callback(self.worker.completion(answered))
-
-    def _expired(self, dialog_id: DialogId) -> None:
-        watch = self.watches.get(dialog_id)
-        if watch is None:
-            return
-        sub = watch.subscription
-        if sub.expires_at > self.presence.clock() + 0.5:
-            return  # refreshed after the timer was armed
-        sub.last_body = b""
-        self._run(watch, sub.on_timer(TIMER, self.presence.clock()))
-
-    def _forget(self, watch: ContactWatch, reason: str) -> None:
-        if self.watches.pop(watch.dialog_id, None) is None:
-            return
-        mine = self._by_owner.get(watch.owner)
-        if mine is not None:
-            mine.discard(watch.dialog_id)
-            if not mine:
-                del self._by_owner[watch.owner]
-        counts = self.presence.watch_count
-        left = counts.get(watch.owner, 1) - 1
-        if left > 0:
-            counts[watch.owner] = left
-        else:
-            counts.pop(watch.owner, None)
-        self.presence.timers.cancel(("gateway-contact", watch.dialog_id))
-        logger.info("Gateway contact subscription of %s ended: %s", watch.owner, reason)
+            self.run(watch, watch.subscription.notify(now, body))
 
 
 def _retry_at(entry: dict[str, Any]) -> float | None:

@@ -41,12 +41,11 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from purplegw.gateway.dialogs import Dialogs
 from purplegw.gateway.identity import respond
 from purplegw.protocols.base import AuthorizationAnswer
-from purplegw.sip import actions as sip_actions
 from purplegw.sip.dialog import DialogId
 from purplegw.sip.errors import SipError
-from purplegw.sip.message import Request, Response
 from purplegw.sip.presence.watcherinfo import (
     CONTENT_TYPE_WATCHERINFO,
     Watcher,
@@ -54,15 +53,15 @@ from purplegw.sip.presence.watcherinfo import (
     active_watcher,
     pending_watcher,
 )
-from purplegw.sip.subscription import TIMER, Subscription, SubState
+from purplegw.sip.subscription import Subscription, SubState
 
 if TYPE_CHECKING:
-    import concurrent.futures
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
     from purplegw.actors.front.transport import Address, Source
     from purplegw.gateway.ports import Reply
     from purplegw.gateway.presence import PresenceService, PresentityKey
+    from purplegw.sip.message import Request
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +83,14 @@ class WinfoWatch:
         return self.subscription.dialog.id
 
 
-class WatcherInfoLists:
+class WatcherInfoLists(Dialogs[WinfoWatch]):
     """Rules 1-5; every method runs on the presence service's worker."""
 
     def __init__(self, presence: PresenceService, asking: Mapping[PresentityKey, str]) -> None:
-        self.presence = presence
+        super().__init__(presence, "winfo", "Watcher info")
         self.asking = asking  # the open requests (Authorization.asking), read only
         # Contacts allowed since, not on a roster yet: user -> key -> URI.
         self.allowed: dict[str, dict[PresentityKey, str]] = {}
-        self.watches: dict[DialogId, WinfoWatch] = {}
-        self.by_owner: dict[str, dict[DialogId, WinfoWatch]] = {}  # the same, per user
 
     # --- SIP side -------------------------------------------------------------------
 
@@ -139,11 +136,9 @@ class WatcherInfoLists:
             reply(respond(request, exc.status_hint, str(exc)))
             return
         if sub.dialog is not None and sub.state is not SubState.TERMINATED:
-            self.watches[watch.dialog_id] = watch
-            self.by_owner.setdefault(user, {})[watch.dialog_id] = watch
-            presence.watch_count[user] = presence.watch_count.get(user, 0) + 1
+            self.add(watch)
             logger.info("%s subscribes to its watcher information", user)
-        self._run(watch, actions, reply)
+        self.run(watch, actions, reply)
 
     def _in_dialog(self, request: Request, source: Source, reply: Reply) -> None:
         user = self.presence.identity.identify(request, source)
@@ -163,7 +158,7 @@ class WatcherInfoLists:
             return
         if source.connection is not None:
             watch.destination = source
-        self._run(watch, actions, reply)
+        self.run(watch, actions, reply)
 
     # --- the watchers (Rule 2) --------------------------------------------------------
 
@@ -231,7 +226,7 @@ class WatcherInfoLists:
             if body is not None:
                 sub = watch.subscription
                 sub.last_body = body
-                self._run(watch, sub.notify(now, body))
+                self.run(watch, sub.notify(now, body))
 
     # --- dialogs --------------------------------------------------------------------
 
@@ -253,75 +248,6 @@ class WatcherInfoLists:
             watch.subscription.last_body = b""
             return
         watch.subscription.last_body = watch.notifier.full(self.watchers(watch.owner))
-
-    def _run(
-        self, watch: WinfoWatch, actions: Sequence[sip_actions.Action], reply: Reply | None = None
-    ) -> None:
-        for action in actions:
-            if isinstance(action, sip_actions.Send):
-                message = action.message
-                if isinstance(message, Response):
-                    if reply is not None:
-                        reply(message)
-                elif isinstance(message, Request):
-                    self._send_notify(watch, message)
-            elif isinstance(action, sip_actions.StartTimer):
-                self.presence.timers.start(
-                    ("winfo", watch.dialog_id), action.seconds, self._expired, watch.dialog_id
-                )
-            elif isinstance(action, sip_actions.CancelTimer):
-                self.presence.timers.cancel(("winfo", watch.dialog_id))
-            elif isinstance(action, sip_actions.Terminated):
-                self._forget(watch, action.reason)
-
-    def _send_notify(self, watch: WinfoWatch, notify: Request) -> None:
-        front = self.presence.front
-        if front is None:
-            return
-        notify.headers.remove("Via")  # the front adds its own
-        future = front.send_request(notify, watch.destination)
-
-        def answered(done: concurrent.futures.Future[Response]) -> None:
-            try:
-                response = done.result()
-            except Exception as exc:  # noqa: BLE001 - our side failed; the dialog stays
-                logger.info("Watcher info NOTIFY for %s not sent: %s", watch.owner, exc)
-                return
-            sub = watch.subscription
-            self._run(
-                watch,
-                sub.notify_timeout()
-                if response.status == 408
-                else sub.receive_notify_response(response),
-            )
-
-        future.add_done_callback(self.presence.worker.completion(answered))
-
-    def _expired(self, dialog_id: DialogId) -> None:
-        watch = self.watches.get(dialog_id)
-        if watch is None:
-            return
-        sub = watch.subscription
-        if sub.expires_at > self.presence.clock() + 0.5:
-            return  # refreshed after the timer was armed
-        sub.last_body = b""
-        self._run(watch, sub.on_timer(TIMER, self.presence.clock()))
-
-    def _forget(self, watch: WinfoWatch, reason: str) -> None:
-        if self.watches.pop(watch.dialog_id, None) is None:
-            return
-        mine = self.by_owner.get(watch.owner, {})
-        mine.pop(watch.dialog_id, None)
-        if not mine:
-            self.by_owner.pop(watch.owner, None)
-        counts = self.presence.watch_count
-        left = counts.get(watch.owner, 1) - 1
-        if left > 0:
-            counts[watch.owner] = left
-        else:
-            counts.pop(watch.owner, None)
-        self.presence.timers.cancel(("winfo", watch.dialog_id))
-        logger.info("Watcher info subscription of %s ended: %s", watch.owner, reason)
 
 
 __all__ = ["EVENT", "WatcherInfoLists", "WinfoWatch"]
