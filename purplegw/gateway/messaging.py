@@ -260,8 +260,15 @@ class _Train:
 
     def _done(self, index: int, future: concurrent.futures.Future[Response]) -> None:
         following = index + 1 < len(self.cars) and _delivered(future)
-        if following:
-            self._go(index + 1)
+        try:
+            if following:
+                self._go(index + 1)
+        except Exception:
+            # Not sent: the worker sends it on as without a train.  Whatever
+            # happens, the worker hears of this answer, or the conversation
+            # would stay in flight for good.
+            logger.exception("Train of %s stopped", self.cars[index].message.sip_user)
+            following = False
         self.answered(self.cars[index], following, future)
 
 
