@@ -291,6 +291,30 @@ def test_a_train_sends_the_next_message_on_the_2xx_of_the_last_and_stops_at_a_fa
     assert store.outbox.pending(USER) == []
 
 
+def test_a_train_that_cannot_send_its_next_message_leaves_it_to_the_worker(
+    store: Store,
+) -> None:
+    rig = Pipeline(store)
+    calls = []
+    send = rig.front.send_request
+
+    def flaky(request: Request, destination: Any) -> Any:
+        calls.append(request.body)
+        if len(calls) == 2:
+            raise OSError("front stopping")
+        return send(request, destination)
+
+    rig.front.send_request = flaky  # type: ignore[method-assign]
+    for text in ("one", "two"):
+        rig.messaging.incoming(rig.handle.info, BOB, text)
+    rig.register()
+    rig.answer(rig.sent()[0][0], 200)  # the train's send of "two" fails
+    assert calls == [b"one", b"two", b"two"]  # the worker sent it again
+    rig.answer(rig.sent()[-1][0], 200)
+    rig.worker.delete_settled()
+    assert store.outbox.pending(USER) == []
+
+
 def test_a_train_goes_to_one_destination_only_forks_send_one_at_a_time(store: Store) -> None:
     rig = Pipeline(store)
     rig.register(5070)
