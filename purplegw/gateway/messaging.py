@@ -73,6 +73,14 @@ Rule 10. The worker never waits for a commit: the send-queue and outbox
         promise is unchanged: the account gets a message, and the 202
         leaves, only after its row committed; a received message is sent to
         the phone only after its row committed.
+Rule 11. Towards one destination (the outbound proxy, a user with one
+        registered contact) a conversation's message goes as the head of a
+        train with up to ``TRAIN_LENGTH`` of the rows read behind it
+        (``_Train``): the front sends each next one from the 2xx of the one
+        before, without a round trip through the worker, and stops at any
+        other answer.  One message of the conversation is in flight at a
+        time, in outbox order, as Rule 3 says; the worker is told of every
+        answer (``completion``) and handles it as for any other message.
 """
 
 from __future__ import annotations
