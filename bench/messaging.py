@@ -22,6 +22,12 @@ msgs/s.  For SIP -> XMPP, ``202s`` is how many MESSAGEs sipp got answered 202
 and ``retr`` how many it had to retransmit.  Prosody is restarted before each
 measured direction (it slows down as it ages).
 
+The responder runs in a process of its own, so that its answers (which
+pace a conversation: one message in flight) do not wait for the bench's
+XMPP clients' share of the bench's GIL.  ``--workers N`` runs the gateway
+with ``[actors] workers = N`` (the accounts' XMPP sessions in N worker
+processes); ``cpu us`` counts the workers too.
+
 ``--repeat N`` measures every rate N times and reports the median of each
 column.  The rates go up to the knee: the last line per direction names the
 highest rate delivered in full at >= 0.9x the reference with p99 < 250 ms
@@ -32,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import os
 import re
+import selectors
 import socket
 import statistics
 import subprocess
@@ -42,6 +50,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,6 +60,9 @@ from tests.kit.ports import free_port  # noqa: E402
 from tests.kit.prosody import Prosody  # noqa: E402
 from tests.kit.sipp import _last_stats_row, sipp_binary  # noqa: E402
 from tests.kit.xmpp_peer import XmppPeer  # noqa: E402
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 # Bodies carry their send time; each kind of run has its own prefix so a
 # watcher never counts another run's messages.
@@ -111,11 +123,11 @@ def watch_peer(
     def run() -> None:
         seen = 0
         while not stop.is_set():
-            events = peer.snapshot()
-            for event in events[seen:]:
+            events = peer.since(seen)  # not a copy of all of them, 50 times a second
+            for event in events:
                 if event.kind == "message" and event.body:
                     arrivals.record(event.body, event.at + offset, pattern)
-            seen = len(events)
+            seen += len(events)
             time.sleep(0.02)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -123,38 +135,75 @@ def watch_peer(
     return thread
 
 
+def respond_udp(port: int, conn: Connection) -> None:
+    """The outbound proxy stand-in, in a process of its own: answers 200, timestamps.
+
+    Its own process so that its answers are not paced by the bench's XMPP
+    clients (they share one GIL): the gateway sends a conversation's next
+    message only after this answer.  ``conn`` asks for the arrivals of one
+    tag (``None`` ends it).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    sock.setblocking(False)
+    arrivals = Arrivals()
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    selector.register(conn, selectors.EVENT_READ)
+    conn.send("ready")
+    while True:
+        for key, _events in selector.select():
+            if key.fileobj is conn:
+                tag = conn.recv()
+                if tag is None:
+                    return
+                conn.send(arrivals.of(tag))
+                continue
+            while True:
+                try:
+                    data, addr = sock.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                now = time.time()
+                head, _, body = data.partition(b"\r\n\r\n")
+                lines = head.decode(errors="replace").split("\r\n")
+                if not lines[0].startswith("MESSAGE"):
+                    continue
+                keep = [
+                    ln
+                    for ln in lines[1:]
+                    if ln.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")
+                ]
+                reply = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
+                sock.sendto(reply.encode(), addr)
+                arrivals.record(body.decode(errors="replace"), now, GW_STAMP)
+
+
 class UdpResponder:
-    """The outbound proxy stand-in: answers 200 to every MESSAGE, timestamps it."""
+    """Runs ``respond_udp`` in a child process; ``of(tag)`` as ``Arrivals.of``."""
 
-    def __init__(self, arrivals: Arrivals) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", free_port("udp")))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.arrivals = arrivals
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
+    def __init__(self) -> None:
+        self.port = free_port("udp")
+        self._conn, child = multiprocessing.get_context("spawn").Pipe()
+        self._lock = threading.Lock()
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=respond_udp, args=(self.port, child), daemon=True
+        )
+        self.process.start()
+        if not self._conn.poll(30) or self._conn.recv() != "ready":
+            sys.exit("the UDP responder did not start")
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except OSError:
-                continue
-            now = time.time()
-            head, _, body = data.partition(b"\r\n\r\n")
-            lines = head.decode(errors="replace").split("\r\n")
-            if not lines[0].startswith("MESSAGE"):
-                continue
-            keep = [
-                ln
-                for ln in lines[1:]
-                if ln.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")
-            ]
-            reply = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
-            self.sock.sendto(reply.encode(), addr)
-            self.arrivals.record(body.decode(errors="replace"), now, GW_STAMP)
+    def of(self, tag: int) -> dict[int, float]:
+        with self._lock:
+            self._conn.send(tag)
+            return self._conn.recv()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._conn.send(None)
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 def summarize(rate: int, sent: int, got: dict[int, float], seconds: float) -> dict[str, float]:
@@ -180,9 +229,20 @@ def summarize(rate: int, sent: int, got: dict[int, float], seconds: float) -> di
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its live children (workers), all threads."""
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            pids += [int(child) for child in children.read_text().split()]
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def outbox_write_window(port: int) -> str:
@@ -297,6 +357,9 @@ def main() -> None:  # noqa: C901, PLR0915
     parser.add_argument("--repeat", type=int, default=1, help="runs per rate; medians shown")
     parser.add_argument("--final-drain", type=float, default=10.0, help="before counting lost")
     parser.add_argument("--direction", choices=("both", "sip", "xmpp"), default="both")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="[actors] workers: processes hosting the accounts"
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     if sipp_binary() is None:
@@ -305,13 +368,13 @@ def main() -> None:  # noqa: C901, PLR0915
     base = Path(tempfile.mkdtemp(prefix="purplegw-bench-msg-"))
     prosody = Prosody().start()
     account, bob, carol = (prosody.create_user(n) for n in ("gwalice", "benchbob", "benchcarol"))
-    sip_arrivals = Arrivals()
-    responder = UdpResponder(sip_arrivals)
+    responder = UdpResponder()
     metrics_port = free_port("tcp")
     gateway = GatewayProcess(
         base,
         extra_config=prosody.gateway_section(keepalive=0)
         + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
+        actors={"workers": args.workers},
         sip={
             "trusted": ["127.0.0.1/32"],
             "outbound_proxy": f"sip:127.0.0.1:{responder.port}",
@@ -416,9 +479,9 @@ def main() -> None:  # noqa: C901, PLR0915
                 )
                 time.sleep(args.drain)
                 elapsed = max(args.seconds, time.monotonic() - started - args.drain)
-                ours = summarize(rate, sent, sip_arrivals.of(tag), elapsed)
+                ours = summarize(rate, sent, responder.of(tag), elapsed)
                 ours["cpu_us"] = (cpu_seconds(gateway.process.pid) - cpu) / sent * 1e6
-                finals.append((ours, sip_arrivals, tag))
+                finals.append((ours, responder, tag))
                 ref = Arrivals()
                 ref_stop = threading.Event()
                 ref_watcher = watch_peer(ref_receiver, ref, REF_STAMP, ref_stop)
@@ -447,14 +510,17 @@ def main() -> None:  # noqa: C901, PLR0915
     finally:
         stop.set()
         gateway.stop()
-        responder.stop.set()
+        responder.stop()
         prosody.cleanup()
 
     rows = [
         (direction, median_of([o for o, _r in measured]), median_of([r for _o, r in measured]))
         for (direction, _rate), measured in runs.items()
     ]
-    print(f"median of {args.repeat} run(s) of {args.seconds:g}s per rate")
+    print(
+        f"median of {args.repeat} run(s) of {args.seconds:g}s per rate, "
+        f"[actors] workers = {args.workers}"
+    )
     header = (
         f"{'direction':<10} {'rate':>5} | {'purplegw/s':>10} {'behind':>6} {'lost':>5} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us':>6} {'202s':>6} {'retr':>5} | "

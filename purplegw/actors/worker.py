@@ -21,10 +21,18 @@ Rule 2. Completions (``completion``) run before the tasks still waiting, in
 Rule 3. A task that raises is logged and the worker goes on.
 Rule 4. ``stop()`` refuses new tasks and timers, runs what was already
         submitted, drops the timers that have not fired, and joins the thread.
+Rule 5. ``offload(fn)`` runs ``fn`` on the worker's store thread, one at a
+        time in submission order, and returns a future of its result: a
+        blocking store write (a group commit and its fsync) runs there while
+        the worker goes on with the rules; its completion comes back through
+        ``completion``.  ``stop()`` first lets the store thread finish what
+        was offloaded, so those completions still run; offloaded afterwards,
+        ``fn`` runs on the caller.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import heapq
 import itertools
 import logging
@@ -75,6 +83,14 @@ class Worker:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        # The store thread (Rule 5), started at the first offload.
+        self._store_name = (
+            name.replace("gateway", "store") if "gateway" in name else f"{name}-store"
+        )
+        self._store_cond = threading.Condition()
+        self._store_jobs: deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = deque()
+        self._store_thread: threading.Thread | None = None
+        self._store_closed = False
 
     def submit(self, fn: Callable[..., object], /, *args: Any) -> None:
         """Run ``fn(*args)`` on the worker; dropped (logged) once stopping."""
@@ -118,7 +134,39 @@ class Worker:
 
         return hop
 
+    def offload(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn()`` on the store thread (Rule 5); the future holds its result or error."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._store_cond:
+            if not self._store_closed:
+                if self._store_thread is None:
+                    self._store_thread = threading.Thread(
+                        target=self._store_run, name=self._store_name, daemon=True
+                    )
+                    self._store_thread.start()
+                self._store_jobs.append((fn, future))
+                self._store_cond.notify()
+                return future
+        _settle(future, fn)  # stopping: on the caller
+        return future
+
+    def _store_run(self) -> None:
+        while True:
+            with self._store_cond:
+                while not self._store_jobs and not self._store_closed:
+                    self._store_cond.wait()
+                if not self._store_jobs:
+                    return
+                fn, future = self._store_jobs.popleft()
+            _settle(future, fn)
+
     def stop(self, timeout: float = 10.0) -> None:
+        with self._store_cond:
+            self._store_closed = True
+            self._store_cond.notify()
+            store = self._store_thread
+        if store is not None and store is not threading.current_thread():
+            store.join(timeout)  # its completions still reach the worker
         with self._cond:
             self._stopping = True
             for _deadline, _seq, handle in self._timers:
@@ -161,6 +209,15 @@ class Worker:
             except Exception:
                 named = args[0].fn if fn is _fire else fn  # a timer: name what it ran
                 logger.exception("gateway task %s failed", _name(named))
+
+
+def _settle(future: concurrent.futures.Future[T], fn: Callable[[], T]) -> None:
+    try:
+        result = fn()
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def _fire(handle: TimerHandle) -> None:

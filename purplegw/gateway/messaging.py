@@ -63,6 +63,24 @@ Rule 9. Deleting a settled row is not a promise to anyone: the send-queue
         (``_send_next``), so a busy conversation costs one read per
         ``FLUSH_WINDOW`` messages and no commit of its own per message.  A
         crash before the deletion sends it again (at-least-once, as before).
+Rule 10. The worker never waits for a commit: the send-queue and outbox
+        commits of Rules 2 and 3 and the deletions of Rule 9 run on the
+        worker's store thread (``offload``), and their outcome comes back to
+        the worker, which meanwhile delivers, answers and collects the next
+        batch.  One send-queue and one outbox commit are under way at a
+        time, so batches commit in arrival order and a failed outbox batch
+        is retried before anything received after it.  What Rules 2 and 3
+        promise is unchanged: the account gets a message, and the 202
+        leaves, only after its row committed; a received message is sent to
+        the phone only after its row committed.
+Rule 11. Towards one destination (the outbound proxy, a user with one
+        registered contact) a conversation's message goes as the head of a
+        train with up to ``TRAIN_LENGTH`` of the rows read behind it
+        (``_Train``): the front sends each next one from the 2xx of the one
+        before, without a round trip through the worker, and stops at any
+        other answer.  One message of the conversation is in flight at a
+        time, in outbox order, as Rule 3 says; the worker is told of every
+        answer (``completion``) and handles it as for any other message.
 """
 
 from __future__ import annotations
@@ -75,7 +93,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from purplegw import metrics
 from purplegw.actors.front.transport import Address, Source
@@ -119,6 +137,7 @@ if TYPE_CHECKING:
     )
     from purplegw.gateway.registrar import Registrar
     from purplegw.protocols.base import TypingState
+    from purplegw.store.groupcommit import Ticket
     from purplegw.store.outbox import QueuedMessage
     from purplegw.store.sendq import PendingSend
 
@@ -150,6 +169,8 @@ CLEANUP_DELAY = 0.02
 CLEANUP_BATCH = 500
 # How many of a user's oldest outbox rows one flush looks at for conversation heads.
 FLUSH_WINDOW = 100
+# At most this many of a conversation's messages go as one train (Rule 11).
+TRAIN_LENGTH = 16
 # IMDN requests remembered for a receipt from the contact (Rule 8), at most,
 # and for at most this many seconds across restarts.
 MAX_RECEIPTS_WAITED = 10000
@@ -204,6 +225,61 @@ class _Delivery:
     failures: list[tuple[int, str, bool]] = field(default_factory=list)  # status, text, udp
 
 
+@dataclass
+class _Car:
+    """One outbox message of a train, its request made (Rule 11)."""
+
+    message: QueuedMessage
+    request: Request
+    target: Address | Source
+    ruri: str
+    udp: bool
+
+
+class _Train:
+    """A conversation's next messages to its one destination, each sent on the 2xx of the last.
+
+    Rule 11.  Made on the worker, then touched only by the done-callbacks
+    of its requests' client transactions, on the SIP front's thread, one
+    after another (a request leaves only from its predecessor's callback),
+    so it needs no lock.  ``answered(car, next_sent, future)`` is told of
+    every answer, after the next request left (or not).
+    """
+
+    __slots__ = ("answered", "cars", "front")
+
+    def __init__(
+        self,
+        front: FrontPort,
+        cars: list[_Car],
+        answered: Callable[[_Car, bool, concurrent.futures.Future[Response]], None],
+    ) -> None:
+        self.front = front
+        self.cars = cars
+        self.answered = answered
+
+    def start(self) -> None:
+        self._go(0)
+
+    def _go(self, index: int) -> None:
+        car = self.cars[index]
+        future = self.front.send_request(car.request, car.target)
+        future.add_done_callback(partial(self._done, index))
+
+    def _done(self, index: int, future: concurrent.futures.Future[Response]) -> None:
+        following = index + 1 < len(self.cars) and _delivered(future)
+        try:
+            if following:
+                self._go(index + 1)
+        except Exception:
+            # Not sent: the worker sends it on as without a train.  Whatever
+            # happens, the worker hears of this answer, or the conversation
+            # would stay in flight for good.
+            logger.exception("Train of %s stopped", self.cars[index].message.sip_user)
+            following = False
+        self.answered(self.cars[index], following, future)
+
+
 class Messaging:
     def __init__(  # noqa: PLR0913 - the controller's collaborators, all keyword
         self,
@@ -240,6 +316,8 @@ class Messaging:
         self._store_timer: TimerHandle | None = None
         self._writer: GroupCommitWriter | None = None  # made at the first MESSAGE
         self._accepted: list[_Accepted] = []
+        self._committing = False  # a send-queue commit is under way (Rule 10)
+        self._storing = False  # an outbox commit is under way (Rule 10)
         self._active: set[str] = set()  # send-queue ids handed to an account, not settled
         self._asked: dict[str, Incoming] = {}  # send-queue id -> its IMDN request
         self._seen_seq = 0  # newest send-queue row this run knows of (requeued)
@@ -399,7 +477,7 @@ class Messaging:
                 body,
             )
         )
-        if len(self._accepted) == 1:
+        if len(self._accepted) == 1 and not self._committing:
             # Runs after the requests already waiting for the worker: they share the commit.
             self.worker.submit(self._commit_accepted)
 
@@ -409,7 +487,34 @@ class Messaging:
             self._writer = GroupCommitWriter(self.store.db)
         return self._writer
 
+    def _off_worker(
+        self, work: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
+    ) -> None:
+        """Run the store write ``work`` off the worker; ``done(result, error)`` back on it.
+
+        The write and its fsync run on the worker's store thread (Rule 10),
+        so deliveries and answers go on meanwhile.  A worker without one
+        (tests' inline workers) runs it here.
+        """
+        offload = getattr(self.worker, "offload", None)
+        if offload is None:
+            try:
+                result = work()
+            except Exception as exc:  # noqa: BLE001 - handed to done, as from the thread
+                done(None, exc)
+                return
+            done(result, None)
+            return
+
+        def ended(future: concurrent.futures.Future[Any]) -> None:
+            error = future.exception()
+            done(None if error is not None else future.result(), error)
+
+        offload(work).add_done_callback(self.worker.completion(ended))
+
     def _commit_accepted(self) -> None:
+        if self._committing or not self._accepted:
+            return  # the commit under way starts the next one when it ends
         batch, self._accepted = self._accepted, []
         tickets = [
             self.writer.add(
@@ -430,7 +535,16 @@ class Messaging:
             )
             for a in batch
         ]
-        self.writer.flush()
+        self._committing = True
+        # One transaction for the batch (the writer's), on the store thread.
+        self._off_worker(
+            partial(self.writer.commit, self.writer.take()),
+            lambda _result, _error: self._accepted_committed(batch, tickets),
+        )
+
+    def _accepted_committed(self, batch: list[_Accepted], tickets: list[Ticket[Any]]) -> None:
+        """The send-queue rows of ``batch`` committed (or not): hand over, then answer."""
+        self._committing = False
         for accepted, ticket in zip(batch, tickets, strict=True):
             if not ticket.ok:
                 logger.warning(
@@ -455,6 +569,8 @@ class Messaging:
                 accepted.handle, accepted.contact, accepted.text, accepted.message_id, settle=False
             )
             future.add_done_callback(self.worker.completion(partial(self._answered, accepted)))
+        # What was accepted while this commit ran: the next commit, at once.
+        self._commit_accepted()
 
     def _want_receipt(self, message_id: str, imdn_id: str, sip_user: str) -> None:
         wanted = self._imdn_wanted
@@ -545,6 +661,23 @@ class Messaging:
         done, self._sendq_done = self._sendq_done, []
         acked, self._sendq_acked = self._sendq_acked, []
         receipted, self._receipts_done = self._receipts_done, []
+        delivered, self._outbox_done = self._outbox_done, []
+        if not (done or acked or receipted or delivered):
+            return
+        # Off the worker (Rule 10): deliveries go on while the deletions commit.
+        self._off_worker(
+            partial(self._delete_settled, done, acked, receipted, delivered),
+            partial(self._cleaned, delivered),
+        )
+
+    def _delete_settled(
+        self,
+        done: list[str],
+        acked: list[str],
+        receipted: list[str],
+        delivered: list[QueuedMessage],
+    ) -> StoreError | None:
+        """The deletions of Rule 9 (on the store thread); the outbox's error, if any."""
         if done or acked or receipted:
             try:
                 with self.store.db.transaction():
@@ -553,15 +686,28 @@ class Messaging:
                     self.store.sendq.receipts_done(receipted)
             except StoreError as exc:  # sent again after a restart (at-least-once)
                 logger.warning("%d send-queue row(s) not updated: %s", len(done) + len(acked), exc)
-        delivered, self._outbox_done = self._outbox_done, []
         if not delivered:
-            return
+            return None
         try:
             self.store.outbox.done_many([m.seq for m in delivered])
         except StoreError as exc:
+            return exc
+        return None
+
+    def _cleaned(
+        self,
+        delivered: list[QueuedMessage],
+        outbox_error: StoreError | None,
+        error: BaseException | None,
+    ) -> None:
+        """The deletions ended (on the worker): the delivered rows are gone, or to retry."""
+        if not delivered:
+            return
+        error = outbox_error or error
+        if error is not None:
             # Still skipped by flush (self._deleting); deleted at the next try,
             # or sent again after a restart (at-least-once).
-            logger.warning("%d delivered outbox row(s) not removed yet: %s", len(delivered), exc)
+            logger.warning("%d delivered outbox row(s) not removed yet: %s", len(delivered), error)
             self._outbox_done[:0] = delivered
             if self._cleanup_timer is None:
                 self._cleanup_timer = self.worker.call_later(STORE_RETRY_DELAY, self._cleanup_fired)
@@ -879,32 +1025,37 @@ class Messaging:
             self.worker.submit(self._store_incoming)
 
     def _store_incoming(self) -> None:
+        if self._storing:
+            return  # the commit under way starts the next one when it ends
         batch = list(self.unstored)
         if not batch:
             return
-        try:
-            seqs = self.store.outbox.put_many(
-                [
-                    NewIncoming(
-                        r.account.sip_user,
-                        r.account.account_id,
-                        r.account.protocol,
-                        r.contact,
-                        r.body,
-                        r.content_type,
-                        r.message_id,
-                        r.receipts,
-                    )
-                    for r in batch
-                ]
+        rows = [
+            NewIncoming(
+                r.account.sip_user,
+                r.account.account_id,
+                r.account.protocol,
+                r.contact,
+                r.body,
+                r.content_type,
+                r.message_id,
+                r.receipts,
             )
-        except StoreError as exc:
-            logger.warning(
-                "Outbox unavailable, %d received message(s) kept in memory: %s",
-                len(self.unstored),
-                exc,
-            )
-            self._schedule_store_retry()
+            for r in batch
+        ]
+        self._storing = True
+        # One transaction (put_many's), on the store thread.
+        self._off_worker(
+            partial(self.store.outbox.put_many, rows), partial(self._incoming_committed, batch)
+        )
+
+    def _incoming_committed(
+        self, batch: list[_Received], seqs: list[int] | None, error: BaseException | None
+    ) -> None:
+        """The outbox rows of ``batch`` (the head of ``unstored``) committed, or not."""
+        self._storing = False
+        if error is not None or seqs is None:
+            self._not_stored(error)
             return
         for _ in batch:
             self.unstored.popleft()
@@ -924,6 +1075,18 @@ class Messaging:
                 users.append(received.account.sip_user)
         for sip_user in users:
             self.flush(sip_user)
+        if self.unstored and self._store_timer is None:
+            self._store_incoming()  # what arrived while this commit ran
+
+    def _not_stored(self, error: BaseException | None) -> None:
+        if not isinstance(error, StoreError):
+            logger.error("Outbox write failed", exc_info=error)
+        logger.warning(
+            "Outbox unavailable, %d received message(s) kept in memory: %s",
+            len(self.unstored),
+            error,
+        )
+        self._schedule_store_retry()
 
     def _schedule_store_retry(self) -> None:
         if self._store_timer is not None:
@@ -983,9 +1146,9 @@ class Messaging:
                     continue
                 age = self.clock() - message.created
                 if not max_age or age <= max_age:
-                    self._send(message)
-                    # The next ones, for when this one is delivered (_send_next).
+                    # The next ones, for its train and for when it is delivered (_send_next).
                     self._ahead[key] = deque(messages[index + 1 :])
+                    self._send(message)
                     break
                 try:
                     self._give_up(message, 408, f"not delivered within {int(age)} s")
@@ -1034,20 +1197,35 @@ class Messaging:
     def _send(self, message: QueuedMessage) -> None:
         front = self.front
         sip_user = message.sip_user
+        key = (sip_user, message.contact)
         if front is None:
             return
         destinations = self._destinations(sip_user, message.protocol)
         if not destinations:
             logger.debug("%s not registered (or its contacts time out); messages wait", sip_user)
+            self._ahead.pop(key, None)  # read again when it registers
             return
-        handle = self.directory.get(sip_user, message.protocol)
-        account = AccountRef(
-            message.account_id,
-            sip_user,
-            message.protocol,
-            handle.info.ext_user if handle is not None else "",
-        )
-        self.in_flight.add((sip_user, message.contact))
+        account = self._account_of(message)
+        self.in_flight.add(key)
+        if len(destinations) == 1:
+            destination, ruri = destinations[0]
+            cars = [self._car(account, message, destination, ruri)]
+            ahead = self._ahead.get(key)
+            max_age = self.settings.retry_max_age
+            while ahead and len(cars) < TRAIN_LENGTH:
+                following = ahead[0]
+                if following.seq in self._deleting:
+                    ahead.popleft()
+                    continue
+                if (
+                    following.account_id != message.account_id
+                    or following.protocol != message.protocol
+                    or (max_age and self.clock() - following.created > max_age)
+                ):
+                    break  # sent (or given up) on its own, after the train
+                cars.append(self._car(account, ahead.popleft(), destination, ruri))
+            _Train(front, cars, self._car_answered).start()
+            return
         delivery = _Delivery(left=len(destinations))
         for destination, ruri in destinations:
             request = self._outgoing(
@@ -1061,13 +1239,49 @@ class Messaging:
                 self.worker.completion(partial(self._answer, message, delivery, ruri, udp))
             )
 
-    def _answer(
+    def _account_of(self, message: QueuedMessage) -> AccountRef:
+        handle = self.directory.get(message.sip_user, message.protocol)
+        return AccountRef(
+            message.account_id,
+            message.sip_user,
+            message.protocol,
+            handle.info.ext_user if handle is not None else "",
+        )
+
+    def _car(
+        self, account: AccountRef, message: QueuedMessage, destination: Address | Source, ruri: str
+    ) -> _Car:
+        request = self._outgoing(account, message.contact, ruri, message.body, message.content_type)
+        target = _fit(destination, request, tcp=message.seq in self._tcp)
+        udp = (target.address if isinstance(target, Source) else target).transport == "udp"
+        return _Car(message, request, target, ruri, udp)
+
+    def _car_answered(
+        self,
+        car: _Car,
+        next_sent: bool,  # noqa: FBT001 - positional, as _Train calls it
+        future: concurrent.futures.Future[Response],
+    ) -> None:
+        """A train's message was answered (called on the front's thread): on to the worker."""
+        self.worker.completion(partial(self._car_settled, car, next_sent))(future)
+
+    def _car_settled(
+        self,
+        car: _Car,
+        next_sent: bool,  # noqa: FBT001 - positional through partial and completion
+        future: concurrent.futures.Future[Response],
+    ) -> None:
+        self._answer(car.message, _Delivery(left=1), car.ruri, car.udp, future, next_sent=next_sent)
+
+    def _answer(  # noqa: PLR0913 - the answer and what it answers
         self,
         message: QueuedMessage,
         delivery: _Delivery,
         ruri: str,
         udp: bool,  # noqa: FBT001
         future: concurrent.futures.Future[Response],
+        *,
+        next_sent: bool = False,
     ) -> None:
         try:
             response = future.result()
@@ -1084,7 +1298,7 @@ class Messaging:
             return
         if 200 <= status < 300:
             delivery.settled = True
-            self.delivered(message, ok=True, status=status, text=text)
+            self.delivered(message, ok=True, status=status, text=text, next_sent=next_sent)
             return
         delivery.failures.append((status, text, udp))
         if delivery.left == 0:
@@ -1101,11 +1315,20 @@ class Messaging:
                     return
             self.delivered(message, ok=False, status=status, text=text, permanent=True)
 
-    def delivered(
-        self, message: QueuedMessage, *, ok: bool, status: int, text: str, permanent: bool = False
+    def delivered(  # noqa: PLR0913 - the outcome's parts, all keyword
+        self,
+        message: QueuedMessage,
+        *,
+        ok: bool,
+        status: int,
+        text: str,
+        permanent: bool = False,
+        next_sent: bool = False,
     ) -> None:
+        """``next_sent``: its train sent the conversation's next message already."""
         key = (message.sip_user, message.contact)
-        self.in_flight.discard(key)
+        if not next_sent:
+            self.in_flight.discard(key)
         metrics.message_in("delivered" if ok else "retry")
         try:
             if ok:
@@ -1119,7 +1342,7 @@ class Messaging:
                 if network_id:
                     self._delivered_to_network(message, network_id)
                 self._retry_index.pop(key, None)
-                if not self._send_next(key):
+                if not next_sent and not self._send_next(key):
                     self.flush(message.sip_user)
                 return
             self._ahead.pop(key, None)  # read again after the retry or dead letter
@@ -1221,6 +1444,13 @@ def message_id_of(request: Request) -> str:
     """The id of a SIP MESSAGE towards a network, stable across retransmissions and resends."""
     cseq = request.cseq
     return uuid.uuid5(uuid.NAMESPACE_URL, f"{request.call_id}/{cseq.number if cseq else 0}").hex
+
+
+def _delivered(future: concurrent.futures.Future[Response]) -> bool:
+    """A 2xx, not an error (the front resolves timeouts and transport errors too)."""
+    if future.cancelled() or future.exception() is not None:
+        return False
+    return 200 <= future.result().status < 300
 
 
 def _fit(

@@ -23,6 +23,11 @@ Rule 3: then one COMMIT.  If it succeeds every surviving ticket is durable
         the whole transaction is rolled back and every ticket fails: no
         ticket reports durable a write that is not.
 Rule 4: tickets are settled exactly once, by the flush that took them.
+Rule 5: ``take()`` detaches the pending tickets and ``commit(batch)`` runs
+        them as ``flush`` does (``flush() == commit(take())``), so the owner
+        can add on its thread and let another thread block in the commit
+        (purplegw.actors.worker ``offload``).  One ``commit`` at a time per
+        database connection; the tickets are read only after it returned.
 """
 
 from __future__ import annotations
@@ -92,8 +97,16 @@ class GroupCommitWriter:
         self._pending.append(ticket)
         return ticket
 
-    def flush(self) -> FlushResult:
+    def take(self) -> list[Ticket[Any]]:
+        """The pending tickets, now the caller's to ``commit`` (Rule 5)."""
         batch, self._pending = self._pending, []
+        return batch
+
+    def flush(self) -> FlushResult:
+        return self.commit(self.take())
+
+    def commit(self, batch: list[Ticket[Any]]) -> FlushResult:
+        """Run ``batch`` (from ``take``) in one transaction; see the module rules."""
         result = FlushResult()
         if not batch:
             return result

@@ -134,3 +134,58 @@ def test_completions_run_before_requests_still_waiting(worker: Worker) -> None:
     gate.set()
     on_worker(worker)
     assert order == ["answer", "request 0", "request 1", "request 2"]
+
+
+def test_offloaded_work_runs_in_order_on_the_store_thread_and_answers_on_the_worker(
+    worker: Worker,
+) -> None:
+    ran: list[tuple[int, str]] = []
+    answered: list[tuple[object, str]] = []
+    done = threading.Event()
+    release = threading.Event()
+
+    def work(n: int) -> int:
+        if n == 0:
+            assert release.wait(TIMEOUT)  # a slow commit: the worker goes on meanwhile
+        ran.append((n, threading.current_thread().name))
+        if n == 3:
+            raise ValueError("three")
+        return n * 10
+
+    def answer(future: concurrent.futures.Future[int]) -> None:
+        result = future.exception() or future.result()
+        answered.append((result, threading.current_thread().name))
+        if len(answered) == 5:
+            done.set()
+
+    for n in range(5):
+        worker.submit(
+            lambda n=n: worker.offload(lambda: work(n)).add_done_callback(worker.completion(answer))
+        )
+    on_worker(worker)  # the worker is free while the store thread waits in work(0)
+    assert ran == []
+    release.set()
+    assert done.wait(TIMEOUT)
+    assert [n for n, _ in ran] == [0, 1, 2, 3, 4]
+    assert {name for _, name in ran} == {"test-worker-store"}
+    assert [str(r) for r, _ in answered] == ["0", "10", "20", "three", "40"]
+    assert {name for _, name in answered} == {"test-worker"}
+
+
+def test_stop_waits_for_offloaded_work_and_runs_its_completion() -> None:
+    worker = Worker(name="test-worker")
+    answered = threading.Event()
+    release = threading.Event()
+
+    def slow() -> str:
+        assert release.wait(TIMEOUT)
+        return "committed"
+
+    future = worker.offload(slow)
+    future.add_done_callback(worker.completion(lambda _f: answered.set()))
+    threading.Timer(0.05, release.set).start()
+    worker.stop()
+    assert future.result(0) == "committed"
+    assert answered.is_set()
+    late = worker.offload(lambda: threading.current_thread().name)  # after stop: on the caller
+    assert late.result(0) == threading.current_thread().name

@@ -256,6 +256,77 @@ def test_one_stuck_conversation_does_not_hold_back_another(store: Store) -> None
     assert rig.sent()[-1][0].body == b"bob 2"  # order kept within the conversation
 
 
+def test_a_train_sends_the_next_message_on_the_2xx_of_the_last_and_stops_at_a_failure(
+    store: Store,
+) -> None:
+    worker = QueuedWorker()
+    rig = Pipeline(store, worker=worker)
+    for n in range(4):
+        worker.submit(rig.messaging.incoming, rig.handle.info, BOB, f"bob {n}")
+    worker.run()
+    assert rig.sent() == []  # not registered yet: all four wait
+    rig.register()
+    worker.run()
+
+    def bodies() -> list[bytes]:
+        return [r.body for r, _d in rig.sent()]
+
+    assert bodies() == [b"bob 0"]  # one message of the conversation in flight
+    rig.answer(rig.sent()[0][0], 200)
+    assert bodies() == [b"bob 0", b"bob 1"]  # left on the 2xx, the worker not run yet
+    rig.answer(rig.sent()[1][0], 480)
+    assert len(rig.sent()) == 2  # a failure stops the train: nothing overtakes "bob 1"
+    worker.run()
+    rig.worker.delete_settled()
+    worker.run()
+    assert [m.body for m in store.outbox.pending(USER)] == [b"bob 1", b"bob 2", b"bob 3"]
+    rig.worker.fire()  # the retry
+    worker.run()
+    for _ in range(3):
+        rig.answer(rig.sent()[-1][0], 200)
+    assert bodies()[2:] == [b"bob 1", b"bob 2", b"bob 3"]  # in order
+    worker.run()
+    rig.worker.delete_settled()
+    worker.run()
+    assert store.outbox.pending(USER) == []
+
+
+def test_a_train_that_cannot_send_its_next_message_leaves_it_to_the_worker(
+    store: Store,
+) -> None:
+    rig = Pipeline(store)
+    calls = []
+    send = rig.front.send_request
+
+    def flaky(request: Request, destination: Any) -> Any:
+        calls.append(request.body)
+        if len(calls) == 2:
+            raise OSError("front stopping")
+        return send(request, destination)
+
+    rig.front.send_request = flaky  # type: ignore[method-assign]
+    for text in ("one", "two"):
+        rig.messaging.incoming(rig.handle.info, BOB, text)
+    rig.register()
+    rig.answer(rig.sent()[0][0], 200)  # the train's send of "two" fails
+    assert calls == [b"one", b"two", b"two"]  # the worker sent it again
+    rig.answer(rig.sent()[-1][0], 200)
+    rig.worker.delete_settled()
+    assert store.outbox.pending(USER) == []
+
+
+def test_a_train_goes_to_one_destination_only_forks_send_one_at_a_time(store: Store) -> None:
+    rig = Pipeline(store)
+    rig.register(5070)
+    rig.register(5072)
+    rig.messaging.incoming(rig.handle.info, BOB, "one")
+    rig.messaging.incoming(rig.handle.info, BOB, "two")
+    assert sorted(d.port for _r, d in rig.sent()) == [5070, 5072]  # "one", to both
+    first = rig.sent()[0][0]
+    rig.answer(first, 200)  # the first 2xx delivers it; "two" follows through the worker
+    assert [r.body for r, _d in rig.sent()[2:]] == [b"two", b"two"]
+
+
 def test_the_first_2xx_of_a_fork_delivers_and_a_silent_contact_is_skipped(store: Store) -> None:
     rig = Pipeline(store, dead_binding_timeouts=2)
     rig.register(5070)

@@ -266,6 +266,11 @@ class XmppPeer:
         with self._lock:
             return list(self.events)
 
+    def since(self, index: int) -> list[PeerEvent]:
+        """The events recorded after the first ``index`` (no copy of the others)."""
+        with self._lock:
+            return self.events[index:]
+
     def wait_for(self, predicate: Callable[[PeerEvent], bool], timeout: float = 20.0) -> PeerEvent:
         """The first recorded event matching ``predicate`` (polls until ``timeout``)."""
         deadline = time.monotonic() + timeout
