@@ -1,6 +1,6 @@
 """Where an online XMPP account's memory goes: tracemalloc by allocation site and by group.
 
-    .venv/bin/python bench/account_memory.py [--accounts 500] [--against main]
+    .venv/bin/python bench/account_memory.py [--accounts 500] [--against main] [--repeat 3]
 
 Logs ``--accounts`` accounts into a throw-away Prosody (restarted first;
 ``internal_hashed`` as in production, STARTTLS, certificate verified,
@@ -19,6 +19,8 @@ account:
 ``--against REV`` measures the same in a temporary git worktree of REV (the
 reference, e.g. ``main``) right before, against the same restarted Prosody:
 compare the ratio column, not the absolute numbers, on a loaded machine.
+``--repeat N`` makes N untraced runs per tree, alternating the trees, and
+reports the medians; ``--no-trace`` skips the (slow) tracemalloc run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import gc
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -210,6 +213,13 @@ def main() -> None:
     parser.add_argument("--against", default="", help="git revision measured as the reference")
     parser.add_argument("--top", type=int, default=25, help="rows of the allocation site table")
     parser.add_argument("--iterations", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=1, help="untraced runs per tree (median)")
+    parser.add_argument(
+        "--no-trace",
+        dest="trace_groups",
+        action="store_false",
+        help="skip the tracemalloc run (RSS and CPU only: much faster)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", default=str(ROOT), help=argparse.SUPPRESS)
@@ -238,11 +248,21 @@ def main() -> None:
                 log_level="warn", hashed=True, scram_iterations=args.iterations
             ) as prosody:
                 prosody.create_users(args.accounts + WARM_ACCOUNTS, prefix="mem")
+                runs: dict[str, list[dict]] = {label: [] for label in roots}
+                # Rounds alternate the trees, so a change in the machine's
+                # load hits both; each figure is the median of the rounds.
+                for _ in range(args.repeat):
+                    for label, root in roots.items():
+                        plain = run_child(root, prosody, args.accounts, trace=False)
+                        runs[label].append(plain)
+                        print(label, json.dumps(plain), file=sys.stderr, flush=True)
                 for label, root in roots.items():
-                    plain = run_child(root, prosody, args.accounts, trace=False)
-                    traced = run_child(root, prosody, args.accounts, trace=True)
-                    results[label] = (plain, traced)
-                    print(label, json.dumps(plain), file=sys.stderr, flush=True)
+                    traced = (
+                        run_child(root, prosody, args.accounts, trace=True)
+                        if args.trace_groups
+                        else {"traced_kib": float("nan"), "groups": {}, "sites": {}}
+                    )
+                    results[label] = (median_run(runs[label]), traced)
         finally:
             if args.against:
                 subprocess.run(
@@ -260,12 +280,21 @@ def main() -> None:
     report(results, args.accounts, args.top)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Per-field median of several untraced runs (RSS, CPU, Prosody's CPU, seconds)."""
+    out = dict(runs[0])
+    for key in ("seconds", "cpu_ms", "rss_kib", "prosody_cpu_ms"):
+        out[key] = statistics.median(run[key] for run in runs)
+    out["runs"] = len(runs)
+    return out
+
+
 def report(results: dict[str, tuple[dict, dict]], accounts: int, top: int) -> None:
     labels = list(results)
     ref_plain, _ = results[labels[0]]
     print(
         f"{accounts} XMPP accounts logged in on one loop (after {WARM_ACCOUNTS} warm-up), "
-        "per account; ratio against the first row"
+        f"per account, median of {ref_plain.get('runs', 1)} runs; ratio against the first row"
     )
     print(
         f"{'tree':<12} {'RSS KiB':>8} {'ratio':>6} {'traced':>7} {'untraced':>8} | "

@@ -333,6 +333,27 @@ def test_a_message_larger_than_the_tls_read_buffer_arrives_whole(loop, alice, bo
     assert (contact, got) == (users[1].jid, text)
 
 
+def test_the_login_parser_is_replaced_between_stanzas_and_the_stream_reads_on(
+    loop, alice, bob, users
+):
+    """After login the stream gets a fresh XML parser (stream_parser.py); nothing is lost."""
+    from purplegw.protocols.xmpp.stream_parser import StreamParser
+
+    session, events = alice
+    bob.send_message(users[0].jid, "first")
+    assert events.wait_for("message")[1] == "first"
+    # A chunk ending in </message> is a stanza boundary: swapped by now at the latest.
+    assert not isinstance(session.client.parser, StreamParser)
+    assert session.client.compact_parser_due is False
+    for n in range(20):
+        bob.send_message(users[0].jid, f"after {n} <&> 'q'")
+    events.wait_for("message", lambda _c, text, _id: text == "after 19 <&> 'q'")
+    texts = [e.args[1] for e in events.snapshot() if e.name == "message"]
+    assert texts == ["first"] + [f"after {n} <&> 'q'" for n in range(20)]
+    assert loop.run(session.send_message(users[1].jid, "still writing", "sip-after")) is True
+    bob.wait_for(lambda e: e.kind == "message" and e.body == "still writing")
+
+
 def test_xhtml_im_bodies_become_plain_text(loop, alice, bob, users):
     _session, events = alice
     ours = users[0].jid

@@ -82,6 +82,7 @@ from purplegw.protocols.xmpp.presence_map import (
     presence_from_xmpp,
     presence_to_xmpp,
 )
+from purplegw.protocols.xmpp.stream_parser import StreamParser, ends_between_stanzas, fresh_parser
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,18 @@ class Client(slixmpp.ClientXMPP):
     stored_scram_key: str | None = None
     on_scram_key: Any = None
 
+    #: Stream features slixmpp's ``ClientXMPP`` registers that the gateway
+    #: never uses: pre-approval (RFC 6121 3.4) and XEP-0478 limits only record
+    #: that the server offers them; roster versioning only matters to a client
+    #: that keeps its roster between logins (a session builds a new client,
+    #: so it always asks for the whole roster).  Not loading them saves their
+    #: instances, handlers and config per account.
+    UNUSED_FEATURES = frozenset({"feature_preapproval", "feature_limits", "feature_rosterver"})
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Replace the login's XML parser at the next stanza boundary (see
+        #: stream_parser.py); set once the session started or resumed.
+        self.compact_parser_due = False
         super().__init__(*args, **kwargs)
         # The SCRAM challenge is where the key derivation runs (milliseconds
         # of CPU in C, GIL released): answered from a thread, it no longer
@@ -167,6 +179,31 @@ class Client(slixmpp.ClientXMPP):
         )
         self.add_event_handler("auth_success", self._forget_sasl_mechanism)
         self.add_event_handler("session_start", self._forget_stream_features)
+        self.add_event_handler("session_resumed", self._compact_parser_soon)
+
+    def register_plugin(self, plugin: str, pconfig: dict | None = None, module: Any = None) -> None:
+        if plugin in self.UNUSED_FEATURES:
+            return
+        super().register_plugin(plugin, pconfig, module)
+
+    def init_parser(self) -> None:
+        """slixmpp's parser, recording the stream header's namespaces (stream_parser.py)."""
+        self.xml_depth = 0
+        self.xml_root = None
+        self.parser = StreamParser()
+        self.compact_parser_due = False
+
+    def _compact_parser_soon(self, _event: Any = None) -> None:
+        self.compact_parser_due = True
+
+    def data_received(self, data: bytes | str) -> None:
+        super().data_received(data)
+        if self.compact_parser_due and self.xml_depth == 1 and ends_between_stanzas(data):
+            parser = self.parser
+            if isinstance(parser, StreamParser):
+                # Between stanzas: nothing of the old parser's input is pending.
+                self.parser, self.xml_root = fresh_parser(parser.root_namespaces)
+                self.compact_parser_due = False
 
     def _forget_sasl_mechanism(self, _stanza: Any) -> None:
         """Drop the SASL mechanism once authenticated (slixmpp keeps it for the stream's life).
@@ -184,6 +221,7 @@ class Client(slixmpp.ClientXMPP):
         binds again and stores its own.
         """
         self.plugin["feature_bind"].features = None
+        self._compact_parser_soon()
 
     async def handle_sasl_challenge(self, challenge: Any) -> None:
         """slixmpp's ``_handle_challenge`` with ``mech.process`` run in the default executor."""
