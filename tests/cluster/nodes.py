@@ -40,9 +40,11 @@ class Node(GatewayProcess):
         extra_config: str,
         store: dict[str, Any],
         sip: dict[str, Any] | None = None,
+        actors: dict[str, Any] | None = None,
     ) -> None:
         base.mkdir(parents=True, exist_ok=True)
-        super().__init__(base, extra_config=extra_config, sip=sip, actors={"logout_timeout": 1.0})
+        actors = {"logout_timeout": 1.0, **(actors or {})}
+        super().__init__(base, extra_config=extra_config, sip=sip, actors=actors)
         self.name = name
         config = tomllib.loads(self.config.read_text())
         config["store"].update(store)
@@ -88,11 +90,17 @@ class Cluster:
         self.users: list[str] = []
         self.jids: dict[str, str] = {}  # sip user -> its XMPP account
 
-    def node(self, name: str, *, db_url: str | None = None) -> Node:
+    def node(
+        self, name: str, *, db_url: str | None = None, resource: str | None = None, **actors: Any
+    ) -> Node:
+        """``resource``: the node's XMPP resource; ``actors``: more ``[actors]`` keys."""
         cluster = {"node": name, "lease_seconds": self.lease_seconds}
-        extra = self.prosody.gateway_section() + "\n" + tomli_w.dumps({"cluster": cluster})
+        xmpp = {"resource": resource} if resource else {}
+        extra = self.prosody.gateway_section(**xmpp) + "\n" + tomli_w.dumps({"cluster": cluster})
         store = {"db_url": db_url or self.db_url, "key_file": str(self.key_file)}
-        node = Node(self.base / name, name, extra_config=extra, store=store, sip=self.sip)
+        node = Node(
+            self.base / name, name, extra_config=extra, store=store, sip=self.sip, actors=actors
+        )
         self.nodes[name] = node
         return node
 

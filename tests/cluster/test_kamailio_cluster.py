@@ -3,16 +3,18 @@
 Run twice: with the dispatcher alone, and with -A WITH_OWNER_LOOKUP (Kamailio
 reads the user's holder from the lease table and skips the hop).
 
-A pjsua2 phone registers through Kamailio, which hashes alice to one node
-(X); the test gives alice's lease to the other (Y), so her MESSAGE through
-Kamailio reaches X and is forwarded to Y, and Y's answer to the phone goes
-back through Kamailio by the binding X wrote.  Then X stops: Kamailio's
-OPTIONS probing (or its failover on the timeout) sends alice's next
-MESSAGE to Y.
+The cluster runtime gives each user to one node; Kamailio's hash over the
+user picks a node of its own.  A pjsua2 phone registers through Kamailio as
+a user whose hashed node (X) is not the holder (Y), so her MESSAGE through
+Kamailio reaches X and is forwarded to Y (with the owner lookup: straight
+to Y), and Y's answer to the phone goes back through Kamailio by the
+binding X wrote.  Then X stops: Kamailio's OPTIONS probing (or its failover
+on the timeout) sends her next MESSAGE to Y.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import uuid
@@ -21,33 +23,29 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cluster.two_nodes import NAMES, USER, two_nodes
+from tests.cluster.two_nodes import DOMAIN, NAMES, Pair, phone, two_nodes
 from tests.kit.binaries import missing_peer
 from tests.kit.kamailio import Kamailio, kamailio_binary
-from tests.kit.pjsua_agent import PjsuaAgent
 from tests.kit.ports import free_port
-
-# These tests write the leases themselves and expect both nodes to log the
-# user's account in; since the cluster runtime (purplegw/actors/cluster.py)
-# decides who holds a user and logs in only those accounts, they must let the
-# runtime place the user first.  Until they do, they are skipped.
-pytestmark = pytest.mark.skip(reason="to be adapted to the cluster runtime's own leases")
-
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tests.kit.gateway import GatewayProcess
+    from tests.kit.pjsua_agent import PjsuaAgent
 
 REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_IP = "127.0.0.2"  # its own loopback address: the nodes trust it, not the phone
+# Kamailio's hash and the rendezvous rule are independent: among these users
+# some are hashed to the node that does not hold them (the test asserts it).
+USERS = ("kamalice", "kamcarol", "kamdave", "kamerin")
 
 
 def cluster_cfg(kamailio_port: int, dispatcher_list: Path, db_url: str) -> str:
     text = (REPO / "etc" / "kamailio-cluster.cfg").read_text()
     values = {
         "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
-        "SIP_DOMAIN": "sip.test",
+        "SIP_DOMAIN": DOMAIN,
         "DISPATCHER_LIST": str(dispatcher_list),
         "PING_INTERVAL": "1",
         "CLUSTER_DB": db_url,
@@ -60,14 +58,27 @@ def cluster_cfg(kamailio_port: int, dispatcher_list: Path, db_url: str) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def prosody() -> Iterator[Any]:
-    from tests.kit.prosody import Prosody, prosody_binary
-
-    if prosody_binary() is None:
-        missing_peer("Prosody", "prosody")
-    with Prosody() as server:
-        yield server
+@contextlib.contextmanager
+def kamailio_in_front(
+    nodes: dict[str, GatewayProcess], base: Path, db_url: str, *, owner_lookup: bool = False
+) -> Iterator[tuple[Kamailio, str]]:
+    """The shipped config with the nodes as its dispatcher set; (kamailio, its SIP URI)."""
+    if kamailio_binary() is None:
+        missing_peer("Kamailio", "kamailio")
+    listing = base / "purplegw-nodes.list"
+    listing.write_text("".join(f"1 sip:127.0.0.1:{node.port}\n" for node in nodes.values()))
+    port = free_port("both", KAMAILIO_IP)
+    kamailio = Kamailio(
+        cluster_cfg(port, listing, db_url),
+        port=port,
+        host=KAMAILIO_IP,
+        extra_args=("-A", "WITH_OWNER_LOOKUP") if owner_lookup else (),
+    )
+    kamailio.start()
+    try:
+        yield kamailio, f"sip:{KAMAILIO_IP}:{port}"
+    finally:
+        kamailio.stop()
 
 
 @pytest.fixture(params=["dispatcher", "owner_lookup"])
@@ -77,28 +88,14 @@ def setup(
     """``owner_lookup``: Kamailio runs with -A WITH_OWNER_LOOKUP on the cluster's database."""
     if kamailio_binary() is None:
         missing_peer("Kamailio", "kamailio")
-    for found in two_nodes(prosody, mariadb, tmp_path, sip={"trusted": [f"{KAMAILIO_IP}/32"]}):
-        nodes = found["nodes"]
-        listing = tmp_path / "purplegw-nodes.list"
-        listing.write_text("".join(f"1 sip:127.0.0.1:{nodes[n].port}\n" for n in NAMES))
-        port = free_port("both", KAMAILIO_IP)
+    sip = {"trusted": [f"{KAMAILIO_IP}/32"]}
+    for pair in two_nodes(prosody, mariadb, tmp_path, USERS, sip=sip):
         lookup = request.param == "owner_lookup"
-        kamailio = Kamailio(
-            cluster_cfg(port, listing, found["cluster"].db_url),
-            port=port,
-            host=KAMAILIO_IP,
-            extra_args=("-A", "WITH_OWNER_LOOKUP") if lookup else (),
-        )
-        kamailio.start()
-        try:
-            yield {
-                **found,
-                "kamailio": kamailio,
-                "proxy": f"sip:{KAMAILIO_IP}:{port}",
-                "lookup": lookup,
-            }
-        finally:
-            kamailio.stop()
+        with kamailio_in_front(pair.nodes, tmp_path, pair.cluster.db_url, owner_lookup=lookup) as (
+            kamailio,
+            proxy,
+        ):
+            yield {"pair": pair, "kamailio": kamailio, "proxy": proxy, "lookup": lookup}
 
 
 def options(node: GatewayProcess) -> str:
@@ -120,32 +117,55 @@ def options(node: GatewayProcess) -> str:
         return sock.recv(65535).decode().split("\r\n", 1)[0]
 
 
+def registered_off_the_holder(
+    pair: Pair, proxy: str, stack: contextlib.ExitStack
+) -> tuple[str, PjsuaAgent, str, str]:
+    """(user, her phone registered through Kamailio, the hashed node, the holder), hashed != holder.
+
+    The REGISTER is never forwarded: the node Kamailio hashed the user to
+    answers it and logs it.
+    """
+    for user in pair.accounts:
+        holder, _ = pair.holder(user)
+        with contextlib.ExitStack() as attempt:
+            agent = attempt.enter_context(phone(user, proxy, authenticate=False))
+            [hashed] = [n for n in NAMES if f"{user} registered" in pair.nodes[n].log.read_text()]
+            if hashed != holder.name:
+                stack.enter_context(attempt.pop_all())
+                return user, agent, hashed, holder.name
+    raise AssertionError(f"Kamailio hashed every one of {list(pair.accounts)} to its holder")
+
+
 def test_kamailio_spreads_users_and_nodes_forward_to_the_owner(setup: dict[str, Any]) -> None:
-    nodes, cluster, account, bob, peer = (
-        setup[k] for k in ("nodes", "cluster", "account", "bob", "peer")
-    )
+    pair: Pair = setup["pair"]
+    nodes, bob, peer, lookup = pair.nodes, pair.bob, pair.peer, setup["lookup"]
     kamailio, proxy = setup["kamailio"], setup["proxy"]
     for node in nodes.values():
         assert options(node) == "SIP/2.0 200 OK"  # what the dispatcher's probe needs
-    with PjsuaAgent.start() as agent:
-        agent.account(f"sip:{USER}", registrar=proxy, proxy=f"{proxy};lr")
-        reg = agent.wait_for(lambda e: e["event"] == "reg")
-        assert reg["code"] == 200, (reg, kamailio.log_text()[-3000:])
-        [hashed] = [n for n in NAMES if f"{USER} registered" in nodes[n].log.read_text()]
-        [owner] = [n for n in NAMES if n != hashed]
-        cluster.give(USER, owner)
+    with contextlib.ExitStack() as stack:
+        if lookup:
+            # Kamailio sends even the REGISTER to the holder the lease names.
+            user = next(iter(pair.accounts))
+            holder, other = pair.holder(user)
+            agent = stack.enter_context(phone(user, proxy, authenticate=False))
+            assert f"{user} registered" in holder.log.read_text()
+            assert f"{user} registered" not in other.log.read_text()
+            owner, off = holder.name, other.name
+        else:
+            user, agent, off, owner = registered_off_the_holder(pair, proxy, stack)
+        account = pair.accounts[user]
 
-        # Through Kamailio to the hashed node, forwarded to the owner, sent by the owner.
+        # Through Kamailio to the hashed node, forwarded to the owner, sent by the owner;
+        # with the owner lookup, straight to the owner: no hop.
         agent.message(f"sip:{bob.jid}", "via the dispatcher ✓")
         status = agent.wait_for(lambda e: e["event"] == "im_status")
         assert status["code"] == 202, (status, kamailio.log_text()[-3000:])
         got = peer.wait_for(lambda e: e.kind == "message" and e.body == "via the dispatcher ✓")
         assert got.sender == f"{account.jid}/{owner}", got
-        took_the_hop = "forwarded to" in nodes[hashed].log.read_text()
-        # With the owner lookup, Kamailio sends it straight to the owner: no hop.
-        assert took_the_hop != setup["lookup"], nodes[hashed].log_text()
+        took_the_hop = "forwarded to" in nodes[off].log.read_text()
+        assert took_the_hop != lookup, nodes[off].log_text()
 
-        # The owner reaches the phone through Kamailio, by the hashed node's binding.
+        # The owner reaches the phone through Kamailio, by the binding the REGISTER wrote.
         peer.send_message(f"{account.jid}/{owner}", "from the owner via Kamailio ✓")
         im = agent.wait_for(
             lambda e: e["event"] == "im" and e["body"] == "from the owner via Kamailio ✓",
@@ -153,8 +173,16 @@ def test_kamailio_spreads_users_and_nodes_forward_to_the_owner(setup: dict[str, 
         )
         assert f"sip:{bob.jid};proto=xmpp" in im["from"]
 
-        # The hashed node stops: Kamailio sends alice's requests to the one left.
-        assert nodes[hashed].stop() == 0
+        if lookup:
+            # The holder stops (drain): the other node takes the user, and
+            # Kamailio follows the lease there.
+            assert nodes[owner].stop() == 0
+            new_holder, _ = pair.holder(user)
+            assert new_holder.name == off
+            owner = off
+        else:
+            # The hashed node stops: Kamailio sends the user's requests to the one left.
+            assert nodes[off].stop() == 0
         agent.message(f"sip:{bob.jid}", "with one node down ✓")
         status = agent.wait_for(
             lambda e: e["event"] == "im_status" and e["body"] == "with one node down ✓",
