@@ -68,6 +68,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             statuses=partial(statuses_of, runtime),
             groupchat=GroupChatSettings.from_section(config.sections.get("groupchat")),
             has_rooms=partial(has_rooms, registry),
+            has_accounts=partial(has_accounts, runtime),
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
@@ -219,6 +220,12 @@ def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int
     info = registry.infos.get(protocol)
     check = getattr(info.adapter, "unsendable", None) if info and info.adapter else None
     return check(text) if check is not None else None
+
+
+def has_accounts(runtime: Any, sip_user: str) -> bool:
+    """The account table has rows of ``sip_user`` (run here or not: the cluster's view)."""
+    rows = runtime.rows
+    return rows is not None and any(row.sip_user == sip_user for row in rows)
 
 
 def statuses_of(runtime: Any, sip_user: str) -> list[dict[str, Any]]:

@@ -15,70 +15,27 @@ on the timeout) sends her next MESSAGE to Y.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cluster.two_nodes import DOMAIN, NAMES, Pair, phone, two_nodes
+from tests.cluster.kamailio_front import KAMAILIO_IP, kamailio_in_front
+from tests.cluster.two_nodes import NAMES, Pair, phone, two_nodes
 from tests.kit.binaries import missing_peer
-from tests.kit.kamailio import Kamailio, kamailio_binary
-from tests.kit.ports import free_port
+from tests.kit.kamailio import kamailio_binary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from tests.kit.gateway import GatewayProcess
     from tests.kit.pjsua_agent import PjsuaAgent
 
-REPO = Path(__file__).resolve().parents[2]
-KAMAILIO_IP = "127.0.0.2"  # its own loopback address: the nodes trust it, not the phone
 # Kamailio's hash and the rendezvous rule are independent: among these users
 # some are hashed to the node that does not hold them (the test asserts it).
 USERS = ("kamalice", "kamcarol", "kamdave", "kamerin")
-
-
-def cluster_cfg(kamailio_port: int, dispatcher_list: Path, db_url: str) -> str:
-    text = (REPO / "etc" / "kamailio-cluster.cfg").read_text()
-    values = {
-        "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
-        "SIP_DOMAIN": DOMAIN,
-        "DISPATCHER_LIST": str(dispatcher_list),
-        "PING_INTERVAL": "1",
-        "CLUSTER_DB": db_url,
-    }
-    for name, value in values.items():
-        text, count = re.subn(
-            rf'#!substdef "!{name}![^!]*!g"', f'#!substdef "!{name}!{value}!g"', text
-        )
-        assert count == 1, name
-    return text
-
-
-@contextlib.contextmanager
-def kamailio_in_front(
-    nodes: dict[str, GatewayProcess], base: Path, db_url: str, *, owner_lookup: bool = False
-) -> Iterator[tuple[Kamailio, str]]:
-    """The shipped config with the nodes as its dispatcher set; (kamailio, its SIP URI)."""
-    if kamailio_binary() is None:
-        missing_peer("Kamailio", "kamailio")
-    listing = base / "purplegw-nodes.list"
-    listing.write_text("".join(f"1 sip:127.0.0.1:{node.port}\n" for node in nodes.values()))
-    port = free_port("both", KAMAILIO_IP)
-    kamailio = Kamailio(
-        cluster_cfg(port, listing, db_url),
-        port=port,
-        host=KAMAILIO_IP,
-        extra_args=("-A", "WITH_OWNER_LOOKUP") if owner_lookup else (),
-    )
-    kamailio.start()
-    try:
-        yield kamailio, f"sip:{KAMAILIO_IP}:{port}"
-    finally:
-        kamailio.stop()
 
 
 @pytest.fixture(params=["dispatcher", "owner_lookup"])
@@ -91,10 +48,8 @@ def setup(
     sip = {"trusted": [f"{KAMAILIO_IP}/32"]}
     for pair in two_nodes(prosody, mariadb, tmp_path, USERS, sip=sip):
         lookup = request.param == "owner_lookup"
-        with kamailio_in_front(pair.nodes, tmp_path, pair.cluster.db_url, owner_lookup=lookup) as (
-            kamailio,
-            proxy,
-        ):
+        front = kamailio_in_front(pair.nodes, tmp_path, pair.cluster.db_url, owner_lookup=lookup)
+        with front as (kamailio, proxy):
             yield {"pair": pair, "kamailio": kamailio, "proxy": proxy, "lookup": lookup}
 
 
