@@ -42,6 +42,14 @@ class Pair:
     def nodes(self) -> dict[str, Node]:
         return self.cluster.nodes
 
+    def running(self) -> None:
+        """Both nodes run (a stopped one is started again), every user held by one."""
+        for node in self.nodes.values():
+            if not node.alive():
+                node.start()
+        for sip_user in self.accounts:
+            self.holder(sip_user)
+
     def holder(self, sip_user: str, timeout: float = 60.0) -> tuple[Node, Node]:
         """(the node the runtime gave ``sip_user`` to, the other node).
 
@@ -134,9 +142,7 @@ def two_nodes(
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     pair = Pair(cluster, accounts, bob, peer)
     try:
-        cluster.start(*NAMES)
-        for sip_user in accounts:
-            pair.holder(sip_user)
+        pair.running()
         peer.start()
         yield pair
     finally:
