@@ -183,6 +183,17 @@ def test_a_request_waits_for_its_users_hand_over_then_goes_where_the_user_is_hel
     assert worker.fire(waiting_here) == 1
     assert handled[1:] == [f"{waiting.call_id} {USER}"]
 
+    # Held here, its accounts logging out (a drain): it waits for the next holder too.
+    directory = gateway._directory
+    running = list(directory.of_user(USER))
+    directory.handles = []  # type: ignore[attr-defined]
+    gateway.dispatch(message(), source(), replies.append)
+    assert worker.fire(waiting_here) == 1
+    assert len(handled) == 2
+    directory.handles = running  # type: ignore[attr-defined]
+    assert worker.fire(waiting_here) == 1
+    assert len(handled) == 3
+
     gateway.disown([USER])  # given up, and nobody takes it: 503 after HANDOVER_WAIT
     gateway.dispatch(message(), source(*GW1), replies.append)  # even when forwarded to us
     while worker.fire(waiting_here):
@@ -190,7 +201,7 @@ def test_a_request_waits_for_its_users_hand_over_then_goes_where_the_user_is_hel
     [refused] = replies
     assert (refused.status, refused.headers.get("Retry-After")) == (503, "2")
     assert "handed over" in refused.reason
-    assert len(handled) == 2
+    assert len(handled) == 3
     assert front.sent == []
 
 
