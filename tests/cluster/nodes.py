@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import signal
+import subprocess
 import time
 import tomllib
 import uuid
@@ -127,12 +128,26 @@ class Cluster:
     def start(self, *names: str) -> list[Node]:
         return [self.nodes[name].start() for name in names]  # type: ignore[misc]
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, int]:
+        """SIGTERM to every node at once: they drain side by side, no node takes another's users.
+
+        The exit codes of the nodes that were still running.
+        """
+        codes: dict[str, int] = {}
+        running = [node for node in self.nodes.values() if node.alive()]
+        for node in running:
+            assert node.process is not None
+            node.process.send_signal(signal.SIGTERM)
         for node in self.nodes.values():
-            if node.alive():
-                node.stop()
-            elif node.process is not None:
-                node.process.wait()
+            if node.process is None:
+                continue
+            try:
+                codes[node.name] = node.process.wait(30)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                codes[node.name] = node.process.wait()
+            node.process = None
+        return codes
 
     # --- looking at it ----------------------------------------------------------
 

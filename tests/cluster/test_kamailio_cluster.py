@@ -46,7 +46,7 @@ def pair(prosody: Any, mariadb: Any, tmp_path_factory: pytest.TempPathFactory) -
         missing_peer("Kamailio", "kamailio")
     base = tmp_path_factory.mktemp("kamailio")
     sip = {"trusted": [f"{KAMAILIO_IP}/32"]}
-    yield from two_nodes(prosody, mariadb, base, (*HASHED, LOOKED_UP), sip=sip)
+    yield from two_nodes(prosody, mariadb, base, (*HASHED, LOOKED_UP), sip=sip, passwords=False)
 
 
 @pytest.fixture(params=["dispatcher", "owner_lookup"])

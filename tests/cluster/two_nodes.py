@@ -12,6 +12,7 @@ to the other one.  Each node logs in with its own XMPP resource (``gw1``,
 from __future__ import annotations
 
 import contextlib
+import csv
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +111,12 @@ def two_nodes(
     users: Iterable[str],
     *,
     sip: dict[str, Any] | None = None,
+    passwords: bool = True,
 ) -> Iterator[Pair]:
     """gw1 and gw2 running ``users`` (local parts; one XMPP account each); both must exit 0.
+
+    ``passwords``: the users get the SIP password ``phone()`` answers digest
+    challenges with (not needed behind a trusted proxy).
 
     Yields once every user is held by one node.
     """
@@ -122,22 +127,21 @@ def two_nodes(
     first.cli("db", "init")
     accounts: dict[str, XmppUser] = {}
     tag = base.name[-8:].replace("_", "").lower()
-    for local in users:
-        sip_user = f"{local}@{DOMAIN}"
-        account = prosody.create_user(f"c{local}{tag}")
-        first.cli("users", "add", sip_user, "--password-stdin", stdin=SIP_PASSWORD + "\n")
-        first.cli(
-            "accounts",
-            "add",
-            sip_user,
-            account.jid,
-            "xmpp",
-            "--password-stdin",
-            stdin=account.password + "\n",
-        )
-        accounts[sip_user] = account
-        cluster.users.append(sip_user)
-        cluster.jids[sip_user] = account.jid
+    table = base / "accounts.csv"
+    with table.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["sip_user", "ext_user", "ext_prot", "ext_pass"])
+        for local in users:
+            sip_user = f"{local}@{DOMAIN}"
+            account = prosody.create_user(f"c{local}{tag}")
+            writer.writerow([sip_user, account.jid, "xmpp", account.password])
+            accounts[sip_user] = account
+            cluster.users.append(sip_user)
+            cluster.jids[sip_user] = account.jid
+            if passwords:
+                password = SIP_PASSWORD + "\n"
+                first.cli("users", "add", sip_user, "--password-stdin", stdin=password)
+    first.cli("accounts", "import", str(table))
     bob = prosody.create_user(f"cbob{tag}")
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
     pair = Pair(cluster, accounts, bob, peer)
@@ -147,5 +151,5 @@ def two_nodes(
         yield pair
     finally:
         peer.stop()
-        codes = {name: node.stop() for name, node in cluster.nodes.items()}
+        codes = cluster.stop()
         assert set(codes.values()) <= {0}, {n: cluster.nodes[n].log_text() for n in codes}
