@@ -396,9 +396,9 @@ class Gateway:
         node: logout first, then the lease is freed).
         """
         known = self._has_accounts
-        if known is None or not known(user):
-            return False
-        return user not in self._adopted or not self._directory.of_user(user)
+        if known is None or (user in self._adopted and self._directory.of_user(user)):
+            return False  # not a cluster, or running here: the usual case, asked first
+        return known(user)
 
     def peer_host(self, host: str) -> bool:
         """A host of another node of the cluster (the SIP front's loop calls it; never blocks)."""
