@@ -9,11 +9,14 @@ first node's CLI; every node reads it.
 from __future__ import annotations
 
 import csv
+import random
 import signal
+import socket
 import subprocess
 import time
 import tomllib
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pymysql
@@ -22,14 +25,38 @@ import tomli_w
 from purplegw.actors.control import ControlError, query_status
 from purplegw.gateway.cluster import owner
 from tests.kit.gateway import GatewayProcess
+from tests.kit.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from pathlib import Path
 
     from tests.kit.mariadb import MariaDB
 
 POLL = 0.1
+
+
+def quiet_port() -> int:
+    """A loopback port free for UDP and TCP, below the kernel's ephemeral range.
+
+    A port from the ephemeral range (``free_port``) can be taken by any
+    outgoing connection on the machine in the seconds before the node binds
+    it; a node restarted in a test binds its port again much later still.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port("both")
+    for _ in range(200):
+        port = random.randrange(10_000, low)  # noqa: S311 - not a secret
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                    tcp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    return free_port("both")
 
 
 class Node(GatewayProcess):
@@ -47,7 +74,9 @@ class Node(GatewayProcess):
         actors = {"logout_timeout": 1.0, **(actors or {})}
         super().__init__(base, extra_config=extra_config, sip=sip, actors=actors)
         self.name = name
+        self.port = quiet_port()
         config = tomllib.loads(self.config.read_text())
+        config["sip"]["listen"] = [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}"]
         config["store"].update(store)
         config["cluster"]["advertise"] = f"127.0.0.1:{self.port}"
         self.config.write_text(tomli_w.dumps(config))
