@@ -68,6 +68,7 @@ def run_gateway(config: Config, store: Store, registry: AdapterRegistry) -> int:
             statuses=partial(statuses_of, runtime),
             groupchat=GroupChatSettings.from_section(config.sections.get("groupchat")),
             has_rooms=partial(has_rooms, registry),
+            has_accounts=AccountUsers(runtime),
         )
         # ``purplegw messages retry`` tells the running daemon over the control socket.
         runtime.commands["messages.requeued"] = gateway.requeued
@@ -219,6 +220,25 @@ def unsendable(registry: AdapterRegistry, protocol: str, text: str) -> tuple[int
     info = registry.infos.get(protocol)
     check = getattr(info.adapter, "unsendable", None) if info and info.adapter else None
     return check(text) if check is not None else None
+
+
+class AccountUsers:
+    """Whether the account table has rows of a user (run here or not: the cluster's view).
+
+    The set of users is built again only when the runtime read the table again.
+    """
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime
+        self._rows: Any = None
+        self._users: frozenset[str] = frozenset()
+
+    def __call__(self, sip_user: str) -> bool:
+        rows = self._runtime.rows
+        if rows is not self._rows:
+            self._users = frozenset(row.sip_user for row in rows or ())
+            self._rows = rows
+        return sip_user in self._users
 
 
 def statuses_of(runtime: Any, sip_user: str) -> list[dict[str, Any]]:

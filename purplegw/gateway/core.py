@@ -46,6 +46,14 @@ Rule 6. The cluster runtime says when this node comes to hold a user
         (``adopt``: its subscriptions and publications are loaded from the
         database, its waiting messages sent) and when it stops holding one
         (``release``: forgotten here, kept in the database).
+Rule 7. In a cluster, a MESSAGE, PUBLISH or SUBSCRIBE of a user with
+        accounts that no other node holds and that none of this node's
+        running accounts belongs to (a hand-over under way: logging out,
+        released, not yet acquired or adopted) waits: it is
+        looked at again every ``HANDOVER_POLL`` seconds and forwarded or
+        handled as soon as a node holds the user; after ``HANDOVER_WAIT``
+        seconds it gets 503 with Retry-After.  Never a 403 "no accounts"
+        from a node that simply does not run them.
 """
 
 from __future__ import annotations
@@ -99,6 +107,11 @@ logger = logging.getLogger(__name__)
 
 # SIP senders refused while the store is down are told to come back after this.
 STORE_RETRY_AFTER = 10
+# Cluster: a hand-over takes a lease tick or two (Rule 7); a request waits for it
+# this long, looking again this often, before it gets 503 with this Retry-After.
+HANDOVER_WAIT = 4.0
+HANDOVER_POLL = 0.25
+HANDOVER_RETRY_AFTER = 2
 # Seconds between two looks at the bindings other nodes of a cluster wrote (Rule 5).
 REGISTRATION_POLL = 1.0
 
@@ -127,8 +140,13 @@ class Gateway:
         statuses: Callable[[str], Sequence[dict[str, Any]]] | None = None,
         groupchat: GroupChatSettings | None = None,
         has_rooms: Callable[[str], bool] = lambda _protocol: False,
+        has_accounts: Callable[[str], bool] | None = None,
     ) -> None:
+        """``has_accounts(user)``: the account table (every node's) has rows of ``user``."""
         presence = presence or PresenceSettings()
+        self._has_accounts = has_accounts
+        self._directory = directory
+        self._adopted: set[str] = set()  # cluster: the users this node holds (on the worker)
         self.settings = settings
         self.store = store
         self.worker = worker
@@ -272,6 +290,7 @@ class Gateway:
         self.worker.submit(self._disown, list(sip_users))
 
     def _adopt(self, sip_users: list[str]) -> None:
+        self._adopted.update(sip_users)
         self.messaging.adopt(sip_users)
         for sip_user in sip_users:
             if self.forwarding is not None:
@@ -285,6 +304,7 @@ class Gateway:
             self.messaging.registered(sip_user)  # its waiting messages go from here now
 
     def _disown(self, sip_users: list[str]) -> None:
+        self._adopted.difference_update(sip_users)
         self.messaging.disown(sip_users)
         for sip_user in sip_users:
             if self.forwarding is not None:
@@ -298,18 +318,20 @@ class Gateway:
 
     def dispatch(self, request: Request, source: Source, reply: Reply) -> None:
         """Run ``request`` through its controller (on the worker)."""
-        route = self._routes.get(request.method)
+        self._answering(request, reply, self._dispatch, request, source, reply)
+
+    def _answering(
+        self, request: Request, reply: Reply, run: Callable[..., object], *args: Any
+    ) -> None:
+        """``run(*args)``, its refusals answered (Rule 1)."""
         try:
-            if route is None:
-                reply(respond(request, 405, headers=[("Allow", ", ".join(self.allow))]))
-            elif not self._forwarded(request, source, reply):
-                route(request, source, reply)
+            run(*args)
         except Refused as refused:
             reply(refused.response)
         except SipError as exc:
             reply(respond(request, exc.status_hint, getattr(exc, "reason", str(exc))))
         except StoreError as exc:
-            logger.warning("%s from %s refused, store unavailable: %s", request.method, source, exc)
+            logger.warning("%s refused, store unavailable: %s", request.method, exc)
             reply(
                 respond(
                     request,
@@ -319,13 +341,64 @@ class Gateway:
                 )
             )
 
+    def _dispatch(self, request: Request, source: Source, reply: Reply) -> None:
+        route = self._routes.get(request.method)
+        if route is None:
+            reply(respond(request, 405, headers=[("Allow", ", ".join(self.allow))]))
+        elif not self._forwarded(request, source, reply):
+            route(request, source, reply)
+
     def _forwarded(self, request: Request, source: Source, reply: Reply) -> bool:
-        """In a cluster, pass a request of a user another node owns on to it (Rule 4)."""
-        forwarding = self.forwarding
-        if forwarding is None or request.method not in FORWARDED_METHODS:
+        """In a cluster, pass a request of a user another node owns on to it (Rules 4, 7)."""
+        if self.forwarding is None or request.method not in FORWARDED_METHODS:
             return False
         user = self.identity.identify(request, source)  # asked again by the handler: same answer
-        return forwarding.route(request, source, user, reply)
+        return self._placed(request, source, reply, user, 0.0)
+
+    def _placed(
+        self, request: Request, source: Source, reply: Reply, user: str, waited: float
+    ) -> bool:
+        """Forwarded, waiting for a hand-over or refused (True), or to be handled here."""
+        forwarding = self.forwarding
+        assert forwarding is not None
+        if forwarding.route(request, source, user, reply):
+            return True
+        if not self._handing_over(user):
+            return False
+        if waited < HANDOVER_WAIT:
+            forwarding.forget(user)  # the next look asks the database
+            again = waited + HANDOVER_POLL
+            self.worker.call_later(HANDOVER_POLL, self._resume, request, source, reply, user, again)
+            return True
+        logger.info("%s of %s refused: its hand-over takes longer", request.method, user)
+        retry = [("Retry-After", str(HANDOVER_RETRY_AFTER))]
+        reply(respond(request, 503, "Service Unavailable: user being handed over", headers=retry))
+        return True
+
+    def _resume(
+        self, request: Request, source: Source, reply: Reply, user: str, waited: float
+    ) -> None:
+        """A request that waited for its user's hand-over, looked at again (Rule 7)."""
+
+        def resume() -> None:
+            if not self._placed(request, source, reply, user, waited):
+                route = self._routes[request.method]
+                self.identity.remember(request, user)  # not authenticated (or counted) twice
+                route(request, source, reply)
+
+        self._answering(request, reply, resume)
+
+    def _handing_over(self, user: str) -> bool:
+        """``user`` has accounts, no other node holds it, and none of them runs here (Rule 7).
+
+        Not held here yet (acquired, not adopted), or any more (released), or
+        held but its accounts logging out (a drain, a hand-over to a joining
+        node: logout first, then the lease is freed).
+        """
+        known = self._has_accounts
+        if known is None or (user in self._adopted and self._directory.of_user(user)):
+            return False  # not a cluster, or running here: the usual case, asked first
+        return known(user)
 
     def peer_host(self, host: str) -> bool:
         """A host of another node of the cluster (the SIP front's loop calls it; never blocks)."""

@@ -9,10 +9,14 @@ first node's CLI; every node reads it.
 from __future__ import annotations
 
 import csv
+import random
 import signal
+import socket
+import subprocess
 import time
 import tomllib
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pymysql
@@ -21,14 +25,38 @@ import tomli_w
 from purplegw.actors.control import ControlError, query_status
 from purplegw.gateway.cluster import owner
 from tests.kit.gateway import GatewayProcess
+from tests.kit.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from pathlib import Path
 
     from tests.kit.mariadb import MariaDB
 
 POLL = 0.1
+
+
+def quiet_port() -> int:
+    """A loopback port free for UDP and TCP, below the kernel's ephemeral range.
+
+    A port from the ephemeral range (``free_port``) can be taken by any
+    outgoing connection on the machine in the seconds before the node binds
+    it; a node restarted in a test binds its port again much later still.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port("both")
+    for _ in range(200):
+        port = random.randrange(10_000, low)  # noqa: S311 - not a secret
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                    tcp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    return free_port("both")
 
 
 class Node(GatewayProcess):
@@ -40,11 +68,15 @@ class Node(GatewayProcess):
         extra_config: str,
         store: dict[str, Any],
         sip: dict[str, Any] | None = None,
+        actors: dict[str, Any] | None = None,
     ) -> None:
         base.mkdir(parents=True, exist_ok=True)
-        super().__init__(base, extra_config=extra_config, sip=sip, actors={"logout_timeout": 1.0})
+        actors = {"logout_timeout": 1.0, **(actors or {})}
+        super().__init__(base, extra_config=extra_config, sip=sip, actors=actors)
         self.name = name
+        self.port = quiet_port()
         config = tomllib.loads(self.config.read_text())
+        config["sip"]["listen"] = [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}"]
         config["store"].update(store)
         config["cluster"]["advertise"] = f"127.0.0.1:{self.port}"
         self.config.write_text(tomli_w.dumps(config))
@@ -88,11 +120,17 @@ class Cluster:
         self.users: list[str] = []
         self.jids: dict[str, str] = {}  # sip user -> its XMPP account
 
-    def node(self, name: str, *, db_url: str | None = None) -> Node:
+    def node(
+        self, name: str, *, db_url: str | None = None, resource: str | None = None, **actors: Any
+    ) -> Node:
+        """``resource``: the node's XMPP resource; ``actors``: more ``[actors]`` keys."""
         cluster = {"node": name, "lease_seconds": self.lease_seconds}
-        extra = self.prosody.gateway_section() + "\n" + tomli_w.dumps({"cluster": cluster})
+        xmpp = {"resource": resource} if resource else {}
+        extra = self.prosody.gateway_section(**xmpp) + "\n" + tomli_w.dumps({"cluster": cluster})
         store = {"db_url": db_url or self.db_url, "key_file": str(self.key_file)}
-        node = Node(self.base / name, name, extra_config=extra, store=store, sip=self.sip)
+        node = Node(
+            self.base / name, name, extra_config=extra, store=store, sip=self.sip, actors=actors
+        )
         self.nodes[name] = node
         return node
 
@@ -119,12 +157,26 @@ class Cluster:
     def start(self, *names: str) -> list[Node]:
         return [self.nodes[name].start() for name in names]  # type: ignore[misc]
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, int]:
+        """SIGTERM to every node at once: they drain side by side, no node takes another's users.
+
+        The exit codes of the nodes that were still running.
+        """
+        codes: dict[str, int] = {}
+        running = [node for node in self.nodes.values() if node.alive()]
+        for node in running:
+            assert node.process is not None
+            node.process.send_signal(signal.SIGTERM)
         for node in self.nodes.values():
-            if node.alive():
-                node.stop()
-            elif node.process is not None:
-                node.process.wait()
+            if node.process is None:
+                continue
+            try:
+                codes[node.name] = node.process.wait(30)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                codes[node.name] = node.process.wait()
+            node.process = None
+        return codes
 
     # --- looking at it ----------------------------------------------------------
 

@@ -3,102 +3,60 @@
 Run twice: with the dispatcher alone, and with -A WITH_OWNER_LOOKUP (Kamailio
 reads the user's holder from the lease table and skips the hop).
 
-A pjsua2 phone registers through Kamailio, which hashes alice to one node
-(X); the test gives alice's lease to the other (Y), so her MESSAGE through
-Kamailio reaches X and is forwarded to Y, and Y's answer to the phone goes
-back through Kamailio by the binding X wrote.  Then X stops: Kamailio's
-OPTIONS probing (or its failover on the timeout) sends alice's next
-MESSAGE to Y.
+The cluster runtime gives each user to one node; Kamailio's hash over the
+user picks a node of its own.  A pjsua2 phone registers through Kamailio as
+a user whose hashed node (X) is not the holder (Y), so her MESSAGE through
+Kamailio reaches X and is forwarded to Y (with the owner lookup: straight
+to Y), and Y's answer to the phone goes back through Kamailio by the
+binding X wrote.  Then X stops: Kamailio's OPTIONS probing (or its failover
+on the timeout) sends her next MESSAGE to Y.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
 import socket
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cluster.two_nodes import NAMES, USER, two_nodes
+from tests.cluster.kamailio_front import KAMAILIO_IP, kamailio_in_front
+from tests.cluster.two_nodes import DOMAIN, NAMES, Pair, phone, two_nodes
 from tests.kit.binaries import missing_peer
-from tests.kit.kamailio import Kamailio, kamailio_binary
-from tests.kit.pjsua_agent import PjsuaAgent
-from tests.kit.ports import free_port
-
-# These tests write the leases themselves and expect both nodes to log the
-# user's account in; since the cluster runtime (purplegw/actors/cluster.py)
-# decides who holds a user and logs in only those accounts, they must let the
-# runtime place the user first.  Until they do, they are skipped.
-pytestmark = pytest.mark.skip(reason="to be adapted to the cluster runtime's own leases")
-
+from tests.kit.kamailio import kamailio_binary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from tests.kit.gateway import GatewayProcess
+    from tests.kit.pjsua_agent import PjsuaAgent
 
-REPO = Path(__file__).resolve().parents[2]
-KAMAILIO_IP = "127.0.0.2"  # its own loopback address: the nodes trust it, not the phone
-
-
-def cluster_cfg(kamailio_port: int, dispatcher_list: Path, db_url: str) -> str:
-    text = (REPO / "etc" / "kamailio-cluster.cfg").read_text()
-    values = {
-        "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
-        "SIP_DOMAIN": "sip.test",
-        "DISPATCHER_LIST": str(dispatcher_list),
-        "PING_INTERVAL": "1",
-        "CLUSTER_DB": db_url,
-    }
-    for name, value in values.items():
-        text, count = re.subn(
-            rf'#!substdef "!{name}![^!]*!g"', f'#!substdef "!{name}!{value}!g"', text
-        )
-        assert count == 1, name
-    return text
+# Kamailio's hash and the rendezvous rule are independent: among these users
+# some are hashed to the node that does not hold them (the test asserts it).
+HASHED = ("kamalice", "kamcarol", "kamdave", "kamerin")
+LOOKED_UP = "kamfrank"  # the owner lookup's case: a user no phone registered before
 
 
 @pytest.fixture(scope="module")
-def prosody() -> Iterator[Any]:
-    from tests.kit.prosody import Prosody, prosody_binary
-
-    if prosody_binary() is None:
-        missing_peer("Prosody", "prosody")
-    with Prosody() as server:
-        yield server
+def pair(prosody: Any, mariadb: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """One pair of nodes for both runs (a node a run stopped is started again)."""
+    if kamailio_binary() is None:
+        missing_peer("Kamailio", "kamailio")
+    base = tmp_path_factory.mktemp("kamailio")
+    sip = {"trusted": [f"{KAMAILIO_IP}/32"]}
+    yield from two_nodes(prosody, mariadb, base, (*HASHED, LOOKED_UP), sip=sip, passwords=False)
 
 
 @pytest.fixture(params=["dispatcher", "owner_lookup"])
-def setup(
-    request: pytest.FixtureRequest, prosody: Any, mariadb: Any, tmp_path: Path
-) -> Iterator[dict[str, Any]]:
+def setup(request: pytest.FixtureRequest, pair: Pair, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """``owner_lookup``: Kamailio runs with -A WITH_OWNER_LOOKUP on the cluster's database."""
-    if kamailio_binary() is None:
-        missing_peer("Kamailio", "kamailio")
-    for found in two_nodes(prosody, mariadb, tmp_path, sip={"trusted": [f"{KAMAILIO_IP}/32"]}):
-        nodes = found["nodes"]
-        listing = tmp_path / "purplegw-nodes.list"
-        listing.write_text("".join(f"1 sip:127.0.0.1:{nodes[n].port}\n" for n in NAMES))
-        port = free_port("both", KAMAILIO_IP)
-        lookup = request.param == "owner_lookup"
-        kamailio = Kamailio(
-            cluster_cfg(port, listing, found["cluster"].db_url),
-            port=port,
-            host=KAMAILIO_IP,
-            extra_args=("-A", "WITH_OWNER_LOOKUP") if lookup else (),
-        )
-        kamailio.start()
-        try:
-            yield {
-                **found,
-                "kamailio": kamailio,
-                "proxy": f"sip:{KAMAILIO_IP}:{port}",
-                "lookup": lookup,
-            }
-        finally:
-            kamailio.stop()
+    pair.running()
+    lookup = request.param == "owner_lookup"
+    front = kamailio_in_front(pair.nodes, tmp_path, pair.cluster.db_url, owner_lookup=lookup)
+    with front as (kamailio, proxy):
+        yield {"pair": pair, "kamailio": kamailio, "proxy": proxy, "lookup": lookup}
 
 
 def options(node: GatewayProcess) -> str:
@@ -120,46 +78,88 @@ def options(node: GatewayProcess) -> str:
         return sock.recv(65535).decode().split("\r\n", 1)[0]
 
 
+def registered_off_the_holder(
+    pair: Pair, proxy: str, stack: contextlib.ExitStack
+) -> tuple[str, PjsuaAgent, str, str]:
+    """(user, her phone registered through Kamailio, the hashed node, the holder), hashed != holder.
+
+    The REGISTER is never forwarded: the node Kamailio hashed the user to
+    answers it and logs it.
+    """
+    for user in (f"{local}@{DOMAIN}" for local in HASHED):
+        holder, _ = pair.holder(user)
+        with contextlib.ExitStack() as attempt:
+            agent = attempt.enter_context(phone(user, proxy, authenticate=False))
+            [hashed] = [n for n in NAMES if f"{user} registered" in pair.nodes[n].log.read_text()]
+            if hashed != holder.name:
+                stack.enter_context(attempt.pop_all())
+                return user, agent, hashed, holder.name
+    raise AssertionError(f"Kamailio hashed every one of {HASHED} to its holder")
+
+
 def test_kamailio_spreads_users_and_nodes_forward_to_the_owner(setup: dict[str, Any]) -> None:
-    nodes, cluster, account, bob, peer = (
-        setup[k] for k in ("nodes", "cluster", "account", "bob", "peer")
-    )
+    pair: Pair = setup["pair"]
+    nodes, bob, peer, lookup = pair.nodes, pair.bob, pair.peer, setup["lookup"]
     kamailio, proxy = setup["kamailio"], setup["proxy"]
     for node in nodes.values():
         assert options(node) == "SIP/2.0 200 OK"  # what the dispatcher's probe needs
-    with PjsuaAgent.start() as agent:
-        agent.account(f"sip:{USER}", registrar=proxy, proxy=f"{proxy};lr")
-        reg = agent.wait_for(lambda e: e["event"] == "reg")
-        assert reg["code"] == 200, (reg, kamailio.log_text()[-3000:])
-        [hashed] = [n for n in NAMES if f"{USER} registered" in nodes[n].log.read_text()]
-        [owner] = [n for n in NAMES if n != hashed]
-        cluster.give(USER, owner)
+    logged = {name: node.log.stat().st_size for name, node in nodes.items()}
 
-        # Through Kamailio to the hashed node, forwarded to the owner, sent by the owner.
-        agent.message(f"sip:{bob.jid}", "via the dispatcher ✓")
+    def log_of_this_run(name: str) -> str:
+        with nodes[name].log.open(errors="replace") as log:
+            log.seek(logged[name])
+            return log.read()
+
+    with contextlib.ExitStack() as stack:
+        if lookup:
+            # Kamailio sends even the REGISTER to the holder the lease names.
+            user = f"{LOOKED_UP}@{DOMAIN}"
+            holder, other = pair.holder(user)
+            agent = stack.enter_context(phone(user, proxy, authenticate=False))
+            assert f"{user} registered" in holder.log.read_text()
+            assert f"{user} registered" not in other.log.read_text()
+            owner, off = holder.name, other.name
+        else:
+            user, agent, off, owner = registered_off_the_holder(pair, proxy, stack)
+        account = pair.accounts[user]  # the bodies name her: bob's events outlive a run
+
+        # Through Kamailio to the hashed node, forwarded to the owner, sent by the owner;
+        # with the owner lookup, straight to the owner: no hop.
+        agent.message(f"sip:{bob.jid}", f"via the dispatcher ({user}) ✓")
         status = agent.wait_for(lambda e: e["event"] == "im_status")
         assert status["code"] == 202, (status, kamailio.log_text()[-3000:])
-        got = peer.wait_for(lambda e: e.kind == "message" and e.body == "via the dispatcher ✓")
+        got = peer.wait_for(
+            lambda e: e.kind == "message" and e.body == f"via the dispatcher ({user}) ✓"
+        )
         assert got.sender == f"{account.jid}/{owner}", got
-        took_the_hop = "forwarded to" in nodes[hashed].log.read_text()
-        # With the owner lookup, Kamailio sends it straight to the owner: no hop.
-        assert took_the_hop != setup["lookup"], nodes[hashed].log_text()
+        took_the_hop = "forwarded to" in log_of_this_run(off)
+        assert took_the_hop != lookup, nodes[off].log_text()
 
-        # The owner reaches the phone through Kamailio, by the hashed node's binding.
-        peer.send_message(f"{account.jid}/{owner}", "from the owner via Kamailio ✓")
+        # The owner reaches the phone through Kamailio, by the binding the REGISTER wrote.
+        peer.send_message(f"{account.jid}/{owner}", f"from the owner via Kamailio ({user}) ✓")
         im = agent.wait_for(
-            lambda e: e["event"] == "im" and e["body"] == "from the owner via Kamailio ✓",
+            lambda e: e["event"] == "im" and e["body"] == f"from the owner via Kamailio ({user}) ✓",
             timeout=30,
         )
         assert f"sip:{bob.jid};proto=xmpp" in im["from"]
 
-        # The hashed node stops: Kamailio sends alice's requests to the one left.
-        assert nodes[hashed].stop() == 0
-        agent.message(f"sip:{bob.jid}", "with one node down ✓")
+        if lookup:
+            # The holder stops (drain): the other node takes the user, and
+            # Kamailio follows the lease there.
+            assert nodes[owner].stop() == 0
+            new_holder, _ = pair.holder(user)
+            assert new_holder.name == off
+            owner = off
+        else:
+            # The hashed node stops: Kamailio sends the user's requests to the one left.
+            assert nodes[off].stop() == 0
+        agent.message(f"sip:{bob.jid}", f"with one node down ({user}) ✓")
         status = agent.wait_for(
-            lambda e: e["event"] == "im_status" and e["body"] == "with one node down ✓",
+            lambda e: e["event"] == "im_status" and e["body"] == f"with one node down ({user}) ✓",
             timeout=40,
         )
         assert status["code"] == 202, (status, kamailio.log_text()[-3000:])
-        got = peer.wait_for(lambda e: e.kind == "message" and e.body == "with one node down ✓")
+        got = peer.wait_for(
+            lambda e: e.kind == "message" and e.body == f"with one node down ({user}) ✓"
+        )
         assert got.sender == f"{account.jid}/{owner}", got

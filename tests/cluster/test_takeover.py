@@ -7,6 +7,10 @@
   the dead node had accepted (its send-queue row) is sent by the taker;
   every other user stays where it was, on the same connection.
 * Join: the node starts again and takes back its share, and only that.
+
+gw1 and gw2 run their accounts in a worker process (``[actors] workers =
+1``), gw3 in its main process: a takeover goes both ways between the two.
+When gw2 is SIGKILLed, its worker process logs out and ends as well.
 """
 
 from __future__ import annotations
@@ -14,21 +18,38 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from tests.cluster.nodes import Cluster, wait_until
 from tests.kit.tally import report
 from tests.kit.xmpp_peer import XmppPeer
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 USERS = 12
+
+
+def children(pid: int) -> set[int]:
+    return {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    }
+
+
+def running(pid: int) -> bool:
+    """Not gone, and not a zombie waiting for a parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_kill_a_node_then_it_joins_again(tmp_path: Path, mariadb: Any, prosody: Any) -> None:
     cluster = Cluster(tmp_path, mariadb, prosody, lease_seconds=6)
-    gw1, gw2, _ = (cluster.node(name) for name in ("gw1", "gw2", "gw3"))
+    # gw1 and gw2 run their accounts in a worker process ([actors] workers), gw3 in its own.
+    gw1, gw2 = cluster.node("gw1", workers=1), cluster.node("gw2", workers=1)
+    cluster.node("gw3")
     cluster.add_accounts(gw1, USERS, "kill")
     bob = prosody.create_user(f"bob{uuid.uuid4().hex[:6]}")
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
@@ -49,7 +70,12 @@ def test_kill_a_node_then_it_joins_again(tmp_path: Path, mariadb: Any, prosody: 
         peer.start()
         victims = sorted(u for u, (name, _) in placed.items() if name == "gw2")
         assert victims
+        assert gw2.process is not None
+        workers = children(gw2.process.pid)
+        assert workers, "gw2 runs its accounts in a worker process"
         gw2.kill()
+        # Its worker process sees the pipe close and logs out: never a second login.
+        wait_until("gw2's worker process gone", lambda: not any(map(running, workers)), 30)
         killed_at = time.monotonic()
         # A message gw2 answered 202 and never sent: its row is all that is left.
         body = f"queued on gw2 {uuid.uuid4().hex}"

@@ -1,134 +1,155 @@
-"""Two purplegw daemons sharing one real MariaDB, for the forwarding tests.
+"""Two cluster nodes on one real MariaDB and one Prosody: the forwarding and Kamailio cases.
 
-Each node is a real ``purplegw run`` with ``[cluster] node`` and
-``advertise`` set.  The node heartbeats and the user's lease are written by
-the test itself (``Cluster``), as the cluster runtime does; until that
-runtime decides who logs in, both nodes log the user's XMPP account in, each
-with its own resource (``gw1``/``gw2``), so the contact sees which node sent
-a message or a presence.
+Each node is a real ``purplegw run`` in cluster mode (``tests/cluster/nodes.py``):
+the cluster runtime decides which node holds each SIP user (the rendezvous
+rule over the live nodes), takes the lease and logs the user's account in
+there only.  A test asks which node the runtime chose (:meth:`Pair.holder`:
+the lease row and that node's status agree) and sends the phone's requests
+to the other one.  Each node logs in with its own XMPP resource (``gw1``,
+``gw2``), so the contact sees which node sent a message or a presence.
 """
 
 from __future__ import annotations
 
-import threading
-import tomllib
-from dataclasses import dataclass, field
+import contextlib
+import csv
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import tomli_w
-
-from purplegw.store import Database
-from purplegw.store.cluster import ClusterRepository
+from purplegw.actors.control import ControlError
+from tests.cluster.nodes import Cluster, Node, wait_until
 from tests.e2e.deployment import SIP_PASSWORD
-from tests.kit.gateway import GatewayProcess
+from tests.kit.pjsua_agent import PjsuaAgent
 from tests.kit.xmpp_peer import XmppPeer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from pathlib import Path
 
-USER = "alice@sip.test"
+    from tests.kit.prosody import XmppUser
+
 NAMES = ("gw1", "gw2")
+DOMAIN = "sip.test"
 
 
 @dataclass
-class Cluster:
-    """Writes what the cluster runtime writes: heartbeats, and the user's lease."""
+class Pair:
+    cluster: Cluster
+    accounts: dict[str, XmppUser]  # sip user -> its XMPP account
+    bob: XmppUser
+    peer: XmppPeer
 
-    db_url: str
-    nodes: dict[str, GatewayProcess]
-    db: Database = field(init=False)
-    repo: ClusterRepository = field(init=False)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return self.cluster.nodes
 
-    def __post_init__(self) -> None:
-        self.db = Database.create(self.db_url)
-        self.repo = ClusterRepository(self.db)
+    def running(self) -> None:
+        """Both nodes run (a stopped one is started again), every user held by one."""
+        for node in self.nodes.values():
+            if not node.alive():
+                node.start()
+        for sip_user in self.accounts:
+            self.holder(sip_user)
 
-    def advertise(self, name: str) -> str:
-        return f"127.0.0.1:{self.nodes[name].port}"
+    def holder(self, sip_user: str, timeout: float = 60.0) -> tuple[Node, Node]:
+        """(the node the runtime gave ``sip_user`` to, the other node).
 
-    def start_heartbeats(self) -> None:
-        def beat() -> None:
-            while not self._stop.wait(1.0):
-                self._beat()
+        Waits until the user's lease names a node and that node, and only
+        that one, runs the user's account connected.
+        """
 
-        self._beat()
-        self._thread = threading.Thread(target=beat, daemon=True)
-        self._thread.start()
+        def look() -> str | None:
+            lease = self.cluster.leases().get(sip_user)
+            if lease is None or lease[0] not in NAMES:
+                return None
+            running = set()
+            for name in NAMES:
+                node = self.nodes[name]
+                try:
+                    accounts = node.accounts() if node.alive() else []
+                except (OSError, ControlError):
+                    return None  # still starting
+                if any(a["sip_user"] == sip_user and a["state"] == "connected" for a in accounts):
+                    running.add(name)
+            return lease[0] if running == {lease[0]} else None
 
-    def _beat(self) -> None:
-        for name in self.nodes:
-            self.repo.heartbeat(name, self.advertise(name))
+        name = wait_until(f"{sip_user} held by one node", look, timeout)
+        [other] = [n for n in NAMES if n != name]
+        return self.nodes[name], self.nodes[other]
 
-    def give(self, sip_user: str, name: str) -> None:
-        """``name`` holds ``sip_user``'s lease (for longer than the test)."""
-        self.db.execute(
-            "UPDATE purplegw_leases SET node = '', expires = 0 WHERE sip_user = ?", (sip_user,)
+
+@contextlib.contextmanager
+def phone(
+    sip_user: str, via: str, *, authenticate: bool = True, publish: bool = False
+) -> Iterator[PjsuaAgent]:
+    """A pjsua2 phone registered as ``sip_user`` at ``via``, which also is its outbound proxy.
+
+    ``authenticate``: answer digest challenges with the user's SIP password
+    (a node asks; Kamailio in front of trusting nodes does not).
+    """
+    agent = PjsuaAgent.start()
+    try:
+        agent.account(
+            f"sip:{sip_user}",
+            registrar=via,
+            username=sip_user.split("@", 1)[0] if authenticate else "",
+            password=SIP_PASSWORD if authenticate else "",
+            proxy=f"{via};lr",
+            publish=publish,
         )
-        assert self.repo.acquire(sip_user, name, 600) is not None
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self.db.close()
-
-
-def configure(node: GatewayProcess, name: str, db_url: str) -> None:
-    config = tomllib.loads(node.config.read_text())
-    config["store"]["db_url"] = db_url
-    config["cluster"] = {"node": name, "advertise": f"127.0.0.1:{node.port}"}
-    node.config.write_text(tomli_w.dumps(config))
+        reg = agent.wait_for(lambda e: e["event"] == "reg")
+        assert reg["code"] == 200, reg
+        yield agent
+    finally:
+        agent.stop()
 
 
 def two_nodes(
-    prosody: Any, mariadb: Any, tmp_path: Path, *, sip: dict[str, Any] | None = None
-) -> Iterator[dict[str, Any]]:
-    """Yields {"nodes", "cluster", "account", "bob", "peer"}; both daemons must exit 0."""
-    tag = tmp_path.name[-8:].replace("_", "").lower()
-    account = prosody.create_user(f"calice{tag}")
-    bob = prosody.create_user(f"cbob{tag}")
-    db_url = mariadb.create_database(f"cluster_{tag}")
-    nodes: dict[str, GatewayProcess] = {}
+    prosody: Any,
+    mariadb: Any,
+    base: Path,
+    users: Iterable[str],
+    *,
+    sip: dict[str, Any] | None = None,
+    passwords: bool = True,
+) -> Iterator[Pair]:
+    """gw1 and gw2 running ``users`` (local parts; one XMPP account each); both must exit 0.
+
+    ``passwords``: the users get the SIP password ``phone()`` answers digest
+    challenges with (not needed behind a trusted proxy).
+
+    Yields once every user is held by one node.
+    """
+    cluster = Cluster(base, mariadb, prosody, lease_seconds=6, sip=sip)
     for name in NAMES:
-        base = tmp_path / name
-        base.mkdir()
-        nodes[name] = GatewayProcess(
-            base, extra_config=prosody.gateway_section(resource=name), sip=sip
-        )
-        configure(nodes[name], name, db_url)
-    first = nodes[NAMES[0]]
+        cluster.node(name, resource=name)
+    first = cluster.nodes[NAMES[0]]
     first.cli("db", "init")
-    first.cli("users", "add", USER, "--password-stdin", stdin=SIP_PASSWORD + "\n")
-    first.cli(
-        "accounts",
-        "add",
-        USER,
-        account.jid,
-        "xmpp",
-        "--password-stdin",
-        stdin=account.password + "\n",
-    )
-    for name in NAMES[1:]:
-        # The key file encrypts the account passwords: the same on every node.
-        (nodes[name].base / "data").mkdir(exist_ok=True)
-        key = first.base / "data" / "purplegw.key"
-        (nodes[name].base / "data" / "purplegw.key").write_bytes(key.read_bytes())
-        (nodes[name].base / "data" / "purplegw.key").chmod(0o600)
-    cluster = Cluster(db_url, nodes)
-    cluster.start_heartbeats()
+    accounts: dict[str, XmppUser] = {}
+    tag = base.name[-8:].replace("_", "").lower()
+    table = base / "accounts.csv"
+    with table.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["sip_user", "ext_user", "ext_prot", "ext_pass"])
+        for local in users:
+            sip_user = f"{local}@{DOMAIN}"
+            account = prosody.create_user(f"c{local}{tag}")
+            writer.writerow([sip_user, account.jid, "xmpp", account.password])
+            accounts[sip_user] = account
+            cluster.users.append(sip_user)
+            cluster.jids[sip_user] = account.jid
+            if passwords:
+                password = SIP_PASSWORD + "\n"
+                first.cli("users", "add", sip_user, "--password-stdin", stdin=password)
+    first.cli("accounts", "import", str(table))
+    bob = prosody.create_user(f"cbob{tag}")
     peer = XmppPeer(bob.jid, bob.password, "127.0.0.1", prosody.port, ca_file=prosody.ca_file)
+    pair = Pair(cluster, accounts, bob, peer)
     try:
-        for node in nodes.values():
-            node.start()
-        for node in nodes.values():
-            node.wait_accounts("connected")
+        pair.running()
         peer.start()
-        yield {"nodes": nodes, "cluster": cluster, "account": account, "bob": bob, "peer": peer}
+        yield pair
     finally:
         peer.stop()
-        codes = {name: node.stop() for name, node in nodes.items()}
-        cluster.stop()
-        assert codes == dict.fromkeys(NAMES, 0), {n: nodes[n].log_text() for n in NAMES}
+        codes = cluster.stop()
+        assert set(codes.values()) <= {0}, {n: cluster.nodes[n].log_text() for n in codes}

@@ -42,15 +42,20 @@ class Clock:
         return self.now
 
 
-def rig() -> tuple[Gateway, FakeFront, Owners, InlineWorker, Clock]:
+def rig(
+    has_accounts: Any = None,
+) -> tuple[Gateway, FakeFront, Owners, InlineWorker, Clock]:
     worker = InlineWorker()
     owners = Owners()
     store = SimpleNamespace(
         users=SimpleNamespace(get=lambda *_: None),
         outbox=Outbox(),
         sendq=SendQueue(),
-        subscriptions=SimpleNamespace(purge=lambda _now: 0, live=lambda _now: []),
+        subscriptions=SimpleNamespace(
+            purge=lambda _now: 0, live=lambda _now: [], of_user=lambda _user, _now: []
+        ),
         room_marks=SimpleNamespace(all=list, save_many=lambda _marks: None),
+        publications=SimpleNamespace(of_resource=lambda _user, _now: []),
         owners=owners,
     )
     gateway = Gateway(
@@ -62,6 +67,7 @@ def rig() -> tuple[Gateway, FakeFront, Owners, InlineWorker, Clock]:
         user_at_host=lambda p: p == "xmpp",
         node="gw2",
         advertise="127.0.0.12:5072",
+        has_accounts=has_accounts,
     )
     clock = Clock()
     assert gateway.forwarding is not None
@@ -75,11 +81,11 @@ def source(host: str = "127.0.0.1", port: int = 5090) -> Source:
     return Source("udp", host, port, SimpleNamespace(sent_by=f"{GW2[0]}:{GW2[1]}"), None)  # type: ignore[arg-type]
 
 
-def message(**kwargs: Any) -> Any:
+def message(user: str = USER, **kwargs: Any) -> Any:
     return make_request(
         "MESSAGE",
         "sip:bob@example.org",
-        from_=f"<sip:{USER}>",
+        from_=f"<sip:{user}>",
         body=b"hi",
         content_type="text/plain",
         **kwargs,
@@ -140,6 +146,63 @@ def test_requests_handled_here_register_own_users_free_leases_and_other_nodes() 
     assert front.sent == []
     assert len(handled) == 4
     assert replies[1:] == []  # the handler stand-in answers nothing
+
+
+def test_a_request_waits_for_its_users_hand_over_then_goes_where_the_user_is_held() -> None:
+    gateway, front, owners, worker, clock = rig(has_accounts=lambda user: user == USER)
+    gateway.store.sendq.pending_of = lambda _users: []  # type: ignore[attr-defined]
+    handled: list[str] = []
+    gateway._routes["MESSAGE"] = lambda request, src, _reply: handled.append(
+        f"{request.call_id} {gateway.identity.identify(request, src)}"
+    )
+    replies: list[Response] = []
+
+    def waiting_here(timer: Any) -> bool:
+        return bool(timer.fn == gateway._resume)
+
+    owners.holders.clear()  # released by its last holder, not yet acquired by the next
+    waiting = message()
+    gateway.dispatch(waiting, source(), replies.append)
+    assert (replies, handled, front.sent) == ([], [], [])  # it waits
+    assert worker.fire(waiting_here) == 1
+    assert (replies, handled, front.sent) == ([], [], [])  # still nobody holds the user
+    owners.holders[USER] = ("gw1", "127.0.0.11:5071")  # gw1 took it: forwarded there
+    assert worker.fire(waiting_here) == 1
+    [(_forwarded, destination, _future)] = front.sent
+    assert (destination.host, destination.port) == GW1
+    front.sent.clear()
+
+    # A user without accounts anywhere is not being handed over: handled (and refused) here.
+    gateway.dispatch(message("nobody@sip.test"), source(), replies.append)
+    assert len(handled) == 1
+
+    owners.holders.clear()
+    clock.now += 2  # past the owner cache
+    gateway.dispatch(waiting := message(), source(), replies.append)
+    gateway.adopt([USER])  # this node took the lease: handled here, identified once
+    assert worker.fire(waiting_here) == 1
+    assert handled[1:] == [f"{waiting.call_id} {USER}"]
+
+    # Held here, its accounts logging out (a drain): it waits for the next holder too.
+    directory = gateway._directory
+    running = list(directory.of_user(USER))
+    directory.handles = []  # type: ignore[attr-defined]
+    gateway.dispatch(message(), source(), replies.append)
+    assert worker.fire(waiting_here) == 1
+    assert len(handled) == 2
+    directory.handles = running  # type: ignore[attr-defined]
+    assert worker.fire(waiting_here) == 1
+    assert len(handled) == 3
+
+    gateway.disown([USER])  # given up, and nobody takes it: 503 after HANDOVER_WAIT
+    gateway.dispatch(message(), source(*GW1), replies.append)  # even when forwarded to us
+    while worker.fire(waiting_here):
+        pass
+    [refused] = replies
+    assert (refused.status, refused.headers.get("Retry-After")) == (503, "2")
+    assert "handed over" in refused.reason
+    assert len(handled) == 3
+    assert front.sent == []
 
 
 def test_owners_are_cached_for_a_second() -> None:
