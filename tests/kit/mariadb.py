@@ -4,13 +4,18 @@
     url = server.create_database("t")  # mysql://purplegw:...@127.0.0.1:PORT/t
     server.stop()                      # stop(); start() again keeps the data
 
-Start-up takes about two seconds (mariadb-install-db plus the server).  The
+Start-up takes about a second (mariadb-install-db plus the server).  The
 server is started with --no-defaults so nothing from /etc/mysql applies.
+Without ``base_dir`` the server lives in RAM (/dev/shm when there is one): a
+test's database plus the store upgrades then take ~0.1 s instead of ~1 s of
+fsyncs on a busy disk.  A process kill still loses nothing InnoDB committed;
+benchmarks that measure the disk pass a ``base_dir`` of their own.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +38,14 @@ def mariadb_binaries() -> tuple[str, str] | None:
     return (server, install) if server and install else None
 
 
+def _fast_tmp() -> str | None:
+    """The RAM-backed temp dir when usable (every commit and DDL statement fsyncs)."""
+    shm = Path("/dev/shm")  # mkdtemp makes a private dir in it
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return str(shm)
+    return None
+
+
 class MariaDB:
     """``tls=True``: the server also speaks TLS with a self-signed certificate
     for 127.0.0.1/localhost (``cert_file``: trust it as the CA)."""
@@ -45,7 +58,9 @@ class MariaDB:
             )
         self.server_bin, self.install_bin = binaries
         self._own_dir = base_dir is None
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="purplegw-mariadb-"))
+        self.base_dir = Path(
+            base_dir or tempfile.mkdtemp(prefix="purplegw-mariadb-", dir=_fast_tmp())
+        )
         self.data_dir = self.base_dir / "data"
         self.port = free_port("tcp")
         self.process: subprocess.Popen[bytes] | None = None
