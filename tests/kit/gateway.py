@@ -16,6 +16,7 @@ import tomli_w
 
 from purplegw.actors.control import query_status
 from purplegw.exceptions import GatewayError
+from tests.kit.cli_fork import run_cli
 from tests.kit.ports import free_port
 
 
@@ -61,16 +62,9 @@ class GatewayProcess:
         return f"sip:127.0.0.1:{self.port}"
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """``purplegw --config <this config> ARGS`` (forked from a process that imported it)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
-        result = subprocess.run(
-            [sys.executable, "-m", "purplegw", "--config", str(self.config), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        result = run_cli(["--config", str(self.config), *args], env=env, stdin=stdin, timeout=60)
         if result.returncode != 0:
             raise RuntimeError(f"purplegw {' '.join(args)} failed: {result.stderr}")
         return result
