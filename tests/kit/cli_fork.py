@@ -175,7 +175,12 @@ def _close() -> None:
 
 
 def run_cli(
-    args: list[str], *, env: dict[str, str], stdin: str = "", timeout: float = 60.0
+    args: list[str],
+    *,
+    env: dict[str, str],
+    stdin: str = "",
+    timeout: float = 60.0,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m purplegw ARGS`` in a forked child; the result as ``subprocess.run`` has it."""
     global _server  # noqa: PLW0603 - one fork server per test process
@@ -191,7 +196,7 @@ def run_cli(
         request = {
             "args": args,
             "env": env,
-            "cwd": str(Path.cwd()),
+            "cwd": str(cwd or Path.cwd()),
             **{name: str(path) for name, path in files.items()},
         }
         _write_message(_server.requests, request)
