@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import pty
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.kit.cli_fork import run_cli
+
 if TYPE_CHECKING:
+    import subprocess
     from pathlib import Path
 
     from tests.kit.mariadb import MariaDB
@@ -20,20 +22,15 @@ if TYPE_CHECKING:
 def purplegw(
     config: Path | None, *args: str, stdin: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "purplegw"]
-    if config is not None:
-        command += ["--config", str(config)]
+    """``python -m purplegw ARGS`` in a process of its own, forked from one that imported it.
+
+    The start of a real interpreter is covered by the daemon the end-to-end
+    tests run and by tests/test_packaging.py; here each command would spend
+    most of its time importing.
+    """
+    command = ["--config", str(config)] if config is not None else []
     env = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
-    return subprocess.run(
-        [*command, *args],
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
+    return run_cli([*command, *args], env=env, stdin=stdin or "", timeout=60, cwd=cwd)
 
 
 @pytest.fixture(params=["sqlite", "mysql"])

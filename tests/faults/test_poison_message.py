@@ -51,8 +51,7 @@ def strict_prosody() -> Iterator[Prosody]:
     limit = f"\nc2s_stanza_size_limit = {STANZA_LIMIT}\n\nVirtualHost"
     config = config.replace("\nVirtualHost", limit, 1)
     server.config_path.write_text(config)
-    with server:
-        server.start()
+    with server:  # starts it again, with the limit; stops it and removes its files after
         yield server
 
 

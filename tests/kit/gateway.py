@@ -8,14 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+import tomllib
+from pathlib import Path
+from typing import Any
 
 import tomli_w
 
+from purplegw.actors.control import query_status
+from purplegw.exceptions import GatewayError
+from tests.kit.cli_fork import run_cli
 from tests.kit.ports import free_port
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 class GatewayProcess:
@@ -60,16 +62,9 @@ class GatewayProcess:
         return f"sip:127.0.0.1:{self.port}"
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """``purplegw --config <this config> ARGS`` (forked from a process that imported it)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PURPLEGW_")}
-        result = subprocess.run(
-            [sys.executable, "-m", "purplegw", "--config", str(self.config), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        result = run_cli(["--config", str(self.config), *args], env=env, stdin=stdin, timeout=60)
         if result.returncode != 0:
             raise RuntimeError(f"purplegw {' '.join(args)} failed: {result.stderr}")
         return result
@@ -87,8 +82,26 @@ class GatewayProcess:
             )
         return self
 
+    @property
+    def control_socket(self) -> Path:
+        """Where the daemon listens for commands (``[daemon] control_socket``, as configured)."""
+        config = tomllib.loads(self.config.read_text())
+        configured = config.get("daemon", {}).get("control_socket")
+        return Path(configured or Path(config["store"]["data_dir"]) / "purplegw.sock")
+
     def status(self) -> list[dict[str, Any]]:
-        return json.loads(self.cli("status", "--json").stdout)
+        """Every account's status, as ``purplegw status --json`` prints it.
+
+        Asked on the control socket from this process: tests poll it several
+        times a second, and a ``purplegw`` process costs ~0.5 s of CPU.  The
+        command itself is tested in tests/cli/test_status.py.  Raises
+        RuntimeError, as the failing command does, while the daemon does not answer.
+        """
+        try:
+            accounts = query_status(self.control_socket)  # ControlError is a RuntimeError
+        except (GatewayError, OSError, ValueError) as exc:
+            raise RuntimeError(f"purplegw status failed: {exc}") from exc
+        return json.loads(json.dumps(accounts))
 
     def wait_accounts(
         self, state: str = "connected", timeout: float = 60.0

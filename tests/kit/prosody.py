@@ -211,6 +211,10 @@ class Prosody:
         binary = prosody_binary()
         if binary is None:
             raise ProsodyError("prosody is not installed")
+        if self.proc is not None and self.proc.poll() is None:
+            # A second one would die on the busy port while the first answered
+            # for it, and the first would then never be stopped.
+            raise ProsodyError(f"prosody is already running on {self.address}")
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="purplegw-prosody-", dir=_fast_tmp())
             self.run_dir = Path(self._tmp.name)
