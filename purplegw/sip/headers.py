@@ -424,11 +424,17 @@ class Headers:
                 cache[key] = [parse(value)]
             else:
                 known.append(parse(value))
-        for key in table.eager_keys:
-            if key not in cache:
-                cache[key] = []
+        if len(cache) != len(table.eager_keys):  # only eager keys are cached yet: some are absent
+            cls._absent(cache, table.eager_keys)
         self._items = items
         return self
+
+    @staticmethod
+    def _absent(cache: dict[str, Any], eager_keys: tuple[str, ...]) -> None:
+        """Eager keys the message does not carry: cached as no values."""
+        for key in eager_keys:
+            if key not in cache:
+                cache[key] = []
 
     @staticmethod
     def _add_list(  # noqa: PLR0913, PLR0917 - _from_lines' locals, for its rarer branch
