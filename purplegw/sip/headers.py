@@ -155,6 +155,9 @@ class CSeq(NamedTuple):
         return f"{self.number} {self.method}"
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_cseq(value: str) -> CSeq:
     m = _abnf.CSEQ_RE.fullmatch(value)
     if m is None:
@@ -163,7 +166,7 @@ def parse_cseq(value: str) -> CSeq:
     number = int(digits) if len(digits) <= 10 else MAX_CSEQ + 1
     if number > MAX_CSEQ:
         raise RemoteProtocolError(f"Bad Request: CSeq number out of range: {digits[:30]}", 400)
-    return CSeq(number, m.group(2))
+    return _new_tuple(CSeq, (number, m.group(2)))  # CSeq(...) without its Python-level __new__
 
 
 def parse_delta_seconds(value: str) -> int:
