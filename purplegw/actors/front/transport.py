@@ -81,6 +81,7 @@ STREAM_TRANSPORTS = ("tcp", "tls")
 WRITE_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued towards one stream peer before we give up on it
 UDP_BURST = 64  # datagrams read per wake-up before yielding to other callbacks
 FIONREAD = termios.FIONREAD
+FIONREAD_BURST = 4  # datagrams of a wake-up after which its end is found by recvfrom
 _ioctl = fcntl.ioctl
 
 
@@ -339,8 +340,14 @@ class TransportLayer:
             # After the first datagram, FIONREAD says whether another is queued
             # (the size of the next one; 0: none, or an empty one, which the
             # next wake-up reads): a fraction of what the BlockingIOError of a
-            # recvfrom on an empty socket costs, once per wake-up.
-            if count and not _ioctl(fd, FIONREAD, queued, True) and not queued[0]:  # noqa: FBT003 - fcntl's API
+            # recvfrom on an empty socket costs, once per wake-up. Asked only
+            # while the burst is short: in a long one (a busy front) the one
+            # BlockingIOError at its end costs less than an ioctl per datagram.
+            if (
+                0 < count < FIONREAD_BURST
+                and not _ioctl(fd, FIONREAD, queued, True)  # noqa: FBT003 - fcntl's API
+                and not queued[0]
+            ):
                 return
             try:
                 data, addr = sock.recvfrom(65535)
