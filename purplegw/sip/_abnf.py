@@ -86,18 +86,18 @@ STATUS_CODE_RE = re.compile(r"[1-6][0-9][0-9]")
 # unreserved = alphanum / mark ; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
 # escaped = "%" HEXDIG HEXDIG
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
-USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})++")
-PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*+")
+USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]++|%[0-9A-Fa-f]{2})++")
+PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]++|%[0-9A-Fa-f]{2})*+")
 # uri-parameter = transport-param / ... / other-param
 # other-param = pname [ "=" pvalue ] ; pname = 1*paramchar ; pvalue = 1*paramchar
 # paramchar = param-unreserved / unreserved / escaped
 # param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
-PARAMCHARS = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})++"
+PARAMCHARS = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]++|%[0-9A-Fa-f]{2})++"
 URI_PARAM_RE = re.compile(rf";({PARAMCHARS})(?:=({PARAMCHARS}))?")
 # The whole SIP-URI after "sip:" in one pass (userinfo, hostport, params,
 # headers), so the common case is a single regex call.
-USER = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})++"
-PASSWORD = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*+"  # noqa: S105 - the RFC 3261 password rule of a URI, not a secret
+USER = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]++|%[0-9A-Fa-f]{2})++"
+PASSWORD = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]++|%[0-9A-Fa-f]{2})*+"  # noqa: S105 - the RFC 3261 password rule of a URI, not a secret
 URI_PARAMS = rf"(?:;{PARAMCHARS}(?:={PARAMCHARS})?)*+"
 SIP_URI_REST_RE = re.compile(
     rf"(?:({USER})(?::({PASSWORD}))?@)?({HOST})(?::([0-9]{{1,5}}))?({URI_PARAMS})(?:\?(.*+))?",
@@ -106,7 +106,7 @@ SIP_URI_REST_RE = re.compile(
 # headers = "?" header *( "&" header ) ; header = hname "=" hvalue
 # hname = 1*( hnv-unreserved / unreserved / escaped ) ; hvalue = *( ... )
 # hnv-unreserved = "[" / "]" / "/" / "?" / ":" / "+" / "$"
-HNV = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})"
+HNV = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]++|%[0-9A-Fa-f]{2})"
 URI_HEADER_RE = re.compile(rf"({HNV}++)=({HNV}*+)")
 
 # telephone-subscriber (RFC 3966 global-number / local-number), loosened to

@@ -155,6 +155,9 @@ class CSeq(NamedTuple):
         return f"{self.number} {self.method}"
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_cseq(value: str) -> CSeq:
     m = _abnf.CSEQ_RE.fullmatch(value)
     if m is None:
@@ -163,7 +166,7 @@ def parse_cseq(value: str) -> CSeq:
     number = int(digits) if len(digits) <= 10 else MAX_CSEQ + 1
     if number > MAX_CSEQ:
         raise RemoteProtocolError(f"Bad Request: CSeq number out of range: {digits[:30]}", 400)
-    return CSeq(number, m.group(2))
+    return _new_tuple(CSeq, (number, m.group(2)))  # CSeq(...) without its Python-level __new__
 
 
 def parse_delta_seconds(value: str) -> int:
@@ -424,11 +427,17 @@ class Headers:
                 cache[key] = [parse(value)]
             else:
                 known.append(parse(value))
-        for key in table.eager_keys:
-            if key not in cache:
-                cache[key] = []
+        if len(cache) != len(table.eager_keys):  # only eager keys are cached yet: some are absent
+            cls._absent(cache, table.eager_keys)
         self._items = items
         return self
+
+    @staticmethod
+    def _absent(cache: dict[str, Any], eager_keys: tuple[str, ...]) -> None:
+        """Eager keys the message does not carry: cached as no values."""
+        for key in eager_keys:
+            if key not in cache:
+                cache[key] = []
 
     @staticmethod
     def _add_list(  # noqa: PLR0913, PLR0917 - _from_lines' locals, for its rarer branch

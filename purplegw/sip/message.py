@@ -236,14 +236,17 @@ def make_response(  # noqa: C901, PLR0912, PLR0913 - RFC 3261 8.2.6 copies each 
     if not 100 <= status <= 699:
         raise LocalProtocolError(f"status code {status} out of range", 500)
     vias: list[tuple[str, str, str]] = []
-    rest: list[tuple[str, str, str]] = []
+    froms: list[tuple[str, str, str]] = []
+    rest: list[tuple[str, str, str]] = []  # Call-ID and CSeq, in their order
     routes: list[tuple[str, str, str]] = []
     to_item = None
     for item in request.headers._items:  # noqa: SLF001
         key = item[0]
         if key == "via":
             vias.append(item)
-        elif key == "from" or key == "call-id" or key == "cseq":  # noqa: PLR1714
+        elif key == "from":
+            froms.append(item)
+        elif key == "call-id" or key == "cseq":  # noqa: PLR1714
             rest.append(item)
         elif key == "to":
             if to_item is None:
@@ -259,12 +262,10 @@ def make_response(  # noqa: C901, PLR0912, PLR0913 - RFC 3261 8.2.6 copies each 
             if to is not None and to.tag is None:
                 to_item = ("to", "To", f"{to_item[2]};tag={to_tag}")
     items = vias
-    for item in rest:
-        if item[0] == "from":
-            items.append(item)
+    items += froms
     if to_item is not None:
         items.append(to_item)
-    items.extend(item for item in rest if item[0] != "from")
+    items += rest
     if routes and 200 <= status < 300 and request.method in DIALOG_CREATING_METHODS:
         items.extend(routes)
     out = Headers.__new__(Headers)

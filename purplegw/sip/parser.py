@@ -60,6 +60,25 @@ _EAGER = eager_parsers("via", "cseq", "call-id", "max-forwards", "content-length
 # (answering a request copies their text; only the RFC 2543 key and the TU need them)
 _EAGER.update({"from": check_name_addr, "to": check_name_addr})
 _TABLE = LineTable(_EAGER, frozenset({"from", "to"}))
+# tokens by definition: the method regex runs only for the others
+_KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)
 
 
 def _bad(reason: str, status: int = 400) -> RemoteProtocolError:
@@ -77,7 +96,7 @@ def _parse_request_line(line: str) -> tuple[str, SipURI | str]:
         if version.upper().startswith("SIP/"):
             raise _bad(f"Version Not Supported: {version[:20]}", 505)
         raise _bad("Bad Request: malformed Request-Line")
-    if _abnf.METHOD_RE.fullmatch(method) is None:
+    if method not in _KNOWN_METHODS and _abnf.METHOD_RE.fullmatch(method) is None:
         raise _bad("Bad Request: malformed method")
     if uri_text.startswith("sip:") or uri_text[: uri_text.find(":")].lower() in _SIP_URI_SCHEMES:
         uri = parse_uri(uri_text)
@@ -98,7 +117,8 @@ def _check_header_count(head: bytes, max_headers: int) -> None:
 
 def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:  # noqa: C901 - one pass, each RFC 3261 7.x check a branch
     """Parse a start line and header block (no final CRLF CRLF), body empty."""
-    _check_header_count(head, max_headers)
+    if head.count(b"\n") > max_headers:  # _check_header_count, inline on the hot path
+        _check_header_count(head, max_headers)
     text = head.decode("utf-8", "surrogateescape")
     if "\r\n " in text or "\r\n\t" in text:
         text = _FOLD_RE.sub(" ", text)
@@ -110,12 +130,11 @@ def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:  # noqa:
     # the fields every element acts on are parsed in the same pass: fail now
     # rather than halfway through handling the message
     headers = Headers._from_lines(lines[1:], _TABLE)  # noqa: SLF001
-    if len(headers) > max_headers:
+    if len(headers._items) > max_headers:  # noqa: SLF001
         # comma-joined values (RFC 3261 7.3.1) become one field each: a message
         # whose lines fit but whose fields do not would be refused by the next
         # parser after a response copied its Via fields
         raise _bad(f"Bad Request: too many header fields (limit {max_headers})")
-    msg: Message
     if first.startswith("SIP/"):
         parts = first.split(" ", 2)
         if len(parts) == 2:
@@ -127,19 +146,16 @@ def parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> Message:  # noqa:
             raise _bad(f"Version Not Supported: {version[:20]}", 505)
         if _abnf.STATUS_CODE_RE.fullmatch(code) is None:
             raise _bad("Bad Request: malformed status code")
-        msg = Response(int(code), reason, headers)
-    else:
-        method, uri = _parse_request_line(first)
-        msg = Request(method, uri, headers)
-    if isinstance(msg, Request):
-        cseq = headers.cseq()
-        if cseq is not None and cseq.method != msg.method:
-            raise _bad("Bad Request: CSeq method does not match the request method")
-    return msg
+        return Response(int(code), reason, headers)
+    method, uri = _parse_request_line(first)
+    cseq = headers.cseq()
+    if cseq is not None and cseq.method != method:
+        raise _bad("Bad Request: CSeq method does not match the request method")
+    return Request(method, uri, headers)
 
 
 def _content_length(msg: Message) -> int | None:
-    values: list[int] = msg.headers._values("content-length")  # noqa: SLF001 - parsed eagerly
+    values: list[int] = msg.headers._cache["content-length"]  # noqa: SLF001 - parsed eagerly
     if not values:
         return None
     if len(values) > 1 and len(set(values)) > 1:

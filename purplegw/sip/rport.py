@@ -31,20 +31,17 @@ def _bare(host: str) -> str:
 def stamp_via(via: Via, source: tuple[str, int]) -> Via:
     """The top Via as RFC 3261 18.2.1 and RFC 3581 4 want it after reception."""
     src_host, src_port = source
-    params: dict[str, str | None] = {}
-    if via.has_rport:
-        params["received"] = src_host
-        params["rport"] = str(src_port)
-    elif _bare(via.host).lower() != src_host.lower():
-        params["received"] = src_host
-    if not params:
+    if "rport" in via.params:
+        return via.with_params(received=src_host, rport=str(src_port))
+    host = via.host
+    if (host == src_host and host[:1] != "[") or _bare(host).lower() == src_host.lower():
         return via
-    return via.with_params(**params)
+    return via.with_params(received=src_host)
 
 
 def stamp_request(request: Request, source: tuple[str, int]) -> Via:
     """Stamp the top Via of ``request`` in place and return the new top Via."""
-    top = request.top_via
+    top = request.headers.top_via()
     if top is None:
         raise RemoteProtocolError("Bad Request: missing Via", 400)
     stamped = stamp_via(top, source)
@@ -63,9 +60,14 @@ def response_destination(via: Via, *, reliable: bool = False) -> tuple[str, int]
     """
     if reliable:
         return None
-    default = DEFAULT_PORTS.get(via.transport, 5060)
-    if via.maddr:
-        return _bare(via.maddr), via.port or default
-    host = via.received or via.host
-    port = via.rport or via.port or default
-    return _bare(host), port
+    # the Via's params read directly (this runs for every request over UDP)
+    params = via.params
+    maddr = params.get("maddr")
+    if maddr:
+        return _bare(maddr), via.port or DEFAULT_PORTS.get(via.transport, 5060)
+    host = params.get("received") or via.host
+    rport = params.get("rport")
+    port = (int(rport) if rport and rport.isdigit() else None) or via.port
+    if host[:1] == "[":
+        host = _bare(host)
+    return host, port or DEFAULT_PORTS.get(via.transport, 5060)

@@ -92,6 +92,10 @@ class Timers:
 
 
 class State(enum.Enum):
+    # hashed by identity: ``Enum.__hash__`` is a Python-level call, and every
+    # transition looks up a ``(state, event)`` key (members are singletons)
+    __hash__ = object.__hash__
+
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
@@ -139,6 +143,19 @@ _TERMINATED_COMPLETED = Terminated("completed")
 _CANCEL_E = CancelTimer("timer_e")
 _CANCEL_F = CancelTimer("timer_f")
 _CANCEL_TU = CancelTimer("timer_tu")
+
+
+_TIMER_J: dict[float, StartTimer] = {}
+
+
+def _timer_j(t1: float) -> StartTimer:
+    """``StartTimer("timer_j", 64*T1)``, one shared value per T1 (every UDP request arms one)."""
+    action = _TIMER_J.get(t1)
+    if action is None:
+        if len(_TIMER_J) >= 64:  # T1 is configuration; tests vary it, nothing else does
+            _TIMER_J.clear()
+        action = _TIMER_J[t1] = StartTimer("timer_j", 64 * t1)
+    return action
 
 
 class _Machine:
@@ -259,7 +276,12 @@ class ServerTransaction(_Machine):
         reliable: bool = False,
         timers: Timers | None = None,
     ) -> None:
-        super().__init__(reliable=reliable, timers=timers or Timers())
+        # _Machine.__init__, inline: one of these is built for every request
+        self.state = TRYING
+        self.reliable = reliable
+        self.timers = timers or Timers()
+        self.key: TransactionKey = ()
+        self.context: object = None
         self.request: Request | None = request
         self.destination = destination
         self.last_response: Response | bytes | None = None
@@ -296,7 +318,7 @@ class ServerTransaction(_Machine):
                 self.state = TERMINATED
                 actions.append(_TERMINATED_COMPLETED)
             else:
-                actions.append(StartTimer("timer_j", 64 * self.timers.t1))
+                actions.append(_timer_j(self.timers.t1))
         return actions
 
     def expect_answer(self, seconds: float) -> list[Action]:
@@ -347,12 +369,14 @@ TransactionKey = tuple[str, ...]
 
 def server_key(request: Request) -> TransactionKey:
     """RFC 3261 17.2.3 key, or the RFC 2543 fallback when the branch lacks the cookie."""
-    via = request.top_via
-    branch = via.branch if via is not None else None
+    via = request.headers.top_via()
+    branch = via.params.get("branch") if via is not None else None
     method = "INVITE" if request.method == "ACK" else request.method
     if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
         assert via is not None
-        return ("3261", branch, via.sent_by.lower(), method)
+        port = via.port  # Via.sent_by, inline: this runs for every request
+        sent_by = via.host if port is None else f"{via.host}:{port}"
+        return ("3261", branch, sent_by.lower(), method)
     # RFC 2543 (17.2.3 last paragraphs): Request-URI, tags, Call-ID, CSeq, top Via
     to = request.to
     frm = request.from_
@@ -519,7 +543,9 @@ class TransactionLayer:
         """
         if txn.state is not COMPLETED or self.servers.get(txn.key) is not txn:
             return
-        txn.keep_wire(data)
+        if txn.last_response is not None:  # ServerTransaction.keep_wire, inline (every request)
+            txn.last_response = data
+            txn.request = None
         if destination is not None:
             txn.destination = destination
         txn.context = None

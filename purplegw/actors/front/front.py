@@ -382,11 +382,12 @@ class SipFront:
     def _on_request(self, request: Request, source: Source) -> None:
         self.stats["requests"] += 1
         method = request.method
-        via = request.top_via
-        if via is None:
+        if request.headers.top_via() is None:
             raise RemoteProtocolError("Bad Request: missing Via", 400)
         # an ACK only ever acknowledges our stateless INVITE rejections
-        if method == "ACK" or not self._admitted(request, source):
+        if method == "ACK" or (
+            self.source_limiter is not None and not self._admitted(request, source)
+        ):
             return
         if method == "CANCEL":
             self._stamp(request, source)
@@ -552,7 +553,8 @@ class SipFront:
         A response for a transaction that has its final answer already (the
         TU was too late, timer_tu answered) or is over is dropped.
         """
-        if txn.answered or self.layer.find_server(txn.key) is not txn:
+        # not answered yet: a live transaction is in the layer's table of machines
+        if txn.answered or self.layer.servers.get(txn.key) is not txn:
             logger.debug("response %r for a finished transaction dropped", response)
             return
         if response.status >= 200:
@@ -602,15 +604,24 @@ class SipFront:
             return
         request = txn.request
         assert request is not None  # dropped only with the wire form (above)
-        on_error = None
+        assert isinstance(message, Response)
         source: Source = txn.context  # type: ignore[assignment]
+        target = source.reply_to
+        if target is not None:
+            # UDP with the reply address from the stamped Via (``_stamp``): the
+            # everyday path, without the general one's Via look-up
+            data = serialize(message)
+            self.transports.send_datagram(data, target[0], target[1], source.listener)
+            if txn.state is State.COMPLETED:
+                self.layer.keep_wire(txn, data, target)
+            return
+        on_error = None
         if source.transport != "udp" and (source.connection is None or source.connection.closed):
             # a reconnect may fail: RFC 3261 17.2.4 tells the transaction
             def on_error(exc: Exception) -> None:
                 logger.info("cannot reach %s for %r: %s", source, request, exc)
                 self._perform_server(txn, self.layer.transport_error(txn))
 
-        assert isinstance(message, Response)
         sent = self._send_response(message, request, source, on_error)
         if sent is not None and txn.state is State.COMPLETED:
             data, host, port = sent
