@@ -60,8 +60,9 @@ _EAGER = eager_parsers("via", "cseq", "call-id", "max-forwards", "content-length
 # (answering a request copies their text; only the RFC 2543 key and the TU need them)
 _EAGER.update({"from": check_name_addr, "to": check_name_addr})
 _TABLE = LineTable(_EAGER, frozenset({"from", "to"}))
-# tokens by definition: the method regex runs only for the others
-_KNOWN_METHODS = frozenset(
+# RFC 3261 and the extensions a UA meets; tokens by definition, so the method
+# regex runs only for the others (the front answers these 405, others 501)
+KNOWN_METHODS = frozenset(
     {
         "INVITE",
         "ACK",
@@ -96,7 +97,7 @@ def _parse_request_line(line: str) -> tuple[str, SipURI | str]:
         if version.upper().startswith("SIP/"):
             raise _bad(f"Version Not Supported: {version[:20]}", 505)
         raise _bad("Bad Request: malformed Request-Line")
-    if method not in _KNOWN_METHODS and _abnf.METHOD_RE.fullmatch(method) is None:
+    if method not in KNOWN_METHODS and _abnf.METHOD_RE.fullmatch(method) is None:
         raise _bad("Bad Request: malformed method")
     if uri_text.startswith("sip:") or uri_text[: uri_text.find(":")].lower() in _SIP_URI_SCHEMES:
         uri = parse_uri(uri_text)

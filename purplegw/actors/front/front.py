@@ -83,7 +83,7 @@ from purplegw.sip.actions import Action, CancelTimer, DeliverToTU, Send, StartTi
 from purplegw.sip.errors import RemoteProtocolError
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, Response, make_response, serialize, validate_request
-from purplegw.sip.parser import MAX_HEADER_SIZE, MAX_HEADERS
+from purplegw.sip.parser import KNOWN_METHODS, MAX_HEADER_SIZE, MAX_HEADERS
 from purplegw.sip.ratelimit import RateLimiter, Verdict
 from purplegw.sip.rport import response_destination, stamp_request
 from purplegw.sip.transaction import (
@@ -99,25 +99,6 @@ from purplegw.sip.transaction import (
 
 logger = logging.getLogger(__name__)
 
-# RFC 3261 and the extensions a UA meets: known methods -> 405, others -> 501
-KNOWN_METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "INFO",
-        "REFER",
-        "MESSAGE",
-        "UPDATE",
-    }
-)
 ACCEPT = "application/pidf+xml, application/xpidf+xml, text/plain, message/cpim"
 SUPPORTED = "path, 100rel"  # options we tolerate in requests; we never require any
 USER_AGENT = "purplegw"
