@@ -1228,15 +1228,11 @@ class Messaging:
             return
         delivery = _Delivery(left=len(destinations))
         for destination, ruri in destinations:
-            request = self._outgoing(
-                account, message.contact, ruri, message.body, message.content_type
-            )
-            target = _fit(destination, request, tcp=message.seq in self._tcp)
-            udp = (target.address if isinstance(target, Source) else target).transport == "udp"
-            future = front.send_request(request, target)
+            car = self._car(account, message, destination, ruri)
+            future = front.send_request(car.request, car.target)
             # Every callback runs on the worker (completion): no lock needed.
             future.add_done_callback(
-                self.worker.completion(partial(self._answer, message, delivery, ruri, udp))
+                self.worker.completion(partial(self._answer, message, delivery, ruri, car.udp))
             )
 
     def _account_of(self, message: QueuedMessage) -> AccountRef:
