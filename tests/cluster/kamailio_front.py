@@ -8,39 +8,33 @@ trust (``[sip] trusted``) and the phone does not share.
 from __future__ import annotations
 
 import contextlib
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.cluster.two_nodes import DOMAIN
 from tests.kit.binaries import missing_peer
-from tests.kit.kamailio import Kamailio, kamailio_binary
+from tests.kit.kamailio import Kamailio, kamailio_binary, shipped_config
 from tests.kit.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+    from pathlib import Path
 
     from tests.kit.gateway import GatewayProcess
 
-REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_IP = "127.0.0.2"  # its own loopback address: the nodes trust it, not the phone
 
 
 def cluster_cfg(kamailio_port: int, dispatcher_list: Path, db_url: str) -> str:
-    text = (REPO / "etc" / "kamailio-cluster.cfg").read_text()
-    values = {
-        "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
-        "SIP_DOMAIN": DOMAIN,
-        "DISPATCHER_LIST": str(dispatcher_list),
-        "PING_INTERVAL": "1",
-        "CLUSTER_DB": db_url,
-    }
-    for name, value in values.items():
-        text, count = re.subn(
-            rf'#!substdef "!{name}![^!]*!g"', f'#!substdef "!{name}!{value}!g"', text
-        )
-        assert count == 1, name
-    return text
+    return shipped_config(
+        "kamailio-cluster.cfg",
+        {
+            "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
+            "SIP_DOMAIN": DOMAIN,
+            "DISPATCHER_LIST": str(dispatcher_list),
+            "PING_INTERVAL": "1",
+            "CLUSTER_DB": db_url,
+        },
+    )
 
 
 @contextlib.contextmanager

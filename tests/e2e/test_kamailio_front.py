@@ -8,40 +8,34 @@ delivers them to the registered phone.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.kit.binaries import missing_peer
 from tests.kit.gateway import GatewayProcess
-from tests.kit.kamailio import Kamailio, kamailio_binary
+from tests.kit.kamailio import Kamailio, kamailio_binary, shipped_config
 from tests.kit.pjsua_agent import PjsuaAgent
 from tests.kit.ports import free_port
 from tests.kit.xmpp_peer import XmppPeer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_IP = "127.0.0.2"  # its own loopback address: "trusted" must not cover the phone
 
 
 def shipped_cfg(kamailio_port: int, gateway_port: int) -> str:
-    text = (REPO / "etc" / "kamailio.cfg").read_text()
-    values = {
-        "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
-        "GATEWAY_IP": "127.0.0.1",
-        "GATEWAY_PORT": str(gateway_port),
-        "SIP_DOMAIN": "sip.test",
-    }
-    for name, value in values.items():
-        text, count = re.subn(
-            rf'#!substdef "!{name}![^!]*!g"', f'#!substdef "!{name}!{value}!g"', text
-        )
-        assert count == 1, name
-    return text
+    return shipped_config(
+        "kamailio.cfg",
+        {
+            "KAMAILIO_ADDR": f"{KAMAILIO_IP}:{kamailio_port}",
+            "GATEWAY_IP": "127.0.0.1",
+            "GATEWAY_PORT": str(gateway_port),
+            "SIP_DOMAIN": "sip.test",
+        },
+    )
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,13 +27,32 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from tests.kit.ports import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
 
 KAMAILIO_BINARY = "/usr/sbin/kamailio"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shipped_config(name: str, values: Mapping[str, str]) -> str:
+    """``etc/NAME`` as shipped, each ``#!substdef "!KEY!...!g"`` of ``values`` set.
+
+    Every key must be defined exactly once in the file: a renamed define
+    fails here rather than testing the file's default.
+    """
+    text = (REPO / "etc" / name).read_text()
+    for key, value in values.items():
+        text, count = re.subn(
+            rf'#!substdef "!{key}![^!]*!g"', f'#!substdef "!{key}!{value}!g"', text
+        )
+        assert count == 1, key
+    return text
 
 
 def kamailio_binary() -> str | None:
