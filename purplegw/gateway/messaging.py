@@ -1228,9 +1228,11 @@ class Messaging:
             return
         account = self._account_of(message)
         self.in_flight.add(key)
+        # The same for every message of the conversation (and of its train).
+        from_uri = self._from_uri(account, message.contact)
         if len(destinations) == 1:
             destination, ruri = destinations[0]
-            cars = [self._car(account, message, destination, ruri)]
+            cars = [self._car(account, message, destination, ruri, from_uri)]
             ahead = self._ahead.get(key)
             max_age = self.settings.retry_max_age
             while ahead and len(cars) < TRAIN_LENGTH:
@@ -1244,12 +1246,12 @@ class Messaging:
                     or (max_age and self.clock() - following.created > max_age)
                 ):
                     break  # sent (or given up) on its own, after the train
-                cars.append(self._car(account, ahead.popleft(), destination, ruri))
+                cars.append(self._car(account, ahead.popleft(), destination, ruri, from_uri))
             _Train(front, cars, self._train_stopped, self._train_running).start()
             return
         delivery = _Delivery(left=len(destinations))
         for destination, ruri in destinations:
-            car = self._car(account, message, destination, ruri)
+            car = self._car(account, message, destination, ruri, from_uri)
             future = front.send_request(car.request, car.target)
             # Every callback runs on the worker (completion): no lock needed.
             future.add_done_callback(
@@ -1266,9 +1268,16 @@ class Messaging:
         )
 
     def _car(
-        self, account: AccountRef, message: QueuedMessage, destination: Address | Source, ruri: str
+        self,
+        account: AccountRef,
+        message: QueuedMessage,
+        destination: Address | Source,
+        ruri: str,
+        from_uri: str,
     ) -> _Car:
-        request = self._outgoing(account, message.contact, ruri, message.body, message.content_type)
+        request = self._outgoing(
+            account, message.contact, ruri, message.body, message.content_type, from_uri=from_uri
+        )
         target = _fit(destination, request, tcp=message.seq in self._tcp)
         udp = (target.address if isinstance(target, Source) else target).transport == "udp"
         return _Car(message, request, target, ruri, udp)
@@ -1438,17 +1447,30 @@ class Messaging:
         self.retry_timers.pop(key, None)
         self.flush(key[0])
 
-    def _outgoing(
-        self, account: Account, contact: str, ruri: str, body: bytes, content_type: str
-    ) -> Request:
+    def _from_uri(self, account: Account, contact: str) -> str:
         if account.protocol == GATEWAY_PROTOCOL:
-            from_uri = contact  # the gateway's own SIP URI (queue_from_gateway)
-        else:
-            from_uri = self.addresses.contact_uri(account, contact)
+            return contact  # the gateway's own SIP URI (queue_from_gateway)
+        return self.addresses.contact_uri(account, contact)
+
+    def _outgoing(  # noqa: PLR0913 - the request's parts
+        self,
+        account: Account,
+        contact: str,
+        ruri: str,
+        body: bytes,
+        content_type: str,
+        *,
+        from_uri: str | None = None,
+    ) -> Request:
+        """A MESSAGE from ``contact`` (``from_uri``, if the caller has it already) to the user."""
+        if from_uri is None:
+            from_uri = self._from_uri(account, contact)
+        # One read of the system's random source for the tag and the Call-ID.
+        token = os.urandom(20).hex()
         headers = Headers()
-        headers.add("From", f"<{from_uri}>;tag={os.urandom(4).hex()}")
+        headers.add("From", f"<{from_uri}>;tag={token[:8]}")
         headers.add("To", f"<sip:{account.sip_user}>")
-        headers.add("Call-ID", f"{uuid.uuid4().hex}@{self.domain}")
+        headers.add("Call-ID", f"{token[8:]}@{self.domain}")
         headers.add("CSeq", "1 MESSAGE")
         headers.add("Content-Type", content_type)
         return Request("MESSAGE", ruri, headers, body)
