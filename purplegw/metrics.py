@@ -202,10 +202,17 @@ def notify_sent(status: int | None) -> None:
     NOTIFYS.labels("timeout" if status is None else status_class(status)).inc()
 
 
+# outcome -> its counter child (two per message received from a network)
+_message_in_children: dict[str, Any] = {}
+
+
 def message_in(outcome: str) -> None:
     """External -> SIP: ``received`` (from the network, now in the outbox),
     ``delivered`` (the phone answered 2xx), ``retry`` (an attempt failed; kept)."""
-    MESSAGES.labels("in", outcome).inc()
+    child = _message_in_children.get(outcome)
+    if child is None:
+        child = _message_in_children[outcome] = MESSAGES.labels("in", outcome)
+    child.inc()
 
 
 def outbox_written(seconds: float) -> None:

@@ -236,13 +236,15 @@ _sink_cache = _SinkCache()
 
 def send(event: str, **kwargs: Any) -> None:
     """Send ``event`` to every sink.  Never blocks, never raises."""
-    call = messages.ProxyCall(attr_path=("on_event",), args=(event,), kwargs=kwargs)
-    for ref in _sink_cache.refs():
-        try:
-            ref.tell(call)
-        except pykka.ActorDeadError:
-            # It stopped between the registry lookup and the tell.
-            logger.debug("Event sink %s stopped; dropped %s", ref, event)
+    refs = _sink_cache.refs()
+    if refs:  # no message built when only plain sinks listen (the gateway's own)
+        call = messages.ProxyCall(attr_path=("on_event",), args=(event,), kwargs=kwargs)
+        for ref in refs:
+            try:
+                ref.tell(call)
+            except pykka.ActorDeadError:
+                # It stopped between the registry lookup and the tell.
+                logger.debug("Event sink %s stopped; dropped %s", ref, event)
     with _plain_lock:
         sinks = list(_plain_sinks)
     for sink in sinks:

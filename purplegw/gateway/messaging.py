@@ -80,7 +80,10 @@ Rule 11. Towards one destination (the outbound proxy, a user with one
         before, without a round trip through the worker, and stops at any
         other answer.  One message of the conversation is in flight at a
         time, in outbox order, as Rule 3 says; the worker is told of every
-        answer (``completion``) and handles it as for any other message.
+        answer and handles it as for any other message: of all the answers
+        so far when the train stops (``completion``), and of those that
+        came meanwhile ``TRAIN_REPORT_DELAY`` after the first of them (a
+        timer), not one thread hop per message.
 """
 
 from __future__ import annotations
@@ -171,6 +174,9 @@ CLEANUP_BATCH = 500
 FLUSH_WINDOW = 100
 # At most this many of a conversation's messages go as one train (Rule 11).
 TRAIN_LENGTH = 16
+# A running train's answers reach the worker at most this long after they came
+# (Rule 11): a row deleted, a receipt sent this much later at worst.
+TRAIN_REPORT_DELAY = 0.02
 # IMDN requests remembered for a receipt from the contact (Rule 8), at most,
 # and for at most this many seconds across restarts.
 MAX_RECEIPTS_WAITED = 10000
@@ -242,21 +248,29 @@ class _Train:
     Rule 11.  Made on the worker, then touched only by the done-callbacks
     of its requests' client transactions, on the SIP front's thread, one
     after another (a request leaves only from its predecessor's callback),
-    so it needs no lock.  ``answered(car, next_sent, future)`` is told of
-    every answer, after the next request left (or not).
+    so it needs no lock.  Each answer goes into ``reports`` as ``(car,
+    next_sent, future)``, after the next request left (or not); the
+    worker takes them out (``Messaging._train_report``): ``report_now(train)``
+    once the train stopped, ``report_later(train)`` for the first answer
+    not yet taken while it runs.
     """
 
-    __slots__ = ("answered", "cars", "front")
+    __slots__ = ("cars", "front", "report_due", "report_later", "report_now", "reports")
 
     def __init__(
         self,
         front: FrontPort,
         cars: list[_Car],
-        answered: Callable[[_Car, bool, concurrent.futures.Future[Response]], None],
+        report_now: Callable[[_Train], None],
+        report_later: Callable[[_Train], None],
     ) -> None:
         self.front = front
         self.cars = cars
-        self.answered = answered
+        self.report_now = report_now
+        self.report_later = report_later
+        # Appended on the front's thread, taken on the worker's (deque: atomic).
+        self.reports: deque[tuple[_Car, bool, concurrent.futures.Future[Response]]] = deque()
+        self.report_due = False  # a report_later is pending
 
     def start(self) -> None:
         self._go(0)
@@ -277,7 +291,14 @@ class _Train:
             # would stay in flight for good.
             logger.exception("Train of %s stopped", self.cars[index].message.sip_user)
             following = False
-        self.answered(self.cars[index], following, future)
+        self.reports.append((self.cars[index], following, future))
+        if not following:
+            self.report_now(self)
+        elif not self.report_due:
+            # Checked after the append: the worker clears it before it takes
+            # the reports, so a report it may miss has its own timer.
+            self.report_due = True
+            self.report_later(self)
 
 
 class Messaging:
@@ -1207,9 +1228,11 @@ class Messaging:
             return
         account = self._account_of(message)
         self.in_flight.add(key)
+        # The same for every message of the conversation (and of its train).
+        from_uri = self._from_uri(account, message.contact)
         if len(destinations) == 1:
             destination, ruri = destinations[0]
-            cars = [self._car(account, message, destination, ruri)]
+            cars = [self._car(account, message, destination, ruri, from_uri)]
             ahead = self._ahead.get(key)
             max_age = self.settings.retry_max_age
             while ahead and len(cars) < TRAIN_LENGTH:
@@ -1223,12 +1246,12 @@ class Messaging:
                     or (max_age and self.clock() - following.created > max_age)
                 ):
                     break  # sent (or given up) on its own, after the train
-                cars.append(self._car(account, ahead.popleft(), destination, ruri))
-            _Train(front, cars, self._car_answered).start()
+                cars.append(self._car(account, ahead.popleft(), destination, ruri, from_uri))
+            _Train(front, cars, self._train_stopped, self._train_running).start()
             return
         delivery = _Delivery(left=len(destinations))
         for destination, ruri in destinations:
-            car = self._car(account, message, destination, ruri)
+            car = self._car(account, message, destination, ruri, from_uri)
             future = front.send_request(car.request, car.target)
             # Every callback runs on the worker (completion): no lock needed.
             future.add_done_callback(
@@ -1245,29 +1268,40 @@ class Messaging:
         )
 
     def _car(
-        self, account: AccountRef, message: QueuedMessage, destination: Address | Source, ruri: str
+        self,
+        account: AccountRef,
+        message: QueuedMessage,
+        destination: Address | Source,
+        ruri: str,
+        from_uri: str,
     ) -> _Car:
-        request = self._outgoing(account, message.contact, ruri, message.body, message.content_type)
+        request = self._outgoing(
+            account, message.contact, ruri, message.body, message.content_type, from_uri=from_uri
+        )
         target = _fit(destination, request, tcp=message.seq in self._tcp)
         udp = (target.address if isinstance(target, Source) else target).transport == "udp"
         return _Car(message, request, target, ruri, udp)
 
-    def _car_answered(
-        self,
-        car: _Car,
-        next_sent: bool,  # noqa: FBT001 - positional, as _Train calls it
-        future: concurrent.futures.Future[Response],
-    ) -> None:
-        """A train's message was answered (called on the front's thread): on to the worker."""
-        self.worker.completion(partial(self._car_settled, car, next_sent))(future)
+    def _train_stopped(self, train: _Train) -> None:
+        """A train's last answer came (on the front's thread): the worker takes its reports."""
+        self.worker.completion(self._train_report)(train)
 
-    def _car_settled(
-        self,
-        car: _Car,
-        next_sent: bool,  # noqa: FBT001 - positional through partial and completion
-        future: concurrent.futures.Future[Response],
-    ) -> None:
-        self._answer(car.message, _Delivery(left=1), car.ruri, car.udp, future, next_sent=next_sent)
+    def _train_running(self, train: _Train) -> None:
+        """A running train has an answer to report (on the front's thread): soon, not now."""
+        self.worker.call_later(TRAIN_REPORT_DELAY, self._train_report, train)
+
+    def _train_report(self, train: _Train) -> None:
+        """Handle the answers a train has had since the last report, in order (Rule 11)."""
+        train.report_due = False
+        reports = train.reports
+        while reports:
+            car, next_sent, future = reports.popleft()
+            try:
+                self._answer(
+                    car.message, _Delivery(left=1), car.ruri, car.udp, future, next_sent=next_sent
+                )
+            except Exception:
+                logger.exception("Answer to message %d not handled", car.message.seq)
 
     def _answer(  # noqa: PLR0913 - the answer and what it answers
         self,
@@ -1413,17 +1447,30 @@ class Messaging:
         self.retry_timers.pop(key, None)
         self.flush(key[0])
 
-    def _outgoing(
-        self, account: Account, contact: str, ruri: str, body: bytes, content_type: str
-    ) -> Request:
+    def _from_uri(self, account: Account, contact: str) -> str:
         if account.protocol == GATEWAY_PROTOCOL:
-            from_uri = contact  # the gateway's own SIP URI (queue_from_gateway)
-        else:
-            from_uri = self.addresses.contact_uri(account, contact)
+            return contact  # the gateway's own SIP URI (queue_from_gateway)
+        return self.addresses.contact_uri(account, contact)
+
+    def _outgoing(  # noqa: PLR0913 - the request's parts
+        self,
+        account: Account,
+        contact: str,
+        ruri: str,
+        body: bytes,
+        content_type: str,
+        *,
+        from_uri: str | None = None,
+    ) -> Request:
+        """A MESSAGE from ``contact`` (``from_uri``, if the caller has it already) to the user."""
+        if from_uri is None:
+            from_uri = self._from_uri(account, contact)
+        # One read of the system's random source for the tag and the Call-ID.
+        token = os.urandom(20).hex()
         headers = Headers()
-        headers.add("From", f"<{from_uri}>;tag={os.urandom(4).hex()}")
+        headers.add("From", f"<{from_uri}>;tag={token[:8]}")
         headers.add("To", f"<sip:{account.sip_user}>")
-        headers.add("Call-ID", f"{uuid.uuid4().hex}@{self.domain}")
+        headers.add("Call-ID", f"{token[8:]}@{self.domain}")
         headers.add("CSeq", "1 MESSAGE")
         headers.add("Content-Type", content_type)
         return Request("MESSAGE", ruri, headers, body)

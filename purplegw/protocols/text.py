@@ -91,6 +91,10 @@ def strip_controls(text: str) -> str:
 
     Line breaks are normalized to LF.
     """
+    if text.isprintable():
+        # Nothing to strip (every control, escape introducer and bidi control
+        # is unprintable) and no CR: most messages, at one C-level scan.
+        return text
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _CONTROLS.sub("", _ANSI.sub("", text))
 

@@ -15,7 +15,7 @@ from purplegw.actors.state import Outcome
 from purplegw.gateway.addressing import AddressBook
 from purplegw.gateway.bodies import read_cpim
 from purplegw.gateway.identity import Identity
-from purplegw.gateway.messaging import RETRY_DELAYS, Messaging
+from purplegw.gateway.messaging import RETRY_DELAYS, TRAIN_REPORT_DELAY, Messaging
 from purplegw.gateway.registrar import Registrar
 from purplegw.gateway.settings import GatewaySettings, MessagingSettings
 from purplegw.store.dead_letters import Direction
@@ -289,6 +289,38 @@ def test_a_train_sends_the_next_message_on_the_2xx_of_the_last_and_stops_at_a_fa
     rig.worker.delete_settled()
     worker.run()
     assert store.outbox.pending(USER) == []
+
+
+def test_a_running_train_reports_its_answers_to_the_worker_in_batches(store: Store) -> None:
+    worker = QueuedWorker()
+    rig = Pipeline(store, worker=worker)
+    for n in range(4):
+        worker.submit(rig.messaging.incoming, rig.handle.info, BOB, f"bob {n}")
+    rig.register()
+    worker.run()
+
+    def report_timers() -> list[Any]:
+        return rig.worker.pending(lambda t: getattr(t.fn, "__name__", "") == "_train_report")
+
+    rig.answer(rig.sent()[0][0], 200)
+    rig.answer(rig.sent()[1][0], 200)
+    assert len(rig.sent()) == 3  # the train moves on without the worker
+    assert worker.run() == 0  # no hop per answer...
+    (timer,) = report_timers()  # ...one timer for both
+    assert timer.delay == TRAIN_REPORT_DELAY
+    rig.worker.fire(lambda t: t is timer)
+    worker.run()
+    rig.worker.delete_settled()
+    worker.run()
+    assert [m.body for m in store.outbox.pending(USER)] == [b"bob 2", b"bob 3"]
+    rig.answer(rig.sent()[2][0], 200)
+    assert len(report_timers()) == 1  # the next answer not taken yet has its own
+    rig.answer(rig.sent()[3][0], 200)  # the last: the train stopped, reported at once
+    assert worker.run() == 1
+    rig.worker.delete_settled()
+    worker.run()
+    assert store.outbox.pending(USER) == []
+    assert rig.messaging.in_flight == set()
 
 
 def test_a_train_that_cannot_send_its_next_message_leaves_it_to_the_worker(

@@ -76,6 +76,7 @@ from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
 from purplegw.protocols.xmpp import errors as xmpp_errors
 from purplegw.protocols.xmpp import features, log_redaction, muc
+from purplegw.protocols.xmpp.matchers import fast_matcher
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
     parse_presence,
@@ -92,6 +93,20 @@ DELAY_TAG = "{urn:xmpp:delay}delay"  # XEP-0203
 RECEIPTS_NS = "urn:xmpp:receipts"  # XEP-0184
 MARKERS_NS = "urn:xmpp:chat-markers:0"  # XEP-0333
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"  # RFC 6120 8.3.3
+CHAT_STATES_NS = "http://jabber.org/protocol/chatstates"  # XEP-0085
+RECEIVED_TAG = f"{{{RECEIPTS_NS}}}received"
+RECEIPT_REQUEST_TAG = f"{{{RECEIPTS_NS}}}request"
+MARKABLE_TAG = f"{{{MARKERS_NS}}}markable"
+#: The chat state child elements (XEP-0085 5.1) -> ``TypingState`` values.
+_CHAT_STATE_TAGS = {f"{{{CHAT_STATES_NS}}}{state.value}": state.value for state in TypingState}
+#: (receipt requested, markable) -> what ``_remember_requests`` keeps and returns.
+_ASKED = {
+    (True, False): (frozenset({"receipt"}), "receipt"),
+    (False, True): (frozenset({"markable"}), "markable"),
+    (True, True): (frozenset({"receipt", "markable"}), "markable,receipt"),
+}
+#: Senders' JIDs parsed (stringprep) once: a conversation sends from the same few.
+JID_CACHE_SIZE = 4096
 #: Incoming messages whose sender asked for a receipt or marker, remembered
 #: until the phone reports them (oldest forgotten first).
 RECEIPT_MEMORY = 4096
@@ -99,8 +114,12 @@ RECEIPT_MEMORY = 4096
 SENT_MEMORY = 4096
 # Roster subscriptions that make a sender known (RFC 6121 2.1.2.5).
 _KNOWN_SUBSCRIPTIONS = frozenset({"to", "from", "both"})
-SM_ACK_REQUEST = "<r xmlns='urn:xmpp:sm:3'/>"
+SM_NS = "urn:xmpp:sm:3"  # XEP-0198
+SM_ACK_REQUEST = f"<r xmlns='{SM_NS}'/>"
 SM_WINDOW = 32
+#: The server's ack requests (<r/>) are answered this much later, all of them
+#: with one <a/> (docs/messaging.md, "Receive path CPU").
+SM_ACK_DELAY = 0.01
 
 
 class TlsVerificationError(TransientError):
@@ -160,12 +179,17 @@ class Client(slixmpp.ClientXMPP):
     #: so it always asks for the whole roster).  Not loading them saves their
     #: instances, handlers and config per account.
     UNUSED_FEATURES = frozenset({"feature_preapproval", "feature_limits", "feature_rosterver"})
+    #: slixmpp ``BaseXMPP`` handlers whose events the gateway does not use.
+    UNUSED_HANDLERS = ("IM", "IMError")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: Replace the login's XML parser at the next stanza boundary (see
         #: stream_parser.py); set once the session started or resumed.
         self.compact_parser_due = False
+        self._message_class: Any = None  # _build_stanza
+        self._sm_ack_due = False  # an <a/> is on its way (delay_sm_acks)
         super().__init__(*args, **kwargs)
+        self._message_tag = f"{{{self.default_ns}}}message"
         # The SCRAM challenge is where the key derivation runs (milliseconds
         # of CPU in C, GIL released): answered from a thread, it no longer
         # stalls every other account on the loop, and uses a second core.
@@ -180,6 +204,68 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("auth_success", self._forget_sasl_mechanism)
         self.add_event_handler("session_start", self._forget_stream_features)
         self.add_event_handler("session_resumed", self._compact_parser_soon)
+        # slixmpp's own <message/> handlers only raise the "message" and
+        # "message_error" events, which nothing here listens to (the session
+        # has its one handler for every <message/>): two matches and, for
+        # every message with a body, a stanza interface walk less per message.
+        for name in self.UNUSED_HANDLERS:
+            self.remove_handler(name)
+
+    def _build_stanza(self, xml: Element, default_ns: str | None = None) -> Any:
+        """slixmpp's, without its per-stanza search for the class of a ``<message/>``.
+
+        slixmpp formats and compares the tag of every registered root stanza
+        class, then asks the stanza for ``lang`` through its interfaces (a
+        received stanza has no parent, so that is never None: nothing is
+        set).  The class it finds for the first message is the one for every
+        later message of the stream (root stanza classes are registered
+        while the client is built).
+        """
+        if default_ns is None and xml.tag == self._message_tag:
+            message_class = self._message_class
+            if message_class is not None:
+                return message_class(self, xml, recv=True)
+            stanza = super()._build_stanza(xml, default_ns)
+            self._message_class = type(stanza)
+            return stanza
+        return super()._build_stanza(xml, default_ns)
+
+    def delay_sm_acks(self) -> None:
+        """Answer the server's XEP-0198 ack requests ``SM_ACK_DELAY`` late, one <a/> for all.
+
+        slixmpp answers each <r/> at once, and Prosody asks again as soon as
+        a stanza follows an answered request: at 1,200 messages/s that was
+        an <r/> and an <a/> (a stanza object, a TLS record, a write) per
+        message or two.  The server sends no new <r/> while one is
+        unanswered, so a late answer covers every stanza read meanwhile.  A
+        late <a/> only ever acknowledges less, never more: the server keeps
+        (and resends on resumption) what it was not told of.
+        """
+        self.remove_handler("Stream Management Request Ack")
+        self.register_handler(
+            Callback(
+                "Stream Management Request Ack",
+                MatchXPath(f"{{{SM_NS}}}r"),
+                self._sm_ack_requested,
+                instream=True,
+            )
+        )
+
+    def _sm_ack_requested(self, _request: Any) -> None:
+        if not self._sm_ack_due:
+            self._sm_ack_due = True
+            self.loop.call_later(SM_ACK_DELAY, self._send_sm_ack)
+
+    def _send_sm_ack(self) -> None:
+        self._sm_ack_due = False
+        if self.transport is not None:
+            # What slixmpp's send_ack writes, without a stanza object.
+            self.send_raw(f"<a xmlns='{SM_NS}' h='{self.plugin['xep_0198'].handled}'/>")
+
+    def register_handler(self, handler: Any, before: Any = None, after: Any = None) -> None:
+        """slixmpp's, with simple XPath matchers replaced by tag comparisons (matchers.py)."""
+        handler._matcher = fast_matcher(handler._matcher)  # noqa: SLF001 - slixmpp's field
+        super().register_handler(handler, before, after)
 
     def register_plugin(self, plugin: str, pconfig: dict | None = None, module: Any = None) -> None:
         if plugin in self.UNUSED_FEATURES:
@@ -510,6 +596,7 @@ class XmppSession(Session):
         # slixmpp asks for an ack every `window` stanzas; _send_chat asks once
         # behind each burst, so a wider window only saves <r/>/<a/> pairs.
         client.register_plugin("xep_0198", {"window": SM_WINDOW})
+        client.delay_sm_acks()
         features.register(client)
         # Subscription requests are the SIP user's decision, never automatic.
         client.roster.auto_authorize = None
@@ -840,24 +927,33 @@ class XmppSession(Session):
     # --- slixmpp events: traffic ----------------------------------------------------------
 
     def _on_message(self, msg: Any) -> None:
+        # Read from the stanza's XML, not through slixmpp's stanza interfaces
+        # (``msg["from"]``, ``msg["type"]``, ``msg["receipt"]``...): each of
+        # those looks up plugins and builds objects, and this runs for every
+        # message the account receives ("Receive path CPU", docs/messaging.md).
+        xml = msg.xml
+        sender = _jid_parts(xml.get("from", ""))
         # No receipt on arrival: a receipt says the *phone* got the message,
         # so send_receipt sends it when the SIP side reports delivery.
-        receipt = msg["receipt"]
-        if receipt:
-            self._call("on_receipt", msg["from"].bare, receipt)
-        if self._room_message(msg):
+        received = xml.find(RECEIVED_TAG)
+        if received is not None:
+            receipt = received.get("id", "")
+            if receipt:
+                self._call("on_receipt", sender[0], receipt)
+        if self._room_message(msg, xml.get("type", "normal"), sender):
             return
-        contact = msg["from"].bare
-        text = message_text(msg.xml)
+        contact = sender[0]
+        text = message_text(xml)
         if self.context.strangers == "deny" and not self._known(contact):
             if text is not None:
                 self._refuse_stranger(msg)
             return  # nor their typing notifications
         if text is not None:
-            receipts = self._remember_requests(contact, msg)
+            message_id = xml.get("id") or ""
+            receipts = self._remember_requests(contact, xml, message_id, sender[2])
             # Bidi overrides and C1 controls are valid XML: not for a phone's screen.
-            args: list[Any] = [contact, for_phone(text), msg["id"] or None]
-            sent_at = _delay_stamp(msg.xml)
+            args: list[Any] = [contact, for_phone(text), message_id or None]
+            sent_at = _delay_stamp(xml)
             if sent_at is not None or receipts:
                 args.append(sent_at)
             if receipts:
@@ -865,26 +961,22 @@ class XmppSession(Session):
                 args.append(receipts)
             self._call("on_message", *args)
             return
-        state = msg["chat_state"]
+        state = _chat_state(xml)
         if state:
-            try:
-                typing = TypingState(state)
-            except ValueError:
-                return
-            self._call("on_typing", contact, typing)
+            self._call("on_typing", contact, TypingState(state))
 
-    def _room_message(self, msg: Any) -> bool:
+    def _room_message(self, msg: Any, mtype: str, sender: tuple[str, str, str]) -> bool:
         """Not a contact's message (True): a room's, an occupant's, an error or a headline."""
-        if msg["type"] in ("error", "headline"):
-            if msg["type"] == "error":
+        if mtype in ("error", "headline"):
+            if mtype == "error":
                 self._on_message_error(msg)
             return True
-        if msg["type"] == "groupchat":
+        if mtype == "groupchat":
             text = message_text(msg.xml)
             self._muc.groupchat(msg, for_phone(text) if text else None, _delay_stamp(msg.xml))
             return True
-        if msg["type"] in ("chat", "normal") and msg["from"].resource:
-            if not self._muc.owns(msg["from"].bare):
+        if mtype in ("chat", "normal") and sender[1]:
+            if not self._muc.owns(sender[0]):
                 return False
             text = message_text(msg.xml)
             if text:  # an occupant, privately (its typing notifications are not)
@@ -960,24 +1052,27 @@ class XmppSession(Session):
             reply["error"]["text"] = text
         reply.send()
 
-    def _remember_requests(self, contact: str, msg: Any) -> str:
-        """Remember what the sender of ``msg`` asked to be told; returns it ("receipt,markable")."""
-        message_id = msg["id"]
+    def _remember_requests(self, contact: str, xml: Element, message_id: str, origin: str) -> str:
+        """Remember what the sender of a message asked to be told; returns it ("receipt,markable").
+
+        ``origin`` is the full JID it came from (bounces and receipts go there).
+        """
         if not message_id:
             return ""
-        self._origins[(contact, message_id)] = str(msg["from"])
-        while len(self._origins) > RECEIPT_MEMORY:
-            self._origins.popitem(last=False)
-        asked = set()
-        if msg.xml.find(f"{{{RECEIPTS_NS}}}request") is not None:
-            asked.add("receipt")
-        if msg.xml.find(f"{{{MARKERS_NS}}}markable") is not None:
-            asked.add("markable")
-        if asked:
-            self._asked[(contact, message_id)] = frozenset(asked)
-            while len(self._asked) > RECEIPT_MEMORY:
-                self._asked.popitem(last=False)
-        return ",".join(sorted(asked))
+        key = (contact, message_id)
+        origins = self._origins
+        origins[key] = origin
+        if len(origins) > RECEIPT_MEMORY:
+            origins.popitem(last=False)
+        receipt = xml.find(RECEIPT_REQUEST_TAG) is not None
+        markable = xml.find(MARKABLE_TAG) is not None
+        if not (receipt or markable):
+            return ""
+        asked = _ASKED[receipt, markable]
+        self._asked[key] = asked[0]
+        while len(self._asked) > RECEIPT_MEMORY:
+            self._asked.popitem(last=False)
+        return asked[1]
 
     def _on_presence(self, pres: Any) -> None:
         client = self.client
@@ -1222,6 +1317,25 @@ def _roster_item(jid: str, name: str, subscription: str, pending_out: bool) -> R
     if subscription not in ROSTER_SUBSCRIPTIONS:
         subscription = "none"
     return RosterItem(str(jid), name or "", subscription, bool(pending_out))
+
+
+@functools.lru_cache(maxsize=JID_CACHE_SIZE)
+def _jid_parts(value: str) -> tuple[str, str, str]:
+    """(bare, resource, full) of a stanza's ``from``, normalised as ``msg["from"]`` would be.
+
+    Raises ``InvalidJID`` as ``msg["from"]`` does (never cached).
+    """
+    jid = slixmpp.JID(value)
+    return jid.bare, jid.resource, jid.full
+
+
+def _chat_state(xml: Element) -> str:
+    """The XEP-0085 chat state a message carries (its first one), or ""."""
+    for child in xml:
+        state = _CHAT_STATE_TAGS.get(child.tag)
+        if state is not None:
+            return state
+    return ""
 
 
 def _delay_stamp(xml: Element) -> float | None:
