@@ -18,12 +18,15 @@ the main process keeps the last one of every account and answers from
 that.  A worker that died and is being started again shows its
 accounts as ``worker_restarting``, with what they last reported.
 
-Workers are started with the ``spawn`` context: forking a process that
-already runs threads (the loop, pykka actors) can copy a held lock into the
-child.  A monitor thread waits on the worker sentinels; a worker that dies
-(SIGKILL, OOM) is started again after ``worker_restart_delay`` and its
-accounts log in again, while the other workers carry on.  Requests for
-its accounts meanwhile answer 480.
+Workers are fresh interpreters (``spawn.WorkerProcess``: multiprocessing's
+``spawn`` without its resource tracker process and without running the main
+module again): forking a process that already runs threads (the loop, pykka
+actors) can copy a held lock into the child.  A worker imports the adapter
+libraries (slixmpp, matrix-nio...) of the accounts it hosts only, when the
+first session of that protocol is created.  A monitor thread waits on the
+worker sentinels; a worker that dies (SIGKILL, OOM) is started again after
+``worker_restart_delay`` and its accounts log in again, while the other
+workers carry on.  Requests for its accounts meanwhile answer 480.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from purplegw import logs, metrics
+from purplegw import logs
 from purplegw.actors import listener
 from purplegw.actors.account import OutcomeFuture
 from purplegw.actors.gc_tuning import apply_gc_threshold
 from purplegw.actors.listener import AccountInfo, EventSink
+from purplegw.actors.spawn import WorkerProcess
 from purplegw.actors.state import (
     WORKER_RESTARTING,
     AccountKey,
@@ -61,8 +65,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
-
-_CONTEXT = multiprocessing.get_context("spawn")
 
 # How stale a worker's counters (messages, queue) may be in `purplegw status`;
 # states move at once, by event.  Diffing 5,000 entries costs ~2 ms.
@@ -338,10 +340,10 @@ class _Worker:
         self.restarting = False
 
     def start(self) -> None:
-        parent, child = _CONTEXT.Pipe(duplex=True)
+        parent, child = multiprocessing.Pipe(duplex=True)
         pool = self.pool
         self._ready.clear()
-        self.process = _CONTEXT.Process(
+        self.process = WorkerProcess(
             target=worker_main,
             args=(
                 self.index,
@@ -570,6 +572,8 @@ class WorkerPool:
             if worker.conn is not None:
                 worker.conn.close()
             worker.restarts += 1
+            from purplegw import metrics  # noqa: PLC0415 - main process only: workers import no prometheus_client
+
             metrics.worker_restarted(worker.index, [row.account_id for row in worker.rows])
             while not self._stopping.is_set():
                 self._stopping.wait(self.config.worker_restart_delay)
