@@ -140,9 +140,13 @@ class ProxySettings:
     password: str | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AccountCredentials:
-    """One row of the account table, password already decrypted."""
+    """One row of the account table, password already decrypted.
+
+    Slots: the main process keeps one per account (``runtime.rows``), and
+    pickling a row to a worker would give a dict-backed one a ``__dict__``.
+    """
 
     account_id: int
     sip_user: str
