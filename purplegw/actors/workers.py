@@ -349,6 +349,7 @@ class _Worker:
         self._statuses_lock = threading.Lock()
         # From its death until its replacement took its rows.
         self.restarting = False
+        self.dead_pid = 0  # the pid of the process that died, while restarting
 
     def start(self) -> None:
         parent, child = multiprocessing.Pipe(duplex=True)
@@ -458,9 +459,12 @@ class _Worker:
                     "ext_user": row.ext_user,
                     **dict(zip(_VARYING, values, strict=True)),
                 }
+            # Until the new worker took all its rows: restarting, with the dead
+            # worker's pid (the new one may have reported some accounts already).
             if restarting:
                 entry = {
                     **entry,
+                    "pid": self.dead_pid,
                     "state": WORKER_RESTARTING,
                     "last_error": f"worker {self.index} restarting",
                 }
@@ -590,6 +594,7 @@ class WorkerPool:
                 worker = sentinels[sentinel]
                 if self._stopping.is_set():
                     return
+                worker.dead_pid = worker.pid
                 worker.restarting = True
                 worker.process.join(1)  # reap it, for the exit code
                 code = worker.process.exitcode
