@@ -547,7 +547,13 @@ class Adapter:
         return []
 
     def validate_environment(self) -> None:
-        """Raise ``AdapterError`` when a dependency is missing or unusable."""
+        """Raise ``AdapterError`` when a dependency is missing or unusable.
+
+        Called in every process that loads the adapters (the daemon, each
+        worker process), hosting accounts of this protocol or not: find the
+        library (``importlib.util.find_spec``) rather than import it, and
+        import it in ``create_session``.
+        """
 
     def create_session(self, credentials: AccountCredentials, context: SessionContext) -> Session:
         """Triggered once per login attempt by the account actor."""
