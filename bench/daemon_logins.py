@@ -91,6 +91,75 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
+def smaps_kib(pid: int) -> dict[str, int]:
+    """RSS, PSS and USS of a process, KiB (/proc/<pid>/smaps_rollup, as smem counts them).
+
+    USS is what the process alone holds (private pages): what ending it would
+    free.  PSS shares each shared page among the processes that map it, so
+    the PSS of a tree adds up to what the tree costs the machine.
+    """
+    fields: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {"rss": 0, "pss": 0, "uss": 0}
+    for line in text.splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            fields[name] = int(parts[0])
+    return {
+        "rss": fields.get("Rss", 0),
+        "pss": fields.get("Pss", 0),
+        "uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0),
+    }
+
+
+def process_role(pid: int, root_pid: int) -> str:
+    """What a process of the daemon's tree is: main, worker, resource tracker..."""
+    if pid == root_pid:
+        return "main"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    if "resource_tracker" in cmdline:
+        return "resource tracker"
+    if "forkserver" in cmdline:
+        return "forkserver"
+    if "spawn_main" in cmdline or "purplegw.actors.worker" in cmdline:
+        return "worker"
+    return cmdline.split(" ", 1)[0].rsplit("/", 1)[-1] or "other"
+
+
+def process_memory(root_pid: int) -> list[dict]:
+    """Each process of the daemon's tree: its role and its RSS, PSS and USS, KiB."""
+    return [
+        {"pid": pid, "role": process_role(pid, root_pid), **smaps_kib(pid)}
+        for pid in process_tree(root_pid)
+    ]
+
+
+def idle_baseline(gateway: GatewayProcess, timeout: float = 60.0) -> list[dict]:
+    """The daemon's processes before any account: started on an empty table, then stopped."""
+    gateway.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                gateway.cli("status", "--json")
+                break
+            except RuntimeError:  # control socket not up yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        time.sleep(2.0)  # let start-up garbage settle; memory, not time, is measured
+        assert gateway.process is not None
+        return process_memory(gateway.process.pid)
+    finally:
+        gateway.stop(timeout=60)
+
+
 def prepare(prosody: Prosody, users: list, workers: int, base: Path) -> GatewayProcess:
     """A daemon's data directory with the N accounts imported (not started)."""
     gateway = GatewayProcess(
@@ -152,6 +221,7 @@ def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
         tree = process_tree(gateway.process.pid)
         rss = rss_kib(tree)
         rss_main = rss_kib([gateway.process.pid])
+        per_process = process_memory(gateway.process.pid)
         gateway_cpu = cpu_seconds(tree)
         prosody_cpu = cpu_seconds([prosody.proc.pid]) - prosody_cpu
     finally:
@@ -168,6 +238,7 @@ def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
         "rss_mib": rss / 1024,
         "rss_main_mib": rss_main / 1024,
         "processes": len(tree),
+        "per_process": per_process,
         "gateway_cpu_ms": 1000 * gateway_cpu / max(1, connected),
         "prosody_cpu_ms": 1000 * prosody_cpu / max(1, connected),
         # Prosody is one thread: near 100 % of a core, it is the limit.
@@ -175,9 +246,52 @@ def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
     }
 
 
+def print_memory(memory: list[dict]) -> None:
+    """Per process of the daemon: RSS, PSS, USS in MiB, idle (0 accounts) and after the logins."""
+    print()
+    header = (
+        f"{'tree':>10} {'workers':>7} {'accounts':>8} {'process':>16} | "
+        f"{'RSS MiB':>8} {'PSS MiB':>8} {'USS MiB':>8} | {'USS ratio':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    reference: dict[tuple, float] = {}
+    for entry in memory:
+        key = (entry["workers"], entry["accounts"], entry["role"])
+        ref = reference.setdefault(key, entry["uss"] or 1)
+        print(
+            f"{entry['tree'][:10]:>10} {entry['workers']:>7} {entry['accounts']:>8} "
+            f"{entry['role'][:16]:>16} | {entry['rss'] / 1024:>8.1f} {entry['pss'] / 1024:>8.1f} "
+            f"{entry['uss'] / 1024:>8.1f} | {entry['uss'] / ref:>9.2f}"
+        )
+    for tree in dict.fromkeys(e["tree"] for e in memory):
+        for workers in sorted({e["workers"] for e in memory if e["tree"] == tree}):
+            for accounts in sorted(
+                {e["accounts"] for e in memory if e["tree"] == tree and e["workers"] == workers}
+            ):
+                group = [
+                    e
+                    for e in memory
+                    if (e["tree"], e["workers"], e["accounts"]) == (tree, workers, accounts)
+                ]
+                rss = sum(e["rss"] for e in group) / 1024
+                pss = sum(e["pss"] for e in group) / 1024
+                print(
+                    f"{tree[:10]:>10} {workers:>7} {accounts:>8} {f'all ({len(group)})':>16} | "
+                    f"{rss:>8.1f} {pss:>8.1f} {'':>8} |"
+                )
+    print(
+        "USS: pages the process alone holds; PSS: shared pages split among the processes "
+        "that map them (the tree's PSS is its cost); accounts 0: started on an empty table; "
+        "USS ratio against the first row of the same process, workers and accounts"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--accounts", default="2000,10000")
+    parser.add_argument(
+        "--accounts", default="2000,10000", help="sizes; 0 measures only the idle baselines"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--iterations", type=int, default=4096)
@@ -195,6 +309,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = []
+    memory: list[dict] = []  # one entry per process of the daemon's tree
     prosody = Prosody(hashed=True, scram_iterations=args.iterations, lua_gc=args.prosody_gc).start()
     trees = {"": str(ROOT)}
     home = Path.cwd()
@@ -208,7 +323,17 @@ def main() -> None:
         )
         trees = {args.against: str(other), "this tree": str(ROOT)}
     try:
-        for n in (int(x) for x in args.accounts.split(",")):
+        # Each tree's processes on an empty account table: the baselines.
+        for tree, root in trees.items():
+            os.chdir(root)
+            for workers in (0, args.workers):
+                with tempfile.TemporaryDirectory(prefix="purplegw-bench-idle-") as tmp:
+                    idle = prepare(prosody, [], workers, Path(tmp))
+                    memory.extend(
+                        {"tree": tree, "workers": workers, "accounts": 0, **proc}
+                        for proc in idle_baseline(idle)
+                    )
+        for n in (int(x) for x in args.accounts.split(",") if int(x) > 0):
             users = prosody.create_users(n, prefix=f"d{n}x")
             for tree, root in trees.items():
                 # `python -m purplegw` imports from its working directory first.
@@ -222,6 +347,11 @@ def main() -> None:
                             prosody.restart()
                             row = measure(prosody, gateway, workers, start, n, args.timeout)
                             rows.append({"tree": tree, **row})
+                            memory.extend(
+                                {"tree": tree, "workers": workers, "accounts": n, **proc}
+                                for proc in row["per_process"]
+                                if start == "first"
+                            )
                             print(json.dumps(rows[-1]), flush=True)
     finally:
         os.chdir(home)
@@ -264,6 +394,7 @@ def main() -> None:
             f"{row['gateway_cpu_ms'] / max(row['prosody_cpu_ms'], 1e-9):>6.2f} | "
             f"{100 * row['prosody_busy']:>11.0f}%"
         )
+    print_memory(memory)
     print(
         "reference: the first row of each size (workers = 0, one process, of --against "
         "if given); ratios > 1 for logins/s are better; "

@@ -309,7 +309,17 @@ class AccountCore:
     session runs; subclasses provide it.
     """
 
-    _loop: asyncio.AbstractEventLoop
+    actor_loop: asyncio.AbstractEventLoop
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """Where the session runs (pykka's ``actor_loop`` of a ``LoopActor``).
+
+        A property, not one more attribute: CPython shares an instance
+        dict's keys among the instances of a class up to 30 attributes; one
+        more and every account actor has a dict of its own (~1.3 KiB more).
+        """
+        return self.actor_loop
 
     def _setup(  # noqa: PLR0913 - keyword-only collaborators (Mopidy's actor shape)
         self,
@@ -332,11 +342,12 @@ class AccountCore:
         )
         self._adapter = adapter
         self._config = config
-        self._protocol_config = dict(protocol_config or {})
+        # Shared by the accounts of a protocol (no one writes to it): not a copy each.
+        self._protocol_config = protocol_config if protocol_config is not None else {}
+        if strangers is not None:  # [messaging] strangers, given apart from the section
+            self._protocol_config = {**self._protocol_config, "strangers": strangers}
         self._proxy = proxy
         self._shared = shared if shared is not None else {}
-        # [messaging] strangers; the process merges it into each protocol section.
-        self._strangers = strangers or str(self._protocol_config.get("strangers", "allow"))
         # message id -> how many streams died with it oldest unacknowledged.
         self._poison_deaths: dict[str, int] = {}
         self._policy = RestartPolicy(config)
@@ -345,8 +356,8 @@ class AccountCore:
         self._connected = False
         self._resuming = False
         self._lost: asyncio.Event | None = None
-        self._lost_reason = ""
-        self._lost_bad_credentials = False
+        # Why the stream was lost, and whether the server refused the credentials.
+        self._lost_why: tuple[str, bool] = ("", False)
         self._outbox: collections.deque[_Request] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._presence: Presence | None = None
@@ -492,7 +503,8 @@ class AccountCore:
                 config=self._protocol_config,
                 proxy=self._proxy,
                 shared=self._shared,
-                strangers=self._strangers,
+                # [messaging] strangers; the process merges it into each protocol section.
+                strangers=str(self._protocol_config.get("strangers", "allow")),
             )
             error = ""
             state = AccountState.TRANSIENT_DISCONNECT
@@ -523,7 +535,7 @@ class AccountCore:
                 bad = await self._stay_connected(session)
                 if bad:
                     return
-                error, state = self._lost_reason, AccountState.TRANSIENT_DISCONNECT
+                error, state = self._lost_why[0], AccountState.TRANSIENT_DISCONNECT
                 self._requeue_unacked(session)
             if self._stopping:
                 return
@@ -549,8 +561,7 @@ class AccountCore:
         """Serve one connection until it is lost; True if credentials went bad."""
         assert self._lost is not None
         self._lost.clear()
-        self._lost_reason = ""
-        self._lost_bad_credentials = False
+        self._lost_why = ("", False)
         self._connected = True
         self._resuming = False
         self._policy.connected()
@@ -566,9 +577,9 @@ class AccountCore:
             self._drain_task.cancel()
             await asyncio.gather(self._drain_task, return_exceptions=True)
             self._drain_task = None
-        if self._lost_bad_credentials:
+        if self._lost_why[1]:
             await self._discard(session)
-            self._bad_credentials(self._lost_reason or "credentials rejected")
+            self._bad_credentials(self._lost_why[0] or "credentials rejected")
             return True
         return False
 
@@ -657,8 +668,7 @@ class AccountCore:
                 assert self._wake is not None
                 self._wake.set()
             return
-        self._lost_reason = reason or state.value
-        self._lost_bad_credentials = state is AccountState.BAD_CREDENTIALS
+        self._lost_why = (reason or state.value, state is AccountState.BAD_CREDENTIALS)
         self._lost.set()
 
     async def _discard(self, session: Session | None) -> None:
@@ -868,7 +878,6 @@ class LoopAccountActor(AccountCore, LoopActor):
 
     def __init__(self, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         LoopActor.__init__(self, loop=loop)
-        self._loop = loop
         self._setup(**kwargs)
 
     def on_start(self) -> None:
@@ -889,7 +898,7 @@ class ThreadAccountActor(AccountCore, pykka.ThreadingActor):
         pykka.ThreadingActor.__init__(self)
         kwargs.pop("loop", None)
         self._loop_thread = LoopThread(name=f"loop-{kwargs['credentials'].sip_user}").start()
-        self._loop = self._loop_thread.loop
+        self.actor_loop = self._loop_thread.loop
         self._setup(**kwargs)
 
     def on_start(self) -> None:

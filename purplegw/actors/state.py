@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import time
 import zlib
-from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -196,7 +195,9 @@ class RestartPolicy:
         self._clock = clock
         self._rng = rng
         self._failures = 0
-        self._attempts: deque[float] = deque()
+        # A list, not a deque: at most flap_attempts entries, and an empty
+        # deque is ~0.7 KiB, once per account.
+        self._attempts: list[float] = []
         self.flap_pauses = 0
         self.flapping = False
         self._connected_at: float | None = None
@@ -214,8 +215,10 @@ class RestartPolicy:
             self._failures = 0
         self._connected_at = None
         self._attempts.append(now)
-        while self._attempts and now - self._attempts[0] > config.flap_window:
-            self._attempts.popleft()
+        stale = 0
+        while stale < len(self._attempts) and now - self._attempts[stale] > config.flap_window:
+            stale += 1
+        del self._attempts[:stale]
         if len(self._attempts) >= config.flap_attempts:
             self._attempts.clear()
             self.flap_pauses += 1

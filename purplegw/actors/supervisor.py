@@ -108,12 +108,17 @@ class Directory:
         self._lock = threading.Lock()
 
     def publish(self, key: AccountKey, handle: Any | None) -> None:
+        self.publish_many([(key, handle)])
+
+    def publish_many(self, changes: Iterable[tuple[AccountKey, Any | None]]) -> None:
+        """Several ``publish`` in one copy of the map (a worker's rows: one, not one per row)."""
         with self._lock:
             updated = dict(self._by_key)
-            if handle is None:
-                updated.pop(key, None)
-            else:
-                updated[key] = handle
+            for key, handle in changes:
+                if handle is None:
+                    updated.pop(key, None)
+                else:
+                    updated[key] = handle
             self._by_key = updated  # readers see the old or the new dict, whole
 
     def get(self, sip_user: str, protocol: str) -> Any | None:

@@ -18,12 +18,15 @@ the main process keeps the last one of every account and answers from
 that.  A worker that died and is being started again shows its
 accounts as ``worker_restarting``, with what they last reported.
 
-Workers are started with the ``spawn`` context: forking a process that
-already runs threads (the loop, pykka actors) can copy a held lock into the
-child.  A monitor thread waits on the worker sentinels; a worker that dies
-(SIGKILL, OOM) is started again after ``worker_restart_delay`` and its
-accounts log in again, while the other workers carry on.  Requests for
-its accounts meanwhile answer 480.
+Workers are fresh interpreters (``spawn.WorkerProcess``: multiprocessing's
+``spawn`` without its resource tracker process and without running the main
+module again): forking a process that already runs threads (the loop, pykka
+actors) can copy a held lock into the child.  A worker imports the adapter
+libraries (slixmpp, matrix-nio...) of the accounts it hosts only, when the
+first session of that protocol is created.  A monitor thread waits on the
+worker sentinels; a worker that dies (SIGKILL, OOM) is started again after
+``worker_restart_delay`` and its accounts log in again, while the other
+workers carry on.  Requests for its accounts meanwhile answer 480.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from purplegw import logs, metrics
+from purplegw import logs
 from purplegw.actors import listener
 from purplegw.actors.account import OutcomeFuture
 from purplegw.actors.gc_tuning import apply_gc_threshold
 from purplegw.actors.listener import AccountInfo, EventSink
+from purplegw.actors.spawn import WorkerProcess
 from purplegw.actors.state import (
     WORKER_RESTARTING,
     AccountKey,
@@ -62,7 +66,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_CONTEXT = multiprocessing.get_context("spawn")
+# The fields of a status entry (AccountStatus) that change; the others are the row's.
+_VARYING = tuple(
+    name
+    for name in AccountStatus.__dataclass_fields__
+    if name not in {"account_id", "sip_user", "protocol", "ext_user"}
+)
+_STATE = _VARYING.index("state")
+_PID = _VARYING.index("pid")
 
 # How stale a worker's counters (messages, queue) may be in `purplegw status`;
 # states move at once, by event.  Diffing 5,000 entries costs ~2 ms.
@@ -228,6 +239,8 @@ def _serve(message: tuple[Any, ...], accounts: Any, send: Any, pusher: _StatusPu
 class RemoteAccountHandle:
     """``AccountHandle`` for an account hosted in a worker process."""
 
+    __slots__ = ("_pool", "_worker", "info")  # one per account in the main process
+
     def __init__(self, pool: WorkerPool, worker: int, info: AccountInfo) -> None:
         self._pool = pool
         self._worker = worker
@@ -332,16 +345,17 @@ class _Worker:
         # derives nothing again.
         self.derived: dict[int, dict[str, str]] = {}
         # The last status each of its accounts reported; `purplegw status` reads it.
-        self.statuses: dict[AccountKey, dict[str, Any]] = {}
+        self.statuses: dict[AccountKey, tuple[Any, ...]] = {}  # _VARYING values
         self._statuses_lock = threading.Lock()
         # From its death until its replacement took its rows.
         self.restarting = False
+        self.dead_pid = 0  # the pid of the process that died, while restarting
 
     def start(self) -> None:
-        parent, child = _CONTEXT.Pipe(duplex=True)
+        parent, child = multiprocessing.Pipe(duplex=True)
         pool = self.pool
         self._ready.clear()
-        self.process = _CONTEXT.Process(
+        self.process = WorkerProcess(
             target=worker_main,
             args=(
                 self.index,
@@ -404,7 +418,22 @@ class _Worker:
             for key in removed:
                 self.statuses.pop(AccountKey(*key), None)
             for entry in changed:
-                self.statuses[AccountKey(entry["sip_user"], entry["protocol"])] = entry
+                key = AccountKey(entry["sip_user"], sys.intern(entry["protocol"]))
+                self.statuses[key] = self._compact(entry)
+
+    def _compact(self, entry: dict[str, Any]) -> tuple[Any, ...]:
+        """An entry's ``_VARYING`` values, without its keys and its row's fields.
+
+        Unpickled, an entry is a dict with keys of its own (~2 KiB); the
+        main process keeps one per account, so it keeps ~0.2 KiB instead:
+        the state name and the worker's pid shared, the row's fields taken
+        from the row when ``status`` rebuilds the dict.
+        """
+        values = [entry[name] for name in _VARYING]
+        values[_STATE] = sys.intern(values[_STATE])
+        if values[_PID] == self.pid:
+            values[_PID] = self.pid
+        return tuple(values)
 
     def status(self) -> list[dict[str, Any]]:
         """Every account of ``rows``, as last reported (``worker_restarting`` meanwhile)."""
@@ -413,8 +442,8 @@ class _Worker:
         restarting = self.restarting
         result = []
         for row in self.rows:
-            entry = known.get(AccountKey.of(row))
-            if entry is None:  # a row the worker is being given right now
+            values = known.get(AccountKey.of(row))
+            if values is None:  # a row the worker is being given right now
                 entry = AccountStatus(
                     account_id=row.account_id,
                     sip_user=row.sip_user,
@@ -422,9 +451,20 @@ class _Worker:
                     ext_user=row.ext_user,
                     pid=self.pid,
                 ).as_dict()
+            else:
+                entry = {
+                    "account_id": row.account_id,
+                    "sip_user": row.sip_user,
+                    "protocol": row.protocol,
+                    "ext_user": row.ext_user,
+                    **dict(zip(_VARYING, values, strict=True)),
+                }
+            # Until the new worker took all its rows: restarting, with the dead
+            # worker's pid (the new one may have reported some accounts already).
             if restarting:
                 entry = {
                     **entry,
+                    "pid": self.dead_pid,
                     "state": WORKER_RESTARTING,
                     "last_error": f"worker {self.index} restarting",
                 }
@@ -528,14 +568,15 @@ class WorkerPool:
 
     def _publish(self, worker: _Worker) -> None:
         keep = {AccountKey.of(r) for w in self._workers for r in w.rows}
-        for handle in self.directory.all():
-            key = AccountKey(handle.info.sip_user, handle.info.protocol)
-            if key not in keep:
-                self.directory.publish(key, None)
+        changes: list[tuple[AccountKey, RemoteAccountHandle | None]] = [
+            (AccountKey(handle.info.sip_user, handle.info.protocol), None)
+            for handle in self.directory.all()
+        ]
+        changes = [(key, None) for key, _ in changes if key not in keep]
         for row in worker.rows:
             info = AccountInfo(row.account_id, row.sip_user, row.protocol, row.ext_user)
-            handle = RemoteAccountHandle(self, worker.index, info)
-            self.directory.publish(AccountKey.of(row), handle)
+            changes.append((AccountKey.of(row), RemoteAccountHandle(self, worker.index, info)))
+        self.directory.publish_many(changes)  # one copy of the map, not one per row
 
     def status(self) -> list[dict[str, Any]]:
         """Every account, always, from what the workers last reported (asks none)."""
@@ -553,6 +594,7 @@ class WorkerPool:
                 worker = sentinels[sentinel]
                 if self._stopping.is_set():
                     return
+                worker.dead_pid = worker.pid
                 worker.restarting = True
                 worker.process.join(1)  # reap it, for the exit code
                 code = worker.process.exitcode
@@ -570,6 +612,8 @@ class WorkerPool:
             if worker.conn is not None:
                 worker.conn.close()
             worker.restarts += 1
+            from purplegw import metrics  # noqa: PLC0415 - main process only: workers import no prometheus_client
+
             metrics.worker_restarted(worker.index, [row.account_id for row in worker.rows])
             while not self._stopping.is_set():
                 self._stopping.wait(self.config.worker_restart_delay)

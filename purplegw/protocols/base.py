@@ -140,9 +140,13 @@ class ProxySettings:
     password: str | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AccountCredentials:
-    """One row of the account table, password already decrypted."""
+    """One row of the account table, password already decrypted.
+
+    Slots: the main process keeps one per account (``runtime.rows``), and
+    pickling a row to a worker would give a dict-backed one a ``__dict__``.
+    """
 
     account_id: int
     sip_user: str
@@ -543,7 +547,13 @@ class Adapter:
         return []
 
     def validate_environment(self) -> None:
-        """Raise ``AdapterError`` when a dependency is missing or unusable."""
+        """Raise ``AdapterError`` when a dependency is missing or unusable.
+
+        Called in every process that loads the adapters (the daemon, each
+        worker process), hosting accounts of this protocol or not: find the
+        library (``importlib.util.find_spec``) rather than import it, and
+        import it in ``create_session``.
+        """
 
     def create_session(self, credentials: AccountCredentials, context: SessionContext) -> Session:
         """Triggered once per login attempt by the account actor."""

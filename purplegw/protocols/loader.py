@@ -56,8 +56,9 @@ class AdapterRegistry:
         account table may name them, the account actor reports why it idles.
         """
         key = protocol_id.strip().lower()
-        if key in self.infos:
-            return key
+        info = self.infos.get(key)
+        if info is not None:
+            return info.name  # one string per protocol, not one per account row
         if key in self.aliases:
             return self.aliases[key]
         known = ", ".join(self.known_ids(include_aliases=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -274,7 +275,7 @@ def test_dropped_connection_reconnects_and_keeps_counting(
 def test_unknown_protocol_is_reported_not_fatal(make_accounts: Any, network: Any) -> None:
     accounts = make_accounts()
     odd = row(5)
-    odd = type(odd)(**{**odd.__dict__, "protocol": "nosuch", "sip_user": "odd"})
+    odd = dataclasses.replace(odd, protocol="nosuch", sip_user="odd")
     accounts.apply([odd, row(1)])
     wait_for(lambda: "user1@dummy" in network.online())
     entry = state_of(accounts, "odd")

@@ -10,6 +10,7 @@ session in ``session.py`` (docs/matrix.md).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,10 +74,10 @@ class Adapter(base.Adapter):
         return problems
 
     def validate_environment(self) -> None:
-        try:
-            import nio  # noqa: F401, PLC0415 - checked, not used here
-        except ImportError as exc:
-            raise AdapterError(f"the Matrix adapter needs matrix-nio: {exc}") from exc
+        # Found, not imported: a process imports nio when it creates its
+        # first session of this protocol (a worker hosting none never does).
+        if importlib.util.find_spec("nio") is None:
+            raise AdapterError("the Matrix adapter needs matrix-nio: no module named 'nio'")
 
     def create_session(
         self, credentials: base.AccountCredentials, context: base.SessionContext

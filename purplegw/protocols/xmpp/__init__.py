@@ -8,6 +8,7 @@ session lives in ``session.py``; the presence table in ``presence_map.py``.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,10 @@ class Adapter(base.Adapter):
         return problems
 
     def validate_environment(self) -> None:
-        try:
-            import slixmpp  # noqa: F401, PLC0415 - checked, not used here
-        except ImportError as exc:
-            raise AdapterError(f"the XMPP adapter needs slixmpp: {exc}") from exc
+        # Found, not imported: a process imports slixmpp when it creates its
+        # first session of this protocol (a worker hosting none never does).
+        if importlib.util.find_spec("slixmpp") is None:
+            raise AdapterError("the XMPP adapter needs slixmpp: no module named 'slixmpp'")
 
     def create_session(
         self, credentials: base.AccountCredentials, context: base.SessionContext

@@ -1,0 +1,24 @@
+"""Per-account records stay small: what 10,000 accounts multiply."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from purplegw.actors.account import LoopAccountActor
+
+from .conftest import row, wait_for
+
+
+def test_an_account_actor_shares_its_attribute_names(make_accounts: Any, network: Any) -> None:
+    # CPython keeps one table of attribute names for the instances of a
+    # class while an instance has at most 29 of them (3.11: the 30th
+    # insertion gives the instance a dict of its own, ~1.5 KiB): an
+    # account actor stays under that, even after it logged in.
+    accounts = make_accounts()
+    accounts.apply([row(1), row(2)])
+    wait_for(lambda: {"user1@dummy", "user2@dummy"} <= set(network.online()))
+    actors = [o for o in gc.get_objects() if isinstance(o, LoopAccountActor)]
+    assert len(actors) == 2
+    for actor in actors:
+        assert len(vars(actor)) <= 29, sorted(vars(actor))

@@ -1,0 +1,47 @@
+"""Which modules a Python process imported, written by the process itself when it exits.
+
+``ModulesReport(dir).env()`` gives environment variables that put a
+``sitecustomize`` on ``PYTHONPATH``: every interpreter started with them
+(and every ``spawn`` child, which inherits the environment) writes its
+``sys.modules`` to ``dir/reports/<pid>`` at exit.  Nothing of the code
+under test is replaced; a process killed by a signal writes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+_SITECUSTOMIZE = """
+import atexit, os, sys
+
+def _report():
+    path = os.path.join(os.environ["MODULES_REPORT_DIR"], str(os.getpid()))
+    with open(path, "w") as f:
+        f.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_report)
+"""
+
+
+class ModulesReport:
+    def __init__(self, base: Path) -> None:
+        self.site = base / "site"
+        self.reports = base / "reports"
+        self.site.mkdir(parents=True)
+        self.reports.mkdir()
+        (self.site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(self.site), "MODULES_REPORT_DIR": str(self.reports)}
+
+    def modules(self) -> dict[int, set[str]]:
+        """By pid: the modules each process that exited had imported."""
+        return {int(p.name): set(p.read_text().split()) for p in self.reports.iterdir()}
+
+
+def top_level(modules: set[str], names: tuple[str, ...]) -> set[str]:
+    """The top-level packages of ``names`` that ``modules`` contains."""
+    return {name.split(".")[0] for name in modules} & set(names)
