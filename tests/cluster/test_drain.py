@@ -23,8 +23,11 @@ USERS = 9
 def test_sigterm_drains_without_waiting_for_expiry(
     tmp_path: Path, mariadb: Any, prosody: Any
 ) -> None:
-    # A long lease: a takeover that waited for expiry could not pass.
-    cluster = Cluster(tmp_path, mariadb, prosody, lease_seconds=20)
+    # The default lease, longer than the others' 6 s: the leases read below end at
+    # least 11 s later (renewed every 3.75 s), a drain hands them over within a few
+    # seconds, so a takeover that waited for expiry could not pass.  A longer lease
+    # only slows every tick (the first placement took 12 s with 20 s).
+    cluster = Cluster(tmp_path, mariadb, prosody, lease_seconds=15)
     gw1, _, gw3 = (cluster.node(name) for name in ("gw1", "gw2", "gw3"))
     cluster.add_accounts(gw1, USERS, "drain")
     try:
