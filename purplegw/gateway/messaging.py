@@ -611,7 +611,10 @@ class Messaging:
         settle: bool = True,
     ) -> OutcomeFuture:
         self._active.add(message_id)
-        future = handle.send_message(contact, text, message_id)
+        # A receipt is asked of the contact only when the phone waits for it
+        # (Rule 8): each one is a stanza the account must read.
+        receipt = message_id in self._imdn_wanted
+        future = handle.send_message(contact, text, message_id, receipt)
         if settle:
             future.add_done_callback(
                 self.worker.completion(
