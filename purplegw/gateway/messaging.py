@@ -49,8 +49,10 @@ Rule 7. The SIP sender of a message that failed after its 202 gets, through
         asked for one (message/cpim with imdn.Disposition-Notification:
         negative-delivery), otherwise a short text from the contact's URI
         (``[messaging] notify_failures``).
-Rule 8. Receipts: a contact's receipt becomes an IMDN "delivered" for a
-        phone that asked for positive-delivery; a phone's IMDN delivered or
+Rule 8. Receipts: the contact is asked for one (``send_message(...,
+        receipt=True)``) only for a message whose phone asked for
+        positive-delivery, and its receipt becomes an IMDN "delivered" for
+        that phone; a phone's IMDN delivered or
         displayed becomes ``handle.send_receipt``.  A received message with a
         time of its own (``sent_at``) goes to the phone as message/cpim with
         that DateTime.
