@@ -604,7 +604,7 @@ class AccountCore:
             self._outbox.appendleft(
                 _Request(
                     "send_message",
-                    (message.contact, message.text, message.message_id),
+                    (message.contact, message.text, message.message_id, message.receipt),
                     None,
                     answered=True,
                 )
@@ -954,9 +954,18 @@ class AccountHandle:
             future.set(Outcome(480, "account not running"))
         return future
 
-    def send_message(self, contact: str, text: str, message_id: str) -> pykka.Future[Outcome]:
-        """Send ``text`` to ``contact``: 200 sent, 202 queued, 403/480/5xx failed."""
-        return self._request("send_message", contact, text, message_id)
+    def send_message(
+        self,
+        contact: str,
+        text: str,
+        message_id: str,
+        receipt: bool = False,  # noqa: FBT001, FBT002 - positional: requests carry args as a tuple
+    ) -> pykka.Future[Outcome]:
+        """Send ``text`` to ``contact``: 200 sent, 202 queued, 403/480/5xx failed.
+
+        ``receipt``: the sender waits for the contact's receipt (Session.send_message).
+        """
+        return self._request("send_message", contact, text, message_id, receipt)
 
     def set_presence(self, presence: Presence) -> pykka.Future[Outcome]:
         return self._request("set_presence", presence)

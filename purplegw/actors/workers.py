@@ -256,10 +256,16 @@ class RemoteAccountHandle:
         self._pool._workers[self._worker].request(key, op, args, future)  # noqa: SLF001
         return future
 
-    def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
-        future = self._request("send_message", contact, text, message_id)
+    def send_message(
+        self,
+        contact: str,
+        text: str,
+        message_id: str,
+        receipt: bool = False,  # noqa: FBT001, FBT002 - positional: requests carry args as a tuple
+    ) -> OutcomeFuture:
+        future = self._request("send_message", contact, text, message_id, receipt)
         worker = self._pool._workers[self._worker]  # noqa: SLF001
-        args = (contact, text, message_id)
+        args = (contact, text, message_id, receipt)
         future.add_done_callback(lambda done: worker.track(self.info, args, done.get()))
         return future
 

@@ -49,8 +49,10 @@ Rule 7. The SIP sender of a message that failed after its 202 gets, through
         asked for one (message/cpim with imdn.Disposition-Notification:
         negative-delivery), otherwise a short text from the contact's URI
         (``[messaging] notify_failures``).
-Rule 8. Receipts: a contact's receipt becomes an IMDN "delivered" for a
-        phone that asked for positive-delivery; a phone's IMDN delivered or
+Rule 8. Receipts: the contact is asked for one (``send_message(...,
+        receipt=True)``) only for a message whose phone asked for
+        positive-delivery, and its receipt becomes an IMDN "delivered" for
+        that phone; a phone's IMDN delivered or
         displayed becomes ``handle.send_receipt``.  A received message with a
         time of its own (``sent_at``) goes to the phone as message/cpim with
         that DateTime.
@@ -611,7 +613,10 @@ class Messaging:
         settle: bool = True,
     ) -> OutcomeFuture:
         self._active.add(message_id)
-        future = handle.send_message(contact, text, message_id)
+        # A receipt is asked of the contact only when the phone waits for it
+        # (Rule 8): each one is a stanza the account must read.
+        receipt = message_id in self._imdn_wanted
+        future = handle.send_message(contact, text, message_id, receipt)
         if settle:
             future.add_done_callback(
                 self.worker.completion(

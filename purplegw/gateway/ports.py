@@ -109,7 +109,13 @@ class AccountHandlePort(Protocol):
     @property
     def info(self) -> Account: ...
 
-    def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture: ...
+    def send_message(
+        self,
+        contact: str,
+        text: str,
+        message_id: str,
+        receipt: bool = False,  # noqa: FBT001, FBT002 - positional: requests carry args as a tuple
+    ) -> OutcomeFuture: ...
 
     def send_typing(self, contact: str, state: TypingState) -> OutcomeFuture: ...
 

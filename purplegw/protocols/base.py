@@ -179,6 +179,7 @@ class OutgoingMessage:
     contact: str
     text: str
     message_id: str
+    receipt: bool = False  # the sender asked for a delivery receipt (send_message)
 
 
 # Roster subscription states (RFC 6121 2.1.2.5): who sees whose presence.
@@ -384,13 +385,27 @@ class Session:
         """
         raise NotImplementedError
 
-    async def send_message(self, contact: str, text: str, message_id: str) -> bool | None:
+    async def send_message(
+        self,
+        contact: str,
+        text: str,
+        message_id: str,
+        receipt: bool = False,  # noqa: FBT001, FBT002 - positional: requests carry args as a tuple
+    ) -> bool | None:
         """Triggered when the SIP user sends ``text`` to ``contact``.
 
         Return once the network took the message (not when it was read).
         ``message_id`` is stable across retries: use it for receipts and
         to let the server drop duplicates where the protocol allows.
         Raise ``DeliveryError`` for a message that cannot be delivered.
+
+        ``receipt`` is True when the sender waits for the contact's delivery
+        receipt (the phone asked for an IMDN ``positive-delivery``): ask the
+        contact's client for one where the protocol can (XMPP: XEP-0184) and
+        report it as ``events.on_receipt``.  When False nobody waits for it;
+        a session may still ask (XMPP does when the server has no stream
+        management), but should not make every message cost a receipt.
+        Keep the wish with the message: ``unacked_messages`` returns it.
 
         Return ``True`` when the message was only written and the server's
         acknowledgement will follow as ``events.on_message_acked`` (XEP-0198):

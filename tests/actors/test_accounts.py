@@ -416,7 +416,9 @@ class _LedgerSession(Session):
     async def logout(self) -> None:
         return
 
-    async def send_message(self, contact: str, text: str, message_id: str) -> bool:
+    async def send_message(
+        self, contact: str, text: str, message_id: str, receipt: bool = False
+    ) -> bool:
         _LedgerSession.written.append(message_id)
         if message_id in _LedgerSession.not_connected_once:
             _LedgerSession.not_connected_once.discard(message_id)

@@ -74,6 +74,35 @@ def test_messages_run_in_order_on_the_loop_thread(loop_thread: LoopThread) -> No
     assert proxy.running_loop().get(timeout=10) is True
 
 
+def test_a_burst_of_messages_wakes_the_loop_once_and_keeps_its_order(
+    loop_thread: LoopThread,
+) -> None:
+    """While a drain is pending, tells only queue: one self-pipe write per burst."""
+    ref = Counter.start(loop=loop_thread.loop)
+    proxy = ref.proxy()
+    assert proxy.add(0).get(timeout=10) == 0
+    wakeups = []
+    real = loop_thread.loop.call_soon_threadsafe
+
+    def counting(callback, *args, **kwargs):
+        wakeups.append(callback)
+        return real(callback, *args, **kwargs)
+
+    busy, release = threading.Event(), threading.Event()
+    loop_thread.loop.call_soon_threadsafe(lambda: (busy.set(), release.wait(10)))
+    assert busy.wait(10)  # the loop is held: nothing of the burst can run yet
+    loop_thread.loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        futures = [proxy.add(1) for _ in range(300)]
+    finally:
+        loop_thread.loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+        release.set()
+    assert [f.get(timeout=10) for f in futures] == list(range(1, 301))
+    assert len(wakeups) == 1
+    # The next message after the burst schedules a drain of its own.
+    assert proxy.add(1).get(timeout=10) == 301
+
+
 def test_exception_goes_to_the_caller_and_actor_survives(loop_thread: LoopThread) -> None:
     ref = Counter.start(loop=loop_thread.loop)
     with pytest.raises(ValueError, match="boom"):

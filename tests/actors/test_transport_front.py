@@ -288,6 +288,40 @@ def test_deferred_reply_from_another_thread(peer):
         assert peer.nothing_within(0.3)
 
 
+def test_calls_from_other_threads_run_in_order_with_one_wakeup_per_burst(front):
+    """call_in_loop batches: one self-pipe write per burst, a failing call stops no other."""
+    held, release = threading.Event(), threading.Event()
+    front.loop.call_soon_threadsafe(lambda: (held.set(), release.wait(TIMEOUT)))
+    assert held.wait(TIMEOUT)  # the front's loop is busy: the burst only queues
+    wakeups = []
+    real = front.loop.call_soon_threadsafe
+
+    def counting(callback, *args):
+        wakeups.append(callback)
+        return real(callback, *args)
+
+    ran: list[int] = []
+
+    def call(n: int) -> None:
+        if n == 5:
+            raise ValueError("one bad call")
+        ran.append(n)
+
+    front.loop.call_soon_threadsafe = counting
+    try:
+        for n in range(100):
+            front.call_in_loop(call, n)
+    finally:
+        front.loop.call_soon_threadsafe = real
+        release.set()
+    wait_for(lambda: len(ran) == 99, what="the burst")
+    assert ran == [n for n in range(100) if n != 5]
+    assert len(wakeups) == 1
+    done = threading.Event()
+    front.call_in_loop(done.set)  # after the burst: a wake-up of its own
+    assert done.wait(TIMEOUT)
+
+
 def test_unanswered_deferred_request_gets_500(peer):
     class Silent:
         allow = frozenset({"MESSAGE"})

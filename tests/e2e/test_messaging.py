@@ -133,3 +133,31 @@ def test_accepted_message_survives_outage_and_restart(prosody: Any, setup: dict[
         timeout=60,
     )
     assert got.bare == account.jid
+
+
+def test_a_receipt_is_asked_of_the_contact_only_when_the_phone_wants_delivery_reports(
+    setup: dict[str, Any],
+) -> None:
+    """XEP-0184 is requested for an IMDN positive-delivery only; its receipt becomes the IMDN."""
+    gateway, bob, peer = setup["gateway"], setup["bob"], setup["peer"]
+    with phone(gateway) as agent:
+        agent.message(f"sip:{bob.jid}", "nobody waits for a receipt ✓")
+        assert agent.wait_for(lambda e: e["event"] == "im_status")["code"] == 202
+        plain = peer.wait_for(lambda e: e.kind == "message" and e.body.startswith("nobody"))
+        assert not plain.receipt_requested
+        assert plain.chat_state == "active"
+
+        cpim = (
+            "From: <sip:alice@sip.test>\r\nTo: <sip:" + bob.jid + ">\r\n"
+            "NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: e2e-Rc1\r\n"
+            "imdn.Disposition-Notification: positive-delivery\r\n\r\n"
+            "Content-Type: text/plain;charset=utf-8\r\n\r\ntell me when it arrives ✓"
+        )
+        agent.message(f"sip:{bob.jid}", cpim, content_type="message/cpim")
+        asked = peer.wait_for(lambda e: e.kind == "message" and e.body.startswith("tell me"))
+        assert asked.receipt_requested
+        # The contact's client answered (tests/kit/xmpp_peer.py): the phone gets "delivered".
+        report = agent.wait_for(lambda e: e["event"] == "im" and "e2e-Rc1" in e["body"], timeout=30)
+        assert report["content_type"].startswith("message/cpim")
+        assert "<delivered/>" in report["body"]
+        assert f"sip:{bob.jid};proto=xmpp" in report["from"]

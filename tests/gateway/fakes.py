@@ -161,8 +161,10 @@ class Handle:
             "send_receipt", contact, message_id, kind, *([receipts] if receipts else [])
         )
 
-    def send_message(self, contact: str, text: str, message_id: str) -> OutcomeFuture:
-        return self._op("send_message", contact, text, message_id)
+    def send_message(
+        self, contact: str, text: str, message_id: str, receipt: bool = False
+    ) -> OutcomeFuture:
+        return self._op("send_message", contact, text, message_id, *([receipt] if receipt else []))
 
     def send_typing(self, contact: str, state: Any) -> OutcomeFuture:
         return self._op("send_typing", contact, state)

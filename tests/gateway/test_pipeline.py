@@ -541,6 +541,7 @@ def test_receipts_both_ways_and_sent_at_as_cpim_datetime(store: Store) -> None:
     rig = Pipeline(store)
     rig.message(IMDN_REQUEST, "message/cpim")
     message_id = rig.handle.calls[-1][3]
+    assert rig.handle.calls[-1][4:] == (True,)  # the contact is asked for a receipt
     rig.messaging.receipt(rig.handle.info, BOB, message_id)
     (report,) = store.outbox.pending(USER)
     assert b"<delivered/>" in report.body
@@ -615,7 +616,8 @@ def test_an_imdn_request_is_kept_with_the_send_queue_row_across_restarts(store: 
     middle = Pipeline(store)
     middle.messaging.start()
     middle.messaging.resend_unsent(middle.handle.info)
-    assert middle.handle.calls[-1] == ("send_message", BOB, "hello bob", message_id)
+    # Still with the wish for the contact's receipt (XEP-0184 asked of the contact).
+    assert middle.handle.calls[-1] == ("send_message", BOB, "hello bob", message_id, True)
     middle.messaging.send_result(middle.handle.info, message_id, Outcome(200, "acked"))
     middle.worker.delete_settled()
     assert store.sendq.pending() == []  # never sent again...

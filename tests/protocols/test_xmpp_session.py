@@ -211,15 +211,24 @@ def test_a_burst_is_acknowledged_behind_one_ack_request(loop, alice, users):
 def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     session, events = alice
     ours, theirs = users[0].jid, users[1].jid
+    # Nobody waits for a receipt of this one: none is asked of bob's client.
+    assert loop.run(session.send_message(theirs, "no receipt <&> asked", "sip-msg-0")) is True
     # Written, and the server's XEP-0198 acknowledgement is announced later.
-    assert loop.run(session.send_message(theirs, "hello bob", "sip-msg-1")) is True
-    assert events.wait_for("acked") == ("sip-msg-1",)
+    assert loop.run(session.send_message(theirs, "hello bob", "sip-msg-1", receipt=True)) is True
+    assert events.wait_for("acked", lambda mid: mid == "sip-msg-0") == ("sip-msg-0",)
+    assert events.wait_for("acked", lambda mid: mid == "sip-msg-1") == ("sip-msg-1",)
+    plain = bob.wait_for(lambda e: e.kind == "message" and e.body == "no receipt <&> asked")
+    assert plain.msg_id == "sip-msg-0"
+    assert not plain.receipt_requested
+    assert plain.chat_state == "active"  # XEP-0085, on every message as before
     got = bob.wait_for(lambda e: e.kind == "message" and e.body == "hello bob")
     assert got.msg_id == "sip-msg-1"
     assert got.receipt_requested
     assert got.bare == ours
     # bob's client answered the receipt request: reported with our id
     assert events.wait_for("receipt", lambda c, mid: mid == "sip-msg-1")[0] == theirs
+    # bob answers in order: a receipt for the first message would have come before.
+    assert [e.args for e in events.events if e.name == "receipt"] == [(theirs, "sip-msg-1")]
     # the server acknowledged it, nothing left to resend
     deadline = time.monotonic() + 10
     while session.unacked_messages() and time.monotonic() < deadline:

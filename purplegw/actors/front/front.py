@@ -213,6 +213,9 @@ class SipFront:
         # every server and client transaction of the front, nowhere else
         self.layer = TransactionLayer(self.timer_values)
         self._thread: threading.Thread | None = None
+        # Calls from other threads, run in one loop callback per burst (call_in_loop).
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._calls_scheduled = False
         self._branch_prefix = "z9hG4bK" + os.urandom(4).hex()
         self._branch_counter = 0
         self.stats = {
@@ -324,8 +327,37 @@ class SipFront:
         """
         if threading.current_thread() is self._thread:
             self.loop.call_soon(fn, *args)
-        else:
-            self.loop.call_soon_threadsafe(fn, *args)
+            return
+        # One wake-up per burst: each call_soon_threadsafe writes the loop's
+        # self-pipe, a system call that gives up the GIL, and the worker
+        # answers a group commit's MESSAGEs (their 202s) all at once.  No
+        # lock: a call is appended before ``_calls_scheduled`` is read, and
+        # ``_run_calls`` clears it before counting, so every call is either
+        # counted by the running batch or schedules the next one.
+        if self.loop.is_closed():
+            msg = "Event loop is closed"  # as call_soon_threadsafe says it
+            raise RuntimeError(msg)
+        self._calls.append((fn, args))
+        if self._calls_scheduled:
+            return
+        self._calls_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._run_calls)
+        except RuntimeError:  # the loop is closed: as call_soon_threadsafe
+            self._calls_scheduled = False
+            self._calls.clear()
+            raise
+
+    def _run_calls(self) -> None:
+        """Run the calls ``call_in_loop`` queued from other threads, in order."""
+        self._calls_scheduled = False
+        calls = self._calls
+        for _ in range(len(calls)):
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception:  # as the loop would for a callback of its own: log, go on
+                logger.exception("SIP front: %r failed", fn)
 
     # ---- incoming -------------------------------------------------------
 

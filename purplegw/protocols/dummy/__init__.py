@@ -46,6 +46,7 @@ class SentMessage:
     contact: str
     text: str
     message_id: str
+    receipt: bool = False  # the sender waits for a delivery receipt
 
 
 class DummyNetwork:
@@ -191,7 +192,13 @@ class DummySession(base.Session):
             msg = "not connected"
             raise base.TransientError(msg)
 
-    async def send_message(self, contact: str, text: str, message_id: str) -> None:
+    async def send_message(
+        self,
+        contact: str,
+        text: str,
+        message_id: str,
+        receipt: bool = False,  # noqa: FBT001, FBT002 - positional: requests carry args as a tuple
+    ) -> None:
         behaviour = self._behaviour()
         if behaviour == "sendhang":
             await asyncio.Event().wait()
@@ -202,7 +209,8 @@ class DummySession(base.Session):
             msg = f"{contact} does not exist"
             raise base.DeliveryError(msg, status_hint=404)
         self._check_online()
-        NETWORK._record(SentMessage(self.credentials.ext_user, contact, text, message_id))  # noqa: SLF001
+        sent = SentMessage(self.credentials.ext_user, contact, text, message_id, receipt)
+        NETWORK._record(sent)  # noqa: SLF001
         me = self.credentials.ext_user
         if contact == ECHO:
             self.context.events.on_message(ECHO, text, f"echo-{message_id}")

@@ -653,7 +653,13 @@ class IrcSession(Session):
         overhead = len(f":{self.nick}!~{'u' * 10}@{'h' * 63} PRIVMSG {target} :\r\n".encode())
         return max(64, irc.MAX_LINE - overhead)
 
-    async def send_message(self, contact: str, text: str, message_id: str) -> None:  # noqa: ARG002 - the base signature
+    async def send_message(
+        self,
+        contact: str,
+        text: str,
+        message_id: str,  # noqa: ARG002 - the base signature
+        receipt: bool = False,  # noqa: FBT001, FBT002, ARG002 - positional: requests carry args as a tuple
+    ) -> None:
         self._check_nick(contact)
         if "\0" in text:
             # RFC 2812 2.3.1: no NUL anywhere in a line.  A NUL means binary

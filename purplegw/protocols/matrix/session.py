@@ -822,10 +822,16 @@ class MatrixSession(Session):
         """Messages ``send_message`` took (returned True for) that never reached the server."""
         return list(self._ledger.values())
 
-    async def send_message(self, contact: str, text: str, message_id: str) -> bool | None:
+    async def send_message(
+        self,
+        contact: str,
+        text: str,
+        message_id: str,
+        receipt: bool = False,  # noqa: FBT001, FBT002 - positional: requests carry args as a tuple
+    ) -> bool | None:
         mxid = self._mxid(contact)
         self._require_connected()
-        message = OutgoingMessage(contact_from_mxid(mxid), text, message_id)
+        message = OutgoingMessage(contact_from_mxid(mxid), text, message_id, receipt)
         if self._ledger or not self._healthy:
             self._ledger[message_id] = message  # behind the ones waiting: order kept
             return True
