@@ -195,7 +195,8 @@ class Client(slixmpp.ClientXMPP):
         #: stream_parser.py); set once the session started or resumed.
         self.compact_parser_due = False
         self._message_class: Any = None  # _build_stanza
-        self._sm_ack_due = False  # an <a/> is on its way (delay_sm_acks)
+        #: The transport a late <a/> is owed on (delay_sm_acks), None when none is.
+        self._sm_ack_due: Any = None
         super().__init__(*args, **kwargs)
         self._message_tag = f"{{{self.default_ns}}}message"
         # The SCRAM challenge is where the key derivation runs (milliseconds
@@ -260,13 +261,19 @@ class Client(slixmpp.ClientXMPP):
         )
 
     def _sm_ack_requested(self, _request: Any) -> None:
-        if not self._sm_ack_due:
-            self._sm_ack_due = True
-            self.loop.call_later(SM_ACK_DELAY, self._send_sm_ack)
+        if self._sm_ack_due is None:
+            self._sm_ack_due = self.transport
+            self.loop.call_later(SM_ACK_DELAY, self._send_sm_ack, self.transport)
 
-    def _send_sm_ack(self) -> None:
-        self._sm_ack_due = False
-        if self.transport is not None:
+    def _send_sm_ack(self, transport: Any) -> None:
+        # Owed on the stream that asked: after a lost connection the count
+        # belongs to the old stream (a resumption states it in <resume h=...>),
+        # and an <a/> written on the new one before it is established would
+        # be a protocol error there.
+        if self._sm_ack_due is not transport:
+            return
+        self._sm_ack_due = None
+        if self.transport is transport and not transport.is_closing():
             # What slixmpp's send_ack writes, without a stanza object.
             self.send_raw(f"<a xmlns='{SM_NS}' h='{self.plugin['xep_0198'].handled}'/>")
 
