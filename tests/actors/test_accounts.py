@@ -81,6 +81,13 @@ def test_one_account_failing_never_stops_the_others(
         what="good accounts online",
     )
     wait_for(lambda: {"sendhang@dummy", "sendraise@dummy"} <= network.online())
+    # Online at the network is not yet connected at the actor (which queues a
+    # send with 202 until it is): wait for what the senders below rely on.
+    senders = [f"sip{n}" for n in range(GOOD)] + ["sendhang", "sendraise"]
+    wait_for(
+        lambda: all(state_of(accounts, u).get("state") == "connected" for u in senders),
+        what="senders connected",
+    )
     # While the others raise, hang, drop, reconnect and time out, the good
     # ones keep exchanging messages, round after round.
     hanging_sends = [
