@@ -208,6 +208,38 @@ def test_a_burst_is_acknowledged_behind_one_ack_request(loop, alice, users):
     assert len(requests) <= 1 + 40 // SM_WINDOW + 1
 
 
+def test_a_burst_leaves_in_one_transport_write_and_arrives_in_order(loop, alice, bob, users):
+    """What slixmpp writes in one turn of the loop is one TLS record, one syscall."""
+    session, events = alice
+    client = session.client
+    transport = client.transport
+    writes: list[bytes] = []
+    write = transport.write
+
+    def recording(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = recording
+    try:
+
+        async def burst() -> None:
+            for n in range(20):
+                await session.send_message(users[1].jid, f"in order {n}", f"order-{n}")
+
+        loop.run(burst())
+        for n in range(20):
+            events.wait_for("acked", lambda mid, n=n: mid == f"order-{n}")
+    finally:
+        del transport.write
+    carrying = [w for w in writes if b"in order" in w]
+    assert len(carrying) == 1, [w.count(b"<message") for w in carrying]
+    assert carrying[0].count(b"<message") == 20
+    bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "order-19")
+    got = [e.msg_id for e in bob.snapshot() if e.kind == "message" and e.msg_id]
+    assert got == [f"order-{n}" for n in range(20)]
+
+
 def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     session, events = alice
     ours, theirs = users[0].jid, users[1].jid

@@ -57,6 +57,7 @@ from slixmpp.util import sasl
 from slixmpp.util.sasl.mechanisms import SCRAM
 from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import (
@@ -89,6 +90,8 @@ from purplegw.protocols.xmpp.presence_map import (
 from purplegw.protocols.xmpp.stream_parser import StreamParser, ends_between_stanzas, fresh_parser
 
 logger = logging.getLogger(__name__)
+#: slixmpp's stream logger: "SEND: ..." lines go there, where log_redaction filters them.
+stream_logger = logging.getLogger(log_redaction.STREAM_LOGGER)
 
 GTALK_IDS = ("gtalk",)
 IDLE_NS = "urn:xmpp:idle:1"
@@ -197,6 +200,10 @@ class Client(slixmpp.ClientXMPP):
         self._message_class: Any = None  # _build_stanza
         #: The transport a late <a/> is owed on (delay_sm_acks), None when none is.
         self._sm_ack_due: Any = None
+        #: What slixmpp wrote in this turn of the loop, not yet on the
+        #: transport (``send_raw``), and the callback that will write it.
+        self._write_buffer: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
         super().__init__(*args, **kwargs)
         self._message_tag = f"{{{self.default_ns}}}message"
         # The SCRAM challenge is where the key derivation runs (milliseconds
@@ -293,6 +300,67 @@ class Client(slixmpp.ClientXMPP):
         self.xml_root = None
         self.parser = StreamParser()
         self.compact_parser_due = False
+
+    # --- writes: one transport write per turn of the loop ------------------------------
+
+    def send_raw(self, data: str | bytes) -> None:
+        """slixmpp's one way to the transport, coalescing the writes of one turn of the loop.
+
+        Every stanza, ack, stream header and footer slixmpp writes passes
+        here.  Written one by one, each is a TLS record and a ``send``
+        syscall (and a wake-up of the server); buffered until the end of
+        this turn of the loop (``loop.call_soon``), a login's pipelined
+        requests, the acks answering a burst and the messages of a burst go
+        out as one record and one syscall, in the order they were written.
+
+        XEP-0198 is unaffected: slixmpp counts a stanza (its outgoing filter)
+        before handing it here, so a stanza still buffered when the
+        connection dies is in its unacked queue and resent on resumption,
+        like one still in the kernel's socket buffer.  The buffer belongs to
+        the transport it was written for: a lost connection drops it, a new
+        one (or TLS on top of the old) starts empty.
+        """
+        if not self.transport:
+            raise NotConnectedError
+        stream_logger.debug("SEND: %s", data)
+        self._write_buffer.append(data.encode("utf-8") if isinstance(data, str) else data)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self.flush_writes)
+
+    def flush_writes(self) -> None:
+        """Write what ``send_raw`` buffered, as one transport write."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pending = self._write_buffer
+        if not pending:
+            return
+        self._write_buffer = []
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _drop_writes(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._write_buffer = []
+
+    def connection_made(self, transport: Any, send_event: bool = True) -> None:  # noqa: FBT001, FBT002 - slixmpp signature
+        self._drop_writes()  # written for a connection that is gone
+        super().connection_made(transport, send_event)
+
+    def connection_lost(self, exception: BaseException | None) -> None:
+        self._drop_writes()  # counted by XEP-0198 already: resent on resumption
+        super().connection_lost(exception)
+
+    def abort(self) -> None:
+        self._drop_writes()
+        super().abort()
+
+    async def start_tls(self) -> bool:
+        self.flush_writes()  # plaintext written before the handshake stays plaintext
+        return await super().start_tls()
 
     def _compact_parser_soon(self, _event: Any = None) -> None:
         self.compact_parser_due = True
