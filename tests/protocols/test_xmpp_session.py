@@ -22,7 +22,7 @@ from purplegw.protocols.base import (
     TransientError,
     TypingState,
 )
-from purplegw.protocols.xmpp.session import SM_WINDOW, TlsVerificationError
+from purplegw.protocols.xmpp.session import SM_WINDOW, Client, TlsVerificationError
 from tests.kit.ports import free_port
 from tests.kit.xmpp_peer import XmppPeer
 
@@ -238,6 +238,42 @@ def test_a_burst_leaves_in_one_transport_write_and_arrives_in_order(loop, alice,
     bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "order-19")
     got = [e.msg_id for e in bob.snapshot() if e.kind == "message" and e.msg_id]
     assert got == [f"order-{n}" for n in range(20)]
+
+
+def test_login_writes_enable_roster_request_and_presence_together(
+    loop, prosody, alice, bob, users, monkeypatch
+):
+    """Pipelined once bound; the roster is still reported before any contact's presence."""
+    session, events = alice
+    befriend(loop, session, events, bob, users[0].jid)
+    loop.run(session.logout())
+    flushed: list[bytes] = []
+    flush = Client.flush_writes
+
+    def recording(self: Client) -> None:
+        flushed.append(b"".join(self._write_buffer))
+        flush(self)
+
+    monkeypatch.setattr(Client, "flush_writes", recording)
+    again, again_events = make_session(
+        loop, users[0].jid, users[0].password, config(prosody, resource="pipelined")
+    )
+    loop.run(again.login())
+    try:
+        together = [w for w in flushed if b"jabber:iq:roster" in w]
+        assert len(together) == 1
+        assert re.search(rb"<enable [^>]*urn:xmpp:sm:3.*jabber:iq:roster.*<presence", together[0])
+        bob_bare = users[1].jid
+        again_events.wait_for("presence", lambda p: p.contact == bob_bare)
+        names = [e.name for e in again_events.events]
+        assert names.index("roster") < names.index("presence")
+        assert [item.contact for item in again_events.of("roster")[0][0]] == [bob_bare]
+        # The contact saw our initial presence.
+        bob.wait_for(
+            lambda e: e.kind == "presence" and e.ptype is None and e.sender.endswith("/pipelined")
+        )
+    finally:
+        loop.run(again.logout())
 
 
 def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):

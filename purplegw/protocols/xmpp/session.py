@@ -828,15 +828,34 @@ class XmppSession(Session):
             # valid on it; treat it as the lost connection it is.
             self._fail_resumption("stream resumption failed; server started a new session")
             return
+        # Roster request and initial presence written together, without
+        # waiting for the roster in between: RFC 6121 2.2 asks for the roster
+        # request *before* initial presence, and the server answers in that
+        # order, so the whole roster is reported (_on_login_roster, as its
+        # result is read) before any contact's presence it triggers.  With
+        # XEP-0198's <enable/> just written, the three leave in one write.
+        roster = client.get_roster(
+            callback=self._on_login_roster, timeout=float(self.config.get("login_timeout", 30))
+        )
+        sent = self._last_presence or Presence(Status.AVAILABLE)
+        self._send_own_presence(sent)
         try:
-            await client.get_roster(timeout=float(self.config.get("login_timeout", 30)))
+            await roster
         except Exception as exc:  # noqa: BLE001 - any failure here fails the login
             self._settle(TransientError(f"roster request failed on {self._label()}: {exc}"))
             return
+        if self._last_presence is not None and self._last_presence is not sent:
+            # Changed while the roster was on its way (set_presence waits
+            # for the login): the latest one wins.
+            self._send_own_presence(self._last_presence)
+        self._settle(None)
+
+    def _on_login_roster(self, iq: Any) -> None:
+        """The login's roster result, after slixmpp's own handler filled ``client_roster``."""
+        if iq["type"] != "result" or self.client is None or self._roster_reported:
+            return
         self._call("on_roster", self._roster_items())
         self._roster_reported = True
-        self._send_own_presence(self._last_presence or Presence(Status.AVAILABLE))
-        self._settle(None)
 
     def _roster_items(self) -> list[RosterItem]:
         roster = self.client.client_roster
