@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from purplegw.protocols.base import ConnectionState, DeliveryError, TransientError
+from purplegw.protocols.xmpp.session import Client
 from tests.kit.prosody import Prosody, prosody_binary
 from tests.kit.xmpp_peer import XmppPeer
 
@@ -207,6 +208,10 @@ def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own
             "state", lambda s, r: s is ConnectionState.CONNECTED and "resumed" in r
         )
         assert resumed
+        # The new stream negotiated with the handlers set aside after login,
+        # and set them aside again once resumed.
+        handlers = {handler.name for handler in session.client._handler_list()}
+        assert not handlers & Client.NEGOTIATION_HANDLERS
         loop.run(session.send_message(bob_user.jid, "after the cut", "cut-2"))
         bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "cut-2")
         bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "cut-1")

@@ -276,6 +276,19 @@ def test_login_writes_enable_roster_request_and_presence_together(
         loop.run(again.logout())
 
 
+def test_negotiation_handlers_are_set_aside_once_logged_in(loop, alice, bob, users):
+    """Features, STARTTLS, SASL and XEP-0198 answers are not offered every stanza after login."""
+    session, events = alice
+    client = session.client
+    names = {handler.name for handler in client._handler_list()}
+    assert not names & Client.NEGOTIATION_HANDLERS
+    assert {"Stream Error", "Stream Management Ack", "purplegw message"} <= names
+    assert client.plugin["xep_0198"].enabled_in  # <enabled/> was read before they went
+    assert loop.run(session.send_message(users[1].jid, "still heard", "aside-1")) is True
+    events.wait_for("acked", lambda mid: mid == "aside-1")
+    bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "aside-1")
+
+
 def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):
     session, events = alice
     ours, theirs = users[0].jid, users[1].jid

@@ -193,6 +193,24 @@ class Client(slixmpp.ClientXMPP):
     #: slixmpp ``BaseXMPP`` handlers whose events the gateway does not use.
     UNUSED_HANDLERS = ("IM", "IMError")
 
+    #: Stanza handlers only a stream's negotiation uses: stream features,
+    #: STARTTLS, SASL and the answers to XEP-0198's <enable/> / <resume/>.
+    #: slixmpp offers every incoming stanza to every handler in turn; once
+    #: the session is established these never match again on that stream,
+    #: so they are set aside (``shed_negotiation_handlers``) and put back
+    #: when a new connection (a resumption) negotiates again.
+    NEGOTIATION_HANDLERS = frozenset(
+        {
+            "Stream Features",
+            "STARTTLS Proceed",
+            "SASL Success",
+            "SASL Failure",
+            "SASL Challenge",
+            "Stream Management Enabled",
+            "Stream Management Resumed",
+        }
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: Replace the login's XML parser at the next stanza boundary (see
         #: stream_parser.py); set once the session started or resumed.
@@ -204,6 +222,7 @@ class Client(slixmpp.ClientXMPP):
         #: transport (``send_raw``), and the callback that will write it.
         self._write_buffer: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._shed_handlers: list[Any] = []
         super().__init__(*args, **kwargs)
         self._message_tag = f"{{{self.default_ns}}}message"
         # The SCRAM challenge is where the key derivation runs (milliseconds
@@ -220,6 +239,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("auth_success", self._forget_sasl_mechanism)
         self.add_event_handler("session_start", self._forget_stream_features)
         self.add_event_handler("session_resumed", self._compact_parser_soon)
+        self.add_event_handler("session_resumed", self.shed_negotiation_handlers)
         # slixmpp's own <message/> handlers only raise the "message" and
         # "message_error" events, which nothing here listens to (the session
         # has its one handler for every <message/>): two matches and, for
@@ -348,7 +368,39 @@ class Client(slixmpp.ClientXMPP):
 
     def connection_made(self, transport: Any, send_event: bool = True) -> None:  # noqa: FBT001, FBT002 - slixmpp signature
         self._drop_writes()  # written for a connection that is gone
+        self._restore_negotiation_handlers()  # a new stream negotiates again
         super().connection_made(transport, send_event)
+
+    def _handler_list(self) -> list[Any] | None:
+        # slixmpp 1.17 keeps the stanza handlers in a private list and offers
+        # no way to take one out and put the same one back (remove_handler
+        # leaves it bound to the stream, so register_handler ignores it).
+        handlers = getattr(self, "_XMLStream__handlers", None)
+        return handlers if isinstance(handlers, list) else None
+
+    def shed_negotiation_handlers(self, _event: Any = None) -> None:
+        """Set the negotiation-only handlers aside: the stream is established.
+
+        The XEP-0198 answers stay while an <enable/> is unanswered.
+        """
+        handlers = self._handler_list()
+        if handlers is None:
+            return
+        # Answered (enabled, resumed or failed), or never asked.
+        negotiated = "stream_management" in self.features or not self.plugin["xep_0198"].enabled_out
+        for handler in list(handlers):
+            if handler.name in self.NEGOTIATION_HANDLERS and (
+                negotiated or not handler.name.startswith("Stream Management")
+            ):
+                handlers.remove(handler)
+                self._shed_handlers.append(handler)
+
+    def _restore_negotiation_handlers(self) -> None:
+        if self._shed_handlers:
+            handlers = self._handler_list()
+            if handlers is not None:
+                handlers.extend(self._shed_handlers)
+            self._shed_handlers = []
 
     def connection_lost(self, exception: BaseException | None) -> None:
         self._drop_writes()  # counted by XEP-0198 already: resent on resumption
@@ -848,6 +900,7 @@ class XmppSession(Session):
             # Changed while the roster was on its way (set_presence waits
             # for the login): the latest one wins.
             self._send_own_presence(self._last_presence)
+        client.shed_negotiation_handlers()
         self._settle(None)
 
     def _on_login_roster(self, iq: Any) -> None:
