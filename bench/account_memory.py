@@ -1,6 +1,7 @@
 """Where an online XMPP account's memory goes: tracemalloc by allocation site and by group.
 
     .venv/bin/python bench/account_memory.py [--accounts 500] [--against main] [--repeat 3]
+        [--no-trace] [--restart]
 
 Logs ``--accounts`` accounts into a throw-away Prosody (restarted first;
 ``internal_hashed`` as in production, STARTTLS, certificate verified,
@@ -15,6 +16,13 @@ account:
 * the traced growth by group (the slixmpp plugin, module or buffer that made
   the allocation: the innermost frame of the traceback that names one) and by
   allocation site (file:line).
+
+``--restart`` measures a restart instead of a first start: every account
+logs in and out once first (the gateway derives its SCRAM key and, as the
+daemon does, stores it), then logs in again on the stored key, and only
+that second login is measured (no PBKDF2 on our side, as on Prosody's,
+which stores its keys at account creation).  The RSS column is then blank:
+the first pass's freed memory is reused.
 
 ``--against REV`` measures the same in a temporary git worktree of REV (the
 reference, e.g. ``main``) right before, against the same restarted Prosody:
@@ -67,6 +75,16 @@ class NoEvents:
         return lambda *_a, **_k: None
 
 
+class KeyEvents(NoEvents):
+    """Keeps the SCRAM key a login derived, as the daemon stores it on the account row."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+
+    def on_key_derived(self, kind: str, value: str) -> None:
+        self.keys[kind] = value
+
+
 _PLUGIN = re.compile(r"slixmpp/(plugins|features)/(\w+)")
 
 
@@ -104,8 +122,21 @@ def site_of(traceback: tracemalloc.Traceback) -> str:
     return f"{name}:{frame.lineno}"
 
 
+async def first_start(sessions: list[Any], login: Any) -> None:
+    """Log ``sessions`` in and out: their keys are derived and stored (``--restart``)."""
+    await asyncio.gather(*(login(s) for s in sessions))
+    await asyncio.gather(*(s.logout() for s in sessions))
+    # The restarted daemon's process has no cached derivations either: only
+    # the stored keys spare the PBKDF2.
+    from purplegw.protocols.xmpp import session as xmpp_session
+
+    cached = getattr(xmpp_session, "salted_password", None)
+    if cached is not None:
+        cached.cache_clear()
+
+
 async def login_all(
-    address: str, ca_file: str, users: list[tuple[str, str]], *, trace: bool
+    address: str, ca_file: str, users: list[tuple[str, str]], *, trace: bool, restart: bool = False
 ) -> dict[str, Any]:
     from purplegw.actors.gc_tuning import apply_gc_threshold
     from purplegw.protocols.base import AccountCredentials, SessionContext
@@ -118,10 +149,15 @@ async def login_all(
     cfg = {"server": address, "ca_file": ca_file, "keepalive": 0, "login_timeout": 900}
     adapter = Adapter()
 
+    stored: dict[int, dict[str, str]] = {}  # account -> derived keys (--restart)
+
     def session(i: int, jid: str, password: str) -> Any:
+        keys = stored.setdefault(i, {})
         return adapter.create_session(
-            AccountCredentials(i, f"sip:u{i}@127.0.0.1", jid, "xmpp", password),
-            SessionContext(loop=loop, events=NoEvents(), config=cfg, shared=shared),
+            AccountCredentials(
+                i, f"sip:u{i}@127.0.0.1", jid, "xmpp", password, derived_keys=dict(keys)
+            ),
+            SessionContext(loop=loop, events=KeyEvents(keys), config=cfg, shared=shared),
         )
 
     gate = asyncio.Semaphore(CONCURRENT_LOGINS)
@@ -133,6 +169,8 @@ async def login_all(
     warm = [session(-1 - i, jid, pw) for i, (jid, pw) in enumerate(users[:WARM_ACCOUNTS])]
     await asyncio.gather(*(login(s) for s in warm))
     measured = users[WARM_ACCOUNTS:]
+    if restart:
+        await first_start([session(i, jid, pw) for i, (jid, pw) in enumerate(measured)], login)
     gc.collect()
     if trace:
         tracemalloc.start(TRACE_FRAMES)
@@ -152,7 +190,8 @@ async def login_all(
         "accounts": n,
         "seconds": elapsed,
         "cpu_ms": 1000 * cpu / n,
-        "rss_kib": grown_rss / n,
+        "rss_kib": float("nan") if restart else grown_rss / n,
+        "logins": len(users) + (n if restart else 0),
     }
     if trace:
         after = tracemalloc.take_snapshot()
@@ -174,11 +213,15 @@ async def login_all(
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.root)
     users = [(f"mem{i}@localhost", f"pw{i}-mem") for i in range(args.accounts + WARM_ACCOUNTS)]
-    result = asyncio.run(login_all(args.server, args.ca_file, users, trace=args.trace))
+    result = asyncio.run(
+        login_all(args.server, args.ca_file, users, trace=args.trace, restart=args.restart)
+    )
     print(json.dumps(result))
 
 
-def run_child(root: str, prosody: Any, accounts: int, *, trace: bool) -> dict[str, Any]:
+def run_child(
+    root: str, prosody: Any, accounts: int, *, trace: bool, restart: bool = False
+) -> dict[str, Any]:
     prosody.restart()
     assert prosody.proc is not None
     prosody_cpu = cpu_seconds(prosody.proc.pid)
@@ -197,13 +240,15 @@ def run_child(root: str, prosody: Any, accounts: int, *, trace: bool) -> dict[st
     ]
     if trace:
         cmd.append("--trace")
+    if restart:
+        cmd.append("--restart")
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    # Prosody's CPU over the whole child (warm-up and logout included): an
-    # upper bound of its share, the gateway's own figure is logins only.
-    result["prosody_cpu_ms"] = (
-        1000 * (cpu_seconds(prosody.proc.pid) - prosody_cpu) / (accounts + WARM_ACCOUNTS)
-    )
+    # Prosody's CPU over the whole child (warm-up, logouts and a --restart's
+    # first pass included) per login: an upper bound of its share, the
+    # gateway's own figure is the measured logins only.
+    logins = result.get("logins", accounts + WARM_ACCOUNTS)
+    result["prosody_cpu_ms"] = 1000 * (cpu_seconds(prosody.proc.pid) - prosody_cpu) / logins
     return result
 
 
@@ -219,6 +264,11 @@ def main() -> None:
         dest="trace_groups",
         action="store_false",
         help="skip the tracemalloc run (RSS and CPU only: much faster)",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="measure second logins on stored SCRAM keys (a daemon restart), CPU only",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
@@ -253,7 +303,9 @@ def main() -> None:
                 # load hits both; each figure is the median of the rounds.
                 for _ in range(args.repeat):
                     for label, root in roots.items():
-                        plain = run_child(root, prosody, args.accounts, trace=False)
+                        plain = run_child(
+                            root, prosody, args.accounts, trace=False, restart=args.restart
+                        )
                         runs[label].append(plain)
                         print(label, json.dumps(plain), file=sys.stderr, flush=True)
                 for label, root in roots.items():
@@ -277,7 +329,7 @@ def main() -> None:
                     ],
                     check=False,
                 )
-    report(results, args.accounts, args.top)
+    report(results, args.accounts, args.top, restart=args.restart)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -289,11 +341,14 @@ def median_run(runs: list[dict]) -> dict:
     return out
 
 
-def report(results: dict[str, tuple[dict, dict]], accounts: int, top: int) -> None:
+def report(
+    results: dict[str, tuple[dict, dict]], accounts: int, top: int, *, restart: bool = False
+) -> None:
     labels = list(results)
     ref_plain, _ = results[labels[0]]
     print(
-        f"{accounts} XMPP accounts logged in on one loop (after {WARM_ACCOUNTS} warm-up), "
+        f"{accounts} XMPP accounts logged in on one loop (after {WARM_ACCOUNTS} warm-up"
+        f"{'; restart: second logins, on stored SCRAM keys' if restart else ''}), "
         f"per account, median of {ref_plain.get('runs', 1)} runs; ratio against the first row"
     )
     print(

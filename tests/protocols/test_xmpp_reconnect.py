@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from purplegw.protocols.base import ConnectionState, DeliveryError, TransientError
+from purplegw.protocols.xmpp.session import Client
 from tests.kit.prosody import Prosody, prosody_binary
 from tests.kit.xmpp_peer import XmppPeer
 
@@ -156,7 +157,7 @@ def test_prosody_restart_mid_conversation_loses_no_message(loop, own_prosody):
     assert not missing, f"lost {len(missing)} message(s): {missing}"
 
 
-@pytest.mark.parametrize("order", ["send_then_cut", "loss_seen_before_write"])
+@pytest.mark.parametrize("order", ["send_then_cut", "loss_seen_before_write", "cut_while_buffered"])
 def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own_prosody, order):
     prosody = own_prosody
     alice = prosody.create_user(f"salice{order}")
@@ -170,7 +171,23 @@ def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own
         async def cut() -> None:
             # The TCP connection dies before any ack can come back: only
             # resumption can get the message delivered.
-            if order == "send_then_cut":
+            if order == "cut_while_buffered":
+                # Counted by XEP-0198 and waiting in the client's write
+                # buffer for the end of this turn of the loop when the
+                # connection dies: the buffer goes with it, resumption
+                # resends the stanza from slixmpp's unacked queue.
+                client = session.client
+                await session.send_message(bob_user.jid, "before the cut", "cut-1")
+                for _ in range(100):
+                    if any(b"before the cut" in chunk for chunk in client._write_buffer):
+                        break
+                    await asyncio.sleep(0)
+                else:
+                    pytest.fail("the message never waited in the write buffer")
+                sm = client.plugin["xep_0198"]
+                assert [st["id"] for _seq, st in sm.unacked_queue][-1] == "cut-1"
+                client.transport.abort()
+            elif order == "send_then_cut":
                 # queued, written by slixmpp's send task, tracked by its SM queue
                 await session.send_message(bob_user.jid, "before the cut", "cut-1")
                 session.client.transport.abort()
@@ -191,6 +208,10 @@ def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own
             "state", lambda s, r: s is ConnectionState.CONNECTED and "resumed" in r
         )
         assert resumed
+        # The new stream negotiated with the handlers set aside after login,
+        # and set them aside again once resumed.
+        handlers = {handler.name for handler in session.client._handler_list()}
+        assert not handlers & Client.NEGOTIATION_HANDLERS
         loop.run(session.send_message(bob_user.jid, "after the cut", "cut-2"))
         bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "cut-2")
         bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "cut-1")

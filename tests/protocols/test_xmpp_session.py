@@ -22,7 +22,7 @@ from purplegw.protocols.base import (
     TransientError,
     TypingState,
 )
-from purplegw.protocols.xmpp.session import SM_WINDOW, TlsVerificationError
+from purplegw.protocols.xmpp.session import SM_WINDOW, Client, TlsVerificationError
 from tests.kit.ports import free_port
 from tests.kit.xmpp_peer import XmppPeer
 
@@ -206,6 +206,87 @@ def test_a_burst_is_acknowledged_behind_one_ack_request(loop, alice, users):
     assert session.unacked_messages() == []
     # One behind the burst, plus slixmpp's own every SM_WINDOW stanzas (was one per message).
     assert len(requests) <= 1 + 40 // SM_WINDOW + 1
+
+
+def test_a_burst_leaves_in_one_transport_write_and_arrives_in_order(loop, alice, bob, users):
+    """What slixmpp writes in one turn of the loop is one TLS record, one syscall."""
+    session, events = alice
+    client = session.client
+    transport = client.transport
+    writes: list[bytes] = []
+    write = transport.write
+
+    def recording(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = recording
+    try:
+
+        async def burst() -> None:
+            for n in range(20):
+                await session.send_message(users[1].jid, f"in order {n}", f"order-{n}")
+
+        loop.run(burst())
+        for n in range(20):
+            events.wait_for("acked", lambda mid, n=n: mid == f"order-{n}")
+    finally:
+        del transport.write
+    carrying = [w for w in writes if b"in order" in w]
+    assert len(carrying) == 1, [w.count(b"<message") for w in carrying]
+    assert carrying[0].count(b"<message") == 20
+    bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "order-19")
+    got = [e.msg_id for e in bob.snapshot() if e.kind == "message" and e.msg_id]
+    assert got == [f"order-{n}" for n in range(20)]
+
+
+def test_login_writes_enable_roster_request_and_presence_together(
+    loop, prosody, alice, bob, users, monkeypatch
+):
+    """Pipelined once bound; the roster is still reported before any contact's presence."""
+    session, events = alice
+    befriend(loop, session, events, bob, users[0].jid)
+    loop.run(session.logout())
+    flushed: list[bytes] = []
+    flush = Client.flush_writes
+
+    def recording(self: Client) -> None:
+        flushed.append(b"".join(self._write_buffer))
+        flush(self)
+
+    monkeypatch.setattr(Client, "flush_writes", recording)
+    again, again_events = make_session(
+        loop, users[0].jid, users[0].password, config(prosody, resource="pipelined")
+    )
+    loop.run(again.login())
+    try:
+        together = [w for w in flushed if b"jabber:iq:roster" in w]
+        assert len(together) == 1
+        assert re.search(rb"<enable [^>]*urn:xmpp:sm:3.*jabber:iq:roster.*<presence", together[0])
+        bob_bare = users[1].jid
+        again_events.wait_for("presence", lambda p: p.contact == bob_bare)
+        names = [e.name for e in again_events.events]
+        assert names.index("roster") < names.index("presence")
+        assert [item.contact for item in again_events.of("roster")[0][0]] == [bob_bare]
+        # The contact saw our initial presence.
+        bob.wait_for(
+            lambda e: e.kind == "presence" and e.ptype is None and e.sender.endswith("/pipelined")
+        )
+    finally:
+        loop.run(again.logout())
+
+
+def test_negotiation_handlers_are_set_aside_once_logged_in(loop, alice, bob, users):
+    """Features, STARTTLS, SASL and XEP-0198 answers are not offered every stanza after login."""
+    session, events = alice
+    client = session.client
+    names = {handler.name for handler in client._handler_list()}
+    assert not names & Client.NEGOTIATION_HANDLERS
+    assert {"Stream Error", "Stream Management Ack", "purplegw message"} <= names
+    assert client.plugin["xep_0198"].enabled_in  # <enabled/> was read before they went
+    assert loop.run(session.send_message(users[1].jid, "still heard", "aside-1")) is True
+    events.wait_for("acked", lambda mid: mid == "aside-1")
+    bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "aside-1")
 
 
 def test_messages_both_ways_with_ids_and_receipts(loop, alice, bob, users):

@@ -57,6 +57,7 @@ from slixmpp.util import sasl
 from slixmpp.util.sasl.mechanisms import SCRAM
 from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import (
@@ -89,6 +90,8 @@ from purplegw.protocols.xmpp.presence_map import (
 from purplegw.protocols.xmpp.stream_parser import StreamParser, ends_between_stanzas, fresh_parser
 
 logger = logging.getLogger(__name__)
+#: slixmpp's stream logger: "SEND: ..." lines go there, where log_redaction filters them.
+stream_logger = logging.getLogger(log_redaction.STREAM_LOGGER)
 
 GTALK_IDS = ("gtalk",)
 IDLE_NS = "urn:xmpp:idle:1"
@@ -190,6 +193,24 @@ class Client(slixmpp.ClientXMPP):
     #: slixmpp ``BaseXMPP`` handlers whose events the gateway does not use.
     UNUSED_HANDLERS = ("IM", "IMError")
 
+    #: Stanza handlers only a stream's negotiation uses: stream features,
+    #: STARTTLS, SASL and the answers to XEP-0198's <enable/> / <resume/>.
+    #: slixmpp offers every incoming stanza to every handler in turn; once
+    #: the session is established these never match again on that stream,
+    #: so they are set aside (``shed_negotiation_handlers``) and put back
+    #: when a new connection (a resumption) negotiates again.
+    NEGOTIATION_HANDLERS = frozenset(
+        {
+            "Stream Features",
+            "STARTTLS Proceed",
+            "SASL Success",
+            "SASL Failure",
+            "SASL Challenge",
+            "Stream Management Enabled",
+            "Stream Management Resumed",
+        }
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: Replace the login's XML parser at the next stanza boundary (see
         #: stream_parser.py); set once the session started or resumed.
@@ -197,6 +218,11 @@ class Client(slixmpp.ClientXMPP):
         self._message_class: Any = None  # _build_stanza
         #: The transport a late <a/> is owed on (delay_sm_acks), None when none is.
         self._sm_ack_due: Any = None
+        #: What slixmpp wrote in this turn of the loop, not yet on the
+        #: transport (``send_raw``), and the callback that will write it.
+        self._write_buffer: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._shed_handlers: list[Any] = []
         super().__init__(*args, **kwargs)
         self._message_tag = f"{{{self.default_ns}}}message"
         # The SCRAM challenge is where the key derivation runs (milliseconds
@@ -213,6 +239,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("auth_success", self._forget_sasl_mechanism)
         self.add_event_handler("session_start", self._forget_stream_features)
         self.add_event_handler("session_resumed", self._compact_parser_soon)
+        self.add_event_handler("session_resumed", self.shed_negotiation_handlers)
         # slixmpp's own <message/> handlers only raise the "message" and
         # "message_error" events, which nothing here listens to (the session
         # has its one handler for every <message/>): two matches and, for
@@ -293,6 +320,99 @@ class Client(slixmpp.ClientXMPP):
         self.xml_root = None
         self.parser = StreamParser()
         self.compact_parser_due = False
+
+    # --- writes: one transport write per turn of the loop ------------------------------
+
+    def send_raw(self, data: str | bytes) -> None:
+        """slixmpp's one way to the transport, coalescing the writes of one turn of the loop.
+
+        Every stanza, ack, stream header and footer slixmpp writes passes
+        here.  Written one by one, each is a TLS record and a ``send``
+        syscall (and a wake-up of the server); buffered until the end of
+        this turn of the loop (``loop.call_soon``), a login's pipelined
+        requests, the acks answering a burst and the messages of a burst go
+        out as one record and one syscall, in the order they were written.
+
+        XEP-0198 is unaffected: slixmpp counts a stanza (its outgoing filter)
+        before handing it here, so a stanza still buffered when the
+        connection dies is in its unacked queue and resent on resumption,
+        like one still in the kernel's socket buffer.  The buffer belongs to
+        the transport it was written for: a lost connection drops it, a new
+        one (or TLS on top of the old) starts empty.
+        """
+        if not self.transport:
+            raise NotConnectedError
+        stream_logger.debug("SEND: %s", data)
+        self._write_buffer.append(data.encode("utf-8") if isinstance(data, str) else data)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self.flush_writes)
+
+    def flush_writes(self) -> None:
+        """Write what ``send_raw`` buffered, as one transport write."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pending = self._write_buffer
+        if not pending:
+            return
+        self._write_buffer = []
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _drop_writes(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._write_buffer = []
+
+    def connection_made(self, transport: Any, send_event: bool = True) -> None:  # noqa: FBT001, FBT002 - slixmpp signature
+        self._drop_writes()  # written for a connection that is gone
+        self._restore_negotiation_handlers()  # a new stream negotiates again
+        super().connection_made(transport, send_event)
+
+    def _handler_list(self) -> list[Any] | None:
+        # slixmpp 1.17 keeps the stanza handlers in a private list and offers
+        # no way to take one out and put the same one back (remove_handler
+        # leaves it bound to the stream, so register_handler ignores it).
+        handlers = getattr(self, "_XMLStream__handlers", None)
+        return handlers if isinstance(handlers, list) else None
+
+    def shed_negotiation_handlers(self, _event: Any = None) -> None:
+        """Set the negotiation-only handlers aside: the stream is established.
+
+        The XEP-0198 answers stay while an <enable/> is unanswered.
+        """
+        handlers = self._handler_list()
+        if handlers is None:
+            return
+        # Answered (enabled, resumed or failed), or never asked.
+        negotiated = "stream_management" in self.features or not self.plugin["xep_0198"].enabled_out
+        for handler in list(handlers):
+            if handler.name in self.NEGOTIATION_HANDLERS and (
+                negotiated or not handler.name.startswith("Stream Management")
+            ):
+                handlers.remove(handler)
+                self._shed_handlers.append(handler)
+
+    def _restore_negotiation_handlers(self) -> None:
+        if self._shed_handlers:
+            handlers = self._handler_list()
+            if handlers is not None:
+                handlers.extend(self._shed_handlers)
+            self._shed_handlers = []
+
+    def connection_lost(self, exception: BaseException | None) -> None:
+        self._drop_writes()  # counted by XEP-0198 already: resent on resumption
+        super().connection_lost(exception)
+
+    def abort(self) -> None:
+        self._drop_writes()
+        super().abort()
+
+    async def start_tls(self) -> bool:
+        self.flush_writes()  # plaintext written before the handshake stays plaintext
+        return await super().start_tls()
 
     def _compact_parser_soon(self, _event: Any = None) -> None:
         self.compact_parser_due = True
@@ -760,15 +880,35 @@ class XmppSession(Session):
             # valid on it; treat it as the lost connection it is.
             self._fail_resumption("stream resumption failed; server started a new session")
             return
+        # Roster request and initial presence written together, without
+        # waiting for the roster in between: RFC 6121 2.2 asks for the roster
+        # request *before* initial presence, and the server answers in that
+        # order, so the whole roster is reported (_on_login_roster, as its
+        # result is read) before any contact's presence it triggers.  With
+        # XEP-0198's <enable/> just written, the three leave in one write.
+        roster = client.get_roster(
+            callback=self._on_login_roster, timeout=float(self.config.get("login_timeout", 30))
+        )
+        sent = self._last_presence or Presence(Status.AVAILABLE)
+        self._send_own_presence(sent)
         try:
-            await client.get_roster(timeout=float(self.config.get("login_timeout", 30)))
+            await roster
         except Exception as exc:  # noqa: BLE001 - any failure here fails the login
             self._settle(TransientError(f"roster request failed on {self._label()}: {exc}"))
             return
+        if self._last_presence is not None and self._last_presence is not sent:
+            # Changed while the roster was on its way (set_presence waits
+            # for the login): the latest one wins.
+            self._send_own_presence(self._last_presence)
+        client.shed_negotiation_handlers()
+        self._settle(None)
+
+    def _on_login_roster(self, iq: Any) -> None:
+        """The login's roster result, after slixmpp's own handler filled ``client_roster``."""
+        if iq["type"] != "result" or self.client is None or self._roster_reported:
+            return
         self._call("on_roster", self._roster_items())
         self._roster_reported = True
-        self._send_own_presence(self._last_presence or Presence(Status.AVAILABLE))
-        self._settle(None)
 
     def _roster_items(self) -> list[RosterItem]:
         roster = self.client.client_roster
