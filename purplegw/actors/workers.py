@@ -575,10 +575,10 @@ class WorkerPool:
     def _publish(self, worker: _Worker) -> None:
         keep = {AccountKey.of(r) for w in self._workers for r in w.rows}
         changes: list[tuple[AccountKey, RemoteAccountHandle | None]] = [
-            (AccountKey(handle.info.sip_user, handle.info.protocol), None)
+            (key, None)
             for handle in self.directory.all()
+            if (key := AccountKey(handle.info.sip_user, handle.info.protocol)) not in keep
         ]
-        changes = [(key, None) for key, _ in changes if key not in keep]
         for row in worker.rows:
             info = AccountInfo(row.account_id, row.sip_user, row.protocol, row.ext_user)
             changes.append((AccountKey.of(row), RemoteAccountHandle(self, worker.index, info)))
