@@ -227,19 +227,26 @@ class SessionEvents(Protocol):
     def on_connection_state(self, state: ConnectionState, reason: str = "") -> None:
         """Triggered when the connection changes state; ``reason`` for operators."""
 
-    def on_message(
+    def on_message(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
         contact: str,
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
         receipts: str = "",
+        ack_token: int | None = None,
     ) -> None:
         """Triggered when a contact sends the account a text message.
 
         ``sent_at`` is when the sender wrote it (POSIX seconds) if the network
         says so and it was held on the way (XEP-0203 delay, Matrix
         ``origin_server_ts``); None means "just now".
+
+        ``ack_token``: the session holds its acknowledgement to the server
+        until ``Session.messages_stored`` names the token (the gateway stored
+        the message, or refused it).  Passed only to events objects whose
+        ``takes_ack_tokens`` is True; a session may hold acks no longer than
+        it likes (XMPP: ``ACK_HOLD_MAX``).
         """
 
     def on_contact_presence(self, presence: ContactPresence) -> None:
@@ -450,6 +457,15 @@ class Session:
         id); others may send a short notice or leave the default (501).
         """
         raise NotImplementedError
+
+    def messages_stored(self, tokens: Sequence[int]) -> None:
+        """Triggered when the gateway stored (or refused) messages ``on_message`` gave ack tokens.
+
+        Called on the session's loop, never queued: the session may now tell
+        its network they were received (XMPP: the XEP-0198 ``<a/>``).  Tokens
+        it does not know (a stream that ended since) are ignored.  Default:
+        the session gives no tokens.
+        """
 
     async def send_receipt(
         self, contact: str, message_id: str, kind: str, receipts: str = ""

@@ -152,8 +152,9 @@ def make_session(
     original_protocol: str = "xmpp",
     derived_keys: dict[str, str] | None = None,
     strangers: str = "allow",
+    events: RecordingEvents | None = None,
 ) -> tuple[Any, RecordingEvents]:
-    events = RecordingEvents()
+    events = events if events is not None else RecordingEvents()
     credentials = AccountCredentials(
         account_id=1,
         sip_user="sip:alice@127.0.0.1",

@@ -41,12 +41,14 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
 import ssl
-from collections import OrderedDict
-from typing import Any
+import time
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element, SubElement
 
 import slixmpp
@@ -89,6 +91,9 @@ from purplegw.protocols.xmpp.presence_map import (
 )
 from purplegw.protocols.xmpp.stream_parser import StreamParser, ends_between_stanzas, fresh_parser
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 logger = logging.getLogger(__name__)
 #: slixmpp's stream logger: "SEND: ..." lines go there, where log_redaction filters them.
 stream_logger = logging.getLogger(log_redaction.STREAM_LOGGER)
@@ -130,6 +135,14 @@ SM_WINDOW = 32
 #: The server's ack requests (<r/>) are answered this much later, all of them
 #: with one <a/> (docs/messaging.md, "Receive path CPU").
 SM_ACK_DELAY = 0.01
+#: A message handed on with an ack token is acknowledged to the server only
+#: once the gateway reports it stored (or refused): at most this many seconds
+#: later, then acknowledged anyway with a warning (docs/reliability.md).
+ACK_HOLD_MAX = 10.0
+SM_MAX_SEQ = 2**32  # XEP-0198 counts mod 2^32
+#: Ack tokens, unique in the process: a token of a stream that is gone never
+#: names a message of its successor.
+_ACK_TOKENS = itertools.count(1)
 
 
 class TlsVerificationError(TransientError):
@@ -217,6 +230,13 @@ class Client(slixmpp.ClientXMPP):
         self._message_class: Any = None  # _build_stanza
         #: The transport a late <a/> is owed on (delay_sm_acks), None when none is.
         self._sm_ack_due: Any = None
+        #: Messages handed on and not yet stored by the gateway, oldest first:
+        #: (token, the XEP-0198 count that includes it, since), and the tokens
+        #: released out of order.  Made on first use (most clients never hold).
+        self._held: deque[tuple[int, int, float]] | None = None
+        self._released: set[int] | None = None
+        self._acked_h = 0  # the h the server was last told (<a/>, <resume/>)
+        self._ack_short = False  # that h left out messages read before it was sent
         #: What slixmpp wrote in this turn of the loop, not yet on the
         #: transport (``send_raw``), and the callback that will write it.
         self._write_buffer: list[bytes] = []
@@ -239,6 +259,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("session_start", self._forget_stream_features)
         self.add_event_handler("session_resumed", self._compact_parser_soon)
         self.add_event_handler("session_resumed", self.shed_negotiation_handlers)
+        self.add_event_handler("sm_enabled", self._forget_held)
+        self.add_event_handler("session_resumed", self._forget_held)
         # slixmpp's own <message/> handlers only raise the "message" and
         # "message_error" events, which nothing here listens to (the session
         # has its one handler for every <message/>): two matches and, for
@@ -286,10 +308,72 @@ class Client(slixmpp.ClientXMPP):
             )
         )
 
-    def _sm_ack_requested(self, _request: Any) -> None:
+    def _sm_ack_requested(self, _request: Any = None) -> None:
         if self._sm_ack_due is None:
             self._sm_ack_due = self.transport
             self.loop.call_later(SM_ACK_DELAY, self._send_sm_ack, self.transport)
+
+    # --- acks held until the gateway stored the message (docs/reliability.md) -----
+
+    def hold_ack(self) -> int | None:
+        """Hold the server's ack of the stanza just read until ``release_acks`` names the token.
+
+        None when stream management is not on (nothing is acknowledged then).
+        """
+        sm = self.plugin["xep_0198"]
+        if not sm.enabled_in:
+            return None
+        if self._held is None:
+            self._held = deque()
+            self._released = set()
+        token = next(_ACK_TOKENS)
+        self._held.append((token, sm.handled, time.monotonic()))
+        return token
+
+    def release_acks(self, tokens: Any) -> None:
+        """The gateway stored (or refused) these messages: the server may forget them."""
+        held, released = self._held, self._released
+        if not held or released is None:
+            return  # a stream that ended since (its successor counts afresh)
+        oldest = held[0][0]
+        released.update(t for t in tokens if t >= oldest)
+        while held and held[0][0] in released:
+            released.discard(held.popleft()[0])
+        # Told less than it was asked for: tell the rest (an <a/> may come
+        # unasked; the server asks again only after its next stanza).
+        if self._ack_short and self._ack_count() != self._acked_h:
+            self._sm_ack_requested()
+
+    def _ack_count(self) -> int:
+        """The h to acknowledge: every stanza read before the oldest held message."""
+        held = self._held
+        handled = self.plugin["xep_0198"].handled
+        if not held:
+            return handled
+        stale = time.monotonic() - ACK_HOLD_MAX
+        if held[0][2] < stale:
+            dropped = 0
+            while held and held[0][2] < stale:
+                self._released.discard(held.popleft()[0])  # type: ignore[union-attr]
+                dropped += 1
+            logger.warning(
+                "%s: %d received message(s) not reported stored within %g s; "
+                "acknowledged to the server anyway",
+                self.boundjid.bare,
+                dropped,
+                ACK_HOLD_MAX,
+            )
+            if not held:
+                return handled
+        return (held[0][1] - 1) % SM_MAX_SEQ
+
+    def _forget_held(self, _event: Any) -> None:
+        """A new count starts (<enabled/>) or <resume h=.../> acknowledged all read."""
+        if self._held:
+            self._held.clear()
+            self._released.clear()  # type: ignore[union-attr]
+        self._acked_h = self.plugin["xep_0198"].handled
+        self._ack_short = False
 
     def _send_sm_ack(self, transport: Any) -> None:
         # Owed on the stream that asked: after a lost connection the count
@@ -300,8 +384,11 @@ class Client(slixmpp.ClientXMPP):
             return
         self._sm_ack_due = None
         if self.transport is transport and not transport.is_closing():
-            # What slixmpp's send_ack writes, without a stanza object.
-            self.send_raw(f"<a xmlns='{SM_NS}' h='{self.plugin['xep_0198'].handled}'/>")
+            # What slixmpp's send_ack writes, without a stanza object; h
+            # stops before the oldest message the gateway has not stored.
+            h = self._acked_h = self._ack_count()
+            self._ack_short = h != self.plugin["xep_0198"].handled
+            self.send_raw(f"<a xmlns='{SM_NS}' h='{h}'/>")
 
     def register_handler(self, handler: Any, before: Any = None, after: Any = None) -> None:
         """slixmpp's, with simple XPath matchers replaced by tag comparisons (matchers.py)."""
@@ -665,10 +752,10 @@ class XmppSession(Session):
         except Exception:
             logger.exception("on_connection_state callback failed")
 
-    def _call(self, name: str, *args: Any) -> None:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Invoke one ``SessionEvents`` callback; a bad callback never breaks the stream."""
         try:
-            getattr(self.events, name)(*args)
+            getattr(self.events, name)(*args, **kwargs)
         except Exception:
             logger.exception("%s callback failed", name)
 
@@ -1113,11 +1200,21 @@ class XmppSession(Session):
             if receipts:
                 # Kept with the queued message: the receipt is owed after a restart too.
                 args.append(receipts)
-            self._call("on_message", *args)
+            self._hand_on(args)
             return
         state = _chat_state(xml)
         if state:
             self._call("on_typing", contact, TypingState(state))
+
+    def _hand_on(self, args: list[Any]) -> None:
+        """``on_message``, with an ack token when the gateway will report it stored."""
+        # Asked per message: the gateway may start listening after the session.
+        token = self.client.hold_ack() if getattr(self.events, "takes_ack_tokens", False) else None
+        if token is None:
+            self._call("on_message", *args)
+        else:
+            # The server hears of it once the gateway stored it (messages_stored).
+            self._call("on_message", *args, ack_token=token)
 
     def _room_message(self, msg: Any, mtype: str, sender: tuple[str, str, str]) -> bool:
         """Not a contact's message (True): a room's, an occupant's, an error or a headline."""
@@ -1356,6 +1453,12 @@ class XmppSession(Session):
         condition, etype = xmpp_errors.condition_for_status(status)
         origin = self._origins.pop((jid.bare, message_id), None) if message_id else None
         self._send_error(origin or jid, message_id, condition, etype, reason)
+
+    def messages_stored(self, tokens: Sequence[int]) -> None:
+        """The gateway stored (or refused) the messages of these ack tokens (Session's)."""
+        client = self.client
+        if client is not None:
+            client.release_acks(tokens)
 
     async def send_receipt(
         self, contact: str, message_id: str, kind: str, receipts: str = ""
