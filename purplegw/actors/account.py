@@ -179,17 +179,23 @@ class _Events:
     def _current(self) -> bool:
         return self._core._generation == self._generation  # noqa: SLF001
 
+    @property
+    def takes_ack_tokens(self) -> bool:
+        """Give ``on_message`` ack tokens: a sink reports the messages stored (listener)."""
+        return listener.ack_tokens_confirmed()
+
     def on_connection_state(self, state: ConnectionState, reason: str = "") -> None:
         if self._current():
             self._core._session_state(state, reason)  # noqa: SLF001
 
-    def on_message(
+    def on_message(  # noqa: PLR0913, PLR0917 - the event's fields
         self,
         contact: str,
         text: str,
         message_id: str | None = None,
         sent_at: float | None = None,
         receipts: str = "",
+        ack_token: int | None = None,
     ) -> None:
         if self._current():
             self._core.account_status.messages_in += 1
@@ -199,6 +205,8 @@ class _Events:
                 kwargs["sent_at"] = sent_at
             if receipts:
                 kwargs["receipts"] = receipts
+            if ack_token is not None:
+                kwargs["ack_token"] = ack_token
             self._core._emit("on_message", **kwargs)  # noqa: SLF001
 
     def on_contact_presence(self, presence: ContactPresence) -> None:
@@ -383,7 +391,18 @@ class AccountCore:
 
     def request(self, op: str, args: tuple[Any, ...], reply: pykka.Future[Outcome] | None) -> None:
         """Queue or run one request; ``reply`` gets its ``Outcome``."""
+        if op == "messages_stored":
+            self._on_loop(self._messages_stored, args[0], reply)
+            return
         self._on_loop(self._accept, _Request(op, tuple(args), reply))
+
+    def _messages_stored(self, tokens: Sequence[int], reply: pykka.Future[Outcome] | None) -> None:
+        # Not a request to the network, never queued: the session that gave
+        # the tokens (if it is still the current one) may acknowledge them now.
+        if self._session is not None:
+            self._session.messages_stored(tokens)
+        if reply is not None:
+            reply.set(Outcome(200, "noted"))
 
     def status(self) -> dict[str, Any]:
         snapshot = self.account_status.as_dict()
@@ -995,6 +1014,10 @@ class AccountHandle:
     ) -> pykka.Future[Outcome]:
         """Report ``message_id`` ``delivered`` or ``displayed`` (``Session.send_receipt``)."""
         return self._request("send_receipt", contact, message_id, kind, receipts)
+
+    def messages_stored(self, tokens: tuple[int, ...]) -> OutcomeFuture:
+        """The gateway stored or refused the messages of these ack tokens (``Session``'s)."""
+        return self._request("messages_stored", tokens)
 
     # --- rooms (purplegw.protocols.base.Session, group chat) ---------------------
 

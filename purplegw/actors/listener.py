@@ -88,6 +88,7 @@ class EventSink:
         message_id: str | None,
         sent_at: float | None = None,
         receipts: str = "",
+        ack_token: int | None = None,
     ) -> None:
         """Triggered when an external contact sends the SIP user a message.
 
@@ -95,7 +96,9 @@ class EventSink:
         earlier (XEP-0203 delay, Matrix ``origin_server_ts``); ``receipts``
         what the sender asked to be told ("receipt", "markable", comma
         separated).  Both keywords are only passed when known, so sinks
-        without them keep working.
+        without them keep working.  ``ack_token`` (only while a sink
+        ``confirms_ack_tokens``): that sink calls the account handle's
+        ``messages_stored`` with it once the message is stored or refused.
         """
 
     def on_contact_presence(self, account: AccountInfo, presence: ContactPresence) -> None:
@@ -170,7 +173,7 @@ class EventSink:
 
 # Event keywords added after the first sinks were written: passed only when
 # known, and dropped for a handler that does not take them.
-_OPTIONAL_KEYWORDS = ("sent_at", "receipts", "retry_at", "gave_up")
+_OPTIONAL_KEYWORDS = ("sent_at", "receipts", "retry_at", "gave_up", "ack_token")
 
 
 @functools.cache
@@ -190,18 +193,34 @@ def _takes(handler: Any, keyword: str) -> bool:
 
 _plain_sinks: list[EventSink] = []
 _plain_lock = threading.Lock()
+# Whether a plain sink reports received messages stored (``confirms_ack_tokens``).
+_confirming = False
 
 
 def add_sink(sink: EventSink) -> None:
     """Make a plain (non-actor) object receive every event inline."""
+    global _confirming  # noqa: PLW0603 - one flag, read per received message
     with _plain_lock:
         _plain_sinks.append(sink)
+        _confirming = any(getattr(s, "confirms_ack_tokens", False) for s in _plain_sinks)
 
 
 def remove_sink(sink: EventSink) -> None:
+    global _confirming  # noqa: PLW0603
     with _plain_lock:
         if sink in _plain_sinks:
             _plain_sinks.remove(sink)
+        _confirming = any(getattr(s, "confirms_ack_tokens", False) for s in _plain_sinks)
+
+
+def ack_tokens_confirmed() -> bool:
+    """Whether a sink calls ``messages_stored`` back for the ack tokens of ``on_message``.
+
+    The gateway does (its outbox commit, or its refusal), and so does a
+    worker's forwarder to the main process's gateway.  Sessions hold their
+    network's acknowledgement of a received message only then.
+    """
+    return _confirming
 
 
 class _SinkCache:

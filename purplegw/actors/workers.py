@@ -144,6 +144,10 @@ class _StatusPusher(EventSink):
 class _Forwarder(EventSink):
     """Sends every account event of the worker to the main process."""
 
+    # The main process's gateway reports received messages stored, through
+    # the account handles' ``messages_stored`` requests.
+    confirms_ack_tokens = True
+
     def __init__(self, send: Any) -> None:
         self._send = send
 
@@ -293,6 +297,9 @@ class RemoteAccountHandle:
         self, contact: str, message_id: str, kind: str, receipts: str = ""
     ) -> OutcomeFuture:
         return self._request("send_receipt", contact, message_id, kind, receipts)
+
+    def messages_stored(self, tokens: tuple[int, ...]) -> OutcomeFuture:
+        return self._request("messages_stored", tokens)
 
     # --- rooms (purplegw.protocols.base.Session, group chat) ---------------------
 

@@ -118,6 +118,9 @@ REGISTRATION_POLL = 1.0
 
 class Gateway:
     allow = frozenset({"REGISTER", "MESSAGE", "PUBLISH", "SUBSCRIBE"})
+    # Received messages are reported stored (messaging Rule 3): sessions may
+    # hold their network's acknowledgement until then (actors.listener).
+    confirms_ack_tokens = True
 
     def __init__(  # noqa: PLR0913 - what the composition (purplegw.app) provides
         self,
@@ -460,9 +463,10 @@ class Gateway:
         message_id: str | None = None,
         sent_at: float | None = None,
         receipts: str = "",
+        ack_token: int | None = None,
     ) -> None:
         self.worker.submit(
-            partial(self.messaging.incoming, arrived=time.monotonic()),
+            partial(self.messaging.incoming, arrived=time.monotonic(), ack_token=ack_token),
             account,
             contact,
             text,

@@ -28,7 +28,11 @@ Rule 3. External -> SIP: a message is written to the outbox before anything
         (or ``[sip] outbound_proxy``, purplegw.gateway.registrar); the first
         2xx delivers it and it leaves the outbox.  One message in flight per
         conversation (user, contact): order is kept per conversation, and a
-        stuck conversation never holds back another.
+        stuck conversation never holds back another.  A message that came
+        with an ack token is reported stored (``messages_stored`` on its
+        account's handle) once its row committed, or once it was refused:
+        until then its session does not acknowledge it to the network
+        (XMPP: XEP-0198), so a crash before the commit loses nothing.
 Rule 4. Delivery outcomes towards SIP: 2xx delivered; 408, 480, 503, 504, a
         transport error transient (retried after ``RETRY_DELAYS``, at most
         ``retry_attempts`` times and ``retry_max_age`` seconds); 413/513 over
@@ -222,6 +226,7 @@ class _Received:
     report: bool = False  # written by the gateway (IMDN, failure text): nobody to bounce to
     receipts: str = ""  # what the sender asked to be told ("receipt,markable")
     arrived: float | None = None  # time.monotonic() when its account handed it on
+    ack_token: int | None = None  # its session acknowledges it once stored (Rule 3)
 
 
 @dataclass
@@ -896,17 +901,21 @@ class Messaging:
         receipts: str = "",
         *,
         arrived: float | None = None,
+        ack_token: int | None = None,
     ) -> None:
         """A message for a SIP user; ``receipts``: what its sender asked to be told.
 
         ``arrived`` (time.monotonic()) is when its account handed it on, for
         the ``outbox_write_seconds`` metric (docs/reliability.md, XEP-0198).
+        ``ack_token``: its session holds its acknowledgement to the network
+        until told the message is stored or refused (Rule 3).
         """
         if (
             self.limiter is not None
             and self.limiter.hit((account.account_id, contact), self.clock()) is not Verdict.ALLOW
         ):
             self._bounce(account, contact, message_id or "", *TOO_FAST)
+            self._stored(account, [ack_token])
             return
         if sent_at is not None and self.clock() - sent_at > DELAYED_AFTER:
             # Only a delayed message is worth CPIM's DateTime: plain phones show
@@ -918,7 +927,14 @@ class Messaging:
                 sent_at=sent_at,
             )
             received = _Received(
-                account, contact, body, CPIM, message_id or "", receipts=receipts, arrived=arrived
+                account,
+                contact,
+                body,
+                CPIM,
+                message_id or "",
+                receipts=receipts,
+                arrived=arrived,
+                ack_token=ack_token,
             )
         else:
             received = _Received(
@@ -929,10 +945,12 @@ class Messaging:
                 message_id or "",
                 receipts=receipts,
                 arrived=arrived,
+                ack_token=ack_token,
             )
         if not self._room_for(account.sip_user, len(received.body)):
             logger.warning("Outbox of %s full; message from %s refused", account.sip_user, contact)
             self._bounce(account, contact, message_id or "", *OUTBOX_FULL)
+            self._stored(account, [ack_token])
             return
         # The network already handed the message over: if the outbox cannot take
         # it now it waits in memory, behind any older one, until the store is back.
@@ -1087,6 +1105,7 @@ class Messaging:
             self.unstored.popleft()
         users: list[str] = []
         now = time.monotonic()
+        self._report_stored(batch)
         for received, seq in zip(batch, seqs, strict=True):
             if received.arrived is not None:
                 metrics.outbox_written(now - received.arrived)
@@ -1103,6 +1122,26 @@ class Messaging:
             self.flush(sip_user)
         if self.unstored and self._store_timer is None:
             self._store_incoming()  # what arrived while this commit ran
+
+    def _report_stored(self, batch: list[_Received]) -> None:
+        """The rows of ``batch`` committed: their sessions may acknowledge them (Rule 3)."""
+        tokens: dict[tuple[str, str], tuple[Account, list[int | None]]] = {}
+        for received in batch:
+            if received.ack_token is not None:
+                account = received.account
+                key = (account.sip_user, account.protocol)
+                tokens.setdefault(key, (account, []))[1].append(received.ack_token)
+        for account, held in tokens.values():
+            self._stored(account, held)
+
+    def _stored(self, account: Account, tokens: list[int | None]) -> None:
+        """Its session may acknowledge these messages to the network now (Rule 3)."""
+        held = tuple(t for t in tokens if t is not None)
+        if not held:
+            return
+        handle = self.directory.get(account.sip_user, account.protocol)
+        if handle is not None:  # gone: its stream went with it
+            handle.messages_stored(held)
 
     def _not_stored(self, error: BaseException | None) -> None:
         if not isinstance(error, StoreError):

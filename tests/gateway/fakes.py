@@ -154,6 +154,9 @@ class Handle:
     def bounce(self, contact: str, message_id: str, status: int, reason: str) -> OutcomeFuture:
         return self._op("bounce", contact, message_id, status, reason)
 
+    def messages_stored(self, tokens: tuple[int, ...]) -> OutcomeFuture:
+        return self._op("messages_stored", tokens)
+
     def send_receipt(
         self, contact: str, message_id: str, kind: str, receipts: str = ""
     ) -> OutcomeFuture:

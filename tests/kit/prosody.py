@@ -99,7 +99,7 @@ authentication = "{authentication}"
 storage = "internal"
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
-smacks_hibernation_time = 120
+smacks_hibernation_time = {hibernation}
 limits = {{ c2s = {{ rate = "100mb/s" }} }}
 gc = {{ mode = "{lua_gc}" }}
 certificates = "{run_dir}/certs"
@@ -190,8 +190,11 @@ class Prosody:
         scram_iterations: int = 4096,
         lua_gc: str = "generational",
         muc: bool = False,
+        hibernation: int = 120,
     ) -> None:
+        """``hibernation``: seconds a dropped stream-managed session waits for resumption."""
         self.domain = domain
+        self.hibernation = hibernation
         self.muc = muc
         self.host = host
         self.port = port or free_port("tcp", host)
@@ -230,6 +233,7 @@ class Prosody:
                     domain=self.domain,
                     log_level=self.log_level,
                     lua_gc=self.lua_gc,
+                    hibernation=self.hibernation,
                     authentication="internal_hashed" if self.hashed else "internal_plain",
                 )
                 + (MUC_TEMPLATE.format(domain=self.domain) if self.muc else "")
