@@ -540,7 +540,7 @@ def main() -> None:  # noqa: C901, PLR0915
             f"{ratio:>5.2f}"
         )
     if window:
-        print(f"XMPP->SIP: received message to outbox commit (XEP-0198 exposure window): {window}")
+        print(f"XMPP->SIP: received message to outbox commit (XEP-0198 ack held): {window}")
     for direction in ("SIP->XMPP", "XMPP->SIP"):
         clean = [o for d, o, _ in rows if d == direction and o["lost"] == 0]
         best = max(clean, key=lambda o: o["rate"]) if clean else None
