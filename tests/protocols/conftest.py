@@ -10,6 +10,8 @@ from tests.kit.binaries import missing_peer
 from tests.kit.ngircd import Ngircd, ngircd_binary
 from tests.kit.tinyproxy import tinyproxy_binary
 
+from .xmpp_harness import LoopThread
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -22,6 +24,14 @@ def require_ngircd() -> None:
 def require_tinyproxy() -> None:
     if tinyproxy_binary() is None:
         missing_peer("tinyproxy", "tinyproxy")
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[LoopThread]:
+    """An asyncio loop in its own thread, as the account actors' shared loop (one per module)."""
+    thread = LoopThread()
+    yield thread
+    thread.close()
 
 
 @pytest.fixture(scope="session")

@@ -42,13 +42,6 @@ def synapse() -> Synapse:
     return shared_synapse()
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
-
-
 def make_session(
     loop: LoopThread,
     server: Synapse,

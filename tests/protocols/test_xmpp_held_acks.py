@@ -84,13 +84,6 @@ class Acks:
         return self.snapshot()
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
-
-
 @pytest.fixture
 def pair(loop: LoopThread, prosody: Prosody) -> Iterator[tuple[Any, TokenEvents, XmppPeer, str]]:
     """alice (the session, tokens on) and bob (a plain client), fresh accounts."""

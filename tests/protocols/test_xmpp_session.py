@@ -26,23 +26,14 @@ from purplegw.protocols.xmpp.session import SM_WINDOW, Client, TlsVerificationEr
 from tests.kit.ports import free_port
 from tests.kit.xmpp_peer import XmppPeer
 
-from .xmpp_harness import LoopThread, make_session
+from .xmpp_harness import make_session
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from tests.kit.prosody import Prosody
 
 pytestmark = pytest.mark.timeout(120)
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture
