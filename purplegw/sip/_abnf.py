@@ -61,7 +61,7 @@ HOSTPORT_RE = re.compile(rf"({HOST})(?::([0-9]{{1,5}}))?")
 # generic-param = token [ EQUAL gen-value ]
 # EQUAL = SWS "=" SWS ; SEMI = SWS ";" SWS
 GEN_VALUE = rf"(?:{TOKEN}|{IPV6_REFERENCE}|{QUOTED_STRING})"
-SEMI_PARAM_RE = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?")
+SEMI_PARAM_RE: re.Pattern[str] = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?")
 # *( SEMI generic-param ) validated in one go, items then taken with findall
 GENERIC_PARAMS = rf"(?:{SWS};{SWS}{TOKEN}(?:{SWS}={SWS}{GEN_VALUE})?)*+"
 GENERIC_PARAMS_RE = re.compile(rf"{GENERIC_PARAMS}{SWS}")
@@ -148,7 +148,7 @@ DIGITS_RE = re.compile(r"[0-9]++")
 # name-addr around it.  Anything else goes through NAME_ADDR_RE + parse_uri.
 #   1 quoted display, 2 token display, 3 scheme, 4 user, 5 password, 6 host,
 #   7 port, 8 uri-parameters, 9 header params
-NAME_ADDR_SIP_RE = re.compile(
+NAME_ADDR_SIP_RE: re.Pattern[str] = re.compile(
     rf"({QUOTED_STRING})?{SWS}((?:{TOKEN}{SWS})*+)<(sips?):"
     rf"(?:({USER})(?::({PASSWORD}))?@)?({HOST})(?::([0-9]{{1,5}}))?({URI_PARAMS})>"
     rf"({GENERIC_PARAMS}){SWS}"

@@ -398,7 +398,7 @@ class Headers:
         """
         if table is None:
             table = _PLAIN_TABLE
-        self = cls.__new__(cls)
+        self = cls()
         cache: dict[str, Any] = {}
         self._cache = cache
         items: list[tuple[str, str, str]] = []
@@ -491,9 +491,9 @@ class Headers:
         return [(name, value) for _, name, value in self._items]
 
     def copy(self) -> Headers:
-        new = Headers.__new__(Headers)
-        new._items = list(self._items)  # noqa: SLF001 - a copy of its own class
-        new._cache = dict(self._cache)  # noqa: SLF001 - same
+        new = Headers()
+        new._items = list(self._items)
+        new._cache = dict(self._cache)
         return new
 
     def __eq__(self, other: object) -> bool:

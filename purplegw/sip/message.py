@@ -268,7 +268,7 @@ def make_response(  # noqa: C901, PLR0912, PLR0913 - RFC 3261 8.2.6 copies each 
     items += rest
     if routes and 200 <= status < 300 and request.method in DIALOG_CREATING_METHODS:
         items.extend(routes)
-    out = Headers.__new__(Headers)
+    out = Headers()
     out._items = items  # noqa: SLF001
     out._cache = {}  # noqa: SLF001
     for name, value in headers:

@@ -270,12 +270,13 @@ class ServerTransaction(_Machine):
 
     def __init__(
         self,
-        request: Request,
+        request: Request | None,
         destination: Address | None,
         *,
         reliable: bool = False,
         timers: Timers | None = None,
     ) -> None:
+        # None: a wire-form one revived in Completed (TransactionLayer.server)
         # _Machine.__init__, inline: one of these is built for every request
         self.state = TRYING
         self.reliable = reliable
@@ -442,15 +443,10 @@ class TransactionLayer:
             entry = self.completed.pop(key)
             data = entry[0]
             destination = (entry[1], entry[2]) if len(entry) == 3 else None
-            txn = ServerTransaction.__new__(ServerTransaction)
-            _Machine.__init__(txn, reliable=False, timers=self.timers)
+            txn = ServerTransaction(None, destination, timers=self.timers)
             txn.state = COMPLETED
-            txn.request = None
-            txn.destination = destination
             txn.last_response = data
-            txn.tu_deadline = False
             txn.key = key
-            txn.context = None
             self.servers[key] = txn
         return txn
 
