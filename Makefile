@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 # editable, install) in its own virtualenv, reinstalled when a source changes,
 # so that it runs only what a wheel ships; the test virtualenv stays editable.
 RUN_VENV ?= .venv-run
-PACKAGE_FILES := setup.py MANIFEST.in $(shell find purplegw -type f -not -name '*.pyc')
+PACKAGE_FILES := setup.py MANIFEST.in $(shell find purplegw -type f -not -name '*.pyc' -not -name '*.so')
 # Empty: the defaults the package carries (the same text as etc/purplegw.toml).
 CONFIG ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
@@ -24,12 +24,27 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# The test virtualenv runs the SIP core compiled, as a normal install does
+# where a C compiler is found (setup.py, COMPILED): PURPLEGW_COMPILE=1 makes a
+# failed compile an error here instead of a quiet pure-Python fallback.  The
+# editable install puts the compiled modules next to their sources, so they are
+# rebuilt whenever a source of the SIP core changes (tests/conftest.py refuses
+# to run on stale ones).  The installs that only bring dependencies skip the
+# compile: one compile per change, in .compiled.
+COMPILED_SOURCES := $(wildcard purplegw/sip/*.py)
+$(VENV)/.installed $(VENV)/.installed-test $(VENV)/.installed-fuzz: export PURPLEGW_COMPILE = 0
+$(VENV)/.compiled: export PURPLEGW_COMPILE = 1
+
 $(VENV)/.installed: $(VENV)/bin/python setup.py
 	$(PY) -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed setup.py
 	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.compiled: $(VENV)/.installed-test $(COMPILED_SOURCES)
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 $(RUN_VENV)/.installed: $(PACKAGE_FILES)
@@ -53,7 +68,7 @@ check-wheel: test-deps
 test-deps:
 	sh scripts/install-test-peers.sh
 
-test: test-deps $(VENV)/.installed-test
+test: test-deps $(VENV)/.compiled
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The same three commands as .pre-commit-config.yaml; the settings are in pyproject.toml.
@@ -62,7 +77,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-$(VENV)/.installed-fuzz: $(VENV)/.installed-test setup.py
+$(VENV)/.installed-fuzz: $(VENV)/.compiled setup.py
 	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris unavailable: the seeded random engine fuzzes instead"
 	touch $@
 
@@ -73,8 +88,9 @@ fuzz: $(VENV)/.installed-fuzz
 # make attack ATTACK_SCALE=10: the hostile-peer tests (docs/reliability.md,
 # "Hostile input") with every flood ATTACK_SCALE times its CI size
 ATTACK_SCALE ?= 10
-attack: test-deps $(VENV)/.installed-test
+attack: test-deps $(VENV)/.compiled
 	PURPLEGW_ATTACK_SCALE=$(ATTACK_SCALE) $(PY) -m pytest -p no:cacheprovider tests/hostile tests/protocols/test_irc_hostile.py
 
 clean:
-	rm -rf $(VENV) $(RUN_VENV) var build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(RUN_VENV) var build dist *.egg-info .pytest_cache purplegw_sipcore__mypyc.*.so
+	find purplegw -name '*.so' -delete

@@ -1,11 +1,84 @@
 """purplegw: a SIP <-> instant-messaging and presence gateway."""
 
+import os
 import re
+import shutil
+import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
+
+# The SIP core's per-request path (parse, headers, URIs, transactions,
+# responses) compiled to C with mypyc: the same typed source, about 0.6x the
+# CPU per request of the interpreted modules (docs/sip-front.md, "Compiled
+# SIP core").  PURPLEGW_COMPILE=auto (the default) compiles when mypyc, a C
+# compiler and Python's headers are there and installs the pure-Python
+# modules otherwise; 1 requires the compiled build, 0 skips it.  The
+# modules must stay mypyc-clean: no class of theirs subclassed outside them,
+# no ``cls.__new__`` tricks (tests/test_compiled.py).
+COMPILED = [
+    f"purplegw/sip/{name}.py"
+    for name in ("_abnf", "actions", "headers", "message", "parser", "rport", "transaction", "uri")
+]
+COMPILE = os.environ.get("PURPLEGW_COMPILE", "auto").strip().lower()
+
+
+def compiled_extensions() -> list:
+    """mypyc's extensions for ``COMPILED``, or none (a pure-Python install)."""
+    if COMPILE in {"0", "no", "false"}:
+        return []
+    required = COMPILE in {"1", "yes", "true"}
+    missing = []
+    try:
+        from mypyc.build import mypycify  # noqa: PLC0415 - only when compiling
+    except ImportError:
+        missing.append("mypyc (pip install mypy)")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        missing.append("Python's C headers (Debian: python3-dev)")
+    compiler = sysconfig.get_config_var("CC") or "cc"
+    if shutil.which(compiler.split()[0]) is None:
+        missing.append(f"a C compiler ({compiler.split()[0]})")
+    if missing:
+        if required:
+            sys.exit(f"PURPLEGW_COMPILE=1 but missing: {', '.join(missing)}")
+        print(  # noqa: T201 - setup.py talks to the person installing
+            f"purplegw: installing the pure-Python SIP core (missing {', '.join(missing)})",
+            file=sys.stderr,
+        )
+        return []
+    try:
+        return mypycify(COMPILED, opt_level="3", group_name="purplegw_sipcore")
+    except (Exception, SystemExit) as exc:  # mypyc's type check failed: install pure in auto
+        if required:
+            raise
+        print(  # noqa: T201
+            f"purplegw: mypyc refused the SIP core ({exc}); installing pure Python",
+            file=sys.stderr,
+        )
+        return []
+
+
+class BuildExt(build_ext):
+    """In ``auto`` mode a failed compile leaves the pure-Python modules installed."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # any compiler failure means "install pure"
+            if COMPILE in {"1", "yes", "true"}:
+                raise
+            for output in self.get_outputs():
+                Path(output).unlink(missing_ok=True)
+            print(  # noqa: T201
+                f"purplegw: compiling the SIP core failed ({exc}); installing pure Python",
+                file=sys.stderr,
+            )
+
+
 VERSION = re.search(
     r'^__version__ = "([^"]+)"', (HERE / "purplegw" / "__init__.py").read_text(), re.MULTILINE
 ).group(1)
@@ -21,6 +94,8 @@ setup(
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["purplegw", "purplegw.*"]),
+    ext_modules=compiled_extensions(),
+    cmdclass={"build_ext": BuildExt},
     # Everything the gateway reads at run time is package data, so that a
     # wheel or sdist install runs without the source tree (scripts/check-wheel.sh).
     # MANIFEST.in lists the same files for the sdist, plus etc/, docs/ and tests/.

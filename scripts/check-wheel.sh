@@ -18,8 +18,10 @@ esac
 
 python3 -m venv "$work/tools"
 "$work/tools/bin/python" -m pip install -q build
-"$work/tools/bin/python" -m build --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 \
-    || { tail -n 40 "$work/build.log" >&2; exit 1; }
+# The wheel with the SIP core compiled by mypyc (setup.py, COMPILED), as a
+# machine with a C compiler builds it; =1: a failed compile fails here.
+PURPLEGW_COMPILE=1 "$work/tools/bin/python" -m build --outdir "$work/dist" "$repo" \
+    >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; exit 1; }
 ls "$work/dist"
 
 python3 -m venv "$work/venv"
@@ -27,6 +29,12 @@ python3 -m venv "$work/venv"
 cd "$work"
 # The installed copy, not the source tree, is what runs below.
 "$work/venv/bin/python" -c 'import purplegw, sys; sys.exit("/site-packages/" not in purplegw.__file__)'
+# ... and its SIP core is the compiled one; the sdist carries no built file.
+"$work/venv/bin/python" -c 'import purplegw.sip.parser as p, sys; sys.exit(not p.__file__.endswith(".so"))'
+if tar -tzf "$work"/dist/purplegw-*.tar.gz | grep -E '\.(so|c)$'; then
+    echo "check-wheel: the sdist carries built files" >&2
+    exit 1
+fi
 "$work/venv/bin/python" "$repo/scripts/smoke_installed.py" "$work/venv/bin/purplegw" "$work"
 # The shipped systemd unit, starting the purplegw this wheel installed.
 sh "$repo/scripts/verify-unit.sh" "$repo/etc/purplegw.service" "$work/venv/bin/purplegw"

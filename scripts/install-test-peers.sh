@@ -20,6 +20,11 @@ check openssl /usr/bin/openssl openssl
 # systemd-analyze verify of etc/purplegw.service (scripts/verify-unit.sh)
 check systemd-analyze /usr/bin/systemd-analyze systemd
 check prometheus /usr/bin/prometheus prometheus
+# The test virtualenv compiles the SIP core with mypyc (setup.py, COMPILED):
+# a C compiler and the headers of the python3 that builds it.
+check cc /usr/bin/cc gcc
+python3 -c 'import pathlib, sys, sysconfig; sys.exit(not (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").is_file())' \
+    || need="$need python3-dev"
 
 # Synapse (Matrix homeserver) comes from PyPI with many pinned dependencies of
 # its own: its own virtualenv, never the project's (tests/kit/synapse.py uses it).

@@ -24,6 +24,7 @@ from purplegw.store import (
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from tests.kit.binaries import missing_peer
+from tests.kit.compiled import stale_compiled_modules
 from tests.kit.mariadb import MariaDB, mariadb_binaries
 from tests.kit.prosody import Prosody, prosody_binary
 from tests.kit.tally import REPORT
@@ -100,7 +101,10 @@ def store(db_url: str, key_file: Path) -> Iterator[Store]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Byte-compile the package and the test kit once, for the processes the suite starts.
+    """Refuse stale compiled modules; byte-compile the package and the test kit once.
+
+    An editable install's compiled SIP core (setup.py) shadows its sources:
+    run on sources edited since, the suite would test the old code.
 
     With PYTHONDONTWRITEBYTECODE set (as on CI) every daemon, worker and
     command would compile purplegw's sources again: 0.1-0.2 s of CPU each,
@@ -109,6 +113,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     import compileall
 
     root = Path(__file__).resolve().parents[1]
+    stale = stale_compiled_modules(root)
+    if stale:
+        pytest.exit(
+            f"the compiled SIP core is older than {', '.join(stale)}: rebuild it "
+            "(make test does; or .venv/bin/pip install --no-deps -e .)",
+            returncode=4,
+        )
     for package in (root / "purplegw", root / "tests" / "kit"):
         compileall.compile_dir(package, quiet=2)
 
