@@ -16,7 +16,9 @@ the p50/p99 response times at that rate (sipp's -trace_rtt, 1 ms
 resolution), and the ratio purplegw / Kamailio (bar 0.5, target 0.8).
 
 ``--against REV`` checks REV (default: ``main`` where this branch left it) out
-into a temporary git worktree and runs its front as a third server in the same
+into a temporary git worktree (never compiled: ``--against HEAD`` in a tree
+built with mypyc compares the compiled SIP core with the same source
+interpreted) and runs its front as a third server in the same
 lock-step ramp, so a change is judged against its own baseline on the same
 machine at the same time; ``--repeat N`` runs the ramp N times and reports the
 median of each column.
@@ -183,6 +185,11 @@ def ramp(
     return best
 
 
+def core_kind(tree: Path) -> str:
+    """``compiled`` when the tree holds mypyc's build of the SIP core (setup.py), else ``pure``."""
+    return "compiled" if any((tree / "purplegw" / "sip").glob("parser.*.so")) else "pure"
+
+
 def start_front(script: Path, port: int, prefix: tuple[str, ...], cpu: int) -> subprocess.Popen:
     """A front of the tree holding ``script`` (its bench/sip_front.py --serve), on ``cpu``."""
     proc = subprocess.Popen(
@@ -248,7 +255,7 @@ def print_table(rows: list[dict], title: str) -> None:
     print()
     print(title)
     print(
-        f"{'server':18} {'rate/s':>8} {'achieved/s':>11} {'p50 ms':>7} {'p99 ms':>7}"
+        f"{'server':28} {'rate/s':>8} {'achieved/s':>11} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'cpu us/req':>11} {'vs kamailio':>12} {'cpu vs kam':>11}"
     )
     ref = rows[-1]
@@ -259,7 +266,7 @@ def print_table(rows: list[dict], title: str) -> None:
         # the CPU cost per request says how far each server could go alone
         by_cpu = ratio(ref["cpu_us"], row["cpu_us"])
         print(
-            f"{row['name']:18} {row['rate']:8.0f} {row['achieved']:11.0f} {row['p50']:7.0f}"
+            f"{row['name']:28} {row['rate']:8.0f} {row['achieved']:11.0f} {row['p50']:7.0f}"
             f" {row['p99']:7.0f} {row['cpu_us']:11.1f} {by_rate:12.2f} {by_cpu:11.2f}"
         )
 
@@ -311,13 +318,14 @@ def main() -> int:  # noqa: PLR0915, C901 - a linear script
     # server core would otherwise decide the result; sipp stays a normal process.
     prefix = ("chrt", "-f", "10") if args.realtime else ()
     cfg = (ROOT / "bench" / "kamailio" / "sl_reply.cfg").read_text()
-    fronts: dict[str, Path] = {"purplegw": Path(__file__).resolve()}
+    fronts: dict[str, Path] = {f"purplegw ({core_kind(ROOT)})": Path(__file__).resolve()}
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="purplegw-bench-") as tmp:
         old_tree = Path(tmp) / "against"
         if args.against is not None:
             short = checkout(args.against or branch_point(), old_tree)
-            fronts[f"purplegw@{short}"] = old_tree / "bench" / "sip_front.py"
+            name = f"purplegw@{short} ({core_kind(old_tree)})"
+            fronts[name] = old_tree / "bench" / "sip_front.py"
         try:
             servers: dict[str, tuple[int, int]] = {}
             for name, script in fronts.items():
