@@ -28,10 +28,10 @@ $(VENV)/bin/python:
 # where a C compiler is found (setup.py, COMPILED): PURPLEGW_COMPILE=1 makes a
 # failed compile an error here instead of a quiet pure-Python fallback.  The
 # editable install puts the compiled modules next to their sources, so they are
-# rebuilt whenever a source of the SIP core changes (tests/conftest.py refuses
+# rebuilt whenever a source of the SIP core or front changes (tests/conftest.py refuses
 # to run on stale ones).  The installs that only bring dependencies skip the
 # compile: one compile per change, in .compiled.
-COMPILED_SOURCES := $(wildcard purplegw/sip/*.py)
+COMPILED_SOURCES := $(wildcard purplegw/sip/*.py purplegw/actors/front/*.py)
 $(VENV)/.installed $(VENV)/.installed-test $(VENV)/.installed-fuzz: export PURPLEGW_COMPILE = 0
 $(VENV)/.compiled: export PURPLEGW_COMPILE = 1
 

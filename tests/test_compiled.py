@@ -26,10 +26,7 @@ def compiled_list() -> list[str]:
     """setup.py's COMPILED, read from its source (running setup.py would build)."""
     for node in ast.walk(ast.parse((REPO / "setup.py").read_text())):
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
-            comp = node.value
-            assert isinstance(comp, ast.ListComp)
-            names = ast.literal_eval(comp.generators[0].iter)
-            return sorted(f"purplegw/sip/{name}.py" for name in names)
+            return sorted(ast.literal_eval(node.value))
     raise AssertionError("setup.py has no COMPILED list")
 
 

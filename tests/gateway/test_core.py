@@ -6,17 +6,17 @@ import contextlib
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from purplegw.actors.front.transport import Source
 from purplegw.actors.state import Outcome
 from purplegw.gateway import Gateway, GatewaySettings
 from purplegw.protocols.base import ConnectionState
 from purplegw.store.sendq import PendingSend
 from tests.gateway.fakes import Directory, FakeFront, Handle, InlineWorker
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from purplegw.actors.front.transport import Source
     from purplegw.sip.message import Response
 
 USER = "alice@sip.test"
@@ -109,7 +109,7 @@ def rig(worker: InlineWorker) -> tuple[Gateway, SimpleNamespace, Handle]:
 
 
 def source() -> Source:
-    return Source("udp", "127.0.0.1", 5070, SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
+    return udp_source()
 
 
 def test_requests_and_events_only_submit_and_the_worker_runs_them() -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from purplegw.actors.front.transport import Source
 from purplegw.exceptions import StoreError
 from purplegw.gateway import Gateway, GatewaySettings
 from purplegw.gateway.forwarding import FORWARD_TIMEOUT, parse_advertise
 from purplegw.sip.message import Response, make_response
 from tests.gateway.fakes import Directory, FakeFront, Handle, InlineWorker
 from tests.gateway.test_core import Outbox, SendQueue
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
+
+if TYPE_CHECKING:
+    from purplegw.actors.front.transport import Source
 
 USER = "alice@sip.test"
 GW1 = ("127.0.0.11", 5071)  # the owner
@@ -78,7 +80,7 @@ def rig(
 
 
 def source(host: str = "127.0.0.1", port: int = 5090) -> Source:
-    return Source("udp", host, port, SimpleNamespace(sent_by=f"{GW2[0]}:{GW2[1]}"), None)  # type: ignore[arg-type]
+    return udp_source(host, port, sent_by=f"{GW2[0]}:{GW2[1]}")
 
 
 def message(user: str = USER, **kwargs: Any) -> Any:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from purplegw.actors.front.transport import Source
 from purplegw.actors.listener import AccountInfo
 from purplegw.actors.worker import Worker
 from purplegw.exceptions import StoreError
@@ -36,7 +35,7 @@ from purplegw.store import (
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.outbox import QueuedMessage
 from purplegw.store.upgrades import run_upgrades
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -145,7 +144,7 @@ def test_sip_request_while_the_store_is_down_is_answered_503_at_once(
     gateway: Gateway,
 ) -> None:
     Outage(store.db).begin()
-    source = Source("udp", "127.0.0.1", 5070, SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
+    source = udp_source()
     for method, ruri, header in (
         ("MESSAGE", "sip:bob@example.org", "Proxy-Authorization"),
         ("REGISTER", "sip:sip.test", "Authorization"),

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
 
-from purplegw.actors.front.transport import Source
 from purplegw.gateway.identity import Identity, Refused
 from purplegw.gateway.settings import GatewaySettings
 from purplegw.store.users import SipUser, md5_ha1
 from tests.gateway.fakes import Clock
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
 
 if TYPE_CHECKING:
+    from purplegw.actors.front.transport import Source
     from purplegw.sip.message import Request
 
 REALM = "sip.test"
@@ -31,8 +30,7 @@ class Users:
 
 
 def source(host: str) -> Source:
-    listener = SimpleNamespace(sent_by="127.0.0.1:5060")
-    return Source("udp", host, 5070, listener, None)  # type: ignore[arg-type]
+    return udp_source(host)
 
 
 def identity(**settings: object) -> tuple[Identity, Clock]:

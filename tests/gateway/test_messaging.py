@@ -8,12 +8,10 @@ real SQLite database.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from purplegw.actors.front.transport import Source
 from purplegw.actors.state import Outcome
 from purplegw.gateway import messaging as messaging_module
 from purplegw.gateway.addressing import AddressBook
@@ -35,11 +33,13 @@ from purplegw.store import (
 from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from tests.gateway.fakes import Clock, Directory, FakeFront, Handle, InlineWorker
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from purplegw.actors.front.transport import Source
 
 USER = "alice@sip.test"
 BOB = "bob@example.org"
@@ -62,8 +62,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def source(port: int = 5070) -> Source:
-    listener = SimpleNamespace(sent_by="127.0.0.1:5060")
-    return Source("udp", "127.0.0.1", port, listener, None)  # type: ignore[arg-type]
+    return udp_source(port=port)
 
 
 class Rig:

@@ -9,12 +9,10 @@ the test says so, and account handles record what they are asked.
 from __future__ import annotations
 
 import csv
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from purplegw.actors.front.transport import Source
 from purplegw.gateway import Gateway, GatewaySettings, PresenceSettings
 from purplegw.gateway.presence import CSEQ_BLOCK
 from purplegw.presence import ContactPresence, Presence, Status
@@ -34,7 +32,7 @@ from purplegw.store.crypto import generate_key_file
 from purplegw.store.upgrades import run_upgrades
 from tests.gateway.fakes import Clock, Directory, FakeFront, Handle, InlineWorker
 from tests.kit.corpus import corpus_dir
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -115,8 +113,7 @@ class Rig:
 
     def request(self, request: Request, port: int = 5070) -> Response:
         replies: list[Response] = []
-        listener = SimpleNamespace(sent_by="127.0.0.1:5060")
-        source = Source("udp", "127.0.0.1", port, listener, None)  # type: ignore[arg-type]
+        source = udp_source(port=port)
         self.gateway.handle(request, source, replies.append)
         assert len(replies) == 1, replies
         return replies[0]

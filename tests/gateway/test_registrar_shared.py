@@ -5,11 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from purplegw.actors.front.transport import Source
 from purplegw.gateway.identity import Identity
 from purplegw.gateway.registrar import PENDING_WINDOW, Registrar
 from purplegw.gateway.settings import GatewaySettings
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
 
 if TYPE_CHECKING:
     from purplegw.store import Store
@@ -80,7 +79,7 @@ def register(reg: Registrar, port: int, expires: int = 600, cseq: int = 1) -> in
         cseq=cseq,
         extra=[("Contact", f"<sip:alice@127.0.0.1:{port}>"), ("Expires", str(expires))],
     )
-    source = Source("udp", "127.0.0.1", port, SimpleNamespace(sent_by="x"), None)  # type: ignore[arg-type]
+    source = udp_source(port=port)
     return reg.register(request, source).status
 
 

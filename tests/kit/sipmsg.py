@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
+from purplegw.actors.front.transport import Listener, Source, parse_listen
 from purplegw.sip.headers import Headers
 from purplegw.sip.message import Request, serialize
 from purplegw.sip.uri import parse_uri
@@ -12,7 +13,7 @@ from purplegw.sip.uri import parse_uri
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["make_request", "request_bytes"]
+__all__ = ["make_request", "request_bytes", "udp_source"]
 
 _counter = itertools.count(1)
 
@@ -50,3 +51,14 @@ def make_request(  # a builder's job is to take many knobs
 
 def request_bytes(method: str = "MESSAGE", **kwargs: object) -> bytes:
     return serialize(make_request(method, **kwargs))  # type: ignore[arg-type]
+
+
+def udp_source(
+    host: str = "127.0.0.1", port: int = 5070, sent_by: str = "127.0.0.1:5060"
+) -> Source:
+    """Where a request handed to the gateway came from: a UDP peer, our listener at ``sent_by``.
+
+    A real (unbound) ``Listener``: the front is compiled by mypyc, which checks
+    the type of what it is given.
+    """
+    return Source("udp", host, port, Listener(parse_listen(f"udp:{sent_by}")), None)

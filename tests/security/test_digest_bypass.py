@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from purplegw.actors.front.transport import Source
 from purplegw.gateway import Gateway, GatewaySettings
 from purplegw.store import Database, Tables, UserRepository
 from purplegw.store.upgrades import run_upgrades
 from tests.gateway.fakes import InlineWorker
 from tests.kit.gateway import GatewayProcess
 from tests.kit.raw_ua import RawUA
-from tests.kit.sipmsg import make_request
+from tests.kit.sipmsg import make_request, udp_source
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -467,7 +466,7 @@ def _register(gateway: Gateway, auth: str | None = None) -> Response:
         extra=extra,
     )
     replies: list[Response] = []
-    source = Source("udp", "127.0.0.1", 5070, SimpleNamespace(sent_by="127.0.0.1:5060"), None)  # type: ignore[arg-type]
+    source = udp_source()
     gateway.handle(request, source, replies.append)  # the worker is the test thread
     assert len(replies) == 1
     return replies[0]

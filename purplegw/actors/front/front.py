@@ -212,7 +212,7 @@ class SipFront:
         self.timers = TimerService(self.loop)
         # every server and client transaction of the front, nowhere else
         self.layer = TransactionLayer(self.timer_values)
-        self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None
         # Calls from other threads, run in one loop callback per burst (call_in_loop).
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._calls_scheduled = False
@@ -242,16 +242,22 @@ class SipFront:
         self._limit_logged_at = 0.0
         self._allow_for: frozenset[str] | None = None
         self._allow_text = ""
-        # one bound method for every timer: no per-timer closure for the GC to track
-        self._server_timer_fired = self._server_timer_fired  # type: ignore[method-assign]
-        self._sweep_completed = self._sweep_completed  # type: ignore[method-assign]
         # timer J of the wire-form Completed transactions: (deadline, key) in the
         # order they were answered. They all wait the same 64*T1, so they run out
         # in that order too: one deque entry each and one TimerService timer for
         # the head, instead of a heap entry and a timer per request
         self._expiring: deque[tuple[float, TransactionKey]] = deque()
         self._expiring_delay = 0.0
-        self._client_timer_fired = self._client_timer_fired  # type: ignore[method-assign]
+        # One bound method for every timer, not one per timer for the GC to track.
+        # Declared attributes (compiled by mypyc, SipFront cannot be patched
+        # otherwise): a test breaks one step through them.
+        self._on_server_timer: Callable[[tuple[TransactionKey, str]], None] = (
+            self._server_timer_fired
+        )
+        self._on_sweep: Callable[[object], None] = self._sweep_completed
+        self._on_client_timer: Callable[[tuple[TransactionKey, str]], None] = (
+            self._client_timer_fired
+        )
 
     # ---- lifecycle ------------------------------------------------------
 
@@ -265,8 +271,10 @@ class SipFront:
         return [listener.listen_string for listener in self.transports.listeners]
 
     def start(self, timeout: float = 10.0) -> SipFront:
-        self._thread = threading.Thread(target=self._run, name="purplegw-sip-front", daemon=True)
-        self._thread.start()
+        self._loop_thread = threading.Thread(
+            target=self._run, name="purplegw-sip-front", daemon=True
+        )
+        self._loop_thread.start()
         future = asyncio.run_coroutine_threadsafe(self._start_listeners(), self.loop)
         try:
             future.result(timeout)
@@ -288,7 +296,7 @@ class SipFront:
             await self.transports.listen(spec)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
+        if self._loop_thread is None:
             return
         if self.loop.is_running():
             future = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
@@ -297,8 +305,8 @@ class SipFront:
             except Exception:
                 logger.exception("SIP front shutdown")
             self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
-        self._thread = None
+        self._loop_thread.join(timeout)
+        self._loop_thread = None
         self.loop.close()
         logger.info("SIP front stopped")
 
@@ -325,7 +333,7 @@ class SipFront:
         From the loop thread itself it is queued too, not run inline: a router
         that sends a NOTIFY while handling a SUBSCRIBE must see its 202 leave first.
         """
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._loop_thread:
             self.loop.call_soon(fn, *args)
             return
         # One wake-up per burst: each call_soon_threadsafe writes the loop's
@@ -583,9 +591,7 @@ class SipFront:
                 self._send_server(txn, action.message, action.destination)
             elif isinstance(action, StartTimer):
                 if not (action.name == "timer_j" and self._expire_in_order(txn, action.seconds)):
-                    self.timers.start(
-                        (txn.key, action.name), action.seconds, self._server_timer_fired
-                    )
+                    self.timers.start((txn.key, action.name), action.seconds, self._on_server_timer)
             elif isinstance(action, CancelTimer):
                 self.timers.cancel((txn.key, action.name))
             elif isinstance(action, DeliverToTU):
@@ -650,14 +656,14 @@ class SipFront:
         self._expiring_delay = seconds
         expiring.append((self.loop.time() + seconds, txn.key))
         if len(expiring) == 1:
-            self.timers.start(_SWEEP, seconds, self._sweep_completed)
+            self.timers.start(_SWEEP, seconds, self._on_sweep)
         return True
 
     def _sweep_completed(self, _key: object) -> None:
         """Timer J of every queued transaction whose deadline has passed, then re-arm."""
         expiring = self._expiring
         now = self.loop.time()
-        fired = self._server_timer_fired
+        fired = self._on_server_timer
         while expiring and expiring[0][0] <= now:
             key = expiring.popleft()[1]
             try:
@@ -666,7 +672,7 @@ class SipFront:
                 # as in TimerService: one broken end must not strand the rest of the queue
                 logger.exception("timer_j of %s failed", key[:2])
         if expiring:
-            self.timers.start(_SWEEP, expiring[0][0] - now, self._sweep_completed)
+            self.timers.start(_SWEEP, expiring[0][0] - now, self._on_sweep)
 
     def _server_timer_fired(self, timer_key: tuple[TransactionKey, str]) -> None:
         key, name = timer_key
@@ -882,7 +888,7 @@ class SipFront:
                     data, context.dest, connection=context.connection, on_error=context.on_error
                 )
             elif isinstance(action, StartTimer):
-                self.timers.start((txn.key, action.name), action.seconds, self._client_timer_fired)
+                self.timers.start((txn.key, action.name), action.seconds, self._on_client_timer)
             elif isinstance(action, CancelTimer):
                 self.timers.cancel((txn.key, action.name))
             elif isinstance(action, DeliverToTU):
