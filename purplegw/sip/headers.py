@@ -399,10 +399,8 @@ class Headers:
         if table is None:
             table = _PLAIN_TABLE
         self = cls()
-        cache: dict[str, Any] = {}
-        self._cache = cache
-        items: list[tuple[str, str, str]] = []
-        append = items.append
+        cache = self._cache
+        append = self._items.append
         entry_for = table.entries.get
         for line in lines:
             name, sep, value = line.partition(":")
@@ -429,7 +427,6 @@ class Headers:
                 known.append(parse(value))
         if len(cache) != len(table.eager_keys):  # only eager keys are cached yet: some are absent
             cls._absent(cache, table.eager_keys)
-        self._items = items
         return self
 
     @staticmethod
@@ -492,8 +489,8 @@ class Headers:
 
     def copy(self) -> Headers:
         new = Headers()
-        new._items = list(self._items)
-        new._cache = dict(self._cache)
+        new._items.extend(self._items)
+        new._cache.update(self._cache)
         return new
 
     def __eq__(self, other: object) -> bool:

@@ -270,7 +270,6 @@ def make_response(  # noqa: C901, PLR0912, PLR0913 - RFC 3261 8.2.6 copies each 
         items.extend(routes)
     out = Headers()
     out._items = items  # noqa: SLF001
-    out._cache = {}  # noqa: SLF001
     for name, value in headers:
         out.add(name, value)
     return Response(
