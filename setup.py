@@ -35,13 +35,13 @@ COMPILED = [
     "purplegw/actors/front/transport.py",
 ]
 COMPILE = os.environ.get("PURPLEGW_COMPILE", "auto").strip().lower()
+REQUIRED = COMPILE in {"1", "yes", "true"}
 
 
 def compiled_extensions() -> list:
     """mypyc's extensions for ``COMPILED``, or none (a pure-Python install)."""
     if COMPILE in {"0", "no", "false"}:
         return []
-    required = COMPILE in {"1", "yes", "true"}
     missing = []
     try:
         from mypyc.build import mypycify  # noqa: PLC0415 - only when compiling
@@ -53,7 +53,7 @@ def compiled_extensions() -> list:
     if shutil.which(compiler.split()[0]) is None:
         missing.append(f"a C compiler ({compiler.split()[0]})")
     if missing:
-        if required:
+        if REQUIRED:
             sys.exit(f"PURPLEGW_COMPILE=1 but missing: {', '.join(missing)}")
         print(  # noqa: T201 - setup.py talks to the person installing
             f"purplegw: installing the pure-Python SIP core (missing {', '.join(missing)})",
@@ -71,7 +71,7 @@ def compiled_extensions() -> list:
             group_name="purplegw_sipcore",
         )
     except (Exception, SystemExit) as exc:  # mypyc's type check failed: install pure in auto
-        if required:
+        if REQUIRED:
             raise
         print(  # noqa: T201
             f"purplegw: mypyc refused the SIP core ({exc}); installing pure Python",
@@ -87,7 +87,7 @@ class BuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # any compiler failure means "install pure"
-            if COMPILE in {"1", "yes", "true"}:
+            if REQUIRED:
                 raise
             for output in self.get_outputs():
                 Path(output).unlink(missing_ok=True)

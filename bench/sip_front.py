@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.kit.compiled import core_kind  # noqa: E402
 from tests.kit.kamailio import Kamailio, kamailio_binary  # noqa: E402
 from tests.kit.ports import free_port  # noqa: E402
 from tests.kit.sipp import run_sipp, sipp_binary  # noqa: E402
@@ -183,11 +184,6 @@ def ramp(
         if not running:
             break
     return best
-
-
-def core_kind(tree: Path) -> str:
-    """``compiled`` when the tree holds mypyc's build of the SIP core (setup.py), else ``pure``."""
-    return "compiled" if any((tree / "purplegw" / "sip").glob("parser.*.so")) else "pure"
 
 
 def start_front(script: Path, port: int, prefix: tuple[str, ...], cpu: int) -> subprocess.Popen:

@@ -102,11 +102,6 @@ def run_child(tree: Path, calls: int, *, callgrind: bool) -> tuple[float, int | 
     return float(result.stdout.strip().splitlines()[-1]), instructions
 
 
-def core_kind(tree: Path) -> str:
-    """``compiled`` when the tree holds mypyc's build of the SIP core (setup.py), else ``pure``."""
-    return "compiled" if any((tree / "purplegw" / "sip").glob("parser.*.so")) else "pure"
-
-
 def per_request(tree: Path, calls: int) -> tuple[float, float]:
     """(instructions per request, CPU us per request: median of 3 runs without valgrind)."""
     _, low = run_child(tree, calls, callgrind=True)
@@ -129,6 +124,11 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("needs valgrind", file=sys.stderr)
         return 2
+    # Not at module level: the --drive child must import the package of its
+    # PYTHONPATH tree, not this one's.
+    sys.path.insert(0, str(ROOT))
+    from tests.kit.compiled import core_kind
+
     rev = (
         args.against
         or subprocess.run(

@@ -21,6 +21,11 @@ def compiled_modules(root: Path = ROOT) -> dict[Path, Path]:
     return found
 
 
+def core_kind(root: Path = ROOT) -> str:
+    """``compiled`` when the tree holds mypyc's build (setup.py, COMPILED), else ``pure``."""
+    return "compiled" if compiled_modules(root) else "pure"
+
+
 def stale_compiled_modules(root: Path = ROOT) -> list[str]:
     """Sources changed since their extension module was built (or gone)."""
     stale = []
