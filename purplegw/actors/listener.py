@@ -199,18 +199,22 @@ _confirming = False
 
 def add_sink(sink: EventSink) -> None:
     """Make a plain (non-actor) object receive every event inline."""
-    global _confirming  # noqa: PLW0603 - one flag, read per received message
     with _plain_lock:
         _plain_sinks.append(sink)
-        _confirming = any(getattr(s, "confirms_ack_tokens", False) for s in _plain_sinks)
+        _sinks_changed()
 
 
 def remove_sink(sink: EventSink) -> None:
-    global _confirming  # noqa: PLW0603
     with _plain_lock:
         if sink in _plain_sinks:
             _plain_sinks.remove(sink)
-        _confirming = any(getattr(s, "confirms_ack_tokens", False) for s in _plain_sinks)
+        _sinks_changed()
+
+
+def _sinks_changed() -> None:
+    """Recompute the flag ``ack_tokens_confirmed`` reads (under ``_plain_lock``)."""
+    global _confirming  # noqa: PLW0603 - one flag, read per received message
+    _confirming = any(getattr(s, "confirms_ack_tokens", False) for s in _plain_sinks)
 
 
 def ack_tokens_confirmed() -> bool:

@@ -915,7 +915,8 @@ class Messaging:
             and self.limiter.hit((account.account_id, contact), self.clock()) is not Verdict.ALLOW
         ):
             self._bounce(account, contact, message_id or "", *TOO_FAST)
-            self._stored(account, [ack_token])
+            if ack_token is not None:
+                self._stored(account, (ack_token,))
             return
         if sent_at is not None and self.clock() - sent_at > DELAYED_AFTER:
             # Only a delayed message is worth CPIM's DateTime: plain phones show
@@ -950,7 +951,8 @@ class Messaging:
         if not self._room_for(account.sip_user, len(received.body)):
             logger.warning("Outbox of %s full; message from %s refused", account.sip_user, contact)
             self._bounce(account, contact, message_id or "", *OUTBOX_FULL)
-            self._stored(account, [ack_token])
+            if ack_token is not None:
+                self._stored(account, (ack_token,))
             return
         # The network already handed the message over: if the outbox cannot take
         # it now it waits in memory, behind any older one, until the store is back.
@@ -1125,7 +1127,7 @@ class Messaging:
 
     def _report_stored(self, batch: list[_Received]) -> None:
         """The rows of ``batch`` committed: their sessions may acknowledge them (Rule 3)."""
-        tokens: dict[tuple[str, str], tuple[Account, list[int | None]]] = {}
+        tokens: dict[tuple[str, str], tuple[Account, list[int]]] = {}
         for received in batch:
             if received.ack_token is not None:
                 account = received.account
@@ -1134,14 +1136,11 @@ class Messaging:
         for account, held in tokens.values():
             self._stored(account, held)
 
-    def _stored(self, account: Account, tokens: list[int | None]) -> None:
+    def _stored(self, account: Account, held: Sequence[int]) -> None:
         """Its session may acknowledge these messages to the network now (Rule 3)."""
-        held = tuple(t for t in tokens if t is not None)
-        if not held:
-            return
         handle = self.directory.get(account.sip_user, account.protocol)
         if handle is not None:  # gone: its stream went with it
-            handle.messages_stored(held)
+            handle.messages_stored(tuple(held))
 
     def _not_stored(self, error: BaseException | None) -> None:
         if not isinstance(error, StoreError):
