@@ -16,7 +16,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-from purplegw.actors.state import shard_of
+from purplegw.actors.state import ActorsConfig, shard_of
 from tests.kit.gateway import GatewayProcess
 from tests.kit.modules_report import ModulesReport, top_level
 from tests.kit.ports import free_port
@@ -116,6 +116,10 @@ def test_a_worker_imports_only_the_adapters_of_its_accounts(tmp_path: Path) -> N
     # ...and neither the CLI (spawn's re-run of the main module) nor prometheus_client.
     for pid in children:
         assert not {"purplegw.cli", "click", "prometheus_client"} & modules[pid]
+    # Each worker set [actors] gc_threshold as the main process does (which
+    # restores Python's on its way out: test_process.py checks it).
+    thresholds = report.gc_thresholds()
+    assert {thresholds[pid] for pid in children} == {ActorsConfig().gc_threshold}
     # The main process hosts no session: no adapter library either.
     assert _libraries(modules[main_pid]) == set()
     assert "purplegw.cli" in modules[main_pid]
