@@ -110,12 +110,14 @@ class Adapter(base.Adapter):
     def contact_error(self, contact: str) -> str | None:
         # RFC 7622 through slixmpp's own JID parser (nodeprep, IDNA, lengths):
         # what it would refuse when the session sends, refused before a
-        # SUBSCRIBE keeps anything.
-        from slixmpp.jid import JID, InvalidJID  # noqa: PLC0415 - imported when a contact is checked, not at plugin discovery
+        # SUBSCRIBE keeps anything.  Loaded when a contact is first checked,
+        # not at plugin discovery, and without the rest of slixmpp (jid.py).
+        from purplegw.protocols.xmpp.jid import jid_module  # noqa: PLC0415
 
+        parser = jid_module()
         try:
-            JID(contact.strip())
-        except InvalidJID:
+            parser.JID(contact.strip())
+        except parser.InvalidJID:
             return "not a valid XMPP address"
         return None
 
