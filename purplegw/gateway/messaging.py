@@ -914,9 +914,7 @@ class Messaging:
             self.limiter is not None
             and self.limiter.hit((account.account_id, contact), self.clock()) is not Verdict.ALLOW
         ):
-            self._bounce(account, contact, message_id or "", *TOO_FAST)
-            if ack_token is not None:
-                self._stored(account, (ack_token,))
+            self._refuse(account, contact, message_id or "", ack_token, TOO_FAST)
             return
         if sent_at is not None and self.clock() - sent_at > DELAYED_AFTER:
             # Only a delayed message is worth CPIM's DateTime: plain phones show
@@ -950,9 +948,7 @@ class Messaging:
             )
         if not self._room_for(account.sip_user, len(received.body)):
             logger.warning("Outbox of %s full; message from %s refused", account.sip_user, contact)
-            self._bounce(account, contact, message_id or "", *OUTBOX_FULL)
-            if ack_token is not None:
-                self._stored(account, (ack_token,))
+            self._refuse(account, contact, message_id or "", ack_token, OUTBOX_FULL)
             return
         # The network already handed the message over: if the outbox cannot take
         # it now it waits in memory, behind any older one, until the store is back.
@@ -1063,6 +1059,23 @@ class Messaging:
             )
             return
         handle.bounce(contact, message_id, status, reason)
+
+    def _refuse(
+        self,
+        account: Account,
+        contact: str,
+        message_id: str,
+        ack_token: int | None,
+        refusal: tuple[int, str],
+    ) -> None:
+        """A received message not taken: its sender is told, its session may acknowledge it.
+
+        ``refusal`` is the bounce's (status, reason); the acknowledgement is
+        Rule 3's, released as for a stored message.
+        """
+        self._bounce(account, contact, message_id, *refusal)
+        if ack_token is not None:
+            self._stored(account, (ack_token,))
 
     def _enqueue(self, received: _Received) -> None:
         self.unstored.append(received)

@@ -16,6 +16,7 @@ from typing import Any
 from purplegw.exceptions import AdapterError
 from purplegw.protocols import base
 from purplegw.protocols.xmpp import errors
+from purplegw.protocols.xmpp.jid import jid_module
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,6 @@ class Adapter(base.Adapter):
         # what it would refuse when the session sends, refused before a
         # SUBSCRIBE keeps anything.  Loaded when a contact is first checked,
         # not at plugin discovery, and without the rest of slixmpp (jid.py).
-        from purplegw.protocols.xmpp.jid import jid_module  # noqa: PLC0415
-
         parser = jid_module()
         try:
             parser.JID(contact.strip())
