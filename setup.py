@@ -83,18 +83,42 @@ def compiled_extensions() -> list:
 class BuildExt(build_ext):
     """In ``auto`` mode a failed compile leaves the pure-Python modules installed."""
 
+    failed = False  # read by BdistWheel: nothing compiled, so the wheel is pure
+
     def run(self) -> None:
         try:
             super().run()
         except Exception as exc:  # any compiler failure means "install pure"
             if REQUIRED:
                 raise
+            self.failed = True
             for output in self.get_outputs():
                 Path(output).unlink(missing_ok=True)
             print(  # noqa: T201
                 f"purplegw: compiling the SIP core failed ({exc}); installing pure Python",
                 file=sys.stderr,
             )
+
+
+try:  # setuptools >= 70.1 carries bdist_wheel; before, the wheel package did
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:
+    from wheel.bdist_wheel import bdist_wheel
+
+
+class BdistWheel(bdist_wheel):
+    """A wheel whose compile failed in ``auto`` mode is tagged pure, as its contents are.
+
+    bdist_wheel decides purity from ``ext_modules`` before anything is built,
+    so a machine without a working compiler would otherwise tag a wheel that
+    holds no ``.so`` ``cp311-linux_x86_64`` and keep it off every other
+    platform.  The tag is taken after the build, so the decision can wait.
+    """
+
+    def get_tag(self) -> tuple[str, str, str]:
+        if self.distribution.get_command_obj("build_ext").failed:
+            self.root_is_pure = True
+        return super().get_tag()
 
 
 VERSION = re.search(
@@ -113,7 +137,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["purplegw", "purplegw.*"]),
     ext_modules=compiled_extensions(),
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_ext": BuildExt, "bdist_wheel": BdistWheel},
     # Everything the gateway reads at run time is package data, so that a
     # wheel or sdist install runs without the source tree (scripts/check-wheel.sh).
     # MANIFEST.in lists the same files for the sdist, plus etc/, docs/ and tests/.

@@ -38,3 +38,18 @@ fi
 "$work/venv/bin/python" "$repo/scripts/smoke_installed.py" "$work/venv/bin/purplegw" "$work"
 # The shipped systemd unit, starting the purplegw this wheel installed.
 sh "$repo/scripts/verify-unit.sh" "$repo/etc/purplegw.service" "$work/venv/bin/purplegw"
+
+# Where compiling fails (here a compiler that always fails), auto mode builds a
+# pure-Python wheel, and tags it so (py3-none-any), not for this platform alone.
+CC=false PURPLEGW_COMPILE=auto "$work/tools/bin/python" -m build --wheel --outdir "$work/pure" \
+    "$repo" >"$work/build-pure.log" 2>&1 || { tail -n 40 "$work/build-pure.log" >&2; exit 1; }
+ls "$work/pure"
+"$work/tools/bin/python" - "$work"/pure/purplegw-*.whl <<'PY'
+import sys
+import zipfile
+
+wheel = sys.argv[1]
+built = [name for name in zipfile.ZipFile(wheel).namelist() if name.endswith((".so", ".c"))]
+if not wheel.endswith("-py3-none-any.whl") or built:
+    sys.exit(f"check-wheel: a failed compile should give a pure wheel: {wheel} {built}")
+PY
