@@ -42,6 +42,7 @@ from purplegw.actors.state import (
     Outcome,
     RestartPolicy,
 )
+from purplegw.actors.wakeup import Wakeup
 from purplegw.protocols.base import (
     AccountCredentials,
     Adapter,
@@ -363,11 +364,11 @@ class AccountCore:
         self._session: Session | None = None
         self._connected = False
         self._resuming = False
-        self._lost: asyncio.Event | None = None
+        self._lost: Wakeup | None = None
         # Why the stream was lost, and whether the server refused the credentials.
         self._lost_why: tuple[str, bool] = ("", False)
         self._outbox: collections.deque[_Request] = collections.deque()
-        self._wake: asyncio.Event | None = None
+        self._wake: Wakeup | None = None
         self._presence: Presence | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -466,8 +467,8 @@ class AccountCore:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _begin(self) -> None:
-        self._lost = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._lost = Wakeup()
+        self._wake = Wakeup()
         self._run_task = self._loop.create_task(
             self._run(), name=f"account-{self.info.sip_user}-{self.info.protocol}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from typing import Any
 
@@ -30,3 +31,21 @@ def test_an_account_actor_shares_its_attribute_names(make_accounts: Any, network
     assert len(actors) == 2
     for actor in actors:
         assert len(vars(actor)) <= 29, sorted(vars(actor))
+
+
+def test_an_account_actor_holds_no_asyncio_event(make_accounts: Any, network: Any) -> None:
+    # An asyncio.Event keeps a deque of waiters, ~0.7 KiB even empty; the two
+    # an actor waits on ("lost", "work to do") are Wakeups (actors/wakeup.py).
+    accounts = make_accounts()
+    accounts.apply([row(3)])
+    wait_for(lambda: row(3).ext_user in set(network.online()))
+    actors = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, LoopAccountActor)
+        and o.credentials.ext_user == row(3).ext_user
+        and o.actor_ref.is_alive()
+    ]
+    assert len(actors) == 1
+    events = [k for k, v in vars(actors[0]).items() if isinstance(v, asyncio.Event)]
+    assert events == []
