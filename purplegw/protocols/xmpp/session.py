@@ -82,6 +82,7 @@ from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
 from purplegw.protocols.xmpp import errors as xmpp_errors
 from purplegw.protocols.xmpp import features, log_redaction, muc
+from purplegw.protocols.xmpp.lean import BoundFlag, SendQueue
 from purplegw.protocols.xmpp.matchers import fast_matcher
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
@@ -243,6 +244,9 @@ class Client(slixmpp.ClientXMPP):
         self._flush_handle: asyncio.Handle | None = None
         self._shed_handlers: list[Any] = []
         super().__init__(*args, **kwargs)
+        # ~4 KiB less per account, same behaviour for slixmpp (lean.py).
+        self.waiting_queue = SendQueue()  # type: ignore[assignment] - the methods slixmpp calls
+        self.session_bind_event = BoundFlag()  # type: ignore[assignment] - same
         self._message_tag = f"{{{self.default_ns}}}message"
         # The SCRAM challenge is where the key derivation runs (milliseconds
         # of CPU in C, GIL released): answered from a thread, it no longer

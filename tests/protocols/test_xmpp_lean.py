@@ -1,0 +1,169 @@
+"""``SendQueue`` and ``BoundFlag`` do what slixmpp asks of ``asyncio.Queue`` / ``asyncio.Event``.
+
+Each behaviour is checked against the asyncio class it replaces, side by
+side, so the two cannot drift apart unnoticed.  The live path (slixmpp's
+``run_filters`` sending through it, a disconnect waiting for it) is covered
+by test_xmpp_session.py and test_xmpp_reconnect.py against Prosody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from purplegw.protocols.xmpp import lean
+from purplegw.protocols.xmpp.lean import BoundFlag, SendQueue
+
+QUEUES = [pytest.param(asyncio.Queue, id="asyncio.Queue"), pytest.param(SendQueue, id="SendQueue")]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize("make", QUEUES)
+def test_items_come_out_in_order_and_a_getter_waits_for_the_next(make: Any) -> None:
+    async def story() -> list[Any]:
+        queue = make()
+        for i in range(5):
+            queue.put_nowait(i)
+        assert queue.qsize() == 5
+        got = [await queue.get() for _ in range(5)]
+        assert queue.empty()
+        waiting = asyncio.ensure_future(queue.get())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        queue.put_nowait("late")
+        got.append(await asyncio.wait_for(waiting, 1))
+        return got
+
+    assert run(story()) == [0, 1, 2, 3, 4, "late"]
+
+
+@pytest.mark.parametrize("make", QUEUES)
+def test_get_nowait_on_empty_raises_queue_empty(make: Any) -> None:
+    async def story() -> None:
+        queue = make()
+        with pytest.raises(asyncio.QueueEmpty):
+            queue.get_nowait()
+        queue.put_nowait("a")
+        assert queue.get_nowait() == "a"
+        with pytest.raises(asyncio.QueueEmpty):
+            queue.get_nowait()
+
+    run(story())
+
+
+@pytest.mark.parametrize("make", QUEUES)
+def test_join_waits_for_every_task_done(make: Any) -> None:
+    async def story() -> None:
+        queue = make()
+        await asyncio.wait_for(queue.join(), 1)  # nothing put: returns at once
+        queue.put_nowait("a")
+        queue.put_nowait("b")
+        joiners = [asyncio.ensure_future(queue.join()) for _ in range(2)]
+        queue.get_nowait()
+        queue.task_done()
+        await asyncio.sleep(0)
+        assert not any(j.done() for j in joiners)
+        queue.get_nowait()
+        queue.task_done()
+        await asyncio.wait_for(asyncio.gather(*joiners), 1)
+        with pytest.raises(ValueError, match="too many times"):
+            queue.task_done()
+
+    run(story())
+
+
+@pytest.mark.parametrize("make", QUEUES)
+def test_a_join_timed_out_leaves_the_others_waiting(make: Any) -> None:
+    # slixmpp's disconnect waits for the queue with wait_for(join(), wait).
+    async def story() -> None:
+        queue = make()
+        queue.put_nowait("a")
+        other = asyncio.ensure_future(queue.join())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(queue.join(), 0.01)
+        assert not other.done()
+        queue.get_nowait()
+        queue.task_done()
+        await asyncio.wait_for(other, 1)
+
+    run(story())
+
+
+@pytest.mark.parametrize("make", QUEUES)
+def test_drained_without_task_done_a_join_still_waits(make: Any) -> None:
+    # slixmpp's session end discards what is queued with get_nowait alone.
+    async def story() -> None:
+        queue = make()
+        queue.put_nowait("a")
+        while not queue.empty():
+            queue.get_nowait()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(queue.join(), 0.01)
+
+    run(story())
+
+
+def test_a_cancelled_consumer_leaves_room_for_the_next() -> None:
+    async def story() -> Any:
+        queue = SendQueue()
+        first = asyncio.ensure_future(queue.get())
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        queue.put_nowait("kept")  # not lost to the cancelled getter
+        return await asyncio.wait_for(queue.get(), 1)
+
+    assert run(story()) == "kept"
+
+
+def test_a_second_consumer_is_refused() -> None:
+    async def story() -> None:
+        queue = SendQueue()
+        first = asyncio.ensure_future(queue.get())
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="consumer already"):
+            await queue.get()
+        queue.put_nowait("x")
+        assert await asyncio.wait_for(first, 1) == "x"
+
+    run(story())
+
+
+def test_a_queue_that_never_empties_keeps_only_what_is_unread() -> None:
+    queue = SendQueue()
+    queue.put_nowait(0)
+    for i in range(1, 10 * lean.COMPACT_AFTER):
+        queue.put_nowait(i)
+        assert queue.get_nowait() == i - 1  # one behind, never empty
+    assert queue.qsize() == 1
+    assert len(queue._items) <= 2 * lean.COMPACT_AFTER + 1
+    assert queue.get_nowait() == 10 * lean.COMPACT_AFTER - 1
+    assert queue._items == []
+
+
+@pytest.mark.parametrize("make", [asyncio.Event, BoundFlag])
+def test_the_bound_flag_sets_and_clears_as_the_event(make: Any) -> None:
+    flag = make()
+    assert not flag.is_set()
+    flag.set()
+    flag.set()
+    assert flag.is_set()
+    flag.clear()
+    assert not flag.is_set()
+
+
+def test_a_client_uses_them() -> None:
+    from purplegw.protocols.xmpp.session import Client
+
+    async def story() -> Client:
+        return Client("someone@example.org", "secret")
+
+    client = run(story())
+    assert isinstance(client.waiting_queue, SendQueue)
+    assert isinstance(client.session_bind_event, BoundFlag)
