@@ -42,7 +42,6 @@ from purplegw.actors.state import (
     Outcome,
     RestartPolicy,
 )
-from purplegw.actors.wakeup import Wakeup
 from purplegw.protocols.base import (
     AccountCredentials,
     Adapter,
@@ -57,6 +56,7 @@ from purplegw.protocols.base import (
     TypingState,
 )
 from purplegw.protocols.errors import outcome_for
+from purplegw.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -35,7 +35,7 @@ def test_an_account_actor_shares_its_attribute_names(make_accounts: Any, network
 
 def test_an_account_actor_holds_no_asyncio_event(make_accounts: Any, network: Any) -> None:
     # An asyncio.Event keeps a deque of waiters, ~0.7 KiB even empty; the two
-    # an actor waits on ("lost", "work to do") are Wakeups (actors/wakeup.py).
+    # an actor waits on ("lost", "work to do") are Wakeups (purplegw/wakeup.py).
     accounts = make_accounts()
     accounts.apply([row(3)])
     wait_for(lambda: row(3).ext_user in set(network.online()))

@@ -1,4 +1,4 @@
-"""``SendQueue`` and ``BoundFlag`` do what slixmpp asks of ``asyncio.Queue`` / ``asyncio.Event``.
+"""``SendQueue`` and ``Wakeup`` do what slixmpp asks of ``asyncio.Queue`` / ``asyncio.Event``.
 
 Each behaviour is checked against the asyncio class it replaces, side by
 side, so the two cannot drift apart unnoticed.  The live path (slixmpp's
@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from purplegw.protocols.xmpp import lean
-from purplegw.protocols.xmpp.lean import BoundFlag, SendQueue
+from purplegw.protocols.xmpp.lean import SendQueue
+from purplegw.wakeup import Wakeup
 
 QUEUES = [pytest.param(asyncio.Queue, id="asyncio.Queue"), pytest.param(SendQueue, id="SendQueue")]
 
@@ -127,7 +128,7 @@ def test_a_second_consumer_is_refused() -> None:
         queue = SendQueue()
         first = asyncio.ensure_future(queue.get())
         await asyncio.sleep(0)
-        with pytest.raises(RuntimeError, match="consumer already"):
+        with pytest.raises(RuntimeError, match="waiter already"):
             await queue.get()
         queue.put_nowait("x")
         assert await asyncio.wait_for(first, 1) == "x"
@@ -147,7 +148,7 @@ def test_a_queue_that_never_empties_keeps_only_what_is_unread() -> None:
     assert queue._items == []
 
 
-@pytest.mark.parametrize("make", [asyncio.Event, BoundFlag])
+@pytest.mark.parametrize("make", [asyncio.Event, Wakeup])
 def test_the_bound_flag_sets_and_clears_as_the_event(make: Any) -> None:
     flag = make()
     assert not flag.is_set()
@@ -166,4 +167,4 @@ def test_a_client_uses_them() -> None:
 
     client = run(story())
     assert isinstance(client.waiting_queue, SendQueue)
-    assert isinstance(client.session_bind_event, BoundFlag)
+    assert isinstance(client.session_bind_event, Wakeup)

@@ -15,7 +15,7 @@ narrower than their classes:
   asks ``empty`` and may ``join``; a session's end drains it with
   ``get_nowait`` (without ``task_done``, as with ``asyncio.Queue``);
 * the event is only ``set``, ``clear``ed and asked ``is_set``: nothing
-  waits on it.
+  waits on it, so a ``purplegw.wakeup.Wakeup`` takes its place.
 
 ``Client`` swaps them in right after slixmpp built them, before any
 connection (slixmpp is pinned to 1.17.x in setup.py).
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from purplegw.wakeup import Wakeup
 
 COMPACT_AFTER = 1024  # items read before a never-empty queue drops them from its list
 
@@ -38,12 +40,12 @@ class SendQueue:
     never empties drops what was read once that is half its list.
     """
 
-    __slots__ = ("_getter", "_head", "_items", "_joiners", "_unfinished")
+    __slots__ = ("_head", "_items", "_joiners", "_ready", "_unfinished")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._head = 0
-        self._getter: asyncio.Future[None] | None = None
+        self._ready = Wakeup()  # the consumer's: set by every put
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
 
@@ -56,9 +58,7 @@ class SendQueue:
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
         self._unfinished += 1
-        getter = self._getter
-        if getter is not None and not getter.done():
-            getter.set_result(None)
+        self._ready.set()
 
     def get_nowait(self) -> Any:
         items = self._items
@@ -81,15 +81,8 @@ class SendQueue:
 
     async def get(self) -> Any:
         while self._head >= len(self._items):
-            if self._getter is not None:
-                msg = "SendQueue has a consumer already"
-                raise RuntimeError(msg)
-            getter = asyncio.get_running_loop().create_future()
-            self._getter = getter
-            try:
-                await getter
-            finally:
-                self._getter = None
+            self._ready.clear()
+            await self._ready.wait()  # a second consumer at once: RuntimeError
         return self.get_nowait()
 
     def task_done(self) -> None:
@@ -115,21 +108,3 @@ class SendQueue:
         finally:
             if self._joiners is not None and joiner in self._joiners:
                 self._joiners.remove(joiner)
-
-
-class BoundFlag:
-    """``session_bind_event``: the three methods slixmpp calls, without a waiters deque."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self) -> None:
-        self._value = False
-
-    def is_set(self) -> bool:
-        return self._value
-
-    def set(self) -> None:
-        self._value = True
-
-    def clear(self) -> None:
-        self._value = False

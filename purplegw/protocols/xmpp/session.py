@@ -82,7 +82,7 @@ from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
 from purplegw.protocols.xmpp import errors as xmpp_errors
 from purplegw.protocols.xmpp import features, log_redaction, muc
-from purplegw.protocols.xmpp.lean import BoundFlag, SendQueue
+from purplegw.protocols.xmpp.lean import SendQueue
 from purplegw.protocols.xmpp.matchers import fast_matcher
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
@@ -91,6 +91,7 @@ from purplegw.protocols.xmpp.presence_map import (
     presence_to_xmpp,
 )
 from purplegw.protocols.xmpp.stream_parser import StreamParser, ends_between_stanzas, fresh_parser
+from purplegw.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -246,7 +247,7 @@ class Client(slixmpp.ClientXMPP):
         super().__init__(*args, **kwargs)
         # ~4 KiB less per account, same behaviour for slixmpp (lean.py).
         self.waiting_queue = SendQueue()  # type: ignore[assignment] - the methods slixmpp calls
-        self.session_bind_event = BoundFlag()  # type: ignore[assignment] - same
+        self.session_bind_event = Wakeup()  # type: ignore[assignment] - same
         self._message_tag = f"{{{self.default_ns}}}message"
         # The SCRAM challenge is where the key derivation runs (milliseconds
         # of CPU in C, GIL released): answered from a thread, it no longer

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from purplegw.actors.wakeup import Wakeup
+from purplegw.wakeup import Wakeup
 
 
 def run(coro: object) -> object:

@@ -1,11 +1,13 @@
 """``Wakeup``: an ``asyncio.Event`` for a single waiter, at a tenth of its size.
 
-Every account actor holds two events for its life: "the stream was lost"
-and "the outbox has work".  ``asyncio.Event`` keeps a deque of waiters, and
-an empty deque is ~0.7 KiB (CPython allocates its first block of 64 slots up
-front): ~1.5 KiB per account, 15 MB at 10,000, for events only one task
-ever waits on (docs/runtime.md, "Cost per account").  ``Wakeup`` keeps the
-one waiter's future, made when it waits.
+``asyncio.Event`` keeps a deque of waiters, and an empty deque is ~0.7 KiB
+(CPython allocates its first block of 64 slots up front).  Each online
+account held several events for its life that at most one task ever waits
+on: the account actor's "the stream was lost" and "the outbox has work"
+(actors/account.py), and in an XMPP client slixmpp's send queue's getter and
+its bind flag (protocols/xmpp/lean.py); docs/runtime.md, "Per-account
+asyncio objects".  ``Wakeup`` keeps the one waiter's future, made when it
+waits.
 
 Semantics are ``asyncio.Event``'s for that one waiter: ``set`` wakes it and
 stays set until ``clear``; ``wait`` returns at once when set; a waiter woken
