@@ -242,8 +242,9 @@ def test_login_writes_enable_roster_request_and_presence_together(
     flush = Client.flush_writes
 
     def recording(self: Client) -> None:
-        flushed.append(b"".join(self._write_buffer))
+        pending = self._write_buffer  # the list flush_writes writes (and may add to)
         flush(self)
+        flushed.append(b"".join(pending))
 
     monkeypatch.setattr(Client, "flush_writes", recording)
     again, again_events = make_session(
@@ -254,6 +255,8 @@ def test_login_writes_enable_roster_request_and_presence_together(
         together = [w for w in flushed if b"jabber:iq:roster" in w]
         assert len(together) == 1
         assert re.search(rb"<enable [^>]*urn:xmpp:sm:3.*jabber:iq:roster.*<presence", together[0])
+        # ... and ends by asking for their ack (Client._ask_for_ack).
+        assert together[0].endswith(b"<r xmlns='urn:xmpp:sm:3'/>")
         bob_bare = users[1].jid
         again_events.wait_for("presence", lambda p: p.contact == bob_bare)
         names = [e.name for e in again_events.events]
@@ -398,6 +401,37 @@ def test_keepalive_pings_answered_by_a_live_server_keep_the_session(loop, prosod
         ]
         loop.run(session.send_message(users[1].jid, "still here", "ka-1"))
         bob.wait_for(lambda e: e.kind == "message" and e.body == "still here")
+    finally:
+        loop.run(session.logout())
+
+
+def test_an_idle_session_keeps_no_stanza_waiting_for_an_ack(loop, prosody, users):
+    """A write that carries stanzas ends with an <r/>: the server's <a/> lets them go.
+
+    slixmpp asks only every 32 stanzas and keeps each one until it is
+    acknowledged: an idle account kept its login's roster request and
+    presence, and one keepalive ping a minute, up to 31 of them.
+    """
+    session, _events = make_session(
+        loop, users[0].jid, users[0].password, config(prosody, keepalive=0.5, resource="idle")
+    )
+    loop.run(session.login())
+    try:
+        sm = session.client.plugin["xep_0198"]
+        assert sm.enabled_out
+        login_count = sm.seq
+        assert login_count >= 2  # the roster request and the initial presence at least
+        deadline = time.monotonic() + 20
+        while sm.unacked_queue and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not sm.unacked_queue, [s.name for _seq, s in sm.unacked_queue]
+        # Three keepalive pings later, none of them waits either.
+        while sm.seq < login_count + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sm.seq >= login_count + 3
+        while sm.unacked_queue and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not sm.unacked_queue, [s.name for _seq, s in sm.unacked_queue]
     finally:
         loop.run(session.logout())
 

@@ -132,7 +132,7 @@ SENT_MEMORY = 4096
 # Roster subscriptions that make a sender known (RFC 6121 2.1.2.5).
 _KNOWN_SUBSCRIPTIONS = frozenset({"to", "from", "both"})
 SM_NS = "urn:xmpp:sm:3"  # XEP-0198
-SM_ACK_REQUEST = f"<r xmlns='{SM_NS}'/>"
+SM_ACK_REQUEST_BYTES = f"<r xmlns='{SM_NS}'/>".encode()
 SM_WINDOW = 32
 #: The server's ack requests (<r/>) are answered this much later, all of them
 #: with one <a/> (docs/messaging.md, "Receive path CPU").
@@ -243,6 +243,8 @@ class Client(slixmpp.ClientXMPP):
         #: transport (``send_raw``), and the callback that will write it.
         self._write_buffer: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
+        #: XEP-0198's count of the last stanza an <r/> followed (``flush_writes``).
+        self._ack_asked_seq = -1
         self._shed_handlers: list[Any] = []
         super().__init__(*args, **kwargs)
         # ~4 KiB less per account, same behaviour for slixmpp (lean.py).
@@ -447,9 +449,31 @@ class Client(slixmpp.ClientXMPP):
         if not pending:
             return
         self._write_buffer = []
+        self._ask_for_ack(pending)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _ask_for_ack(self, pending: list[bytes]) -> None:
+        """End a write that carries stanzas XEP-0198 counted with one <r/>.
+
+        slixmpp asks only every ``window`` stanzas, and keeps each stanza
+        (an object of ~1-2 KiB) until the server acknowledges it.  Left to
+        that, an idle account held its login's roster request and presence,
+        the room-bookmark queries and one keepalive ping a minute, up to 31
+        stanzas, for as long as it sent no other.  Asked behind every write,
+        the server's <a/> empties the queue within a round trip; a burst (a
+        login's requests, the messages of one turn) costs one <r/> in the
+        same write and one <a/>.  Only once this side counts (``<enable/>`` or
+        ``<resume/>`` written): before that there is nothing to acknowledge.
+        """
+        sm = self.plugin.get("xep_0198", None)
+        if sm is None or not sm.enabled_out or not sm.unacked_queue:
+            return
+        if sm.seq == self._ack_asked_seq:
+            return  # every stanza counted so far was followed by an <r/>
+        self._ack_asked_seq = sm.seq
+        pending.append(SM_ACK_REQUEST_BYTES)
 
     def _drop_writes(self) -> None:
         if self._flush_handle is not None:
@@ -459,6 +483,7 @@ class Client(slixmpp.ClientXMPP):
 
     def connection_made(self, transport: Any, send_event: bool = True) -> None:  # noqa: FBT001, FBT002 - slixmpp signature
         self._drop_writes()  # written for a connection that is gone
+        self._ack_asked_seq = -1  # a new stream: ask behind its first stanzas
         self._restore_negotiation_handlers()  # a new stream negotiates again
         super().connection_made(transport, send_event)
 
@@ -739,7 +764,6 @@ class XmppSession(Session):
         # name the resource that sent the message.
         self._origins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
-        self._ack_due = False  # an <r/> is queued behind this turn's messages
         self._roster_reported = False  # pushes before the login's whole roster are in it
         # The rooms (XEP-0045) this session is in: they end with it.
         self._muc = muc.Muc(self._require_connected, self._call)
@@ -1432,21 +1456,10 @@ class XmppSession(Session):
         self._sent_ids[message.message_id] = None
         while len(self._sent_ids) > SENT_MEMORY:
             self._sent_ids.popitem(last=False)
+        # The write that carries it ends with an <r/> (Client._ask_for_ack):
+        # one request behind all the messages of this turn of the loop.
         msg.send()
-        if tracked and not self._ack_due:
-            # Queued behind the message: slixmpp's own ack requests are
-            # written *before* the stanza that triggers them, so the last
-            # message would stay unacknowledged until the next one.  One
-            # request behind all the messages written in this turn of the
-            # loop (a burst costs one <r/> and one <a/>, not one per message).
-            self._ack_due = True
-            self.context.loop.call_soon(self._request_ack, client)
         return bool(tracked)
-
-    def _request_ack(self, client: Any) -> None:
-        self._ack_due = False
-        if client is self.client and client.transport is not None:
-            client.send(SM_ACK_REQUEST)
 
     def _max_text_bytes(self) -> int:
         return int(self.config.get("max_text_bytes", xmpp_errors.DEFAULT_MAX_TEXT_BYTES))
