@@ -751,30 +751,7 @@ class AccountCore:
         assert self._wake is not None
         done = 0
         while True:
-            while self._outbox and not self._resuming and self._connected:
-                request = self._outbox.popleft()
-                try:
-                    outcome = await self._execute(session, request)
-                except asyncio.CancelledError:
-                    # Connection lost mid-request: retry it on the next
-                    # connection (message ids are stable across retries).
-                    self._outbox.appendleft(request)
-                    raise
-                if (
-                    request.answered
-                    and request.op == "send_message"
-                    and outcome.status == 503
-                    and request.retries < NOT_NOW_RETRIES
-                ):
-                    request.retries += 1
-                    self._outbox.appendleft(request)
-                    await asyncio.sleep(NOT_NOW_DELAY)  # cancelled if the connection is lost
-                    continue
-                self.account_status.queued = len(self._outbox)
-                self._finish(request, outcome)
-                done += 1
-                if done % DRAIN_SLICE == 0:
-                    await asyncio.sleep(0)  # a long burst lets the loop's other work in
+            done = await self._drain_ready(session, done)
             if not self._connected:
                 # Lost while a request ran: a cancellation that arrives as the
                 # request completes in the same step can be swallowed, so end
@@ -782,6 +759,39 @@ class AccountCore:
                 return
             self._wake.clear()
             await self._wake.wait()
+
+    async def _drain_ready(self, session: Session, done: int) -> int:
+        """Run the queued requests in order; returns ``done`` plus those finished.
+
+        A method of its own so that its locals (the last request, its future
+        and its outcome) go when the queue is empty, not when the next
+        request arrives: an idle account held its last answered request.
+        """
+        while self._outbox and not self._resuming and self._connected:
+            request = self._outbox.popleft()
+            try:
+                outcome = await self._execute(session, request)
+            except asyncio.CancelledError:
+                # Connection lost mid-request: retry it on the next
+                # connection (message ids are stable across retries).
+                self._outbox.appendleft(request)
+                raise
+            if (
+                request.answered
+                and request.op == "send_message"
+                and outcome.status == 503
+                and request.retries < NOT_NOW_RETRIES
+            ):
+                request.retries += 1
+                self._outbox.appendleft(request)
+                await asyncio.sleep(NOT_NOW_DELAY)  # cancelled if the connection is lost
+                continue
+            self.account_status.queued = len(self._outbox)
+            self._finish(request, outcome)
+            done += 1
+            if done % DRAIN_SLICE == 0:
+                await asyncio.sleep(0)  # a long burst lets the loop's other work in
+        return done
 
     async def _execute(self, session: Session, request: _Request) -> Outcome:
         """Run one request on the session; its exception becomes the outcome.
