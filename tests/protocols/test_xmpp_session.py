@@ -469,6 +469,45 @@ def test_the_login_parser_is_replaced_between_stanzas_and_the_stream_reads_on(
     bob.wait_for(lambda e: e.kind == "message" and e.body == "still writing")
 
 
+def test_an_idle_stream_parks_its_parser_and_reads_on_when_a_stanza_comes(
+    loop, prosody, users, bob, monkeypatch
+):
+    """Idle between stanzas, the stream drops its XML parser; the next read builds one."""
+    from purplegw.protocols.xmpp import session as session_module
+
+    monkeypatch.setattr(session_module, "PARSER_IDLE", 0.2)
+    session, events = make_session(
+        loop, users[0].jid, users[0].password, config(prosody, keepalive=0, resource="parks")
+    )
+    loop.run(session.login())
+    try:
+        client = session.client
+        bob.send_message(users[0].jid, "wake the parser")
+        assert events.wait_for("message")[1] == "wake the parser"
+        for round_no in range(3):
+            deadline = time.monotonic() + 10
+            while client.parser is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert client.parser is None, "not parked"
+            for n in range(5):
+                bob.send_message(users[0].jid, f"round {round_no} <{n}> & 'q'")
+            events.wait_for("message", lambda _c, t, _i, r=round_no: t == f"round {r} <4> & 'q'")
+        texts = [e.args[1] for e in events.snapshot() if e.name == "message"]
+        assert texts == ["wake the parser"] + [
+            f"round {r} <{n}> & 'q'" for r in range(3) for n in range(5)
+        ]
+        # Parked again, the stream still writes, and reads the server's acks.
+        deadline = time.monotonic() + 10
+        while client.parser is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.parser is None
+        assert loop.run(session.send_message(users[1].jid, "from a parked stream", "park-1"))
+        events.wait_for("acked", lambda mid: mid == "park-1")
+        bob.wait_for(lambda e: e.kind == "message" and e.body == "from a parked stream")
+    finally:
+        loop.run(session.logout())
+
+
 def test_xhtml_im_bodies_become_plain_text(loop, alice, bob, users):
     _session, events = alice
     ours = users[0].jid

@@ -134,6 +134,10 @@ _KNOWN_SUBSCRIPTIONS = frozenset({"to", "from", "both"})
 SM_NS = "urn:xmpp:sm:3"  # XEP-0198
 SM_ACK_REQUEST_BYTES = f"<r xmlns='{SM_NS}'/>".encode()
 SM_WINDOW = 32
+#: A logged-in stream that has read nothing for this long, and last stopped
+#: between two stanzas, drops its XML parser until its next read
+#: (``Client._park_parser``).
+PARSER_IDLE = 5.0
 #: The server's ack requests (<r/>) are answered this much later, all of them
 #: with one <a/> (docs/messaging.md, "Receive path CPU").
 SM_ACK_DELAY = 0.01
@@ -246,6 +250,14 @@ class Client(slixmpp.ClientXMPP):
         #: XEP-0198's count of the last stanza an <r/> followed (``flush_writes``).
         self._ack_asked_seq = -1
         self._shed_handlers: list[Any] = []
+        #: The idle stream's parser, put away (``_park_parser``): the stream
+        #: root's namespaces, once the session started; set while parked;
+        #: whether the last read ended between stanzas; when it was; the timer.
+        self._stream_namespaces: list[tuple[str, str]] | None = None
+        self._parked_namespaces: list[tuple[str, str]] | None = None
+        self._between_stanzas = False
+        self._read_at = 0.0
+        self._park_handle: asyncio.TimerHandle | None = None
         super().__init__(*args, **kwargs)
         # ~4 KiB less per account, same behaviour for slixmpp (lean.py).
         self.waiting_queue = SendQueue()  # type: ignore[assignment] - the methods slixmpp calls
@@ -413,6 +425,7 @@ class Client(slixmpp.ClientXMPP):
         self.xml_root = None
         self.parser = StreamParser()
         self.compact_parser_due = False
+        self._unpark()
 
     # --- writes: one transport write per turn of the loop ------------------------------
 
@@ -520,6 +533,7 @@ class Client(slixmpp.ClientXMPP):
 
     def connection_lost(self, exception: BaseException | None) -> None:
         self._drop_writes()  # counted by XEP-0198 already: resent on resumption
+        self._unpark()
         super().connection_lost(exception)
 
     def abort(self) -> None:
@@ -534,13 +548,56 @@ class Client(slixmpp.ClientXMPP):
         self.compact_parser_due = True
 
     def data_received(self, data: bytes | str) -> None:
+        if self._parked_namespaces is not None:
+            # Parked between stanzas: a parser in the same state (~8 us).
+            self.parser, self.xml_root = fresh_parser(self._parked_namespaces)
+            self._parked_namespaces = None
         super().data_received(data)
-        if self.compact_parser_due and self.xml_depth == 1 and ends_between_stanzas(data):
+        # The tail is enough: the last "<" of a chunk starts its last markup.
+        self._between_stanzas = self.xml_depth == 1 and ends_between_stanzas(data[-512:])
+        if not self._between_stanzas:
+            return
+        if self.compact_parser_due:
             parser = self.parser
             if isinstance(parser, StreamParser):
                 # Between stanzas: nothing of the old parser's input is pending.
                 self.parser, self.xml_root = fresh_parser(parser.root_namespaces)
+                self._stream_namespaces = parser.root_namespaces
                 self.compact_parser_due = False
+        if self._stream_namespaces is not None:
+            self._read_at = self.loop.time()
+            if self._park_handle is None:
+                self._park_handle = self.loop.call_later(PARSER_IDLE, self._park_parser)
+
+    def _park_parser(self) -> None:
+        """Drop the parser of a stream idle ``PARSER_IDLE`` seconds between stanzas.
+
+        Even fresh, an expat parser and ElementTree's builder are ~11 KiB,
+        and most of a gateway's streams read one stanza a minute (a
+        keepalive answer).  Parked, the stream keeps only its root's
+        namespaces; the next read builds a parser in the same state, as the
+        compaction above does, at the same kind of boundary.
+        """
+        self._park_handle = None
+        if self.parser is None or self._stream_namespaces is None:
+            return  # the connection is gone, or a new stream is being negotiated
+        if not self._between_stanzas:
+            return  # a stanza half read; the read that ends it arms the timer again
+        idle = self.loop.time() - self._read_at
+        if idle < PARSER_IDLE:
+            self._park_handle = self.loop.call_later(PARSER_IDLE - idle, self._park_parser)
+            return
+        self._parked_namespaces = self._stream_namespaces
+        self.parser = None
+        self.xml_root = None
+
+    def _unpark(self) -> None:
+        """A new stream or none: nothing parked, nothing to park until it has started."""
+        if self._park_handle is not None:
+            self._park_handle.cancel()
+            self._park_handle = None
+        self._stream_namespaces = self._parked_namespaces = None
+        self._between_stanzas = False
 
     def _forget_sasl_mechanism(self, _stanza: Any) -> None:
         """Drop the SASL mechanism once authenticated (slixmpp keeps it for the stream's life).
