@@ -135,8 +135,14 @@ async def first_start(sessions: list[Any], login: Any) -> None:
         cached.cache_clear()
 
 
-async def login_all(
-    address: str, ca_file: str, users: list[tuple[str, str]], *, trace: bool, restart: bool = False
+async def login_all(  # noqa: PLR0913 - the bench's knobs
+    address: str,
+    ca_file: str,
+    users: list[tuple[str, str]],
+    *,
+    trace: bool,
+    restart: bool = False,
+    settle: float = 1.0,
 ) -> dict[str, Any]:
     from purplegw.actors.gc_tuning import apply_gc_threshold
     from purplegw.protocols.base import AccountCredentials, SessionContext
@@ -182,7 +188,7 @@ async def login_all(
     await asyncio.gather(*(login(s) for s in sessions))
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - before_cpu
-    await asyncio.sleep(1.0)  # late stanzas (acks, presence) settle
+    await asyncio.sleep(settle)  # late stanzas (acks, presence); idle streams park their parsers
     gc.collect()
     grown_rss = rss_kib() - before_rss
     n = len(sessions)
@@ -214,13 +220,26 @@ def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.root)
     users = [(f"mem{i}@localhost", f"pw{i}-mem") for i in range(args.accounts + WARM_ACCOUNTS)]
     result = asyncio.run(
-        login_all(args.server, args.ca_file, users, trace=args.trace, restart=args.restart)
+        login_all(
+            args.server,
+            args.ca_file,
+            users,
+            trace=args.trace,
+            restart=args.restart,
+            settle=args.settle,
+        )
     )
     print(json.dumps(result))
 
 
-def run_child(
-    root: str, prosody: Any, accounts: int, *, trace: bool, restart: bool = False
+def run_child(  # noqa: PLR0913 - the bench's knobs
+    root: str,
+    prosody: Any,
+    accounts: int,
+    *,
+    trace: bool,
+    restart: bool = False,
+    settle: float = 1.0,
 ) -> dict[str, Any]:
     prosody.restart()
     assert prosody.proc is not None
@@ -237,6 +256,8 @@ def run_child(
         prosody.address,
         "--ca-file",
         prosody.ca_file,
+        "--settle",
+        str(settle),
     ]
     if trace:
         cmd.append("--trace")
@@ -269,6 +290,13 @@ def main() -> None:
         "--restart",
         action="store_true",
         help="measure second logins on stored SCRAM keys (a daemon restart), CPU only",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds the logged-in accounts sit idle before the memory is read "
+        "(an idle stream drops its XML parser after 5 s: PARSER_IDLE)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
@@ -304,13 +332,18 @@ def main() -> None:
                 for _ in range(args.repeat):
                     for label, root in roots.items():
                         plain = run_child(
-                            root, prosody, args.accounts, trace=False, restart=args.restart
+                            root,
+                            prosody,
+                            args.accounts,
+                            trace=False,
+                            restart=args.restart,
+                            settle=args.settle,
                         )
                         runs[label].append(plain)
                         print(label, json.dumps(plain), file=sys.stderr, flush=True)
                 for label, root in roots.items():
                     traced = (
-                        run_child(root, prosody, args.accounts, trace=True)
+                        run_child(root, prosody, args.accounts, trace=True, settle=args.settle)
                         if args.trace_groups
                         else {"traced_kib": float("nan"), "groups": {}, "sites": {}}
                     )
