@@ -144,6 +144,54 @@ class _LoopInbox:
         return len(self._queue)
 
 
+class StoppedFlag(threading.Event):
+    """``threading.Event`` without its ``Condition`` until someone waits.
+
+    pykka gives every actor a ``threading.Event`` for "stopped": a
+    ``Condition`` with a lock and a deque of waiters, ~1 KiB an actor,
+    and pykka 4.5 only sets it and asks it (``ActorRef.is_alive``); nobody
+    waits.  This one is a flag; a waiter, from any thread, gets a real
+    ``Event`` made under one process-wide lock, which ``set`` takes too, so
+    a ``set`` racing the first ``wait`` cannot be missed.
+    """
+
+    _make_lock = threading.Lock()
+
+    def __init__(self) -> None:  # no super().__init__(): that builds the Condition
+        self._set = False
+        self._waited: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    isSet = is_set  # noqa: N815 - threading.Event's old name, kept by the base class
+
+    def set(self) -> None:
+        with self._make_lock:
+            self._set = True
+            waited = self._waited
+        if waited is not None:
+            waited.set()
+
+    def clear(self) -> None:
+        with self._make_lock:
+            self._set = False
+            if self._waited is not None:
+                self._waited.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._make_lock:
+            if self._set:
+                return True
+            if self._waited is None:
+                self._waited = threading.Event()
+            waited = self._waited
+        return waited.wait(timeout)
+
+    def _at_fork_reinit(self) -> None:
+        self._waited = None  # an Event of the parent's threads; a waiter makes a new one
+
+
 class LoopActor(pykka.Actor):
     """A pykka actor whose messages are handled on an asyncio loop thread.
 
@@ -155,6 +203,8 @@ class LoopActor(pykka.Actor):
         # Must be set before pykka creates the inbox.
         self.actor_loop = loop
         super().__init__(*args, **kwargs)
+        # Before the actor starts: nothing has read or set pykka's Event yet.
+        self.actor_stopped = self._actor_ref.actor_stopped = StoppedFlag()
 
     def _create_actor_inbox(self) -> Any:  # type: ignore[override]
         return _LoopInbox(self)

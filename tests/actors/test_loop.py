@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pykka
 import pytest
 
-from purplegw.actors.loop import LoopActor, LoopThread
+from purplegw.actors.loop import LoopActor, LoopThread, StoppedFlag
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -156,3 +156,41 @@ def test_loop_stop_cancels_leftover_tasks() -> None:
     thread.stop()
     assert cancelled.is_set()
     assert thread.loop.is_closed()
+
+
+def test_stopped_flag_is_an_event_that_builds_its_condition_only_for_a_waiter() -> None:
+    flag = StoppedFlag()
+    assert isinstance(flag, threading.Event)
+    assert not hasattr(flag, "_cond")  # what threading.Event costs: ~1 KiB a flag
+    assert not flag.is_set()
+    assert flag.wait(0.01) is False
+    flag.set()
+    assert flag.is_set()
+    assert flag.wait(0) is True
+    flag.clear()
+    assert not flag.is_set()
+    assert flag.wait(0.01) is False
+
+
+def test_a_set_racing_the_first_wait_is_never_missed() -> None:
+    # The waiter's Event is made under the lock set() takes: whichever comes
+    # first, the waiter returns True (a missed set would wait the 10 s out).
+    for _ in range(300):
+        flag = StoppedFlag()
+        results: list[bool] = []
+        waiter = threading.Thread(target=lambda f=flag, r=results: r.append(f.wait(10)))
+        waiter.start()
+        flag.set()
+        waiter.join(15)
+        assert results == [True]
+
+
+def test_a_loop_actor_stops_through_its_stopped_flag(loop_thread: LoopThread) -> None:
+    ref = Counter.start(loop=loop_thread.loop)
+    actor_flag = ref.actor_stopped
+    assert isinstance(actor_flag, StoppedFlag)
+    assert ref.is_alive()
+    assert ref.proxy().add(2).get(timeout=5) == 2
+    ref.stop()
+    assert not ref.is_alive()
+    assert actor_flag.wait(0) is True
