@@ -168,3 +168,101 @@ def test_a_client_uses_them() -> None:
     client = run(story())
     assert isinstance(client.waiting_queue, SendQueue)
     assert isinstance(client.session_bind_event, Wakeup)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _sending_client(loop: asyncio.AbstractEventLoop) -> Any:
+    """A client whose send loop runs and whose writes are recorded."""
+    from purplegw.protocols.xmpp.session import Client
+
+    async def build() -> Any:
+        return Client("someone@example.org", "secret")
+
+    client = loop.run_until_complete(build())
+    client.transport = _Transport()
+    client._always_send_everything = True  # no session to wait for: stanzas go out
+    client._run_out_filters = loop.create_task(client.run_filters())
+    return client
+
+
+def _written(loop: asyncio.AbstractEventLoop, client: Any) -> bytes:
+    loop.run_until_complete(asyncio.wait_for(client.waiting_queue.join(), 5))
+    loop.run_until_complete(asyncio.sleep(0))  # the turn's one write (flush_writes)
+    return b"".join(client.transport.written)
+
+
+def test_the_send_loop_keeps_nothing_of_what_it_sent() -> None:
+    # slixmpp's loop kept the last stanza and its text in its locals until
+    # the next item came: an idle account's last ping, or a whole message.
+    import gc
+    import weakref
+
+    loop = asyncio.new_event_loop()
+    try:
+        client = _sending_client(loop)
+        message = client.make_message("bob@example.org", "x" * 20_000, mtype="chat")
+        gone = weakref.ref(message)
+        message.send()
+        assert b"x" * 20_000 in _written(loop, client)
+        del message
+        gc.collect()
+        assert gone() is None
+        frame = client._run_out_filters.get_coro().cr_frame
+        assert not [v for v in frame.f_locals.values() if isinstance(v, (str, bytes, tuple))]
+        client._run_out_filters.cancel()
+        loop.run_until_complete(asyncio.gather(client._run_out_filters, return_exceptions=True))
+    finally:
+        loop.close()
+
+
+def test_the_send_loop_runs_the_outgoing_filters_as_slixmpp_does() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        client = _sending_client(loop)
+
+        def tag(stanza: Any) -> Any:
+            stanza["id"] = "tagged-" + stanza["id"]
+            return stanza
+
+        def drop(stanza: Any) -> Any:
+            return None if stanza["body"] == "drop me" else stanza
+
+        def broken(stanza: Any) -> Any:
+            if stanza["body"] == "break":
+                raise ValueError("a broken filter")
+            return stanza
+
+        async def later(stanza: Any) -> Any:
+            await asyncio.sleep(0)
+            stanza["subject"] = "async"
+            return stanza
+
+        for out_filter in (tag, drop, broken, later):
+            client.add_filter("out", out_filter)
+        for n, body in enumerate(("one", "drop me", "break", "two")):
+            msg = client.make_message("bob@example.org", body, mtype="chat")
+            msg["id"] = f"m{n}"
+            msg.send()
+        client.send("<r xmlns='urn:xmpp:sm:3'/>")  # a string passes the filters untouched
+        written = _written(loop, client).decode()
+        assert 'id="tagged-m0"' in written
+        assert 'id="tagged-m3"' in written
+        assert "<subject>async</subject>" in written
+        assert "drop me" not in written  # a filter's None: not sent, the loop goes on
+        assert ">break<" not in written  # a raising filter: logged, not sent, the loop goes on
+        assert written.index("tagged-m0") < written.index("tagged-m3")
+        assert written.endswith("<r xmlns='urn:xmpp:sm:3'/>")
+        client._run_out_filters.cancel()
+        loop.run_until_complete(asyncio.gather(client._run_out_filters, return_exceptions=True))
+    finally:
+        loop.close()

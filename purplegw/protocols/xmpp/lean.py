@@ -1,4 +1,4 @@
-"""Two of slixmpp's per-client asyncio objects, at the size the client uses.
+"""Two of slixmpp's per-client asyncio objects, at the size the client uses; its send loop.
 
 Every online XMPP account holds one ``ClientXMPP``, and slixmpp 1.17 gives
 each an ``asyncio.Queue`` of stanzas to send (``waiting_queue``) and an
@@ -18,15 +18,24 @@ narrower than their classes:
   waits on it, so a ``purplegw.wakeup.Wakeup`` takes its place.
 
 ``Client`` swaps them in right after slixmpp built them, before any
-connection (slixmpp is pinned to 1.17.x in setup.py).
+connection (slixmpp is pinned to 1.17.x in setup.py).  ``send_loop`` is
+slixmpp's consumer of that queue, minus what it kept between items.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from inspect import iscoroutinefunction
 from typing import Any
 
+from slixmpp.xmlstream.stanzabase import StanzaBase
+from slixmpp.xmlstream.tostring import tostring
+from slixmpp.xmlstream.xmlstream import ContinueQueue
+
 from purplegw.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
 
 COMPACT_AFTER = 1024  # items read before a never-empty queue drops them from its list
 
@@ -108,3 +117,61 @@ class SendQueue:
         finally:
             if self._joiners is not None and joiner in self._joiners:
                 self._joiners.remove(joiner)
+
+
+async def send_loop(client: Any) -> None:
+    """slixmpp 1.17's ``run_filters`` (the send queue's consumer), without its lingering locals.
+
+    slixmpp's loop keeps what it last sent in its locals (the stanza, its
+    serialised text, the set of filters run on it) until the next item
+    arrives: for an idle account its last keepalive ping or query, ~1-2 KiB,
+    and after a large message the whole message, twice.  Here each item is
+    handled by ``_send_item``, whose frame goes when it returns, and the
+    loop drops its reference to the item before it waits.  The steps, their
+    order, the log lines and the task accounting are slixmpp's.
+    """
+    queue = client.waiting_queue
+    while True:
+        item = await queue.get()
+        try:
+            await _send_item(client, *item)
+        except ContinueQueue as exc:
+            log.debug("Stanza in send queue not sent: %s", exc)
+        except asyncio.CancelledError:
+            log.debug("Send coroutine received cancel(), stopping")
+            return
+        except Exception:
+            log.exception("Exception raised in send queue:")
+        del item
+        queue.task_done()
+
+
+async def _send_item(client: Any, data: Any, use_filters: bool) -> None:  # noqa: FBT001 - slixmpp's queue item
+    """One item of the send queue: the outgoing filters, then the transport (slixmpp's steps)."""
+    filters = client._XMLStream__filters  # noqa: SLF001 - slixmpp keeps them private (pinned 1.17.x)
+    if use_filters and isinstance(data, StanzaBase):
+        already_run_filters: set[Any] = set()
+        for filter_mode in ("out", "out_sync", "out_sce"):
+            for out_filter in filters[filter_mode]:
+                already_run_filters.add(out_filter)
+                # 'out_sync' filters are taken as synchronous without checking.
+                if filter_mode != "out_sync" and iscoroutinefunction(out_filter):
+                    task = asyncio.create_task(out_filter(data))
+                    _completed, pending = await asyncio.wait({task}, timeout=1)
+                    if pending:
+                        client._XMLStream__slow_tasks.append(task)  # noqa: SLF001 - same
+                        # Not kept, as in slixmpp: the filter's task is (above).
+                        asyncio.ensure_future(  # noqa: RUF006
+                            client._continue_slow_send(task, already_run_filters),  # noqa: SLF001 - same
+                            loop=client.loop,
+                        )
+                        raise ContinueQueue("Slow coroutine, rescheduling filters")
+                    data = task.result()
+                elif isinstance(data, StanzaBase):
+                    data = out_filter(data)
+                if data is None:
+                    raise ContinueQueue("Empty stanza")
+    if isinstance(data, StanzaBase):
+        client.send_raw(tostring(data.xml, xmlns=client.default_ns, stream=client, top_level=True))
+    elif isinstance(data, (str, bytes)):
+        client.send_raw(data)

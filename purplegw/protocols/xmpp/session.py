@@ -82,7 +82,7 @@ from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
 from purplegw.protocols.xmpp import errors as xmpp_errors
 from purplegw.protocols.xmpp import features, log_redaction, muc
-from purplegw.protocols.xmpp.lean import SendQueue
+from purplegw.protocols.xmpp.lean import SendQueue, send_loop
 from purplegw.protocols.xmpp.matchers import fast_matcher
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
@@ -426,6 +426,10 @@ class Client(slixmpp.ClientXMPP):
         self.parser = StreamParser()
         self.compact_parser_due = False
         self._unpark()
+
+    async def run_filters(self) -> None:
+        """slixmpp's send queue consumer, keeping nothing between items (lean.py)."""
+        await send_loop(self)
 
     # --- writes: one transport write per turn of the loop ------------------------------
 
