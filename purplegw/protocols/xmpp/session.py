@@ -479,18 +479,32 @@ class Client(slixmpp.ClientXMPP):
         that, an idle account held its login's roster request and presence,
         the room-bookmark queries and one keepalive ping a minute, up to 31
         stanzas, for as long as it sent no other.  Asked behind every write,
-        the server's <a/> empties the queue within a round trip; a burst (a
-        login's requests, the messages of one turn) costs one <r/> in the
-        same write and one <a/>.  Only once this side counts (``<enable/>`` or
-        ``<resume/>`` written): before that there is nothing to acknowledge.
+        the server's <a/> empties the queue within a round trip; a burst (the
+        messages of one turn) costs one <r/> in the same write and one <a/>.
+        """
+        if self._ack_wanted():
+            pending.append(SM_ACK_REQUEST_BYTES)
+
+    def ask_for_ack(self) -> None:
+        """An <r/> now if stanzas wait for an ack (the login's: written before <enabled/>)."""
+        if self.transport is not None and self._ack_wanted():
+            self.send_raw(SM_ACK_REQUEST_BYTES)
+
+    def _ack_wanted(self) -> bool:
+        """Stanzas counted since the last <r/>, on a stream the server confirmed SM for.
+
+        Only once <enabled/> or <resumed/> was read: an <r/> written behind
+        an <enable/> or <resume/> the server then refuses meets a stream
+        without stream management (Prosody ignores it; a server may answer
+        with a <failed/> of its own).
         """
         sm = self.plugin.get("xep_0198", None)
-        if sm is None or not sm.enabled_out or not sm.unacked_queue:
-            return
+        if sm is None or not (sm.enabled_in and sm.enabled_out and sm.unacked_queue):
+            return False
         if sm.seq == self._ack_asked_seq:
-            return  # every stanza counted so far was followed by an <r/>
+            return False  # every stanza counted so far was followed by an <r/>
         self._ack_asked_seq = sm.seq
-        pending.append(SM_ACK_REQUEST_BYTES)
+        return True
 
     def _drop_writes(self) -> None:
         if self._flush_handle is not None:
@@ -1072,6 +1086,8 @@ class XmppSession(Session):
         except Exception as exc:  # noqa: BLE001 - any failure here fails the login
             self._settle(TransientError(f"roster request failed on {self._label()}: {exc}"))
             return
+        # <enabled/> came before the roster: the server answers in order.
+        client.ask_for_ack()
         if self._last_presence is not None and self._last_presence is not sent:
             # Changed while the roster was on its way (set_presence waits
             # for the login): the latest one wins.
