@@ -17,6 +17,8 @@ from purplegw.protocols.xmpp import lean
 from purplegw.protocols.xmpp.lean import SendQueue
 from purplegw.wakeup import Wakeup
 
+from .test_xmpp_sm_acks import Transport
+
 QUEUES = [pytest.param(asyncio.Queue, id="asyncio.Queue"), pytest.param(SendQueue, id="SendQueue")]
 
 
@@ -170,17 +172,6 @@ def test_a_client_uses_them() -> None:
     assert isinstance(client.session_bind_event, Wakeup)
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-
 def _sending_client(loop: asyncio.AbstractEventLoop) -> Any:
     """A client whose send loop runs and whose writes are recorded."""
     from purplegw.protocols.xmpp.session import Client
@@ -189,7 +180,7 @@ def _sending_client(loop: asyncio.AbstractEventLoop) -> Any:
         return Client("someone@example.org", "secret")
 
     client = loop.run_until_complete(build())
-    client.transport = _Transport()
+    client.transport = Transport()
     client._always_send_everything = True  # no session to wait for: stanzas go out
     client._run_out_filters = loop.create_task(client.run_filters())
     return client
