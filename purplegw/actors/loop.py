@@ -161,10 +161,8 @@ class StoppedFlag(threading.Event):
         self._set = False
         self._waited: threading.Event | None = None
 
-    def is_set(self) -> bool:
+    def is_set(self) -> bool:  # the base class's deprecated isSet() calls this too
         return self._set
-
-    isSet = is_set  # noqa: N815 - threading.Event's old name, kept by the base class
 
     def set(self) -> None:
         with self._make_lock:
