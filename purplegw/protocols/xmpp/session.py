@@ -466,24 +466,11 @@ class Client(slixmpp.ClientXMPP):
         if not pending:
             return
         self._write_buffer = []
-        self._ask_for_ack(pending)
+        if self._ack_wanted():
+            pending.append(SM_ACK_REQUEST_BYTES)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def _ask_for_ack(self, pending: list[bytes]) -> None:
-        """End a write that carries stanzas XEP-0198 counted with one <r/>.
-
-        slixmpp asks only every ``window`` stanzas, and keeps each stanza
-        (an object of ~1-2 KiB) until the server acknowledges it.  Left to
-        that, an idle account held its login's roster request and presence,
-        the room-bookmark queries and one keepalive ping a minute, up to 31
-        stanzas, for as long as it sent no other.  Asked behind every write,
-        the server's <a/> empties the queue within a round trip; a burst (the
-        messages of one turn) costs one <r/> in the same write and one <a/>.
-        """
-        if self._ack_wanted():
-            pending.append(SM_ACK_REQUEST_BYTES)
 
     def ask_for_ack(self) -> None:
         """An <r/> now if stanzas wait for an ack (the login's: written before <enabled/>)."""
@@ -492,6 +479,16 @@ class Client(slixmpp.ClientXMPP):
 
     def _ack_wanted(self) -> bool:
         """Stanzas counted since the last <r/>, on a stream the server confirmed SM for.
+
+        ``flush_writes`` ends each write that carries such stanzas with one
+        <r/>.  slixmpp asks only every ``window`` stanzas, and keeps each
+        stanza (an object of ~1-2 KiB) until the server acknowledges it.
+        Left to that, an idle account held its login's roster request and
+        presence, the room-bookmark queries and one keepalive ping a minute,
+        up to 31 stanzas, for as long as it sent no other.  Asked behind
+        every write, the server's <a/> empties the queue within a round
+        trip; a burst (the messages of one turn) costs one <r/> in the same
+        write and one <a/>.
 
         Only once <enabled/> or <resumed/> was read: an <r/> written behind
         an <enable/> or <resume/> the server then refuses meets a stream
@@ -571,6 +568,8 @@ class Client(slixmpp.ClientXMPP):
             self.parser, self.xml_root = fresh_parser(self._parked_namespaces)
             self._parked_namespaces = None
         super().data_received(data)
+        if not self.compact_parser_due and self._stream_namespaces is None:
+            return  # still negotiating: neither a compaction nor a parking is due
         # The tail is enough: the last "<" of a chunk starts its last markup.
         self._between_stanzas = self.xml_depth == 1 and ends_between_stanzas(data[-512:])
         if not self._between_stanzas:
@@ -1533,7 +1532,7 @@ class XmppSession(Session):
         self._sent_ids[message.message_id] = None
         while len(self._sent_ids) > SENT_MEMORY:
             self._sent_ids.popitem(last=False)
-        # The write that carries it ends with an <r/> (Client._ask_for_ack):
+        # The write that carries it ends with an <r/> (Client._ack_wanted):
         # one request behind all the messages of this turn of the loop.
         msg.send()
         return bool(tracked)
