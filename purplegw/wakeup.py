@@ -7,7 +7,9 @@ on: the account actor's "the stream was lost" and "the outbox has work"
 (actors/account.py), and in an XMPP client slixmpp's send queue's getter and
 its bind flag (protocols/xmpp/lean.py); docs/runtime.md, "Per-account
 asyncio objects".  ``Wakeup`` keeps the one waiter's future, made when it
-waits.
+waits, and ``wait`` returns that future itself rather than a coroutine
+awaiting it: a coroutine is ~0.25 KiB with its frame, and an idle account
+has three tasks parked on a ``Wakeup`` for its life.
 
 Semantics are ``asyncio.Event``'s for that one waiter: ``set`` wakes it and
 stays set until ``clear``; ``wait`` returns at once when set; a waiter woken
@@ -18,6 +20,23 @@ while one waits is a bug of the caller and raises ``RuntimeError``.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Generator
+
+
+class _AlreadySet:
+    """What ``wait`` returns when set: done at once, as ``await`` on a set ``asyncio.Event``."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_ALREADY_SET = _AlreadySet()
 
 
 class Wakeup:
@@ -34,22 +53,25 @@ class Wakeup:
         if self._is_set:
             return
         self._is_set = True
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def clear(self) -> None:
         self._is_set = False
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[None]:
+        """An awaitable done once set (at once if set now); call it in a running loop.
+
+        The waiter's future itself: cancelling the task that awaits it
+        cancels the future, which frees the place for the next waiter.
+        """
         if self._is_set:
-            return
-        if self._waiter is not None:
+            return _ALREADY_SET
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
             msg = "Wakeup has a waiter already"
             raise RuntimeError(msg)
         waiter = asyncio.get_running_loop().create_future()
         self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter

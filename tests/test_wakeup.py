@@ -83,3 +83,32 @@ def test_a_second_waiter_at_the_same_time_is_refused() -> None:
         await asyncio.wait_for(first, 1)
 
     run(story())
+
+
+def test_wait_is_the_waiters_future_not_a_coroutine() -> None:
+    # The point of the class: a task parked on it holds no coroutine frame.
+    async def story() -> None:
+        wakeup = Wakeup()
+        pending = wakeup.wait()
+        assert isinstance(pending, asyncio.Future)
+        wakeup.set()
+        assert pending.done()
+        await pending
+        again = wakeup.wait()
+        assert not asyncio.iscoroutine(again)
+        await asyncio.wait_for(again, 1)  # set: done at once
+
+    run(story())
+
+
+def test_a_timed_out_wait_leaves_room_for_the_next() -> None:
+    async def story() -> None:
+        wakeup = Wakeup()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), 0.01)
+        second = asyncio.ensure_future(wakeup.wait())
+        await asyncio.sleep(0)
+        wakeup.set()
+        await asyncio.wait_for(second, 1)
+
+    run(story())
