@@ -1,4 +1,4 @@
-"""``SendQueue`` and ``Wakeup`` do what slixmpp asks of ``asyncio.Queue`` / ``asyncio.Event``.
+"""``SendQueue``, ``Wakeup``, ``Fifo`` do what slixmpp asks of asyncio's Queue and Event, deque.
 
 Each behaviour is checked against the asyncio class it replaces, side by
 side, so the two cannot drift apart unnoticed.  The live path (slixmpp's
@@ -9,12 +9,14 @@ by test_xmpp_session.py and test_xmpp_reconnect.py against Prosody.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import pytest
+from slixmpp.plugins.base import BasePlugin
 
 from purplegw.protocols.xmpp import lean
-from purplegw.protocols.xmpp.lean import SendQueue
+from purplegw.protocols.xmpp.lean import Fifo, SendQueue
 from purplegw.wakeup import Wakeup
 
 from .test_xmpp_sm_acks import Transport
@@ -170,6 +172,42 @@ def test_a_client_uses_them() -> None:
     client = run(story())
     assert isinstance(client.waiting_queue, SendQueue)
     assert isinstance(client.session_bind_event, Wakeup)
+    client.register_plugin("xep_0198", {"window": 32})
+    assert isinstance(client.plugin["xep_0198"].unacked_queue, Fifo)
+    # Only handlers that do something stay on "session_bind" (slixmpp's own, for one).
+    hooked = client._XMLStream__event_handlers["session_bind"]
+    assert hooked
+    assert all(getattr(h, "__func__", None) is not BasePlugin.session_bind for h, _ in hooked)
+
+
+@pytest.mark.parametrize("make", [collections.deque, Fifo], ids=["deque", "Fifo"])
+def test_a_fifo_does_what_xep_0198_does_with_its_deque(make: Any) -> None:
+    queue = make()
+    assert not queue
+    assert len(queue) == 0
+    with pytest.raises(IndexError):
+        queue.popleft()
+    for n in range(5):
+        queue.append((n, f"stanza {n}"))
+    assert queue.popleft() == (0, "stanza 0")
+    assert len(queue) == 4
+    assert bool(queue)
+    assert list(queue) == [(n, f"stanza {n}") for n in range(1, 5)]
+    while queue:
+        queue.popleft()
+    queue.append((9, "late"))
+    assert list(queue) == [(9, "late")]
+    queue.clear()
+    assert not queue
+    assert list(queue) == []
+    # A queue that never empties keeps only what is still unread.
+    for n in range(3000):
+        queue.append(n)
+        if n % 3:
+            queue.popleft()
+    assert list(queue) == list(range(2000, 3000))
+    if isinstance(queue, Fifo):
+        assert len(queue._items) < 2 * len(queue) + 1024
 
 
 def _sending_client(loop: asyncio.AbstractEventLoop) -> Any:

@@ -1,4 +1,4 @@
-"""Two of slixmpp's per-client asyncio objects, at the size the client uses; its send loop.
+"""Three of slixmpp's per-client queues and events, at the size the client uses; its send loop.
 
 Every online XMPP account holds one ``ClientXMPP``, and slixmpp 1.17 gives
 each an ``asyncio.Queue`` of stanzas to send (``waiting_queue``) and an
@@ -15,7 +15,11 @@ narrower than their classes:
   asks ``empty`` and may ``join``; a session's end drains it with
   ``get_nowait`` (without ``task_done``, as with ``asyncio.Queue``);
 * the event is only ``set``, ``clear``ed and asked ``is_set``: nothing
-  waits on it, so a ``purplegw.wakeup.Wakeup`` takes its place.
+  waits on it, so a ``purplegw.wakeup.Wakeup`` takes its place;
+* XEP-0198's queue of stanzas sent and not yet acknowledged
+  (``unacked_queue``, a ``collections.deque``, ~0.7 KiB empty, which it is
+  after every ack) is ``append``ed, ``popleft``ed, iterated, measured and
+  ``clear``ed: a ``Fifo``.
 
 ``Client`` swaps them in right after slixmpp built them, before any
 connection (slixmpp is pinned to 1.17.x in setup.py).  ``send_loop`` is
@@ -25,9 +29,10 @@ slixmpp's consumer of that queue, minus what it kept between items.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from inspect import iscoroutinefunction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slixmpp.xmlstream.stanzabase import StanzaBase
 from slixmpp.xmlstream.tostring import tostring
@@ -35,25 +40,74 @@ from slixmpp.xmlstream.xmlstream import ContinueQueue
 
 from purplegw.wakeup import Wakeup
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterator
+
 log = logging.getLogger(__name__)
 
 COMPACT_AFTER = 1024  # items read before a never-empty queue drops them from its list
 
 
-class SendQueue:
-    """A FIFO for one consumer with ``asyncio.Queue``'s methods that slixmpp calls.
+class Fifo:
+    """A FIFO in a list read from ``_head``: the deque methods slixmpp calls on its queues.
 
-    Items live in a list read from ``_head``; the list is emptied (its
-    array freed) whenever the consumer catches up, so an idle client holds
-    an empty list, and a burst costs no ``pop(0)`` moves; a queue that
+    An empty ``collections.deque`` is ~0.7 KiB (its first block of 64 slots
+    is allocated up front), an empty list 56 bytes.  The list is emptied
+    (its array freed) whenever the reader catches up, so an idle client
+    holds an empty list, and a burst costs no ``pop(0)`` moves; a queue that
     never empties drops what was read once that is half its list.
     """
 
-    __slots__ = ("_head", "_items", "_joiners", "_ready", "_unfinished")
+    __slots__ = ("_head", "_items")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def __bool__(self) -> bool:
+        return self._head < len(self._items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self._items, self._head, None)
+
+    def append(self, item: Any) -> None:
+        self._items.append(item)
+
+    def clear(self) -> None:
+        self._items = []
+        self._head = 0
+
+    def popleft(self) -> Any:
+        items = self._items
+        head = self._head
+        if head >= len(items):
+            msg = "pop from an empty Fifo"
+            raise IndexError(msg)
+        item = items[head]
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head >= COMPACT_AFTER and head * 2 >= len(items):
+            # A queue that never quite empties: drop the read half (amortised O(1)).
+            del items[:head]
+            head = 0
+        else:
+            items[head - 1] = None  # not kept alive until the list empties
+        self._head = head
+        return item
+
+
+class SendQueue(Fifo):
+    """A FIFO for one consumer with ``asyncio.Queue``'s methods that slixmpp calls."""
+
+    __slots__ = ("_joiners", "_ready", "_unfinished")
+
+    def __init__(self) -> None:
+        super().__init__()
         self._ready = Wakeup()  # the consumer's: set by every put
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
@@ -70,28 +124,23 @@ class SendQueue:
         self._ready.set()
 
     def get_nowait(self) -> Any:
-        items = self._items
-        head = self._head
-        if head >= len(items):
+        if self._head >= len(self._items):
             raise asyncio.QueueEmpty
-        item = items[head]
-        head += 1
-        if head == len(items):
-            items.clear()
-            head = 0
-        elif head >= COMPACT_AFTER and head * 2 >= len(items):
-            # A queue that never quite empties: drop the read half (amortised O(1)).
-            del items[:head]
-            head = 0
-        else:
-            items[head - 1] = None  # not kept alive until the list empties
-        self._head = head
-        return item
+        return self.popleft()
+
+    def wait_ready(self) -> Awaitable[None]:
+        """Done once the queue has an item (at once if it has): the consumer's wait.
+
+        Not a coroutine: the send loop's task waits here for an idle
+        account's whole life, and a coroutine would be one more frame held.
+        """
+        if self._head >= len(self._items):
+            self._ready.clear()  # else set: every put sets it, only this clears it
+        return self._ready.wait()  # a second consumer at once: RuntimeError
 
     async def get(self) -> Any:
         while self._head >= len(self._items):
-            self._ready.clear()
-            await self._ready.wait()  # a second consumer at once: RuntimeError
+            await self.wait_ready()
         return self.get_nowait()
 
     def task_done(self) -> None:
@@ -132,7 +181,9 @@ async def send_loop(client: Any) -> None:
     """
     queue = client.waiting_queue
     while True:
-        item = await queue.get()
+        while queue.empty():
+            await queue.wait_ready()
+        item = queue.get_nowait()
         try:
             await _send_item(client, *item)
         except ContinueQueue as exc:
