@@ -8,6 +8,7 @@ test (test_xmpp_session.py) cannot put them.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from purplegw.protocols.xmpp import session as session_module
+from tests.kit.certs import write_self_signed_cert
 
 from .test_xmpp_sm_acks import Transport, client_on
 
@@ -111,3 +113,58 @@ def test_a_lost_connection_parks_nothing_and_the_new_stream_starts_over(stream: 
     client.data_received(b"<presence/>")
     idle(loop)
     assert client.parser is not None  # not started (or resumed) yet: never parked
+
+
+def test_an_idle_tls_connection_gives_back_its_read_buffer_and_reads_on(tmp_path: Any) -> None:
+    # A real asyncio TLS connection: asyncio must make a new buffer at the
+    # next read, or this fails (session_module.release_tls_read_buffer).
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed_cert(cert, key, "localhost")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    chunks = [b"first", b"second " * 400, b"third"]  # the middle one is larger than the buffer
+
+    async def story() -> bytes:
+        loop = asyncio.get_running_loop()
+        writers: list[asyncio.StreamWriter] = []
+
+        async def serve(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+        port = server.sockets[0].getsockname()[1]
+        received = bytearray()
+        got = asyncio.Event()
+
+        class Reader(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                received.extend(data)
+                got.set()
+
+        transport, _ = await loop.create_connection(
+            Reader, "127.0.0.1", port, ssl=client_context, server_hostname="localhost"
+        )
+        protocol = transport._ssl_protocol  # type: ignore[attr-defined]
+        for _ in range(50):
+            if writers:
+                break
+            await asyncio.sleep(0.01)
+        expected = 0
+        for chunk in chunks:
+            assert session_module.release_tls_read_buffer(transport)
+            assert len(protocol._ssl_buffer) == 0
+            expected += len(chunk)
+            writers[0].write(chunk)
+            while len(received) < expected:
+                got.clear()
+                await asyncio.wait_for(got.wait(), 5)
+            assert len(protocol._ssl_buffer) == protocol.max_size  # made again by the read
+        transport.close()
+        writers[0].close()
+        server.close()
+        await server.wait_closed()
+        return bytes(received)
+
+    assert asyncio.run(story()) == b"".join(chunks)
+    assert not session_module.release_tls_read_buffer(object())  # no TLS: nothing to free
