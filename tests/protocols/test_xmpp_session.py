@@ -407,6 +407,23 @@ def test_keepalive_pings_answered_by_a_live_server_keep_the_session(loop, prosod
         loop.run(session.logout())
 
 
+def test_a_logged_in_client_keeps_its_instance_dict_small(alice):
+    """slixmpp fills ~80 attributes; ours are slots (session.py, ``Client.__slots__``).
+
+    CPython 3.11 grows a dict of more than 85 entries to 256 slots (~3.3 KiB
+    here) where 85 fit in 128 (~1.6 KiB): one attribute too many per
+    account is ~1.7 KiB at 10,000 accounts times over.
+    """
+    import sys
+
+    session, _events = alice
+    client = session.client
+    assert client.authenticated
+    assert client.stored_scram_key is not None  # a slot, set by the login
+    assert len(client.__dict__) <= 85, sorted(client.__dict__)
+    assert sys.getsizeof(client.__dict__) < 2048
+
+
 def test_an_idle_session_keeps_no_stanza_waiting_for_an_ack(loop, prosody, users):
     """A write that carries stanzas ends with an <r/>: the server's <a/> lets them go.
 

@@ -195,12 +195,32 @@ class Client(slixmpp.ClientXMPP):
     against tinyproxy; slixmpp is pinned to 1.17.x in setup.py).
     """
 
-    http_proxy: ProxySettings | None = None
-    connect_timeout: float = 15.0
-    #: The stored SCRAM key of this account (``scram_key_record``), if any,
-    #: and where to report a newly derived one (``on_key_derived``).
-    stored_scram_key: str | None = None
-    on_scram_key: Any = None
+    #: This class's own per-client fields live in slots, not in the instance
+    #: dict slixmpp fills: ~80 entries of its own, and a dict of more than
+    #: 85 grows to 256 slots (~3.3 KiB) where one of 85 fits in 128 (~1.6).
+    __slots__ = (
+        "_ack_asked_seq",
+        "_ack_short",
+        "_acked_h",
+        "_between_stanzas",
+        "_flush_handle",
+        "_held",
+        "_message_class",
+        "_message_tag",
+        "_park_handle",
+        "_parked_namespaces",
+        "_read_at",
+        "_released",
+        "_shed_handlers",
+        "_sm_ack_due",
+        "_stream_namespaces",
+        "_write_buffer",
+        "compact_parser_due",
+        "connect_timeout",
+        "http_proxy",
+        "on_scram_key",
+        "stored_scram_key",
+    )
 
     #: Stream features slixmpp's ``ClientXMPP`` registers that the gateway
     #: never uses: pre-approval (RFC 6121 3.4) and XEP-0478 limits only record
@@ -231,6 +251,12 @@ class Client(slixmpp.ClientXMPP):
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.http_proxy: ProxySettings | None = None
+        self.connect_timeout = 15.0
+        #: The stored SCRAM key of this account (``scram_key_record``), if any,
+        #: and where to report a newly derived one (``on_key_derived``).
+        self.stored_scram_key: str | None = None
+        self.on_scram_key: Any = None
         #: Replace the login's XML parser at the next stanza boundary (see
         #: stream_parser.py); set once the session started or resumed.
         self.compact_parser_due = False
