@@ -295,3 +295,42 @@ def test_the_send_loop_runs_the_outgoing_filters_as_slixmpp_does() -> None:
         loop.run_until_complete(asyncio.gather(client._run_out_filters, return_exceptions=True))
     finally:
         loop.close()
+
+
+def test_presence_from_contacts_keeps_no_roster_state_in_slixmpp() -> None:
+    # slixmpp made a RosterNode per sender and copied each presence into its
+    # roster items; the session keeps presence itself (XmppSession._resources).
+    from .test_xmpp_sm_acks import client_on
+
+    loop = asyncio.new_event_loop()
+    try:
+        client = client_on(loop)
+        client.transport = Transport()
+        seen: list[tuple[str, str]] = []
+        for event in ("presence", "presence_away", "presence_unavailable", "changed_subscription"):
+            client.add_event_handler(event, lambda p, e=event: seen.append((e, p["from"].full)))
+        client.init_parser()
+        client.data_received(
+            b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='example.org'>"
+        )
+        for n in range(50):
+            client.data_received(
+                f"<presence from='c{n}@example.org/phone'><show>away</show></presence>".encode()
+            )
+        client.data_received(b"<presence from='c0@example.org/phone' type='unavailable'/>")
+        client.data_received(b"<presence from='@@bad@@' />")  # dropped, as slixmpp does
+        client.data_received(b"<presence from='c1@example.org' to='alice@example.org' type='unsubscribe'/>")
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert seen[:2] == [
+            ("presence", "c0@example.org/phone"),
+            ("presence_away", "c0@example.org/phone"),
+        ]
+        assert seen.count(("presence_unavailable", "c0@example.org/phone")) == 1
+        assert ("changed_subscription", "c1@example.org") in seen
+        assert len(seen) == 2 * 50 + 2 + 2
+        assert list(client.roster._rosters) == [client.boundjid.bare]  # no node per sender
+        assert "c5@example.org" not in client.client_roster  # nor an item per contact
+        assert "c1@example.org" in client.client_roster  # subscriptions: slixmpp's, kept
+    finally:
+        loop.close()

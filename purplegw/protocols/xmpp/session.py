@@ -102,6 +102,7 @@ logger = logging.getLogger(__name__)
 stream_logger = logging.getLogger(log_redaction.STREAM_LOGGER)
 
 GTALK_IDS = ("gtalk",)
+SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 IDLE_NS = "urn:xmpp:idle:1"
 DELAY_TAG = "{urn:xmpp:delay}delay"  # XEP-0203
 RECEIPTS_NS = "urn:xmpp:receipts"  # XEP-0184
@@ -231,6 +232,19 @@ class Client(slixmpp.ClientXMPP):
     UNUSED_FEATURES = frozenset({"feature_preapproval", "feature_limits", "feature_rosterver"})
     #: slixmpp ``BaseXMPP`` handlers whose events the gateway does not use.
     UNUSED_HANDLERS = ("IM", "IMError")
+    #: slixmpp ``BaseXMPP``'s presence bookkeeping, which the session keeps
+    #: itself (``XmppSession._resources``): these copy every contact's
+    #: presence into slixmpp's roster (``RosterItem.resources``) and raise
+    #: events nobody here listens to (got_online, changed_status, ...).
+    #: Unhooked, with ``_handle_presence`` below; the subscription handlers
+    #: stay, they keep ``client_roster``'s subscription states.
+    UNUSED_PRESENCE_EVENTS = (
+        "presence_available",
+        "presence_away",
+        "presence_chat",
+        "presence_dnd",
+        "presence_xa",
+    )
 
     #: Stanza handlers only a stream's negotiation uses: stream features,
     #: STARTTLS, SASL and the answers to XEP-0198's <enable/> / <resume/>.
@@ -313,6 +327,38 @@ class Client(slixmpp.ClientXMPP):
         # every message with a body, a stanza interface walk less per message.
         for name in self.UNUSED_HANDLERS:
             self.remove_handler(name)
+        for event in self.UNUSED_PRESENCE_EVENTS:
+            self._unhook(event, self._handle_available)
+        self._unhook("presence_unavailable", self._handle_unavailable)
+
+    def _unhook(self, event: str, handler: Any) -> None:
+        """``del_event_handler``, and the event's entry once no handler is left."""
+        self.del_event_handler(event, handler)
+        table = self._XMLStream__event_handlers  # slixmpp's (pinned 1.17.x)
+        if not table.get(event, True):
+            del table[event]
+
+    def _handle_presence(self, presence: Any) -> None:
+        """slixmpp's handler of every <presence/>, without a roster node per sender.
+
+        slixmpp asks ``self.roster[sender]`` whether to ignore the update (a
+        component's setting): that makes a ``RosterNode`` (the roster of an
+        owner JID) for every contact and room occupant that sends presence,
+        kept for the stream's life; with the unhooked handlers above, ~2 KiB
+        per contact (tests/protocols/test_xmpp_lean.py).  The events, their
+        order and the dropped malformed JIDs are slixmpp's.
+        """
+        try:
+            presence["from"]  # parsed here, so a malformed JID is dropped as slixmpp does
+            presence["to"]
+        except InvalidJID:
+            logger.exception("Couldn't handle presence: %s", presence)
+            return
+        kind = presence["type"]
+        self.event("presence", presence)
+        self.event(f"presence_{kind}", presence)
+        if kind in SUBSCRIPTION_TYPES:
+            self.event("changed_subscription", presence)
 
     def _build_stanza(self, xml: Element, default_ns: str | None = None) -> Any:
         """slixmpp's, without its per-stanza search for the class of a ``<message/>``.
@@ -459,7 +505,7 @@ class Client(slixmpp.ClientXMPP):
         """
         for instance in self.plugin._plugins.values():  # noqa: SLF001 - slixmpp's registry (pinned 1.17.x)
             if type(instance).session_bind is BasePlugin.session_bind:
-                self.del_event_handler("session_bind", instance.session_bind)
+                self._unhook("session_bind", instance.session_bind)
 
     def init_parser(self) -> None:
         """slixmpp's parser, recording the stream header's namespaces (stream_parser.py)."""
