@@ -320,7 +320,9 @@ def test_presence_from_contacts_keeps_no_roster_state_in_slixmpp() -> None:
             )
         client.data_received(b"<presence from='c0@example.org/phone' type='unavailable'/>")
         client.data_received(b"<presence from='@@bad@@' />")  # dropped, as slixmpp does
-        client.data_received(b"<presence from='c1@example.org' to='alice@example.org' type='unsubscribe'/>")
+        client.data_received(
+            b"<presence from='c1@example.org' to='alice@example.org' type='unsubscribe'/>"
+        )
         loop.run_until_complete(asyncio.sleep(0.01))
         assert seen[:2] == [
             ("presence", "c0@example.org/phone"),
