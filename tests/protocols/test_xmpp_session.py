@@ -424,6 +424,17 @@ def test_a_logged_in_client_keeps_its_instance_dict_small(alice):
     assert sys.getsizeof(client.__dict__) < 2048
 
 
+def test_a_logged_in_stream_drops_the_parsed_peer_certificate(alice):
+    # ~1.8 KiB of nested tuples per account, read by nobody after the handshake.
+    session, _events = alice
+    transport = session.client.transport
+    assert transport.get_extra_info("peercert") is None
+    assert transport.get_extra_info("cipher") is not None  # the rest of the TLS details stay
+    cert = transport.get_extra_info("ssl_object").getpeercert()
+    assert cert  # still there on demand, verified at the handshake
+    assert "subject" in cert
+
+
 def test_an_idle_session_keeps_no_stanza_waiting_for_an_ack(loop, prosody, users):
     """A write that carries stanzas ends with an <r/>: the server's <a/> lets them go.
 

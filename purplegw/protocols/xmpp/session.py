@@ -317,7 +317,7 @@ class Client(slixmpp.ClientXMPP):
         )
         self.add_event_handler("auth_success", self._forget_sasl_mechanism)
         self.add_event_handler("session_start", self._forget_stream_features)
-        self.add_event_handler("session_resumed", self._compact_parser_soon)
+        self.add_event_handler("session_resumed", self._stream_established)
         self.add_event_handler("session_resumed", self.shed_negotiation_handlers)
         self.add_event_handler("sm_enabled", self._forget_held)
         self.add_event_handler("session_resumed", self._forget_held)
@@ -652,8 +652,15 @@ class Client(slixmpp.ClientXMPP):
         self.flush_writes()  # plaintext written before the handshake stays plaintext
         return await super().start_tls()
 
-    def _compact_parser_soon(self, _event: Any = None) -> None:
+    def _stream_established(self, _event: Any = None) -> None:
+        """The session started or resumed: what only the negotiation needed can go.
+
+        The parser is swapped at the next stanza boundary (stream_parser.py),
+        and the peer certificate asyncio parsed at the handshake is dropped
+        (``release_tls_peercert``).
+        """
         self.compact_parser_due = True
+        release_tls_peercert(self.transport)
 
     def data_received(self, data: bytes | str) -> None:
         if self._parked_namespaces is not None:
@@ -727,7 +734,7 @@ class Client(slixmpp.ClientXMPP):
         binds again and stores its own.
         """
         self.plugin["feature_bind"].features = None
-        self._compact_parser_soon()
+        self._stream_established()
 
     async def handle_sasl_challenge(self, challenge: Any) -> None:
         """slixmpp's ``_handle_challenge`` with ``mech.process`` run in the default executor."""
@@ -922,6 +929,23 @@ def release_tls_read_buffer(transport: Any) -> bool:
         return False
     protocol._ssl_buffer = _NO_BUFFER  # noqa: SLF001 - asyncio's, see above
     protocol._ssl_buffer_view = _NO_BUFFER_VIEW  # noqa: SLF001 - same
+    return True
+
+
+def release_tls_peercert(transport: Any) -> bool:
+    """Drop the parsed peer certificate asyncio keeps for ``get_extra_info("peercert")``.
+
+    asyncio's ``SSLProtocol`` stores ``getpeercert()``'s dict (subject,
+    issuer, names, dates as nested tuples: ~1.8 KiB for the test server's
+    certificate) for the connection's life.  Nothing reads it once the
+    handshake was verified: slixmpp takes the DER form from the SSL object,
+    which can still parse the certificate on demand.  False if there is no
+    such entry.
+    """
+    extra = getattr(getattr(transport, "_ssl_protocol", None), "_extra", None)
+    if not isinstance(extra, dict) or "peercert" not in extra:
+        return False
+    del extra["peercert"]
     return True
 
 
