@@ -42,7 +42,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -309,59 +308,34 @@ def main() -> None:
         return
     sys.path.insert(0, str(ROOT))
     from tests.kit.prosody import Prosody
+    from tests.kit.worktree import compared_trees
 
-    roots = {"this tree": str(ROOT)}
-    with tempfile.TemporaryDirectory(prefix="purplegw-bench-mem-") as tmp:
-        if args.against:
-            other = Path(tmp) / "against"
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other), args.against],
-                check=True,
-                capture_output=True,
-            )
-            roots = {args.against: str(other), **roots}
-        try:
-            results = {}
-            with Prosody(
-                log_level="warn", hashed=True, scram_iterations=args.iterations
-            ) as prosody:
-                prosody.create_users(args.accounts + WARM_ACCOUNTS, prefix="mem")
-                runs: dict[str, list[dict]] = {label: [] for label in roots}
-                # Rounds alternate the trees, so a change in the machine's
-                # load hits both; each figure is the median of the rounds.
-                for _ in range(args.repeat):
-                    for label, root in roots.items():
-                        plain = run_child(
-                            root,
-                            prosody,
-                            args.accounts,
-                            trace=False,
-                            restart=args.restart,
-                            settle=args.settle,
-                        )
-                        runs[label].append(plain)
-                        print(label, json.dumps(plain), file=sys.stderr, flush=True)
+    with compared_trees(args.against, "purplegw-bench-mem-") as roots:
+        results = {}
+        with Prosody(log_level="warn", hashed=True, scram_iterations=args.iterations) as prosody:
+            prosody.create_users(args.accounts + WARM_ACCOUNTS, prefix="mem")
+            runs: dict[str, list[dict]] = {label: [] for label in roots}
+            # Rounds alternate the trees, so a change in the machine's
+            # load hits both; each figure is the median of the rounds.
+            for _ in range(args.repeat):
                 for label, root in roots.items():
-                    traced = (
-                        run_child(root, prosody, args.accounts, trace=True, settle=args.settle)
-                        if args.trace_groups
-                        else {"traced_kib": float("nan"), "groups": {}, "sites": {}}
+                    plain = run_child(
+                        root,
+                        prosody,
+                        args.accounts,
+                        trace=False,
+                        restart=args.restart,
+                        settle=args.settle,
                     )
-                    results[label] = (median_run(runs[label]), traced)
-        finally:
-            if args.against:
-                subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(ROOT),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        str(Path(tmp) / "against"),
-                    ],
-                    check=False,
+                    runs[label].append(plain)
+                    print(label, json.dumps(plain), file=sys.stderr, flush=True)
+            for label, root in roots.items():
+                traced = (
+                    run_child(root, prosody, args.accounts, trace=True, settle=args.settle)
+                    if args.trace_groups
+                    else {"traced_kib": float("nan"), "groups": {}, "sites": {}}
                 )
+                results[label] = (median_run(runs[label]), traced)
     report(results, args.accounts, args.top, restart=args.restart)
 
 

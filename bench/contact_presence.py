@@ -30,7 +30,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -164,28 +163,15 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    roots = {"this tree": str(ROOT)}
-    with tempfile.TemporaryDirectory(prefix="purplegw-bench-presence-") as tmp:
-        other = Path(tmp) / "against"
-        if args.against:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other), args.against],
-                check=True,
-                capture_output=True,
-            )
-            roots = {args.against: str(other), **roots}
-        try:
-            runs: dict[str, list[dict[str, float]]] = {label: [] for label in roots}
-            for _ in range(args.repeat):  # alternating: a change of load hits both trees
-                for label, root in roots.items():
-                    runs[label].append(run_child(root, args, trace=False))
-                    runs[label].append(run_child(root, args, trace=True))
-        finally:
-            if args.against:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)],
-                    check=False,
-                )
+    sys.path.insert(0, str(ROOT))
+    from tests.kit.worktree import compared_trees
+
+    with compared_trees(args.against, "purplegw-bench-presence-") as roots:
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label in roots}
+        for _ in range(args.repeat):  # alternating: a change of load hits both trees
+            for label, root in roots.items():
+                runs[label].append(run_child(root, args, trace=False))
+                runs[label].append(run_child(root, args, trace=True))
     report(runs, args)
 
 
