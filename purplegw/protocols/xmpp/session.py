@@ -490,22 +490,26 @@ class Client(slixmpp.ClientXMPP):
     def register_plugin(self, plugin: str, pconfig: dict | None = None, module: Any = None) -> None:
         if plugin in self.UNUSED_FEATURES:
             return
+        plugins = self.plugin._plugins  # noqa: SLF001 - slixmpp's registry (pinned 1.17.x)
+        known = set(plugins)
         super().register_plugin(plugin, pconfig, module)
         if plugin == "xep_0198":
             # Empty after every ack; ~0.7 KiB less per account as a list (lean.py).
             self.plugin["xep_0198"].unacked_queue = Fifo()
-        self._drop_idle_plugin_hooks()
+        # The plugin and the dependencies it enabled; each plugin is looked at once.
+        for name, instance in plugins.items():
+            if name not in known:
+                self._drop_idle_plugin_hook(instance)
 
-    def _drop_idle_plugin_hooks(self) -> None:
-        """Unhook the plugins' ``session_bind`` handlers that do nothing.
+    def _drop_idle_plugin_hook(self, instance: Any) -> None:
+        """Unhook a plugin's ``session_bind`` handler if it does nothing.
 
         slixmpp's ``BasePlugin`` hooks every plugin's ``session_bind`` onto the
         event, and most plugins keep the base class's, which does nothing:
         an event-table entry per plugin per account, called at every bind.
         """
-        for instance in self.plugin._plugins.values():  # noqa: SLF001 - slixmpp's registry (pinned 1.17.x)
-            if type(instance).session_bind is BasePlugin.session_bind:
-                self._unhook("session_bind", instance.session_bind)
+        if type(instance).session_bind is BasePlugin.session_bind:
+            self._unhook("session_bind", instance.session_bind)
 
     def init_parser(self) -> None:
         """slixmpp's parser, recording the stream header's namespaces (stream_parser.py)."""
