@@ -113,18 +113,18 @@ class SendQueue(Fifo):
         self._unfinished = 0
 
     def qsize(self) -> int:
-        return len(self._items) - self._head
+        return len(self)
 
     def empty(self) -> bool:
-        return self._head >= len(self._items)
+        return not self
 
     def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
+        self.append(item)
         self._unfinished += 1
         self._ready.set()
 
     def get_nowait(self) -> Any:
-        if self._head >= len(self._items):
+        if not self:
             raise asyncio.QueueEmpty
         return self.popleft()
 
@@ -134,12 +134,12 @@ class SendQueue(Fifo):
         Not a coroutine: the send loop's task waits here for an idle
         account's whole life, and a coroutine would be one more frame held.
         """
-        if self._head >= len(self._items):
+        if not self:
             self._ready.clear()  # else set: every put sets it, only this clears it
         return self._ready.wait()  # a second consumer at once: RuntimeError
 
     async def get(self) -> Any:
-        while self._head >= len(self._items):
+        while not self:
             await self.wait_ready()
         return self.get_nowait()
 
