@@ -254,6 +254,31 @@ def test_the_send_loop_keeps_nothing_of_what_it_sent() -> None:
         loop.close()
 
 
+def test_the_last_presence_sent_is_not_kept_by_slixmpp() -> None:
+    # slixmpp's roster kept it (~1.3 KiB per account) for answers the
+    # session never lets slixmpp give (subscriptions, probes).
+    import gc
+    import weakref
+
+    loop = asyncio.new_event_loop()
+    try:
+        client = _sending_client(loop)
+        presence = client.make_presence(pshow="away", pstatus="at lunch")
+        gone = weakref.ref(presence)
+        presence.send()
+        written = _written(loop, client)
+        assert b"<show>away</show>" in written
+        assert b"at lunch" in written
+        del presence
+        gc.collect()
+        assert gone() is None
+        assert client.client_roster.last_status is None
+        client._run_out_filters.cancel()
+        loop.run_until_complete(asyncio.gather(client._run_out_filters, return_exceptions=True))
+    finally:
+        loop.close()
+
+
 def test_the_send_loop_runs_the_outgoing_filters_as_slixmpp_does() -> None:
     loop = asyncio.new_event_loop()
     try:

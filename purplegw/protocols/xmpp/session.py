@@ -330,6 +330,13 @@ class Client(slixmpp.ClientXMPP):
         for event in self.UNUSED_PRESENCE_EVENTS:
             self._unhook(event, self._handle_available)
         self._unhook("presence_unavailable", self._handle_unavailable)
+        # slixmpp's roster keeps the last presence the client sent (~1.3 KiB
+        # per account, the stanza and its XML) for ``send_last_presence``,
+        # which only its automatic subscription approval and probe answers
+        # call: the session answers subscriptions itself (auto_authorize is
+        # None) and servers answer probes (RFC 6121 4.3.2).  The session
+        # keeps its own last presence (``_last_presence``) for the next login.
+        self.del_filter("out", self.roster._save_last_status)  # noqa: SLF001 - slixmpp's (pinned 1.17.x)
 
     def _unhook(self, event: str, handler: Any) -> None:
         """``del_event_handler``, and the event's entry once no handler is left."""
