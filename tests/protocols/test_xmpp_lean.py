@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from slixmpp.plugins.base import BasePlugin
 
-from purplegw.protocols.xmpp import lean
-from purplegw.protocols.xmpp.lean import Fifo, SendQueue
+from purplegw.fifo import COMPACT_AFTER, Fifo
+from purplegw.protocols.xmpp.lean import SendQueue
 from purplegw.wakeup import Wakeup
 
 from .test_xmpp_sm_acks import Transport
@@ -143,12 +143,12 @@ def test_a_second_consumer_is_refused() -> None:
 def test_a_queue_that_never_empties_keeps_only_what_is_unread() -> None:
     queue = SendQueue()
     queue.put_nowait(0)
-    for i in range(1, 10 * lean.COMPACT_AFTER):
+    for i in range(1, 10 * COMPACT_AFTER):
         queue.put_nowait(i)
         assert queue.get_nowait() == i - 1  # one behind, never empty
     assert queue.qsize() == 1
-    assert len(queue._items) <= 2 * lean.COMPACT_AFTER + 1
-    assert queue.get_nowait() == 10 * lean.COMPACT_AFTER - 1
+    assert len(queue._items) <= 2 * COMPACT_AFTER + 1
+    assert queue.get_nowait() == 10 * COMPACT_AFTER - 1
     assert queue._items == []
 
 

@@ -29,7 +29,6 @@ slixmpp's consumer of that queue, minus what it kept between items.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any
@@ -38,67 +37,13 @@ from slixmpp.xmlstream.stanzabase import StanzaBase
 from slixmpp.xmlstream.tostring import tostring
 from slixmpp.xmlstream.xmlstream import ContinueQueue
 
+from purplegw.fifo import Fifo
 from purplegw.wakeup import Wakeup
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterator
+    from collections.abc import Awaitable
 
 log = logging.getLogger(__name__)
-
-COMPACT_AFTER = 1024  # items read before a never-empty queue drops them from its list
-
-
-class Fifo:
-    """A FIFO in a list read from ``_head``: the deque methods slixmpp calls on its queues.
-
-    An empty ``collections.deque`` is ~0.7 KiB (its first block of 64 slots
-    is allocated up front), an empty list 56 bytes.  The list is emptied
-    (its array freed) whenever the reader catches up, so an idle client
-    holds an empty list, and a burst costs no ``pop(0)`` moves; a queue that
-    never empties drops what was read once that is half its list.
-    """
-
-    __slots__ = ("_head", "_items")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._head = 0
-
-    def __len__(self) -> int:
-        return len(self._items) - self._head
-
-    def __bool__(self) -> bool:
-        return self._head < len(self._items)
-
-    def __iter__(self) -> Iterator[Any]:
-        return itertools.islice(self._items, self._head, None)
-
-    def append(self, item: Any) -> None:
-        self._items.append(item)
-
-    def clear(self) -> None:
-        self._items = []
-        self._head = 0
-
-    def popleft(self) -> Any:
-        items = self._items
-        head = self._head
-        if head >= len(items):
-            msg = "pop from an empty Fifo"
-            raise IndexError(msg)
-        item = items[head]
-        head += 1
-        if head == len(items):
-            items.clear()
-            head = 0
-        elif head >= COMPACT_AFTER and head * 2 >= len(items):
-            # A queue that never quite empties: drop the read half (amortised O(1)).
-            del items[:head]
-            head = 0
-        else:
-            items[head - 1] = None  # not kept alive until the list empties
-        self._head = head
-        return item
 
 
 class SendQueue(Fifo):

@@ -62,6 +62,7 @@ from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
+from purplegw.fifo import Fifo
 from purplegw.presence import ContactPresence, Presence, Status
 from purplegw.protocols.base import (
     ROSTER_SUBSCRIPTIONS,
@@ -83,7 +84,7 @@ from purplegw.protocols.proxy import open_tunnel
 from purplegw.protocols.text import for_phone
 from purplegw.protocols.xmpp import errors as xmpp_errors
 from purplegw.protocols.xmpp import features, log_redaction, muc
-from purplegw.protocols.xmpp.lean import Fifo, SendQueue, send_loop
+from purplegw.protocols.xmpp.lean import SendQueue, send_loop
 from purplegw.protocols.xmpp.matchers import fast_matcher
 from purplegw.protocols.xmpp.message_text import message_text
 from purplegw.protocols.xmpp.presence_map import (
