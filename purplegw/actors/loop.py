@@ -22,8 +22,8 @@ Other threads reach the loop through ``call_soon_threadsafe`` only.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
+import queue
 import sys
 import threading
 import weakref
@@ -117,15 +117,20 @@ class _LoopInbox:
     clears ``scheduled`` before it counts the queue, so an envelope is
     either counted by the running drain or schedules the next one (at
     worst a drain finds nothing).
+
+    The envelopes wait in a ``queue.SimpleQueue``: ``put`` and ``get`` are
+    each one C call under the GIL, as ``deque``'s ``append`` and
+    ``popleft``, and an empty one is ~0.2 KiB where an empty deque is
+    ~0.7 KiB (its first block of 64 slots); an idle account's is empty.
     """
 
     def __init__(self, actor: LoopActor) -> None:
         self._actor = actor
-        self._queue: collections.deque[Any] = collections.deque()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.scheduled = False
 
     def put(self, envelope: Any, /) -> None:
-        self._queue.append(envelope)
+        self._queue.put(envelope)
         if self.scheduled:
             return
         self.scheduled = True
@@ -135,13 +140,13 @@ class _LoopInbox:
             self._actor._fail_pending()  # noqa: SLF001 - same
 
     def get(self) -> Any:
-        return self._queue.popleft()
+        return self._queue.get_nowait()
 
     def empty(self) -> bool:
-        return not self._queue
+        return self._queue.empty()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return self._queue.qsize()
 
 
 class StoppedFlag(threading.Event):
