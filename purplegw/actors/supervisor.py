@@ -165,6 +165,12 @@ class StatusBoard:
         status = self._by_key.get(key)
         return None if status is None else status.as_dict()
 
+    def values(self) -> dict[AccountKey, tuple[Any, ...]]:
+        """Every account's fields' values, in ``as_dict``'s order, without building its dict."""
+        with self._lock:
+            items = list(self._by_key.items())
+        return {key: tuple(status.__dict__.values()) for key, status in items}
+
     def entries(self) -> dict[AccountKey, dict[str, Any]]:
         with self._lock:
             items = list(self._by_key.items())

@@ -66,6 +66,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A status entry's keys, in the order of its values (``StatusBoard.values``).
+STATUS_FIELDS = tuple(AccountStatus.__dataclass_fields__)
 # The fields of a status entry (AccountStatus) that change; the others are the row's.
 _VARYING = tuple(
     name
@@ -100,14 +102,22 @@ class _StatusPusher(EventSink):
         # The pipe's lock: an event sent after the snapshot is taken arrives
         # after it, so an older snapshot never overwrites a newer state.
         self._lock = send_lock
-        self._sent: dict[AccountKey, dict[str, Any]] = {}
+        # What the main process was last sent, as each account's values
+        # (``board.values``): a tuple is a third of the dict it stands for,
+        # and a push builds dicts only for the accounts that changed.
+        self._sent: dict[AccountKey, tuple[Any, ...]] = {}
         self._stop = threading.Event()
 
     def push(self) -> None:
         with self._lock:
-            now = self._accounts.board.entries()
-            changed = [entry for key, entry in now.items() if self._sent.get(key) != entry]
-            removed = [key for key in self._sent if key not in now]
+            now = self._accounts.board.values()
+            sent = self._sent
+            changed = [
+                dict(zip(STATUS_FIELDS, values, strict=True))
+                for key, values in now.items()
+                if sent.get(key) != values
+            ]
+            removed = [key for key in sent if key not in now]
             if changed or removed:
                 self._send(("statuses", changed, removed))
             self._sent = now
@@ -120,9 +130,12 @@ class _StatusPusher(EventSink):
         try:
             with self._lock:
                 entry = self._accounts.board.entry(key)
-                if entry is not None and self._sent.get(key) != entry:
+                if entry is None:
+                    return
+                values = tuple(entry.values())
+                if self._sent.get(key) != values:
                     self._send(("statuses", [entry], []))
-                    self._sent[key] = entry
+                    self._sent[key] = values
         except (OSError, ValueError):  # main process gone: we exit soon
             logger.debug("Dropped the status of %s/%s: pipe closed", *key)
 

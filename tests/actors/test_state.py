@@ -188,3 +188,23 @@ def test_with_derived_keys_adds_kinds_to_the_rows_it_has_keys_for() -> None:
     assert merged[1] is rows[1]
     assert merged == rows  # derived keys are not part of a row's identity
     assert rows[0].derived_keys == {"scram": "old", "k": "v"}
+
+
+def test_the_board_values_rebuild_each_accounts_dict_and_show_changes() -> None:
+    # What a worker keeps of each account between status pushes (workers.py).
+    from purplegw.actors.state import AccountKey, AccountStatus
+    from purplegw.actors.supervisor import StatusBoard
+    from purplegw.actors.workers import STATUS_FIELDS
+
+    board = StatusBoard()
+    key = AccountKey("alice", "xmpp")
+    status = AccountStatus(account_id=7, sip_user="alice", protocol="xmpp", ext_user="a@x")
+    board.publish(key, status)
+    status.queued = 3  # a field written after creation keeps its place
+    before = board.values()
+    assert dict(zip(STATUS_FIELDS, before[key], strict=True)) == status.as_dict()
+    assert board.values() == before
+    status.state = "connected"
+    after = board.values()
+    assert after[key] != before[key]
+    assert dict(zip(STATUS_FIELDS, after[key], strict=True))["state"] == "connected"
