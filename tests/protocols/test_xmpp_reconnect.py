@@ -214,6 +214,7 @@ def test_dropped_connection_is_resumed_without_losing_unacked_messages(loop, own
         assert not handlers & Client.NEGOTIATION_HANDLERS
         # The new TLS connection's parsed certificate went as at login.
         assert session.client.transport.get_extra_info("peercert") is None
+        assert type(session.client.transport._ssl_protocol._write_backlog) is list
         loop.run(session.send_message(bob_user.jid, "after the cut", "cut-2"))
         bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "cut-2")
         bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "cut-1")

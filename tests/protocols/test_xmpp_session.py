@@ -435,6 +435,21 @@ def test_a_logged_in_stream_drops_the_parsed_peer_certificate(alice):
     assert "subject" in cert
 
 
+def test_a_logged_in_stream_queues_its_tls_writes_in_a_list(loop, alice, bob, users):
+    # asyncio's deque is ~0.7 KiB empty, and empty between writes (session.py).
+    session, _events = alice
+    protocol = session.client.transport._ssl_protocol
+    assert type(protocol._write_backlog) is list
+    text = "long " * 12_000  # several TLS records (16 KiB each), one write
+    loop.run(session.send_message(users[1].jid, text, "backlog-1"))
+    loop.run(session.send_message(users[1].jid, "and after it", "backlog-2"))
+    got = bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "backlog-2")
+    assert got
+    first = bob.wait_for(lambda e: e.kind == "message" and e.msg_id == "backlog-1")
+    assert first.body == text
+    assert protocol._write_backlog == []
+
+
 def test_an_idle_session_keeps_no_stanza_waiting_for_an_ack(loop, prosody, users):
     """A write that carries stanzas ends with an <r/>: the server's <a/> lets them go.
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -668,11 +669,13 @@ class Client(slixmpp.ClientXMPP):
         """The session started or resumed: what only the negotiation needed can go.
 
         The parser is swapped at the next stanza boundary (stream_parser.py),
-        and the peer certificate asyncio parsed at the handshake is dropped
-        (``release_tls_peercert``).
+        the peer certificate asyncio parsed at the handshake is dropped
+        (``release_tls_peercert``) and its write backlog becomes a list
+        (``list_tls_write_backlog``).
         """
         self.compact_parser_due = True
         release_tls_peercert(self.transport)
+        list_tls_write_backlog(self.transport)
 
     def data_received(self, data: bytes | str) -> None:
         if self._parked_namespaces is not None:
@@ -958,6 +961,24 @@ def release_tls_peercert(transport: Any) -> bool:
     if not isinstance(extra, dict) or "peercert" not in extra:
         return False
     del extra["peercert"]
+    return True
+
+
+def list_tls_write_backlog(transport: Any) -> bool:
+    """Keep asyncio's TLS write backlog in a list; False if there is no deque to replace.
+
+    ``SSLProtocol`` queues the application's writes in a ``collections.deque``
+    (~0.7 KiB empty: its first block of 64 slots), empty between writes, for
+    the connection's life.  Its methods use only ``append``, ``clear``, truth,
+    ``[0]`` (read, assign, ``del``): a list does each the same (CPython
+    3.11-3.13), and holds 56 bytes when empty.  The contents, if any, move
+    over in order.
+    """
+    protocol = getattr(transport, "_ssl_protocol", None)
+    backlog = getattr(protocol, "_write_backlog", None)
+    if not isinstance(backlog, collections.deque):
+        return False
+    protocol._write_backlog = list(backlog)  # noqa: SLF001 - asyncio's, see above
     return True
 
 
