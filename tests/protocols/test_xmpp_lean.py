@@ -254,6 +254,22 @@ def test_the_send_loop_keeps_nothing_of_what_it_sent() -> None:
         loop.close()
 
 
+@pytest.mark.parametrize("whitespace", [False, True])
+def test_the_whitespace_keepalive_is_scheduled_only_when_asked(whitespace: bool) -> None:
+    from purplegw.protocols.xmpp.session import Client
+
+    async def story() -> set[str]:
+        client = Client("someone@example.org", "secret")
+        client.whitespace_keepalive = whitespace
+        client.event("session_start")
+        await asyncio.sleep(0)
+        scheduled = set(client.scheduled_events)
+        client.cancel_schedule("Whitespace Keepalive")
+        return scheduled
+
+    assert ("Whitespace Keepalive" in run(story())) is whitespace
+
+
 def test_the_last_presence_sent_is_not_kept_by_slixmpp() -> None:
     # slixmpp's roster kept it (~1.3 KiB per account) for answers the
     # session never lets slixmpp give (subscriptions, probes).

@@ -450,6 +450,13 @@ def test_a_logged_in_stream_queues_its_tls_writes_in_a_list(loop, alice, bob, us
     assert protocol._write_backlog == []
 
 
+def test_a_logged_in_client_schedules_no_whitespace_keepalive(alice):
+    # The session pings (keepalive); slixmpp's timer would be a second one.
+    session, _events = alice
+    assert session.client.authenticated
+    assert "Whitespace Keepalive" not in session.client.scheduled_events
+
+
 def test_an_idle_session_keeps_no_stanza_waiting_for_an_ack(loop, prosody, users):
     """A write that carries stanzas ends with an <r/>: the server's <a/> lets them go.
 

@@ -347,6 +347,16 @@ class Client(slixmpp.ClientXMPP):
         if not table.get(event, True):
             del table[event]
 
+    def _start_keepalive(self, event: Any) -> None:
+        """slixmpp's whitespace keepalive, only when ``whitespace_keepalive`` asks for it.
+
+        slixmpp 1.17 schedules it at every session start whatever the flag
+        says: a repeating timer per account (~0.5 KiB with its callback) and
+        a write every five minutes, beside the session's own pings.
+        """
+        if self.whitespace_keepalive:
+            super()._start_keepalive(event)
+
     def _handle_presence(self, presence: Any) -> None:
         """slixmpp's handler of every <presence/>, without a roster node per sender.
 
