@@ -74,6 +74,9 @@ _VARYING = tuple(
     for name in AccountStatus.__dataclass_fields__
     if name not in {"account_id", "sip_user", "protocol", "ext_user"}
 )
+_VARYING_AT = tuple(STATUS_FIELDS.index(name) for name in _VARYING)
+_SIP_USER_AT = STATUS_FIELDS.index("sip_user")
+_PROTOCOL_AT = STATUS_FIELDS.index("protocol")
 _STATE = _VARYING.index("state")
 _PID = _VARYING.index("pid")
 
@@ -103,8 +106,8 @@ class _StatusPusher(EventSink):
         # after it, so an older snapshot never overwrites a newer state.
         self._lock = send_lock
         # What the main process was last sent, as each account's values
-        # (``board.values``): a tuple is a third of the dict it stands for,
-        # and a push builds dicts only for the accounts that changed.
+        # (``board.values``), which is also what is sent: a tuple is a third
+        # of the dict it stands for, pickled without its keys.
         self._sent: dict[AccountKey, tuple[Any, ...]] = {}
         self._stop = threading.Event()
 
@@ -112,11 +115,7 @@ class _StatusPusher(EventSink):
         with self._lock:
             now = self._accounts.board.values()
             sent = self._sent
-            changed = [
-                dict(zip(STATUS_FIELDS, values, strict=True))
-                for key, values in now.items()
-                if sent.get(key) != values
-            ]
+            changed = [values for key, values in now.items() if sent.get(key) != values]
             removed = [key for key in sent if key not in now]
             if changed or removed:
                 self._send(("statuses", changed, removed))
@@ -134,7 +133,7 @@ class _StatusPusher(EventSink):
                     return
                 values = tuple(entry.values())
                 if self._sent.get(key) != values:
-                    self._send(("statuses", [entry], []))
+                    self._send(("statuses", [values], []))
                     self._sent[key] = values
         except (OSError, ValueError):  # main process gone: we exit soon
             logger.debug("Dropped the status of %s/%s: pipe closed", *key)
@@ -436,26 +435,39 @@ class _Worker:
                 self.queued.pop(kwargs["message_id"], None)
         elif event == "on_key_derived":
             kinds = self.derived.setdefault(kwargs["account"].account_id, {})
-            kinds[kwargs["kind"]] = kwargs["value"]
+            kinds[sys.intern(kwargs["kind"])] = kwargs["value"]
+        account = kwargs.get("account")
+        if account is not None:
+            kwargs["account"] = self._known(account)
         listener.send(event, **kwargs)
 
-    def _take_statuses(self, changed: list[dict[str, Any]], removed: list[AccountKey]) -> None:
+    def _known(self, account: AccountInfo) -> AccountInfo:
+        """The main process's own ``AccountInfo`` equal to ``account``, if it has one.
+
+        Each event arrives with an unpickled copy (new strings and ints,
+        ~0.3 KiB); what the gateway keeps of an account (rosters, presence,
+        contacts) should hold the one copy the directory already has.
+        """
+        handle = self.pool.directory.get(account.sip_user, account.protocol)
+        info = getattr(handle, "info", None)
+        return info if info == account else account
+
+    def _take_statuses(self, changed: list[tuple[Any, ...]], removed: list[AccountKey]) -> None:
         with self._statuses_lock:
             for key in removed:
                 self.statuses.pop(AccountKey(*key), None)
             for entry in changed:
-                key = AccountKey(entry["sip_user"], sys.intern(entry["protocol"]))
+                key = AccountKey(entry[_SIP_USER_AT], sys.intern(entry[_PROTOCOL_AT]))
                 self.statuses[key] = self._compact(entry)
 
-    def _compact(self, entry: dict[str, Any]) -> tuple[Any, ...]:
-        """An entry's ``_VARYING`` values, without its keys and its row's fields.
+    def _compact(self, entry: tuple[Any, ...]) -> tuple[Any, ...]:
+        """An entry's ``_VARYING`` values, without its row's fields.
 
-        Unpickled, an entry is a dict with keys of its own (~2 KiB); the
-        main process keeps one per account, so it keeps ~0.2 KiB instead:
-        the state name and the worker's pid shared, the row's fields taken
-        from the row when ``status`` rebuilds the dict.
+        The main process keeps one per account (~0.2 KiB): the state name and
+        the worker's pid shared, the row's fields taken from the row when
+        ``status`` rebuilds the dict.
         """
-        values = [entry[name] for name in _VARYING]
+        values = [entry[at] for at in _VARYING_AT]
         values[_STATE] = sys.intern(values[_STATE])
         if values[_PID] == self.pid:
             values[_PID] = self.pid

@@ -89,6 +89,13 @@ def test_reload_across_workers_and_dead_handles(pool: WorkerPool, recorder: Reco
     assert old.send_message("echo@dummy", "x", "x").get(timeout=20).status == 480
     wait_for(lambda: set(_connected(pool)) == {"sip0", "sip1", "sip3", "sip4", "sip5", "sip9"})
     _echo(pool, recorder, "sip9", "new one")
+    # Events name an account by the main process's own AccountInfo, not by
+    # an unpickled copy per event (what the gateway keeps would hold each).
+    infos = {id(kw["account"]) for kw in recorder.of("on_message", "sip9")}
+    assert infos == {id(pool.directory.get("sip9", "dummy").info)}
+    entry = next(e for e in pool.status() if e["sip_user"] == "sip4")
+    assert entry["state"] == "connected"
+    assert entry["ext_user"] == row(4, password="new").ext_user
 
 
 def test_status_lists_every_account_while_its_worker_restarts(recorder: Recorder) -> None:
