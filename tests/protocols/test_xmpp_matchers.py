@@ -92,3 +92,27 @@ def test_other_xpaths_keep_slixmpps_matcher(xpath: str) -> None:
 def test_other_stanza_paths_keep_slixmpps_matcher() -> None:
     original = StanzaPath("message@type=chat/body")
     assert fast_matcher(original) is original
+
+
+def test_one_matcher_per_criteria_serves_every_client() -> None:
+    import asyncio
+
+    from purplegw.protocols.xmpp.session import Client
+
+    assert fast_matcher(MatchXPath(XPATHS[0])) is fast_matcher(MatchXPath(XPATHS[0]))
+    roster = fast_matcher(StanzaPath("iq@type=set/roster"))
+    assert fast_matcher(StanzaPath("iq@type=set/roster")) is roster
+
+    async def two() -> tuple[Client, Client]:
+        return Client("a@example.org", "x"), Client("b@example.org", "y")
+
+    first, second = asyncio.run(two())
+
+    def matchers(client: Client) -> dict[str, object]:
+        return {h.name: h._matcher for h in client._XMLStream__handlers}
+
+    ours, theirs = matchers(first), matchers(second)
+    assert ours.keys() == theirs.keys()
+    shared = [name for name in ours if ours[name] is theirs[name]]
+    assert len(shared) >= 5, shared
+    assert all(isinstance(ours[name], (TagMatcher, IqStanzaPath)) for name in shared)
