@@ -370,7 +370,6 @@ class AccountCore:
         # Requests waiting for the connection, on the loop's thread only: a
         # Fifo, since an idle account's is empty (an empty deque is ~0.7 KiB).
         self._outbox: Fifo[_Request] = Fifo()
-        self._wake: Wakeup | None = None
         self._presence: Presence | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -470,7 +469,6 @@ class AccountCore:
 
     def _begin(self) -> None:
         self._lost = Wakeup()
-        self._wake = Wakeup()
         self._run_task = self._loop.create_task(
             self._run(), name=f"account-{self.info.sip_user}-{self.info.protocol}"
         )
@@ -591,14 +589,15 @@ class AccountCore:
         self._set_state(AccountState.CONNECTED)
         if self._presence is not None:
             self._loop.create_task(self._apply_presence(session, self._presence))
-        self._drain_task = self._loop.create_task(self._drain(session))
+        self._drain_soon()
         try:
             await self._lost.wait()
         finally:
             self._connected = False
-            self._drain_task.cancel()
-            await asyncio.gather(self._drain_task, return_exceptions=True)
-            self._drain_task = None
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+                await asyncio.gather(self._drain_task, return_exceptions=True)
+                self._drain_task = None
         if self._lost_why[1]:
             await self._discard(session)
             self._bad_credentials(self._lost_why[0] or "credentials rejected")
@@ -687,8 +686,7 @@ class AccountCore:
             if self._resuming:
                 self._resuming = False
                 self._set_state(AccountState.CONNECTED)
-                assert self._wake is not None
-                self._wake.set()
+                self._drain_soon()
             return
         self._lost_why = (reason or state.value, state is AccountState.BAD_CREDENTIALS)
         self._lost.set()
@@ -746,21 +744,32 @@ class AccountCore:
             request.answer(Outcome(202, "queued until the account is online"))
         self._outbox.append(request)
         status.queued = len(self._outbox)
-        assert self._wake is not None
-        self._wake.set()
+        self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        """Start a drain of the outbox, unless one runs or there is nothing it could do.
+
+        A drain is a task only while there is work: it ends when the outbox
+        is empty, the stream is resuming or the connection is lost, and the
+        next request, resumption or connection starts another.  An idle
+        account keeps no task, coroutine or waiter for it (~0.8 KiB).  On
+        the loop's thread: a drain that found the outbox empty has ended
+        (its task is done) before any other callback can append to it.
+        """
+        if not (self._outbox and self._connected and not self._resuming):
+            return
+        if self._drain_task is not None and not self._drain_task.done():
+            return
+        session = self._session
+        assert session is not None
+        self._drain_task = self._loop.create_task(self._drain(session))
 
     async def _drain(self, session: Session) -> None:
-        assert self._wake is not None
-        done = 0
-        while True:
-            done = await self._drain_ready(session, done)
-            if not self._connected:
-                # Lost while a request ran: a cancellation that arrives as the
-                # request completes in the same step can be swallowed, so end
-                # here rather than wait forever.
-                return
-            self._wake.clear()
-            await self._wake.wait()
+        try:
+            await self._drain_ready(session, 0)
+        finally:
+            if self._drain_task is asyncio.current_task():
+                self._drain_task = None  # nothing of it kept until the next one
 
     async def _drain_ready(self, session: Session, done: int) -> int:
         """Run the queued requests in order; returns ``done`` plus those finished.

@@ -623,3 +623,31 @@ def test_a_connected_account_takes_a_burst_larger_than_queue_limit(
     assert [f.get(timeout=10).status for f in futures] == [200] * 10
     wait_for(lambda: len(recorder.messages_to("sip2")) == 10, what="burst delivered")
     assert recorder.messages_to("sip2") == [("user1@dummy", f"b{i}") for i in range(10)]
+
+
+def test_an_idle_account_keeps_no_drain_and_the_next_request_starts_one(
+    make_accounts: Any, network: Any, recorder: Recorder
+) -> None:
+    # The outbox drain is a task only while there is work (~0.8 KiB less per
+    # idle account than a task parked on a waiter for the connection's life).
+    accounts = make_accounts()
+    accounts.apply([row(1), row(2)])
+    wait_for(lambda: state_of(accounts, "sip1")["state"] == "connected")
+    wait_for(lambda: state_of(accounts, "sip2")["state"] == "connected")
+    handle = accounts.directory.get("sip1", "dummy")
+    actor = handle.ref._actor_weakref()
+    for round_no in range(3):
+        wait_for(lambda: actor._drain_task is None, what="drain ended")
+        outcome = handle.send_message("user2@dummy", f"r{round_no}", f"r{round_no}")
+        assert outcome.get(timeout=10).status == 200
+    wait_for(lambda: len(recorder.messages_to("sip2")) == 3, what="three rounds delivered")
+    assert recorder.messages_to("sip2") == [("user1@dummy", f"r{n}") for n in range(3)]
+    wait_for(lambda: actor._drain_task is None, what="drain ended")
+    # Lost and back: the new connection drains what comes next.
+    first = network.session("user1@dummy")
+    assert network.drop("user1@dummy")
+    wait_for(lambda: network.session("user1@dummy") not in (None, first), what="new session")
+    wait_for(lambda: state_of(accounts, "sip1")["state"] == "connected")
+    assert handle.send_message("user2@dummy", "late", "late").get(timeout=10).status == 200
+    wait_for(lambda: ("user1@dummy", "late") in recorder.messages_to("sip2"), what="late one")
+    wait_for(lambda: actor._drain_task is None, what="drain ended")
