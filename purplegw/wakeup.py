@@ -3,13 +3,14 @@
 ``asyncio.Event`` keeps a deque of waiters, and an empty deque is ~0.7 KiB
 (CPython allocates its first block of 64 slots up front).  Each online
 account held several events for its life that at most one task ever waits
-on: the account actor's "the stream was lost" and "the outbox has work"
-(actors/account.py), and in an XMPP client slixmpp's send queue's getter and
-its bind flag (protocols/xmpp/lean.py); docs/runtime.md, "Per-account
-asyncio objects".  ``Wakeup`` keeps the one waiter's future, made when it
-waits, and ``wait`` returns that future itself rather than a coroutine
-awaiting it: a coroutine is ~0.25 KiB with its frame, and an idle account
-has three tasks parked on a ``Wakeup`` for its life.
+on: the account actor's "the stream was lost" (actors/account.py; its
+"the outbox has work" went with the outbox drain's parked task), and in an
+XMPP client slixmpp's send queue's getter and its bind flag
+(protocols/xmpp/lean.py); docs/runtime.md, "Per-account asyncio objects".
+``Wakeup`` keeps the one waiter's future, made when it waits, and ``wait``
+returns that future itself rather than a coroutine awaiting it: a coroutine
+is ~0.25 KiB with its frame, and an idle account has two tasks parked on a
+``Wakeup`` for its life.
 
 Semantics are ``asyncio.Event``'s for that one waiter: ``set`` wakes it and
 stays set until ``clear``; ``wait`` returns at once when set; a waiter woken
