@@ -766,18 +766,14 @@ class AccountCore:
 
     async def _drain(self, session: Session) -> None:
         try:
-            await self._drain_ready(session, 0)
+            await self._drain_ready(session)
         finally:
             if self._drain_task is asyncio.current_task():
                 self._drain_task = None  # nothing of it kept until the next one
 
-    async def _drain_ready(self, session: Session, done: int) -> int:
-        """Run the queued requests in order; returns ``done`` plus those finished.
-
-        A method of its own so that its locals (the last request, its future
-        and its outcome) go when the queue is empty, not when the next
-        request arrives: an idle account held its last answered request.
-        """
+    async def _drain_ready(self, session: Session) -> None:
+        """Run the queued requests in order while connected and not resuming."""
+        done = 0
         while self._outbox and not self._resuming and self._connected:
             request = self._outbox.popleft()
             try:
@@ -802,7 +798,6 @@ class AccountCore:
             done += 1
             if done % DRAIN_SLICE == 0:
                 await asyncio.sleep(0)  # a long burst lets the loop's other work in
-        return done
 
     async def _execute(self, session: Session, request: _Request) -> Outcome:
         """Run one request on the session; its exception becomes the outcome.
