@@ -264,6 +264,10 @@ class AccountStatus:
         # these on the loop thread the logins run on).
         return dict(self.__dict__)
 
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The fields' values in ``as_dict``'s order (a worker's status pushes)."""
+        return tuple(self.__dict__.values())
+
 
 # What `purplegw status` says of an account whose worker process died and is
 # being started again: not a connection state (nothing is connected), so not

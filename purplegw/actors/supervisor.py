@@ -161,15 +161,15 @@ class StatusBoard:
         with self._lock:
             self._by_key.clear()
 
-    def entry(self, key: AccountKey) -> dict[str, Any] | None:
+    def values_of(self, key: AccountKey) -> tuple[Any, ...] | None:
         status = self._by_key.get(key)
-        return None if status is None else status.as_dict()
+        return None if status is None else status.as_tuple()
 
     def values(self) -> dict[AccountKey, tuple[Any, ...]]:
-        """Every account's fields' values, in ``as_dict``'s order, without building its dict."""
+        """Every account's ``AccountStatus.as_tuple``, without building its dict."""
         with self._lock:
             items = list(self._by_key.items())
-        return {key: tuple(status.__dict__.values()) for key, status in items}
+        return {key: status.as_tuple() for key, status in items}
 
     def entries(self) -> dict[AccountKey, dict[str, Any]]:
         with self._lock:

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A status entry's keys, in the order of its values (``StatusBoard.values``).
+# A status entry's keys, in the order of its values (``AccountStatus.as_tuple``).
 STATUS_FIELDS = tuple(AccountStatus.__dataclass_fields__)
 # The fields of a status entry (AccountStatus) that change; the others are the row's.
 _VARYING = tuple(
@@ -128,11 +128,8 @@ class _StatusPusher(EventSink):
         key = AccountKey(account.sip_user, account.protocol)
         try:
             with self._lock:
-                entry = self._accounts.board.entry(key)
-                if entry is None:
-                    return
-                values = tuple(entry.values())
-                if self._sent.get(key) != values:
+                values = self._accounts.board.values_of(key)
+                if values is not None and self._sent.get(key) != values:
                     self._send(("statuses", [values], []))
                     self._sent[key] = values
         except (OSError, ValueError):  # main process gone: we exit soon
