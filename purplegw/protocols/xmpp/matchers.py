@@ -86,10 +86,9 @@ def fast_matcher(matcher: MatcherBase) -> MatcherBase:
         return matcher
     criteria = matcher._criteria  # noqa: SLF001 - slixmpp keeps it there
     shared = _SHARED.get(criteria)
-    if shared is not None:
-        return shared
-    simple = _SIMPLE.fullmatch(criteria)
-    if simple is None:
-        return matcher
-    shared = _SHARED[criteria] = TagMatcher(simple[1], simple[2])
+    if shared is None:
+        simple = _SIMPLE.fullmatch(criteria)
+        if simple is None:
+            return matcher
+        shared = _SHARED[criteria] = TagMatcher(simple[1], simple[2])
     return shared
