@@ -26,7 +26,7 @@ import random
 import time
 import zlib
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from purplegw.exceptions import ConfigError
 from purplegw.protocols.base import AccountCredentials, ConnectionState
@@ -240,7 +240,23 @@ class RestartPolicy:
 
 @dataclass
 class AccountStatus:
-    """What ``purplegw status`` shows for one account (JSON-friendly)."""
+    """What ``purplegw status`` shows for one account (JSON-friendly).
+
+    A board that tracks changes (``StatusBoard.track_changes``, a worker's)
+    learns of every field write: the worker pushes the statuses that changed
+    instead of comparing every account's twice a second.
+    """
+
+    # The watch (the board's set of changed keys, and this status's key)
+    # lives in slots, out of ``__dict__``, which as_dict and as_tuple copy.
+    __slots__ = ("__dict__", "_key", "_marks")
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self:
+        # Set before __init__'s field writes read it: an unset slot would
+        # raise in every one of them.
+        self = super().__new__(cls)
+        object.__setattr__(self, "_marks", None)
+        return self
 
     account_id: int
     sip_user: str
@@ -257,6 +273,19 @@ class AccountStatus:
     next_retry_in: float | None = None
     since: float = 0.0  # time.time() of the last state change
     pid: int = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # One write of a field: its value first, then the mark, so a pusher
+        # that takes the mark reads the new value.
+        self.__dict__[name] = value
+        marks = self._marks
+        if marks is not None:
+            marks.add(self._key)
+
+    def watch(self, changed: set[AccountKey] | None, key: AccountKey | None = None) -> None:
+        """Add ``key`` to ``changed`` on every later field write (None: stop)."""
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_marks", changed)
 
     def as_dict(self) -> dict[str, Any]:
         # Every field is a scalar: a shallow copy is what dataclasses.asdict

@@ -149,27 +149,58 @@ class StatusBoard:
     def __init__(self) -> None:
         self._by_key: dict[AccountKey, AccountStatus] = {}
         self._lock = threading.Lock()
+        # Keys whose status was published, removed or written since they
+        # were last taken (``track_changes``); None: nobody asks.  Never
+        # swapped for a new set: statuses hold this one.
+        self._changed: set[AccountKey] | None = None
+
+    def track_changes(self) -> None:
+        """From now on, ``take_changed`` names what changed (a worker's status pusher)."""
+        with self._lock:
+            if self._changed is None:
+                self._changed = set(self._by_key)
+                for key, status in self._by_key.items():
+                    status.watch(self._changed, key)
 
     def publish(self, key: AccountKey, status: AccountStatus | None) -> None:
         with self._lock:
-            if status is None:
-                self._by_key.pop(key, None)
-            else:
+            old = self._by_key.pop(key, None)
+            if old is not None and old is not status:
+                old.watch(None)  # a stopped actor's late writes are not this key's
+            if status is not None:
                 self._by_key[key] = status
+            if self._changed is not None:
+                if status is not None:
+                    status.watch(self._changed, key)
+                self._changed.add(key)
 
     def clear(self) -> None:
         with self._lock:
+            for key, status in self._by_key.items():
+                status.watch(None)
+                if self._changed is not None:
+                    self._changed.add(key)
             self._by_key.clear()
+
+    def take_changed(self) -> list[AccountKey]:
+        """The keys marked since the last call, each once, unmarked (``track_changes`` first).
+
+        Popped one at a time from the set the statuses write to: a write
+        during the call is either taken now or stays marked for the next.
+        """
+        changed = self._changed
+        taken: list[AccountKey] = []
+        if changed is None:
+            return taken
+        while True:
+            try:
+                taken.append(changed.pop())
+            except KeyError:
+                return taken
 
     def values_of(self, key: AccountKey) -> tuple[Any, ...] | None:
         status = self._by_key.get(key)
         return None if status is None else status.as_tuple()
-
-    def values(self) -> dict[AccountKey, tuple[Any, ...]]:
-        """Every account's ``AccountStatus.as_tuple``, without building its dict."""
-        with self._lock:
-            items = list(self._by_key.items())
-        return {key: status.as_tuple() for key, status in items}
 
     def entries(self) -> dict[AccountKey, dict[str, Any]]:
         with self._lock:

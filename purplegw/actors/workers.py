@@ -95,8 +95,10 @@ class WorkerError(RuntimeError):
 class _StatusPusher(EventSink):
     """Sends the main process the status entries that changed since the last push.
 
-    All of them every ``STATUS_PUSH_INTERVAL``; an account whose state
-    changed at once, right behind its ``on_connection_state`` event.
+    Every ``STATUS_PUSH_INTERVAL``, those the board marked as written
+    (``StatusBoard.track_changes``): an idle worker's push looks at no
+    account; an account whose state changed at once, right behind its
+    ``on_connection_state`` event.
     """
 
     def __init__(self, accounts: LocalAccounts, send: Any, send_lock: threading.Lock) -> None:
@@ -106,20 +108,26 @@ class _StatusPusher(EventSink):
         # after it, so an older snapshot never overwrites a newer state.
         self._lock = send_lock
         # What the main process was last sent, as each account's values
-        # (``board.values``), which is also what is sent: a tuple is a third
+        # (``board.values_of``), which is also what is sent: a tuple is a third
         # of the dict it stands for, pickled without its keys.
         self._sent: dict[AccountKey, tuple[Any, ...]] = {}
         self._stop = threading.Event()
+        accounts.board.track_changes()
 
     def push(self) -> None:
         with self._lock:
-            now = self._accounts.board.values()
-            sent = self._sent
-            changed = [values for key, values in now.items() if sent.get(key) != values]
-            removed = [key for key in sent if key not in now]
+            board, sent = self._accounts.board, self._sent
+            changed, removed = [], []
+            for key in board.take_changed():
+                values = board.values_of(key)
+                if values is None:
+                    if sent.pop(key, None) is not None:
+                        removed.append(key)
+                elif sent.get(key) != values:
+                    sent[key] = values
+                    changed.append(values)
             if changed or removed:
                 self._send(("statuses", changed, removed))
-            self._sent = now
 
     def on_event(self, event: str, **kwargs: Any) -> None:
         if event != "on_connection_state":

@@ -190,7 +190,7 @@ def test_with_derived_keys_adds_kinds_to_the_rows_it_has_keys_for() -> None:
     assert rows[0].derived_keys == {"scram": "old", "k": "v"}
 
 
-def test_the_board_values_rebuild_each_accounts_dict_and_show_changes() -> None:
+def test_the_board_values_rebuild_each_accounts_tuple_and_show_changes() -> None:
     # What a worker keeps of each account between status pushes (workers.py).
     from purplegw.actors.state import AccountKey, AccountStatus
     from purplegw.actors.supervisor import StatusBoard
@@ -201,10 +201,102 @@ def test_the_board_values_rebuild_each_accounts_dict_and_show_changes() -> None:
     status = AccountStatus(account_id=7, sip_user="alice", protocol="xmpp", ext_user="a@x")
     board.publish(key, status)
     status.queued = 3  # a field written after creation keeps its place
-    before = board.values()
-    assert dict(zip(STATUS_FIELDS, before[key], strict=True)) == status.as_dict()
-    assert board.values() == before
+    before = board.values_of(key)
+    assert before is not None
+    assert dict(zip(STATUS_FIELDS, before, strict=True)) == status.as_dict()
+    assert board.values_of(key) == before
     status.state = "connected"
-    after = board.values()
-    assert after[key] != before[key]
-    assert dict(zip(STATUS_FIELDS, after[key], strict=True))["state"] == "connected"
+    after = board.values_of(key)
+    assert after is not None
+    assert after != before
+    assert dict(zip(STATUS_FIELDS, after, strict=True))["state"] == "connected"
+    assert board.values_of(AccountKey("bob", "xmpp")) is None
+
+
+def test_a_tracking_board_names_each_written_published_or_removed_key_once() -> None:
+    # A worker's status pusher asks only for these (workers.py): an idle
+    # worker's push looks at no account.
+    from purplegw.actors.state import AccountKey, AccountStatus
+    from purplegw.actors.supervisor import StatusBoard
+
+    def status(user: str) -> AccountStatus:
+        return AccountStatus(account_id=1, sip_user=user, protocol="xmpp", ext_user="a@x")
+
+    board = StatusBoard()
+    alice, bob, carol = (AccountKey(u, "xmpp") for u in ("alice", "bob", "carol"))
+    first_alice = status("alice")
+    board.publish(alice, first_alice)
+    board.publish(bob, status("bob"))
+    assert board.take_changed() == []  # not tracking: nothing is marked
+    board.track_changes()
+    assert sorted(board.take_changed()) == [alice, bob]  # what was there before
+    assert board.take_changed() == []
+    first_alice.messages_in += 1
+    first_alice.queued = 2
+    assert board.take_changed() == [alice]  # two writes, one mark
+    board.publish(carol, status("carol"))
+    assert board.take_changed() == [carol]
+    second_alice = status("alice")  # a revived actor's status takes the key over
+    board.publish(alice, second_alice)
+    assert board.take_changed() == [alice]
+    first_alice.state = "connected"  # the stopped actor's late write
+    assert board.take_changed() == []
+    second_alice.state = "connected"
+    assert board.take_changed() == [alice]
+    board.publish(bob, None)
+    assert board.take_changed() == [bob]
+    board.clear()
+    assert sorted(board.take_changed()) == [alice, carol]
+    second_alice.state = "logged_out"  # no longer on the board
+    assert board.take_changed() == []
+    # The watch is no field: what `purplegw status` shows and what is pushed
+    # are the fields only.
+    assert not {"_key", "_marks"} & set(second_alice.as_dict())
+    assert len(second_alice.as_tuple()) == len(status("x").as_tuple())
+
+
+def test_a_write_while_the_marks_are_taken_is_taken_now_or_next_time() -> None:
+    import sys
+    import threading
+
+    from purplegw.actors.state import AccountKey, AccountStatus
+    from purplegw.actors.supervisor import StatusBoard
+
+    ROUNDS = 2000  # noqa: N806 - a constant of this test
+    board = StatusBoard()
+    board.track_changes()
+    keys = [AccountKey(f"u{i}", "xmpp") for i in range(200)]
+    statuses = [AccountStatus(i, k.sip_user, "xmpp", "x@y") for i, k in enumerate(keys)]
+    for key, st in zip(keys, statuses, strict=True):
+        board.publish(key, st)
+    board.take_changed()
+    from purplegw.actors.workers import STATUS_FIELDS
+
+    messages_in = STATUS_FIELDS.index("messages_in")
+    seen: dict[AccountKey, int] = {}
+    done = threading.Event()
+
+    def taker() -> None:
+        while not done.is_set():
+            for key in board.take_changed():
+                value = board.values_of(key)
+                assert value is not None
+                seen[key] = value[messages_in]  # as the pusher reads it
+
+    thread = threading.Thread(target=taker)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the two threads take turns between bytecodes
+    try:
+        thread.start()
+        for _ in range(ROUNDS):
+            for st in statuses:
+                st.messages_in += 1
+    finally:
+        done.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    for key in board.take_changed():  # the pusher's next round
+        value = board.values_of(key)
+        assert value is not None
+        seen[key] = value[messages_in]
+    assert seen == dict.fromkeys(keys, ROUNDS)

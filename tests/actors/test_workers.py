@@ -98,6 +98,26 @@ def test_reload_across_workers_and_dead_handles(pool: WorkerPool, recorder: Reco
     assert entry["ext_user"] == row(4, password="new").ext_user
 
 
+def test_counters_written_without_an_event_reach_the_main_process(
+    pool: WorkerPool, recorder: Recorder
+) -> None:
+    # A worker pushes the statuses its board marked as written: message
+    # counters change with no connection event, and still arrive.
+    pool.apply([row(n) for n in range(4)])
+    wait_for(lambda: len(_connected(pool)) == 4, what="4 accounts connected")
+    for n in range(3):
+        _echo(pool, recorder, "sip1", f"count-{n}")
+
+    def counted() -> bool:
+        entry = _connected(pool)["sip1"]
+        return (entry["messages_out"], entry["messages_in"]) == (3, 3)
+
+    wait_for(counted, what="sip1's counters in the main process")
+    for sip_user, entry in _connected(pool).items():
+        if sip_user != "sip1":
+            assert (entry["messages_out"], entry["messages_in"]) == (0, 0)
+
+
 def test_status_lists_every_account_while_its_worker_restarts(recorder: Recorder) -> None:
     """From the kill until the new worker took its rows: listed, as worker_restarting."""
     del recorder  # fixture: events of the pool go somewhere
