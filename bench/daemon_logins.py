@@ -220,11 +220,19 @@ def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
             time.sleep(POLL)
         elapsed = time.monotonic() - started
         first = float("nan")
+        idle_cpu = float("nan")
+        assert gateway.process is not None
         if connected == accounts:
             elapsed = last_login - started_wall
             first = first_login - started_wall
-            time.sleep(settle)  # memory of idle accounts (parked XML parsers); CPU counts it
-        assert gateway.process is not None
+            # Memory of idle accounts (parked XML parsers); the CPU they cost
+            # (no keepalive configured: timers, status pushes, the loop).
+            time.sleep(1.0)  # the last logins' stragglers (acks, statuses)
+            tree = process_tree(gateway.process.pid)
+            before_idle = cpu_seconds(tree)
+            time.sleep(settle)
+            if settle > 0:
+                idle_cpu = (cpu_seconds(tree) - before_idle) / settle
         tree = process_tree(gateway.process.pid)
         rss = rss_kib(tree)
         rss_main = rss_kib([gateway.process.pid])
@@ -255,6 +263,9 @@ def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
         "prosody_cpu_ms": 1000 * prosody_cpu / max(1, connected),
         # Prosody is one thread: near 100 % of a core, it is the limit.
         "prosody_busy": prosody_cpu / elapsed,
+        # The daemon's tree with every account online and nothing to do,
+        # share of one core (--settle seconds; NaN without).
+        "idle_cpu": idle_cpu,
     }
 
 
@@ -397,7 +408,7 @@ def main() -> None:
         f"{'online':>6} {'seconds':>8} {'logins/s':>9} "
         f"{'ratio':>5} {'first':>5} | {'RSS MiB':>8} {'KiB/acct':>8} {'ratio':>5} | "
         f"{'CPU ms/login: ours':>18} {'main':>5} {'Prosody':>7} {'ours/P':>6} | "
-        f"{'Prosody busy':>12}"
+        f"{'Prosody busy':>12} | {'idle CPU':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -415,13 +426,14 @@ def main() -> None:
             f"{row['gateway_cpu_ms']:>18.1f} {row['main_cpu_ms']:>5.1f} "
             f"{row['prosody_cpu_ms']:>7.1f} "
             f"{row['gateway_cpu_ms'] / max(row['prosody_cpu_ms'], 1e-9):>6.2f} | "
-            f"{100 * row['prosody_busy']:>11.0f}%"
+            f"{100 * row['prosody_busy']:>11.0f}% | {100 * row['idle_cpu']:>7.2f}%"
         )
     print_memory(memory)
     print(
         "reference: the first row of each size (workers = 0, one process, of --against "
         "if given); ratios > 1 for logins/s are better; CPU 'main': the main process's "
-        "share of ours (all of it with workers = 0); "
+        "share of ours (all of it with workers = 0); idle CPU: the daemon's share of a core "
+        "over --settle seconds with every account online; "
         f"SCRAM iterations {args.iterations}; Prosody Lua GC {args.prosody_gc}"
     )
 
