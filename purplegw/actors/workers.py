@@ -9,7 +9,9 @@ one duplex pipe each, carrying small tuples:
 main -> worker: ``("apply", id, rows)``,
                ``("request", id, (sip_user, protocol), op, args)``, ``("stop", id)``
 worker -> main: ``("reply", id, value)``, ``("error", id, text)``,
-               ``("event", name, kwargs)``, ``("statuses", changed, removed)``
+               ``("event", name, kwargs)``, ``("statuses", changed, removed)``,
+               ``("batch", [message, ...])``: what a loop thread sent in one
+               turn of its loop (``_PipeSender``)
 
 ``purplegw status`` never waits on a worker: each worker pushes the status
 entries that changed (an account's at once when its state changes, the
@@ -31,6 +33,7 @@ workers carry on.  Requests for its accounts meanwhile answer 480.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import multiprocessing
@@ -92,6 +95,59 @@ class WorkerError(RuntimeError):
 # --- the worker side ------------------------------------------------------------
 
 
+class _PipeSender:
+    """The worker's end of the pipe: one pickle and one write per loop turn, not per message.
+
+    What a thread running an asyncio loop (the accounts' shared loop) sends
+    during one turn of it leaves at the end of that turn as one
+    ``("batch", messages)``: in a login storm or a burst of messages each
+    account's events, statuses and replies would otherwise be a pickle, a
+    write and a wake-up of the main process's reader each.  Anything sent
+    from another thread first sends the pending batch, under the same lock,
+    so messages arrive in the order they were sent.  The lock is reentrant:
+    the status pusher holds it across its snapshot and the send.
+    """
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self._conn = conn
+        self.lock = threading.RLock()
+        self._batch: list[Any] = []
+        self._batch_loop: asyncio.AbstractEventLoop | None = None  # whose turn ends it
+
+    def send(self, message: Any) -> None:
+        """Send ``message``, at the end of this loop turn if called on a loop's thread.
+
+        Raises OSError/ValueError if the pipe is closed (a direct send only:
+        a batch's error is logged when it leaves).
+        """
+        loop = asyncio._get_running_loop()  # noqa: SLF001 - the C fast path of get_running_loop
+        with self.lock:
+            if loop is None:
+                self._send_batch()
+                self._conn.send(message)
+                return
+            if self._batch_loop is not loop:
+                self._send_batch()  # another loop's: sent before this one starts
+                self._batch_loop = loop
+                loop.call_soon(self.flush)
+            self._batch.append(message)
+
+    def flush(self) -> None:
+        """Send the pending batch now (end of a loop turn, worker shutdown)."""
+        try:
+            with self.lock:
+                self._send_batch()
+        except (OSError, ValueError):  # main process gone: we exit soon
+            logger.debug("Dropped a batch of messages: pipe closed")
+
+    def _send_batch(self) -> None:
+        batch, self._batch, self._batch_loop = self._batch, [], None
+        if len(batch) == 1:
+            self._conn.send(batch[0])
+        elif batch:
+            self._conn.send(("batch", batch))
+
+
 class _StatusPusher(EventSink):
     """Sends the main process the status entries that changed since the last push.
 
@@ -101,7 +157,7 @@ class _StatusPusher(EventSink):
     ``on_connection_state`` event.
     """
 
-    def __init__(self, accounts: LocalAccounts, send: Any, send_lock: threading.Lock) -> None:
+    def __init__(self, accounts: LocalAccounts, send: Any, send_lock: threading.RLock) -> None:
         self._accounts = accounts
         self._send = send
         # The pipe's lock: an event sent after the snapshot is taken arrives
@@ -194,18 +250,15 @@ def worker_main(  # noqa: PLR0913, PLR0917 - multiprocessing passes a worker's s
 
     from purplegw.protocols.loader import load_adapters  # noqa: PLC0415
 
-    lock = threading.Lock()
-
-    def send(message: Any) -> None:
-        with lock:
-            conn.send(message)
+    sender = _PipeSender(conn)
+    send = sender.send
 
     actors_config = ActorsConfig.from_section({**config, "workers": 0})
     apply_gc_threshold(actors_config.gc_threshold)
     adapters = load_adapters(protocols_config)
     accounts = LocalAccounts(actors_config, adapters, protocols_config, proxy)
     listener.add_sink(_Forwarder(send))
-    pusher = _StatusPusher(accounts, conn.send, lock).start()
+    pusher = _StatusPusher(accounts, send, sender.lock).start()
     listener.add_sink(pusher)
     send(("ready", os.getpid()))
     try:
@@ -229,6 +282,7 @@ def worker_main(  # noqa: PLR0913, PLR0917 - multiprocessing passes a worker's s
         from purplegw.actors.loop import stop_shared_loop  # noqa: PLC0415
 
         stop_shared_loop()
+        sender.flush()  # what the loop sent in its last turn
         conn.close()
 
 
@@ -415,24 +469,32 @@ class _Worker:
                 message = conn.recv()
             except (EOFError, OSError):
                 break
-            kind = message[0]
-            if kind == "statuses":
-                self._take_statuses(message[1], message[2])
-            elif kind == "event":
-                self._on_event(message[1], message[2])
-            elif kind == "ready":
-                self.pid = message[1]
-                self._ready.set()
-            elif kind in ("reply", "error"):
-                with self._pending_lock:
-                    waiter = self._pending.pop(message[1], None)
-                if waiter is None:
-                    continue
-                if kind == "reply":
-                    waiter.set(message[2])
-                else:
-                    self._fail(waiter, WorkerError(message[2]))
+            if message[0] == "batch":
+                for each in message[1]:
+                    self._take(each)
+            else:
+                self._take(message)
         self._fail_all()
+
+    def _take(self, message: tuple[Any, ...]) -> None:
+        """One message of the worker's (``_PipeSender``), on the reader thread."""
+        kind = message[0]
+        if kind == "statuses":
+            self._take_statuses(message[1], message[2])
+        elif kind == "event":
+            self._on_event(message[1], message[2])
+        elif kind == "ready":
+            self.pid = message[1]
+            self._ready.set()
+        elif kind in ("reply", "error"):
+            with self._pending_lock:
+                waiter = self._pending.pop(message[1], None)
+            if waiter is None:
+                return
+            if kind == "reply":
+                waiter.set(message[2])
+            else:
+                self._fail(waiter, WorkerError(message[2]))
 
     def _on_event(self, event: str, kwargs: dict[str, Any]) -> None:
         if event == "on_send_result" and kwargs["outcome"].status != 202:
