@@ -117,8 +117,9 @@ class _PipeSender:
     def send(self, message: Any) -> None:
         """Send ``message``, at the end of this loop turn if called on a loop's thread.
 
-        Raises OSError/ValueError if the pipe is closed (a direct send only:
-        a batch's error is logged when it leaves).
+        Raises OSError/ValueError if the pipe is closed when this call writes
+        (a direct send, or another loop's batch sent ahead of this one); the
+        batch sent at the end of a turn logs its error instead.
         """
         loop = asyncio._get_running_loop()  # noqa: SLF001 - the C fast path of get_running_loop
         with self.lock:
@@ -188,16 +189,15 @@ class _StatusPusher(EventSink):
     def on_event(self, event: str, **kwargs: Any) -> None:
         if event != "on_connection_state":
             return
-        account = kwargs["account"]
-        key = AccountKey(account.sip_user, account.protocol)
+        # The account's state was written (and marked) before its event was
+        # sent: this push carries it, with whatever else is marked.
         try:
-            with self._lock:
-                values = self._accounts.board.values_of(key)
-                if values is not None and self._sent.get(key) != values:
-                    self._send(("statuses", [values], []))
-                    self._sent[key] = values
+            self.push()
         except (OSError, ValueError):  # main process gone: we exit soon
-            logger.debug("Dropped the status of %s/%s: pipe closed", *key)
+            account = kwargs["account"]
+            logger.debug(
+                "Dropped the status of %s/%s: pipe closed", account.sip_user, account.protocol
+            )
 
     def run(self) -> None:
         while not self._stop.wait(STATUS_PUSH_INTERVAL):
