@@ -43,14 +43,21 @@ from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element, XMLPullParser
 from xml.sax.saxutils import escape
 
+# The same warm-up, login gate, GC threshold, Prosody CPU reading and
+# sessions' event sink as bench/account_memory.py (a sibling script:
+# bench/ is on sys.path).
+from account_memory import (
+    CONCURRENT_LOGINS,
+    GC_THRESHOLD,
+    WARM_ACCOUNTS,
+    KeyEvents,
+    cpu_seconds,
+)
+
 if TYPE_CHECKING:
     import ssl
 
 ROOT = Path(__file__).resolve().parents[1]
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-WARM_ACCOUNTS = 20
-CONCURRENT_LOGINS = 100
-GC_THRESHOLD = 50_000
 VARIANTS = ("purplegw", "floor")
 
 STREAM_NS = "http://etherx.jabber.org/streams"
@@ -59,11 +66,6 @@ SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
 SM_NS = "urn:xmpp:sm:3"
 CLIENT_NS = "jabber:client"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _hmac(key: bytes, text: bytes) -> bytes:
@@ -212,19 +214,6 @@ class FloorLogin(asyncio.Protocol):
         await self.closed
 
 
-class NoEvents:
-    """SessionEvents that drop everything; the SCRAM key a login derived is kept."""
-
-    def __init__(self, keys: dict[str, str]) -> None:
-        self.keys = keys
-
-    def on_key_derived(self, kind: str, value: str) -> None:
-        self.keys[kind] = value
-
-    def __getattr__(self, _name: str) -> Any:
-        return lambda *_a, **_k: None
-
-
 async def measure(args: argparse.Namespace) -> dict[str, float]:
     from purplegw.actors.gc_tuning import apply_gc_threshold
     from purplegw.protocols.base import AccountCredentials, SessionContext
@@ -252,7 +241,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             AccountCredentials(
                 i, f"sip:u{i}@127.0.0.1", jid, "xmpp", password, derived_keys=dict(keys)
             ),
-            SessionContext(loop=loop, events=NoEvents(keys), config=cfg, shared=shared),
+            SessionContext(loop=loop, events=KeyEvents(keys), config=cfg, shared=shared),
         )
         await session.login()
         return session
