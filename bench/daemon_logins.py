@@ -227,11 +227,11 @@ def measure(  # noqa: PLR0913, PLR0917 - the benchmark's knobs
             first = first_login - started_wall
             # Memory of idle accounts (parked XML parsers); the CPU they cost
             # (no keepalive configured: timers, status pushes, the loop).
-            time.sleep(1.0)  # the last logins' stragglers (acks, statuses)
-            tree = process_tree(gateway.process.pid)
-            before_idle = cpu_seconds(tree)
-            time.sleep(settle)
             if settle > 0:
+                time.sleep(1.0)  # the last logins' stragglers (acks, statuses)
+                tree = process_tree(gateway.process.pid)
+                before_idle = cpu_seconds(tree)
+                time.sleep(settle)
                 idle_cpu = (cpu_seconds(tree) - before_idle) / settle
         tree = process_tree(gateway.process.pid)
         rss = rss_kib(tree)
